@@ -1,0 +1,32 @@
+# alignax: `make run` and `make test` do the whole set-up on a fresh machine (Python 3.11 + pip).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k resume"`.
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast bazel-test clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/alignax run experiments/bt_dpo_synthetic.py
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bazel-test: install
+	bash .ci/bazel_test.sh
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

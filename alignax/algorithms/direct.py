@@ -1,0 +1,89 @@
+"""Direct alignment (DPO and relatives) from preference pairs against a frozen reference policy."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from alignax.algorithms import common
+from alignax.losses import DIRECT_LOSSES
+from alignax.ops import sequence_logprobs, shift_for_next_token
+from alignax.train.loop import Frozen, fit
+from alignax.train.optim import make_optimizer
+
+
+def pair_logps(apply_fn, params, batch) -> tuple[jax.Array, jax.Array]:
+    """Summed response log-probs of chosen and rejected, one forward over the 2B stacked rows."""
+    ids = jnp.concatenate([batch["chosen_ids"], batch["rejected_ids"]], axis=0)
+    mask = jnp.concatenate([batch["chosen_mask"], batch["rejected_mask"]], axis=0)
+    response = jnp.concatenate(
+        [batch["chosen_response_mask"], batch["rejected_response_mask"]], axis=0
+    )
+    targets, target_mask = shift_for_next_token(ids, response)
+    logps = sequence_logprobs(apply_fn(params, ids, mask), targets, target_mask)
+    b = batch["chosen_ids"].shape[0]
+    return logps[:b], logps[b:]
+
+
+def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None) -> Callable:
+    """`loss_fn(params, batch, rng, ref_params)` = mean over pairs of `DIRECT_LOSSES[loss]`.
+
+    The reference log-probs are recomputed in the step from the frozen `ref_params` (under
+    stop_gradient); they are never part of the optimizer's tree.
+    """
+    if loss not in DIRECT_LOSSES:
+        raise ValueError(f"unknown direct loss {loss!r}; valid: {sorted(DIRECT_LOSSES)}")
+    per_example = DIRECT_LOSSES[loss]
+    loss_kwargs = dict(loss_kwargs or {})
+
+    def loss_fn(params, batch, rng, ref_params):
+        del rng
+        pc, pr = pair_logps(apply_fn, params, batch)
+        rc, rr = jax.lax.stop_gradient(pair_logps(apply_fn, ref_params, batch))
+        losses, stats = per_example(pc, pr, rc, rr, **loss_kwargs)
+        metrics = {k: v.mean() for k, v in stats.items()}
+        metrics["policy_chosen_logps"] = pc.mean()
+        metrics["policy_rejected_logps"] = pr.mean()
+        return losses.mean(), metrics
+
+    return loss_fn
+
+
+def train(
+    config: Mapping[str, Any], workdir: str, *, train_source, ref_params, eval_fn=None,
+    seed: int = 0,
+) -> dict:
+    """Trains a policy initialised at `ref_params` with a direct-alignment loss.
+
+    Config keys: model, optimizer, loss (name in DIRECT_LOSSES), loss_kwargs (e.g. beta),
+    train.{steps, batch_size, checkpoint_every, log_every, eval_every}, mesh.
+    `eval_fn(params) -> metrics` (e.g. alignax.eval.policy.make_policy_eval) is logged as eval/*.
+    """
+    model = common.make_model(config["model"], "lm")
+    steps = int(config["train"]["steps"])
+    axes = model.logical_axes(jax.eval_shape(model.init, jax.random.key(0)))
+    result = fit(
+        workdir=workdir,
+        loss_fn=make_direct_loss(model.apply, config.get("loss", "dpo"),
+                                 config.get("loss_kwargs")),
+        tx=make_optimizer(config["optimizer"], steps),
+        init_params=ref_params,
+        logical_axes=axes,
+        rng=jax.random.key(seed),
+        data_iter=common.make_iterator(
+            train_source, batch_size=int(config["train"]["batch_size"]), seed=seed
+        ),
+        num_steps=steps,
+        mesh=common.mesh_from(config.get("mesh")),
+        frozen=[Frozen(ref_params, axes)],
+        checkpoint_every=int(config["train"].get("checkpoint_every", 100)),
+        eval_fn=eval_fn,
+        eval_every=int(config["train"].get("eval_every", 0)),
+        log_every=int(config["train"].get("log_every", 1)),
+        progress=bool(config["train"].get("progress", True)),
+        desc="direct",
+    )
+    return {"params": result.state.params, "model": model, "metrics": result.metrics,
+            "eval": result.eval_metrics, "fit": result}

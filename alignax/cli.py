@@ -1,0 +1,183 @@
+"""Command line: `alignax run | list`.
+
+    alignax run experiments/<name>.py[:arg] [--workdir DIR] [--config.a.b=value ...]
+    alignax list [--dir experiments]
+
+Multi-process (one command per process, e.g. 2 processes on localhost):
+    alignax run ... --coordinator 127.0.0.1:12345 --num-processes 2 --process-id 0
+(or the environment variables ALIGNAX_COORDINATOR, ALIGNAX_NUM_PROCESSES, ALIGNAX_PROCESS_ID).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import sys
+
+USAGE_RUN = "alignax run experiments/<name>.py[:arg] [--workdir DIR] [--config.a.b=value ...]"
+
+
+def _err(message: str, code: int) -> int:
+    print(f"alignax: {message}", file=sys.stderr)
+    return code
+
+
+def _fresh_workdir(path: str, arg: str | None) -> str:
+    name = os.path.splitext(os.path.basename(path))[0] + (f"-{arg}" if arg else "")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join("runs", f"{name}-{stamp}")
+    candidate, i = base, 1
+    while os.path.exists(candidate):
+        candidate, i = f"{base}-{i}", i + 1
+    return candidate
+
+
+def _split_run_args(argv: list[str]):
+    parser = argparse.ArgumentParser(prog="alignax run", usage=USAGE_RUN)
+    parser.add_argument("experiment")
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--coordinator", default=os.environ.get("ALIGNAX_COORDINATOR"))
+    parser.add_argument("--num-processes", type=int,
+                        default=int(os.environ.get("ALIGNAX_NUM_PROCESSES", "1")))
+    parser.add_argument("--process-id", type=int,
+                        default=int(os.environ.get("ALIGNAX_PROCESS_ID", "0")))
+    overrides, rest = [], []
+    for item in argv:
+        if item.startswith("--config."):
+            overrides.append(item[len("--config."):])
+        else:
+            rest.append(item)
+    # `--config.a.b value` (space separated) is accepted too.
+    fixed = []
+    for item in overrides:
+        fixed.append(item)
+    args = parser.parse_args(rest)
+    return args, fixed
+
+
+def cmd_run(argv: list[str]) -> int:
+    from alignax import experiment as ex
+
+    # Support "--config.key value" by joining a following bare value.
+    joined: list[str] = []
+    i = 0
+    while i < len(argv):
+        item = argv[i]
+        if item.startswith("--config.") and "=" not in item and i + 1 < len(argv):
+            joined.append(f"{item}={argv[i + 1]}")
+            i += 2
+            continue
+        joined.append(item)
+        i += 1
+    args, overrides = _split_run_args(joined)
+    path, arg = ex.split_spec(args.experiment)
+    try:
+        module = ex.load_module(path)
+        config = ex.load_config(module, arg, path)
+        ex.apply_overrides(config, overrides)
+    except ex.ExperimentError as e:
+        return _err(str(e), 2)
+
+    if args.num_processes > 1:
+        if not args.coordinator:
+            return _err("--num-processes > 1 needs --coordinator HOST:PORT", 2)
+        import jax
+
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
+    import jax
+
+    is_main = jax.process_index() == 0
+    workdir = args.workdir or _fresh_workdir(path, arg)
+    os.makedirs(workdir, exist_ok=True)
+    config_json = config.to_json_best_effort(indent=2, sort_keys=True)
+    config_path = os.path.join(workdir, "config.json")
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            previous = f.read()
+        if previous.strip() != config_json.strip():
+            return _err(
+                f"{workdir} holds a run of a different config (see {config_path}); resume with "
+                "the same command or choose another --workdir", 2)
+    elif is_main:
+        with open(config_path, "w") as f:
+            f.write(config_json + "\n")
+    if is_main:
+        print(f"alignax: workdir {workdir}", flush=True)
+
+    from alignax.train.loop import Interrupted, NonFiniteError
+
+    try:
+        summary = ex.run_experiment(module, config, workdir, path=path, arg=arg)
+    except NonFiniteError as e:
+        return _err(str(e), 1)
+    except Interrupted as e:
+        return _err(str(e), 143)
+    except ex.ExperimentError as e:
+        return _err(str(e), 2)
+    if is_main:
+        _print_summary(summary, workdir)
+    return 0
+
+
+def _print_summary(summary: dict, workdir: str) -> None:
+    for variant, res in summary["results"].items():
+        parts = [f"{k}={v['mean']:.4g}±{v['std']:.2g}" for k, v in res["metrics"].items()]
+        print(f"  {variant}: " + ", ".join(parts))
+    for c in summary["claims"]:
+        status = "PASS" if c["passed"] else "FAIL"
+        measured = ", ".join(f"{k}={v:.4g}" for k, v in c["measured"].items())
+        print(f"  [{status}] {c['name']} ({measured})")
+    print(f"alignax: results in {workdir} (summary.json, metrics.jsonl, plots/)")
+
+
+def _results_rows(results_md: str) -> dict[str, list[str]]:
+    rows: dict[str, list[str]] = {}
+    if not os.path.exists(results_md):
+        return rows
+    with open(results_md) as f:
+        for line in f:
+            if not line.startswith("|") or set(line.strip()) <= set("|-: "):
+                continue
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            m = re.search(r"`?([\w\-]+)\.py`?", cells[0]) if cells else None
+            if m:
+                rows[m.group(1)] = cells  # the last row of an experiment wins
+    return rows
+
+
+def cmd_list(argv: list[str]) -> int:
+    from alignax.experiment import paper_of
+
+    parser = argparse.ArgumentParser(prog="alignax list")
+    parser.add_argument("--dir", default="experiments")
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.dir):
+        return _err(f"{args.dir}: no experiments folder here", 2)
+    rows = _results_rows(os.path.join(args.dir, "RESULTS.md"))
+    names = sorted(f[:-3] for f in os.listdir(args.dir) if f.endswith(".py") and f[0] != "_")
+    for name in names:
+        paper = paper_of(os.path.join(args.dir, f"{name}.py"))
+        row = rows.get(name)
+        last = " | ".join(row[2:5]) if row and len(row) >= 5 else "no recorded result"
+        print(f"{name}\n    paper: {paper}\n    last result: {last}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"run": cmd_run, "list": cmd_list}
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        print(__doc__.strip())
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Experiments as config modules: loading, overrides, variants x seeds, summary and claims.
+
+An experiment module (experiments/<name>.py) defines:
+
+- `get_config(arg: str | None) -> ml_collections.ConfigDict`, with at least `seeds` (a list of ints)
+  and optionally `variants` (a dict: variant name -> dict of dotted-key overrides);
+- `run(config, workdir) -> dict[str, float]`, one seed of one variant (`config.seed` is set);
+- optionally `claims(results) -> list[Claim]`, the paper's claims checked on the measured numbers.
+
+`run_experiment` runs every variant and seed in `<workdir>/<variant>/seed_<s>/`, aggregates each
+metric into mean and std over seeds, checks the claims and writes `<workdir>/summary.json`.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import importlib.util
+import json
+import math
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+
+class ExperimentError(Exception):
+    """A user-facing problem with an experiment module, its argument or an override (one line)."""
+
+
+@dataclasses.dataclass
+class Claim:
+    """One checked claim: a sentence, whether it held, and the numbers it was judged on."""
+
+    name: str
+    passed: bool
+    measured: dict[str, float]
+    detail: str = ""
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "passed": bool(self.passed),
+                "measured": {k: float(v) for k, v in self.measured.items()}, "detail": self.detail}
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """'experiments/x.py:smoke' -> ('experiments/x.py', 'smoke')."""
+    path, sep, arg = spec.rpartition(":")
+    if sep and path.endswith(".py") and "/" not in arg:
+        return path, arg or None
+    return spec, None
+
+
+def load_module(path: str):
+    """Imports an experiment module from a file path; errors become one-line ExperimentError."""
+    if not path.endswith(".py"):
+        raise ExperimentError(f"{path}: an experiment is a Python file (experiments/<name>.py)")
+    if not os.path.isfile(path):
+        raise ExperimentError(f"{path}: no such experiment file")
+    name = "alignax_experiment_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ExperimentError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+    except Exception as e:  # noqa: BLE001 - any import-time failure is reported in one line
+        raise ExperimentError(f"{path}: import failed: {type(e).__name__}: {e}") from None
+    for attr in ("get_config", "run"):
+        if not callable(getattr(module, attr, None)):
+            raise ExperimentError(f"{path}: an experiment module must define {attr}()")
+    return module
+
+
+def load_config(module, arg: str | None, path: str = "") -> ml_collections.ConfigDict:
+    try:
+        config = module.get_config(arg)
+    except Exception as e:  # noqa: BLE001
+        raise ExperimentError(
+            f"{path}: get_config({arg!r}) failed: {type(e).__name__}: {e}"
+        ) from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ExperimentError(f"{path}: get_config must return an ml_collections.ConfigDict")
+    if "seeds" not in config:
+        raise ExperimentError(f"{path}: the config needs a `seeds` list")
+    config.lock()
+    return config
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in config.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, ml_collections.ConfigDict):
+            keys.extend(flat_keys(v, full + "."))
+    return keys
+
+
+def _parse_value(text: str, current: Any, key: str) -> Any:
+    if isinstance(current, bool):
+        low = text.lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        raise ExperimentError(f"--config.{key}: expected a bool, got {text!r}")
+    if isinstance(current, str) or current is None:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        return value if current is None else text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ExperimentError(
+            f"--config.{key}: cannot parse {text!r} as {type(current).__name__}"
+        ) from None
+    if isinstance(current, float) and isinstance(value, int):
+        value = float(value)
+    if isinstance(current, (list, tuple)) and isinstance(value, (list, tuple)):
+        return type(current)(value)
+    if not isinstance(value, type(current)):
+        raise ExperimentError(
+            f"--config.{key}: expected {type(current).__name__}, got {text!r}"
+        )
+    return value
+
+
+def set_key(config: ml_collections.ConfigDict, key: str, value: Any, *, parse: bool) -> None:
+    """Sets a dotted key that must already exist; unknown keys list the closest valid ones."""
+    parts = key.split(".")
+    node = config
+    for i, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            valid = flat_keys(config)
+            close = difflib.get_close_matches(key, valid, n=5, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ExperimentError(f"unknown config key {key!r}{hint}")
+        if i < len(parts) - 1:
+            node = node[part]
+    current = node[parts[-1]]
+    if isinstance(current, ml_collections.ConfigDict):
+        raise ExperimentError(f"config key {key!r} is a group; set one of its fields")
+    if parse:
+        value = _parse_value(value, current, key)
+    with node.unlocked():
+        node[parts[-1]] = value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
+    """Applies `a.b=value` strings (from `--config.a.b=value`)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ExperimentError(f"--config.{item}: expected --config.<key>=<value>")
+        set_key(config, key, text, parse=True)
+
+
+def _variant_configs(config) -> dict[str, ml_collections.ConfigDict]:
+    variants = config.get("variants") or {}
+    if not variants:
+        return {"default": config}
+    out = {}
+    for name, overrides in variants.items():
+        cfg = ml_collections.ConfigDict(config.to_dict())
+        cfg.lock()
+        for key, value in dict(overrides).items():
+            set_key(cfg, key, value, parse=False)
+        out[name] = cfg
+    return out
+
+
+def aggregate(per_seed: Mapping[int, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """{seed: {metric: x}} -> {metric: {mean, std, n}} (std with ddof=0 over the seeds)."""
+    keys = sorted({k for m in per_seed.values() for k in m})
+    out = {}
+    for k in keys:
+        xs = np.array([float(m[k]) for m in per_seed.values() if k in m], np.float64)
+        out[k] = {"mean": float(xs.mean()), "std": float(xs.std()), "n": int(len(xs))}
+    return out
+
+
+def run_experiment(
+    module, config: ml_collections.ConfigDict, workdir: str, *, path: str = "", arg=None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Runs all variants x seeds, checks claims, writes summary.json; returns the summary."""
+    import jax
+
+    is_main = jax.process_index() == 0
+    results: dict[str, Any] = {}
+    for variant, vcfg in _variant_configs(config).items():
+        per_seed = {}
+        for seed in list(config.seeds):
+            cfg = ml_collections.ConfigDict(vcfg.to_dict())
+            with cfg.unlocked():
+                cfg.seed = int(seed)
+            cfg.lock()
+            subdir = os.path.join(workdir, variant, f"seed_{seed}")
+            if is_main:
+                log(f"[{variant}] seed {seed} -> {subdir}")
+            metrics = module.run(cfg, subdir)
+            per_seed[int(seed)] = {k: float(v) for k, v in metrics.items()}
+        results[variant] = {"per_seed": per_seed, "metrics": aggregate(per_seed)}
+
+    claims: list[Claim] = []
+    if callable(getattr(module, "claims", None)):
+        claims = list(module.claims(results))
+    summary = {
+        "experiment": path,
+        "arg": arg,
+        "paper": paper_of(path) if path else "",
+        "results": results,
+        "claims": [c.to_json() for c in claims],
+        "all_claims_passed": all(c.passed for c in claims) if claims else None,
+    }
+    if is_main:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2, allow_nan=False, default=_json_default)
+    return summary
+
+
+def _json_default(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+
+
+def paper_of(path: str) -> str:
+    """First line of an experiment module's docstring (without importing it)."""
+    try:
+        with open(path) as f:
+            doc = ast.get_docstring(ast.parse(f.read())) or ""
+    except (OSError, SyntaxError):
+        return ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def metric(results: Mapping, variant: str, name: str) -> float:
+    """Mean over seeds of one metric of one variant (for claims)."""
+    value = results[variant]["metrics"][name]["mean"]
+    if not math.isfinite(value):
+        raise ValueError(f"{variant}/{name} is not finite: {value}")
+    return value
+

@@ -1,0 +1,311 @@
+"""Decoder-only transformer (Llama style) and its reward-model variant, as pure (init, apply) pairs.
+
+The modules are Flax NNX; they never cross a jit boundary as objects. `make_lm` and
+`make_reward_model` return a `Model` of two pure functions over a nested dict of arrays:
+
+    params = model.init(rng)
+    logits = model.apply(params, input_ids, mask)          # LM:     [B, T, V]
+    rewards = model.apply(params, input_ids, mask)         # reward: [B]
+
+Every parameter has logical axis names (`model.logical_axes(params)`), mapped onto a device mesh
+by `alignax.train.sharding`.
+
+Shapes: B batch, T tokens, D model width, H heads, K kv heads, E head dim, F MLP width, V vocab.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Params = dict[str, Any]
+
+_NEG_INF = -1e30  # finite, so fully masked rows (padding) stay NaN-free
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture of a Llama-style decoder (RMSNorm, RoPE, SwiGLU, grouped-query attention).
+
+    Attributes:
+      vocab_size: V.
+      d_model: D.
+      n_layers: number of decoder blocks.
+      n_heads: H query heads; D must be divisible by H.
+      n_kv_heads: K key/value heads (grouped-query attention); None means K = H.
+      d_ff: F, the SwiGLU hidden width.
+      max_len: longest sequence the model is used with (documentation and checks only: RoPE has
+        no table).
+      rope_theta: RoPE base.
+      norm_eps: RMSNorm epsilon.
+      tie_embeddings: LM head is the transposed token embedding.
+      dtype: compute dtype ("float32" or "bfloat16"); parameters are always float32.
+    """
+
+    vocab_size: int = 32
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int | None = None
+    d_ff: int = 176
+    max_len: int = 64
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    tie_embeddings: bool = True
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.kv_heads}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def from_mapping(cls, mapping) -> "TransformerConfig":
+        """Builds a config from a dict or ConfigDict, rejecting unknown keys."""
+        mapping = dict(mapping)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(mapping) - known)
+        if unknown:
+            raise ValueError(f"unknown transformer config keys {unknown}; valid: {sorted(known)}")
+        return cls(**mapping)
+
+
+def _init(scale: float = 1.0):
+    return nnx.initializers.variance_scaling(scale, "fan_in", "truncated_normal")
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float):
+        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32))
+        self.eps = eps
+
+    def __call__(self, x):
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (y * self.scale[...]).astype(x.dtype)
+
+
+def rope(x, positions, theta: float):
+    """Rotary position embedding (Su et al. 2021), half-split layout as in Llama/HF.
+
+    Args:
+      x: [B, T, N, E] queries or keys.
+      positions: [B, T] integer positions.
+    """
+    e = x.shape[-1]
+    freqs = 1.0 / (theta ** (jnp.arange(0, e, 2, dtype=jnp.float32) / e))  # [E/2]
+    angles = positions[..., None].astype(jnp.float32) * freqs  # [B, T, E/2]
+    cos = jnp.cos(angles)[:, :, None, :]
+    sin = jnp.sin(angles)[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs):
+        d, h, k, e = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        dt = jnp.dtype(cfg.dtype)
+        self.cfg = cfg
+        self.q = nnx.Linear(d, h * e, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
+        self.k = nnx.Linear(d, k * e, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
+        self.v = nnx.Linear(d, k * e, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
+        self.o = nnx.Linear(h * e, d, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
+
+    def __call__(self, x, positions, attn_mask):
+        cfg = self.cfg
+        b, t, _ = x.shape
+        h, k, e = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        q = rope(self.q(x).reshape(b, t, h, e), positions, cfg.rope_theta)
+        kk = rope(self.k(x).reshape(b, t, k, e), positions, cfg.rope_theta)
+        v = self.v(x).reshape(b, t, k, e)
+        q = q.reshape(b, t, k, h // k, e)  # group query heads by their kv head
+        scores = jnp.einsum("btkge,bske->bkgts", q, kk).astype(jnp.float32)
+        scores = scores / jnp.sqrt(jnp.float32(e))
+        scores = jnp.where(attn_mask[:, None, None, :, :], scores, _NEG_INF)
+        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
+        out = jnp.einsum("bkgts,bske->btkge", probs, v).reshape(b, t, h * e)
+        return self.o(out)
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs):
+        dt = jnp.dtype(cfg.dtype)
+        d, f = cfg.d_model, cfg.d_ff
+        self.gate = nnx.Linear(d, f, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
+        self.up = nnx.Linear(d, f, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
+        self.down = nnx.Linear(f, d, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
+
+    def __call__(self, x):
+        return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs):
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg, rngs)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = MLP(cfg, rngs)
+
+    def __call__(self, x, positions, attn_mask):
+        x = x + self.attn(self.attn_norm(x), positions, attn_mask)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+def positions_from_mask(mask):
+    """Position of each token counting only valid tokens: works for left and right padding. [B, T]."""
+    return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def causal_attention_mask(mask):
+    """[B, T, T] boolean: query t attends to valid key s <= t."""
+    t = mask.shape[-1]
+    causal = jnp.tril(jnp.ones((t, t), dtype=bool))
+    return causal[None] & mask.astype(bool)[:, None, :]
+
+
+class Decoder(nnx.Module):
+    """Token embedding, decoder blocks, final norm: hidden states [B, T, D]."""
+
+    def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.embed = nnx.Embed(
+            cfg.vocab_size, cfg.d_model, embedding_init=nnx.initializers.normal(0.02), rngs=rngs
+        )
+        self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
+        self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+
+    def __call__(self, input_ids, mask):
+        x = self.embed(input_ids).astype(jnp.dtype(self.cfg.dtype))
+        positions = positions_from_mask(mask)
+        attn_mask = causal_attention_mask(mask)
+        for layer in self.layers:
+            x = layer(x, positions, attn_mask)
+        return self.final_norm(x)
+
+
+class CausalLM(nnx.Module):
+    """Decoder + LM head: logits [B, T, V] (float32)."""
+
+    def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.decoder = Decoder(cfg, rngs)
+        if not cfg.tie_embeddings:
+            self.lm_head = nnx.Linear(
+                cfg.d_model, cfg.vocab_size, use_bias=False, kernel_init=_init(), rngs=rngs
+            )
+
+    def __call__(self, input_ids, mask):
+        hidden = self.decoder(input_ids, mask)
+        if self.cfg.tie_embeddings:
+            logits = self.decoder.embed.attend(hidden)
+        else:
+            logits = self.lm_head(hidden)
+        return logits.astype(jnp.float32)
+
+
+def last_token_index(mask):
+    """Index of the last valid token of each row (left or right padding). [B] int32."""
+    t = mask.shape[-1]
+    return (t - 1 - jnp.argmax(mask[:, ::-1].astype(jnp.int32), axis=-1)).astype(jnp.int32)
+
+
+class ScalarRewardModel(nnx.Module):
+    """Decoder + linear score head read at the last valid token: rewards [B] (float32)."""
+
+    def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs):
+        self.decoder = Decoder(cfg, rngs)
+        self.score = nnx.Linear(
+            cfg.d_model, 1, use_bias=True, kernel_init=nnx.initializers.normal(0.02), rngs=rngs
+        )
+
+    def __call__(self, input_ids, mask):
+        hidden = self.decoder(input_ids, mask)  # [B, T, D]
+        idx = last_token_index(mask)
+        last = jnp.take_along_axis(hidden, idx[:, None, None], axis=1)[:, 0]  # [B, D]
+        return self.score(last)[:, 0].astype(jnp.float32)
+
+
+# Logical axis names of every parameter, by path suffix. The first matching pattern wins.
+_LOGICAL_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+    (r"embed/embedding$", ("vocab", "embed")),
+    (r"attn/(q|k|v)/kernel$", ("embed", "heads")),
+    (r"attn/o/kernel$", ("heads", "embed")),
+    (r"mlp/(gate|up)/kernel$", ("embed", "mlp")),
+    (r"mlp/down/kernel$", ("mlp", "embed")),
+    (r"norm/scale$", ("norm",)),
+    (r"lm_head/kernel$", ("embed", "vocab")),
+    (r"score/kernel$", ("embed", None)),
+    (r"score/bias$", (None,)),
+)
+
+
+def logical_axes(params: Params) -> Any:
+    """Tree of logical axis-name tuples with the structure of `params`."""
+
+    def name(path, leaf):
+        key = "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
+        for pattern, axes in _LOGICAL_AXES:
+            if re.search(pattern, key):
+                if len(axes) != leaf.ndim:
+                    raise ValueError(f"logical axes {axes} do not fit {key} of shape {leaf.shape}")
+                return axes
+        raise ValueError(f"no logical axes for parameter {key!r}; add it to _LOGICAL_AXES")
+
+    return jax.tree_util.tree_map_with_path(name, params)
+
+
+class Model(NamedTuple):
+    """A model as pure functions: `params = init(rng)`, `out = apply(params, input_ids, mask)`."""
+
+    init: Callable[[jax.Array], Params]
+    apply: Callable[..., jax.Array]
+    logical_axes: Callable[[Params], Any]
+    config: TransformerConfig
+
+
+def _make(module_cls, cfg: TransformerConfig) -> Model:
+    abstract = nnx.eval_shape(lambda: module_cls(cfg, nnx.Rngs(0)))
+    graphdef, abstract_state = nnx.split(abstract, nnx.Param)
+
+    def init(rng) -> Params:
+        module = module_cls(cfg, nnx.Rngs(params=rng))
+        return nnx.to_pure_dict(nnx.state(module, nnx.Param))
+
+    def apply(params: Params, input_ids, mask):
+        if input_ids.ndim != 2 or mask.shape != input_ids.shape:
+            raise ValueError(
+                f"expected input_ids [B, T] and mask of the same shape, got {input_ids.shape} "
+                f"and {mask.shape}"
+            )
+        state = jax.tree.map(lambda x: x, abstract_state)
+        nnx.replace_by_pure_dict(state, params)
+        return nnx.merge(graphdef, state)(input_ids, mask)
+
+    return Model(init=init, apply=apply, logical_axes=logical_axes, config=cfg)
+
+
+def make_lm(cfg: TransformerConfig) -> Model:
+    """Causal LM: `apply(params, input_ids [B,T], mask [B,T]) -> logits [B,T,V]` (float32)."""
+    return _make(CausalLM, cfg)
+
+
+def make_reward_model(cfg: TransformerConfig) -> Model:
+    """Scalar reward model: `apply(params, input_ids [B,T], mask [B,T]) -> rewards [B]`."""
+    return _make(ScalarRewardModel, cfg)

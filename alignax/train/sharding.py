@@ -1,0 +1,172 @@
+"""Device mesh, logical-axis rules and the shardings of params, optimizer state and batches.
+
+One style everywhere: `jax.jit` with explicit `in_shardings`/`out_shardings` over a mesh whose axes are
+all `AxisType.Auto` (the classic pjit style). Mesh axes are ("data", "fsdp", "tensor"):
+
+- batches are split over data x fsdp (rows), replicated over tensor;
+- parameters carry logical names (e.g. ("embed", "mlp")) that `DEFAULT_RULES` maps to mesh axes:
+  "embed" -> fsdp (ZeRO-3 style parameter sharding), "heads"/"mlp"/"vocab" -> tensor.
+
+A dimension whose size is not divisible by its mesh axes is replicated instead (so tiny test models
+run on any mesh); `param_shardings` reports such fallbacks through `fallbacks`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+# logical name -> mesh axis (or tuple of axes, or None for replicated)
+DEFAULT_RULES: dict[str, Any] = {
+    "batch": BATCH_AXES,
+    "embed": "fsdp",
+    "heads": "tensor",
+    "kv_heads": "tensor",
+    "mlp": "tensor",
+    "vocab": "tensor",
+    "norm": None,
+}
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, *, devices=None) -> Mesh:
+    """Mesh with axes (data, fsdp, tensor) over all (global) devices; one size may be -1.
+
+    Raises:
+      ValueError: if the sizes do not multiply to the device count.
+    """
+    devices = list(jax.devices()) if devices is None else list(devices)
+    sizes = [data, fsdp, tensor]
+    n = len(devices)
+    if sizes.count(-1) > 1:
+        raise ValueError(f"at most one mesh size may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
+    if -1 in sizes:
+        known = math.prod(s for s in sizes if s != -1)
+        if n % known:
+            raise ValueError(f"{n} devices cannot be split into mesh {dict(zip(MESH_AXES, sizes))}")
+        sizes[sizes.index(-1)] = n // known
+    if math.prod(sizes) != n:
+        raise ValueError(
+            f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, have {n}"
+        )
+    device_array = np.asarray(devices, dtype=object).reshape(sizes)
+    return Mesh(device_array, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+
+
+def mesh_from_config(mesh_config: Mapping[str, int] | None) -> Mesh:
+    """`make_mesh` from a config mapping with keys among data/fsdp/tensor."""
+    mesh_config = dict(mesh_config or {})
+    unknown = set(mesh_config) - set(MESH_AXES)
+    if unknown:
+        raise ValueError(f"unknown mesh axes {sorted(unknown)}; valid: {MESH_AXES}")
+    return make_mesh(**mesh_config)
+
+
+def _axis_size(mesh: Mesh, axes) -> int:
+    if axes is None:
+        return 1
+    if isinstance(axes, str):
+        axes = (axes,)
+    return math.prod(mesh.shape[a] for a in axes)
+
+
+def logical_to_spec(
+    names: Sequence[str | None],
+    shape: Sequence[int],
+    mesh: Mesh,
+    rules: Mapping[str, Any] = DEFAULT_RULES,
+    fallbacks: list | None = None,
+) -> PartitionSpec:
+    """PartitionSpec for one array from its logical axis names.
+
+    A mesh axis is used at most once per array; a dimension not divisible by its mesh axes is
+    replicated (recorded in `fallbacks` as (names, shape, dim)).
+    """
+    used: set[str] = set()
+    spec = []
+    for dim, (name, size) in enumerate(zip(names, shape)):
+        axes = rules.get(name) if name is not None else None
+        if isinstance(axes, str):
+            axes = (axes,)
+        if axes is not None:
+            axes = tuple(a for a in axes if a not in used and mesh.shape.get(a, 1) > 1)
+            if not axes or size % _axis_size(mesh, axes):
+                if axes and fallbacks is not None:
+                    fallbacks.append((tuple(names), tuple(shape), dim))
+                axes = None
+        if axes:
+            used.update(axes)
+            spec.append(axes[0] if len(axes) == 1 else axes)
+        else:
+            spec.append(None)
+    return PartitionSpec(*spec)
+
+
+def param_shardings(
+    abstract_params: Any,
+    axes_tree: Any,
+    mesh: Mesh,
+    rules: Mapping[str, Any] = DEFAULT_RULES,
+    fallbacks: list | None = None,
+) -> Any:
+    """NamedSharding tree for params from their shapes and logical axis names."""
+    return jax.tree.map(
+        lambda leaf, names: NamedSharding(
+            mesh, logical_to_spec(names, leaf.shape, mesh, rules, fallbacks)
+        ),
+        abstract_params,
+        axes_tree,
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Rows over data x fsdp, everything else replicated."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def _path_keys(path) -> tuple:
+    return tuple(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path)
+
+
+def tree_shardings_like(abstract_tree: Any, params_abstract: Any, params_sharding: Any, mesh: Mesh):
+    """Shardings for a tree (e.g. optimizer state) whose leaves mirror params.
+
+    A leaf whose key path ends with a parameter's key path and has the same shape gets that
+    parameter's sharding (Adam's mu and nu, for instance); every other leaf is replicated.
+    """
+    by_path = {}
+    for (path, leaf), sharding in zip(
+        jax.tree_util.tree_flatten_with_path(params_abstract)[0],
+        jax.tree_util.tree_leaves(params_sharding),
+    ):
+        by_path[_path_keys(path)] = (tuple(leaf.shape), sharding)
+    max_len = max((len(k) for k in by_path), default=0)
+
+    def pick(path, leaf):
+        keys = _path_keys(path)
+        for n in range(min(len(keys), max_len), 0, -1):
+            hit = by_path.get(keys[-n:])
+            if hit is not None and hit[0] == tuple(getattr(leaf, "shape", ())):
+                return hit[1]
+        return replicated(mesh)
+
+    return jax.tree_util.tree_map_with_path(pick, abstract_tree)
+
+
+def global_batch(local_batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict:
+    """Global jax.Arrays from this process's rows (works for 1 or many processes)."""
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+        for k, v in local_batch.items()
+    }

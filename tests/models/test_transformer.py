@@ -1,0 +1,134 @@
+"""Decoder LM and scalar reward model: shapes, logical axes, padding and batch invariance."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alignax.models.transformer import (
+    TransformerConfig,
+    last_token_index,
+    make_lm,
+    make_reward_model,
+    positions_from_mask,
+)
+
+TINY = TransformerConfig(vocab_size=37, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    model = make_lm(TINY)
+    return model, model.init(jax.random.key(0))
+
+
+@pytest.fixture(scope="module")
+def rm():
+    model = make_reward_model(TINY)
+    return model, model.init(jax.random.key(1))
+
+
+def test_eval_shape_of_a_30m_config_needs_no_memory():
+    cfg = TransformerConfig(vocab_size=8192, d_model=512, n_layers=8, n_heads=8, d_ff=1408,
+                            max_len=256)
+    model = make_lm(cfg)
+    params = jax.eval_shape(model.init, jax.random.key(0))
+    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    # embeddings 8192*512 + 8 layers * (4*512*512 + 3*512*1408 + 2*512) + final norm 512
+    assert n == 8192 * 512 + 8 * (4 * 512 * 512 + 3 * 512 * 1408 + 2 * 512) + 512
+    logits = jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((2, 256), jnp.int32),
+                            jax.ShapeDtypeStruct((2, 256), bool))
+    assert logits.shape == (2, 256, 8192) and logits.dtype == jnp.float32
+
+
+def test_every_param_has_logical_axes_of_its_rank(lm, rm):
+    for model, params in (lm, rm):
+        axes = model.logical_axes(params)
+        flat_p = jax.tree.leaves(params)
+        flat_a = jax.tree.leaves(axes, is_leaf=lambda x: isinstance(x, tuple))
+        assert len(flat_p) == len(flat_a)
+        assert all(len(a) == p.ndim for p, a in zip(flat_p, flat_a))
+
+
+def test_gqa_shapes(lm):
+    _, params = lm
+    attn = params["decoder"]["layers"][0]["attn"]
+    assert attn["q"]["kernel"].shape == (32, 32)
+    assert attn["k"]["kernel"].shape == (32, 16)  # 2 kv heads x head dim 8
+
+
+def test_positions_and_last_index_for_left_and_right_padding():
+    mask = jnp.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1]], bool)
+    np.testing.assert_array_equal(positions_from_mask(mask), [[0, 1, 2, 2, 2], [0, 0, 0, 1, 2]])
+    np.testing.assert_array_equal(last_token_index(mask), [2, 4])
+
+
+def _rows(rng, b, t):
+    return jax.random.randint(rng, (b, t), 2, TINY.vocab_size)
+
+
+def test_lm_logits_do_not_depend_on_padding_side_or_neighbours(lm):
+    model, params = lm
+    ids = _rows(jax.random.key(2), 3, 6)
+    apply = jax.jit(model.apply)
+    alone = [apply(params, ids[i:i + 1], jnp.ones((1, 6), bool))[0] for i in range(3)]
+    # right padding to length 9, batched with neighbours
+    right = jnp.concatenate([ids, jnp.zeros((3, 3), ids.dtype)], axis=1)
+    right_mask = jnp.concatenate([jnp.ones((3, 6), bool), jnp.zeros((3, 3), bool)], axis=1)
+    out_right = apply(params, right, right_mask)
+    # left padding to length 9
+    left = jnp.concatenate([jnp.zeros((3, 3), ids.dtype), ids], axis=1)
+    left_mask = jnp.concatenate([jnp.zeros((3, 3), bool), jnp.ones((3, 6), bool)], axis=1)
+    out_left = apply(params, left, left_mask)
+    for i in range(3):
+        np.testing.assert_allclose(out_right[i, :6], alone[i], atol=1e-5)
+        np.testing.assert_allclose(out_left[i, 3:], alone[i], atol=1e-5)
+
+
+def test_reward_is_batch_and_padding_invariant(rm):
+    model, params = rm
+    ids = _rows(jax.random.key(3), 4, 5)
+    apply = jax.jit(model.apply)
+    alone = np.array([apply(params, ids[i:i + 1], jnp.ones((1, 5), bool))[0] for i in range(4)])
+    batched = apply(params, ids, jnp.ones((4, 5), bool))
+    left = jnp.concatenate([jnp.zeros((4, 2), ids.dtype), ids], axis=1)
+    left_mask = jnp.concatenate([jnp.zeros((4, 2), bool), jnp.ones((4, 5), bool)], axis=1)
+    right = jnp.concatenate([ids, jnp.full((4, 2), 7, ids.dtype)], axis=1)  # garbage after end
+    right_mask = jnp.concatenate([jnp.ones((4, 5), bool), jnp.zeros((4, 2), bool)], axis=1)
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+    np.testing.assert_allclose(apply(params, left, left_mask), alone, atol=1e-5)
+    np.testing.assert_allclose(apply(params, right, right_mask), alone, atol=1e-5)
+    assert np.std(alone) > 0  # distinct sequences get distinct rewards
+
+
+def test_causality(lm):
+    model, params = lm
+    ids = _rows(jax.random.key(4), 1, 8)
+    changed = ids.at[0, 5].set((ids[0, 5] + 1) % TINY.vocab_size)
+    mask = jnp.ones((1, 8), bool)
+    a, b = model.apply(params, ids, mask), model.apply(params, changed, mask)
+    np.testing.assert_allclose(a[0, :5], b[0, :5], atol=1e-6)
+    assert np.abs(np.asarray(a[0, 5:] - b[0, 5:])).max() > 1e-4
+
+
+def test_bf16_compute_is_close_to_fp32(lm):
+    model, params = lm
+    bf = make_lm(TransformerConfig(**{**TINY.__dict__, "dtype": "bfloat16"}))
+    ids = _rows(jax.random.key(5), 2, 6)
+    mask = jnp.ones((2, 6), bool)
+    out32 = model.apply(params, ids, mask)
+    out16 = bf.apply(params, ids, mask)
+    assert out16.dtype == jnp.float32
+    np.testing.assert_allclose(out16, out32, atol=0.1)
+
+
+def test_bad_config_and_inputs_fail_clearly():
+    with pytest.raises(ValueError, match="divisible"):
+        TransformerConfig(d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="unknown transformer config keys"):
+        TransformerConfig.from_mapping({"d_modle": 8})
+    model = make_lm(TINY)
+    params = jax.eval_shape(model.init, jax.random.key(0))
+    with pytest.raises(ValueError, match="input_ids"):
+        jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((2, 3), jnp.int32),
+                       jax.ShapeDtypeStruct((2, 4), bool))
