@@ -1,0 +1,166 @@
+"""PNG plots of a run's metrics and of experiment-level curves.
+
+Figures are drawn with `matplotlib.figure.Figure` and the Agg canvas directly, never through
+pyplot, so plotting neither changes the backend of a user who already imported pyplot nor needs
+a display.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+__all__ = ["plot_curves", "plot_metrics"]
+
+_DEFAULT_GROUP = "metrics"
+_MAX_COLS = 3
+
+
+def _number(value: Any) -> float | None:
+    """The value as a finite float, or None for non-numeric, bool and non-finite values."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _safe_name(name: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name).strip("._")
+    return name or "_"
+
+
+def _new_figure(nrows: int, ncols: int, *, width: float = 4.5, height: float = 3.2) -> Figure:
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _series(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] | None
+            ) -> dict[str, tuple[list[float], list[float]]]:
+    """key -> (steps, values) of the finite numeric values, keys in order of first appearance."""
+    wanted = None if keys is None else set(keys)
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for row in rows:
+        step = _number(row.get("step"))
+        if step is None:
+            continue
+        for key, value in row.items():
+            if key == "step" or (wanted is not None and key not in wanted):
+                continue
+            y = _number(value)
+            if y is None:
+                continue
+            xs, ys = series.setdefault(key, ([], []))
+            xs.append(step)
+            ys.append(y)
+    if keys is not None:  # the caller's order
+        series = {k: series[k] for k in keys if k in series}
+    return series
+
+
+def plot_metrics(metrics: Sequence[Mapping[str, Any]] | str | os.PathLike, out_dir: str,
+                 *, keys: Sequence[str] | None = None, prefix: str = "") -> list[str]:
+    """Writes one PNG per metric group, one subplot per metric, against the step.
+
+    Metrics are grouped by the part of their name before the first "/": "train/loss" and
+    "train/accuracy" go to `<prefix>train.png`, "eval/kl" to `<prefix>eval.png`; names without a
+    "/" go to `<prefix>metrics.png`. Non-numeric values, bools and NaN/inf (stored as the strings
+    "nan"/"inf"/"-inf" in metrics.jsonl) are skipped; a group with nothing to plot writes no file.
+
+    Args:
+      metrics: rows `{"step": int, name: value, ...}` or the path of a metrics.jsonl file.
+      out_dir: folder for the PNGs (created if needed).
+      keys: plot only these metric names (in this order); all of them by default.
+      prefix: prepended to every file name (e.g. the variant's name and "_").
+
+    Returns:
+      The paths written, sorted by group name.
+    """
+    if isinstance(metrics, (str, os.PathLike)):
+        from alignax.train.writers import read_metrics
+
+        metrics = read_metrics(metrics)
+    series = _series(metrics, keys)
+    groups: dict[str, list[str]] = {}
+    for key in series:
+        group = key.split("/", 1)[0] if "/" in key else _DEFAULT_GROUP
+        groups.setdefault(_safe_name(group), []).append(key)
+    if not groups:
+        return []
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for group in sorted(groups):
+        names = groups[group]
+        ncols = min(_MAX_COLS, len(names))
+        nrows = math.ceil(len(names) / ncols)
+        fig = _new_figure(nrows, ncols)
+        for i, name in enumerate(names):
+            ax = fig.add_subplot(nrows, ncols, i + 1)
+            steps, values = (np.asarray(a) for a in series[name])
+            order = np.argsort(steps, kind="stable")
+            ax.plot(steps[order], values[order], marker="o" if len(steps) <= 30 else None,
+                    markersize=3, linewidth=1.2)
+            ax.set_title(name, fontsize=10)
+            ax.set_xlabel("step")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(True, alpha=0.3)
+        path = os.path.join(out_dir, f"{prefix}{group}.png")
+        fig.savefig(path, dpi=100)
+        paths.append(path)
+    return paths
+
+
+def plot_curves(curves: Mapping[str, tuple[Any, Any] | tuple[Any, Any, Any]], path: str, *,
+                title: str, xlabel: str, ylabel: str) -> str:
+    """Draws labelled curves on one axis, e.g. gold reward vs KL for several variants.
+
+    Args:
+      curves: label -> (x, y), or (x, y, y_std) to shade y +- y_std; x, y, y_std are [N]
+        array-likes. Points with a non-finite x or y are dropped.
+      path: the PNG to write (its folder is created if needed).
+      title: the figure title.
+      xlabel: the x axis label.
+      ylabel: the y axis label.
+
+    Returns:
+      `path`.
+
+    Raises:
+      ValueError: a curve's arrays are not 1-D of equal length.
+    """
+    fig = _new_figure(1, 1, width=6.0, height=4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for label, curve in curves.items():
+        if len(curve) not in (2, 3):
+            raise ValueError(f"curve {label!r} must be (x, y) or (x, y, y_std)")
+        arrays = [np.asarray(a, dtype=np.float64) for a in curve]
+        if any(a.ndim != 1 or a.shape != arrays[0].shape for a in arrays):
+            raise ValueError(
+                f"curve {label!r}: x, y (and y_std) must be 1-D of equal length, got shapes "
+                f"{[a.shape for a in arrays]}"
+            )
+        keep = np.isfinite(arrays[0]) & np.isfinite(arrays[1])
+        x, y = arrays[0][keep], arrays[1][keep]
+        (line,) = ax.plot(x, y, marker="o" if len(x) <= 30 else None, markersize=4,
+                          linewidth=1.5, label=str(label))
+        if len(arrays) == 3:
+            std = np.nan_to_num(arrays[2][keep])
+            ax.fill_between(x, y - std, y + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if curves:
+        ax.legend(fontsize=9)
+    parent = os.path.dirname(os.fspath(path))
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path

@@ -1,0 +1,98 @@
+"""Plots: one PNG per metric group, valid files, pyplot left alone."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from alignax.train.plots import plot_curves, plot_metrics
+from alignax.train.writers import MetricsWriter
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_png(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == PNG_MAGIC, path
+    assert len(data) > 5000, (path, len(data))  # axes, ticks and a line, not an empty image
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return width, height
+
+
+def _rows(n=20):
+    rows = []
+    for step in range(1, n + 1):
+        rows.append({"step": step, "train/loss": 1.0 / step, "train/accuracy": 1 - 0.5 / step,
+                     "lr": 1e-3, "variant": "dpo"})
+        if step % 5 == 0:
+            rows.append({"step": step, "eval/win_rate": step / n, "eval/kl": "nan" if step == 5
+                         else 0.1 * step})
+    return rows
+
+
+def test_plot_metrics_groups_by_prefix(tmp_path):
+    paths = plot_metrics(_rows(), tmp_path / "plots")
+    names = sorted(os.path.basename(p) for p in paths)
+    assert names == ["eval.png", "metrics.png", "train.png"]
+    assert sorted(os.listdir(tmp_path / "plots")) == names
+    sizes = {os.path.basename(p): _assert_png(p) for p in paths}
+    # two subplots side by side in train.png and eval.png, one in metrics.png ("lr").
+    assert sizes["train.png"][0] > sizes["metrics.png"][0]
+    assert sizes["eval.png"] == sizes["train.png"]
+
+
+def test_plot_metrics_from_a_jsonl_file_with_keys_prefix_and_skipped_values(tmp_path):
+    with MetricsWriter(tmp_path, tensorboard=False) as w:
+        for row in _rows():
+            step = row.pop("step")
+            w.write(step, row)
+        w.write(21, {"train/loss": float("nan"), "only_nan": float("inf")})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 22, "train/lo')  # a killed run's partial line is ignored
+    out = tmp_path / "plots"
+    paths = plot_metrics(str(tmp_path / "metrics.jsonl"), str(out),
+                         keys=["eval/kl", "train/loss", "only_nan", "variant", "missing"],
+                         prefix="dpo_")
+    # "only_nan" and "variant" have nothing numeric to plot: no metrics.png.
+    assert sorted(os.path.basename(p) for p in paths) == ["dpo_eval.png", "dpo_train.png"]
+    for p in paths:
+        assert os.path.dirname(p) == str(out)
+        _assert_png(p)
+
+
+def test_plot_metrics_with_nothing_numeric_writes_nothing(tmp_path):
+    assert plot_metrics([{"step": 1, "note": "x", "loss": "nan"}], tmp_path / "p") == []
+    assert not os.path.exists(tmp_path / "p")
+
+
+def test_plot_metrics_sanitises_group_names_and_many_subplots(tmp_path):
+    rows = [{"step": s, **{f"a b/{i}": s * i for i in range(7)}} for s in range(3)]
+    (path,) = plot_metrics(rows, tmp_path)
+    assert os.path.basename(path) == "a_b.png"
+    w, h = _assert_png(path)
+    assert h > w / 3 * 2  # 7 subplots -> 3 rows of 3 columns
+
+
+def test_plot_curves(tmp_path):
+    kl = np.linspace(0, 10, 12)
+    curves = {
+        "dpo": (kl, np.sqrt(kl)),
+        "ipo": (list(kl), list(0.8 * np.sqrt(kl)), list(0.1 + 0 * kl)),  # shaded +- std
+        "with_nan": (kl, np.where(kl > 5, np.nan, kl / 5)),
+    }
+    path = str(tmp_path / "sub" / "gold_vs_kl.png")
+    assert plot_curves(curves, path, title="Gold reward vs KL", xlabel="KL",
+                       ylabel="gold reward") == path
+    _assert_png(path)
+    with pytest.raises(ValueError, match="'bad'"):
+        plot_curves({"bad": (kl, kl[:3])}, path, title="t", xlabel="x", ylabel="y")
+
+
+def test_plotting_does_not_use_pyplot(tmp_path):
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    plot_metrics(_rows(3), tmp_path)
+    plot_curves({"a": ([0, 1], [1, 2])}, str(tmp_path / "c.png"), title="t", xlabel="x",
+                ylabel="y")
+    assert ("matplotlib.pyplot" in sys.modules) == had_pyplot
