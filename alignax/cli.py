@@ -35,7 +35,8 @@ def _fresh_workdir(path: str, arg: str | None) -> str:
     return candidate
 
 
-def _split_run_args(argv: list[str]):
+def _parse_run_args(argv: list[str]):
+    """Splits `--config.a.b=v` / `--config.a.b v` overrides from the other arguments."""
     parser = argparse.ArgumentParser(prog="alignax run", usage=USAGE_RUN)
     parser.add_argument("experiment")
     parser.add_argument("--workdir", default=None)
@@ -45,34 +46,24 @@ def _split_run_args(argv: list[str]):
     parser.add_argument("--process-id", type=int,
                         default=int(os.environ.get("ALIGNAX_PROCESS_ID", "0")))
     overrides, rest = [], []
-    for item in argv:
+    i = 0
+    while i < len(argv):
+        item = argv[i]
         if item.startswith("--config."):
+            if "=" not in item and i + 1 < len(argv):
+                item = f"{item}={argv[i + 1]}"
+                i += 1
             overrides.append(item[len("--config."):])
         else:
             rest.append(item)
-    # `--config.a.b value` (space separated) is accepted too.
-    fixed = []
-    for item in overrides:
-        fixed.append(item)
-    args = parser.parse_args(rest)
-    return args, fixed
+        i += 1
+    return parser.parse_args(rest), overrides
 
 
 def cmd_run(argv: list[str]) -> int:
     from alignax import experiment as ex
 
-    # Support "--config.key value" by joining a following bare value.
-    joined: list[str] = []
-    i = 0
-    while i < len(argv):
-        item = argv[i]
-        if item.startswith("--config.") and "=" not in item and i + 1 < len(argv):
-            joined.append(f"{item}={argv[i + 1]}")
-            i += 2
-            continue
-        joined.append(item)
-        i += 1
-    args, overrides = _split_run_args(joined)
+    args, overrides = _parse_run_args(argv)
     path, arg = ex.split_spec(args.experiment)
     try:
         module = ex.load_module(path)

@@ -1,1 +1,18 @@
-"""alignax.ops."""
+"""Array ops shared by losses, models and recipes."""
+
+from alignax.ops.logprobs import (
+    sequence_logprobs,
+    shift_for_next_token,
+    token_entropy,
+    token_logprobs,
+)
+from alignax.ops.masked import masked_mean, masked_sum
+
+__all__ = [
+    "masked_mean",
+    "masked_sum",
+    "sequence_logprobs",
+    "shift_for_next_token",
+    "token_entropy",
+    "token_logprobs",
+]

@@ -1,0 +1,45 @@
+"""Token and sequence log-probabilities from logits (float32), and the next-token shift.
+
+Convention: `logits[:, t]` is the distribution of `tokens[:, t]`; `shift_for_next_token` turns the
+model's input ids into those targets (logits at position t predict the input token t + 1).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from alignax.ops.masked import masked_sum
+
+
+def token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """log softmax(logits)[tokens] in float32: [B, T, V], [B, T] -> [B, T].
+
+    Computed as logits[token] - logsumexp(logits), without materialising the [B, T, V] log-softmax.
+    """
+    if logits.ndim != tokens.ndim + 1 or logits.shape[:-1] != tokens.shape:
+        raise ValueError(f"logits {logits.shape} do not match tokens {tokens.shape}")
+    logits = logits.astype(jnp.float32)
+    picked = jnp.take_along_axis(logits, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return picked - jax.nn.logsumexp(logits, axis=-1)
+
+
+def sequence_logprobs(logits: jax.Array, tokens: jax.Array, mask: jax.Array) -> jax.Array:
+    """sum_t m_t log pi(tokens_t): [B, T, V], [B, T], [B, T] -> [B] (float32)."""
+    return masked_sum(token_logprobs(logits, tokens), mask.astype(bool), axis=-1)
+
+
+def shift_for_next_token(input_ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Next-token targets: targets[:, t] = input_ids[:, t + 1], target_mask[:, t] = mask[:, t + 1].
+
+    The last position gets target 0 with mask 0. [B, T] -> ([B, T], [B, T]).
+    """
+    targets = jnp.concatenate([input_ids[:, 1:], jnp.zeros_like(input_ids[:, :1])], axis=1)
+    target_mask = jnp.concatenate([mask[:, 1:], jnp.zeros_like(mask[:, :1])], axis=1)
+    return targets, target_mask
+
+
+def token_entropy(logits: jax.Array) -> jax.Array:
+    """Entropy of softmax(logits) per position in float32: [B, T, V] -> [B, T]."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)

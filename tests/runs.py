@@ -1,0 +1,52 @@
+"""Helpers for tests that run `alignax run` in subprocesses."""
+
+import glob
+import os
+import socket
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = "experiments/bt_dpo_synthetic.py:smoke"
+
+
+def env(devices: int = 1, **extra) -> dict:
+    e = dict(os.environ)
+    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    e["JAX_PLATFORMS"] = "cpu"
+    e["PYTHONUNBUFFERED"] = "1"
+    e.update(extra)
+    return e
+
+
+def command(workdir, *overrides, spec=SMOKE):
+    return [sys.executable, "-m", "alignax.cli", "run", spec, "--workdir", str(workdir),
+            "--config.sft.train.progress=False", "--config.rm.train.progress=False",
+            "--config.dpo.train.progress=False", *overrides]
+
+
+def run(workdir, *overrides, devices=1, timeout=600, check=True, extra_env=None):
+    out = subprocess.run(command(workdir, *overrides), cwd=REPO, env=env(devices, **(extra_env or {})),
+                         capture_output=True, text=True, timeout=timeout)
+    if check and out.returncode != 0:
+        raise AssertionError(f"alignax run failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def metrics_files(workdir) -> dict[str, str]:
+    """{relative path: text} of every metrics.jsonl under a workdir."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(workdir, "**", "metrics.jsonl"), recursive=True)):
+        with open(path) as f:
+            out[os.path.relpath(path, workdir)] = f.read()
+    return out
+
+
+def count_metric_lines(workdir) -> int:
+    return sum(text.count("\n") for text in metrics_files(workdir).values())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

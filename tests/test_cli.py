@@ -1,0 +1,99 @@
+"""The `alignax` command line: overrides, error messages, list."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from alignax import cli
+from alignax import experiment as ex
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENT = os.path.join(REPO, "experiments", "bt_dpo_synthetic.py")
+
+
+def _alignax(*args, cwd=REPO, timeout=120):
+    return subprocess.run([sys.executable, "-m", "alignax.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_split_spec():
+    assert ex.split_spec("experiments/x.py:smoke") == ("experiments/x.py", "smoke")
+    assert ex.split_spec("experiments/x.py") == ("experiments/x.py", None)
+    assert ex.split_spec("/tmp/a:b/x.py") == ("/tmp/a:b/x.py", None)
+
+
+def test_override_typo_lists_close_keys():
+    module = ex.load_module(EXPERIMENT)
+    config = ex.load_config(module, "smoke", EXPERIMENT)
+    with pytest.raises(ex.ExperimentError, match=r"unknown config key 'dpo.loss_kwargs.betta'.*"
+                                                 r"dpo.loss_kwargs.beta"):
+        ex.apply_overrides(config, ["dpo.loss_kwargs.betta=0.2"])
+
+
+def test_overrides_are_typed():
+    module = ex.load_module(EXPERIMENT)
+    config = ex.load_config(module, "smoke", EXPERIMENT)
+    ex.apply_overrides(config, ["dpo.loss_kwargs.beta=1", "sft.train.steps=7",
+                                "sft.train.progress=false", "seeds=[3, 4]"])
+    assert config.dpo.loss_kwargs.beta == 1.0 and isinstance(config.dpo.loss_kwargs.beta, float)
+    assert config.sft.train.steps == 7
+    assert config.sft.train.progress is False
+    assert list(config.seeds) == [3, 4]
+    with pytest.raises(ex.ExperimentError, match="expected int"):
+        ex.apply_overrides(config, ["sft.train.steps=abc"])
+    with pytest.raises(ex.ExperimentError, match="is a group"):
+        ex.apply_overrides(config, ["sft.train=3"])
+
+
+def test_missing_module_is_one_clear_line(tmp_path):
+    out = _alignax("run", str(tmp_path / "nope.py"))
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0
+    assert "no such experiment file" in out.stderr
+
+
+def test_broken_module_is_one_clear_line(tmp_path):
+    bad = tmp_path / "broken.py"
+    bad.write_text("def get_config(arg):\n    return 1 +\n")
+    out = _alignax("run", str(bad))
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0
+    assert "broken.py:2: syntax error" in out.stderr
+    raising = tmp_path / "raising.py"
+    raising.write_text("import not_a_module_anywhere\n")
+    out = _alignax("run", str(raising))
+    assert out.returncode == 2 and "import failed: ModuleNotFoundError" in out.stderr
+    assert out.stderr.strip().count("\n") == 0
+
+
+def test_bad_override_from_the_command_line(tmp_path):
+    out = _alignax("run", "experiments/bt_dpo_synthetic.py:smoke", "--workdir",
+                   str(tmp_path / "w"), "--config.sft.train.stepz=3")
+    assert out.returncode == 2
+    assert "unknown config key 'sft.train.stepz'" in out.stderr
+    assert "sft.train.steps" in out.stderr
+
+
+def test_list_shows_experiments_papers_and_results(tmp_path, capsys):
+    exp = tmp_path / "experiments"
+    exp.mkdir()
+    (exp / "foo.py").write_text('"""Foo: a paper title (arXiv 1234.5678)."""\n')
+    (exp / "RESULTS.md").write_text(textwrap.dedent("""\
+        | experiment | paper | claim | measured | pass | command | commit |
+        |---|---|---|---|---|---|---|
+        | `foo.py` | Foo | it works | 0.91 | PASS | alignax run experiments/foo.py | abc |
+        """))
+    assert cli.main(["list", "--dir", str(exp)]) == 0
+    out = capsys.readouterr().out
+    assert "foo" in out and "Foo: a paper title" in out and "it works | 0.91 | PASS" in out
+
+
+def test_workdir_with_a_different_config_is_refused(tmp_path):
+    w = tmp_path / "w"
+    w.mkdir()
+    (w / "config.json").write_text('{"something": "else"}\n')
+    out = _alignax("run", "experiments/bt_dpo_synthetic.py:smoke", "--workdir", str(w))
+    assert out.returncode == 2 and "different config" in out.stderr

@@ -1,0 +1,51 @@
+"""The same experiment on 1 CPU device, 8 simulated devices and 2 processes x 4 devices."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests import runs
+
+MESH_8 = ("--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2")
+
+
+def _losses(workdir) -> dict[str, list[float]]:
+    out = {}
+    for rel, text in runs.metrics_files(workdir).items():
+        rows = [json.loads(line) for line in text.splitlines()]
+        out[rel] = [r["train/loss"] for r in rows if "train/loss" in r]
+    return out
+
+
+@pytest.mark.slow
+def test_losses_agree_on_1_device_8_devices_and_2_processes(tmp_path):
+    one = tmp_path / "one"
+    runs.run(one)
+    eight = tmp_path / "eight"
+    runs.run(eight, *MESH_8, devices=8)
+
+    two = tmp_path / "two"
+    port = runs.free_port()
+    procs = [
+        subprocess.Popen(
+            runs.command(two, *MESH_8) + ["--coordinator", f"127.0.0.1:{port}",
+                                          "--num-processes", "2", "--process-id", str(i)],
+            cwd=runs.REPO, env=runs.env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, f"{out}\n{err}"
+
+    ref = _losses(one)
+    assert set(ref) == {os.path.join("default", "seed_0", s, "metrics.jsonl")
+                        for s in ("sft", "rm", "dpo")}
+    for name, other in (("8 devices", _losses(eight)), ("2 processes", _losses(two))):
+        assert set(other) == set(ref)
+        for rel in ref:
+            assert len(other[rel]) == len(ref[rel]) == 20
+            diffs = [abs(a - b) for a, b in zip(ref[rel], other[rel])]
+            assert max(diffs) <= 1e-5, f"{name} {rel}: max |dloss| = {max(diffs):.3g}"
