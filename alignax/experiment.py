@@ -219,8 +219,20 @@ def run_experiment(
     }
     if is_main:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2, allow_nan=False, default=_json_default)
+            json.dump(_finite_or_str(summary), f, indent=2, allow_nan=False,
+                      default=_json_default)
     return summary
+
+
+def _finite_or_str(x):
+    """NaN/inf become the strings "nan"/"inf"/"-inf" so summary.json stays strict JSON."""
+    if isinstance(x, dict):
+        return {k: _finite_or_str(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_or_str(v) for v in x]
+    if isinstance(x, (float, np.floating)) and not math.isfinite(float(x)):
+        return str(float(x))
+    return x
 
 
 def _json_default(x):

@@ -143,7 +143,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         ref_params=ref["params"], eval_fn=policy_eval, seed=seed)
 
     return {
-        "sft_nll": ref["metrics"].get("nll", float("nan")) if ref["metrics"] else float("nan"),
+        "sft_nll": ref["metrics"]["nll"],
         "rm_gold_accuracy": rm["eval"]["eval/gold_accuracy"],
         "rm_label_accuracy": rm["eval"]["eval/label_accuracy"],
         "dpo_gold_reward": dpo["eval"]["eval/gold_reward"],

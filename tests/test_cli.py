@@ -42,8 +42,10 @@ def test_overrides_are_typed():
     assert config.sft.train.steps == 7
     assert config.sft.train.progress is False
     assert list(config.seeds) == [3, 4]
-    with pytest.raises(ex.ExperimentError, match="expected int"):
+    with pytest.raises(ex.ExperimentError, match="cannot parse 'abc' as int"):
         ex.apply_overrides(config, ["sft.train.steps=abc"])
+    with pytest.raises(ex.ExperimentError, match="expected int, got '1.5'"):
+        ex.apply_overrides(config, ["sft.train.steps=1.5"])
     with pytest.raises(ex.ExperimentError, match="is a group"):
         ex.apply_overrides(config, ["sft.train=3"])
 

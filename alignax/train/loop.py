@@ -92,6 +92,18 @@ def _to_float(x) -> float:
     return float(np.asarray(x))
 
 
+def _last_train_metrics(path: str) -> dict[str, float]:
+    from alignax.train.writers import read_metrics
+
+    if not os.path.exists(path):
+        return {}
+    for row in reversed(read_metrics(path, parse_nonfinite=True)):
+        train = {k[len("train/"):]: float(v) for k, v in row.items() if k.startswith("train/")}
+        if train:
+            return train
+    return {}
+
+
 def fit(
     *,
     workdir: str,
@@ -242,10 +254,12 @@ def fit(
                         "run the same command again to resume",
                         step,
                     )
-            if start >= num_steps and eval_fn is not None:
-                eval_metrics = {
-                    f"eval/{k}": _to_float(v) for k, v in eval_fn(state.params).items()
-                }
+            if start >= num_steps:  # already complete: report the recorded last metrics
+                metrics = _last_train_metrics(os.path.join(workdir, "metrics.jsonl"))
+                if eval_fn is not None:
+                    eval_metrics = {
+                        f"eval/{k}": _to_float(v) for k, v in eval_fn(state.params).items()
+                    }
     finally:
         bar.close()
         checkpointer.close()

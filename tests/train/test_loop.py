@@ -85,11 +85,14 @@ def test_fit_trains_compiles_once_and_writes_outputs(tmp_path):
 def test_resume_continues_exactly(tmp_path):
     full = tmp_path / "full"
     part = tmp_path / "part"
-    _fit(full, 20)
+    first = _fit(full, 20)
     _fit(part, 11)  # a shorter run: checkpoints at 2..10 and 11
     res = _fit(part, 20)  # same workdir: resumes from 11
     assert res.resumed_from == 11
     assert _metrics_text(full) == _metrics_text(part)
+    assert res.metrics == first.metrics
+    again = _fit(full, 20)  # already complete: nothing to train, the recorded metrics come back
+    assert again.resumed_from == 20 and again.metrics == first.metrics
 
 
 def test_resume_truncates_metrics_written_after_the_checkpoint(tmp_path):
