@@ -29,6 +29,8 @@ def make_batch_iterator(
     process_count: int = 1,
     transform: Callable[[dict[str, np.ndarray]], Any] | None = None,
     drop_remainder: bool = True,
+    prefetch: int = 8,
+    num_threads: int = 2,
 ) -> grain.DatasetIterator:
     """This process's batches of `source` (dicts of stacked numpy arrays).
 
@@ -71,4 +73,5 @@ def make_batch_iterator(
         batch = _stack([source[int(i)] for i in mine])
         return transform(batch) if transform is not None else batch
 
-    return iter(ds.map(load).to_iter_dataset())
+    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+    return iter(ds.map(load).to_iter_dataset(options))
