@@ -102,6 +102,7 @@ def cmd_run(argv: list[str]) -> int:
     if is_main:
         print(f"alignax: workdir {workdir}", flush=True)
 
+    from alignax.data.errors import DataError
     from alignax.train.loop import Interrupted, NonFiniteError
 
     try:
@@ -110,7 +111,7 @@ def cmd_run(argv: list[str]) -> int:
         return _err(str(e), 1)
     except Interrupted as e:
         return _err(str(e), 143)
-    except ex.ExperimentError as e:
+    except (ex.ExperimentError, DataError) as e:
         return _err(str(e), 2)
     if is_main:
         _print_summary(summary, workdir)

@@ -15,6 +15,13 @@ raises the gold reward over the reference on every seed.
 
     alignax run experiments/bt_dpo_synthetic.py            # full setting, 3 seeds
     alignax run experiments/bt_dpo_synthetic.py:smoke      # seconds, for the tests
+
+The same pipeline runs on a preference file (JSONL/Parquet, prompt/chosen/rejected strings or chat
+messages) with a byte-level tokenizer; there is no gold reward then, so the claims are not checked
+and the metrics are held-out pair accuracies (last `data.eval_fraction` of the file):
+
+    alignax run experiments/bt_dpo_synthetic.py --config.data.path=prefs.jsonl \
+        --config.model.max_len=512 --config.data.skip_invalid=True
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ import numpy as np
 
 from alignax.algorithms import direct, reward_model, sft
 from alignax.algorithms.common import stack_records
-from alignax.data import load_preference_source, write_preference_dataset
+from alignax.data import (ByteTokenizer, DataError, load_preference_source, read_preferences,
+                          write_preference_dataset)
+from alignax.data.tokenize import tokenize_pairs
 from alignax.eval.policy import make_policy_eval
 from alignax.experiment import Claim, metric
 from alignax.tasks.language import BOS_ID, BigramLanguage
@@ -43,8 +52,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.task = dict(vocab_size=32, prompt_len=4, response_len=12, concentration=0.5,
                   label_temperature=0.05, seed=0)
     c.data = dict(num_sft=4096 if not smoke else 256, num_pairs=4096 if not smoke else 128,
-                  num_eval_pairs=512 if not smoke else 64, num_eval_prompts=256 if not smoke else 32)
-    c.model = dict(vocab_size=32, d_model=64, n_layers=2, n_heads=4, d_ff=176, max_len=17)
+                  num_eval_pairs=512 if not smoke else 64, num_eval_prompts=256 if not smoke else 32,
+                  # A preference file instead of the synthetic task ("" = synthetic):
+                  path="", skip_invalid=False, eval_fraction=0.1)
+    # vocab_size comes from the task (or the tokenizer); max_len is the sequence length T.
+    c.model = dict(d_model=64, n_layers=2, n_heads=4, d_ff=176, max_len=17)
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
 
     def stage(steps, batch, lr, every):
@@ -99,62 +111,125 @@ def _write_data(task: BigramLanguage, data_cfg, seed: int, data_dir: str) -> Non
         splits={"train": pairs, "eval": eval_pairs}, features=pair_features)
 
 
+def _file_data(config, data_dir: str) -> dict:
+    """Reads, validates and tokenizes a user preference file into train/eval pair datasets."""
+    tok = ByteTokenizer()
+    t = int(config.model.max_len)
+    result = read_preferences(config.data.path, skip_invalid=config.data.skip_invalid,
+                              max_length=t - 2, tokenize=tok.encode)
+    if jax.process_index() == 0 and result.num_skipped:
+        print(f"alignax: {result.summary()}", flush=True)
+    pairs = tokenize_pairs(result.records, tok, max_length=t)
+    n_eval = max(1, int(round(config.data.eval_fraction * len(pairs))))
+    if len(pairs) - n_eval < 1:
+        raise DataError(f"{config.data.path}: {len(pairs)} valid pairs are too few to hold out "
+                        f"{n_eval} for evaluation")
+    features = {k: ((t,), np.int32) for k in pairs[0]}
+    if jax.process_index() == 0 and not os.path.exists(os.path.join(data_dir, "COMPLETE")):
+        write_preference_dataset(data_dir, name="file_preferences", features=features,
+                                 splits={"train": pairs[:-n_eval], "eval": pairs[-n_eval:]})
+        open(os.path.join(data_dir, "COMPLETE"), "w").close()
+    return {"vocab_size": tok.vocab_size, "num_skipped": result.num_skipped,
+            "name": "file_preferences"}
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     seed = int(config.seed)
-    task = BigramLanguage(**config.task)
-    if config.model.vocab_size != task.vocab_size:
-        raise ValueError(f"model.vocab_size {config.model.vocab_size} != task.vocab_size "
-                         f"{task.vocab_size}")
-
     data_dir = os.path.join(workdir, "data")
-    done = os.path.join(data_dir, "COMPLETE")
-    if jax.process_index() == 0 and not os.path.exists(done):
-        _write_data(task, config.data, seed, data_dir)
-        open(done, "w").close()
+    from_file = bool(config.data.path)
+    if from_file:
+        info = _file_data(config, data_dir)
+        vocab_size, pairs_name = info["vocab_size"], info["name"]
+    else:
+        task = BigramLanguage(**config.task)
+        if task.seq_len > config.model.max_len:
+            raise ValueError(f"model.max_len={config.model.max_len} < task sequence length "
+                             f"{task.seq_len}")
+        vocab_size, pairs_name = task.vocab_size, "bigram_preferences"
+        if jax.process_index() == 0 and not os.path.exists(os.path.join(data_dir, "COMPLETE")):
+            _write_data(task, config.data, seed, data_dir)
+            open(os.path.join(data_dir, "COMPLETE"), "w").close()
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("bt_dpo_synthetic data written")
 
-    sft_source = load_preference_source(data_dir, name="bigram_sft", split="train")
-    pair_source = load_preference_source(data_dir, name="bigram_preferences", split="train")
-    eval_pairs = stack_records(load_preference_source(
-        data_dir, name="bigram_preferences", split="eval"))
+    model_cfg = {**config.model.to_dict(), "vocab_size": vocab_size}
+    pair_source = load_preference_source(data_dir, name=pairs_name, split="train")
+    eval_pairs = stack_records(load_preference_source(data_dir, name=pairs_name, split="eval"))
 
     def stage_cfg(stage):
-        return {**stage.to_dict(), "model": config.model.to_dict(), "mesh": config.mesh.to_dict()}
+        return {**stage.to_dict(), "model": model_cfg, "mesh": config.mesh.to_dict()}
 
+    if from_file:  # the reference policy is SFT on the chosen responses of the training pairs
+        sft_source = _ChosenAsSequences(pair_source)
+    else:
+        sft_source = load_preference_source(data_dir, name="bigram_sft", split="train")
     ref = sft.train(stage_cfg(config.sft), os.path.join(workdir, "sft"),
                     train_source=sft_source, seed=seed)
 
     rm = reward_model.train(
         stage_cfg(config.rm), os.path.join(workdir, "rm"), train_source=pair_source,
-        eval_pairs=eval_pairs, gold_better=eval_pairs["label_correct"], seed=seed)
+        eval_pairs=eval_pairs,
+        gold_better=None if from_file else eval_pairs["label_correct"], seed=seed)
 
-    scores = jnp.asarray(task.token_scores())
-    prompts = task.eval_prompts(config.data.num_eval_prompts, seed)
-    policy_eval = make_policy_eval(
-        ref["model"].apply, ref["params"], prompts,
-        lambda responses: scores[responses].mean(axis=-1),
-        num_new_tokens=task.response_len, seed=seed,
-        prefix_ids=np.full((len(prompts), 1), BOS_ID, np.int32))
+    beta = float(config.dpo.loss_kwargs.get("beta", 0.1))
+    pair_eval = direct.make_pair_eval(ref["model"].apply, ref["params"], eval_pairs, beta=beta)
+    if from_file:
+        eval_fn = pair_eval
+    else:
+        scores = jnp.asarray(task.token_scores())
+        prompts = task.eval_prompts(config.data.num_eval_prompts, seed)
+        policy_eval = make_policy_eval(
+            ref["model"].apply, ref["params"], prompts,
+            lambda responses: scores[responses].mean(axis=-1),
+            num_new_tokens=task.response_len, seed=seed,
+            prefix_ids=np.full((len(prompts), 1), BOS_ID, np.int32))
+
+        def eval_fn(params):
+            return {**policy_eval(params), **pair_eval(params)}
+
     dpo = direct.train(
         stage_cfg(config.dpo), os.path.join(workdir, "dpo"), train_source=pair_source,
-        ref_params=ref["params"], eval_fn=policy_eval, seed=seed)
+        ref_params=ref["params"], eval_fn=eval_fn, seed=seed)
 
-    return {
+    out = {
         "sft_nll": ref["metrics"]["nll"],
-        "rm_gold_accuracy": rm["eval"]["eval/gold_accuracy"],
         "rm_label_accuracy": rm["eval"]["eval/label_accuracy"],
-        "dpo_gold_reward": dpo["eval"]["eval/gold_reward"],
-        "ref_gold_reward": dpo["eval"]["eval/ref_gold_reward"],
-        "dpo_gold_gain": dpo["eval"]["eval/gold_gain"],
-        "dpo_kl_ref": dpo["eval"]["eval/kl_ref"],
+        "dpo_pair_accuracy": dpo["eval"]["eval/pair_accuracy"],
     }
+    if from_file:
+        out["data_skipped"] = float(info["num_skipped"])
+    else:
+        out.update({
+            "rm_gold_accuracy": rm["eval"]["eval/gold_accuracy"],
+            "dpo_gold_reward": dpo["eval"]["eval/gold_reward"],
+            "ref_gold_reward": dpo["eval"]["eval/ref_gold_reward"],
+            "dpo_gold_gain": dpo["eval"]["eval/gold_gain"],
+            "dpo_kl_ref": dpo["eval"]["eval/kl_ref"],
+        })
+    return out
+
+
+class _ChosenAsSequences:
+    """SFT view of a pair source: the chosen sequences, loss on their responses."""
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        r = self.pairs[i]
+        return {"input_ids": r["chosen_ids"], "mask": r["chosen_mask"],
+                "loss_mask": r["chosen_response_mask"]}
 
 
 def claims(results) -> list[Claim]:
     res = results["default"]
+    if "rm_gold_accuracy" not in res["metrics"]:
+        return []  # a user file has no gold reward: nothing to check
     acc = metric(results, "default", "rm_gold_accuracy")
     gains = [m["dpo_gold_gain"] for m in res["per_seed"].values()]
     threshold = 0.75

@@ -6,6 +6,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from alignax.algorithms import common
 from alignax.losses import DIRECT_LOSSES
@@ -49,6 +50,26 @@ def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None) -> Callable:
         return losses.mean(), metrics
 
     return loss_fn
+
+
+def make_pair_eval(apply_fn, ref_params, pairs: Mapping[str, Any], *, beta: float = 0.1):
+    """`params -> metrics` of the implicit reward beta log(pi/ref) on fixed held-out pairs.
+
+    Metrics: `pair_accuracy` (fraction of pairs whose implicit-reward margin is positive) and
+    `pair_margin` (mean margin).
+    """
+    keys = ("chosen_ids", "rejected_ids", "chosen_mask", "rejected_mask",
+            "chosen_response_mask", "rejected_response_mask")
+    inputs = {k: np.asarray(pairs[k]) for k in keys}
+
+    @jax.jit
+    def _evaluate(params, ref_params):
+        pc, pr = pair_logps(apply_fn, params, inputs)
+        rc, rr = pair_logps(apply_fn, ref_params, inputs)
+        margins = beta * ((pc - rc) - (pr - rr))
+        return {"pair_accuracy": (margins > 0).mean(), "pair_margin": margins.mean()}
+
+    return lambda params: _evaluate(params, ref_params)
 
 
 def train(

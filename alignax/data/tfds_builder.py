@@ -2,8 +2,8 @@
 
 `write_preference_dataset` builds a `tfds.core.GeneratorBasedBuilder` for given in-memory
 examples (dicts of fixed-shape numpy arrays) with `file_format="array_record"`;
-`load_preference_source` reads it back with `tfds.builder_from_directory(...).as_data_source()`,
-a random-access source (len, __getitem__) that grain pipelines consume directly.
+`load_preference_source` reads it back with `tfds.data_source`, a random-access source
+(len, __getitem__) that grain pipelines consume directly.
 """
 
 from __future__ import annotations
@@ -96,17 +96,13 @@ def load_preference_source(data_dir: str, *, name: str = "synthetic_preferences"
                            split: str = "train", version: str | None = None):
     """Random-access source of a dataset written by `write_preference_dataset`.
 
-    Returns the `as_data_source()` of `tfds.builder_from_directory`: `len(src)` and `src[i]`, a
-    dict of numpy arrays (no TensorFlow involved).
+    Reads with `tfds.data_source` (array_record, no TensorFlow): `len(src)` and `src[i]`, a dict of
+    numpy arrays, record i being example i of the split. The dataset class need not be imported:
+    tfds rebuilds it from the files' metadata.
     """
     tfds = _tfds()
     root = os.path.join(data_dir, name)
-    if version is None:
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"no dataset {name!r} in {data_dir}")
-        versions = sorted(v for v in os.listdir(root) if v[:1].isdigit())
-        if not versions:
-            raise FileNotFoundError(f"no version of dataset {name!r} in {root}")
-        version = versions[-1]
-    builder = tfds.builder_from_directory(os.path.join(root, version))
-    return builder.as_data_source(split=split)
+    if not os.path.isdir(root) or not any(v[:1].isdigit() for v in os.listdir(root)):
+        raise FileNotFoundError(f"no dataset {name!r} in {data_dir}")
+    spec = f"{name}:{version}" if version else name
+    return tfds.data_source(spec, data_dir=data_dir, split=split)
