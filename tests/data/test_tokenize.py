@@ -20,7 +20,7 @@ def test_layout_of_a_tokenized_pair():
 
 def test_too_long_and_wrong_record_type():
     tok = ByteTokenizer()
-    with pytest.raises(DataError, match="rejected: 9 tokens"):
+    with pytest.raises(DataError, match="rejected: 10 tokens"):
         tokenize_pair(PreferenceRecord("ab", "c", "defghi"), tok, max_length=8)
     with pytest.raises(DataError, match="record 0 is a RatingRecord"):
         tokenize_pairs([RatingRecord("p", "r", {"rating": 1.0})], tok, max_length=8)
