@@ -5,7 +5,8 @@ An experiment module (experiments/<name>.py) defines:
 - `get_config(arg: str | None) -> ml_collections.ConfigDict`, with at least `seeds` (a list of ints)
   and optionally `variants` (a dict: variant name -> dict of dotted-key overrides);
 - `run(config, workdir) -> dict[str, float]`, one seed of one variant (`config.seed` is set);
-- optionally `claims(results) -> list[Claim]`, the paper's claims checked on the measured numbers.
+- optionally `claims(results) -> list[Claim]`, the paper's claims checked on the measured numbers;
+- optionally `plots(results, workdir) -> list[str]`, experiment-level figures (process 0 only).
 
 `run_experiment` runs every variant and seed in `<workdir>/<variant>/seed_<s>/`, aggregates each
 metric into mean and std over seeds, checks the claims and writes `<workdir>/summary.json`.
@@ -209,12 +210,16 @@ def run_experiment(
     claims: list[Claim] = []
     if callable(getattr(module, "claims", None)):
         claims = list(module.claims(results))
+    plots = []
+    if is_main and callable(getattr(module, "plots", None)):
+        plots = [os.path.relpath(p, workdir) for p in module.plots(results, workdir)]
     summary = {
         "experiment": path,
         "arg": arg,
         "paper": paper_of(path) if path else "",
         "results": results,
         "claims": [c.to_json() for c in claims],
+        "plots": plots,
         "all_claims_passed": all(c.passed for c in claims) if claims else None,
     }
     if is_main:

@@ -72,6 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.rm.loss = "bradley_terry"
     c.rm.loss_kwargs = dict()
     c.dpo = stage(300 if not smoke else 20, 32 if not smoke else 8, 3e-4, 100 if not smoke else 10)
+    c.dpo.train.eval_every = 25 if not smoke else 5
     c.dpo.loss = "dpo"
     c.dpo.loss_kwargs = dict(beta=0.1)
     return c
@@ -247,3 +248,26 @@ def claims(results) -> list[Claim]:
                       "dpo_kl_ref": metric(results, "default", "dpo_kl_ref")},
         ),
     ]
+
+
+def plots(results, workdir: str) -> list[str]:
+    """Gold reward against KL(pi || ref) along DPO training, one curve per seed."""
+    from alignax.train.plots import plot_curves
+    from alignax.train.writers import read_metrics
+
+    curves = {}
+    for variant, res in results.items():
+        for seed in res["per_seed"]:
+            path = os.path.join(workdir, variant, f"seed_{seed}", "dpo", "metrics.jsonl")
+            rows = [r for r in read_metrics(path) if "eval/kl_ref" in r]
+            if rows:
+                curves[f"{variant} seed {seed}"] = (
+                    np.array([0.0] + [r["eval/kl_ref"] for r in rows]),
+                    np.array([rows[0]["eval/ref_gold_reward"]] + [r["eval/gold_reward"]
+                                                                   for r in rows]))
+    if not curves:
+        return []
+    path = os.path.join(workdir, "gold_reward_vs_kl.png")
+    plot_curves(curves, path, title="DPO: gold reward vs KL to the reference",
+                xlabel="KL(pi || ref) [nats]", ylabel="gold reward of samples")
+    return [path]

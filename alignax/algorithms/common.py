@@ -11,7 +11,7 @@ Tokenized record formats the recipes read (dicts of fixed-shape numpy arrays):
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -46,6 +46,55 @@ def make_iterator(source, *, batch_size: int, seed: int):
 
 def mesh_from(cfg: Mapping[str, Any] | None):
     return shd.mesh_from_config(cfg)
+
+
+def fit_recipe(
+    config: Mapping[str, Any],
+    workdir: str,
+    *,
+    model: Model,
+    loss_fn,
+    train_source,
+    seed: int,
+    init_params=None,
+    frozen: Sequence[Any] = (),
+    eval_fn=None,
+    desc: str = "train",
+) -> dict:
+    """Runs `alignax.train.loop.fit` with the optimizer, data, mesh and schedule of `config`.
+
+    Config keys: optimizer (see make_optimizer), mesh, and
+    train.{steps, batch_size, checkpoint_every=100, eval_every=0, log_every=1, progress=True}.
+    `init_params` None initialises `model` from the seed; otherwise training starts from it.
+
+    Returns:
+      {"params", "model", "metrics" (last train metrics), "eval" (last eval metrics), "fit"}.
+    """
+    from alignax.train.loop import fit
+    from alignax.train.optim import make_optimizer
+
+    train = config["train"]
+    steps = int(train["steps"])
+    result = fit(
+        workdir=workdir,
+        loss_fn=loss_fn,
+        tx=make_optimizer(config["optimizer"], steps),
+        init_params=model.init if init_params is None else init_params,
+        logical_axes=model.logical_axes(jax.eval_shape(model.init, jax.random.key(0))),
+        rng=jax.random.key(seed),
+        data_iter=make_iterator(train_source, batch_size=int(train["batch_size"]), seed=seed),
+        num_steps=steps,
+        mesh=mesh_from(config.get("mesh")),
+        frozen=frozen,
+        checkpoint_every=int(train.get("checkpoint_every", 100)),
+        eval_fn=eval_fn,
+        eval_every=int(train.get("eval_every", 0)),
+        log_every=int(train.get("log_every", 1)),
+        progress=bool(train.get("progress", True)),
+        desc=desc,
+    )
+    return {"params": result.state.params, "model": model, "metrics": result.metrics,
+            "eval": result.eval_metrics, "fit": result}
 
 
 def stack_records(source, indices=None) -> dict[str, np.ndarray]:

@@ -11,8 +11,7 @@ import numpy as np
 from alignax.algorithms import common
 from alignax.losses import DIRECT_LOSSES
 from alignax.ops import sequence_logprobs, shift_for_next_token
-from alignax.train.loop import Frozen, fit
-from alignax.train.optim import make_optimizer
+from alignax.train.loop import Frozen
 
 
 def pair_logps(apply_fn, params, batch) -> tuple[jax.Array, jax.Array]:
@@ -83,28 +82,10 @@ def train(
     `eval_fn(params) -> metrics` (e.g. alignax.eval.policy.make_policy_eval) is logged as eval/*.
     """
     model = common.make_model(config["model"], "lm")
-    steps = int(config["train"]["steps"])
     axes = model.logical_axes(jax.eval_shape(model.init, jax.random.key(0)))
-    result = fit(
-        workdir=workdir,
+    return common.fit_recipe(
+        config, workdir, model=model,
         loss_fn=make_direct_loss(model.apply, config.get("loss", "dpo"),
                                  config.get("loss_kwargs")),
-        tx=make_optimizer(config["optimizer"], steps),
-        init_params=ref_params,
-        logical_axes=axes,
-        rng=jax.random.key(seed),
-        data_iter=common.make_iterator(
-            train_source, batch_size=int(config["train"]["batch_size"]), seed=seed
-        ),
-        num_steps=steps,
-        mesh=common.mesh_from(config.get("mesh")),
-        frozen=[Frozen(ref_params, axes)],
-        checkpoint_every=int(config["train"].get("checkpoint_every", 100)),
-        eval_fn=eval_fn,
-        eval_every=int(config["train"].get("eval_every", 0)),
-        log_every=int(config["train"].get("log_every", 1)),
-        progress=bool(config["train"].get("progress", True)),
-        desc="direct",
-    )
-    return {"params": result.state.params, "model": model, "metrics": result.metrics,
-            "eval": result.eval_metrics, "fit": result}
+        train_source=train_source, seed=seed, init_params=ref_params,
+        frozen=[Frozen(ref_params, axes)], eval_fn=eval_fn, desc="direct")

@@ -10,8 +10,6 @@ import numpy as np
 
 from alignax.algorithms import common
 from alignax.losses import REWARD_LOSSES, pairwise_accuracy
-from alignax.train.loop import fit
-from alignax.train.optim import make_optimizer
 
 
 def pair_rewards(apply_fn, params, batch) -> tuple[jax.Array, jax.Array]:
@@ -80,29 +78,11 @@ def train(
     train.{steps, batch_size, checkpoint_every, log_every, eval_every}, mesh.
     """
     model = common.make_model(config["model"], "reward")
-    steps = int(config["train"]["steps"])
     eval_fn = None
     if eval_pairs is not None:
         eval_fn = make_pairwise_eval(model.apply, eval_pairs, gold_better=gold_better)
-    result = fit(
-        workdir=workdir,
+    return common.fit_recipe(
+        config, workdir, model=model,
         loss_fn=make_reward_loss(model.apply, config.get("loss", "bradley_terry"),
                                  config.get("loss_kwargs")),
-        tx=make_optimizer(config["optimizer"], steps),
-        init_params=model.init,
-        logical_axes=model.logical_axes(jax.eval_shape(model.init, jax.random.key(0))),
-        rng=jax.random.key(seed),
-        data_iter=common.make_iterator(
-            train_source, batch_size=int(config["train"]["batch_size"]), seed=seed
-        ),
-        num_steps=steps,
-        mesh=common.mesh_from(config.get("mesh")),
-        checkpoint_every=int(config["train"].get("checkpoint_every", 100)),
-        eval_fn=eval_fn,
-        eval_every=int(config["train"].get("eval_every", 0)),
-        log_every=int(config["train"].get("log_every", 1)),
-        progress=bool(config["train"].get("progress", True)),
-        desc="reward model",
-    )
-    return {"params": result.state.params, "model": model, "metrics": result.metrics,
-            "eval": result.eval_metrics, "fit": result}
+        train_source=train_source, seed=seed, eval_fn=eval_fn, desc="reward model")

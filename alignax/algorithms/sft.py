@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import jax
 import jax.numpy as jnp
 
 from alignax.algorithms import common
 from alignax.ops import shift_for_next_token, token_logprobs
-from alignax.train.loop import fit
-from alignax.train.optim import make_optimizer
 
 
 def make_sft_loss(apply_fn):
@@ -40,26 +37,8 @@ def train(config: Mapping[str, Any], workdir: str, *, train_source, seed: int = 
     train.{steps, batch_size, checkpoint_every, log_every}, mesh.
 
     Returns:
-      {"params": params, "model": Model, "metrics": last train metrics}.
+      See `alignax.algorithms.common.fit_recipe`.
     """
     model = common.make_model(config["model"], "lm")
-    steps = int(config["train"]["steps"])
-    result = fit(
-        workdir=workdir,
-        loss_fn=make_sft_loss(model.apply),
-        tx=make_optimizer(config["optimizer"], steps),
-        init_params=model.init,
-        logical_axes=model.logical_axes(jax.eval_shape(model.init, jax.random.key(0))),
-        rng=jax.random.key(seed),
-        data_iter=common.make_iterator(
-            train_source, batch_size=int(config["train"]["batch_size"]), seed=seed
-        ),
-        num_steps=steps,
-        mesh=common.mesh_from(config.get("mesh")),
-        checkpoint_every=int(config["train"].get("checkpoint_every", 100)),
-        log_every=int(config["train"].get("log_every", 1)),
-        progress=bool(config["train"].get("progress", True)),
-        desc="sft",
-    )
-    return {"params": result.state.params, "model": model, "metrics": result.metrics,
-            "fit": result}
+    return common.fit_recipe(config, workdir, model=model, loss_fn=make_sft_loss(model.apply),
+                             train_source=train_source, seed=seed, desc="sft")

@@ -44,7 +44,10 @@ class ProgressBar:
         self.enabled = enabled
         self._bar = None
         if enabled:
+            # On a terminal redraw often; in a log file (CI, batch jobs) write a line every 10 s.
+            interactive = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
             self._bar = tqdm(
+                mininterval=0.1 if interactive else 10.0,
                 total=total,
                 initial=initial,
                 desc=desc,
