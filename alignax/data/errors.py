@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class DataError(ValueError):
-    """Malformed input data: bad JSON or UTF-8, a missing field, a wrong type, empty or over-long text.
+    """Malformed input: bad JSON or UTF-8, a missing field, a wrong type, empty or over-long text.
 
     The message reads `<file>:<line>: field '<field>': <problem>` (Parquet: the 1-based row in
     place of the line; no field part when the whole line is at fault), so it can be read as is

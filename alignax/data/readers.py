@@ -1,19 +1,49 @@
-"""Readers for preference and rating files (JSONL, Parquet) with validation that names the culprit.
+"""Readers for preference and rating files (JSONL, Parquet) that name the culprit of bad input.
 
-Accepted rows (detected per row):
+Files: `.jsonl` or `.json` with one JSON object per line (blank lines are ignored, a UTF-8 BOM
+is allowed), or `.parquet` (read with pyarrow; nested columns become lists/dicts).
 
-(a) pairwise, strings:  {"prompt": str, "chosen": str, "rejected": str, ...}
-(b) pairwise, chat:     {"chosen": [messages], "rejected": [messages]}          (HH / TRL implicit
-                        prompt: the prompt is the longest common prefix of the two conversations)
-                        {"prompt": [messages], "chosen": [messages], "rejected": [messages]}
-                        (TRL conversational); a message is {"role": str, "content": str}
-(c) pointwise ratings:  {"prompt": str, "response": str, "rating": number}
-                        {"prompt": str, "response": str, "ratings": {attribute: number}}
+Row formats, detected per row (a file may mix them):
 
-Chat prompts are rendered with `render_chat` ("<|role|>\\ncontent\\n" per message, then
-"<|assistant|>\\n"); responses are the final assistant message. Other keys are kept in `extras`
-(the raw messages too). A bad row raises `DataError` naming file, line (Parquet: row) and field;
-with `skip_invalid=True` it is skipped and counted.
+(a) pairwise, strings::
+
+      {"prompt": str, "chosen": str, "rejected": str, ...}
+
+(b) pairwise, chat (a message is `{"role": str, "content": str}`; other message keys are
+    ignored)::
+
+      {"chosen": [messages], "rejected": [messages], ...}                    # HH / TRL implicit
+      {"prompt": [messages], "chosen": [messages], "rejected": [messages]}   # TRL conversational
+
+    Implicit prompt: the prompt is the longest common prefix of the two conversations, which must
+    then differ only in their final message, an assistant message: that message is the response.
+    Explicit prompt: `chosen` and `rejected` each hold exactly one assistant message. The prompt
+    messages are rendered to a string by `render_chat`::
+
+      <|user|>\\nHi\\n<|assistant|>\\nHello!\\n<|user|>\\nHow are you?\\n<|assistant|>\\n
+
+    i.e. `"<|{role}|>\\n{content}\\n"` per message, then the generation cue `"<|assistant|>\\n"`.
+    The raw messages are kept in `extras["messages"]` as `{"prompt": [...], "chosen": [...],
+    "rejected": [...]}` (for an implicit prompt, `chosen`/`rejected` are the full conversations).
+
+(c) pointwise ratings -> `RatingRecord`::
+
+      {"prompt": str, "response": str, "rating": number}
+      {"prompt": str, "response": str, "ratings": {attribute: number, ...}}   # multi-attribute
+
+    A single `rating` is stored as `ratings={"rating": value}`.
+
+Keys other than the ones a format consumes (e.g. "id", "subset", "margin") are kept, unchanged,
+in `extras`.
+
+Validation. A bad row raises `DataError` with the message `<file>:<line>: field '<field>':
+<problem>` (Parquet: 1-based row number in place of the line), e.g.
+`prefs.jsonl:7: field 'chosen': expected a string or a list of messages, got int`. Checked:
+non-UTF-8 bytes, invalid JSON, a row that is not an object, a missing field, a wrong type,
+an empty response (empty or whitespace-only string or message content; prompts may not be empty
+either), a non-finite rating, and, with `max_length`, an over-long prompt + response. With
+`skip_invalid=True` bad rows are skipped and counted instead. A file without any valid row is
+an error in both modes.
 """
 
 from __future__ import annotations
@@ -22,247 +52,369 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from alignax.data.errors import DataError
+
+_PAIR_KEYS = ("prompt", "chosen", "rejected")
+_RATING_KEYS = ("prompt", "response", "rating", "ratings")
+_PARQUET_BATCH_ROWS = 4096
 
 
 @dataclasses.dataclass
 class PreferenceRecord:
+    """One preference pair: `chosen` is preferred to `rejected` as an answer to `prompt`."""
+
     prompt: str
     chosen: str
     rejected: str
-    extras: dict = dataclasses.field(default_factory=dict)
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
 class RatingRecord:
+    """One pointwise rating: `ratings` maps attribute -> score ({"rating": x} for one score)."""
+
     prompt: str
     response: str
     ratings: dict[str, float]
-    extras: dict = dataclasses.field(default_factory=dict)
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
 class ReadResult:
-    """Records read from one file, and what was skipped (with `skip_invalid=True`)."""
+    """What `read_preferences` read from one file.
+
+    Attributes:
+      path: the file read.
+      records: the valid rows, in file order (`PreferenceRecord` or `RatingRecord`).
+      num_skipped: number of invalid rows skipped (only with `skip_invalid=True`).
+      skipped: the `DataError` message of each skipped row, in file order.
+    """
 
     path: str
-    records: list
+    records: list[PreferenceRecord | RatingRecord]
     num_skipped: int = 0
     skipped: list[str] = dataclasses.field(default_factory=list)
 
+    @property
+    def num_preferences(self) -> int:
+        return sum(isinstance(r, PreferenceRecord) for r in self.records)
+
+    @property
+    def num_ratings(self) -> int:
+        return sum(isinstance(r, RatingRecord) for r in self.records)
+
     def summary(self) -> str:
-        return (f"{os.path.basename(self.path)}: {len(self.records)} valid rows, "
-                f"{self.num_skipped} skipped")
+        """One line: counts of records by kind and of skipped rows (with the first problem)."""
+        line = (f"{self.path}: {len(self.records)} records ({self.num_preferences} preference "
+                f"pairs, {self.num_ratings} ratings), {self.num_skipped} invalid rows skipped")
+        if self.skipped:
+            line += f"; first: {self.skipped[0]}"
+        return line
 
 
-def render_chat(messages: Sequence[dict]) -> str:
-    """Prompt text of a conversation: each message as "<|role|>\\ncontent\\n", then the cue."""
-    parts = [f"<|{m['role']}|>\n{m['content']}\n" for m in messages]
-    return "".join(parts) + "<|assistant|>\n"
+def render_chat(messages: Sequence[Mapping[str, str]], *, add_generation_cue: bool = True) -> str:
+    """Renders chat messages to one string with the reader's template.
+
+    Each message becomes `"<|{role}|>\\n{content}\\n"`; with `add_generation_cue` the string ends
+    with `"<|assistant|>\\n"`, the cue after which a response follows.
+
+    Args:
+      messages: a list of `{"role": str, "content": str}`.
+      add_generation_cue: append the assistant cue.
+
+    Returns:
+      The rendered text.
+    """
+    text = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages)
+    return text + "<|assistant|>\n" if add_generation_cue else text
 
 
 class _RowError(Exception):
-    def __init__(self, field: str | None, message: str):
-        super().__init__(message)
+    """A problem with one row; `read_preferences` adds the file and line."""
+
+    def __init__(self, field: str | None, problem: str):
+        super().__init__(problem)
         self.field = field
-        self.message = message
+        self.problem = problem
 
 
-def _type_name(x) -> str:
-    return "null" if x is None else type(x).__name__
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
 
 
-def _check_text(row: dict, field: str) -> str:
-    if field not in row:
-        raise _RowError(field, "missing")
-    value = row[field]
+def _text(value: Any, field: str, *, what: str = "a string") -> str:
     if not isinstance(value, str):
-        raise _RowError(field, f"expected a string, got {_type_name(value)}")
+        raise _RowError(field, f"expected {what}, got {_kind(value)}")
     if not value.strip():
-        raise _RowError(field, "empty")
+        raise _RowError(field, "empty (or whitespace-only) string")
     return value
 
 
-def _check_messages(value, field: str) -> list[dict]:
-    if not isinstance(value, list) or not value:
-        raise _RowError(field, "expected a non-empty list of messages")
+def _messages(value: Any, field: str) -> list[dict[str, Any]]:
+    """Checks a list of chat messages (roles and contents strings, roles non-empty)."""
+    if not isinstance(value, (list, tuple)):
+        raise _RowError(field, f"expected a list of messages, got {_kind(value)}")
+    if not value:
+        raise _RowError(field, "empty list of messages")
+    out = []
     for i, m in enumerate(value):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise _RowError(f"{field}[{i}]", "expected a message {\"role\": ..., \"content\": ...}")
-        if not isinstance(m["role"], str) or not isinstance(m["content"], str):
-            raise _RowError(f"{field}[{i}]", "role and content must be strings")
-    return value
+        where = f"{field}[{i}]"
+        if not isinstance(m, Mapping):
+            raise _RowError(where, f"expected a message {{'role': ..., 'content': ...}}, got "
+                                   f"{_kind(m)}")
+        for key in ("role", "content"):
+            if key not in m:
+                raise _RowError(f"{where}.{key}", "missing")
+            if not isinstance(m[key], str):
+                raise _RowError(f"{where}.{key}", f"expected a string, got {_kind(m[key])}")
+        if not m["role"].strip():
+            raise _RowError(f"{where}.role", "empty (or whitespace-only) string")
+        out.append(dict(m))
+    return out
 
 
-def _response_of(messages: list[dict], field: str) -> str:
-    last = messages[-1]
-    if last["role"] != "assistant":
-        raise _RowError(field, f"the last message must be the assistant's, got {last['role']!r}")
-    if not last["content"].strip():
-        raise _RowError(field, "empty response")
-    return last["content"]
+def _response(message: Mapping[str, Any], field: str) -> str:
+    if message["role"] != "assistant":
+        raise _RowError(f"{field}.role", f"the response must be an assistant message, got role "
+                                         f"{message['role']!r}")
+    if not message["content"].strip():
+        raise _RowError(f"{field}.content", "empty response (empty or whitespace-only content)")
+    return message["content"]
 
 
-def _parse_pair(row: dict) -> PreferenceRecord:
-    for field in ("chosen", "rejected"):
+def _require(row: Mapping[str, Any], *fields: str) -> None:
+    for field in fields:
         if field not in row:
             raise _RowError(field, "missing")
+
+
+def _parse_pair(row: Mapping[str, Any]) -> PreferenceRecord:
+    _require(row, "chosen", "rejected")
     chosen, rejected = row["chosen"], row["rejected"]
-    extras = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
-    if isinstance(chosen, str) or isinstance(rejected, str):
-        prompt = _check_text(row, "prompt")
-        return PreferenceRecord(prompt, _check_text(row, "chosen"), _check_text(row, "rejected"),
-                                extras)
+    extras = {k: v for k, v in row.items() if k not in _PAIR_KEYS}
     for field, value in (("chosen", chosen), ("rejected", rejected)):
-        if not isinstance(value, list):
-            raise _RowError(field, "expected a string or a list of messages, got "
-                                   f"{_type_name(value)}")
-    chosen = _check_messages(chosen, "chosen")
-    rejected = _check_messages(rejected, "rejected")
-    if "prompt" in row:  # conversational: explicit prompt messages, responses are completions
-        prompt_msgs = _check_messages(row["prompt"], "prompt")
-        c = _response_of(chosen, "chosen")
-        r = _response_of(rejected, "rejected")
-    else:  # implicit prompt: the shared prefix of the two conversations
+        if not isinstance(value, (str, list, tuple)):
+            raise _RowError(field, f"expected a string or a list of messages, got {_kind(value)}")
+    if isinstance(chosen, str) or isinstance(rejected, str):  # format (a)
+        for field, value in (("chosen", chosen), ("rejected", rejected)):
+            if not isinstance(value, str):
+                raise _RowError(field, f"expected a string like the other response, got "
+                                       f"{_kind(value)}")
+        _require(row, "prompt")
+        prompt = _text(row["prompt"], "prompt")
+        return PreferenceRecord(prompt, _text(chosen, "chosen"), _text(rejected, "rejected"),
+                                extras)
+
+    # Format (b): chat messages.
+    if "messages" in extras:
+        raise _RowError("messages", "reserved in chat rows (the reader stores the raw messages "
+                                    "there); rename it")
+    chosen = _messages(chosen, "chosen")
+    rejected = _messages(rejected, "rejected")
+    if "prompt" in row:  # TRL conversational: explicit prompt, one-message completions.
+        prompt = _messages(row["prompt"], "prompt")
+        responses = []
+        for field, completion in (("chosen", chosen), ("rejected", rejected)):
+            if len(completion) != 1:
+                raise _RowError(field, f"expected exactly one assistant message after an explicit "
+                                       f"prompt, got {len(completion)} messages")
+            responses.append(_response(completion[0], f"{field}[0]"))
+    else:  # Implicit prompt: the longest common prefix of the two conversations.
         n = 0
         while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
             n += 1
         if n == 0:
-            raise _RowError("chosen", "chosen and rejected share no prompt messages")
-        prompt_msgs = chosen[:n]
-        if len(chosen) != n + 1 or len(rejected) != n + 1:
-            raise _RowError("rejected", "chosen and rejected must differ only in the last message")
-        c = _response_of(chosen, "chosen")
-        r = _response_of(rejected, "rejected")
-    extras["messages"] = {"prompt": prompt_msgs, "chosen": chosen, "rejected": rejected}
-    return PreferenceRecord(render_chat(prompt_msgs), c, r, extras)
+            raise _RowError("chosen", "chosen and rejected share no prompt messages (their first "
+                                      "messages differ, or one has a single message)")
+        responses = []
+        for field, conversation in (("chosen", chosen), ("rejected", rejected)):
+            if len(conversation) != n + 1:
+                raise _RowError(field, f"the conversations share {n} prompt messages and must then "
+                                       f"differ only in one final assistant message; {field} has "
+                                       f"{len(conversation) - n}")
+            responses.append(_response(conversation[n], f"{field}[{n}]"))
+        prompt = chosen[:n]
+    for i, m in enumerate(prompt):
+        if m["role"] != "system" and not m["content"].strip():
+            raise _RowError(f"prompt[{i}].content" if "prompt" in row else f"chosen[{i}].content",
+                            "empty (or whitespace-only) prompt message")
+    extras["messages"] = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    return PreferenceRecord(render_chat(prompt), responses[0], responses[1], extras)
 
 
-def _number(value, field: str) -> float:
+def _number(value: Any, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _RowError(field, f"expected a number, got {_type_name(value)}")
+        raise _RowError(field, f"expected a number, got {_kind(value)}")
+    value = float(value)
     if not math.isfinite(value):
         raise _RowError(field, f"expected a finite number, got {value}")
-    return float(value)
+    return value
 
 
-def _parse_rating(row: dict) -> RatingRecord:
-    prompt = _check_text(row, "prompt")
-    response = _check_text(row, "response")
+def _parse_rating(row: Mapping[str, Any]) -> RatingRecord:
+    _require(row, "prompt")
+    prompt = _text(row["prompt"], "prompt")
+    response = _text(row["response"], "response")
+    if "rating" in row and "ratings" in row:
+        raise _RowError("ratings", "give either 'rating' or 'ratings', not both")
     if "ratings" in row:
         ratings = row["ratings"]
-        if not isinstance(ratings, dict) or not ratings:
-            raise _RowError("ratings", "expected a non-empty object of attribute -> number")
+        if not isinstance(ratings, Mapping):
+            raise _RowError("ratings", f"expected an object attribute -> number, got "
+                                       f"{_kind(ratings)}")
+        if not ratings:
+            raise _RowError("ratings", "empty object")
         parsed = {str(k): _number(v, f"ratings.{k}") for k, v in ratings.items()}
     elif "rating" in row:
         parsed = {"rating": _number(row["rating"], "rating")}
     else:
-        raise _RowError("rating", "missing (or 'ratings')")
-    extras = {k: v for k, v in row.items() if k not in ("prompt", "response", "rating", "ratings")}
+        raise _RowError("rating", "missing (a rating row needs 'rating' or 'ratings')")
+    extras = {k: v for k, v in row.items() if k not in _RATING_KEYS}
     return RatingRecord(prompt, response, parsed, extras)
 
 
-def parse_row(row: Any):
-    """One decoded row -> PreferenceRecord or RatingRecord (raises _RowError)."""
-    if not isinstance(row, dict):
-        raise _RowError(None, f"expected a JSON object, got {_type_name(row)}")
+def parse_row(row: Any) -> PreferenceRecord | RatingRecord:
+    """Validates one decoded row and converts it to a record (format detected from its keys).
+
+    Raises:
+      _RowError: the field and the problem (`read_preferences` adds file and line).
+    """
+    if not isinstance(row, Mapping):
+        raise _RowError(None, f"expected a JSON object per line, got {_kind(row)}")
     if "chosen" in row or "rejected" in row:
         return _parse_pair(row)
     if "response" in row:
         return _parse_rating(row)
-    raise _RowError("chosen", "missing: a row needs chosen/rejected or response/rating")
+    raise _RowError("chosen", "missing: a row needs 'chosen' and 'rejected' (a preference pair) "
+                              "or 'response' and 'rating'/'ratings' (a rating)")
 
 
-def _length(record, tokenize) -> tuple[str, int]:
-    measure = (lambda s: len(tokenize(s))) if tokenize else len
+def _check_length(record: PreferenceRecord | RatingRecord, max_length: int,
+                  tokenize: Callable[[str], Sequence[int]] | None) -> None:
+    measure = (lambda s: len(tokenize(s))) if tokenize is not None else len
+    unit = "tokens" if tokenize is not None else "characters"
+    prompt_length = measure(record.prompt)
     if isinstance(record, PreferenceRecord):
-        lengths = {"chosen": measure(record.prompt) + measure(record.chosen),
-                   "rejected": measure(record.prompt) + measure(record.rejected)}
+        responses = (("chosen", record.chosen), ("rejected", record.rejected))
     else:
-        lengths = {"response": measure(record.prompt) + measure(record.response)}
-    field = max(lengths, key=lengths.get)
-    return field, lengths[field]
+        responses = (("response", record.response),)
+    for field, response in responses:
+        length = prompt_length + measure(response)
+        if length > max_length:
+            raise _RowError(field, f"too long: prompt + response is {length} {unit} > "
+                                   f"max_length={max_length}")
 
 
-def _jsonl_rows(path: str) -> Iterator[tuple[int, Any, _RowError | None]]:
+def _jsonl_rows(path: str) -> Iterator[tuple[int, Any]]:
+    """Yields (line number, decoded row or _RowError); blank lines are skipped."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as e:
-                yield lineno, None, _RowError(None, f"not valid UTF-8 (byte {e.start})")
+                yield lineno, _RowError(None, f"invalid UTF-8: byte 0x{raw[e.start]:02x} at "
+                                              f"offset {e.start} of the line")
                 continue
             if not text.strip():
                 continue
             try:
-                yield lineno, json.loads(text), None
+                row = json.loads(text)
             except json.JSONDecodeError as e:
-                yield lineno, None, _RowError(None, f"invalid JSON: {e.msg} (column {e.colno})")
+                problem = f"invalid JSON: {e.msg} (column {e.colno})"
+                if lineno == 1 and text.lstrip().startswith("["):
+                    problem += "; a JSON array file is not supported, write one object per line"
+                yield lineno, _RowError(None, problem)
+                continue
+            yield lineno, row
 
 
-def _parquet_rows(path: str) -> Iterator[tuple[int, Any, _RowError | None]]:
+def _parquet_rows(path: str) -> Iterator[tuple[int, Any]]:
+    """Yields (1-based row number, row dict)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    for i, row in enumerate(table.to_pylist(), start=1):
-        yield i, row, None
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a readable Parquet file: {e}", path=path) from None
+    row_number = 0
+    for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+        for row in batch.to_pylist():
+            row_number += 1
+            yield row_number, row
 
 
 def read_preferences(
-    path: str,
+    path: str | os.PathLike,
     *,
     skip_invalid: bool = False,
     max_length: int | None = None,
     tokenize: Callable[[str], Sequence[int]] | None = None,
 ) -> ReadResult:
-    """Reads and validates a JSONL (.jsonl/.json) or Parquet (.parquet) preference/rating file.
+    """Reads and validates a preference or rating file (JSONL or Parquet).
+
+    See the module docstring for the accepted row formats and the checks.
 
     Args:
-      path: the file.
-      skip_invalid: skip bad rows (counted in the result) instead of raising.
-      max_length: longest allowed prompt + response, in tokens of `tokenize` if given, else in
-        characters.
-      tokenize: optional text -> token ids.
+      path: a `.jsonl`/`.json` (one JSON object per line) or `.parquet` file.
+      skip_invalid: skip invalid rows, counting them in `num_skipped` and keeping their messages
+        in `skipped`, instead of raising at the first one.
+      max_length: if given, the longest allowed prompt + response, each response counted with
+        the prompt separately: in tokens of `tokenize` (prompt and response tokenized
+        separately) if given, else in characters.
+      tokenize: text -> token ids (e.g. `ByteTokenizer().encode`), used for `max_length`.
+
+    Returns:
+      A `ReadResult` with the records in file order.
 
     Raises:
-      DataError: "<file>:<line>: field '<field>': <problem>" for the first bad row (without
-        skip_invalid), or when the file has no valid row.
+      DataError: `<file>:<line>: field '<field>': <problem>` for the first invalid row (unless
+        `skip_invalid`); an unreadable or unsupported file; `no valid rows in <file>` when no
+        row is valid (an empty file, or only invalid rows under `skip_invalid`).
     """
+    path = os.fspath(path)
+    if max_length is not None and (isinstance(max_length, bool) or max_length <= 0):
+        raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
     if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: no such file", path=path)
     ext = os.path.splitext(path)[1].lower()
     if ext in (".jsonl", ".json"):
         rows = _jsonl_rows(path)
     elif ext == ".parquet":
         rows = _parquet_rows(path)
     else:
-        raise DataError(f"{path}: unsupported file type {ext!r} (use .jsonl or .parquet)")
+        raise DataError(f"{path}: unsupported file type {ext!r} (expected .jsonl, .json or "
+                        f".parquet)", path=path)
 
     result = ReadResult(path=path, records=[])
-    name = os.path.basename(path)
-    for lineno, row, error in rows:
+    for line, row in rows:
         try:
-            if error is not None:
-                raise error
+            if isinstance(row, _RowError):
+                raise row
             record = parse_row(row)
             if max_length is not None:
-                field, length = _length(record, tokenize)
-                if length > max_length:
-                    unit = "tokens" if tokenize else "characters"
-                    raise _RowError(field, f"too long: {length} {unit} of prompt + response > "
-                                           f"max_length={max_length}")
+                _check_length(record, max_length, tokenize)
         except _RowError as e:
-            where = f" field '{e.field}':" if e.field else ""
-            message = f"{name}:{lineno}:{where} {e.message}"
+            where = f" field '{e.field}':" if e.field is not None else ""
+            message = f"{path}:{line}:{where} {e.problem}"
             if not skip_invalid:
-                raise DataError(message) from None
+                raise DataError(message, path=path, line=line, field=e.field) from None
             result.num_skipped += 1
             result.skipped.append(message)
             continue
         result.records.append(record)
     if not result.records:
-        raise DataError(f"{name}: no valid rows in {path}"
-                        + (f" ({result.num_skipped} skipped)" if result.num_skipped else ""))
+        detail = (f": all {result.num_skipped} rows are invalid, the first: {result.skipped[0]}"
+                  if result.num_skipped else " (the file is empty)")
+        raise DataError(f"no valid rows in {path}{detail}", path=path)
     return result
