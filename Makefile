@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k resume"`.
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast bazel-test clean
+.PHONY: install run test test-fast lint bazel-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ install: $(STAMP)
 run: install
 	$(BIN)/alignax run experiments/bt_dpo_synthetic.py
 
-test: install
+lint: install
+	$(BIN)/ruff check alignax experiments tests tools
+
+test: install lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install

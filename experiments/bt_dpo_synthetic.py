@@ -52,7 +52,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.task = dict(vocab_size=32, prompt_len=4, response_len=12, concentration=0.5,
                   label_temperature=0.05, seed=0)
     c.data = dict(num_sft=4096 if not smoke else 256, num_pairs=4096 if not smoke else 128,
-                  num_eval_pairs=512 if not smoke else 64, num_eval_prompts=256 if not smoke else 32,
+                  num_eval_pairs=512 if not smoke else 64,
+                  num_eval_prompts=256 if not smoke else 32,
                   # A preference file instead of the synthetic task ("" = synthetic):
                   path="", skip_invalid=False, eval_fraction=0.1)
     # vocab_size comes from the task (or the tokenizer); max_len is the sequence length T.

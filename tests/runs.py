@@ -26,7 +26,8 @@ def command(workdir, *overrides, spec=SMOKE):
 
 
 def run(workdir, *overrides, devices=1, timeout=600, check=True, extra_env=None):
-    out = subprocess.run(command(workdir, *overrides), cwd=REPO, env=env(devices, **(extra_env or {})),
+    out = subprocess.run(command(workdir, *overrides), cwd=REPO,
+                         env=env(devices, **(extra_env or {})),
                          capture_output=True, text=True, timeout=timeout)
     if check and out.returncode != 0:
         raise AssertionError(f"alignax run failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")

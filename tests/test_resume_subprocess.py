@@ -68,7 +68,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_then_resumes(reference_run, tmp_pa
     assert proc.returncode == 143, stderr
     assert "SIGTERM at step" in stderr and "checkpoint saved" in stderr
     step = int(stderr.split("SIGTERM at step ")[1].split(":")[0])
-    ckpt_dirs = [d for d, _, _ in os.walk(tmp_path) if d.endswith(os.path.join("checkpoints", str(step)))]
+    suffix = os.path.join("checkpoints", str(step))
+    ckpt_dirs = [d for d, _, _ in os.walk(tmp_path) if d.endswith(suffix)]
     assert ckpt_dirs, f"no checkpoint directory for step {step}"
     runs.run(tmp_path, *OVERRIDES)
     assert runs.metrics_files(tmp_path) == runs.metrics_files(reference_run)

@@ -80,7 +80,7 @@ def _check_example(example: Any, specs, split: str, index: int) -> dict[str, np.
 
 
 def _builder_class(name: str, version: str, description: str, specs, splits):
-    """A fresh GeneratorBasedBuilder subclass for these examples (not registered in tfds)."""
+    """A fresh GeneratorBasedBuilder subclass for these checked examples (not registered)."""
     tfds = _tfds()
     feature_dict = tfds.features.FeaturesDict({
         key: tfds.features.Tensor(shape=shape, dtype=dtype) for key, (shape, dtype) in specs.items()
@@ -96,8 +96,7 @@ def _builder_class(name: str, version: str, description: str, specs, splits):
         return {split: self._generate_examples(split) for split in splits}
 
     def _generate_examples(self, split):
-        for i, example in enumerate(splits[split]):
-            yield i, _check_example(example, specs, split, i)
+        yield from enumerate(splits[split])
 
     def _quiet(self):  # tfds prints "Downloading and preparing ..." lines to stdout.
         del self
@@ -179,7 +178,10 @@ def write_preference_dataset(
         raise FileExistsError(f"dataset {name!r} version {version} already exists at "
                               f"{dataset_dir}; pass overwrite=True to replace it")
 
-    cls = _builder_class(name, version, description, specs, splits)
+    # Check every example before tfds starts writing, so a bad one leaves no partial files.
+    checked = {split: [_check_example(e, specs, split, i) for i, e in enumerate(examples)]
+               for split, examples in splits.items()}
+    cls = _builder_class(name, version, description, specs, checked)
     builder = cls(data_dir=data_dir, file_format="array_record")
     config = tfds.download.DownloadConfig(
         download_mode=tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite else

@@ -47,7 +47,8 @@ def dpo_loss(
     """Direct Preference Optimization (sigmoid loss), with cDPO label smoothing.
 
     .. math::
-        h = (\\log\\pi(y_c) - \\log\\pi_{ref}(y_c)) - (\\log\\pi(y_r) - \\log\\pi_{ref}(y_r)), \\quad
+        h = (\\log\\pi(y_c) - \\log\\pi_{ref}(y_c))
+          - (\\log\\pi(y_r) - \\log\\pi_{ref}(y_r)), \\quad
         L = -(1 - \\epsilon) \\log \\sigma(\\beta h) - \\epsilon \\log \\sigma(-\\beta h)
 
     Rafailov et al. 2023, arXiv 2305.18290 (epsilon = 0); cDPO: labels flipped with probability

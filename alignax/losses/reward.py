@@ -36,7 +36,8 @@ def bradley_terry_loss(
       [B] float32 losses.
     """
     checks.check_rank(chosen_rewards, 1, "chosen_rewards")
-    checks.check_same_shape([chosen_rewards, rejected_rewards], ["chosen_rewards", "rejected_rewards"])
+    checks.check_same_shape([chosen_rewards, rejected_rewards],
+                            ["chosen_rewards", "rejected_rewards"])
     d = (jnp.asarray(chosen_rewards, jnp.float32) - jnp.asarray(rejected_rewards, jnp.float32)
          - jnp.asarray(margin, jnp.float32))
     loss = -jax.nn.log_sigmoid(d)
@@ -47,7 +48,8 @@ def bradley_terry_loss(
 
 def pairwise_accuracy(chosen_rewards: jax.Array, rejected_rewards: jax.Array) -> jax.Array:
     """1 where r_c > r_r, 0.5 on ties, 0 otherwise: [B] float32."""
-    checks.check_same_shape([chosen_rewards, rejected_rewards], ["chosen_rewards", "rejected_rewards"])
+    checks.check_same_shape([chosen_rewards, rejected_rewards],
+                            ["chosen_rewards", "rejected_rewards"])
     c = jnp.asarray(chosen_rewards, jnp.float32)
     r = jnp.asarray(rejected_rewards, jnp.float32)
     return jnp.where(c > r, 1.0, jnp.where(c == r, 0.5, 0.0))

@@ -13,7 +13,7 @@ def masked_sum(x: jax.Array, mask: jax.Array, *, axis=-1) -> jax.Array:
 
 
 def masked_mean(x: jax.Array, mask: jax.Array, *, axis=-1) -> jax.Array:
-    """sum_i m_i x_i / sum_i m_i over `axis`, in float32; 0 (and zero gradient) where the mask is empty."""
+    """sum_i m_i x_i / sum_i m_i over `axis` in float32; 0 (zero gradient) if the mask is empty."""
     mask = jnp.broadcast_to(jnp.asarray(mask), jnp.shape(x))
     count = jnp.sum(mask.astype(jnp.float32), axis=axis)
     return masked_sum(x, mask, axis=axis) / jnp.maximum(count, 1.0)

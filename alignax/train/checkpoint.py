@@ -112,7 +112,9 @@ class Checkpointer:
 def abstract_like(tree: Any, shardings: Any = None) -> Any:
     """ShapeDtypeStruct tree (with shardings) of `tree`, e.g. for `Checkpointer.restore`."""
     if shardings is None:
-        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+            tree)
     return jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
     )

@@ -1,7 +1,7 @@
 """Device mesh, logical-axis rules and the shardings of params, optimizer state and batches.
 
-One style everywhere: `jax.jit` with explicit `in_shardings`/`out_shardings` over a mesh whose axes are
-all `AxisType.Auto` (the classic pjit style). Mesh axes are ("data", "fsdp", "tensor"):
+One style everywhere: `jax.jit` with explicit `in_shardings`/`out_shardings` over a mesh whose axes
+are all `AxisType.Auto` (the classic pjit style). Mesh axes are ("data", "fsdp", "tensor"):
 
 - batches are split over data x fsdp (rows), replicated over tensor;
 - parameters carry logical names (e.g. ("embed", "mlp")) that `DEFAULT_RULES` maps to mesh axes:
@@ -45,7 +45,8 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, *, devices=None) -
     sizes = [data, fsdp, tensor]
     n = len(devices)
     if sizes.count(-1) > 1:
-        raise ValueError(f"at most one mesh size may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
+        raise ValueError(
+            f"at most one mesh size may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
     if -1 in sizes:
         known = math.prod(s for s in sizes if s != -1)
         if n % known:

@@ -109,7 +109,7 @@ def test_existing_dataset_overwrite_and_errors(tmp_path):
         write_preference_dataset(d, name="Bad-Name", features=small, splits={"train": [{"x": 1}]})
     with pytest.raises(ValueError, match="has no examples"):
         write_preference_dataset(d, name="bad", features=small, splits={"train": []})
-    assert not os.path.exists(os.path.join(d, "bad", "1.0.0"))
+    assert not os.path.exists(os.path.join(d, "bad"))  # nothing written for a bad dataset
     with pytest.raises(FileNotFoundError, match="no dataset 'missing'"):
         load_preference_source(d, name="missing")
     with pytest.raises(ValueError, match=r"no split 'test'; splits: \['train'\]"):

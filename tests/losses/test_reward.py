@@ -17,7 +17,8 @@ def naive_bt(c, r, margin=0.0, eps=0.0):
 
 def test_golden_values_under_jit():
     f = jax.jit(bradley_terry_loss)
-    # -log sigmoid(1) = log(1 + e^-1) = 0.3132617; -log sigmoid(0) = log 2; -log sigmoid(-2) = 2.126928
+    # -log sigmoid(1) = log(1 + e^-1) = 0.3132617; -log sigmoid(0) = log 2;
+    # -log sigmoid(-2) = 2.126928
     np.testing.assert_allclose(f(jnp.array([1.0, 0.0, -1.0]), jnp.array([0.0, 0.0, 1.0])),
                                [0.3132617, 0.6931472, 2.1269280], rtol=1e-6)
     # margin 0.5 on d = 1: -log sigmoid(0.5) = 0.4740770

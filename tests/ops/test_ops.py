@@ -27,10 +27,10 @@ def test_masked_reductions_equal_slicing():
     x = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
     lengths = [6, 2, 4]
     mask = np.arange(6)[None, :] < np.array(lengths)[:, None]
-    np.testing.assert_allclose(masked_sum(x, mask), [x[i, :l].sum() for i, l in enumerate(lengths)],
+    np.testing.assert_allclose(masked_sum(x, mask), [x[i, :n].sum() for i, n in enumerate(lengths)],
                                rtol=1e-6)
     np.testing.assert_allclose(masked_mean(x, mask),
-                               [x[i, :l].mean() for i, l in enumerate(lengths)], rtol=1e-6)
+                               [x[i, :n].mean() for i, n in enumerate(lengths)], rtol=1e-6)
 
 
 def test_masked_mean_of_empty_mask_is_zero_with_finite_gradient():
@@ -62,7 +62,7 @@ def test_token_logprobs_bf16_logits_are_upcast_and_extreme_logits_finite():
     logits = jnp.array([[[1e4, -1e4, 0.0]]], jnp.bfloat16)
     out = token_logprobs(logits, jnp.array([[1]]))
     assert out.dtype == jnp.float32 and np.isfinite(np.asarray(out)).all()
-    g = jax.grad(lambda l: token_logprobs(l, jnp.array([[1]])).sum())(logits.astype(jnp.float32))
+    g = jax.grad(lambda x: token_logprobs(x, jnp.array([[1]])).sum())(logits.astype(jnp.float32))
     assert np.isfinite(np.asarray(g)).all()
 
 
