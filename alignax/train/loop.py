@@ -10,6 +10,7 @@ was never interrupted.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import signal
@@ -25,6 +26,8 @@ from alignax.train import sharding as shd
 from alignax.train.checkpoint import Checkpointer, abstract_like
 from alignax.train.state import TrainState
 from alignax.train.step import LossFn, make_train_step
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteError(RuntimeError):
@@ -167,6 +170,9 @@ def fit(
     else:
         params_abstract = jax.eval_shape(lambda: init_params)
     params_sharding = shd.param_shardings(params_abstract, logical_axes, mesh, fallbacks=fallbacks)
+    if fallbacks and is_main:
+        log.info("replicated %d parameter dims not divisible by their mesh axes: %s",
+                 len(fallbacks), fallbacks[:5])
     opt_abstract = jax.eval_shape(tx.init, params_abstract)
     repl = shd.replicated(mesh)
     state_sharding = TrainState(
@@ -216,10 +222,8 @@ def fit(
         frozen_shardings=frozen_shardings,
     )
 
-    def evaluate(step: int) -> dict[str, float]:
-        metrics = {f"eval/{k}": _to_float(v) for k, v in eval_fn(state.params).items()}
-        writer.write(step, metrics)
-        return metrics
+    def evaluate(params) -> dict[str, float]:
+        return {f"eval/{k}": _to_float(v) for k, v in eval_fn(params).items()}
 
     metrics: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
@@ -243,7 +247,8 @@ def fit(
                 if eval_fn is not None and (
                     step == num_steps or (eval_every and step % eval_every == 0)
                 ):
-                    eval_metrics = evaluate(step)
+                    eval_metrics = evaluate(state.params)
+                    writer.write(step, eval_metrics)
                 checkpointer.save(step, state, data_iter, force=step == num_steps)
                 bar.update(1, loss=metrics["loss"])
                 if sigterm.received:
@@ -257,9 +262,7 @@ def fit(
             if start >= num_steps:  # already complete: report the recorded last metrics
                 metrics = _last_train_metrics(os.path.join(workdir, "metrics.jsonl"))
                 if eval_fn is not None:
-                    eval_metrics = {
-                        f"eval/{k}": _to_float(v) for k, v in eval_fn(state.params).items()
-                    }
+                    eval_metrics = evaluate(state.params)
     finally:
         bar.close()
         checkpointer.close()
