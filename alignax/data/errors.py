@@ -6,9 +6,10 @@ from __future__ import annotations
 class DataError(ValueError):
     """Malformed input: bad JSON or UTF-8, a missing field, a wrong type, empty or over-long text.
 
-    The message reads `<file>:<line>: field '<field>': <problem>` (Parquet: the 1-based row in
-    place of the line; no field part when the whole line is at fault), so it can be read as is
-    and grepped like a compiler error. The parts are also kept as attributes.
+    A row's message reads `<file>:<line>: field '<field>': <problem>`, like a compiler error:
+    <file> is the file's base name, <line> the 1-based line (Parquet: the 1-based row), and the
+    field part is left out when the whole line is at fault (bad UTF-8 or JSON). File-level
+    problems name the full path. The parts are also kept as attributes.
 
     Attributes:
       path: the file, or None.

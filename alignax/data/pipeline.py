@@ -140,15 +140,20 @@ def make_batch_iterator(
     """
     for arg, value in (("global_batch_size", global_batch_size),
                        ("process_count", process_count)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"{arg} must be a positive int, got {value!r}")
+    global_batch_size, process_count = int(global_batch_size), int(process_count)
+    process_index = int(process_index)
     if global_batch_size % process_count:
         raise ValueError(f"global_batch_size={global_batch_size} is not divisible by "
                          f"process_count={process_count}")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
-    if num_epochs is not None and (not isinstance(num_epochs, int) or num_epochs <= 0):
-        raise ValueError(f"num_epochs must be a positive int or None, got {num_epochs!r}")
+    if num_epochs is not None:
+        if isinstance(num_epochs, bool) or not isinstance(num_epochs, (int, np.integer)) or (
+                num_epochs <= 0):
+            raise ValueError(f"num_epochs must be a positive int or None, got {num_epochs!r}")
+        num_epochs = int(num_epochs)
     if not drop_remainder and process_count > 1:
         raise ValueError("drop_remainder=False needs process_count == 1: the processes' shares "
                          "of a final short batch would differ in size")

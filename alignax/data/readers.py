@@ -1,7 +1,8 @@
-"""Readers for preference and rating files (JSONL, Parquet) that name the culprit of bad input.
+r"""Readers for preference and rating files (JSONL, Parquet) that name the culprit of bad input.
 
 Files: `.jsonl` or `.json` with one JSON object per line (blank lines are ignored, a UTF-8 BOM
-is allowed), or `.parquet` (read with pyarrow; nested columns become lists/dicts).
+is allowed), or `.parquet` (read with pyarrow in batches; nested columns become lists/dicts, and
+a null column value counts as an absent key, so one file can mix the formats below).
 
 Row formats, detected per row (a file may mix them):
 
@@ -20,9 +21,9 @@ Row formats, detected per row (a file may mix them):
     Explicit prompt: `chosen` and `rejected` each hold exactly one assistant message. The prompt
     messages are rendered to a string by `render_chat`::
 
-      <|user|>\\nHi\\n<|assistant|>\\nHello!\\n<|user|>\\nHow are you?\\n<|assistant|>\\n
+      <|user|>\nHi\n<|assistant|>\nHello!\n<|user|>\nHow are you?\n<|assistant|>\n
 
-    i.e. `"<|{role}|>\\n{content}\\n"` per message, then the generation cue `"<|assistant|>\\n"`.
+    i.e. `"<|{role}|>\n{content}\n"` per message, then the generation cue `"<|assistant|>\n"`.
     The raw messages are kept in `extras["messages"]` as `{"prompt": [...], "chosen": [...],
     "rejected": [...]}` (for an implicit prompt, `chosen`/`rejected` are the full conversations).
 
@@ -37,7 +38,8 @@ Keys other than the ones a format consumes (e.g. "id", "subset", "margin") are k
 in `extras`.
 
 Validation. A bad row raises `DataError` with the message `<file>:<line>: field '<field>':
-<problem>` (Parquet: 1-based row number in place of the line), e.g.
+<problem>` (the file's base name; the full path is `DataError.path`; Parquet: the 1-based row
+number in place of the line), e.g.
 `prefs.jsonl:7: field 'chosen': expected a string or a list of messages, got int`. Checked:
 non-UTF-8 bytes, invalid JSON, a row that is not an object, a missing field, a wrong type,
 an empty response (empty or whitespace-only string or message content; prompts may not be empty
@@ -99,26 +101,32 @@ class ReadResult:
 
     @property
     def num_preferences(self) -> int:
+        """Number of `PreferenceRecord`s."""
         return sum(isinstance(r, PreferenceRecord) for r in self.records)
 
     @property
     def num_ratings(self) -> int:
+        """Number of `RatingRecord`s."""
         return sum(isinstance(r, RatingRecord) for r in self.records)
 
     def summary(self) -> str:
-        """One line: counts of records by kind and of skipped rows (with the first problem)."""
-        line = (f"{self.path}: {len(self.records)} records ({self.num_preferences} preference "
-                f"pairs, {self.num_ratings} ratings), {self.num_skipped} invalid rows skipped")
+        """A one-line report of what was read and skipped.
+
+        E.g. `prefs.jsonl: 40 valid rows, 1 skipped (40 preference pairs, 0 ratings; first
+        skipped: prefs.jsonl:3: field 'rejected': missing)`.
+        """
+        detail = f"{self.num_preferences} preference pairs, {self.num_ratings} ratings"
         if self.skipped:
-            line += f"; first: {self.skipped[0]}"
-        return line
+            detail += f"; first skipped: {self.skipped[0]}"
+        return (f"{os.path.basename(self.path)}: {len(self.records)} valid rows, "
+                f"{self.num_skipped} skipped ({detail})")
 
 
 def render_chat(messages: Sequence[Mapping[str, str]], *, add_generation_cue: bool = True) -> str:
-    """Renders chat messages to one string with the reader's template.
+    r"""Renders chat messages to one string with the reader's template.
 
-    Each message becomes `"<|{role}|>\\n{content}\\n"`; with `add_generation_cue` the string ends
-    with `"<|assistant|>\\n"`, the cue after which a response follows.
+    Each message becomes `"<|{role}|>\n{content}\n"`; with `add_generation_cue` the string ends
+    with `"<|assistant|>\n"`, the cue after which a response follows.
 
     Args:
       messages: a list of `{"role": str, "content": str}`.
@@ -351,7 +359,8 @@ def _parquet_rows(path: str) -> Iterator[tuple[int, Any]]:
     for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
         for row in batch.to_pylist():
             row_number += 1
-            yield row_number, row
+            # A Parquet schema has every column in every row: null means "absent here".
+            yield row_number, {k: v for k, v in row.items() if v is not None}
 
 
 def read_preferences(
@@ -397,6 +406,7 @@ def read_preferences(
                         f".parquet)", path=path)
 
     result = ReadResult(path=path, records=[])
+    name = os.path.basename(path)
     for line, row in rows:
         try:
             if isinstance(row, _RowError):
@@ -406,7 +416,7 @@ def read_preferences(
                 _check_length(record, max_length, tokenize)
         except _RowError as e:
             where = f" field '{e.field}':" if e.field is not None else ""
-            message = f"{path}:{line}:{where} {e.problem}"
+            message = f"{name}:{line}:{where} {e.problem}"
             if not skip_invalid:
                 raise DataError(message, path=path, line=line, field=e.field) from None
             result.num_skipped += 1

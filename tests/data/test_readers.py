@@ -6,8 +6,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from alignax.data import (ByteTokenizer, DataError, PreferenceRecord, RatingRecord, ReadResult,
-                          read_preferences, render_chat)
+from alignax.data import (
+    ByteTokenizer,
+    DataError,
+    PreferenceRecord,
+    RatingRecord,
+    ReadResult,
+    read_preferences,
+    render_chat,
+)
 
 GOOD = {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"}
 USER = {"role": "user", "content": "Hi"}
@@ -95,10 +102,18 @@ def test_parquet_pairs_chat_and_ratings(tmp_path):
         [{"chosen": [USER, _assistant("a")], "rejected": [USER, _assistant("b")]}]), chat)
     assert read_preferences(chat).records[0].chosen == "a"
 
-    ratings = str(tmp_path / "ratings.parquet")
+    # Mixed formats: the schema has every column, nulls count as absent keys.
+    mixed = str(tmp_path / "mixed.parquet")
+    schema = pa.schema([(k, pa.string()) for k in ("prompt", "chosen", "rejected", "response")]
+                       + [("ratings", pa.struct([("a", pa.float64()), ("b", pa.float64())]))])
     pq.write_table(pa.Table.from_pylist(
-        [{"prompt": "p", "response": "r", "ratings": {"a": 1.0, "b": 2.0}}]), ratings)
-    assert read_preferences(ratings).records[0].ratings == {"a": 1.0, "b": 2.0}
+        [{"prompt": "p", "response": "r", "ratings": {"a": 1.0, "b": 2.0}}, GOOD,
+         {"prompt": "p", "chosen": "c"}], schema=schema), mixed)
+    with pytest.raises(DataError, match=r"mixed\.parquet:3: field 'rejected': missing"):
+        read_preferences(mixed)
+    res = read_preferences(mixed, skip_invalid=True)
+    assert res.records == [RatingRecord("p", "r", {"a": 1.0, "b": 2.0}),
+                           PreferenceRecord(**GOOD)]
 
 
 # --- validation: each case raises naming file/line/field, and skip_invalid counts it ---------
@@ -157,7 +172,7 @@ def test_bad_row_raises_naming_file_line_and_field_or_is_skipped(tmp_path, row, 
     path = _write_jsonl(tmp_path, [GOOD, row, GOOD])
     with pytest.raises(DataError, match=message) as e:
         read_preferences(path)
-    assert str(e.value).startswith(f"{path}:2:")
+    assert str(e.value).startswith("prefs.jsonl:2:")
     assert e.value.path == path and e.value.line == 2
     res = read_preferences(path, skip_invalid=True)
     assert len(res.records) == 2 and res.num_skipped == 1
@@ -169,8 +184,8 @@ def test_error_message_format_of_the_brief(tmp_path):
     path = _write_jsonl(tmp_path, rows)
     with pytest.raises(DataError) as e:
         read_preferences(path)
-    assert str(e.value) == (f"{path}:7: field 'chosen': expected a string or a list of messages, "
-                            "got int")
+    assert str(e.value) == ("prefs.jsonl:7: field 'chosen': expected a string or a list of "
+                            "messages, got int")
     assert isinstance(e.value, ValueError)
 
 
@@ -186,11 +201,9 @@ def test_skip_invalid_counts_exactly_and_summarizes(tmp_path):
     assert res.num_skipped == 4
     assert [m.split(":")[1] for m in res.skipped] == ["2", "3", "4", "6"]
     assert (res.num_preferences, res.num_ratings) == (2, 1)
-    summary = res.summary()
-    assert "\n" not in summary
-    assert summary.startswith(f"{res.path}: 3 records (2 preference pairs, 1 ratings), "
-                              "4 invalid rows skipped; first: ")
-    assert summary.endswith(res.skipped[0])
+    assert res.summary() == ("prefs.jsonl: 3 valid rows, 4 skipped (2 preference pairs, "
+                             "1 ratings; first skipped: prefs.jsonl:2: invalid JSON: Expecting "
+                             "property name enclosed in double quotes (column 2))")
 
 
 def test_over_long_sequences_in_characters_and_tokens(tmp_path):
