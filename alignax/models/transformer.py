@@ -129,20 +129,30 @@ class Attention(nnx.Module):
         self.v = nnx.Linear(d, k * e, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
         self.o = nnx.Linear(h * e, d, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
 
-    def __call__(self, x, positions, attn_mask):
+    def __call__(self, x, positions, attn_mask, cache=None, cache_index=None):
+        """Self-attention; with `cache` ({"k", "v"}: [B, S, K, E]) the new keys/values are
+        written at slots [cache_index, cache_index + T) and the queries attend all S slots
+        (`attn_mask` is then [B, T, S]). Returns (out, new_cache or None)."""
         cfg = self.cfg
         b, t, _ = x.shape
         h, k, e = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         q = rope(self.q(x).reshape(b, t, h, e), positions, cfg.rope_theta)
         kk = rope(self.k(x).reshape(b, t, k, e), positions, cfg.rope_theta)
         v = self.v(x).reshape(b, t, k, e)
+        new_cache = None
+        if cache is not None:
+            start = (0, cache_index, 0, 0)
+            kk = jax.lax.dynamic_update_slice(cache["k"], kk.astype(cache["k"].dtype), start)
+            v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
+            new_cache = {"k": kk, "v": v}
+            kk, v = kk.astype(x.dtype), v.astype(x.dtype)
         q = q.reshape(b, t, k, h // k, e)  # group query heads by their kv head
         scores = jnp.einsum("btkge,bske->bkgts", q, kk).astype(jnp.float32)
         scores = scores / jnp.sqrt(jnp.float32(e))
         scores = jnp.where(attn_mask[:, None, None, :, :], scores, _NEG_INF)
         probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
         out = jnp.einsum("bkgts,bske->btkge", probs, v).reshape(b, t, h * e)
-        return self.o(out)
+        return self.o(out), new_cache
 
 
 class MLP(nnx.Module):
@@ -164,9 +174,10 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x, positions, attn_mask):
-        x = x + self.attn(self.attn_norm(x), positions, attn_mask)
-        return x + self.mlp(self.mlp_norm(x))
+    def __call__(self, x, positions, attn_mask, cache=None, cache_index=None):
+        y, new_cache = self.attn(self.attn_norm(x), positions, attn_mask, cache, cache_index)
+        x = x + y
+        return x + self.mlp(self.mlp_norm(x)), new_cache
 
 
 def positions_from_mask(mask):
@@ -193,12 +204,19 @@ class Decoder(nnx.Module):
         self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
 
     def __call__(self, input_ids, mask):
+        hidden, _ = self.forward(input_ids, positions_from_mask(mask), causal_attention_mask(mask))
+        return hidden
+
+    def forward(self, input_ids, positions, attn_mask, caches=None, cache_index=None):
+        """Hidden states [B, T, D] from explicit positions [B, T] and attention mask ([B, T, T],
+        or [B, T, S] with `caches`, one {"k", "v"} per layer). Returns (hidden, new caches)."""
         x = self.embed(input_ids).astype(jnp.dtype(self.cfg.dtype))
-        positions = positions_from_mask(mask)
-        attn_mask = causal_attention_mask(mask)
-        for layer in self.layers:
-            x = layer(x, positions, attn_mask)
-        return self.final_norm(x)
+        new_caches = []
+        for i, layer in enumerate(self.layers):
+            cache = None if caches is None else caches[i]
+            x, new_cache = layer(x, positions, attn_mask, cache, cache_index)
+            new_caches.append(new_cache)
+        return self.final_norm(x), (None if caches is None else new_caches)
 
 
 class CausalLM(nnx.Module):
@@ -213,12 +231,20 @@ class CausalLM(nnx.Module):
             )
 
     def __call__(self, input_ids, mask):
-        hidden = self.decoder(input_ids, mask)
+        return self.logits(self.decoder(input_ids, mask))
+
+    def logits(self, hidden):
         if self.cfg.tie_embeddings:
             logits = self.decoder.embed.attend(hidden)
         else:
             logits = self.lm_head(hidden)
         return logits.astype(jnp.float32)
+
+    def forward_cached(self, input_ids, positions, attn_mask, caches, cache_index):
+        """Logits [B, T, V] of T new tokens written into the KV caches at `cache_index`."""
+        hidden, caches = self.decoder.forward(input_ids, positions, attn_mask, caches,
+                                              cache_index)
+        return self.logits(hidden), caches
 
 
 def last_token_index(mask):
@@ -273,12 +299,25 @@ def logical_axes(params: Params) -> Any:
 
 
 class Model(NamedTuple):
-    """A model as pure functions: `params = init(rng)`, `out = apply(params, input_ids, mask)`."""
+    """A model as pure functions: `params = init(rng)`, `out = apply(params, input_ids, mask)`.
+
+    Causal LMs also have `apply_cached(params, ids, positions, attn_mask, caches, index) ->
+    (logits, caches)` for incremental decoding (None for other models).
+    """
 
     init: Callable[[jax.Array], Params]
     apply: Callable[..., jax.Array]
     logical_axes: Callable[[Params], Any]
     config: TransformerConfig
+    apply_cached: Callable[..., Any] | None = None
+
+
+def init_cache(cfg: TransformerConfig, batch: int, length: int, dtype=None) -> list[dict]:
+    """Zero KV caches, one {"k", "v"} of [B, S, K, E] per layer (compute dtype by default)."""
+    dtype = jnp.dtype(cfg.dtype if dtype is None else dtype)
+    shape = (batch, length, cfg.kv_heads, cfg.head_dim)
+    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+            for _ in range(cfg.n_layers)]
 
 
 def _make(module_cls, cfg: TransformerConfig) -> Model:
@@ -289,17 +328,27 @@ def _make(module_cls, cfg: TransformerConfig) -> Model:
         module = module_cls(cfg, nnx.Rngs(params=rng))
         return nnx.to_pure_dict(nnx.state(module, nnx.Param))
 
+    def merge(params: Params):
+        state = jax.tree.map(lambda x: x, abstract_state)
+        nnx.replace_by_pure_dict(state, params)
+        return nnx.merge(graphdef, state)
+
     def apply(params: Params, input_ids, mask):
         if input_ids.ndim != 2 or mask.shape != input_ids.shape:
             raise ValueError(
                 f"expected input_ids [B, T] and mask of the same shape, got {input_ids.shape} "
                 f"and {mask.shape}"
             )
-        state = jax.tree.map(lambda x: x, abstract_state)
-        nnx.replace_by_pure_dict(state, params)
-        return nnx.merge(graphdef, state)(input_ids, mask)
+        return merge(params)(input_ids, mask)
 
-    return Model(init=init, apply=apply, logical_axes=logical_axes, config=cfg)
+    apply_cached = None
+    if hasattr(module_cls, "forward_cached"):
+        def apply_cached(params: Params, input_ids, positions, attn_mask, caches, cache_index):
+            return merge(params).forward_cached(input_ids, positions, attn_mask, caches,
+                                                cache_index)
+
+    return Model(init=init, apply=apply, logical_axes=logical_axes, config=cfg,
+                 apply_cached=apply_cached)
 
 
 def make_lm(cfg: TransformerConfig) -> Model:

@@ -1,0 +1,125 @@
+"""KV-cache sampler: log-probs equal training's, greedy equals the recompute sampler, truncation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alignax.models.transformer import TransformerConfig, make_lm
+from alignax.ops import token_logprobs
+from alignax.sampling.naive import sample_continuations
+from alignax.sampling.sampler import (best_of_n, left_align, process_logits, rejection_sample,
+                                      sample)
+
+CFG = TransformerConfig(vocab_size=40, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48)
+MODEL = make_lm(CFG)
+PARAMS = MODEL.init(jax.random.key(0))
+# Ragged prompts: right-padded, left-padded and full rows.
+PROMPTS = jnp.array([[5, 6, 7, 8, 9], [0, 0, 11, 12, 13], [14, 15, 0, 0, 0]], jnp.int32)
+PROMPT_MASK = PROMPTS != 0
+
+
+def _training_logps(out, prompt_len):
+    ids = jnp.concatenate([out.prompt_ids, out.tokens], axis=1)
+    mask = jnp.concatenate([out.prompt_mask, out.mask], axis=1)
+    logits = MODEL.apply(PARAMS, ids, mask)
+    return token_logprobs(logits[:, prompt_len - 1:-1], out.tokens)
+
+
+def test_logps_equal_the_training_forward_with_ragged_prompts_stops_and_n_samples():
+    out = sample(MODEL, PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(1), max_new_tokens=8,
+                 num_samples=3, stop_tokens=(3, 4))
+    assert out.tokens.shape == (9, 8) and out.logps.dtype == jnp.float32
+    np.testing.assert_array_equal(out.prompt_index, [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    expected = _training_logps(out, PROMPTS.shape[1])
+    np.testing.assert_allclose(np.where(out.mask, out.logps, 0.0),
+                               np.where(out.mask, expected, 0.0), atol=1e-5)
+    # untouched distribution: the sampling log-probs are the model's
+    np.testing.assert_array_equal(out.sampling_logps, out.logps)
+    assert np.all(out.logps <= 0) and np.any(out.mask)
+
+
+def test_stop_tokens_end_a_sample_and_pad_the_rest():
+    out = sample(MODEL, PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(2), max_new_tokens=12,
+                 num_samples=4, stop_tokens=(3, 4, 5, 6, 7), pad_id=0)
+    tokens, mask = np.asarray(out.tokens), np.asarray(out.mask)
+    stopped = 0
+    for row, m in zip(tokens, mask):
+        stops = np.flatnonzero(np.isin(row, [3, 4, 5, 6, 7]) & m)
+        if len(stops):
+            stopped += 1
+            first = stops[0]
+            assert m[:first + 1].all() and not m[first + 1:].any()
+            assert (row[first + 1:] == 0).all()
+        else:
+            assert m.all()
+    assert stopped > 0  # with 5 of 40 ids as stops, some of the 12 samples stop
+    assert np.all(np.asarray(out.logps)[~mask] == 0)
+
+
+def test_greedy_matches_the_full_recompute_sampler():
+    full = jnp.array([[5, 6, 7, 8], [9, 10, 11, 12]], jnp.int32)
+    out = sample(MODEL, PARAMS, full, jnp.ones_like(full, bool), jax.random.key(0),
+                 max_new_tokens=6, temperature=0.0)
+    tokens, logps = sample_continuations(MODEL.apply, PARAMS, full, jax.random.key(0),
+                                         num_new_tokens=6, temperature=0.0)
+    np.testing.assert_array_equal(out.tokens, tokens)
+    np.testing.assert_allclose(out.logps, logps, atol=1e-5)
+
+
+def test_sampling_logps_are_those_of_the_processed_distribution():
+    out = sample(MODEL, PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(3), max_new_tokens=5,
+                 temperature=0.7, top_k=5)
+    expected = _training_logps(out, PROMPTS.shape[1])
+    np.testing.assert_allclose(out.logps, np.where(out.mask, expected, 0), atol=1e-5)
+    assert not np.allclose(out.sampling_logps, out.logps)
+    assert np.all(out.sampling_logps >= out.logps - 1e-6)  # truncation + T<1 sharpen
+
+
+def test_first_token_frequencies_follow_the_tempered_distribution():
+    prompt = jnp.array([[5, 6, 7]], jnp.int32)
+    out = sample(MODEL, PARAMS, prompt, jnp.ones_like(prompt, bool), jax.random.key(4),
+                 max_new_tokens=1, num_samples=4000, temperature=0.5)
+    logits = MODEL.apply(PARAMS, prompt, jnp.ones_like(prompt, bool))[0, -1]
+    probs = np.asarray(jax.nn.softmax(logits / 0.5))
+    freq = np.bincount(np.asarray(out.tokens[:, 0]), minlength=CFG.vocab_size) / 4000
+    # 4000 draws: each frequency's standard error is below 0.008
+    np.testing.assert_allclose(freq, probs, atol=0.035)
+
+
+def test_process_logits_golden():
+    logits = jnp.log(jnp.array([0.5, 0.25, 0.15, 0.1]))
+    kept = lambda x: np.asarray(x) > -1e29  # noqa: E731
+    np.testing.assert_array_equal(kept(process_logits(logits, top_k=2)), [1, 1, 0, 0])
+    # nucleus 0.7: 0.5 + 0.25 >= 0.7 -> two tokens; 0.8 -> three
+    np.testing.assert_array_equal(kept(process_logits(logits, top_p=0.7)), [1, 1, 0, 0])
+    np.testing.assert_array_equal(kept(process_logits(logits, top_p=0.8)), [1, 1, 1, 0])
+    # min_p 0.4: keep p >= 0.4 * 0.5 = 0.2
+    np.testing.assert_array_equal(kept(process_logits(logits, min_p=0.4)), [1, 1, 0, 0])
+    np.testing.assert_allclose(jax.nn.softmax(process_logits(logits, temperature=2.0)),
+                               np.sqrt([0.5, 0.25, 0.15, 0.1]) / np.sqrt(
+                                   [0.5, 0.25, 0.15, 0.1]).sum(), rtol=1e-5)
+    with pytest.raises(ValueError, match="temperature > 0"):
+        process_logits(logits, temperature=0.0)
+
+
+def test_left_align():
+    ids, mask = left_align(PROMPTS, PROMPT_MASK)
+    np.testing.assert_array_equal(ids, [[5, 6, 7, 8, 9], [0, 0, 11, 12, 13], [0, 0, 0, 14, 15]])
+    np.testing.assert_array_equal(mask, ids != 0)
+
+
+def test_best_of_n_and_rejection_sampling():
+    def reward_fn(out):  # count of token 7 in the sample
+        return jnp.sum((out.tokens == 7) & out.mask, axis=-1).astype(jnp.float32)
+
+    kw = dict(max_new_tokens=6, num_samples=8)
+    best, best_rewards = best_of_n(MODEL, PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(5),
+                                   reward_fn, **kw)
+    everything = sample(MODEL, PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(5), **kw)
+    per_prompt = np.asarray(reward_fn(everything)).reshape(3, 8)
+    np.testing.assert_array_equal(best_rewards, per_prompt.max(axis=1))
+    np.testing.assert_array_equal(best.prompt_index, [0, 1, 2])
+    _, rewards, accepted = rejection_sample(MODEL, PARAMS, PROMPTS, PROMPT_MASK,
+                                            jax.random.key(5), reward_fn, threshold=1.0, **kw)
+    np.testing.assert_array_equal(accepted, np.asarray(rewards) >= 1.0)
