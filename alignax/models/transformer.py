@@ -270,7 +270,7 @@ class ScalarRewardModel(nnx.Module):
 
 
 # Logical axis names of every parameter, by path suffix. The first matching pattern wins.
-_LOGICAL_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+_LOGICAL_AXES: tuple[tuple[str, tuple[str | None, ...] | None], ...] = (
     (r"embed/embedding$", ("vocab", "embed")),
     (r"attn/(q|k|v)/kernel$", ("embed", "heads")),
     (r"attn/o/kernel$", ("heads", "embed")),
@@ -280,6 +280,7 @@ _LOGICAL_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
     (r"lm_head/kernel$", ("embed", "vocab")),
     (r"score/kernel$", ("embed", None)),
     (r"score/bias$", (None,)),
+    (r"(^|/)head/", None),  # small heads (alignax.models.heads): replicated
 )
 
 
@@ -290,6 +291,8 @@ def logical_axes(params: Params) -> Any:
         key = "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
         for pattern, axes in _LOGICAL_AXES:
             if re.search(pattern, key):
+                if axes is None:
+                    return (None,) * leaf.ndim
                 if len(axes) != leaf.ndim:
                     raise ValueError(f"logical axes {axes} do not fit {key} of shape {leaf.shape}")
                 return axes
@@ -321,6 +324,7 @@ def init_cache(cfg: TransformerConfig, batch: int, length: int, dtype=None) -> l
 
 
 def _make(module_cls, cfg: TransformerConfig) -> Model:
+    """Pure (init, apply) pair of `module_cls(cfg, rngs)` (any callable building the module)."""
     abstract = nnx.eval_shape(lambda: module_cls(cfg, nnx.Rngs(0)))
     graphdef, abstract_state = nnx.split(abstract, nnx.Param)
 
@@ -333,13 +337,13 @@ def _make(module_cls, cfg: TransformerConfig) -> Model:
         nnx.replace_by_pure_dict(state, params)
         return nnx.merge(graphdef, state)
 
-    def apply(params: Params, input_ids, mask):
+    def apply(params: Params, input_ids, mask, **kwargs):
         if input_ids.ndim != 2 or mask.shape != input_ids.shape:
             raise ValueError(
                 f"expected input_ids [B, T] and mask of the same shape, got {input_ids.shape} "
                 f"and {mask.shape}"
             )
-        return merge(params)(input_ids, mask)
+        return merge(params)(input_ids, mask, **kwargs)
 
     apply_cached = None
     if hasattr(module_cls, "forward_cached"):
