@@ -44,6 +44,7 @@ class TransformerConfig:
       rope_theta: RoPE base.
       norm_eps: RMSNorm epsilon.
       tie_embeddings: LM head is the transposed token embedding.
+      qkv_bias: biases on the query/key/value projections (Qwen2).
       dtype: compute dtype ("float32" or "bfloat16"); parameters are always float32.
     """
 
@@ -57,6 +58,7 @@ class TransformerConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
     tie_embeddings: bool = True
+    qkv_bias: bool = False
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -124,9 +126,10 @@ class Attention(nnx.Module):
         d, h, k, e = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_dim
         dt = jnp.dtype(cfg.dtype)
         self.cfg = cfg
-        self.q = nnx.Linear(d, h * e, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
-        self.k = nnx.Linear(d, k * e, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
-        self.v = nnx.Linear(d, k * e, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
+        bias = cfg.qkv_bias
+        self.q = nnx.Linear(d, h * e, use_bias=bias, dtype=dt, kernel_init=_init(), rngs=rngs)
+        self.k = nnx.Linear(d, k * e, use_bias=bias, dtype=dt, kernel_init=_init(), rngs=rngs)
+        self.v = nnx.Linear(d, k * e, use_bias=bias, dtype=dt, kernel_init=_init(), rngs=rngs)
         self.o = nnx.Linear(h * e, d, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
 
     def __call__(self, x, positions, attn_mask, cache=None, cache_index=None):
@@ -274,6 +277,7 @@ _LOGICAL_AXES: tuple[tuple[str, tuple[str | None, ...] | None], ...] = (
     (r"embed/embedding$", ("vocab", "embed")),
     (r"attn/(q|k|v)/kernel$", ("embed", "heads")),
     (r"attn/o/kernel$", ("heads", "embed")),
+    (r"attn/(q|k|v)/bias$", ("heads",)),
     (r"mlp/(gate|up)/kernel$", ("embed", "mlp")),
     (r"mlp/down/kernel$", ("mlp", "embed")),
     (r"norm/scale$", ("norm",)),

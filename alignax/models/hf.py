@@ -1,0 +1,206 @@
+"""Hugging Face interop: import/export safetensors checkpoints of the Llama and Qwen2 families.
+
+    model, params = import_hf("path/to/checkpoint")                 # causal LM
+    model, params = import_hf("path/to/rm", kind="reward")          # *ForSequenceClassification
+    export_hf(model, params, "out/", model_type="llama")           # config.json + model.safetensors
+
+Only files are read (config.json, *.safetensors); nothing is downloaded. Reading needs only numpy
+and the `safetensors` package, not torch. Linear weights are stored [out, in] by Hugging Face and
+[in, out] here, so they are transposed on the way in and out.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from alignax.models.transformer import Model, TransformerConfig, make_lm, make_reward_model
+
+SUPPORTED = ("llama", "qwen2")
+
+
+def config_from_hf(hf: dict) -> TransformerConfig:
+    """TransformerConfig from a Hugging Face config.json dict (Llama or Qwen2)."""
+    model_type = hf.get("model_type")
+    if model_type not in SUPPORTED:
+        raise ValueError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED}")
+    if hf.get("rope_scaling"):
+        raise ValueError(f"rope_scaling={hf['rope_scaling']!r} is not supported")
+    if hf.get("mlp_bias"):
+        raise ValueError("mlp_bias=True is not supported")
+    if model_type == "llama" and hf.get("attention_bias"):
+        raise ValueError("attention_bias=True is not supported for llama")
+    act = hf.get("hidden_act", "silu")
+    if act != "silu":
+        raise ValueError(f"hidden_act={act!r} is not supported (SwiGLU with silu only)")
+    d, heads = hf["hidden_size"], hf["num_attention_heads"]
+    head_dim = hf.get("head_dim") or d // heads
+    if head_dim * heads != d:
+        raise ValueError(f"head_dim={head_dim} x heads={heads} != hidden_size={d}")
+    rope_theta = hf.get("rope_theta")
+    if rope_theta is None:  # newer transformers nest it in rope_parameters
+        rope_theta = (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+    return TransformerConfig(
+        vocab_size=hf["vocab_size"],
+        d_model=d,
+        n_layers=hf["num_hidden_layers"],
+        n_heads=heads,
+        n_kv_heads=hf.get("num_key_value_heads") or heads,
+        d_ff=hf["intermediate_size"],
+        max_len=hf.get("max_position_embeddings", 2048),
+        rope_theta=float(rope_theta),
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        qkv_bias=model_type == "qwen2",
+    )
+
+
+def config_to_hf(cfg: TransformerConfig, *, model_type: str, kind: str) -> dict:
+    """config.json dict for a Llama or Qwen2 checkpoint of `cfg`."""
+    if model_type not in SUPPORTED:
+        raise ValueError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED}")
+    if cfg.qkv_bias != (model_type == "qwen2"):
+        raise ValueError(f"qkv_bias={cfg.qkv_bias} does not fit model_type {model_type!r}")
+    arch = {"llama": "Llama", "qwen2": "Qwen2"}[model_type]
+    head = "ForCausalLM" if kind == "lm" else "ForSequenceClassification"
+    out = {
+        "model_type": model_type,
+        "architectures": [arch + head],
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.kv_heads,
+        "head_dim": cfg.head_dim,
+        "intermediate_size": cfg.d_ff,
+        "max_position_embeddings": cfg.max_len,
+        "rope_theta": cfg.rope_theta,
+        "rms_norm_eps": cfg.norm_eps,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "hidden_act": "silu",
+        "torch_dtype": "float32",
+    }
+    if kind == "reward":
+        out["num_labels"] = 1
+    return out
+
+
+def _layer_map(cfg: TransformerConfig, i: int) -> dict[str, tuple[tuple, bool]]:
+    """HF tensor name -> (alignax path, transpose?) for decoder layer i."""
+    hf, ax = f"model.layers.{i}.", ("decoder", "layers", i)
+    m = {
+        hf + "input_layernorm.weight": (ax + ("attn_norm", "scale"), False),
+        hf + "post_attention_layernorm.weight": (ax + ("mlp_norm", "scale"), False),
+        hf + "self_attn.o_proj.weight": (ax + ("attn", "o", "kernel"), True),
+        hf + "mlp.gate_proj.weight": (ax + ("mlp", "gate", "kernel"), True),
+        hf + "mlp.up_proj.weight": (ax + ("mlp", "up", "kernel"), True),
+        hf + "mlp.down_proj.weight": (ax + ("mlp", "down", "kernel"), True),
+    }
+    for p in ("q", "k", "v"):
+        m[hf + f"self_attn.{p}_proj.weight"] = (ax + ("attn", p, "kernel"), True)
+        if cfg.qkv_bias:
+            m[hf + f"self_attn.{p}_proj.bias"] = (ax + ("attn", p, "bias"), False)
+    return m
+
+
+def _name_map(cfg: TransformerConfig, kind: str) -> dict[str, tuple[tuple, bool]]:
+    m = {
+        "model.embed_tokens.weight": (("decoder", "embed", "embedding"), False),
+        "model.norm.weight": (("decoder", "final_norm", "scale"), False),
+    }
+    for i in range(cfg.n_layers):
+        m.update(_layer_map(cfg, i))
+    if kind == "lm" and not cfg.tie_embeddings:
+        m["lm_head.weight"] = (("lm_head", "kernel"), True)
+    if kind == "reward":
+        m["score.weight"] = (("score", "kernel"), True)
+    return m
+
+
+def _get(tree, path):
+    for k in path:
+        tree = tree[k]
+    return tree
+
+
+def _set(tree, path, value):
+    for k in path[:-1]:
+        tree = tree[k]
+    tree[path[-1]] = value
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """All tensors of a checkpoint folder (one or several *.safetensors shards) as numpy."""
+    from safetensors.numpy import load_file
+
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors files in {path}")
+    tensors: dict[str, np.ndarray] = {}
+    for f in files:
+        tensors.update(load_file(f))
+    return tensors
+
+
+def import_hf(path: str, *, kind: str = "lm") -> tuple[Model, dict]:
+    """Loads a Llama/Qwen2 checkpoint folder as (Model, params).
+
+    Args:
+      path: folder with config.json and *.safetensors.
+      kind: "lm" (causal LM) or "reward" (sequence classification with one label: the score head
+        reads the last valid token, whatever the padding side).
+
+    Raises:
+      ValueError: unsupported architecture, missing or unexpected tensors, wrong shapes.
+    """
+    with open(os.path.join(path, "config.json")) as f:
+        hf = json.load(f)
+    cfg = config_from_hf(hf)
+    if kind == "reward" and hf.get("num_labels", len(hf.get("id2label", {}) or [0, 0])) != 1:
+        raise ValueError("a reward model checkpoint needs num_labels == 1")
+    model = {"lm": make_lm, "reward": make_reward_model}[kind](cfg)
+    import jax
+
+    params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
+                          jax.eval_shape(model.init, jax.random.key(0)))
+    tensors = read_safetensors(path)
+    names = _name_map(cfg, kind)
+    missing = sorted(set(names) - set(tensors))
+    if missing:
+        more = "..." if len(missing) > 5 else ""
+        raise ValueError(f"{path}: missing tensors {missing[:5]}{more}")
+    ignored = {"lm_head.weight"} if cfg.tie_embeddings or kind == "reward" else set()
+    unexpected = sorted(set(tensors) - set(names) - ignored)
+    unexpected = [n for n in unexpected if not n.endswith("rotary_emb.inv_freq")]
+    if unexpected:
+        raise ValueError(f"{path}: unexpected tensors {unexpected[:5]}")
+    for name, (target, transpose) in names.items():
+        value = np.asarray(tensors[name], np.float32)
+        value = value.T if transpose else value
+        expected = _get(params, target).shape
+        if value.shape != expected:
+            raise ValueError(f"{name}: shape {value.shape} does not fit {target} {expected}")
+        _set(params, target, value)
+    return model, params
+
+
+def export_hf(model: Model, params: Any, path: str, *, model_type: str = "llama") -> None:
+    """Writes config.json and model.safetensors loadable by transformers' Auto classes."""
+    from safetensors.numpy import save_file
+
+    cfg = model.config
+    kind = "reward" if "score" in params else "lm"
+    os.makedirs(path, exist_ok=True)
+    tensors = {}
+    for name, (source, transpose) in _name_map(cfg, kind).items():
+        value = np.asarray(_get(params, source), np.float32)
+        tensors[name] = np.ascontiguousarray(value.T if transpose else value)
+    if kind == "reward" and np.any(np.asarray(params["score"]["bias"]) != 0):
+        raise ValueError("the score head has a bias; Hugging Face's score layer has none")
+    save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config_to_hf(cfg, model_type=model_type, kind=kind), f, indent=2)
