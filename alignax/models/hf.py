@@ -1,4 +1,5 @@
-"""Hugging Face interop: import/export safetensors checkpoints of the Llama and Qwen2 families.
+"""Hugging Face interop: import/export safetensors checkpoints of the Llama, Qwen2 and GPT-2
+families.
 
     model, params = import_hf("path/to/checkpoint")                 # causal LM
     model, params = import_hf("path/to/rm", kind="reward")          # *ForSequenceClassification
@@ -20,7 +21,7 @@ import numpy as np
 
 from alignax.models.transformer import Model, TransformerConfig, make_lm, make_reward_model
 
-SUPPORTED = ("llama", "qwen2")
+SUPPORTED = ("llama", "qwen2", "gpt2")
 
 
 def config_from_hf(hf: dict) -> TransformerConfig:
@@ -28,6 +29,8 @@ def config_from_hf(hf: dict) -> TransformerConfig:
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED:
         raise ValueError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED}")
+    if model_type == "gpt2":
+        return _gpt2_config_from_hf(hf)
     if hf.get("rope_scaling"):
         raise ValueError(f"rope_scaling={hf['rope_scaling']!r} is not supported")
     if hf.get("mlp_bias"):
@@ -59,10 +62,44 @@ def config_from_hf(hf: dict) -> TransformerConfig:
     )
 
 
+def _gpt2_config_from_hf(hf: dict) -> TransformerConfig:
+    act = hf.get("activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"activation_function={act!r} is not supported (tanh GELU only)")
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
+        if hf.get(flag):
+            raise ValueError(f"{flag}=True is not supported")
+    if hf.get("scale_attn_weights") is False:
+        raise ValueError("scale_attn_weights=False is not supported")
+    d = hf["n_embd"]
+    return TransformerConfig.gpt2_style(
+        vocab_size=hf["vocab_size"], d_model=d, n_layers=hf["n_layer"], n_heads=hf["n_head"],
+        d_ff=hf.get("n_inner") or 4 * d, max_len=hf["n_positions"],
+        norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", True)))
+
+
 def config_to_hf(cfg: TransformerConfig, *, model_type: str, kind: str) -> dict:
-    """config.json dict for a Llama or Qwen2 checkpoint of `cfg`."""
+    """config.json dict for a Llama, Qwen2 or GPT-2 checkpoint of `cfg`."""
     if model_type not in SUPPORTED:
         raise ValueError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED}")
+    gpt2_like = (cfg.norm, cfg.mlp, cfg.positions, cfg.linear_bias, cfg.qkv_bias) == (
+        "layer", "gelu", "learned", True, True)
+    llama_like = (cfg.norm, cfg.mlp, cfg.positions, cfg.linear_bias) == (
+        "rms", "swiglu", "rope", False)
+    if (model_type == "gpt2" and not gpt2_like) or (model_type != "gpt2" and not llama_like):
+        raise ValueError(f"this architecture cannot be written as model_type {model_type!r}")
+    if model_type == "gpt2":
+        out = {"model_type": "gpt2",
+               "architectures": ["GPT2LMHeadModel" if kind == "lm"
+                                 else "GPT2ForSequenceClassification"],
+               "vocab_size": cfg.vocab_size, "n_embd": cfg.d_model, "n_layer": cfg.n_layers,
+               "n_head": cfg.n_heads, "n_inner": cfg.d_ff, "n_positions": cfg.max_len,
+               "layer_norm_epsilon": cfg.norm_eps, "activation_function": "gelu_new",
+               "tie_word_embeddings": cfg.tie_embeddings, "torch_dtype": "float32"}
+        if kind == "reward":
+            out["num_labels"] = 1
+        return out
     if cfg.qkv_bias != (model_type == "qwen2"):
         raise ValueError(f"qkv_bias={cfg.qkv_bias} does not fit model_type {model_type!r}")
     arch = {"llama": "Llama", "qwen2": "Qwen2"}[model_type]
@@ -105,6 +142,50 @@ def _layer_map(cfg: TransformerConfig, i: int) -> dict[str, tuple[tuple, bool]]:
         if cfg.qkv_bias:
             m[hf + f"self_attn.{p}_proj.bias"] = (ax + ("attn", p, "bias"), False)
     return m
+
+
+def _gpt2_name_map(cfg: TransformerConfig, kind: str) -> dict[str, tuple]:
+    """HF GPT-2 name -> (alignax path, transpose, column slice of a fused c_attn or None).
+
+    GPT-2 uses Conv1D layers stored [in, out], like alignax: no transposes. c_attn fuses q, k, v
+    along its output columns.
+    """
+    d = cfg.d_model
+    m = {
+        "wte.weight": (("decoder", "embed", "embedding"), False, None),
+        "wpe.weight": (("decoder", "pos_embed", "embedding"), False, None),
+        "ln_f.weight": (("decoder", "final_norm", "scale"), False, None),
+        "ln_f.bias": (("decoder", "final_norm", "bias"), False, None),
+    }
+    for i in range(cfg.n_layers):
+        hf, ax = f"h.{i}.", ("decoder", "layers", i)
+        for hf_name, path in (("ln_1", ("attn_norm",)), ("ln_2", ("mlp_norm",))):
+            m[hf + hf_name + ".weight"] = (ax + path + ("scale",), False, None)
+            m[hf + hf_name + ".bias"] = (ax + path + ("bias",), False, None)
+        for part in ("weight", "bias"):
+            leaf = "kernel" if part == "weight" else "bias"
+            for j, p in enumerate(("q", "k", "v")):
+                m[f"{hf}attn.c_attn.{part}#{p}"] = (ax + ("attn", p, leaf), False,
+                                                    slice(j * d, (j + 1) * d))
+            m[f"{hf}attn.c_proj.{part}"] = (ax + ("attn", "o", leaf), False, None)
+            m[f"{hf}mlp.c_fc.{part}"] = (ax + ("mlp", "fc", leaf), False, None)
+            m[f"{hf}mlp.c_proj.{part}"] = (ax + ("mlp", "proj", leaf), False, None)
+    if kind == "lm" and not cfg.tie_embeddings:
+        m["lm_head.weight"] = (("lm_head", "kernel"), True, None)
+    if kind == "reward":
+        m["score.weight"] = (("score", "kernel"), True, None)
+    return m
+
+
+def _gpt2_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Strips the "transformer." prefix and drops GPT-2's non-parameter attention buffers."""
+    out = {}
+    for name, value in tensors.items():
+        name = name[len("transformer."):] if name.startswith("transformer.") else name
+        if name.endswith(("attn.bias", "attn.masked_bias")) and value.ndim == 4:
+            continue  # the causal-mask buffer of old checkpoints
+        out[name] = value
+    return out
 
 
 def _name_map(cfg: TransformerConfig, kind: str) -> dict[str, tuple[tuple, bool]]:
@@ -168,6 +249,9 @@ def import_hf(path: str, *, kind: str = "lm") -> tuple[Model, dict]:
     params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
                           jax.eval_shape(model.init, jax.random.key(0)))
     tensors = read_safetensors(path)
+    if hf["model_type"] == "gpt2":
+        _import_gpt2(cfg, kind, _gpt2_tensors(tensors), params, path)
+        return model, params
     names = _name_map(cfg, kind)
     missing = sorted(set(names) - set(tensors))
     if missing:
@@ -188,19 +272,60 @@ def import_hf(path: str, *, kind: str = "lm") -> tuple[Model, dict]:
     return model, params
 
 
+def _import_gpt2(cfg, kind, tensors, params, path):
+    names = _gpt2_name_map(cfg, kind)
+    needed = {n.split("#")[0] for n in names}
+    missing = sorted(needed - set(tensors))
+    if missing:
+        raise ValueError(f"{path}: missing tensors {missing[:5]}")
+    ignored = {"lm_head.weight"} if cfg.tie_embeddings or kind == "reward" else set()
+    unexpected = sorted(set(tensors) - needed - ignored)
+    if unexpected:
+        raise ValueError(f"{path}: unexpected tensors {unexpected[:5]}")
+    for name, (target, transpose, cols) in names.items():
+        value = np.asarray(tensors[name.split("#")[0]], np.float32)
+        if cols is not None:
+            value = value[..., cols]
+        value = value.T if transpose else value
+        expected = _get(params, target).shape
+        if value.shape != expected:
+            raise ValueError(f"{name}: shape {value.shape} does not fit {target} {expected}")
+        _set(params, target, value)
+
+
+def _export_gpt2(cfg, kind, params) -> dict[str, np.ndarray]:
+    fused: dict[str, list] = {}
+    tensors = {}
+    for name, (source, transpose, cols) in _gpt2_name_map(cfg, kind).items():
+        value = np.asarray(_get(params, source), np.float32)
+        value = value.T if transpose else value
+        prefix = "" if name.startswith(("lm_head", "score")) else "transformer."
+        if cols is not None:
+            fused.setdefault(prefix + name.split("#")[0], []).append(value)
+        else:
+            tensors[prefix + name] = value
+    for name, parts in fused.items():  # q, k, v in order
+        tensors[name] = np.concatenate(parts, axis=-1)
+    return {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+
+
 def export_hf(model: Model, params: Any, path: str, *, model_type: str = "llama") -> None:
     """Writes config.json and model.safetensors loadable by transformers' Auto classes."""
     from safetensors.numpy import save_file
 
     cfg = model.config
     kind = "reward" if "score" in params else "lm"
+    hf_config = config_to_hf(cfg, model_type=model_type, kind=kind)  # validates first
     os.makedirs(path, exist_ok=True)
-    tensors = {}
-    for name, (source, transpose) in _name_map(cfg, kind).items():
-        value = np.asarray(_get(params, source), np.float32)
-        tensors[name] = np.ascontiguousarray(value.T if transpose else value)
+    if model_type == "gpt2":
+        tensors = _export_gpt2(cfg, kind, params)
+    else:
+        tensors = {}
+        for name, (source, transpose) in _name_map(cfg, kind).items():
+            value = np.asarray(_get(params, source), np.float32)
+            tensors[name] = np.ascontiguousarray(value.T if transpose else value)
     if kind == "reward" and np.any(np.asarray(params["score"]["bias"]) != 0):
         raise ValueError("the score head has a bias; Hugging Face's score layer has none")
     save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(config_to_hf(cfg, model_type=model_type, kind=kind), f, indent=2)
+        json.dump(hf_config, f, indent=2)

@@ -30,7 +30,9 @@ _NEG_INF = -1e30  # finite, so fully masked rows (padding) stay NaN-free
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
-    """Architecture of a Llama-style decoder (RMSNorm, RoPE, SwiGLU, grouped-query attention).
+    """Architecture of a pre-norm decoder: Llama/Qwen2 style by default (RMSNorm, RoPE, SwiGLU,
+    grouped-query attention) or GPT-2 style (`gpt2_style()`: LayerNorm, learned positions, GELU
+    MLP, biases everywhere).
 
     Attributes:
       vocab_size: V.
@@ -38,13 +40,16 @@ class TransformerConfig:
       n_layers: number of decoder blocks.
       n_heads: H query heads; D must be divisible by H.
       n_kv_heads: K key/value heads (grouped-query attention); None means K = H.
-      d_ff: F, the SwiGLU hidden width.
-      max_len: longest sequence the model is used with (documentation and checks only: RoPE has
-        no table).
+      d_ff: F, the MLP hidden width.
+      max_len: longest sequence (the size of the learned position table; RoPE has no table).
       rope_theta: RoPE base.
-      norm_eps: RMSNorm epsilon.
+      norm_eps: normalisation epsilon.
       tie_embeddings: LM head is the transposed token embedding.
-      qkv_bias: biases on the query/key/value projections (Qwen2).
+      qkv_bias: biases on the query/key/value projections (Qwen2, GPT-2).
+      norm: "rms" (RMSNorm) or "layer" (LayerNorm with bias).
+      mlp: "swiglu" (gate/up/down) or "gelu" (fc/proj, tanh-approximated GELU as GPT-2).
+      positions: "rope" or "learned" (absolute position embeddings added to the tokens).
+      linear_bias: biases on the attention output and MLP projections (GPT-2).
       dtype: compute dtype ("float32" or "bfloat16"); parameters are always float32.
     """
 
@@ -59,9 +64,17 @@ class TransformerConfig:
     norm_eps: float = 1e-6
     tie_embeddings: bool = True
     qkv_bias: bool = False
+    norm: str = "rms"
+    mlp: str = "swiglu"
+    positions: str = "rope"
+    linear_bias: bool = False
     dtype: str = "float32"
 
     def __post_init__(self):
+        for name, allowed in (("norm", ("rms", "layer")), ("mlp", ("swiglu", "gelu")),
+                              ("positions", ("rope", "learned"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.kv_heads:
@@ -69,6 +82,13 @@ class TransformerConfig:
                 f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.kv_heads}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+
+    @classmethod
+    def gpt2_style(cls, **kwargs) -> "TransformerConfig":
+        """GPT-2 defaults: LayerNorm (eps 1e-5), learned positions, GELU MLP, biases, tied."""
+        base = dict(norm="layer", mlp="gelu", positions="learned", qkv_bias=True,
+                    linear_bias=True, norm_eps=1e-5, tie_embeddings=True)
+        return cls(**{**base, **kwargs})
 
     @property
     def kv_heads(self) -> int:
@@ -104,6 +124,24 @@ class RMSNorm(nnx.Module):
         return (y * self.scale[...]).astype(x.dtype)
 
 
+class LayerNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float):
+        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
+        self.eps = eps
+
+    def __call__(self, x):
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
+
+
+def make_norm(cfg: "TransformerConfig"):
+    return (RMSNorm if cfg.norm == "rms" else LayerNorm)(cfg.d_model, cfg.norm_eps)
+
+
 def rope(x, positions, theta: float):
     """Rotary position embedding (Su et al. 2021), half-split layout as in Llama/HF.
 
@@ -130,7 +168,8 @@ class Attention(nnx.Module):
         self.q = nnx.Linear(d, h * e, use_bias=bias, dtype=dt, kernel_init=_init(), rngs=rngs)
         self.k = nnx.Linear(d, k * e, use_bias=bias, dtype=dt, kernel_init=_init(), rngs=rngs)
         self.v = nnx.Linear(d, k * e, use_bias=bias, dtype=dt, kernel_init=_init(), rngs=rngs)
-        self.o = nnx.Linear(h * e, d, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
+        self.o = nnx.Linear(h * e, d, use_bias=cfg.linear_bias, dtype=dt, kernel_init=_init(),
+                            rngs=rngs)
 
     def __call__(self, x, positions, attn_mask, cache=None, cache_index=None):
         """Self-attention; with `cache` ({"k", "v"}: [B, S, K, E]) the new keys/values are
@@ -139,8 +178,11 @@ class Attention(nnx.Module):
         cfg = self.cfg
         b, t, _ = x.shape
         h, k, e = cfg.n_heads, cfg.kv_heads, cfg.head_dim
-        q = rope(self.q(x).reshape(b, t, h, e), positions, cfg.rope_theta)
-        kk = rope(self.k(x).reshape(b, t, k, e), positions, cfg.rope_theta)
+        q = self.q(x).reshape(b, t, h, e)
+        kk = self.k(x).reshape(b, t, k, e)
+        if cfg.positions == "rope":
+            q = rope(q, positions, cfg.rope_theta)
+            kk = rope(kk, positions, cfg.rope_theta)
         v = self.v(x).reshape(b, t, k, e)
         new_cache = None
         if cache is not None:
@@ -159,22 +201,32 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
+    """SwiGLU: down(silu(gate x) * up x); or GELU: proj(gelu(fc x)) (GPT-2)."""
+
     def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs):
         dt = jnp.dtype(cfg.dtype)
-        d, f = cfg.d_model, cfg.d_ff
-        self.gate = nnx.Linear(d, f, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
-        self.up = nnx.Linear(d, f, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
-        self.down = nnx.Linear(f, d, use_bias=False, dtype=dt, kernel_init=_init(), rngs=rngs)
+        d, f, bias = cfg.d_model, cfg.d_ff, cfg.linear_bias
+        self.kind = cfg.mlp
+
+        def linear(a, b):
+            return nnx.Linear(a, b, use_bias=bias, dtype=dt, kernel_init=_init(), rngs=rngs)
+
+        if cfg.mlp == "swiglu":
+            self.gate, self.up, self.down = linear(d, f), linear(d, f), linear(f, d)
+        else:
+            self.fc, self.proj = linear(d, f), linear(f, d)
 
     def __call__(self, x):
-        return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
+        if self.kind == "swiglu":
+            return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
+        return self.proj(jax.nn.gelu(self.fc(x), approximate=True))
 
 
 class Block(nnx.Module):
     def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs):
-        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn_norm = make_norm(cfg)
         self.attn = Attention(cfg, rngs)
-        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp_norm = make_norm(cfg)
         self.mlp = MLP(cfg, rngs)
 
     def __call__(self, x, positions, attn_mask, cache=None, cache_index=None):
@@ -203,8 +255,11 @@ class Decoder(nnx.Module):
         self.embed = nnx.Embed(
             cfg.vocab_size, cfg.d_model, embedding_init=nnx.initializers.normal(0.02), rngs=rngs
         )
+        if cfg.positions == "learned":
+            self.pos_embed = nnx.Embed(cfg.max_len, cfg.d_model,
+                                       embedding_init=nnx.initializers.normal(0.01), rngs=rngs)
         self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
-        self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.final_norm = make_norm(cfg)
 
     def __call__(self, input_ids, mask):
         hidden, _ = self.forward(input_ids, positions_from_mask(mask), causal_attention_mask(mask))
@@ -213,7 +268,10 @@ class Decoder(nnx.Module):
     def forward(self, input_ids, positions, attn_mask, caches=None, cache_index=None):
         """Hidden states [B, T, D] from explicit positions [B, T] and attention mask ([B, T, T],
         or [B, T, S] with `caches`, one {"k", "v"} per layer). Returns (hidden, new caches)."""
-        x = self.embed(input_ids).astype(jnp.dtype(self.cfg.dtype))
+        x = self.embed(input_ids)
+        if self.cfg.positions == "learned":
+            x = x + self.pos_embed(positions)
+        x = x.astype(jnp.dtype(self.cfg.dtype))
         new_caches = []
         for i, layer in enumerate(self.layers):
             cache = None if caches is None else caches[i]
@@ -280,7 +338,12 @@ _LOGICAL_AXES: tuple[tuple[str, tuple[str | None, ...] | None], ...] = (
     (r"attn/(q|k|v)/bias$", ("heads",)),
     (r"mlp/(gate|up)/kernel$", ("embed", "mlp")),
     (r"mlp/down/kernel$", ("mlp", "embed")),
-    (r"norm/scale$", ("norm",)),
+    (r"mlp/fc/kernel$", ("embed", "mlp")),
+    (r"mlp/proj/kernel$", ("mlp", "embed")),
+    (r"mlp/(gate|up|fc)/bias$", ("mlp",)),
+    (r"(mlp/(down|proj)|attn/o)/bias$", ("norm",)),
+    (r"pos_embed/embedding$", ("pos", "embed")),
+    (r"norm/(scale|bias)$", ("norm",)),
     (r"lm_head/kernel$", ("embed", "vocab")),
     (r"score/kernel$", ("embed", None)),
     (r"score/bias$", (None,)),

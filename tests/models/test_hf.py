@@ -12,7 +12,24 @@ TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_laye
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
 
 
+GPT2_TINY = dict(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=32, n_inner=48)
+
+
+def _gpt2(kind, seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(**GPT2_TINY, num_labels=1, pad_token_id=0)
+    name = "GPT2LMHeadModel" if kind == "lm" else "GPT2ForSequenceClassification"
+    model = getattr(transformers, name)(cfg).eval()
+    with torch.no_grad():  # non-trivial biases and norms, so the test sees them
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "ln_" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
 def _hf_model(model_type, kind, tie=False, seed=0):
+    if model_type == "gpt2":
+        return _gpt2(kind, seed)
     torch.manual_seed(seed)
     cls_cfg = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[model_type]
     cfg = cls_cfg(**TINY, tie_word_embeddings=tie, num_labels=1, pad_token_id=0)
@@ -30,7 +47,8 @@ def _hf_model(model_type, kind, tie=False, seed=0):
 IDS = np.random.default_rng(0).integers(1, 64, size=(3, 9))
 
 
-@pytest.mark.parametrize("model_type,tie", [("llama", False), ("llama", True), ("qwen2", False)])
+@pytest.mark.parametrize("model_type,tie", [("llama", False), ("llama", True), ("qwen2", False),
+                                            ("gpt2", True)])
 def test_causal_lm_logits_match_transformers(tmp_path, model_type, tie):
     hf = _hf_model(model_type, "lm", tie=tie)
     hf.save_pretrained(tmp_path, safe_serialization=True)
@@ -39,11 +57,12 @@ def test_causal_lm_logits_match_transformers(tmp_path, model_type, tie):
         expected = hf(torch.tensor(IDS)).logits.numpy()
     got = model.apply(params, jnp.asarray(IDS), jnp.ones(IDS.shape, bool))
     np.testing.assert_allclose(got, expected, atol=1e-4)
-    assert model.config.qkv_bias == (model_type == "qwen2")
+    assert model.config.qkv_bias == (model_type in ("qwen2", "gpt2"))
 
 
-def test_reward_model_matches_transformers_with_right_padding(tmp_path):
-    hf = _hf_model("llama", "reward")
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_reward_model_matches_transformers_with_right_padding(tmp_path, model_type):
+    hf = _hf_model(model_type, "reward")
     hf.save_pretrained(tmp_path, safe_serialization=True)
     model, params = import_hf(str(tmp_path), kind="reward")
     ids = IDS.copy()
@@ -55,7 +74,7 @@ def test_reward_model_matches_transformers_with_right_padding(tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("model_type", ["llama", "qwen2"])
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "gpt2"])
 def test_export_round_trip_loads_in_transformers(tmp_path, model_type):
     hf = _hf_model(model_type, "lm", seed=1)
     hf.save_pretrained(tmp_path / "in", safe_serialization=True)
@@ -78,3 +97,8 @@ def test_unsupported_configs_fail_clearly(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="rope_scaling"):
         import_hf(str(tmp_path))
+    hf = _hf_model("llama", "lm")
+    hf.save_pretrained(tmp_path / "llama", safe_serialization=True)
+    model, params = import_hf(str(tmp_path / "llama"))
+    with pytest.raises(ValueError, match="cannot be written as model_type 'gpt2'"):
+        export_hf(model, params, str(tmp_path / "out"), model_type="gpt2")

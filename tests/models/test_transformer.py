@@ -132,3 +132,24 @@ def test_bad_config_and_inputs_fail_clearly():
     with pytest.raises(ValueError, match="input_ids"):
         jax.eval_shape(model.apply, params, jax.ShapeDtypeStruct((2, 3), jnp.int32),
                        jax.ShapeDtypeStruct((2, 4), bool))
+
+
+def test_gpt2_small_has_the_published_parameter_count():
+    cfg = TransformerConfig.gpt2_style(vocab_size=50257, d_model=768, n_layers=12, n_heads=12,
+                                       d_ff=3072, max_len=1024)
+    params = jax.eval_shape(make_lm(cfg).init, jax.random.key(0))
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) == 124_439_808
+
+
+def test_gpt2_style_logits_do_not_depend_on_padding():
+    cfg = TransformerConfig.gpt2_style(vocab_size=37, d_model=32, n_layers=2, n_heads=4, d_ff=48,
+                                       max_len=16)
+    model = make_lm(cfg)
+    params = model.init(jax.random.key(0))
+    ids = _rows(jax.random.key(6), 2, 5)
+    alone = model.apply(params, ids, jnp.ones((2, 5), bool))
+    left = jnp.concatenate([jnp.zeros((2, 3), ids.dtype), ids], axis=1)
+    left_mask = jnp.concatenate([jnp.zeros((2, 3), bool), jnp.ones((2, 5), bool)], axis=1)
+    np.testing.assert_allclose(model.apply(params, left, left_mask)[:, 3:], alone, atol=1e-5)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        TransformerConfig(norm="batch")

@@ -123,3 +123,17 @@ def test_best_of_n_and_rejection_sampling():
     _, rewards, accepted = rejection_sample(MODEL, PARAMS, PROMPTS, PROMPT_MASK,
                                             jax.random.key(5), reward_fn, threshold=1.0, **kw)
     np.testing.assert_array_equal(accepted, np.asarray(rewards) >= 1.0)
+
+
+def test_gpt2_style_sampler_logps_equal_training():
+    cfg = TransformerConfig.gpt2_style(vocab_size=40, d_model=32, n_layers=2, n_heads=4, d_ff=48,
+                                       max_len=16)
+    model = make_lm(cfg)
+    params = model.init(jax.random.key(7))
+    out = sample(model, params, PROMPTS, PROMPT_MASK, jax.random.key(8), max_new_tokens=6,
+                 num_samples=2)
+    ids = jnp.concatenate([out.prompt_ids, out.tokens], axis=1)
+    mask = jnp.concatenate([out.prompt_mask, out.mask], axis=1)
+    expected = token_logprobs(model.apply(params, ids, mask)[:, PROMPTS.shape[1] - 1:-1],
+                              out.tokens)
+    np.testing.assert_allclose(out.logps, np.where(out.mask, expected, 0.0), atol=1e-5)
