@@ -1,6 +1,8 @@
 """Decoder-only transformer (Llama style) and its reward-model variant, as pure (init, apply) pairs.
 
-The modules are Flax NNX; they never cross a jit boundary as objects. `make_lm` and
+The modules are Flax NNX; they never cross a jit boundary as objects. `mask` is boolean (padding on
+either side) or integer segment ids for packed rows (0 padding, 1..k sequences): attention and
+positions then stay within each packed sequence. `make_lm` and
 `make_reward_model` return a `Model` of two pure functions over a nested dict of arrays:
 
     params = model.init(rng)
@@ -236,15 +238,31 @@ class Block(nnx.Module):
 
 
 def positions_from_mask(mask):
-    """Position of each token counting only valid tokens (left or right padding). [B, T]."""
-    return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
+    """Position of each token within its sequence, counting only valid tokens. [B, T] -> [B, T].
+
+    `mask` is boolean (one sequence per row, padded on either side) or integer segment ids for
+    packed rows (0 = padding, 1, 2, ... = the sequences packed in the row, each contiguous):
+    positions restart at 0 at each new segment. Padding gets position 0.
+    """
+    seg = mask.astype(jnp.int32)
+    valid = seg > 0
+    count = jnp.cumsum(valid.astype(jnp.int32), axis=-1)  # valid tokens so far, inclusive
+    previous = jnp.pad(seg, ((0, 0), (1, 0)))[:, :-1]
+    starts = valid & (seg != previous)
+    base = jax.lax.cummax(jnp.where(starts, count - 1, 0), axis=1)
+    return jnp.where(valid, count - 1 - base, 0)
 
 
 def causal_attention_mask(mask):
-    """[B, T, T] boolean: query t attends to valid key s <= t."""
+    """[B, T, T] boolean: query t attends to valid key s <= t of the same segment.
+
+    `mask` as in `positions_from_mask` (boolean, or integer segment ids for packed rows).
+    """
     t = mask.shape[-1]
+    seg = mask.astype(jnp.int32)
     causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-    return causal[None] & mask.astype(bool)[:, None, :]
+    same = seg[:, :, None] == seg[:, None, :]
+    return causal[None] & same & (seg > 0)[:, None, :]
 
 
 class Decoder(nnx.Module):

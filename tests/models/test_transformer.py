@@ -59,7 +59,8 @@ def test_gqa_shapes(lm):
 
 def test_positions_and_last_index_for_left_and_right_padding():
     mask = jnp.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1]], bool)
-    np.testing.assert_array_equal(positions_from_mask(mask), [[0, 1, 2, 2, 2], [0, 0, 0, 1, 2]])
+    # padding gets position 0 (documented); valid tokens count from 0 on either padding side
+    np.testing.assert_array_equal(positions_from_mask(mask), [[0, 1, 2, 0, 0], [0, 0, 0, 1, 2]])
     np.testing.assert_array_equal(last_token_index(mask), [2, 4])
 
 
@@ -153,3 +154,31 @@ def test_gpt2_style_logits_do_not_depend_on_padding():
     np.testing.assert_allclose(model.apply(params, left, left_mask)[:, 3:], alone, atol=1e-5)
     with pytest.raises(ValueError, match="norm must be one of"):
         TransformerConfig(norm="batch")
+
+
+@pytest.mark.parametrize("style", ["llama", "gpt2"])
+def test_packed_sequences_equal_separate_ones(style):
+    cfg = (TransformerConfig(vocab_size=37, d_model=32, n_layers=2, n_heads=4, d_ff=48)
+           if style == "llama" else
+           TransformerConfig.gpt2_style(vocab_size=37, d_model=32, n_layers=2, n_heads=4,
+                                        d_ff=48, max_len=16))
+    model = make_lm(cfg)
+    params = model.init(jax.random.key(0))
+    a = _rows(jax.random.key(7), 1, 4)
+    b = _rows(jax.random.key(8), 1, 3)
+    packed = jnp.concatenate([a, b, jnp.zeros((1, 1), a.dtype)], axis=1)
+    segments = jnp.array([[1, 1, 1, 1, 2, 2, 2, 0]])
+    np.testing.assert_array_equal(positions_from_mask(segments), [[0, 1, 2, 3, 0, 1, 2, 0]])
+    out = model.apply(params, packed, segments)
+    np.testing.assert_allclose(out[:, :4], model.apply(params, a, jnp.ones((1, 4), bool)),
+                               atol=1e-5)
+    np.testing.assert_allclose(out[:, 4:7], model.apply(params, b, jnp.ones((1, 3), bool)),
+                               atol=1e-5)
+
+
+def test_llama_3_2_1b_shapes():
+    cfg = TransformerConfig(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8,
+                            d_ff=8192, max_len=131072, rope_theta=500000.0, tie_embeddings=True)
+    params = jax.eval_shape(make_lm(cfg).init, jax.random.key(0))
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) == 1_235_814_400
+    assert params["decoder"]["layers"][0]["attn"]["k"]["kernel"].shape == (2048, 512)
