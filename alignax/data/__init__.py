@@ -24,10 +24,11 @@ from alignax.data.tfds_builder import (
     load_preference_source,
     write_preference_dataset,
 )
-from alignax.data.tokenizers import ByteTokenizer
+from alignax.data.tokenizers import ByteTokenizer, HFTokenizer
 
 __all__ = [
     "ByteTokenizer",
+    "HFTokenizer",
     "DataError",
     "PreferenceRecord",
     "PreferenceSource",
