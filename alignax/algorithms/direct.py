@@ -21,7 +21,7 @@ def pair_logps(apply_fn, params, batch) -> tuple[jax.Array, jax.Array]:
     response = jnp.concatenate(
         [batch["chosen_response_mask"], batch["rejected_response_mask"]], axis=0
     )
-    targets, target_mask = shift_for_next_token(ids, response)
+    targets, target_mask = shift_for_next_token(ids, response, mask)
     logps = sequence_logprobs(apply_fn(params, ids, mask), targets, target_mask)
     b = batch["chosen_ids"].shape[0]
     return logps[:b], logps[b:]

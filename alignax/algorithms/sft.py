@@ -21,7 +21,7 @@ def make_sft_loss(apply_fn):
         ids = batch["input_ids"]
         mask = batch.get("mask", jnp.ones_like(ids, bool))
         loss_mask = batch.get("loss_mask", mask)
-        targets, target_mask = shift_for_next_token(ids, loss_mask)
+        targets, target_mask = shift_for_next_token(ids, loss_mask, mask)
         logps = token_logprobs(apply_fn(params, ids, mask), targets)
         n = jnp.maximum(target_mask.sum(), 1)
         nll = -(logps * target_mask).sum() / n

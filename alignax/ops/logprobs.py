@@ -29,13 +29,23 @@ def sequence_logprobs(logits: jax.Array, tokens: jax.Array, mask: jax.Array) -> 
     return masked_sum(token_logprobs(logits, tokens), mask.astype(bool), axis=-1)
 
 
-def shift_for_next_token(input_ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+def shift_for_next_token(input_ids: jax.Array, mask: jax.Array,
+                         attention_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Next-token targets: targets[:, t] = input_ids[:, t + 1], target_mask[:, t] = mask[:, t + 1].
 
-    The last position gets target 0 with mask 0. [B, T] -> ([B, T], [B, T]).
+    `mask` marks the tokens whose log-probs count (e.g. the response). With `attention_mask`
+    (the model's mask: boolean, or segment ids of packed rows), a target also needs a predicting
+    position t in the same sequence: the first token of a left-padded row (predicted from
+    padding) and the first token of each packed sequence (predicted from the previous one) do not
+    count. The last position gets target 0 with mask 0. [B, T] -> ([B, T], [B, T]).
     """
     targets = jnp.concatenate([input_ids[:, 1:], jnp.zeros_like(input_ids[:, :1])], axis=1)
     target_mask = jnp.concatenate([mask[:, 1:], jnp.zeros_like(mask[:, :1])], axis=1)
+    if attention_mask is not None:
+        seg = attention_mask.astype(jnp.int32)
+        same = (seg[:, :-1] == seg[:, 1:]) & (seg[:, :-1] > 0)
+        same = jnp.concatenate([same, jnp.zeros_like(same[:, :1])], axis=1)
+        target_mask = target_mask * same.astype(target_mask.dtype)
     return targets, target_mask
 
 

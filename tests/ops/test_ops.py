@@ -77,6 +77,13 @@ def test_shift_for_next_token():
     targets, tmask = shift_for_next_token(ids, mask)
     np.testing.assert_array_equal(targets, [[6, 7, 8, 0]])
     np.testing.assert_array_equal(tmask, [[1, 1, 1, 0]])
+    # with the attention mask: the first token of a left-padded row is predicted from padding
+    _, tmask = shift_for_next_token(ids, mask, mask)
+    np.testing.assert_array_equal(tmask, [[0, 1, 1, 0]])
+    # packed rows: no target across a sequence boundary, none from padding
+    segments = jnp.array([[1, 1, 2, 2, 2, 0]])
+    _, tmask = shift_for_next_token(jnp.arange(6)[None], segments > 0, segments)
+    np.testing.assert_array_equal(tmask, [[1, 0, 1, 1, 0, 0]])
 
 
 def test_entropy():
