@@ -138,8 +138,14 @@ def test_bad_config_and_inputs_fail_clearly():
 def test_gpt2_small_has_the_published_parameter_count():
     cfg = TransformerConfig.gpt2_style(vocab_size=50257, d_model=768, n_layers=12, n_heads=12,
                                        d_ff=3072, max_len=1024)
-    params = jax.eval_shape(make_lm(cfg).init, jax.random.key(0))
+    model = make_lm(cfg)
+    params = jax.eval_shape(model.init, jax.random.key(0))
     assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) == 124_439_808
+    axes = model.logical_axes(params)  # raises if a parameter has no logical names
+    layer = axes["decoder"]["layers"][0]
+    assert layer["mlp"]["fc"]["kernel"] == ("embed", "mlp")
+    assert layer["attn"]["q"]["bias"] == ("heads",)
+    assert axes["decoder"]["pos_embed"]["embedding"] == ("pos", "embed")
 
 
 def test_gpt2_style_logits_do_not_depend_on_padding():
