@@ -350,7 +350,7 @@ class ScalarRewardModel(nnx.Module):
 
 # Logical axis names of every parameter, by path suffix. The first matching pattern wins.
 _LOGICAL_AXES: tuple[tuple[str, tuple[str | None, ...] | None], ...] = (
-    (r"embed/embedding$", ("vocab", "embed")),
+    (r"(^|/)embed/embedding$", ("vocab", "embed")),
     (r"attn/(q|k|v)/kernel$", ("embed", "heads")),
     (r"attn/o/kernel$", ("heads", "embed")),
     (r"attn/(q|k|v)/bias$", ("heads",)),
