@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Mapping
 
 import jax
@@ -37,12 +38,17 @@ def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None) -> Callable:
         raise ValueError(f"unknown direct loss {loss!r}; valid: {sorted(DIRECT_LOSSES)}")
     per_example = DIRECT_LOSSES[loss]
     loss_kwargs = dict(loss_kwargs or {})
+    wants_lengths = "chosen_lengths" in inspect.signature(per_example).parameters
 
     def loss_fn(params, batch, rng, ref_params):
         del rng
         pc, pr = pair_logps(apply_fn, params, batch)
         rc, rr = jax.lax.stop_gradient(pair_logps(apply_fn, ref_params, batch))
-        losses, stats = per_example(pc, pr, rc, rr, **loss_kwargs)
+        extra = {}
+        if wants_lengths:  # response token counts, for length-normalised losses
+            extra = {"chosen_lengths": batch["chosen_response_mask"].sum(-1),
+                     "rejected_lengths": batch["rejected_response_mask"].sum(-1)}
+        losses, stats = per_example(pc, pr, rc, rr, **loss_kwargs, **extra)
         metrics = {k: v.mean() for k, v in stats.items()}
         metrics["policy_chosen_logps"] = pc.mean()
         metrics["policy_rejected_logps"] = pr.mean()

@@ -94,3 +94,202 @@ def ipo_loss(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     h = chosen - rejected
     return (h - 1.0 / (2.0 * beta)) ** 2, _metrics(beta, chosen, rejected)
+
+
+# ----------------------------------------------------------------------------------------------
+# The DPO loss types of TRL's DPOTrainer, each under its TRL name in `DPO_LOSS_TYPES`.
+# Notation: c = pi_c - ref_c, r = pi_r - ref_r (log-ratios), h = c - r, x = beta h.
+# ----------------------------------------------------------------------------------------------
+
+
+def hinge_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+               *, beta: float = 0.1):
+    """SLiC hinge: max(0, 1 - beta h). Zhao et al. 2023, SLiC-HF (arXiv 2305.10425)."""
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    return jax.nn.relu(1.0 - beta * (c - r)), _metrics(beta, c, r)
+
+
+def exo_pair_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                  ref_rejected_logps, *, beta: float = 0.1, label_smoothing: float = 1e-3):
+    """EXO (pairwise): KL(p_theta || p_label) over {chosen, rejected}.
+
+    .. math::
+        L = \\sigma(x) (\\log\\sigma(x) - \\log(1-\\epsilon))
+          + \\sigma(-x) (\\log\\sigma(-x) - \\log\\epsilon)
+
+    Ji et al. 2024, "Towards Efficient Exact Optimization of Language Model Alignment"
+    (arXiv 2402.00856), eq. 16. Needs 0 < epsilon < 1 (TRL uses 1e-3 when it is 0).
+    """
+    if not 0.0 < label_smoothing < 1.0:
+        raise ValueError(f"exo_pair needs 0 < label_smoothing < 1, got {label_smoothing}")
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    x = beta * (c - r)
+    loss = (jax.nn.sigmoid(x) * (jax.nn.log_sigmoid(x) - jnp.log1p(-label_smoothing))
+            + jax.nn.sigmoid(-x) * (jax.nn.log_sigmoid(-x) - jnp.log(label_smoothing)))
+    return loss, _metrics(beta, c, r)
+
+
+def nca_pair_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                  ref_rejected_logps, *, beta: float = 0.1):
+    """NCA (pairwise): -log s(beta c) - 0.5 log s(-beta c) - 0.5 log s(-beta r).
+
+    Chen et al. 2024, "Noise Contrastive Alignment of Language Models" (arXiv 2402.05369).
+    """
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    loss = (-jax.nn.log_sigmoid(beta * c) - 0.5 * jax.nn.log_sigmoid(-beta * c)
+            - 0.5 * jax.nn.log_sigmoid(-beta * r))
+    return loss, _metrics(beta, c, r)
+
+
+def robust_dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                    ref_rejected_logps, *, beta: float = 0.1, label_smoothing: float = 0.0):
+    """Robust DPO: unbiased under labels flipped with probability epsilon.
+
+    .. math::
+        L = \\frac{-(1-\\epsilon)\\log\\sigma(x) + \\epsilon \\log\\sigma(-x)}{1 - 2\\epsilon}
+
+    Chowdhury et al. 2024, "Provably Robust DPO" (arXiv 2403.00409). Unlike cDPO the flipped
+    term enters with a minus sign, so the loss is an unbiased estimate of the clean-label loss.
+    """
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"robust needs 0 <= label_smoothing < 0.5, got {label_smoothing}")
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    x = beta * (c - r)
+    loss = (-(1.0 - label_smoothing) * jax.nn.log_sigmoid(x)
+            + label_smoothing * jax.nn.log_sigmoid(-x)) / (1.0 - 2.0 * label_smoothing)
+    return loss, _metrics(beta, c, r)
+
+
+def bco_pair_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                  ref_rejected_logps, *, beta: float = 0.1):
+    """BCO (pairwise, TRL's form without the reward shift): -log s(beta c) - log s(-beta r).
+
+    Jung et al. 2024, "Binary Classifier Optimization for LLM Alignment" (arXiv 2404.04656).
+    """
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    return -jax.nn.log_sigmoid(beta * c) - jax.nn.log_sigmoid(-beta * r), _metrics(beta, c, r)
+
+
+def sppo_hard_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                   ref_rejected_logps, *, beta: float = 0.1):
+    """SPPO with hard win probabilities: (c - 1/(2 beta))^2 + (r + 1/(2 beta))^2.
+
+    Wu et al. 2024, "Self-Play Preference Optimization" (arXiv 2405.00675), eq. 4.7 with P = 1
+    for the winner and 0 for the loser.
+    """
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    return (c - 0.5 / beta) ** 2 + (r + 0.5 / beta) ** 2, _metrics(beta, c, r)
+
+
+def _smoothed_sigmoid(x, label_smoothing):
+    return (-(1.0 - label_smoothing) * jax.nn.log_sigmoid(x)
+            - label_smoothing * jax.nn.log_sigmoid(-x))
+
+
+def aot_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+             *, beta: float = 0.1, label_smoothing: float = 0.0):
+    """AOT (paired): distributional alignment via optimal transport over the batch.
+
+    The policy log-ratios (pi_c - pi_r) and the reference ones (ref_c - ref_r) are each sorted over
+    the batch; delta_i = sorted_i - ref_sorted_i enters the smoothed sigmoid loss. Melnyk et al.
+    2024, "Distributional Preference Alignment of LLMs via Optimal Transport" (arXiv 2406.05882).
+    Element i of the result belongs to the i-th sorted pair, not to input row i.
+    """
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    f = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    delta = (jnp.sort(f(policy_chosen_logps) - f(policy_rejected_logps))
+             - jnp.sort(f(ref_chosen_logps) - f(ref_rejected_logps)))
+    return _smoothed_sigmoid(beta * delta, label_smoothing), _metrics(beta, c, r)
+
+
+def aot_pair_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                  ref_rejected_logps, *, beta: float = 0.1, label_smoothing: float = 0.0):
+    """AOT (unpaired; TRL's `aot_pair`, later `aot_unpaired`): sort c and r separately.
+
+    delta_i = sort(c)_i - sort(r)_i in the smoothed sigmoid loss (Melnyk et al. 2024). Element i
+    belongs to the i-th sorted position.
+    """
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    delta = jnp.sort(c) - jnp.sort(r)
+    return _smoothed_sigmoid(beta * delta, label_smoothing), _metrics(beta, c, r)
+
+
+def apo_zero_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                  ref_rejected_logps, *, beta: float = 0.1):
+    """APO-zero: (1 - s(beta c)) + s(beta r): raise chosen, lower rejected likelihood.
+
+    D'Oosterlinck et al. 2024, "Anchored Preference Optimization" (arXiv 2408.06266), eq. 7.
+    """
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    return (1.0 - jax.nn.sigmoid(beta * c)) + jax.nn.sigmoid(beta * r), _metrics(beta, c, r)
+
+
+def apo_down_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                  ref_rejected_logps, *, beta: float = 0.1):
+    """APO-down: s(beta c) + (1 - s(beta h)): lower both, the rejected more (arXiv 2408.06266,
+    eq. 8)."""
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    return jax.nn.sigmoid(beta * c) + (1.0 - jax.nn.sigmoid(beta * (c - r))), _metrics(beta, c, r)
+
+
+def discopop_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                  ref_rejected_logps, *, beta: float = 0.1, tau: float = 0.05):
+    """DiscoPOP (log-ratio modulated loss): a sigma(x / tau)-weighted blend of logistic and
+    exponential losses.
+
+    .. math::
+        m = \\sigma(x/\\tau), \\quad L = (1 - m)(-\\log\\sigma(x)) + m\\, e^{-x}
+
+    Chris Lu et al. 2024, "Discovering Preference Optimization Algorithms with and for LLMs"
+    (arXiv 2406.08414), eq. 5. `m e^{-x}` is computed as exp(log sigma(x/tau) - x), finite for
+    any x when tau < 1.
+    """
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    x = beta * (c - r)
+    m = jax.nn.sigmoid(x / tau)
+    loss = (1.0 - m) * -jax.nn.log_sigmoid(x) + jnp.exp(jax.nn.log_sigmoid(x / tau) - x)
+    return loss, _metrics(beta, c, r)
+
+
+def sigmoid_norm_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                      ref_rejected_logps, *, chosen_lengths, rejected_lengths,
+                      beta: float = 0.1):
+    """Length-normalised DPO: -log s(beta (c / |y_c| - r / |y_r|)) (TRL's `sigmoid_norm`).
+
+    Args:
+      chosen_lengths, rejected_lengths: [B] response token counts (clamped to >= 1).
+    """
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    lc = jnp.maximum(jnp.asarray(chosen_lengths, jnp.float32), 1.0)
+    lr = jnp.maximum(jnp.asarray(rejected_lengths, jnp.float32), 1.0)
+    return -jax.nn.log_sigmoid(beta * (c / lc - r / lr)), _metrics(beta, c, r)
+
+
+DPO_LOSS_TYPES = {
+    "sigmoid": dpo_loss,
+    "hinge": hinge_loss,
+    "ipo": ipo_loss,
+    "exo_pair": exo_pair_loss,
+    "nca_pair": nca_pair_loss,
+    "robust": robust_dpo_loss,
+    "bco_pair": bco_pair_loss,
+    "sppo_hard": sppo_hard_loss,
+    "aot": aot_loss,
+    "aot_pair": aot_pair_loss,
+    "apo_zero": apo_zero_loss,
+    "apo_down": apo_down_loss,
+    "discopop": discopop_loss,
+    "sigmoid_norm": sigmoid_norm_loss,
+}

@@ -29,6 +29,8 @@ def test_contract(name):
     fn = LOSSES[name]
 
     def call(*args):
+        if name == "sigmoid_norm":
+            return fn(*args, chosen_lengths=jnp.full(5, 3.0), rejected_lengths=jnp.full(5, 4.0))
         return fn(*args)
 
     call.__name__ = f"contract_{name}"
