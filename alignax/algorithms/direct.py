@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alignax.algorithms import common
-from alignax.losses import DIRECT_LOSSES
+from alignax.losses import DIRECT_LOSSES, REFERENCE_FREE_LOSSES
 from alignax.ops import sequence_logprobs, shift_for_next_token
 from alignax.train.loop import Frozen
 
@@ -29,26 +29,35 @@ def pair_logps(apply_fn, params, batch) -> tuple[jax.Array, jax.Array]:
 
 
 def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None) -> Callable:
-    """`loss_fn(params, batch, rng, ref_params)` = mean over pairs of `DIRECT_LOSSES[loss]`.
+    """`loss_fn(params, batch, rng, ref_params)` = mean over pairs of a direct objective.
 
-    The reference log-probs are recomputed in the step from the frozen `ref_params` (under
-    stop_gradient); they are never part of the optimizer's tree.
+    `loss` names an entry of DIRECT_LOSSES (with a reference) or REFERENCE_FREE_LOSSES (SimPO,
+    CPO, ORPO: the reference forward is skipped). The reference log-probs are recomputed in the
+    step from the frozen `ref_params` (under stop_gradient); they are never part of the
+    optimizer's tree. Response lengths are passed to losses that take them.
     """
-    if loss not in DIRECT_LOSSES:
-        raise ValueError(f"unknown direct loss {loss!r}; valid: {sorted(DIRECT_LOSSES)}")
-    per_example = DIRECT_LOSSES[loss]
+    if loss in DIRECT_LOSSES:
+        per_example, uses_ref = DIRECT_LOSSES[loss], True
+    elif loss in REFERENCE_FREE_LOSSES:
+        per_example, uses_ref = REFERENCE_FREE_LOSSES[loss], False
+    else:
+        valid = sorted(DIRECT_LOSSES) + sorted(REFERENCE_FREE_LOSSES)
+        raise ValueError(f"unknown direct loss {loss!r}; valid: {valid}")
     loss_kwargs = dict(loss_kwargs or {})
-    wants_lengths = "chosen_lengths" in inspect.signature(per_example).parameters
+    accepted = inspect.signature(per_example).parameters
 
     def loss_fn(params, batch, rng, ref_params):
         del rng
         pc, pr = pair_logps(apply_fn, params, batch)
-        rc, rr = jax.lax.stop_gradient(pair_logps(apply_fn, ref_params, batch))
         extra = {}
-        if wants_lengths:  # response token counts, for length-normalised losses
-            extra = {"chosen_lengths": batch["chosen_response_mask"].sum(-1),
-                     "rejected_lengths": batch["rejected_response_mask"].sum(-1)}
-        losses, stats = per_example(pc, pr, rc, rr, **loss_kwargs, **extra)
+        for side in ("chosen", "rejected"):  # response token counts, for length-aware losses
+            if f"{side}_lengths" in accepted:
+                extra[f"{side}_lengths"] = batch[f"{side}_response_mask"].sum(-1)
+        if uses_ref:
+            rc, rr = jax.lax.stop_gradient(pair_logps(apply_fn, ref_params, batch))
+            losses, stats = per_example(pc, pr, rc, rr, **loss_kwargs, **extra)
+        else:
+            losses, stats = per_example(pc, pr, **loss_kwargs, **extra)
         metrics = {k: v.mean() for k, v in stats.items()}
         metrics["policy_chosen_logps"] = pc.mean()
         metrics["policy_rejected_logps"] = pr.mean()

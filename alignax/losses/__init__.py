@@ -2,6 +2,12 @@
 
 from alignax.losses.direct import (
     DPO_LOSS_TYPES,
+    REFERENCE_FREE_LOSSES,
+    cpo_loss,
+    kto_loss,
+    orpo_loss,
+    rdpo_loss,
+    simpo_loss,
     aot_loss,
     aot_pair_loss,
     apo_down_loss,
@@ -26,12 +32,23 @@ DIRECT_LOSSES = {
     "dpo": dpo_loss,
     # TRL's loss types under their TRL names ("sigmoid" is "dpo")
     **{name: fn for name, fn in DPO_LOSS_TYPES.items() if name != "sigmoid"},
+    "rdpo": rdpo_loss,
 }
-LOSSES = {**REWARD_LOSSES, **DIRECT_LOSSES}
+# Losses of the policy's log-probs only: (policy_chosen_logps, policy_rejected_logps, *, ...).
+# KTO is unpaired: kto_loss(policy_logps, ref_logps, desirable, *, kl, ...).
+UNPAIRED_LOSSES = {"kto": kto_loss}
+LOSSES = {**REWARD_LOSSES, **DIRECT_LOSSES, **REFERENCE_FREE_LOSSES, **UNPAIRED_LOSSES}
 
 __all__ = [
     "DIRECT_LOSSES",
     "DPO_LOSS_TYPES",
+    "REFERENCE_FREE_LOSSES",
+    "UNPAIRED_LOSSES",
+    "cpo_loss",
+    "kto_loss",
+    "orpo_loss",
+    "rdpo_loss",
+    "simpo_loss",
     "aot_loss",
     "aot_pair_loss",
     "apo_down_loss",

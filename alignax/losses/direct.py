@@ -293,3 +293,132 @@ DPO_LOSS_TYPES = {
     "discopop": discopop_loss,
     "sigmoid_norm": sigmoid_norm_loss,
 }
+
+
+# ----------------------------------------------------------------------------------------------
+# Length-aware, reference-free and unpaired objectives.
+# ----------------------------------------------------------------------------------------------
+
+
+def _lengths(x):
+    return jnp.maximum(jnp.asarray(x, jnp.float32), 1.0)
+
+
+def rdpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+              *, chosen_lengths, rejected_lengths, beta: float = 0.1, alpha: float = 0.01):
+    """R-DPO: DPO with a length penalty inside the sigmoid.
+
+    .. math::
+        L = -\\log\\sigma(\\beta h - \\alpha (|y_c| - |y_r|))
+
+    Park et al. 2024, "Disentangling Length from Quality in Direct Preference Optimization"
+    (arXiv 2403.19159), eq. 9.
+    """
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    length_gap = jnp.asarray(chosen_lengths, jnp.float32) - jnp.asarray(rejected_lengths,
+                                                                         jnp.float32)
+    return -jax.nn.log_sigmoid(beta * (c - r) - alpha * length_gap), _metrics(beta, c, r)
+
+
+def _policy_pair(pc, pr):
+    checks.check_rank(pc, 1, "policy_chosen_logps")
+    checks.check_same_shape([pc, pr], _NAMES[:2])
+    return jnp.asarray(pc, jnp.float32), jnp.asarray(pr, jnp.float32)
+
+
+def simpo_loss(policy_chosen_logps, policy_rejected_logps, *, chosen_lengths, rejected_lengths,
+               beta: float = 2.0, gamma: float = 1.0):
+    """SimPO: reference-free, length-normalised, with a target margin gamma.
+
+    .. math::
+        L = -\\log\\sigma\\left(\\frac{\\beta}{|y_c|}\\log\\pi(y_c)
+            - \\frac{\\beta}{|y_r|}\\log\\pi(y_r) - \\gamma\\right)
+
+    Meng et al. 2024, "SimPO: Simple Preference Optimization with a Reference-Free Reward"
+    (arXiv 2405.14734), eq. 6. (TRL's `gamma_beta_ratio` is gamma / beta.)
+
+    Args:
+      policy_chosen_logps, policy_rejected_logps: [B] summed response log-probs.
+      chosen_lengths, rejected_lengths: [B] response token counts.
+    """
+    pc, pr = _policy_pair(policy_chosen_logps, policy_rejected_logps)
+    c, r = pc / _lengths(chosen_lengths), pr / _lengths(rejected_lengths)
+    return -jax.nn.log_sigmoid(beta * (c - r) - gamma), _metrics(beta, c, r)
+
+
+def cpo_loss(policy_chosen_logps, policy_rejected_logps, *, chosen_lengths, beta: float = 0.1,
+             alpha: float = 1.0):
+    """CPO: reference-free sigmoid preference loss plus a behaviour-cloning NLL on the chosen.
+
+    .. math::
+        L = -\\log\\sigma(\\beta(\\log\\pi(y_c) - \\log\\pi(y_r)))
+            - \\alpha \\frac{\\log\\pi(y_c)}{|y_c|}
+
+    Xu et al. 2024, "Contrastive Preference Optimization" (arXiv 2401.08417), eq. 3 (the NLL per
+    token, as TRL's CPOTrainer).
+    """
+    pc, pr = _policy_pair(policy_chosen_logps, policy_rejected_logps)
+    nll = -pc / _lengths(chosen_lengths)
+    return -jax.nn.log_sigmoid(beta * (pc - pr)) + alpha * nll, _metrics(beta, pc, pr)
+
+
+def _log1mexp(x):
+    """log(1 - exp(x)) for x < 0, stable at both ends (Maechler 2012)."""
+    return jnp.where(x > -0.6931472, jnp.log(-jnp.expm1(x)), jnp.log1p(-jnp.exp(x)))
+
+
+def orpo_loss(policy_chosen_logps, policy_rejected_logps, *, chosen_lengths, rejected_lengths,
+              lambda_: float = 0.1):
+    """ORPO: NLL of the chosen plus an odds-ratio preference term (no reference model).
+
+    With per-token average log-probs a_c, a_r and log odds(y) = a - log(1 - e^a):
+
+    .. math::
+        L = -a_c - \\lambda \\log\\sigma(\\log odds(y_c) - \\log odds(y_r))
+
+    Hong et al. 2024, "ORPO: Monolithic Preference Optimization without Reference Model"
+    (arXiv 2403.07691), eqs. 6-7; lambda is TRL's `beta`.
+    """
+    pc, pr = _policy_pair(policy_chosen_logps, policy_rejected_logps)
+    a_c = jnp.minimum(pc / _lengths(chosen_lengths), -1e-6)
+    a_r = jnp.minimum(pr / _lengths(rejected_lengths), -1e-6)
+    log_odds = (a_c - a_r) - (_log1mexp(a_c) - _log1mexp(a_r))
+    loss = -a_c - lambda_ * jax.nn.log_sigmoid(log_odds)
+    metrics = _metrics(lambda_, a_c, a_r)
+    metrics["log_odds_ratio"] = log_odds
+    return loss, metrics
+
+
+def kto_loss(policy_logps, ref_logps, desirable, *, kl, beta: float = 0.1,
+             desirable_weight: float = 1.0, undesirable_weight: float = 1.0):
+    """KTO: a prospect-theoretic loss on unpaired desirable/undesirable examples.
+
+    With r = log pi(y) - log pi_ref(y) and the reference point z0 = max(kl, 0) (not
+    differentiated):
+
+    .. math::
+        L = \\lambda_D (1 - \\sigma(\\beta (r - z_0))) \\text{ if desirable, else }
+            \\lambda_U (1 - \\sigma(\\beta (z_0 - r)))
+
+    Ethayarajh et al. 2024, "KTO: Model Alignment as Prospect Theoretic Optimization"
+    (arXiv 2402.01306), eq. 8. TRL estimates `kl` as the batch mean of log-ratios on mismatched
+    (prompt, completion) pairs.
+
+    Args:
+      policy_logps, ref_logps: [B] summed response log-probs.
+      desirable: [B] bool, True for desirable examples.
+      kl: scalar reference point estimate.
+    """
+    checks.check_rank(policy_logps, 1, "policy_logps")
+    checks.check_same_shape([policy_logps, ref_logps, desirable],
+                            ["policy_logps", "ref_logps", "desirable"])
+    r = jnp.asarray(policy_logps, jnp.float32) - jnp.asarray(ref_logps, jnp.float32)
+    z0 = jax.lax.stop_gradient(jnp.maximum(jnp.asarray(kl, jnp.float32), 0.0))
+    desirable = jnp.asarray(desirable, bool)
+    loss = jnp.where(desirable, desirable_weight * (1.0 - jax.nn.sigmoid(beta * (r - z0))),
+                     undesirable_weight * (1.0 - jax.nn.sigmoid(beta * (z0 - r))))
+    return loss, {"rewards": beta * r, "kl": jnp.broadcast_to(z0, r.shape)}
+
+
+REFERENCE_FREE_LOSSES = {"simpo": simpo_loss, "cpo": cpo_loss, "orpo": orpo_loss}

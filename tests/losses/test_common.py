@@ -5,23 +5,48 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alignax.losses import DIRECT_LOSSES, LOSSES, REWARD_LOSSES
+from alignax.losses import (DIRECT_LOSSES, LOSSES, REFERENCE_FREE_LOSSES, REWARD_LOSSES,
+                            UNPAIRED_LOSSES)
 from tests.test_utils import count_compilations
 
 
 def _args(name, b, seed):
     rng = np.random.default_rng(seed)
-    n = 2 if name in REWARD_LOSSES else 4
-    return tuple(jnp.asarray(rng.normal(size=b) * 3, jnp.float32) for _ in range(n))
+    if name in UNPAIRED_LOSSES:
+        return (jnp.asarray(rng.normal(size=b) * 3, jnp.float32),
+                jnp.asarray(rng.normal(size=b) * 3, jnp.float32),
+                jnp.asarray(rng.random(b) < 0.5))
+    n = 2 if name in REWARD_LOSSES or name in REFERENCE_FREE_LOSSES else 4
+    out = []
+    for _ in range(n):
+        x = rng.normal(size=b) * 3
+        if name in REFERENCE_FREE_LOSSES:  # raw log-probs are negative
+            x = -np.abs(x)
+        out.append(jnp.asarray(x, jnp.float32))
+    return tuple(out)
+
+
+LENGTH_KWARGS = {"chosen_lengths": jnp.full(5, 3.0), "rejected_lengths": jnp.full(5, 4.0)}
+
+
+def _kwargs(fn):
+    import inspect
+
+    accepted = inspect.signature(fn).parameters
+    kw = {k: v for k, v in LENGTH_KWARGS.items() if k in accepted}
+    if "kl" in accepted:
+        kw["kl"] = jnp.float32(0.3)
+    return kw
 
 
 def _per_example(name, out):
-    return out[0] if name in DIRECT_LOSSES else out
+    return out if name in REWARD_LOSSES else out[0]
 
 
 def test_registries_partition_losses():
-    assert set(LOSSES) == set(REWARD_LOSSES) | set(DIRECT_LOSSES)
-    assert not set(REWARD_LOSSES) & set(DIRECT_LOSSES)
+    groups = [REWARD_LOSSES, DIRECT_LOSSES, REFERENCE_FREE_LOSSES, UNPAIRED_LOSSES]
+    assert set(LOSSES) == set().union(*groups)
+    assert sum(len(g) for g in groups) == len(LOSSES)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -29,9 +54,7 @@ def test_contract(name):
     fn = LOSSES[name]
 
     def call(*args):
-        if name == "sigmoid_norm":
-            return fn(*args, chosen_lengths=jnp.full(5, 3.0), rejected_lengths=jnp.full(5, 4.0))
-        return fn(*args)
+        return fn(*args, **_kwargs(fn))
 
     call.__name__ = f"contract_{name}"
     jitted = jax.jit(call)
@@ -44,6 +67,6 @@ def test_contract(name):
         assert out.shape == (5,) and out.dtype == jnp.float32
         assert np.isfinite(np.asarray(out)).all()
     assert not np.allclose(out1, out2)
-    if name in DIRECT_LOSSES:
+    if name not in REWARD_LOSSES:
         _, metrics = jitted(*a1)
         assert all(v.shape == (5,) for v in metrics.values())
