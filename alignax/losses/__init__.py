@@ -23,6 +23,14 @@ from alignax.losses.direct import (
     sigmoid_norm_loss,
     sppo_hard_loss,
 )
+from alignax.losses.policy_gradient import (
+    AGGREGATIONS,
+    aggregate,
+    clipped_value_loss,
+    entropy_bonus,
+    gspo_loss,
+    ppo_clip_loss,
+)
 from alignax.losses.reward import bradley_terry_loss, pairwise_accuracy
 
 REWARD_LOSSES = {
@@ -39,7 +47,17 @@ DIRECT_LOSSES = {
 UNPAIRED_LOSSES = {"kto": kto_loss}
 LOSSES = {**REWARD_LOSSES, **DIRECT_LOSSES, **REFERENCE_FREE_LOSSES, **UNPAIRED_LOSSES}
 
+# Token-level policy-gradient losses (reduced with `aggregate`).
+POLICY_GRADIENT_LOSSES = {"ppo_clip": ppo_clip_loss, "gspo": gspo_loss}
+
 __all__ = [
+    "AGGREGATIONS",
+    "POLICY_GRADIENT_LOSSES",
+    "aggregate",
+    "clipped_value_loss",
+    "entropy_bonus",
+    "gspo_loss",
+    "ppo_clip_loss",
     "DIRECT_LOSSES",
     "DPO_LOSS_TYPES",
     "REFERENCE_FREE_LOSSES",

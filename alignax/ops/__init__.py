@@ -1,5 +1,12 @@
 """Array ops shared by losses, models and recipes."""
 
+from alignax.ops.advantages import (
+    batch_normalized_advantages,
+    gae,
+    group_normalized_advantages,
+    kl_estimate,
+    leave_one_out_advantages,
+)
 from alignax.ops.logprobs import (
     sequence_logprobs,
     shift_for_next_token,
@@ -9,6 +16,11 @@ from alignax.ops.logprobs import (
 from alignax.ops.masked import masked_mean, masked_sum
 
 __all__ = [
+    "batch_normalized_advantages",
+    "gae",
+    "group_normalized_advantages",
+    "kl_estimate",
+    "leave_one_out_advantages",
     "masked_mean",
     "masked_sum",
     "sequence_logprobs",

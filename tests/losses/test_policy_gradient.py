@@ -1,0 +1,174 @@
+"""Advantages, KL estimators, PPO-clip / GSPO, value loss and the aggregation modes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from alignax.losses import aggregate, clipped_value_loss, entropy_bonus, gspo_loss, ppo_clip_loss
+from alignax.ops import (batch_normalized_advantages, gae, group_normalized_advantages,
+                         kl_estimate, leave_one_out_advantages)
+
+RNG = np.random.default_rng(0)
+B, T = 4, 6
+MASK = (np.arange(T)[None, :] < np.array([[6], [3], [5], [1]])).astype(np.float32)
+
+
+def naive_gae(r, v, m, gamma, lam):
+    adv = np.zeros_like(r)
+    for b in range(r.shape[0]):
+        idx = np.flatnonzero(m[b])
+        next_v, next_a = 0.0, 0.0
+        for t in idx[::-1]:
+            delta = r[b, t] + gamma * next_v - v[b, t]
+            next_a = delta + gamma * lam * next_a
+            next_v = v[b, t]
+            adv[b, t] = next_a
+    return adv
+
+
+def test_gae_matches_the_recursion_and_golden():
+    r = RNG.normal(size=(B, T)).astype(np.float32)
+    v = RNG.normal(size=(B, T)).astype(np.float32)
+    adv, ret = jax.jit(lambda *a: gae(*a, gamma=0.9, lam=0.8))(r, v, MASK)
+    expected = naive_gae(r * MASK, v * MASK, MASK, 0.9, 0.8)
+    np.testing.assert_allclose(adv, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ret, (expected + v) * MASK, rtol=1e-5, atol=1e-6)
+    # one token, reward 1, value 0.5: advantage 0.5, return 1
+    a1, r1 = gae(jnp.ones((1, 1)), jnp.full((1, 1), 0.5), jnp.ones((1, 1)))
+    np.testing.assert_allclose([a1[0, 0], r1[0, 0]], [0.5, 1.0])
+
+
+def test_gae_masked_equals_sliced():
+    r = RNG.normal(size=(1, T)).astype(np.float32)
+    v = RNG.normal(size=(1, T)).astype(np.float32)
+    m = np.array([[1, 1, 1, 0, 0, 0]], np.float32)
+    full, _ = gae(r, v, m)
+    sliced, _ = gae(r[:, :3], v[:, :3], m[:, :3])
+    np.testing.assert_allclose(full[:, :3], sliced, rtol=1e-6)
+    np.testing.assert_array_equal(full[:, 3:], 0.0)
+
+
+def test_group_and_leave_one_out_advantages():
+    rewards = jnp.array([1.0, 2.0, 3.0, 5.0, 5.0, 5.0])
+    np.testing.assert_allclose(leave_one_out_advantages(rewards, 3),
+                               [-1.5, 0.0, 1.5, 0.0, 0.0, 0.0])
+    grpo = group_normalized_advantages(rewards, 3)
+    np.testing.assert_allclose(grpo[:3], np.array([-1.0, 0.0, 1.0]) / (np.std([1, 2, 3]) + 1e-6),
+                               rtol=1e-5)
+    np.testing.assert_array_equal(grpo[3:], 0.0)  # equal rewards: no signal, no NaN
+    np.testing.assert_allclose(group_normalized_advantages(rewards, 3, scale_by_std=False)[:3],
+                               [-1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="groups of 4"):
+        group_normalized_advantages(rewards, 4)
+
+
+def test_batch_normalized_advantages():
+    x = RNG.normal(size=(B, T)).astype(np.float32) * 3 + 2
+    a = batch_normalized_advantages(x, MASK)
+    valid = np.asarray(a)[MASK > 0]
+    np.testing.assert_allclose([valid.mean(), valid.std()], [0.0, 1.0], atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(a)[MASK == 0], 0.0)
+
+
+def test_kl_estimators():
+    np.testing.assert_allclose(
+        [kl_estimate(jnp.array(-1.0), jnp.array(-2.0), k) for k in ("k1", "k2", "k3")],
+        [1.0, 0.5, np.exp(-1.0)], rtol=1e-6)
+    # unbiasedness of k1 and k3 for KL(p || q) of two categoricals, from samples of p
+    p = np.array([0.5, 0.3, 0.2])
+    q = np.array([0.2, 0.5, 0.3])
+    true_kl = float(np.sum(p * np.log(p / q)))
+    x = RNG.choice(3, size=200_000, p=p)
+    for kind in ("k1", "k3"):
+        est = float(jnp.mean(kl_estimate(jnp.log(p[x]), jnp.log(q[x]), kind)))
+        assert abs(est - true_kl) < 0.01, (kind, est, true_kl)
+    assert float(jnp.min(kl_estimate(jnp.log(p[x]), jnp.log(q[x]), "k3"))) >= 0
+
+
+def test_ppo_clip_golden_and_dual_clip():
+    lp = jnp.log(jnp.array([[1.0, 1.5, 0.5, 0.5]]))
+    old = jnp.zeros((1, 4))
+    adv = jnp.array([[2.0, 1.0, 1.0, -1.0]])
+    loss, m = ppo_clip_loss(lp, old, adv, jnp.ones((1, 4)), clip_low=0.2)
+    # ratio 1: -A; ratio 1.5, A > 0: clipped at 1.2; ratio 0.5, A > 0: unclipped -0.5;
+    # ratio 0.5, A < 0: clipped at 0.8 -> 0.8
+    np.testing.assert_allclose(loss, [[-2.0, -1.2, -0.5, 0.8]], rtol=1e-6)
+    np.testing.assert_array_equal(m["clipped"], [[0, 1, 0, 1]])
+    # clip-higher: the upper bound moves to 1.28
+    hi, _ = ppo_clip_loss(lp, old, adv, jnp.ones((1, 4)), clip_low=0.2, clip_high=0.28)
+    np.testing.assert_allclose(hi[0, 1], -1.28, rtol=1e-6)
+    # dual clip bounds a negative advantage's loss by -c A
+    big = jnp.log(jnp.array([[10.0]]))
+    d, _ = ppo_clip_loss(big, jnp.zeros((1, 1)), jnp.array([[-1.0]]), jnp.ones((1, 1)),
+                         dual_clip=3.0)
+    np.testing.assert_allclose(d, [[3.0]])
+
+
+def test_sequence_advantages_broadcast_and_gradients():
+    lp = jnp.asarray(RNG.normal(size=(B, T)) * 0.1, jnp.float32)
+    old = jnp.asarray(RNG.normal(size=(B, T)) * 0.1, jnp.float32)
+    adv = jnp.asarray(RNG.normal(size=B), jnp.float32)
+    a, _ = ppo_clip_loss(lp, old, adv, MASK)
+    b, _ = ppo_clip_loss(lp, old, jnp.broadcast_to(adv[:, None], (B, T)), MASK)
+    np.testing.assert_allclose(a, b)
+    check_grads(lambda x: aggregate(ppo_clip_loss(x, old, adv, MASK, clip_low=10.0)[0], MASK),
+                (lp,), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
+    g = jax.grad(lambda x: aggregate(ppo_clip_loss(x, old, adv, MASK)[0], MASK))(lp * 1e3)
+    assert np.isfinite(np.asarray(g)).all()
+
+
+def test_gspo():
+    lp = jnp.log(jnp.array([[1.0, 1.2, 9.0], [0.9, 0.9, 0.0]]))
+    mask = jnp.array([[1, 1, 0], [1, 1, 0]], jnp.float32)
+    adv = jnp.array([1.0, -1.0])
+    loss, m = gspo_loss(lp, jnp.zeros((2, 3)), adv, mask, clip_low=0.05, clip_high=0.05)
+    s = np.exp(np.array([np.log(1.2) / 2, np.log(0.9)]))  # geometric means over the 2 tokens
+    np.testing.assert_allclose(m["ratio"], s, rtol=1e-6)
+    np.testing.assert_allclose(loss, [-1.05, 0.95], rtol=1e-6)  # both clipped
+    # one token per sequence, no clipping: the same as token-level PPO
+    one = jnp.ones((2, 1))
+    x = jnp.array([[0.01], [-0.02]])
+    np.testing.assert_allclose(gspo_loss(x, 0 * x, adv, one, clip_low=1, clip_high=1)[0],
+                               ppo_clip_loss(x, 0 * x, adv, one, clip_low=1)[0][:, 0], rtol=1e-6)
+
+
+def test_value_loss_and_entropy():
+    v = jnp.array([[1.0, 3.0]])
+    loss = clipped_value_loss(v, jnp.array([[0.0, 0.0]]), jnp.array([[0.0, 0.0]]),
+                              jnp.ones((1, 2)), clip=0.5)
+    # max((1-0)^2, (0.5-0)^2)/2 = 0.5; max(9, 0.25)/2 = 4.5
+    np.testing.assert_allclose(loss, [[0.5, 4.5]])
+    ent = entropy_bonus(jnp.zeros((1, 2, 4)), jnp.array([[1.0, 0.0]]))
+    np.testing.assert_allclose(ent, [[-np.log(4), 0.0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum",
+                                  "seq_mean_token_sum_norm"])
+def test_aggregation_modes_and_masked_equals_sliced(mode):
+    x = RNG.normal(size=(B, T)).astype(np.float32)
+    rows = [x[b, MASK[b] > 0] for b in range(B)]
+    expected = {
+        "token_mean": np.concatenate(rows).mean(),
+        "seq_mean_token_mean": np.mean([r.mean() for r in rows]),
+        "seq_mean_token_sum": np.mean([r.sum() for r in rows]),
+        "seq_mean_token_sum_norm": np.mean([r.sum() / T for r in rows]),
+    }[mode]
+    np.testing.assert_allclose(aggregate(x, MASK, mode), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        aggregate(x, MASK, "mean")
+
+
+def test_compiled_once_for_new_values():
+    from tests.test_utils import count_compilations
+
+    def ppo_step(lp, old, adv):
+        return aggregate(ppo_clip_loss(lp, old, adv, MASK)[0], MASK)
+
+    f = jax.jit(ppo_step)
+    args = [tuple(jnp.asarray(RNG.normal(size=s), jnp.float32) for s in ((B, T), (B, T), (B,)))
+            for _ in range(3)]
+    with count_compilations("ppo_step") as n:
+        values = [float(f(*a)) for a in args]
+    assert n() == 1 and len(set(values)) == 3
