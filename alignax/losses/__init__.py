@@ -31,10 +31,30 @@ from alignax.losses.policy_gradient import (
     gspo_loss,
     ppo_clip_loss,
 )
-from alignax.losses.reward import bradley_terry_loss, pairwise_accuracy
+from alignax.losses.reward import (
+    bradley_terry_loss,
+    contrastive_representation_loss,
+    ensemble_rewards,
+    gaussian_ranking_loss,
+    gpm_loss,
+    pairwise_accuracy,
+    prm_step_loss,
+    regression_loss,
+    scaled_bradley_terry_loss,
+)
 
+# Pairwise reward-model losses: (chosen_rewards, rejected_rewards, *, ...) -> [B].
 REWARD_LOSSES = {
     "bradley_terry": bradley_terry_loss,
+    "scaled_bradley_terry": scaled_bradley_terry_loss,
+}
+# Other reward-model objectives (their own signatures; see each docstring).
+REWARD_OBJECTIVES = {
+    "regression": regression_loss,
+    "gaussian_ranking": gaussian_ranking_loss,
+    "gpm": gpm_loss,
+    "prm_step": prm_step_loss,
+    "contrastive_representation": contrastive_representation_loss,
 }
 DIRECT_LOSSES = {
     "dpo": dpo_loss,
@@ -61,6 +81,14 @@ __all__ = [
     "DIRECT_LOSSES",
     "DPO_LOSS_TYPES",
     "REFERENCE_FREE_LOSSES",
+    "REWARD_OBJECTIVES",
+    "contrastive_representation_loss",
+    "ensemble_rewards",
+    "gaussian_ranking_loss",
+    "gpm_loss",
+    "prm_step_loss",
+    "regression_loss",
+    "scaled_bradley_terry_loss",
     "UNPAIRED_LOSSES",
     "cpo_loss",
     "kto_loss",

@@ -36,6 +36,8 @@ def _kwargs(fn):
     kw = {k: v for k, v in LENGTH_KWARGS.items() if k in accepted}
     if "kl" in accepted:
         kw["kl"] = jnp.float32(0.3)
+    if "strength" in accepted:
+        kw["strength"] = jnp.array([1.0, 2.0, 3.0, 1.0, 2.0])
     return kw
 
 
