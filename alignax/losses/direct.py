@@ -267,6 +267,9 @@ def sigmoid_norm_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_log
                       beta: float = 0.1):
     """Length-normalised DPO: -log s(beta (c / |y_c| - r / |y_r|)) (TRL's `sigmoid_norm`).
 
+    The "LN-DPO" baseline of Meng et al. 2024, SimPO (arXiv 2405.14734): DPO's implicit reward
+    averaged per token.
+
     Args:
       chosen_lengths, rejected_lengths: [B] response token counts (clamped to >= 1).
     """

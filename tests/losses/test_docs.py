@@ -1,0 +1,27 @@
+"""docs/losses.md lists every loss with its docstring, and is up to date."""
+
+import importlib.util
+import os
+
+from alignax import losses
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("gen_loss_docs",
+                                                  os.path.join(REPO, "tools", "gen_loss_docs.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_page_is_current_and_complete():
+    with open(os.path.join(REPO, "docs", "losses.md")) as f:
+        page = f.read()
+    assert page == _generator().render(), "run: python tools/gen_loss_docs.py"
+    for name in losses.LOSSES:
+        assert f"### `{name}`" in page, name
+    for name, fn in losses.LOSSES.items():
+        doc = fn.__doc__ or ""
+        assert "arXiv" in doc or "et al." in doc, f"{name}: docstring names no paper"
