@@ -1,4 +1,6 @@
-"""Writes docs/losses.md from the loss registries and docstrings (run: python tools/gen_loss_docs.py).
+"""Writes docs/losses.md from the loss registries and docstrings.
+
+Run: python tools/gen_loss_docs.py
 
 tests/losses/test_docs.py checks that the page is up to date, so it cannot drift from the code.
 """

@@ -1,1 +1,27 @@
-"""alignax.models."""
+"""Models as pure (init, apply) pairs: decoder LMs, reward heads, MLPs, Hugging Face interop."""
+
+from alignax.models.heads import (
+    gpm_score,
+    make_gaussian_reward_model,
+    make_multi_objective_reward_model,
+    make_preference_embedding_model,
+    make_token_reward_model,
+    yes_token_score,
+)
+from alignax.models.mlp import MLPConfig, make_mlp
+from alignax.models.transformer import Model, TransformerConfig, make_lm, make_reward_model
+
+__all__ = [
+    "MLPConfig",
+    "Model",
+    "TransformerConfig",
+    "gpm_score",
+    "make_gaussian_reward_model",
+    "make_lm",
+    "make_mlp",
+    "make_multi_objective_reward_model",
+    "make_preference_embedding_model",
+    "make_reward_model",
+    "make_token_reward_model",
+    "yes_token_score",
+]

@@ -1,1 +1,5 @@
-"""alignax.tasks."""
+"""Synthetic testbeds with gold rewards."""
+
+from alignax.tasks.language import BigramLanguage
+
+__all__ = ["BigramLanguage"]
