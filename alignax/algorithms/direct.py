@@ -45,6 +45,12 @@ def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None) -> Callable:
         raise ValueError(f"unknown direct loss {loss!r}; valid: {valid}")
     loss_kwargs = dict(loss_kwargs or {})
     accepted = inspect.signature(per_example).parameters
+    provided = set(loss_kwargs) | {"chosen_lengths", "rejected_lengths"}
+    missing = sorted(name for name, p in accepted.items()
+                     if p.kind is p.KEYWORD_ONLY and p.default is p.empty and name not in provided)
+    if missing:
+        raise ValueError(f"loss {loss!r} needs {missing}, which this recipe does not compute; "
+                         "call the loss from your own step")
 
     def loss_fn(params, batch, rng, ref_params):
         del rng

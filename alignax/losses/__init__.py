@@ -2,6 +2,12 @@
 
 from alignax.losses.direct import (
     DPO_LOSS_TYPES,
+    RunningMean,
+    bco_loss,
+    cream_loss,
+    irepo_loss,
+    selm_loss,
+    tdpo_loss,
     REFERENCE_FREE_LOSSES,
     cpo_loss,
     kto_loss,
@@ -61,6 +67,11 @@ DIRECT_LOSSES = {
     # TRL's loss types under their TRL names ("sigmoid" is "dpo")
     **{name: fn for name, fn in DPO_LOSS_TYPES.items() if name != "sigmoid"},
     "rdpo": rdpo_loss,
+    "tdpo": tdpo_loss,
+    "bco": bco_loss,
+    "irepo": irepo_loss,
+    "selm": selm_loss,
+    "cream": cream_loss,
 }
 # Losses of the policy's log-probs only: (policy_chosen_logps, policy_rejected_logps, *, ...).
 # KTO is unpaired: kto_loss(policy_logps, ref_logps, desirable, *, kl, ...).
@@ -82,6 +93,12 @@ __all__ = [
     "DPO_LOSS_TYPES",
     "REFERENCE_FREE_LOSSES",
     "REWARD_OBJECTIVES",
+    "RunningMean",
+    "bco_loss",
+    "cream_loss",
+    "irepo_loss",
+    "selm_loss",
+    "tdpo_loss",
     "contrastive_representation_loss",
     "ensemble_rewards",
     "gaussian_ranking_loss",

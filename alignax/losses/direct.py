@@ -8,6 +8,8 @@ Each loss takes `(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -425,3 +427,130 @@ def kto_loss(policy_logps, ref_logps, desirable, *, kl, beta: float = 0.1,
 
 
 REFERENCE_FREE_LOSSES = {"simpo": simpo_loss, "cpo": cpo_loss, "orpo": orpo_loss}
+
+
+# ----------------------------------------------------------------------------------------------
+# Token-level KL, running reward shift, soft labels, optimism and consistency.
+# ----------------------------------------------------------------------------------------------
+
+
+def tdpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+              *, chosen_seq_kl, rejected_seq_kl, beta: float = 0.1, alpha: float = 0.5,
+              variant: int = 2):
+    """TDPO: DPO with the sequential token-level KL of each response in the margin.
+
+    With u = beta h and D(y) = sum_t KL(ref(.|y_<t) || pi(.|y_<t)) (`ops.sequential_kl`):
+
+    .. math::
+        \\text{TDPO}_1: L = -\\log\\sigma(u - \\beta (D(y_r) - D(y_c))) \\\\
+        \\text{TDPO}_2: L = -\\log\\sigma(u - \\alpha \\beta (D(y_r) - \\mathrm{sg}(D(y_c))))
+
+    Zeng et al. 2024, "Token-level Direct Preference Optimization" (arXiv 2404.11999), eqs. 18
+    and 20.
+
+    Args:
+      chosen_seq_kl, rejected_seq_kl: [B] sequential KLs of the two responses.
+      variant: 1 or 2.
+    """
+    if variant not in (1, 2):
+        raise ValueError(f"TDPO variant must be 1 or 2, got {variant}")
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    kl_c = jnp.asarray(chosen_seq_kl, jnp.float32)
+    kl_r = jnp.asarray(rejected_seq_kl, jnp.float32)
+    if variant == 1:
+        delta = beta * (kl_r - kl_c)
+    else:
+        delta = alpha * beta * (kl_r - jax.lax.stop_gradient(kl_c))
+    metrics = _metrics(beta, c, r)
+    metrics["seq_kl_chosen"], metrics["seq_kl_rejected"] = kl_c, kl_r
+    return -jax.nn.log_sigmoid(beta * (c - r) - delta), metrics
+
+
+class RunningMean(NamedTuple):
+    """Exact running mean of everything seen so far (state of BCO's reward shift)."""
+
+    mean: jax.Array
+    count: jax.Array
+
+    @classmethod
+    def create(cls) -> "RunningMean":
+        return cls(mean=jnp.zeros((), jnp.float32), count=jnp.zeros((), jnp.float32))
+
+    def update(self, values: jax.Array) -> "RunningMean":
+        values = jnp.asarray(values, jnp.float32).reshape(-1)
+        n = self.count + values.size
+        mean = self.mean + (values.sum() - values.size * self.mean) / n
+        return RunningMean(mean=mean, count=n)
+
+
+def bco_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+             *, delta, beta: float = 0.1, rejected_weights=None):
+    """BCO: binary classification of chosen (label 1) vs rejected (label 0) implicit rewards,
+    shifted by the running mean delta of all rewards.
+
+    .. math::
+        L = -\\log\\sigma(\\beta c - \\delta) - w \\log\\sigma(-(\\beta r - \\delta))
+
+    Jung et al. 2024, "Binary Classifier Optimization for Large Language Model Alignment"
+    (arXiv 2404.04656); w are the optional underlying-distribution-matching weights of the
+    rejected prompts. Keep delta in a `RunningMean` updated (outside the gradient) with
+    `concatenate([beta c, beta r])` after each step.
+    """
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    d = jax.lax.stop_gradient(jnp.asarray(delta, jnp.float32))
+    w = 1.0 if rejected_weights is None else jnp.asarray(rejected_weights, jnp.float32)
+    loss = -jax.nn.log_sigmoid(beta * c - d) - w * jax.nn.log_sigmoid(-(beta * r - d))
+    return loss, _metrics(beta, c, r)
+
+
+def irepo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+               *, preference_rate, beta: float = 0.1, eps: float = 1e-3):
+    """iREPO: regress the implicit reward difference onto the logit of the empirical preference.
+
+    .. math::
+        L = (\\beta h - \\mathrm{logit}(\\hat p))^2, \\quad \\hat p \\in [\\epsilon, 1-\\epsilon]
+
+    where p̂ is the fraction of annotators preferring the first response. "iREPO: implicit Reward
+    Pairwise difference based Empirical Preference Optimization" (arXiv 2405.15230).
+    """
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    p = jnp.clip(jnp.asarray(preference_rate, jnp.float32), eps, 1.0 - eps)
+    target = jnp.log(p) - jnp.log1p(-p)
+    return jnp.square(beta * (c - r) - target), _metrics(beta, c, r)
+
+
+def selm_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+              *, policy_sample_logps, ref_sample_logps, beta: float = 0.1, alpha: float = 0.001):
+    """SELM: DPO plus an optimism term that lowers the likelihood of a reference sample y_s.
+
+    .. math:: L = -\\log\\sigma(\\beta h) + \\alpha \\beta (\\log\\pi(y_s) - \\log\\pi_{ref}(y_s))
+
+    Zhang et al. 2024, "Self-Exploring Language Models" (arXiv 2405.19332).
+
+    Args:
+      policy_sample_logps, ref_sample_logps: [B] log-probs of a fresh sample from the reference.
+    """
+    loss, metrics = dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                             ref_rejected_logps, beta=beta)
+    h_s = jnp.asarray(policy_sample_logps, jnp.float32) - jnp.asarray(ref_sample_logps,
+                                                                       jnp.float32)
+    return loss + alpha * beta * h_s, metrics
+
+
+def cream_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+               *, consistency, beta: float = 0.1):
+    """CREAM: DPO with the rank consistency C of two self-reward iterates as a soft label.
+
+    .. math:: L = C \\cdot L_{DPO}(y_c, y_r) + (1 - C) \\cdot L_{DPO}(y_r, y_c)
+
+    with C = (tau_Kendall(J_t, J_{t-1}) + 1) / 2 (`ops.kendall_tau`). Wang et al. 2024, "CREAM:
+    Consistency Regularized Self-Rewarding Language Models" (arXiv 2410.12735).
+    """
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    x = beta * (c - r)
+    w = jnp.asarray(consistency, jnp.float32)
+    return -w * jax.nn.log_sigmoid(x) - (1.0 - w) * jax.nn.log_sigmoid(-x), _metrics(beta, c, r)

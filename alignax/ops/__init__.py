@@ -8,6 +8,8 @@ from alignax.ops.advantages import (
     leave_one_out_advantages,
 )
 from alignax.ops.logprobs import (
+    kendall_tau,
+    sequential_kl,
     sequence_logprobs,
     shift_for_next_token,
     token_entropy,
@@ -19,7 +21,9 @@ __all__ = [
     "batch_normalized_advantages",
     "gae",
     "group_normalized_advantages",
+    "kendall_tau",
     "kl_estimate",
+    "sequential_kl",
     "leave_one_out_advantages",
     "masked_mean",
     "masked_sum",

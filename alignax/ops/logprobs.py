@@ -53,3 +53,25 @@ def token_entropy(logits: jax.Array) -> jax.Array:
     """Entropy of softmax(logits) per position in float32: [B, T, V] -> [B, T]."""
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def sequential_kl(ref_logits: jax.Array, policy_logits: jax.Array, mask: jax.Array) -> jax.Array:
+    """sum_t KL(ref(.|y_<t) || pi(.|y_<t)) over the masked positions: [B, T, V] x2, [B, T] -> [B].
+
+    The sequential KL of TDPO (Zeng et al. 2024, arXiv 2404.11999), in float32.
+    """
+    logq = jax.nn.log_softmax(ref_logits.astype(jnp.float32), axis=-1)
+    logp = jax.nn.log_softmax(policy_logits.astype(jnp.float32), axis=-1)
+    kl = jnp.sum(jnp.exp(logq) * (logq - logp), axis=-1)
+    return jnp.sum(jnp.where(mask.astype(bool), kl, 0.0), axis=-1)
+
+
+def kendall_tau(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Kendall's tau-a between two score vectors along the last axis: [..., N] x2 -> [...].
+
+    tau = (concordant - discordant) / (N (N - 1) / 2); tied pairs count as neither.
+    """
+    da = jnp.sign(a[..., :, None] - a[..., None, :])
+    db = jnp.sign(b[..., :, None] - b[..., None, :])
+    n = a.shape[-1]
+    return jnp.sum(da * db, axis=(-1, -2)) / (n * (n - 1))

@@ -46,8 +46,10 @@ def test_reference_free_loss_ignores_the_reference():
     assert float(a) == float(b)
 
 
-def test_unknown_loss():
+def test_unknown_loss_and_missing_inputs():
     with pytest.raises(ValueError, match="unknown direct loss 'dpoo'"):
         make_direct_loss(MODEL.apply, "dpoo")
+    with pytest.raises(ValueError, match=r"'tdpo' needs \['chosen_seq_kl', 'rejected_seq_kl'\]"):
+        make_direct_loss(MODEL.apply, "tdpo")
     assert jnp.isfinite(make_direct_loss(MODEL.apply, "orpo", {"lambda_": 0.1})(
         PARAMS, BATCH, None, REF)[0])

@@ -38,6 +38,16 @@ def _kwargs(fn):
         kw["kl"] = jnp.float32(0.3)
     if "strength" in accepted:
         kw["strength"] = jnp.array([1.0, 2.0, 3.0, 1.0, 2.0])
+    extra = {
+        "chosen_seq_kl": jnp.array([0.1, 0.2, 0.0, 1.0, 0.5]),
+        "rejected_seq_kl": jnp.array([0.3, 0.1, 0.2, 0.0, 0.5]),
+        "delta": jnp.float32(0.2),
+        "preference_rate": jnp.array([0.9, 0.5, 0.7, 1.0, 0.6]),
+        "policy_sample_logps": jnp.array([-3.0, -2.0, -5.0, -1.0, -4.0]),
+        "ref_sample_logps": jnp.array([-2.5, -2.0, -4.0, -1.5, -4.0]),
+        "consistency": jnp.array([1.0, 0.8, 0.5, 0.9, 0.7]),
+    }
+    kw.update({k: v for k, v in extra.items() if k in accepted})
     return kw
 
 
