@@ -30,7 +30,7 @@ def bradley_terry_loss(
       chosen_rewards: [B] rewards of the preferred responses.
       rejected_rewards: [B] rewards of the other responses.
       margin: scalar or [B] margin m.
-      label_smoothing: epsilon in [0, 1).
+      label_smoothing: epsilon in [0, 1), scalar or [B] (e.g. only on ambiguous pairs).
 
     Returns:
       [B] float32 losses.
@@ -40,10 +40,8 @@ def bradley_terry_loss(
                             ["chosen_rewards", "rejected_rewards"])
     d = (jnp.asarray(chosen_rewards, jnp.float32) - jnp.asarray(rejected_rewards, jnp.float32)
          - jnp.asarray(margin, jnp.float32))
-    loss = -jax.nn.log_sigmoid(d)
-    if label_smoothing:
-        loss = (1.0 - label_smoothing) * loss - label_smoothing * jax.nn.log_sigmoid(-d)
-    return loss
+    eps = jnp.asarray(label_smoothing, jnp.float32)  # scalar or per-example [B]
+    return -(1.0 - eps) * jax.nn.log_sigmoid(d) - eps * jax.nn.log_sigmoid(-d)
 
 
 def pairwise_accuracy(chosen_rewards: jax.Array, rejected_rewards: jax.Array) -> jax.Array:
@@ -165,3 +163,29 @@ def contrastive_representation_loss(anchors, positives, *, temperature: float = 
     p = p / jnp.maximum(jnp.linalg.norm(p, axis=-1, keepdims=True), 1e-6)
     logits = a @ p.T / temperature
     return -jnp.diagonal(jax.nn.log_softmax(logits, axis=-1))
+
+
+def preference_strength(member_margins):
+    """Mean and std over an ensemble of each pair's reward margin r_m(y_c) - r_m(y_r).
+
+    Secrets of RLHF II (Wang et al. 2024, arXiv 2401.06080), section 3: the mean estimates the
+    preference strength (negative: the label is probably wrong; near zero: ambiguous).
+    [M, B] -> ([B], [B]).
+    """
+    checks.check_rank(member_margins, 2, "member_margins")
+    m = jnp.asarray(member_margins, jnp.float32)
+    return m.mean(axis=0), m.std(axis=0)
+
+
+def flip_by_strength(chosen, rejected, strength, *, threshold: float = 0.0):
+    """Swaps chosen and rejected where the strength is below `threshold` (likely wrong labels).
+
+    Works on any arrays with a leading [B] axis (rewards, or token ids of the responses).
+    Returns (chosen, rejected, strength with the flipped signs, flipped [B] bool).
+    """
+    strength = jnp.asarray(strength, jnp.float32)
+    flipped = strength < threshold
+    expand = lambda m, x: m.reshape(m.shape + (1,) * (jnp.ndim(x) - 1))  # noqa: E731
+    new_chosen = jnp.where(expand(flipped, chosen), rejected, chosen)
+    new_rejected = jnp.where(expand(flipped, rejected), chosen, rejected)
+    return new_chosen, new_rejected, jnp.where(flipped, -strength, strength), flipped
