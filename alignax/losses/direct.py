@@ -172,9 +172,8 @@ def bco_pair_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
 
     Jung et al. 2024, "Binary Classifier Optimization for LLM Alignment" (arXiv 2404.04656).
     """
-    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
-                       ref_rejected_logps)
-    return -jax.nn.log_sigmoid(beta * c) - jax.nn.log_sigmoid(-beta * r), _metrics(beta, c, r)
+    return bco_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                    ref_rejected_logps, delta=0.0, beta=beta)
 
 
 def sppo_hard_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,

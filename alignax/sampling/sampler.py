@@ -174,8 +174,8 @@ def sample(
         prompt_index=repeat(jnp.arange(b, dtype=jnp.int32)))
 
 
-def sequence_rewards_best_of_n(out: SampleOutput, rewards: jax.Array, num_samples: int):
-    """Index of the highest-reward sample of each prompt: rewards [B*n] -> rows [B] into `out`."""
+def _best_rows(rewards: jax.Array, num_samples: int) -> jax.Array:
+    """Row of the highest-reward sample of each prompt: rewards [B*n] -> rows [B]."""
     b = rewards.shape[0] // num_samples
     best = jnp.argmax(rewards.reshape(b, num_samples), axis=-1)
     return jnp.arange(b) * num_samples + best
@@ -190,7 +190,7 @@ def best_of_n(model: Model, params, prompt_ids, prompt_mask, rng, reward_fn: Cal
     out = sample(model, params, prompt_ids, prompt_mask, rng, num_samples=num_samples,
                  **sample_kwargs)
     rewards = reward_fn(out)
-    rows = sequence_rewards_best_of_n(out, rewards, num_samples)
+    rows = _best_rows(rewards, num_samples)
     return jax.tree.map(lambda x: x[rows], out), rewards[rows]
 
 
