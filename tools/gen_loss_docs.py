@@ -16,11 +16,12 @@ sys.path.insert(0, HERE)
 
 from alignax import losses  # noqa: E402
 from alignax.ops import advantages  # noqa: E402
+from alignax.sampling.guidance import guided_logits  # noqa: E402
 
 SECTIONS = [
     ("Reward models: pairwise losses", losses.REWARD_LOSSES),
-    ("Reward models: other objectives", {**losses.REWARD_OBJECTIVES,
-                                         "ensemble_rewards": losses.ensemble_rewards}),
+    ("Reward models: other objectives", losses.REWARD_OBJECTIVES),
+    ("Reward models: routing, selection, shaping", losses.REWARD_HELPERS),
     ("Direct alignment (with a reference)", losses.DIRECT_LOSSES),
     ("Direct alignment (reference-free)", losses.REFERENCE_FREE_LOSSES),
     ("Direct alignment (unpaired)", losses.UNPAIRED_LOSSES),
@@ -28,10 +29,14 @@ SECTIONS = [
                          "clipped_value_loss": losses.clipped_value_loss,
                          "entropy_bonus": losses.entropy_bonus,
                          "aggregate": losses.aggregate}),
+    ("Self-play policy objectives", losses.SELF_PLAY_LOSSES),
     ("Advantages and KL estimators (alignax.ops)", {
         name: getattr(advantages, name) for name in (
             "gae", "group_normalized_advantages", "leave_one_out_advantages",
-            "batch_normalized_advantages", "kl_estimate")}),
+            "batch_normalized_advantages", "beta_normalization_parameters",
+            "beta_normalized_advantages", "difficulty_scaled_advantages",
+            "bootstrapped_reference_advantages", "kl_estimate")}),
+    ("Decoding-time guidance (alignax.sampling)", {"guided_logits": guided_logits}),
 ]
 
 

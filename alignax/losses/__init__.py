@@ -34,10 +34,24 @@ from alignax.losses.policy_gradient import (
     aggregate,
     clipped_value_loss,
     entropy_bonus,
+    gpo_loss,
     gspo_loss,
     ppo_clip_loss,
 )
 from alignax.losses.reward import (
+    autoregressive_rm_loss,
+    calibrated_reward_loss,
+    confidence_adjusted_rewards,
+    curriculum_drop_rate,
+    goal_contrastive_loss,
+    hedge_routing_update,
+    ideal_point_loss,
+    ideal_points,
+    mixture_bradley_terry_loss,
+    partial_return_loss,
+    peer_review_masks,
+    prefix_goal_values,
+    regret_preference_loss,
     bradley_terry_loss,
     contrastive_representation_loss,
     ensemble_rewards,
@@ -63,6 +77,25 @@ REWARD_OBJECTIVES = {
     "gpm": gpm_loss,
     "prm_step": prm_step_loss,
     "contrastive_representation": contrastive_representation_loss,
+    "partial_return": partial_return_loss,
+    "regret": regret_preference_loss,
+    "ideal_point": ideal_point_loss,
+    "mixture_bradley_terry": mixture_bradley_terry_loss,
+    "calibrated": calibrated_reward_loss,
+    "goal_contrastive": goal_contrastive_loss,
+    "autoregressive_rm": autoregressive_rm_loss,
+}
+# Pieces of reward-model training that are not losses: routing, selection, shaping, values.
+REWARD_HELPERS = {
+    "ideal_points": ideal_points,
+    "hedge_routing_update": hedge_routing_update,
+    "confidence_adjusted_rewards": confidence_adjusted_rewards,
+    "prefix_goal_values": prefix_goal_values,
+    "peer_review_masks": peer_review_masks,
+    "curriculum_drop_rate": curriculum_drop_rate,
+    "ensemble_rewards": ensemble_rewards,
+    "preference_strength": preference_strength,
+    "flip_by_strength": flip_by_strength,
 }
 DIRECT_LOSSES = {
     "dpo": dpo_loss,
@@ -82,8 +115,26 @@ LOSSES = {**REWARD_LOSSES, **DIRECT_LOSSES, **REFERENCE_FREE_LOSSES, **UNPAIRED_
 
 # Token-level policy-gradient losses (reduced with `aggregate`).
 POLICY_GRADIENT_LOSSES = {"ppo_clip": ppo_clip_loss, "gspo": gspo_loss}
+# Sequence-level policy losses on samples of the current policy (GPM's self-play objective).
+SELF_PLAY_LOSSES = {"gpo": gpo_loss}
 
 __all__ = [
+    "REWARD_HELPERS",
+    "SELF_PLAY_LOSSES",
+    "autoregressive_rm_loss",
+    "calibrated_reward_loss",
+    "confidence_adjusted_rewards",
+    "curriculum_drop_rate",
+    "goal_contrastive_loss",
+    "gpo_loss",
+    "hedge_routing_update",
+    "ideal_point_loss",
+    "ideal_points",
+    "mixture_bradley_terry_loss",
+    "partial_return_loss",
+    "peer_review_masks",
+    "prefix_goal_values",
+    "regret_preference_loss",
     "AGGREGATIONS",
     "POLICY_GRADIENT_LOSSES",
     "aggregate",

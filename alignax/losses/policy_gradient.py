@@ -131,3 +131,26 @@ def entropy_bonus(logits: jax.Array, mask: jax.Array) -> jax.Array:
     logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
     entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
     return -entropy * jnp.asarray(mask, jnp.float32)
+
+
+def gpo_loss(policy_logps: jax.Array, behaviour_logps: jax.Array,
+             preference_scores: jax.Array, *, eta: float = 1.0,
+             baseline: jax.Array | float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """General Preference Optimization: regress the log-ratio to pi_t on the preference score.
+
+    .. math::
+        L = \\Big(\\log\\frac{\\pi_\\theta(y)}{\\pi_t(y)}
+                  - \\eta\\,\\big(s(y \\succ \\pi_t) - b\\big)\\Big)^2, \\quad
+        s(y \\succ \\pi_t) = \\mathbb{E}_{y' \\sim \\pi_t}\\, s(y \\succ y')
+
+    with s the (skew-symmetric) general preference score of a GPM head, estimated by the other
+    samples of the group. Zhang et al. 2024, "General Preference Modeling with Preference
+    Representations" (arXiv 2410.02197); the SPPO-style square loss of Wu et al. 2024.
+    [B] sequence log-probs under the policy and the sampling policy pi_t, [B] scores -> ([B], {}).
+    """
+    checks.check_same_shape([policy_logps, behaviour_logps, preference_scores],
+                            ["policy_logps", "behaviour_logps", "preference_scores"])
+    log_ratio = jnp.asarray(policy_logps, jnp.float32) - jnp.asarray(behaviour_logps, jnp.float32)
+    target = eta * (jnp.asarray(preference_scores, jnp.float32)
+                    - jnp.asarray(baseline, jnp.float32))
+    return jnp.square(log_ratio - target), {"log_ratio": log_ratio}

@@ -189,3 +189,259 @@ def flip_by_strength(chosen, rejected, strength, *, threshold: float = 0.0):
     new_chosen = jnp.where(expand(flipped, chosen), rejected, chosen)
     new_rejected = jnp.where(expand(flipped, rejected), chosen, rejected)
     return new_chosen, new_rejected, jnp.where(flipped, -strength, strength), flipped
+
+
+# --- Segment preference models: partial return vs regret (Knox et al.) -------------------------
+
+def _segment_bt(chosen_scores, rejected_scores, chosen_mask, rejected_mask, temperature):
+    checks.check_rank(chosen_scores, 2, "chosen_scores")
+    checks.check_same_shape([chosen_scores, chosen_mask], ["chosen_scores", "chosen_mask"])
+    checks.check_same_shape([rejected_scores, rejected_mask],
+                            ["rejected_scores", "rejected_mask"])
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    total = lambda x, m: jnp.sum(jnp.where(jnp.asarray(m) > 0,  # noqa: E731
+                                           jnp.asarray(x, jnp.float32), 0.0), axis=-1)
+    d = (total(chosen_scores, chosen_mask) - total(rejected_scores, rejected_mask)) / temperature
+    return -jax.nn.log_sigmoid(d)
+
+
+def partial_return_loss(chosen_rewards, rejected_rewards, chosen_mask, rejected_mask, *,
+                        temperature: float = 1.0):
+    """Partial-return segment preference model: BT on the summed rewards of two segments.
+
+    .. math:: P(\\sigma_1 \\succ \\sigma_2) = \\sigma\\Big(\\tfrac{1}{T}\\big(\\textstyle\\sum_t
+              r(s^1_t, a^1_t) - \\sum_t r(s^2_t, a^2_t)\\big)\\Big), \\quad L = -\\log P
+
+    The model of Christiano et al. 2017 that Knox et al. 2022 ("Models of human preference for
+    learning reward functions", arXiv 2206.02231) compare against. [B, L] per-step rewards of the
+    preferred and other segment with [B, L] masks (lengths may differ) -> [B].
+    """
+    return _segment_bt(chosen_rewards, rejected_rewards, chosen_mask, rejected_mask, temperature)
+
+
+def regret_preference_loss(chosen_advantages, rejected_advantages, chosen_mask, rejected_mask, *,
+                           temperature: float = 1.0):
+    """Regret preference model: BT on the summed optimal advantages of two segments.
+
+    .. math::
+        \\mathrm{regret}(\\sigma) = -\\textstyle\\sum_t A^*_r(s_t, a_t), \\quad
+        P(\\sigma_1 \\succ \\sigma_2) = \\sigma\\Big(\\tfrac{1}{T}\\big(\\textstyle\\sum_t
+        A^*_r(\\sigma_1) - \\sum_t A^*_r(\\sigma_2)\\big)\\Big)
+
+    for deterministic transitions (Knox et al. 2022, arXiv 2206.02231, eq. 3). To learn r, compute
+    A* = Q* - V* by a differentiable (soft) value iteration of r and pass its values at the
+    segments' (s, a) (see `alignax.tasks.mdp`); the gradient flows through the solver. [B, L] x2
+    advantages with [B, L] masks -> [B].
+    """
+    return _segment_bt(chosen_advantages, rejected_advantages, chosen_mask, rejected_mask,
+                       temperature)
+
+
+# --- Heterogeneous users: ideal points (PAL) and mixtures with routing (MiCRo) ------------------
+
+def ideal_points(user_logits, prototypes):
+    """PAL ideal points a_u = P softmax(w_u): users as convex mixtures of K prototypes.
+
+    [U, K] user logits, [K, d] prototypes -> [U, d]. Chen et al. 2024, "PAL: Pluralistic
+    Alignment Framework for Learning from Heterogeneous Preferences" (arXiv 2406.08469).
+    """
+    checks.check_rank(user_logits, 2, "user_logits")
+    checks.check_rank(prototypes, 2, "prototypes")
+    if user_logits.shape[-1] != prototypes.shape[0]:
+        raise ValueError(f"user_logits{user_logits.shape} and prototypes{prototypes.shape} "
+                         "disagree on the number of prototypes")
+    return jax.nn.softmax(jnp.asarray(user_logits, jnp.float32), axis=-1) @ jnp.asarray(
+        prototypes, jnp.float32)
+
+
+def ideal_point_loss(chosen_features, rejected_features, ideal_point):
+    """PAL-A: the preferred response lies closer to the user's ideal point.
+
+    .. math::
+        P(y_c \\succ y_r \\mid u) = \\sigma\\big(\\lVert f(y_r) - a_u \\rVert^2 -
+                                              \\lVert f(y_c) - a_u \\rVert^2\\big), \\quad
+        L = -\\log P
+
+    Chen et al. 2024, "PAL" (arXiv 2406.08469), ideal-point model. [B, d] features of each
+    response, [B, d] (or [d]) ideal points of each example's user -> [B]. A new user is fitted by
+    optimising only its logits in `ideal_points` (few-shot).
+    """
+    checks.check_same_shape([chosen_features, rejected_features],
+                            ["chosen_features", "rejected_features"])
+    a = jnp.asarray(ideal_point, jnp.float32)
+    dist = lambda f: jnp.sum(jnp.square(jnp.asarray(f, jnp.float32) - a), axis=-1)  # noqa: E731
+    return -jax.nn.log_sigmoid(dist(rejected_features) - dist(chosen_features))
+
+
+def mixture_bradley_terry_loss(chosen_rewards, rejected_rewards, mixture_logits):
+    """Mixture of K Bradley-Terry models with (context-dependent) weights.
+
+    .. math::
+        P(y_c \\succ y_r \\mid x) = \\sum_k w_k(x)\\, \\sigma(r_k(x, y_c) - r_k(x, y_r)), \\quad
+        w(x) = \\mathrm{softmax}(g(x)), \\quad L = -\\log P
+
+    computed as -logsumexp_k(log w_k + log sigma(d_k)), stable for any margins. Shen et al. 2025,
+    "MiCRo: Mixture Modeling and Context-aware Routing for Personalized Preference Learning"
+    (arXiv 2505.24846), stage 1. [B, K] rewards of each head, [B, K] or [K] router logits -> [B].
+    With K = 1 it is the BT loss.
+    """
+    checks.check_rank(chosen_rewards, 2, "chosen_rewards")
+    checks.check_same_shape([chosen_rewards, rejected_rewards],
+                            ["chosen_rewards", "rejected_rewards"])
+    d = jnp.asarray(chosen_rewards, jnp.float32) - jnp.asarray(rejected_rewards, jnp.float32)
+    log_w = jax.nn.log_softmax(jnp.asarray(mixture_logits, jnp.float32), axis=-1)
+    return -jax.nn.logsumexp(log_w + jax.nn.log_sigmoid(d), axis=-1)
+
+
+def hedge_routing_update(log_weights, chosen_rewards, rejected_rewards, *,
+                         learning_rate: float = 1.0):
+    """One multiplicative-weights (Hedge) step of the router on a few labelled pairs of a context.
+
+    .. math:: w_k \\leftarrow \\frac{w_k e^{-\\eta \\ell_k}}{\\sum_j w_j e^{-\\eta \\ell_j}},
+              \\quad \\ell_k = -\\textstyle\\sum_i \\log\\sigma(r_k(y_{c,i}) - r_k(y_{r,i}))
+
+    MiCRo's stage 2 adapts the mixture weights of a context online from its own comparisons (Shen
+    et al. 2025, arXiv 2505.24846); this is the Hedge form of that update (Freund and Schapire
+    1997). [K] log-weights, [N, K] head rewards of N pairs -> [K] normalised log-weights.
+    """
+    checks.check_rank(chosen_rewards, 2, "chosen_rewards")
+    checks.check_same_shape([chosen_rewards, rejected_rewards],
+                            ["chosen_rewards", "rejected_rewards"])
+    d = jnp.asarray(chosen_rewards, jnp.float32) - jnp.asarray(rejected_rewards, jnp.float32)
+    head_loss = -jnp.sum(jax.nn.log_sigmoid(d), axis=0)
+    return jax.nn.log_softmax(jnp.asarray(log_weights, jnp.float32)
+                              - learning_rate * head_loss)
+
+
+# --- Calibration (PPO-M / PPO-C) ---------------------------------------------------------------
+
+def calibrated_reward_loss(chosen, rejected, chosen_high, chosen_low, rejected_high,
+                           rejected_low, *, calibration_weight: float = 1.0):
+    """PPO-M's calibrated reward-model loss: BT plus confidence-augmented pairs.
+
+    .. math::
+        L = \\ell(r_c, r_r) + \\lambda\\big[\\ell(r(y_c \\oplus hi), r(y_c \\oplus lo))
+            + \\ell(r(y_r \\oplus lo), r(y_r \\oplus hi))\\big], \\quad
+        \\ell(a, b) = -\\log\\sigma(a - b)
+
+    A preferred answer should score higher when it states high confidence, a rejected one when it
+    states low confidence. Leng et al. 2024, "Taming Overconfidence in LLMs: Reward Calibration in
+    RLHF" (arXiv 2410.09724); the paper adds the augmented pairs to the data, which is lambda = 1.
+    Six [B] reward arrays (original pair and each response with a high / low confidence suffix)
+    -> [B].
+    """
+    checks.check_same_shape([chosen, rejected, chosen_high, chosen_low, rejected_high,
+                             rejected_low], ["chosen", "rejected", "chosen_high", "chosen_low",
+                                             "rejected_high", "rejected_low"])
+    return bradley_terry_loss(chosen, rejected) + calibration_weight * (
+        bradley_terry_loss(chosen_high, chosen_low)
+        + bradley_terry_loss(rejected_low, rejected_high))
+
+
+def confidence_adjusted_rewards(rewards, confidence, reward_mean, *, weight: float = 0.5):
+    """PPO-C reward shaping: move rewards away from the running mean in proportion to stated
+    confidence.
+
+    .. math::
+        \\Delta = w\\,|r|\\,(s - \\tfrac12), \\quad
+        r' = r + \\Delta \\text{ if } r \\ge \\bar r \\text{ else } r - \\Delta
+
+    so confident good answers gain and confident bad answers lose. Leng et al. 2024 (arXiv
+    2410.09724); s = c / 10 in [0, 1] is the verbalised confidence, r_bar an EMA of batch-mean
+    rewards (`RunningMean` with alpha = 0.1 in the paper). [B], [B], scalar -> [B].
+    """
+    checks.check_same_shape([rewards, confidence], ["rewards", "confidence"])
+    r = jnp.asarray(rewards, jnp.float32)
+    delta = weight * jnp.abs(r) * (jnp.asarray(confidence, jnp.float32) - 0.5)
+    return jnp.where(r >= jnp.asarray(reward_mean, jnp.float32), r + delta, r - delta)
+
+
+# --- Goal-conditioned representations -----------------------------------------------------------
+
+def _cosine(a, b):
+    a = jnp.asarray(a, jnp.float32)
+    b = jnp.asarray(b, jnp.float32)
+    norm = lambda x: jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=-1), 1e-12))  # noqa: E731
+    return jnp.sum(a * b, axis=-1) / (norm(a) * norm(b))
+
+
+def goal_contrastive_loss(source, positive_goal, negative_goal):
+    """Goal-conditioned contrastive term of a reward model's token representations.
+
+    .. math::
+        Q(s, g) = \\cos(z_s, z_g), \\quad
+        L = -\\log\\sigma(Q(s^w_t, s^w_g)) - \\log(1 - \\sigma(Q(s^w_t, s^l_g)))
+
+    z are projections of the RM's hidden states: a source token t and a later goal token g of the
+    preferred response are a positive pair, the goal taken from the dispreferred response is the
+    negative. Added to the BT loss with a weight lambda. Nath et al. 2024, "Learning
+    Goal-Conditioned Representations for Language Reward Models" (arXiv 2407.13887).
+    [B, D] x3 -> [B].
+    """
+    checks.check_same_shape([source, positive_goal, negative_goal],
+                            ["source", "positive_goal", "negative_goal"])
+    return (-jax.nn.log_sigmoid(_cosine(source, positive_goal))
+            - jax.nn.log_sigmoid(-_cosine(source, negative_goal)))
+
+
+def prefix_goal_values(token_embeddings, goal_prototype):
+    """cos(z_t, g_bar) for every prefix: the value of a partial response with respect to a goal
+    prototype (the mean z of final states of preferred responses). [B, T, D], [D] -> [B, T].
+    Used to prune or steer generations (Nath et al. 2024, arXiv 2407.13887)."""
+    checks.check_rank(token_embeddings, 3, "token_embeddings")
+    return _cosine(token_embeddings, jnp.asarray(goal_prototype)[None, None, :])
+
+
+# --- Autoregressive (token-level) reward model: GenARM -----------------------------------------
+
+def autoregressive_rm_loss(chosen_token_logps, rejected_token_logps, chosen_mask, rejected_mask,
+                           *, beta_r: float = 1.0):
+    """GenARM's autoregressive reward model: the reward is a sum of a trainable LM's token
+    log-probs, trained with BT.
+
+    .. math::
+        r(x, y) = \\textstyle\\sum_t \\log\\pi_r(y_t \\mid x, y_{<t}), \\quad
+        L = -\\log\\sigma(\\beta_r (r(x, y_c) - r(x, y_r)))
+
+    At decoding, pi(y_t | .) is proportional to pi_base(y_t | .) pi_r(y_t | .)^(1/beta)
+    (`alignax.sampling.guided_logits`). Xu et al. 2025, "GenARM: Reward Guided Generation with
+    Autoregressive Reward Model for Test-time Alignment" (arXiv 2410.08193). [B, T] token
+    log-probs of pi_r with [B, T] masks -> [B].
+    """
+    if beta_r <= 0:
+        raise ValueError(f"beta_r must be positive, got {beta_r}")
+    return _segment_bt(chosen_token_logps, rejected_token_logps, chosen_mask, rejected_mask,
+                       1.0 / beta_r)
+
+
+# --- Collaborative reward modeling: peer review ------------------------------------------------
+
+def peer_review_masks(margins_a, margins_b, *, drop_rate):
+    """CRM peer review: each model keeps the (1 - tau) fraction of pairs it is most confident
+    about, and those become the *other* model's training pairs.
+
+    Returns (mask_for_a [B], mask_for_b [B]) in float32: mask_for_b marks the round((1 - tau) B)
+    largest margins of model A, and vice versa (ties broken by position). Small margin (high
+    loss) is the noise signal. "Two Minds Better Than One: Collaborative Reward Modeling for LLM
+    Alignment" (2025, arXiv 2505.10597), after co-teaching (Han et al. 2018).
+    `drop_rate` tau in [0, 1) may be a traced scalar (see `curriculum_drop_rate`).
+    """
+    checks.check_rank(margins_a, 1, "margins_a")
+    checks.check_same_shape([margins_a, margins_b], ["margins_a", "margins_b"])
+    b = margins_a.shape[0]
+    keep = jnp.round((1.0 - jnp.asarray(drop_rate, jnp.float32)) * b)
+
+    def top(m):
+        rank = jnp.argsort(jnp.argsort(-jnp.asarray(m, jnp.float32), stable=True), stable=True)
+        return (rank < keep).astype(jnp.float32)
+
+    return top(margins_b), top(margins_a)
+
+
+def curriculum_drop_rate(step, *, max_rate: float, warmup_steps: int):
+    """tau_t = max_rate * min(1, t / warmup_steps): the drop rate ramps up as the models learn
+    (the ramp form of CRM's curriculum is our choice, as in co-teaching)."""
+    if warmup_steps <= 0:
+        return jnp.float32(max_rate)
+    return max_rate * jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / warmup_steps)

@@ -2,6 +2,10 @@
 
 from alignax.ops.advantages import (
     batch_normalized_advantages,
+    beta_normalization_parameters,
+    beta_normalized_advantages,
+    bootstrapped_reference_advantages,
+    difficulty_scaled_advantages,
     gae,
     group_normalized_advantages,
     kl_estimate,
@@ -19,6 +23,10 @@ from alignax.ops.masked import masked_mean, masked_sum
 
 __all__ = [
     "batch_normalized_advantages",
+    "beta_normalization_parameters",
+    "beta_normalized_advantages",
+    "bootstrapped_reference_advantages",
+    "difficulty_scaled_advantages",
     "gae",
     "group_normalized_advantages",
     "kendall_tau",

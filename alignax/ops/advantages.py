@@ -114,3 +114,75 @@ def kl_estimate(logps: jax.Array, ref_logps: jax.Array, kind: str = "k3") -> jax
     if kind == "k3":
         return jnp.expm1(log_rho) - log_rho
     raise ValueError(f"unknown KL estimator {kind!r}; use k1, k2 or k3")
+
+
+def beta_normalization_parameters(success_rates: jax.Array, *, eps: float = 1e-6
+                                  ) -> tuple[jax.Array, jax.Array]:
+    """BNPO's normalisation parameters from the batch's per-prompt success rates.
+
+    Fits Beta(a, b) to the rates p(q) by the method of moments (sample variance),
+    a = mu (mu (1 - mu) / var - 1), b = (1 - mu) (mu (1 - mu) / var - 1), and returns
+    (alpha, beta) = (max(1, 1 + a / 3), max(1, 1 + b / 3)), the variance-reducing choice of Xiao
+    et al. 2025 ("BNPO: Beta Normalization Policy Optimization", arXiv 2506.02864; the floor at 1
+    is the authors' code). [G] with G >= 2 -> two scalars.
+    """
+    checks.check_rank(success_rates, 1, "success_rates")
+    if success_rates.shape[0] < 2:
+        raise ValueError("beta_normalization_parameters needs the rates of at least 2 prompts")
+    p = jnp.asarray(success_rates, jnp.float32)
+    mu = p.mean()
+    var = jnp.maximum(p.var(ddof=1), eps)
+    common = mu * (1.0 - mu) / var - 1.0
+    return (jnp.maximum(1.0 + mu * common / 3.0, 1.0),
+            jnp.maximum(1.0 + (1.0 - mu) * common / 3.0, 1.0))
+
+
+def beta_normalized_advantages(rewards: jax.Array, num_samples: int, *, alpha, beta,
+                               max_weight: float = 1e6) -> jax.Array:
+    """BNPO: A = (R - p(q)) / f(p(q); alpha, beta), with f the Beta(alpha, beta) density.
+
+    p(q) is the group's mean reward; rewards must lie in [0, 1] (rescale others affinely), and
+    1 / f is capped at `max_weight` (f vanishes at p = 0 or 1 when alpha or beta > 1, where
+    R - p = 0 anyway). alpha = beta = 1 gives REINFORCE with a group
+    baseline; alpha = beta = 3/2 gives f proportional to sqrt(p (1 - p)), GRPO's std for binary
+    rewards. Xiao et al. 2025, arXiv 2506.02864 (pick alpha, beta with
+    `beta_normalization_parameters`). [B] -> [B].
+    """
+    g = _groups(rewards, num_samples)
+    p = g.mean(axis=1, keepdims=True)
+    alpha = jnp.asarray(alpha, jnp.float32)
+    beta = jnp.asarray(beta, jnp.float32)
+    log_density = (jax.scipy.special.xlogy(alpha - 1.0, p)
+                   + jax.scipy.special.xlog1py(beta - 1.0, -p)
+                   - jax.scipy.special.betaln(alpha, beta))
+    weight = jnp.minimum(jnp.exp(-log_density), max_weight)
+    return ((g - p) * weight).reshape(-1)
+
+
+def difficulty_scaled_advantages(advantages: jax.Array, scale: jax.Array,
+                                 num_samples: int) -> jax.Array:
+    """GRPO-S: each prompt's group advantages times its difficulty scale s(x) >= 0.
+
+    DR-IRL ("Inverse Reinforcement Learning with Dynamic Reward Scaling for LLM Alignment", 2025)
+    scales the reward of harder prompts (data-level hardness, model-level reward gap) up. Note
+    that scaling the *rewards* by s(x) is undone by GRPO's per-group std normalisation, so the
+    scale is applied to the normalised advantages, where it changes the update. [B], [G] -> [B].
+    """
+    g = _groups(advantages, num_samples)
+    checks.check_shape(scale, (g.shape[0],), "scale")
+    return (g * jnp.asarray(scale, jnp.float32)[:, None]).reshape(-1)
+
+
+def bootstrapped_reference_advantages(outcomes: jax.Array, reference_index: jax.Array,
+                                      num_samples: int) -> jax.Array:
+    """BRPO: advantages are pairwise judgements against a bootstrapped reference of the group.
+
+    For each prompt one of its n samples, y_ref (index `reference_index` in [0, n)), is the
+    temporary reference, and A_i = J(x, y_i, y_ref) (e.g. +1 win, 0 tie, -1 loss); the reference
+    itself gets A = 0. Jia et al. 2025, "Writing-Zero" (arXiv 2506.00103). [B] judge outcomes of
+    every sample against its group's reference, [G] int reference indices -> [B].
+    """
+    g = _groups(outcomes, num_samples)
+    checks.check_shape(reference_index, (g.shape[0],), "reference_index")
+    is_ref = jnp.arange(num_samples)[None, :] == jnp.asarray(reference_index)[:, None]
+    return jnp.where(is_ref, 0.0, g).reshape(-1)

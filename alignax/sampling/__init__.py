@@ -1,5 +1,6 @@
 """Sampling: the jitted KV-cache sampler, best-of-N, rejection sampling, the recompute oracle."""
 
+from alignax.sampling.guidance import guided_logits
 from alignax.sampling.naive import sample_continuations
 from alignax.sampling.sampler import (
     SampleOutput,
@@ -13,6 +14,7 @@ from alignax.sampling.sampler import (
 __all__ = [
     "SampleOutput",
     "best_of_n",
+    "guided_logits",
     "left_align",
     "process_logits",
     "rejection_sample",

@@ -172,3 +172,22 @@ def test_compiled_once_for_new_values():
     with count_compilations("ppo_step") as n:
         values = [float(f(*a)) for a in args]
     assert n() == 1 and len(set(values)) == 3
+
+
+def test_gpo_loss_is_the_square_regression_of_the_log_ratio():
+    from alignax.losses import gpo_loss
+
+    rng = np.random.default_rng(3)
+    logp, old, s = (jnp.asarray(rng.normal(size=6), jnp.float32) for _ in range(3))
+    loss, metrics = gpo_loss(logp, old, s, eta=2.0, baseline=0.5)
+    expected = (np.asarray(logp) - np.asarray(old) - 2.0 * (np.asarray(s) - 0.5)) ** 2
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    np.testing.assert_allclose(metrics["log_ratio"], np.asarray(logp) - np.asarray(old),
+                               rtol=1e-6)
+    # at the optimum the log-ratio equals eta (s - b): zero loss and zero gradient
+    grad = jax.grad(lambda x: gpo_loss(x, old, s, eta=2.0, baseline=0.5)[0].sum())(
+        old + 2.0 * (s - 0.5))
+    np.testing.assert_allclose(grad, 0.0, atol=1e-5)
+    # a sample preferred to the policy (s > b) gets its probability pushed up from the start
+    grad = jax.grad(lambda x: gpo_loss(x, old, jnp.ones(6), eta=1.0)[0].sum())(old)
+    assert (np.asarray(grad) < 0).all()
