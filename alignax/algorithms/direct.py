@@ -11,30 +11,42 @@ import numpy as np
 
 from alignax.algorithms import common
 from alignax.losses import DIRECT_LOSSES, REFERENCE_FREE_LOSSES
-from alignax.ops import sequence_logprobs, shift_for_next_token
+from alignax.ops import sequence_logprobs, sequential_kl, shift_for_next_token
 from alignax.train.loop import Frozen
 
 
-def pair_logps(apply_fn, params, batch) -> tuple[jax.Array, jax.Array]:
-    """Summed response log-probs of chosen and rejected, one forward over the 2B stacked rows."""
+def _pair_forward(apply_fn, params, batch):
+    """One forward over the 2B stacked rows (chosen first): (logits, targets, target_mask)."""
     ids = jnp.concatenate([batch["chosen_ids"], batch["rejected_ids"]], axis=0)
     mask = jnp.concatenate([batch["chosen_mask"], batch["rejected_mask"]], axis=0)
     response = jnp.concatenate(
         [batch["chosen_response_mask"], batch["rejected_response_mask"]], axis=0
     )
     targets, target_mask = shift_for_next_token(ids, response, mask)
-    logps = sequence_logprobs(apply_fn(params, ids, mask), targets, target_mask)
-    b = batch["chosen_ids"].shape[0]
-    return logps[:b], logps[b:]
+    return apply_fn(params, ids, mask), targets, target_mask
 
 
-def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None) -> Callable:
+def _split(x, b):
+    return x[:b], x[b:]
+
+
+def pair_logps(apply_fn, params, batch) -> tuple[jax.Array, jax.Array]:
+    """Summed response log-probs of chosen and rejected, one forward over the 2B stacked rows."""
+    logits, targets, target_mask = _pair_forward(apply_fn, params, batch)
+    return _split(sequence_logprobs(logits, targets, target_mask), batch["chosen_ids"].shape[0])
+
+
+def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None,
+                     batch_fields: tuple[str, ...] = ()) -> Callable:
     """`loss_fn(params, batch, rng, ref_params)` = mean over pairs of a direct objective.
 
     `loss` names an entry of DIRECT_LOSSES (with a reference) or REFERENCE_FREE_LOSSES (SimPO,
     CPO, ORPO: the reference forward is skipped). The reference log-probs are recomputed in the
     step from the frozen `ref_params` (under stop_gradient); they are never part of the
-    optimizer's tree. Response lengths are passed to losses that take them.
+    optimizer's tree. Response lengths are passed to losses that take them, and TDPO's
+    sequential KLs are computed from both models' logits in the step. Per-pair inputs that only
+    the data knows (iREPO's `preference_rate`, CREAM's `consistency`) are named in `batch_fields`
+    and read from each batch under those names.
     """
     if loss in DIRECT_LOSSES:
         per_example, uses_ref = DIRECT_LOSSES[loss], True
@@ -45,22 +57,37 @@ def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None) -> Callable:
         raise ValueError(f"unknown direct loss {loss!r}; valid: {valid}")
     loss_kwargs = dict(loss_kwargs or {})
     accepted = inspect.signature(per_example).parameters
-    provided = set(loss_kwargs) | {"chosen_lengths", "rejected_lengths"}
+    # token-level KL to the reference (TDPO) needs both models' logits, computed in the step
+    needs_seq_kl = "chosen_seq_kl" in accepted
+    batch_fields = tuple(batch_fields)
+    unknown = sorted(set(batch_fields) - set(accepted))
+    if unknown:
+        raise ValueError(f"loss {loss!r} takes no inputs named {unknown}")
+    provided = set(loss_kwargs) | set(batch_fields) | {"chosen_lengths", "rejected_lengths"}
+    if needs_seq_kl:
+        provided |= {"chosen_seq_kl", "rejected_seq_kl"}
     missing = sorted(name for name, p in accepted.items()
                      if p.kind is p.KEYWORD_ONLY and p.default is p.empty and name not in provided)
     if missing:
         raise ValueError(f"loss {loss!r} needs {missing}, which this recipe does not compute; "
-                         "call the loss from your own step")
+                         "put them in each batch and name them in batch_fields, or call the "
+                         "loss from your own step")
 
     def loss_fn(params, batch, rng, ref_params):
         del rng
-        pc, pr = pair_logps(apply_fn, params, batch)
-        extra = {}
+        b = batch["chosen_ids"].shape[0]
+        logits, targets, target_mask = _pair_forward(apply_fn, params, batch)
+        pc, pr = _split(sequence_logprobs(logits, targets, target_mask), b)
+        extra = {name: batch[name] for name in batch_fields}
         for side in ("chosen", "rejected"):  # response token counts, for length-aware losses
             if f"{side}_lengths" in accepted:
                 extra[f"{side}_lengths"] = batch[f"{side}_response_mask"].sum(-1)
         if uses_ref:
-            rc, rr = jax.lax.stop_gradient(pair_logps(apply_fn, ref_params, batch))
+            ref_logits = jax.lax.stop_gradient(_pair_forward(apply_fn, ref_params, batch)[0])
+            rc, rr = _split(sequence_logprobs(ref_logits, targets, target_mask), b)
+            if needs_seq_kl:
+                extra["chosen_seq_kl"], extra["rejected_seq_kl"] = _split(
+                    sequential_kl(ref_logits, logits, target_mask), b)
             losses, stats = per_example(pc, pr, rc, rr, **loss_kwargs, **extra)
         else:
             losses, stats = per_example(pc, pr, **loss_kwargs, **extra)

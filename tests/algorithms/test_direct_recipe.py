@@ -46,10 +46,47 @@ def test_reference_free_loss_ignores_the_reference():
     assert float(a) == float(b)
 
 
+def test_tdpo_gets_the_sequential_kl_of_both_responses():
+    from alignax.algorithms.direct import _pair_forward
+    from alignax.losses import tdpo_loss
+    from alignax.ops import sequential_kl
+
+    logits, _, target_mask = _pair_forward(MODEL.apply, PARAMS, BATCH)
+    ref_logits = _pair_forward(MODEL.apply, REF, BATCH)[0]
+    kl = sequential_kl(ref_logits, logits, target_mask)
+    assert (np.asarray(kl) > 0).all()
+    pc, pr = pair_logps(MODEL.apply, PARAMS, BATCH)
+    rc, rr = pair_logps(MODEL.apply, REF, BATCH)
+    for variant in (1, 2):
+        expected = tdpo_loss(pc, pr, rc, rr, chosen_seq_kl=kl[:3], rejected_seq_kl=kl[3:],
+                             beta=0.2, variant=variant)[0].mean()
+        fn = make_direct_loss(MODEL.apply, "tdpo", {"beta": 0.2, "variant": variant})
+        loss, metrics = jax.jit(fn)(PARAMS, BATCH, None, REF)
+        np.testing.assert_allclose(loss, expected, rtol=1e-5)
+        np.testing.assert_allclose(metrics["seq_kl_chosen"], kl[:3].mean(), rtol=1e-5)
+    # with the policy equal to the reference, the KLs vanish and TDPO is DPO at zero margin
+    loss, _ = make_direct_loss(MODEL.apply, "tdpo", {"beta": 0.2})(PARAMS, BATCH, None, PARAMS)
+    np.testing.assert_allclose(loss, np.log(2.0), rtol=1e-5)
+
+
+def test_per_pair_inputs_come_from_the_batch():
+    from alignax.losses import irepo_loss
+
+    rate = np.array([0.9, 0.6, 0.75], np.float32)
+    fn = make_direct_loss(MODEL.apply, "irepo", {"beta": 0.2}, batch_fields=("preference_rate",))
+    loss, _ = fn(PARAMS, {**BATCH, "preference_rate": rate}, None, REF)
+    pc, pr = pair_logps(MODEL.apply, PARAMS, BATCH)
+    rc, rr = pair_logps(MODEL.apply, REF, BATCH)
+    np.testing.assert_allclose(loss, irepo_loss(pc, pr, rc, rr, preference_rate=rate,
+                                                beta=0.2)[0].mean(), rtol=1e-6)
+    with pytest.raises(ValueError, match="takes no inputs named"):
+        make_direct_loss(MODEL.apply, "dpo", batch_fields=("preference_rate",))
+
+
 def test_unknown_loss_and_missing_inputs():
     with pytest.raises(ValueError, match="unknown direct loss 'dpoo'"):
         make_direct_loss(MODEL.apply, "dpoo")
-    with pytest.raises(ValueError, match=r"'tdpo' needs \['chosen_seq_kl', 'rejected_seq_kl'\]"):
-        make_direct_loss(MODEL.apply, "tdpo")
+    with pytest.raises(ValueError, match=r"'irepo' needs \['preference_rate'\].*batch_fields"):
+        make_direct_loss(MODEL.apply, "irepo")
     assert jnp.isfinite(make_direct_loss(MODEL.apply, "orpo", {"lambda_": 0.1})(
         PARAMS, BATCH, None, REF)[0])
