@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from alignax.eval.metrics import win_rate
 from alignax.sampling.naive import sample_continuations
 
 
@@ -32,37 +33,43 @@ def make_policy_eval(
     num_new_tokens: int,
     seed: int = 0,
     prefix_ids: jax.Array | None = None,
+    reward_uses_prompts: bool = False,
 ) -> Callable:
     """Jitted `params -> metrics` for a policy on fixed prompts with a fixed sampling key.
 
     Metrics: `gold_reward` (mean gold reward of the policy's samples), `ref_gold_reward` (the same
-    for the reference, same key), `gold_gain` (difference), `kl_ref` (sequence KL(pi || ref) along
-    the policy's samples), `logp` (mean summed log-prob of the samples).
+    for the reference, same key), `gold_gain` (difference), `win_rate` (fraction of prompts where
+    the policy's sample beats the reference's in gold reward, ties 1/2), `kl_ref` (sequence
+    KL(pi || ref) along the policy's samples), `logp` (mean summed log-prob of the samples).
 
     Args:
       apply_fn: LM apply `(params, ids, mask) -> logits`.
       ref_params: reference policy params.
       prompts: [N, P] int prompts.
-      gold_reward_fn: responses [N, R] -> [N] gold rewards (jax-traceable).
+      gold_reward_fn: responses [N, R] -> [N] gold rewards (jax-traceable); with
+        `reward_uses_prompts`, `(responses, prompts [N, P]) -> [N]` (e.g. a gold RM).
       num_new_tokens: R.
       seed: sampling seed (the same for policy and reference).
       prefix_ids: optional [N, Q] ids put before the prompt (e.g. bos).
     """
     # Inputs stay numpy constants and params are arguments, so the jitted functions work on
     # sharded (also multi-process) params without embedding them in the program.
-    prompts = np.asarray(prompts, np.int32)
+    prompts = raw = np.asarray(prompts, np.int32)
     if prefix_ids is not None:
         prompts = np.concatenate([np.asarray(prefix_ids, np.int32), prompts], axis=1)
     p = prompts.shape[1]
+
+    def gold_of(tokens):
+        return gold_reward_fn(tokens, raw) if reward_uses_prompts else gold_reward_fn(tokens)
 
     def stats(params):
         key = jax.random.key(seed)
         tokens, logps = sample_continuations(
             apply_fn, params, prompts, key, num_new_tokens=num_new_tokens
         )
-        return tokens, logps, gold_reward_fn(tokens)
+        return tokens, logps, gold_of(tokens)
 
-    ref_gold = jax.jit(lambda ref: stats(ref)[2].mean())(ref_params)
+    ref_gold = jax.jit(lambda ref: stats(ref)[2])(ref_params)
 
     @jax.jit
     def _evaluate(params, ref_params, ref_gold):
@@ -76,8 +83,9 @@ def make_policy_eval(
                          response_pred.astype(jnp.float32))
         return {
             "gold_reward": gold.mean(),
-            "ref_gold_reward": ref_gold,
-            "gold_gain": gold.mean() - ref_gold,
+            "ref_gold_reward": ref_gold.mean(),
+            "gold_gain": gold.mean() - ref_gold.mean(),
+            "win_rate": win_rate(gold, ref_gold),
             "kl_ref": kl.mean(),
             "logp": logps.sum(-1).mean(),
         }

@@ -88,6 +88,23 @@ class BigramLanguage:
             out[:, t] = cur
         return (out + NUM_SPECIAL).astype(np.int32)
 
+    def optimal_nll(self) -> float:
+        """Per-token cross-entropy of the true chain on its own sequences (nats).
+
+        The floor of an SFT policy's loss over the prompt_len + response_len tokens after bos:
+        H(initial) for the first token, then the expected entropy of the transition row under
+        the chain's marginal at each later position.
+        """
+        initial, transition, _ = self._params()
+        ent = lambda p: float(-(p * np.log(np.maximum(p, 1e-300))).sum(-1))  # noqa: E731
+        row_entropy = -(transition * np.log(np.maximum(transition, 1e-300))).sum(-1)
+        total, marginal = ent(initial), initial
+        length = self.prompt_len + self.response_len
+        for _ in range(length - 1):
+            total += float(marginal @ row_entropy)
+            marginal = marginal @ transition
+        return total / length
+
     def sample_prompts(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """[n, prompt_len] int32 prompts drawn from the chain."""
         return self._walk(rng, None, n, self.prompt_len)
