@@ -1,8 +1,11 @@
-"""Reference policies for the language testbed: SFT once, cache on disk by config hash.
+"""Reference models of the language testbed, trained once and cached on disk by config hash.
 
-    policy = make_sft_policy(sft_policy_config())          # trains (~20 s on 2 CPU cores)
+    policy = make_sft_policy(sft_policy_config())          # trains (~10 s on 2 CPU cores)
     policy = make_sft_policy(sft_policy_config())          # loads from the cache
     logits = policy.model.apply(policy.params, ids, mask)
+
+    rm = make_proxy_rm(proxy_rm_config())                  # a proxy RM on gold-labelled pairs
+    rewards = rm.model.apply(rm.params, ids, mask); gold = rm.gold(responses, prompts)
 
 The cache key is a hash of the full config (task, model, data, optimizer, steps, seed), so any
 change retrains. Parameters are stored as safetensors next to the config as JSON; nothing is
@@ -101,6 +104,35 @@ def _unflatten(template, flat: Mapping[str, np.ndarray]):
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
+def _publish(work: str, entry: str, params, meta: Mapping[str, Any]) -> None:
+    """Writes params + config.json into `work`/entry, then renames it to `entry` (atomic)."""
+    from safetensors.numpy import save_file
+
+    staged = os.path.join(work, "entry")
+    os.makedirs(staged)
+    save_file(_flatten(params), os.path.join(staged, "params.safetensors"))
+    with open(os.path.join(staged, "config.json"), "w") as f:
+        json.dump(dict(meta), f, indent=1, sort_keys=True)
+    try:
+        os.rename(staged, entry)  # a concurrent writer's entry wins; the content is equal
+    except OSError:
+        if not os.path.exists(os.path.join(entry, "params.safetensors")):
+            raise
+
+
+def _load(entry: str, model):
+    """(params, meta) of a cache entry, or None if there is none."""
+    from safetensors.numpy import load_file
+
+    path = os.path.join(entry, "params.safetensors")
+    if not os.path.exists(path):
+        return None
+    template = jax.eval_shape(model.init, jax.random.key(0))
+    params = jax.tree.map(jax.numpy.asarray, _unflatten(template, load_file(path)))
+    with open(os.path.join(entry, "config.json")) as f:
+        return params, json.load(f)
+
+
 def _model(config, task):
     from alignax.algorithms.common import make_model
 
@@ -114,19 +146,15 @@ def make_sft_policy(config: Mapping[str, Any] | None = None, *,
 
     Training is next-token cross-entropy on `num_sequences` sequences of the chain
     (`alignax.algorithms.sft`). A later call with an equal config loads the cached parameters.
+    For single-process use (the parameters are gathered to the host to be saved).
     """
-    from safetensors.numpy import load_file, save_file
-
     config = _plain(sft_policy_config() if config is None else config)
     task = BigramLanguage(**config["task"])
     model = _model(config, task)
-    root = cache_dir or default_cache_dir()
-    entry = os.path.join(root, "sft", config_hash(config))
-    params_path = os.path.join(entry, "params.safetensors")
-    template = jax.eval_shape(model.init, jax.random.key(0))
-    if os.path.exists(params_path):
-        params = _unflatten(template, load_file(params_path))
-        return Policy(model, jax.tree.map(jax.numpy.asarray, params), task, entry, False)
+    entry = os.path.join(cache_dir or default_cache_dir(), "sft", config_hash(config))
+    cached = _load(entry, model)
+    if cached is not None:
+        return Policy(model, cached[0], task, entry, False)
 
     from alignax.algorithms import sft
 
@@ -140,17 +168,132 @@ def make_sft_policy(config: Mapping[str, Any] | None = None, *,
         result = sft.train(stage, os.path.join(work, "run"), train_source=source,
                            seed=int(config["seed"]))
         params = result["params"]
-        staged = os.path.join(work, "entry")
-        os.makedirs(staged)
-        save_file(_flatten(params), os.path.join(staged, "params.safetensors"))
-        with open(os.path.join(staged, "config.json"), "w") as f:
-            json.dump({"config": config, "final_nll": float(result["metrics"]["nll"])}, f,
-                      indent=1, sort_keys=True)
-        try:
-            os.rename(staged, entry)  # atomic: a concurrent writer's entry wins, equal content
-        except OSError:
-            if not os.path.exists(params_path):
-                raise
+        _publish(work, entry, params,
+                 {"config": config, "final_nll": float(result["metrics"]["nll"])})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return Policy(model, params, task, entry, True)
+
+
+# --- Proxy reward model trained on gold-labelled preferences ------------------------------------
+
+class ProxyRewardModel(NamedTuple):
+    model: Any            # scalar reward model: apply(params, ids, mask) -> [B]
+    params: Any
+    gold: Any             # (responses [N, R], prompts [N, P]) -> [N] gold rewards
+    task: BigramLanguage
+    path: str
+    trained: bool
+    gold_accuracy: float  # held-out agreement with the gold ordering
+
+
+def proxy_rm_config(**overrides) -> dict:
+    """Default config of a proxy RM on the language task (a plain dict).
+
+    Keys: task, gold (kind "token_score" or "random_transformer", with the random model's
+    d_model, n_layers, seed), num_pairs, num_eval_pairs, label_temperature (BT temperature of the
+    gold labels), seed, model, optimizer, train.
+    """
+    config = {
+        "task": sft_policy_config()["task"],
+        "gold": dict(kind="token_score", d_model=32, n_layers=2, seed=0),
+        "num_pairs": 2048,
+        "num_eval_pairs": 512,
+        "label_temperature": 0.05,
+        "seed": 0,
+        "model": dict(d_model=64, n_layers=2, n_heads=4, d_ff=176),
+        "optimizer": dict(name="adamw", learning_rate=1e-3, warmup_steps=0, schedule="constant",
+                          clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
+        "train": dict(steps=400, batch_size=32, checkpoint_every=10_000, log_every=50,
+                      eval_every=0, progress=False),
+    }
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}; valid: {sorted(config)}")
+    config.update(overrides)
+    return config
+
+
+def make_gold(task: BigramLanguage, gold_cfg: Mapping[str, Any]):
+    """The gold reward `(responses, prompts) -> [N]` named by `gold_cfg["kind"]`."""
+    from alignax.tasks import gold as gold_lib
+
+    kind = gold_cfg.get("kind", "token_score")
+    if kind == "token_score":
+        scores = task.token_scores()
+        return lambda responses, prompts: gold_lib.token_score_reward(responses, scores)
+    if kind == "random_transformer":
+        return gold_lib.RandomTransformerGold(
+            task, d_model=int(gold_cfg.get("d_model", 32)),
+            n_layers=int(gold_cfg.get("n_layers", 2)), seed=int(gold_cfg.get("seed", 0)))
+    raise ValueError(f"unknown gold kind {kind!r}; use token_score or random_transformer")
+
+
+def gold_preference_pairs(task: BigramLanguage, gold, n: int, *, seed: int,
+                          temperature: float) -> list[dict[str, np.ndarray]]:
+    """Pairs of chain responses to one prompt, labelled by BT draws from `gold`.
+
+    Records have the recipes' pair fields (chosen/rejected ids, masks, response masks) plus
+    `chosen_gold`, `rejected_gold` and `label_correct` (1 if the chosen one is truly better).
+    """
+    from alignax.tasks.simulators import bradley_terry
+
+    rng = np.random.default_rng([task.seed, seed, 17])
+    prompts = task.sample_prompts(rng, n)
+    a, b = task.sample_responses(rng, prompts), task.sample_responses(rng, prompts)
+    ra, rb = np.asarray(gold(a, prompts)), np.asarray(gold(b, prompts))
+    a_wins = bradley_terry(ra, rb, rng=rng, temperature=temperature).astype(bool)
+    chosen = task.sequences(prompts, np.where(a_wins[:, None], a, b))
+    rejected = task.sequences(prompts, np.where(a_wins[:, None], b, a))
+    rc, rr = np.where(a_wins, ra, rb), np.where(a_wins, rb, ra)
+    response = np.zeros(task.seq_len, np.int32)
+    response[1 + task.prompt_len:] = 1
+    ones = np.ones(task.seq_len, np.int32)
+    return [{"chosen_ids": chosen[i], "rejected_ids": rejected[i], "chosen_mask": ones,
+             "rejected_mask": ones, "chosen_response_mask": response,
+             "rejected_response_mask": response, "chosen_gold": np.float32(rc[i]),
+             "rejected_gold": np.float32(rr[i]), "label_correct": np.float32(rc[i] > rr[i])}
+            for i in range(n)]
+
+
+def make_proxy_rm(config: Mapping[str, Any] | None = None, *,
+                  cache_dir: str | None = None) -> ProxyRewardModel:
+    """A scalar proxy RM trained (BT) on gold-labelled pairs of the language, cached by config.
+
+    The proxy sees only `num_pairs` noisy labels; the gold stays available for evaluation (the
+    overoptimisation setup: optimise the proxy, watch the gold).
+    """
+    from alignax.algorithms import reward_model
+    from alignax.algorithms.common import make_model, stack_records
+
+    config = _plain(proxy_rm_config() if config is None else config)
+    task = BigramLanguage(**config["task"])
+    gold = make_gold(task, config["gold"])
+    model_cfg = {**config["model"], "vocab_size": task.vocab_size, "max_len": task.seq_len}
+    model = make_model(model_cfg, "reward")
+    entry = os.path.join(cache_dir or default_cache_dir(), "proxy_rm", config_hash(config))
+    cached = _load(entry, model)
+    if cached is not None:
+        params, meta = cached
+        return ProxyRewardModel(model, params, gold, task, entry, False,
+                                float(meta["gold_accuracy"]))
+
+    seed, temp = int(config["seed"]), float(config["label_temperature"])
+    pairs = gold_preference_pairs(task, gold, int(config["num_pairs"]), seed=seed,
+                                  temperature=temp)
+    eval_pairs = stack_records(gold_preference_pairs(
+        task, gold, int(config["num_eval_pairs"]), seed=10_000 + seed, temperature=temp))
+    os.makedirs(os.path.dirname(entry), exist_ok=True)
+    work = tempfile.mkdtemp(prefix="rm-", dir=os.path.dirname(entry))
+    try:
+        stage = {"optimizer": config["optimizer"], "train": config["train"], "model": model_cfg}
+        result = reward_model.train(stage, os.path.join(work, "run"), train_source=pairs,
+                                    seed=seed)
+        params = result["params"]
+        evaluate = reward_model.make_pairwise_eval(model.apply, eval_pairs,
+                                                   gold_better=eval_pairs["label_correct"])
+        acc = float(evaluate(params)["gold_accuracy"])
+        _publish(work, entry, params, {"config": config, "gold_accuracy": acc})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ProxyRewardModel(model, params, gold, task, entry, True, acc)

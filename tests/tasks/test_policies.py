@@ -50,3 +50,37 @@ def test_config_hash_is_order_free_and_sensitive_to_every_value():
     assert config_hash(a) != config_hash({**a, "model": {**a["model"], "d_model": 32}})
     with pytest.raises(ValueError, match="unknown keys"):
         sft_policy_config(steps=3)
+
+
+def test_proxy_rm_learns_the_gold_ordering_and_is_cached(tmp_path):
+    from alignax.tasks.policies import make_proxy_rm, proxy_rm_config
+
+    config = proxy_rm_config(
+        task=SMALL["task"], num_pairs=512, num_eval_pairs=256,
+        model=dict(d_model=32, n_layers=1, n_heads=2, d_ff=64),
+        train=dict(steps=150, batch_size=32, checkpoint_every=10_000, log_every=50,
+                   eval_every=0, progress=False))
+    rm = make_proxy_rm(config, cache_dir=str(tmp_path))
+    assert rm.trained and rm.gold_accuracy > 0.7, rm.gold_accuracy
+    again = make_proxy_rm(config, cache_dir=str(tmp_path))
+    assert not again.trained and again.gold_accuracy == rm.gold_accuracy
+    # the gold is the task's token-score reward
+    rng = np.random.default_rng(0)
+    prompts = rm.task.sample_prompts(rng, 4)
+    responses = rm.task.sample_responses(rng, prompts)
+    np.testing.assert_allclose(rm.gold(responses, prompts), rm.task.gold_reward(responses),
+                               rtol=1e-6)
+
+
+def test_gold_preference_pairs_follow_the_gold_at_low_temperature():
+    from alignax.tasks.policies import gold_preference_pairs, make_gold
+
+    from alignax.tasks.language import BigramLanguage
+
+    task = BigramLanguage(**SMALL["task"])
+    pairs = gold_preference_pairs(task, make_gold(task, {"kind": "token_score"}), 400, seed=0,
+                                  temperature=0.0)
+    assert all(p["chosen_gold"] >= p["rejected_gold"] for p in pairs)
+    assert pairs[0]["chosen_ids"].shape == (task.seq_len,)
+    with pytest.raises(ValueError, match="unknown gold kind"):
+        make_gold(task, {"kind": "nope"})
