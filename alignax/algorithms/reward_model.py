@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alignax.algorithms import common
+from alignax.eval.metrics import expected_calibration_error
 from alignax.losses import REWARD_LOSSES, pairwise_accuracy
 
 
@@ -50,6 +51,10 @@ def make_pairwise_eval(apply_fn, pairs: Mapping[str, Any], *, gold_better=None):
       gold_better: optional [N] array, 1.0 where the "chosen" response truly has the higher gold
         reward; then `gold_accuracy` measures agreement with the gold ordering rather than with
         the (possibly noisy) labels.
+
+    Metrics: `label_accuracy`, `label_ece` (expected calibration error of the BT probability
+    sigmoid(r_c - r_r) against the labels, each pair counted in both orders), and with
+    `gold_better` `gold_accuracy`.
     """
     inputs = {k: np.asarray(pairs[k]) for k in
               ("chosen_ids", "chosen_mask", "rejected_ids", "rejected_mask")}
@@ -58,7 +63,12 @@ def make_pairwise_eval(apply_fn, pairs: Mapping[str, Any], *, gold_better=None):
     @jax.jit
     def evaluate(params):
         chosen, rejected = pair_rewards(apply_fn, params, inputs)
-        out = {"label_accuracy": pairwise_accuracy(chosen, rejected).mean()}
+        # calibration over both orders of each pair, so the labels are not all 1
+        p = jax.nn.sigmoid(chosen - rejected)
+        out = {"label_accuracy": pairwise_accuracy(chosen, rejected).mean(),
+               "label_ece": expected_calibration_error(
+                   jnp.concatenate([p, 1.0 - p]),
+                   jnp.concatenate([jnp.ones_like(p), jnp.zeros_like(p)]))}
         if gold_better is not None:
             g = gold_better
             agree = jnp.where(chosen > rejected, g, 1.0 - g)

@@ -70,3 +70,22 @@ def test_policy_eval_with_a_gold_rm_that_reads_the_prompt():
                                 prefix_ids=np.full((8, 1), BOS_ID, np.int32))
     m = evaluate(MODEL.init(jax.random.key(2)))
     assert np.isfinite(float(m["gold_reward"])) and 0.0 <= float(m["win_rate"]) <= 1.0
+
+
+def test_pairwise_eval_reports_calibration():
+    from alignax.algorithms.reward_model import make_pairwise_eval
+
+    # a "reward model" that returns the first token id as its reward
+    def apply(params, ids, mask):
+        return params * ids[:, 0].astype(jnp.float32)
+
+    pairs = {"chosen_ids": np.array([[3], [2], [5], [1]]), "rejected_ids": np.array([[1], [2],
+                                                                                  [4], [3]]),
+             "chosen_mask": np.ones((4, 1)), "rejected_mask": np.ones((4, 1))}
+    evaluate = make_pairwise_eval(apply, pairs)
+    sharp, flat = evaluate(jnp.float32(50.0)), evaluate(jnp.float32(0.0))
+    # margins 2, 0, 1, -2: accuracy counts the tie as 1/2
+    assert float(sharp["label_accuracy"]) == pytest.approx(2.5 / 4)
+    # a scale of 50 is overconfident (probabilities near 0/1 but 1 pair in 4 wrong);
+    # scale 0 predicts 1/2 everywhere, which is calibrated on the symmetrised pairs
+    assert float(sharp["label_ece"]) > 0.2 and float(flat["label_ece"]) < 1e-6
