@@ -1,0 +1,232 @@
+"""Shared pieces of the online algorithms: rollouts, advantages, KL control, the update loss.
+
+An iteration of every critic-free method (GRPO and variants, RLOO, REINFORCE++, BNPO, BRPO) is
+
+    rollout = make_rollout(...)              # jitted sampler: n samples per prompt
+    rewards = reward_fn(rollout)             # [N] (rules, verifiers, reward models, ...)
+    advantages = compute_advantages(name, rewards, n)
+    batch = training_batch(rollout, advantages, ref_logps=reference_logps(...))
+    state = step(state, minibatch) ...       # make_train_step(make_policy_loss(...)), E epochs
+
+Shapes: P prompt tokens (left-padded), R generated tokens, N = prompts x n rows (prompt-major).
+The training forward runs on `ids = [prompt, response]` with `mask = [prompt_mask,
+response_mask]`; the log-prob of response token j is read from the logits at position P - 1 + j.
+The sampler reports the same log-probs (fp32, <= 1e-5), so the behaviour policy's log-probs
+(`old_logps`) come from the rollout for free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alignax import ops
+from alignax.losses import aggregate, gspo_loss, ppo_clip_loss
+
+
+class Rollout(NamedTuple):
+    """Samples of the behaviour policy, ready for scoring and training.
+
+    ids: [N, P + R] prompt (left-padded) then response tokens; mask: [N, P + R] attention mask;
+    response_mask: [N, R] generated, valid tokens (False after a stop token); old_logps: [N, R]
+    behaviour-policy log-probs (0 off the mask); prompt_index: [N] row of the prompt batch.
+    """
+
+    ids: jax.Array
+    mask: jax.Array
+    response_mask: jax.Array
+    old_logps: jax.Array
+    prompt_index: jax.Array
+
+    @property
+    def response_len(self) -> int:
+        return self.response_mask.shape[1]
+
+    @property
+    def responses(self) -> jax.Array:
+        return self.ids[:, -self.response_len:]
+
+    @property
+    def prompts(self) -> jax.Array:
+        return self.ids[:, :-self.response_len]
+
+    @property
+    def lengths(self) -> jax.Array:
+        return self.response_mask.sum(-1)
+
+
+def make_rollout(model, *, num_samples: int, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0, stop_tokens=(), pad_id: int = 0
+                 ) -> Callable[..., Rollout]:
+    """`rollout(params, prompt_ids, prompt_mask, rng) -> Rollout` with the jitted KV sampler."""
+    from alignax.sampling import sample
+
+    stop_tokens = tuple(int(t) for t in stop_tokens)
+
+    def rollout(params, prompt_ids, prompt_mask, rng) -> Rollout:
+        out = sample(model, params, jnp.asarray(prompt_ids), jnp.asarray(prompt_mask), rng,
+                     max_new_tokens=max_new_tokens, num_samples=num_samples,
+                     temperature=temperature, top_k=top_k, top_p=top_p,
+                     stop_tokens=stop_tokens, pad_id=pad_id)
+        return Rollout(ids=jnp.concatenate([out.prompt_ids, out.tokens], axis=1),
+                       mask=jnp.concatenate([out.prompt_mask, out.mask], axis=1),
+                       response_mask=out.mask, old_logps=jnp.where(out.mask, out.logps, 0.0),
+                       prompt_index=out.prompt_index)
+
+    return rollout
+
+
+def response_logits(apply_fn, params, ids, mask, response_len: int) -> jax.Array:
+    """Logits that predict the R response tokens: [N, R, V]."""
+    return apply_fn(params, ids, mask)[:, -response_len - 1:-1]
+
+
+def response_logps(apply_fn, params, ids, mask, response_len: int) -> jax.Array:
+    """Log-probs of the R response tokens under `params`: [N, R] float32."""
+    logits = response_logits(apply_fn, params, ids, mask, response_len)
+    return ops.token_logprobs(logits, ids[:, -response_len:])
+
+
+def make_reference_logps(apply_fn, response_len: int) -> Callable:
+    """Jitted `(ref_params, ids, mask) -> [N, R]` log-probs of the frozen reference."""
+    return jax.jit(lambda p, ids, mask: response_logps(apply_fn, p, ids, mask, response_len))
+
+
+ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "bnpo", "reinforce")
+
+
+def compute_advantages(name: str, rewards, num_samples: int, **kwargs) -> jax.Array:
+    """Sequence-level advantages [N] from rewards [N] (rows prompt-major, n per prompt).
+
+    - "grpo": (r - group mean) / (group std + eps) (Shao et al. 2024, arXiv 2402.03300);
+    - "dr_grpo": r - group mean (Liu et al. 2025, arXiv 2503.20783);
+    - "rloo": r - mean of the group's other samples (Ahmadian et al. 2024, arXiv 2402.14740);
+    - "reinforce_pp": batch-normalised r (Hu 2025, arXiv 2501.03262);
+    - "bnpo": (r - group mean) / Beta density, alpha/beta fitted on the batch (arXiv 2506.02864);
+    - "reinforce": r itself (no baseline).
+    """
+    r = jnp.asarray(rewards, jnp.float32)
+    if name == "grpo":
+        return ops.group_normalized_advantages(r, num_samples, **kwargs)
+    if name == "dr_grpo":
+        return ops.group_normalized_advantages(r, num_samples, scale_by_std=False)
+    if name == "rloo":
+        return ops.leave_one_out_advantages(r, num_samples)
+    if name == "reinforce_pp":
+        return ops.batch_normalized_advantages(r, **kwargs)
+    if name == "bnpo":
+        rates = r.reshape(-1, num_samples).mean(axis=1)
+        alpha, beta = ops.beta_normalization_parameters(rates)
+        return ops.beta_normalized_advantages(r, num_samples, alpha=alpha, beta=beta)
+    if name == "reinforce":
+        return r
+    raise ValueError(f"unknown advantage estimator {name!r}; valid: {ADVANTAGES}")
+
+
+@dataclasses.dataclass
+class AdaptiveKLController:
+    """Adaptive KL coefficient (Ziegler et al. 2019, arXiv 1909.08593):
+
+        e = clip(KL / target - 1, -0.2, 0.2),  coef <- coef (1 + e n / horizon)
+
+    after each batch of n samples; `target=None` keeps the coefficient fixed.
+    """
+
+    coef: float
+    target: float | None = None
+    horizon: int = 10_000
+
+    def update(self, kl: float, num_samples: int) -> float:
+        if self.target is not None:
+            error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
+            self.coef *= 1.0 + error * num_samples / self.horizon
+        return self.coef
+
+
+def kl_penalized_rewards(rewards, logps, ref_logps, response_mask, *, coef: float,
+                         estimator: str = "k1") -> jax.Array:
+    """KL in the reward: r - coef * sum_t kl_t over the response ([N] rewards, [N, R] log-probs).
+    """
+    kl = ops.kl_estimate(logps, ref_logps, estimator)
+    return jnp.asarray(rewards, jnp.float32) - coef * ops.masked_sum(kl, response_mask)
+
+
+def training_batch(rollout: Rollout, advantages, *, ref_logps=None) -> dict[str, jax.Array]:
+    """The update's batch: ids, mask, response_mask, old_logps, advantages [, ref_logps]."""
+    batch = {"ids": rollout.ids, "mask": rollout.mask, "response_mask": rollout.response_mask,
+             "old_logps": rollout.old_logps,
+             "advantages": jnp.asarray(advantages, jnp.float32)}
+    if ref_logps is not None:
+        batch["ref_logps"] = jnp.asarray(ref_logps, jnp.float32)
+    return batch
+
+
+def minibatches(batch: Mapping[str, Any], num_minibatches: int, rng: np.random.Generator):
+    """Shuffled equal minibatches of a batch of rows (a list of dicts)."""
+    n = next(iter(batch.values())).shape[0]
+    if n % num_minibatches:
+        raise ValueError(f"{n} rows do not split into {num_minibatches} minibatches")
+    order = rng.permutation(n).reshape(num_minibatches, -1)
+    return [{k: v[idx] for k, v in batch.items()} for idx in order]
+
+
+POLICY_LOSSES = ("ppo_clip", "gspo")
+
+
+def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
+                     clip_high: float | None = None, kl_coef: float = 0.0,
+                     kl_estimator: str = "k3", aggregation: str = "token_mean",
+                     entropy_coef: float = 0.0, max_length: int | None = None) -> Callable:
+    """`loss_fn(params, batch, rng)` of the policy update on a `training_batch`.
+
+    loss = aggregate(PPO-clip token losses) [or the mean of GSPO's sequence losses]
+           + kl_coef * aggregate(KL estimate to the reference)   (KL in the loss, GRPO style)
+           - entropy_coef * aggregate(entropy)
+
+    Metrics: pg_loss, kl (k3 estimate, token mean), entropy (token mean), clip_fraction,
+    ratio (mean over response tokens), advantage mean/std.
+    """
+    if loss not in POLICY_LOSSES:
+        raise ValueError(f"unknown policy loss {loss!r}; valid: {POLICY_LOSSES}")
+
+    def loss_fn(params, batch, rng):
+        del rng
+        rmask = batch["response_mask"]
+        r = rmask.shape[1]
+        logits = response_logits(apply_fn, params, batch["ids"], batch["mask"], r)
+        logps = ops.token_logprobs(logits, batch["ids"][:, -r:])
+        adv = batch["advantages"]
+        if loss == "ppo_clip":
+            tok, stats = ppo_clip_loss(logps, batch["old_logps"], adv, rmask,
+                                       clip_low=clip_low, clip_high=clip_high)
+            pg = aggregate(tok, rmask, aggregation, max_length=max_length)
+            clip_fraction = ops.masked_mean(stats["clipped"], rmask, axis=None)
+            ratio = ops.masked_mean(stats["ratio"], rmask, axis=None)
+        else:
+            seq, stats = gspo_loss(logps, batch["old_logps"], adv, rmask,
+                                   **({} if clip_high is None else {"clip_high": clip_high}),
+                                   clip_low=clip_low)
+            pg = seq.mean()
+            clip_fraction, ratio = stats["clipped"].mean(), stats["ratio"].mean()
+        total = pg
+        metrics = {"pg_loss": pg, "clip_fraction": clip_fraction, "ratio": ratio,
+                   "advantage_mean": adv.mean(), "advantage_std": adv.std()}
+        if "ref_logps" in batch:
+            kl_tok = ops.kl_estimate(logps, batch["ref_logps"], kl_estimator)
+            kl = aggregate(kl_tok, rmask, aggregation, max_length=max_length)
+            metrics["kl"] = ops.masked_mean(ops.kl_estimate(logps, batch["ref_logps"], "k3"),
+                                            rmask, axis=None)
+            if kl_coef:
+                total = total + kl_coef * kl
+        entropy = ops.token_entropy(logits)
+        metrics["entropy"] = ops.masked_mean(entropy, rmask, axis=None)
+        if entropy_coef:
+            total = total - entropy_coef * aggregate(entropy, rmask, aggregation,
+                                                     max_length=max_length)
+        return total, metrics
+
+    return loss_fn

@@ -1,0 +1,171 @@
+"""Critic-free online policy gradient: GRPO and its variants, RLOO, REINFORCE++, BNPO.
+
+One iteration: draw `prompts_per_iteration` prompts, sample `num_samples` responses each with the
+jitted KV sampler, score them with `reward_fn`, compute advantages, run `epochs` passes of
+`minibatches` updates of the clipped surrogate (`alignax.algorithms.online.make_policy_loss`),
+with the KL to the frozen reference in the loss (GRPO) or in the reward (PPO-RLHF style, fixed or
+adaptive coefficient).
+
+Config (a mapping; `default_config()` lists every key with its default):
+  iterations, prompts_per_iteration, num_samples, max_new_tokens, temperature, top_k, top_p,
+  stop_tokens, advantage (see online.ADVANTAGES), loss ("ppo_clip" | "gspo"), clip_low,
+  clip_high, aggregation (see losses.AGGREGATIONS), kl_coef, kl_in ("loss" | "reward"),
+  kl_estimator, kl_target (adaptive KL; None = fixed), kl_horizon, entropy_coef, epochs,
+  minibatches, optimizer (see train.optim.make_optimizer), checkpoint_every, eval_every,
+  log_every.
+
+Resume: the train state and the KL coefficient are checkpointed (orbax) every `checkpoint_every`
+iterations; prompts and sampling keys are functions of (seed, iteration), so a restarted run
+repeats exactly the iterations an uninterrupted one would have run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alignax.algorithms import online
+
+
+def default_config(**overrides) -> dict:
+    config = dict(
+        iterations=20, prompts_per_iteration=8, num_samples=8, max_new_tokens=16,
+        temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), advantage="grpo",
+        loss="ppo_clip", clip_low=0.2, clip_high=None, aggregation="token_mean",
+        kl_coef=0.04, kl_in="loss", kl_estimator="k3", kl_target=None, kl_horizon=10_000,
+        entropy_coef=0.0, epochs=1, minibatches=1,
+        optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
+                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
+        checkpoint_every=10, eval_every=0, log_every=1,
+    )
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise ValueError(f"unknown policy-gradient config keys {sorted(unknown)}; "
+                         f"valid: {sorted(config)}")
+    config.update(overrides)
+    return config
+
+
+def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_params,
+          prompt_ids: np.ndarray, prompt_mask: np.ndarray,
+          reward_fn: Callable[[online.Rollout], Any], eval_fn: Callable | None = None,
+          seed: int = 0) -> dict:
+    """Runs the online loop; returns {"params", "metrics" (last iteration), "eval", "history"}.
+
+    Args:
+      config: see the module docstring (missing keys take `default_config()` values).
+      workdir: metrics.jsonl, TensorBoard events and checkpoints go here.
+      model: the policy's Model (a causal LM with `apply_cached`).
+      init_params: the starting policy (usually the SFT reference).
+      ref_params: the frozen reference policy.
+      prompt_ids, prompt_mask: [M, P] the prompt pool (left- or right-padded).
+      reward_fn: `rollout -> [N]` rewards (host or device arrays).
+      eval_fn: optional `params -> metrics`, every `eval_every` iterations and at the end.
+      seed: seed of prompt draws, sampling keys and the train state.
+    """
+    from alignax.train.checkpoint import Checkpointer, abstract_like
+    from alignax.train.optim import make_optimizer
+    from alignax.train.state import TrainState
+    from alignax.train.step import make_train_step
+    from alignax.train.writers import MetricsWriter
+
+    cfg = default_config(**{k: v for k, v in dict(config).items()
+                            if k in default_config()})
+    iterations, n = int(cfg["iterations"]), int(cfg["num_samples"])
+    per_iter = int(cfg["prompts_per_iteration"])
+    if cfg["kl_in"] not in ("loss", "reward"):
+        raise ValueError(f"kl_in must be 'loss' or 'reward', got {cfg['kl_in']!r}")
+    prompt_ids, prompt_mask = np.asarray(prompt_ids), np.asarray(prompt_mask)
+    if len(prompt_ids) < per_iter:
+        raise ValueError(f"{len(prompt_ids)} prompts < prompts_per_iteration={per_iter}")
+
+    updates = iterations * int(cfg["epochs"]) * int(cfg["minibatches"])
+    tx = make_optimizer(cfg["optimizer"], updates)
+    use_ref = float(cfg["kl_coef"]) > 0 or cfg["kl_target"] is not None
+    loss_fn = online.make_policy_loss(
+        model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]),
+        clip_high=None if cfg["clip_high"] is None else float(cfg["clip_high"]),
+        kl_coef=float(cfg["kl_coef"]) if cfg["kl_in"] == "loss" else 0.0,
+        kl_estimator=cfg["kl_estimator"], aggregation=cfg["aggregation"],
+        entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"]))
+    step = make_train_step(loss_fn, tx)
+    rollout_fn = jax.jit(online.make_rollout(
+        model, num_samples=n, max_new_tokens=int(cfg["max_new_tokens"]),
+        temperature=float(cfg["temperature"]), top_k=int(cfg["top_k"]),
+        top_p=float(cfg["top_p"]), stop_tokens=tuple(cfg["stop_tokens"])))
+    ref_logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]))
+
+    kl_ctl = online.AdaptiveKLController(float(cfg["kl_coef"]), cfg["kl_target"],
+                                         int(cfg["kl_horizon"]))
+    # the step donates the state: copy, since init_params is usually also the reference
+    state = TrainState.create(jax.tree.map(jnp.copy, init_params), tx, jax.random.key(seed))
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=int(cfg["checkpoint_every"]))
+    start = 0
+    restored = ckpt.restore(abstract_like({"train": state, "kl_coef": jnp.float32(0)}))
+    if restored is not None:
+        tree, start = restored
+        state, kl_ctl.coef = tree["train"], float(tree["kl_coef"])
+    writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
+    writer.truncate_after(start)
+    base_key = jax.random.key(seed)
+    history, metrics, eval_metrics = [], {}, {}
+    try:
+        for it in range(start, iterations):
+            rng = np.random.default_rng([seed, it])
+            rows = rng.choice(len(prompt_ids), per_iter, replace=False)
+            t0 = time.perf_counter()
+            rollout = rollout_fn(state.params, prompt_ids[rows], prompt_mask[rows],
+                                 jax.random.fold_in(base_key, it))
+            rewards = jnp.asarray(reward_fn(rollout), jnp.float32)
+            jax.block_until_ready(rewards)
+            t_rollout = time.perf_counter() - t0
+            ref_logps = (ref_logps_fn(ref_params, rollout.ids, rollout.mask)
+                         if use_ref else None)
+            shaped = rewards
+            if use_ref and cfg["kl_in"] == "reward":
+                shaped = online.kl_penalized_rewards(
+                    rewards, rollout.old_logps, ref_logps, rollout.response_mask,
+                    coef=kl_ctl.coef, estimator="k1")
+            adv = online.compute_advantages(cfg["advantage"], shaped, n)
+            batch = online.training_batch(rollout, adv, ref_logps=ref_logps)
+            t1 = time.perf_counter()
+            step_metrics = []
+            for _ in range(int(cfg["epochs"])):
+                for mb in online.minibatches(batch, int(cfg["minibatches"]), rng):
+                    state, m = step(state, mb)
+                    step_metrics.append(m)
+            jax.block_until_ready(state.params)
+            t_update = time.perf_counter() - t1
+            metrics = {k: float(np.mean([float(m[k]) for m in step_metrics]))
+                       for k in step_metrics[0]}
+            lengths = np.asarray(rollout.lengths, np.float32)
+            metrics.update({
+                "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
+                "response_length": float(lengths.mean()), "rollout_s": t_rollout,
+                "update_s": t_update, "kl_coef": kl_ctl.coef,
+            })
+            if use_ref:
+                seq_kl = online.ops.masked_sum(online.ops.kl_estimate(
+                    rollout.old_logps, ref_logps, "k1"), rollout.response_mask)
+                metrics["kl_ref_seq"] = float(seq_kl.mean())
+                kl_ctl.update(metrics["kl_ref_seq"], len(rows) * n)
+            done = it + 1
+            if eval_fn is not None and (done == iterations or (
+                    cfg["eval_every"] and done % int(cfg["eval_every"]) == 0)):
+                eval_metrics = {f"eval/{k}": float(v) for k, v in eval_fn(state.params).items()}
+                metrics.update(eval_metrics)
+            if done % int(cfg["log_every"]) == 0 or done == iterations:
+                writer.write(done, metrics)
+            history.append(metrics)
+            ckpt.save(done, {"train": state, "kl_coef": jnp.float32(kl_ctl.coef)},
+                      force=done == iterations)
+    finally:
+        ckpt.close()
+        writer.close()
+    return {"params": state.params, "metrics": metrics, "eval": eval_metrics,
+            "history": history, "start_iteration": start}
