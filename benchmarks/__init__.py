@@ -1,0 +1,1 @@
+"""Throughput benchmarks of alignax against its PyTorch peers (see benchmarks/README.md)."""
