@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k resume"`.
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint bazel-test clean
+.PHONY: install run test test-fast lint bazel-test bench bench-tiny clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,13 +22,23 @@ run: install
 	$(BIN)/alignax run experiments/bt_dpo_synthetic.py
 
 lint: install
-	$(BIN)/ruff check alignax experiments tests tools
+	$(BIN)/ruff check alignax experiments tests tools benchmarks
 
 test: install lint
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Benchmarks against the PyTorch peers (TRL, transformers): installs the `peers` extra, runs
+# W1-W4 alternating with the peers and appends the table to benchmarks/RESULTS.md.
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python -m pip install -q -e '.[peers]'
+	$(BIN)/python -m benchmarks.run --write $(BENCH_ARGS)
+
+bench-tiny: install
+	$(BIN)/python -m benchmarks.run --size tiny --steps 2 --rounds 1 $(BENCH_ARGS)
 
 bazel-test: install
 	bash .ci/bazel_test.sh

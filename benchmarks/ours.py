@@ -160,11 +160,50 @@ def sampling(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
                    "temperature 1, no truncation, fp32")
 
 
+def grpo_iteration(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
+    """W4: one GRPO iteration = rollouts (B prompts x n samples) + rule reward on the host +
+    group advantages + reference log-probs + one update (PPO-clip, k3 KL in the loss, beta
+    0.04), with the pieces of `alignax.algorithms.online`."""
+    from alignax.algorithms import online
+    from alignax.models.transformer import make_lm
+    from alignax.train.state import TrainState
+    from alignax.train.step import make_train_step
+
+    w = spec.workload("w4", size)
+    model = make_lm(_config(size, w.prompt_len + w.new_tokens))
+    params = model.init(jax.random.key(seed))
+    ref = jax.tree.map(jnp.copy, params)
+    tx = optax.adamw(1e-5)
+    state = TrainState.create(params, tx, jax.random.key(seed))
+    rollout_fn = jax.jit(online.make_rollout(model, num_samples=w.samples,
+                                             max_new_tokens=w.new_tokens))
+    ref_logps_fn = online.make_reference_logps(model.apply, w.new_tokens)
+    step = make_train_step(online.make_policy_loss(model.apply, kl_coef=0.04), tx)
+    prompts = jnp.asarray(spec.inputs("w4", size, num_batches=1)["prompt_ids"])
+    mask = jnp.ones_like(prompts, bool)
+    vocab = spec.SIZES[size]["vocab_size"]
+    holder = [state]
+
+    def run_one(i):
+        rollout = rollout_fn(holder[0].params, prompts, mask, jax.random.key(i))
+        rewards = spec.w4_reward(np.asarray(rollout.responses), vocab)  # host, like the peer
+        adv = online.compute_advantages("grpo", rewards, w.samples)
+        batch = online.training_batch(rollout, adv,
+                                      ref_logps=ref_logps_fn(ref, rollout.ids, rollout.mask))
+        holder[0], metrics = step(holder[0], batch)
+        return metrics["loss"]
+
+    first, times = _time_steps(run_one, 10**9, steps=steps, warmup=warmup)
+    return _result("w4", size, first, times, "make_rollout (jitted sampler) + host reward + "
+                   "GRPO advantages + reference log-probs + one make_train_step update")
+
+
 WORKLOADS = {
     "w1": reward_step,
     "w2": dpo_step,
     "w2_pre": lambda size, **kw: dpo_step(size, precompute_ref=True, **kw),
     "w3": sampling,
+    "w4": grpo_iteration,
 }
 
 
