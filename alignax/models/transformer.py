@@ -144,6 +144,22 @@ def make_norm(cfg: "TransformerConfig"):
     return (RMSNorm if cfg.norm == "rms" else LayerNorm)(cfg.d_model, cfg.norm_eps)
 
 
+def rope_tables(positions, head_dim: int, theta: float):
+    """cos and sin of the rotary angles, each [B, T, 1, E/2] float32 (computed once per forward
+    and shared by every layer)."""
+    freqs = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = positions[..., None].astype(jnp.float32) * freqs  # [B, T, E/2]
+    return jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+
+
+def apply_rope(x, cos, sin):
+    """Rotates [B, T, N, E] by precomputed `rope_tables` (half-split layout, as Llama/HF)."""
+    half = x.shape[-1] // 2
+    x32 = x.astype(jnp.float32)
+    x1, x2 = x32[..., :half], x32[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
 def rope(x, positions, theta: float):
     """Rotary position embedding (Su et al. 2021), half-split layout as in Llama/HF.
 
@@ -151,14 +167,12 @@ def rope(x, positions, theta: float):
       x: [B, T, N, E] queries or keys.
       positions: [B, T] integer positions.
     """
-    e = x.shape[-1]
-    freqs = 1.0 / (theta ** (jnp.arange(0, e, 2, dtype=jnp.float32) / e))  # [E/2]
-    angles = positions[..., None].astype(jnp.float32) * freqs  # [B, T, E/2]
-    cos = jnp.cos(angles)[:, :, None, :]
-    sin = jnp.sin(angles)[:, :, None, :]
-    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.astype(x.dtype)
+    return apply_rope(x, *rope_tables(positions, x.shape[-1], theta))
+
+
+def attention_bias(attn_mask):
+    """Additive float32 bias [B, 1, 1, T, S] of a boolean [B, T, S] mask: 0 or -1e30."""
+    return jnp.where(attn_mask, 0.0, _NEG_INF).astype(jnp.float32)[:, None, None]
 
 
 class Attention(nnx.Module):
@@ -173,32 +187,45 @@ class Attention(nnx.Module):
         self.o = nnx.Linear(h * e, d, use_bias=cfg.linear_bias, dtype=dt, kernel_init=_init(),
                             rngs=rngs)
 
-    def __call__(self, x, positions, attn_mask, cache=None, cache_index=None):
-        """Self-attention; with `cache` ({"k", "v"}: [B, S, K, E]) the new keys/values are
-        written at slots [cache_index, cache_index + T) and the queries attend all S slots
-        (`attn_mask` is then [B, T, S]). Returns (out, new_cache or None)."""
+    def __call__(self, x, rope_cs, bias, cache=None, cache_index=None):
+        """Self-attention; with `cache` ({"k", "v"}: [B, K, S, E]) the new keys/values are
+        written at slots [cache_index, cache_index + T) and the queries attend all S slots.
+
+        Args:
+          x: [B, T, D] inputs.
+          rope_cs: (cos, sin) of `rope_tables`, or None without rotary positions.
+          bias: [B, 1, 1, T, S] additive mask of `attention_bias`.
+
+        Returns (out, new_cache or None).
+        """
         cfg = self.cfg
         b, t, _ = x.shape
         h, k, e = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         q = self.q(x).reshape(b, t, h, e)
         kk = self.k(x).reshape(b, t, k, e)
-        if cfg.positions == "rope":
-            q = rope(q, positions, cfg.rope_theta)
-            kk = rope(kk, positions, cfg.rope_theta)
-        v = self.v(x).reshape(b, t, k, e)
+        if rope_cs is not None:
+            q = apply_rope(q, *rope_cs)
+            kk = apply_rope(kk, *rope_cs)
+        # keys and values in [B, K, T, E]: the layout of the KV cache and of the attention
+        # matmuls, so decoding never transposes the cache
+        kk = kk.transpose(0, 2, 1, 3)
+        v = self.v(x).reshape(b, t, k, e).transpose(0, 2, 1, 3)
         new_cache = None
         if cache is not None:
-            start = (0, cache_index, 0, 0)
+            start = (0, 0, cache_index, 0)
             kk = jax.lax.dynamic_update_slice(cache["k"], kk.astype(cache["k"].dtype), start)
             v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
             new_cache = {"k": kk, "v": v}
             kk, v = kk.astype(x.dtype), v.astype(x.dtype)
-        q = q.reshape(b, t, k, h // k, e)  # group query heads by their kv head
-        scores = jnp.einsum("btkge,bske->bkgts", q, kk).astype(jnp.float32)
-        scores = scores / jnp.sqrt(jnp.float32(e))
-        scores = jnp.where(attn_mask[:, None, None, :, :], scores, _NEG_INF)
-        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-        out = jnp.einsum("bkgts,bske->btkge", probs, v).reshape(b, t, h * e)
+        # query heads grouped by their kv head: [B, K, G, T, E]
+        q = q.reshape(b, t, k, h // k, e).transpose(0, 2, 3, 1, 4)
+        scores = jnp.einsum("bkgte,bkse->bkgts", q, kk).astype(jnp.float32)
+        scores = scores * (1.0 / float(e) ** 0.5) + bias
+        # softmax with the max shift outside the gradient (softmax is shift-invariant)
+        scores = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
+        probs = (scores / scores.sum(-1, keepdims=True)).astype(x.dtype)
+        out = jnp.einsum("bkgts,bkse->bkgte", probs, v)
+        out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, h * e)
         return self.o(out), new_cache
 
 
@@ -231,8 +258,8 @@ class Block(nnx.Module):
         self.mlp_norm = make_norm(cfg)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x, positions, attn_mask, cache=None, cache_index=None):
-        y, new_cache = self.attn(self.attn_norm(x), positions, attn_mask, cache, cache_index)
+    def __call__(self, x, rope_cs, bias, cache=None, cache_index=None):
+        y, new_cache = self.attn(self.attn_norm(x), rope_cs, bias, cache, cache_index)
         x = x + y
         return x + self.mlp(self.mlp_norm(x)), new_cache
 
@@ -290,10 +317,14 @@ class Decoder(nnx.Module):
         if self.cfg.positions == "learned":
             x = x + self.pos_embed(positions)
         x = x.astype(jnp.dtype(self.cfg.dtype))
+        # shared by every layer: rotary tables and the additive attention mask
+        rope_cs = (rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
+                   if self.cfg.positions == "rope" else None)
+        bias = attention_bias(attn_mask)
         new_caches = []
         for i, layer in enumerate(self.layers):
             cache = None if caches is None else caches[i]
-            x, new_cache = layer(x, positions, attn_mask, cache, cache_index)
+            x, new_cache = layer(x, rope_cs, bias, cache, cache_index)
             new_caches.append(new_cache)
         return self.final_norm(x), (None if caches is None else new_caches)
 
@@ -309,8 +340,13 @@ class CausalLM(nnx.Module):
                 cfg.d_model, cfg.vocab_size, use_bias=False, kernel_init=_init(), rngs=rngs
             )
 
-    def __call__(self, input_ids, mask):
-        return self.logits(self.decoder(input_ids, mask))
+    def __call__(self, input_ids, mask, logits_range: tuple[int, int] | None = None):
+        """Logits [B, T, V]; with `logits_range=(start, stop)` (static) only those of positions
+        [start, stop), [B, stop - start, V]: the LM head (and its backward) skips the rest."""
+        hidden = self.decoder(input_ids, mask)
+        if logits_range is not None:
+            hidden = hidden[:, logits_range[0]:logits_range[1]]
+        return self.logits(hidden)
 
     def logits(self, hidden):
         if self.cfg.tie_embeddings:
@@ -401,9 +437,9 @@ class Model(NamedTuple):
 
 
 def init_cache(cfg: TransformerConfig, batch: int, length: int, dtype=None) -> list[dict]:
-    """Zero KV caches, one {"k", "v"} of [B, S, K, E] per layer (compute dtype by default)."""
+    """Zero KV caches, one {"k", "v"} of [B, K, S, E] per layer (compute dtype by default)."""
     dtype = jnp.dtype(cfg.dtype if dtype is None else dtype)
-    shape = (batch, length, cfg.kv_heads, cfg.head_dim)
+    shape = (batch, cfg.kv_heads, length, cfg.head_dim)
     return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
             for _ in range(cfg.n_layers)]
 
