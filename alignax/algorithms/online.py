@@ -18,6 +18,7 @@ The sampler reports the same log-probs (fp32, <= 1e-5), so the behaviour policy'
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
@@ -33,7 +34,9 @@ class Rollout(NamedTuple):
 
     ids: [N, P + R] prompt (left-padded) then response tokens; mask: [N, P + R] attention mask;
     response_mask: [N, R] generated, valid tokens (False after a stop token); old_logps: [N, R]
-    behaviour-policy log-probs (0 off the mask); prompt_index: [N] row of the prompt batch.
+    behaviour-policy log-probs (0 off the mask); prompt_index: [N] row of the prompt batch
+    (the recipes remap it to the row of their prompt pool before calling `reward_fn`, so a
+    reward can look up each sample's problem, answer or references).
     """
 
     ids: jax.Array
@@ -81,8 +84,13 @@ def make_rollout(model, *, num_samples: int, max_new_tokens: int, temperature: f
 
 
 def response_logits(apply_fn, params, ids, mask, response_len: int) -> jax.Array:
-    """Logits that predict the R response tokens: [N, R, V]."""
-    return apply_fn(params, ids, mask)[:, -response_len - 1:-1]
+    """Logits that predict the R response tokens: [N, R, V].
+
+    `apply_fn` is an alignax causal LM's apply (it takes `logits_range`, so the LM head runs
+    on the R predicting positions only).
+    """
+    t = ids.shape[1]
+    return apply_fn(params, ids, mask, logits_range=(t - response_len - 1, t - 1))
 
 
 def response_logps(apply_fn, params, ids, mask, response_len: int) -> jax.Array:
@@ -230,3 +238,58 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
         return total, metrics
 
     return loss_fn
+
+
+def run_iterations(workdir: str, *, state, iterate: Callable, iterations: int,
+                   extra: Mapping[str, float] | None = None, eval_fn: Callable | None = None,
+                   eval_every: int = 0, log_every: int = 1, checkpoint_every: int = 10) -> dict:
+    """The loop every online recipe shares: resume, iterate, evaluate, log, checkpoint.
+
+    `iterate(state, extra, it) -> (state, extra, metrics)` runs iteration `it` (0-based) and
+    must draw its randomness from (seed, it) so a resumed run repeats an uninterrupted one;
+    `extra` holds float scalars that evolve (e.g. an adaptive KL coefficient) and are
+    checkpointed with the state. `eval_fn(state) -> metrics` runs every `eval_every`
+    iterations and after the last; its metrics are logged as eval/*.
+
+    Returns {"state", "extra", "metrics" (last), "eval" (last), "history", "start_iteration"}.
+    """
+    from alignax.train.checkpoint import Checkpointer, abstract_like
+    from alignax.train.writers import MetricsWriter
+
+    extra = {k: float(v) for k, v in (extra or {}).items()}
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=int(checkpoint_every))
+    start = 0
+    tree = {"train": state, "extra": {k: jnp.float32(v) for k, v in extra.items()}}
+    restored = ckpt.restore(abstract_like(tree))
+    if restored is not None:
+        tree, start = restored
+        state = tree["train"]
+        extra = {k: float(v) for k, v in tree["extra"].items()}
+    writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
+    writer.truncate_after(start)
+    history, metrics, eval_metrics = [], {}, {}
+    try:
+        for it in range(start, iterations):
+            state, extra, metrics = iterate(state, extra, it)
+            metrics = {k: float(v) for k, v in metrics.items()}
+            done = it + 1
+            if eval_fn is not None and (done == iterations or (
+                    eval_every and done % int(eval_every) == 0)):
+                eval_metrics = {f"eval/{k}": float(v) for k, v in eval_fn(state).items()}
+                metrics.update(eval_metrics)
+            if done % int(log_every) == 0 or done == iterations:
+                writer.write(done, metrics)
+            history.append(metrics)
+            ckpt.save(done, {"train": state,
+                             "extra": {k: jnp.float32(v) for k, v in extra.items()}},
+                      force=done == iterations)
+    finally:
+        ckpt.close()
+        writer.close()
+    return {"state": state, "extra": extra, "metrics": metrics, "eval": eval_metrics,
+            "history": history, "start_iteration": start}
+
+
+def mean_metrics(step_metrics: list) -> dict[str, float]:
+    """Mean over the update steps of an iteration of each metric."""
+    return {k: float(np.mean([float(m[k]) for m in step_metrics])) for k in step_metrics[0]}

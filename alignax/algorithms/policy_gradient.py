@@ -21,7 +21,6 @@ repeats exactly the iterations an uninterrupted one would have run.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Callable, Mapping
 
@@ -68,11 +67,9 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
       eval_fn: optional `params -> metrics`, every `eval_every` iterations and at the end.
       seed: seed of prompt draws, sampling keys and the train state.
     """
-    from alignax.train.checkpoint import Checkpointer, abstract_like
     from alignax.train.optim import make_optimizer
     from alignax.train.state import TrainState
     from alignax.train.step import make_train_step
-    from alignax.train.writers import MetricsWriter
 
     cfg = default_config(**{k: v for k, v in dict(config).items()
                             if k in default_config()})
@@ -87,85 +84,68 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
     updates = iterations * int(cfg["epochs"]) * int(cfg["minibatches"])
     tx = make_optimizer(cfg["optimizer"], updates)
     use_ref = float(cfg["kl_coef"]) > 0 or cfg["kl_target"] is not None
-    loss_fn = online.make_policy_loss(
+    step = make_train_step(online.make_policy_loss(
         model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]),
         clip_high=None if cfg["clip_high"] is None else float(cfg["clip_high"]),
         kl_coef=float(cfg["kl_coef"]) if cfg["kl_in"] == "loss" else 0.0,
         kl_estimator=cfg["kl_estimator"], aggregation=cfg["aggregation"],
-        entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"]))
-    step = make_train_step(loss_fn, tx)
+        entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"])), tx)
     rollout_fn = jax.jit(online.make_rollout(
         model, num_samples=n, max_new_tokens=int(cfg["max_new_tokens"]),
         temperature=float(cfg["temperature"]), top_k=int(cfg["top_k"]),
         top_p=float(cfg["top_p"]), stop_tokens=tuple(cfg["stop_tokens"])))
     ref_logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]))
-
     kl_ctl = online.AdaptiveKLController(float(cfg["kl_coef"]), cfg["kl_target"],
                                          int(cfg["kl_horizon"]))
+    base_key = jax.random.key(seed)
+
+    def iterate(state, extra, it):
+        kl_ctl.coef = extra["kl_coef"]
+        rng = np.random.default_rng([seed, it])
+        rows = rng.choice(len(prompt_ids), per_iter, replace=False)
+        t0 = time.perf_counter()
+        rollout = rollout_fn(state.params, prompt_ids[rows], prompt_mask[rows],
+                             jax.random.fold_in(base_key, it))
+        rollout = rollout._replace(prompt_index=jnp.asarray(rows)[rollout.prompt_index])
+        rewards = jnp.asarray(reward_fn(rollout), jnp.float32)
+        jax.block_until_ready(rewards)
+        t_rollout = time.perf_counter() - t0
+        ref_logps = ref_logps_fn(ref_params, rollout.ids, rollout.mask) if use_ref else None
+        shaped = rewards
+        if use_ref and cfg["kl_in"] == "reward":
+            shaped = online.kl_penalized_rewards(rewards, rollout.old_logps, ref_logps,
+                                                 rollout.response_mask, coef=kl_ctl.coef,
+                                                 estimator="k1")
+        adv = online.compute_advantages(cfg["advantage"], shaped, n)
+        batch = online.training_batch(rollout, adv, ref_logps=ref_logps)
+        t1 = time.perf_counter()
+        step_metrics = []
+        for _ in range(int(cfg["epochs"])):
+            for mb in online.minibatches(batch, int(cfg["minibatches"]), rng):
+                state, m = step(state, mb)
+                step_metrics.append(m)
+        jax.block_until_ready(state.params)
+        metrics = online.mean_metrics(step_metrics)
+        metrics.update({
+            "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
+            "response_length": float(np.asarray(rollout.lengths, np.float32).mean()),
+            "rollout_s": t_rollout, "update_s": time.perf_counter() - t1,
+            "kl_coef": kl_ctl.coef,
+        })
+        if use_ref:
+            seq_kl = online.ops.masked_sum(online.ops.kl_estimate(
+                rollout.old_logps, ref_logps, "k1"), rollout.response_mask)
+            metrics["kl_ref_seq"] = float(seq_kl.mean())
+            kl_ctl.update(metrics["kl_ref_seq"], len(rows) * n)
+        return state, {"kl_coef": kl_ctl.coef}, metrics
+
     # the step donates the state: copy, since init_params is usually also the reference
     state = TrainState.create(jax.tree.map(jnp.copy, init_params), tx, jax.random.key(seed))
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), every=int(cfg["checkpoint_every"]))
-    start = 0
-    restored = ckpt.restore(abstract_like({"train": state, "kl_coef": jnp.float32(0)}))
-    if restored is not None:
-        tree, start = restored
-        state, kl_ctl.coef = tree["train"], float(tree["kl_coef"])
-    writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
-    writer.truncate_after(start)
-    base_key = jax.random.key(seed)
-    history, metrics, eval_metrics = [], {}, {}
-    try:
-        for it in range(start, iterations):
-            rng = np.random.default_rng([seed, it])
-            rows = rng.choice(len(prompt_ids), per_iter, replace=False)
-            t0 = time.perf_counter()
-            rollout = rollout_fn(state.params, prompt_ids[rows], prompt_mask[rows],
-                                 jax.random.fold_in(base_key, it))
-            rewards = jnp.asarray(reward_fn(rollout), jnp.float32)
-            jax.block_until_ready(rewards)
-            t_rollout = time.perf_counter() - t0
-            ref_logps = (ref_logps_fn(ref_params, rollout.ids, rollout.mask)
-                         if use_ref else None)
-            shaped = rewards
-            if use_ref and cfg["kl_in"] == "reward":
-                shaped = online.kl_penalized_rewards(
-                    rewards, rollout.old_logps, ref_logps, rollout.response_mask,
-                    coef=kl_ctl.coef, estimator="k1")
-            adv = online.compute_advantages(cfg["advantage"], shaped, n)
-            batch = online.training_batch(rollout, adv, ref_logps=ref_logps)
-            t1 = time.perf_counter()
-            step_metrics = []
-            for _ in range(int(cfg["epochs"])):
-                for mb in online.minibatches(batch, int(cfg["minibatches"]), rng):
-                    state, m = step(state, mb)
-                    step_metrics.append(m)
-            jax.block_until_ready(state.params)
-            t_update = time.perf_counter() - t1
-            metrics = {k: float(np.mean([float(m[k]) for m in step_metrics]))
-                       for k in step_metrics[0]}
-            lengths = np.asarray(rollout.lengths, np.float32)
-            metrics.update({
-                "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
-                "response_length": float(lengths.mean()), "rollout_s": t_rollout,
-                "update_s": t_update, "kl_coef": kl_ctl.coef,
-            })
-            if use_ref:
-                seq_kl = online.ops.masked_sum(online.ops.kl_estimate(
-                    rollout.old_logps, ref_logps, "k1"), rollout.response_mask)
-                metrics["kl_ref_seq"] = float(seq_kl.mean())
-                kl_ctl.update(metrics["kl_ref_seq"], len(rows) * n)
-            done = it + 1
-            if eval_fn is not None and (done == iterations or (
-                    cfg["eval_every"] and done % int(cfg["eval_every"]) == 0)):
-                eval_metrics = {f"eval/{k}": float(v) for k, v in eval_fn(state.params).items()}
-                metrics.update(eval_metrics)
-            if done % int(cfg["log_every"]) == 0 or done == iterations:
-                writer.write(done, metrics)
-            history.append(metrics)
-            ckpt.save(done, {"train": state, "kl_coef": jnp.float32(kl_ctl.coef)},
-                      force=done == iterations)
-    finally:
-        ckpt.close()
-        writer.close()
-    return {"params": state.params, "metrics": metrics, "eval": eval_metrics,
-            "history": history, "start_iteration": start}
+    out = online.run_iterations(
+        workdir, state=state, iterate=iterate, iterations=iterations,
+        extra={"kl_coef": kl_ctl.coef},
+        eval_fn=None if eval_fn is None else (lambda st: eval_fn(st.params)),
+        eval_every=int(cfg["eval_every"]), log_every=int(cfg["log_every"]),
+        checkpoint_every=int(cfg["checkpoint_every"]))
+    return {"params": out["state"].params, "metrics": out["metrics"], "eval": out["eval"],
+            "history": out["history"], "start_iteration": out["start_iteration"]}

@@ -1,0 +1,189 @@
+"""PPO for language models (Ouyang et al. 2022, arXiv 2203.02155; Ziegler et al. 2019): a policy
+and a value model trained together, GAE advantages, the score at the last token and a per-token
+KL penalty to the reference in the reward (fixed or adaptive coefficient).
+
+Per iteration: rollouts (1 sample per prompt by default), sequence scores from `reward_fn`,
+per-token rewards  r_t = -c * (log pi_old(y_t) - log pi_ref(y_t)) (+ score at the last valid
+token), values V(s_t) from the value model on the rollout, GAE(gamma, lambda) advantages
+(whitened over the batch) and returns, then `epochs` x `minibatches` updates of
+
+    L = PPO-clip(policy) + vf_coef * clipped value loss - entropy_coef * entropy
+
+in one jitted step over params {"policy", "value"}. The value model is a `TokenRewardModel`
+(decoder + per-token linear head); V(s_t) is read at the position before token t.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alignax import ops
+from alignax.algorithms import online
+from alignax.losses import aggregate, clipped_value_loss, ppo_clip_loss
+
+
+def default_config(**overrides) -> dict:
+    config = dict(
+        iterations=20, prompts_per_iteration=16, num_samples=1, max_new_tokens=16,
+        temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), clip_low=0.2, clip_high=None,
+        value_clip=0.2, vf_coef=0.5, gamma=1.0, lam=0.95, whiten_advantages=True,
+        kl_coef=0.05, kl_target=None, kl_horizon=10_000, entropy_coef=0.0,
+        aggregation="token_mean", epochs=2, minibatches=2,
+        optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
+                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
+        checkpoint_every=10, eval_every=0, log_every=1,
+    )
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise ValueError(f"unknown PPO config keys {sorted(unknown)}; valid: {sorted(config)}")
+    config.update(overrides)
+    return config
+
+
+def response_values(value_apply, value_params, ids, mask, response_len: int) -> jax.Array:
+    """V(s_t) for each response token t: the value head at the position before t. [N, R]."""
+    return value_apply(value_params, ids, mask)[:, -response_len - 1:-1].astype(jnp.float32)
+
+
+def token_rewards(scores, old_logps, ref_logps, response_mask, *, kl_coef: float) -> jax.Array:
+    """r_t = -kl_coef (log pi_old - log pi_ref)_t, plus the sequence score at the last valid
+    response token. [N], [N, R] x3 -> [N, R] (0 off the mask)."""
+    m = jnp.asarray(response_mask, bool)
+    r = -kl_coef * jnp.where(m, old_logps - ref_logps, 0.0)
+    last = jnp.maximum(m.sum(-1) - 1, 0)
+    at_last = jnp.arange(m.shape[1])[None, :] == last[:, None]
+    return r + jnp.where(at_last & m, jnp.asarray(scores, jnp.float32)[:, None], 0.0)
+
+
+def ppo_advantages(rewards, values, response_mask, *, gamma: float, lam: float,
+                   whiten: bool = True) -> tuple[jax.Array, jax.Array]:
+    """GAE advantages (optionally whitened over the batch's valid tokens) and returns."""
+    adv, returns = ops.gae(rewards, values, response_mask, gamma=gamma, lam=lam)
+    if whiten:
+        adv = ops.batch_normalized_advantages(adv, response_mask)
+    return adv, returns
+
+
+def make_ppo_loss(policy_apply, value_apply, *, clip_low=0.2, clip_high=None, value_clip=0.2,
+                  vf_coef=0.5, entropy_coef=0.0, aggregation="token_mean") -> Callable:
+    """`loss_fn(params, batch, rng)` with params {"policy", "value"} and a batch of ids, mask,
+    response_mask, old_logps, old_values, advantages [N, R], returns [N, R]."""
+
+    def loss_fn(params, batch, rng):
+        del rng
+        rmask = batch["response_mask"]
+        r = rmask.shape[1]
+        logits = online.response_logits(policy_apply, params["policy"], batch["ids"],
+                                        batch["mask"], r)
+        logps = ops.token_logprobs(logits, batch["ids"][:, -r:])
+        tok, stats = ppo_clip_loss(logps, batch["old_logps"], batch["advantages"], rmask,
+                                   clip_low=clip_low, clip_high=clip_high)
+        pg = aggregate(tok, rmask, aggregation)
+        values = response_values(value_apply, params["value"], batch["ids"], batch["mask"], r)
+        vf = aggregate(clipped_value_loss(values, batch["old_values"], batch["returns"], rmask,
+                                          clip=value_clip), rmask, aggregation)
+        entropy = ops.token_entropy(logits)
+        loss = pg + vf_coef * vf - entropy_coef * aggregate(entropy, rmask, aggregation)
+        return loss, {
+            "pg_loss": pg, "value_loss": vf,
+            "clip_fraction": ops.masked_mean(stats["clipped"], rmask, axis=None),
+            "ratio": ops.masked_mean(stats["ratio"], rmask, axis=None),
+            "entropy": ops.masked_mean(entropy, rmask, axis=None),
+            "value_mean": ops.masked_mean(values, rmask, axis=None),
+        }
+
+    return loss_fn
+
+
+def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_params,
+          init_value_params, ref_params, prompt_ids, prompt_mask,
+          reward_fn: Callable[[online.Rollout], Any], eval_fn: Callable | None = None,
+          seed: int = 0) -> dict:
+    """Runs PPO; returns {"params" (policy), "value_params", "metrics", "eval", "history"}.
+
+    `eval_fn(policy_params) -> metrics`. Resume as in `policy_gradient.train`.
+    """
+    from alignax.train.optim import make_optimizer
+    from alignax.train.state import TrainState
+    from alignax.train.step import make_train_step
+
+    cfg = default_config(**{k: v for k, v in dict(config).items() if k in default_config()})
+    iterations, n = int(cfg["iterations"]), int(cfg["num_samples"])
+    per_iter, r_len = int(cfg["prompts_per_iteration"]), int(cfg["max_new_tokens"])
+    prompt_ids, prompt_mask = np.asarray(prompt_ids), np.asarray(prompt_mask)
+    if len(prompt_ids) < per_iter:
+        raise ValueError(f"{len(prompt_ids)} prompts < prompts_per_iteration={per_iter}")
+    tx = make_optimizer(cfg["optimizer"], iterations * int(cfg["epochs"])
+                        * int(cfg["minibatches"]))
+    step = make_train_step(make_ppo_loss(
+        model.apply, value_model.apply, clip_low=float(cfg["clip_low"]),
+        clip_high=None if cfg["clip_high"] is None else float(cfg["clip_high"]),
+        value_clip=float(cfg["value_clip"]), vf_coef=float(cfg["vf_coef"]),
+        entropy_coef=float(cfg["entropy_coef"]), aggregation=cfg["aggregation"]), tx)
+    rollout_fn = jax.jit(online.make_rollout(
+        model, num_samples=n, max_new_tokens=r_len, temperature=float(cfg["temperature"]),
+        top_k=int(cfg["top_k"]), top_p=float(cfg["top_p"]),
+        stop_tokens=tuple(cfg["stop_tokens"])))
+    ref_logps_fn = online.make_reference_logps(model.apply, r_len)
+    values_fn = jax.jit(lambda p, ids, mask: response_values(value_model.apply, p, ids, mask,
+                                                             r_len))
+    kl_ctl = online.AdaptiveKLController(float(cfg["kl_coef"]), cfg["kl_target"],
+                                         int(cfg["kl_horizon"]))
+    base_key = jax.random.key(seed)
+
+    def iterate(state, extra, it):
+        kl_ctl.coef = extra["kl_coef"]
+        rng = np.random.default_rng([seed, it])
+        rows = rng.choice(len(prompt_ids), per_iter, replace=False)
+        t0 = time.perf_counter()
+        rollout = rollout_fn(state.params["policy"], prompt_ids[rows], prompt_mask[rows],
+                             jax.random.fold_in(base_key, it))
+        rollout = rollout._replace(prompt_index=jnp.asarray(rows)[rollout.prompt_index])
+        scores = jnp.asarray(reward_fn(rollout), jnp.float32)
+        jax.block_until_ready(scores)
+        t_rollout = time.perf_counter() - t0
+        ref_logps = ref_logps_fn(ref_params, rollout.ids, rollout.mask)
+        values = values_fn(state.params["value"], rollout.ids, rollout.mask)
+        rewards = token_rewards(scores, rollout.old_logps, ref_logps, rollout.response_mask,
+                                kl_coef=kl_ctl.coef)
+        adv, returns = ppo_advantages(rewards, values, rollout.response_mask,
+                                      gamma=float(cfg["gamma"]), lam=float(cfg["lam"]),
+                                      whiten=bool(cfg["whiten_advantages"]))
+        batch = online.training_batch(rollout, adv)
+        batch.update(old_values=values, returns=returns)
+        t1 = time.perf_counter()
+        step_metrics = []
+        for _ in range(int(cfg["epochs"])):
+            for mb in online.minibatches(batch, int(cfg["minibatches"]), rng):
+                state, m = step(state, mb)
+                step_metrics.append(m)
+        jax.block_until_ready(state.params)
+        metrics = online.mean_metrics(step_metrics)
+        seq_kl = float(ops.masked_sum(rollout.old_logps - ref_logps,
+                                      rollout.response_mask).mean())
+        metrics.update({
+            "reward": float(scores.mean()), "reward_std": float(scores.std()),
+            "kl_ref_seq": seq_kl, "kl_coef": kl_ctl.coef,
+            "response_length": float(np.asarray(rollout.lengths).mean()),
+            "rollout_s": t_rollout, "update_s": time.perf_counter() - t1,
+        })
+        kl_ctl.update(seq_kl, len(rows) * n)
+        return state, {"kl_coef": kl_ctl.coef}, metrics
+
+    params = {"policy": jax.tree.map(jnp.copy, init_params),
+              "value": jax.tree.map(jnp.copy, init_value_params)}
+    out = online.run_iterations(
+        workdir, state=TrainState.create(params, tx, jax.random.key(seed)), iterate=iterate,
+        iterations=iterations, extra={"kl_coef": kl_ctl.coef},
+        eval_fn=None if eval_fn is None else (lambda st: eval_fn(st.params["policy"])),
+        eval_every=int(cfg["eval_every"]), log_every=int(cfg["log_every"]),
+        checkpoint_every=int(cfg["checkpoint_every"]))
+    state = out["state"]
+    return {"params": state.params["policy"], "value_params": state.params["value"],
+            "metrics": out["metrics"], "eval": out["eval"], "history": out["history"],
+            "start_iteration": out["start_iteration"]}

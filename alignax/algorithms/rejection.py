@@ -1,0 +1,116 @@
+"""RAFT / rejection-sampling fine-tuning: sample K per prompt, keep the best by a reward, SFT on
+the kept samples, repeat (Dong et al. 2023, "RAFT", arXiv 2304.06767; the RSF loop of
+Directional Preference Alignment).
+
+Per iteration: rollouts of `num_samples` per prompt, rewards, the best sample of each prompt
+(ties: the first), then `epochs` passes of `minibatches` next-token NLL updates on the kept
+responses (response tokens only; the prompt is context).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alignax import ops
+from alignax.algorithms import online
+
+
+def default_config(**overrides) -> dict:
+    config = dict(
+        iterations=10, prompts_per_iteration=16, num_samples=8, max_new_tokens=16,
+        temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), epochs=2, minibatches=1,
+        optimizer=dict(name="adamw", learning_rate=1e-4, warmup_steps=0, schedule="constant",
+                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
+        checkpoint_every=10, eval_every=0, log_every=1,
+    )
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise ValueError(f"unknown RAFT config keys {sorted(unknown)}; valid: {sorted(config)}")
+    config.update(overrides)
+    return config
+
+
+def make_response_nll_loss(apply_fn) -> Callable:
+    """Token-mean NLL of the response tokens of a rollout batch (ids, mask, response_mask)."""
+
+    def loss_fn(params, batch, rng):
+        del rng
+        rmask = batch["response_mask"]
+        logps = online.response_logps(apply_fn, params, batch["ids"], batch["mask"],
+                                      rmask.shape[1])
+        nll = -ops.masked_mean(logps, rmask, axis=None)
+        return nll, {"nll": nll}
+
+    return loss_fn
+
+
+def best_rows(rewards, num_samples: int) -> np.ndarray:
+    """Row index of the best sample of each prompt: [G * n] -> [G] (first on ties)."""
+    r = np.asarray(rewards).reshape(-1, num_samples)
+    return np.argmax(r, axis=1) + np.arange(r.shape[0]) * num_samples
+
+
+def train(config: Mapping[str, Any], workdir: str, *, model, init_params, prompt_ids,
+          prompt_mask, reward_fn: Callable[[online.Rollout], Any],
+          eval_fn: Callable | None = None, seed: int = 0) -> dict:
+    """Runs RAFT; returns {"params", "metrics", "eval", "history", "start_iteration"}."""
+    from alignax.train.optim import make_optimizer
+    from alignax.train.state import TrainState
+    from alignax.train.step import make_train_step
+
+    cfg = default_config(**{k: v for k, v in dict(config).items() if k in default_config()})
+    iterations, n = int(cfg["iterations"]), int(cfg["num_samples"])
+    per_iter = int(cfg["prompts_per_iteration"])
+    prompt_ids, prompt_mask = np.asarray(prompt_ids), np.asarray(prompt_mask)
+    if len(prompt_ids) < per_iter:
+        raise ValueError(f"{len(prompt_ids)} prompts < prompts_per_iteration={per_iter}")
+    tx = make_optimizer(cfg["optimizer"], iterations * int(cfg["epochs"])
+                        * int(cfg["minibatches"]))
+    step = make_train_step(make_response_nll_loss(model.apply), tx)
+    rollout_fn = jax.jit(online.make_rollout(
+        model, num_samples=n, max_new_tokens=int(cfg["max_new_tokens"]),
+        temperature=float(cfg["temperature"]), top_k=int(cfg["top_k"]),
+        top_p=float(cfg["top_p"]), stop_tokens=tuple(cfg["stop_tokens"])))
+    base_key = jax.random.key(seed)
+
+    def iterate(state, extra, it):
+        rng = np.random.default_rng([seed, it])
+        rows = rng.choice(len(prompt_ids), per_iter, replace=False)
+        t0 = time.perf_counter()
+        rollout = rollout_fn(state.params, prompt_ids[rows], prompt_mask[rows],
+                             jax.random.fold_in(base_key, it))
+        rollout = rollout._replace(prompt_index=jnp.asarray(rows)[rollout.prompt_index])
+        rewards = np.asarray(reward_fn(rollout), np.float32)
+        t_rollout = time.perf_counter() - t0
+        keep = best_rows(rewards, n)
+        batch = {"ids": rollout.ids[keep], "mask": rollout.mask[keep],
+                 "response_mask": rollout.response_mask[keep]}
+        t1 = time.perf_counter()
+        step_metrics = []
+        for _ in range(int(cfg["epochs"])):
+            for mb in online.minibatches(batch, int(cfg["minibatches"]), rng):
+                state, m = step(state, mb)
+                step_metrics.append(m)
+        jax.block_until_ready(state.params)
+        metrics = online.mean_metrics(step_metrics)
+        metrics.update({
+            "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
+            "reward_kept": float(rewards[keep].mean()),
+            "response_length": float(np.asarray(rollout.lengths).mean()),
+            "rollout_s": t_rollout, "update_s": time.perf_counter() - t1,
+        })
+        return state, extra, metrics
+
+    state = TrainState.create(jax.tree.map(jnp.copy, init_params), tx, jax.random.key(seed))
+    out = online.run_iterations(
+        workdir, state=state, iterate=iterate, iterations=iterations,
+        eval_fn=None if eval_fn is None else (lambda st: eval_fn(st.params)),
+        eval_every=int(cfg["eval_every"]), log_every=int(cfg["log_every"]),
+        checkpoint_every=int(cfg["checkpoint_every"]))
+    return {"params": out["state"].params, "metrics": out["metrics"], "eval": out["eval"],
+            "history": out["history"], "start_iteration": out["start_iteration"]}
