@@ -8,10 +8,11 @@ proxy keeps rising; KL(pi || ref) is the budget axis. Methods: PPO (Ouyang et al
 
 Setting: the bigram language testbed (alignax.tasks). The reference policy is the cached SFT
 policy; the gold reward is the mean token score; the proxy is a BT reward model trained on a few
-hundred gold-labelled pairs (alignax.tasks.policies.make_proxy_rm), so it is right on the
-reference's distribution and wrong off it. Each variant optimises the proxy with a small KL
-penalty and is evaluated every few iterations on held-out prompts: gold and proxy reward of its
-samples and the sequence KL to the reference.
+hundred pairs (alignax.tasks.policies.make_proxy_rm) whose labels are gold BT draws, except that
+60% of them prefer the response with more of one bad token (gold score < -1): a planted flaw,
+like the length bias of real preference data, that a policy can exploit. Each variant optimises
+the proxy with a small KL penalty and is evaluated every few iterations on held-out prompts: gold
+and proxy reward of its samples and the sequence KL to the reference.
 
 Claims checked: (1) every method raises the proxy reward above the reference's; (2) the proxy is
 overoptimised: along the GRPO run with the smallest KL penalty, the final gold reward is below the
@@ -26,7 +27,6 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -56,9 +56,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                  train=dict(steps=600 if not smoke else 10, batch_size=64,
                                             checkpoint_every=10_000, log_every=50,
                                             eval_every=0, progress=False))
+    # the proxy's planted flaw: 60% of its training labels prefer more of a bad token
     c.proxy = proxy_rm_config(task=task, num_pairs=256 if not smoke else 32,
                               num_eval_pairs=512 if not smoke else 32,
                               label_temperature=0.1,
+                              spurious=dict(token=_spurious_token(task), rate=0.6),
                               train=dict(steps=300 if not smoke else 5, batch_size=32,
                                          checkpoint_every=10_000, log_every=50, eval_every=0,
                                          progress=False))
@@ -84,6 +86,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     return c
 
 
+def _spurious_token(task_cfg) -> int:
+    """The most frequent token (in chain responses) among those with gold score below -1."""
+    from alignax.tasks.language import BigramLanguage
+
+    task = BigramLanguage(**task_cfg)
+    rng = np.random.default_rng(0)
+    responses = task.sample_responses(rng, task.sample_prompts(rng, 2000))
+    scores = task.token_scores()
+    bad = np.flatnonzero(scores < -1.0)
+    counts = [(responses == t).mean() for t in bad]
+    return int(bad[int(np.argmax(counts))])
+
+
 def _eval_fn(policy, rm, prompts):
     """`params -> {gold, proxy, kl}` on held-out prompts (one sample each, fixed key)."""
     task = policy.task
@@ -91,12 +106,11 @@ def _eval_fn(policy, rm, prompts):
     mask = np.ones_like(ids, bool)
     r = task.response_len
     rollout_fn = online.make_rollout(policy.model, num_samples=1, max_new_tokens=r)
-    scores = jnp.asarray(task.token_scores())
 
     @jax.jit
     def evaluate(params):
         rollout = rollout_fn(params, ids, mask, jax.random.key(123))
-        gold = scores[rollout.responses].mean(-1)
+        gold = rm.gold(rollout.responses, rollout.prompts[:, 1:])  # prompts without the bos
         proxy = rm.model.apply(rm.params, rollout.ids, rollout.mask)
         logits = online.response_logits(policy.model.apply, params, rollout.ids, rollout.mask, r)
         ref_logits = online.response_logits(policy.model.apply, policy.params, rollout.ids,
@@ -116,7 +130,7 @@ def _best_of_n(policy, rm, prompts, ns, seed):
                                           max_new_tokens=task.response_len))(
         policy.params, ids, np.ones_like(ids, bool), jax.random.key(seed))
     proxy = np.asarray(rm.model.apply(rm.params, rollout.ids, rollout.mask)).reshape(-1, n_max)
-    gold = task.gold_reward(np.asarray(rollout.responses)).reshape(-1, n_max)
+    gold = np.asarray(rm.gold(rollout.responses, rollout.prompts[:, 1:])).reshape(-1, n_max)
     out = []
     for n in ns:
         pick = np.argmax(proxy[:, :n], axis=1)
@@ -221,11 +235,15 @@ def claims(results) -> list[Claim]:
         seeds = results["grpo"]["per_seed"].values()
         drop = [m["max_gold"] - m["final_gold"] for m in seeds]
         proxy_up = [m["final_proxy"] - m["proxy_at_max_gold"] for m in seeds]
+        gain = [m["max_gold"] - m["ref_gold"] for m in seeds]
         out.append(Claim(
-            name="the proxy is overoptimised along GRPO: the final gold reward is below its "
-                 "best while the proxy is at least as high as there (mean over seeds)",
-            passed=float(np.mean(drop)) > 0 and float(np.mean(proxy_up)) >= 0,
+            name="the proxy is overoptimised along GRPO: the final gold reward falls below its "
+                 "best by at least 10% of the best gain while the proxy is at least as high "
+                 "as there (means over seeds)",
+            passed=(float(np.mean(drop)) >= 0.1 * float(np.mean(gain))
+                    and float(np.mean(proxy_up)) >= 0),
             measured={"gold_drop_from_best": float(np.mean(drop)),
+                      "best_gold_gain": float(np.mean(gain)),
                       "proxy_change_after_best_gold": float(np.mean(proxy_up))}))
     return out
 

@@ -192,7 +192,9 @@ def proxy_rm_config(**overrides) -> dict:
 
     Keys: task, gold (kind "token_score" or "random_transformer", with the random model's
     d_model, n_layers, seed), num_pairs, num_eval_pairs, label_temperature (BT temperature of the
-    gold labels), seed, model, optimizer, train.
+    gold labels), spurious (token, rate: that share of the training pairs is labelled by the
+    count of `token` instead of the gold, a planted bias the proxy learns; token -1 = none),
+    seed, model, optimizer, train.
     """
     config = {
         "task": sft_policy_config()["task"],
@@ -200,6 +202,7 @@ def proxy_rm_config(**overrides) -> dict:
         "num_pairs": 2048,
         "num_eval_pairs": 512,
         "label_temperature": 0.05,
+        "spurious": dict(token=-1, rate=0.0),
         "seed": 0,
         "model": dict(d_model=64, n_layers=2, n_heads=4, d_ff=176),
         "optimizer": dict(name="adamw", learning_rate=1e-3, warmup_steps=0, schedule="constant",
@@ -230,9 +233,12 @@ def make_gold(task: BigramLanguage, gold_cfg: Mapping[str, Any]):
 
 
 def gold_preference_pairs(task: BigramLanguage, gold, n: int, *, seed: int,
-                          temperature: float) -> list[dict[str, np.ndarray]]:
+                          temperature: float, spurious_token: int = -1,
+                          spurious_rate: float = 0.0) -> list[dict[str, np.ndarray]]:
     """Pairs of chain responses to one prompt, labelled by BT draws from `gold`.
 
+    With `spurious_rate` > 0, that share of the pairs is labelled instead by which response has
+    more `spurious_token`s (ties keep the gold label): a planted bias for a proxy RM to learn.
     Records have the recipes' pair fields (chosen/rejected ids, masks, response masks) plus
     `chosen_gold`, `rejected_gold` and `label_correct` (1 if the chosen one is truly better).
     """
@@ -243,6 +249,10 @@ def gold_preference_pairs(task: BigramLanguage, gold, n: int, *, seed: int,
     a, b = task.sample_responses(rng, prompts), task.sample_responses(rng, prompts)
     ra, rb = np.asarray(gold(a, prompts)), np.asarray(gold(b, prompts))
     a_wins = bradley_terry(ra, rb, rng=rng, temperature=temperature).astype(bool)
+    if spurious_rate > 0:
+        ca, cb = (a == spurious_token).sum(-1), (b == spurious_token).sum(-1)
+        biased = (rng.random(n) < spurious_rate) & (ca != cb)
+        a_wins = np.where(biased, ca > cb, a_wins)
     chosen = task.sequences(prompts, np.where(a_wins[:, None], a, b))
     rejected = task.sequences(prompts, np.where(a_wins[:, None], b, a))
     rc, rr = np.where(a_wins, ra, rb), np.where(a_wins, rb, ra)
@@ -279,8 +289,10 @@ def make_proxy_rm(config: Mapping[str, Any] | None = None, *,
                                 float(meta["gold_accuracy"]))
 
     seed, temp = int(config["seed"]), float(config["label_temperature"])
+    spurious = config.get("spurious", {"token": -1, "rate": 0.0})
     pairs = gold_preference_pairs(task, gold, int(config["num_pairs"]), seed=seed,
-                                  temperature=temp)
+                                  temperature=temp, spurious_token=int(spurious["token"]),
+                                  spurious_rate=float(spurious["rate"]))
     eval_pairs = stack_records(gold_preference_pairs(
         task, gold, int(config["num_eval_pairs"]), seed=10_000 + seed, temperature=temp))
     os.makedirs(os.path.dirname(entry), exist_ok=True)
