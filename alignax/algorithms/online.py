@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
@@ -293,3 +294,68 @@ def run_iterations(workdir: str, *, state, iterate: Callable, iterations: int,
 def mean_metrics(step_metrics: list) -> dict[str, float]:
     """Mean over the update steps of an iteration of each metric."""
     return {k: float(np.mean([float(m[k]) for m in step_metrics])) for k in step_metrics[0]}
+
+
+def merged_config(defaults: Callable[..., dict], config: Mapping[str, Any]) -> dict:
+    """`defaults(**known)` with the keys of `config` that `defaults()` knows (others ignored, so
+    a recipe's section may hold extra keys of the experiment)."""
+    known = defaults()
+    return defaults(**{k: v for k, v in dict(config).items() if k in known})
+
+
+def prompt_pool(prompt_ids, prompt_mask, per_iteration: int) -> tuple[np.ndarray, np.ndarray]:
+    """The prompt pool as numpy arrays, checked to hold at least one iteration's prompts."""
+    prompt_ids, prompt_mask = np.asarray(prompt_ids), np.asarray(prompt_mask)
+    if len(prompt_ids) < per_iteration:
+        raise ValueError(f"{len(prompt_ids)} prompts < prompts_per_iteration={per_iteration}")
+    return prompt_ids, prompt_mask
+
+
+def rollout_from_config(model, cfg: Mapping[str, Any], num_samples: int) -> Callable:
+    """The jitted `make_rollout` of a recipe config (max_new_tokens, temperature, top_k, top_p,
+    stop_tokens)."""
+    return jax.jit(make_rollout(
+        model, num_samples=num_samples, max_new_tokens=int(cfg["max_new_tokens"]),
+        temperature=float(cfg["temperature"]), top_k=int(cfg["top_k"]),
+        top_p=float(cfg["top_p"]), stop_tokens=tuple(cfg["stop_tokens"])))
+
+
+def iteration_rollout(rollout_fn, params, prompt_ids, prompt_mask, *, seed: int, it: int,
+                      per_iteration: int) -> tuple[Rollout, np.random.Generator]:
+    """Iteration `it`'s rollout on prompts drawn from the pool with a (seed, it) generator, its
+    `prompt_index` remapped to pool rows; returns the generator for the update's shuffles."""
+    rng = np.random.default_rng([seed, it])
+    rows = rng.choice(len(prompt_ids), per_iteration, replace=False)
+    rollout = rollout_fn(params, prompt_ids[rows], prompt_mask[rows],
+                         jax.random.fold_in(jax.random.key(seed), it))
+    return rollout._replace(prompt_index=jnp.asarray(rows)[rollout.prompt_index]), rng
+
+
+def run_updates(step, state, batch, *, epochs: int, num_minibatches: int,
+                rng: np.random.Generator, split: Callable = None):
+    """`epochs` passes of `step` over shuffled minibatches (`split(batch, n, rng)`, default
+    `minibatches`): returns (state, mean metrics, seconds)."""
+    split = minibatches if split is None else split
+    t0 = time.perf_counter()
+    step_metrics = []
+    for _ in range(int(epochs)):
+        for mb in split(batch, int(num_minibatches), rng):
+            state, m = step(state, mb)
+            step_metrics.append(m)
+    jax.block_until_ready(state.params)
+    return state, mean_metrics(step_metrics), time.perf_counter() - t0
+
+
+def run_recipe(workdir: str, *, state, iterate: Callable, cfg: Mapping[str, Any],
+               eval_fn: Callable | None, params_of: Callable = lambda st: st.params,
+               extra: Mapping[str, float] | None = None) -> dict:
+    """`run_iterations` with a recipe config's schedule; the result as the recipes return it:
+    {"params", "state", "metrics", "eval", "history", "start_iteration"}."""
+    out = run_iterations(
+        workdir, state=state, iterate=iterate, iterations=int(cfg["iterations"]), extra=extra,
+        eval_fn=None if eval_fn is None else (lambda st: eval_fn(params_of(st))),
+        eval_every=int(cfg["eval_every"]), log_every=int(cfg["log_every"]),
+        checkpoint_every=int(cfg["checkpoint_every"]))
+    return {"params": params_of(out["state"]), "state": out["state"], "metrics": out["metrics"],
+            "eval": out["eval"], "history": out["history"],
+            "start_iteration": out["start_iteration"]}

@@ -84,28 +84,21 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
     from alignax.train.state import TrainState
     from alignax.train.step import make_train_step
 
-    cfg = default_config(**{k: v for k, v in dict(config).items() if k in default_config()})
-    iterations, n = int(cfg["iterations"]), int(cfg["num_samples"])
-    per_iter, r_len = int(cfg["prompts_per_iteration"]), int(cfg["max_new_tokens"])
+    cfg = online.merged_config(default_config, config)
+    n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
     if n < 2:
         raise ValueError("online DPO needs num_samples >= 2")
     if cfg["judge"] not in ("reward_fn", "implicit"):
         raise ValueError(f"judge must be 'reward_fn' or 'implicit', got {cfg['judge']!r}")
     if cfg["judge"] == "reward_fn" and reward_fn is None:
         raise ValueError("judge='reward_fn' needs a reward_fn")
-    prompt_ids, prompt_mask = np.asarray(prompt_ids), np.asarray(prompt_mask)
-    if len(prompt_ids) < per_iter:
-        raise ValueError(f"{len(prompt_ids)} prompts < prompts_per_iteration={per_iter}")
+    prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
     beta = float(dict(cfg["loss_kwargs"]).get("beta", 0.1))
-    tx = make_optimizer(cfg["optimizer"], iterations * int(cfg["epochs"])
+    tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
                         * int(cfg["minibatches"]))
     step = make_train_step(make_pair_loss(model.apply, cfg["loss"], cfg["loss_kwargs"]), tx)
-    rollout_fn = jax.jit(online.make_rollout(
-        model, num_samples=n, max_new_tokens=r_len, temperature=float(cfg["temperature"]),
-        top_k=int(cfg["top_k"]), top_p=float(cfg["top_p"]),
-        stop_tokens=tuple(cfg["stop_tokens"])))
-    logps_fn = online.make_reference_logps(model.apply, r_len)
-    base_key = jax.random.key(seed)
+    rollout_fn = online.rollout_from_config(model, cfg, n)
+    logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]))
     ref_holder = [jax.tree.map(jnp.copy, ref_params)]
     every = int(cfg["ref_update_every"])
     resumed = [False]
@@ -116,12 +109,10 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         if every and it > 0 and (it % every == 0 or not resumed[0]):
             ref_holder[0] = jax.tree.map(jnp.copy, state.params)
         resumed[0] = True
-        rng = np.random.default_rng([seed, it])
-        rows = rng.choice(len(prompt_ids), per_iter, replace=False)
         t0 = time.perf_counter()
-        rollout = rollout_fn(state.params, prompt_ids[rows], prompt_mask[rows],
-                             jax.random.fold_in(base_key, it))
-        rollout = rollout._replace(prompt_index=jnp.asarray(rows)[rollout.prompt_index])
+        rollout, rng = online.iteration_rollout(rollout_fn, state.params, prompt_ids,
+                                                prompt_mask, seed=seed, it=it,
+                                                per_iteration=per_iter)
         ref_seq = ops.masked_sum(logps_fn(ref_holder[0], rollout.ids, rollout.mask),
                                  rollout.response_mask)
         if cfg["judge"] == "implicit":
@@ -135,31 +126,20 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         batch = {"ids": rollout.ids[both], "mask": rollout.mask[both],
                  "response_mask": rollout.response_mask[both], "ref_logps": ref_seq[both],
                  "weight": jnp.asarray(valid, jnp.float32)}
-        t1 = time.perf_counter()
-        step_metrics = []
-        for _ in range(int(cfg["epochs"])):
-            for mb in _pair_minibatches(batch, int(cfg["minibatches"]), rng):
-                state, m = step(state, mb)
-                step_metrics.append(m)
-        jax.block_until_ready(state.params)
-        metrics = online.mean_metrics(step_metrics)
+        state, metrics, t_update = online.run_updates(
+            step, state, batch, epochs=cfg["epochs"], num_minibatches=cfg["minibatches"],
+            rng=rng, split=_pair_minibatches)
         metrics.update({
             "score": float(scores.mean()), "score_gap": float(
                 (scores[chosen] - scores[rejected])[valid].mean()) if valid.any() else 0.0,
             "valid_pairs": float(valid.mean()),
             "response_length": float(np.asarray(rollout.lengths).mean()),
-            "rollout_s": t_rollout, "update_s": time.perf_counter() - t1,
+            "rollout_s": t_rollout, "update_s": t_update,
         })
         return state, extra, metrics
 
     state = TrainState.create(jax.tree.map(jnp.copy, init_params), tx, jax.random.key(seed))
-    out = online.run_iterations(
-        workdir, state=state, iterate=iterate, iterations=iterations,
-        eval_fn=None if eval_fn is None else (lambda st: eval_fn(st.params)),
-        eval_every=int(cfg["eval_every"]), log_every=int(cfg["log_every"]),
-        checkpoint_every=int(cfg["checkpoint_every"]))
-    return {"params": out["state"].params, "metrics": out["metrics"], "eval": out["eval"],
-            "history": out["history"], "start_iteration": out["start_iteration"]}
+    return online.run_recipe(workdir, state=state, iterate=iterate, cfg=cfg, eval_fn=eval_fn)
 
 
 def _pair_minibatches(batch, num_minibatches: int, rng):

@@ -71,18 +71,13 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
     from alignax.train.state import TrainState
     from alignax.train.step import make_train_step
 
-    cfg = default_config(**{k: v for k, v in dict(config).items()
-                            if k in default_config()})
-    iterations, n = int(cfg["iterations"]), int(cfg["num_samples"])
-    per_iter = int(cfg["prompts_per_iteration"])
+    cfg = online.merged_config(default_config, config)
+    n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
     if cfg["kl_in"] not in ("loss", "reward"):
         raise ValueError(f"kl_in must be 'loss' or 'reward', got {cfg['kl_in']!r}")
-    prompt_ids, prompt_mask = np.asarray(prompt_ids), np.asarray(prompt_mask)
-    if len(prompt_ids) < per_iter:
-        raise ValueError(f"{len(prompt_ids)} prompts < prompts_per_iteration={per_iter}")
-
-    updates = iterations * int(cfg["epochs"]) * int(cfg["minibatches"])
-    tx = make_optimizer(cfg["optimizer"], updates)
+    prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
+    tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
+                        * int(cfg["minibatches"]))
     use_ref = float(cfg["kl_coef"]) > 0 or cfg["kl_target"] is not None
     step = make_train_step(online.make_policy_loss(
         model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]),
@@ -90,23 +85,17 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         kl_coef=float(cfg["kl_coef"]) if cfg["kl_in"] == "loss" else 0.0,
         kl_estimator=cfg["kl_estimator"], aggregation=cfg["aggregation"],
         entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"])), tx)
-    rollout_fn = jax.jit(online.make_rollout(
-        model, num_samples=n, max_new_tokens=int(cfg["max_new_tokens"]),
-        temperature=float(cfg["temperature"]), top_k=int(cfg["top_k"]),
-        top_p=float(cfg["top_p"]), stop_tokens=tuple(cfg["stop_tokens"])))
+    rollout_fn = online.rollout_from_config(model, cfg, n)
     ref_logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]))
     kl_ctl = online.AdaptiveKLController(float(cfg["kl_coef"]), cfg["kl_target"],
                                          int(cfg["kl_horizon"]))
-    base_key = jax.random.key(seed)
 
     def iterate(state, extra, it):
         kl_ctl.coef = extra["kl_coef"]
-        rng = np.random.default_rng([seed, it])
-        rows = rng.choice(len(prompt_ids), per_iter, replace=False)
         t0 = time.perf_counter()
-        rollout = rollout_fn(state.params, prompt_ids[rows], prompt_mask[rows],
-                             jax.random.fold_in(base_key, it))
-        rollout = rollout._replace(prompt_index=jnp.asarray(rows)[rollout.prompt_index])
+        rollout, rng = online.iteration_rollout(rollout_fn, state.params, prompt_ids,
+                                                prompt_mask, seed=seed, it=it,
+                                                per_iteration=per_iter)
         rewards = jnp.asarray(reward_fn(rollout), jnp.float32)
         jax.block_until_ready(rewards)
         t_rollout = time.perf_counter() - t0
@@ -117,35 +106,22 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
                                                  rollout.response_mask, coef=kl_ctl.coef,
                                                  estimator="k1")
         adv = online.compute_advantages(cfg["advantage"], shaped, n)
-        batch = online.training_batch(rollout, adv, ref_logps=ref_logps)
-        t1 = time.perf_counter()
-        step_metrics = []
-        for _ in range(int(cfg["epochs"])):
-            for mb in online.minibatches(batch, int(cfg["minibatches"]), rng):
-                state, m = step(state, mb)
-                step_metrics.append(m)
-        jax.block_until_ready(state.params)
-        metrics = online.mean_metrics(step_metrics)
+        state, metrics, t_update = online.run_updates(
+            step, state, online.training_batch(rollout, adv, ref_logps=ref_logps),
+            epochs=cfg["epochs"], num_minibatches=cfg["minibatches"], rng=rng)
         metrics.update({
             "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
             "response_length": float(np.asarray(rollout.lengths, np.float32).mean()),
-            "rollout_s": t_rollout, "update_s": time.perf_counter() - t1,
-            "kl_coef": kl_ctl.coef,
+            "rollout_s": t_rollout, "update_s": t_update, "kl_coef": kl_ctl.coef,
         })
         if use_ref:
             seq_kl = online.ops.masked_sum(online.ops.kl_estimate(
                 rollout.old_logps, ref_logps, "k1"), rollout.response_mask)
             metrics["kl_ref_seq"] = float(seq_kl.mean())
-            kl_ctl.update(metrics["kl_ref_seq"], len(rows) * n)
+            kl_ctl.update(metrics["kl_ref_seq"], per_iter * n)
         return state, {"kl_coef": kl_ctl.coef}, metrics
 
     # the step donates the state: copy, since init_params is usually also the reference
     state = TrainState.create(jax.tree.map(jnp.copy, init_params), tx, jax.random.key(seed))
-    out = online.run_iterations(
-        workdir, state=state, iterate=iterate, iterations=iterations,
-        extra={"kl_coef": kl_ctl.coef},
-        eval_fn=None if eval_fn is None else (lambda st: eval_fn(st.params)),
-        eval_every=int(cfg["eval_every"]), log_every=int(cfg["log_every"]),
-        checkpoint_every=int(cfg["checkpoint_every"]))
-    return {"params": out["state"].params, "metrics": out["metrics"], "eval": out["eval"],
-            "history": out["history"], "start_iteration": out["start_iteration"]}
+    return online.run_recipe(workdir, state=state, iterate=iterate, cfg=cfg, eval_fn=eval_fn,
+                             extra={"kl_coef": kl_ctl.coef})

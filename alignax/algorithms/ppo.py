@@ -112,38 +112,30 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
     from alignax.train.state import TrainState
     from alignax.train.step import make_train_step
 
-    cfg = default_config(**{k: v for k, v in dict(config).items() if k in default_config()})
-    iterations, n = int(cfg["iterations"]), int(cfg["num_samples"])
-    per_iter, r_len = int(cfg["prompts_per_iteration"]), int(cfg["max_new_tokens"])
-    prompt_ids, prompt_mask = np.asarray(prompt_ids), np.asarray(prompt_mask)
-    if len(prompt_ids) < per_iter:
-        raise ValueError(f"{len(prompt_ids)} prompts < prompts_per_iteration={per_iter}")
-    tx = make_optimizer(cfg["optimizer"], iterations * int(cfg["epochs"])
+    cfg = online.merged_config(default_config, config)
+    n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
+    r_len = int(cfg["max_new_tokens"])
+    prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
+    tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
                         * int(cfg["minibatches"]))
     step = make_train_step(make_ppo_loss(
         model.apply, value_model.apply, clip_low=float(cfg["clip_low"]),
         clip_high=None if cfg["clip_high"] is None else float(cfg["clip_high"]),
         value_clip=float(cfg["value_clip"]), vf_coef=float(cfg["vf_coef"]),
         entropy_coef=float(cfg["entropy_coef"]), aggregation=cfg["aggregation"]), tx)
-    rollout_fn = jax.jit(online.make_rollout(
-        model, num_samples=n, max_new_tokens=r_len, temperature=float(cfg["temperature"]),
-        top_k=int(cfg["top_k"]), top_p=float(cfg["top_p"]),
-        stop_tokens=tuple(cfg["stop_tokens"])))
+    rollout_fn = online.rollout_from_config(model, cfg, n)
     ref_logps_fn = online.make_reference_logps(model.apply, r_len)
     values_fn = jax.jit(lambda p, ids, mask: response_values(value_model.apply, p, ids, mask,
                                                              r_len))
     kl_ctl = online.AdaptiveKLController(float(cfg["kl_coef"]), cfg["kl_target"],
                                          int(cfg["kl_horizon"]))
-    base_key = jax.random.key(seed)
 
     def iterate(state, extra, it):
         kl_ctl.coef = extra["kl_coef"]
-        rng = np.random.default_rng([seed, it])
-        rows = rng.choice(len(prompt_ids), per_iter, replace=False)
         t0 = time.perf_counter()
-        rollout = rollout_fn(state.params["policy"], prompt_ids[rows], prompt_mask[rows],
-                             jax.random.fold_in(base_key, it))
-        rollout = rollout._replace(prompt_index=jnp.asarray(rows)[rollout.prompt_index])
+        rollout, rng = online.iteration_rollout(rollout_fn, state.params["policy"], prompt_ids,
+                                                prompt_mask, seed=seed, it=it,
+                                                per_iteration=per_iter)
         scores = jnp.asarray(reward_fn(rollout), jnp.float32)
         jax.block_until_ready(scores)
         t_rollout = time.perf_counter() - t0
@@ -156,34 +148,25 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
                                       whiten=bool(cfg["whiten_advantages"]))
         batch = online.training_batch(rollout, adv)
         batch.update(old_values=values, returns=returns)
-        t1 = time.perf_counter()
-        step_metrics = []
-        for _ in range(int(cfg["epochs"])):
-            for mb in online.minibatches(batch, int(cfg["minibatches"]), rng):
-                state, m = step(state, mb)
-                step_metrics.append(m)
-        jax.block_until_ready(state.params)
-        metrics = online.mean_metrics(step_metrics)
+        state, metrics, t_update = online.run_updates(
+            step, state, batch, epochs=cfg["epochs"], num_minibatches=cfg["minibatches"],
+            rng=rng)
         seq_kl = float(ops.masked_sum(rollout.old_logps - ref_logps,
                                       rollout.response_mask).mean())
         metrics.update({
             "reward": float(scores.mean()), "reward_std": float(scores.std()),
             "kl_ref_seq": seq_kl, "kl_coef": kl_ctl.coef,
             "response_length": float(np.asarray(rollout.lengths).mean()),
-            "rollout_s": t_rollout, "update_s": time.perf_counter() - t1,
+            "rollout_s": t_rollout, "update_s": t_update,
         })
-        kl_ctl.update(seq_kl, len(rows) * n)
+        kl_ctl.update(seq_kl, per_iter * n)
         return state, {"kl_coef": kl_ctl.coef}, metrics
 
     params = {"policy": jax.tree.map(jnp.copy, init_params),
               "value": jax.tree.map(jnp.copy, init_value_params)}
-    out = online.run_iterations(
-        workdir, state=TrainState.create(params, tx, jax.random.key(seed)), iterate=iterate,
-        iterations=iterations, extra={"kl_coef": kl_ctl.coef},
-        eval_fn=None if eval_fn is None else (lambda st: eval_fn(st.params["policy"])),
-        eval_every=int(cfg["eval_every"]), log_every=int(cfg["log_every"]),
-        checkpoint_every=int(cfg["checkpoint_every"]))
-    state = out["state"]
-    return {"params": state.params["policy"], "value_params": state.params["value"],
-            "metrics": out["metrics"], "eval": out["eval"], "history": out["history"],
-            "start_iteration": out["start_iteration"]}
+    out = online.run_recipe(workdir, state=TrainState.create(params, tx, jax.random.key(seed)),
+                            iterate=iterate, cfg=cfg, eval_fn=eval_fn,
+                            params_of=lambda st: st.params["policy"],
+                            extra={"kl_coef": kl_ctl.coef})
+    out["value_params"] = out["state"].params["value"]
+    return out

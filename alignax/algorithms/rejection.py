@@ -63,54 +63,34 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, prompt
     from alignax.train.state import TrainState
     from alignax.train.step import make_train_step
 
-    cfg = default_config(**{k: v for k, v in dict(config).items() if k in default_config()})
-    iterations, n = int(cfg["iterations"]), int(cfg["num_samples"])
-    per_iter = int(cfg["prompts_per_iteration"])
-    prompt_ids, prompt_mask = np.asarray(prompt_ids), np.asarray(prompt_mask)
-    if len(prompt_ids) < per_iter:
-        raise ValueError(f"{len(prompt_ids)} prompts < prompts_per_iteration={per_iter}")
-    tx = make_optimizer(cfg["optimizer"], iterations * int(cfg["epochs"])
+    cfg = online.merged_config(default_config, config)
+    n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
+    prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
+    tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
                         * int(cfg["minibatches"]))
     step = make_train_step(make_response_nll_loss(model.apply), tx)
-    rollout_fn = jax.jit(online.make_rollout(
-        model, num_samples=n, max_new_tokens=int(cfg["max_new_tokens"]),
-        temperature=float(cfg["temperature"]), top_k=int(cfg["top_k"]),
-        top_p=float(cfg["top_p"]), stop_tokens=tuple(cfg["stop_tokens"])))
-    base_key = jax.random.key(seed)
+    rollout_fn = online.rollout_from_config(model, cfg, n)
 
     def iterate(state, extra, it):
-        rng = np.random.default_rng([seed, it])
-        rows = rng.choice(len(prompt_ids), per_iter, replace=False)
         t0 = time.perf_counter()
-        rollout = rollout_fn(state.params, prompt_ids[rows], prompt_mask[rows],
-                             jax.random.fold_in(base_key, it))
-        rollout = rollout._replace(prompt_index=jnp.asarray(rows)[rollout.prompt_index])
+        rollout, rng = online.iteration_rollout(rollout_fn, state.params, prompt_ids,
+                                                prompt_mask, seed=seed, it=it,
+                                                per_iteration=per_iter)
         rewards = np.asarray(reward_fn(rollout), np.float32)
         t_rollout = time.perf_counter() - t0
         keep = best_rows(rewards, n)
         batch = {"ids": rollout.ids[keep], "mask": rollout.mask[keep],
                  "response_mask": rollout.response_mask[keep]}
-        t1 = time.perf_counter()
-        step_metrics = []
-        for _ in range(int(cfg["epochs"])):
-            for mb in online.minibatches(batch, int(cfg["minibatches"]), rng):
-                state, m = step(state, mb)
-                step_metrics.append(m)
-        jax.block_until_ready(state.params)
-        metrics = online.mean_metrics(step_metrics)
+        state, metrics, t_update = online.run_updates(
+            step, state, batch, epochs=cfg["epochs"], num_minibatches=cfg["minibatches"],
+            rng=rng)
         metrics.update({
             "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
             "reward_kept": float(rewards[keep].mean()),
             "response_length": float(np.asarray(rollout.lengths).mean()),
-            "rollout_s": t_rollout, "update_s": time.perf_counter() - t1,
+            "rollout_s": t_rollout, "update_s": t_update,
         })
         return state, extra, metrics
 
     state = TrainState.create(jax.tree.map(jnp.copy, init_params), tx, jax.random.key(seed))
-    out = online.run_iterations(
-        workdir, state=state, iterate=iterate, iterations=iterations,
-        eval_fn=None if eval_fn is None else (lambda st: eval_fn(st.params)),
-        eval_every=int(cfg["eval_every"]), log_every=int(cfg["log_every"]),
-        checkpoint_every=int(cfg["checkpoint_every"]))
-    return {"params": out["state"].params, "metrics": out["metrics"], "eval": out["eval"],
-            "history": out["history"], "start_iteration": out["start_iteration"]}
+    return online.run_recipe(workdir, state=state, iterate=iterate, cfg=cfg, eval_fn=eval_fn)
