@@ -63,7 +63,9 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
       init_params: the starting policy (usually the SFT reference).
       ref_params: the frozen reference policy.
       prompt_ids, prompt_mask: [M, P] the prompt pool (left- or right-padded).
-      reward_fn: `rollout -> [N]` rewards (host or device arrays).
+      reward_fn: `rollout -> [N]` rewards (host or device arrays); `rollout.prompt_index` holds
+        each sample's row of the prompt pool (to look up answers or references). The other
+        online recipes (ppo, rejection, online_dpo) take the same kind of reward_fn.
       eval_fn: optional `params -> metrics`, every `eval_every` iterations and at the end.
       seed: seed of prompt draws, sampling keys and the train state.
     """
