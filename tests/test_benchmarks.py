@@ -1,0 +1,37 @@
+"""The benchmark harness works (no timings are asserted: speed lives in benchmarks/)."""
+
+import numpy as np
+import pytest
+
+from benchmarks import ours, spec
+
+
+def test_flop_count_matches_a_hand_count():
+    m = spec.SIZES["tiny"]
+    d, f, layers, v = m["d_model"], m["d_ff"], m["n_layers"], m["vocab_size"]
+    w = spec.workload("w1", "tiny")
+    body = layers * (4 * d * d + 3 * d * f)
+    per_token = 2 * body + 4 * layers * d * w.seq_len
+    assert spec.step_flops("w1", "tiny") == 3 * per_token * 2 * w.batch * w.seq_len
+    w2 = spec.workload("w2", "tiny")
+    fwd = (2 * (body + v * d) + 4 * layers * d * w2.seq_len) * 2 * w2.batch * w2.seq_len
+    assert spec.step_flops("w2", "tiny") == 4 * fwd
+    assert spec.tokens_per_step("w3", "tiny") == spec.workload("w3", "tiny").batch * 8
+
+
+def test_inputs_are_shared_and_w2_pairs_share_their_prompt():
+    a = spec.inputs("w2", "tiny", num_batches=2)
+    b = spec.inputs("w2", "tiny", num_batches=2)
+    np.testing.assert_array_equal(a["chosen_ids"], b["chosen_ids"])
+    p = spec.workload("w2", "tiny").prompt_len
+    np.testing.assert_array_equal(a["chosen_ids"][..., :p], a["rejected_ids"][..., :p])
+    assert a["chosen_ids"].min() >= 3 and a["chosen_ids"].max() < spec.SIZES["tiny"]["vocab_size"]
+
+
+@pytest.mark.parametrize("name", ["w1", "w3"])
+def test_alignax_side_runs_and_reports_every_field(name):
+    result = ours.WORKLOADS[name]("tiny", steps=2, warmup=0)
+    assert len(result["step_times"]) == 2 and all(t > 0 for t in result["step_times"])
+    for key in ("compile_s", "tokens_per_step", "flops_per_step", "peak_rss_mb", "notes"):
+        assert key in result
+    assert result["flops_per_step"] == spec.step_flops(name, "tiny")
