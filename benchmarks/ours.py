@@ -9,9 +9,6 @@ loss function, `alignax.sampling.sample`), runs one step to compile, `warmup` mo
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import resource
 import time
 
@@ -208,21 +205,7 @@ WORKLOADS = {
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
-    parser.add_argument("--size", default="tiny", choices=sorted(spec.SIZES))
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--out", default="")
-    args = parser.parse_args(argv)
-    result = WORKLOADS[args.workload](args.size, steps=args.steps, warmup=args.warmup)
-    text = json.dumps(result, indent=1)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text)
-    else:
-        print(text)
+    spec.run_cli(WORKLOADS, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

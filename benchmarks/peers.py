@@ -39,9 +39,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")  # TRL's reference precompute loop uses tqdm
 
-import argparse  # noqa: E402
 import copy  # noqa: E402
-import json  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -429,26 +427,9 @@ WORKLOADS = {
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
-    parser.add_argument("--size", default="tiny", choices=sorted(spec.SIZES))
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="")
-    args = parser.parse_args(argv)
-    if args.warmup < 1 or args.steps < 1:
-        parser.error("--warmup and --steps must be >= 1 (the first step is the warmup/compile)")
-    _setup_torch()
-    result = WORKLOADS[args.workload](args.size, steps=args.steps, warmup=args.warmup,
-                                      seed=args.seed)
-    text = json.dumps(result, indent=1)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text)
-    else:
-        print(text)
+    # the first step is the warmup/compile: at least one warmup and one timed step
+    spec.run_cli(WORKLOADS, __doc__.splitlines()[0], argv, min_steps=1, setup=_setup_torch,
+                 with_seed=True)
 
 
 if __name__ == "__main__":

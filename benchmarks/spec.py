@@ -129,3 +129,37 @@ def inputs(name: str, size: str, *, num_batches: int, seed: int = 0) -> dict[str
 def w4_reward(response_ids: np.ndarray, vocab_size: int) -> np.ndarray:
     """W4's rule reward, the same for every implementation: share of even token ids. [N, R]."""
     return (np.asarray(response_ids) % 2 == 0).mean(axis=-1).astype(np.float32)
+
+
+def run_cli(workloads, description: str, argv=None, *, min_steps: int = 0,
+            setup=None, with_seed: bool = False) -> None:
+    """The command line both sides share: run one workload, write (or print) its JSON result.
+
+    `python -m benchmarks.<side> --workload w1 --size tiny --steps 3 --warmup 1 --out r.json`
+    """
+    import argparse
+    import json
+    import os
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--workload", required=True, choices=sorted(workloads))
+    parser.add_argument("--size", default="tiny", choices=sorted(SIZES))
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    if with_seed:
+        parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args(argv)
+    if args.warmup < min_steps or args.steps < max(min_steps, 1):
+        parser.error(f"--warmup must be >= {min_steps} and --steps >= {max(min_steps, 1)}")
+    if setup is not None:
+        setup()
+    kwargs = {"seed": args.seed} if with_seed else {}
+    result = workloads[args.workload](args.size, steps=args.steps, warmup=args.warmup, **kwargs)
+    text = json.dumps(result, indent=1)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(text)
+    else:
+        print(text)

@@ -23,6 +23,7 @@ import numpy as np
 from alignax import ops
 from alignax.algorithms import online
 from alignax.losses import DIRECT_LOSSES
+from alignax._src.config import with_overrides
 
 
 def default_config(**overrides) -> dict:
@@ -34,12 +35,7 @@ def default_config(**overrides) -> dict:
                        clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
         checkpoint_every=10, eval_every=0, log_every=1,
     )
-    unknown = set(overrides) - set(config)
-    if unknown:
-        raise ValueError(f"unknown online-DPO config keys {sorted(unknown)}; "
-                         f"valid: {sorted(config)}")
-    config.update(overrides)
-    return config
+    return with_overrides(config, overrides, "online-DPO config keys")
 
 
 def make_pair_loss(apply_fn, loss: str = "dpo", loss_kwargs=None) -> Callable:

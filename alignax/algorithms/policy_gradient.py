@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alignax.algorithms import online
+from alignax._src.config import with_overrides
 
 
 def default_config(**overrides) -> dict:
@@ -42,12 +43,7 @@ def default_config(**overrides) -> dict:
                        clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
         checkpoint_every=10, eval_every=0, log_every=1,
     )
-    unknown = set(overrides) - set(config)
-    if unknown:
-        raise ValueError(f"unknown policy-gradient config keys {sorted(unknown)}; "
-                         f"valid: {sorted(config)}")
-    config.update(overrides)
-    return config
+    return with_overrides(config, overrides, "policy-gradient config keys")
 
 
 def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_params,

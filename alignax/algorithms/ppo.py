@@ -25,6 +25,7 @@ import numpy as np
 from alignax import ops
 from alignax.algorithms import online
 from alignax.losses import aggregate, clipped_value_loss, ppo_clip_loss
+from alignax._src.config import with_overrides
 
 
 def default_config(**overrides) -> dict:
@@ -38,11 +39,7 @@ def default_config(**overrides) -> dict:
                        clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
         checkpoint_every=10, eval_every=0, log_every=1,
     )
-    unknown = set(overrides) - set(config)
-    if unknown:
-        raise ValueError(f"unknown PPO config keys {sorted(unknown)}; valid: {sorted(config)}")
-    config.update(overrides)
-    return config
+    return with_overrides(config, overrides, "PPO config keys")
 
 
 def response_values(value_apply, value_params, ids, mask, response_len: int) -> jax.Array:

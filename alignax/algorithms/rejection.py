@@ -18,6 +18,7 @@ import numpy as np
 
 from alignax import ops
 from alignax.algorithms import online
+from alignax._src.config import with_overrides
 
 
 def default_config(**overrides) -> dict:
@@ -28,11 +29,7 @@ def default_config(**overrides) -> dict:
                        clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
         checkpoint_every=10, eval_every=0, log_every=1,
     )
-    unknown = set(overrides) - set(config)
-    if unknown:
-        raise ValueError(f"unknown RAFT config keys {sorted(unknown)}; valid: {sorted(config)}")
-    config.update(overrides)
-    return config
+    return with_overrides(config, overrides, "RAFT config keys")
 
 
 def make_response_nll_loss(apply_fn) -> Callable:

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from alignax.tasks.language import BigramLanguage
+from alignax._src.config import with_overrides
 
 CACHE_VERSION = 1
 
@@ -55,11 +56,7 @@ def sft_policy_config(**overrides) -> dict:
         "train": dict(steps=600, batch_size=64, checkpoint_every=10_000, log_every=50,
                       eval_every=0, progress=False),
     }
-    unknown = set(overrides) - set(config)
-    if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)}; valid: {sorted(config)}")
-    config.update(overrides)
-    return config
+    return with_overrides(config, overrides, "keys")
 
 
 def _plain(x):
@@ -210,11 +207,7 @@ def proxy_rm_config(**overrides) -> dict:
         "train": dict(steps=400, batch_size=32, checkpoint_every=10_000, log_every=50,
                       eval_every=0, progress=False),
     }
-    unknown = set(overrides) - set(config)
-    if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)}; valid: {sorted(config)}")
-    config.update(overrides)
-    return config
+    return with_overrides(config, overrides, "keys")
 
 
 def make_gold(task: BigramLanguage, gold_cfg: Mapping[str, Any]):
