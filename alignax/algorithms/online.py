@@ -13,6 +13,11 @@ The training forward runs on `ids = [prompt, response]` with `mask = [prompt_mas
 response_mask]`; the log-prob of response token j is read from the logits at position P - 1 + j.
 The sampler reports the same log-probs (fp32, <= 1e-5), so the behaviour policy's log-probs
 (`old_logps`) come from the rollout for free.
+
+Every recipe's config has `mesh`: None runs on one device; {"data": d, "fsdp": f, "tensor": t}
+shards the rollout, the reference forward and the update over a device mesh (`Placement`):
+params by their logical axes, rows over data x fsdp. The results match the one-device run
+(tests/algorithms/test_online_mesh.py).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 
 from alignax import ops
 from alignax.losses import aggregate, gspo_loss, ppo_clip_loss
+from alignax.train import sharding as shd
 
 
 class Rollout(NamedTuple):
@@ -241,6 +247,83 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
     return loss_fn
 
 
+class Placement:
+    """Where an online recipe's arrays live: one device (`mesh=None`) or sharded over a mesh.
+
+    With a mesh (axes data x fsdp x tensor, `alignax.train.sharding.make_mesh`), the trained
+    params and their optimizer state are sharded by their logical axis names, frozen params
+    (the reference) likewise, and every row-major array (prompts, rollouts, training
+    minibatches) is split by rows over data x fsdp. The jitted sampler and reference forward
+    follow their inputs' shardings; the update step is compiled with explicit shardings
+    (`make_train_step`). Online recipes run in one process; the mesh spans its devices.
+    """
+
+    def __init__(self, mesh=None):
+        if mesh is not None and jax.process_count() > 1:
+            raise NotImplementedError(
+                "online recipes run in one process (a mesh over its local devices); "
+                f"this job has {jax.process_count()} processes")
+        self.mesh = mesh
+
+    @classmethod
+    def from_config(cls, mesh_config: Mapping[str, int] | None) -> "Placement":
+        """No mesh for None; otherwise `mesh_from_config` (keys among data/fsdp/tensor)."""
+        return cls(None if mesh_config is None else shd.mesh_from_config(mesh_config))
+
+    @property
+    def row_shards(self) -> int:
+        """How many ways rows are split (data x fsdp; 1 without a mesh)."""
+        if self.mesh is None:
+            return 1
+        return int(self.mesh.shape["data"]) * int(self.mesh.shape["fsdp"])
+
+    def check_rows(self, rows: int, what: str) -> None:
+        if rows % self.row_shards:
+            raise ValueError(f"{what} = {rows} rows do not split over the mesh's "
+                             f"data x fsdp = {self.row_shards} shards")
+
+    def put_rows(self, tree):
+        """Row-sharded copies of a tree of [rows, ...] arrays (unchanged without a mesh)."""
+        if self.mesh is None:
+            return tree
+        return jax.device_put(tree, shd.batch_sharding(self.mesh))
+
+    def param_shardings(self, params, logical_axes):
+        return shd.param_shardings(jax.eval_shape(lambda: params), logical_axes, self.mesh)
+
+    def put_params(self, params, logical_axes):
+        """Frozen params placed by their logical axes (unchanged without a mesh)."""
+        if self.mesh is None:
+            return params
+        return jax.device_put(params, self.param_shardings(params, logical_axes))
+
+    def make_state_and_step(self, params, logical_axes, tx, loss_fn, seed: int):
+        """(TrainState of a copy of `params`, its jitted `make_train_step(loss_fn, tx)`).
+
+        The params are copied because the step donates the state and the initial params are
+        usually also the reference.
+        """
+        from alignax.train.state import TrainState
+        from alignax.train.step import make_train_step
+
+        if self.mesh is None:
+            state = TrainState.create(jax.tree.map(jnp.copy, params), tx, jax.random.key(seed))
+            return state, make_train_step(loss_fn, tx)
+        p_sh = self.param_shardings(params, logical_axes)
+        abstract = jax.eval_shape(lambda: TrainState.create(params, tx, jax.random.key(seed)))
+        repl = shd.replicated(self.mesh)
+        state_sh = TrainState(
+            params=p_sh,
+            opt_state=shd.tree_shardings_like(abstract.opt_state, abstract.params, p_sh,
+                                              self.mesh),
+            step=repl, rng=repl)
+        state = jax.jit(lambda p: TrainState.create(p, tx, jax.random.key(seed)),
+                        out_shardings=state_sh)(params)
+        step = make_train_step(loss_fn, tx, mesh=self.mesh, state_sharding=state_sh,
+                               batch_sharding=shd.batch_sharding(self.mesh))
+        return state, step
+
+
 def run_iterations(workdir: str, *, state, iterate: Callable, iterations: int,
                    extra: Mapping[str, float] | None = None, eval_fn: Callable | None = None,
                    eval_every: int = 0, log_every: int = 1, checkpoint_every: int = 10) -> dict:
@@ -321,25 +404,33 @@ def rollout_from_config(model, cfg: Mapping[str, Any], num_samples: int) -> Call
 
 
 def iteration_rollout(rollout_fn, params, prompt_ids, prompt_mask, *, seed: int, it: int,
-                      per_iteration: int) -> tuple[Rollout, np.random.Generator]:
+                      per_iteration: int, placement: Placement | None = None
+                      ) -> tuple[Rollout, np.random.Generator]:
     """Iteration `it`'s rollout on prompts drawn from the pool with a (seed, it) generator, its
-    `prompt_index` remapped to pool rows; returns the generator for the update's shuffles."""
+    `prompt_index` remapped to pool rows; returns the generator for the update's shuffles.
+    With a `placement`, the drawn prompts are row-sharded over its mesh first."""
     rng = np.random.default_rng([seed, it])
     rows = rng.choice(len(prompt_ids), per_iteration, replace=False)
-    rollout = rollout_fn(params, prompt_ids[rows], prompt_mask[rows],
-                         jax.random.fold_in(jax.random.key(seed), it))
+    ids, mask = prompt_ids[rows], prompt_mask[rows]
+    if placement is not None:
+        ids, mask = placement.put_rows((ids, mask))
+    rollout = rollout_fn(params, ids, mask, jax.random.fold_in(jax.random.key(seed), it))
     return rollout._replace(prompt_index=jnp.asarray(rows)[rollout.prompt_index]), rng
 
 
 def run_updates(step, state, batch, *, epochs: int, num_minibatches: int,
-                rng: np.random.Generator, split: Callable = None):
+                rng: np.random.Generator, split: Callable = None,
+                placement: Placement | None = None):
     """`epochs` passes of `step` over shuffled minibatches (`split(batch, n, rng)`, default
-    `minibatches`): returns (state, mean metrics, seconds)."""
+    `minibatches`, each row-sharded by `placement` if given): returns (state, mean metrics,
+    seconds)."""
     split = minibatches if split is None else split
     t0 = time.perf_counter()
     step_metrics = []
     for _ in range(int(epochs)):
         for mb in split(batch, int(num_minibatches), rng):
+            if placement is not None:
+                mb = placement.put_rows(mb)
             state, m = step(state, mb)
             step_metrics.append(m)
     jax.block_until_ready(state.params)

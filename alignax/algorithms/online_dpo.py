@@ -33,7 +33,7 @@ def default_config(**overrides) -> dict:
         loss="dpo", loss_kwargs=dict(beta=0.1), ref_update_every=0, epochs=1, minibatches=1,
         optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
                        clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
-        checkpoint_every=10, eval_every=0, log_every=1,
+        checkpoint_every=10, eval_every=0, log_every=1, mesh=None,
     )
     return with_overrides(config, overrides, "online-DPO config keys")
 
@@ -77,8 +77,6 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
           eval_fn: Callable | None = None, seed: int = 0) -> dict:
     """Runs online DPO; returns {"params", "metrics", "eval", "history", "start_iteration"}."""
     from alignax.train.optim import make_optimizer
-    from alignax.train.state import TrainState
-    from alignax.train.step import make_train_step
 
     cfg = online.merged_config(default_config, config)
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
@@ -89,13 +87,19 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
     if cfg["judge"] == "reward_fn" and reward_fn is None:
         raise ValueError("judge='reward_fn' needs a reward_fn")
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
+    place = online.Placement.from_config(cfg["mesh"])
+    place.check_rows(per_iter, "prompts_per_iteration")
+    place.check_rows(per_iter // int(cfg["minibatches"]), "minibatch (pairs)")
     beta = float(dict(cfg["loss_kwargs"]).get("beta", 0.1))
     tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
                         * int(cfg["minibatches"]))
-    step = make_train_step(make_pair_loss(model.apply, cfg["loss"], cfg["loss_kwargs"]), tx)
+    axes = model.logical_axes(init_params)
+    state, step = place.make_state_and_step(
+        init_params, axes, tx, make_pair_loss(model.apply, cfg["loss"], cfg["loss_kwargs"]),
+        seed=seed)
     rollout_fn = online.rollout_from_config(model, cfg, n)
     logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]))
-    ref_holder = [jax.tree.map(jnp.copy, ref_params)]
+    ref_holder = [place.put_params(jax.tree.map(jnp.copy, ref_params), axes)]
     every = int(cfg["ref_update_every"])
     resumed = [False]
 
@@ -108,7 +112,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         t0 = time.perf_counter()
         rollout, rng = online.iteration_rollout(rollout_fn, state.params, prompt_ids,
                                                 prompt_mask, seed=seed, it=it,
-                                                per_iteration=per_iter)
+                                                per_iteration=per_iter, placement=place)
         ref_seq = ops.masked_sum(logps_fn(ref_holder[0], rollout.ids, rollout.mask),
                                  rollout.response_mask)
         if cfg["judge"] == "implicit":
@@ -124,7 +128,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
                  "weight": jnp.asarray(valid, jnp.float32)}
         state, metrics, t_update = online.run_updates(
             step, state, batch, epochs=cfg["epochs"], num_minibatches=cfg["minibatches"],
-            rng=rng, split=_pair_minibatches)
+            rng=rng, split=_pair_minibatches, placement=place)
         metrics.update({
             "score": float(scores.mean()), "score_gap": float(
                 (scores[chosen] - scores[rejected])[valid].mean()) if valid.any() else 0.0,
@@ -134,7 +138,6 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         })
         return state, extra, metrics
 
-    state = TrainState.create(jax.tree.map(jnp.copy, init_params), tx, jax.random.key(seed))
     return online.run_recipe(workdir, state=state, iterate=iterate, cfg=cfg, eval_fn=eval_fn)
 
 

@@ -12,7 +12,7 @@ Config (a mapping; `default_config()` lists every key with its default):
   clip_high, aggregation (see losses.AGGREGATIONS), kl_coef, kl_in ("loss" | "reward"),
   kl_estimator, kl_target (adaptive KL; None = fixed), kl_horizon, entropy_coef, epochs,
   minibatches, optimizer (see train.optim.make_optimizer), checkpoint_every, eval_every,
-  log_every.
+  log_every, mesh (None: one device; or {data, fsdp, tensor} sizes, see online.Placement).
 
 Resume: the train state and the KL coefficient are checkpointed (orbax) every `checkpoint_every`
 iterations; prompts and sampling keys are functions of (seed, iteration), so a restarted run
@@ -41,7 +41,7 @@ def default_config(**overrides) -> dict:
         entropy_coef=0.0, epochs=1, minibatches=1,
         optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
                        clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
-        checkpoint_every=10, eval_every=0, log_every=1,
+        checkpoint_every=10, eval_every=0, log_every=1, mesh=None,
     )
     return with_overrides(config, overrides, "policy-gradient config keys")
 
@@ -66,23 +66,27 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
       seed: seed of prompt draws, sampling keys and the train state.
     """
     from alignax.train.optim import make_optimizer
-    from alignax.train.state import TrainState
-    from alignax.train.step import make_train_step
 
     cfg = online.merged_config(default_config, config)
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
     if cfg["kl_in"] not in ("loss", "reward"):
         raise ValueError(f"kl_in must be 'loss' or 'reward', got {cfg['kl_in']!r}")
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
+    place = online.Placement.from_config(cfg["mesh"])
+    place.check_rows(per_iter, "prompts_per_iteration")
+    place.check_rows(per_iter * n // int(cfg["minibatches"]), "minibatch")
     tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
                         * int(cfg["minibatches"]))
     use_ref = float(cfg["kl_coef"]) > 0 or cfg["kl_target"] is not None
-    step = make_train_step(online.make_policy_loss(
+    axes = model.logical_axes(init_params)
+    ref_params = place.put_params(ref_params, axes)
+    state, step = place.make_state_and_step(init_params, axes, tx, online.make_policy_loss(
         model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]),
         clip_high=None if cfg["clip_high"] is None else float(cfg["clip_high"]),
         kl_coef=float(cfg["kl_coef"]) if cfg["kl_in"] == "loss" else 0.0,
         kl_estimator=cfg["kl_estimator"], aggregation=cfg["aggregation"],
-        entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"])), tx)
+        entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"])),
+        seed=seed)
     rollout_fn = online.rollout_from_config(model, cfg, n)
     ref_logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]))
     kl_ctl = online.AdaptiveKLController(float(cfg["kl_coef"]), cfg["kl_target"],
@@ -93,7 +97,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         t0 = time.perf_counter()
         rollout, rng = online.iteration_rollout(rollout_fn, state.params, prompt_ids,
                                                 prompt_mask, seed=seed, it=it,
-                                                per_iteration=per_iter)
+                                                per_iteration=per_iter, placement=place)
         rewards = jnp.asarray(reward_fn(rollout), jnp.float32)
         jax.block_until_ready(rewards)
         t_rollout = time.perf_counter() - t0
@@ -106,7 +110,8 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         adv = online.compute_advantages(cfg["advantage"], shaped, n)
         state, metrics, t_update = online.run_updates(
             step, state, online.training_batch(rollout, adv, ref_logps=ref_logps),
-            epochs=cfg["epochs"], num_minibatches=cfg["minibatches"], rng=rng)
+            epochs=cfg["epochs"], num_minibatches=cfg["minibatches"], rng=rng,
+            placement=place)
         metrics.update({
             "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
             "response_length": float(np.asarray(rollout.lengths, np.float32).mean()),
@@ -119,7 +124,5 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
             kl_ctl.update(metrics["kl_ref_seq"], per_iter * n)
         return state, {"kl_coef": kl_ctl.coef}, metrics
 
-    # the step donates the state: copy, since init_params is usually also the reference
-    state = TrainState.create(jax.tree.map(jnp.copy, init_params), tx, jax.random.key(seed))
     return online.run_recipe(workdir, state=state, iterate=iterate, cfg=cfg, eval_fn=eval_fn,
                              extra={"kl_coef": kl_ctl.coef})

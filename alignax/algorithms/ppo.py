@@ -37,7 +37,7 @@ def default_config(**overrides) -> dict:
         aggregation="token_mean", epochs=2, minibatches=2,
         optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
                        clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
-        checkpoint_every=10, eval_every=0, log_every=1,
+        checkpoint_every=10, eval_every=0, log_every=1, mesh=None,
     )
     return with_overrides(config, overrides, "PPO config keys")
 
@@ -106,20 +106,25 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
     `eval_fn(policy_params) -> metrics`. Resume as in `policy_gradient.train`.
     """
     from alignax.train.optim import make_optimizer
-    from alignax.train.state import TrainState
-    from alignax.train.step import make_train_step
 
     cfg = online.merged_config(default_config, config)
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
     r_len = int(cfg["max_new_tokens"])
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
+    place = online.Placement.from_config(cfg["mesh"])
+    place.check_rows(per_iter, "prompts_per_iteration")
+    place.check_rows(per_iter * n // int(cfg["minibatches"]), "minibatch")
     tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
                         * int(cfg["minibatches"]))
-    step = make_train_step(make_ppo_loss(
+    params = {"policy": init_params, "value": init_value_params}
+    axes = {"policy": model.logical_axes(init_params),
+            "value": value_model.logical_axes(init_value_params)}
+    ref_params = place.put_params(ref_params, axes["policy"])
+    state, step = place.make_state_and_step(params, axes, tx, make_ppo_loss(
         model.apply, value_model.apply, clip_low=float(cfg["clip_low"]),
         clip_high=None if cfg["clip_high"] is None else float(cfg["clip_high"]),
         value_clip=float(cfg["value_clip"]), vf_coef=float(cfg["vf_coef"]),
-        entropy_coef=float(cfg["entropy_coef"]), aggregation=cfg["aggregation"]), tx)
+        entropy_coef=float(cfg["entropy_coef"]), aggregation=cfg["aggregation"]), seed=seed)
     rollout_fn = online.rollout_from_config(model, cfg, n)
     ref_logps_fn = online.make_reference_logps(model.apply, r_len)
     values_fn = jax.jit(lambda p, ids, mask: response_values(value_model.apply, p, ids, mask,
@@ -132,7 +137,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
         t0 = time.perf_counter()
         rollout, rng = online.iteration_rollout(rollout_fn, state.params["policy"], prompt_ids,
                                                 prompt_mask, seed=seed, it=it,
-                                                per_iteration=per_iter)
+                                                per_iteration=per_iter, placement=place)
         scores = jnp.asarray(reward_fn(rollout), jnp.float32)
         jax.block_until_ready(scores)
         t_rollout = time.perf_counter() - t0
@@ -147,7 +152,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
         batch.update(old_values=values, returns=returns)
         state, metrics, t_update = online.run_updates(
             step, state, batch, epochs=cfg["epochs"], num_minibatches=cfg["minibatches"],
-            rng=rng)
+            rng=rng, placement=place)
         seq_kl = float(ops.masked_sum(rollout.old_logps - ref_logps,
                                       rollout.response_mask).mean())
         metrics.update({
@@ -159,9 +164,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
         kl_ctl.update(seq_kl, per_iter * n)
         return state, {"kl_coef": kl_ctl.coef}, metrics
 
-    params = {"policy": jax.tree.map(jnp.copy, init_params),
-              "value": jax.tree.map(jnp.copy, init_value_params)}
-    out = online.run_recipe(workdir, state=TrainState.create(params, tx, jax.random.key(seed)),
+    out = online.run_recipe(workdir, state=state,
                             iterate=iterate, cfg=cfg, eval_fn=eval_fn,
                             params_of=lambda st: st.params["policy"],
                             extra={"kl_coef": kl_ctl.coef})

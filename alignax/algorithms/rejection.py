@@ -12,8 +12,6 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Mapping
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from alignax import ops
@@ -27,7 +25,7 @@ def default_config(**overrides) -> dict:
         temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), epochs=2, minibatches=1,
         optimizer=dict(name="adamw", learning_rate=1e-4, warmup_steps=0, schedule="constant",
                        clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
-        checkpoint_every=10, eval_every=0, log_every=1,
+        checkpoint_every=10, eval_every=0, log_every=1, mesh=None,
     )
     return with_overrides(config, overrides, "RAFT config keys")
 
@@ -57,22 +55,24 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, prompt
           eval_fn: Callable | None = None, seed: int = 0) -> dict:
     """Runs RAFT; returns {"params", "metrics", "eval", "history", "start_iteration"}."""
     from alignax.train.optim import make_optimizer
-    from alignax.train.state import TrainState
-    from alignax.train.step import make_train_step
 
     cfg = online.merged_config(default_config, config)
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
+    place = online.Placement.from_config(cfg["mesh"])
+    place.check_rows(per_iter, "prompts_per_iteration")
+    place.check_rows(per_iter // int(cfg["minibatches"]), "minibatch")
     tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
                         * int(cfg["minibatches"]))
-    step = make_train_step(make_response_nll_loss(model.apply), tx)
+    state, step = place.make_state_and_step(init_params, model.logical_axes(init_params), tx,
+                                            make_response_nll_loss(model.apply), seed=seed)
     rollout_fn = online.rollout_from_config(model, cfg, n)
 
     def iterate(state, extra, it):
         t0 = time.perf_counter()
         rollout, rng = online.iteration_rollout(rollout_fn, state.params, prompt_ids,
                                                 prompt_mask, seed=seed, it=it,
-                                                per_iteration=per_iter)
+                                                per_iteration=per_iter, placement=place)
         rewards = np.asarray(reward_fn(rollout), np.float32)
         t_rollout = time.perf_counter() - t0
         keep = best_rows(rewards, n)
@@ -80,7 +80,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, prompt
                  "response_mask": rollout.response_mask[keep]}
         state, metrics, t_update = online.run_updates(
             step, state, batch, epochs=cfg["epochs"], num_minibatches=cfg["minibatches"],
-            rng=rng)
+            rng=rng, placement=place)
         metrics.update({
             "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
             "reward_kept": float(rewards[keep].mean()),
@@ -89,5 +89,4 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, prompt
         })
         return state, extra, metrics
 
-    state = TrainState.create(jax.tree.map(jnp.copy, init_params), tx, jax.random.key(seed))
     return online.run_recipe(workdir, state=state, iterate=iterate, cfg=cfg, eval_fn=eval_fn)
