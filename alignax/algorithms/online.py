@@ -142,6 +142,120 @@ def compute_advantages(name: str, rewards, num_samples: int, **kwargs) -> jax.Ar
     raise ValueError(f"unknown advantage estimator {name!r}; valid: {ADVANTAGES}")
 
 
+def bootstrap_reference_rows(rng: np.random.Generator, num_groups: int,
+                             num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """BRPO's bootstrapped references: one random sample per group, as (index within the group
+    [G], row of each sample's group reference [G * n])."""
+    index = rng.integers(0, num_samples, size=num_groups)
+    rows = np.repeat(index + np.arange(num_groups) * num_samples, num_samples)
+    return index, rows
+
+
+OBJECTIVE_AGGREGATIONS = ("weighted", "log_tamed")
+OBJECTIVE_WEIGHTINGS = ("fixed", "gradient", "hypervolume")
+MAX_FRONT = 8
+
+
+class ObjectiveMixer:
+    """Several rewards [K, N] -> one reward [N], with fixed or dynamic objective weights.
+
+    - aggregation "weighted": sum_k w_k r_k; "log_tamed": PaCo-RL's log-tamed sum
+      (`alignax.rewards.aggregate.log_tamed_sum`).
+    - weighting "fixed": w stays; "gradient": after each iteration
+      w <- softmax(log w + step_size * sum_j <g_k, g_j>) from the per-objective policy
+      gradients g_k (`gradient_weight_update`); "hypervolume": each sample's reward is
+      multiplied by m_i = 0.5 + 1.5 tanh(HV gain of its objective vector over the front of the
+      earlier iterations' mean vectors), with the first iteration's mean as the reference point
+      (`hypervolume_multiplier`).
+
+    The state (weights, reference point and front) is a flat dict of floats, so the recipes
+    checkpoint it with the train state and a resumed run repeats an uninterrupted one.
+    """
+
+    def __init__(self, weights, *, aggregation: str = "weighted", weighting: str = "fixed",
+                 step_size: float = 0.1):
+        if aggregation not in OBJECTIVE_AGGREGATIONS:
+            raise ValueError(f"unknown objective aggregation {aggregation!r}; valid: "
+                             f"{OBJECTIVE_AGGREGATIONS}")
+        if weighting not in OBJECTIVE_WEIGHTINGS:
+            raise ValueError(f"unknown objective weighting {weighting!r}; valid: "
+                             f"{OBJECTIVE_WEIGHTINGS}")
+        w = np.asarray(weights, np.float64)
+        if w.ndim != 1 or len(w) < 1 or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"objective weights must be K >= 1 non-negative numbers, got {w}")
+        self.num = len(w)
+        self.initial = w / w.sum() if weighting == "gradient" else w
+        self.aggregation, self.weighting, self.step_size = aggregation, weighting, step_size
+
+    def initial_state(self) -> dict[str, float]:
+        """Weights, and for "hypervolume" the reference point and MAX_FRONT front rows (NaN
+        while unset: the keys stay fixed so the state restores into the same structure)."""
+        state = {f"objective_weight_{k}": float(x) for k, x in enumerate(self.initial)}
+        if self.weighting == "hypervolume":
+            state.update({f"reference_{k}": float("nan") for k in range(self.num)})
+            state.update({f"front_{j}_{k}": float("nan") for j in range(MAX_FRONT)
+                          for k in range(self.num)})
+        return state
+
+    def reference(self, state: Mapping[str, float]) -> np.ndarray | None:
+        ref = np.array([state[f"reference_{k}"] for k in range(self.num)])
+        return None if np.isnan(ref).any() else ref
+
+    def weights(self, state: Mapping[str, float]) -> np.ndarray:
+        return np.array([state[f"objective_weight_{k}"] for k in range(self.num)], np.float32)
+
+    def front(self, state: Mapping[str, float]) -> list[np.ndarray]:
+        rows = [np.array([state[f"front_{j}_{k}"] for k in range(self.num)])
+                for j in range(MAX_FRONT)]
+        return [q for q in rows if not np.isnan(q).any()]
+
+    def check(self, rewards) -> jax.Array:
+        r = jnp.asarray(rewards, jnp.float32)
+        if r.ndim != 2 or r.shape[0] != self.num:
+            raise ValueError(f"with {self.num} objectives the reward_fn must return [K={self.num},"
+                             f" N] rewards, got shape {tuple(r.shape)}")
+        return r
+
+    def combine(self, rewards, state: Mapping[str, float]) -> jax.Array:
+        """[K, N] -> [N] with the current weights (and hypervolume multipliers)."""
+        from alignax.rewards import aggregate as agg
+
+        r = self.check(rewards)
+        w = self.weights(state)
+        out = agg.weighted_sum(r, w) if self.aggregation == "weighted" else agg.log_tamed_sum(r, w)
+        ref = self.reference(state) if self.weighting == "hypervolume" else None
+        if ref is not None:
+            front = self.front(state)
+            points = np.asarray(r, np.float64).T
+            mult = np.array([agg.hypervolume_multiplier(front, p, ref) for p in points])
+            out = out * jnp.asarray(mult, jnp.float32)
+        return out
+
+    def update(self, rewards, state: Mapping[str, float], *, gradients=None
+               ) -> dict[str, float]:
+        """The state after an iteration with objective rewards [K, N] (and, for "gradient",
+        the per-objective policy gradients [K, D])."""
+        from alignax.rewards import aggregate as agg
+
+        state = dict(state)
+        if self.weighting == "gradient":
+            w = agg.gradient_weight_update(self.weights(state), gradients,
+                                           step_size=self.step_size)
+            state.update({f"objective_weight_{k}": float(x) for k, x in enumerate(w)})
+        elif self.weighting == "hypervolume":
+            mean = np.asarray(self.check(rewards), np.float64).mean(axis=1)
+            ref = self.reference(state)
+            if ref is None:
+                state.update({f"reference_{k}": float(x) for k, x in enumerate(mean)})
+            else:
+                front = [q for q in agg.pareto_front(self.front(state) + [mean])
+                         if np.all(q > ref)][-MAX_FRONT:]
+                for j in range(MAX_FRONT):
+                    row = front[j] if j < len(front) else np.full(self.num, np.nan)
+                    state.update({f"front_{j}_{k}": float(x) for k, x in enumerate(row)})
+        return state
+
+
 @dataclasses.dataclass
 class AdaptiveKLController:
     """Adaptive KL coefficient (Ziegler et al. 2019, arXiv 1909.08593):

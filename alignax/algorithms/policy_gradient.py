@@ -1,4 +1,4 @@
-"""Critic-free online policy gradient: GRPO and its variants, RLOO, REINFORCE++, BNPO.
+"""Critic-free online policy gradient: GRPO and its variants, RLOO, REINFORCE++, BNPO, BRPO.
 
 One iteration: draw `prompts_per_iteration` prompts, sample `num_samples` responses each with the
 jitted KV sampler, score them with `reward_fn`, compute advantages, run `epochs` passes of
@@ -12,7 +12,19 @@ Config (a mapping; `default_config()` lists every key with its default):
   clip_high, aggregation (see losses.AGGREGATIONS), kl_coef, kl_in ("loss" | "reward"),
   kl_estimator, kl_target (adaptive KL; None = fixed), kl_horizon, entropy_coef, epochs,
   minibatches, optimizer (see train.optim.make_optimizer), checkpoint_every, eval_every,
-  log_every, mesh (None: one device; or {data, fsdp, tensor} sizes, see online.Placement).
+  log_every, mesh (None: one device; or {data, fsdp, tensor} sizes, see online.Placement),
+  objective_weights (None: `reward_fn` returns [N]; K weights: it returns [K, N] objective
+  rewards, combined by `online.ObjectiveMixer`), objective_aggregation ("weighted" |
+  "log_tamed"), objective_weighting ("fixed" | "gradient" | "hypervolume"),
+  objective_step_size.
+
+Variants beyond the advantage estimator:
+- GRPO-S (dynamic reward scaling): `difficulty_fn(rollout, rewards) -> [G]` scales each prompt
+  group's advantages (`ops.difficulty_scaled_advantages`).
+- BRPO (Writing-Zero): advantage="brpo" with `judge_fn(rollout, reference_rows) -> [N]`, the
+  pairwise outcome (+1 / 0 / -1) of every sample against a bootstrapped reference drawn from
+  its own group each iteration (`ops.bootstrapped_reference_advantages`); `reward_fn` is then
+  optional and only logged.
 
 Resume: the train state and the KL coefficient are checkpointed (orbax) every `checkpoint_every`
 iterations; prompts and sampling keys are functions of (seed, iteration), so a restarted run
@@ -28,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from alignax import ops
 from alignax.algorithms import online
 from alignax._src.config import with_overrides
 
@@ -42,14 +55,17 @@ def default_config(**overrides) -> dict:
         optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
                        clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
         checkpoint_every=10, eval_every=0, log_every=1, mesh=None,
+        objective_weights=None, objective_aggregation="weighted", objective_weighting="fixed",
+        objective_step_size=0.1,
     )
     return with_overrides(config, overrides, "policy-gradient config keys")
 
 
 def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_params,
           prompt_ids: np.ndarray, prompt_mask: np.ndarray,
-          reward_fn: Callable[[online.Rollout], Any], eval_fn: Callable | None = None,
-          seed: int = 0) -> dict:
+          reward_fn: Callable[[online.Rollout], Any] | None = None,
+          eval_fn: Callable | None = None, seed: int = 0,
+          difficulty_fn: Callable | None = None, judge_fn: Callable | None = None) -> dict:
     """Runs the online loop; returns {"params", "metrics" (last iteration), "eval", "history"}.
 
     Args:
@@ -64,6 +80,8 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         online recipes (ppo, rejection, online_dpo) take the same kind of reward_fn.
       eval_fn: optional `params -> metrics`, every `eval_every` iterations and at the end.
       seed: seed of prompt draws, sampling keys and the train state.
+      difficulty_fn: GRPO-S, `(rollout, rewards [N]) -> [G]` per-prompt advantage scales.
+      judge_fn: BRPO, `(rollout, reference_rows [N]) -> [N]` outcomes against the references.
     """
     from alignax.train.optim import make_optimizer
 
@@ -71,6 +89,17 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
     if cfg["kl_in"] not in ("loss", "reward"):
         raise ValueError(f"kl_in must be 'loss' or 'reward', got {cfg['kl_in']!r}")
+    brpo = cfg["advantage"] == "brpo"
+    if brpo and judge_fn is None:
+        raise ValueError("advantage='brpo' needs a judge_fn(rollout, reference_rows)")
+    if not brpo and reward_fn is None:
+        raise ValueError(f"advantage={cfg['advantage']!r} needs a reward_fn")
+    if brpo and cfg["objective_weights"] is not None:
+        raise ValueError("BRPO's judge gives one outcome per sample; objective_weights must be "
+                         "None")
+    mixer = None if cfg["objective_weights"] is None else online.ObjectiveMixer(
+        cfg["objective_weights"], aggregation=cfg["objective_aggregation"],
+        weighting=cfg["objective_weighting"], step_size=float(cfg["objective_step_size"]))
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
     place = online.Placement.from_config(cfg["mesh"])
     place.check_rows(per_iter, "prompts_per_iteration")
@@ -87,6 +116,18 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         kl_estimator=cfg["kl_estimator"], aggregation=cfg["aggregation"],
         entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"])),
         seed=seed)
+    if mixer is not None and mixer.weighting == "gradient":
+        surrogate = online.make_policy_loss(
+            model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]),
+            aggregation=cfg["aggregation"], max_length=int(cfg["max_new_tokens"]))
+
+        @jax.jit
+        def objective_gradients(params, batch, advantages):  # [K, N] -> [K, D]
+            def one(adv):
+                g = jax.grad(lambda p: surrogate(p, dict(batch, advantages=adv), None)[0])(
+                    params)
+                return jnp.concatenate([x.ravel() for x in jax.tree.leaves(g)])
+            return jax.lax.map(one, advantages)
     rollout_fn = online.rollout_from_config(model, cfg, n)
     ref_logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]))
     kl_ctl = online.AdaptiveKLController(float(cfg["kl_coef"]), cfg["kl_target"],
@@ -98,7 +139,22 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         rollout, rng = online.iteration_rollout(rollout_fn, state.params, prompt_ids,
                                                 prompt_mask, seed=seed, it=it,
                                                 per_iteration=per_iter, placement=place)
-        rewards = jnp.asarray(reward_fn(rollout), jnp.float32)
+        metrics_extra = {}
+        objectives = None
+        if brpo:
+            ref_index, ref_rows = online.bootstrap_reference_rows(rng, per_iter, n)
+            outcomes = jnp.asarray(judge_fn(rollout, ref_rows), jnp.float32)
+            rewards = (jnp.asarray(reward_fn(rollout), jnp.float32) if reward_fn is not None
+                       else outcomes)
+            metrics_extra["judge_outcome"] = float(outcomes.mean())
+        elif mixer is not None:
+            objectives = mixer.check(reward_fn(rollout))
+            rewards = mixer.combine(objectives, extra)
+            for k in range(mixer.num):
+                metrics_extra[f"objective_{k}"] = float(objectives[k].mean())
+                metrics_extra[f"objective_weight_{k}"] = extra[f"objective_weight_{k}"]
+        else:
+            rewards = jnp.asarray(reward_fn(rollout), jnp.float32)
         jax.block_until_ready(rewards)
         t_rollout = time.perf_counter() - t0
         ref_logps = ref_logps_fn(ref_params, rollout.ids, rollout.mask) if use_ref else None
@@ -107,7 +163,23 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
             shaped = online.kl_penalized_rewards(rewards, rollout.old_logps, ref_logps,
                                                  rollout.response_mask, coef=kl_ctl.coef,
                                                  estimator="k1")
-        adv = online.compute_advantages(cfg["advantage"], shaped, n)
+        if brpo:
+            adv = ops.bootstrapped_reference_advantages(outcomes, jnp.asarray(ref_index), n)
+        else:
+            adv = online.compute_advantages(cfg["advantage"], shaped, n)
+        if difficulty_fn is not None:
+            adv = ops.difficulty_scaled_advantages(adv, jnp.asarray(
+                difficulty_fn(rollout, rewards), jnp.float32), n)
+        new_extra = {}
+        if mixer is not None:
+            grads = None
+            if mixer.weighting == "gradient":
+                per_objective = jnp.stack([online.compute_advantages(cfg["advantage"], o, n)
+                                           for o in objectives])
+                grads = objective_gradients(state.params, online.training_batch(
+                    rollout, adv), per_objective)
+            new_extra = mixer.update(objectives, {k: v for k, v in extra.items()
+                                                  if k != "kl_coef"}, gradients=grads)
         state, metrics, t_update = online.run_updates(
             step, state, online.training_batch(rollout, adv, ref_logps=ref_logps),
             epochs=cfg["epochs"], num_minibatches=cfg["minibatches"], rng=rng,
@@ -116,13 +188,15 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
             "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
             "response_length": float(np.asarray(rollout.lengths, np.float32).mean()),
             "rollout_s": t_rollout, "update_s": t_update, "kl_coef": kl_ctl.coef,
+            **metrics_extra,
         })
         if use_ref:
             seq_kl = online.ops.masked_sum(online.ops.kl_estimate(
                 rollout.old_logps, ref_logps, "k1"), rollout.response_mask)
             metrics["kl_ref_seq"] = float(seq_kl.mean())
             kl_ctl.update(metrics["kl_ref_seq"], per_iter * n)
-        return state, {"kl_coef": kl_ctl.coef}, metrics
+        return state, {"kl_coef": kl_ctl.coef, **new_extra}, metrics
 
+    extra = {"kl_coef": kl_ctl.coef, **({} if mixer is None else mixer.initial_state())}
     return online.run_recipe(workdir, state=state, iterate=iterate, cfg=cfg, eval_fn=eval_fn,
-                             extra={"kl_coef": kl_ctl.coef})
+                             extra=extra)
