@@ -1,7 +1,14 @@
-"""Command line: `alignax run | list`.
+"""Command line: `alignax run | list | eval`.
 
     alignax run experiments/<name>.py[:arg] [--workdir DIR] [--config.a.b=value ...]
     alignax list [--dir experiments]
+    alignax eval --model DIR --data FILE [--tokenizer PATH|bytes] [--max-length N]
+                 [--batch-size B] [--json OUT]
+
+`alignax eval` scores a reward model (a Hugging Face *ForSequenceClassification checkpoint
+folder of the Llama, Qwen2 or GPT-2 family, e.g. one written by alignax.models.hf.export_hf) on a
+preference file in the RewardBench layout (prompt, chosen, rejected, subset) and prints per-subset
+and overall accuracy (alignax.eval.rewardbench); the numbers do not depend on --batch-size.
 
 Multi-process (one command per process, e.g. 2 processes on localhost):
     alignax run ... --coordinator 127.0.0.1:12345 --num-processes 2 --process-id 0
@@ -161,9 +168,53 @@ def cmd_list(argv: list[str]) -> int:
     return 0
 
 
+def cmd_eval(argv: list[str]) -> int:
+    import json
+
+    parser = argparse.ArgumentParser(prog="alignax eval")
+    parser.add_argument("--model", required=True,
+                        help="Hugging Face reward-model folder (config.json + *.safetensors)")
+    parser.add_argument("--data", required=True, help="preference file (.jsonl/.json/.parquet)")
+    parser.add_argument("--tokenizer", default=None,
+                        help="tokenizer.json or folder (default: the model folder), or 'bytes'")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args(argv)
+    from alignax.data.errors import DataError
+    from alignax.data.tokenizers import ByteTokenizer, HFTokenizer
+    from alignax.eval import rewardbench
+    from alignax.models.hf import import_hf
+
+    if not os.path.isdir(args.model):
+        return _err(f"{args.model}: no such model folder", 2)
+    tok_path = args.model if args.tokenizer is None else args.tokenizer
+    try:
+        if tok_path == "bytes":
+            tokenizer = ByteTokenizer()
+        else:
+            if os.path.isdir(tok_path) and not os.path.exists(
+                    os.path.join(tok_path, "tokenizer.json")):
+                return _err(f"{tok_path}: no tokenizer.json (pass --tokenizer PATH or "
+                            f"--tokenizer bytes)", 2)
+            tokenizer = HFTokenizer.from_file(tok_path)
+        model, params = import_hf(args.model, kind="reward")
+        result = rewardbench.evaluate_preference_file(
+            args.data, rewardbench.reward_score_fn(model, params), tokenizer,
+            max_length=args.max_length, batch_size=args.batch_size)
+    except (DataError, ValueError, FileNotFoundError, KeyError) as e:
+        return _err(str(e).splitlines()[0] if str(e) else type(e).__name__, 2)
+    print(f"model {args.model}\ndata {args.data}: {result.num_pairs} pairs")
+    print(result.table())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result.to_json(), f, indent=2)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"run": cmd_run, "list": cmd_list}
+    commands = {"run": cmd_run, "list": cmd_list, "eval": cmd_eval}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print(__doc__.strip())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
