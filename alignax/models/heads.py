@@ -17,7 +17,7 @@ from alignax.models.transformer import (
     Decoder,
     Model,
     TransformerConfig,
-    _make,
+    make_from_module,
     last_token_index,
 )
 
@@ -178,19 +178,19 @@ def yes_token_score(logits: jax.Array, mask: jax.Array, *, yes_id: int,
 
 def make_multi_objective_reward_model(cfg: TransformerConfig, *, num_objectives: int,
                                       gate_hidden: int = 64) -> Model:
-    return _make(lambda c, rngs: MultiObjectiveRewardModel(
+    return make_from_module(lambda c, rngs: MultiObjectiveRewardModel(
         c, rngs, num_objectives=num_objectives, gate_hidden=gate_hidden), cfg)
 
 
 def make_gaussian_reward_model(cfg: TransformerConfig) -> Model:
-    return _make(GaussianRewardModel, cfg)
+    return make_from_module(GaussianRewardModel, cfg)
 
 
 def make_preference_embedding_model(cfg: TransformerConfig, *, embed_dim: int = 8,
                                     gate_hidden: int = 64) -> Model:
-    return _make(lambda c, rngs: PreferenceEmbeddingModel(
+    return make_from_module(lambda c, rngs: PreferenceEmbeddingModel(
         c, rngs, embed_dim=embed_dim, gate_hidden=gate_hidden), cfg)
 
 
 def make_token_reward_model(cfg: TransformerConfig) -> Model:
-    return _make(TokenRewardModel, cfg)
+    return make_from_module(TokenRewardModel, cfg)

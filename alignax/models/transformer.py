@@ -444,8 +444,10 @@ def init_cache(cfg: TransformerConfig, batch: int, length: int, dtype=None) -> l
             for _ in range(cfg.n_layers)]
 
 
-def _make(module_cls, cfg: TransformerConfig) -> Model:
-    """Pure (init, apply) pair of `module_cls(cfg, rngs)` (any callable building the module)."""
+def make_from_module(module_cls, cfg: TransformerConfig) -> Model:
+    """Pure (init, apply) pair of `module_cls(cfg, rngs)` (any callable building an nnx module),
+    e.g. a decoder with a custom head: `make_from_module(lambda c, rngs: MyRM(c, rngs), cfg)`.
+    """
     abstract = nnx.eval_shape(lambda: module_cls(cfg, nnx.Rngs(0)))
     graphdef, abstract_state = nnx.split(abstract, nnx.Param)
 
@@ -478,9 +480,9 @@ def _make(module_cls, cfg: TransformerConfig) -> Model:
 
 def make_lm(cfg: TransformerConfig) -> Model:
     """Causal LM: `apply(params, input_ids [B,T], mask [B,T]) -> logits [B,T,V]` (float32)."""
-    return _make(CausalLM, cfg)
+    return make_from_module(CausalLM, cfg)
 
 
 def make_reward_model(cfg: TransformerConfig) -> Model:
     """Scalar reward model: `apply(params, input_ids [B,T], mask [B,T]) -> rewards [B]`."""
-    return _make(ScalarRewardModel, cfg)
+    return make_from_module(ScalarRewardModel, cfg)

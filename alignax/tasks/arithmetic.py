@@ -144,7 +144,8 @@ def pad_sequences(seqs: Sequence[Sequence[int]], *, max_len: int | None = None,
 # ----------------------------------------------------------------------------- problems
 
 
-def _apply(a: int, op: str, b: int, modulus: int) -> int:
+def apply_op(a: int, op: str, b: int, modulus: int) -> int:
+    """`a op b` modulo `modulus` for op in "+", "-", "*"."""
     if op == "+":
         return (a + b) % modulus
     if op == "-":
@@ -196,7 +197,7 @@ class Problem:
         """a_1..a_k."""
         out, a = [], self.start
         for op, b in zip(self.ops, self.operands):
-            a = _apply(a, op, b, self.modulus)
+            a = apply_op(a, op, b, self.modulus)
             out.append(a)
         return tuple(out)
 
@@ -390,7 +391,7 @@ def step_labels(problem: Problem, response: Response, *, rule: str = "prefix") -
         else:
             x, op, b, y = int(m[1]), m[2], int(m[3]), int(m[4])
             good = (i < problem.num_steps and op == problem.ops[i] and b == problem.operands[i]
-                    and prev is not None and x == prev and y == _apply(x, op, b, problem.modulus))
+                    and prev is not None and x == prev and y == apply_op(x, op, b, problem.modulus))
             prev = y
         ok_so_far = ok_so_far and good
         labels.append(int(good if rule == "local" else ok_so_far))
@@ -427,7 +428,7 @@ def _propagate(problem: Problem, step: int, wrong: int) -> tuple[list[int], list
     res[step] = wrong
     for j in range(step + 1, problem.num_steps):
         lhs[j] = res[j - 1]
-        res[j] = _apply(lhs[j], problem.ops[j], problem.operands[j], problem.modulus)
+        res[j] = apply_op(lhs[j], problem.ops[j], problem.operands[j], problem.modulus)
     return lhs, res
 
 
