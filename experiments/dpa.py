@@ -1,0 +1,405 @@
+"""Directional Preference Alignment: preference-conditioned rejection-sampling fine-tuning of a toy
+LM over two objectives (helpfulness, verbosity).
+
+Paper: Wang et al. 2024, "Arithmetic Control of LLMs for Diverse User Preferences: Directional
+Preference Alignment with Multi-Objective Rewards" (arXiv 2402.18571). A user preference is a unit
+direction v = (cos theta, sin theta) in the (helpfulness, verbosity) reward plane, the reward is
+v^T r(x, y), the policy reads v from its prompt, and iterated rejection-sampling fine-tuning (RSF)
+keeps the best of N samples under each (prompt, v).
+
+Setting: a toy language of 12 content tokens, a stop token and 8 direction tokens (bins of theta
+covering [0, pi/2]: from pure helpfulness to pure verbosity). A prompt is
+[bos, direction token, two random content tokens]; a response is content tokens then the stop.
+Verbosity = number of content tokens. Helpfulness = the sum of the gold scores of the DISTINCT
+content tokens of the response minus a redundancy penalty for every repeated token. (A plain count
+of good tokens, as in the notes' sketch, makes the longest all-good response best on both axes:
+the front collapses to one point and no direction changes the optimum. Scores counted once per
+distinct token give a strictly concave front: each direction has its own optimal length, from 4
+tokens at theta near 0 to the maximum near pi/2.) Per seed: SFT a 2-layer LM on random responses of
+random length (direction tokens uninformative), then 3 rounds of RSF: for each of 64 prompts per
+direction bin, 16 samples, keep argmax v^T r (`alignax.rewards.directional.select_by_direction`),
+SFT on the kept samples. Baseline (`scalar`): the same RSF with ONE fixed direction (theta = pi/4,
+the middle of the range), no direction token (a constant null token), the same sample budget.
+Evaluation after every round: 1024 samples
+(64 fresh prompts x 16) per direction bin, or of the scalar policy.
+
+Claims checked (after round 3, over seeds):
+  1. the direction controls verbosity: Spearman(theta, mean length) over the 8 bins >= 0.9;
+  2. helpfulness moves as prescribed: it falls as theta moves weight from helpfulness to
+     verbosity, Spearman(theta, mean helpfulness) <= -0.9;
+  3. the DPA front dominates the scalar-reward RSF point: hypervolume of the 8 DPA points >= the
+     hypervolume of the scalar point (both objectives maximised; reference = the nadir of the
+     true front: the worst helpfulness and the shortest length among the 8 directions' optimal
+     responses), on average and per seed.
+
+    alignax run experiments/dpa.py            # full setting, 3 seeds
+    alignax run experiments/dpa.py:smoke      # seconds, for the tests
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from alignax.algorithms import common, sft
+from alignax.experiment import Claim, metric
+from alignax.rewards import aggregate
+from alignax.rewards.directional import (bin_centers, direction_tokens, select_by_direction,
+                                         unit_directions)
+from alignax.sampling.sampler import sample
+
+PAD, BOS, EOS, NULL = 0, 1, 2, 3
+FIRST_DIR = 4
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    smoke = arg == "smoke"
+    if arg not in (None, "", "smoke"):
+        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    c = ml_collections.ConfigDict()
+    c.seeds = [0] if smoke else [0, 1, 2]
+    c.method = "dpa"  # "dpa": direction-conditioned RSF; "scalar": one fixed direction
+    c.task = dict(
+        num_bins=8, angle_low=0.0, angle_high=math.pi / 2, max_content=12,
+        # gold scores of the 12 content tokens, best first; a repeated token costs `repeat_cost`
+        scores=(1.5, 1.0, 0.5, 0.2, -0.2, -0.4, -0.7, -1.0, -1.5, -2.5, -3.0, -3.5),
+        repeat_cost=4.0, scalar_angle=math.pi / 4,
+    )
+    c.model = dict(d_model=64, n_layers=2, n_heads=4, d_ff=128, max_len=32)
+    c.base = dict(examples=4096 if not smoke else 256, steps=200 if not smoke else 10,
+                  learning_rate=3e-3)
+    c.rsf = dict(rounds=3 if not smoke else 1, prompts_per_bin=64 if not smoke else 4,
+                 num_samples=16 if not smoke else 4, steps=100 if not smoke else 5,
+                 batch_size=128 if not smoke else 16, learning_rate=1e-3, temperature=1.0)
+    c.variants = dict(dpa=dict(method="dpa"), scalar=dict(method="scalar"))
+    return c
+
+
+# ----------------------------------------------------------------------------- the toy task
+
+
+def content_ids(task) -> np.ndarray:
+    first = FIRST_DIR + int(task.num_bins)
+    return np.arange(first, first + len(task.scores))
+
+
+def vocab_size(task) -> int:
+    return FIRST_DIR + int(task.num_bins) + len(task.scores)
+
+
+def objectives(task, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(helpfulness, verbosity) of responses: tokens, mask [M, N] -> [M, 2] float32.
+
+    Verbosity = content tokens before the stop; helpfulness = sum of the gold scores of the
+    distinct content tokens - repeat_cost * (number of repeated occurrences).
+    """
+    ids = content_ids(task)
+    scores = np.asarray(task.scores, np.float32)
+    live = np.asarray(mask, bool) & (np.asarray(tokens) >= ids[0])
+    counts = ((np.asarray(tokens)[:, :, None] == ids[None, None, :]) & live[:, :, None]).sum(1)
+    helpful = (counts > 0) @ scores - task.repeat_cost * np.maximum(counts - 1, 0).sum(1)
+    return np.stack([helpful, live.sum(1)], axis=1).astype(np.float32)
+
+
+def oracle_points(task, angles: np.ndarray) -> np.ndarray:
+    """(helpfulness, verbosity) of the best response for each direction (exhaustive over the
+    number of distinct tokens, best-scored first, and repeats): [M] -> [M, 2]."""
+    s = np.sort(np.asarray(task.scores, np.float64))[::-1]
+    budget = int(task.max_content) + 1  # the last slot may hold a content token instead of stop
+    out = []
+    for th in angles:
+        v = np.array([math.cos(th), math.sin(th)])
+        best, point = -np.inf, None
+        for d in range(min(len(s), budget) + 1):
+            for rep in range(0 if d == 0 else budget - d + 1):
+                p = np.array([s[:d].sum() - task.repeat_cost * rep, d + rep])
+                if v @ p > best + 1e-12:
+                    best, point = v @ p, p
+        out.append(point)
+    return np.asarray(out, np.float32)
+
+
+def make_prompts(task, bins: np.ndarray, rng: np.random.Generator, *, null: bool) -> np.ndarray:
+    """[bos, direction token (or null), two random content tokens]: bins [M] -> [M, 4]."""
+    ids = content_ids(task)
+    cond = np.full(len(bins), NULL) if null else FIRST_DIR + bins
+    q = rng.choice(ids, size=(len(bins), 2))
+    return np.concatenate([np.full((len(bins), 1), BOS), cond[:, None], q], 1).astype(np.int32)
+
+
+def base_examples(task, n: int, rng: np.random.Generator):
+    """Random responses of random length (0..max_content) after random prompts; the direction
+    token carries no information. Returns input_ids, mask, loss_mask [n, 4 + max_content + 1]."""
+    prompts = make_prompts(task, rng.integers(0, task.num_bins, n), rng, null=False)
+    prompts[rng.random(n) < 1.0 / (task.num_bins + 1), 1] = NULL
+    n_new = int(task.max_content) + 1
+    lengths = rng.integers(0, task.max_content + 1, n)
+    toks = rng.choice(content_ids(task), size=(n, n_new))
+    pos = np.arange(n_new)[None, :]
+    toks = np.where(pos < lengths[:, None], toks, np.where(pos == lengths[:, None], EOS, PAD))
+    resp_mask = pos <= lengths[:, None]
+    ids = np.concatenate([prompts, toks], 1).astype(np.int32)
+    mask = np.concatenate([np.ones_like(prompts, bool), resp_mask], 1)
+    loss_mask = np.concatenate([np.zeros_like(prompts, bool), resp_mask], 1)
+    return ids, mask, loss_mask
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@functools.lru_cache(maxsize=8)
+def make_model(model_items: tuple, vocab: int):
+    """The LM, cached so that every run of a process shares one compiled sampler and fit."""
+    return common.make_model({**dict(model_items), "vocab_size": vocab}, "lm")
+
+
+def make_optimizer():
+    """AdamW whose learning rate lives in the optimizer state (set per phase, no recompile)."""
+    return optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3, weight_decay=0.0)
+
+
+def init_opt_state(params, learning_rate: float):
+    state = make_optimizer().init(params)
+    state.hyperparams["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
+    return state
+
+
+@functools.partial(jax.jit, static_argnames=("model", "batch_size"))
+def fit(model, params, opt_state, ids, mask, loss_mask, count, steps, rng, *, batch_size: int):
+    """`steps` AdamW steps of the SFT loss on minibatches drawn from the first `count` rows of
+    (ids, mask, loss_mask) [C, T] (rows past `count` are padding). Returns (params, opt_state,
+    last loss)."""
+    loss_fn = sft.make_sft_loss(model.apply)
+    tx = make_optimizer()
+
+    def step(i, carry):
+        params, opt_state, _ = carry
+        idx = jax.random.randint(jax.random.fold_in(rng, i), (batch_size,), 0, count)
+        batch = {"input_ids": ids[idx], "mask": mask[idx], "loss_mask": loss_mask[idx]}
+        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, None)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return jax.lax.fori_loop(0, steps, step, (params, opt_state, jnp.zeros((), jnp.float32)))
+
+
+def pad_rows(x: np.ndarray, capacity: int) -> np.ndarray:
+    if len(x) > capacity:
+        raise ValueError(f"{len(x)} rows exceed the capacity {capacity}")
+    return np.concatenate([x, np.zeros((capacity - len(x),) + x.shape[1:], x.dtype)])
+
+
+def _sample(model, params, prompts, rng, num_samples: int, task, temperature: float):
+    out = sample(model, params, jnp.asarray(prompts), jnp.ones(prompts.shape, bool), rng,
+                 max_new_tokens=int(task.max_content) + 1, num_samples=num_samples,
+                 temperature=temperature, stop_tokens=(EOS,), pad_id=PAD)
+    return out
+
+
+def evaluate(model, params, task, bins: np.ndarray, *, method: str, num_samples: int,
+             rng: jax.Array, seed: int) -> np.ndarray:
+    """Mean (helpfulness, verbosity) per direction bin ([num_bins, 2]) for DPA, or of the
+    null-token policy ([1, 2]) for the scalar baseline, from `num_samples` samples of fresh
+    prompts of `bins` [B] (the RSF prompt layout, so the sampler compiles once)."""
+    prompts = make_prompts(task, bins, np.random.default_rng([seed, 99]),
+                           null=method == "scalar")
+    out = _sample(model, params, prompts, rng, num_samples, task, 1.0)
+    r = objectives(task, np.asarray(out.tokens), np.asarray(out.mask))
+    group = np.repeat(bins, num_samples) if method == "dpa" else np.zeros(len(r), int)
+    return np.stack([r[group == g].mean(0) for g in np.unique(group)])
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation with average ranks for ties."""
+    def ranks(a):
+        a = np.asarray(a, np.float64)
+        order = np.argsort(a, kind="stable")
+        r = np.empty(len(a))
+        r[order] = np.arange(len(a), dtype=np.float64)
+        for v in np.unique(a):
+            r[a == v] = r[a == v].mean()
+        return r
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    del workdir
+    seed = int(config.seed)
+    task, method = config.task, config.method
+    if method not in ("dpa", "scalar"):
+        raise ValueError(f"method must be 'dpa' or 'scalar', got {method!r}")
+    model = make_model(tuple(sorted(config.model.to_dict().items())), vocab_size(task))
+    rng = np.random.default_rng([seed, 1])
+    key = jax.random.key(seed)
+    key, k_init, k_base = jax.random.split(key, 3)
+    n, per_bin = int(config.rsf.num_samples), int(config.rsf.prompts_per_bin)
+    bins = np.repeat(np.arange(task.num_bins), per_bin)
+    capacity = max(int(config.base.examples), len(bins))
+
+    # 1. reference policy: SFT on random responses
+    params = model.init(k_init)
+    data = [pad_rows(x, capacity) for x in base_examples(task, config.base.examples, rng)]
+    params, _, base_loss = fit(model, params, init_opt_state(params, config.base.learning_rate),
+                               *data, config.base.examples, config.base.steps, k_base,
+                               batch_size=config.rsf.batch_size)
+
+    # 2. RSF rounds
+    opt_state = init_opt_state(params, config.rsf.learning_rate)
+    centers = np.asarray(bin_centers(task.num_bins, task.angle_low, task.angle_high))
+    if method == "dpa":
+        group_dirs = unit_directions(jnp.asarray(centers[bins]))
+        # the prompts carry the token of each direction's angle bin
+        assert np.array_equal(np.asarray(direction_tokens(
+            jnp.asarray(centers[bins]), first_token_id=FIRST_DIR, num_bins=task.num_bins,
+            low=task.angle_low, high=task.angle_high)), FIRST_DIR + bins)
+    else:
+        group_dirs = jnp.tile(unit_directions(jnp.array([task.scalar_angle])), (len(bins), 1))
+
+    results: dict[str, float] = {"base_nll_last": float(base_loss)}
+    history = []
+    for r in range(int(config.rsf.rounds) + 1):
+        key, k_eval, k_samp, k_fit = jax.random.split(key, 4)
+        history.append(evaluate(model, params, task, bins, method=method, num_samples=n,
+                                rng=k_eval, seed=seed))
+        if r == int(config.rsf.rounds):
+            break
+        prompts = make_prompts(task, bins, rng, null=method == "scalar")
+        out = _sample(model, params, prompts, k_samp, n, task, config.rsf.temperature)
+        rew = objectives(task, np.asarray(out.tokens), np.asarray(out.mask))
+        idx, best = select_by_direction(jnp.asarray(rew.reshape(len(bins), n, 2)), group_dirs)
+        rows = np.arange(len(bins)) * n + np.asarray(idx)
+        ids = np.concatenate([np.asarray(out.prompt_ids), np.asarray(out.tokens)], 1)[rows]
+        resp = np.asarray(out.mask)[rows]
+        mask = np.concatenate([np.ones((len(rows), prompts.shape[1]), bool), resp], 1)
+        loss_mask = np.concatenate([np.zeros((len(rows), prompts.shape[1]), bool), resp], 1)
+        kept = [pad_rows(x.astype(d.dtype), capacity) for x, d in zip((ids, mask, loss_mask), data)]
+        params, opt_state, loss = fit(model, params, opt_state, *kept, len(rows),
+                                      config.rsf.steps, k_fit, batch_size=config.rsf.batch_size)
+        results[f"round{r + 1}_kept_reward"] = float(np.mean(best))
+        results[f"round{r + 1}_nll_last"] = float(loss)
+
+    for r, points in enumerate(history):
+        for j, (h, v) in enumerate(points):
+            results[f"round{r}_help_{j}"] = float(h)
+            results[f"round{r}_len_{j}"] = float(v)
+    final, base = history[-1], history[0]
+    results["base_help"] = float(base[:, 0].mean())
+    results["base_len"] = float(base[:, 1].mean())
+    # reference point: the nadir of the true front (the worst helpfulness and the shortest length
+    # among the optimal responses of the 8 directions), fixed by the task
+    oracle = oracle_points(task, centers)
+    ref = oracle.min(0)
+    results["ref_help"], results["ref_len"] = float(ref[0]), float(ref[1])
+    results["hypervolume"] = aggregate.hypervolume(final, ref)
+    results["oracle_hypervolume"] = aggregate.hypervolume(oracle, ref)
+    results["final_help_mean"] = float(final[:, 0].mean())
+    results["final_len_mean"] = float(final[:, 1].mean())
+    if method == "dpa":
+        results["spearman_theta_length"] = spearman(centers, final[:, 1])
+        results["spearman_theta_help"] = spearman(centers, final[:, 0])
+        v = np.asarray(unit_directions(jnp.asarray(centers)))
+        results["directional_reward_mean"] = float(np.mean(np.sum(final * v, 1)))
+        results["spearman_oracle_length"] = spearman(centers, oracle[:, 1])
+    return results
+
+
+# ----------------------------------------------------------------------------- claims and plots
+
+
+def _per_seed(results, variant, name):
+    return {s: m[name] for s, m in results[variant]["per_seed"].items()}
+
+
+def claims(results) -> list[Claim]:
+    out = []
+    rho_len = _per_seed(results, "dpa", "spearman_theta_length")
+    out.append(Claim(
+        name="DPA: Spearman(theta, mean response length) >= 0.9 across the 8 directions",
+        passed=metric(results, "dpa", "spearman_theta_length") >= 0.9,
+        measured={"spearman_mean": metric(results, "dpa", "spearman_theta_length"),
+                  "spearman_min": float(min(rho_len.values()))},
+        detail=f"per seed {rho_len}"))
+    rho_help = _per_seed(results, "dpa", "spearman_theta_help")
+    out.append(Claim(
+        name="DPA: helpfulness falls as the direction moves weight to verbosity, "
+             "Spearman(theta, mean helpfulness) <= -0.9",
+        passed=metric(results, "dpa", "spearman_theta_help") <= -0.9,
+        measured={"spearman_mean": metric(results, "dpa", "spearman_theta_help"),
+                  "spearman_max": float(max(rho_help.values()))},
+        detail=f"per seed {rho_help}"))
+    # informational: is the scalar point dominated by one of the DPA points (means over seeds)?
+    m = results["dpa"]["metrics"]
+    last = max(int(k[5:].split("_")[0]) for k in m if k.startswith("round") and "_help_" in k)
+    pts = np.array([[m[f"round{last}_help_{j}"]["mean"], m[f"round{last}_len_{j}"]["mean"]]
+                    for j in range(sum(k.startswith("round0_help_") for k in m))])
+    ms = results["scalar"]["metrics"]
+    sp = np.array([ms[f"round{last}_help_0"]["mean"], ms[f"round{last}_len_0"]["mean"]])
+    dominated = bool(np.any(np.all(pts >= sp, axis=1) & np.any(pts > sp, axis=1)))
+    hv_dpa = _per_seed(results, "dpa", "hypervolume")
+    hv_scalar = _per_seed(results, "scalar", "hypervolume")
+    seeds = sorted(set(hv_dpa) & set(hv_scalar))
+    wins = [hv_dpa[s] >= hv_scalar[s] for s in seeds]
+    out.append(Claim(
+        name="DPA front dominates the scalar-reward RSF point: hypervolume(DPA) >= "
+             "hypervolume(scalar) > 0 on average and on every seed",
+        passed=(metric(results, "dpa", "hypervolume") >= metric(results, "scalar", "hypervolume")
+                and metric(results, "dpa", "hypervolume") > 0 and all(wins)),
+        measured={"hv_dpa": metric(results, "dpa", "hypervolume"),
+                  "hv_scalar": metric(results, "scalar", "hypervolume"),
+                  "seeds_won": float(sum(wins)),
+                  "scalar_point_dominated_by_a_dpa_point": float(dominated)},
+        detail=f"per seed dpa {hv_dpa}, scalar {hv_scalar}"))
+    return out
+
+
+def plots(results, workdir: str) -> list[str]:
+    """(helpfulness, verbosity) of the 8 directions per RSF round, with the scalar RSF point."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def mean_point(variant, r, j):
+        res = results[variant]["metrics"]
+        return res[f"round{r}_help_{j}"]["mean"], res[f"round{r}_len_{j}"]["mean"]
+
+    if "dpa" not in results:
+        return []
+    names = results["dpa"]["metrics"]
+    rounds = sorted({int(k[5:].split("_")[0]) for k in names if k.startswith("round")
+                     and "_help_" in k})
+    num_bins = len({k for k in names if k.startswith("round0_help_")})
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    cmap = plt.get_cmap("viridis")
+    for r in rounds:
+        pts = np.array([mean_point("dpa", r, j) for j in range(num_bins)])
+        ax.plot(pts[:, 0], pts[:, 1], "o-", color=cmap(r / max(rounds[-1], 1)),
+                label=f"DPA round {r}" + (" (SFT)" if r == 0 else ""))
+    task = get_config().task
+    oracle = oracle_points(task, np.asarray(bin_centers(num_bins, task.angle_low,
+                                                        task.angle_high)))
+    ax.plot(oracle[:, 0], oracle[:, 1], "k--", lw=1, label="optimal response per direction")
+    if "scalar" in results:
+        last = max(rounds)
+        h, v = mean_point("scalar", last, 0)
+        ax.plot([h], [v], "r*", ms=14, label=f"scalar RSF round {last}")
+    ax.set_xlabel("helpfulness (distinct gold-token score)")
+    ax.set_ylabel("verbosity (response length)")
+    ax.set_title("Directional preference alignment: front over 8 directions")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    path = os.path.join(workdir, "plots", "dpa_front.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]

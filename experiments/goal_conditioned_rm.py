@@ -1,0 +1,405 @@
+"""Goal-conditioned contrastive representations for a reward model on arithmetic chains: prefix
+AUROC and pruned majority voting.
+
+Paper: Nath et al. 2024, "Learning Goal-Conditioned Representations for Language Reward Models"
+(arXiv 2407.13887). The RM is trained with Bradley-Terry plus a contrastive term on its token
+representations z_t = g(h_t): a source token and a later goal token of the preferred response are
+a positive pair, a token of the dispreferred response is the negative goal
+(`alignax.losses.reward.goal_contrastive_loss`). At inference the value of a prefix is
+Q = cos(z_t, g_bar), g_bar the mean z of the final states of correct training solutions
+(`prefix_goal_values`); low-Q generations are stopped early during majority voting.
+
+Setting: modular-arithmetic chains (mod 10, 2 to 4 steps, `alignax.tasks.arithmetic`) written
+step by step. Pairs: the correct solution (chosen) vs a corrupted one of the same problem
+(rejected). The corruption is a transcription error: one step starts from a wrong left operand
+(not the previous result), computes correctly from it, and later steps follow consistently, so the
+final answer is wrong (`copy_error_solution`; `data.corruption="arithmetic"` uses
+`arithmetic.corrupt_solution`, a wrong result inside one step, which this 2-layer RM did not learn
+to detect within the budget: pairwise accuracy about 0.55 after 1500 steps). Per seed and variant:
+a 2-layer transformer RM (d_model 64) with a scalar head on every token and a linear projection
+head g, trained with BT only (`bt`, lambda = 0) or BT + lambda * contrastive (`contrastive`,
+lambda = 1), same data, steps and seed. Evaluation on held-out problems:
+  - prefix AUROC: correct vs corrupted solutions scored after a fraction f of their solution
+    tokens (`alignax.eval.ranking.auroc`), by Q = cos(z_t, g_bar) and by the reward head at the
+    prefix's last token;
+  - majority voting over 16 sampled solutions per problem: a synthetic policy, correct with a
+    per-problem probability in [0.2, 0.7], whose wrong solutions repeat the problem's one common
+    mistake with probability 0.6 (else another random corruption), so that a plain vote errs on
+    some problems; each sample is scored at 50% of its tokens and the samples below the 70%
+    quantile of the problem's scores are stopped there (`pruned_majority_vote`; identical
+    samples get identical scores, and a 1e-6 random jitter breaks those exact ties).
+
+Claims checked:
+  1. prefix AUROC at the 50% prefix: the contrastive RM's Q beats the BT-only RM's best prefix
+     score (the better of its reward head and its Q) by >= 0.05;
+  2. pruning the lowest-Q samples at the 50% prefix (contrastive RM) saves >= 30% of the tokens
+     with <= 1 point loss of majority-vote accuracy.
+
+    alignax run experiments/goal_conditioned_rm.py            # full setting, 3 seeds
+    alignax run experiments/goal_conditioned_rm.py:smoke      # seconds, for the tests
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from alignax.eval.ranking import auroc, pruned_majority_vote
+from alignax.experiment import Claim, metric
+from alignax.losses.reward import bradley_terry_loss, goal_contrastive_loss, prefix_goal_values
+from alignax.models.transformer import Decoder, TransformerConfig, make_from_module
+from alignax.tasks import arithmetic
+
+FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    smoke = arg == "smoke"
+    if arg not in (None, "", "smoke"):
+        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    c = ml_collections.ConfigDict()
+    c.seeds = [0] if smoke else [0, 1, 2]
+    c.task = dict(modulus=10, min_steps=2, max_steps=4, ops=("+", "-", "*"), seed=0)
+    c.model = dict(d_model=64, n_layers=2, n_heads=4, d_ff=128, proj_dim=32)
+    c.data = dict(num_pairs=4000 if not smoke else 64, num_eval=1000 if not smoke else 32,
+                  num_vote_problems=400 if not smoke else 8, samples_per_problem=16,
+                  p_correct=(0.2, 0.7), common_mistake=0.6, corruption="copy")
+    c.train = dict(steps=1000 if not smoke else 3, batch_size=32 if not smoke else 8,
+                   learning_rate=1e-3)
+    c.contrastive_weight = 0.0  # lambda; the variants set it
+    c.vote = dict(prefix_fraction=0.5, quantile=0.7)
+    c.variants = dict(bt=dict(contrastive_weight=0.0), contrastive=dict(contrastive_weight=1.0))
+    return c
+
+
+# ----------------------------------------------------------------------------- the reward model
+
+
+class GoalRewardModel(nnx.Module):
+    """Decoder with a scalar reward head and a goal-projection head on every token."""
+
+    def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs, proj_dim: int):
+        self.decoder = Decoder(cfg, rngs)
+        self.score = nnx.Linear(cfg.d_model, 1, kernel_init=nnx.initializers.normal(0.02),
+                                rngs=rngs)
+        self.head = nnx.Linear(cfg.d_model, proj_dim, rngs=rngs)
+
+    def __call__(self, input_ids, mask):
+        """(token rewards [B, T], token projections z [B, T, P])."""
+        hidden = self.decoder(input_ids, mask)
+        return self.score(hidden)[..., 0].astype(jnp.float32), self.head(hidden)
+
+
+@functools.lru_cache(maxsize=4)
+def make_rm(model_items: tuple, max_len: int):
+    m = dict(model_items)
+    proj = int(m.pop("proj_dim"))
+    cfg = TransformerConfig(**m, vocab_size=arithmetic.VOCAB_SIZE, max_len=max_len)
+    return make_from_module(lambda c, rngs: GoalRewardModel(c, rngs, proj), cfg)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def encode_solutions(problems, texts, max_len: int):
+    """[BOS] + prompt + solution + [EOS], right-padded: ids, mask [N, T]; solution start and
+    end (index of EOS) [N]."""
+    prompts = [[arithmetic.BOS_ID] + arithmetic.encode(arithmetic.prompt_text(p))
+               for p in problems]
+    seqs = [q + arithmetic.encode(t) + [arithmetic.EOS_ID] for q, t in zip(prompts, texts)]
+    ids, mask = arithmetic.pad_sequences(seqs, max_len=max_len)
+    start = np.array([len(q) for q in prompts], np.int32)
+    end = np.array([len(s) - 1 for s in seqs], np.int32)
+    return ids, mask.astype(bool), start, end
+
+
+def _chain_text(lhs, problem, res) -> str:
+    steps = "".join(f"{a}{op}{b}{arithmetic.EQUALS}{r}{arithmetic.STEP_SEP}"
+                    for a, op, b, r in zip(lhs, problem.ops, problem.operands, res))
+    return steps + f"{arithmetic.ANSWER_MARK}{res[-1]}"
+
+
+def copy_error_solution(problem, rng: np.random.Generator) -> str:
+    """A solution with one transcription error: step s starts from a wrong left operand (not the
+    previous result, or not a_0 for s = 0), computes correctly from it, and later steps follow
+    consistently, so the final answer is wrong. (s, wrong value) are drawn uniformly among those
+    that change the final answer."""
+    p, true = problem, problem.results
+    options = []
+    for s in range(p.num_steps):
+        right = p.start if s == 0 else true[s - 1]
+        for w in range(p.modulus):
+            if w == right:
+                continue
+            lhs, res, a = [], [], w
+            for j in range(s, p.num_steps):
+                lhs.append(a)
+                a = arithmetic.apply_op(a, p.ops[j], p.operands[j], p.modulus)
+                res.append(a)
+            if res[-1] != p.answer:
+                options.append((s, lhs, res))
+    s, lhs, res = options[int(rng.integers(len(options)))]
+    prefix_lhs = [p.start] + list(true[:s - 1]) if s > 0 else []
+    return _chain_text(prefix_lhs[:s] + lhs, p, list(true[:s]) + res)
+
+
+def corrupt(problem, rng: np.random.Generator, kind: str) -> str:
+    if kind == "copy":
+        return copy_error_solution(problem, rng)
+    if kind == "arithmetic":
+        return arithmetic.corrupt_solution(problem, rng=rng)[0]
+    raise ValueError(f"corruption must be 'copy' or 'arithmetic', got {kind!r}")
+
+
+def make_pairs(task, n: int, seed: int, max_len: int, kind: str):
+    rng = np.random.default_rng([seed, 5])
+    problems = task.sample_problems(n, seed=1000 + seed)
+    good = [arithmetic.solution_text(p) for p in problems]
+    bad = [corrupt(p, rng, kind) for p in problems]
+    return encode_solutions(problems, good, max_len), encode_solutions(problems, bad, max_len)
+
+
+def vote_samples(task, config, seed: int, max_len: int):
+    """S sampled solutions of each of P problems from a synthetic policy with correlated errors.
+
+    Returns (encoded [P*S] solutions, final answers [P, S], true answers [P])."""
+    rng = np.random.default_rng([seed, 6])
+    d = config.data
+    problems = task.sample_problems(d.num_vote_problems, seed=3000 + seed)
+    probs, texts, answers = [], [], []
+    for p in problems:
+        p_ok = rng.uniform(*d.p_correct)
+        common = corrupt(p, rng, d.corruption)
+        for _ in range(d.samples_per_problem):
+            u = rng.random()
+            if u < p_ok:
+                t = arithmetic.solution_text(p)
+            elif rng.random() < d.common_mistake:
+                t = common
+            else:
+                t = corrupt(p, rng, d.corruption)
+            probs.append(p)
+            texts.append(t)
+            answers.append(arithmetic.extract_answer(t))
+    enc = encode_solutions(probs, texts, max_len)
+    shape = (len(problems), d.samples_per_problem)
+    return enc, np.asarray(answers, np.int32).reshape(shape), np.array([p.answer for p in problems])
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _gather(x, idx):
+    """x [B, T, ...] at idx [B] -> [B, ...]."""
+    return jnp.take_along_axis(x, idx.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]
+
+
+def make_loss(model, contrastive_weight: float):
+    def loss_fn(params, batch, rng):
+        ids = jnp.concatenate([batch["c_ids"], batch["r_ids"]])
+        mask = jnp.concatenate([batch["c_mask"], batch["r_mask"]])
+        rewards, z = model.apply(params, ids, mask)
+        b = batch["c_ids"].shape[0]
+        last = jnp.concatenate([batch["c_end"], batch["r_end"]])
+        r = _gather(rewards, last)
+        bt = bradley_terry_loss(r[:b], r[b:]).mean()
+        k1, k2, k3 = jax.random.split(rng, 3)
+        c_start, c_end = batch["c_start"], batch["c_end"]
+        # source in the chosen solution (before its last token), a later goal of the same
+        # solution, and a negative goal anywhere in the rejected solution
+        src = c_start + jax.random.randint(k1, (b,), 0, c_end - c_start)
+        pos = src + 1 + jax.random.randint(k2, (b,), 0, c_end - src)
+        neg = batch["r_start"] + jax.random.randint(k3, (b,), 0,
+                                                    batch["r_end"] - batch["r_start"] + 1)
+        zc, zr = z[:b], z[b:]
+        con = goal_contrastive_loss(_gather(zc, src), _gather(zc, pos), _gather(zr, neg)).mean()
+        loss = bt + contrastive_weight * con
+        return loss, {"bt": bt, "contrastive": con,
+                      "accuracy": jnp.mean(r[:b] > r[b:])}
+
+    return loss_fn
+
+
+@functools.partial(jax.jit, static_argnames=("model", "batch_size", "steps"))
+def train_rm(model, params, data, contrastive_weight, learning_rate, rng, *, steps: int,
+             batch_size: int):
+    """`steps` AdamW steps on random minibatches of the pairs in `data`; returns params and the
+    metrics of the last 50 steps (means)."""
+    tx = optax.adamw(learning_rate, weight_decay=0.0)
+    loss_fn = make_loss(model, contrastive_weight)
+    n = data["c_ids"].shape[0]
+
+    def step(carry, key):
+        params, opt_state = carry
+        k_idx, k_loss = jax.random.split(key)
+        idx = jax.random.randint(k_idx, (batch_size,), 0, n)
+        batch = jax.tree.map(lambda x: x[idx], data)
+        (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, k_loss)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), aux
+
+    (params, _), aux = jax.lax.scan(step, (params, tx.init(params)),
+                                    jax.random.split(rng, steps))
+    return params, jax.tree.map(lambda x: x[-50:].mean(), aux)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _forward(model, params, ids, mask):
+    return model.apply(params, ids, mask)
+
+
+def forward(model, params, ids, mask, chunk: int = 512):
+    """Token rewards [N, T] and projections [N, T, P] in chunks padded to `chunk` rows (one
+    compilation for every call)."""
+    rewards, zs = [], []
+    for i in range(0, len(ids), chunk):
+        n = min(chunk, len(ids) - i)
+        pad = ((0, chunk - n), (0, 0))
+        r, z = _forward(model, params, jnp.asarray(np.pad(ids[i:i + n], pad)),
+                        jnp.asarray(np.pad(mask[i:i + n], pad, constant_values=True)))
+        rewards.append(np.asarray(r[:n]))
+        zs.append(np.asarray(z[:n]))
+    return np.concatenate(rewards), np.concatenate(zs)
+
+
+def prefix_positions(start, end, fraction: float) -> np.ndarray:
+    """Index of the last token of the first ceil(f * L) solution tokens (L counts the EOS)."""
+    length = end - start + 1
+    return start + np.maximum(1, np.ceil(fraction * length - 1e-9).astype(np.int32)) - 1
+
+
+def score_prefixes(model, params, enc, prototype, fractions):
+    """Q and reward-head scores after each prefix fraction: ([F, N], [F, N])."""
+    ids, mask, start, end = enc
+    rewards, z = forward(model, params, ids, mask)
+    q = np.asarray(prefix_goal_values(jnp.asarray(z), prototype))
+    pos = np.stack([prefix_positions(start, end, f) for f in fractions])  # [F, N]
+    take = lambda x: np.take_along_axis(x[None], pos[:, :, None], axis=2)[..., 0]  # noqa: E731
+    return take(q), take(rewards)
+
+
+def goal_prototype(model, params, enc) -> jax.Array:
+    """Mean projection of the final (EOS) states of correct solutions: [P]."""
+    ids, mask, _, end = enc
+    _, z = forward(model, params, ids, mask)
+    return jnp.asarray(np.take_along_axis(z, end[:, None, None], axis=1)[:, 0].mean(0))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    del workdir
+    seed = int(config.seed)
+    task = arithmetic.ArithmeticTask(**config.task)
+    max_len = task.max_prompt_len() + task.max_solution_len()
+    model = make_rm(tuple(sorted(config.model.to_dict().items())), max_len)
+    key = jax.random.key(seed)
+    k_init, k_train = jax.random.split(key)
+
+    init = model.init(k_init)
+    chosen, rejected = make_pairs(task, config.data.num_pairs, seed, max_len,
+                                  config.data.corruption)
+    data = {"c_ids": chosen[0], "c_mask": chosen[1], "c_start": chosen[2], "c_end": chosen[3],
+            "r_ids": rejected[0], "r_mask": rejected[1], "r_start": rejected[2],
+            "r_end": rejected[3]}
+    params, train_metrics = train_rm(
+        model, init, jax.tree.map(jnp.asarray, data),
+        jnp.float32(config.contrastive_weight), jnp.float32(config.train.learning_rate),
+        k_train, steps=int(config.train.steps),
+        batch_size=int(config.train.batch_size))
+    out = {f"train_{k}": float(v) for k, v in train_metrics.items()}
+    prototype = goal_prototype(model, params, chosen)
+
+    # prefix AUROC on held-out correct vs corrupted solutions
+    ev_good, ev_bad = make_pairs(task, config.data.num_eval, 500 + seed, max_len,
+                                  config.data.corruption)
+    enc = tuple(np.concatenate([a, b]) for a, b in zip(ev_good, ev_bad))
+    labels = np.concatenate([np.ones(len(ev_good[0]), bool), np.zeros(len(ev_bad[0]), bool)])
+    q, r = score_prefixes(model, params, enc, prototype, FRACTIONS)
+    batched = jax.jit(jax.vmap(auroc, in_axes=(0, None)))
+    auc_q, auc_r = np.asarray(batched(q, labels)), np.asarray(batched(r, labels))
+    for f, a_q, a_r in zip(FRACTIONS, auc_q, auc_r):
+        out[f"auroc_q_{int(round(f * 100))}"] = float(a_q)
+        out[f"auroc_reward_{int(round(f * 100))}"] = float(a_r)
+    out["auroc_best_50"] = max(out["auroc_q_50"], out["auroc_reward_50"])
+    # full-sequence pairwise accuracy of the reward head
+    out["eval_pairwise_accuracy"] = float(np.mean(r[-1][labels] > r[-1][~labels]))
+
+    # majority voting with pruning at the prefix
+    enc, answers, truth = vote_samples(task, config, seed, max_len)
+    f = float(config.vote.prefix_fraction)
+    q, r = score_prefixes(model, params, enc, prototype, (f,))
+    _, _, start, end = enc
+    lengths = (end - start + 1).reshape(answers.shape)
+    prefix_len = (prefix_positions(start, end, f) - start + 1).reshape(answers.shape)
+    # identical samples (the same text) get identical scores; a tiny random jitter breaks those
+    # exact ties so that every scorer prunes the same share of samples
+    jitter = 1e-6 * np.random.default_rng([seed, 7]).random(answers.shape)
+    for name, scores in (("q", q[0]), ("reward", r[0])):
+        vote = pruned_majority_vote(scores.reshape(answers.shape) + jitter, answers, lengths,
+                                    prefix_len,
+                                    quantile=float(config.vote.quantile),
+                                    num_answers=task.modulus)
+        out["vote_acc_full"] = float(np.mean(np.asarray(vote.full_answer) == truth))
+        out[f"vote_acc_pruned_{name}"] = float(np.mean(np.asarray(vote.answer) == truth))
+        out[f"tokens_saved_{name}"] = float(1 - np.sum(vote.tokens_used) / np.sum(vote.tokens_full))
+        out[f"vote_acc_loss_{name}"] = out["vote_acc_full"] - out[f"vote_acc_pruned_{name}"]
+        out[f"kept_correct_{name}"] = float(np.mean(
+            (answers == truth[:, None])[np.asarray(vote.kept)]))
+    out["sample_correct_rate"] = float(np.mean(answers == truth[:, None]))
+    return out
+
+
+# ----------------------------------------------------------------------------- claims and plots
+
+
+def claims(results) -> list[Claim]:
+    q_con = metric(results, "contrastive", "auroc_q_50")
+    best_bt = metric(results, "bt", "auroc_best_50")
+    gap = q_con - best_bt
+    saved = metric(results, "contrastive", "tokens_saved_q")
+    loss = metric(results, "contrastive", "vote_acc_loss_q")
+    return [
+        Claim(name="prefix AUROC at the 50% prefix: contrastive RM's Q exceeds the BT-only RM's "
+                   "best prefix score by >= 0.05",
+              passed=gap >= 0.05,
+              measured={"auroc_q_contrastive": q_con, "auroc_best_bt": best_bt,
+                        "auroc_q_bt": metric(results, "bt", "auroc_q_50"),
+                        "auroc_reward_bt": metric(results, "bt", "auroc_reward_50"),
+                        "gap": gap},
+              detail=f"contrastive Q {q_con:.3f} vs BT-only best {best_bt:.3f}"),
+        Claim(name="pruning the lowest-Q samples at the 50% prefix saves >= 30% of tokens with "
+                   "<= 1 point majority-vote accuracy loss",
+              passed=saved >= 0.30 and loss <= 0.01,
+              measured={"tokens_saved": saved, "accuracy_loss": loss,
+                        "vote_acc_full": metric(results, "contrastive", "vote_acc_full"),
+                        "vote_acc_pruned": metric(results, "contrastive", "vote_acc_pruned_q")},
+              detail=f"saved {saved:.3f} of tokens, accuracy loss {loss:+.4f}"),
+    ]
+
+
+def plots(results, workdir: str) -> list[str]:
+    """Prefix AUROC against the prefix fraction for both RMs."""
+    from alignax.train.plots import plot_curves
+
+    xs = list(FRACTIONS)
+    curves = {}
+    for variant, label in (("contrastive", "BT + contrastive"), ("bt", "BT only")):
+        if variant not in results:
+            continue
+        m = results[variant]["metrics"]
+        for kind, name in (("q", "Q = cos(z_t, g)"), ("reward", "reward head")):
+            keys = [f"auroc_{kind}_{int(round(f * 100))}" for f in xs]
+            if all(k in m for k in keys):
+                curves[f"{label}: {name}"] = (xs, [m[k]["mean"] for k in keys])
+    if not curves:
+        return []
+    path = os.path.join(workdir, "plots", "prefix_auroc.png")
+    plot_curves(curves, path, title="Prefix AUROC of correct vs corrupted solutions",
+                xlabel="prefix fraction of the solution", ylabel="AUROC")
+    return [path]
