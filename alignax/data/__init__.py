@@ -11,6 +11,7 @@
 """
 
 from alignax.data.errors import DataError
+from alignax.data.pair_builders import select_top_fraction, tie_disentangled_pairs
 from alignax.data.pipeline import make_batch_iterator
 from alignax.data.readers import (
     PreferenceRecord,
@@ -27,6 +28,8 @@ from alignax.data.tfds_builder import (
 from alignax.data.tokenizers import ByteTokenizer, HFTokenizer
 
 __all__ = [
+    "select_top_fraction",
+    "tie_disentangled_pairs",
     "ByteTokenizer",
     "HFTokenizer",
     "DataError",

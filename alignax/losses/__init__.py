@@ -64,6 +64,8 @@ from alignax.losses.reward import (
     regression_loss,
     scaled_bradley_terry_loss,
 )
+from alignax.losses.rubric import gprc_loss, reference_projection
+from alignax.losses.segment import gaussian_segment_preference_loss
 
 # Pairwise reward-model losses: (chosen_rewards, rejected_rewards, *, ...) -> [B].
 REWARD_LOSSES = {
@@ -84,6 +86,8 @@ REWARD_OBJECTIVES = {
     "calibrated": calibrated_reward_loss,
     "goal_contrastive": goal_contrastive_loss,
     "autoregressive_rm": autoregressive_rm_loss,
+    "gaussian_segment": gaussian_segment_preference_loss,
+    "gprc": gprc_loss,
 }
 # Pieces of reward-model training that are not losses: routing, selection, shaping, values.
 REWARD_HELPERS = {
@@ -96,6 +100,7 @@ REWARD_HELPERS = {
     "ensemble_rewards": ensemble_rewards,
     "preference_strength": preference_strength,
     "flip_by_strength": flip_by_strength,
+    "reference_projection": reference_projection,
 }
 DIRECT_LOSSES = {
     "dpo": dpo_loss,
@@ -119,6 +124,9 @@ POLICY_GRADIENT_LOSSES = {"ppo_clip": ppo_clip_loss, "gspo": gspo_loss}
 SELF_PLAY_LOSSES = {"gpo": gpo_loss}
 
 __all__ = [
+    "gaussian_segment_preference_loss",
+    "gprc_loss",
+    "reference_projection",
     "REWARD_HELPERS",
     "SELF_PLAY_LOSSES",
     "autoregressive_rm_loss",

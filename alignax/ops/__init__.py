@@ -20,8 +20,22 @@ from alignax.ops.logprobs import (
     token_logprobs,
 )
 from alignax.ops.masked import masked_mean, masked_sum
+from alignax.ops.regression import decorrelate, decorrelation_coefficients, masked_ridge_regression
+from alignax.ops.transport import (
+    entropic_gromov_wasserstein,
+    gromov_wasserstein_cost,
+    sinkhorn,
+    transfer_preference_labels,
+)
 
 __all__ = [
+    "decorrelate",
+    "decorrelation_coefficients",
+    "entropic_gromov_wasserstein",
+    "gromov_wasserstein_cost",
+    "masked_ridge_regression",
+    "sinkhorn",
+    "transfer_preference_labels",
     "batch_normalized_advantages",
     "beta_normalization_parameters",
     "beta_normalized_advantages",

@@ -3,12 +3,17 @@
 from alignax.rewards.aggregate import (ensemble, gradient_weight_update, hypervolume,
                                        hypervolume_multiplier, log_tamed_sum, pareto_front,
                                        weighted_sum)
+from alignax.rewards.directional import (angle_bins, bin_centers, direction_tokens,
+                                         directional_reward, select_by_direction,
+                                         unit_directions)
 from alignax.rewards.model import ensemble_reward, reward_model_reward
 from alignax.rewards.rules import (bleu_reward, contains_tokens, cosine_reward, exact_match,
                                    length_penalty, mean_pooled_embeddings, overlong_penalty,
                                    sentence_bleu, verifier_reward)
 
 __all__ = [
+    "angle_bins", "bin_centers", "direction_tokens", "directional_reward",
+    "select_by_direction", "unit_directions",
     "bleu_reward", "contains_tokens", "cosine_reward", "ensemble", "ensemble_reward",
     "exact_match", "gradient_weight_update", "hypervolume", "hypervolume_multiplier",
     "length_penalty", "log_tamed_sum", "mean_pooled_embeddings", "overlong_penalty",
