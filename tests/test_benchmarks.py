@@ -35,3 +35,17 @@ def test_alignax_side_runs_and_reports_every_field(name):
     for key in ("compile_s", "tokens_per_step", "flops_per_step", "peak_rss_mb", "notes"):
         assert key in result
     assert result["flops_per_step"] == spec.step_flops(name, "tiny")
+
+
+def test_summary_separates_compile_time_from_the_first_step():
+    from benchmarks import run
+
+    results = [{"step_times": [1.0, 1.2, 1.1], "compile_s": 5.1, "tokens_per_step": 100,
+                "flops_per_step": 2e9, "peak_rss_mb": 10.0},
+               {"step_times": [0.9, 1.0, 1.1], "compile_s": 4.0, "tokens_per_step": 100,
+                "flops_per_step": 2e9, "peak_rss_mb": 12.0}]
+    s = run.summarize(results, peak=4e9)
+    assert s["step_s"] == 1.05 and s["tok_s"] == 100 / 1.05
+    assert s["compile_s"] == 4.55  # median first step
+    assert abs(s["setup_s"] - 3.5) < 1e-12  # median of (5.1 - 1.1, 4.0 - 1.0)
+    assert abs(s["mfu"] - 2e9 / 1.05 / 4e9) < 1e-12 and s["peak_rss_mb"] == 12.0
