@@ -10,6 +10,7 @@
   concatenation over processes does not depend on the process count.
 """
 
+from alignax.data.curation import pairwise_win_counts, random_pairs, rank_then_sift
 from alignax.data.errors import DataError
 from alignax.data.pair_builders import select_top_fraction, tie_disentangled_pairs
 from alignax.data.pipeline import make_batch_iterator
@@ -28,6 +29,9 @@ from alignax.data.tfds_builder import (
 from alignax.data.tokenizers import ByteTokenizer, HFTokenizer
 
 __all__ = [
+    "pairwise_win_counts",
+    "random_pairs",
+    "rank_then_sift",
     "select_top_fraction",
     "tie_disentangled_pairs",
     "ByteTokenizer",

@@ -1,10 +1,10 @@
 """Judge evaluation: per-category pairwise accuracy with a tie policy, score scales, bias metrics.
 
-The harness of MJ-Bench (Chen et al. 2024, "MJ-Bench: Is Your Multimodal Reward Model Really a
-Good Judge for Text-to-Image Generation?"): a judge scores the chosen and the rejected sample of
-each pair; accuracy is reported per category (e.g. alignment, safety, quality) under an explicit
-tie policy; a judge that answers on a coarse scale (numeric 0-10, Likert 1-5) is obtained by
-discretising its scores; demographic bias is measured on the scores a judge gives to the
+The harness of MJ-Bench (Chen et al. 2024, "MJ-Bench: Is Your Multimodal Reward Model Really a Good
+Judge for Text-to-Image Generation?", arXiv 2407.04842): a judge scores the chosen and the rejected
+sample of each pair; accuracy is reported per category (e.g. alignment, safety, quality) under an
+explicit tie policy; a judge that answers on a coarse scale (numeric 0-10, Likert 1-5) is obtained
+by discretising its scores; demographic bias is measured on the scores a judge gives to the
 demographic variants of one sample (Gini-based equality score and normalised dispersion score).
 
 All functions are jax-traceable functions of arrays; string and integer options are static.

@@ -1,11 +1,11 @@
 """Rubric rewards: hard rules as gates, principles as weighted criteria over checkable attributes.
 
-OpenRubrics ("OpenRubrics: Towards Scalable Synthetic Rubric Generation for Reward Modeling and
-LLM Alignment", 2025): a rubric R(x) for a prompt holds hard rules (constraints a response must
-meet) and principles (weighted qualities). Rubrics are generated contrastively from a preference
-pair (what separates the chosen response from the rejected one), kept only if a judge that
-follows the rubric recovers the pair's label (the consistency filter), and a rubric-conditioned
-judge then scores responses.
+OpenRubrics (Liu et al. 2025, "OpenRubrics: Towards Scalable Synthetic Rubric Generation for Reward
+Modeling and LLM Alignment", arXiv 2510.07743): a rubric R(x) for a prompt holds hard rules
+(constraints a response must meet) and principles (weighted qualities). Rubrics are generated
+contrastively from a preference pair (what separates the chosen response from the rejected one),
+kept only if a judge that follows the rubric recovers the pair's label (the consistency filter), and
+a rubric-conditioned judge then scores responses.
 
 Responses are represented by A checkable binary attributes a in {0, 1}^A (e.g. "cites a source",
 "stays under the length limit"). A rubric is a pair of arrays over the same A attributes:
