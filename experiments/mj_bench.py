@@ -1,0 +1,309 @@
+"""MJ-Bench: evaluating judges (reward models) per category, with tie policies and bias metrics.
+
+Paper: Chen et al. 2024, "MJ-Bench: Is Your Multimodal Reward Model Really a Good Judge for
+Text-to-Image Generation?" (arXiv 2407.04842).
+
+Setting (feature-vector testbed): an "image" is a vector x in R^32 built from planted
+attributes, x = sum of the embeddings of the objects it shows + noise; a prompt asks for 3 of 12
+objects and its text embedding q is the normalised sum of their embeddings. Preference pairs in
+three categories: alignment (the rejected image swaps one requested object for another), safety
+(the rejected image also carries a toxic direction) and quality (the rejected image is distorted:
+signal shrunk, noise raised). Bias: the aligned image of a prompt rendered with each of G = 4
+demographic directions added (equal norm); a fair judge scores the variants alike.
+
+Judges (variants): `cosine`, cos(q, x) (a CLIP-like scorer); `bt_rm`, a linear BT reward model
+on [x, q * x] trained on separate pairs of the three categories; `numeric`, a noisy judge with a
+hidden assessment (alignment - toxicity - distortion, plus Gaussian noise, squashed to [0, 1])
+answering on a numeric 0-10 scale; `likert`, the same judge answering on a 5-point Likert scale;
+`biased`, the numeric judge with a planted demographic bias (its hidden logit is shifted by
+bias_strength * (1.5, 0.5, -0.5, -1.5) for the four groups). The harness (`alignax.eval.judges`)
+reports per-category accuracy under the three tie policies (ties wrong / half / excluded), tie
+rates, and on the bias set the Gini-based equality score GES = 1 - Gini and the normalised
+dispersion score NDS = 1 - std/mean over the variants (scores of the continuous judges are put on
+a 0-10 scale by their min and max over the evaluation set). Each run evaluates its judge twice
+from the seed and records whether the two passes agree bit for bit.
+
+Claims checked: (1) the harness recovers the planted bias: the biased judge's GES and NDS are
+each lower by >= 0.2 than the unbiased numeric judge's; (2) the Likert-discretised judge ties more
+pairs than the numeric one, which ties more than the continuous cosine scorer; (3) seeded runs
+are bit-reproducible (every judge, every seed).
+
+    alignax run experiments/mj_bench.py            # full setting, 3 seeds
+    alignax run experiments/mj_bench.py:smoke      # seconds, for the tests
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from alignax.eval.judges import (discretize_scores, gini_equality_score, judge_accuracy,
+                                 normalized_dispersion_score)
+from alignax.experiment import Claim, metric
+from alignax.losses.reward import bradley_terry_loss
+
+JUDGES = ("cosine", "bt_rm", "numeric", "likert", "biased")
+CATEGORIES = ("alignment", "safety", "quality")
+POLICIES = ("wrong", "half", "exclude")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    smoke = arg == "smoke"
+    if arg not in (None, "", "smoke"):
+        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    c = ml_collections.ConfigDict()
+    c.seeds = [0] if smoke else [0, 1, 2]
+    c.judge = "numeric"
+    c.variants = {j: {"judge": j} for j in JUDGES}
+    c.task = dict(dim=32, num_objects=12, objects_per_prompt=3, num_groups=4, image_noise=0.3,
+                  toxic_scale=1.0, distortion_shrink=0.6, distortion_noise=0.8,
+                  demographic_scale=1.0)
+    c.data = dict(num_test_pairs=600 if not smoke else 60, num_train_pairs=1500 if not smoke
+                  else 150, num_bias_prompts=300 if not smoke else 30)
+    # the noisy judge: logit = (assessment - center) / temperature + noise_std * N(0, 1)
+    c.noisy_judge = dict(center=0.3, temperature=0.35, noise_std=0.5, bias_strength=1.5)
+    c.train = dict(steps=400 if not smoke else 50, learning_rate=1e-2)
+    return c
+
+
+def make_world(task, seed: int) -> dict:
+    """Object, toxic and demographic directions (unit vectors) of one seed."""
+    rng = np.random.default_rng([seed, 53])
+
+    def unit(n):
+        v = rng.standard_normal((n, task.dim))
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    return {"objects": unit(task.num_objects), "toxic": unit(1)[0],
+            "groups": unit(task.num_groups)}
+
+
+def _images(world, task, present: np.ndarray, rng, *, noise: float, shrink: float = 1.0):
+    """Images [N, D] showing the objects in `present` [N, O] (bool)."""
+    signal = present.astype(np.float64) @ world["objects"]
+    return shrink * signal + noise * rng.standard_normal(signal.shape)
+
+
+def make_eval_set(world, task, n: int, num_bias: int, rng) -> dict:
+    """Pairs of the three categories and the demographic-variant groups of the bias set."""
+    o, k = task.num_objects, task.objects_per_prompt
+    pairs = {}
+    for ci, cat in enumerate(CATEGORIES):
+        present = np.zeros((n, o), bool)
+        for i in range(n):
+            present[i, rng.choice(o, k, replace=False)] = True
+        q = present @ world["objects"]
+        q /= np.linalg.norm(q, axis=-1, keepdims=True)
+        chosen = _images(world, task, present, rng, noise=task.image_noise)
+        if cat == "alignment":  # swap one requested object for an unrequested one
+            wrong = present.copy()
+            for i in range(n):
+                wrong[i, rng.choice(np.flatnonzero(present[i]))] = False
+                wrong[i, rng.choice(np.flatnonzero(~present[i]))] = True
+            rejected = _images(world, task, wrong, rng, noise=task.image_noise)
+        elif cat == "safety":
+            rejected = (_images(world, task, present, rng, noise=task.image_noise)
+                        + task.toxic_scale * world["toxic"])
+        else:
+            rejected = _images(world, task, present, rng, noise=task.distortion_noise,
+                               shrink=task.distortion_shrink)
+        pairs[cat] = {"q": q.astype(np.float32), "chosen": chosen.astype(np.float32),
+                      "rejected": rejected.astype(np.float32),
+                      "category": np.full(n, ci, np.int32)}
+    present = np.zeros((num_bias, o), bool)
+    for i in range(num_bias):
+        present[i, rng.choice(o, k, replace=False)] = True
+    q = present @ world["objects"]
+    q /= np.linalg.norm(q, axis=-1, keepdims=True)
+    base = _images(world, task, present, rng, noise=task.image_noise)
+    variants = base[:, None, :] + task.demographic_scale * world["groups"][None]  # [P, G, D]
+    return {"pairs": pairs, "bias_q": q.astype(np.float32),
+            "bias_images": variants.astype(np.float32)}
+
+
+def assessment(world, q, x):
+    """The noisy judge's hidden quality: alignment - toxicity - distortion (all from x)."""
+    align = jnp.sum(q * x, -1) / jnp.maximum(jnp.linalg.norm(x, axis=-1), 1e-6)
+    toxic = jnp.maximum(x @ world["toxic"], 0.0)
+    objects = jnp.asarray(world["objects"], jnp.float32)
+    coef = x @ jnp.linalg.pinv(objects)  # least-squares object content
+    residual = jnp.linalg.norm(x - coef @ objects, axis=-1) / np.sqrt(x.shape[-1])
+    return align - 0.5 * toxic - residual
+
+
+def _features(q, x):
+    return jnp.concatenate([x, q * x], -1)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "lr"))
+def fit_bt_rm(q, chosen, rejected, *, steps, lr):
+    """Linear BT reward model on [x, q * x]: q, chosen, rejected [B, D] -> weights [2D]."""
+    fc, fr = _features(q, chosen), _features(q, rejected)
+    tx = optax.adam(lr)
+
+    def loss_fn(w):
+        return jnp.mean(bradley_terry_loss(fc @ w, fr @ w))
+
+    def step(carry, _):
+        w, opt = carry
+        g = jax.grad(loss_fn)(w)
+        upd, opt = tx.update(g, opt, w)
+        return (optax.apply_updates(w, upd), opt), None
+
+    w0 = jnp.zeros(fc.shape[-1], jnp.float32)
+    (w, _), _ = jax.lax.scan(step, (w0, tx.init(w0)), None, length=steps)
+    return w
+
+
+def make_judge(config, world, key, train: dict | None):
+    """`score(q [N, D], x [N, D], groups [N] int (-1: none), key) -> [N]` for config.judge."""
+    nj = config.noisy_judge
+    offsets = nj.bias_strength * np.linspace(1.5, -1.5, config.task.num_groups)
+    if config.judge == "cosine":
+        def score(q, x, groups, key):
+            return jnp.sum(q * x, -1) / jnp.maximum(jnp.linalg.norm(x, axis=-1), 1e-6)
+        return score
+    if config.judge == "bt_rm":
+        w = fit_bt_rm(train["q"], train["chosen"], train["rejected"],
+                      steps=int(config.train.steps), lr=float(config.train.learning_rate))
+
+        def score(q, x, groups, key):
+            return _features(q, x) @ w
+        return score
+    levels = {"numeric": 11, "likert": 5, "biased": 11}[config.judge]
+    low = 1.0 if config.judge == "likert" else 0.0
+    bias = jnp.asarray(offsets if config.judge == "biased" else np.zeros_like(offsets),
+                       jnp.float32)
+
+    def score(q, x, groups, key):
+        logit = ((assessment(world, q, x) - nj.center) / nj.temperature
+                 + nj.noise_std * jax.random.normal(key, (x.shape[0],)))
+        logit = logit + jnp.where(groups >= 0, bias[jnp.maximum(groups, 0)], 0.0)
+        return discretize_scores(jax.nn.sigmoid(logit), levels=levels, low=low)
+    return score
+
+
+def evaluate(config, seed: int) -> dict[str, float]:
+    """One full, seeded evaluation of config.judge: accuracies, tie rates, GES and NDS."""
+    task = config.task
+    world = make_world(task, seed)
+    rng = np.random.default_rng([seed, 530])
+    ev = make_eval_set(world, task, config.data.num_test_pairs, config.data.num_bias_prompts, rng)
+    train = None
+    if config.judge == "bt_rm":
+        tr = make_eval_set(world, task, config.data.num_train_pairs // 3, 1, rng)["pairs"]
+        train = {k: np.concatenate([tr[c][k] for c in CATEGORIES]) for k in
+                 ("q", "chosen", "rejected")}
+    key = jax.random.key(seed)
+    k_pairs, k_bias = jax.random.split(key)
+    judge = make_judge(config, world, key, train)
+    cat = {k: np.concatenate([ev["pairs"][c][k] for c in CATEGORIES]) for k in
+           ("q", "chosen", "rejected", "category")}
+    n = len(cat["q"])
+    none = np.full(n, -1, np.int32)
+    kc, kr = jax.random.split(k_pairs)
+    sc = np.asarray(judge(cat["q"], cat["chosen"], none, kc))
+    sr = np.asarray(judge(cat["q"], cat["rejected"], none, kr))
+    out: dict[str, float] = {}
+    for policy in POLICIES:
+        res = judge_accuracy(sc, sr, cat["category"], num_categories=len(CATEGORIES),
+                             tie_policy=policy)
+        acc = np.asarray(res["accuracy"])
+        for ci, c in enumerate(CATEGORIES):
+            out[f"acc_{c}_{policy}"] = float(acc[ci])
+        out[f"acc_mean_{policy}"] = float(np.mean(acc))
+        if policy == "half":
+            ties = np.asarray(res["tie_rate"])
+            for ci, c in enumerate(CATEGORIES):
+                out[f"tie_rate_{c}"] = float(ties[ci])
+            out["tie_rate"] = float(np.mean(sc == sr))
+    p, g, d = ev["bias_images"].shape
+    groups = np.tile(np.arange(g, dtype=np.int32), p)
+    bias_scores = np.asarray(judge(np.repeat(ev["bias_q"], g, 0), ev["bias_images"].reshape(
+        p * g, d), groups, k_bias)).reshape(p, g)
+    if config.judge in ("cosine", "bt_rm"):  # continuous scores onto a 0-10 scale
+        everything = np.concatenate([sc, sr, bias_scores.ravel()])
+        lo, hi = everything.min(), everything.max()
+        bias_scores = 10.0 * (bias_scores - lo) / max(hi - lo, 1e-12)
+    out["ges"] = float(np.mean(gini_equality_score(bias_scores)))
+    out["nds"] = float(np.mean(normalized_dispersion_score(bias_scores)))
+    top = np.argmax(bias_scores, axis=1)
+    out["favoured_group_share"] = float(np.max(np.bincount(top, minlength=g)) / p)
+    return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    if config.judge not in JUDGES:
+        raise ValueError(f"unknown judge {config.judge!r}; one of {JUDGES}")
+    seed = int(config.seed)
+    first = evaluate(config, seed)
+    second = evaluate(config, seed)
+    same = first.keys() == second.keys() and all(
+        np.array_equal(np.float64(first[k]), np.float64(second[k]), equal_nan=True)
+        for k in first)
+    return {**first, "bit_reproducible": float(same)}
+
+
+def claims(results) -> list[Claim]:
+    ges = {j: metric(results, j, "ges") for j in ("numeric", "biased")}
+    nds = {j: metric(results, j, "nds") for j in ("numeric", "biased")}
+    ties = {j: metric(results, j, "tie_rate") for j in ("cosine", "numeric", "likert")}
+    repro = {j: min(m["bit_reproducible"] for m in results[j]["per_seed"].values())
+             for j in results}
+    return [
+        Claim(name="the harness recovers the planted demographic bias: the biased judge's GES and "
+                   "NDS are each lower by >= 0.2 than the unbiased judge's",
+              passed=(ges["numeric"] - ges["biased"] >= 0.2
+                      and nds["numeric"] - nds["biased"] >= 0.2),
+              measured={"ges_unbiased": ges["numeric"], "ges_biased": ges["biased"],
+                        "nds_unbiased": nds["numeric"], "nds_biased": nds["biased"]},
+              detail=f"GES {ges['numeric']:.3f} -> {ges['biased']:.3f}, NDS {nds['numeric']:.3f} "
+                     f"-> {nds['biased']:.3f}"),
+        Claim(name="the Likert-discretised judge ties more pairs than the numeric (0-10) judge, "
+                   "which ties more than the continuous cosine scorer",
+              passed=ties["likert"] > ties["numeric"] > ties["cosine"],
+              measured={f"tie_rate_{j}": v for j, v in ties.items()},
+              detail=f"tie rates: Likert {ties['likert']:.3f}, numeric {ties['numeric']:.3f}, "
+                     f"cosine {ties['cosine']:.3f}"),
+        Claim(name="seeded runs are bit-reproducible (two evaluations per judge and seed agree "
+                   "exactly)",
+              passed=all(v == 1.0 for v in repro.values()),
+              measured={f"reproducible_{j}": v for j, v in repro.items()},
+              detail=", ".join(f"{j}: {'yes' if v == 1.0 else 'NO'}" for j, v in repro.items())),
+    ]
+
+
+def plots(results, workdir: str) -> list[str]:
+    """Per-category accuracy (ties count 1/2) and GES / NDS per judge."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    names = list(results)
+    ax = fig.add_subplot(1, 2, 1)
+    width = 0.8 / len(CATEGORIES)
+    for ci, c in enumerate(CATEGORIES):
+        ax.bar(np.arange(len(names)) + ci * width,
+               [results[j]["metrics"][f"acc_{c}_half"]["mean"] for j in names], width, label=c)
+    ax.set_xticks(np.arange(len(names)) + width, names)
+    ax.set_ylabel("pairwise accuracy (ties = 1/2)")
+    ax.legend()
+    ax = fig.add_subplot(1, 2, 2)
+    for i, m in enumerate(("ges", "nds")):
+        ax.bar(np.arange(len(names)) + 0.4 * i, [results[j]["metrics"][m]["mean"] for j in names],
+               0.4, label=m.upper())
+    ax.set_xticks(np.arange(len(names)) + 0.2, names)
+    ax.set_ylabel("bias score (1 = fair)")
+    ax.legend()
+    fig.suptitle("MJ-Bench harness on planted judges")
+    path = os.path.join(workdir, "plots", "mj_bench.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return [path]
