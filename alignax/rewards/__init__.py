@@ -7,11 +7,16 @@ from alignax.rewards.directional import (angle_bins, bin_centers, direction_toke
                                          directional_reward, select_by_direction,
                                          unit_directions)
 from alignax.rewards.model import ensemble_reward, reward_model_reward
+from alignax.rewards.rubrics import (Rubric, aggregate_rubrics, consistency_filter,
+                                     contrastive_rubrics, rubric_features, rubric_judge_logits,
+                                     rubric_score)
 from alignax.rewards.rules import (bleu_reward, contains_tokens, cosine_reward, exact_match,
                                    length_penalty, mean_pooled_embeddings, overlong_penalty,
                                    sentence_bleu, verifier_reward)
 
 __all__ = [
+    "Rubric", "aggregate_rubrics", "consistency_filter", "contrastive_rubrics", "rubric_features",
+    "rubric_judge_logits", "rubric_score",
     "angle_bins", "bin_centers", "direction_tokens", "directional_reward",
     "select_by_direction", "unit_directions",
     "bleu_reward", "contains_tokens", "cosine_reward", "ensemble", "ensemble_reward",
