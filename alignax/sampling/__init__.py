@@ -1,4 +1,5 @@
-"""Sampling: the jitted KV-cache sampler, best-of-N, rejection sampling, the recompute oracle."""
+"""Sampling: the jitted KV-cache sampler, best-of-N, rejection sampling, response trees, the
+recompute oracle."""
 
 from alignax.sampling.guidance import guided_logits
 from alignax.sampling.naive import sample_continuations
@@ -10,9 +11,15 @@ from alignax.sampling.sampler import (
     rejection_sample,
     sample,
 )
+from alignax.sampling.tree import PAIR_STRATEGIES, TreeOutput, sample_tree, shared_depth, tree_pairs
 
 __all__ = [
+    "PAIR_STRATEGIES",
     "SampleOutput",
+    "TreeOutput",
+    "sample_tree",
+    "shared_depth",
+    "tree_pairs",
     "best_of_n",
     "guided_logits",
     "left_align",
