@@ -64,6 +64,7 @@ from alignax.losses.reward import (
     regression_loss,
     scaled_bradley_terry_loss,
 )
+from alignax.losses.detection import ordered_triplet_loss, remodetect_loss, replay_regularizer
 from alignax.losses.rubric import gprc_loss, reference_projection
 from alignax.losses.segment import gaussian_segment_preference_loss
 
@@ -88,6 +89,8 @@ REWARD_OBJECTIVES = {
     "autoregressive_rm": autoregressive_rm_loss,
     "gaussian_segment": gaussian_segment_preference_loss,
     "gprc": gprc_loss,
+    "ordered_triplet": ordered_triplet_loss,
+    "remodetect": remodetect_loss,
 }
 # Pieces of reward-model training that are not losses: routing, selection, shaping, values.
 REWARD_HELPERS = {
@@ -101,6 +104,7 @@ REWARD_HELPERS = {
     "preference_strength": preference_strength,
     "flip_by_strength": flip_by_strength,
     "reference_projection": reference_projection,
+    "replay_regularizer": replay_regularizer,
 }
 DIRECT_LOSSES = {
     "dpo": dpo_loss,
@@ -124,6 +128,9 @@ POLICY_GRADIENT_LOSSES = {"ppo_clip": ppo_clip_loss, "gspo": gspo_loss}
 SELF_PLAY_LOSSES = {"gpo": gpo_loss}
 
 __all__ = [
+    "ordered_triplet_loss",
+    "remodetect_loss",
+    "replay_regularizer",
     "gaussian_segment_preference_loss",
     "gprc_loss",
     "reference_projection",

@@ -1,9 +1,10 @@
 """Reward-model objectives for detecting aligned-LM text (ReMoDetect).
 
-Lee et al. 2024, "ReMoDetect: Reward Models Recognize Aligned LLM's Generations". The detector
-score is a reward model's output r_phi(x, y); it is fine-tuned so that aligned-LM responses score
-above partially rewritten ("mixed") responses, which score above human responses, while a replay
-term keeps its scores on other data close to those of the initial reward model r_phi0.
+Lee et al. 2024, "ReMoDetect: Reward Models Recognize Aligned LLM's Generations" (arXiv
+2405.17382). The detector score is a reward model's output r_phi(x, y); it is fine-tuned so that
+aligned-LM responses score above partially rewritten ("mixed") responses, which score above
+human responses, while a replay term keeps its scores on other data close to those of the
+initial reward model r_phi0.
 """
 
 from __future__ import annotations

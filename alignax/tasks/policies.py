@@ -101,8 +101,9 @@ def _unflatten(template, flat: Mapping[str, np.ndarray]):
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def _publish(work: str, entry: str, params, meta: Mapping[str, Any]) -> None:
-    """Writes params + config.json into `work`/entry, then renames it to `entry` (atomic)."""
+def publish_params(work: str, entry: str, params, meta: Mapping[str, Any]) -> None:
+    """Writes params (safetensors) + config.json into `work`/entry, then renames it to `entry`
+    (atomic: readers see a whole entry or none; for caches of trained params)."""
     from safetensors.numpy import save_file
 
     staged = os.path.join(work, "entry")
@@ -117,8 +118,8 @@ def _publish(work: str, entry: str, params, meta: Mapping[str, Any]) -> None:
             raise
 
 
-def _load(entry: str, model):
-    """(params, meta) of a cache entry, or None if there is none."""
+def load_cached_params(entry: str, model):
+    """(params, meta) of a cache entry written by `publish_params`, or None if there is none."""
     from safetensors.numpy import load_file
 
     path = os.path.join(entry, "params.safetensors")
@@ -149,7 +150,7 @@ def make_sft_policy(config: Mapping[str, Any] | None = None, *,
     task = BigramLanguage(**config["task"])
     model = _model(config, task)
     entry = os.path.join(cache_dir or default_cache_dir(), "sft", config_hash(config))
-    cached = _load(entry, model)
+    cached = load_cached_params(entry, model)
     if cached is not None:
         return Policy(model, cached[0], task, entry, False)
 
@@ -165,7 +166,7 @@ def make_sft_policy(config: Mapping[str, Any] | None = None, *,
         result = sft.train(stage, os.path.join(work, "run"), train_source=source,
                            seed=int(config["seed"]))
         params = result["params"]
-        _publish(work, entry, params,
+        publish_params(work, entry, params,
                  {"config": config, "final_nll": float(result["metrics"]["nll"])})
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -275,7 +276,7 @@ def make_proxy_rm(config: Mapping[str, Any] | None = None, *,
     model_cfg = {**config["model"], "vocab_size": task.vocab_size, "max_len": task.seq_len}
     model = make_model(model_cfg, "reward")
     entry = os.path.join(cache_dir or default_cache_dir(), "proxy_rm", config_hash(config))
-    cached = _load(entry, model)
+    cached = load_cached_params(entry, model)
     if cached is not None:
         params, meta = cached
         return ProxyRewardModel(model, params, gold, task, entry, False,
@@ -298,7 +299,7 @@ def make_proxy_rm(config: Mapping[str, Any] | None = None, *,
         evaluate = reward_model.make_pairwise_eval(model.apply, eval_pairs,
                                                    gold_better=eval_pairs["label_correct"])
         acc = float(evaluate(params)["gold_accuracy"])
-        _publish(work, entry, params, {"config": config, "gold_accuracy": acc})
+        publish_params(work, entry, params, {"config": config, "gold_accuracy": acc})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ProxyRewardModel(model, params, gold, task, entry, True, acc)

@@ -1,0 +1,64 @@
+"""The reward-calibration toy (experiments/reward_calibration.py): task, biased RM, PPO-M RM."""
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alignax.experiment import Claim, load_module
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+rc = load_module(os.path.join(REPO, "experiments", "reward_calibration.py"))
+
+
+def test_get_config_rejects_unknown_argument():
+    with pytest.raises(ValueError, match="unknown argument"):
+        rc.get_config("tiny")
+
+
+def test_instances_follow_item_accuracy():
+    qa = rc.QA([1.0, 0.5, 0.25])
+    items, labels = qa.instances(np.random.default_rng(0), 60_000)
+    hit = labels == qa.canonical[items]
+    for k, p in enumerate([1.0, 0.5, 0.25]):
+        assert abs(hit[items == k].mean() - p) < 0.015
+    assert qa.vocab_size <= 32
+
+
+def test_parse_correctness_and_confidence():
+    qa = rc.QA([1.0, 0.5])
+    responses = np.array([[qa.answer0 + 1, qa.conf0 + 10],
+                          [qa.answer0 + 2, qa.conf0 + 3],
+                          [qa.item0, qa.answer0]])          # invalid answer and confidence
+    correct, s = qa.parse(responses, np.array([1, 1, 0]))
+    np.testing.assert_allclose(correct, [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(s, [1.0, 0.3, 0.0], rtol=1e-6)
+
+
+def test_biased_rm_rewards_confidence_and_calibrated_rm_rewards_it_only_when_right():
+    cfg = rc.get_config()
+    qa = rc.QA(cfg.item_accuracy)
+    pairs = rc._rm_pairs(qa, cfg.rm, seed=0)
+    # the bias: chosen responses state more confidence on average
+    assert pairs["chosen_s"].mean() > pairs["rejected_s"].mean() + 0.1
+    w = rc.fit_reward_model(pairs, cfg.rm, calibrated=False, seed=0)
+    wm = rc.fit_reward_model(pairs, cfg.rm, calibrated=True, seed=0)
+    slope = lambda w, y: w[1] + y * w[2]  # noqa: E731  d r / d s for correctness y
+    assert w[0] > 0 and slope(w, 0.0) > 0.5 and slope(w, 1.0) > 0.5
+    assert wm[0] > 0 and slope(wm, 1.0) > 0.3 and slope(wm, 0.0) < slope(w, 0.0) - 1.0
+    r = rc._features(jnp.array([1.0, 1.0]), jnp.array([0.9, 0.1])) @ jnp.asarray(wm)
+    assert float(r[0]) > float(r[1])
+
+
+def test_claims_use_the_measured_numbers():
+    def res(ece, acc, conf=0.5, ref_ece=0.05):
+        stats = {"ece": ece, "accuracy": acc, "mean_confidence": conf, "ref_ece": ref_ece}
+        return {"metrics": {k: {"mean": v, "std": 0.0, "n": 3} for k, v in stats.items()},
+                "per_seed": {}}
+
+    results = {"vanilla": res(0.4, 0.62, conf=0.99), "ppo_m": res(0.19, 0.61),
+               "ppo_c": res(0.21, 0.55)}
+    out = rc.claims(results)
+    assert all(isinstance(c, Claim) for c in out)
+    assert [c.passed for c in out] == [True, True, False]  # ppo_c: 47.5% cut, accuracy -7 pts
