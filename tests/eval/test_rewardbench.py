@@ -43,25 +43,31 @@ def data_file(tmp_path_factory):
     return path
 
 
-def _alone(model, params, ids):
-    """The score of one unpadded sequence (the reference every batching must reproduce)."""
-    ids = np.asarray(ids, np.int32)[None]
-    return float(model.apply(params, ids, np.ones_like(ids, bool))[0])
+@pytest.fixture(scope="module")
+def alone_scores(model_dir):
+    """Each response scored alone, unpadded: the reference every batching must reproduce."""
+    model, params = import_hf(str(model_dir), kind="reward")
+    tok = ByteTokenizer()
+    out = {}
+    for i, row in enumerate(ROWS):
+        prompt = [tok.bos_id] + tok.encode(row["prompt"])
+        for side in ("chosen", "rejected"):
+            ids = np.asarray(prompt + tok.encode(row[side]) + [tok.eos_id], np.int32)[None]
+            out[i, side] = float(model.apply(params, ids, np.ones_like(ids, bool))[0])
+    return out
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 8, 16])
-def test_scores_equal_each_sequence_scored_alone(model_dir, data_file, batch_size):
+def test_scores_equal_each_sequence_scored_alone(model_dir, data_file, alone_scores,
+                                                 batch_size):
     model, params = import_hf(str(model_dir), kind="reward")
-    tok = ByteTokenizer()
     result = rewardbench.evaluate_preference_file(
-        str(data_file), rewardbench.reward_score_fn(model, params), tok, max_length=64,
-        batch_size=batch_size)
-    for i, row in enumerate(ROWS):
-        prompt = [tok.bos_id] + tok.encode(row["prompt"])
+        str(data_file), rewardbench.reward_score_fn(model, params), ByteTokenizer(),
+        max_length=64, batch_size=batch_size)
+    for i in range(len(ROWS)):
         for side, scores in (("chosen", result.chosen_scores), ("rejected",
                                                                 result.rejected_scores)):
-            alone = _alone(model, params, prompt + tok.encode(row[side]) + [tok.eos_id])
-            assert scores[i] == pytest.approx(alone, abs=2e-5), (i, side)
+            assert scores[i] == pytest.approx(alone_scores[i, side], abs=2e-5), (i, side)
     assert result.num_pairs == len(ROWS)
     correct = result.chosen_scores > result.rejected_scores
     assert result.accuracy == pytest.approx(correct.mean())
