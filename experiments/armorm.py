@@ -44,6 +44,7 @@ from alignax.losses.reward import bradley_terry_loss
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.ops.regression import decorrelate, decorrelation_coefficients, \
     masked_ridge_regression
+from alignax.train.full_batch import fit_full_batch
 
 METHODS = ("armorm", "bt", "bt_mlp", "fixed_average")
 LENGTH = 4  # index of the length (verbosity) attribute
@@ -126,19 +127,7 @@ def sample_pairs(task, maps, n: int, rng: np.random.Generator) -> dict:
 
 def _train(loss_fn, params, steps: int, lr: float, wd: float):
     tx = optax.adamw(lr, weight_decay=wd)
-
-    @jax.jit
-    def fit(params):
-        def step(carry, _):
-            p, opt = carry
-            loss, g = jax.value_and_grad(loss_fn)(p)
-            upd, opt = tx.update(g, opt, p)
-            return (optax.apply_updates(p, upd), opt), loss
-
-        (p, _), losses = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
-        return p, losses
-
-    return fit(params)
+    return jax.jit(lambda p: fit_full_batch(loss_fn, p, tx, steps))(params)
 
 
 def _oriented(pairs):

@@ -52,6 +52,7 @@ from alignax.data.pair_builders import tie_disentangled_pairs, select_top_fracti
 from alignax.experiment import Claim, metric
 from alignax.losses.reward import bradley_terry_loss, gaussian_ranking_loss
 from alignax.models.mlp import MLPConfig, make_mlp
+from alignax.train.full_batch import fit_full_batch
 
 METHODS = ("bt", "bt_tie", "gaussian", "gaussian_tie")
 K = 2  # quality dimensions
@@ -104,19 +105,7 @@ class Task:
 
 def _fit(loss_fn, params, steps: int, lr: float, wd: float):
     tx = optax.adamw(lr, weight_decay=wd)
-
-    @jax.jit
-    def fit(params):
-        def step(carry, _):
-            p, opt = carry
-            loss, g = jax.value_and_grad(loss_fn)(p)
-            upd, opt = tx.update(g, opt, p)
-            return (optax.apply_updates(p, upd), opt), loss
-
-        (p, _), losses = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
-        return p, losses
-
-    return fit(params)
+    return jax.jit(lambda p: fit_full_batch(loss_fn, p, tx, steps))(params)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

@@ -49,6 +49,7 @@ from alignax.models.heads import gpm_score
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks import simulators as sim
 from alignax.tasks.features import MLPReward
+from alignax.train.full_batch import fit_full_batch
 
 VARIANTS = ("bt", "gpm_k2", "gpm_k4")
 
@@ -187,13 +188,7 @@ def _fit_and_score(params, x, chosen, rejected, first, second, *, trunk, model, 
         v, lam = gpm_embed(trunk, p, x)
         return gpm_loss(v[chosen], v[rejected], lam).mean()
 
-    def step(carry, _):
-        p, opt = carry
-        loss, g = jax.value_and_grad(loss_fn)(p)
-        updates, opt = tx.update(g, opt, p)
-        return (optax.apply_updates(p, updates), opt), loss
-
-    (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+    params, losses = fit_full_batch(loss_fn, params, tx, steps)
     train = _pair_scores(trunk, model, params, x, chosen, rejected)
     return losses[-1], jnp.mean(train > 0), _pair_scores(trunk, model, params, x, first, second)
 

@@ -53,6 +53,7 @@ from alignax.losses.reward import bradley_terry_loss, regression_loss, \
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks.features import MLPReward
 from alignax.tasks.simulators import likert_ratings
+from alignax.train.full_batch import fit_full_batch
 
 METHODS = ("bt", "bt_margin", "scaled_bt", "regression", "regression_then_scaled_bt")
 
@@ -106,19 +107,7 @@ def make_data(config, seed: int) -> dict:
 
 def _fit(loss_fn, params, steps: int, lr: float, wd: float):
     tx = optax.adamw(lr, weight_decay=wd)
-
-    @jax.jit
-    def fit(params):
-        def step(carry, _):
-            p, opt = carry
-            loss, g = jax.value_and_grad(loss_fn)(p)
-            upd, opt = tx.update(g, opt, p)
-            return (optax.apply_updates(p, upd), opt), loss
-
-        (p, _), losses = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
-        return p, losses
-
-    return fit(params)
+    return jax.jit(lambda p: fit_full_batch(loss_fn, p, tx, steps))(params)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

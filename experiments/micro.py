@@ -51,6 +51,7 @@ from alignax.losses.reward import (bradley_terry_loss, hedge_routing_update,
                                    mixture_bradley_terry_loss)
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks import simulators as sim
+from alignax.train.full_batch import fit_full_batch
 
 METHODS = ("micro", "bt", "bt_prompt")
 
@@ -122,13 +123,7 @@ def _mlp(in_dim: int, hidden: tuple, out_dim: int):
 def _adam_fit(loss_fn, params, steps, lr):
     tx = optax.adam(lr)
 
-    def step(carry, _):
-        p, opt = carry
-        loss, g = jax.value_and_grad(loss_fn)(p)
-        updates, opt = tx.update(g, opt, p)
-        return (optax.apply_updates(p, updates), opt), loss
-
-    (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+    params, losses = fit_full_batch(loss_fn, params, tx, steps)
     return params, losses
 
 

@@ -46,6 +46,7 @@ from alignax.experiment import Claim, metric
 from alignax.losses.reward import bradley_terry_loss
 from alignax.losses.rubric import gprc_loss, reference_projection
 from alignax.models.mlp import MLPConfig, make_mlp
+from alignax.train.full_batch import fit_full_batch
 
 BUDGETS = (200, 1000, 5000)
 D = 3  # rubric dimensions
@@ -100,19 +101,7 @@ class Task:
 
 def _fit(loss_fn, params, steps: int, lr: float, wd: float):
     tx = optax.adamw(lr, weight_decay=wd)
-
-    @jax.jit
-    def fit(params):
-        def step(carry, _):
-            p, opt = carry
-            loss, g = jax.value_and_grad(loss_fn)(p)
-            upd, opt = tx.update(g, opt, p)
-            return (optax.apply_updates(p, upd), opt), loss
-
-        (p, _), losses = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
-        return p, losses
-
-    return fit(params)
+    return jax.jit(lambda p: fit_full_batch(loss_fn, p, tx, steps))(params)
 
 
 def _f32(*arrays):

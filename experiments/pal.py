@@ -45,6 +45,7 @@ from alignax.losses.reward import bradley_terry_loss, ideal_point_loss, ideal_po
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks import simulators as sim
 from alignax.train.few_shot import fit_user_weights
+from alignax.train.full_batch import fit_full_batch
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -122,13 +123,7 @@ def fit_pal(params, chosen, rejected, users, *, f, steps, lr):
         a = ideal_points(p["user_logits"], p["prototypes"])[users]
         return ideal_point_loss(f.apply(p["f"], chosen), f.apply(p["f"], rejected), a).mean()
 
-    def step(carry, _):
-        p, opt = carry
-        loss, g = jax.value_and_grad(loss_fn)(p)
-        updates, opt = tx.update(g, opt, p)
-        return (optax.apply_updates(p, updates), opt), loss
-
-    (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+    params, losses = fit_full_batch(loss_fn, params, tx, steps)
     return params, losses
 
 
@@ -140,13 +135,7 @@ def fit_bt(params, chosen, rejected, *, r, steps, lr):
     def loss_fn(p):
         return bradley_terry_loss(r.apply(p, chosen), r.apply(p, rejected)).mean()
 
-    def step(carry, _):
-        p, opt = carry
-        loss, g = jax.value_and_grad(loss_fn)(p)
-        updates, opt = tx.update(g, opt, p)
-        return (optax.apply_updates(p, updates), opt), loss
-
-    (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+    params, losses = fit_full_batch(loss_fn, params, tx, steps)
     return params, losses
 
 

@@ -54,6 +54,7 @@ from alignax.losses.reward import bradley_terry_loss
 from alignax.losses.segment import gaussian_segment_preference_loss
 from alignax.ops.transport import entropic_gromov_wasserstein, transfer_preference_labels
 from alignax.tasks import mdp as mdp_lib
+from alignax.train.full_batch import fit_full_batch
 
 VARIANTS = {
     "pearl": {"reward_model": "gaussian", "label_noise": 0.0},
@@ -162,13 +163,7 @@ def _fit(params, phi, batch, *, parameterization, gaussian, steps, learning_rate
 
     tx = optax.adam(learning_rate)
 
-    def step(carry, _):
-        p, opt = carry
-        loss, g = jax.value_and_grad(loss_fn)(p)
-        upd, opt = tx.update(g, opt, p)
-        return (optax.apply_updates(p, upd), opt), loss
-
-    (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+    params, losses = fit_full_batch(loss_fn, params, tx, steps)
     return _tables(params, phi, parameterization)["mean"], losses[-1]
 
 
