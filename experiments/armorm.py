@@ -291,29 +291,11 @@ def claims(results) -> list[Claim]:
     ]
 
 
-def _bar_plot(results, metrics, path, title):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.5 * len(metrics), 3.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    names = list(results)
-    for i, (m, label) in enumerate(metrics):
-        ax = fig.add_subplot(1, len(metrics), i + 1)
-        means = [results[v]["metrics"][m]["mean"] for v in names]
-        stds = [results[v]["metrics"][m]["std"] for v in names]
-        ax.bar(range(len(names)), means, yerr=stds, capsize=3)
-        ax.set_xticks(range(len(names)), names, rotation=20)
-        ax.set_ylabel(label)
-    fig.suptitle(title)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
-
-
 def plots(results, workdir: str) -> list[str]:
     """Held-out gold accuracy and |Spearman(score, length)| per method (mean +- std over seeds)."""
-    path = os.path.join(workdir, "plots", "armorm.png")
-    return [_bar_plot(results, [("gold_accuracy", "held-out gold pair accuracy"),
-                                ("abs_spearman_length", "|Spearman(score, length)|")],
-                      path, "ArmoRM vs BT and fixed average (frozen features)")]
+    from alignax.train.plots import plot_variant_bars
+
+    return [plot_variant_bars(results, [("gold_accuracy", "held-out gold pair accuracy"),
+                                        ("abs_spearman_length", "|Spearman(score, length)|")],
+                              os.path.join(workdir, "plots", "armorm.png"),
+                              title="ArmoRM vs BT and fixed average (frozen features)")]

@@ -208,21 +208,9 @@ def claims(results) -> list[Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """Per-dimension held-out accuracy per variant (mean +- std over seeds)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from alignax.train.plots import plot_variant_bars
 
-    fig = Figure(figsize=(6.5, 3.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    names = list(results)
-    means = [results[v]["metrics"]["dim_accuracy"]["mean"] for v in names]
-    stds = [results[v]["metrics"]["dim_accuracy"]["std"] for v in names]
-    ax.bar(range(len(names)), means, yerr=stds, capsize=3)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylim(min(means) - 0.05, min(1.0, max(means) + 0.03))
-    ax.set_ylabel("per-dimension held-out pair accuracy")
-    ax.set_title("EditReward: Gaussian probit + tie disentanglement vs BT")
-    path = os.path.join(workdir, "plots", "edit_reward.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return [path]
+    return [plot_variant_bars(
+        results, [("dim_accuracy", "per-dimension held-out pair accuracy")],
+        os.path.join(workdir, "plots", "edit_reward.png"),
+        title="EditReward: Gaussian probit + tie disentanglement vs BT", zoom=True)]

@@ -184,21 +184,9 @@ def claims(results) -> list[Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """Held-out gold pair accuracy per variant (mean +- std over seeds)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from alignax.train.plots import plot_variant_bars
 
-    fig = Figure(figsize=(7.5, 3.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    names = list(results)
-    means = [results[v]["metrics"]["gold_pair_accuracy"]["mean"] for v in names]
-    stds = [results[v]["metrics"]["gold_pair_accuracy"]["std"] for v in names]
-    ax.bar(range(len(names)), means, yerr=stds, capsize=3)
-    ax.set_xticks(range(len(names)), names, rotation=15)
-    ax.set_ylim(min(means) - 0.05, min(1.0, max(means) + 0.03))
-    ax.set_ylabel("held-out gold pair accuracy")
-    ax.set_title("BT vs regression reward models on matched data")
-    path = os.path.join(workdir, "plots", "helpsteer2_preference.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return [path]
+    return [plot_variant_bars(
+        results, [("gold_pair_accuracy", "held-out gold pair accuracy")],
+        os.path.join(workdir, "plots", "helpsteer2_preference.png"),
+        title="BT vs regression reward models on matched data", zoom=True)]

@@ -258,21 +258,9 @@ def claims(results) -> list[Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """Held-out gold accuracy per method (mean +- std over seeds)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from alignax.train.plots import plot_variant_bars
 
-    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    names = list(results)
-    means = [results[m]["metrics"]["gold_accuracy"]["mean"] for m in names]
-    ax.bar(range(len(names)), means,
-           yerr=[results[m]["metrics"]["gold_accuracy"]["std"] for m in names], capsize=3)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylim(min(means) - 0.05, min(1.0, max(means) + 0.03))
-    ax.set_ylabel("held-out gold preference accuracy")
-    ax.set_title("OpenRubrics: Rubric-RM vs BT-RM (<= 200 pairs)")
-    path = os.path.join(workdir, "plots", "open_rubrics.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return [path]
+    return [plot_variant_bars(
+        results, [("gold_accuracy", "held-out gold preference accuracy")],
+        os.path.join(workdir, "plots", "open_rubrics.png"),
+        title="OpenRubrics: Rubric-RM vs BT-RM (<= 200 pairs)", zoom=True)]

@@ -263,24 +263,12 @@ def claims(results) -> list[Claim]:
 
 
 def plots(results, workdir: str) -> list[str]:
-    """Deception score per capability gap (mean +- std over seeds), with bootstrapping."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """Deception score (1 = no targeting) and conflict-induced error rate per capability gap,
+    with bootstrapping (mean +- std over seeds)."""
+    from alignax.train.plots import plot_variant_bars
 
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    names = [v for v in (*GAPS, "bootstrap") if v in results]
-    for j, (m, label) in enumerate([("deception_score", "deception score DS"),
-                                    ("conflict_error_rate", "conflict-induced error rate")]):
-        ax = fig.add_subplot(1, 2, j + 1)
-        ax.bar(range(len(names)), [results[v]["metrics"][m]["mean"] for v in names],
-               yerr=[results[v]["metrics"][m]["std"] for v in names], capsize=3)
-        ax.set_xticks(range(len(names)), names)
-        ax.set_ylabel(label)
-        if m == "deception_score":
-            ax.axhline(1.0, color="k", lw=0.7, ls="--")
-    fig.suptitle("Weak-to-strong deception vs capability gap")
-    out = os.path.join(workdir, "plots", "weak_to_strong_deception.png")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    fig.savefig(out, dpi=100)
-    return [out]
+    return [plot_variant_bars(
+        results, [("deception_score", "deception score DS (1 = no targeting)"),
+                  ("conflict_error_rate", "conflict-induced error rate")],
+        os.path.join(workdir, "plots", "weak_to_strong_deception.png"),
+        title="Weak-to-strong deception vs capability gap", variants=(*GAPS, "bootstrap"))]

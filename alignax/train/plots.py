@@ -164,3 +164,39 @@ def plot_curves(curves: Mapping[str, tuple[Any, Any] | tuple[Any, Any, Any]], pa
         os.makedirs(parent, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
+
+
+def plot_variant_bars(results: Mapping[str, Any], metrics: Sequence[tuple[str, str]], path: str,
+                      *, title: str, variants: Sequence[str] | None = None,
+                      zoom: bool = False) -> str:
+    """One panel per metric, one bar per variant: mean +- std over seeds of an experiment.
+
+    Args:
+      results: `alignax.experiment` results, variant -> {"metrics": name -> {"mean", "std"}}.
+      metrics: (metric name, y-axis label) per panel.
+      path: the PNG to write (its folder is created if needed).
+      title: the figure title.
+      variants: the variants to show, in order (default: all, in `results` order).
+      zoom: start each y axis just below the lowest bar (for accuracies close together).
+
+    Returns:
+      `path`.
+    """
+    names = [v for v in (variants if variants is not None else list(results)) if v in results]
+    fig = _new_figure(1, len(metrics), width=max(4.5, 0.9 * len(names) + 1.5), height=3.6)
+    for i, (metric, label) in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), i + 1)
+        means = [results[v]["metrics"][metric]["mean"] for v in names]
+        stds = [results[v]["metrics"][metric]["std"] for v in names]
+        ax.bar(range(len(names)), means, yerr=stds, capsize=3)
+        ax.set_xticks(range(len(names)), names, rotation=15)
+        ax.set_ylabel(label)
+        if zoom and means:
+            ax.set_ylim(min(means) - 0.05, min(1.0, max(means) + 0.03))
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(title)
+    parent = os.path.dirname(os.fspath(path))
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from alignax.train.plots import plot_curves, plot_metrics
+from alignax.train.plots import plot_curves, plot_metrics, plot_variant_bars
 from alignax.train.writers import MetricsWriter
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -96,3 +96,17 @@ def test_plotting_does_not_use_pyplot(tmp_path):
     plot_curves({"a": ([0, 1], [1, 2])}, str(tmp_path / "c.png"), title="t", xlabel="x",
                 ylabel="y")
     assert ("matplotlib.pyplot" in sys.modules) == had_pyplot
+
+
+def test_plot_variant_bars_one_panel_per_metric_in_the_given_order(tmp_path):
+    results = {v: {"metrics": {"acc": {"mean": m, "std": 0.01}, "ece": {"mean": e, "std": 0.0}}}
+               for v, m, e in (("bt", 0.8, 0.1), ("ours", 0.9, 0.05), ("other", 0.85, 0.2))}
+    one = plot_variant_bars(results, [("acc", "accuracy")], str(tmp_path / "a" / "one.png"),
+                            title="t", zoom=True)
+    two = plot_variant_bars(results, [("acc", "accuracy"), ("ece", "ECE")],
+                            str(tmp_path / "two.png"), title="t", variants=("ours", "bt", "gone"))
+    w1, _ = _assert_png(one)
+    w2, _ = _assert_png(two)
+    assert w2 > w1  # two panels are wider than one
+    with pytest.raises(KeyError):
+        plot_variant_bars(results, [("missing", "x")], str(tmp_path / "x.png"), title="t")
