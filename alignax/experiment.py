@@ -45,6 +45,14 @@ class Claim:
                 "measured": {k: float(v) for k, v in self.measured.items()}, "detail": self.detail}
 
 
+def is_smoke(arg: str | None) -> bool:
+    """`get_config`'s argument: True for "smoke", False for the full setting (None or "");
+    anything else raises ValueError."""
+    if arg not in (None, "", "smoke"):
+        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    return arg == "smoke"
+
+
 def split_spec(spec: str) -> tuple[str, str | None]:
     """'experiments/x.py:smoke' -> ('experiments/x.py', 'smoke')."""
     path, sep, arg = spec.rpartition(":")

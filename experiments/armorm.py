@@ -39,7 +39,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.ops.regression import decorrelate, decorrelation_coefficients, \
@@ -51,9 +51,7 @@ LENGTH = 4  # index of the length (verbosity) attribute
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.method = "armorm"

@@ -39,14 +39,12 @@ from alignax.data import (ByteTokenizer, DataError, load_preference_source, read
                           write_preference_dataset)
 from alignax.data.tokenize import tokenize_pairs
 from alignax.eval.policy import make_policy_eval
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.tasks.language import BOS_ID, BigramLanguage
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.task = dict(vocab_size=32, prompt_len=4, response_len=12, concentration=0.5,

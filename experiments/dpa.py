@@ -49,7 +49,7 @@ import numpy as np
 import optax
 
 from alignax.algorithms import common, sft
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.rewards import aggregate
 from alignax.rewards.directional import (bin_centers, direction_tokens, select_by_direction,
                                          unit_directions)
@@ -60,9 +60,7 @@ FIRST_DIR = 4
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.method = "dpa"  # "dpa": direction-conditioned RSF; "scalar": one fixed direction

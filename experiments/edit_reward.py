@@ -49,7 +49,7 @@ import numpy as np
 import optax
 
 from alignax.data.pair_builders import tie_disentangled_pairs, select_top_fraction
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss, gaussian_ranking_loss
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.train.full_batch import fit_full_batch
@@ -59,9 +59,7 @@ K = 2  # quality dimensions
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.method = "gaussian_tie"

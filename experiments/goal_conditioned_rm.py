@@ -52,7 +52,7 @@ import optax
 from flax import nnx
 
 from alignax.eval.ranking import auroc, pruned_majority_vote
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss, goal_contrastive_loss, prefix_goal_values
 from alignax.models.transformer import Decoder, TransformerConfig, make_from_module
 from alignax.tasks import arithmetic
@@ -61,9 +61,7 @@ FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.task = dict(modulus=10, min_steps=2, max_steps=4, ops=("+", "-", "*"), seed=0)

@@ -43,7 +43,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss, gpm_loss
 from alignax.models.heads import gpm_score
 from alignax.models.mlp import MLPConfig, make_mlp
@@ -55,9 +55,7 @@ VARIANTS = ("bt", "gpm_k2", "gpm_k4")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.model = "gpm"  # "bt" or "gpm"

@@ -26,14 +26,12 @@ import ml_collections
 import numpy as np
 
 from alignax.algorithms import online, policy_gradient, sft
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.tasks import arithmetic
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.task = dict(modulus=10, min_steps=1, max_steps=4, seed=0)

@@ -45,7 +45,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss
 from alignax.tasks import mdp as mdp_lib
 from alignax.tasks.hierarchical import hierarchical_preference
@@ -56,9 +56,7 @@ GOLD = dict(goal=100.0, lava=5.0, step=0.1)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.method = "heron"

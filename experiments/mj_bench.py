@@ -45,7 +45,7 @@ import optax
 
 from alignax.eval.judges import (discretize_scores, gini_equality_score, judge_accuracy,
                                  normalized_dispersion_score)
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss
 
 JUDGES = ("cosine", "bt_rm", "numeric", "likert", "biased")
@@ -54,9 +54,7 @@ POLICIES = ("wrong", "half", "exclude")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.judge = "numeric"

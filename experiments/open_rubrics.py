@@ -48,7 +48,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss
 from alignax.rewards.rubrics import (aggregate_rubrics, consistency_filter, contrastive_rubrics,
                                      rubric_judge_logits)
@@ -57,9 +57,7 @@ METHODS = ("rubric_rm", "rubric_rm_nofilter", "bt_rm", "bt_rm_rule_features")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.method = "rubric_rm"

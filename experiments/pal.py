@@ -40,7 +40,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss, ideal_point_loss, ideal_points
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks import simulators as sim
@@ -49,9 +49,7 @@ from alignax.train.full_batch import fit_full_batch
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.method = "pal"  # "pal" or "bt"

@@ -41,7 +41,7 @@ import optax
 from alignax.algorithms import online, policy_gradient
 from alignax.algorithms.common import stack_records
 from alignax.eval.ranking import auroc
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.detection import remodetect_loss, replay_regularizer
 from alignax.losses.reward import bradley_terry_loss
 from alignax.tasks.gold import token_score_reward
@@ -52,9 +52,7 @@ from alignax.tasks.policies import (config_hash, gold_preference_pairs, load_cac
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.use_mix = True

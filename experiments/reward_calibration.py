@@ -55,7 +55,7 @@ import optax
 from alignax.algorithms import policy_gradient, sft
 from alignax.algorithms.common import make_model
 from alignax.eval.metrics import expected_calibration_error
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import (bradley_terry_loss, calibrated_reward_loss,
                                    confidence_adjusted_rewards)
 from alignax.tasks.language import BOS_ID
@@ -67,9 +67,7 @@ NUM_CONF = 11
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.method = "vanilla"

@@ -32,7 +32,7 @@ import numpy as np
 
 from alignax import ops
 from alignax.algorithms import online, online_dpo, policy_gradient, ppo, rejection
-from alignax.experiment import Claim
+from alignax.experiment import Claim, is_smoke
 from alignax.tasks.language import BOS_ID
 from alignax.tasks.policies import make_proxy_rm, make_sft_policy, proxy_rm_config, \
     sft_policy_config
@@ -41,9 +41,7 @@ METHODS = ("ppo", "grpo", "rloo", "raft", "online_dpo", "bon")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.method = "grpo"

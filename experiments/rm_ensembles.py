@@ -46,7 +46,7 @@ import numpy as np
 import optax
 
 from alignax.algorithms.common import make_model
-from alignax.experiment import Claim
+from alignax.experiment import Claim, is_smoke
 from alignax.losses.reward import bradley_terry_loss
 from alignax.rewards.aggregate import ensemble
 from alignax.sampling.sampler import sample
@@ -59,9 +59,7 @@ ENSEMBLES = ("pretrain", "finetune")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.variants = {"bon": {}}

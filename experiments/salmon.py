@@ -41,7 +41,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss
 from alignax.models.mlp import MLPConfig, make_mlp
 
@@ -51,9 +51,7 @@ TARGET = ATTRIBUTES.index("helpfulness")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.task = dict(dim=8, verbosity_bias=0.5, judge_temperature=0.3, holdout_fraction=0.3,

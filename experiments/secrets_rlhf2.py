@@ -44,7 +44,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss, flip_by_strength, preference_strength
 from alignax.tasks.features import MLPReward
 
@@ -52,9 +52,7 @@ METHODS = ("vanilla", "flip", "denoised")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.method = "denoised"

@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 from alignax.eval.metrics import preference_accuracy, win_rate
-from alignax.experiment import Claim
+from alignax.experiment import Claim, is_smoke
 from alignax.losses.reward import bradley_terry_loss
 from alignax.models.transformer import make_reward_model
 from alignax.sampling.sampler import sample
@@ -52,9 +52,7 @@ DATASETS = ("chain", "tree", "tree_siblings")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     # the method's tree (b = 2, d = 3); a wider, shallower tree; a 4x larger label budget

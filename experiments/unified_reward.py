@@ -48,7 +48,7 @@ import numpy as np
 import optax
 
 from alignax.data.curation import random_pairs, rank_then_sift
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.direct import dpo_loss
 from alignax.losses.reward import bradley_terry_loss
 from alignax.models.mlp import MLPConfig, make_mlp
@@ -59,9 +59,7 @@ TASKS = ("understanding", "generation")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.method = "unified"

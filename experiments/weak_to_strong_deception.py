@@ -46,16 +46,14 @@ import numpy as np
 import optax
 
 from alignax.eval.weak_to_strong import deception_score, weak_areas
-from alignax.experiment import Claim, metric
+from alignax.experiment import Claim, is_smoke, metric
 from alignax.tasks.features import MLPReward
 
 GAPS = ("gap_small", "gap_medium", "gap_large")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"unknown argument {arg!r}; use nothing or 'smoke'")
+    smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2]
     c.level = 2  # index into strong.features / strong.hidden

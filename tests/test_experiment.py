@@ -83,3 +83,12 @@ def test_module_without_run_or_seeds(tmp_path):
     module = ex.load_module(str(no_seeds))
     with pytest.raises(ex.ExperimentError, match="needs a `seeds` list"):
         ex.load_config(module, None, str(no_seeds))
+
+
+def test_is_smoke_accepts_only_the_full_setting_or_smoke():
+    from alignax.experiment import is_smoke
+
+    assert is_smoke("smoke") is True
+    assert is_smoke(None) is False and is_smoke("") is False
+    with pytest.raises(ValueError, match="unknown argument 'fast'"):
+        is_smoke("fast")
