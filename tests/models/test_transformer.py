@@ -188,3 +188,38 @@ def test_llama_3_2_1b_shapes():
     params = jax.eval_shape(make_lm(cfg).init, jax.random.key(0))
     assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) == 1_235_814_400
     assert params["decoder"]["layers"][0]["attn"]["k"]["kernel"].shape == (2048, 512)
+
+
+def _naive_attention(q, k, v, bias):
+    s = jnp.einsum("bkgte,bkse->bkgts", q, k) / q.shape[-1] ** 0.5 + bias
+    return jnp.einsum("bkgts,bkse->bkgte", jax.nn.softmax(s, axis=-1), v)
+
+
+@pytest.mark.parametrize("t,groups,causal", [(32, 1, False), (200, 2, True), (256, 1, True)])
+def test_attention_matches_softmax_reference_values_and_grads(t, groups, causal):
+    from alignax.models.transformer import attention, attention_bias, causal_attention_mask
+
+    b, kv, e = 2, 2, 16
+    keys = jax.random.split(jax.random.key(0), 4)
+    q = jax.random.normal(keys[0], (b, kv, groups, t, e))
+    k = jax.random.normal(keys[1], (b, kv, t, e))
+    v = jax.random.normal(keys[2], (b, kv, t, e))
+    mask = jnp.ones((b, t), bool).at[0, :5].set(False)  # left padding in row 0
+    bias = attention_bias(causal_attention_mask(mask))
+    # cotangent only on real query rows: padded rows have no meaningful output
+    w = jax.random.normal(keys[3], q.shape) * mask[:, None, None, :, None]
+
+    def loss(fn, q, k, v):
+        return jnp.sum(fn(q, k, v) * w)
+
+    got = jax.value_and_grad(lambda *a: loss(
+        lambda q, k, v: attention(q, k, v, bias, causal=causal), *a), argnums=(0, 1, 2))(q, k, v)
+    want = jax.value_and_grad(lambda *a: loss(
+        lambda q, k, v: _naive_attention(q, k, v, bias), *a), argnums=(0, 1, 2))(q, k, v)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-4)
+    for g, r in zip(got[1], want[1]):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+    out = attention(q, k, v, bias, causal=causal)
+    real = np.asarray(mask)[:, None, None, :, None]
+    np.testing.assert_allclose(np.where(real, out, 0), np.where(real, _naive_attention(
+        q, k, v, bias), 0), rtol=1e-5, atol=1e-5)
