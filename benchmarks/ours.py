@@ -38,7 +38,8 @@ def _result(name, size, first_s, times, notes):
 
 
 def _time_steps(run_one, num_batches, *, steps, warmup):
-    """run_one(i) runs step i and returns something to block on."""
+    """run_one(i) runs step i and returns something to block on. Every workload takes
+    `timer=` in place of this function (benchmarks/profile.py passes one that keeps run_one)."""
     t0 = time.perf_counter()
     jax.block_until_ready(run_one(0))
     first = time.perf_counter() - t0
@@ -63,7 +64,7 @@ def _pair_batches(name, size, num_batches):
              "rejected_response_mask": response} for i in range(num_batches)]
 
 
-def reward_step(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
+def reward_step(size: str, *, steps: int, warmup: int, seed: int = 0, timer=None) -> dict:
     """W1: one BT reward-model step (forward of 2B sequences, backward, AdamW)."""
     from alignax.algorithms.reward_model import make_reward_loss
     from alignax.models.transformer import make_reward_model
@@ -82,13 +83,13 @@ def reward_step(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
         holder[0], metrics = step(holder[0], batches[i])
         return metrics["loss"]
 
-    first, times = _time_steps(run_one, len(batches), steps=steps, warmup=warmup)
+    first, times = (timer or _time_steps)(run_one, len(batches), steps=steps, warmup=warmup)
     return _result("w1", size, first, times, "make_train_step(make_reward_loss), optax.adamw, "
                    "donated state, fp32")
 
 
 def dpo_step(size: str, *, steps: int, warmup: int, precompute_ref: bool = False,
-             seed: int = 0) -> dict:
+             seed: int = 0, timer=None) -> dict:
     """W2: one sigmoid-DPO step; the frozen reference forward is in the step unless
     `precompute_ref` (then its log-probs are computed once, outside the timed steps)."""
     from alignax.algorithms.direct import make_direct_loss, pair_logps
@@ -126,7 +127,7 @@ def dpo_step(size: str, *, steps: int, warmup: int, precompute_ref: bool = False
         holder[0], metrics = step(holder[0], batches[i], *frozen)
         return metrics["loss"]
 
-    first, times = _time_steps(run_one, len(batches), steps=steps, warmup=warmup)
+    first, times = (timer or _time_steps)(run_one, len(batches), steps=steps, warmup=warmup)
     name = "w2_pre" if precompute_ref else "w2"
     notes = ("reference log-probs precomputed outside the timed steps" if precompute_ref else
              "reference forward (stop_gradient) inside the jitted step")
@@ -136,7 +137,7 @@ def dpo_step(size: str, *, steps: int, warmup: int, precompute_ref: bool = False
     return out
 
 
-def sampling(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
+def sampling(size: str, *, steps: int, warmup: int, seed: int = 0, timer=None) -> dict:
     """W3: `alignax.sampling.sample` (one prefill + a lax.scan decode with a KV cache)."""
     from alignax.models.transformer import make_lm
     from alignax.sampling import sample
@@ -152,12 +153,13 @@ def sampling(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
                      max_new_tokens=w.new_tokens, temperature=1.0, top_k=0, top_p=1.0)
         return out.tokens
 
-    first, times = _time_steps(run_one, 10**9, steps=steps, warmup=warmup)
+    first, times = (timer or _time_steps)(run_one, 10**9, steps=steps, warmup=warmup)
     return _result("w3", size, first, times, "sample(): jitted prefill + lax.scan decode, "
                    "temperature 1, no truncation, fp32")
 
 
-def grpo_iteration(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
+def grpo_iteration(size: str, *, steps: int, warmup: int, seed: int = 0,
+                   timer=None) -> dict:
     """W4: one GRPO iteration = rollouts (B prompts x n samples) + rule reward on the host +
     group advantages + reference log-probs + one update (PPO-clip, k3 KL in the loss, beta
     0.04), with the pieces of `alignax.algorithms.online`."""
@@ -190,7 +192,7 @@ def grpo_iteration(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict
         holder[0], metrics = step(holder[0], batch)
         return metrics["loss"]
 
-    first, times = _time_steps(run_one, 10**9, steps=steps, warmup=warmup)
+    first, times = (timer or _time_steps)(run_one, 10**9, steps=steps, warmup=warmup)
     return _result("w4", size, first, times, "make_rollout (jitted sampler) + host reward + "
                    "GRPO advantages + reference log-probs + one make_train_step update")
 

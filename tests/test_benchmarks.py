@@ -49,3 +49,40 @@ def test_summary_separates_compile_time_from_the_first_step():
     assert s["compile_s"] == 4.55  # median first step
     assert abs(s["setup_s"] - 3.5) < 1e-12  # median of (5.1 - 1.1, 4.0 - 1.0)
     assert abs(s["mfu"] - 2e9 / 1.05 / 4e9) < 1e-12 and s["peak_rss_mb"] == 12.0
+
+
+def test_profile_splits_concurrent_ops_and_counts_idle_time():
+    from benchmarks import profile
+
+    def op(name, ts, dur, module="jit_step"):
+        return {"ph": "X", "name": name, "ts": ts, "dur": dur, "args": {"hlo_module": module}}
+
+    events = [op("dot.1", 0, 10), op("fusion.2", 5, 10),  # overlap in [5, 10)
+              op("ThunkExecutor::Execute", 0, 30),          # runtime event: not an op
+              op("dot.1", 20, 5, module="jit_other")]       # same name, other module
+    spent, idle = profile.attribute(events)
+    assert spent[("jit_step", "dot.1")] == pytest.approx(5 + 2.5)
+    assert spent[("jit_step", "fusion.2")] == pytest.approx(2.5 + 5)
+    assert spent[("jit_other", "dot.1")] == pytest.approx(5)
+    assert idle == pytest.approx(5)  # [15, 20)
+    text = profile.report(spent, idle, {("jit_step", "dot.1"): ("f32[4,4]", "dot_general")}, 5)
+    assert "f32[4,4]" in text and "dot_general" in text
+    # microseconds in, milliseconds out
+    assert text.splitlines()[0] == "wall 0 ms, of which no XLA op running 0 ms"
+
+
+def test_profile_runs_a_tiny_workload(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # a subprocess: the profiler sets XLA_FLAGS (an HLO dump) before jax starts
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.profile", "--workload", "w1",
+                           "--size", "tiny", "--warmup", "0", "--top", "5", "--dump-dir",
+                           str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "by kind:" in proc.stdout
+    # the op table names shapes from the HLO dump (e.g. "f32[...]")
+    table = proc.stdout.split("jax op", 1)[1]
+    assert "f32[" in table
