@@ -189,6 +189,9 @@ def attention_bias(attn_mask):
     return jnp.where(attn_mask, 0.0, _NEG_INF).astype(jnp.float32)[:, None, None]
 
 
+_CAUSAL_BLOCK = 64  # smallest query block of causal attention
+
+
 def _probs(q, k, bias, scale):
     scores = jnp.einsum("bkgte,bkse->bkgts", q, k).astype(jnp.float32) * scale + bias
     scores = jnp.exp(scores - scores.max(-1, keepdims=True))
@@ -248,9 +251,6 @@ def attention(q, k, v, bias, *, causal: bool = False):
         outs.append(_attend(q[:, :, :, start:stop], k[:, :, :stop], v[:, :, :stop],
                             bias[..., start:stop, :stop], scale))
     return jnp.concatenate(outs, axis=3)
-
-
-_CAUSAL_BLOCK = 64  # smallest query block of causal attention
 
 
 class Attention(nnx.Module):
