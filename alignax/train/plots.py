@@ -159,11 +159,7 @@ def plot_curves(curves: Mapping[str, tuple[Any, Any] | tuple[Any, Any, Any]], pa
     ax.grid(True, alpha=0.3)
     if curves:
         ax.legend(fontsize=9)
-    parent = os.path.dirname(os.fspath(path))
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return _save(fig, path)
 
 
 def plot_variant_bars(results: Mapping[str, Any], metrics: Sequence[tuple[str, str]], path: str,
@@ -195,6 +191,11 @@ def plot_variant_bars(results: Mapping[str, Any], metrics: Sequence[tuple[str, s
             ax.set_ylim(min(means) - 0.05, min(1.0, max(means) + 0.03))
         ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _save(fig, path: str) -> str:
+    """Writes `fig` as a PNG at `path`, creating its folder; returns `path`."""
     parent = os.path.dirname(os.fspath(path))
     if parent:
         os.makedirs(parent, exist_ok=True)
