@@ -68,8 +68,10 @@ def _parse_run_args(argv: list[str]):
 
 def cmd_run(argv: list[str]) -> int:
     from alignax import experiment as ex
+    from alignax.train.host_memory import reuse_host_memory
 
     args, overrides = _parse_run_args(argv)
+    reuse_host_memory()  # before any jax computation (ALIGNAX_REUSE_HOST_MEMORY=0 opts out)
     path, arg = ex.split_spec(args.experiment)
     try:
         module = ex.load_module(path)

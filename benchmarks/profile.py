@@ -105,6 +105,7 @@ def main(argv=None) -> None:
 
     from benchmarks import ours
 
+    ours.setup()
     if args.workload not in ours.WORKLOADS:
         parser.error(f"--workload must be one of {sorted(ours.WORKLOADS)}")
     captured = {}
