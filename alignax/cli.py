@@ -71,7 +71,8 @@ def cmd_run(argv: list[str]) -> int:
     from alignax.train.host_memory import reuse_host_memory
 
     args, overrides = _parse_run_args(argv)
-    reuse_host_memory()  # before any jax computation (ALIGNAX_REUSE_HOST_MEMORY=0 opts out)
+    if os.environ.get("ALIGNAX_REUSE_HOST_MEMORY") == "1":
+        reuse_host_memory()  # before any jax computation
     path, arg = ex.split_spec(args.experiment)
     try:
         module = ex.load_module(path)

@@ -3,7 +3,6 @@
 Each function builds the workload exactly as a user would (`make_train_step` with the recipe's
 loss function, `alignax.sampling.sample`), runs one step to compile, `warmup` more, then times
 `steps` steps, each ended by `block_until_ready`. Inputs are the arrays of `benchmarks.spec`.
-The command line first does what `alignax run` does on start (`setup`).
 
     python -m benchmarks.ours --workload w1 --size tiny --steps 3 --warmup 1 --out r.json
 """
@@ -207,17 +206,8 @@ WORKLOADS = {
 }
 
 
-def setup() -> None:
-    """What `alignax run` does on start, before the first jax computation: keep freed host
-    memory for reuse (alignax.train.host_memory), so steps do not page-fault their temporaries
-    in afresh. ALIGNAX_REUSE_HOST_MEMORY=0 measures without it."""
-    from alignax.train.host_memory import reuse_host_memory
-
-    reuse_host_memory()
-
-
 def main(argv=None) -> None:
-    spec.run_cli(WORKLOADS, __doc__.splitlines()[0], argv, setup=setup)
+    spec.run_cli(WORKLOADS, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,13 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--dump-dir", default="", help="XLA dump folder (default: a temp dir)")
+    parser.add_argument("--host-memory", choices=("reuse", "default"), default="reuse",
+                        help="as in benchmarks.run")
     args = parser.parse_args(argv)
+    if args.host_memory == "reuse":
+        from benchmarks.spec import reuse_host_memory
+
+        reuse_host_memory()
     dump = args.dump_dir or tempfile.mkdtemp(prefix="alignax_hlo_")
     # before jax is imported: the optimized HLO names the ops of the trace
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -105,7 +111,6 @@ def main(argv=None) -> None:
 
     from benchmarks import ours
 
-    ours.setup()
     if args.workload not in ours.WORKLOADS:
         parser.error(f"--workload must be one of {sorted(ours.WORKLOADS)}")
     captured = {}

@@ -33,12 +33,14 @@ PEERS = {"w1": "TRL RewardTrainer", "w2": "TRL DPOTrainer", "w2_pre": "TRL DPOTr
 ALL = ("w1", "w2", "w2_pre", "w3", "w4")
 
 
-def _run(module: str, workload: str, size: str, steps: int, warmup: int, timeout: int):
+def _run(module: str, workload: str, size: str, steps: int, warmup: int, timeout: int,
+         host_memory: str = "reuse"):
     """Runs `python -m benchmarks.<module>` for one workload; the result dict, or an error."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "r.json")
         cmd = [sys.executable, "-m", f"benchmarks.{module}", "--workload", workload, "--size",
-               size, "--steps", str(steps), "--warmup", str(warmup), "--out", out]
+               size, "--steps", str(steps), "--warmup", str(warmup), "--out", out,
+               "--host-memory", host_memory]
         try:
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -134,7 +136,8 @@ def table(rows: dict, peak: dict, args) -> str:
     lines = [
         f"Run {datetime.date.today().isoformat()} at commit {commit()}; size `{args.size}`, "
         f"{args.rounds} round(s) x {args.steps} timed steps after {args.warmup} warm-up "
-        f"per implementation.",
+        f"per implementation; host memory `{getattr(args, 'host_memory', 'default')}` on both "
+        "sides.",
         "",
         f"Machine: {machine()}. Matmul peak (2048^3 fp32): "
         + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peak.items()) + ".",
@@ -167,6 +170,8 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=1800)
+    parser.add_argument("--host-memory", choices=("reuse", "default"), default="reuse",
+                        help="glibc policy for both sides (see benchmarks/README.md)")
     parser.add_argument("--write", action="store_true", help="append to benchmarks/RESULTS.md")
     parser.add_argument("--json", default="", help="also dump the raw results here")
     args = parser.parse_args(argv)
@@ -184,7 +189,8 @@ def main(argv=None) -> None:
                 if side == "peer" and peer_missing:
                     runs["peer"].append({"error": peer_missing})
                     continue
-                res = _run(module, w, args.size, args.steps, args.warmup, args.timeout)
+                res = _run(module, w, args.size, args.steps, args.warmup, args.timeout,
+                           args.host_memory)
                 runs[side].append(res)
                 status = res.get("error") or f"median {np.median(res['step_times']):.3f} s/step"
                 print(f"{w} round {r + 1} {side}: {status}", flush=True)

@@ -131,6 +131,20 @@ def w4_reward(response_ids: np.ndarray, vocab_size: int) -> np.ndarray:
     return (np.asarray(response_ids) % 2 == 0).mean(axis=-1).astype(np.float32)
 
 
+def reuse_host_memory() -> bool:
+    """alignax.train.host_memory.reuse_host_memory, loaded from its file so that the peer's
+    process does not import alignax (and with it jax)."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "alignax",
+                        "train", "host_memory.py")
+    module_spec = importlib.util.spec_from_file_location("_alignax_host_memory", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.reuse_host_memory()
+
+
 def run_cli(workloads, description: str, argv=None, *, min_steps: int = 0,
             setup=None, with_seed: bool = False) -> None:
     """The command line both sides share: run one workload, write (or print) its JSON result.
@@ -149,7 +163,12 @@ def run_cli(workloads, description: str, argv=None, *, min_steps: int = 0,
     if with_seed:
         parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="")
+    parser.add_argument("--host-memory", choices=("reuse", "default"), default="reuse",
+                        help="reuse: glibc keeps freed memory (alignax.train.host_memory), applied "
+                             "before anything runs; the same for both sides")
     args = parser.parse_args(argv)
+    if args.host_memory == "reuse":
+        reuse_host_memory()
     if args.warmup < min_steps or args.steps < max(min_steps, 1):
         parser.error(f"--warmup must be >= {min_steps} and --steps >= {max(min_steps, 1)}")
     if setup is not None:

@@ -86,3 +86,21 @@ def test_profile_runs_a_tiny_workload(tmp_path):
     # the op table names shapes from the HLO dump (e.g. "f32[...]")
     table = proc.stdout.split("jax op", 1)[1]
     assert "f32[" in table
+
+
+def test_host_memory_policy_is_applied_without_importing_jax():
+    import os
+    import subprocess
+    import sys
+
+    from alignax.train import host_memory
+
+    # the peer's process loads the policy without alignax's package (and so without jax)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; from benchmarks import spec; ok = spec.reuse_host_memory(); "
+            "print(ok, 'jax' in sys.modules, 'alignax' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    applied = host_memory._glibc() is not None
+    assert proc.stdout.split() == [str(applied), "False", "False"]

@@ -37,7 +37,6 @@ print(json.dumps({"applied": applied, "faults": faults}))
 
 def _probe(mode: str) -> dict:
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-    env.pop("ALIGNAX_REUSE_HOST_MEMORY", None)
     out = subprocess.run([sys.executable, "-c", PROBE, mode], env=env, capture_output=True,
                          text=True, timeout=300, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -52,17 +51,10 @@ def test_steps_stop_page_faulting_their_temporaries():
     assert on["faults"] < off["faults"] / 20, (on, off)
 
 
-def test_opt_out_by_environment(monkeypatch):
-    monkeypatch.setenv("ALIGNAX_REUSE_HOST_MEMORY", "0")
-    monkeypatch.setattr(host_memory, "_applied", False)
-    assert host_memory.reuse_host_memory() is False
-    assert host_memory._applied is False
-
-
 def test_not_glibc_is_a_no_op(monkeypatch):
     monkeypatch.setattr(host_memory, "_applied", False)
     monkeypatch.setattr(host_memory, "_glibc", lambda: None)
-    assert host_memory.reuse_host_memory(respect_env=False) is False
+    assert host_memory.reuse_host_memory() is False
 
 
 def test_warns_after_the_backend_exists(monkeypatch):
@@ -77,7 +69,7 @@ def test_warns_after_the_backend_exists(monkeypatch):
     monkeypatch.setattr(host_memory, "_glibc", lambda: FakeLibc())
     monkeypatch.setattr(host_memory, "_backends_initialized", lambda: True)
     with pytest.warns(UserWarning, match="before the first jax computation"):
-        assert host_memory.reuse_host_memory(respect_env=False) is True
+        assert host_memory.reuse_host_memory() is True
     assert calls == [(-8, 1), (-4, 0), (-1, -1)]  # arena max first
     assert host_memory.reuse_host_memory() is True and len(calls) == 3  # idempotent
     monkeypatch.setattr(host_memory, "_applied", False)
