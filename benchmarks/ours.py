@@ -5,6 +5,7 @@ loss function, `alignax.sampling.sample`), runs one step to compile, `warmup` mo
 `steps` steps, each ended by `block_until_ready`. Inputs are the arrays of `benchmarks.spec`.
 
     python -m benchmarks.ours --workload w1 --size tiny --steps 3 --warmup 1 --out r.json
+    python -m benchmarks.ours --workload w2 --size 1b --dtype bfloat16    # on a GPU
 """
 
 from __future__ import annotations
@@ -20,21 +21,22 @@ import optax
 from benchmarks import spec
 
 
-def _config(size: str, max_len: int):
+def _config(size: str, max_len: int, dtype: str = "float32"):
     from alignax.models.transformer import TransformerConfig
 
     m = spec.SIZES[size]
     return TransformerConfig(vocab_size=m["vocab_size"], d_model=m["d_model"],
                              n_layers=m["n_layers"], n_heads=m["n_heads"], d_ff=m["d_ff"],
-                             max_len=max_len)
+                             max_len=max_len, dtype=dtype)
 
 
-def _result(name, size, first_s, times, notes):
+def _result(name, size, first_s, times, notes, dtype="float32"):
     return {"impl": "alignax", "workload": name, "size": size, "compile_s": first_s,
             "step_times": times, "tokens_per_step": spec.tokens_per_step(name.split("_")[0], size),
             "flops_per_step": spec.step_flops(name.split("_")[0], size),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "devices": str(jax.devices()), "notes": notes}
+            "devices": str(jax.devices()), "dtype": dtype,
+            "notes": f"{notes}; {dtype} compute, float32 parameters"}
 
 
 def _time_steps(run_one, num_batches, *, steps, warmup):
@@ -64,7 +66,8 @@ def _pair_batches(name, size, num_batches):
              "rejected_response_mask": response} for i in range(num_batches)]
 
 
-def reward_step(size: str, *, steps: int, warmup: int, seed: int = 0, timer=None) -> dict:
+def reward_step(size: str, *, steps: int, warmup: int, seed: int = 0, timer=None,
+                dtype: str = "float32") -> dict:
     """W1: one BT reward-model step (forward of 2B sequences, backward, AdamW)."""
     from alignax.algorithms.reward_model import make_reward_loss
     from alignax.models.transformer import make_reward_model
@@ -72,7 +75,7 @@ def reward_step(size: str, *, steps: int, warmup: int, seed: int = 0, timer=None
     from alignax.train.step import make_train_step
 
     w = spec.workload("w1", size)
-    model = make_reward_model(_config(size, w.seq_len))
+    model = make_reward_model(_config(size, w.seq_len, dtype))
     tx = optax.adamw(1e-5)
     state = TrainState.create(model.init(jax.random.key(seed)), tx, jax.random.key(seed))
     step = make_train_step(make_reward_loss(model.apply), tx)
@@ -85,11 +88,11 @@ def reward_step(size: str, *, steps: int, warmup: int, seed: int = 0, timer=None
 
     first, times = (timer or _time_steps)(run_one, len(batches), steps=steps, warmup=warmup)
     return _result("w1", size, first, times, "make_train_step(make_reward_loss), optax.adamw, "
-                   "donated state, fp32")
+                   "donated state", dtype)
 
 
 def dpo_step(size: str, *, steps: int, warmup: int, precompute_ref: bool = False,
-             seed: int = 0, timer=None) -> dict:
+             seed: int = 0, timer=None, dtype: str = "float32") -> dict:
     """W2: one sigmoid-DPO step; the frozen reference forward is in the step unless
     `precompute_ref` (then its log-probs are computed once, outside the timed steps)."""
     from alignax.algorithms.direct import make_direct_loss, pair_logps
@@ -99,7 +102,7 @@ def dpo_step(size: str, *, steps: int, warmup: int, precompute_ref: bool = False
     from alignax.train.step import make_train_step
 
     w = spec.workload("w2", size)
-    model = make_lm(_config(size, w.seq_len))
+    model = make_lm(_config(size, w.seq_len, dtype))
     tx = optax.adamw(1e-5)
     params = model.init(jax.random.key(seed))
     ref = jax.tree.map(jnp.copy, params)
@@ -131,19 +134,20 @@ def dpo_step(size: str, *, steps: int, warmup: int, precompute_ref: bool = False
     name = "w2_pre" if precompute_ref else "w2"
     notes = ("reference log-probs precomputed outside the timed steps" if precompute_ref else
              "reference forward (stop_gradient) inside the jitted step")
-    out = _result(name, size, first, times, notes)
+    out = _result(name, size, first, times, notes, dtype)
     if precompute_ref:  # no reference forward in the step: 3 forwards instead of 4
         out["flops_per_step"] *= 3 / 4
     return out
 
 
-def sampling(size: str, *, steps: int, warmup: int, seed: int = 0, timer=None) -> dict:
+def sampling(size: str, *, steps: int, warmup: int, seed: int = 0, timer=None,
+             dtype: str = "float32") -> dict:
     """W3: `alignax.sampling.sample` (one prefill + a lax.scan decode with a KV cache)."""
     from alignax.models.transformer import make_lm
     from alignax.sampling import sample
 
     w = spec.workload("w3", size)
-    model = make_lm(_config(size, w.prompt_len + w.new_tokens))
+    model = make_lm(_config(size, w.prompt_len + w.new_tokens, dtype))
     params = model.init(jax.random.key(seed))
     prompts = jnp.asarray(spec.inputs("w3", size, num_batches=1)["prompt_ids"])
     mask = jnp.ones_like(prompts, bool)
@@ -155,11 +159,11 @@ def sampling(size: str, *, steps: int, warmup: int, seed: int = 0, timer=None) -
 
     first, times = (timer or _time_steps)(run_one, 10**9, steps=steps, warmup=warmup)
     return _result("w3", size, first, times, "sample(): jitted prefill + lax.scan decode, "
-                   "temperature 1, no truncation, fp32")
+                   "temperature 1, no truncation", dtype)
 
 
 def grpo_iteration(size: str, *, steps: int, warmup: int, seed: int = 0,
-                   timer=None) -> dict:
+                   timer=None, dtype: str = "float32") -> dict:
     """W4: one GRPO iteration = rollouts (B prompts x n samples) + rule reward on the host +
     group advantages + reference log-probs + one update (PPO-clip, k3 KL in the loss, beta
     0.04), with the pieces of `alignax.algorithms.online`."""
@@ -169,7 +173,7 @@ def grpo_iteration(size: str, *, steps: int, warmup: int, seed: int = 0,
     from alignax.train.step import make_train_step
 
     w = spec.workload("w4", size)
-    model = make_lm(_config(size, w.prompt_len + w.new_tokens))
+    model = make_lm(_config(size, w.prompt_len + w.new_tokens, dtype))
     params = model.init(jax.random.key(seed))
     ref = jax.tree.map(jnp.copy, params)
     tx = optax.adamw(1e-5)
@@ -194,7 +198,7 @@ def grpo_iteration(size: str, *, steps: int, warmup: int, seed: int = 0,
 
     first, times = (timer or _time_steps)(run_one, 10**9, steps=steps, warmup=warmup)
     return _result("w4", size, first, times, "make_rollout (jitted sampler) + host reward + "
-                   "GRPO advantages + reference log-probs + one make_train_step update")
+                   "GRPO advantages + reference log-probs + one make_train_step update", dtype)
 
 
 WORKLOADS = {
@@ -207,7 +211,7 @@ WORKLOADS = {
 
 
 def main(argv=None) -> None:
-    spec.run_cli(WORKLOADS, __doc__.splitlines()[0], argv)
+    spec.run_cli(WORKLOADS, __doc__.splitlines()[0], argv, dtypes=("float32", "bfloat16"))
 
 
 if __name__ == "__main__":

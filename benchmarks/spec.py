@@ -146,7 +146,7 @@ def reuse_host_memory() -> bool:
 
 
 def run_cli(workloads, description: str, argv=None, *, min_steps: int = 0,
-            setup=None, with_seed: bool = False) -> None:
+            setup=None, with_seed: bool = False, dtypes: tuple = ("float32",)) -> None:
     """The command line both sides share: run one workload, write (or print) its JSON result.
 
     `python -m benchmarks.<side> --workload w1 --size tiny --steps 3 --warmup 1 --out r.json`
@@ -162,6 +162,9 @@ def run_cli(workloads, description: str, argv=None, *, min_steps: int = 0,
     parser.add_argument("--warmup", type=int, default=1)
     if with_seed:
         parser.add_argument("--seed", type=int, default=0)
+    if len(dtypes) > 1:
+        parser.add_argument("--dtype", default=dtypes[0], choices=dtypes,
+                            help="compute dtype (parameters stay float32)")
     parser.add_argument("--out", default="")
     parser.add_argument("--host-memory", choices=("reuse", "default"), default="reuse",
                         help="reuse: glibc keeps freed memory (alignax.train.host_memory), applied "
@@ -174,6 +177,8 @@ def run_cli(workloads, description: str, argv=None, *, min_steps: int = 0,
     if setup is not None:
         setup()
     kwargs = {"seed": args.seed} if with_seed else {}
+    if len(dtypes) > 1:
+        kwargs["dtype"] = args.dtype
     result = workloads[args.workload](args.size, steps=args.steps, warmup=args.warmup, **kwargs)
     text = json.dumps(result, indent=1)
     if args.out:

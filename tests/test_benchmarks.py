@@ -28,9 +28,11 @@ def test_inputs_are_shared_and_w2_pairs_share_their_prompt():
     assert a["chosen_ids"].min() >= 3 and a["chosen_ids"].max() < spec.SIZES["tiny"]["vocab_size"]
 
 
-@pytest.mark.parametrize("name", ["w1", "w3"])
-def test_alignax_side_runs_and_reports_every_field(name):
-    result = ours.WORKLOADS[name]("tiny", steps=2, warmup=0)
+@pytest.mark.parametrize("name,dtype", [("w1", "float32"), ("w3", "float32"),
+                                        ("w2", "bfloat16")])
+def test_alignax_side_runs_and_reports_every_field(name, dtype):
+    result = ours.WORKLOADS[name]("tiny", steps=2, warmup=0, dtype=dtype)
+    assert result["dtype"] == dtype and dtype in result["notes"]
     assert len(result["step_times"]) == 2 and all(t > 0 for t in result["step_times"])
     for key in ("compile_s", "tokens_per_step", "flops_per_step", "peak_rss_mb", "notes"):
         assert key in result
