@@ -6,6 +6,7 @@ from alignax.sampling.naive import sample_continuations
 from alignax.sampling.sampler import (
     SampleOutput,
     best_of_n,
+    categorical,
     left_align,
     process_logits,
     rejection_sample,
@@ -21,6 +22,7 @@ __all__ = [
     "shared_depth",
     "tree_pairs",
     "best_of_n",
+    "categorical",
     "guided_logits",
     "left_align",
     "process_logits",
