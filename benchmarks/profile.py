@@ -22,6 +22,8 @@ import os
 import re
 import tempfile
 
+from benchmarks import spec
+
 # events of the runtime and of Python, not of XLA ops
 _NOT_OPS = re.compile(r"^(\$|ThunkExecutor|PjitFunction|SlinkyThreadPool|end: |CommonPjRt|"
                       r"ParseArguments|Execute)")
@@ -96,13 +98,10 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--dump-dir", default="", help="XLA dump folder (default: a temp dir)")
-    parser.add_argument("--host-memory", choices=("reuse", "default"), default="reuse",
-                        help="as in benchmarks.run")
+    spec.add_host_memory_argument(parser)
     args = parser.parse_args(argv)
     if args.host_memory == "reuse":
-        from benchmarks.spec import reuse_host_memory
-
-        reuse_host_memory()
+        spec.reuse_host_memory()
     dump = args.dump_dir or tempfile.mkdtemp(prefix="alignax_hlo_")
     # before jax is imported: the optimized HLO names the ops of the trace
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +

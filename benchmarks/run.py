@@ -25,6 +25,8 @@ import tempfile
 
 import numpy as np
 
+from benchmarks import spec
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -136,7 +138,7 @@ def table(rows: dict, peak: dict, args) -> str:
     lines = [
         f"Run {datetime.date.today().isoformat()} at commit {commit()}; size `{args.size}`, "
         f"{args.rounds} round(s) x {args.steps} timed steps after {args.warmup} warm-up "
-        f"per implementation; host memory `{getattr(args, 'host_memory', 'default')}` on both "
+        f"per implementation; host memory `{args.host_memory}` on both "
         "sides.",
         "",
         f"Machine: {machine()}. Matmul peak (2048^3 fp32): "
@@ -170,8 +172,7 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=1800)
-    parser.add_argument("--host-memory", choices=("reuse", "default"), default="reuse",
-                        help="glibc policy for both sides (see benchmarks/README.md)")
+    spec.add_host_memory_argument(parser)
     parser.add_argument("--write", action="store_true", help="append to benchmarks/RESULTS.md")
     parser.add_argument("--json", default="", help="also dump the raw results here")
     args = parser.parse_args(argv)

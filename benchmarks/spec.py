@@ -145,6 +145,14 @@ def reuse_host_memory() -> bool:
     return module.reuse_host_memory()
 
 
+def add_host_memory_argument(parser) -> None:
+    """`--host-memory reuse|default`, shared by every benchmark command (benchmarks/README.md)."""
+    parser.add_argument("--host-memory", choices=("reuse", "default"), default="reuse",
+                        help="reuse: glibc keeps freed memory (alignax.train.host_memory), "
+                             "applied before anything runs, the same for both sides; default: "
+                             "glibc as it is")
+
+
 def run_cli(workloads, description: str, argv=None, *, min_steps: int = 0,
             setup=None, with_seed: bool = False, dtypes: tuple = ("float32",)) -> None:
     """The command line both sides share: run one workload, write (or print) its JSON result.
@@ -166,9 +174,7 @@ def run_cli(workloads, description: str, argv=None, *, min_steps: int = 0,
         parser.add_argument("--dtype", default=dtypes[0], choices=dtypes,
                             help="compute dtype (parameters stay float32)")
     parser.add_argument("--out", default="")
-    parser.add_argument("--host-memory", choices=("reuse", "default"), default="reuse",
-                        help="reuse: glibc keeps freed memory (alignax.train.host_memory), applied "
-                             "before anything runs; the same for both sides")
+    add_host_memory_argument(parser)
     args = parser.parse_args(argv)
     if args.host_memory == "reuse":
         reuse_host_memory()
