@@ -98,15 +98,28 @@ def gaussian_ranking_loss(chosen_mean, chosen_log_var, rejected_mean, rejected_l
     return -jax.scipy.special.log_ndtr(z)
 
 
+def gpm_score(v1: jax.Array, v2: jax.Array, eigen: jax.Array | None = None) -> jax.Array:
+    """s(y1 > y2) = v1^T R v2 with R = diag(lambda_l [[0, -1], [1, 0]]): [B, 2k] x2 -> [B].
+
+    Skew-symmetric: s(v1, v2) = -s(v2, v1), s(v, v) = 0. P(y1 > y2) = sigmoid(s). `eigen`
+    [B, k] are the eigenvalue gates lambda (all 1 when None). Zhang et al. 2024, "General
+    Preference Modeling with Preference Representations" (arXiv 2410.02197).
+    """
+    a1, b1 = v1[..., 0::2], v1[..., 1::2]
+    a2, b2 = v2[..., 0::2], v2[..., 1::2]
+    per_block = b1 * a2 - a1 * b2  # [B, k]
+    if eigen is not None:
+        per_block = per_block * eigen
+    return jnp.sum(per_block, axis=-1)
+
+
 def gpm_loss(chosen_embedding, rejected_embedding, eigen=None, *, beta: float = 1.0):
     """General preference model: -log sigma(beta s(y_c, y_r)) with the skew-symmetric score.
 
-    s(v1, v2) = sum_l lambda_l (v1[2l+1] v2[2l] - v1[2l] v2[2l+1]) (see
-    `alignax.models.heads.gpm_score`). Zhang et al. 2024, "General Preference Modeling with
-    Preference Representations" (arXiv 2410.02197). [B, 2k] x2, optional [B, k] -> [B].
+    s(v1, v2) = sum_l lambda_l (v1[2l+1] v2[2l] - v1[2l] v2[2l+1]) (see `gpm_score`). Zhang
+    et al. 2024, "General Preference Modeling with Preference Representations" (arXiv
+    2410.02197). [B, 2k] x2, optional [B, k] -> [B].
     """
-    from alignax.models.heads import gpm_score
-
     checks.check_same_shape([chosen_embedding, rejected_embedding],
                             ["chosen_embedding", "rejected_embedding"])
     s = gpm_score(jnp.asarray(chosen_embedding, jnp.float32),

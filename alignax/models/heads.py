@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from alignax.losses.reward import gpm_score as gpm_score  # the score lives with its loss
 from alignax.models.transformer import (
     Decoder,
     Model,
@@ -126,19 +127,6 @@ class PreferenceEmbeddingModel(nnx.Module):
         v = v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-6)
         eigen = self.head.eigen(gate_in) * (v.shape[-1] // 2)
         return {"embedding": v, "eigen": eigen}
-
-
-def gpm_score(v1: jax.Array, v2: jax.Array, eigen: jax.Array | None = None) -> jax.Array:
-    """s(y1 > y2) = v1^T R v2 with R = diag(lambda_l [[0, -1], [1, 0]]): [B, 2k] x2 -> [B].
-
-    Skew-symmetric: s(v1, v2) = -s(v2, v1), s(v, v) = 0. P(y1 > y2) = sigmoid(s).
-    """
-    a1, b1 = v1[..., 0::2], v1[..., 1::2]
-    a2, b2 = v2[..., 0::2], v2[..., 1::2]
-    per_block = b1 * a2 - a1 * b2  # [B, k]
-    if eigen is not None:
-        per_block = per_block * eigen
-    return jnp.sum(per_block, axis=-1)
 
 
 class _TokenHead(nnx.Module):
