@@ -10,6 +10,18 @@ An experiment module (experiments/<name>.py) defines:
 
 `run_experiment` runs every variant and seed in `<workdir>/<variant>/seed_<s>/`, aggregates each
 metric into mean and std over seeds, checks the claims and writes `<workdir>/summary.json`.
+
+Command-line overrides (`--config.a.b=value`) are parsed by ml_collections' own `config_flags`
+machinery: the field's type comes from `config_path.get_type`, the string is parsed by the parser
+`config_flags` registers for that type (absl's int/float/bool/str parsers, `TupleParser` for
+tuples, and for fields whose value is None the literal parser it uses for untyped new attributes;
+types added with `config_flags.register_flag_parser_for_type` work too), and the value is stored
+with `config_path.set_value`, as `DEFINE_config_file` does. Kept here, because `config_flags` has no
+equivalent or does something else: a misspelt key fails in one line naming the closest valid keys
+(difflib) instead of a KeyError; setting a whole group (`--config.train=...`) is refused instead of
+replacing it from a dict literal; list fields (e.g. `seeds=[3, 4]`), which `config_flags` does not
+override, are parsed like tuples and stored as lists; and no absl flag is defined, so parsing leaves
+the global flag state alone. Variants set Python values directly (`set_key(..., parse=False)`).
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import enum
 import importlib.util
 import json
 import math
@@ -25,6 +38,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 import numpy as np
+from absl import flags
+from ml_collections.config_flags import config_flags, config_path, tuple_parser
 
 
 class ExperimentError(Exception):
@@ -107,60 +122,68 @@ def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     return keys
 
 
-def _parse_value(text: str, current: Any, key: str) -> Any:
-    if isinstance(current, bool):
-        low = text.lower()
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no"):
-            return False
-        raise ExperimentError(f"--config.{key}: expected a bool, got {text!r}")
-    if isinstance(current, str) or current is None:
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
-        return value if current is None else text
+def _type_name(t) -> str:
+    return getattr(t, "__name__", str(t))
+
+
+def _override_parser(field_type: type, key: str) -> flags.ArgumentParser:
+    """The parser `config_flags` uses for a field of `field_type` (see `_ConfigFlag._parse`)."""
+    # the registry that config_flags.register_flag_parser_for_type fills
+    registry = config_flags._FIELD_TYPE_TO_PARSER  # noqa: SLF001 - ml-collections 1.1
+    if field_type is type(None):
+        return registry[object]  # a literal, else the plain string
+    if field_type is list:
+        return tuple_parser.TupleParser()  # config_flags has no list parser; stored as a list
+    if field_type in registry:
+        return registry[field_type]
+    origin = config_path.get_origin(field_type)
+    if origin in registry:
+        return registry[origin]
+    if isinstance(field_type, type) and issubclass(field_type, enum.Enum):
+        return flags.EnumClassParser(field_type, case_sensitive=False)
+    raise ExperimentError(f"--config.{key}: a field of type {_type_name(field_type)} cannot be "
+                          "set from the command line")
+
+
+def _parse_override(config: ml_collections.ConfigDict, key: str, text: str) -> Any:
+    field_type = config_path.get_type(key, config)
+    parser = _override_parser(field_type, key)
     try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+        value = parser.parse(text)
+    except (ValueError, TypeError, SyntaxError) as e:
+        reason = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+        reason = " ".join(reason.split())
         raise ExperimentError(
-            f"--config.{key}: cannot parse {text!r} as {type(current).__name__}"
+            f"--config.{key}: cannot parse {text!r} as {_type_name(field_type)} ({reason})"
         ) from None
-    if isinstance(current, float) and isinstance(value, int):
-        value = float(value)
-    if isinstance(current, (list, tuple)) and isinstance(value, (list, tuple)):
-        return type(current)(value)
-    if not isinstance(value, type(current)):
-        raise ExperimentError(
-            f"--config.{key}: expected {type(current).__name__}, got {text!r}"
-        )
-    return value
+    return list(value) if field_type is list else value
 
 
 def set_key(config: ml_collections.ConfigDict, key: str, value: Any, *, parse: bool) -> None:
-    """Sets a dotted key that must already exist; unknown keys list the closest valid ones."""
-    parts = key.split(".")
+    """Sets a dotted key that must already exist; unknown keys list the closest valid ones.
+
+    With `parse`, `value` is a command-line string parsed for the field's type (see the module
+    docstring); without, it is stored as given (ConfigDict's own type checks apply).
+    """
     node = config
-    for i, part in enumerate(parts):
+    for part in key.split("."):
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            valid = flat_keys(config)
-            close = difflib.get_close_matches(key, valid, n=5, cutoff=0.5)
+            close = difflib.get_close_matches(key, flat_keys(config), n=5, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ExperimentError(f"unknown config key {key!r}{hint}")
-        if i < len(parts) - 1:
-            node = node[part]
-    current = node[parts[-1]]
-    if isinstance(current, ml_collections.ConfigDict):
+        node = node[part]
+    if isinstance(node, ml_collections.ConfigDict):
         raise ExperimentError(f"config key {key!r} is a group; set one of its fields")
     if parse:
-        value = _parse_value(value, current, key)
-    with node.unlocked():
-        node[parts[-1]] = value
+        value = _parse_override(config, key, value)
+    try:
+        config_path.set_value(key, config, value)
+    except TypeError as e:
+        raise ExperimentError(f"config key {key!r}: {e}") from None
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
-    """Applies `a.b=value` strings (from `--config.a.b=value`)."""
+    """Applies `a.b=value` strings (from `--config.a.b=value`), each parsed for its field's type."""
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:

@@ -92,3 +92,115 @@ def test_is_smoke_accepts_only_the_full_setting_or_smoke():
     assert is_smoke(None) is False and is_smoke("") is False
     with pytest.raises(ValueError, match="unknown argument 'fast'"):
         is_smoke("fast")
+
+
+def _typed_config():
+    import enum
+
+    import ml_collections
+
+    class Mode(enum.Enum):
+        FAST = "fast"
+        SLOW = "slow"
+
+    c = ml_collections.ConfigDict()
+    c.seeds = [0, 1]
+    c.train = ml_collections.ConfigDict(dict(steps=10, lr=0.1, progress=True, name="run",
+                                             dims=(4, 8), extra=None))
+    c.mode = Mode.FAST
+    c.lock()
+    return c, Mode
+
+
+@pytest.mark.parametrize("text, value", [("true", True), ("False", False), ("1", True),
+                                         ("0", False), ("t", True), ("f", False)])
+def test_override_bool_uses_the_absl_boolean_parser(text, value):
+    config, _ = _typed_config()
+    ex.apply_overrides(config, [f"train.progress={text}"])
+    assert config.train.progress is value
+
+
+def test_override_values_follow_the_field_type():
+    config, mode = _typed_config()
+    ex.apply_overrides(config, ["train.steps=20", "train.lr=1", "train.name=12",
+                                "train.dims=(2, 3, 5)", "seeds=[5, 6, 7]", "mode=slow"])
+    assert config.train.steps == 20 and type(config.train.steps) is int
+    assert config.train.lr == 1.0 and type(config.train.lr) is float
+    assert config.train.name == "12"  # a str field keeps the text, even if it looks numeric
+    assert config.train.dims == (2, 3, 5)
+    assert config.seeds == [5, 6, 7] and type(config.seeds) is list
+    assert config.mode is mode.SLOW
+    ex.apply_overrides(config, ["train.dims=16", "seeds=(1, 2)"])  # tuple parser: one element
+    assert config.train.dims == (16,)
+    assert config.seeds == [1, 2] and type(config.seeds) is list
+
+
+@pytest.mark.parametrize("text, value", [("[1, 2]", [1, 2]), ("3", 3), ("0.5", 0.5),
+                                         ("true", True), ("None", None), ("adamw", "adamw"),
+                                         ("'3'", "3"), ("(1, 'a')", (1, "a"))])
+def test_override_a_none_field_takes_a_literal_or_a_string(text, value):
+    config, _ = _typed_config()
+    ex.apply_overrides(config, [f"train.extra={text}"])
+    assert config.train.extra == value and type(config.train.extra) is type(value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.steps=1.5", r"--config.train.steps: cannot parse '1.5' as int \("),
+    ("train.lr=fast", "--config.train.lr: cannot parse 'fast' as float"),
+    ("train.progress=yes", "--config.train.progress: cannot parse 'yes' as bool"),
+    ("train.dims=1 2", "--config.train.dims: cannot parse '1 2' as tuple"),
+    ("mode=medium", "--config.mode: cannot parse 'medium' as Mode"),
+    ("train.stepz=3", r"unknown config key 'train.stepz'; did you mean train.steps"),
+    ("train=3", "config key 'train' is a group; set one of its fields"),
+    ("train.steps.x=3", "unknown config key 'train.steps.x'"),
+    ("train.steps", r"--config.train.steps: expected --config.<key>=<value>"),
+])
+def test_bad_overrides_fail_in_one_line_and_change_nothing(override, message):
+    config, _ = _typed_config()
+    before = config.to_dict()
+    with pytest.raises(ex.ExperimentError, match=message) as info:
+        ex.apply_overrides(config, [override])
+    assert "\n" not in str(info.value)
+    assert config.to_dict() == before
+
+
+def test_override_uses_parsers_registered_with_config_flags():
+    import ml_collections
+    from absl import flags
+    from ml_collections import config_flags
+
+    class Interval:
+        def __init__(self, lo, hi):
+            self.lo, self.hi = lo, hi
+
+    class IntervalParser(flags.ArgumentParser):
+        def parse(self, argument):
+            lo, hi = argument.split(":")
+            return Interval(float(lo), float(hi))
+
+    config_flags.register_flag_parser_for_type(Interval, IntervalParser())
+    config = ml_collections.ConfigDict({"seeds": [0], "band": Interval(0.0, 1.0)})
+    config.lock()
+    ex.apply_overrides(config, ["band=0.25:0.75"])
+    assert (config.band.lo, config.band.hi) == (0.25, 0.75)
+
+
+def test_overrides_define_no_absl_flags():
+    from absl import flags
+
+    before = set(flags.FLAGS)
+    config, _ = _typed_config()
+    ex.apply_overrides(config, ["train.steps=3", "train.extra=1"])
+    assert set(flags.FLAGS) == before
+
+
+def test_variants_set_python_values_without_parsing():
+    config, _ = _typed_config()
+    ex.set_key(config, "train.extra", [1, "b"], parse=False)
+    assert config.train.extra == [1, "b"]
+    ex.set_key(config, "train.name", "'quoted'", parse=False)
+    assert config.train.name == "'quoted'"  # stored as given, not literal-evaluated
+    with pytest.raises(ex.ExperimentError, match="config key 'train.steps': .*cannot be casted"):
+        ex.set_key(config, "train.steps", 1.5, parse=False)
+    with pytest.raises(ex.ExperimentError, match="unknown config key 'train.nme'"):
+        ex.set_key(config, "train.nme", "x", parse=False)
