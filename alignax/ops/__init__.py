@@ -12,7 +12,6 @@ from alignax.ops.advantages import (
     leave_one_out_advantages,
 )
 from alignax.ops.logprobs import (
-    kendall_tau,
     sequential_kl,
     sequence_logprobs,
     shift_for_next_token,
@@ -20,6 +19,7 @@ from alignax.ops.logprobs import (
     token_logprobs,
 )
 from alignax.ops.masked import masked_mean, masked_sum
+from alignax.ops.rank import average_ranks, kendall_tau, spearman
 from alignax.ops.regression import decorrelate, decorrelation_coefficients, masked_ridge_regression
 from alignax.ops.transport import (
     entropic_gromov_wasserstein,
@@ -29,12 +29,14 @@ from alignax.ops.transport import (
 )
 
 __all__ = [
+    "average_ranks",
     "decorrelate",
     "decorrelation_coefficients",
     "entropic_gromov_wasserstein",
     "gromov_wasserstein_cost",
     "masked_ridge_regression",
     "sinkhorn",
+    "spearman",
     "transfer_preference_labels",
     "batch_normalized_advantages",
     "beta_normalization_parameters",

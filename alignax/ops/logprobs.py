@@ -64,14 +64,3 @@ def sequential_kl(ref_logits: jax.Array, policy_logits: jax.Array, mask: jax.Arr
     logp = jax.nn.log_softmax(policy_logits.astype(jnp.float32), axis=-1)
     kl = jnp.sum(jnp.exp(logq) * (logq - logp), axis=-1)
     return jnp.sum(jnp.where(mask.astype(bool), kl, 0.0), axis=-1)
-
-
-def kendall_tau(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Kendall's tau-a between two score vectors along the last axis: [..., N] x2 -> [...].
-
-    tau = (concordant - discordant) / (N (N - 1) / 2); tied pairs count as neither.
-    """
-    da = jnp.sign(a[..., :, None] - a[..., None, :])
-    db = jnp.sign(b[..., :, None] - b[..., None, :])
-    n = a.shape[-1]
-    return jnp.sum(da * db, axis=(-1, -2)) / (n * (n - 1))
