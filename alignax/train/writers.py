@@ -2,25 +2,30 @@
 
 A run writes every logged step twice: as a line `{"step": s, "train/loss": ..., ...}` appended to
 `W/metrics.jsonl` (the file experiments, plots and tests read), and as scalar summaries in
-`W/tensorboard/events.out.tfevents.*` for live inspection. The event files are written without
-TensorFlow or the `tensorboard` package: an event file is a sequence of TFRecords, each framing
-one hand-encoded `Event` protocol buffer.
+`W/tensorboard/events.out.tfevents.*` for live inspection.
 
-TFRecord framing (all integers little-endian)::
+TensorBoard event files are written by tensorboardX (`tensorboardX.FileWriter` and its `Event` /
+`Summary` protocol buffers): a maintained writer of the event format (TFRecord framing, CRC32C,
+`Event` messages) that needs neither TensorFlow nor the `tensorboard` package. It is imported only
+when an event file is opened, because importing tensorboardX also imports torch when torch is
+installed (about 2 s; alignax itself never imports torch). Three things are set here:
 
-    uint64 length | uint32 masked_crc32c(length bytes) | payload | uint32 masked_crc32c(payload)
+- file names: tensorboardX names a file by the second it was opened and the host, so two writers
+  opened in the same second would share one file and the second would truncate the first
+  (lanpa/tensorboardX#776). The suffix `.<time_ns>.<pid>` keeps the names distinct, and in creation
+  order, which is the order TensorBoard reads the files of a folder in;
+- resume: `MetricsWriter.truncate_after(step)` appends TensorBoard's restart marker (a
+  `SessionLog.START` event at `step + 1`); TensorBoard then drops the events with a larger step
+  read before it, so a resumed run shows the same curves as an uninterrupted one;
+- buffering: events are written by tensorboardX's background thread and reach the file within
+  `TENSORBOARD_FLUSH_SECS`; `close()` writes everything.
 
-    masked_crc32c(x) = ((crc >> 15) | (crc << 17)) + 0xa282ead8  (mod 2**32),  crc = CRC32C(x)
-
-Event protocol buffer (the subset written here)::
-
-    Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
-    Summary { repeated Value value = 1; }
-    Value   { string tag = 1; float simple_value = 2; }
-
-A run may be killed at any moment, so every JSON line is flushed as soon as it is written and the
-reader ignores a trailing partial line. On resume, `MetricsWriter.truncate_after(step)` drops the
-lines logged after the restored checkpoint, so a resumed run's file equals an uninterrupted one's.
+`metrics.jsonl` stays hand-written: it is the project's own format, and the guarantees the rest of
+the code relies on live in it: floats round-trip exactly (float64, where event files store float32),
+non-finite values are the strings "nan"/"inf"/"-inf" so every line is strict JSON, every line is
+flushed as soon as it is written, the reader ignores a trailing partial line (a run may be killed at
+any moment), and on resume `MetricsWriter.truncate_after(step)` keeps the lines logged up to the
+restored checkpoint byte for byte, so a resumed run's file equals an uninterrupted one's.
 """
 
 from __future__ import annotations
@@ -28,8 +33,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import struct
 import time
 from typing import Any, Mapping
 
@@ -37,196 +40,42 @@ import numpy as np
 
 __all__ = [
     "MetricsWriter",
-    "TensorBoardWriter",
-    "crc32c",
-    "masked_crc32c",
     "read_metrics",
 ]
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_FLUSH_SECS = 5  # the most a live TensorBoard (or a killed run) lags behind
 
 # ---------------------------------------------------------------------------------------------
-# CRC32C (Castagnoli) and TFRecord framing.
+# TensorBoard (tensorboardX)
 # ---------------------------------------------------------------------------------------------
 
-_CRC32C_POLY = 0x82F63B78  # bit-reversed 0x1EDC6F41
-_MASK32 = 0xFFFFFFFF
-_CRC_MASK_DELTA = 0xA282EAD8
 
+def _open_event_file(logdir: str):
+    """Opens a new event file in `logdir` (created if needed) as a `tensorboardX.FileWriter`."""
+    from tensorboardX import FileWriter  # imports torch when installed: not on the read path
 
-def _make_crc32c_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ _CRC32C_POLY if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC32C_TABLE = _make_crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli polynomial, reflected, init and final xor 0xFFFFFFFF).
-
-    Args:
-      data: the bytes to checksum.
-
-    Returns:
-      The checksum as an unsigned 32-bit int (crc32c(b"123456789") == 0xE3069283).
-    """
-    table = _CRC32C_TABLE
-    crc = _MASK32
-    for byte in bytes(data):
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ _MASK32
-
-
-def masked_crc32c(data: bytes) -> int:
-    """The masked CRC32C that TFRecord stores: `((c >> 15) | (c << 17)) + 0xa282ead8 mod 2**32`."""
-    crc = crc32c(data)
-    return ((((crc >> 15) | (crc << 17)) & _MASK32) + _CRC_MASK_DELTA) & _MASK32
-
-
-def _tfrecord(payload: bytes) -> bytes:
-    """Frames one payload as a TFRecord."""
-    length = struct.pack("<Q", len(payload))
-    return b"".join(
-        (
-            length,
-            struct.pack("<I", masked_crc32c(length)),
-            payload,
-            struct.pack("<I", masked_crc32c(payload)),
-        )
+    return FileWriter(
+        logdir,
+        flush_secs=TENSORBOARD_FLUSH_SECS,
+        filename_suffix=f".{time.time_ns()}.{os.getpid()}",
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Minimal protocol buffer encoding of tensorflow.Event.
-# ---------------------------------------------------------------------------------------------
+def _write_scalars(event_writer, step: int, scalars: Mapping[str, float]) -> None:
+    """Appends one event holding `scalars` (tag -> value; stored as float32, overflow is +-inf)."""
+    from tensorboardX.proto.summary_pb2 import Summary
 
-_WIRE_VARINT, _WIRE_FIXED64, _WIRE_BYTES, _WIRE_FIXED32 = 0, 1, 2, 5
-
-
-def _varint(value: int) -> bytes:
-    """Base-128 varint; negative values are encoded as their 64-bit two's complement."""
-    if value < 0:
-        value += 1 << 64
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
+    values = [Summary.Value(tag=tag, simple_value=value) for tag, value in scalars.items()]
+    event_writer.add_summary(Summary(value=values), global_step=step)
 
 
-def _key(field: int, wire_type: int) -> bytes:
-    return _varint((field << 3) | wire_type)
+def _write_restart(event_writer, step: int) -> None:
+    """Appends TensorBoard's restart marker: earlier events with step >= `step` are dropped."""
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
 
-
-def _bytes_field(field: int, data: bytes) -> bytes:
-    return _key(field, _WIRE_BYTES) + _varint(len(data)) + data
-
-
-def _event(wall_time: float, step: int, *, file_version: str | None = None,
-           summary: bytes | None = None) -> bytes:
-    """Encodes an Event message (fields wall_time=1, step=2, file_version=3, summary=5)."""
-    parts = [_key(1, _WIRE_FIXED64) + struct.pack("<d", wall_time)]
-    if step:
-        parts.append(_key(2, _WIRE_VARINT) + _varint(int(step)))
-    if file_version is not None:
-        parts.append(_bytes_field(3, file_version.encode("utf-8")))
-    if summary is not None:
-        parts.append(_bytes_field(5, summary))
-    return b"".join(parts)
-
-
-def _scalar_summary(scalars: Mapping[str, float]) -> bytes:
-    """Encodes a Summary of `Value{tag, simple_value}`s (float32; overflow becomes +-inf)."""
-    values = []
-    for tag, value in scalars.items():
-        with np.errstate(over="ignore"):
-            value32 = np.array(float(value), dtype="<f4").tobytes()
-        body = _bytes_field(1, str(tag).encode("utf-8"))
-        body += _key(2, _WIRE_FIXED32) + value32
-        values.append(_bytes_field(1, body))
-    return b"".join(values)
-
-
-class TensorBoardWriter:
-    """Writes scalar summaries to a TensorBoard event file, without TensorFlow.
-
-    The file is `logdir/events.out.tfevents.<int time>.<hostname>.alignax`; if that name already
-    exists (two writers started within the same second), `.1`, `.2`, ... is appended. Its first
-    record is the `file_version: "brain.Event:2"` event that TensorBoard expects.
-
-    Example::
-
-      tb = TensorBoardWriter("/tmp/run/tensorboard")
-      tb.scalars(10, {"train/loss": 0.25})
-      tb.close()
-    """
-
-    def __init__(self, logdir: str | os.PathLike):
-        """Creates `logdir` if needed and opens a new event file in it.
-
-        Args:
-          logdir: the folder TensorBoard is pointed at.
-        """
-        self.logdir = os.fspath(logdir)
-        os.makedirs(self.logdir, exist_ok=True)
-        now = time.time()
-        base = os.path.join(
-            self.logdir, f"events.out.tfevents.{int(now)}.{socket.gethostname()}.alignax"
-        )
-        path, n = base, 0
-        while True:
-            try:
-                self._file = open(path, "xb")
-                break
-            except FileExistsError:
-                n += 1
-                path = f"{base}.{n}"
-        self.path = path
-        self._file.write(_tfrecord(_event(now, 0, file_version="brain.Event:2")))
-        self._file.flush()
-
-    def scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-        """Appends one event holding `scalars` (tag -> value, stored as float32) at `step`.
-
-        Args:
-          step: the global step of the values.
-          scalars: tag -> number; bools count as 0/1.
-        """
-        if self._file is None:
-            raise ValueError(f"TensorBoardWriter for {self.path} is closed")
-        if not scalars:
-            return
-        summary = _scalar_summary(scalars)
-        self._file.write(_tfrecord(_event(time.time(), int(step), summary=summary)))
-
-    def flush(self) -> None:
-        """Pushes buffered records to the operating system."""
-        if self._file is not None:
-            self._file.flush()
-
-    def close(self) -> None:
-        """Flushes and closes the file; further `close` calls do nothing."""
-        if self._file is not None:
-            self._file.flush()
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> TensorBoardWriter:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    event_writer.add_event(Event(session_log=SessionLog(status=SessionLog.START)), step=step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,8 +173,9 @@ class MetricsWriter:
 
     Every `write(step, metrics)` appends the line `{"step": step, **metrics}` and flushes it, so a
     killed run leaves at most one partial line at the end (ignored by `read_metrics`, removed by
-    `truncate_after` and by the next `write`). With `enabled=False` (the non-zero processes of a
-    multi-process run) every method does nothing and no file is created.
+    `truncate_after` and by the next `write`). The numbers of each `write` also go to TensorBoard
+    as one event (see the module docstring for buffering and resume). With `enabled=False` (the
+    non-zero processes of a multi-process run) every method does nothing and no file is created.
 
     Example::
 
@@ -353,7 +203,7 @@ class MetricsWriter:
         if enabled:
             os.makedirs(self.workdir, exist_ok=True)
             if tensorboard:
-                self._tb = TensorBoardWriter(os.path.join(self.workdir, TENSORBOARD_DIR))
+                self._tb = _open_event_file(os.path.join(self.workdir, TENSORBOARD_DIR))
 
     def _open(self):
         if self._file is None:
@@ -398,15 +248,15 @@ class MetricsWriter:
         f = self._open()
         f.write(line + "\n")
         f.flush()
-        if self._tb is not None:
-            self._tb.scalars(step, scalars)
-            self._tb.flush()
+        if self._tb is not None and scalars:
+            _write_scalars(self._tb, step, scalars)
 
     def truncate_after(self, step: int) -> None:
         """Keeps only the lines with `"step" <= step` (used on resume), dropping a partial tail.
 
-        Kept lines are preserved byte for byte; the file is replaced atomically. Nothing happens
-        if metrics.jsonl does not exist yet.
+        Kept lines are preserved byte for byte; the file is replaced atomically; nothing happens
+        to metrics.jsonl if it does not exist yet. The event file gets TensorBoard's restart
+        marker at `step + 1`, which hides the events with a larger step from earlier files.
 
         Args:
           step: the restored checkpoint's step (0 for a fresh start: the file is emptied).
@@ -419,8 +269,12 @@ class MetricsWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
-        if not os.path.exists(self.path):
-            return
+        if os.path.exists(self.path):
+            self._truncate_jsonl(step)
+        if self._tb is not None and not self._closed:
+            _write_restart(self._tb, step + 1)
+
+    def _truncate_jsonl(self, step: int) -> None:
         kept = []
         for lineno, line in enumerate(_complete_lines(self.path), start=1):
             if not line.strip():

@@ -1,22 +1,23 @@
-"""Writers: CRC32C and TFRecord framing, TensorBoard event files, metrics.jsonl, progress bar."""
+"""Tests for the metric writers: TensorBoard event files (via tensorboardX), metrics.jsonl,
+progress bar."""
 
-import ast
 import json
 import math
 import os
-import pathlib
 import struct
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
-from alignax.train import writers
 from alignax.train.progress import ProgressBar
-from alignax.train.writers import MetricsWriter, TensorBoardWriter, crc32c, read_metrics
+from alignax.train.writers import MetricsWriter, read_metrics
 
 
 def _event_accumulator(logdir):
-    # tensorboard is a dev dependency: it reads the event files back (a missing one fails).
+    # tensorboard (a dev dependency, no TensorFlow needed) reads the event files back.
     from tensorboard.backend.event_processing import event_accumulator as ea_mod
 
     acc = ea_mod.EventAccumulator(str(logdir), size_guidance={ea_mod.SCALARS: 0})
@@ -24,83 +25,37 @@ def _event_accumulator(logdir):
     return acc
 
 
-# ------------------------------------------------------------------------------------ CRC32C
-
-
-def test_crc32c_known_vectors():
-    assert crc32c(b"123456789") == 0xE3069283
-    assert crc32c(bytes(32)) == 0x8A9136AA
-    assert crc32c(b"\xff" * 32) == 0x62A8AB43  # RFC 3720 B.4
-    assert crc32c(bytes(range(32))) == 0x46DD794E  # RFC 3720 B.4
-    assert crc32c(b"") == 0
-
-
-def test_masked_crc_matches_tensorboards_reference_implementation():
-    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as stub
-    rng = np.random.default_rng(0)
-    for n in (0, 1, 7, 8, 100):
-        data = rng.integers(0, 256, size=n, dtype=np.uint8).tobytes()
-        assert writers.masked_crc32c(data) == stub.masked_crc32c(data)
-        crc = crc32c(data)
-        expected = ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-        assert writers.masked_crc32c(data) == expected
-
-
-def test_varint_encoding():
-    assert writers._varint(0) == b"\x00"
-    assert writers._varint(1) == b"\x01"
-    assert writers._varint(300) == b"\xac\x02"
-    assert writers._varint(-1) == b"\xff" * 9 + b"\x01"  # int64 two's complement, 10 bytes
-
-
-def test_writers_module_does_not_import_tensorboard_or_tensorflow():
-    tree = ast.parse(pathlib.Path(writers.__file__).read_text(encoding="utf-8"))
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert not imported & {"tensorboard", "tensorflow", "tensorboardX", "torch"}
+def _event_files(logdir):
+    return sorted(name for name in os.listdir(logdir) if "tfevents" in name)
 
 
 # ------------------------------------------------------------------------------- TensorBoard
 
 
-def _records(path):
-    """Parses TFRecord framing by hand, checking both CRCs."""
-    data = pathlib.Path(path).read_bytes()
-    out, pos = [], 0
-    while pos < len(data):
-        (length,) = struct.unpack_from("<Q", data, pos)
-        (len_crc,) = struct.unpack_from("<I", data, pos + 8)
-        assert len_crc == writers.masked_crc32c(data[pos:pos + 8])
-        payload = data[pos + 12:pos + 12 + length]
-        (crc,) = struct.unpack_from("<I", data, pos + 12 + length)
-        assert crc == writers.masked_crc32c(payload)
-        out.append(payload)
-        pos += 16 + length
-    assert pos == len(data)
-    return out
+def test_writers_import_neither_tensorflow_nor_tensorboard_and_tensorboardx_lazily(tmp_path):
+    code = (
+        "import sys\n"
+        "from alignax.train.writers import MetricsWriter\n"
+        "assert 'tensorboardX' not in sys.modules\n"
+        "with MetricsWriter(sys.argv[1]) as w:\n"
+        "    w.write(1, {'a': 1.0})\n"
+        "names = ('tensorflow', 'tensorboard', 'tensorboardX')\n"
+        "print(sorted(m for m in names if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True,
+                         capture_output=True, text=True).stdout
+    assert out.strip().splitlines()[-1] == "['tensorboardX']"
+    assert len(_event_files(tmp_path / "tensorboard")) == 1
 
 
-def test_tensorboard_event_file_round_trip(tmp_path):
-    logdir = tmp_path / "tb"
+def test_tensorboard_scalars_have_the_written_tags_steps_and_values(tmp_path):
     values = {s: {"train/loss": 1.0 / (s + 1), "eval/acc": 0.1 * s, "lr": 3e-4}
-              for s in (0, 1, 5, 10, 1000)}
-    with TensorBoardWriter(logdir) as tb:
+              for s in (0, 1, 5, 10, 1000, 2**40)}
+    with MetricsWriter(tmp_path) as w:
         for step, scalars in values.items():
-            tb.scalars(step, scalars)
-        tb.flush()
-    names = os.listdir(logdir)
-    assert len(names) == 1
-    parts = names[0].split(".")
-    assert names[0].startswith("events.out.tfevents.") and names[0].endswith(".alignax")
-    assert parts[3].isdigit()
-    records = _records(logdir / names[0])
-    assert len(records) == 1 + len(values)
-    assert b"brain.Event:2" in records[0]
-
+            w.write(step, {**scalars, "note": "text is json-only"})
+    logdir = tmp_path / "tensorboard"
+    assert len(_event_files(logdir)) == 1
     acc = _event_accumulator(logdir)
     assert sorted(acc.Tags()["scalars"]) == ["eval/acc", "lr", "train/loss"]
     for tag in ("train/loss", "eval/acc", "lr"):
@@ -112,32 +67,55 @@ def test_tensorboard_event_file_round_trip(tmp_path):
         )
 
 
-def test_tensorboard_special_values_and_large_steps(tmp_path):
-    with TensorBoardWriter(tmp_path) as tb:
-        tb.scalars(2**40, {"x": float("nan"), "y": float("-inf"), "z": True})
-    acc = _event_accumulator(tmp_path)
-    assert acc.Scalars("x")[0].step == 2**40
+def test_tensorboard_non_finite_bool_and_float32_overflow(tmp_path):
+    with MetricsWriter(tmp_path) as w:
+        w.write(3, {"x": float("nan"), "y": -math.inf, "z": True, "big": 1.7976931348623157e308,
+                    "count": np.int64(7)})
+    acc = _event_accumulator(tmp_path / "tensorboard")
     assert math.isnan(acc.Scalars("x")[0].value)
     assert acc.Scalars("y")[0].value == -math.inf
     assert acc.Scalars("z")[0].value == 1.0
+    assert acc.Scalars("big")[0].value == math.inf  # beyond float32
+    assert acc.Scalars("count")[0].value == 7.0
+    assert sorted(acc.Tags()["scalars"]) == ["big", "count", "x", "y", "z"]
+    assert [acc.Scalars(tag)[0].step for tag in acc.Tags()["scalars"]] == [3] * 5
 
 
-def test_tensorboard_writers_in_the_same_second_get_distinct_files(tmp_path):
-    with TensorBoardWriter(tmp_path) as a, TensorBoardWriter(tmp_path) as b:
-        a.scalars(1, {"v": 1.0})
-        b.scalars(2, {"v": 2.0})
-    assert a.path != b.path
-    assert len(os.listdir(tmp_path)) == 2
+def test_writers_opened_in_the_same_second_get_distinct_event_files(tmp_path, monkeypatch):
+    # tensorboardX names event files by the second only (lanpa/tensorboardX#776).
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)
+    with MetricsWriter(tmp_path) as a:
+        a.write(1, {"v": 1.0})
+    with MetricsWriter(tmp_path) as b:
+        b.write(2, {"v": 2.0})
+    names = _event_files(tmp_path / "tensorboard")
+    assert len(names) == 2
+    assert all(".1700000000." in name for name in names)
+    acc = _event_accumulator(tmp_path / "tensorboard")  # reads the files in name order
+    assert [(e.step, e.value) for e in acc.Scalars("v")] == [(1, 1.0), (2, 2.0)]
 
 
-def test_corrupted_event_payload_is_detected_by_crc(tmp_path):
-    with TensorBoardWriter(tmp_path) as tb:
-        tb.scalars(1, {"v": 1.0})
-    data = bytearray(pathlib.Path(tb.path).read_bytes())
-    data[-6] ^= 0xFF  # inside the last payload
-    pathlib.Path(tb.path).write_bytes(bytes(data))
-    with pytest.raises(AssertionError):
-        _records(tb.path)
+def test_resume_hides_the_tensorboard_events_after_the_restored_step(tmp_path):
+    def run(start, stop, scale):
+        with MetricsWriter(tmp_path) as w:
+            w.truncate_after(start)
+            for step in range(start + 1, stop + 1):
+                w.write(step, {"train/loss": scale * step})
+                if step % 4 == 0:
+                    w.write(step, {"eval/acc": scale / step})
+
+    run(0, 10, 1.0)  # killed after step 10; its last checkpoint is step 6
+    run(6, 7, 2.0)  # resumed from step 6, stopped after step 7
+    assert len(_event_files(tmp_path / "tensorboard")) == 2
+    acc = _event_accumulator(tmp_path / "tensorboard")
+    loss = acc.Scalars("train/loss")
+    assert [e.step for e in loss] == [1, 2, 3, 4, 5, 6, 7]
+    np.testing.assert_array_equal([e.value for e in loss], np.float32([1, 2, 3, 4, 5, 6, 14]))
+    # Steps 8-10 of the first run are gone although the resumed run never reached them.
+    assert [(e.step, e.value) for e in acc.Scalars("eval/acc")] == [(4, 0.25)]
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 4, 5, 6, 7]
+    assert rows[-1] == {"step": 7, "train/loss": 14.0}
 
 
 # ----------------------------------------------------------------------------- metrics.jsonl
