@@ -142,24 +142,6 @@ def prm_step_loss(step_logits, step_labels, step_mask):
     return jnp.sum(bce * m, axis=-1) / jnp.maximum(jnp.sum(m, axis=-1), 1.0)
 
 
-def ensemble_rewards(rewards, *, mode: str = "mean", lam: float = 1.0):
-    """Aggregates an ensemble's rewards [M, B] -> [B]: "mean", "min" (worst case) or
-    "mean_minus_std" (mean - lam * std over members, uncertainty-weighted).
-
-    Coste et al. 2023, "Reward Model Ensembles Help Mitigate Overoptimization" (arXiv 2310.02743);
-    Eisenstein et al. 2023, "Helping or Herding?" (arXiv 2312.09244).
-    """
-    checks.check_rank(rewards, 2, "rewards")
-    r = jnp.asarray(rewards, jnp.float32)
-    if mode == "mean":
-        return r.mean(axis=0)
-    if mode == "min":
-        return r.min(axis=0)
-    if mode == "mean_minus_std":
-        return r.mean(axis=0) - lam * r.std(axis=0)
-    raise ValueError(f"unknown ensemble mode {mode!r}; use mean, min or mean_minus_std")
-
-
 def contrastive_representation_loss(anchors, positives, *, temperature: float = 0.1):
     """InfoNCE over the batch: each anchor's positive against the other rows' positives.
 

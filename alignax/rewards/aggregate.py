@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import itertools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from alignax.losses import ensemble_rewards
 
 
 def weighted_sum(rewards, weights) -> jax.Array:
@@ -37,9 +36,21 @@ def log_tamed_sum(rewards, weights, *, eps: float = 1e-8) -> jax.Array:
 
 
 def ensemble(rewards, *, mode: str = "mean", lam: float = 1.0) -> jax.Array:
-    """Ensemble members' rewards [M, N] -> [N]: mean, min, or mean - lam * std
-    (see `alignax.losses.ensemble_rewards`)."""
-    return ensemble_rewards(rewards, mode=mode, lam=lam)
+    """Aggregates an ensemble's rewards [M, N] -> [N]: "mean", "min" (worst case) or
+    "mean_minus_std" (mean - lam * std over members, uncertainty-weighted).
+
+    Coste et al. 2023, "Reward Model Ensembles Help Mitigate Overoptimization" (arXiv 2310.02743);
+    Eisenstein et al. 2023, "Helping or Herding?" (arXiv 2312.09244).
+    """
+    chex.assert_rank(rewards, 2, custom_message="rewards")
+    r = jnp.asarray(rewards, jnp.float32)
+    if mode == "mean":
+        return r.mean(axis=0)
+    if mode == "min":
+        return r.min(axis=0)
+    if mode == "mean_minus_std":
+        return r.mean(axis=0) - lam * r.std(axis=0)
+    raise ValueError(f"unknown ensemble mode {mode!r}; use mean, min or mean_minus_std")
 
 
 def pareto_front(points) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from alignax.losses import ensemble_rewards
+from alignax.rewards.aggregate import ensemble
 
 
 def reward_model_reward(apply_fn: Callable, params) -> Callable:
@@ -29,6 +29,6 @@ def ensemble_reward(apply_fn: Callable, members: Sequence, *, mode: str = "mean"
     score = jax.jit(jax.vmap(apply_fn, in_axes=(0, None, None)))
 
     def reward(rollout) -> jax.Array:
-        return ensemble_rewards(score(stacked, rollout.ids, rollout.mask), mode=mode, lam=lam)
+        return ensemble(score(stacked, rollout.ids, rollout.mask), mode=mode, lam=lam)
 
     return reward

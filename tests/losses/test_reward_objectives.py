@@ -1,13 +1,12 @@
-"""Scaled BT, regression, Gaussian ranking, GPM, PRM step BCE, ensembles, contrastive term."""
+"""Scaled BT, regression, Gaussian ranking, GPM, PRM step BCE, contrastive term."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from jax.test_util import check_grads
 from scipy.stats import norm
 
-from alignax.losses import (bradley_terry_loss, contrastive_representation_loss, ensemble_rewards,
+from alignax.losses import (bradley_terry_loss, contrastive_representation_loss,
                             gaussian_ranking_loss, gpm_loss, prm_step_loss, regression_loss,
                             scaled_bradley_terry_loss)
 
@@ -66,16 +65,6 @@ def test_prm_step_loss():
     sp = lambda x: np.log1p(np.exp(x))  # noqa: E731  -log sigmoid(-x)
     expected = [(sp(-2.0) + sp(-1.0)) / 2, sp(-0.5)]
     np.testing.assert_allclose(prm_step_loss(logits, labels, mask), expected, rtol=1e-6)
-
-
-def test_ensemble_rewards():
-    r = jnp.array([[1.0, 2.0], [3.0, 2.0], [2.0, 2.0]])
-    np.testing.assert_allclose(ensemble_rewards(r), [2.0, 2.0])
-    np.testing.assert_allclose(ensemble_rewards(r, mode="min"), [1.0, 2.0])
-    np.testing.assert_allclose(ensemble_rewards(r, mode="mean_minus_std", lam=0.5),
-                               [2.0 - 0.5 * np.std([1, 3, 2]), 2.0], rtol=1e-6)
-    with pytest.raises(ValueError, match="unknown ensemble mode"):
-        ensemble_rewards(r, mode="max")
 
 
 def test_contrastive_representation_loss():

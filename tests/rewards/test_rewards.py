@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alignax.rewards import (bleu_reward, contains_tokens, cosine_reward, ensemble_reward,
+from alignax.rewards import (bleu_reward, contains_tokens, cosine_reward, ensemble, ensemble_reward,
                              exact_match, gradient_weight_update, hypervolume,
                              hypervolume_multiplier, length_penalty, log_tamed_sum,
                              overlong_penalty, pareto_front, reward_model_reward, sentence_bleu,
@@ -65,6 +65,16 @@ def test_weighted_and_log_tamed_sums():
                                rtol=1e-6)
     with pytest.raises(ValueError, match="weights"):
         weighted_sum(r, [1.0])
+
+
+def test_ensemble_modes():
+    r = jnp.array([[1.0, 2.0], [3.0, 2.0], [2.0, 2.0]])
+    np.testing.assert_allclose(ensemble(r), [2.0, 2.0])
+    np.testing.assert_allclose(ensemble(r, mode="min"), [1.0, 2.0])
+    np.testing.assert_allclose(ensemble(r, mode="mean_minus_std", lam=0.5),
+                               [2.0 - 0.5 * np.std([1, 3, 2]), 2.0], rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown ensemble mode"):
+        ensemble(r, mode="max")
 
 
 def test_pareto_front_and_hypervolume():
