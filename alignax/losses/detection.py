@@ -9,6 +9,7 @@ initial reward model r_phi0.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -33,9 +34,9 @@ def ordered_triplet_loss(lm_rewards, mix_rewards, human_rewards) -> jax.Array:
     Returns:
       [B] float32 losses.
     """
-    checks.check_rank(lm_rewards, 1, "lm_rewards")
-    checks.check_same_shape([lm_rewards, mix_rewards, human_rewards],
-                            ["lm_rewards", "mix_rewards", "human_rewards"])
+    chex.assert_rank(lm_rewards, 1, custom_message="lm_rewards")
+    chex.assert_equal_shape([lm_rewards, mix_rewards, human_rewards],
+                            custom_message="lm_rewards, mix_rewards, human_rewards")
     lm = checks.as_float(lm_rewards, "lm_rewards")
     mix = checks.as_float(mix_rewards, "mix_rewards")
     hu = checks.as_float(human_rewards, "human_rewards")
@@ -60,8 +61,8 @@ def replay_regularizer(rewards, init_rewards) -> jax.Array:
     Returns:
       [M] float32 penalties.
     """
-    checks.check_rank(rewards, 1, "rewards")
-    checks.check_same_shape([rewards, init_rewards], ["rewards", "init_rewards"])
+    chex.assert_rank(rewards, 1, custom_message="rewards")
+    chex.assert_equal_shape([rewards, init_rewards], custom_message="rewards, init_rewards")
     r = checks.as_float(rewards, "rewards")
     r0 = jax.lax.stop_gradient(checks.as_float(init_rewards, "init_rewards"))
     return jnp.square(r - r0)

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
-
-from alignax._src import checks
 
 _NAMES = ["policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps"]
 
 
 def _log_ratios(pc, pr, rc, rr):
-    checks.check_rank(pc, 1, _NAMES[0])
-    checks.check_same_shape([pc, pr, rc, rr], _NAMES)
+    chex.assert_rank(pc, 1, custom_message=_NAMES[0])
+    chex.assert_equal_shape([pc, pr, rc, rr], custom_message=", ".join(_NAMES))
     f = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
     chosen = f(pc) - f(rc)
     rejected = f(pr) - f(rr)
@@ -326,8 +325,8 @@ def rdpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_
 
 
 def _policy_pair(pc, pr):
-    checks.check_rank(pc, 1, "policy_chosen_logps")
-    checks.check_same_shape([pc, pr], _NAMES[:2])
+    chex.assert_rank(pc, 1, custom_message=_NAMES[0])
+    chex.assert_equal_shape([pc, pr], custom_message=", ".join(_NAMES[:2]))
     return jnp.asarray(pc, jnp.float32), jnp.asarray(pr, jnp.float32)
 
 
@@ -414,9 +413,9 @@ def kto_loss(policy_logps, ref_logps, desirable, *, kl, beta: float = 0.1,
       desirable: [B] bool, True for desirable examples.
       kl: scalar reference point estimate.
     """
-    checks.check_rank(policy_logps, 1, "policy_logps")
-    checks.check_same_shape([policy_logps, ref_logps, desirable],
-                            ["policy_logps", "ref_logps", "desirable"])
+    chex.assert_rank(policy_logps, 1, custom_message="policy_logps")
+    chex.assert_equal_shape([policy_logps, ref_logps, desirable],
+                            custom_message="policy_logps, ref_logps, desirable")
     r = jnp.asarray(policy_logps, jnp.float32) - jnp.asarray(ref_logps, jnp.float32)
     z0 = jax.lax.stop_gradient(jnp.maximum(jnp.asarray(kl, jnp.float32), 0.0))
     desirable = jnp.asarray(desirable, bool)

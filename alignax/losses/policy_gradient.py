@@ -7,10 +7,9 @@ method uses. Shapes: B sequences, T tokens.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
-
-from alignax._src import checks
 
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum",
                 "seq_mean_token_sum_norm")
@@ -26,7 +25,7 @@ def aggregate(token_losses: jax.Array, mask: jax.Array, mode: str = "token_mean"
     - "seq_mean_token_sum_norm": sum over each sequence / max_length (default T), mean over
       sequences (Dr. GRPO, arXiv 2503.20783).
     """
-    checks.check_same_shape([token_losses, mask], ["token_losses", "mask"])
+    chex.assert_equal_shape([token_losses, mask], custom_message="token_losses, mask")
     m = jnp.asarray(mask, jnp.float32)
     x = jnp.where(m > 0, jnp.asarray(token_losses, jnp.float32), 0.0)  # garbage off the mask
     per_seq = x.sum(-1)
@@ -65,7 +64,7 @@ def ppo_clip_loss(logps: jax.Array, old_logps: jax.Array, advantages: jax.Array,
       ([B, T] token losses, 0 off the mask; metrics of [B, T] arrays: ratio, clipped (1 where the
       clipped branch is active)).
     """
-    checks.check_same_shape([logps, old_logps, mask], ["logps", "old_logps", "mask"])
+    chex.assert_equal_shape([logps, old_logps, mask], custom_message="logps, old_logps, mask")
     adv = jnp.asarray(advantages, jnp.float32)
     if adv.ndim == 1:
         adv = adv[:, None]
@@ -98,7 +97,7 @@ def gspo_loss(logps: jax.Array, old_logps: jax.Array, advantages: jax.Array, mas
     Zheng et al. 2025, "Group Sequence Policy Optimization" (arXiv 2507.18071). [B, T] x2, [B],
     [B, T] -> ([B] losses, metrics).
     """
-    checks.check_same_shape([logps, old_logps, mask], ["logps", "old_logps", "mask"])
+    chex.assert_equal_shape([logps, old_logps, mask], custom_message="logps, old_logps, mask")
     valid = jnp.asarray(mask) > 0
     lengths = jnp.maximum(valid.sum(-1).astype(jnp.float32), 1.0)
     diff = jnp.where(valid, jnp.asarray(logps, jnp.float32) - jnp.asarray(old_logps, jnp.float32),
@@ -115,8 +114,8 @@ def clipped_value_loss(values: jax.Array, old_values: jax.Array, returns: jax.Ar
                        mask: jax.Array, *, clip: float = 0.2) -> jax.Array:
     """PPO value loss: 0.5 max((V - R)^2, (clip(V, V_old - c, V_old + c) - R)^2). [B, T] -> [B, T].
     """
-    checks.check_same_shape([values, old_values, returns, mask],
-                            ["values", "old_values", "returns", "mask"])
+    chex.assert_equal_shape([values, old_values, returns, mask],
+                            custom_message="values, old_values, returns, mask")
     v = jnp.asarray(values, jnp.float32)
     v_old = jnp.asarray(old_values, jnp.float32)
     ret = jnp.asarray(returns, jnp.float32)
@@ -148,8 +147,8 @@ def gpo_loss(policy_logps: jax.Array, behaviour_logps: jax.Array,
     Representations" (arXiv 2410.02197); the SPPO-style square loss of Wu et al. 2024.
     [B] sequence log-probs under the policy and the sampling policy pi_t, [B] scores -> ([B], {}).
     """
-    checks.check_same_shape([policy_logps, behaviour_logps, preference_scores],
-                            ["policy_logps", "behaviour_logps", "preference_scores"])
+    chex.assert_equal_shape([policy_logps, behaviour_logps, preference_scores],
+                            custom_message="policy_logps, behaviour_logps, preference_scores")
     log_ratio = jnp.asarray(policy_logps, jnp.float32) - jnp.asarray(behaviour_logps, jnp.float32)
     target = eta * (jnp.asarray(preference_scores, jnp.float32)
                     - jnp.asarray(baseline, jnp.float32))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
-
-from alignax._src import checks
 
 
 def bradley_terry_loss(
@@ -35,9 +34,9 @@ def bradley_terry_loss(
     Returns:
       [B] float32 losses.
     """
-    checks.check_rank(chosen_rewards, 1, "chosen_rewards")
-    checks.check_same_shape([chosen_rewards, rejected_rewards],
-                            ["chosen_rewards", "rejected_rewards"])
+    chex.assert_rank(chosen_rewards, 1, custom_message="chosen_rewards")
+    chex.assert_equal_shape([chosen_rewards, rejected_rewards],
+                            custom_message="chosen_rewards, rejected_rewards")
     d = (jnp.asarray(chosen_rewards, jnp.float32) - jnp.asarray(rejected_rewards, jnp.float32)
          - jnp.asarray(margin, jnp.float32))
     eps = jnp.asarray(label_smoothing, jnp.float32)  # scalar or per-example [B]
@@ -46,8 +45,8 @@ def bradley_terry_loss(
 
 def pairwise_accuracy(chosen_rewards: jax.Array, rejected_rewards: jax.Array) -> jax.Array:
     """1 where r_c > r_r, 0.5 on ties, 0 otherwise: [B] float32."""
-    checks.check_same_shape([chosen_rewards, rejected_rewards],
-                            ["chosen_rewards", "rejected_rewards"])
+    chex.assert_equal_shape([chosen_rewards, rejected_rewards],
+                            custom_message="chosen_rewards, rejected_rewards")
     c = jnp.asarray(chosen_rewards, jnp.float32)
     r = jnp.asarray(rejected_rewards, jnp.float32)
     return jnp.where(c > r, 1.0, jnp.where(c == r, 0.5, 0.0))
@@ -71,7 +70,7 @@ def regression_loss(predictions, targets, mask=None):
     [B] or [B, K] predictions and targets (K attributes, e.g. HelpSteer helpfulness/correctness/
     ...), optional [B, K] mask of the attributes that are rated -> [B].
     """
-    checks.check_same_shape([predictions, targets], ["predictions", "targets"])
+    chex.assert_equal_shape([predictions, targets], custom_message="predictions, targets")
     err = jnp.square(jnp.asarray(predictions, jnp.float32) - jnp.asarray(targets, jnp.float32))
     if err.ndim == 1:
         return err if mask is None else err * jnp.asarray(mask, jnp.float32)
@@ -89,8 +88,9 @@ def gaussian_ranking_loss(chosen_mean, chosen_log_var, rejected_mean, rejected_l
     computed with log_ndtr (stable for large negative arguments). EditReward (Wu et al. 2025)
     uses this per quality dimension; Thurstone 1927 (case V with learned variances). [B] x4 -> [B].
     """
-    checks.check_same_shape([chosen_mean, chosen_log_var, rejected_mean, rejected_log_var],
-                            ["chosen_mean", "chosen_log_var", "rejected_mean", "rejected_log_var"])
+    chex.assert_equal_shape(
+        [chosen_mean, chosen_log_var, rejected_mean, rejected_log_var],
+        custom_message="chosen_mean, chosen_log_var, rejected_mean, rejected_log_var")
     var = jnp.exp(jnp.asarray(chosen_log_var, jnp.float32)) + jnp.exp(
         jnp.asarray(rejected_log_var, jnp.float32))
     z = (jnp.asarray(chosen_mean, jnp.float32) - jnp.asarray(rejected_mean, jnp.float32)) / (
@@ -120,8 +120,8 @@ def gpm_loss(chosen_embedding, rejected_embedding, eigen=None, *, beta: float = 
     et al. 2024, "General Preference Modeling with Preference Representations" (arXiv
     2410.02197). [B, 2k] x2, optional [B, k] -> [B].
     """
-    checks.check_same_shape([chosen_embedding, rejected_embedding],
-                            ["chosen_embedding", "rejected_embedding"])
+    chex.assert_equal_shape([chosen_embedding, rejected_embedding],
+                            custom_message="chosen_embedding, rejected_embedding")
     s = gpm_score(jnp.asarray(chosen_embedding, jnp.float32),
                   jnp.asarray(rejected_embedding, jnp.float32), eigen)
     return -jax.nn.log_sigmoid(beta * s)
@@ -133,8 +133,8 @@ def prm_step_loss(step_logits, step_labels, step_mask):
     Lightman et al. 2023, "Let's Verify Step by Step" (arXiv 2305.20050). [B, S] logits, [B, S]
     labels in {0, 1} (or soft), [B, S] mask of real steps -> [B].
     """
-    checks.check_same_shape([step_logits, step_labels, step_mask],
-                            ["step_logits", "step_labels", "step_mask"])
+    chex.assert_equal_shape([step_logits, step_labels, step_mask],
+                            custom_message="step_logits, step_labels, step_mask")
     x = jnp.asarray(step_logits, jnp.float32)
     y = jnp.asarray(step_labels, jnp.float32)
     m = jnp.asarray(step_mask, jnp.float32)
@@ -151,7 +151,7 @@ def contrastive_representation_loss(anchors, positives, *, temperature: float = 
     The contrastive term Secrets of RLHF II adds to reward-model training (SimCSE style; Wang et
     al. 2024, arXiv 2401.06080). [B, D] x2 -> [B].
     """
-    checks.check_same_shape([anchors, positives], ["anchors", "positives"])
+    chex.assert_equal_shape([anchors, positives], custom_message="anchors, positives")
     a = jnp.asarray(anchors, jnp.float32)
     p = jnp.asarray(positives, jnp.float32)
     a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-6)
@@ -167,7 +167,7 @@ def preference_strength(member_margins):
     preference strength (negative: the label is probably wrong; near zero: ambiguous).
     [M, B] -> ([B], [B]).
     """
-    checks.check_rank(member_margins, 2, "member_margins")
+    chex.assert_rank(member_margins, 2, custom_message="member_margins")
     m = jnp.asarray(member_margins, jnp.float32)
     return m.mean(axis=0), m.std(axis=0)
 
@@ -189,10 +189,11 @@ def flip_by_strength(chosen, rejected, strength, *, threshold: float = 0.0):
 # --- Segment preference models: partial return vs regret (Knox et al.) -------------------------
 
 def _segment_bt(chosen_scores, rejected_scores, chosen_mask, rejected_mask, temperature):
-    checks.check_rank(chosen_scores, 2, "chosen_scores")
-    checks.check_same_shape([chosen_scores, chosen_mask], ["chosen_scores", "chosen_mask"])
-    checks.check_same_shape([rejected_scores, rejected_mask],
-                            ["rejected_scores", "rejected_mask"])
+    chex.assert_rank(chosen_scores, 2, custom_message="chosen_scores")
+    chex.assert_equal_shape([chosen_scores, chosen_mask],
+                            custom_message="chosen_scores, chosen_mask")
+    chex.assert_equal_shape([rejected_scores, rejected_mask],
+                            custom_message="rejected_scores, rejected_mask")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     total = lambda x, m: jnp.sum(jnp.where(jnp.asarray(m) > 0,  # noqa: E731
@@ -241,8 +242,8 @@ def ideal_points(user_logits, prototypes):
     [U, K] user logits, [K, d] prototypes -> [U, d]. Chen et al. 2024, "PAL: Pluralistic
     Alignment Framework for Learning from Heterogeneous Preferences" (arXiv 2406.08469).
     """
-    checks.check_rank(user_logits, 2, "user_logits")
-    checks.check_rank(prototypes, 2, "prototypes")
+    chex.assert_rank(user_logits, 2, custom_message="user_logits")
+    chex.assert_rank(prototypes, 2, custom_message="prototypes")
     if user_logits.shape[-1] != prototypes.shape[0]:
         raise ValueError(f"user_logits{user_logits.shape} and prototypes{prototypes.shape} "
                          "disagree on the number of prototypes")
@@ -262,8 +263,8 @@ def ideal_point_loss(chosen_features, rejected_features, ideal_point):
     response, [B, d] (or [d]) ideal points of each example's user -> [B]. A new user is fitted by
     optimising only its logits in `ideal_points` (few-shot).
     """
-    checks.check_same_shape([chosen_features, rejected_features],
-                            ["chosen_features", "rejected_features"])
+    chex.assert_equal_shape([chosen_features, rejected_features],
+                            custom_message="chosen_features, rejected_features")
     a = jnp.asarray(ideal_point, jnp.float32)
     dist = lambda f: jnp.sum(jnp.square(jnp.asarray(f, jnp.float32) - a), axis=-1)  # noqa: E731
     return -jax.nn.log_sigmoid(dist(rejected_features) - dist(chosen_features))
@@ -281,9 +282,9 @@ def mixture_bradley_terry_loss(chosen_rewards, rejected_rewards, mixture_logits)
     (arXiv 2505.24846), stage 1. [B, K] rewards of each head, [B, K] or [K] router logits -> [B].
     With K = 1 it is the BT loss.
     """
-    checks.check_rank(chosen_rewards, 2, "chosen_rewards")
-    checks.check_same_shape([chosen_rewards, rejected_rewards],
-                            ["chosen_rewards", "rejected_rewards"])
+    chex.assert_rank(chosen_rewards, 2, custom_message="chosen_rewards")
+    chex.assert_equal_shape([chosen_rewards, rejected_rewards],
+                            custom_message="chosen_rewards, rejected_rewards")
     d = jnp.asarray(chosen_rewards, jnp.float32) - jnp.asarray(rejected_rewards, jnp.float32)
     log_w = jax.nn.log_softmax(jnp.asarray(mixture_logits, jnp.float32), axis=-1)
     return -jax.nn.logsumexp(log_w + jax.nn.log_sigmoid(d), axis=-1)
@@ -300,9 +301,9 @@ def hedge_routing_update(log_weights, chosen_rewards, rejected_rewards, *,
     et al. 2025, arXiv 2505.24846); this is the Hedge form of that update (Freund and Schapire
     1997). [K] log-weights, [N, K] head rewards of N pairs -> [K] normalised log-weights.
     """
-    checks.check_rank(chosen_rewards, 2, "chosen_rewards")
-    checks.check_same_shape([chosen_rewards, rejected_rewards],
-                            ["chosen_rewards", "rejected_rewards"])
+    chex.assert_rank(chosen_rewards, 2, custom_message="chosen_rewards")
+    chex.assert_equal_shape([chosen_rewards, rejected_rewards],
+                            custom_message="chosen_rewards, rejected_rewards")
     d = jnp.asarray(chosen_rewards, jnp.float32) - jnp.asarray(rejected_rewards, jnp.float32)
     head_loss = -jnp.sum(jax.nn.log_sigmoid(d), axis=0)
     return jax.nn.log_softmax(jnp.asarray(log_weights, jnp.float32)
@@ -326,9 +327,9 @@ def calibrated_reward_loss(chosen, rejected, chosen_high, chosen_low, rejected_h
     Six [B] reward arrays (original pair and each response with a high / low confidence suffix)
     -> [B].
     """
-    checks.check_same_shape([chosen, rejected, chosen_high, chosen_low, rejected_high,
-                             rejected_low], ["chosen", "rejected", "chosen_high", "chosen_low",
-                                             "rejected_high", "rejected_low"])
+    chex.assert_equal_shape(
+        [chosen, rejected, chosen_high, chosen_low, rejected_high, rejected_low],
+        custom_message="chosen, rejected, chosen_high, chosen_low, rejected_high, rejected_low")
     return bradley_terry_loss(chosen, rejected) + calibration_weight * (
         bradley_terry_loss(chosen_high, chosen_low)
         + bradley_terry_loss(rejected_low, rejected_high))
@@ -346,7 +347,7 @@ def confidence_adjusted_rewards(rewards, confidence, reward_mean, *, weight: flo
     2410.09724); s = c / 10 in [0, 1] is the verbalised confidence, r_bar an EMA of batch-mean
     rewards (`RunningMean` with alpha = 0.1 in the paper). [B], [B], scalar -> [B].
     """
-    checks.check_same_shape([rewards, confidence], ["rewards", "confidence"])
+    chex.assert_equal_shape([rewards, confidence], custom_message="rewards, confidence")
     r = jnp.asarray(rewards, jnp.float32)
     delta = weight * jnp.abs(r) * (jnp.asarray(confidence, jnp.float32) - 0.5)
     return jnp.where(r >= jnp.asarray(reward_mean, jnp.float32), r + delta, r - delta)
@@ -374,8 +375,8 @@ def goal_contrastive_loss(source, positive_goal, negative_goal):
     Goal-Conditioned Representations for Language Reward Models" (arXiv 2407.13887).
     [B, D] x3 -> [B].
     """
-    checks.check_same_shape([source, positive_goal, negative_goal],
-                            ["source", "positive_goal", "negative_goal"])
+    chex.assert_equal_shape([source, positive_goal, negative_goal],
+                            custom_message="source, positive_goal, negative_goal")
     return (-jax.nn.log_sigmoid(_cosine(source, positive_goal))
             - jax.nn.log_sigmoid(-_cosine(source, negative_goal)))
 
@@ -384,7 +385,7 @@ def prefix_goal_values(token_embeddings, goal_prototype):
     """cos(z_t, g_bar) for every prefix: the value of a partial response with respect to a goal
     prototype (the mean z of final states of preferred responses). [B, T, D], [D] -> [B, T].
     Used to prune or steer generations (Nath et al. 2024, arXiv 2407.13887)."""
-    checks.check_rank(token_embeddings, 3, "token_embeddings")
+    chex.assert_rank(token_embeddings, 3, custom_message="token_embeddings")
     return _cosine(token_embeddings, jnp.asarray(goal_prototype)[None, None, :])
 
 
@@ -422,8 +423,8 @@ def peer_review_masks(margins_a, margins_b, *, drop_rate):
     Alignment" (2025, arXiv 2505.10597), after co-teaching (Han et al. 2018).
     `drop_rate` tau in [0, 1) may be a traced scalar (see `curriculum_drop_rate`).
     """
-    checks.check_rank(margins_a, 1, "margins_a")
-    checks.check_same_shape([margins_a, margins_b], ["margins_a", "margins_b"])
+    chex.assert_rank(margins_a, 1, custom_message="margins_a")
+    chex.assert_equal_shape([margins_a, margins_b], custom_message="margins_a, margins_b")
     b = margins_a.shape[0]
     keep = jnp.round((1.0 - jnp.asarray(drop_rate, jnp.float32)) * b)
 

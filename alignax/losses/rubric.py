@@ -16,6 +16,7 @@ Shapes: B pairs, E embedding size.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -47,9 +48,9 @@ def reference_projection(
     Returns:
       (s [B], p [B, E]).
     """
-    checks.check_rank(prompt_emb, 2, "prompt_emb")
-    checks.check_same_shape([prompt_emb, reference_emb, response_emb],
-                            ["prompt_emb", "reference_emb", "response_emb"])
+    chex.assert_rank(prompt_emb, 2, custom_message="prompt_emb")
+    chex.assert_equal_shape([prompt_emb, reference_emb, response_emb],
+                            custom_message="prompt_emb, reference_emb, response_emb")
     x = checks.as_float(prompt_emb, "prompt_emb")
     d = checks.as_float(reference_emb, "reference_emb").astype(x.dtype) - x
     v = checks.as_float(response_emb, "response_emb").astype(x.dtype) - x
@@ -95,8 +96,9 @@ def gprc_loss(
     Returns:
       [B] float32 losses.
     """
-    checks.check_rank(higher_scores, 1, "higher_scores")
-    checks.check_same_shape([higher_scores, lower_scores], ["higher_scores", "lower_scores"])
+    chex.assert_rank(higher_scores, 1, custom_message="higher_scores")
+    chex.assert_equal_shape([higher_scores, lower_scores],
+                            custom_message="higher_scores, lower_scores")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if perpendicular_weight < 0:
@@ -108,8 +110,8 @@ def gprc_loss(
         return loss
     if higher_axis_scores is None or lower_axis_scores is None:
         raise ValueError("perpendicular_weight > 0 needs higher_axis_scores and lower_axis_scores")
-    checks.check_same_shape([higher_scores, higher_axis_scores, lower_axis_scores],
-                            ["higher_scores", "higher_axis_scores", "lower_axis_scores"])
+    chex.assert_equal_shape([higher_scores, higher_axis_scores, lower_axis_scores],
+                            custom_message="higher_scores, higher_axis_scores, lower_axis_scores")
     hi_par = checks.as_float(higher_axis_scores, "higher_axis_scores").astype(hi.dtype)
     lo_par = checks.as_float(lower_axis_scores, "lower_axis_scores").astype(hi.dtype)
     return loss + 0.5 * perpendicular_weight * (jnp.square(hi - hi_par)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import chex
 import jax.numpy as jnp
 
-from alignax._src import checks
 from alignax.losses.reward import gaussian_ranking_loss
 
 
@@ -43,20 +43,19 @@ def gaussian_segment_preference_loss(chosen_means, chosen_log_vars, rejected_mea
     Reference: Liu et al. 2023, "PEARL: Zero-shot Cross-task Preference Alignment and Robust
     Reward Learning for Robotic Manipulation" (robust reward learning).
     """
-    checks.check_rank(chosen_means, 2, "chosen_means")
-    checks.check_same_shape([chosen_means, chosen_log_vars, chosen_mask],
-                            ["chosen_means", "chosen_log_vars", "chosen_mask"])
-    checks.check_rank(rejected_means, 2, "rejected_means")
-    checks.check_same_shape([rejected_means, rejected_log_vars, rejected_mask],
-                            ["rejected_means", "rejected_log_vars", "rejected_mask"])
+    chex.assert_rank([chosen_means, rejected_means], 2,
+                     custom_message="chosen_means, rejected_means")
+    chex.assert_equal_shape([chosen_means, chosen_log_vars, chosen_mask],
+                            custom_message="chosen_means, chosen_log_vars, chosen_mask")
+    chex.assert_equal_shape([rejected_means, rejected_log_vars, rejected_mask],
+                            custom_message="rejected_means, rejected_log_vars, rejected_mask")
+    chex.assert_equal_shape([chosen_means, rejected_means], dims=0,
+                            custom_message="chosen and rejected batch sizes")
     batch = jnp.shape(chosen_means)[0]
-    if jnp.shape(rejected_means)[0] != batch:
-        raise ValueError(f"chosen and rejected batch sizes differ: {jnp.shape(chosen_means)} vs "
-                         f"{jnp.shape(rejected_means)}")
     if kl_weight < 0:
         raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
     y = jnp.ones((batch,), jnp.float32) if labels is None else jnp.asarray(labels, jnp.float32)
-    checks.check_shape(y, (batch,), "labels")
+    chex.assert_shape(y, (batch,), custom_message="labels")
 
     def moments(mean, log_var, mask):
         m = jnp.asarray(mask) > 0

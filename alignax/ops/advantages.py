@@ -5,10 +5,9 @@ Shapes: B sequences, T tokens, G groups of n samples (B = G * n, rows prompt-maj
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
-
-from alignax._src import checks
 
 
 def gae(rewards: jax.Array, values: jax.Array, mask: jax.Array, *, gamma: float = 1.0,
@@ -29,7 +28,7 @@ def gae(rewards: jax.Array, values: jax.Array, mask: jax.Array, *, gamma: float 
     Returns:
       (advantages [B, T], returns [B, T] = advantages + values), 0 at invalid tokens.
     """
-    checks.check_same_shape([rewards, values, mask], ["rewards", "values", "mask"])
+    chex.assert_equal_shape([rewards, values, mask], custom_message="rewards, values, mask")
     m = jnp.asarray(mask, jnp.float32)
     r = jnp.asarray(rewards, jnp.float32) * m
     v = jnp.asarray(values, jnp.float32) * m
@@ -51,7 +50,7 @@ def gae(rewards: jax.Array, values: jax.Array, mask: jax.Array, *, gamma: float 
 
 
 def _groups(rewards, num_samples):
-    checks.check_rank(rewards, 1, "rewards")
+    chex.assert_rank(rewards, 1, custom_message="rewards")
     if rewards.shape[0] % num_samples:
         raise ValueError(f"{rewards.shape[0]} rewards are not groups of {num_samples}")
     return jnp.asarray(rewards, jnp.float32).reshape(-1, num_samples)
@@ -105,7 +104,7 @@ def kl_estimate(logps: jax.Array, ref_logps: jax.Array, kind: str = "k3") -> jax
     (biased, low variance), k3 = (rho - 1) - log rho (unbiased, non-negative). Same shapes in and
     out.
     """
-    checks.check_same_shape([logps, ref_logps], ["logps", "ref_logps"])
+    chex.assert_equal_shape([logps, ref_logps], custom_message="logps, ref_logps")
     log_rho = jnp.asarray(ref_logps, jnp.float32) - jnp.asarray(logps, jnp.float32)
     if kind == "k1":
         return -log_rho
@@ -126,7 +125,7 @@ def beta_normalization_parameters(success_rates: jax.Array, *, eps: float = 1e-6
     et al. 2025 ("BNPO: Beta Normalization Policy Optimization", arXiv 2506.02864; the floor at 1
     is the authors' code). [G] with G >= 2 -> two scalars.
     """
-    checks.check_rank(success_rates, 1, "success_rates")
+    chex.assert_rank(success_rates, 1, custom_message="success_rates")
     if success_rates.shape[0] < 2:
         raise ValueError("beta_normalization_parameters needs the rates of at least 2 prompts")
     p = jnp.asarray(success_rates, jnp.float32)
@@ -169,7 +168,7 @@ def difficulty_scaled_advantages(advantages: jax.Array, scale: jax.Array,
     scale is applied to the normalised advantages, where it changes the update. [B], [G] -> [B].
     """
     g = _groups(advantages, num_samples)
-    checks.check_shape(scale, (g.shape[0],), "scale")
+    chex.assert_shape(scale, (g.shape[0],), custom_message="scale")
     return (g * jnp.asarray(scale, jnp.float32)[:, None]).reshape(-1)
 
 
@@ -183,6 +182,6 @@ def bootstrapped_reference_advantages(outcomes: jax.Array, reference_index: jax.
     every sample against its group's reference, [G] int reference indices -> [B].
     """
     g = _groups(outcomes, num_samples)
-    checks.check_shape(reference_index, (g.shape[0],), "reference_index")
+    chex.assert_shape(reference_index, (g.shape[0],), custom_message="reference_index")
     is_ref = jnp.arange(num_samples)[None, :] == jnp.asarray(reference_index)[:, None]
     return jnp.where(is_ref, 0.0, g).reshape(-1)

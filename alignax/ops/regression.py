@@ -5,6 +5,7 @@ Shapes: N examples, D features, K objectives (output columns).
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -47,14 +48,12 @@ def masked_ridge_regression(
     Returns:
       (weights [D, K], bias [K]), float32 (or float64 with x64 inputs).
     """
-    checks.check_rank(features, 2, "features")
-    checks.check_rank(targets, 2, "targets")
-    n, d = jnp.shape(features)
-    if jnp.shape(targets)[0] != n:
-        raise ValueError(f"features {jnp.shape(features)} and targets {jnp.shape(targets)} must "
-                         f"have the same number of rows N")
+    chex.assert_rank([features, targets], 2, custom_message="features, targets")
+    chex.assert_equal_shape([features, targets], dims=0,
+                            custom_message="features, targets: same number of rows N")
     if mask is not None:
-        checks.check_same_shape([targets, mask], ["targets", "mask"])
+        chex.assert_equal_shape([targets, mask], custom_message="targets, mask")
+    d = jnp.shape(features)[1]
     if not l2 > 0:
         raise ValueError(f"l2 must be > 0, got {l2}")
     x = checks.as_float(features, "features")
@@ -103,13 +102,11 @@ def decorrelation_coefficients(
     Returns:
       [K] coefficients lambda.
     """
-    checks.check_rank(rewards, 2, "rewards")
-    checks.check_rank(reference, 1, "reference")
-    if jnp.shape(reference)[0] != jnp.shape(rewards)[0]:
-        raise ValueError(f"rewards {jnp.shape(rewards)} and reference {jnp.shape(reference)} must "
-                         f"have the same number of rows N")
+    chex.assert_rank([rewards, reference], [2, 1], custom_message="rewards, reference")
+    chex.assert_equal_shape([rewards, reference], dims=0,
+                            custom_message="rewards, reference: same number of rows N")
     if mask is not None:
-        checks.check_same_shape([reference, mask], ["reference", "mask"])
+        chex.assert_equal_shape([reference, mask], custom_message="reference, mask")
     r = checks.as_float(rewards, "rewards")
     v = checks.as_float(reference, "reference").astype(r.dtype)
     m = jnp.ones_like(v) if mask is None else jnp.asarray(mask).astype(r.dtype)
@@ -124,10 +121,8 @@ def decorrelation_coefficients(
 
 def decorrelate(rewards: jax.Array, reference: jax.Array, coefficients: jax.Array) -> jax.Array:
     """r_k' = r_k - lambda_k v: [N, K], [N], [K] -> [N, K] (see `decorrelation_coefficients`)."""
-    checks.check_rank(rewards, 2, "rewards")
-    checks.check_rank(reference, 1, "reference")
-    checks.check_shape(coefficients, (jnp.shape(rewards)[1],), "coefficients")
-    if jnp.shape(reference)[0] != jnp.shape(rewards)[0]:
-        raise ValueError(f"rewards {jnp.shape(rewards)} and reference {jnp.shape(reference)} must "
-                         f"have the same number of rows N")
+    chex.assert_rank([rewards, reference], [2, 1], custom_message="rewards, reference")
+    chex.assert_shape(coefficients, (jnp.shape(rewards)[1],), custom_message="coefficients")
+    chex.assert_equal_shape([rewards, reference], dims=0,
+                            custom_message="rewards, reference: same number of rows N")
     return rewards - reference[:, None] * coefficients[None, :]

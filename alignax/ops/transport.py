@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 
-from alignax._src import checks
-
 
 def _check_marginal(x, n, name):
-    checks.check_rank(x, 1, name)
-    if jnp.shape(x)[0] != n:
-        raise ValueError(f"{name} must have shape ({n},), got {jnp.shape(x)}")
+    chex.assert_shape(x, (n,), custom_message=name)
 
 
 @functools.partial(jax.jit, static_argnames=("num_iters",))
@@ -48,7 +45,7 @@ def sinkhorn(cost, a, b, *, epsilon: float = 0.05, num_iters: int = 200):
 
     Reference: Cuturi 2013, "Sinkhorn Distances: Lightspeed Computation of Optimal Transport".
     """
-    checks.check_rank(cost, 2, "cost")
+    chex.assert_rank(cost, 2, custom_message="cost")
     n, m = jnp.shape(cost)
     _check_marginal(a, n, "a")
     _check_marginal(b, m, "b")
@@ -90,13 +87,10 @@ def gromov_wasserstein_cost(cost_s, cost_t, coupling):
 
 def _gw_tensor(cost_s, cost_t, coupling):
     """L(C^S, C^T) (x) T: [N, M], the linearisation of the square-loss GW objective at T."""
-    checks.check_rank(cost_s, 2, "cost_s")
-    checks.check_rank(cost_t, 2, "cost_t")
-    checks.check_rank(coupling, 2, "coupling")
+    chex.assert_rank(coupling, 2, custom_message="coupling")
     n, m = jnp.shape(coupling)
-    if jnp.shape(cost_s) != (n, n) or jnp.shape(cost_t) != (m, m):
-        raise ValueError(f"cost_s must be [{n}, {n}] and cost_t [{m}, {m}] for a coupling of "
-                         f"shape {(n, m)}; got {jnp.shape(cost_s)} and {jnp.shape(cost_t)}")
+    chex.assert_shape([cost_s, cost_t], [(n, n), (m, m)],
+                      custom_message="cost_s [N, N], cost_t [M, M] for a coupling [N, M]")
     cs = jnp.asarray(cost_s, jnp.float32)
     ct = jnp.asarray(cost_t, jnp.float32)
     t = jnp.asarray(coupling, jnp.float32)
@@ -137,18 +131,16 @@ def entropic_gromov_wasserstein(cost_s, cost_t, p=None, q=None, *, epsilon: floa
     Reference: Peyre, Cuturi and Solomon 2016, "Gromov-Wasserstein Averaging of Kernel and
     Distance Matrices"; used for cross-task preference transfer by Liu et al. 2023 (PEARL).
     """
-    checks.check_rank(cost_s, 2, "cost_s")
-    checks.check_rank(cost_t, 2, "cost_t")
+    chex.assert_rank([cost_s, cost_t], 2, custom_message="cost_s, cost_t")
     n, m = jnp.shape(cost_s)[0], jnp.shape(cost_t)[0]
-    if jnp.shape(cost_s) != (n, n) or jnp.shape(cost_t) != (m, m):
-        raise ValueError(f"cost_s and cost_t must be square, got {jnp.shape(cost_s)} and "
-                         f"{jnp.shape(cost_t)}")
+    chex.assert_shape([cost_s, cost_t], [(n, n), (m, m)],
+                      custom_message="cost_s and cost_t must be square")
     p = jnp.full((n,), 1.0 / n) if p is None else jnp.asarray(p, jnp.float32)
     q = jnp.full((m,), 1.0 / m) if q is None else jnp.asarray(q, jnp.float32)
     _check_marginal(p, n, "p")
     _check_marginal(q, m, "q")
     t0 = jnp.outer(p, q) if init is None else jnp.asarray(init, jnp.float32)
-    checks.check_shape(t0, (n, m), "init")
+    chex.assert_shape(t0, (n, m), custom_message="init")
 
     def body(_, t):
         return sinkhorn(_gw_tensor(cost_s, cost_t, t), p, q, epsilon=epsilon,
@@ -180,12 +172,12 @@ def transfer_preference_labels(coupling, source_labels, source_mask=None):
     Reference: Liu et al. 2023, "PEARL: Zero-shot Cross-task Preference Alignment and Robust
     Reward Learning for Robotic Manipulation" (cross preference alignment).
     """
-    checks.check_rank(coupling, 2, "coupling")
+    chex.assert_rank(coupling, 2, custom_message="coupling")
     n = jnp.shape(coupling)[0]
-    checks.check_shape(source_labels, (n, n), "source_labels")
+    chex.assert_shape(source_labels, (n, n), custom_message="source_labels")
     t = jnp.asarray(coupling, jnp.float32)
     w = jnp.ones((n, n)) if source_mask is None else jnp.asarray(source_mask, jnp.float32)
-    checks.check_shape(w, (n, n), "source_mask")
+    chex.assert_shape(w, (n, n), custom_message="source_mask")
     y = jnp.asarray(source_labels, jnp.float32)
     num = t.T @ (w * y) @ t
     den = t.T @ w @ t

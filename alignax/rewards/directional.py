@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -38,7 +39,7 @@ def unit_directions(angles) -> jax.Array:
     Returns:
       [M, 2] float32 unit vectors.
     """
-    checks.check_rank(angles, 1, "angles")
+    chex.assert_rank(angles, 1, custom_message="angles")
     a = checks.as_float(angles, "angles")
     return jnp.stack([jnp.cos(a), jnp.sin(a)], axis=-1)
 
@@ -101,7 +102,7 @@ def angle_bins(angles, num_bins: int, low: float = -math.pi / 2, high: float = m
     Returns:
       [M] int32 in [0, num_bins).
     """
-    checks.check_rank(angles, 1, "angles")
+    chex.assert_rank(angles, 1, custom_message="angles")
     if num_bins < 1 or not high > low:
         raise ValueError(f"need num_bins >= 1 and high > low, got {num_bins}, [{low}, {high}]")
     a = checks.as_float(angles, "angles")
@@ -137,10 +138,10 @@ def select_by_direction(rewards, directions) -> tuple[jax.Array, jax.Array]:
     Returns:
       (indices [B] int32 in [0, N), best directional rewards [B] float32).
     """
-    checks.check_rank(rewards, 3, "rewards")
-    checks.check_rank(directions, 2, "directions")
+    chex.assert_rank(rewards, 3, custom_message="rewards")
+    chex.assert_rank(directions, 2, custom_message="directions")
     b, _, k = jnp.shape(rewards)
-    checks.check_shape(directions, (b, k), "directions")
+    chex.assert_shape(directions, (b, k), custom_message="directions")
     scores = directional_reward(rewards, jnp.asarray(directions)[:, None, :])  # [B, N]
     idx = jnp.argmax(scores, axis=1).astype(jnp.int32)
     return idx, jnp.take_along_axis(scores, idx[:, None], axis=1)[:, 0]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -32,11 +33,10 @@ class Rubric(NamedTuple):
 
 
 def _check_attrs(attributes, rubric: Rubric, name: str = "attributes"):
-    if jnp.ndim(attributes) < 1:
-        raise ValueError(f"{name} must have rank >= 1 ([..., A]), got shape "
-                         f"{jnp.shape(attributes)}")
+    chex.assert_shape(attributes, (..., None), custom_message=f"{name}: rank >= 1 ([..., A])")
     for leaf, lname in zip(rubric, ("hard_rules", "principle_weights")):
-        checks.check_broadcastable(leaf, jnp.shape(attributes), f"rubric.{lname}", name)
+        chex.assert_is_broadcastable(jnp.shape(leaf), jnp.shape(attributes),
+                                     custom_message=f"rubric.{lname} against {name}")
 
 
 def rubric_features(attributes: jax.Array, rubric: Rubric) -> jax.Array:
@@ -114,9 +114,9 @@ def contrastive_rubrics(chosen: jax.Array, rejected: jax.Array, stated_rules: ja
     Returns:
       (Rubric with [B, A] leaves, corrupted [B] bool).
     """
-    checks.check_rank(chosen, 2, "chosen")
-    checks.check_same_shape([chosen, rejected, stated_rules],
-                            ["chosen", "rejected", "stated_rules"])
+    chex.assert_rank(chosen, 2, custom_message="chosen")
+    chex.assert_equal_shape([chosen, rejected, stated_rules],
+                            custom_message="chosen, rejected, stated_rules")
     for name, p in (("miss_rate", miss_rate), ("spurious_rate", spurious_rate),
                     ("corrupt_rate", corrupt_rate)):
         checks.check_in_range(p, name, 0.0, 1.0)
@@ -136,7 +136,8 @@ def contrastive_rubrics(chosen: jax.Array, rejected: jax.Array, stated_rules: ja
         same = jnp.sum(hard * (1.0 - c), -1) == jnp.sum(hard * (1.0 - r), -1)
         weights = weights * same[:, None]
     if stated_principles is not None:
-        checks.check_same_shape([chosen, stated_principles], ["chosen", "stated_principles"])
+        chex.assert_equal_shape([chosen, stated_principles],
+                                custom_message="chosen, stated_principles")
         asked = jnp.asarray(stated_principles, jnp.float32) > 0
         p_missed = jax.random.uniform(k_pmiss, c.shape) < miss_rate
         p_spurious = jax.random.uniform(k_pspur, c.shape) < spurious_rate
@@ -153,8 +154,8 @@ def consistency_filter(chosen: jax.Array, rejected: jax.Array, rubrics: Rubric, 
     with r the gated `rubric_score` (a tie is not a recovered label). [B, A] x2, Rubric [B, A]
     -> [B] bool.
     """
-    checks.check_rank(chosen, 2, "chosen")
-    checks.check_same_shape([chosen, rejected], ["chosen", "rejected"])
+    chex.assert_rank(chosen, 2, custom_message="chosen")
+    chex.assert_equal_shape([chosen, rejected], custom_message="chosen, rejected")
     return (rubric_score(chosen, rubrics, gate_penalty=gate_penalty)
             > rubric_score(rejected, rubrics, gate_penalty=gate_penalty))
 
@@ -177,12 +178,12 @@ def aggregate_rubrics(rubrics: Rubric, groups: jax.Array, keep: jax.Array, *, nu
     Returns:
       Rubric with [G, A] leaves.
     """
-    checks.check_rank(rubrics.hard_rules, 2, "rubrics.hard_rules")
-    checks.check_same_shape([rubrics.hard_rules, rubrics.principle_weights],
-                            ["rubrics.hard_rules", "rubrics.principle_weights"])
-    checks.check_shape(groups, (rubrics.hard_rules.shape[0],), "groups")
-    checks.check_same_shape([groups, keep], ["groups", "keep"])
-    checks.check_integer(groups, "groups")
+    chex.assert_rank(rubrics.hard_rules, 2, custom_message="rubrics.hard_rules")
+    chex.assert_equal_shape([rubrics.hard_rules, rubrics.principle_weights],
+                            custom_message="rubrics.hard_rules, rubrics.principle_weights")
+    chex.assert_shape(groups, (rubrics.hard_rules.shape[0],), custom_message="groups")
+    chex.assert_equal_shape([groups, keep], custom_message="groups, keep")
+    chex.assert_type(groups, int, custom_message="groups")
     onehot = jax.nn.one_hot(groups, num_groups, dtype=jnp.float32) * jnp.asarray(
         keep, jnp.float32)[:, None]  # [B, G]
     count = onehot.sum(0)[:, None]  # [G, 1]
@@ -211,8 +212,8 @@ def rubric_judge_logits(theta: jax.Array, first: jax.Array, second: jax.Array,
     Returns:
       [B] float32 logits.
     """
-    checks.check_shape(theta, (2,), "theta")
-    checks.check_same_shape([first, second], ["first", "second"])
+    chex.assert_shape(theta, (2,), custom_message="theta")
+    chex.assert_equal_shape([first, second], custom_message="first, second")
     sign = jnp.array([-1.0, 1.0], jnp.float32)
     diff = rubric_features(first, rubric) - rubric_features(second, rubric)
     return (diff * sign) @ jnp.asarray(theta, jnp.float32)

@@ -113,11 +113,13 @@ def test_gprc_gradients_and_extremes():
 
 
 def test_shape_and_argument_errors():
-    with pytest.raises(ValueError, match="equal shapes"):
+    # shape checks are chex asserts (trace-time): AssertionError naming the arguments
+    with pytest.raises(AssertionError, match=r"different shapes: \[\(2, 3\), \(2, 3\), \(2, 4\)\]"
+                                             r"\. \[prompt_emb, reference_emb, response_emb\]"):
         reference_projection(jnp.ones((2, 3)), jnp.ones((2, 3)), jnp.ones((2, 4)))
-    with pytest.raises(ValueError, match="prompt_emb must have rank 2"):
+    with pytest.raises(AssertionError, match=r"rank 1 .* but expected 2\. \[prompt_emb\]"):
         reference_projection(jnp.ones(3), jnp.ones(3), jnp.ones(3))
-    with pytest.raises(ValueError, match="equal shapes"):
+    with pytest.raises(AssertionError, match=r"different shapes.*\[higher_scores, lower_scores\]"):
         gprc_loss(jnp.ones(3), jnp.ones(4))
     with pytest.raises(ValueError, match="needs higher_axis_scores"):
         gprc_loss(jnp.ones(3), jnp.ones(3), perpendicular_weight=0.1)

@@ -110,12 +110,16 @@ def test_gradients_and_extremes():
 
 def test_shape_errors():
     x = np.zeros((2, 3))
-    with pytest.raises(ValueError, match="rank 2"):
+    # chex asserts (trace-time): AssertionError naming the arguments
+    with pytest.raises(AssertionError, match=r"input 0 has rank 1 .* but expected 2\. "
+                                             r"\[chosen_means, rejected_means\]"):
         gaussian_segment_preference_loss(np.zeros(3), np.zeros(3), x, x, np.ones(3), x)
-    with pytest.raises(ValueError, match="equal shapes"):
+    with pytest.raises(AssertionError, match=r"different shapes.*"
+                                             r"\[chosen_means, chosen_log_vars, chosen_mask\]"):
         gaussian_segment_preference_loss(x, np.zeros((2, 2)), x, x, x, x)
-    with pytest.raises(ValueError, match="batch sizes differ"):
+    with pytest.raises(AssertionError, match=r"different shapes at dims 0: \[2, 3\] "
+                                             r"\[chosen and rejected batch sizes\]"):
         gaussian_segment_preference_loss(x, x, np.zeros((3, 3)), np.zeros((3, 3)), x,
                                          np.zeros((3, 3)))
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(AssertionError, match=r"shape \(3,\) but expected \(2\)\. \[labels\]"):
         gaussian_segment_preference_loss(x, x, x, x, x, x, np.ones(3))

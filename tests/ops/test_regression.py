@@ -124,11 +124,13 @@ def test_ridge_gradients():
 
 
 def test_ridge_shape_errors():
-    with pytest.raises(ValueError, match="features must have rank 2"):
+    # shape checks are chex asserts (trace-time): AssertionError naming the arguments
+    with pytest.raises(AssertionError,
+                       match=r"input 0 has rank 1 .* but expected 2\. \[features, targets\]"):
         masked_ridge_regression(jnp.ones(3), jnp.ones((3, 1)))
-    with pytest.raises(ValueError, match="same number of rows"):
+    with pytest.raises(AssertionError, match=r"at dims 0: \[3, 4\] .*same number of rows"):
         masked_ridge_regression(jnp.ones((3, 2)), jnp.ones((4, 1)))
-    with pytest.raises(ValueError, match="equal shapes"):
+    with pytest.raises(AssertionError, match=r"different shapes.*\[targets, mask\]"):
         masked_ridge_regression(jnp.ones((3, 2)), jnp.ones((3, 2)), jnp.ones((3, 1)))
     with pytest.raises(ValueError, match="l2 must be > 0"):
         masked_ridge_regression(jnp.ones((3, 2)), jnp.ones((3, 2)), l2=0.0)
@@ -180,9 +182,10 @@ def test_decorrelation_gradients_and_shape_errors():
     check_grads(f, (r, v), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
     g = jax.jit(jax.grad(lambda v: jnp.sum(decorrelation_coefficients(r * 1e4, v))))(v * 1e-4)
     assert np.isfinite(np.asarray(g)).all()
-    with pytest.raises(ValueError, match="reference must have rank 1"):
+    with pytest.raises(AssertionError,
+                       match=r"input 1 has rank 2 .* but expected 1\. \[rewards, reference\]"):
         decorrelation_coefficients(r, v[:, None])
-    with pytest.raises(ValueError, match="same number of rows"):
+    with pytest.raises(AssertionError, match=r"at dims 0: .*same number of rows"):
         decorrelation_coefficients(r, v[:5])
-    with pytest.raises(ValueError, match="coefficients must have shape"):
+    with pytest.raises(AssertionError, match=r"shape \(3,\) but expected .*\[coefficients\]"):
         decorrelate(r, v, jnp.ones(3))

@@ -110,11 +110,13 @@ def test_shape_errors():
         directional_reward(jnp.ones((3, 2)), jnp.ones(3))
     with pytest.raises(ValueError, match="broadcast"):
         directional_reward(jnp.ones((3, 2)), jnp.ones((4, 2)))
-    with pytest.raises(ValueError, match="directions must have shape"):
+    # shape checks are chex asserts (trace-time): AssertionError naming the argument
+    with pytest.raises(AssertionError,
+                       match=r"shape \(2, 2\) but expected \(3, 2\)\. \[directions\]"):
         select_by_direction(jnp.ones((3, 4, 2)), jnp.ones((2, 2)))
-    with pytest.raises(ValueError, match="rank"):
+    with pytest.raises(AssertionError, match=r"rank 2 .* but expected 3\. \[rewards\]"):
         select_by_direction(jnp.ones((4, 2)), jnp.ones((4, 2)))
-    with pytest.raises(ValueError, match="rank 1"):
+    with pytest.raises(AssertionError, match=r"rank 2 .* but expected 1\. \[angles\]"):
         unit_directions(jnp.ones((2, 2)))
     with pytest.raises(ValueError, match="num_bins"):
         angle_bins(jnp.ones(3), 0)
