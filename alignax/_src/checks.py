@@ -21,8 +21,7 @@ What stays here, and why no library call replaces it:
 
 The functions under "Legacy" below duplicate chex and raise `ValueError`/`TypeError`. They are
 kept only until their remaining callers (alignax/eval, alignax/data/curation.py,
-alignax/train/few_shot.py, alignax/tasks/hierarchical.py, alignax/ops/rank.py) move to chex;
-new code calls chex.
+alignax/train/few_shot.py, alignax/tasks/hierarchical.py) move to chex; new code calls chex.
 """
 
 from __future__ import annotations

@@ -12,10 +12,9 @@ Ranks are piecewise constant, so the gradients of these functions are zero.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
-
-from alignax._src import checks
 
 
 def _real(x: jax.typing.ArrayLike, name: str) -> jax.Array:
@@ -23,8 +22,7 @@ def _real(x: jax.typing.ArrayLike, name: str) -> jax.Array:
     if not (jnp.issubdtype(x.dtype, jnp.integer) or jnp.issubdtype(x.dtype, jnp.floating)
             or x.dtype == jnp.bool_):
         raise TypeError(f"{name} must be real-valued, got {x.dtype}")
-    if x.ndim < 1:
-        raise ValueError(f"{name} must have at least one axis, got shape {x.shape}")
+    chex.assert_shape(x, (..., None), custom_message=f"{name} must have at least one axis")
     return x
 
 
@@ -82,7 +80,7 @@ def spearman(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike) -> jax.Array:
       [...] rho in the inputs' float dtype, at least float32.
     """
     a, b = _real(a, "a"), _real(b, "b")
-    checks.check_same_shape((a, b), ("a", "b"))
+    chex.assert_equal_shape([a, b], custom_message="a, b")
     ra, rb = average_ranks(a), average_ranks(b)
     ra = ra - ra.mean(axis=-1, keepdims=True)
     rb = rb - rb.mean(axis=-1, keepdims=True)
@@ -112,7 +110,7 @@ def kendall_tau(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike) -> jax.Array:
       [...] tau_b in the inputs' float dtype, at least float32.
     """
     a, b = _real(a, "a"), _real(b, "b")
-    checks.check_same_shape((a, b), ("a", "b"))
+    chex.assert_equal_shape([a, b], custom_message="a, b")
     dtype = _rank_dtype(a, b)
 
     def signs(x):
