@@ -18,17 +18,34 @@ from alignax import losses  # noqa: E402
 from alignax.ops import advantages  # noqa: E402
 from alignax.sampling.guidance import guided_logits  # noqa: E402
 
+
+def _by_name(*fns):
+    return {fn.__name__: fn for fn in fns}
+
+
+# A registry's section lists its entries under their registered names; the unregistered
+# functions (signatures of their own) are listed under their own names.
 SECTIONS = [
     ("Reward models: pairwise losses", losses.REWARD_LOSSES),
-    ("Reward models: other objectives", losses.REWARD_OBJECTIVES),
-    ("Reward models: routing, selection, shaping", losses.REWARD_HELPERS),
+    ("Reward models: other objectives", _by_name(
+        losses.regression_loss, losses.gaussian_ranking_loss, losses.gpm_loss,
+        losses.prm_step_loss, losses.contrastive_representation_loss,
+        losses.partial_return_loss, losses.regret_preference_loss, losses.ideal_point_loss,
+        losses.mixture_bradley_terry_loss, losses.calibrated_reward_loss,
+        losses.goal_contrastive_loss, losses.autoregressive_rm_loss,
+        losses.gaussian_segment_preference_loss, losses.gprc_loss, losses.ordered_triplet_loss,
+        losses.remodetect_loss)),
+    ("Reward models: scores, metrics, routing, selection, shaping", _by_name(
+        losses.gpm_score, losses.pairwise_accuracy, losses.ideal_points,
+        losses.hedge_routing_update, losses.confidence_adjusted_rewards,
+        losses.prefix_goal_values, losses.peer_review_masks, losses.curriculum_drop_rate,
+        losses.preference_strength, losses.flip_by_strength, losses.reference_projection,
+        losses.replay_regularizer)),
     ("Direct alignment (with a reference)", losses.DIRECT_LOSSES),
     ("Direct alignment (reference-free)", losses.REFERENCE_FREE_LOSSES),
     ("Direct alignment (unpaired)", losses.UNPAIRED_LOSSES),
-    ("Policy gradient", {**losses.POLICY_GRADIENT_LOSSES,
-                         "clipped_value_loss": losses.clipped_value_loss,
-                         "entropy_bonus": losses.entropy_bonus,
-                         "aggregate": losses.aggregate}),
+    ("Policy gradient", {**losses.POLICY_GRADIENT_LOSSES, **_by_name(
+        losses.clipped_value_loss, losses.entropy_bonus, losses.aggregate)}),
     ("Self-play policy objectives", losses.SELF_PLAY_LOSSES),
     ("Advantages and KL estimators (alignax.ops)", {
         name: getattr(advantages, name) for name in (

@@ -68,43 +68,18 @@ from alignax.losses.detection import ordered_triplet_loss, remodetect_loss, repl
 from alignax.losses.rubric import gprc_loss, reference_projection
 from alignax.losses.segment import gaussian_segment_preference_loss
 
+# Registries: name -> loss, one call signature per registry (the keyword-only hyperparameters
+# and extra inputs vary; see each docstring). Objectives with signatures of their own (GPM,
+# regression, segment and ideal-point models, ...) and the pieces of reward-model training that
+# are not losses are plain functions of this package, not registered.
+
 # Pairwise reward-model losses: (chosen_rewards, rejected_rewards, *, ...) -> [B].
 REWARD_LOSSES = {
     "bradley_terry": bradley_terry_loss,
     "scaled_bradley_terry": scaled_bradley_terry_loss,
 }
-# Other reward-model objectives (their own signatures; see each docstring).
-REWARD_OBJECTIVES = {
-    "regression": regression_loss,
-    "gaussian_ranking": gaussian_ranking_loss,
-    "gpm": gpm_loss,
-    "prm_step": prm_step_loss,
-    "contrastive_representation": contrastive_representation_loss,
-    "partial_return": partial_return_loss,
-    "regret": regret_preference_loss,
-    "ideal_point": ideal_point_loss,
-    "mixture_bradley_terry": mixture_bradley_terry_loss,
-    "calibrated": calibrated_reward_loss,
-    "goal_contrastive": goal_contrastive_loss,
-    "autoregressive_rm": autoregressive_rm_loss,
-    "gaussian_segment": gaussian_segment_preference_loss,
-    "gprc": gprc_loss,
-    "ordered_triplet": ordered_triplet_loss,
-    "remodetect": remodetect_loss,
-}
-# Pieces of reward-model training that are not losses: routing, selection, shaping, values.
-REWARD_HELPERS = {
-    "ideal_points": ideal_points,
-    "hedge_routing_update": hedge_routing_update,
-    "confidence_adjusted_rewards": confidence_adjusted_rewards,
-    "prefix_goal_values": prefix_goal_values,
-    "peer_review_masks": peer_review_masks,
-    "curriculum_drop_rate": curriculum_drop_rate,
-    "preference_strength": preference_strength,
-    "flip_by_strength": flip_by_strength,
-    "reference_projection": reference_projection,
-    "replay_regularizer": replay_regularizer,
-}
+# Direct alignment with a reference: (policy_chosen_logps, policy_rejected_logps,
+# ref_chosen_logps, ref_rejected_logps, *, ...) -> ([B], metrics).
 DIRECT_LOSSES = {
     "dpo": dpo_loss,
     # TRL's loss types under their TRL names ("sigmoid" is "dpo")
@@ -116,15 +91,27 @@ DIRECT_LOSSES = {
     "selm": selm_loss,
     "cream": cream_loss,
 }
-# Losses of the policy's log-probs only: (policy_chosen_logps, policy_rejected_logps, *, ...).
-# KTO is unpaired: kto_loss(policy_logps, ref_logps, desirable, *, kl, ...).
+# REFERENCE_FREE_LOSSES (from direct.py): (policy_chosen_logps, policy_rejected_logps, *, ...)
+# -> ([B], metrics).
+# Unpaired: (policy_logps, ref_logps, desirable, *, kl, ...) -> ([B], metrics).
 UNPAIRED_LOSSES = {"kto": kto_loss}
-LOSSES = {**REWARD_LOSSES, **DIRECT_LOSSES, **REFERENCE_FREE_LOSSES, **UNPAIRED_LOSSES}
-
-# Token-level policy-gradient losses (reduced with `aggregate`).
+# Policy-gradient surrogates: (logps [B, T], old_logps [B, T], advantages, mask [B, T], *, ...)
+# -> (losses, metrics); PPO-clip's losses are per token [B, T] (reduce with `aggregate`), GSPO's
+# per sequence [B].
 POLICY_GRADIENT_LOSSES = {"ppo_clip": ppo_clip_loss, "gspo": gspo_loss}
-# Sequence-level policy losses on samples of the current policy (GPM's self-play objective).
+# Sequence-level policy losses on samples of the current policy (GPM's self-play objective):
+# (policy_logps, behaviour_logps, preference_scores, *, ...) -> ([B], metrics).
 SELF_PLAY_LOSSES = {"gpo": gpo_loss}
+
+# Every registry, by family; a loss name is in exactly one of them.
+LOSSES = {
+    "reward": REWARD_LOSSES,
+    "direct": DIRECT_LOSSES,
+    "reference_free": REFERENCE_FREE_LOSSES,
+    "unpaired": UNPAIRED_LOSSES,
+    "policy_gradient": POLICY_GRADIENT_LOSSES,
+    "self_play": SELF_PLAY_LOSSES,
+}
 
 __all__ = [
     "ordered_triplet_loss",
@@ -133,7 +120,6 @@ __all__ = [
     "gaussian_segment_preference_loss",
     "gprc_loss",
     "reference_projection",
-    "REWARD_HELPERS",
     "SELF_PLAY_LOSSES",
     "autoregressive_rm_loss",
     "calibrated_reward_loss",
@@ -159,7 +145,6 @@ __all__ = [
     "DIRECT_LOSSES",
     "DPO_LOSS_TYPES",
     "REFERENCE_FREE_LOSSES",
-    "REWARD_OBJECTIVES",
     "RunningMean",
     "bco_loss",
     "cream_loss",

@@ -1,26 +1,28 @@
-"""Contract shared by every entry of LOSSES: shape [B], float32, finite, compiled once."""
+"""Contract of the loss registries: one call signature per registry, and every pairwise or
+unpaired loss returns [B] float32, finite, compiled once."""
+
+import inspect
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alignax.losses import (DIRECT_LOSSES, LOSSES, REFERENCE_FREE_LOSSES, REWARD_LOSSES,
-                            UNPAIRED_LOSSES)
+from alignax.losses import LOSSES
 from tests.test_utils import count_compilations
 
 
-def _args(name, b, seed):
+def _args(family, b, seed):
     rng = np.random.default_rng(seed)
-    if name in UNPAIRED_LOSSES:
+    if family == "unpaired":
         return (jnp.asarray(rng.normal(size=b) * 3, jnp.float32),
                 jnp.asarray(rng.normal(size=b) * 3, jnp.float32),
                 jnp.asarray(rng.random(b) < 0.5))
-    n = 2 if name in REWARD_LOSSES or name in REFERENCE_FREE_LOSSES else 4
+    n = 2 if family in ("reward", "reference_free") else 4
     out = []
     for _ in range(n):
         x = rng.normal(size=b) * 3
-        if name in REFERENCE_FREE_LOSSES:  # raw log-probs are negative
+        if family == "reference_free":  # raw log-probs are negative
             x = -np.abs(x)
         out.append(jnp.asarray(x, jnp.float32))
     return tuple(out)
@@ -30,8 +32,6 @@ LENGTH_KWARGS = {"chosen_lengths": jnp.full(5, 3.0), "rejected_lengths": jnp.ful
 
 
 def _kwargs(fn):
-    import inspect
-
     accepted = inspect.signature(fn).parameters
     kw = {k: v for k, v in LENGTH_KWARGS.items() if k in accepted}
     if "kl" in accepted:
@@ -51,34 +51,47 @@ def _kwargs(fn):
     return kw
 
 
-def _per_example(name, out):
-    return out if name in REWARD_LOSSES else out[0]
+def _per_example(family, out):
+    return out if family == "reward" else out[0]
 
 
-def test_registries_partition_losses():
-    groups = [REWARD_LOSSES, DIRECT_LOSSES, REFERENCE_FREE_LOSSES, UNPAIRED_LOSSES]
-    assert set(LOSSES) == set().union(*groups)
-    assert sum(len(g) for g in groups) == len(LOSSES)
+def _positional(fn):
+    return tuple(p.name for p in inspect.signature(fn).parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
-def test_contract(name):
-    fn = LOSSES[name]
+def test_each_registry_holds_one_call_signature():
+    for family, registry in LOSSES.items():
+        signatures = {name: _positional(fn) for name, fn in registry.items()}
+        assert len(set(signatures.values())) == 1, (family, signatures)
+    names = [name for registry in LOSSES.values() for name in registry]
+    assert len(names) == len(set(names)), "a loss name is in two registries"
+
+
+# The [B] contract holds for the pairwise and unpaired families (the policy-gradient and
+# self-play losses have their own tests).
+PER_EXAMPLE = [(family, name) for family in ("reward", "direct", "reference_free", "unpaired")
+               for name in sorted(LOSSES[family])]
+
+
+@pytest.mark.parametrize("family,name", PER_EXAMPLE)
+def test_contract(family, name):
+    fn = LOSSES[family][name]
 
     def call(*args):
         return fn(*args, **_kwargs(fn))
 
     call.__name__ = f"contract_{name}"
     jitted = jax.jit(call)
-    a1, a2 = _args(name, 5, 0), _args(name, 5, 1)
+    a1, a2 = _args(family, 5, 0), _args(family, 5, 1)
     with count_compilations(call.__name__) as n:
-        out1 = _per_example(name, jitted(*a1))
-        out2 = _per_example(name, jitted(*a2))
+        out1 = _per_example(family, jitted(*a1))
+        out2 = _per_example(family, jitted(*a2))
     assert n() == 1
     for out in (out1, out2):
         assert out.shape == (5,) and out.dtype == jnp.float32
         assert np.isfinite(np.asarray(out)).all()
     assert not np.allclose(out1, out2)
-    if name not in REWARD_LOSSES:
+    if family != "reward":
         _, metrics = jitted(*a1)
         assert all(v.shape == (5,) for v in metrics.values())
