@@ -42,6 +42,7 @@ import optax
 from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss
 from alignax.models.mlp import MLPConfig, make_mlp
+from alignax.ops import spearman
 from alignax.ops.regression import decorrelate, decorrelation_coefficients, \
     masked_ridge_regression
 from alignax.train.full_batch import fit_full_batch
@@ -70,12 +71,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gate_hidden = 32
     c.train = dict(steps=600 if not smoke else 50, learning_rate=1e-2, weight_decay=1e-4)
     return c
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra = np.argsort(np.argsort(a)).astype(np.float64)
-    rb = np.argsort(np.argsort(b)).astype(np.float64)
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def make_task(task, seed: int) -> dict:
@@ -257,10 +252,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     out["label_accuracy"] = float(np.mean((sa > sb) == test["label"]))
     scores = np.concatenate([sa, sb])
     lengths = np.concatenate([test["a"]["attrs"][:, LENGTH], test["b"]["attrs"][:, LENGTH]])
-    out["spearman_length"] = _spearman(scores, lengths)
+    out["spearman_length"] = float(spearman(scores, lengths))
     out["abs_spearman_length"] = abs(out["spearman_length"])
     utility = np.concatenate([test["a"]["utility"], test["b"]["utility"]])
-    out["spearman_gold"] = _spearman(scores, utility)
+    out["spearman_gold"] = float(spearman(scores, utility))
     return out
 
 

@@ -50,6 +50,7 @@ import optax
 
 from alignax.algorithms import common, sft
 from alignax.experiment import Claim, is_smoke, metric
+from alignax.ops import spearman
 from alignax.rewards import aggregate
 from alignax.rewards.directional import (bin_centers, direction_tokens, select_by_direction,
                                          unit_directions)
@@ -214,22 +215,6 @@ def evaluate(model, params, task, bins: np.ndarray, *, method: str, num_samples:
     return np.stack([r[group == g].mean(0) for g in np.unique(group)])
 
 
-def spearman(x, y) -> float:
-    """Spearman rank correlation with average ranks for ties."""
-    def ranks(a):
-        a = np.asarray(a, np.float64)
-        order = np.argsort(a, kind="stable")
-        r = np.empty(len(a))
-        r[order] = np.arange(len(a), dtype=np.float64)
-        for v in np.unique(a):
-            r[a == v] = r[a == v].mean()
-        return r
-    rx, ry = ranks(x), ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return 0.0
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     del workdir
     seed = int(config.seed)
@@ -303,11 +288,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     results["final_help_mean"] = float(final[:, 0].mean())
     results["final_len_mean"] = float(final[:, 1].mean())
     if method == "dpa":
-        results["spearman_theta_length"] = spearman(centers, final[:, 1])
-        results["spearman_theta_help"] = spearman(centers, final[:, 0])
+        results["spearman_theta_length"] = float(spearman(centers, final[:, 1]))
+        results["spearman_theta_help"] = float(spearman(centers, final[:, 0]))
         v = np.asarray(unit_directions(jnp.asarray(centers)))
         results["directional_reward_mean"] = float(np.mean(np.sum(final * v, 1)))
-        results["spearman_oracle_length"] = spearman(centers, oracle[:, 1])
+        results["spearman_oracle_length"] = float(spearman(centers, oracle[:, 1]))
     return results
 
 

@@ -46,6 +46,7 @@ import optax
 
 from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss, flip_by_strength, preference_strength
+from alignax.ops import spearman
 from alignax.tasks.features import MLPReward
 
 METHODS = ("vanilla", "flip", "denoised")
@@ -67,12 +68,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # adaptive margin gamma * mu / mean(|mu|) on the flipped strengths
     c.denoise = dict(smooth_fraction=0.2, label_smoothing=0.3, margin_gamma=0.5)
     return c
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra = np.argsort(np.argsort(a)).astype(np.float64)
-    rb = np.argsort(np.argsort(b)).astype(np.float64)
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def _init_mlp(key, dims):
@@ -197,8 +192,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         mu, sigma, mu_all = (np.asarray(a) for a in ensemble_strength(
             key_ens, chosen, rejected, members=int(config.ensemble.members),
             **_hparams(config, config.ensemble.steps)))
-        out["spearman_strength_gold"] = _spearman(mu, data["gold_margin"])
-        out["spearman_strength_gold_all_members"] = _spearman(mu_all, data["gold_margin"])
+        out["spearman_strength_gold"] = float(spearman(mu, data["gold_margin"]))
+        out["spearman_strength_gold_all_members"] = float(spearman(mu_all, data["gold_margin"]))
         wrong = data["gold_margin"] < 0
         out["flip_precision"] = float(np.mean(wrong[mu < 0])) if np.any(mu < 0) else 0.0
         out["flip_recall"] = float(np.mean(mu[wrong] < 0)) if np.any(wrong) else 0.0

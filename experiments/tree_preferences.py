@@ -41,6 +41,7 @@ from alignax.eval.metrics import preference_accuracy, win_rate
 from alignax.experiment import Claim, is_smoke
 from alignax.losses.reward import bradley_terry_loss
 from alignax.models.transformer import make_reward_model
+from alignax.ops import spearman
 from alignax.sampling.sampler import sample
 from alignax.sampling.tree import sample_tree, tree_pairs
 from alignax.tasks.gold import token_score_reward
@@ -167,11 +168,6 @@ def linear_bt_accuracy(chosen, rejected, eval_a, eval_b, gold_margin, *, vocab_s
     return float(preference_accuracy((feats(eval_a) - feats(eval_b)) @ w, gold_margin))
 
 
-def _spearman(x, y):
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     seed = int(config.seed)
     cache = config.cache_dir or os.path.join(os.path.dirname(os.path.dirname(workdir)), "cache")
@@ -227,7 +223,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                             axis=1)
     for k, name in enumerate(DATASETS):
         result[f"{name}_accuracy"] = float(preference_accuracy(margins[k], gold_margin))
-        result[f"{name}_spearman"] = _spearman(rm_all[k], gold(all_resp))
+        result[f"{name}_spearman"] = float(spearman(rm_all[k], gold(all_resp)))
         result[f"{name}_linear_accuracy"] = linear_bt_accuracy(
             chosen[k], rejected[k], ea, eb, gold_margin, vocab_size=task.vocab_size,
             prompt_len=p)

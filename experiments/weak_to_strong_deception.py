@@ -47,6 +47,7 @@ import optax
 
 from alignax.eval.weak_to_strong import deception_score, weak_areas
 from alignax.experiment import Claim, is_smoke, metric
+from alignax.ops import spearman
 from alignax.tasks.features import MLPReward
 
 GAPS = ("gap_small", "gap_medium", "gap_large")
@@ -216,25 +217,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     return out
 
 
-def _spearman(a, b) -> float:
-    ra = np.argsort(np.argsort(a)).astype(np.float64)
-    rb = np.argsort(np.argsort(b)).astype(np.float64)
-    if ra.std() == 0 or rb.std() == 0:
-        return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def claims(results) -> list[Claim]:
     ds = [metric(results, g, "deception_score") for g in GAPS]
     share = [metric(results, g, "unknown_share") for g in GAPS]
     base = [metric(results, g, "unknown_base_rate") for g in GAPS]
-    rho = _spearman(np.arange(len(GAPS)), np.array(ds))
+    rho = float(spearman(np.arange(len(GAPS)), np.array(ds)))
     pooled_gap, pooled_ds = [], []
     for i, g in enumerate(GAPS):
         for m in results[g]["per_seed"].values():
             pooled_gap.append(i)
             pooled_ds.append(m["deception_score"])
-    rho_pooled = _spearman(np.array(pooled_gap), np.array(pooled_ds))
+    rho_pooled = float(spearman(np.array(pooled_gap), np.array(pooled_ds)))
     boot = metric(results, "bootstrap", "deception_score")
     over = all(s > b for s, b in zip(share, base))
     return [
