@@ -167,7 +167,7 @@ def grpo_iteration(size: str, *, steps: int, warmup: int, seed: int = 0,
     """W4: one GRPO iteration = rollouts (B prompts x n samples) + rule reward on the host +
     group advantages + reference log-probs + one update (PPO-clip, k3 KL in the loss, beta
     0.04), with the pieces of `alignax.algorithms.online`."""
-    from alignax.algorithms import online
+    from alignax.algorithms import online, policy_gradient
     from alignax.models.transformer import make_lm
     from alignax.train.state import TrainState
     from alignax.train.step import make_train_step
@@ -181,7 +181,8 @@ def grpo_iteration(size: str, *, steps: int, warmup: int, seed: int = 0,
     rollout_fn = jax.jit(online.make_rollout(model, num_samples=w.samples,
                                              max_new_tokens=w.new_tokens))
     ref_logps_fn = online.make_reference_logps(model.apply, w.new_tokens)
-    step = make_train_step(online.make_policy_loss(model.apply, kl_coef=0.04), tx)
+    policy_loss = policy_gradient.make_policy_loss(model.apply)
+    step = make_train_step(lambda p, b, r: policy_loss(p, b, r, 0.04), tx)
     prompts = jnp.asarray(spec.inputs("w4", size, num_batches=1)["prompt_ids"])
     mask = jnp.ones_like(prompts, bool)
     vocab = spec.SIZES[size]["vocab_size"]

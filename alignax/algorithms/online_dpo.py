@@ -7,8 +7,9 @@ the best and the worst response of each prompt form a pair (prompts whose scores
 skipped), and `epochs` x `minibatches` DPO updates follow (Guo et al. 2024, "Direct Language
 Model Alignment from Online AI Feedback", arXiv 2402.04792; Xiong et al. 2024, iterative DPO).
 With `ref_update_every` = k > 0 the reference becomes the current policy every k iterations
-(iterative DPO rounds; a run resumed mid-round starts its new round at the resume point, so
-exact resume holds for k = 0 or restarts at round boundaries).
+(iterative DPO rounds). The reference is part of the checkpointed iteration state, so a run
+resumed mid-round continues that round against the same reference, exactly as an uninterrupted
+run would.
 """
 
 from __future__ import annotations
@@ -21,21 +22,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from alignax import ops
+from alignax._src.config import recipe_config, resolve_config
 from alignax.algorithms import online
 from alignax.losses import DIRECT_LOSSES
-from alignax._src.config import with_overrides
+from alignax.train import sharding as shd
+from alignax.train.optim import make_optimizer
+from alignax.types import Rollout
+
+DEFAULTS = dict(
+    iterations=10, prompts_per_iteration=16, num_samples=4, max_new_tokens=16,
+    temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), judge="reward_fn",
+    loss="dpo", loss_kwargs=dict(beta=0.1), ref_update_every=0, epochs=1, minibatches=1,
+    optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
+                   clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
+    checkpoint_every=10, eval_every=0, log_every=1, progress=True, mesh=None,
+)
 
 
-def default_config(**overrides) -> dict:
-    config = dict(
-        iterations=10, prompts_per_iteration=16, num_samples=4, max_new_tokens=16,
-        temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), judge="reward_fn",
-        loss="dpo", loss_kwargs=dict(beta=0.1), ref_update_every=0, epochs=1, minibatches=1,
-        optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
-                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
-        checkpoint_every=10, eval_every=0, log_every=1, mesh=None,
-    )
-    return with_overrides(config, overrides, "online-DPO config keys")
+def default_config(**overrides):
+    """The locked config of the recipe (every key with its default), updated by `overrides`."""
+    return recipe_config(DEFAULTS, overrides, "online-DPO config")
 
 
 def make_pair_loss(apply_fn, loss: str = "dpo", loss_kwargs=None) -> Callable:
@@ -73,12 +79,11 @@ def pick_pairs(scores, num_samples: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_params,
-          prompt_ids, prompt_mask, reward_fn: Callable[[online.Rollout], Any] | None = None,
+          prompt_ids, prompt_mask, reward_fn: Callable[[Rollout], Any] | None = None,
           eval_fn: Callable | None = None, seed: int = 0) -> dict:
-    """Runs online DPO; returns {"params", "metrics", "eval", "history", "start_iteration"}."""
-    from alignax.train.optim import make_optimizer
-
-    cfg = online.merged_config(default_config, config)
+    """Runs online DPO; returns {"params", "metrics", "eval", "history", "state",
+    "resumed_from"}."""
+    cfg = resolve_config(DEFAULTS, config, "online-DPO config")
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
     if n < 2:
         raise ValueError("online DPO needs num_samples >= 2")
@@ -87,33 +92,32 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
     if cfg["judge"] == "reward_fn" and reward_fn is None:
         raise ValueError("judge='reward_fn' needs a reward_fn")
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
-    place = online.Placement.from_config(cfg["mesh"])
+    place = shd.Placement.from_config(cfg["mesh"])
     place.check_rows(per_iter, "prompts_per_iteration")
     place.check_rows(per_iter // int(cfg["minibatches"]), "minibatch (pairs)")
     beta = float(dict(cfg["loss_kwargs"]).get("beta", 0.1))
     tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
                         * int(cfg["minibatches"]))
     axes = model.logical_axes(init_params)
-    state, step = place.make_state_and_step(
-        init_params, axes, tx, make_pair_loss(model.apply, cfg["loss"], cfg["loss_kwargs"]),
-        seed=seed)
+    every = int(cfg["ref_update_every"])
+    init_state, abstract, train_sharding = online.initial_state(
+        place, params=init_params, logical_axes=axes, tx=tx, seed=seed, with_ref=every > 0)
+    step = online.make_update_step(
+        place, make_pair_loss(model.apply, cfg["loss"], cfg["loss_kwargs"]), tx, train_sharding)
     rollout_fn = online.rollout_from_config(model, cfg, n)
     logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]))
-    ref_holder = [place.put_params(jax.tree.map(jnp.copy, ref_params), axes)]
-    every = int(cfg["ref_update_every"])
-    resumed = [False]
+    frozen_ref = None if every else place.put_params(ref_params, axes)
+    copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
-    def iterate(state, extra, it):
-        # a new round starts every `every` iterations; a run resumed mid-round starts a new
-        # round at the resume point (the reference is not checkpointed)
-        if every and it > 0 and (it % every == 0 or not resumed[0]):
-            ref_holder[0] = jax.tree.map(jnp.copy, state.params)
-        resumed[0] = True
+    def iterate(state: online.OnlineState, it: int):
+        if every and it > 0 and it % every == 0:  # a new round: the policy becomes the reference
+            state = state._replace(ref=copy(state.train.params))
+        ref = state.ref if every else frozen_ref
         t0 = time.perf_counter()
-        rollout, rng = online.iteration_rollout(rollout_fn, state.params, prompt_ids,
+        rollout, rng = online.iteration_rollout(rollout_fn, state.train.params, prompt_ids,
                                                 prompt_mask, seed=seed, it=it,
                                                 per_iteration=per_iter, placement=place)
-        ref_seq = ops.masked_sum(logps_fn(ref_holder[0], rollout.ids, rollout.mask),
+        ref_seq = ops.masked_sum(logps_fn(ref, rollout.ids, rollout.mask),
                                  rollout.response_mask)
         if cfg["judge"] == "implicit":
             scores = beta * (ops.masked_sum(rollout.old_logps, rollout.response_mask) - ref_seq)
@@ -126,19 +130,20 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         batch = {"ids": rollout.ids[both], "mask": rollout.mask[both],
                  "response_mask": rollout.response_mask[both], "ref_logps": ref_seq[both],
                  "weight": jnp.asarray(valid, jnp.float32)}
-        state, metrics, t_update = online.run_updates(
-            step, state, batch, epochs=cfg["epochs"], num_minibatches=cfg["minibatches"],
+        train_state, metrics, t_update = online.run_updates(
+            step, state.train, batch, epochs=cfg["epochs"], num_minibatches=cfg["minibatches"],
             rng=rng, split=_pair_minibatches, placement=place)
         metrics.update({
             "score": float(scores.mean()), "score_gap": float(
                 (scores[chosen] - scores[rejected])[valid].mean()) if valid.any() else 0.0,
             "valid_pairs": float(valid.mean()),
             "response_length": float(np.asarray(rollout.lengths).mean()),
-            "rollout_s": t_rollout, "update_s": t_update,
+            "time/rollout_s": t_rollout, "time/update_s": t_update,
         })
-        return state, extra, metrics
+        return state._replace(train=train_state), metrics
 
-    return online.run_recipe(workdir, state=state, iterate=iterate, cfg=cfg, eval_fn=eval_fn)
+    return online.run_online(workdir, init_state=init_state, abstract_state=abstract,
+                             iterate=iterate, cfg=cfg, eval_fn=eval_fn, desc="online dpo")
 
 
 def _pair_minibatches(batch, num_minibatches: int, rng):

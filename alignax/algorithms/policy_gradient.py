@@ -1,34 +1,36 @@
 """Critic-free online policy gradient: GRPO and its variants, RLOO, REINFORCE++, BNPO, BRPO.
 
 One iteration: draw `prompts_per_iteration` prompts, sample `num_samples` responses each with the
-jitted KV sampler, score them with `reward_fn`, compute advantages, run `epochs` passes of
-`minibatches` updates of the clipped surrogate (`alignax.algorithms.online.make_policy_loss`),
-with the KL to the frozen reference in the loss (GRPO) or in the reward (PPO-RLHF style, fixed or
-adaptive coefficient).
+jitted KV sampler, score them with `reward_fn`, turn the rewards into advantages with an
+advantage function, run `epochs` passes of `minibatches` updates of the clipped surrogate
+(`make_policy_loss`), with the KL to the frozen reference in the loss (GRPO) or in the reward
+(PPO-RLHF style, fixed or adaptive coefficient: `alignax.algorithms.kl_control`).
 
-Config (a mapping; `default_config()` lists every key with its default):
+The variants compose as functions rather than flags:
+- an advantage function `(rewards [N], rollout, rng) -> (advantages [N], metrics)`:
+  `group_advantage(name, n)` for the estimators of `online.ADVANTAGES` (the config's
+  `advantage`), `brpo_advantage(judge_fn, n)` (Writing-Zero's bootstrapped pairwise
+  reference), and `difficulty_scaled(advantage_fn, difficulty_fn, n)` (GRPO-S); pass your own
+  as `advantage_fn=`;
+- several objectives: `reward_fn` returns [K, N] and an `objectives.objective_mixer` (the
+  config's objective_* keys) combines them, its weights evolving as checkpointed state;
+- KL placement: `kl_in` "loss" or "reward" (`kl_control`).
+
+Config: `default_config()` lists every key with its default; `train` rejects unknown keys.
   iterations, prompts_per_iteration, num_samples, max_new_tokens, temperature, top_k, top_p,
-  stop_tokens, advantage (see online.ADVANTAGES), loss ("ppo_clip" | "gspo"), clip_low,
-  clip_high, aggregation (see losses.AGGREGATIONS), kl_coef, kl_in ("loss" | "reward"),
-  kl_estimator, kl_target (adaptive KL; None = fixed), kl_horizon, entropy_coef, epochs,
-  minibatches, optimizer (see train.optim.make_optimizer), checkpoint_every, eval_every,
-  log_every, mesh (None: one device; or {data, fsdp, tensor} sizes, see online.Placement),
-  objective_weights (None: `reward_fn` returns [N]; K weights: it returns [K, N] objective
-  rewards, combined by `online.ObjectiveMixer`), objective_aggregation ("weighted" |
-  "log_tamed"), objective_weighting ("fixed" | "gradient" | "hypervolume"),
-  objective_step_size.
+  stop_tokens, advantage (see online.ADVANTAGES, or "brpo"), loss ("ppo_clip" | "gspo"),
+  clip_low, clip_high, aggregation (see losses.AGGREGATIONS), kl_coef, kl_in ("loss" |
+  "reward"), kl_estimator, kl_target (adaptive KL; None = fixed), kl_horizon, entropy_coef,
+  epochs, minibatches, optimizer (see train.optim.make_optimizer), checkpoint_every,
+  eval_every, log_every, progress, mesh (None: one device; or {data, fsdp, tensor} sizes),
+  objective_weights (None: `reward_fn` returns [N]; K weights: it returns [K, N]),
+  objective_aggregation ("weighted" | "log_tamed"), objective_weighting ("fixed" |
+  "gradient" | "hypervolume"), objective_step_size.
 
-Variants beyond the advantage estimator:
-- GRPO-S (dynamic reward scaling): `difficulty_fn(rollout, rewards) -> [G]` scales each prompt
-  group's advantages (`ops.difficulty_scaled_advantages`).
-- BRPO (Writing-Zero): advantage="brpo" with `judge_fn(rollout, reference_rows) -> [N]`, the
-  pairwise outcome (+1 / 0 / -1) of every sample against a bootstrapped reference drawn from
-  its own group each iteration (`ops.bootstrapped_reference_advantages`); `reward_fn` is then
-  optional and only logged.
-
-Resume: the train state and the KL coefficient are checkpointed (orbax) every `checkpoint_every`
-iterations; prompts and sampling keys are functions of (seed, iteration), so a restarted run
-repeats exactly the iterations an uninterrupted one would have run.
+Resume: the whole iteration state (train state, KL coefficient, objective weights and front)
+is checkpointed by the one training loop; prompts and sampling keys are functions of
+(seed, iteration), so a restarted run repeats exactly the iterations an uninterrupted one
+would have run.
 """
 
 from __future__ import annotations
@@ -41,162 +43,307 @@ import jax.numpy as jnp
 import numpy as np
 
 from alignax import ops
+from alignax._src.config import recipe_config, resolve_config
 from alignax.algorithms import online
-from alignax._src.config import with_overrides
+from alignax.algorithms.kl_control import (KL_PLACEMENTS, adaptive_kl_control,
+                                           kl_penalized_rewards)
+from alignax.algorithms.objectives import objective_mixer
+from alignax.losses import aggregate, gspo_loss, ppo_clip_loss
+from alignax.train import sharding as shd
+from alignax.train.optim import make_optimizer
+from alignax.types import Rollout
+
+AdvantageFn = Callable[[jax.Array, Rollout, np.random.Generator],
+                       tuple[jax.Array, dict[str, float]]]
+
+DEFAULTS = dict(
+    iterations=20, prompts_per_iteration=8, num_samples=8, max_new_tokens=16,
+    temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), advantage="grpo",
+    loss="ppo_clip", clip_low=0.2, clip_high=None, aggregation="token_mean",
+    kl_coef=0.04, kl_in="loss", kl_estimator="k3", kl_target=None, kl_horizon=10_000,
+    entropy_coef=0.0, epochs=1, minibatches=1,
+    optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
+                   clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
+    checkpoint_every=10, eval_every=0, log_every=1, progress=True, mesh=None,
+    objective_weights=None, objective_aggregation="weighted", objective_weighting="fixed",
+    objective_step_size=0.1,
+)
 
 
-def default_config(**overrides) -> dict:
-    config = dict(
-        iterations=20, prompts_per_iteration=8, num_samples=8, max_new_tokens=16,
-        temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), advantage="grpo",
-        loss="ppo_clip", clip_low=0.2, clip_high=None, aggregation="token_mean",
-        kl_coef=0.04, kl_in="loss", kl_estimator="k3", kl_target=None, kl_horizon=10_000,
-        entropy_coef=0.0, epochs=1, minibatches=1,
-        optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
-                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
-        checkpoint_every=10, eval_every=0, log_every=1, mesh=None,
-        objective_weights=None, objective_aggregation="weighted", objective_weighting="fixed",
-        objective_step_size=0.1,
-    )
-    return with_overrides(config, overrides, "policy-gradient config keys")
+def default_config(**overrides):
+    """The locked config of the recipe (every key with its default), updated by `overrides`."""
+    return recipe_config(DEFAULTS, overrides, "policy-gradient config")
+
+
+POLICY_LOSSES = ("ppo_clip", "gspo")
+
+
+def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
+                     clip_high: float | None = None, kl_estimator: str = "k3",
+                     aggregation: str = "token_mean", entropy_coef: float = 0.0,
+                     max_length: int | None = None) -> Callable:
+    """`loss_fn(params, batch, rng, kl_coef=0.0)` of the policy update on a `training_batch`.
+
+    loss = aggregate(PPO-clip token losses) [or the mean of GSPO's sequence losses]
+           + kl_coef * aggregate(KL estimate to the reference)   (KL in the loss, GRPO style)
+           - entropy_coef * aggregate(entropy)
+
+    `kl_coef` is an argument of the step (a scalar array), so an adaptive coefficient changes
+    without recompiling; the KL term needs `ref_logps` in the batch.
+
+    Metrics: pg_loss, kl (k3 estimate, token mean), entropy (token mean), clip_fraction,
+    ratio (mean over response tokens), advantage mean/std.
+    """
+    if loss not in POLICY_LOSSES:
+        raise ValueError(f"unknown policy loss {loss!r}; valid: {POLICY_LOSSES}")
+
+    def loss_fn(params, batch, rng, kl_coef=0.0):
+        del rng
+        rmask = batch["response_mask"]
+        r = rmask.shape[1]
+        logits = online.response_logits(apply_fn, params, batch["ids"], batch["mask"], r)
+        logps = ops.token_logprobs(logits, batch["ids"][:, -r:])
+        adv = batch["advantages"]
+        if loss == "ppo_clip":
+            tok, stats = ppo_clip_loss(logps, batch["old_logps"], adv, rmask,
+                                       clip_low=clip_low, clip_high=clip_high)
+            pg = aggregate(tok, rmask, aggregation, max_length=max_length)
+            clip_fraction = ops.masked_mean(stats["clipped"], rmask, axis=None)
+            ratio = ops.masked_mean(stats["ratio"], rmask, axis=None)
+        else:
+            seq, stats = gspo_loss(logps, batch["old_logps"], adv, rmask,
+                                   **({} if clip_high is None else {"clip_high": clip_high}),
+                                   clip_low=clip_low)
+            pg = seq.mean()
+            clip_fraction, ratio = stats["clipped"].mean(), stats["ratio"].mean()
+        total = pg
+        metrics = {"pg_loss": pg, "clip_fraction": clip_fraction, "ratio": ratio,
+                   "advantage_mean": adv.mean(), "advantage_std": adv.std()}
+        if "ref_logps" in batch:
+            kl_tok = ops.kl_estimate(logps, batch["ref_logps"], kl_estimator)
+            kl = aggregate(kl_tok, rmask, aggregation, max_length=max_length)
+            metrics["kl"] = ops.masked_mean(ops.kl_estimate(logps, batch["ref_logps"], "k3"),
+                                            rmask, axis=None)
+            total = total + kl_coef * kl
+        entropy = ops.token_entropy(logits)
+        metrics["entropy"] = ops.masked_mean(entropy, rmask, axis=None)
+        if entropy_coef:
+            total = total - entropy_coef * aggregate(entropy, rmask, aggregation,
+                                                     max_length=max_length)
+        return total, metrics
+
+    return loss_fn
+
+
+
+
+def group_advantage(name: str, num_samples: int) -> AdvantageFn:
+    """The advantage function of a named estimator (`online.ADVANTAGES`)."""
+    if name not in online.ADVANTAGES:
+        raise ValueError(f"unknown advantage estimator {name!r}; valid: "
+                         f"{sorted(online.ADVANTAGES) + ['brpo']}")
+
+    def advantage_fn(rewards, rollout, rng):
+        del rollout, rng
+        return online.compute_advantages(name, rewards, num_samples), {}
+
+    return advantage_fn
+
+
+def bootstrap_reference_rows(rng: np.random.Generator, num_groups: int,
+                             num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """BRPO's bootstrapped references: one random sample per group, as (index within the group
+    [G], row of each sample's group reference [G * n])."""
+    index = rng.integers(0, num_samples, size=num_groups)
+    rows = np.repeat(index + np.arange(num_groups) * num_samples, num_samples)
+    return index, rows
+
+
+def brpo_advantage(judge_fn: Callable[[Rollout, np.ndarray], Any],
+                   num_samples: int) -> AdvantageFn:
+    """BRPO (Writing-Zero, arXiv 2506.00103): each group's reference is one of its own samples,
+    drawn anew each iteration; `judge_fn(rollout, reference_rows [N]) -> [N]` gives every
+    sample's pairwise outcome (+1 / 0 / -1) against it, and the outcomes are the advantages
+    (`ops.bootstrapped_reference_advantages`). The rewards are only logged."""
+
+    def advantage_fn(rewards, rollout, rng):
+        del rewards
+        groups = rollout.ids.shape[0] // num_samples
+        ref_index, ref_rows = bootstrap_reference_rows(rng, groups, num_samples)
+        outcomes = jnp.asarray(judge_fn(rollout, ref_rows), jnp.float32)
+        adv = ops.bootstrapped_reference_advantages(outcomes, jnp.asarray(ref_index),
+                                                    num_samples)
+        return adv, {"judge_outcome": float(outcomes.mean())}
+
+    return advantage_fn
+
+
+def difficulty_scaled(advantage_fn: AdvantageFn, difficulty_fn: Callable[[Rollout, Any], Any],
+                      num_samples: int) -> AdvantageFn:
+    """GRPO-S (DR-IRL): `difficulty_fn(rollout, rewards [N]) -> [G]` scales each prompt
+    group's advantages (`ops.difficulty_scaled_advantages`)."""
+
+    def scaled(rewards, rollout, rng):
+        adv, metrics = advantage_fn(rewards, rollout, rng)
+        scale = jnp.asarray(difficulty_fn(rollout, rewards), jnp.float32)
+        return ops.difficulty_scaled_advantages(adv, scale, num_samples), metrics
+
+    return scaled
+
+
+def _objective_gradients(surrogate):
+    @jax.jit
+    def gradients(params, batch, advantages):  # [K, N] -> [K, D]
+        def one(adv):
+            g = jax.grad(lambda p: surrogate(p, dict(batch, advantages=adv), None)[0])(params)
+            return jnp.concatenate([x.ravel() for x in jax.tree.leaves(g)])
+        return jax.lax.map(one, advantages)
+
+    return gradients
 
 
 def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_params,
           prompt_ids: np.ndarray, prompt_mask: np.ndarray,
-          reward_fn: Callable[[online.Rollout], Any] | None = None,
+          reward_fn: Callable[[Rollout], Any] | None = None,
           eval_fn: Callable | None = None, seed: int = 0,
+          advantage_fn: AdvantageFn | None = None,
           difficulty_fn: Callable | None = None, judge_fn: Callable | None = None) -> dict:
-    """Runs the online loop; returns {"params", "metrics" (last iteration), "eval", "history"}.
+    """Runs the online loop; returns {"params", "metrics" (last iteration), "eval", "history",
+    "state", "resumed_from"}.
 
     Args:
-      config: see the module docstring (missing keys take `default_config()` values).
+      config: see the module docstring (missing keys take `default_config()` values; unknown
+        keys are an error).
       workdir: metrics.jsonl, TensorBoard events and checkpoints go here.
       model: the policy's Model (a causal LM with `apply_cached`).
       init_params: the starting policy (usually the SFT reference).
       ref_params: the frozen reference policy.
       prompt_ids, prompt_mask: [M, P] the prompt pool (left- or right-padded).
-      reward_fn: `rollout -> [N]` rewards (host or device arrays); `rollout.prompt_index` holds
-        each sample's row of the prompt pool (to look up answers or references). The other
-        online recipes (ppo, rejection, online_dpo) take the same kind of reward_fn.
+      reward_fn: `rollout -> [N]` rewards (or [K, N] with objective_weights);
+        `rollout.prompt_index` holds each sample's row of the prompt pool (to look up answers or
+        references). The other online recipes take the same kind of reward_fn.
       eval_fn: optional `params -> metrics`, every `eval_every` iterations and at the end.
       seed: seed of prompt draws, sampling keys and the train state.
+      advantage_fn: `(rewards, rollout, rng) -> (advantages, metrics)`; default: the config's
+        `advantage` (`group_advantage`, or `brpo_advantage(judge_fn)` for "brpo").
       difficulty_fn: GRPO-S, `(rollout, rewards [N]) -> [G]` per-prompt advantage scales.
       judge_fn: BRPO, `(rollout, reference_rows [N]) -> [N]` outcomes against the references.
     """
-    from alignax.train.optim import make_optimizer
-
-    cfg = online.merged_config(default_config, config)
+    cfg = resolve_config(DEFAULTS, config, "policy-gradient config")
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
-    if cfg["kl_in"] not in ("loss", "reward"):
-        raise ValueError(f"kl_in must be 'loss' or 'reward', got {cfg['kl_in']!r}")
-    brpo = cfg["advantage"] == "brpo"
-    if brpo and judge_fn is None:
-        raise ValueError("advantage='brpo' needs a judge_fn(rollout, reference_rows)")
-    if not brpo and reward_fn is None:
+    if cfg["kl_in"] not in KL_PLACEMENTS:
+        raise ValueError(f"kl_in must be one of {KL_PLACEMENTS}, got {cfg['kl_in']!r}")
+    if advantage_fn is None:
+        if cfg["advantage"] == "brpo":
+            if judge_fn is None:
+                raise ValueError("advantage='brpo' needs a judge_fn(rollout, reference_rows)")
+            advantage_fn = brpo_advantage(judge_fn, n)
+        else:
+            advantage_fn = group_advantage(cfg["advantage"], n)
+    if reward_fn is None and cfg["advantage"] != "brpo":
         raise ValueError(f"advantage={cfg['advantage']!r} needs a reward_fn")
-    if brpo and cfg["objective_weights"] is not None:
-        raise ValueError("BRPO's judge gives one outcome per sample; objective_weights must be "
-                         "None")
-    mixer = None if cfg["objective_weights"] is None else online.ObjectiveMixer(
-        cfg["objective_weights"], aggregation=cfg["objective_aggregation"],
-        weighting=cfg["objective_weighting"], step_size=float(cfg["objective_step_size"]))
+    if difficulty_fn is not None:
+        advantage_fn = difficulty_scaled(advantage_fn, difficulty_fn, n)
+    mixer = None
+    if cfg["objective_weights"] is not None:
+        if reward_fn is None:
+            raise ValueError("objective_weights need a reward_fn returning [K, N] rewards")
+        mixer = objective_mixer(cfg["objective_weights"],
+                                aggregation=cfg["objective_aggregation"],
+                                weighting=cfg["objective_weighting"],
+                                step_size=float(cfg["objective_step_size"]))
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
-    place = online.Placement.from_config(cfg["mesh"])
+    place = shd.Placement.from_config(cfg["mesh"])
     place.check_rows(per_iter, "prompts_per_iteration")
     place.check_rows(per_iter * n // int(cfg["minibatches"]), "minibatch")
     tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
                         * int(cfg["minibatches"]))
     use_ref = float(cfg["kl_coef"]) > 0 or cfg["kl_target"] is not None
+    kl_in_loss = use_ref and cfg["kl_in"] == "loss"
     axes = model.logical_axes(init_params)
     ref_params = place.put_params(ref_params, axes)
-    state, step = place.make_state_and_step(init_params, axes, tx, online.make_policy_loss(
-        model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]),
-        clip_high=None if cfg["clip_high"] is None else float(cfg["clip_high"]),
-        kl_coef=float(cfg["kl_coef"]) if cfg["kl_in"] == "loss" else 0.0,
+    kl_control = adaptive_kl_control(float(cfg["kl_coef"]), cfg["kl_target"],
+                                     int(cfg["kl_horizon"]))
+    controls = {"kl": kl_control.init()}
+    if mixer is not None:
+        controls["objectives"] = mixer.init()
+    init_state, abstract, train_sharding = online.initial_state(
+        place, params=init_params, logical_axes=axes, tx=tx, seed=seed, controls=controls)
+    clip_high = None if cfg["clip_high"] is None else float(cfg["clip_high"])
+    loss_fn = make_policy_loss(
+        model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]), clip_high=clip_high,
         kl_estimator=cfg["kl_estimator"], aggregation=cfg["aggregation"],
-        entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"])),
-        seed=seed)
+        entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"]))
+    step = online.make_update_step(place, loss_fn, tx, train_sharding, num_frozen=1)
+    objective_gradients = None
     if mixer is not None and mixer.weighting == "gradient":
-        surrogate = online.make_policy_loss(
+        objective_gradients = _objective_gradients(make_policy_loss(
             model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]),
-            aggregation=cfg["aggregation"], max_length=int(cfg["max_new_tokens"]))
-
-        @jax.jit
-        def objective_gradients(params, batch, advantages):  # [K, N] -> [K, D]
-            def one(adv):
-                g = jax.grad(lambda p: surrogate(p, dict(batch, advantages=adv), None)[0])(
-                    params)
-                return jnp.concatenate([x.ravel() for x in jax.tree.leaves(g)])
-            return jax.lax.map(one, advantages)
+            aggregation=cfg["aggregation"], max_length=int(cfg["max_new_tokens"])))
     rollout_fn = online.rollout_from_config(model, cfg, n)
     ref_logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]))
-    kl_ctl = online.AdaptiveKLController(float(cfg["kl_coef"]), cfg["kl_target"],
-                                         int(cfg["kl_horizon"]))
 
-    def iterate(state, extra, it):
-        kl_ctl.coef = extra["kl_coef"]
+    def iterate(state: online.OnlineState, it: int):
+        kl_state = state.controls["kl"]
         t0 = time.perf_counter()
-        rollout, rng = online.iteration_rollout(rollout_fn, state.params, prompt_ids,
+        rollout, rng = online.iteration_rollout(rollout_fn, state.train.params, prompt_ids,
                                                 prompt_mask, seed=seed, it=it,
                                                 per_iteration=per_iter, placement=place)
-        metrics_extra = {}
-        objectives = None
-        if brpo:
-            ref_index, ref_rows = online.bootstrap_reference_rows(rng, per_iter, n)
-            outcomes = jnp.asarray(judge_fn(rollout, ref_rows), jnp.float32)
-            rewards = (jnp.asarray(reward_fn(rollout), jnp.float32) if reward_fn is not None
-                       else outcomes)
-            metrics_extra["judge_outcome"] = float(outcomes.mean())
-        elif mixer is not None:
-            objectives = mixer.check(reward_fn(rollout))
-            rewards = mixer.combine(objectives, extra)
+        metrics: dict[str, float] = {}
+        objective_rewards = None
+        if mixer is not None:
+            objective_rewards = mixer.check(reward_fn(rollout))
+            rewards = mixer.combine(objective_rewards, state.controls["objectives"])
             for k in range(mixer.num):
-                metrics_extra[f"objective_{k}"] = float(objectives[k].mean())
-                metrics_extra[f"objective_weight_{k}"] = extra[f"objective_weight_{k}"]
-        else:
+                metrics[f"objective_{k}"] = float(objective_rewards[k].mean())
+                metrics[f"objective_weight_{k}"] = float(
+                    state.controls["objectives"].weights[k])
+        elif reward_fn is not None:
             rewards = jnp.asarray(reward_fn(rollout), jnp.float32)
-        jax.block_until_ready(rewards)
+        else:
+            rewards = None
+        if rewards is not None:
+            jax.block_until_ready(rewards)
         t_rollout = time.perf_counter() - t0
         ref_logps = ref_logps_fn(ref_params, rollout.ids, rollout.mask) if use_ref else None
         shaped = rewards
         if use_ref and cfg["kl_in"] == "reward":
-            shaped = online.kl_penalized_rewards(rewards, rollout.old_logps, ref_logps,
-                                                 rollout.response_mask, coef=kl_ctl.coef,
-                                                 estimator="k1")
-        if brpo:
-            adv = ops.bootstrapped_reference_advantages(outcomes, jnp.asarray(ref_index), n)
-        else:
-            adv = online.compute_advantages(cfg["advantage"], shaped, n)
-        if difficulty_fn is not None:
-            adv = ops.difficulty_scaled_advantages(adv, jnp.asarray(
-                difficulty_fn(rollout, rewards), jnp.float32), n)
-        new_extra = {}
+            shaped = kl_penalized_rewards(rewards, rollout.old_logps, ref_logps,
+                                          rollout.response_mask, coef=kl_state.coef,
+                                          estimator="k1")
+        adv, adv_metrics = advantage_fn(shaped, rollout, rng)
+        if rewards is None:  # BRPO without a reward: the judge's outcomes are the reward
+            rewards = jnp.full_like(adv, adv_metrics.get("judge_outcome", 0.0))
+        metrics.update(adv_metrics)
+        controls = dict(state.controls)
         if mixer is not None:
             grads = None
-            if mixer.weighting == "gradient":
+            if objective_gradients is not None:
                 per_objective = jnp.stack([online.compute_advantages(cfg["advantage"], o, n)
-                                           for o in objectives])
-                grads = objective_gradients(state.params, online.training_batch(
-                    rollout, adv), per_objective)
-            new_extra = mixer.update(objectives, {k: v for k, v in extra.items()
-                                                  if k != "kl_coef"}, gradients=grads)
-        state, metrics, t_update = online.run_updates(
-            step, state, online.training_batch(rollout, adv, ref_logps=ref_logps),
+                                           for o in objective_rewards])
+                grads = objective_gradients(state.train.params,
+                                            online.training_batch(rollout, adv), per_objective)
+            controls["objectives"] = mixer.update(objective_rewards, state.controls["objectives"],
+                                                  gradients=grads)
+        kl_coef = kl_state.coef if kl_in_loss else jnp.float32(0.0)
+        train_state, update_metrics, t_update = online.run_updates(
+            lambda st, mb: step(st, mb, kl_coef), state.train,
+            online.training_batch(rollout, adv, ref_logps=ref_logps),
             epochs=cfg["epochs"], num_minibatches=cfg["minibatches"], rng=rng,
             placement=place)
+        metrics.update(update_metrics)
         metrics.update({
             "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
             "response_length": float(np.asarray(rollout.lengths, np.float32).mean()),
-            "rollout_s": t_rollout, "update_s": t_update, "kl_coef": kl_ctl.coef,
-            **metrics_extra,
+            "kl_coef": float(kl_state.coef),
+            "time/rollout_s": t_rollout, "time/update_s": t_update,
         })
         if use_ref:
-            seq_kl = online.ops.masked_sum(online.ops.kl_estimate(
-                rollout.old_logps, ref_logps, "k1"), rollout.response_mask)
-            metrics["kl_ref_seq"] = float(seq_kl.mean())
-            kl_ctl.update(metrics["kl_ref_seq"], per_iter * n)
-        return state, {"kl_coef": kl_ctl.coef, **new_extra}, metrics
+            seq_kl = ops.masked_sum(ops.kl_estimate(rollout.old_logps, ref_logps, "k1"),
+                                    rollout.response_mask).mean()
+            metrics["kl_ref_seq"] = float(seq_kl)
+            controls["kl"] = kl_control.update(kl_state, seq_kl, per_iter * n)
+        return state._replace(train=train_state, controls=controls), metrics
 
-    extra = {"kl_coef": kl_ctl.coef, **({} if mixer is None else mixer.initial_state())}
-    return online.run_recipe(workdir, state=state, iterate=iterate, cfg=cfg, eval_fn=eval_fn,
-                             extra=extra)
+    return online.run_online(workdir, init_state=init_state, abstract_state=abstract,
+                             iterate=iterate, cfg=cfg, eval_fn=eval_fn, desc="policy gradient")

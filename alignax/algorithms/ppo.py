@@ -23,23 +23,29 @@ import jax.numpy as jnp
 import numpy as np
 
 from alignax import ops
+from alignax._src.config import recipe_config, resolve_config
 from alignax.algorithms import online
+from alignax.algorithms.kl_control import adaptive_kl_control
 from alignax.losses import aggregate, clipped_value_loss, ppo_clip_loss
-from alignax._src.config import with_overrides
+from alignax.train import sharding as shd
+from alignax.train.optim import make_optimizer
+from alignax.types import Rollout
+
+DEFAULTS = dict(
+    iterations=20, prompts_per_iteration=16, num_samples=1, max_new_tokens=16,
+    temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), clip_low=0.2, clip_high=None,
+    value_clip=0.2, vf_coef=0.5, gamma=1.0, lam=0.95, whiten_advantages=True,
+    kl_coef=0.05, kl_target=None, kl_horizon=10_000, entropy_coef=0.0,
+    aggregation="token_mean", epochs=2, minibatches=2,
+    optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
+                   clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
+    checkpoint_every=10, eval_every=0, log_every=1, progress=True, mesh=None,
+)
 
 
-def default_config(**overrides) -> dict:
-    config = dict(
-        iterations=20, prompts_per_iteration=16, num_samples=1, max_new_tokens=16,
-        temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), clip_low=0.2, clip_high=None,
-        value_clip=0.2, vf_coef=0.5, gamma=1.0, lam=0.95, whiten_advantages=True,
-        kl_coef=0.05, kl_target=None, kl_horizon=10_000, entropy_coef=0.0,
-        aggregation="token_mean", epochs=2, minibatches=2,
-        optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
-                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
-        checkpoint_every=10, eval_every=0, log_every=1, mesh=None,
-    )
-    return with_overrides(config, overrides, "PPO config keys")
+def default_config(**overrides):
+    """The locked config of the recipe (every key with its default), updated by `overrides`."""
+    return recipe_config(DEFAULTS, overrides, "PPO config")
 
 
 def response_values(value_apply, value_params, ids, mask, response_len: int) -> jax.Array:
@@ -99,19 +105,19 @@ def make_ppo_loss(policy_apply, value_apply, *, clip_low=0.2, clip_high=None, va
 
 def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_params,
           init_value_params, ref_params, prompt_ids, prompt_mask,
-          reward_fn: Callable[[online.Rollout], Any], eval_fn: Callable | None = None,
+          reward_fn: Callable[[Rollout], Any], eval_fn: Callable | None = None,
           seed: int = 0) -> dict:
-    """Runs PPO; returns {"params" (policy), "value_params", "metrics", "eval", "history"}.
+    """Runs PPO; returns {"params" (policy), "value_params", "metrics", "eval", "history",
+    "state", "resumed_from"}.
 
-    `eval_fn(policy_params) -> metrics`. Resume as in `policy_gradient.train`.
+    `eval_fn(policy_params) -> metrics`. The KL coefficient (`kl_control`) is checkpointed with
+    the train state; resume as in `policy_gradient.train`.
     """
-    from alignax.train.optim import make_optimizer
-
-    cfg = online.merged_config(default_config, config)
+    cfg = resolve_config(DEFAULTS, config, "PPO config")
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
     r_len = int(cfg["max_new_tokens"])
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
-    place = online.Placement.from_config(cfg["mesh"])
+    place = shd.Placement.from_config(cfg["mesh"])
     place.check_rows(per_iter, "prompts_per_iteration")
     place.check_rows(per_iter * n // int(cfg["minibatches"]), "minibatch")
     tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
@@ -120,53 +126,55 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
     axes = {"policy": model.logical_axes(init_params),
             "value": value_model.logical_axes(init_value_params)}
     ref_params = place.put_params(ref_params, axes["policy"])
-    state, step = place.make_state_and_step(params, axes, tx, make_ppo_loss(
+    kl_control = adaptive_kl_control(float(cfg["kl_coef"]), cfg["kl_target"],
+                                     int(cfg["kl_horizon"]))
+    init_state, abstract, train_sharding = online.initial_state(
+        place, params=params, logical_axes=axes, tx=tx, seed=seed,
+        controls={"kl": kl_control.init()})
+    step = online.make_update_step(place, make_ppo_loss(
         model.apply, value_model.apply, clip_low=float(cfg["clip_low"]),
         clip_high=None if cfg["clip_high"] is None else float(cfg["clip_high"]),
         value_clip=float(cfg["value_clip"]), vf_coef=float(cfg["vf_coef"]),
-        entropy_coef=float(cfg["entropy_coef"]), aggregation=cfg["aggregation"]), seed=seed)
+        entropy_coef=float(cfg["entropy_coef"]), aggregation=cfg["aggregation"]), tx,
+        train_sharding)
     rollout_fn = online.rollout_from_config(model, cfg, n)
     ref_logps_fn = online.make_reference_logps(model.apply, r_len)
     values_fn = jax.jit(lambda p, ids, mask: response_values(value_model.apply, p, ids, mask,
                                                              r_len))
-    kl_ctl = online.AdaptiveKLController(float(cfg["kl_coef"]), cfg["kl_target"],
-                                         int(cfg["kl_horizon"]))
 
-    def iterate(state, extra, it):
-        kl_ctl.coef = extra["kl_coef"]
+    def iterate(state: online.OnlineState, it: int):
+        kl_state = state.controls["kl"]
         t0 = time.perf_counter()
-        rollout, rng = online.iteration_rollout(rollout_fn, state.params["policy"], prompt_ids,
-                                                prompt_mask, seed=seed, it=it,
+        rollout, rng = online.iteration_rollout(rollout_fn, state.train.params["policy"],
+                                                prompt_ids, prompt_mask, seed=seed, it=it,
                                                 per_iteration=per_iter, placement=place)
         scores = jnp.asarray(reward_fn(rollout), jnp.float32)
         jax.block_until_ready(scores)
         t_rollout = time.perf_counter() - t0
         ref_logps = ref_logps_fn(ref_params, rollout.ids, rollout.mask)
-        values = values_fn(state.params["value"], rollout.ids, rollout.mask)
+        values = values_fn(state.train.params["value"], rollout.ids, rollout.mask)
         rewards = token_rewards(scores, rollout.old_logps, ref_logps, rollout.response_mask,
-                                kl_coef=kl_ctl.coef)
+                                kl_coef=kl_state.coef)
         adv, returns = ppo_advantages(rewards, values, rollout.response_mask,
                                       gamma=float(cfg["gamma"]), lam=float(cfg["lam"]),
                                       whiten=bool(cfg["whiten_advantages"]))
         batch = online.training_batch(rollout, adv)
         batch.update(old_values=values, returns=returns)
-        state, metrics, t_update = online.run_updates(
-            step, state, batch, epochs=cfg["epochs"], num_minibatches=cfg["minibatches"],
+        train_state, metrics, t_update = online.run_updates(
+            step, state.train, batch, epochs=cfg["epochs"], num_minibatches=cfg["minibatches"],
             rng=rng, placement=place)
-        seq_kl = float(ops.masked_sum(rollout.old_logps - ref_logps,
-                                      rollout.response_mask).mean())
+        seq_kl = ops.masked_sum(rollout.old_logps - ref_logps, rollout.response_mask).mean()
         metrics.update({
             "reward": float(scores.mean()), "reward_std": float(scores.std()),
-            "kl_ref_seq": seq_kl, "kl_coef": kl_ctl.coef,
+            "kl_ref_seq": float(seq_kl), "kl_coef": float(kl_state.coef),
             "response_length": float(np.asarray(rollout.lengths).mean()),
-            "rollout_s": t_rollout, "update_s": t_update,
+            "time/rollout_s": t_rollout, "time/update_s": t_update,
         })
-        kl_ctl.update(seq_kl, per_iter * n)
-        return state, {"kl_coef": kl_ctl.coef}, metrics
+        controls = {"kl": kl_control.update(kl_state, seq_kl, per_iter * n)}
+        return state._replace(train=train_state, controls=controls), metrics
 
-    out = online.run_recipe(workdir, state=state,
+    out = online.run_online(workdir, init_state=init_state, abstract_state=abstract,
                             iterate=iterate, cfg=cfg, eval_fn=eval_fn,
-                            params_of=lambda st: st.params["policy"],
-                            extra={"kl_coef": kl_ctl.coef})
-    out["value_params"] = out["state"].params["value"]
+                            params_of=lambda train: train.params["policy"], desc="ppo")
+    out["value_params"] = out["state"].train.params["value"]
     return out

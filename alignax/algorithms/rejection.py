@@ -15,19 +15,24 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from alignax import ops
+from alignax._src.config import recipe_config, resolve_config
 from alignax.algorithms import online
-from alignax._src.config import with_overrides
+from alignax.train import sharding as shd
+from alignax.train.optim import make_optimizer
+from alignax.types import Rollout
+
+DEFAULTS = dict(
+    iterations=10, prompts_per_iteration=16, num_samples=8, max_new_tokens=16,
+    temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), epochs=2, minibatches=1,
+    optimizer=dict(name="adamw", learning_rate=1e-4, warmup_steps=0, schedule="constant",
+                   clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
+    checkpoint_every=10, eval_every=0, log_every=1, progress=True, mesh=None,
+)
 
 
-def default_config(**overrides) -> dict:
-    config = dict(
-        iterations=10, prompts_per_iteration=16, num_samples=8, max_new_tokens=16,
-        temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), epochs=2, minibatches=1,
-        optimizer=dict(name="adamw", learning_rate=1e-4, warmup_steps=0, schedule="constant",
-                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
-        checkpoint_every=10, eval_every=0, log_every=1, mesh=None,
-    )
-    return with_overrides(config, overrides, "RAFT config keys")
+def default_config(**overrides):
+    """The locked config of the recipe (every key with its default), updated by `overrides`."""
+    return recipe_config(DEFAULTS, overrides, "RAFT config")
 
 
 def make_response_nll_loss(apply_fn) -> Callable:
@@ -51,26 +56,27 @@ def best_rows(rewards, num_samples: int) -> np.ndarray:
 
 
 def train(config: Mapping[str, Any], workdir: str, *, model, init_params, prompt_ids,
-          prompt_mask, reward_fn: Callable[[online.Rollout], Any],
+          prompt_mask, reward_fn: Callable[[Rollout], Any],
           eval_fn: Callable | None = None, seed: int = 0) -> dict:
-    """Runs RAFT; returns {"params", "metrics", "eval", "history", "start_iteration"}."""
-    from alignax.train.optim import make_optimizer
-
-    cfg = online.merged_config(default_config, config)
+    """Runs RAFT; returns {"params", "metrics", "eval", "history", "state", "resumed_from"}."""
+    cfg = resolve_config(DEFAULTS, config, "RAFT config")
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
-    place = online.Placement.from_config(cfg["mesh"])
+    place = shd.Placement.from_config(cfg["mesh"])
     place.check_rows(per_iter, "prompts_per_iteration")
     place.check_rows(per_iter // int(cfg["minibatches"]), "minibatch")
     tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
                         * int(cfg["minibatches"]))
-    state, step = place.make_state_and_step(init_params, model.logical_axes(init_params), tx,
-                                            make_response_nll_loss(model.apply), seed=seed)
+    axes = model.logical_axes(init_params)
+    init_state, abstract, train_sharding = online.initial_state(
+        place, params=init_params, logical_axes=axes, tx=tx, seed=seed)
+    step = online.make_update_step(place, make_response_nll_loss(model.apply), tx,
+                                   train_sharding)
     rollout_fn = online.rollout_from_config(model, cfg, n)
 
-    def iterate(state, extra, it):
+    def iterate(state: online.OnlineState, it: int):
         t0 = time.perf_counter()
-        rollout, rng = online.iteration_rollout(rollout_fn, state.params, prompt_ids,
+        rollout, rng = online.iteration_rollout(rollout_fn, state.train.params, prompt_ids,
                                                 prompt_mask, seed=seed, it=it,
                                                 per_iteration=per_iter, placement=place)
         rewards = np.asarray(reward_fn(rollout), np.float32)
@@ -78,15 +84,16 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, prompt
         keep = best_rows(rewards, n)
         batch = {"ids": rollout.ids[keep], "mask": rollout.mask[keep],
                  "response_mask": rollout.response_mask[keep]}
-        state, metrics, t_update = online.run_updates(
-            step, state, batch, epochs=cfg["epochs"], num_minibatches=cfg["minibatches"],
+        train_state, metrics, t_update = online.run_updates(
+            step, state.train, batch, epochs=cfg["epochs"], num_minibatches=cfg["minibatches"],
             rng=rng, placement=place)
         metrics.update({
             "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
             "reward_kept": float(rewards[keep].mean()),
             "response_length": float(np.asarray(rollout.lengths).mean()),
-            "rollout_s": t_rollout, "update_s": t_update,
+            "time/rollout_s": t_rollout, "time/update_s": t_update,
         })
-        return state, extra, metrics
+        return state._replace(train=train_state), metrics
 
-    return online.run_recipe(workdir, state=state, iterate=iterate, cfg=cfg, eval_fn=eval_fn)
+    return online.run_online(workdir, init_state=init_state, abstract_state=abstract,
+                             iterate=iterate, cfg=cfg, eval_fn=eval_fn, desc="raft")

@@ -10,11 +10,13 @@ was never interrupted.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
 import signal
 import threading
+import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
@@ -24,6 +26,9 @@ import optax
 
 from alignax.train import sharding as shd
 from alignax.train.checkpoint import Checkpointer, abstract_like
+from alignax.train.plots import plot_metrics
+from alignax.train.progress import ProgressBar
+from alignax.train.writers import MetricsWriter, read_metrics
 from alignax.train.state import TrainState
 from alignax.train.step import LossFn, make_train_step
 
@@ -60,6 +65,7 @@ class FitResult:
       eval_metrics: the last evaluation's metrics, if any.
       resumed_from: the step a checkpoint was restored from, or None.
       compiles: number of compilations of the step (1 in a healthy run).
+      history: every logged row of the run (see `LoopResult`).
     """
 
     state: TrainState
@@ -67,6 +73,7 @@ class FitResult:
     eval_metrics: dict[str, float]
     resumed_from: int | None
     compiles: int
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
 class _SigtermFlag:
@@ -95,16 +102,192 @@ def _to_float(x) -> float:
     return float(np.asarray(x))
 
 
-def _last_train_metrics(path: str) -> dict[str, float]:
-    from alignax.train.writers import read_metrics
+@dataclasses.dataclass
+class LoopResult:
+    """What `run_loop` returns.
 
+    Attributes:
+      state: the final state (whatever pytree the step carries).
+      metrics: the last step's metrics (Python floats; `time/*` entries excluded).
+      eval_metrics: the last evaluation's metrics ("eval/<name>"), if any.
+      history: every logged row of the whole run, also the part before a resume, as written
+        to metrics.jsonl (each a dict with "step").
+      resumed_from: the step a checkpoint was restored from, or None.
+    """
+
+    state: Any
+    metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+    history: list[dict[str, float]]
+    resumed_from: int | None
+
+
+TIMING_PREFIX = "time/"
+TIMINGS_FILE = "timings.jsonl"
+
+
+def _split_timings(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    values, timings = {}, {}
+    for k, v in metrics.items():
+        (timings if k.startswith(TIMING_PREFIX) else values)[k] = _to_float(v)
+    return values, timings
+
+
+def _write_timings(workdir: str, step: int, timings: Mapping[str, float]) -> None:
+    """Wall-clock numbers go to their own file: they differ between a resumed and an
+    uninterrupted run, so metrics.jsonl never holds them."""
+    with open(os.path.join(workdir, TIMINGS_FILE), "a") as f:
+        f.write(json.dumps({"step": step, **timings}) + "\n")
+
+
+def _truncate_timings(path: str, step: int) -> None:
     if not os.path.exists(path):
-        return {}
-    for row in reversed(read_metrics(path, parse_nonfinite=True)):
-        train = {k[len("train/"):]: float(v) for k, v in row.items() if k.startswith("train/")}
-        if train:
-            return train
-    return {}
+        return
+    with open(path) as f:
+        lines = [line for line in f if line.endswith("\n")]
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
+def run_loop(
+    workdir: str,
+    *,
+    init_state: Callable[[], Any],
+    step_fn: Callable[[Any, Any], tuple[Any, Mapping[str, Any]]],
+    num_steps: int,
+    abstract_state: Any = None,
+    data_iter: Iterator[Any] | None = None,
+    eval_fn: Callable[[Any], Mapping[str, Any]] | None = None,
+    eval_every: int = 0,
+    log_every: int = 1,
+    checkpoint_every: int = 100,
+    max_to_keep: int = 2,
+    metric_prefix: str = "",
+    progress: bool = True,
+    desc: str = "train",
+) -> LoopResult:
+    """The one training loop: every recipe (offline, online, small models) runs through it.
+
+    Each of the `num_steps` steps calls `state, metrics = step_fn(state, inputs)`, where
+    `inputs` is the next element of `data_iter`, or, without a data iterator, the 0-based index
+    of the step (online recipes draw prompts and sampling keys from it, so a resumed run repeats
+    an uninterrupted one). The loop owns nothing mathematical; it
+
+    - restores the newest readable checkpoint of `workdir` (state and data iterator) and
+      continues from it, dropping the metrics lines logged after it;
+    - writes `metrics.jsonl` and TensorBoard scalars (`metric_prefix` + name, plus
+      "eval/<name>" from `eval_fn(state)` every `eval_every` steps and at the end), and the
+      metrics named `time/...` (wall-clock) to `timings.jsonl` instead;
+    - stops with NonFiniteError at the first NaN/inf metric, without saving that step;
+    - checkpoints every `checkpoint_every` steps, at the end, and on SIGTERM (then raises
+      Interrupted);
+    - shows a progress bar with rate and ETA (process 0).
+
+    The state may be any pytree of arrays (a TrainState, a TrainState with evolving
+    controllers, a stack of per-seed states); it is checkpointed whole by orbax.
+
+    Args:
+      workdir: the run folder.
+      init_state: `() -> state`, called only when there is no checkpoint to restore.
+      step_fn: `(state, inputs) -> (state, metrics)`; metrics are scalars (arrays or floats).
+      num_steps: total number of steps of the run.
+      abstract_state: ShapeDtypeStruct tree (with shardings) of the state, for restoring;
+        None derives it from `jax.eval_shape(init_state)` (single device).
+      data_iter: the inputs (a grain DatasetIterator is checkpointed for exact resume); None
+        passes the step index.
+      eval_fn: `state -> metrics`.
+      eval_every: 0 evaluates only after the last step.
+      log_every: log every this many steps (every step is checked for NaN/inf).
+      checkpoint_every: save every this many steps (and always after the last).
+      max_to_keep: checkpoints kept on disk.
+      metric_prefix: prefix of the step's metric names in metrics.jsonl (e.g. "train/").
+      progress: show the progress bar.
+      desc: its label.
+
+    Raises:
+      NonFiniteError: a metric is NaN/inf (the last good checkpoint is kept).
+      Interrupted: SIGTERM arrived; the current step was checkpointed.
+    """
+    if num_steps <= 0:
+        raise ValueError(f"num_steps must be positive, got {num_steps}")
+    os.makedirs(workdir, exist_ok=True)
+    is_main = jax.process_index() == 0
+    if abstract_state is None:
+        abstract_state = jax.eval_shape(init_state)
+    checkpointable_iter = data_iter if hasattr(data_iter, "get_state") else None
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), every=checkpoint_every,
+                                max_to_keep=max_to_keep)
+    writer = MetricsWriter(workdir, enabled=is_main)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    timings_path = os.path.join(workdir, TIMINGS_FILE)
+    restored = checkpointer.restore(abstract_state, checkpointable_iter)
+    if restored is None:
+        state, start, resumed_from = init_state(), 0, None
+    else:
+        state, start = restored
+        resumed_from = start
+    writer.truncate_after(start)
+    if is_main:
+        _truncate_timings(timings_path, start)
+
+    metrics: dict[str, float] = {}
+    eval_metrics: dict[str, float] = {}
+    bar = ProgressBar(num_steps, initial=start, enabled=progress and is_main, desc=desc)
+    try:
+        with _SigtermFlag() as sigterm:
+            for step in range(start + 1, num_steps + 1):
+                inputs = next(data_iter) if data_iter is not None else step - 1
+                t0 = time.perf_counter()
+                state, step_metrics = step_fn(state, inputs)
+                metrics, timings = _split_timings(jax.device_get(dict(step_metrics)))
+                timings[TIMING_PREFIX + "step_s"] = time.perf_counter() - t0
+                bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+                if bad:
+                    checkpointer.wait()
+                    raise NonFiniteError(
+                        f"non-finite {', '.join(f'{k}={v}' for k, v in sorted(bad.items()))} at "
+                        f"step {step} in {workdir}; last good checkpoint: step "
+                        f"{checkpointer.latest_step()}"
+                    )
+                row = {f"{metric_prefix}{k}": v for k, v in metrics.items()}
+                evaluated = eval_fn is not None and (
+                    step == num_steps or bool(eval_every and step % eval_every == 0))
+                if evaluated:
+                    eval_metrics = {f"eval/{k}": _to_float(v)
+                                    for k, v in eval_fn(state).items()}
+                    row.update(eval_metrics)
+                if step % log_every == 0 or step == num_steps or evaluated:
+                    writer.write(step, row)
+                    if is_main:
+                        _write_timings(workdir, step, timings)
+                checkpointer.save(step, state, checkpointable_iter, force=step == num_steps)
+                bar.update(1, **({"loss": metrics["loss"]} if "loss" in metrics else {}))
+                if sigterm.received:
+                    checkpointer.save(step, state, checkpointable_iter, force=True)
+                    checkpointer.wait()
+                    raise Interrupted(
+                        f"SIGTERM at step {step}: checkpoint saved in {checkpointer.directory}; "
+                        "run the same command again to resume",
+                        step,
+                    )
+    finally:
+        bar.close()
+        checkpointer.close()
+        writer.close()
+
+    history = read_metrics(metrics_path, parse_nonfinite=True) if os.path.exists(
+        metrics_path) else []
+    if start >= num_steps and history:  # already complete: report what was recorded
+        last = history[-1]
+        metrics = {k[len(metric_prefix):]: v for k, v in last.items()
+                   if k != "step" and not k.startswith("eval/") and k.startswith(metric_prefix)}
+        eval_metrics = {k: v for k, v in last.items() if k.startswith("eval/")}
+    if is_main and history:
+        plot_metrics(metrics_path, os.path.join(workdir, "plots"))
+    return LoopResult(state=state, metrics=metrics, eval_metrics=eval_metrics, history=history,
+                      resumed_from=resumed_from)
 
 
 def fit(
@@ -154,14 +337,7 @@ def fit(
       NonFiniteError: a metric is NaN/inf at some step (the last good checkpoint is kept).
       Interrupted: SIGTERM arrived; the current step was checkpointed.
     """
-    from alignax.train.progress import ProgressBar
-    from alignax.train.writers import MetricsWriter
-
-    if num_steps <= 0:
-        raise ValueError(f"num_steps must be positive, got {num_steps}")
-    os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
-
     # Shardings of params, optimizer state and batches, all from shapes and logical names.
     fallbacks: list = []
     if callable(init_params):
@@ -197,22 +373,7 @@ def fit(
 
     start_params = None if callable(init_params) else init_params
     make_state = jax.jit(create, out_shardings=state_sharding)
-
-    checkpointer = Checkpointer(
-        os.path.join(workdir, "checkpoints"), every=checkpoint_every, max_to_keep=max_to_keep
-    )
-    writer = MetricsWriter(workdir, enabled=is_main)
-    state_abstract = jax.eval_shape(create, rng, start_params)
-    restored = checkpointer.restore(abstract_like(state_abstract, state_sharding), data_iter)
-    if restored is None:
-        state = make_state(rng, start_params)
-        resumed_from = None
-        writer.truncate_after(0)
-    else:
-        state, resumed_from = restored
-        writer.truncate_after(resumed_from)
-    start = int(jax.device_get(state.step))
-
+    state_abstract = abstract_like(jax.eval_shape(create, rng, start_params), state_sharding)
     step_fn = make_train_step(
         loss_fn,
         tx,
@@ -222,62 +383,30 @@ def fit(
         frozen_shardings=frozen_shardings,
     )
 
-    def evaluate(params) -> dict[str, float]:
-        return {f"eval/{k}": _to_float(v) for k, v in eval_fn(params).items()}
+    def train_step(state, local_batch):
+        return step_fn(state, shd.global_batch(local_batch, batch_sharding), *frozen_params)
 
-    metrics: dict[str, float] = {}
-    eval_metrics: dict[str, float] = {}
-    bar = ProgressBar(num_steps, initial=start, enabled=progress and is_main, desc=desc)
-    try:
-        with _SigtermFlag() as sigterm:
-            for step in range(start + 1, num_steps + 1):
-                batch = shd.global_batch(next(data_iter), batch_sharding)
-                state, device_metrics = step_fn(state, batch, *frozen_params)
-                metrics = {k: _to_float(v) for k, v in jax.device_get(device_metrics).items()}
-                bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-                if bad:
-                    checkpointer.wait()
-                    raise NonFiniteError(
-                        f"non-finite {', '.join(f'{k}={v}' for k, v in sorted(bad.items()))} at "
-                        f"step {step} in {workdir}; last good checkpoint: step "
-                        f"{checkpointer.latest_step()}"
-                    )
-                if step % log_every == 0 or step == num_steps:
-                    writer.write(step, {f"train/{k}": v for k, v in metrics.items()})
-                if eval_fn is not None and (
-                    step == num_steps or (eval_every and step % eval_every == 0)
-                ):
-                    eval_metrics = evaluate(state.params)
-                    writer.write(step, eval_metrics)
-                checkpointer.save(step, state, data_iter, force=step == num_steps)
-                bar.update(1, loss=metrics["loss"])
-                if sigterm.received:
-                    checkpointer.save(step, state, data_iter, force=True)
-                    checkpointer.wait()
-                    raise Interrupted(
-                        f"SIGTERM at step {step}: checkpoint saved in {checkpointer.directory}; "
-                        "run the same command again to resume",
-                        step,
-                    )
-            if start >= num_steps:  # already complete: report the recorded last metrics
-                metrics = _last_train_metrics(os.path.join(workdir, "metrics.jsonl"))
-                if eval_fn is not None:
-                    eval_metrics = evaluate(state.params)
-    finally:
-        bar.close()
-        checkpointer.close()
-        writer.close()
-
-    if is_main:
-        from alignax.train.plots import plot_metrics
-
-        metrics_path = os.path.join(workdir, "metrics.jsonl")
-        if os.path.exists(metrics_path):
-            plot_metrics(metrics_path, os.path.join(workdir, "plots"))
+    result = run_loop(
+        workdir,
+        init_state=lambda: make_state(rng, start_params),
+        abstract_state=state_abstract,
+        step_fn=train_step,
+        num_steps=num_steps,
+        data_iter=data_iter,
+        eval_fn=None if eval_fn is None else (lambda state: eval_fn(state.params)),
+        eval_every=eval_every,
+        log_every=log_every,
+        checkpoint_every=checkpoint_every,
+        max_to_keep=max_to_keep,
+        metric_prefix="train/",
+        progress=progress,
+        desc=desc,
+    )
     return FitResult(
-        state=state,
-        metrics=metrics,
-        eval_metrics=eval_metrics,
-        resumed_from=resumed_from,
+        state=result.state,
+        metrics=result.metrics,
+        eval_metrics=result.eval_metrics,
+        resumed_from=result.resumed_from,
         compiles=step_fn._cache_size(),
+        history=result.history,
     )

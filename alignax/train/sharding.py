@@ -171,3 +171,67 @@ def global_batch(local_batch: Mapping[str, np.ndarray], sharding: NamedSharding)
         k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
         for k, v in local_batch.items()
     }
+
+
+class Placement:
+    """Where an online recipe's arrays live: one device (`mesh=None`) or sharded over a mesh.
+
+    With a mesh (axes data x fsdp x tensor, `make_mesh`), the trained params and their
+    optimizer state are sharded by their logical axis names, frozen params (the reference)
+    likewise, and every row-major array (prompts, rollouts, training minibatches) is split by
+    rows over data x fsdp. The jitted sampler and reference forward follow their inputs'
+    shardings; the update step is compiled with explicit shardings (`make_train_step`).
+    Online recipes run in one process; the mesh spans its devices.
+    """
+
+    def __init__(self, mesh: Mesh | None = None):
+        if mesh is not None and jax.process_count() > 1:
+            raise NotImplementedError(
+                "online recipes run in one process (a mesh over its local devices); "
+                f"this job has {jax.process_count()} processes")
+        self.mesh = mesh
+
+    @classmethod
+    def from_config(cls, mesh_config: Mapping[str, int] | None) -> "Placement":
+        """No mesh for None; otherwise `mesh_from_config` (keys among data/fsdp/tensor)."""
+        return cls(None if mesh_config is None else mesh_from_config(mesh_config))
+
+    @property
+    def row_shards(self) -> int:
+        """How many ways rows are split (data x fsdp; 1 without a mesh)."""
+        if self.mesh is None:
+            return 1
+        return int(self.mesh.shape["data"]) * int(self.mesh.shape["fsdp"])
+
+    def check_rows(self, rows: int, what: str) -> None:
+        if rows % self.row_shards:
+            raise ValueError(f"{what} = {rows} rows do not split over the mesh's "
+                             f"data x fsdp = {self.row_shards} shards")
+
+    def put_rows(self, tree):
+        """Row-sharded copies of a tree of [rows, ...] arrays (unchanged without a mesh)."""
+        if self.mesh is None:
+            return tree
+        return jax.device_put(tree, batch_sharding(self.mesh))
+
+    def param_shardings(self, params, logical_axes):
+        return param_shardings(jax.eval_shape(lambda: params), logical_axes, self.mesh)
+
+    def put_params(self, params, logical_axes):
+        """Frozen params placed by their logical axes (unchanged without a mesh)."""
+        if self.mesh is None:
+            return params
+        return jax.device_put(params, self.param_shardings(params, logical_axes))
+
+    def state_shardings(self, abstract_state, logical_axes):
+        """Shardings of a TrainState-like tree (params by logical axes, optimizer state like
+        its params, scalars replicated); None without a mesh."""
+        if self.mesh is None:
+            return None
+        p_sh = param_shardings(abstract_state.params, logical_axes, self.mesh)
+        repl = replicated(self.mesh)
+        return abstract_state._replace(
+            params=p_sh,
+            opt_state=tree_shardings_like(abstract_state.opt_state, abstract_state.params, p_sh,
+                                          self.mesh),
+            step=repl, rng=repl)

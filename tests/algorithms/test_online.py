@@ -1,12 +1,16 @@
 """Online pieces (rollout, advantages, KL control, policy loss) and the GRPO-family recipe."""
 
+import functools
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from alignax.algorithms import online, policy_gradient
+from alignax.algorithms import kl_control, online, policy_gradient
 from alignax.models.transformer import TransformerConfig, make_lm
 from alignax.train.state import TrainState
 from alignax.train.step import make_train_step
@@ -44,19 +48,28 @@ def test_advantage_estimators():
         online.compute_advantages("ppo", r, 3)
 
 
-def test_adaptive_kl_controller_moves_toward_the_target():
-    ctl = online.AdaptiveKLController(0.1, target=1.0, horizon=100)
-    assert ctl.update(3.0, 10) == pytest.approx(0.1 * 1.02)  # error clipped at +0.2
-    assert ctl.update(0.5, 10) == pytest.approx(0.1 * 1.02 * 0.98)  # clipped at -0.2
-    fixed = online.AdaptiveKLController(0.1)
-    assert fixed.update(100.0, 10) == 0.1
+def test_adaptive_kl_control_moves_toward_the_target():
+    ctl = kl_control.adaptive_kl_control(0.1, target=1.0, horizon=100)
+    state = ctl.init()
+    assert state.coef.dtype == jnp.float32
+    state = ctl.update(state, 3.0, 10)
+    assert float(state.coef) == pytest.approx(0.1 * 1.02)  # error clipped at +0.2
+    state = ctl.update(state, 0.5, 10)
+    assert float(state.coef) == pytest.approx(0.1 * 1.02 * 0.98)  # clipped at -0.2
+    state = ctl.update(state, 1.1, 10)
+    assert float(state.coef) == pytest.approx(0.1 * 1.02 * 0.98 * 1.01, rel=1e-6)  # unclipped
+    fixed = kl_control.adaptive_kl_control(0.1)
+    assert float(fixed.update(fixed.init(), 100.0, 10).coef) == pytest.approx(0.1)
+    # jit-able: the controller is pure
+    jitted = jax.jit(ctl.update, static_argnums=2)(ctl.init(), jnp.float32(3.0), 10)
+    assert float(jitted.coef) == pytest.approx(0.1 * 1.02)
 
 
 def test_kl_penalized_rewards():
     logps = jnp.array([[-1.0, -2.0], [-1.0, -1.0]])
     ref = jnp.array([[-1.5, -2.0], [-1.0, -3.0]])
     mask = jnp.array([[True, True], [True, False]])
-    out = online.kl_penalized_rewards(jnp.array([1.0, 1.0]), logps, ref, mask, coef=0.5)
+    out = kl_control.kl_penalized_rewards(jnp.array([1.0, 1.0]), logps, ref, mask, coef=0.5)
     np.testing.assert_allclose(out, [1.0 - 0.5 * 0.5, 1.0], rtol=1e-6)
 
 
@@ -65,7 +78,7 @@ def _update_once(advantages, loss="ppo_clip", **kw):
         PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(2))
     batch = online.training_batch(rollout, advantages)
     tx = optax.sgd(0.5)
-    step = make_train_step(online.make_policy_loss(MODEL.apply, loss=loss, **kw), tx)
+    step = make_train_step(policy_gradient.make_policy_loss(MODEL.apply, loss=loss, **kw), tx)
     params = jax.tree.map(jnp.copy, PARAMS)  # the step donates its state
     state, metrics = step(TrainState.create(params, tx, jax.random.key(0)), batch)
     before = online.response_logps(MODEL.apply, PARAMS, rollout.ids, rollout.mask, 4)
@@ -96,7 +109,7 @@ def test_kl_term_pulls_toward_the_reference():
     other = MODEL.init(jax.random.key(7))
     ref = online.response_logps(MODEL.apply, other, rollout.ids, rollout.mask, 4)
     batch = online.training_batch(rollout, jnp.zeros(4), ref_logps=ref)
-    loss_fn = online.make_policy_loss(MODEL.apply, kl_coef=1.0)
+    loss_fn = functools.partial(policy_gradient.make_policy_loss(MODEL.apply), kl_coef=1.0)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(PARAMS, batch, None)
     assert float(metrics["kl"]) > 0 and float(loss) == pytest.approx(float(metrics["kl"]),
                                                                       rel=1e-4)
@@ -122,17 +135,22 @@ def test_grpo_recipe_raises_the_reward_and_resumes(tmp_path):
     out = policy_gradient.train(config, str(tmp_path / "a"), **args)
     hist = [m["reward"] for m in out["history"]]
     assert np.mean(hist[-3:]) > np.mean(hist[:3]) + 0.1, hist
-    for key in ("kl", "entropy", "clip_fraction", "response_length", "rollout_s", "update_s",
-                "advantage_std"):
+    for key in ("kl", "entropy", "clip_fraction", "response_length", "advantage_std"):
         assert key in out["metrics"]
-    # stopped after 6 iterations and restarted: the same metrics as the uninterrupted run
+    # wall-clock numbers are kept out of metrics.jsonl, in timings.jsonl
+    assert not any(k.startswith("time/") or k.endswith("_s") for k in out["history"][0])
+    with open(os.path.join(tmp_path, "a", "timings.jsonl")) as f:
+        timings = [json.loads(line) for line in f]
+    assert [t["step"] for t in timings] == list(range(1, 13))
+    assert all(t["time/rollout_s"] > 0 and t["time/update_s"] > 0 for t in timings)
+    # stopped after 6 iterations and restarted: the same metrics file, byte for byte
     policy_gradient.train({**config, "iterations": 6}, str(tmp_path / "b"), **args)
     resumed = policy_gradient.train(config, str(tmp_path / "b"), **args)
-    assert resumed["start_iteration"] == 6
+    assert resumed["resumed_from"] == 6
     a = read_metrics(str(tmp_path / "a" / "metrics.jsonl"))
     b = read_metrics(str(tmp_path / "b" / "metrics.jsonl"))
     assert [m["step"] for m in b] == list(range(1, 13))
-    np.testing.assert_allclose([m["reward"] for m in b], [m["reward"] for m in a], rtol=1e-5)
+    assert b == a and resumed["history"] == out["history"]
 
 
 def test_recipe_rejects_bad_config():
