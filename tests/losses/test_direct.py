@@ -1,5 +1,6 @@
 """DPO (with cDPO smoothing) and IPO."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,28 +13,35 @@ RNG = np.random.default_rng(0)
 PC, PR, RC, RR = (RNG.normal(size=(4, 32)) * 10).astype(np.float32)
 
 
-def test_dpo_golden_values():
-    # h = (pc - rc) - (pr - rr) = (-1 - -2) - (-3 - -2) = 2; beta 0.5 -> z = 1
-    args = (jnp.array([-1.0]), jnp.array([-3.0]), jnp.array([-2.0]), jnp.array([-2.0]))
-    loss, m = jax.jit(lambda *a: dpo_loss(*a, beta=0.5))(*args)
-    np.testing.assert_allclose(loss, [0.3132617], rtol=1e-6)
-    np.testing.assert_allclose(m["chosen_rewards"], [0.5], rtol=1e-6)
-    np.testing.assert_allclose(m["rejected_rewards"], [-0.5], rtol=1e-6)
-    np.testing.assert_allclose(m["reward_margins"], [1.0], rtol=1e-6)
-    np.testing.assert_array_equal(m["reward_accuracies"], [1.0])
-    # cDPO eps = 0.25: 0.75 * 0.3132617 + 0.25 * 1.3132617
-    loss, _ = dpo_loss(*args, beta=0.5, label_smoothing=0.25)
-    np.testing.assert_allclose(loss, [0.5632617], rtol=1e-6)
-    # policy == reference: log 2 whatever beta
-    loss, _ = dpo_loss(jnp.array([-4.0]), jnp.array([-7.0]), jnp.array([-4.0]), jnp.array([-7.0]))
-    np.testing.assert_allclose(loss, [np.log(2)], rtol=1e-6)
+class TestGoldenValues(chex.TestCase):
+    """Hand-computed values, each checked with and without jit."""
 
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_dpo_golden_values(self):
+        # h = (pc - rc) - (pr - rr) = (-1 - -2) - (-3 - -2) = 2; beta 0.5 -> z = 1
+        args = (jnp.array([-1.0]), jnp.array([-3.0]), jnp.array([-2.0]), jnp.array([-2.0]))
+        loss, m = self.variant(lambda *a: dpo_loss(*a, beta=0.5))(*args)
+        chex.assert_trees_all_close(loss, np.array([0.3132617]), rtol=1e-6)
+        chex.assert_trees_all_close(m["chosen_rewards"], np.array([0.5]), rtol=1e-6)
+        chex.assert_trees_all_close(m["rejected_rewards"], np.array([-0.5]), rtol=1e-6)
+        chex.assert_trees_all_close(m["reward_margins"], np.array([1.0]), rtol=1e-6)
+        chex.assert_trees_all_equal(m["reward_accuracies"], np.array([1.0]))
+        # cDPO eps = 0.25: 0.75 * 0.3132617 + 0.25 * 1.3132617
+        loss, _ = self.variant(lambda *a: dpo_loss(*a, beta=0.5, label_smoothing=0.25))(*args)
+        chex.assert_trees_all_close(loss, np.array([0.5632617]), rtol=1e-6)
+        # policy == reference: log 2 whatever beta
+        loss, _ = self.variant(dpo_loss)(jnp.array([-4.0]), jnp.array([-7.0]),
+                                         jnp.array([-4.0]), jnp.array([-7.0]))
+        chex.assert_trees_all_close(loss, np.array([np.log(2)]), rtol=1e-6)
 
-def test_ipo_golden_values():
-    # h = 2, tau = 0.5 -> (2 - 1)^2 = 1; tau = 0.25 -> (2 - 2)^2 = 0
-    args = (jnp.array([-1.0]), jnp.array([-3.0]), jnp.array([-2.0]), jnp.array([-2.0]))
-    np.testing.assert_allclose(ipo_loss(*args, beta=0.5)[0], [1.0], rtol=1e-6)
-    np.testing.assert_allclose(ipo_loss(*args, beta=0.25)[0], [0.0], atol=1e-6)
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_ipo_golden_values(self):
+        # h = 2, tau = 0.5 -> (2 - 1)^2 = 1; tau = 0.25 -> (2 - 2)^2 = 0
+        args = (jnp.array([-1.0]), jnp.array([-3.0]), jnp.array([-2.0]), jnp.array([-2.0]))
+        chex.assert_trees_all_close(self.variant(lambda *a: ipo_loss(*a, beta=0.5))(*args)[0],
+                                    np.array([1.0]), rtol=1e-6)
+        chex.assert_trees_all_close(self.variant(lambda *a: ipo_loss(*a, beta=0.25))(*args)[0],
+                                    np.array([0.0]), rtol=1e-7, atol=1e-6)
 
 
 def test_dpo_matches_numpy_reference():

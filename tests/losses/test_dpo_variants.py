@@ -1,5 +1,6 @@
 """TRL's DPO loss types: each equals its published formula (NumPy, float64) on random inputs."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,23 +84,32 @@ def test_gradients_numerical_and_finite_at_extremes(name):
     assert np.isfinite(np.asarray(grads)).all(), name
 
 
-def test_golden_values():
-    z = jnp.zeros(1)
-    one, minus_one = jnp.ones(1), -jnp.ones(1)
-    # beta 0.5, h = 1: hinge = 1 - 0.5
-    np.testing.assert_allclose(DPO_LOSS_TYPES["hinge"](one, z, z, z, beta=0.5)[0], [0.5])
-    # c = r = 0: nca = -log(1/2) (1 + 1/2 + 1/2) = 2 log 2
-    np.testing.assert_allclose(DPO_LOSS_TYPES["nca_pair"](z, z, z, z)[0], [2 * np.log(2)],
-                               rtol=1e-6)
-    # c = 1, r = -1, beta = 0.5: sppo_hard = (1 - 1)^2 + (-1 + 1)^2 = 0
-    np.testing.assert_allclose(DPO_LOSS_TYPES["sppo_hard"](one, minus_one, z, z, beta=0.5)[0],
-                               [0.0], atol=1e-7)
-    # c = r = 0: apo_zero = 1/2 + 1/2; apo_down = 1/2 + 1/2
-    np.testing.assert_allclose(DPO_LOSS_TYPES["apo_zero"](z, z, z, z)[0], [1.0])
-    np.testing.assert_allclose(DPO_LOSS_TYPES["apo_down"](z, z, z, z)[0], [1.0])
-    # x = 0: discopop = (1 - 1/2) log 2 + 1/2 e^0
-    np.testing.assert_allclose(DPO_LOSS_TYPES["discopop"](z, z, z, z)[0],
-                               [0.5 * np.log(2) + 0.5], rtol=1e-6)
+class TestGoldenValues(chex.TestCase):
+    """Hand-computed values, each checked with and without jit."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_golden_values(self):
+        z = jnp.zeros(1)
+        one, minus_one = jnp.ones(1), -jnp.ones(1)
+
+        def loss(name, *args, **kw):  # hyperparameters are static: closed over, not traced
+            return self.variant(lambda *a: DPO_LOSS_TYPES[name](*a, **kw))(*args)[0]
+
+        # beta 0.5, h = 1: hinge = 1 - 0.5 (np.testing's default rtol 1e-7 kept)
+        chex.assert_trees_all_close(loss("hinge", one, z, z, z, beta=0.5), np.array([0.5]),
+                                    rtol=1e-7)
+        # c = r = 0: nca = -log(1/2) (1 + 1/2 + 1/2) = 2 log 2
+        chex.assert_trees_all_close(loss("nca_pair", z, z, z, z), np.array([2 * np.log(2)]),
+                                    rtol=1e-6)
+        # c = 1, r = -1, beta = 0.5: sppo_hard = (1 - 1)^2 + (-1 + 1)^2 = 0
+        chex.assert_trees_all_close(loss("sppo_hard", one, minus_one, z, z, beta=0.5),
+                                    np.array([0.0]), rtol=1e-7, atol=1e-7)
+        # c = r = 0: apo_zero = 1/2 + 1/2; apo_down = 1/2 + 1/2
+        chex.assert_trees_all_close(loss("apo_zero", z, z, z, z), np.array([1.0]), rtol=1e-7)
+        chex.assert_trees_all_close(loss("apo_down", z, z, z, z), np.array([1.0]), rtol=1e-7)
+        # x = 0: discopop = (1 - 1/2) log 2 + 1/2 e^0
+        chex.assert_trees_all_close(loss("discopop", z, z, z, z), np.array([0.5 * np.log(2) + 0.5]),
+                                    rtol=1e-6)
 
 
 def test_relations_between_the_variants():

@@ -1,5 +1,6 @@
 """Advantages, KL estimators, PPO-clip / GSPO, value loss and the aggregation modes."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,9 +36,6 @@ def test_gae_matches_the_recursion_and_golden():
     expected = naive_gae(r * MASK, v * MASK, MASK, 0.9, 0.8)
     np.testing.assert_allclose(adv, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ret, (expected + v) * MASK, rtol=1e-5, atol=1e-6)
-    # one token, reward 1, value 0.5: advantage 0.5, return 1
-    a1, r1 = gae(jnp.ones((1, 1)), jnp.full((1, 1), 0.5), jnp.ones((1, 1)))
-    np.testing.assert_allclose([a1[0, 0], r1[0, 0]], [0.5, 1.0])
 
 
 def test_gae_masked_equals_sliced():
@@ -48,20 +46,6 @@ def test_gae_masked_equals_sliced():
     sliced, _ = gae(r[:, :3], v[:, :3], m[:, :3])
     np.testing.assert_allclose(full[:, :3], sliced, rtol=1e-6)
     np.testing.assert_array_equal(full[:, 3:], 0.0)
-
-
-def test_group_and_leave_one_out_advantages():
-    rewards = jnp.array([1.0, 2.0, 3.0, 5.0, 5.0, 5.0])
-    np.testing.assert_allclose(leave_one_out_advantages(rewards, 3),
-                               [-1.5, 0.0, 1.5, 0.0, 0.0, 0.0])
-    grpo = group_normalized_advantages(rewards, 3)
-    np.testing.assert_allclose(grpo[:3], np.array([-1.0, 0.0, 1.0]) / (np.std([1, 2, 3]) + 1e-6),
-                               rtol=1e-5)
-    np.testing.assert_array_equal(grpo[3:], 0.0)  # equal rewards: no signal, no NaN
-    np.testing.assert_allclose(group_normalized_advantages(rewards, 3, scale_by_std=False)[:3],
-                               [-1.0, 0.0, 1.0])
-    with pytest.raises(ValueError, match="groups of 4"):
-        group_normalized_advantages(rewards, 4)
 
 
 def test_batch_normalized_advantages():
@@ -87,25 +71,6 @@ def test_kl_estimators():
     assert float(jnp.min(kl_estimate(jnp.log(p[x]), jnp.log(q[x]), "k3"))) >= 0
 
 
-def test_ppo_clip_golden_and_dual_clip():
-    lp = jnp.log(jnp.array([[1.0, 1.5, 0.5, 0.5]]))
-    old = jnp.zeros((1, 4))
-    adv = jnp.array([[2.0, 1.0, 1.0, -1.0]])
-    loss, m = ppo_clip_loss(lp, old, adv, jnp.ones((1, 4)), clip_low=0.2)
-    # ratio 1: -A; ratio 1.5, A > 0: clipped at 1.2; ratio 0.5, A > 0: unclipped -0.5;
-    # ratio 0.5, A < 0: clipped at 0.8 -> 0.8
-    np.testing.assert_allclose(loss, [[-2.0, -1.2, -0.5, 0.8]], rtol=1e-6)
-    np.testing.assert_array_equal(m["clipped"], [[0, 1, 0, 1]])
-    # clip-higher: the upper bound moves to 1.28
-    hi, _ = ppo_clip_loss(lp, old, adv, jnp.ones((1, 4)), clip_low=0.2, clip_high=0.28)
-    np.testing.assert_allclose(hi[0, 1], -1.28, rtol=1e-6)
-    # dual clip bounds a negative advantage's loss by -c A
-    big = jnp.log(jnp.array([[10.0]]))
-    d, _ = ppo_clip_loss(big, jnp.zeros((1, 1)), jnp.array([[-1.0]]), jnp.ones((1, 1)),
-                         dual_clip=3.0)
-    np.testing.assert_allclose(d, [[3.0]])
-
-
 def test_sequence_advantages_broadcast_and_gradients():
     lp = jnp.asarray(RNG.normal(size=(B, T)) * 0.1, jnp.float32)
     old = jnp.asarray(RNG.normal(size=(B, T)) * 0.1, jnp.float32)
@@ -117,31 +82,6 @@ def test_sequence_advantages_broadcast_and_gradients():
                 (lp,), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
     g = jax.grad(lambda x: aggregate(ppo_clip_loss(x, old, adv, MASK)[0], MASK))(lp * 1e3)
     assert np.isfinite(np.asarray(g)).all()
-
-
-def test_gspo():
-    lp = jnp.log(jnp.array([[1.0, 1.2, 9.0], [0.9, 0.9, 0.0]]))
-    mask = jnp.array([[1, 1, 0], [1, 1, 0]], jnp.float32)
-    adv = jnp.array([1.0, -1.0])
-    loss, m = gspo_loss(lp, jnp.zeros((2, 3)), adv, mask, clip_low=0.05, clip_high=0.05)
-    s = np.exp(np.array([np.log(1.2) / 2, np.log(0.9)]))  # geometric means over the 2 tokens
-    np.testing.assert_allclose(m["ratio"], s, rtol=1e-6)
-    np.testing.assert_allclose(loss, [-1.05, 0.95], rtol=1e-6)  # both clipped
-    # one token per sequence, no clipping: the same as token-level PPO
-    one = jnp.ones((2, 1))
-    x = jnp.array([[0.01], [-0.02]])
-    np.testing.assert_allclose(gspo_loss(x, 0 * x, adv, one, clip_low=1, clip_high=1)[0],
-                               ppo_clip_loss(x, 0 * x, adv, one, clip_low=1)[0][:, 0], rtol=1e-6)
-
-
-def test_value_loss_and_entropy():
-    v = jnp.array([[1.0, 3.0]])
-    loss = clipped_value_loss(v, jnp.array([[0.0, 0.0]]), jnp.array([[0.0, 0.0]]),
-                              jnp.ones((1, 2)), clip=0.5)
-    # max((1-0)^2, (0.5-0)^2)/2 = 0.5; max(9, 0.25)/2 = 4.5
-    np.testing.assert_allclose(loss, [[0.5, 4.5]])
-    ent = entropy_bonus(jnp.zeros((1, 2, 4)), jnp.array([[1.0, 0.0]]))
-    np.testing.assert_allclose(ent, [[-np.log(4), 0.0]], rtol=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum",
@@ -191,3 +131,78 @@ def test_gpo_loss_is_the_square_regression_of_the_log_ratio():
     # a sample preferred to the policy (s > b) gets its probability pushed up from the start
     grad = jax.grad(lambda x: gpo_loss(x, old, jnp.ones(6), eta=1.0)[0].sum())(old)
     assert (np.asarray(grad) < 0).all()
+
+
+class TestGoldenValues(chex.TestCase):
+    """Hand-computed values, each checked with and without jit."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_gae_golden(self):
+        # one token, reward 1, value 0.5: advantage 0.5, return 1
+        a1, r1 = self.variant(gae)(jnp.ones((1, 1)), jnp.full((1, 1), 0.5), jnp.ones((1, 1)))
+        chex.assert_trees_all_close((a1[0, 0], r1[0, 0]), (np.float32(0.5), np.float32(1.0)),
+                                    rtol=1e-7)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_group_and_leave_one_out_advantages(self):
+        rewards = jnp.array([1.0, 2.0, 3.0, 5.0, 5.0, 5.0])
+        chex.assert_trees_all_close(
+            self.variant(lambda r: leave_one_out_advantages(r, 3))(rewards),
+            np.array([-1.5, 0.0, 1.5, 0.0, 0.0, 0.0]), rtol=1e-7)
+        grpo = self.variant(lambda r: group_normalized_advantages(r, 3))(rewards)
+        chex.assert_trees_all_close(grpo[:3],
+                                    np.array([-1.0, 0.0, 1.0]) / (np.std([1, 2, 3]) + 1e-6),
+                                    rtol=1e-5)
+        chex.assert_trees_all_equal(grpo[3:], np.zeros(3))  # equal rewards: no signal, no NaN
+        unscaled = self.variant(lambda r: group_normalized_advantages(r, 3, scale_by_std=False))
+        chex.assert_trees_all_close(unscaled(rewards)[:3], np.array([-1.0, 0.0, 1.0]), rtol=1e-7)
+        with pytest.raises(ValueError, match="groups of 4"):
+            self.variant(lambda r: group_normalized_advantages(r, 4))(rewards)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_ppo_clip_golden_and_dual_clip(self):
+        lp = jnp.log(jnp.array([[1.0, 1.5, 0.5, 0.5]]))
+        old = jnp.zeros((1, 4))
+        adv = jnp.array([[2.0, 1.0, 1.0, -1.0]])
+        loss, m = self.variant(lambda *a: ppo_clip_loss(*a, clip_low=0.2))(
+            lp, old, adv, jnp.ones((1, 4)))
+        # ratio 1: -A; ratio 1.5, A > 0: clipped at 1.2; ratio 0.5, A > 0: unclipped -0.5;
+        # ratio 0.5, A < 0: clipped at 0.8 -> 0.8
+        chex.assert_trees_all_close(loss, np.array([[-2.0, -1.2, -0.5, 0.8]]), rtol=1e-6)
+        chex.assert_trees_all_equal(m["clipped"], np.array([[0, 1, 0, 1]]))
+        # clip-higher: the upper bound moves to 1.28
+        hi, _ = self.variant(lambda *a: ppo_clip_loss(*a, clip_low=0.2, clip_high=0.28))(
+            lp, old, adv, jnp.ones((1, 4)))
+        chex.assert_trees_all_close(hi[0, 1], np.float64(-1.28), rtol=1e-6)
+        # dual clip bounds a negative advantage's loss by -c A
+        big = jnp.log(jnp.array([[10.0]]))
+        d, _ = self.variant(lambda *a: ppo_clip_loss(*a, dual_clip=3.0))(
+            big, jnp.zeros((1, 1)), jnp.array([[-1.0]]), jnp.ones((1, 1)))
+        chex.assert_trees_all_close(d, np.array([[3.0]]), rtol=1e-7)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_gspo(self):
+        lp = jnp.log(jnp.array([[1.0, 1.2, 9.0], [0.9, 0.9, 0.0]]))
+        mask = jnp.array([[1, 1, 0], [1, 1, 0]], jnp.float32)
+        adv = jnp.array([1.0, -1.0])
+        loss, m = self.variant(lambda *a: gspo_loss(*a, clip_low=0.05, clip_high=0.05))(
+            lp, jnp.zeros((2, 3)), adv, mask)
+        s = np.exp(np.array([np.log(1.2) / 2, np.log(0.9)]))  # geometric means over the 2 tokens
+        chex.assert_trees_all_close(m["ratio"], s, rtol=1e-6)
+        chex.assert_trees_all_close(loss, np.array([-1.05, 0.95]), rtol=1e-6)  # both clipped
+        # one token per sequence, no clipping: the same as token-level PPO
+        one = jnp.ones((2, 1))
+        x = jnp.array([[0.01], [-0.02]])
+        seq = self.variant(lambda *a: gspo_loss(*a, clip_low=1, clip_high=1))(x, 0 * x, adv, one)
+        tok = self.variant(lambda *a: ppo_clip_loss(*a, clip_low=1))(x, 0 * x, adv, one)
+        chex.assert_trees_all_close(seq[0], tok[0][:, 0], rtol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_value_loss_and_entropy(self):
+        v = jnp.array([[1.0, 3.0]])
+        loss = self.variant(lambda *a: clipped_value_loss(*a, clip=0.5))(
+            v, jnp.array([[0.0, 0.0]]), jnp.array([[0.0, 0.0]]), jnp.ones((1, 2)))
+        # max((1-0)^2, (0.5-0)^2)/2 = 0.5; max(9, 0.25)/2 = 4.5
+        chex.assert_trees_all_close(loss, np.array([[0.5, 4.5]]), rtol=1e-7)
+        ent = self.variant(entropy_bonus)(jnp.zeros((1, 2, 4)), jnp.array([[1.0, 0.0]]))
+        chex.assert_trees_all_close(ent, np.array([[-np.log(4), 0.0]]), rtol=1e-6)

@@ -1,5 +1,6 @@
 """Bradley-Terry loss and pairwise accuracy."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,19 +16,28 @@ def naive_bt(c, r, margin=0.0, eps=0.0):
     return (1 - eps) * nll(d) + eps * nll(-d)
 
 
-def test_golden_values_under_jit():
-    f = jax.jit(bradley_terry_loss)
-    # -log sigmoid(1) = log(1 + e^-1) = 0.3132617; -log sigmoid(0) = log 2;
-    # -log sigmoid(-2) = 2.126928
-    np.testing.assert_allclose(f(jnp.array([1.0, 0.0, -1.0]), jnp.array([0.0, 0.0, 1.0])),
-                               [0.3132617, 0.6931472, 2.1269280], rtol=1e-6)
-    # margin 0.5 on d = 1: -log sigmoid(0.5) = 0.4740770
-    np.testing.assert_allclose(bradley_terry_loss(jnp.array([1.0]), jnp.array([0.0]), margin=0.5),
-                               [0.4740770], rtol=1e-6)
-    # label smoothing 0.1 on d = 1: 0.9 * 0.3132617 + 0.1 * 1.3132617 = 0.4132617
-    np.testing.assert_allclose(
-        bradley_terry_loss(jnp.array([1.0]), jnp.array([0.0]), label_smoothing=0.1), [0.4132617],
-        rtol=1e-6)
+class TestGoldenValues(chex.TestCase):
+    """Hand-computed values, each checked with and without jit."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_golden_values(self):
+        f = self.variant(bradley_terry_loss)
+        # -log sigmoid(1) = log(1 + e^-1) = 0.3132617; -log sigmoid(0) = log 2;
+        # -log sigmoid(-2) = 2.126928
+        chex.assert_trees_all_close(f(jnp.array([1.0, 0.0, -1.0]), jnp.array([0.0, 0.0, 1.0])),
+                                    np.array([0.3132617, 0.6931472, 2.1269280]), rtol=1e-6)
+        # margin 0.5 on d = 1: -log sigmoid(0.5) = 0.4740770
+        chex.assert_trees_all_close(f(jnp.array([1.0]), jnp.array([0.0]), margin=0.5),
+                                    np.array([0.4740770]), rtol=1e-6)
+        # label smoothing 0.1 on d = 1: 0.9 * 0.3132617 + 0.1 * 1.3132617 = 0.4132617
+        chex.assert_trees_all_close(f(jnp.array([1.0]), jnp.array([0.0]), label_smoothing=0.1),
+                                    np.array([0.4132617]), rtol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_pairwise_accuracy(self):
+        chex.assert_trees_all_equal(
+            self.variant(pairwise_accuracy)(jnp.array([1.0, 0.0, 2.0]), jnp.array([0.0, 0.0, 3.0])),
+            np.array([1.0, 0.5, 0.0]))
 
 
 def test_matches_numpy_reference():
@@ -67,8 +77,3 @@ def test_shape_checks():
     with pytest.raises(AssertionError,
                        match=r"different shapes.*\[chosen_rewards, rejected_rewards\]"):
         bradley_terry_loss(jnp.zeros(3), jnp.zeros(4))
-
-
-def test_pairwise_accuracy():
-    np.testing.assert_array_equal(pairwise_accuracy(jnp.array([1.0, 0.0, 2.0]),
-                                                    jnp.array([0.0, 0.0, 3.0])), [1.0, 0.5, 0.0])
