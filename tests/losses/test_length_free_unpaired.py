@@ -1,5 +1,6 @@
 """R-DPO, SimPO, CPO, ORPO and KTO against their published formulas."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,11 +34,7 @@ def test_simpo():
                                             beta=2.0, gamma=1.0))(PC, PR)
     expected = -logsig(2.0 * (PC / LC - PR / LR) - 1.0)
     np.testing.assert_allclose(loss, expected, rtol=1e-4, atol=1e-5)
-    # golden: average log-probs -1 and -2, beta 2, gamma 1: -log sigmoid(2 - 1) = 0.3132617
-    golden, _ = simpo_loss(jnp.array([-3.0]), jnp.array([-4.0]), chosen_lengths=jnp.array([3.0]),
-                           rejected_lengths=jnp.array([2.0]), beta=2.0, gamma=1.0)
-    np.testing.assert_allclose(golden, [0.3132617], rtol=1e-6)
-    assert m["reward_margins"].shape == (B,)
+    chex.assert_shape(m["reward_margins"], (B,))
 
 
 def test_cpo():
@@ -52,14 +49,30 @@ def test_orpo():
     log_odds = (a_c - a_r) - (np.log1p(-np.exp(a_c)) - np.log1p(-np.exp(a_r)))
     np.testing.assert_allclose(m["log_odds_ratio"], log_odds, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(loss, -a_c - 0.1 * logsig(log_odds), rtol=1e-4, atol=1e-5)
-    # golden: equal average log-probs -> log odds ratio 0 -> NLL + lambda log 2
-    golden, _ = orpo_loss(jnp.array([-2.0]), jnp.array([-4.0]), chosen_lengths=jnp.array([2.0]),
-                          rejected_lengths=jnp.array([4.0]), lambda_=0.5)
-    np.testing.assert_allclose(golden, [1.0 + 0.5 * np.log(2)], rtol=1e-6)
     # a near-zero average log-prob (p close to 1) stays finite, with finite gradients
     g = jax.grad(lambda pc: orpo_loss(pc, jnp.array([-5.0]), chosen_lengths=jnp.ones(1),
                                       rejected_lengths=jnp.ones(1))[0].sum())(jnp.array([-1e-9]))
     assert np.isfinite(np.asarray(g)).all()
+
+
+class TestGoldenValues(chex.TestCase):
+    """Hand-computed values, each checked with and without jit."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_simpo_golden(self):
+        # average log-probs -1 and -2, beta 2, gamma 1: -log sigmoid(2 - 1) = 0.3132617
+        golden, _ = self.variant(lambda *a, **kw: simpo_loss(*a, **kw, beta=2.0, gamma=1.0))(
+            jnp.array([-3.0]), jnp.array([-4.0]), chosen_lengths=jnp.array([3.0]),
+            rejected_lengths=jnp.array([2.0]))
+        chex.assert_trees_all_close(golden, np.array([0.3132617]), rtol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_orpo_golden(self):
+        # equal average log-probs -> log odds ratio 0 -> NLL + lambda log 2
+        golden, _ = self.variant(lambda *a, **kw: orpo_loss(*a, **kw, lambda_=0.5))(
+            jnp.array([-2.0]), jnp.array([-4.0]), chosen_lengths=jnp.array([2.0]),
+            rejected_lengths=jnp.array([4.0]))
+        chex.assert_trees_all_close(golden, np.array([1.0 + 0.5 * np.log(2)]), rtol=1e-6)
 
 
 def test_kto():

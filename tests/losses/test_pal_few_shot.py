@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,13 +29,18 @@ def _numpy_loss(w, c, r, p, mask=None, l2=0.0):
     return (m * losses).sum() / max(1.0, m.sum()) + l2 * (w ** 2).sum()
 
 
-def test_golden_value_by_hand():
-    # K = 2 prototypes at 0 and 2 on a line (d = 1), w = 0 -> ideal point a = 1.
-    # chosen 1 (distance 0), rejected 3 (distance 4): loss = log(1 + e^-4); l2 adds 0.
-    w = jnp.zeros(2)
-    loss = jax.jit(user_weights_loss)(w, jnp.array([[1.0]]), jnp.array([[3.0]]),
-                                      jnp.array([[0.0], [2.0]]))
-    np.testing.assert_allclose(loss, np.log1p(np.exp(-4.0)), rtol=1e-6)
+class TestGoldenValues(chex.TestCase):
+    """Hand-computed values, each checked with and without jit."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_golden_value_by_hand(self):
+        # K = 2 prototypes at 0 and 2 on a line (d = 1), w = 0 -> ideal point a = 1.
+        # chosen 1 (distance 0), rejected 3 (distance 4): loss = log(1 + e^-4); l2 adds 0.
+        w = jnp.zeros(2)
+        loss = self.variant(user_weights_loss)(w, jnp.array([[1.0]]), jnp.array([[3.0]]),
+                                               jnp.array([[0.0], [2.0]]))
+        chex.assert_shape(loss, ())
+        chex.assert_trees_all_close(loss, np.log1p(np.exp(-4.0)), rtol=1e-6)
 
 
 @pytest.mark.parametrize("l2", [0.0, 0.3])

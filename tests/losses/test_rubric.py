@@ -1,5 +1,6 @@
 """GPRC: prompt-anchored reference projection and the axis/perpendicular pair loss."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,14 +23,29 @@ def naive_projection(x, ref, y):
     return np.array(s), np.array(p)
 
 
-def test_projection_golden_under_jit():
-    # x = 0, ref = (2, 0), y = (1, 3): d = (2, 0), |d| = 2, s = 1 / 2, p = (0, 3) / 2
-    x = jnp.zeros((1, 2))
-    ref = jnp.array([[2.0, 0.0]])
-    y = jnp.array([[1.0, 3.0]])
-    s, p = jax.jit(reference_projection)(x, ref, y)
-    np.testing.assert_allclose(s, [0.5], rtol=1e-6)
-    np.testing.assert_allclose(p, [[0.0, 1.5]], rtol=1e-6)
+class TestGoldenValues(chex.TestCase):
+    """Hand-computed values, each checked with and without jit."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_projection_golden(self):
+        # x = 0, ref = (2, 0), y = (1, 3): d = (2, 0), |d| = 2, s = 1 / 2, p = (0, 3) / 2
+        x = jnp.zeros((1, 2))
+        ref = jnp.array([[2.0, 0.0]])
+        y = jnp.array([[1.0, 3.0]])
+        s, p = self.variant(reference_projection)(x, ref, y)
+        chex.assert_trees_all_close(s, np.array([0.5]), rtol=1e-6)
+        chex.assert_trees_all_close(p, np.array([[0.0, 1.5]]), rtol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_gprc_loss_golden(self):
+        # -log sigmoid(1) = 0.3132617; penalty 0.5 * 0.2 * (0.5^2 + 1^2) = 0.125
+        f = self.variant(lambda *a: gprc_loss(*a, perpendicular_weight=0.2))
+        out = f(jnp.array([1.0]), jnp.array([0.0]), jnp.array([0.5]), jnp.array([1.0]))
+        chex.assert_trees_all_close(out, np.array([0.3132617 + 0.125]), rtol=1e-6)
+        # temperature 2 on a gap of 2: -log sigmoid(1); no axis scores needed without the penalty
+        out = self.variant(lambda *a: gprc_loss(*a, temperature=2.0))(jnp.array([2.0]),
+                                                                      jnp.array([0.0]))
+        chex.assert_trees_all_close(out, np.array([0.3132617]), rtol=1e-6)
 
 
 def test_projection_matches_numpy_and_geometry():
@@ -76,16 +92,6 @@ def naive_gprc(hi, lo, hi_par, lo_par, tau, lam):
     hi, lo, hi_par, lo_par = (np.asarray(a, np.float64) for a in (hi, lo, hi_par, lo_par))
     return np.log1p(np.exp(-(hi - lo) / tau)) + 0.5 * lam * ((hi - hi_par) ** 2
                                                              + (lo - lo_par) ** 2)
-
-
-def test_gprc_loss_golden_under_jit():
-    # -log sigmoid(1) = 0.3132617; penalty 0.5 * 0.2 * (0.5^2 + 1^2) = 0.125
-    f = jax.jit(lambda *a: gprc_loss(*a, perpendicular_weight=0.2))
-    out = f(jnp.array([1.0]), jnp.array([0.0]), jnp.array([0.5]), jnp.array([1.0]))
-    np.testing.assert_allclose(out, [0.3132617 + 0.125], rtol=1e-6)
-    # temperature 2 on a gap of 2: -log sigmoid(1); no axis scores needed without the penalty
-    np.testing.assert_allclose(gprc_loss(jnp.array([2.0]), jnp.array([0.0]), temperature=2.0),
-                               [0.3132617], rtol=1e-6)
 
 
 def test_gprc_loss_matches_numpy_and_swap_identity():

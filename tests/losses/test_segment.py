@@ -2,6 +2,7 @@
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,17 +42,22 @@ def random_batch(seed, b=6, length=4):
     return arrays, masks, y
 
 
-def test_golden_value():
-    # one step each: means 1 and 0, variances 0.5 + 0.5 -> P = Phi(1), loss = -log Phi(1)
-    lv = np.log(np.full((1, 1), 0.5, np.float32))
-    got = loss_fn(np.ones((1, 1)), lv, np.zeros((1, 1)), lv, np.ones((1, 1)), np.ones((1, 1)))
-    np.testing.assert_allclose(got, [-math.log(phi(1.0))], rtol=1e-6)
-    # KL of N(1, 0.5) and N(0, 0.5) to N(0, 1): (1 + 0.5 - 1 - log 0.5) / 2 and (0.5 - 1 - log
-    # 0.5) / 2, averaged over the two steps, times kl_weight = 2
-    kl = 0.5 * ((1 + 0.5 - 1 - math.log(0.5)) + (0.5 - 1 - math.log(0.5))) / 2
-    got = loss_fn(np.ones((1, 1)), lv, np.zeros((1, 1)), lv, np.ones((1, 1)), np.ones((1, 1)),
-                  kl_weight=2.0)
-    np.testing.assert_allclose(got, [-math.log(phi(1.0)) + 2 * kl], rtol=1e-6)
+class TestGoldenValues(chex.TestCase):
+    """Hand-computed values, each checked with and without jit."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_golden_value(self):
+        # one step each: means 1 and 0, variances 0.5 + 0.5 -> P = Phi(1), loss = -log Phi(1)
+        lv = np.log(np.full((1, 1), 0.5, np.float32))
+        one, zero = np.ones((1, 1)), np.zeros((1, 1))
+        got = self.variant(gaussian_segment_preference_loss)(one, lv, zero, lv, one, one)
+        chex.assert_trees_all_close(got, np.array([-math.log(phi(1.0))]), rtol=1e-6)
+        # KL of N(1, 0.5) and N(0, 0.5) to N(0, 1): (1 + 0.5 - 1 - log 0.5) / 2 and (0.5 - 1 -
+        # log 0.5) / 2, averaged over the two steps, times kl_weight = 2 (static, closed over)
+        kl = 0.5 * ((1 + 0.5 - 1 - math.log(0.5)) + (0.5 - 1 - math.log(0.5))) / 2
+        got = self.variant(lambda *a: gaussian_segment_preference_loss(*a, kl_weight=2.0))(
+            one, lv, zero, lv, one, one)
+        chex.assert_trees_all_close(got, np.array([-math.log(phi(1.0)) + 2 * kl]), rtol=1e-6)
 
 
 @pytest.mark.parametrize("kl_weight", [0.0, 0.3])
