@@ -214,11 +214,6 @@ class OnlineState(NamedTuple):
     ref: Any
 
 
-def _single_device_tree(abstract):
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda _: device, abstract)
-
-
 def initial_state(place: shd.Placement, *, params, logical_axes, tx, seed: int,
                   controls: Mapping[str, Any] | None = None, ref_axes: Any = None,
                   with_ref: bool = False):
@@ -241,7 +236,8 @@ def initial_state(place: shd.Placement, *, params, logical_axes, tx, seed: int,
 
     abstract = jax.eval_shape(create, params)
     if place.mesh is None:
-        shardings = _single_device_tree(abstract)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shardings = jax.tree.map(lambda _: device, abstract)
         train_sharding = None
     else:
         train_sharding = place.state_shardings(abstract.train, logical_axes)

@@ -140,6 +140,12 @@ def _write_timings(workdir: str, step: int, timings: Mapping[str, float]) -> Non
         f.write(json.dumps({"step": step, **timings}) + "\n")
 
 
+def single_device_abstract(abstract: Any) -> Any:
+    """The ShapeDtypeStruct tree `abstract` placed on the first device (for restoring)."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return abstract_like(abstract, jax.tree.map(lambda _: device, abstract))
+
+
 def _truncate_timings(path: str, step: int) -> None:
     if not os.path.exists(path):
         return
@@ -194,7 +200,7 @@ def run_loop(
       step_fn: `(state, inputs) -> (state, metrics)`; metrics are scalars (arrays or floats).
       num_steps: total number of steps of the run.
       abstract_state: ShapeDtypeStruct tree (with shardings) of the state, for restoring;
-        None derives it from `jax.eval_shape(init_state)` (single device).
+        None derives it from `jax.eval_shape(init_state)`, on the first device.
       data_iter: the inputs (a grain DatasetIterator is checkpointed for exact resume); None
         passes the step index.
       eval_fn: `state -> metrics`.
@@ -215,7 +221,7 @@ def run_loop(
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     if abstract_state is None:
-        abstract_state = jax.eval_shape(init_state)
+        abstract_state = single_device_abstract(jax.eval_shape(init_state))
     checkpointable_iter = data_iter if hasattr(data_iter, "get_state") else None
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), every=checkpoint_every,
                                 max_to_keep=max_to_keep)

@@ -1,0 +1,183 @@
+"""Small models (MLPs, feature vectors, MDPs) trained through the one loop, all seeds at once.
+
+A small model's whole optimisation fits in one compiled program: each step of the training
+loop (`alignax.train.loop.run_loop`) runs `steps_per_log` optimizer updates as a `lax.scan`
+and, with several seeds, `jax.vmap`s that scan over the seeds (PureJaxRL style), so five
+seeds cost about one. The loop gives these runs what every other run gets: metrics.jsonl and
+TensorBoard scalars (the mean over seeds and every seed's own value, `seed_<s>/<name>`), a
+progress bar, NaN/inf halt, checkpoints of the stacked state, SIGTERM checkpoint and exact
+resume.
+
+    def loss_fn(params, batch):                  # full batch: batch is `data`
+        r = mlp.apply(params, batch["x"])
+        return bradley_terry_loss(r[batch["chosen"]], r[batch["rejected"]]).mean()
+
+    fit = fit_small(workdir, loss_fn=loss_fn, init_params=mlp.init, tx=optax.adam(1e-2),
+                    num_steps=500, data=data, seeds=[0, 1, 2, 3, 4])
+    fit.params          # every leaf [S, ...]; fit.seed_params(2) is seed 2's tree
+    fit.final_loss      # [S] loss before the last update
+
+Equality: the vmapped seeds give the sequential runs' numbers (to float rounding of batched
+matmuls; tests/train/test_small.py), and splitting the scan into logged chunks does not change
+the updates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from alignax.train.loop import run_loop
+from alignax.train.state import TrainState
+
+
+@dataclasses.dataclass
+class SmallFit:
+    """What `fit_small` returns.
+
+    Attributes:
+      params: the trained params, every leaf stacked over seeds [S, ...].
+      seeds: the seeds, in the order of the leading axis.
+      final_loss: [S] the loss before the last update of each seed.
+      metrics: the last logged step's metrics (means over seeds and `seed_<s>/...`).
+      history: every logged row of the run (see `run_loop`).
+      resumed_from: the loop step a checkpoint was restored from, or None.
+    """
+
+    params: Any
+    seeds: list[int]
+    final_loss: np.ndarray
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    resumed_from: int | None
+
+    def seed_params(self, i: int) -> Any:
+        """The params of the i-th seed (position in `seeds`)."""
+        return jax.tree.map(lambda x: x[i], self.params)
+
+
+def _chunks(num_steps: int, steps_per_log: int) -> list[int]:
+    full, rest = divmod(num_steps, steps_per_log)
+    return [steps_per_log] * full + ([rest] if rest else [])
+
+
+def fit_small(
+    workdir: str,
+    *,
+    loss_fn: Callable[..., Any],
+    init_params: Callable[[jax.Array], Any] | Any,
+    tx: optax.GradientTransformation,
+    num_steps: int,
+    data: Any = None,
+    seeds: Sequence[int] = (0,),
+    per_seed_data: bool = False,
+    batch_fn: Callable[[Any, jax.Array], Any] | None = None,
+    has_aux: bool = False,
+    steps_per_log: int | None = None,
+    checkpoint_every: int = 10,
+    eval_fn: Callable[[Any], dict] | None = None,
+    progress: bool = False,
+    desc: str = "small",
+) -> SmallFit:
+    """Trains a small model for `num_steps` updates of `tx`, every seed at once.
+
+    Args:
+      workdir: the run folder (metrics.jsonl, tensorboard/, checkpoints/).
+      loss_fn: `(params, batch) -> loss` (or `(loss, metrics)` with `has_aux`).
+      init_params: `rng -> params` (called with `jax.random.key(seed)` for each seed), or one
+        params tree that every seed starts from.
+      tx: the optax transformation.
+      num_steps: number of updates.
+      data: the training data, a pytree of arrays (the full batch, or what `batch_fn` draws
+        from). With `per_seed_data` every leaf has a leading [S] axis: seed i uses row i.
+      seeds: the seeds; their runs are vmapped into one program.
+      per_seed_data: see `data`.
+      batch_fn: `(data, rng) -> batch` draws each update's batch (minibatch SGD); the key is
+        `fold_in(seed key, step)`, so it is the same after a resume. None: the full batch.
+      has_aux: `loss_fn` returns (loss, metrics of scalars).
+      steps_per_log: updates per loop step (one logged row, one NaN check); default
+        max(1, num_steps // 50).
+      checkpoint_every: loop steps between checkpoints.
+      eval_fn: `params -> metrics` of one seed, vmapped over the seeds, every loop step.
+      progress: show the progress bar.
+      desc: its label.
+
+    Returns:
+      SmallFit.
+    """
+    num_steps = int(num_steps)
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("fit_small needs at least one seed")
+    steps_per_log = max(1, num_steps // 50) if steps_per_log is None else int(steps_per_log)
+    chunks = _chunks(num_steps, steps_per_log)
+    keys = jnp.stack([jax.random.key(s) for s in seeds])
+    data_axis = 0 if per_seed_data else None
+    if per_seed_data:
+        for leaf in jax.tree.leaves(data):
+            if leaf.shape[:1] != (len(seeds),):
+                raise ValueError(f"per_seed_data leaves need a leading axis of {len(seeds)} "
+                                 f"seeds, got shape {leaf.shape}")
+
+    def objective(params, batch):
+        out = loss_fn(params, batch)
+        return out if has_aux else (out, {})
+
+    def create(key):
+        params = init_params(key) if callable(init_params) else jax.tree.map(
+            jnp.asarray, init_params)
+        return TrainState.create(params, tx, key)
+
+    def run_chunk(state: TrainState, seed_data, length: int):
+        def update(st: TrainState, _):
+            rng = jax.random.fold_in(st.rng, st.step)
+            batch = seed_data if batch_fn is None else batch_fn(seed_data, rng)
+            (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(st.params, batch)
+            updates, opt_state = tx.update(grads, st.opt_state, st.params)
+            params = optax.apply_updates(st.params, updates)
+            return TrainState(params, opt_state, st.step + 1, st.rng), (loss, aux)
+
+        state, (losses, aux) = jax.lax.scan(update, state, None, length=length)
+        metrics = {"loss": losses[-1], "loss_mean": losses.mean(),
+                   **{k: v[-1] for k, v in aux.items()}}
+        if eval_fn is not None:
+            metrics.update({f"eval/{k}": v for k, v in eval_fn(state.params).items()})
+        return state, metrics
+
+    compiled = {}
+
+    def chunk_fn(length: int):
+        if length not in compiled:
+            compiled[length] = jax.jit(
+                jax.vmap(lambda st, d: run_chunk(st, d, length), in_axes=(0, data_axis)),
+                donate_argnums=(0,))
+        return compiled[length]
+
+    def step_fn(state, index: int):
+        state, per_seed = chunk_fn(chunks[index])(state, data)
+        per_seed = jax.device_get(per_seed)
+        metrics = {}
+        for name, values in per_seed.items():
+            values = np.asarray(values, np.float64)
+            metrics[name] = float(values.mean())
+            for s, v in zip(seeds, values):
+                metrics[f"seed_{s}/{name}"] = float(v)
+        return state, metrics
+
+    create_all = jax.jit(jax.vmap(create))
+    result = run_loop(workdir, init_state=lambda: create_all(keys),
+                      step_fn=step_fn,
+                      num_steps=len(chunks), checkpoint_every=checkpoint_every,
+                      progress=progress, desc=desc)
+    last = result.history[-1] if result.history else result.metrics
+    final_loss = np.array([last[f"seed_{s}/loss"] for s in seeds], np.float32)
+    return SmallFit(params=result.state.params, seeds=seeds, final_loss=final_loss,
+                    metrics=result.metrics, history=result.history,
+                    resumed_from=result.resumed_from)
