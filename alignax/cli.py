@@ -25,6 +25,9 @@ import sys
 
 USAGE_RUN = "alignax run experiments/<name>.py[:arg] [--workdir DIR] [--config.a.b=value ...]"
 
+# The commands import the library (and with it JAX) inside their bodies: `alignax list` and
+# `--help` stay fast, and `alignax run` sets up host memory reuse before JAX computes anything.
+
 
 def _err(message: str, code: int) -> int:
     print(f"alignax: {message}", file=sys.stderr)

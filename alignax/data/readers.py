@@ -348,6 +348,7 @@ def _jsonl_rows(path: str) -> Iterator[tuple[int, Any]]:
 
 def _parquet_rows(path: str) -> Iterator[tuple[int, Any]]:
     """Yields (1-based row number, row dict)."""
+    # pyarrow is imported lazily: it is heavy, and only Parquet files need it.
     import pyarrow as pa
     import pyarrow.parquet as pq
 

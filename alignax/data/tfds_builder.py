@@ -186,7 +186,7 @@ def write_preference_dataset(
     config = tfds.download.DownloadConfig(
         download_mode=tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite else
         tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-    from tensorflow_datasets.core.utils import tqdm_utils
+    from tensorflow_datasets.core.utils import tqdm_utils  # lazily, as in _tfds
 
     progress_was_on = getattr(tqdm_utils, "_active", True)
     tfds.display_progress_bar(False)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Iterable
+
+from alignax.data.readers import render_chat
 
 
 class ByteTokenizer:
@@ -99,10 +103,7 @@ class HFTokenizer:
     def from_file(cls, path: str, **special_tokens) -> "HFTokenizer":
         """Loads `path` (a tokenizer.json, or a folder holding tokenizer.json and optionally
         tokenizer_config.json); keyword arguments override the special tokens."""
-        import json
-        import os
-
-        from tokenizers import Tokenizer
+        from tokenizers import Tokenizer  # the HF tokenizers library: only this loader needs it
 
         folder = path if os.path.isdir(path) else os.path.dirname(path)
         file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
@@ -137,8 +138,6 @@ class HFTokenizer:
 
     def apply_chat_template(self, messages, *, add_generation_prompt: bool = True) -> str:
         """The prompt text of a conversation (alignax's minimal template)."""
-        from alignax.data.readers import render_chat
-
         return render_chat(messages, add_generation_cue=add_generation_prompt)
 
     def __len__(self) -> int:

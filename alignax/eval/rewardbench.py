@@ -29,6 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from alignax.data.errors import DataError
+from alignax.data.readers import PreferenceRecord, read_preferences
+from alignax.data.tokenize import tokenize_pair
+
 SECTIONS = {
     "Chat": ("alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy",
              "mt-bench-med"),
@@ -168,10 +172,6 @@ def evaluate_preference_file(path: str, score_fn: Callable, tokenizer, *, max_le
       max_length: T; a longer pair raises a DataError naming its row.
       batch_size: sequences per call of `score_fn` (the results do not depend on it).
     """
-    from alignax.data.errors import DataError
-    from alignax.data.readers import PreferenceRecord, read_preferences
-    from alignax.data.tokenize import tokenize_pair
-
     records = read_preferences(path).records
     pairs = [r for r in records if isinstance(r, PreferenceRecord)]
     if len(pairs) != len(records):

@@ -17,7 +17,9 @@ import json
 import os
 from typing import Any
 
+import jax
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from alignax.models.transformer import Model, TransformerConfig, make_lm, make_reward_model
 
@@ -216,8 +218,6 @@ def _set(tree, path, value):
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
     """All tensors of a checkpoint folder (one or several *.safetensors shards) as numpy."""
-    from safetensors.numpy import load_file
-
     files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
     if not files:
         raise FileNotFoundError(f"no *.safetensors files in {path}")
@@ -244,8 +244,6 @@ def import_hf(path: str, *, kind: str = "lm") -> tuple[Model, dict]:
     if kind == "reward" and hf.get("num_labels", len(hf.get("id2label", {}) or [0, 0])) != 1:
         raise ValueError("a reward model checkpoint needs num_labels == 1")
     model = {"lm": make_lm, "reward": make_reward_model}[kind](cfg)
-    import jax
-
     params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
                           jax.eval_shape(model.init, jax.random.key(0)))
     tensors = read_safetensors(path)
@@ -311,8 +309,6 @@ def _export_gpt2(cfg, kind, params) -> dict[str, np.ndarray]:
 
 def export_hf(model: Model, params: Any, path: str, *, model_type: str = "llama") -> None:
     """Writes config.json and model.safetensors loadable by transformers' Auto classes."""
-    from safetensors.numpy import save_file
-
     cfg = model.config
     kind = "reward" if "score" in params else "lm"
     hf_config = config_to_hf(cfg, model_type=model_type, kind=kind)  # validates first

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from alignax.models.transformer import TransformerConfig, make_reward_model
 from alignax.tasks.language import BOS_ID, NUM_SPECIAL, BigramLanguage
 
 
@@ -170,8 +171,6 @@ class RandomTransformerGold:
 
     def __init__(self, task: BigramLanguage, *, d_model: int = 32, n_layers: int = 2,
                  n_heads: int = 2, seed: int = 0, num_calibration: int = 1024):
-        from alignax.models.transformer import TransformerConfig, make_reward_model
-
         self.task = task
         cfg = TransformerConfig(vocab_size=task.vocab_size, d_model=d_model, n_layers=n_layers,
                                 n_heads=n_heads, d_ff=4 * d_model, max_len=task.seq_len)
