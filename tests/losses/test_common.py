@@ -3,6 +3,7 @@ unpaired loss returns [B] float32, finite, compiled once."""
 
 import inspect
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,9 +90,10 @@ def test_contract(family, name):
         out2 = _per_example(family, jitted(*a2))
     assert n() == 1
     for out in (out1, out2):
-        assert out.shape == (5,) and out.dtype == jnp.float32
-        assert np.isfinite(np.asarray(out)).all()
+        chex.assert_shape(out, (5,))
+        chex.assert_type(out, jnp.float32)
+        chex.assert_tree_all_finite(out)
     assert not np.allclose(out1, out2)
     if family != "reward":
         _, metrics = jitted(*a1)
-        assert all(v.shape == (5,) for v in metrics.values())
+        chex.assert_shape(list(metrics.values()), (5,))

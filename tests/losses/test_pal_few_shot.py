@@ -84,7 +84,7 @@ def test_fit_recovers_the_generating_prototype_and_lowers_the_loss():
     c = jnp.asarray(np.where(first_wins[:, None], y1, y2), jnp.float32)
     r = jnp.asarray(np.where(first_wins[:, None], y2, y1), jnp.float32)
     w = jax.jit(functools.partial(fit_user_weights, steps=200, learning_rate=0.1))(c, r, protos)
-    assert w.shape == (3,)
+    chex.assert_shape(w, (3,))
     assert int(jnp.argmax(w)) == 2
     assert user_weights_loss(w, c, r, protos) < user_weights_loss(jnp.zeros(3), c, r, protos)
 

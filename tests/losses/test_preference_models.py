@@ -1,5 +1,6 @@
 """Segment (regret / partial return), PAL, MiCRo, PPO-M/C, goal-conditioned, GenARM and CRM."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,12 +133,16 @@ def test_calibrated_reward_loss_is_bt_plus_augmented_pairs():
                                bradley_terry_loss(arrs[0], arrs[1]), rtol=1e-6)
 
 
-def test_confidence_adjusted_rewards_golden():
-    r = jnp.array([2.0, -2.0, 2.0, -2.0, 1.0])
-    s = jnp.array([1.0, 1.0, 0.0, 0.0, 0.5])
-    out = confidence_adjusted_rewards(r, s, 0.0, weight=0.5)
-    # delta = 0.5 |r| (s - 0.5): confident good +0.5, confident bad -0.5, unsure good -0.5 ...
-    np.testing.assert_allclose(out, [2.5, -2.5, 1.5, -1.5, 1.0], rtol=1e-6)
+class TestGoldenValues(chex.TestCase):
+    """Hand-computed values, each checked with and without jit."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_confidence_adjusted_rewards_golden(self):
+        r = jnp.array([2.0, -2.0, 2.0, -2.0, 1.0])
+        s = jnp.array([1.0, 1.0, 0.0, 0.0, 0.5])
+        out = self.variant(lambda *a: confidence_adjusted_rewards(*a, weight=0.5))(r, s, 0.0)
+        # delta = 0.5 |r| (s - 0.5): confident good +0.5, confident bad -0.5, unsure good -0.5 ...
+        chex.assert_trees_all_close(out, np.array([2.5, -2.5, 1.5, -1.5, 1.0]), rtol=1e-6)
 
 
 def test_goal_contrastive_loss_matches_numpy_and_is_scale_invariant():
@@ -160,7 +165,8 @@ def test_goal_contrastive_loss_matches_numpy_and_is_scale_invariant():
     check_grads(lambda x: goal_contrastive_loss(x, gp[:2], gn[:2]).sum(), (s[:2],), order=1,
                 modes=["rev"], atol=1e-2, rtol=1e-2)
     vals = prefix_goal_values(_f32(2, 3, 6), gp[0])
-    assert vals.shape == (2, 3) and np.all(np.abs(vals) <= 1 + 1e-6)
+    chex.assert_shape(vals, (2, 3))
+    assert np.all(np.abs(vals) <= 1 + 1e-6)
 
 
 def test_autoregressive_rm_loss():

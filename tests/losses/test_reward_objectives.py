@@ -1,5 +1,6 @@
 """Scaled BT, regression, Gaussian ranking, GPM, PRM step BCE, contrastive term."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,9 +38,7 @@ def test_gaussian_ranking_matches_the_normal_cdf_and_is_stable():
     out = gaussian_ranking_loss(*(np.float32(x) for x in (mc, lc, mr, lr)))
     expected = -norm.logcdf((mc - mr) / np.sqrt(np.exp(lc) + np.exp(lr)))
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-6)
-    # golden: equal means -> -log(1/2)
     z = jnp.zeros(1)
-    np.testing.assert_allclose(gaussian_ranking_loss(z, z, z, z), [np.log(2)], rtol=1e-6)
     big = gaussian_ranking_loss(jnp.array([-1e3]), z, jnp.array([1e3]), z)
     assert np.isfinite(np.asarray(big)).all() and float(big[0]) > 1e5
     g = jax.grad(lambda m: gaussian_ranking_loss(m, z, -m, z).sum())(jnp.array([-1e3]))
@@ -58,20 +57,35 @@ def test_gpm_loss_swap_symmetry():
     np.testing.assert_allclose(gpm_loss(v, v), np.log(2) * np.ones(5), rtol=1e-6)
 
 
-def test_prm_step_loss():
-    logits = jnp.array([[2.0, -1.0, 0.0], [0.5, 0.5, 0.5]])
-    labels = jnp.array([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
-    mask = jnp.array([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    sp = lambda x: np.log1p(np.exp(x))  # noqa: E731  -log sigmoid(-x)
-    expected = [(sp(-2.0) + sp(-1.0)) / 2, sp(-0.5)]
-    np.testing.assert_allclose(prm_step_loss(logits, labels, mask), expected, rtol=1e-6)
-
-
 def test_contrastive_representation_loss():
-    a = jnp.eye(3)
-    out = contrastive_representation_loss(a, a, temperature=1.0)
-    # cos = 1 on the diagonal, 0 elsewhere: -log(e / (e + 2))
-    np.testing.assert_allclose(out, -np.log(np.e / (np.e + 2)) * np.ones(3), rtol=1e-6)
     x = jnp.asarray(RNG.normal(size=(4, 8)), jnp.float32)
     assert float(contrastive_representation_loss(x, x).mean()) < float(
         contrastive_representation_loss(x, x[::-1]).mean())
+
+
+class TestGoldenValues(chex.TestCase):
+    """Hand-computed values, each checked with and without jit."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_gaussian_ranking_golden(self):
+        # equal means -> -log(1/2)
+        z = jnp.zeros(1)
+        chex.assert_trees_all_close(self.variant(gaussian_ranking_loss)(z, z, z, z),
+                                    np.array([np.log(2)]), rtol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_prm_step_loss(self):
+        logits = jnp.array([[2.0, -1.0, 0.0], [0.5, 0.5, 0.5]])
+        labels = jnp.array([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+        mask = jnp.array([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+        sp = lambda x: np.log1p(np.exp(x))  # noqa: E731  -log sigmoid(-x)
+        expected = np.array([(sp(-2.0) + sp(-1.0)) / 2, sp(-0.5)])
+        chex.assert_trees_all_close(self.variant(prm_step_loss)(logits, labels, mask), expected,
+                                    rtol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_contrastive_representation_golden(self):
+        a = jnp.eye(3)
+        out = self.variant(lambda *x: contrastive_representation_loss(*x, temperature=1.0))(a, a)
+        # cos = 1 on the diagonal, 0 elsewhere: -log(e / (e + 2))
+        chex.assert_trees_all_close(out, -np.log(np.e / (np.e + 2)) * np.ones(3), rtol=1e-6)

@@ -1,5 +1,6 @@
 """TDPO, BCO (running shift), iREPO, SELM, CREAM, sequential KL and Kendall's tau."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,23 +22,34 @@ def logsig(x):
     return -np.logaddexp(0.0, -np.asarray(x, np.float64))
 
 
-def test_tdpo_variants_and_stop_gradient():
-    l1, m = tdpo_loss(PC, PR, RC, RR, chosen_seq_kl=KC, rejected_seq_kl=KR, beta=0.2, variant=1)
-    np.testing.assert_allclose(l1, -logsig(0.2 * H - 0.2 * (KR - KC)), rtol=1e-4, atol=1e-5)
-    l2, _ = tdpo_loss(PC, PR, RC, RR, chosen_seq_kl=KC, rejected_seq_kl=KR, beta=0.2, alpha=0.5)
-    np.testing.assert_allclose(l2, -logsig(0.2 * H - 0.5 * 0.2 * (KR - KC)), rtol=1e-4,
-                               atol=1e-5)
-    zero = np.zeros(B, np.float32)
-    np.testing.assert_allclose(
-        tdpo_loss(PC, PR, RC, RR, chosen_seq_kl=zero, rejected_seq_kl=zero, beta=0.2)[0],
-        dpo_loss(PC, PR, RC, RR, beta=0.2)[0], rtol=1e-6)
+class TestTDPOValues(chex.TestCase):
+    """TDPO against its formula and DPO, with and without jit."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_tdpo_matches_the_formula_and_dpo_at_zero_kl(self):
+        def tdpo(**kw):  # hyperparameters static (closed over), arrays traced
+            return self.variant(lambda *a, **k: tdpo_loss(*a, **k, **kw))
+
+        l1, m = tdpo(beta=0.2, variant=1)(PC, PR, RC, RR, chosen_seq_kl=KC, rejected_seq_kl=KR)
+        chex.assert_trees_all_close(l1, -logsig(0.2 * H - 0.2 * (KR - KC)), rtol=1e-4,
+                                    atol=1e-5)
+        l2, _ = tdpo(beta=0.2, alpha=0.5)(PC, PR, RC, RR, chosen_seq_kl=KC, rejected_seq_kl=KR)
+        chex.assert_trees_all_close(l2, -logsig(0.2 * H - 0.5 * 0.2 * (KR - KC)), rtol=1e-4,
+                                    atol=1e-5)
+        zero = np.zeros(B, np.float32)
+        chex.assert_trees_all_close(
+            tdpo(beta=0.2)(PC, PR, RC, RR, chosen_seq_kl=zero, rejected_seq_kl=zero)[0],
+            self.variant(lambda *a: dpo_loss(*a, beta=0.2))(PC, PR, RC, RR)[0], rtol=1e-6)
+        chex.assert_shape(m["seq_kl_chosen"], (B,))
+
+
+def test_tdpo_stop_gradient():
     # TDPO2 does not differentiate the chosen KL; TDPO1 does
     g2 = jax.grad(lambda k: tdpo_loss(PC, PR, RC, RR, chosen_seq_kl=k, rejected_seq_kl=KR)[0]
                   .sum())(jnp.asarray(KC))
     g1 = jax.grad(lambda k: tdpo_loss(PC, PR, RC, RR, chosen_seq_kl=k, rejected_seq_kl=KR,
                                       variant=1)[0].sum())(jnp.asarray(KC))
     assert np.all(np.asarray(g2) == 0) and np.any(np.asarray(g1) != 0)
-    assert m["seq_kl_chosen"].shape == (B,)
 
 
 def test_sequential_kl():
