@@ -5,6 +5,9 @@ An experiment module (experiments/<name>.py) defines:
 - `get_config(arg: str | None) -> ml_collections.ConfigDict`, with at least `seeds` (a list of ints)
   and optionally `variants` (a dict: variant name -> dict of dotted-key overrides);
 - `run(config, workdir) -> dict[str, float]`, one seed of one variant (`config.seed` is set);
+  or, for small models whose seeds train as one vmapped program (`alignax.train.small`),
+  `run_seeds(config, workdir) -> {seed: dict[str, float]}`, all of `config.seeds` of one variant
+  at once in `<workdir>/<variant>/` (the runner uses it when the module defines it);
 - optionally `claims(results) -> list[Claim]`, the paper's claims checked on the measured numbers;
 - optionally `plots(results, workdir) -> list[str]`, experiment-level figures (process 0 only).
 
@@ -91,9 +94,10 @@ def load_module(path: str):
         raise ExperimentError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
     except Exception as e:  # noqa: BLE001 - any import-time failure is reported in one line
         raise ExperimentError(f"{path}: import failed: {type(e).__name__}: {e}") from None
-    for attr in ("get_config", "run"):
-        if not callable(getattr(module, attr, None)):
-            raise ExperimentError(f"{path}: an experiment module must define {attr}()")
+    if not callable(getattr(module, "get_config", None)):
+        raise ExperimentError(f"{path}: an experiment module must define get_config()")
+    if not (callable(getattr(module, "run", None)) or callable(getattr(module, "run_seeds", None))):
+        raise ExperimentError(f"{path}: an experiment module must define run() or run_seeds()")
     return module
 
 
@@ -224,9 +228,20 @@ def run_experiment(
 
     is_main = jax.process_index() == 0
     results: dict[str, Any] = {}
+    vmapped = callable(getattr(module, "run_seeds", None))
     for variant, vcfg in _variant_configs(config).items():
         per_seed = {}
-        for seed in list(config.seeds):
+        if vmapped:  # all seeds of the variant in one program (alignax.train.small)
+            vdir = os.path.join(workdir, variant)
+            if is_main:
+                log(f"[{variant}] seeds {list(config.seeds)} at once -> {vdir}")
+            out = module.run_seeds(vcfg, vdir)
+            missing = sorted(set(int(s) for s in config.seeds) - set(int(s) for s in out))
+            if missing:
+                raise ExperimentError(f"{path}: run_seeds returned no metrics for seeds {missing}")
+            for seed in config.seeds:
+                per_seed[int(seed)] = {k: float(v) for k, v in out[int(seed)].items()}
+        for seed in [] if vmapped else list(config.seeds):
             cfg = ml_collections.ConfigDict(vcfg.to_dict())
             with cfg.unlocked():
                 cfg.seed = int(seed)

@@ -33,7 +33,6 @@ stays <= 0.70; on transitive data GPM (k = 2) is within 1 point of BT.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 
@@ -49,7 +48,7 @@ from alignax.models.heads import gpm_score
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks import simulators as sim
 from alignax.tasks.features import MLPReward
-from alignax.train.full_batch import fit_full_batch
+from alignax.train.small import fit_small
 
 VARIANTS = ("bt", "gpm_k2", "gpm_k4")
 
@@ -150,11 +149,6 @@ def scalar_ceiling(cluster, first, second, gold, num_clusters: int) -> float:
 
 # --- models -----------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def _trunk(dim: int, hidden: tuple, out_dim: int):
-    return make_mlp(MLPConfig(in_dim=dim, hidden=hidden, out_dim=out_dim))
-
-
 def gpm_embed(trunk, params, x):
     """Unit preference embeddings [N, 2k] and eigenvalues lambda = softplus(theta) [k]."""
     v = trunk.apply(params["trunk"], x)
@@ -171,67 +165,86 @@ def _pair_scores(trunk, model, params, x, first, second):
     return gpm_score(v[first], v[second], lam)
 
 
-@functools.partial(jax.jit, static_argnames=("trunk", "model", "steps", "lr", "wd"))
-def _fit_and_score(params, x, chosen, rejected, first, second, *, trunk, model, steps, lr, wd):
-    """Full-batch AdamW on the pairwise loss, then the scores of the held-out pairs.
-
-    Returns (final loss, training label accuracy, scores s(first > second) [Q]).
-    """
-    tx = optax.adamw(lr, weight_decay=wd)
-
-    def loss_fn(p):
-        if model == "bt":
-            r = trunk.apply(p["trunk"], x)
-            return bradley_terry_loss(r[chosen], r[rejected]).mean()
-        v, lam = gpm_embed(trunk, p, x)
-        return gpm_loss(v[chosen], v[rejected], lam).mean()
-
-    params, losses = fit_full_batch(loss_fn, params, tx, steps)
-    train = _pair_scores(trunk, model, params, x, chosen, rejected)
-    return losses[-1], jnp.mean(train > 0), _pair_scores(trunk, model, params, x, first, second)
-
-
-def train_and_eval(config, x, chosen, rejected, first, second, gold, key):
+def train_and_eval(config, workdir: str, data: dict, keys) -> list[dict[str, float]]:
+    """Full-batch AdamW on the pairwise loss for every seed at once (`fit_small`), then each
+    seed's held-out accuracy. `data` holds [S, ...] arrays: x, chosen, rejected, first, second,
+    gold."""
     model = config.model
     out_dim = 1 if model == "bt" else 2 * int(config.k)
-    trunk = _trunk(x.shape[1], tuple(config.hidden), out_dim)
-    params = {"trunk": trunk.init(key)}
-    if model == "gpm":
-        params["theta"] = jnp.zeros((int(config.k),), jnp.float32)
-    final_loss, train_acc, scores = _fit_and_score(
-        params, jnp.asarray(x), jnp.asarray(chosen), jnp.asarray(rejected), jnp.asarray(first),
-        jnp.asarray(second), trunk=trunk, model=model, steps=int(config.train.steps),
-        lr=float(config.train.learning_rate), wd=float(config.train.weight_decay))
-    scores, keep = np.asarray(scores), gold != 0
-    correct = np.where(scores * gold > 0, 1.0, np.where(scores == 0, 0.5, 0.0))
-    return {"accuracy": float(correct[keep].mean()), "train_label_accuracy": float(train_acc),
-            "final_loss": float(final_loss), "num_test_pairs": float(keep.sum())}
+    trunk = make_mlp(MLPConfig(in_dim=data["x"].shape[-1], hidden=tuple(config.hidden),
+                               out_dim=out_dim))
+
+    def init(key):
+        params = {"trunk": trunk.init(key)}
+        if model == "gpm":
+            params["theta"] = jnp.zeros((int(config.k),), jnp.float32)
+        return params
+
+    def loss_fn(p, d):
+        if model == "bt":
+            r = trunk.apply(p["trunk"], d["x"])
+            return bradley_terry_loss(r[d["chosen"]], r[d["rejected"]]).mean()
+        v, lam = gpm_embed(trunk, p, d["x"])
+        return gpm_loss(v[d["chosen"]], v[d["rejected"]], lam).mean()
+
+    tc = config.train
+    fit = fit_small(workdir, loss_fn=loss_fn, init_params=init,
+                    tx=optax.adamw(float(tc.learning_rate), weight_decay=float(tc.weight_decay)),
+                    num_steps=int(tc.steps), data={k: data[k] for k in ("x", "chosen", "rejected")},
+                    seeds=list(config.seeds), seed_keys=keys, per_seed_data=True)
+
+    @jax.jit
+    @jax.vmap
+    def evaluate(p, d):
+        train = _pair_scores(trunk, model, p, d["x"], d["chosen"], d["rejected"])
+        return jnp.mean(train > 0), _pair_scores(trunk, model, p, d["x"], d["first"],
+                                                 d["second"])
+
+    train_acc, scores = map(np.asarray, evaluate(fit.params, data))
+    out = []
+    for i in range(len(fit.seeds)):
+        gold = np.asarray(data["gold"][i])
+        keep = gold != 0
+        correct = np.where(scores[i] * gold > 0, 1.0, np.where(scores[i] == 0, 0.5, 0.0))
+        out.append({"accuracy": float(correct[keep].mean()),
+                    "train_label_accuracy": float(train_acc[i]),
+                    "final_loss": float(fit.final_loss[i]), "num_test_pairs": float(keep.sum())})
+    return out
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    if config.model not in ("bt", "gpm"):
-        raise ValueError(f"unknown model {config.model!r}; valid: 'bt', 'gpm'")
-    seed, data = int(config.seed), config.data
+def make_seed_data(config, seed: int) -> tuple[dict, dict, float]:
+    """One seed's cyclic and transitive datasets (dicts of arrays) and the scalar ceiling."""
+    data = config.data
     x, cluster, train_items, test_items = make_items(data, seed)
     rng = np.random.default_rng([seed, 62])
-    key_cyc, key_tr = jax.random.split(jax.random.key(seed))
-
     tour = cyclic_tournament(cluster, data)
     c_ch, c_rj = sample_train_pairs(tour.probability, train_items, data.num_train_pairs, rng)
     first, second, c_gold = heldout_pairs(tour.probability, test_items)
-    cyc = train_and_eval(config, x, c_ch, c_rj, first, second, c_gold, key_cyc)
-
     reward = MLPReward(data.dim, data.reward_hidden, "tanh", seed)(x)
     temp = float(data.label_temperature)
     bt_prob = lambda i, j: sim.bt_probability(reward[i], reward[j], temp)  # noqa: E731
     t_ch, t_rj = sample_train_pairs(bt_prob, train_items, data.num_train_pairs, rng)
     _, _, t_gold = heldout_pairs(bt_prob, test_items)
-    tra = train_and_eval(config, x, t_ch, t_rj, first, second, t_gold, key_tr)
+    common = {"x": x, "first": first, "second": second}
+    cyclic = {**common, "chosen": c_ch, "rejected": c_rj, "gold": c_gold}
+    transitive = {**common, "chosen": t_ch, "rejected": t_rj, "gold": t_gold}
+    return cyclic, transitive, scalar_ceiling(cluster, first, second, c_gold, data.num_clusters)
 
-    out = {"cyclic_scalar_ceiling": scalar_ceiling(cluster, first, second, c_gold,
-                                                   data.num_clusters)}
-    for name, res in (("cyclic", cyc), ("transitive", tra)):
-        out.update({f"{name}_{k}": v for k, v in res.items()})
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one variant: both datasets, each trained for all seeds in one program."""
+    if config.model not in ("bt", "gpm"):
+        raise ValueError(f"unknown model {config.model!r}; valid: 'bt', 'gpm'")
+    seeds = [int(s) for s in config.seeds]
+    per_seed = [make_seed_data(config, s) for s in seeds]
+    keys = jnp.stack([jax.random.split(jax.random.key(s)) for s in seeds])  # [S, 2]
+    out = {s: {"cyclic_scalar_ceiling": ceiling} for s, (_, _, ceiling) in zip(seeds, per_seed)}
+    for j, name in enumerate(("cyclic", "transitive")):
+        stacked = {k: jnp.asarray(np.stack([p[j][k] for p in per_seed]))
+                   for k in per_seed[0][j]}
+        results = train_and_eval(config, os.path.join(workdir, name), stacked, keys[:, j])
+        for s, res in zip(seeds, results):
+            out[s].update({f"{name}_{k}": v for k, v in res.items()})
     return out
 
 

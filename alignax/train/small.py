@@ -75,6 +75,7 @@ def fit_small(
     num_steps: int,
     data: Any = None,
     seeds: Sequence[int] = (0,),
+    seed_keys: Any = None,
     per_seed_data: bool = False,
     batch_fn: Callable[[Any, jax.Array], Any] | None = None,
     has_aux: bool = False,
@@ -96,6 +97,9 @@ def fit_small(
       data: the training data, a pytree of arrays (the full batch, or what `batch_fn` draws
         from). With `per_seed_data` every leaf has a leading [S] axis: seed i uses row i.
       seeds: the seeds; their runs are vmapped into one program.
+      seed_keys: [S] typed PRNG keys of the seeds (init and batch draws); default
+        `jax.random.key(seed)` for each seed (e.g. pass split keys to give two models of one
+        seed different inits).
       per_seed_data: see `data`.
       batch_fn: `(data, rng) -> batch` draws each update's batch (minibatch SGD); the key is
         `fold_in(seed key, step)`, so it is the same after a resume. None: the full batch.
@@ -118,7 +122,10 @@ def fit_small(
         raise ValueError("fit_small needs at least one seed")
     steps_per_log = max(1, num_steps // 50) if steps_per_log is None else int(steps_per_log)
     chunks = _chunks(num_steps, steps_per_log)
-    keys = jnp.stack([jax.random.key(s) for s in seeds])
+    keys = (jnp.stack([jax.random.key(s) for s in seeds]) if seed_keys is None
+            else jnp.asarray(seed_keys))
+    if keys.shape != (len(seeds),):
+        raise ValueError(f"seed_keys must be {len(seeds)} keys, got shape {keys.shape}")
     data_axis = 0 if per_seed_data else None
     if per_seed_data:
         for leaf in jax.tree.leaves(data):

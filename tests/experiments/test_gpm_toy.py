@@ -12,6 +12,8 @@ from jax.test_util import check_grads
 from alignax.experiment import load_module
 from alignax.losses.reward import gpm_loss
 from alignax.models.heads import gpm_score
+from alignax.models.mlp import MLPConfig, make_mlp
+from alignax.train.writers import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 gpm = load_module(os.path.join(REPO, "experiments", "gpm.py"))
@@ -87,7 +89,7 @@ def test_train_pairs_raise_when_too_few_strict_pairs():
 
 
 def test_gpm_embedding_is_unit_norm_with_nonnegative_eigenvalues_and_skew_symmetric():
-    trunk = gpm._trunk(8, (16,), 4)
+    trunk = make_mlp(MLPConfig(in_dim=8, hidden=(16,), out_dim=4))
     params = {"trunk": trunk.init(jax.random.key(0)), "theta": jnp.array([-30.0, 2.0])}
     x = jnp.asarray(np.random.default_rng(1).normal(size=(6, 8)), jnp.float32)
     v, lam = jax.jit(lambda p, x: gpm.gpm_embed(trunk, p, x))(params, x)
@@ -100,13 +102,17 @@ def test_gpm_embedding_is_unit_norm_with_nonnegative_eigenvalues_and_skew_symmet
                 modes=["rev"], atol=1e-2, rtol=1e-2)
 
 
-def test_bt_cannot_and_gpm_can_fit_a_small_cyclic_toy():
+def test_bt_cannot_and_gpm_can_fit_a_small_cyclic_toy(tmp_path):
     config = _config(num_items=60, num_train_pairs=400)
     config.train.steps = 200
+    config.seeds = [0, 1]
     out = {}
     for model in ("bt", "gpm"):
         config.model = model
-        config.seed = 0
-        out[model] = gpm.run(config, "")
-    assert out["gpm"]["cyclic_accuracy"] > 0.9
-    assert out["bt"]["cyclic_accuracy"] <= out["bt"]["cyclic_scalar_ceiling"] + 1e-9
+        out[model] = gpm.run_seeds(config, str(tmp_path / model))
+    for seed in (0, 1):
+        assert out["gpm"][seed]["cyclic_accuracy"] > 0.9
+        assert out["bt"][seed]["cyclic_accuracy"] <= out["bt"][seed]["cyclic_scalar_ceiling"] + 1e-9
+    # every seed of the variant trained in one run folder per dataset, with metrics per seed
+    rows = read_metrics(str(tmp_path / "gpm" / "cyclic" / "metrics.jsonl"))
+    assert "seed_0/loss" in rows[-1] and "seed_1/loss" in rows[-1]
