@@ -77,11 +77,13 @@ def fit_small(
     seeds: Sequence[int] = (0,),
     seed_keys: Any = None,
     per_seed_data: bool = False,
-    batch_fn: Callable[[Any, jax.Array], Any] | None = None,
+    batch_fn: Callable[..., Any] | None = None,
+    with_step: bool = False,
     has_aux: bool = False,
     steps_per_log: int | None = None,
     checkpoint_every: int = 10,
-    eval_fn: Callable[[Any], dict] | None = None,
+    eval_fn: Callable[..., dict] | None = None,
+    eval_data: Any = None,
     progress: bool = False,
     desc: str = "small",
 ) -> SmallFit:
@@ -103,11 +105,17 @@ def fit_small(
       per_seed_data: see `data`.
       batch_fn: `(data, rng) -> batch` draws each update's batch (minibatch SGD); the key is
         `fold_in(seed key, step)`, so it is the same after a resume. None: the full batch.
+      with_step: call `batch_fn(data, rng, step)`, step the update's 0-based index (int32
+        scalar), for what follows a schedule over the updates (e.g. a curriculum that the loss
+        reads off the batch).
       has_aux: `loss_fn` returns (loss, metrics of scalars).
       steps_per_log: updates per loop step (one logged row, one NaN check); default
         max(1, num_steps // 50).
       checkpoint_every: loop steps between checkpoints.
-      eval_fn: `params -> metrics` of one seed, vmapped over the seeds, every loop step.
+      eval_fn: `params -> metrics` of one seed, vmapped over the seeds, every loop step; with
+        `eval_data`, `(params, eval_data) -> metrics`.
+      eval_data: a pytree of arrays `eval_fn` gets as its second argument (e.g. held-out data);
+        with `per_seed_data` its leaves have the leading [S] axis too, and seed i gets row i.
       progress: show the progress bar.
       desc: its label.
 
@@ -126,9 +134,13 @@ def fit_small(
             else jnp.asarray(seed_keys))
     if keys.shape != (len(seeds),):
         raise ValueError(f"seed_keys must be {len(seeds)} keys, got shape {keys.shape}")
+    if with_step and batch_fn is None:
+        raise ValueError("with_step needs a batch_fn (it receives the step)")
+    if eval_data is not None and eval_fn is None:
+        raise ValueError("eval_data needs an eval_fn")
     data_axis = 0 if per_seed_data else None
     if per_seed_data:
-        for leaf in jax.tree.leaves(data):
+        for leaf in jax.tree.leaves((data, eval_data)):
             if leaf.shape[:1] != (len(seeds),):
                 raise ValueError(f"per_seed_data leaves need a leading axis of {len(seeds)} "
                                  f"seeds, got shape {leaf.shape}")
@@ -142,10 +154,15 @@ def fit_small(
             jnp.asarray, init_params)
         return TrainState.create(params, tx, key)
 
-    def run_chunk(state: TrainState, seed_data, length: int):
+    def draw(seed_data, rng, step):
+        if batch_fn is None:
+            return seed_data
+        return batch_fn(seed_data, rng, step) if with_step else batch_fn(seed_data, rng)
+
+    def run_chunk(state: TrainState, seed_data, seed_eval, length: int):
         def update(st: TrainState, _):
             rng = jax.random.fold_in(st.rng, st.step)
-            batch = seed_data if batch_fn is None else batch_fn(seed_data, rng)
+            batch = draw(seed_data, rng, st.step)
             (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(st.params, batch)
             updates, opt_state = tx.update(grads, st.opt_state, st.params)
             params = optax.apply_updates(st.params, updates)
@@ -155,7 +172,9 @@ def fit_small(
         metrics = {"loss": losses[-1], "loss_mean": losses.mean(),
                    **{k: v[-1] for k, v in aux.items()}}
         if eval_fn is not None:
-            metrics.update({f"eval/{k}": v for k, v in eval_fn(state.params).items()})
+            evaluated = (eval_fn(state.params) if eval_data is None
+                         else eval_fn(state.params, seed_eval))
+            metrics.update({f"eval/{k}": v for k, v in evaluated.items()})
         return state, metrics
 
     compiled = {}
@@ -163,12 +182,13 @@ def fit_small(
     def chunk_fn(length: int):
         if length not in compiled:
             compiled[length] = jax.jit(
-                jax.vmap(lambda st, d: run_chunk(st, d, length), in_axes=(0, data_axis)),
+                jax.vmap(lambda st, d, e: run_chunk(st, d, e, length),
+                         in_axes=(0, data_axis, data_axis)),
                 donate_argnums=(0,))
         return compiled[length]
 
     def step_fn(state, index: int):
-        state, per_seed = chunk_fn(chunks[index])(state, data)
+        state, per_seed = chunk_fn(chunks[index])(state, data, eval_data)
         per_seed = jax.device_get(per_seed)
         metrics = {}
         for name, values in per_seed.items():

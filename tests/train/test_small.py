@@ -126,3 +126,45 @@ def test_per_seed_data_minibatches_and_aux_metrics(tmp_path):
     np.testing.assert_array_equal(fit.final_loss, again.final_loss)
     with pytest.raises(ValueError, match="leading axis of 3"):
         _fit(tmp_path / "c", data=data, per_seed_data=True)
+
+
+def test_batch_fn_with_step_follows_the_update_index_across_a_resume(tmp_path):
+    def batch_fn(d, rng, step):
+        return {**d, "step": step}
+
+    def loss_aux(params, batch):  # a curriculum: the loss weight ramps with the step
+        loss = _loss(params, batch) * jnp.minimum(1.0, (batch["step"] + 1) / 10.0)
+        return loss, {"step_seen": batch["step"].astype(jnp.float32)}
+
+    kw = dict(loss_fn=loss_aux, has_aux=True, batch_fn=batch_fn, with_step=True)
+    full = _fit(tmp_path / "a", **kw)
+    rows = read_metrics(os.path.join(tmp_path, "a", "metrics.jsonl"))
+    # 6 chunks of 5 updates: the last update of chunk c has index 5c + 4, for every seed
+    assert [r["seed_1/step_seen"] for r in rows] == [4.0, 9.0, 14.0, 19.0, 24.0, 29.0]
+    _fit(tmp_path / "b", num_steps=15, **kw)
+    resumed = _fit(tmp_path / "b", **kw)
+    assert resumed.resumed_from == 3
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="with_step needs a batch_fn"):
+        _fit(tmp_path / "c", with_step=True)
+
+
+def test_eval_fn_gets_each_seeds_eval_data(tmp_path):
+    data = jax.tree.map(lambda *xs: jnp.stack(xs), _data(seed=0), _data(seed=1))
+    held_out = jax.tree.map(lambda *xs: jnp.stack(xs), _data(n=32, seed=10), _data(n=32, seed=11))
+
+    def eval_fn(params, d):
+        return {"mse": _loss(params, d)}
+
+    fit = _fit(tmp_path / "a", data=data, seeds=[3, 4], per_seed_data=True, eval_fn=eval_fn,
+               eval_data=held_out)
+    for i, seed in enumerate(fit.seeds):
+        d = jax.tree.map(lambda v: v[i], held_out)
+        assert fit.metrics[f"seed_{seed}/eval/mse"] == pytest.approx(
+            float(_loss(fit.seed_params(i), d)), rel=1e-5)
+    with pytest.raises(ValueError, match="leading axis of 2"):
+        _fit(tmp_path / "b", data=data, seeds=[3, 4], per_seed_data=True, eval_fn=eval_fn,
+             eval_data=_data(n=32))
+    with pytest.raises(ValueError, match="eval_data needs an eval_fn"):
+        _fit(tmp_path / "c", eval_data=held_out)
