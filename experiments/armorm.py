@@ -45,7 +45,7 @@ from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.ops import spearman
 from alignax.ops.regression import decorrelate, decorrelation_coefficients, \
     masked_ridge_regression
-from alignax.train.full_batch import fit_full_batch
+from alignax.train.small import fit_small
 
 METHODS = ("armorm", "bt", "bt_mlp", "fixed_average")
 LENGTH = 4  # index of the length (verbosity) attribute
@@ -118,11 +118,6 @@ def sample_pairs(task, maps, n: int, rng: np.random.Generator) -> dict:
     return {"a": a, "b": b, "label": label, "gold": gold, "types": types}
 
 
-def _train(loss_fn, params, steps: int, lr: float, wd: float):
-    tx = optax.adamw(lr, weight_decay=wd)
-    return jax.jit(lambda p: fit_full_batch(loss_fn, p, tx, steps))(params)
-
-
 def _oriented(pairs):
     """(chosen, rejected) features by the training label."""
     lab = pairs["label"][:, None]
@@ -130,16 +125,11 @@ def _oriented(pairs):
     return np.where(lab, fa, fb), np.where(lab, fb, fa)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed = int(config.seed)
+def make_seed_data(config, seed: int) -> dict:
+    """One seed's testbed: the ratings set (stage 1), training and held-out pairs."""
     task = config.task
     maps = make_task(task, seed)
     rng = np.random.default_rng(10_000 + seed)
-    key = jax.random.key(seed)
-    dp = task.prompt_dim
-    d = dp + task.embed_dim
-    k = 5
-
     # Stage-1 data: absolute ratings of the 5 objectives, each missing with prob rating_missing.
     rated = sample_responses(task, maps, rng.integers(task.num_types, size=config.data.num_rated),
                              rng)
@@ -149,9 +139,37 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     train = sample_pairs(task, maps, config.data.num_pairs, rng)
     test = sample_pairs(task, maps, config.data.num_eval_pairs, rng)
     chosen, rejected = _oriented(train)
+    return {"maps": maps, "rated": rated, "ratings": ratings, "rated_mask": rated_mask,
+            "chosen": chosen, "rejected": rejected, "test": test}
 
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one method: stage 1 in closed form per seed, the trained parts (gate, BT
+    probe, BT MLP) for all seeds in one `fit_small` program, then the held-out metrics."""
     method = config.method
-    out: dict[str, float] = {}
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; one of {METHODS}")
+    seeds = [int(s) for s in config.seeds]
+    task = config.task
+    dp = task.prompt_dim
+    d = dp + task.embed_dim
+    k = 5
+    per_seed = [make_seed_data(config, s) for s in seeds]
+    out: dict[int, dict[str, float]] = {s: {} for s in seeds}
+
+    def stack(get):
+        return jnp.asarray(np.stack([get(p) for p in per_seed]))
+
+    chosen, rejected = stack(lambda p: p["chosen"]), stack(lambda p: p["rejected"])
+    test_a = stack(lambda p: p["test"]["a"]["features"])  # [S, M, D]
+    test_b = stack(lambda p: p["test"]["b"]["features"])
+    tc = config.train
+
+    def fit(name, loss_fn, init_params, data, lr):
+        return fit_small(os.path.join(workdir, name), loss_fn=loss_fn, init_params=init_params,
+                         tx=optax.adamw(float(lr), weight_decay=float(tc.weight_decay)),
+                         num_steps=int(tc.steps), data=data, seeds=seeds, per_seed_data=True)
+
     if method in ("armorm", "fixed_average"):
         @jax.jit
         def stage1(features, targets, mask):
@@ -160,102 +178,108 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             lam = decorrelation_coefficients(objectives, objectives[:, LENGTH])
             return w, b, lam, objectives, decorrelate(objectives, objectives[:, LENGTH], lam)
 
-        w, b, lam, objectives, r_ref = stage1(rated["features"], ratings, rated_mask)
+        heads = []
+        for s, p in zip(seeds, per_seed):
+            rated, rated_mask = p["rated"], p["rated_mask"]
+            w, b, lam, objectives, r_ref = stage1(rated["features"], p["ratings"], rated_mask)
+            heads.append({"w": w, "b": b, "lam": lam})
+            corr = np.array([np.corrcoef(np.asarray(r_ref[:, j]),
+                                         np.asarray(objectives[:, LENGTH]))[0, 1]
+                             for j in range(4)])
+            out[s]["max_abs_corr_after_decorrelation"] = float(np.max(np.abs(corr)))
+            head_pred = np.asarray(objectives)
+            for j, name in enumerate(("help", "correct", "safe", "coherent", "length")):
+                ok = rated_mask[:, j]
+                out[s][f"head_r2_{name}"] = float(
+                    1 - np.mean((head_pred[ok, j] - rated["attrs"][ok, j]) ** 2)
+                    / np.var(rated["attrs"][ok, j]))
+        heads = jax.tree.map(lambda *xs: jnp.stack(xs), *heads)  # [S, ...]
 
-        @jax.jit
-        def rewards(features):  # decorrelated objectives r' [N, K]
-            r = features @ w + b
-            return decorrelate(r, r[:, LENGTH], lam)
+        def rewards(head, features):  # decorrelated objectives r' [N, K]
+            r = features @ head["w"] + head["b"]
+            return decorrelate(r, r[:, LENGTH], head["lam"])
 
-        corr = np.array([np.corrcoef(np.asarray(r_ref[:, j]), np.asarray(objectives[:, LENGTH]))
-                         [0, 1] for j in range(4)])
-        out["max_abs_corr_after_decorrelation"] = float(np.max(np.abs(corr)))
-        head_pred = np.asarray(objectives)
-        for j, name in enumerate(("help", "correct", "safe", "coherent", "length")):
-            ok = rated_mask[:, j]
-            out[f"head_r2_{name}"] = float(1 - np.mean((head_pred[ok, j] - rated["attrs"][ok, j])
-                                                       ** 2) / np.var(rated["attrs"][ok, j]))
         if method == "armorm":
             gate = make_mlp(MLPConfig(in_dim=dp, hidden=(config.gate_hidden,), out_dim=k,
                                       activation="relu"))
-            rc, rr = rewards(chosen), rewards(rejected)
-            prompt_c = chosen[:, :dp]
 
             def score_fn(params, prompt, r):
                 g = jax.nn.softmax(gate.apply(params["gate"], prompt), axis=-1)
                 return jnp.exp(params["log_beta"]) * jnp.sum(g * r, axis=-1)
 
-            def loss_fn(params):
-                return jnp.mean(bradley_terry_loss(score_fn(params, prompt_c, rc),
-                                                   score_fn(params, prompt_c, rr)))
+            def loss_fn(params, batch):
+                return jnp.mean(bradley_terry_loss(
+                    score_fn(params, batch["prompt"], batch["chosen"]),
+                    score_fn(params, batch["prompt"], batch["rejected"])))
 
-            params = {"gate": jax.jit(gate.init)(key), "log_beta": jnp.log(jnp.float32(5.0))}
-            params, losses = _train(loss_fn, params, config.train.steps,
-                                    config.train.learning_rate, config.train.weight_decay)
+            batched_rewards = jax.jit(jax.vmap(rewards))
+            data = {"prompt": chosen[..., :dp], "chosen": batched_rewards(heads, chosen),
+                    "rejected": batched_rewards(heads, rejected)}
+            result = fit("gate", loss_fn, lambda key: {
+                "gate": gate.init(key), "log_beta": jnp.log(jnp.float32(5.0))}, data,
+                tc.learning_rate)
+            state = {"params": result.params, "head": heads}
 
-            @jax.jit
-            def score(features):
-                return score_fn(params, features[:, :dp], rewards(features))
+            def score(st, features):
+                return score_fn(st["params"], features[:, :dp], rewards(st["head"], features))
 
-            gates = np.asarray(jax.jit(lambda p, x: jax.nn.softmax(gate.apply(p, x), -1))(
-                params["gate"], test["a"]["prompt"]))
-            # the decorrelated verbosity objective is ~0, so the gate can park mass on it to set
-            # the overall scale; interpretability is read off the quality objectives (0..3)
-            out["gate_mass_verbosity"] = float(gates[:, LENGTH].mean())
-            top = [int(np.argmax(gates[test["types"] == t, :LENGTH].mean(0)))
-                   for t in range(task.num_types)]
-            true_top = np.argmax(maps["weights"], axis=-1)
-            out["gate_top_objective_match"] = float(np.mean(np.array(top) == true_top))
-            out["beta"] = float(jnp.exp(params["log_beta"]))
-            out["final_train_loss"] = float(losses[-1])
+            gates = np.asarray(jax.jit(jax.vmap(
+                lambda p, x: jax.nn.softmax(gate.apply(p, x), -1)))(
+                result.params["gate"], test_a[..., :dp]))  # [S, M, K]
+            for i, (s, p) in enumerate(zip(seeds, per_seed)):
+                # the decorrelated verbosity objective is ~0, so the gate can park mass on it to
+                # set the overall scale; interpretability is read off the quality objectives
+                out[s]["gate_mass_verbosity"] = float(gates[i, :, LENGTH].mean())
+                top = [int(np.argmax(gates[i][p["test"]["types"] == t, :LENGTH].mean(0)))
+                       for t in range(task.num_types)]
+                true_top = np.argmax(p["maps"]["weights"], axis=-1)
+                out[s]["gate_top_objective_match"] = float(np.mean(np.array(top) == true_top))
+                out[s]["beta"] = float(jnp.exp(result.params["log_beta"][i]))
+                out[s]["final_train_loss"] = float(result.final_loss[i])
         else:
-            @jax.jit
-            def score(features):
-                return jnp.mean(rewards(features), axis=-1)
+            state = heads
+
+            def score(head, features):
+                return jnp.mean(rewards(head, features), axis=-1)
     elif method == "bt":
-        def score_fn(params, x):
-            return x @ params["w"]
+        def score(params, features):
+            return features @ params["w"]
 
-        def loss_fn(params):
-            return jnp.mean(bradley_terry_loss(score_fn(params, chosen),
-                                               score_fn(params, rejected)))
+        def loss_fn(params, batch):
+            return jnp.mean(bradley_terry_loss(score(params, batch["chosen"]),
+                                               score(params, batch["rejected"])))
 
-        params, losses = _train(loss_fn, {"w": jnp.zeros((d,), jnp.float32)}, config.train.steps,
-                                config.train.learning_rate, config.train.weight_decay)
-
-        @jax.jit
-        def score(features):
-            return score_fn(params, features)
-
-        out["final_train_loss"] = float(losses[-1])
-    elif method == "bt_mlp":
+        result = fit("linear_probe", loss_fn, {"w": jnp.zeros((d,), jnp.float32)},
+                     {"chosen": chosen, "rejected": rejected}, tc.learning_rate)
+        state = result.params
+    else:  # bt_mlp
         mlp = make_mlp(MLPConfig(in_dim=d, hidden=(64, 64), out_dim=1, activation="gelu"))
+        score = mlp.apply
 
-        def loss_fn(params):
-            return jnp.mean(bradley_terry_loss(mlp.apply(params, chosen),
-                                               mlp.apply(params, rejected)))
+        def loss_fn(params, batch):
+            return jnp.mean(bradley_terry_loss(mlp.apply(params, batch["chosen"]),
+                                               mlp.apply(params, batch["rejected"])))
 
-        params, losses = _train(loss_fn, jax.jit(mlp.init)(key), config.train.steps,
-                                config.train.learning_rate * 0.3, config.train.weight_decay)
+        result = fit("mlp", loss_fn, mlp.init, {"chosen": chosen, "rejected": rejected},
+                     tc.learning_rate * 0.3)
+        state = result.params
+    if method in ("bt", "bt_mlp"):
+        for i, s in enumerate(seeds):
+            out[s]["final_train_loss"] = float(result.final_loss[i])
 
-        @jax.jit
-        def score(features):
-            return mlp.apply(params, features)
-
-        out["final_train_loss"] = float(losses[-1])
-    else:
-        raise ValueError(f"unknown method {method!r}; one of {METHODS}")
-
-    sa = np.asarray(score(test["a"]["features"]))
-    sb = np.asarray(score(test["b"]["features"]))
-    out["gold_accuracy"] = float(np.mean((sa > sb) == test["gold"]))
-    out["label_accuracy"] = float(np.mean((sa > sb) == test["label"]))
-    scores = np.concatenate([sa, sb])
-    lengths = np.concatenate([test["a"]["attrs"][:, LENGTH], test["b"]["attrs"][:, LENGTH]])
-    out["spearman_length"] = float(spearman(scores, lengths))
-    out["abs_spearman_length"] = abs(out["spearman_length"])
-    utility = np.concatenate([test["a"]["utility"], test["b"]["utility"]])
-    out["spearman_gold"] = float(spearman(scores, utility))
+    evaluate = jax.jit(jax.vmap(score))
+    all_sa, all_sb = np.asarray(evaluate(state, test_a)), np.asarray(evaluate(state, test_b))
+    for i, (s, p) in enumerate(zip(seeds, per_seed)):
+        test, sa, sb = p["test"], all_sa[i], all_sb[i]
+        o = out[s]
+        o["gold_accuracy"] = float(np.mean((sa > sb) == test["gold"]))
+        o["label_accuracy"] = float(np.mean((sa > sb) == test["label"]))
+        scores = np.concatenate([sa, sb])
+        lengths = np.concatenate([test["a"]["attrs"][:, LENGTH], test["b"]["attrs"][:, LENGTH]])
+        o["spearman_length"] = float(spearman(scores, lengths))
+        o["abs_spearman_length"] = abs(o["spearman_length"])
+        utility = np.concatenate([test["a"]["utility"], test["b"]["utility"]])
+        o["spearman_gold"] = float(spearman(scores, utility))
     return out
 
 
