@@ -9,7 +9,7 @@ partly rewritten by an aligned LM) with a replay term toward the initial RM shar
 Setting: the bigram language testbed (alignax.tasks). "Human" text is the cached SFT policy's
 samples. Aligned LMs are that policy tuned by GRPO toward the gold reward (mean token score) with
 different KL coefficients and seeds (cached, shared by variants and seeds). The off-the-shelf
-detector is a BT reward model trained on gold-labelled pairs (alignax.tasks.policies.
+detector is a BT reward model trained on gold-labelled pairs (alignax.algorithms.cached.
 make_proxy_rm). Seed s holds out aligned LM number s: the detector is fine-tuned on triplets
 from the other aligned LMs and tested on the held-out one. y_MIX keeps the first half of a human
 response and lets an aligned LM continue it. The loss is alignax.losses.detection.remodetect_loss
@@ -29,8 +29,6 @@ Claims checked (variant `remodetect`; `no_mix` drops every term with y_MIX):
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +37,7 @@ import numpy as np
 import optax
 
 from alignax.algorithms import online, policy_gradient
+from alignax.algorithms.cached import cached_run, make_proxy_rm, make_sft_policy
 from alignax.algorithms.common import stack_records
 from alignax.eval.ranking import auroc
 from alignax.experiment import Claim, is_smoke, metric
@@ -46,9 +45,8 @@ from alignax.losses.detection import remodetect_loss, replay_regularizer
 from alignax.losses.reward import bradley_terry_loss
 from alignax.tasks.gold import token_score_reward
 from alignax.tasks.language import BOS_ID
-from alignax.tasks.policies import (config_hash, gold_preference_pairs, load_cached_params,
-                                    make_gold, make_proxy_rm, make_sft_policy, proxy_rm_config,
-                                    publish_params, sft_policy_config)
+from alignax.tasks.policies import (gold_preference_pairs, make_gold, proxy_rm_config,
+                                    sft_policy_config)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -94,10 +92,12 @@ def _aligned_policy(config, policy, spec, cache):
     """GRPO from the SFT policy toward the gold token-score reward; cached by config hash."""
     key = {"policy": config.policy.to_dict(), "grpo": config.grpo.to_dict(),
            "num_prompts": int(config.num_prompts), "spec": dict(spec)}
-    entry = os.path.join(cache, "aligned", config_hash(key))
-    loaded = load_cached_params(entry, policy.model)
-    if loaded is not None:
-        return loaded[0]
+    return jax.device_get(cached_run(
+        "aligned", key, lambda _, workdir: _train_aligned(config, policy, spec, workdir),
+        cache_dir=cache)["params"])
+
+
+def _train_aligned(config, policy, spec, workdir):
     task, seed = policy.task, int(spec["seed"])
     prompts = task.sample_prompts(np.random.default_rng([seed, 91]), int(config.num_prompts))
     ids = _with_bos(prompts)
@@ -107,18 +107,10 @@ def _aligned_policy(config, policy, spec, cache):
         return token_score_reward(rollout.responses, scores)
 
     cfg = {**config.grpo.to_dict(), "kl_coef": float(spec["kl_coef"])}
-    os.makedirs(os.path.dirname(entry), exist_ok=True)
-    work = tempfile.mkdtemp(prefix="aligned-", dir=os.path.dirname(entry))
-    try:
-        out = policy_gradient.train(cfg, os.path.join(work, "run"), model=policy.model,
-                                    init_params=policy.params, ref_params=policy.params,
-                                    prompt_ids=ids, prompt_mask=np.ones_like(ids, bool),
-                                    reward_fn=reward_fn, seed=seed)
-        params = jax.device_get(out["params"])
-        publish_params(work, entry, params, {"key": key})
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return params
+    return policy_gradient.train(cfg, workdir, model=policy.model, init_params=policy.params,
+                                 ref_params=policy.params, prompt_ids=ids,
+                                 prompt_mask=np.ones_like(ids, bool), reward_fn=reward_fn,
+                                 seed=seed)
 
 
 def _scorer(model, chunk: int):

@@ -43,8 +43,6 @@ calibrated.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -53,13 +51,13 @@ import numpy as np
 import optax
 
 from alignax.algorithms import policy_gradient, sft
+from alignax.algorithms.cached import cached_run
 from alignax.algorithms.common import make_model
 from alignax.eval.metrics import expected_calibration_error
 from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import (bradley_terry_loss, calibrated_reward_loss,
                                    confidence_adjusted_rewards)
 from alignax.tasks.language import BOS_ID
-from alignax.tasks.policies import config_hash, load_cached_params, publish_params
 
 METHODS = ("vanilla", "ppo_m", "ppo_c")
 NUM_ANSWERS = 4
@@ -138,10 +136,12 @@ def _sft_policy(qa, cfg, cache):
     model_cfg = {**cfg["model"], "vocab_size": qa.vocab_size, "max_len": 4}
     model = make_model(model_cfg, "lm")
     key = {"sft": cfg, "items": qa.p.tolist()}
-    entry = os.path.join(cache, "qa_sft", config_hash(key))
-    loaded = load_cached_params(entry, model)
-    if loaded is not None:
-        return model, loaded[0]
+    return model, jax.device_get(cached_run(
+        "qa_sft", key, lambda _, workdir: _train_sft(qa, cfg, model_cfg, workdir),
+        cache_dir=cache)["params"])
+
+
+def _train_sft(qa, cfg, model_cfg, workdir):
     rng = np.random.default_rng([int(cfg["seed"]), 1])
     n = int(cfg["num_sequences"])
     items = rng.integers(0, qa.k, n)
@@ -154,17 +154,9 @@ def _sft_policy(qa, cfg, cache):
                    0, 10).astype(np.int32)
     seqs = np.concatenate([qa.prompts(items), (qa.answer0 + answer)[:, None],
                            (qa.conf0 + conf)[:, None]], axis=1).astype(np.int32)
-    os.makedirs(os.path.dirname(entry), exist_ok=True)
-    work = tempfile.mkdtemp(prefix="qa-sft-", dir=os.path.dirname(entry))
-    try:
-        stage = {"optimizer": cfg["optimizer"], "train": cfg["train"], "model": model_cfg}
-        out = sft.train(stage, os.path.join(work, "run"),
-                        train_source=[{"input_ids": s} for s in seqs], seed=int(cfg["seed"]))
-        params = jax.device_get(out["params"])
-        publish_params(work, entry, params, {"key": key})
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return model, params
+    stage = {"optimizer": cfg["optimizer"], "train": cfg["train"], "model": model_cfg}
+    return sft.train(stage, workdir, train_source=[{"input_ids": s} for s in seqs],
+                     seed=int(cfg["seed"]))
 
 
 # --- the reward model ------------------------------------------------------------------------

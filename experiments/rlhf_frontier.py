@@ -8,7 +8,7 @@ proxy keeps rising; KL(pi || ref) is the budget axis. Methods: PPO (Ouyang et al
 
 Setting: the bigram language testbed (alignax.tasks). The reference policy is the cached SFT
 policy; the gold reward is the mean token score; the proxy is a BT reward model trained on a few
-hundred pairs (alignax.tasks.policies.make_proxy_rm) whose labels are gold BT draws, except that
+hundred pairs (alignax.algorithms.cached.make_proxy_rm) whose labels are gold BT draws, except that
 60% of them prefer the response with more of one bad token (gold score < -1): a planted flaw,
 like the length bias of real preference data, that a policy can exploit. Each variant optimises
 the proxy with a small KL penalty and is evaluated every few iterations on held-out prompts: gold
@@ -32,10 +32,10 @@ import numpy as np
 
 from alignax import ops
 from alignax.algorithms import online, online_dpo, policy_gradient, ppo, rejection
+from alignax.algorithms.cached import make_proxy_rm, make_sft_policy
 from alignax.experiment import Claim, is_smoke
 from alignax.tasks.language import BOS_ID
-from alignax.tasks.policies import make_proxy_rm, make_sft_policy, proxy_rm_config, \
-    sft_policy_config
+from alignax.tasks.policies import proxy_rm_config, sft_policy_config
 
 METHODS = ("ppo", "grpo", "rloo", "raft", "online_dpo", "bon")
 

@@ -37,6 +37,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from alignax.algorithms.cached import make_sft_policy
 from alignax.eval.metrics import preference_accuracy, win_rate
 from alignax.experiment import Claim, is_smoke
 from alignax.losses.reward import bradley_terry_loss
@@ -47,7 +48,7 @@ from alignax.sampling.tree import sample_tree, tree_pairs
 from alignax.tasks.gold import token_score_reward
 from alignax.tasks.language import BOS_ID
 from alignax.tasks.simulators import bradley_terry
-from alignax.tasks.policies import make_sft_policy, sft_policy_config
+from alignax.tasks.policies import sft_policy_config
 
 DATASETS = ("chain", "tree", "tree_siblings")
 
