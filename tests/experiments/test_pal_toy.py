@@ -1,5 +1,6 @@
 """The PAL toy (experiments/pal.py): generating model, oracle labels and the PAL margin."""
 
+import functools
 import os
 
 import jax
@@ -9,6 +10,8 @@ import pytest
 
 from alignax.experiment import load_module
 from alignax.losses.reward import ideal_point_loss
+from alignax.models.mlp import MLPConfig, make_mlp
+from alignax.train.few_shot import fit_user_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pal = load_module(os.path.join(REPO, "experiments", "pal.py"))
@@ -41,7 +44,7 @@ def test_comparisons_follow_the_ideal_point_model():
 
 
 def test_pal_margin_agrees_with_the_ideal_point_loss():
-    f = pal._mlp(4, (), 4)
+    f = make_mlp(MLPConfig(in_dim=4, hidden=(), out_dim=4))
     params = {"f": f.init(jax.random.key(0)), "prototypes": jnp.ones((3, 4))}
     params["prototypes"] = jax.random.normal(jax.random.key(1), (3, 4))
     c, r = jax.random.normal(jax.random.key(2), (2, 5, 4))
@@ -52,13 +55,44 @@ def test_pal_margin_agrees_with_the_ideal_point_loss():
     np.testing.assert_allclose(-jax.nn.log_sigmoid(margin), loss, rtol=1e-5)
 
 
-def test_pal_beats_bt_on_a_small_run():
+def test_pal_beats_bt_on_a_small_run(tmp_path):
     config = pal.get_config("smoke")
-    config.unlock()
-    config.seed = 0
     out = {}
     for method in ("pal", "bt"):
         config.method = method
-        out[method] = pal.run(config, "")
+        out[method] = pal.run_seeds(config, str(tmp_path / method))[0]
+        assert os.path.exists(tmp_path / method / ("pal_a" if method == "pal" else "bt")
+                              / "metrics.jsonl")
     assert out["pal"]["seen_accuracy"] > out["bt"]["seen_accuracy"] + 0.1
     assert set(out["pal"]) >= {f"unseen_accuracy_{s}" for s in (2, 5, 10, 20)}
+
+
+def test_joint_few_shot_fit_equals_separate_user_fits(tmp_path):
+    """All unseen users' logits in one fit (summed losses) == each user fitted alone."""
+    config = pal.get_config("smoke")
+    config.few_shot.steps = 20
+    config.few_shot.l2 = 0.01
+    shots = [2, 5]
+    seeds = [0, 1]
+    f = make_mlp(MLPConfig(in_dim=config.data.dim, hidden=(), out_dim=config.data.dim))
+    keys = [jax.random.key(s) for s in seeds]
+    params = {"f": jax.tree.map(lambda *x: jnp.stack(x), *[f.init(k) for k in keys]),
+              "prototypes": jnp.stack([jax.random.normal(jax.random.fold_in(k, 1), (3, 8))
+                                       for k in keys])}
+    per_seed = [pal.make_seed_data(config, s) for s in seeds]
+    data = {k: jnp.asarray(np.stack([d[k] for d in per_seed])) for k in per_seed[0]}
+    logits, acc = pal.fit_unseen_users(config, str(tmp_path), f, params, data, seeds, shots)
+    num_users = data["pool_chosen"].shape[1]
+    assert logits.shape == (2, 2, num_users, 3) and acc.shape == (2, 2)
+    fit_one = functools.partial(fit_user_weights, steps=20,
+                                learning_rate=config.few_shot.learning_rate, l2=0.01)
+    fit_users = jax.jit(jax.vmap(fit_one, in_axes=(0, 0, None, 0)))  # each user alone
+    pool_size = data["pool_chosen"].shape[2]
+    for i in range(len(seeds)):
+        p = jax.tree.map(lambda x, i=i: x[i], params)
+        fc = f.apply(p["f"], data["pool_chosen"][i])
+        fr = f.apply(p["f"], data["pool_rejected"][i])
+        for j, s in enumerate(shots):
+            mask = jnp.broadcast_to(jnp.arange(pool_size) < s, (num_users, pool_size))
+            alone = fit_users(fc, fr, p["prototypes"], mask)
+            np.testing.assert_allclose(logits[i, j], alone, rtol=1e-5, atol=1e-6)
