@@ -34,13 +34,12 @@ pairs whose gold returns differ; (2) the policy planned on the PEARL reward gets
 return; (3) with 20% extra label noise, RRL beats the deterministic BT reward by >= 5 points of
 normalised return.
 
-    alignax run experiments/pearl.py            # full setting, 3 seeds
+    alignax run experiments/pearl.py            # full setting, 10 seeds
     alignax run experiments/pearl.py:smoke      # seconds, for the tests
 """
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
@@ -54,7 +53,8 @@ from alignax.losses.reward import bradley_terry_loss
 from alignax.losses.segment import gaussian_segment_preference_loss
 from alignax.ops.transport import entropic_gromov_wasserstein, transfer_preference_labels
 from alignax.tasks import mdp as mdp_lib
-from alignax.train.full_batch import fit_full_batch
+from alignax.train.plots import plot_variant_bars
+from alignax.train.small import fit_small
 
 VARIANTS = {
     "pearl": {"reward_model": "gaussian", "label_noise": 0.0},
@@ -143,13 +143,37 @@ def _tables(params, phi, parameterization: str):
             "log_var": phi @ params["v"] + params["b"] + params["log_var"]}
 
 
-@functools.partial(jax.jit, static_argnames=("parameterization", "gaussian", "steps",
-                                             "learning_rate", "kl_weight"))
-def _fit(params, phi, batch, *, parameterization, gaussian, steps, learning_rate, kl_weight):
-    sj, aj, vj, sk, ak, vk, y = batch
+def _init_params(tc, shape, num_features: int, key):
+    """The reward parameters of `train.parameterization` (see `_tables`)."""
+    if tc.parameterization == "tabular":
+        return {"mean": 0.01 * jax.random.normal(key, shape),
+                "log_var": jnp.full(shape, tc.init_log_var)}
+    if tc.parameterization in ("linear", "residual"):
+        params = {"w": 0.01 * jax.random.normal(key, (num_features,)),
+                  "v": jnp.zeros((num_features,)), "b": jnp.asarray(tc.init_log_var)}
+        if tc.parameterization == "residual":
+            params.update(mean=jnp.zeros(shape), log_var=jnp.zeros(shape))
+        return params
+    raise ValueError(f"train.parameterization must be tabular, linear or residual, got "
+                     f"{tc.parameterization!r}")
 
-    def loss_fn(params):
-        p = _tables(params, phi, parameterization)
+
+def fit_rewards(config, workdir: str, data: dict, seeds: list[int]):
+    """Every seed's target reward at once (`fit_small`): full-batch Adam on soft pair labels.
+
+    `data` holds [S, ...] arrays: phi [S, St, A, F] (the target's reward features), the pairs'
+    segments (sj, aj, vj; sk, ak, vk) and soft labels y [S, M]. The loss is the Gaussian segment
+    preference loss (RRL) or the BT loss with label smoothing 1 - y (a deterministic reward).
+    Returns (the mean reward tables [S, St, A], the final losses [S]).
+    """
+    tc = config.train
+    parameterization, gaussian = tc.parameterization, config.reward_model == "gaussian"
+    kl_weight = float(tc.kl_weight)
+    shape, num_features = data["phi"].shape[1:3], data["phi"].shape[-1]
+
+    def loss_fn(params, d):
+        p = _tables(params, d["phi"], parameterization)
+        sj, aj, vj, sk, ak, vk, y = (d[k] for k in ("sj", "aj", "vj", "sk", "ak", "vk", "y"))
         if gaussian:
             losses = gaussian_segment_preference_loss(
                 p["mean"][sj, aj], p["log_var"][sj, aj], p["mean"][sk, ak], p["log_var"][sk, ak],
@@ -159,44 +183,22 @@ def _fit(params, phi, batch, *, parameterization, gaussian, steps, learning_rate
             losses = bradley_terry_loss(ret(sj, aj, vj), ret(sk, ak, vk), label_smoothing=1.0 - y)
         return jnp.mean(losses)
 
-    tx = optax.adam(learning_rate)
-
-    params, losses = fit_full_batch(loss_fn, params, tx, steps)
-    return _tables(params, phi, parameterization)["mean"], losses[-1]
-
-
-def _fit_reward(mdp, seg, labels, config, key):
-    """Reward from soft pair labels [M, M] on segments: the mean reward table [S, A]."""
-    tc = config.train
-    j, k = np.triu_indices(len(seg.states), 1)
-    batch = (seg.states[j, :-1], seg.actions[j], seg.valid[j].astype(np.float32),
-             seg.states[k, :-1], seg.actions[k], seg.valid[k].astype(np.float32),
-             labels[j, k].astype(np.float32))
-    shape = (mdp.num_states, mdp.num_actions)
-    phi = jnp.asarray(mdp.features)  # [S, A, F]
-    f = phi.shape[-1]
-    if tc.parameterization == "tabular":
-        params = {"mean": 0.01 * jax.random.normal(key, shape),
-                  "log_var": jnp.full(shape, tc.init_log_var)}
-    elif tc.parameterization in ("linear", "residual"):
-        params = {"w": 0.01 * jax.random.normal(key, (f,)), "v": jnp.zeros((f,)),
-                  "b": jnp.asarray(tc.init_log_var)}
-        if tc.parameterization == "residual":
-            params.update(mean=jnp.zeros(shape), log_var=jnp.zeros(shape))
-    else:
-        raise ValueError(f"train.parameterization must be tabular, linear or residual, got "
-                         f"{tc.parameterization!r}")
-    mean, loss = _fit(params, phi, batch, parameterization=tc.parameterization,
-                      gaussian=config.reward_model == "gaussian", steps=int(tc.steps),
-                      learning_rate=float(tc.learning_rate), kl_weight=float(tc.kl_weight))
-    return mean, float(loss)
+    fit = fit_small(workdir, loss_fn=loss_fn,
+                    init_params=lambda key: _init_params(tc, shape, num_features, key),
+                    tx=optax.adam(float(tc.learning_rate)), num_steps=int(tc.steps), data=data,
+                    seeds=seeds, per_seed_data=True)
+    tables = jax.jit(jax.vmap(lambda p, phi: _tables(p, phi, parameterization)["mean"]))
+    return np.asarray(tables(fit.params, data["phi"])), fit.final_loss
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    del workdir
-    if config.reward_model not in ("gaussian", "bt"):
-        raise ValueError(f"reward_model must be 'gaussian' or 'bt', got {config.reward_model!r}")
-    seed, task = int(config.seed), config.task
+def transfer(config, seed: int) -> dict:
+    """One seed up to the reward fit: the two tasks, their segments, the source labels, the
+    Gromov-Wasserstein coupling and the transferred (optionally noised) target labels.
+
+    Returns the target MDP, the gold weights, the reward-fit data of the target pairs and the
+    transfer metrics.
+    """
+    task = config.task
     rng = np.random.default_rng([seed, 32])
     source, gold = mdp_lib.gridworld(task.size, task.size, seed=seed, num_hazards=task.num_hazards,
                                      num_coins=task.num_coins, gamma=task.gamma)
@@ -215,8 +217,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         flip = flip | flip.T
         return np.where(flip, 1.0 - y, y)
 
-    if config.noise_on not in ("source", "target"):
-        raise ValueError(f"noise_on must be 'source' or 'target', got {config.noise_on!r}")
     if config.label_noise > 0 and config.noise_on == "source":
         y_src = add_noise(y_src)
     # Cross preference alignment.
@@ -232,19 +232,41 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     y_train = y_hat
     if config.label_noise > 0 and config.noise_on == "target":
         y_train = add_noise(y_hat)
-    # Reward learning on the target with the transferred labels, then planning.
-    mean_reward, final_loss = _fit_reward(target, seg_t, y_train, config, jax.random.key(seed))
-    _, q = mdp_lib.value_iteration(target, mean_reward)
-    norm = float(mdp_lib.normalized_return(target, target.reward(gold_j),
-                                           mdp_lib.greedy_policy(q))) * 100.0
+    # The reward-fit data: every target pair j < k with its transferred label.
+    j, k = np.triu_indices(n, 1)
+    data = {"phi": np.asarray(target.features),  # [St, A, F]
+            "sj": seg_t.states[j, :-1], "aj": seg_t.actions[j],
+            "vj": seg_t.valid[j].astype(np.float32),
+            "sk": seg_t.states[k, :-1], "ak": seg_t.actions[k],
+            "vk": seg_t.valid[k].astype(np.float32), "y": y_train[j, k].astype(np.float32)}
     coupling = np.asarray(coupling)
-    return {
-        "transfer_agreement": agree,
-        "normalized_return": norm,
-        "rm_final_loss": final_loss,
-        "coupling_max_mass": float(coupling.max(0).mean() * coupling.shape[1]),
-        "label_noise": float(config.label_noise),
-    }
+    metrics = {"transfer_agreement": agree,
+               "coupling_max_mass": float(coupling.max(0).mean() * coupling.shape[1]),
+               "label_noise": float(config.label_noise)}
+    return {"target": target, "gold": gold_j, "data": data, "metrics": metrics}
+
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one variant: label transfer per seed, then all target rewards in one
+    program, then planning on each seed's learned reward."""
+    if config.reward_model not in ("gaussian", "bt"):
+        raise ValueError(f"reward_model must be 'gaussian' or 'bt', got {config.reward_model!r}")
+    if config.noise_on not in ("source", "target"):
+        raise ValueError(f"noise_on must be 'source' or 'target', got {config.noise_on!r}")
+    seeds = [int(s) for s in config.seeds]
+    problems = [transfer(config, s) for s in seeds]
+    data = {k: jnp.asarray(np.stack([p["data"][k] for p in problems]))
+            for k in problems[0]["data"]}
+    mean_rewards, final_loss = fit_rewards(config, os.path.join(workdir, "reward"), data, seeds)
+    out = {}
+    for i, (seed, prob) in enumerate(zip(seeds, problems)):
+        target = prob["target"]
+        _, q = mdp_lib.value_iteration(target, jnp.asarray(mean_rewards[i]))
+        norm = float(mdp_lib.normalized_return(target, target.reward(prob["gold"]),
+                                               mdp_lib.greedy_policy(q))) * 100.0
+        out[seed] = {**prob["metrics"], "normalized_return": norm,
+                     "rm_final_loss": float(final_loss[i])}
+    return out
 
 
 def claims(results) -> list[Claim]:
@@ -278,26 +300,11 @@ def claims(results) -> list[Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """Bars: transfer agreement and normalised target return per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [v for v in VARIANTS if v in results]
     if not names:
         return []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key, title in zip(axes, ("transfer_agreement", "normalized_return"),
-                              ("transferred-label agreement", "normalised target return (%)")):
-        ax.bar(names, [results[v]["metrics"][key]["mean"] for v in names],
-               yerr=[results[v]["metrics"][key]["std"] for v in names],
-               color=[f"C{i}" for i in range(len(names))])
-        ax.set_title(title)
-        ax.tick_params(axis="x", labelrotation=20)
-    fig.suptitle("PEARL: zero-shot cross-task preference transfer")
-    fig.tight_layout()
     path = os.path.join(workdir, "plots", "pearl_bars.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [plot_variant_bars(results, [("transfer_agreement", "transferred-label agreement"),
+                                        ("normalized_return", "normalised target return (%)")],
+                              path, title="PEARL: zero-shot cross-task preference transfer",
+                              variants=names)]
