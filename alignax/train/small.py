@@ -77,6 +77,7 @@ def fit_small(
     seeds: Sequence[int] = (0,),
     seed_keys: Any = None,
     per_seed_data: bool = False,
+    per_seed_init: bool = False,
     batch_fn: Callable[..., Any] | None = None,
     with_step: bool = False,
     has_aux: bool = False,
@@ -93,7 +94,9 @@ def fit_small(
       workdir: the run folder (metrics.jsonl, tensorboard/, checkpoints/).
       loss_fn: `(params, batch) -> loss` (or `(loss, metrics)` with `has_aux`).
       init_params: `rng -> params` (called with `jax.random.key(seed)` for each seed), or one
-        params tree that every seed starts from.
+        params tree that every seed starts from; with `per_seed_init`, a params tree whose
+        leaves have a leading [S] axis: seed i starts from row i (e.g. the `SmallFit.params` of
+        an earlier stage, fine-tuned with a fresh optimizer state).
       tx: the optax transformation.
       num_steps: number of updates.
       data: the training data, a pytree of arrays (the full batch, or what `batch_fn` draws
@@ -103,6 +106,7 @@ def fit_small(
         `jax.random.key(seed)` for each seed (e.g. pass split keys to give two models of one
         seed different inits).
       per_seed_data: see `data`.
+      per_seed_init: see `init_params`.
       batch_fn: `(data, rng) -> batch` draws each update's batch (minibatch SGD); the key is
         `fold_in(seed key, step)`, so it is the same after a resume. None: the full batch.
       with_step: call `batch_fn(data, rng, step)`, step the update's 0-based index (int32
@@ -138,6 +142,13 @@ def fit_small(
         raise ValueError("with_step needs a batch_fn (it receives the step)")
     if eval_data is not None and eval_fn is None:
         raise ValueError("eval_data needs an eval_fn")
+    if per_seed_init:
+        if callable(init_params):
+            raise ValueError("per_seed_init needs a params tree, not an init function")
+        for leaf in jax.tree.leaves(init_params):
+            if jnp.shape(leaf)[:1] != (len(seeds),):
+                raise ValueError(f"per_seed_init leaves need a leading axis of {len(seeds)} "
+                                 f"seeds, got shape {jnp.shape(leaf)}")
     data_axis = 0 if per_seed_data else None
     if per_seed_data:
         for leaf in jax.tree.leaves((data, eval_data)):
@@ -149,9 +160,12 @@ def fit_small(
         out = loss_fn(params, batch)
         return out if has_aux else (out, {})
 
-    def create(key):
-        params = init_params(key) if callable(init_params) else jax.tree.map(
-            jnp.asarray, init_params)
+    def create(key, seed_params):
+        if per_seed_init:
+            params = seed_params
+        else:
+            params = init_params(key) if callable(init_params) else jax.tree.map(
+                jnp.asarray, init_params)
         return TrainState.create(params, tx, key)
 
     def draw(seed_data, rng, step):
@@ -198,8 +212,11 @@ def fit_small(
                 metrics[f"seed_{s}/{name}"] = float(v)
         return state, metrics
 
-    create_all = jax.jit(jax.vmap(create))
-    result = run_loop(workdir, init_state=lambda: create_all(keys),
+    # a copy: the loop donates the state, and the caller's params stay usable
+    start = jax.tree.map(lambda x: jnp.array(x, copy=True), init_params) if per_seed_init \
+        else None
+    create_all = jax.jit(jax.vmap(create, in_axes=(0, 0 if per_seed_init else None)))
+    result = run_loop(workdir, init_state=lambda: create_all(keys, start),
                       step_fn=step_fn,
                       num_steps=len(chunks), checkpoint_every=checkpoint_every,
                       progress=progress, desc=desc)

@@ -168,3 +168,29 @@ def test_eval_fn_gets_each_seeds_eval_data(tmp_path):
              eval_data=_data(n=32))
     with pytest.raises(ValueError, match="eval_data needs an eval_fn"):
         _fit(tmp_path / "c", eval_data=held_out)
+
+
+def test_per_seed_init_starts_each_seed_from_its_own_params(tmp_path):
+    first = _fit(tmp_path / "a", num_steps=15)
+    second = _fit(tmp_path / "b", init_params=first.params, per_seed_init=True, num_steps=15,
+                  tx=optax.adam(3e-3))
+    grad = jax.jit(jax.value_and_grad(_loss))
+    data = _data()
+    for i in range(len(first.seeds)):
+        # the reference: seed i's first-stage params, then a fresh optimizer
+        tx = optax.adam(3e-3)
+        params = first.seed_params(i)
+        opt = tx.init(params)
+        for _ in range(15):
+            loss, g = grad(params, data)
+            updates, opt = tx.update(g, opt, params)
+            params = optax.apply_updates(params, updates)
+        for a, b in zip(jax.tree.leaves(second.seed_params(i)), jax.tree.leaves(params)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert second.final_loss[i] == pytest.approx(float(loss), rel=1e-5)
+    # the first stage's params are not donated to the second stage
+    assert np.all(np.isfinite(jax.tree.leaves(first.params)[0]))
+    with pytest.raises(ValueError, match="leading axis of 3"):
+        _fit(tmp_path / "c", init_params=first.seed_params(0), per_seed_init=True)
+    with pytest.raises(ValueError, match="not an init function"):
+        _fit(tmp_path / "d", init_params=MLP.init, per_seed_init=True)
