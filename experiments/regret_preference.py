@@ -19,7 +19,7 @@ reward w [4] is learned from the first n pairs, n in `data.sizes`, with
     gradient flows through the planner.
 Each learned w is planned on (greedy policy of its Q*) and scored by the normalised gold return
 (0 = uniform random policy, 100 = optimal). All 10 MDPs x |sizes| problems are trained at once
-(jax.vmap over problems, lax.scan over Adam steps).
+(`alignax.train.small.fit_small`: every seed's problems in one program).
 
 The constructed tie case: pairs of segments from the same MDP whose summed features are identical
 (so every partial-return model, whatever its weights, predicts exactly 0.5) but whose gold
@@ -48,6 +48,7 @@ import optax
 from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import partial_return_loss, regret_preference_loss
 from alignax.tasks import mdp as mdp_lib
+from alignax.train.small import fit_small
 
 LEARNERS = ("regret", "partial_return")
 
@@ -148,48 +149,67 @@ def _step_scores(mdp, w, states, actions, learner: str, vi_iters: int):
     return x
 
 
-def _train_fn(config):
+def fit_weights(config, workdir: str, mdps, data: dict, seeds: list[int], sizes: list[int]):
+    """Every (seed, MDP, dataset size) problem's linear reward w [F] in one `fit_small` program.
+
+    Per seed the parameters are w [M, Z, F] (M MDPs x Z dataset sizes) and the objective is the
+    sum of the problems' own objectives (mean preference NLL over the first n pairs + weight
+    decay), so each problem's gradient is its own and Adam, elementwise, updates each problem
+    exactly as a separate fit. `mdps` and `data` hold [S, M, ...] arrays.
+
+    Returns (w [S, M, Z, F], the mean over problems of each seed's last loss [S]).
+    """
     learner, tc = config.learner, config.train
-    loss_fn = regret_preference_loss if learner == "regret" else partial_return_loss
-    tx = optax.adamw(tc.learning_rate, weight_decay=0.0)
+    pref_loss = regret_preference_loss if learner == "regret" else partial_return_loss
+    vi_iters, weight_decay = int(tc.vi_iters), float(tc.weight_decay)
+    n_max = max(sizes)
+    pair_mask = (np.arange(n_max)[None] < np.array(sizes)[:, None]).astype(np.float32)  # [Z, N]
 
-    def objective(w, mdp, d, pair_mask):
-        c = _step_scores(mdp, w, d["c_s"], d["c_a"], learner, tc.vi_iters)
-        r = _step_scores(mdp, w, d["r_s"], d["r_a"], learner, tc.vi_iters)
-        losses = loss_fn(c, r, d["c_m"], d["r_m"])
-        nll = jnp.sum(losses * pair_mask) / jnp.maximum(jnp.sum(pair_mask), 1.0)
-        return nll + tc.weight_decay * jnp.sum(w**2)
+    def objective(w, mdp, d, mask):
+        c = _step_scores(mdp, w, d["c_s"], d["c_a"], learner, vi_iters)
+        r = _step_scores(mdp, w, d["r_s"], d["r_a"], learner, vi_iters)
+        losses = pref_loss(c, r, d["c_m"], d["r_m"])
+        nll = jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+        return nll + weight_decay * jnp.sum(w**2)
 
-    def train_one(w0, mdp, d, pair_mask):
-        def step(carry, _):
-            w, opt = carry
-            loss, g = jax.value_and_grad(objective)(w, mdp, d, pair_mask)
-            upd, opt = tx.update(g, opt, w)
-            return (optax.apply_updates(w, upd), opt), loss
+    # over dataset sizes (masks) inside, over MDPs outside
+    per_problem = jax.vmap(jax.vmap(objective, in_axes=(0, None, None, 0)),
+                           in_axes=(0, 0, 0, None))
 
-        (w, _), losses = jax.lax.scan(step, (w0, tx.init(w0)), None, length=tc.steps)
-        return w, losses
+    def loss_fn(w, d):
+        losses = per_problem(w, d["mdp"], d["pairs"], jnp.asarray(pair_mask))  # [M, Z]
+        return losses.sum(), {"mean_problem_loss": losses.mean()}
 
-    # vmap over dataset sizes (masks) inside, over MDPs outside.
-    inner = jax.vmap(train_one, in_axes=(0, None, None, 0))
-    return jax.jit(jax.vmap(inner, in_axes=(0, 0, 0, None)))
+    num_mdps, num_features = data["c_s"].shape[1], mdps.features.shape[-1]
+    shape = (num_mdps, len(sizes), num_features)
+    fit = fit_small(
+        workdir, loss_fn=loss_fn, has_aux=True,
+        init_params=lambda key: tc.init_scale * jax.random.normal(key, shape),
+        tx=optax.adamw(tc.learning_rate, weight_decay=0.0), num_steps=int(tc.steps),
+        data={"mdp": mdps,
+              "pairs": {k: data[k] for k in ("c_s", "c_a", "c_m", "r_s", "r_a", "r_m")}},
+        seeds=seeds, per_seed_data=True)
+    last = fit.history[-1]
+    return fit.params, np.array([last[f"seed_{s}/mean_problem_loss"] for s in seeds])
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    del workdir
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one learner: all seeds' problems trained in one program, then evaluated."""
     if config.learner not in LEARNERS:
         raise ValueError(f"learner must be one of {LEARNERS}, got {config.learner!r}")
-    seed = int(config.seed)
+    seeds = [int(s) for s in config.seeds]
     sizes = [int(n) for n in config.data.sizes]
-    mdps, stacked, gold_w = _instances(config.task, seed)
-    data, num_ties = _make_data(mdps, gold_w, config, seed)
-    num_mdps, n_max = gold_w.shape[0], max(sizes)
-    pair_mask = (np.arange(n_max)[None] < np.array(sizes)[:, None]).astype(np.float32)
-    # The same initial weights for both learners (same seed).
-    w0 = config.train.init_scale * jax.random.normal(
-        jax.random.key(seed), (num_mdps, len(sizes), gold_w.shape[1]))
-    train_data = {k: data[k] for k in ("c_s", "c_a", "c_m", "r_s", "r_a", "r_m")}
-    w, losses = _train_fn(config)(w0, stacked, train_data, jnp.asarray(pair_mask))
+    per_seed = []
+    for seed in seeds:
+        mdps, stacked, gold_w = _instances(config.task, seed)
+        data, num_ties = _make_data(mdps, gold_w, config, seed)
+        per_seed.append((stacked, gold_w, data, num_ties))
+    stack = lambda *xs: jnp.asarray(np.stack(xs))  # noqa: E731
+    mdps = jax.tree.map(stack, *[p[0] for p in per_seed])  # [S, M, ...]
+    gold_w = stack(*[p[1] for p in per_seed])  # [S, M, F]
+    data = {k: stack(*[p[2][k] for p in per_seed]) for k in per_seed[0][2]}
+    # The same initial weights for both learners (same seed keys).
+    w, final_loss = fit_weights(config, os.path.join(workdir, "reward"), mdps, data, seeds, sizes)
 
     def evaluate(mdp, gold, w_row):
         def one(wi):
@@ -197,30 +217,33 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             return mdp_lib.normalized_return(mdp, mdp.reward(gold), mdp_lib.greedy_policy(q))
         return jax.vmap(one)(w_row)
 
-    norm = np.asarray(jax.jit(jax.vmap(evaluate))(stacked, jnp.asarray(gold_w), w)) * 100.0
+    norm = np.asarray(jax.jit(jax.vmap(jax.vmap(evaluate)))(mdps, gold_w, w)) * 100.0
 
     # Tie pairs, scored with the weights learned from the largest dataset.
-    w_big = w[:, int(np.argmax(sizes))]
+    w_big = w[:, :, int(np.argmax(sizes))]
+    pref_loss = regret_preference_loss if config.learner == "regret" else partial_return_loss
 
     def tie_probs(mdp, wi, d):
         a = _step_scores(mdp, wi, d["t1_s"], d["t1_a"], config.learner, config.train.vi_iters)
         b = _step_scores(mdp, wi, d["t2_s"], d["t2_a"], config.learner, config.train.vi_iters)
-        loss_fn = regret_preference_loss if config.learner == "regret" else partial_return_loss
-        return jnp.exp(-loss_fn(a, b, d["t1_m"], d["t2_m"]))  # P(better one is preferred)
+        return jnp.exp(-pref_loss(a, b, d["t1_m"], d["t2_m"]))  # P(better one is preferred)
 
     tie_data = {k: data[k] for k in ("t1_s", "t1_a", "t1_m", "t2_s", "t2_a", "t2_m")}
-    p = np.asarray(jax.jit(jax.vmap(tie_probs))(stacked, w_big, tie_data))
-    tmask = data["t_mask"]
-    out = {f"return_n{n}": float(norm[:, i].mean()) for i, n in enumerate(sizes)}
-    out["mean_return"] = float(norm.mean())
-    out["final_loss"] = float(np.asarray(losses)[..., -1].mean())
-    out["num_tie_pairs"] = float(num_ties.sum())
-    if tmask.any():
-        out["tie_max_dev_from_half"] = float(np.abs(p[tmask] - 0.5).max())
-        out["tie_accuracy"] = float((p[tmask] > 0.5).mean())
-    else:
-        out["tie_max_dev_from_half"] = float("nan")
-        out["tie_accuracy"] = float("nan")
+    probs = np.asarray(jax.jit(jax.vmap(jax.vmap(tie_probs)))(mdps, w_big, tie_data))
+    out = {}
+    for i, seed in enumerate(seeds):
+        p, tmask = probs[i], per_seed[i][2]["t_mask"]
+        res = {f"return_n{n}": float(norm[i, :, j].mean()) for j, n in enumerate(sizes)}
+        res["mean_return"] = float(norm[i].mean())
+        res["final_loss"] = float(final_loss[i])
+        res["num_tie_pairs"] = float(per_seed[i][3].sum())
+        if tmask.any():
+            res["tie_max_dev_from_half"] = float(np.abs(p[tmask] - 0.5).max())
+            res["tie_accuracy"] = float((p[tmask] > 0.5).mean())
+        else:
+            res["tie_max_dev_from_half"] = float("nan")
+            res["tie_accuracy"] = float("nan")
+        out[seed] = res
     return out
 
 
