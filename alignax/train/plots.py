@@ -194,6 +194,56 @@ def plot_variant_bars(results: Mapping[str, Any], metrics: Sequence[tuple[str, s
     return _save(fig, path)
 
 
+def plot_grouped_bars(groups: Sequence[str], series: Mapping[str, tuple[Any, Any]], path: str,
+                      *, title: str, ylabel: str,
+                      ylim: tuple[float, float] | None = None) -> str:
+    """Grouped bars on one axis: G groups on the x axis, one bar per series in each group.
+
+    E.g. the attribute gains (groups) of two policies (series), or the per-task accuracy (groups)
+    of several reward models (series); bars show mean +- std.
+
+    Args:
+      groups: [G] the x-axis labels.
+      series: label -> (means [G], stds [G]) array-likes; one colour per series, a legend when
+        there is more than one.
+      path: the PNG to write (its folder is created if needed).
+      title: the figure title.
+      ylabel: the y axis label.
+      ylim: optional (low, high) of the y axis.
+
+    Returns:
+      `path`.
+
+    Raises:
+      ValueError: a series' means or stds are not 1-D of length G.
+    """
+    g = len(groups)
+    arrays = {}
+    for label, (means, stds) in series.items():
+        means, stds = np.asarray(means, np.float64), np.asarray(stds, np.float64)
+        if means.shape != (g,) or stds.shape != (g,):
+            raise ValueError(f"series {label!r}: means and stds must have shape ({g},) like "
+                             f"groups, got {means.shape} and {stds.shape}")
+        arrays[label] = (means, stds)
+    fig = _new_figure(1, 1, width=max(4.5, 0.6 * g * max(1, len(arrays)) + 2.0), height=3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(1, len(arrays))
+    for i, (label, (means, stds)) in enumerate(arrays.items()):
+        offset = (i - (len(arrays) - 1) / 2) * width
+        ax.bar(np.arange(g) + offset, means, width, yerr=stds, capsize=3, label=str(label))
+    ax.set_xticks(range(g), [str(x) for x in groups])
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if any((m < 0).any() for m, _ in arrays.values()):
+        ax.axhline(0.0, color="k", linewidth=0.5)
+    ax.grid(True, axis="y", alpha=0.3)
+    if len(arrays) > 1:
+        ax.legend(fontsize=9)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
 def _save(fig, path: str) -> str:
     """Writes `fig` as a PNG at `path`, creating its folder; returns `path`."""
     parent = os.path.dirname(os.fspath(path))

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from alignax.train.plots import plot_curves, plot_metrics, plot_variant_bars
+from alignax.train.plots import plot_curves, plot_grouped_bars, plot_metrics, plot_variant_bars
 from alignax.train.writers import MetricsWriter
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -110,3 +110,19 @@ def test_plot_variant_bars_one_panel_per_metric_in_the_given_order(tmp_path):
     assert w2 > w1  # two panels are wider than one
     with pytest.raises(KeyError):
         plot_variant_bars(results, [("missing", "x")], str(tmp_path / "x.png"), title="t")
+
+
+def test_plot_grouped_bars_one_bar_per_series_in_each_group(tmp_path):
+    groups = ["helpfulness", "length", "honesty"]
+    series = {"base": ([1.6, 0.7, -0.1], [0.1, 0.05, 0.02]),
+              "anti-length": (np.array([1.5, -0.8, 0.0]), np.zeros(3))}
+    path = str(tmp_path / "sub" / "gains.png")
+    assert plot_grouped_bars(groups, series, path, title="t", ylabel="gain") == path
+    one = plot_grouped_bars(groups[:1], {"rm": ([0.9], [0.01])}, str(tmp_path / "one.png"),
+                            title="t", ylabel="accuracy", ylim=(0.5, 1.0))
+    w_many, _ = _assert_png(path)
+    w_one, _ = _assert_png(one)
+    assert w_many > w_one  # more groups x series are wider
+    with pytest.raises(ValueError, match="'bad'"):
+        plot_grouped_bars(groups, {"bad": ([1.0, 2.0], [0.0, 0.0])}, path, title="t",
+                          ylabel="y")
