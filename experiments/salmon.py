@@ -31,7 +31,6 @@ while the target-attribute gain stays within 5% (>= 95% of the base policy's gai
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 
@@ -44,6 +43,8 @@ import optax
 from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss
 from alignax.models.mlp import MLPConfig, make_mlp
+from alignax.train.plots import plot_grouped_bars
+from alignax.train.small import fit_small
 
 ATTRIBUTES = ("helpfulness", "honesty", "harmlessness", "detail", "length")
 LENGTH = ATTRIBUTES.index("length")
@@ -131,34 +132,32 @@ def rm_inputs(z, hot):
     return jnp.concatenate([z, jnp.broadcast_to(hot, z.shape[:-1] + hot.shape[-1:])], -1)
 
 
-@functools.partial(jax.jit, static_argnames=("hidden", "steps", "batch_size", "lr"))
-def train_rm(key, chosen, rejected, principle, *, hidden, steps, batch_size, lr):
-    """Minibatch Adam on the BT loss of r(y | P) = MLP([z, multi-hot(P)]) -> params."""
-    mlp = make_mlp(MLPConfig(in_dim=chosen.shape[-1] + principle.shape[-1], hidden=hidden))
-    k_init, k_data = jax.random.split(key)
-    tx = optax.adam(lr)
-    n = chosen.shape[0]
+def train_rm(config, workdir: str, data: dict, seeds: list[int]):
+    """Minibatch Adam on the BT loss of r(y | P) = MLP([z, multi-hot(P)]), every seed in one
+    `fit_small` program; `data` holds [S, N, ...] chosen, rejected and principle arrays.
 
-    def loss_fn(p, c, r, h):
-        return jnp.mean(bradley_terry_loss(mlp.apply(p, rm_inputs(c, h)),
-                                           mlp.apply(p, rm_inputs(r, h))))
+    Returns (the MLP, the SmallFit); the loss is logged every 100 steps (`loss_mean`: the mean
+    over those steps).
+    """
+    tc = config.train
+    mlp = make_mlp(MLPConfig(in_dim=data["chosen"].shape[-1] + data["principle"].shape[-1],
+                             hidden=tuple(config.model.hidden)))
+    batch_size = int(tc.batch_size)
 
-    def step(carry, t):
-        p, o = carry
-        idx = jax.random.randint(jax.random.fold_in(k_data, t), (batch_size,), 0, n)
-        loss, g = jax.value_and_grad(loss_fn)(p, chosen[idx], rejected[idx], principle[idx])
-        upd, o = tx.update(g, o, p)
-        return (optax.apply_updates(p, upd), o), loss
+    def batch_fn(d, rng):  # uniform draws with replacement
+        idx = jax.random.randint(rng, (batch_size,), 0, d["chosen"].shape[0])
+        return jax.tree.map(lambda v: v[idx], d)
 
-    p0 = mlp.init(k_init)
-    (p, _), losses = jax.lax.scan(step, (p0, tx.init(p0)), jnp.arange(steps))
-    return p, losses
+    def loss_fn(p, b):
+        return jnp.mean(bradley_terry_loss(mlp.apply(p, rm_inputs(b["chosen"], b["principle"])),
+                                           mlp.apply(p, rm_inputs(b["rejected"],
+                                                                  b["principle"]))))
 
-
-@functools.lru_cache(maxsize=None)
-def _reward_fn(in_dim: int, hidden: tuple[int, ...]):
-    mlp = make_mlp(MLPConfig(in_dim=in_dim, hidden=hidden))
-    return jax.jit(lambda p, z, h: mlp.apply(p, rm_inputs(z, h)))
+    fit = fit_small(workdir, loss_fn=loss_fn,
+                    init_params=lambda key: mlp.init(jax.random.split(key)[0]),
+                    tx=optax.adam(float(tc.learning_rate)), num_steps=int(tc.steps), data=data,
+                    seeds=seeds, per_seed_data=True, batch_fn=batch_fn, steps_per_log=100)
+    return mlp, fit
 
 
 def kl_optimal_policy(rewards, ref_logprobs, beta: float):
@@ -166,29 +165,21 @@ def kl_optimal_policy(rewards, ref_logprobs, beta: float):
     return jax.nn.softmax(ref_logprobs + rewards / beta, axis=-1)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed = int(config.seed)
+def evaluate(config, seed: int, reward) -> dict[str, float]:
+    """One seed's RM accuracies and RL step, `reward(z [..., D], hot [..., 2K]) -> [...]`."""
     task, k = config.task, len(ATTRIBUTES)
     train_sets, held_sets = split_principles(config, seed)
-    train = make_pairs(config, seed, train_sets, config.data.num_pairs, 0)
-    hidden = tuple(config.model.hidden)
-    params, losses = train_rm(jax.random.key(seed), train["chosen"], train["rejected"],
-                              train["principle"], hidden=hidden, steps=int(config.train.steps),
-                              batch_size=int(config.train.batch_size),
-                              lr=float(config.train.learning_rate))
-    reward = _reward_fn(task.dim + 2 * k, hidden)
     w_attr = attribute_matrix(task.dim, seed)
 
     def accuracy(sets, tag):
         ev = make_pairs(config, seed, sets, config.data.num_eval_pairs, tag)
         # accuracy against the noiseless judge: the label agrees with the judge's sign or not
-        margin = np.asarray(reward(params, ev["chosen"], ev["principle"])
-                            - reward(params, ev["rejected"], ev["principle"]))
+        margin = np.asarray(reward(ev["chosen"], ev["principle"])
+                            - reward(ev["rejected"], ev["principle"]))
         return float(np.mean((margin > 0) == ev["judge_agrees"]))
 
     out = {"rm_accuracy_in_distribution": accuracy(train_sets, 1),
            "rm_accuracy_held_out": accuracy(held_sets, 2),
-           "rm_final_loss": float(np.mean(np.asarray(losses)[-100:])),
            "num_held_out_sets": float(len(held_sets))}
     out["held_out_ratio"] = out["rm_accuracy_held_out"] / out["rm_accuracy_in_distribution"]
 
@@ -202,7 +193,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     for name, principles in (("base", ((TARGET, 1),)), ("anti_length", ((TARGET, 1),
                                                                           (LENGTH, -1)))):
         _, hot = encode([principles], k)
-        r = np.asarray(reward(params, pool, hot[0]))  # [P, N]
+        r = np.asarray(reward(pool, hot[0]))  # [P, N]
         pi = np.asarray(kl_optimal_policy(jnp.asarray(r), ref_logp, float(rl.beta)))
         pf = np.einsum("pn,pnk->k", pi, f) / rl.num_prompts
         out[f"{name}_target_gain"] = float(pf[TARGET] - ref_f[TARGET])
@@ -215,8 +206,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     out["length_cut"] = 1.0 - out["anti_length_length_exploitation"] / max(
         out["base_length_exploitation"], 1e-8)
     out["target_ratio"] = out["anti_length_target_gain"] / out["base_target_gain"]
-    os.makedirs(workdir, exist_ok=True)
-    np.savez(os.path.join(workdir, "rm_loss.npz"), loss=np.asarray(losses))
+    return out
+
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed's instructable RM in one program, then each seed's accuracies and RL step."""
+    seeds = [int(s) for s in config.seeds]
+    train = [make_pairs(config, s, split_principles(config, s)[0], config.data.num_pairs, 0)
+             for s in seeds]
+    data = {k: jnp.asarray(np.stack([t[k] for t in train]))
+            for k in ("chosen", "rejected", "principle")}
+    mlp, fit = train_rm(config, os.path.join(workdir, "rm"), data, seeds)
+    reward = jax.jit(lambda p, z, h: mlp.apply(p, rm_inputs(z, h)))
+    last = fit.history[-1]
+    out = {}
+    for i, seed in enumerate(seeds):
+        params = fit.seed_params(i)
+        out[seed] = evaluate(config, seed, lambda z, h, p=params: reward(p, z, h))
+        out[seed]["rm_final_loss"] = float(last[f"seed_{seed}/loss_mean"])
     return out
 
 
@@ -252,29 +259,18 @@ def claims(results) -> list[Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """RM accuracy (in-distribution vs held-out combinations) and the RL attribute gains."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     m = results["default"]["metrics"]
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 2, 1)
-    names = ["rm_accuracy_in_distribution", "rm_accuracy_held_out"]
-    ax.bar([0, 1], [m[n]["mean"] for n in names], yerr=[m[n]["std"] for n in names], capsize=3)
-    ax.set_xticks([0, 1], ["in-distribution", "held-out combos"])
-    ax.set_ylabel("RM accuracy vs judge")
-    ax.set_ylim(0.5, 1.0)
-    ax = fig.add_subplot(1, 2, 2)
-    width = 0.38
-    for i, name in enumerate(("base", "anti_length")):
-        keys = [f"{name}_target_gain", f"{name}_length_exploitation"]
-        ax.bar(np.arange(2) + (i - 0.5) * width, [m[k]["mean"] for k in keys], width,
-               yerr=[m[k]["std"] for k in keys], capsize=3, label=f"P_RL: {name}")
-    ax.set_xticks([0, 1], ["helpfulness gain", "length gain"])
-    ax.axhline(0.0, color="k", lw=0.5)
-    ax.legend()
-    fig.suptitle("SALMON toy: instructable RM and an anti-length principle at RL time")
-    out = os.path.join(workdir, "plots", "salmon.png")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    fig.savefig(out, dpi=100)
-    return [out]
+    stat = lambda names: ([m[n]["mean"] for n in names], [m[n]["std"] for n in names])  # noqa: E731
+    folder = os.path.join(workdir, "plots")
+    rm = plot_grouped_bars(
+        ["in-distribution", "held-out combos"],
+        {"instructable RM": stat(["rm_accuracy_in_distribution", "rm_accuracy_held_out"])},
+        os.path.join(folder, "salmon_rm_accuracy.png"),
+        title="SALMON toy: instructable RM", ylabel="RM accuracy vs judge", ylim=(0.5, 1.0))
+    rl = plot_grouped_bars(
+        ["helpfulness gain", "length gain"],
+        {f"P_RL: {name}": stat([f"{name}_target_gain", f"{name}_length_exploitation"])
+         for name in ("base", "anti_length")},
+        os.path.join(folder, "salmon_rl_gains.png"),
+        title="SALMON toy: an anti-length principle at RL time", ylabel="gain over pi_ref")
+    return [rm, rl]
