@@ -12,7 +12,7 @@ common space (s_t = A_t^+ t, s_v = A_v^+ v), fused by averaging (text-only: s = 
 mapped to h = relu(W [s; m] + b) with 64 random units and m the modality flag. Labels are
 Bradley-Terry draws sigma(4 (r*(u_a) - r*(u_b))).
 
-Heads on h (trained with the BT loss, full-batch AdamW in lax.scan, 800 steps): `linear`
+Heads on h (trained with the BT loss, full-batch AdamW, 800 steps, `alignax.train.small`): `linear`
 r = w . h + c (lr 1e-2, weight decay 1e-3), and `mlp`, the paper's two-layer head
 r = W2 SiLU(W1 h) (64 hidden units; lr 2e-3, weight decay 3.0, which it needs not to overfit).
 Data mixtures: multimodal pairs only (`mm`, 400 pairs) or the same plus 8000 text-only pairs
@@ -30,7 +30,6 @@ multimodal accuracy by >= 1 point.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
@@ -41,7 +40,9 @@ import optax
 
 from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss
+from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks.features import MLPReward
+from alignax.train.small import fit_small
 
 VARIANTS = {
     "linear_mm": dict(head="linear", mix="mm", ensemble=1),
@@ -124,54 +125,17 @@ def sample_pairs(world, task, n: int, multimodal: bool, rng: np.random.Generator
             "rejected": np.where(a_chosen[:, None], hb, ha)}
 
 
-def init_head(key, head: str, in_dim: int, hidden: int):
-    """Parameters of a `linear` (w . h + c) or `mlp` (W2 SiLU(W1 h + b1) + b2) reward head."""
-    k1, k2 = jax.random.split(key)
+def make_head(head: str, in_dim: int, hidden: int):
+    """A `linear` (w . h + c) or `mlp` (W2 SiLU(W1 h + b1) + b2) reward head on features h."""
     if head == "linear":
-        return {"w": jax.random.normal(k1, (in_dim,)) * 0.01, "c": jnp.zeros(())}
+        return make_mlp(MLPConfig(in_dim=in_dim, hidden=(), out_dim=1))
     if head == "mlp":
-        return {"w1": jax.random.normal(k1, (in_dim, hidden)) / np.sqrt(in_dim),
-                "b1": jnp.zeros((hidden,)),
-                "w2": jax.random.normal(k2, (hidden,)) / np.sqrt(hidden), "b2": jnp.zeros(())}
+        return make_mlp(MLPConfig(in_dim=in_dim, hidden=(hidden,), out_dim=1, activation="silu"))
     raise ValueError(f"unknown head {head!r}; use 'linear' or 'mlp'")
 
 
-def apply_head(params, h):
-    """Rewards [...] of backbone features h [..., H]."""
-    if "w" in params:
-        return h @ params["w"] + params["c"]
-    return jax.nn.silu(h @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"]
-
-
-@functools.partial(jax.jit, static_argnames=("head", "hidden", "steps", "lr", "wd"))
-def fit_head(key, chosen, rejected, *, head, hidden, steps, lr, wd):
-    """BT training of one head on frozen features: chosen/rejected [B, H] -> params."""
-    tx = optax.adamw(lr, weight_decay=wd)
-
-    def loss_fn(p):
-        return jnp.mean(bradley_terry_loss(apply_head(p, chosen), apply_head(p, rejected)))
-
-    def step(carry, _):
-        p, opt = carry
-        loss, g = jax.value_and_grad(loss_fn)(p)
-        upd, opt = tx.update(g, opt, p)
-        return (optax.apply_updates(p, upd), opt), loss
-
-    p0 = init_head(key, head, chosen.shape[-1], hidden)
-    (p, _), losses = jax.lax.scan(step, (p0, tx.init(p0)), None, length=steps)
-    return p, losses[-1]
-
-
-@jax.jit
-def _ensemble_score(params_list, h):
-    """Average reward of the heads in `params_list` on features h [N, H] -> [N]."""
-    return jnp.mean(jnp.stack([apply_head(p, h) for p in params_list]), 0)
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed = int(config.seed)
-    if config.mix not in ("mm", "mix"):
-        raise ValueError(f"unknown data mixture {config.mix!r}; use 'mm' or 'mix'")
+def make_seed_data(config, seed: int) -> dict:
+    """One seed's training pairs (by the data mixture) and held-out multimodal and text pairs."""
     task, data = config.task, config.data
     world = make_world(task, seed)
     rng = np.random.default_rng([seed, 650])
@@ -184,22 +148,61 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         rejected = np.concatenate([mm["rejected"], text["rejected"]])
     else:
         chosen, rejected = mm["chosen"], mm["rejected"]
-    hp = dict(head=config.head, hidden=int(config.head_hidden), steps=int(config.train.steps),
-              lr=float(config.train.learning_rate[config.head]),
-              wd=float(config.train.weight_decay[config.head]))
-    keys = jax.random.split(jax.random.key(seed), int(config.ensemble))
-    members = [fit_head(k, chosen, rejected, **hp) for k in keys]
-    params = [p for p, _ in members]
-    score = _ensemble_score
+    return {"chosen": chosen, "rejected": rejected, "test": test, "text_test": text_test}
 
-    def accuracy(pairs):
-        sa, sb = np.asarray(score(params, pairs["a"])), np.asarray(score(params, pairs["b"]))
-        return float(np.mean((sa > sb) == pairs["a_better"]))
 
-    train_margin = np.asarray(score(params, chosen) - score(params, rejected))
-    return {"mm_accuracy": accuracy(test), "text_accuracy": accuracy(text_test),
-            "train_label_fit": float(np.mean(train_margin > 0)),
-            "final_train_loss": float(np.mean([float(loss) for _, loss in members]))}
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one variant: the head (or the ensemble's heads) of all seeds in one
+    `fit_small` program, then each seed's held-out accuracies."""
+    if config.mix not in ("mm", "mix"):
+        raise ValueError(f"unknown data mixture {config.mix!r}; use 'mm' or 'mix'")
+    seeds = [int(s) for s in config.seeds]
+    per_seed = [make_seed_data(config, s) for s in seeds]
+    head = make_head(config.head, int(config.task.backbone_dim), int(config.head_hidden))
+    members = int(config.ensemble)
+
+    def init(key):  # [E, ...]: independently initialised members
+        return jax.vmap(head.init)(jax.random.split(key, members))
+
+    def member_rewards(params, h):  # [E, N]
+        return jax.vmap(head.apply, in_axes=(0, None))(params, h)
+
+    def loss_fn(params, batch):
+        # the sum of the members' losses: each member's gradient is its own loss's, so the
+        # members train exactly as separate runs (AdamW is per coordinate)
+        losses = jax.vmap(lambda c, r: jnp.mean(bradley_terry_loss(c, r)))(
+            member_rewards(params, batch["chosen"]), member_rewards(params, batch["rejected"]))
+        return jnp.sum(losses)
+
+    def score(params, h):  # the ensemble's mean reward [N]
+        return jnp.mean(member_rewards(params, h), 0)
+
+    data = {k: jnp.asarray(np.stack([p[k] for p in per_seed])) for k in ("chosen", "rejected")}
+    tc = config.train
+    fit = fit_small(os.path.join(workdir, "head"), loss_fn=loss_fn, init_params=init,
+                    tx=optax.adamw(float(tc.learning_rate[config.head]),
+                                   weight_decay=float(tc.weight_decay[config.head])),
+                    num_steps=int(tc.steps), data=data, seeds=seeds, per_seed_data=True)
+    evaluate = jax.jit(jax.vmap(score))
+
+    def stacked(name, side):
+        return jnp.asarray(np.stack([p[name][side] for p in per_seed]))
+
+    scores = {name: (np.asarray(evaluate(fit.params, stacked(name, "a"))),
+                     np.asarray(evaluate(fit.params, stacked(name, "b"))))
+              for name in ("test", "text_test")}
+    train_margin = np.asarray(evaluate(fit.params, data["chosen"])
+                              - evaluate(fit.params, data["rejected"]))
+    out = {}
+    for i, (s, p) in enumerate(zip(seeds, per_seed)):
+        def accuracy(name):
+            sa, sb = scores[name][0][i], scores[name][1][i]
+            return float(np.mean((sa > sb) == p[name]["a_better"]))
+
+        out[s] = {"mm_accuracy": accuracy("test"), "text_accuracy": accuracy("text_test"),
+                  "train_label_fit": float(np.mean(train_margin[i] > 0)),
+                  "final_train_loss": float(fit.final_loss[i]) / members}
+    return out
 
 
 def claims(results) -> list[Claim]:
@@ -227,23 +230,10 @@ def claims(results) -> list[Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """Multimodal and text-only held-out accuracy per variant (mean +- std over seeds)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from alignax.train.plots import plot_variant_bars
 
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    names = list(results)
-    for i, (m, label) in enumerate([("mm_accuracy", "multimodal held-out accuracy"),
-                                    ("text_accuracy", "text-only held-out accuracy")]):
-        ax = fig.add_subplot(1, 2, i + 1)
-        means = [results[v]["metrics"][m]["mean"] for v in names]
-        ax.bar(range(len(names)), means,
-               yerr=[results[v]["metrics"][m]["std"] for v in names], capsize=3)
-        ax.set_xticks(range(len(names)), names, rotation=20)
-        ax.set_ylim(min(means) - 0.05, min(1.0, max(means) + 0.03))
-        ax.set_ylabel(label)
-    fig.suptitle("BaseReward: reward heads and data mixtures on a frozen backbone")
-    path = os.path.join(workdir, "plots", "base_reward.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return [path]
+    return [plot_variant_bars(
+        results, [("mm_accuracy", "multimodal held-out accuracy"),
+                  ("text_accuracy", "text-only held-out accuracy")],
+        os.path.join(workdir, "plots", "base_reward.png"),
+        title="BaseReward: reward heads and data mixtures on a frozen backbone", zoom=True)]
