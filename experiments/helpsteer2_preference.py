@@ -51,9 +51,10 @@ from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss, regression_loss, \
     scaled_bradley_terry_loss
 from alignax.models.mlp import MLPConfig, make_mlp
+from alignax.ops import spearman
 from alignax.tasks.features import MLPReward
 from alignax.tasks.simulators import likert_ratings
-from alignax.train.full_batch import fit_full_batch
+from alignax.train.small import fit_small
 
 METHODS = ("bt", "bt_margin", "scaled_bt", "regression", "regression_then_scaled_bt")
 
@@ -103,58 +104,63 @@ def make_data(config, seed: int) -> dict:
     }
 
 
-def _fit(loss_fn, params, steps: int, lr: float, wd: float):
-    tx = optax.adamw(lr, weight_decay=wd)
-    return jax.jit(lambda p: fit_full_batch(loss_fn, p, tx, steps))(params)
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed = int(config.seed)
-    data = make_data(config, seed)
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one variant in one `fit_small` program per training stage, then the
+    held-out metrics of each seed."""
+    method = config.method
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; one of {METHODS}")
+    seeds = [int(s) for s in config.seeds]
+    per_seed = [make_data(config, s) for s in seeds]
+    data = {k: jnp.asarray(np.stack([p[k] for p in per_seed]))
+            for k in ("items", "likert", "chosen", "rejected", "strength", "eval_items")}
     model = make_mlp(MLPConfig(in_dim=config.task.dim, hidden=tuple(config.model.hidden),
                                out_dim=1, activation="gelu"))
-    params = jax.jit(model.init)(jax.random.key(seed))
     tr = config.train
-    chosen, rejected = jnp.asarray(data["chosen"]), jnp.asarray(data["rejected"])
-    strength = jnp.asarray(data["strength"])
 
     def bt_objective(kind):
-        def loss_fn(p):
-            rc, rr = model.apply(p, chosen), model.apply(p, rejected)
+        def loss_fn(p, d):
+            rc, rr = model.apply(p, d["chosen"]), model.apply(p, d["rejected"])
             if kind == "bt":
                 return jnp.mean(bradley_terry_loss(rc, rr))
             if kind == "bt_margin":
-                return jnp.mean(bradley_terry_loss(rc, rr, margin=strength))
-            return jnp.mean(scaled_bradley_terry_loss(rc, rr, strength=strength))
+                return jnp.mean(bradley_terry_loss(rc, rr, margin=d["strength"]))
+            return jnp.mean(scaled_bradley_terry_loss(rc, rr, strength=d["strength"]))
         return loss_fn
 
-    def regression_objective(p):
-        return jnp.mean(regression_loss(model.apply(p, data["items"]), data["likert"]))
+    def regression_objective(p, d):
+        return jnp.mean(regression_loss(model.apply(p, d["items"]), d["likert"]))
 
-    method = config.method
-    out: dict[str, float] = {}
+    def fit(name, loss_fn, keys, init, steps, lr, **kw):
+        return fit_small(os.path.join(workdir, name), loss_fn=loss_fn, init_params=init,
+                         tx=optax.adamw(float(lr), weight_decay=float(tr.weight_decay)),
+                         num_steps=int(steps), data={k: data[k] for k in keys}, seeds=seeds,
+                         per_seed_data=True, **kw)
+
+    pairs = ("chosen", "rejected", "strength")
+    out: dict[int, dict[str, float]] = {s: {} for s in seeds}
     if method in ("bt", "bt_margin", "scaled_bt"):
-        params, losses = _fit(bt_objective(method), params, tr.steps, tr.learning_rate,
-                              tr.weight_decay)
-    elif method in ("regression", "regression_then_scaled_bt"):
-        params, losses = _fit(regression_objective, params, tr.regression_steps,
-                              tr.learning_rate, tr.weight_decay)
-        out["regression_final_loss"] = float(losses[-1])
-        if method == "regression_then_scaled_bt":
-            params, losses = _fit(bt_objective("scaled_bt"), params, tr.steps,
-                                  tr.finetune_learning_rate, tr.weight_decay)
+        result = fit(method, bt_objective(method), pairs, model.init, tr.steps,
+                     tr.learning_rate)
     else:
-        raise ValueError(f"unknown method {method!r}; one of {METHODS}")
-    out["final_train_loss"] = float(losses[-1])
+        result = fit("regression", regression_objective, ("items", "likert"), model.init,
+                     tr.regression_steps, tr.learning_rate)
+        for i, s in enumerate(seeds):
+            out[s]["regression_final_loss"] = float(result.final_loss[i])
+        if method == "regression_then_scaled_bt":  # each seed starts from its regression model
+            result = fit("scaled_bt", bt_objective("scaled_bt"), pairs, result.params, tr.steps,
+                         tr.finetune_learning_rate, per_seed_init=True)
 
-    scores = np.asarray(jax.jit(model.apply)(params, data["eval_items"]), np.float64)
-    gold = data["eval_gold"]
-    half = len(scores) // 2
-    sa, sb, ga, gb = scores[:half], scores[half:2 * half], gold[:half], gold[half:2 * half]
-    out["gold_pair_accuracy"] = float(np.mean((sa > sb) == (ga > gb)))
-    ranks = [np.argsort(np.argsort(v)).astype(np.float64) for v in (scores, gold)]
-    out["spearman_gold"] = float(np.corrcoef(*ranks)[0, 1])
-    out["train_label_correct"] = data["label_correct"]
+    all_scores = np.asarray(jax.jit(jax.vmap(model.apply))(result.params, data["eval_items"]),
+                            np.float64)  # [S, M]
+    for i, (s, p) in enumerate(zip(seeds, per_seed)):
+        o, scores, gold = out[s], all_scores[i], p["eval_gold"]
+        o["final_train_loss"] = float(result.final_loss[i])
+        half = len(scores) // 2
+        sa, sb, ga, gb = scores[:half], scores[half:2 * half], gold[:half], gold[half:2 * half]
+        o["gold_pair_accuracy"] = float(np.mean((sa > sb) == (ga > gb)))
+        o["spearman_gold"] = float(spearman(scores, gold))
+        o["train_label_correct"] = p["label_correct"]
     return out
 
 
