@@ -46,7 +46,8 @@ from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss
 from alignax.losses.rubric import gprc_loss, reference_projection
 from alignax.models.mlp import MLPConfig, make_mlp
-from alignax.train.full_batch import fit_full_batch
+from alignax.ops import spearman
+from alignax.train.small import fit_small
 
 BUDGETS = (200, 1000, 5000)
 D = 3  # rubric dimensions
@@ -97,17 +98,12 @@ class Task:
                 + self.cfg.response_noise * rng.standard_normal(x.shape))
 
 
-def _fit(loss_fn, params, steps: int, lr: float, wd: float):
-    tx = optax.adamw(lr, weight_decay=wd)
-    return jax.jit(lambda p: fit_full_batch(loss_fn, p, tx, steps))(params)
-
-
 def _f32(*arrays):
     return [jnp.asarray(a, jnp.float32) for a in arrays]
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed = int(config.seed)
+def make_seed_data(config, seed: int) -> dict:
+    """One seed's labelled pairs, synthetic axis-ordered pairs and held-out prompts (arrays)."""
     cfg = config.task
     task = Task(cfg, seed)
     rng = np.random.default_rng([seed, 39])
@@ -135,6 +131,30 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     hi_axis = sx + t_hi * (sref - sx)  # on-axis projections
     lo_axis = sx + t_lo * (sref - sx)
 
+    # held-out prompts: two responses each
+    k = config.data.num_eval_prompts
+    ex = rng.standard_normal((k, n))
+    ea, eb = task.responses(ex, rng), task.responses(ex, rng)
+    return {"lx": lx, "ya": ya, "yb": yb, "a_wins": a_wins, "sx": sx, "hi": hi, "lo": lo,
+            "hi_axis": hi_axis, "lo_axis": lo_axis, "ex": ex, "ea": ea, "eb": eb,
+            "ga": task.gold(ex, ea), "gb": task.gold(ex, eb)}
+
+
+TRAIN_KEYS = ("lx", "ya", "yb", "a_wins", "sx", "hi", "lo", "hi_axis", "lo_axis")
+
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one (method, label budget): one `fit_small` program, then the held-out
+    Spearman and pair accuracy of each seed."""
+    if config.method not in ("plain", "gprc"):
+        raise ValueError(f"unknown method {config.method!r}; 'plain' or 'gprc'")
+    seeds = [int(s) for s in config.seeds]
+    n = config.task.dim
+    per_seed = [make_seed_data(config, s) for s in seeds]
+    use_gprc = config.method == "gprc"
+    keys = TRAIN_KEYS if use_gprc else TRAIN_KEYS[:4]
+    data = {k: jnp.stack([p[k] for p in per_seed]) for k in keys}
+
     model = make_mlp(MLPConfig(in_dim=2 * n, hidden=tuple(config.model.hidden), out_dim=D,
                                activation="gelu"))
 
@@ -142,44 +162,41 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         return model.apply(p, jnp.concatenate([x, y], axis=-1))  # [N, D]
 
     lw = config.loss
-    use_gprc = config.method == "gprc"
-    if config.method not in ("plain", "gprc"):
-        raise ValueError(f"unknown method {config.method!r}; 'plain' or 'gprc'")
 
-    def loss_fn(p):
-        ra, rb = scores(p, lx, ya), scores(p, lx, yb)
-        rc, rr = jnp.where(a_wins > 0, ra, rb), jnp.where(a_wins > 0, rb, ra)
+    def loss_fn(p, d):
+        ra, rb = scores(p, d["lx"], d["ya"]), scores(p, d["lx"], d["yb"])
+        rc, rr = jnp.where(d["a_wins"] > 0, ra, rb), jnp.where(d["a_wins"] > 0, rb, ra)
         loss = jnp.mean(bradley_terry_loss(rc.reshape(-1), rr.reshape(-1)))
         if use_gprc:
-            rh, rl = scores(p, sx, hi), scores(p, sx, lo)
-            rh_par, rl_par = scores(p, sx, hi_axis), scores(p, sx, lo_axis)
+            rh, rl = scores(p, d["sx"], d["hi"]), scores(p, d["sx"], d["lo"])
+            rh_par, rl_par = scores(p, d["sx"], d["hi_axis"]), scores(p, d["sx"], d["lo_axis"])
             axis = gprc_loss(rh.reshape(-1), rl.reshape(-1), rh_par.reshape(-1),
                              rl_par.reshape(-1), temperature=lw.temperature,
                              perpendicular_weight=lw.perpendicular_weight)
             loss = loss + lw.axis_weight * jnp.mean(axis)
         return loss
 
-    params = jax.jit(model.init)(jax.random.key(seed))
     tr = config.train
-    params, losses = _fit(loss_fn, params, tr.steps, tr.learning_rate, tr.weight_decay)
+    fit = fit_small(os.path.join(workdir, "reward_model"), loss_fn=loss_fn,
+                    init_params=model.init,
+                    tx=optax.adamw(float(tr.learning_rate), weight_decay=float(tr.weight_decay)),
+                    num_steps=int(tr.steps), data=data, seeds=seeds, per_seed_data=True)
 
-    # held-out prompts: two responses each
-    k = config.data.num_eval_prompts
-    ex = rng.standard_normal((k, n))
-    ea, eb = task.responses(ex, rng), task.responses(ex, rng)
-    ga, gb = task.gold(ex, ea), task.gold(ex, eb)
-    predict = jax.jit(scores)
-    pa = np.asarray(predict(params, *_f32(ex, ea)))
-    pb = np.asarray(predict(params, *_f32(ex, eb)))
-    out = {"final_train_loss": float(losses[-1])}
-    rhos, accs = [], []
-    for j in range(D):
-        g, r = np.concatenate([ga[:, j], gb[:, j]]), np.concatenate([pa[:, j], pb[:, j]])
-        ranks = [np.argsort(np.argsort(v)).astype(np.float64) for v in (g, r)]
-        rhos.append(float(np.corrcoef(*ranks)[0, 1]))
-        accs.append(float(np.mean((pa[:, j] > pb[:, j]) == (ga[:, j] > gb[:, j]))))
-    out["spearman"] = float(np.mean(rhos))
-    out["pair_accuracy"] = float(np.mean(accs))
+    predict = jax.jit(jax.vmap(scores))
+    ex, ea, eb = (jnp.asarray(np.stack([p[k] for p in per_seed]), jnp.float32)
+                  for k in ("ex", "ea", "eb"))
+    all_pa, all_pb = np.asarray(predict(fit.params, ex, ea)), np.asarray(
+        predict(fit.params, ex, eb))
+    out = {}
+    for i, (s, p) in enumerate(zip(seeds, per_seed)):
+        pa, pb, ga, gb = all_pa[i], all_pb[i], p["ga"], p["gb"]
+        rhos, accs = [], []
+        for j in range(D):
+            g, r = np.concatenate([ga[:, j], gb[:, j]]), np.concatenate([pa[:, j], pb[:, j]])
+            rhos.append(float(spearman(g, r)))
+            accs.append(float(np.mean((pa[:, j] > pb[:, j]) == (ga[:, j] > gb[:, j]))))
+        out[s] = {"final_train_loss": float(fit.final_loss[i]), "spearman": float(np.mean(rhos)),
+                  "pair_accuracy": float(np.mean(accs))}
     return out
 
 
