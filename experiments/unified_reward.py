@@ -38,7 +38,6 @@ reward than DPO on random pairs (unified RM, mean of seeds).
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
@@ -53,6 +52,8 @@ from alignax.losses.direct import dpo_loss
 from alignax.losses.reward import bradley_terry_loss
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks.features import MLPReward
+from alignax.train.plots import plot_grouped_bars
+from alignax.train.small import fit_small
 
 METHODS = ("task_specific", "unified")
 TASKS = ("understanding", "generation")
@@ -136,123 +137,124 @@ def make_model(dim: int, hidden: tuple[int, ...], conditioning: str):
     return init, apply
 
 
-@functools.partial(jax.jit, static_argnames=("hidden", "conditioning", "steps", "lr", "wd"))
-def train_rm(key, batches, task_weights, point_weight, *, hidden, conditioning, steps, lr, wd):
-    """Full-batch AdamW on sum_t w_t [BT(u) + point_weight * squared error(s)] over the tasks.
+def train_rm(config, workdir: str, batches: list[dict], task_ids: list[int], keys,
+             seeds: list[int]):
+    """Full-batch AdamW on sum_t [BT(u) + point_weight * squared error(s)] over the tasks in
+    `task_ids` (both: the unified RM; one: a task-specific RM), every seed in one `fit_small`
+    program.
 
-    batches: one dict per task with chosen/rejected [B, D], points [M, D], scores [M];
-    task_weights [T] (1 = train on that task, 0 = ignore it: a task-specific model). The model
-    maps [z, one-hot(task)] -> (u, s). Returns the params.
+    batches: one dict per task with [S, ...] chosen/rejected [S, B, D], points [S, M, D] and
+    scores [S, M]; keys: [S] the seeds' init keys. The model maps (z, task) -> (u, s).
+    Returns (apply, the params stacked over seeds).
     """
+    tr = config.train
     dim = batches[0]["chosen"].shape[-1]
-    init, apply = make_model(dim, hidden, conditioning)
-    tx = optax.adamw(lr, weight_decay=wd)
+    init, apply = make_model(dim, tuple(config.model.hidden), config.model.conditioning)
+    point_weight = float(tr.point_weight)
 
-    def loss_fn(p):
+    def loss_fn(p, tasks):
         total = 0.0
-        for t, b in enumerate(batches):
+        for t, b in zip(task_ids, tasks):
             u_c = apply(p, b["chosen"], t)[..., 0]
             u_r = apply(p, b["rejected"], t)[..., 0]
             s = apply(p, b["points"], t)[..., 1]
-            total += task_weights[t] * (jnp.mean(bradley_terry_loss(u_c, u_r)) + point_weight
-                                        * jnp.mean((s - b["scores"]) ** 2))
+            total += (jnp.mean(bradley_terry_loss(u_c, u_r))
+                      + point_weight * jnp.mean((s - b["scores"]) ** 2))
         return total
 
-    def step(carry, _):
-        p, o = carry
-        g = jax.grad(loss_fn)(p)
-        upd, o = tx.update(g, o, p)
-        return (optax.apply_updates(p, upd), o), None
-
-    p0 = init(key)
-    (p, _), _ = jax.lax.scan(step, (p0, tx.init(p0)), None, length=steps)
-    return p
+    fit = fit_small(workdir, loss_fn=loss_fn, init_params=init,
+                    tx=optax.adamw(float(tr.learning_rate), weight_decay=float(tr.weight_decay)),
+                    num_steps=int(tr.steps), data=[batches[t] for t in task_ids], seeds=seeds,
+                    seed_keys=keys, per_seed_data=True)
+    return apply, fit.params
 
 
-@functools.lru_cache(maxsize=None)
-def _heads(dim: int, hidden: tuple[int, ...], conditioning: str):
-    return jax.jit(make_model(dim, hidden, conditioning)[1])
-
-
-@functools.partial(jax.jit, static_argnames=("steps", "lr", "beta"))
-def dpo_tabular(chosen, rejected, num_candidates, *, steps, lr, beta):
+def dpo_tabular(workdir: str, chosen, rejected, num_candidates: int, seeds: list[int], *,
+                steps: int, lr: float, beta: float) -> np.ndarray:
     """DPO of a categorical policy pi = softmax(theta) [P, N] from pi_ref uniform on one pair per
-    prompt (chosen/rejected [P] indices) -> final probabilities [P, N]."""
-    p = chosen.shape[0]
-    ref = jnp.full((p, num_candidates.shape[0]), -jnp.log(num_candidates.shape[0]))
-    tx = optax.adam(lr)
+    prompt, every seed in one `fit_small` program: chosen/rejected [S, P] candidate indices ->
+    the final probabilities [S, P, N]."""
+    p = chosen.shape[1]
+    ref = jnp.full((p, num_candidates), -jnp.log(num_candidates))
     rows = jnp.arange(p)
 
-    def loss_fn(theta):
+    def loss_fn(theta, d):
         logp = jax.nn.log_softmax(theta, -1)
-        loss, _ = dpo_loss(logp[rows, chosen], logp[rows, rejected], ref[rows, chosen],
-                           ref[rows, rejected], beta=beta)
+        c, r = d["chosen"], d["rejected"]
+        loss, _ = dpo_loss(logp[rows, c], logp[rows, r], ref[rows, c], ref[rows, r], beta=beta)
         return jnp.mean(loss)
 
-    def step(carry, _):
-        th, o = carry
-        g = jax.grad(loss_fn)(th)
-        upd, o = tx.update(g, o, th)
-        return (optax.apply_updates(th, upd), o), None
-
-    th0 = jnp.zeros_like(ref)
-    (th, _), _ = jax.lax.scan(step, (th0, tx.init(th0)), None, length=steps)
-    return jax.nn.softmax(th, -1)
+    fit = fit_small(workdir, loss_fn=loss_fn, init_params=jnp.zeros_like(ref),
+                    tx=optax.adam(lr), num_steps=steps,
+                    data={"chosen": jnp.asarray(chosen), "rejected": jnp.asarray(rejected)},
+                    seeds=seeds, per_seed_data=True)
+    return np.asarray(jax.nn.softmax(fit.params, -1))
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed, method = int(config.seed), config.method
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one method: the RM(s) of all seeds in one program each, then curation per
+    seed and the DPO policies of all seeds in one program per pair set."""
+    method = config.method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {METHODS}")
-    data = make_data(config, seed)
-    tr = config.train
-    hidden = tuple(config.model.hidden)
-    hp = dict(hidden=hidden, conditioning=config.model.conditioning, steps=int(tr.steps),
-              lr=float(tr.learning_rate), wd=float(tr.weight_decay))
-    keys = jax.random.split(jax.random.key(seed), 3)
-    batches = [{k: jnp.asarray(b[k]) for k in ("chosen", "rejected", "points", "scores")}
-               for b in data["tasks"]]
+    seeds = [int(s) for s in config.seeds]
+    data = [make_data(config, s) for s in seeds]
+    keys = jnp.stack([jax.random.split(jax.random.key(s), 3) for s in seeds])  # [S, 3]
+    batches = [{k: jnp.asarray(np.stack([d["tasks"][t][k] for d in data]))
+                for k in ("chosen", "rejected", "points", "scores")} for t in range(len(TASKS))]
     if method == "unified":
-        p = train_rm(keys[0], batches, jnp.ones(len(TASKS)), float(tr.point_weight), **hp)
+        apply, p = train_rm(config, os.path.join(workdir, "rm"), batches,
+                            list(range(len(TASKS))), keys[:, 0], seeds)
         params = [p, p]
     else:
-        params = [train_rm(keys[i], batches, jnp.eye(len(TASKS))[i], float(tr.point_weight),
-                           **hp) for i in range(len(TASKS))]
-    heads = _heads(int(config.task.dim), hidden, config.model.conditioning)
-    out = {}
-    for i, (name, b) in enumerate(zip(TASKS, data["tasks"])):
-        ha, hb = np.asarray(heads(params[i], b["test_a"], i)), np.asarray(heads(params[i],
-                                                                               b["test_b"], i))
-        out[f"{name}_accuracy"] = float(np.mean((ha[:, 0] > hb[:, 0]) == b["test_a_better"]))
-        out[f"{name}_point_accuracy"] = float(np.mean((ha[:, 1] > hb[:, 1])
-                                                      == b["test_a_better"]))
-    out["mean_accuracy"] = float(np.mean([out[f"{n}_accuracy"] for n in TASKS]))
-
-    # rank-then-sift curation + tabular DPO on the generation task
+        params = []
+        for t, name in enumerate(TASKS):
+            apply, p = train_rm(config, os.path.join(workdir, f"rm_{name}"), batches, [t],
+                                keys[:, t], seeds)
+            params.append(p)
+    heads = jax.jit(apply, static_argnums=2)
+    out = {s: {} for s in seeds}
     cu, task = config.curation, TASKS.index("generation")
-    gold = data["golds"][task]
-    rng = np.random.default_rng([seed, 3637])
-    cand = rng.standard_normal((cu.num_prompts, cu.num_candidates, config.task.dim)) \
-        .astype(np.float32)
-    h = np.asarray(heads(params[task], cand, task))  # [P, N, 2]
-    u, s = jnp.asarray(h[..., 0]), jnp.asarray(h[..., 1])
-    pair_logits = u[:, :, None] - u[:, None, :]
-    g = gold(cand.reshape(-1, cand.shape[-1])).reshape(cand.shape[:2])
-    sets = {"curated": rank_then_sift(pair_logits, s, num_chosen=int(cu.list_size)),
-            "random": random_pairs(keys[2], s.shape, pair_logits=pair_logits)}
+    pairs = {"curated": [], "random": []}
+    golds = []
+    for i, (seed, d) in enumerate(zip(seeds, data)):
+        res = out[seed]
+        seed_params = [jax.tree.map(lambda x, i=i: x[i], p) for p in params]
+        for t, (name, b) in enumerate(zip(TASKS, d["tasks"])):
+            ha = np.asarray(heads(seed_params[t], b["test_a"], t))
+            hb = np.asarray(heads(seed_params[t], b["test_b"], t))
+            res[f"{name}_accuracy"] = float(np.mean((ha[:, 0] > hb[:, 0]) == b["test_a_better"]))
+            res[f"{name}_point_accuracy"] = float(np.mean((ha[:, 1] > hb[:, 1])
+                                                          == b["test_a_better"]))
+        res["mean_accuracy"] = float(np.mean([res[f"{n}_accuracy"] for n in TASKS]))
+
+        # rank-then-sift curation on the generation task (DPO below, all seeds at once)
+        rng = np.random.default_rng([seed, 3637])
+        cand = rng.standard_normal((cu.num_prompts, cu.num_candidates, config.task.dim)) \
+            .astype(np.float32)
+        h = np.asarray(heads(seed_params[task], cand, task))  # [P, N, 2]
+        u, s = jnp.asarray(h[..., 0]), jnp.asarray(h[..., 1])
+        pair_logits = u[:, :, None] - u[:, None, :]
+        golds.append(d["golds"][task](cand.reshape(-1, cand.shape[-1])).reshape(cand.shape[:2]))
+        pairs["curated"].append(rank_then_sift(pair_logits, s, num_chosen=int(cu.list_size)))
+        pairs["random"].append(random_pairs(keys[i, 2], s.shape, pair_logits=pair_logits))
     rows = np.arange(cu.num_prompts)
-    d = config.dpo
-    for name, (c, r) in sets.items():
-        c, r = np.asarray(c), np.asarray(r)
-        pi = np.asarray(dpo_tabular(jnp.asarray(c), jnp.asarray(r),
-                                    jnp.zeros(cu.num_candidates), steps=int(d.steps),
-                                    lr=float(d.learning_rate), beta=float(d.beta)))
-        out[f"dpo_gold_{name}"] = float(np.mean(np.sum(pi * g, -1)))
-        out[f"{name}_chosen_gold"] = float(np.mean(g[rows, c]))
-        out[f"{name}_rejected_gold"] = float(np.mean(g[rows, r]))
-        out[f"{name}_pair_gold_correct"] = float(np.mean(g[rows, c] > g[rows, r]))
-    out["ref_gold"] = float(np.mean(g))
-    out["best_candidate_gold"] = float(np.mean(g.max(-1)))
+    dc = config.dpo
+    for name, per_seed in pairs.items():
+        chosen = np.stack([np.asarray(c) for c, _ in per_seed])  # [S, P]
+        rejected = np.stack([np.asarray(r) for _, r in per_seed])
+        pi = dpo_tabular(os.path.join(workdir, f"dpo_{name}"), chosen, rejected,
+                         int(cu.num_candidates), seeds, steps=int(dc.steps),
+                         lr=float(dc.learning_rate), beta=float(dc.beta))
+        for i, (seed, g) in enumerate(zip(seeds, golds)):
+            c, r = chosen[i], rejected[i]
+            out[seed][f"dpo_gold_{name}"] = float(np.mean(np.sum(pi[i] * g, -1)))
+            out[seed][f"{name}_chosen_gold"] = float(np.mean(g[rows, c]))
+            out[seed][f"{name}_rejected_gold"] = float(np.mean(g[rows, r]))
+            out[seed][f"{name}_pair_gold_correct"] = float(np.mean(g[rows, c] > g[rows, r]))
+    for seed, g in zip(seeds, golds):
+        out[seed]["ref_gold"] = float(np.mean(g))
+        out[seed]["best_candidate_gold"] = float(np.mean(g.max(-1)))
     return out
 
 
@@ -282,33 +284,22 @@ def claims(results) -> list[Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """Per-task accuracy per RM, and the DPO policy's gold reward per pair-curation scheme."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 2, 1)
-    width = 0.38
-    for i, m in enumerate(v for v in METHODS if v in results):
-        met = results[m]["metrics"]
-        ax.bar(np.arange(len(TASKS)) + (i - 0.5) * width,
-               [met[f"{t}_accuracy"]["mean"] for t in TASKS], width,
-               yerr=[met[f"{t}_accuracy"]["std"] for t in TASKS], capsize=3, label=m)
-    ax.set_xticks(range(len(TASKS)), TASKS)
-    ax.set_ylabel("held-out gold accuracy")
-    ax.set_ylim(0.5, 1.0)
-    ax.legend()
-    ax = fig.add_subplot(1, 2, 2)
+    methods = [m for m in METHODS if m in results]
+    if not methods:
+        return []
+    stat = lambda m, names: ([results[m]["metrics"][n]["mean"] for n in names],  # noqa: E731
+                             [results[m]["metrics"][n]["std"] for n in names])
+    folder = os.path.join(workdir, "plots")
+    acc = plot_grouped_bars(
+        TASKS, {m: stat(m, [f"{t}_accuracy" for t in TASKS]) for m in methods},
+        os.path.join(folder, "unified_reward_accuracy.png"),
+        title="UnifiedReward toy: joint vs task-specific RMs", ylabel="held-out gold accuracy",
+        ylim=(0.5, 1.0))
     names = ["ref_gold", "dpo_gold_random", "dpo_gold_curated", "best_candidate_gold"]
-    for i, m in enumerate(v for v in METHODS if v in results):
-        met = results[m]["metrics"]
-        ax.bar(np.arange(len(names)) + (i - 0.5) * width, [met[n]["mean"] for n in names], width,
-               yerr=[met[n]["std"] for n in names], capsize=3, label=f"{m} RM")
-    ax.set_xticks(range(len(names)), ["reference", "DPO random", "DPO rank-sift", "best of 16"])
-    ax.set_ylabel("gold reward (generation task)")
-    ax.legend()
-    fig.suptitle("UnifiedReward toy: joint RM and rank-then-sift DPO pairs")
-    out = os.path.join(workdir, "plots", "unified_reward.png")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    fig.savefig(out, dpi=100)
-    return [out]
+    dpo = plot_grouped_bars(
+        ["reference", "DPO random", "DPO rank-sift", "best of 16"],
+        {f"{m} RM": stat(m, names) for m in methods},
+        os.path.join(folder, "unified_reward_dpo.png"),
+        title="UnifiedReward toy: rank-then-sift DPO pairs",
+        ylabel="gold reward (generation task)")
+    return [acc, dpo]

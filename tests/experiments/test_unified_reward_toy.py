@@ -37,11 +37,13 @@ def test_data_shapes_and_labels():
         assert 0.7 < agree < 1.0  # BT labels: mostly, not always, the gold ordering
 
 
-def test_tabular_dpo_moves_mass_to_chosen():
+def test_tabular_dpo_moves_mass_to_chosen(tmp_path):
     mod = _module()
-    chosen = jnp.array([0, 3])
-    rejected = jnp.array([1, 2])
-    pi = np.asarray(mod.dpo_tabular(chosen, rejected, jnp.zeros(4), steps=50, lr=0.1, beta=0.1))
+    chosen = jnp.array([[0, 3]])  # one seed, two prompts
+    rejected = jnp.array([[1, 2]])
+    pi = mod.dpo_tabular(str(tmp_path), chosen, rejected, 4, [0], steps=50, lr=0.1, beta=0.1)
+    assert pi.shape == (1, 2, 4)
+    pi = pi[0]
     np.testing.assert_allclose(pi.sum(-1), 1.0, rtol=1e-5)
     assert pi[0, 0] > 0.25 > pi[0, 1] and pi[1, 3] > 0.25 > pi[1, 2]
     # the untouched candidates keep equal probability
