@@ -52,7 +52,8 @@ from alignax.data.pair_builders import tie_disentangled_pairs, select_top_fracti
 from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss, gaussian_ranking_loss
 from alignax.models.mlp import MLPConfig, make_mlp
-from alignax.train.full_batch import fit_full_batch
+from alignax.ops import spearman
+from alignax.train.small import fit_small
 
 METHODS = ("bt", "bt_tie", "gaussian", "gaussian_tie")
 K = 2  # quality dimensions
@@ -101,74 +102,106 @@ class Task:
         return dims, overall
 
 
-def _fit(loss_fn, params, steps: int, lr: float, wd: float):
-    tx = optax.adamw(lr, weight_decay=wd)
-    return jax.jit(lambda p: fit_full_batch(loss_fn, p, tx, steps))(params)
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed = int(config.seed)
+def make_seed_data(config, seed: int) -> dict:
+    """One seed's annotations, the training pairs the variant builds from them, the held-out
+    pairs and the filtering pool (with the random selection's permutation)."""
     task = Task(config.task, seed)
     rng = np.random.default_rng([seed, 41])
     d = config.task.dim
     n = config.data.num_pairs
     xa, xb = rng.standard_normal((n, d)), rng.standard_normal((n, d))
     verdicts, overall = task.annotate(xa, xb, rng)
+    idx, dim, first = tie_disentangled_pairs(overall, verdicts,
+                                             disentangle_ties=config.method.endswith("_tie"))
+    m = config.data.num_eval_pairs
+    ea, eb = rng.standard_normal((m, d)), rng.standard_normal((m, d))
+    pool = rng.standard_normal((config.data.num_pool, d))
+    return {
+        "task": task, "verdicts": verdicts, "overall": overall, "dim": dim,
+        "chosen": np.where(first[:, None], xa[idx], xb[idx]).astype(np.float32),
+        "rejected": np.where(first[:, None], xb[idx], xa[idx]).astype(np.float32),
+        "eval_a": ea.astype(np.float32), "eval_b": eb.astype(np.float32),
+        "gold_a": task.gold(ea), "gold_b": task.gold(eb), "noise_a": task.noise(ea),
+        "pool": pool.astype(np.float32), "pool_gold": task.gold(pool).sum(-1),
+        "permutation": rng.permutation(len(pool)),
+    }
 
+
+def _pad_pairs(per_seed) -> dict:
+    """The seeds' training pairs stacked [S, M_max, ...]: each seed's M pairs, then copies of its
+    first pair with weight 0 (seeds keep different numbers of pairs)."""
+    size = max(len(p["dim"]) for p in per_seed)
+    out = {"chosen": [], "rejected": [], "dim": [], "weight": []}
+    for p in per_seed:
+        rows = np.concatenate([np.arange(len(p["dim"])),
+                               np.zeros(size - len(p["dim"]), np.int64)])
+        for k in ("chosen", "rejected", "dim"):
+            out[k].append(p[k][rows])
+        out["weight"].append((np.arange(size) < len(p["dim"])).astype(np.float32))
+    return {k: jnp.asarray(np.stack(v)) for k, v in out.items()}
+
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one variant in one `fit_small` program (pairs padded to the largest seed,
+    the padding weighted 0), then each seed's held-out metrics."""
     method = config.method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {METHODS}")
+    seeds = [int(s) for s in config.seeds]
+    per_seed = [make_seed_data(config, s) for s in seeds]
     gaussian = method.startswith("gaussian")
-    idx, dim, first = tie_disentangled_pairs(overall, verdicts,
-                                             disentangle_ties=method.endswith("_tie"))
-    chosen = np.where(first[:, None], xa[idx], xb[idx]).astype(np.float32)
-    rejected = np.where(first[:, None], xb[idx], xa[idx]).astype(np.float32)
-    dim_j = jnp.asarray(dim)
-
-    model = make_mlp(MLPConfig(in_dim=d, hidden=tuple(config.model.hidden),
+    model = make_mlp(MLPConfig(in_dim=config.task.dim, hidden=tuple(config.model.hidden),
                                out_dim=2 * K if gaussian else K, activation="gelu"))
-    params = jax.jit(model.init)(jax.random.key(seed))
 
     def pick(out, k):  # [M, C] at per-row column k [M] -> [M]
         return jnp.take_along_axis(out, k[:, None], axis=1)[:, 0]
 
-    def loss_fn(p):
-        oc, orr = model.apply(p, chosen), model.apply(p, rejected)
+    def loss_fn(p, batch):
+        oc, orr = model.apply(p, batch["chosen"]), model.apply(p, batch["rejected"])
+        dim = batch["dim"]
         if gaussian:
-            return jnp.mean(gaussian_ranking_loss(pick(oc, dim_j), pick(oc, dim_j + K),
-                                                  pick(orr, dim_j), pick(orr, dim_j + K)))
-        return jnp.mean(bradley_terry_loss(pick(oc, dim_j), pick(orr, dim_j)))
+            losses = gaussian_ranking_loss(pick(oc, dim), pick(oc, dim + K), pick(orr, dim),
+                                           pick(orr, dim + K))
+        else:
+            losses = bradley_terry_loss(pick(oc, dim), pick(orr, dim))
+        return jnp.sum(batch["weight"] * losses) / jnp.sum(batch["weight"])  # mean over pairs
 
     tr = config.train
-    params, losses = _fit(loss_fn, params, tr.steps, tr.learning_rate, tr.weight_decay)
-    apply = jax.jit(model.apply)
+    fit = fit_small(os.path.join(workdir, "reward_model"), loss_fn=loss_fn,
+                    init_params=model.init,
+                    tx=optax.adamw(float(tr.learning_rate), weight_decay=float(tr.weight_decay)),
+                    num_steps=int(tr.steps), data=_pad_pairs(per_seed), seeds=seeds,
+                    per_seed_data=True)
+    apply = jax.jit(jax.vmap(model.apply))
 
-    out = {"final_train_loss": float(losses[-1]), "train_pairs": float(len(idx)),
-           "overall_tie_rate": float(np.mean(overall == 0)),
-           "opposite_tie_rate": float(np.mean((overall == 0) & np.any(verdicts > 0, 1)
-                                              & np.any(verdicts < 0, 1)))}
-    # per-dimension held-out pair accuracy against the gold dimensions
-    m = config.data.num_eval_pairs
-    ea, eb = rng.standard_normal((m, d)), rng.standard_normal((m, d))
-    pa, pb = np.asarray(apply(params, ea.astype(np.float32))), np.asarray(
-        apply(params, eb.astype(np.float32)))
-    ga, gb = task.gold(ea), task.gold(eb)
-    accs = [float(np.mean((pa[:, k] > pb[:, k]) == (ga[:, k] > gb[:, k]))) for k in range(K)]
-    out["dim_accuracy_instruction"], out["dim_accuracy_quality"] = accs
-    out["dim_accuracy"] = float(np.mean(accs))
-    if gaussian:
-        sigma = np.exp(0.5 * pa[:, K:]).mean(-1)
-        ranks = [np.argsort(np.argsort(v)).astype(np.float64) for v in (sigma, task.noise(ea))]
-        out["spearman_sigma_noise"] = float(np.corrcoef(*ranks)[0, 1])
-    # data filtering on a fresh pool
-    pool = rng.standard_normal((config.data.num_pool, d))
-    score = np.asarray(apply(params, pool.astype(np.float32)))[:, :K].sum(-1)
-    gold = task.gold(pool).sum(-1)
-    keep = select_top_fraction(score, config.data.keep_fraction)
-    random_keep = rng.permutation(len(pool))[:int(keep.sum())]
-    out["kept_gold_mean"] = float(gold[keep].mean())
-    out["random_gold_mean"] = float(gold[random_keep].mean())
-    out["filter_gain"] = out["kept_gold_mean"] - out["random_gold_mean"]
+    def predict(name):
+        return np.asarray(apply(fit.params, jnp.asarray(np.stack([p[name] for p in per_seed]))))
+
+    all_pa, all_pb, all_pool = predict("eval_a"), predict("eval_b"), predict("pool")
+    out = {}
+    for i, (s, p) in enumerate(zip(seeds, per_seed)):
+        verdicts, overall = p["verdicts"], p["overall"]
+        o = {"final_train_loss": float(fit.final_loss[i]), "train_pairs": float(len(p["dim"])),
+             "overall_tie_rate": float(np.mean(overall == 0)),
+             "opposite_tie_rate": float(np.mean((overall == 0) & np.any(verdicts > 0, 1)
+                                                & np.any(verdicts < 0, 1)))}
+        # per-dimension held-out pair accuracy against the gold dimensions
+        pa, pb, ga, gb = all_pa[i], all_pb[i], p["gold_a"], p["gold_b"]
+        accs = [float(np.mean((pa[:, k] > pb[:, k]) == (ga[:, k] > gb[:, k])))
+                for k in range(K)]
+        o["dim_accuracy_instruction"], o["dim_accuracy_quality"] = accs
+        o["dim_accuracy"] = float(np.mean(accs))
+        if gaussian:
+            sigma = np.exp(0.5 * pa[:, K:]).mean(-1)
+            o["spearman_sigma_noise"] = float(spearman(sigma, p["noise_a"]))
+        # data filtering on a fresh pool
+        score, gold = all_pool[i][:, :K].sum(-1), p["pool_gold"]
+        keep = select_top_fraction(score, config.data.keep_fraction)
+        random_keep = p["permutation"][:int(keep.sum())]
+        o["kept_gold_mean"] = float(gold[keep].mean())
+        o["random_gold_mean"] = float(gold[random_keep].mean())
+        o["filter_gain"] = o["kept_gold_mean"] - o["random_gold_mean"]
+        out[s] = o
     return out
 
 
