@@ -7,8 +7,8 @@ gold reward (a random tanh MLP, `alignax.tasks.features.MLPReward`). 20k trainin
 labelled by Bradley-Terry draws from the gold reward (temperature `task.label_temperature`), then
 a fraction `flip_rate` (20% or 40%) of the labels is flipped at random
 (`alignax.tasks.simulators.flip_labels`). Reward models are 2-layer MLPs (128-128 GELU) trained
-with minibatch Adam for many epochs (lax.scan), long enough to start fitting the
-flipped labels. Methods:
+with minibatch Adam for many epochs (`alignax.train.small.fit_small`: every seed of a
+variant in one vmapped program), long enough to start fitting the flipped labels. Methods:
   - `bt`: plain Bradley-Terry on every pair;
   - `small_loss`: one model that trains only on the (1 - tau_t) fraction of each minibatch with
     its own largest margins (small-loss filtering);
@@ -31,7 +31,6 @@ reported alongside (no threshold).
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
@@ -42,10 +41,15 @@ import optax
 
 from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss, curriculum_drop_rate, peer_review_masks
+from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks.features import MLPReward
 from alignax.tasks.simulators import bradley_terry, flip_labels
+from alignax.train.plots import plot_curves
+from alignax.train.small import fit_small
+from alignax.train.writers import read_metrics
 
 METHODS = ("bt", "small_loss", "crm")
+TEST_KEYS = ("test_a", "test_b", "test_a_better")
 NOISE = {"20": 0.2, "40": 0.4}
 
 
@@ -87,119 +91,122 @@ def make_data(config, seed: int) -> dict:
             "test_a_better": gold(ta) > gold(tb)}
 
 
-@functools.partial(jax.jit, static_argnames=("hidden", "steps", "batch_size", "lr",
-                                              "warmup_steps", "eval_every"))
-def train(key, chosen, rejected, test_a, test_b, test_a_better, max_rate, method_id, *,
-          warmup_steps, hidden, steps, batch_size, lr, eval_every):
-    """Trains the two (CRM) or one (bt, small_loss) reward models -> (params [2, ...], curve).
+def make_model(config):
+    """One reward model: a GELU MLP dim -> hidden... -> 1 (`alignax.models.mlp`)."""
+    return make_mlp(MLPConfig(in_dim=config.task.dim, hidden=tuple(config.model.hidden),
+                              out_dim=1))
 
-    Both models are always carried (stacked on a leading axis of size 2) so the code path is one;
-    for `bt` and `small_loss` only model 0 is used and model 1 gets no gradient. Returns the
-    stacked params and the held-out gold accuracy every `eval_every` steps [steps // eval_every]
-    (`steps` is rounded down to a multiple of `eval_every`).
+
+def num_models(method: str) -> int:
+    """CRM trains two peer models; `bt` and `small_loss` one."""
+    return 2 if method == "crm" else 1
+
+
+def ensemble_score(score, params, x):
+    """The method's reward: the mean of its models' rewards (both for CRM, the one model
+    otherwise). `score(params, x)` -> [M, N]; returns [N]."""
+    return jnp.mean(score(params, x), 0)
+
+
+def training_masks(margins, drop_rate, method: str):
+    """The pairs each model trains on, [M, B] from its margins [M, B] at drop rate tau.
+
+    crm: each model keeps its (1 - tau) most confident pairs for its peer
+    (`peer_review_masks`); small_loss: the model keeps its own most confident pairs; bt: all.
     """
-    k_init, k_data = jax.random.split(key)
-    params = jax.vmap(lambda k: init_mlp(k, (chosen.shape[-1], *hidden, 1)))(
-        jax.random.split(k_init, 2))
-    tx = optax.adam(lr)
-    opt = tx.init(params)
-    n = chosen.shape[0]
-    score = jax.vmap(apply_mlp, in_axes=(0, None))  # [2, ...] params, shared inputs
-
-    def loss_fn(p, xc, xr, t):
-        rc, rr = score(p, xc), score(p, xr)  # [2, B]
-        losses = jax.vmap(bradley_terry_loss)(rc, rr)  # [2, B]
-        margins = jax.lax.stop_gradient(rc - rr)
-        tau = curriculum_drop_rate(t, max_rate=1.0, warmup_steps=warmup_steps) * max_rate
-        ones, zeros = jnp.ones_like(rc[0]), jnp.zeros_like(rc[0])
-        mask_a, mask_b = peer_review_masks(margins[0], margins[1], drop_rate=tau)
-        own = peer_review_masks(margins[0], margins[0], drop_rate=tau)[0]
-        masks = jnp.select([method_id == 2, method_id == 1, method_id == 0],  # METHODS order
-                           [jnp.stack([mask_a, mask_b]), jnp.stack([own, zeros]),
-                            jnp.stack([ones, zeros])])
-        per_model = jnp.sum(masks * losses, 1) / jnp.maximum(jnp.sum(masks, 1), 1.0)
-        return jnp.sum(per_model)
-
-    def accuracy(p):
-        r = (ensemble_score(score, p, test_a, method_id)
-             - ensemble_score(score, p, test_b, method_id))
-        return jnp.mean((r > 0) == test_a_better)
-
-    def step(carry, t):
-        p, o = carry
-        idx = jax.random.randint(jax.random.fold_in(k_data, t), (batch_size,), 0, n)
-        g = jax.grad(loss_fn)(p, chosen[idx], rejected[idx], t)
-        upd, o = tx.update(g, o, p)
-        return (optax.apply_updates(p, upd), o), None
-
-    def chunk(carry, c):  # eval_every steps, then one held-out evaluation
-        carry, _ = jax.lax.scan(step, carry, c * eval_every + jnp.arange(eval_every))
-        return carry, accuracy(carry[0])
-
-    (params, _), accs = jax.lax.scan(chunk, (params, opt), jnp.arange(steps // eval_every))
-    return params, accs
+    if method == "crm":
+        return jnp.stack(peer_review_masks(margins[0], margins[1], drop_rate=drop_rate))
+    if method == "small_loss":
+        return peer_review_masks(margins[0], margins[0], drop_rate=drop_rate)[0][None]
+    return jnp.ones_like(margins)
 
 
-def init_mlp(key, dims):
-    """A GELU MLP dims[0] -> ... -> dims[-1] = 1 as a list of {w, b} (LeCun-normal weights)."""
-    params = []
-    for k, (a, b) in zip(jax.random.split(key, len(dims) - 1), zip(dims[:-1], dims[1:])):
-        params.append({"w": jax.random.normal(k, (a, b), jnp.float32) / np.sqrt(a),
-                       "b": jnp.zeros((b,), jnp.float32)})
-    return params
+def train(config, workdir: str, data: dict):
+    """Minibatch Adam on the method's masked BT loss for every seed at once (`fit_small`).
 
-
-def apply_mlp(params, x):
-    """[..., D] -> [...] scalar rewards."""
-    for layer in params[:-1]:
-        x = jax.nn.gelu(x @ layer["w"] + layer["b"])
-    return (x @ params[-1]["w"] + params[-1]["b"])[..., 0]
-
-
-_score_both = jax.jit(jax.vmap(apply_mlp, in_axes=(0, None)))  # [2, ...] params -> [2, N]
-
-
-def ensemble_score(score, params, x, method_id):
-    """The method's reward: the mean of both models for CRM, model 0 otherwise. [N]."""
-    r = score(params, x)
-    return jnp.where(method_id == METHODS.index("crm"), jnp.mean(r, 0), r[0])
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed, method = int(config.seed), config.method
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; one of {METHODS}")
-    data = make_data(config, seed)
-    tr = config.train
+    data: [S, ...] arrays of the seeds in `config.seeds`: chosen, rejected [S, N, D] and the
+    held-out test_a, test_b [S, T, D], test_a_better [S, T]. The drop rate follows the
+    curriculum tau_t = tau_max min(1, t / T_warm) over the updates t. Returns (SmallFit with
+    params [S, M, ...], held-out gold accuracy every `eval_every` updates [S, E]).
+    """
+    method, tr = config.method, config.train
+    model = make_model(config)
+    score = jax.vmap(model.apply, in_axes=(0, None))  # [M, ...] params, shared inputs -> [M, N]
     max_rate = float(config.flip_rate * config.crm.drop_scale)
     warmup = int(config.crm.warmup_fraction * tr.steps)
-    params, curve = train(
-        jax.random.key(seed), data["chosen"], data["rejected"], data["test_a"], data["test_b"],
-        data["test_a_better"], max_rate, METHODS.index(method), warmup_steps=warmup,
-        hidden=tuple(config.model.hidden),
-        steps=int(tr.steps), batch_size=int(tr.batch_size), lr=float(tr.learning_rate),
-        eval_every=int(tr.eval_every))
-    curve = np.asarray(curve)
-    score = _score_both
-    margins = np.asarray(score(params, data["chosen"]) - score(params, data["rejected"]))  # [2,N]
-    out = {"gold_accuracy": float(curve[-1]), "best_gold_accuracy": float(curve.max()),
-           "observed_flip_rate": float(data["flipped"].mean())}
-    m0 = margins.mean(0) if method == "crm" else margins[0]
-    flipped = data["flipped"]
-    out["train_fit_flipped"] = float(np.mean(m0[flipped] > 0))  # memorisation of wrong labels
-    out["train_fit_clean"] = float(np.mean(m0[~flipped] > 0))
-    if method != "bt":
-        mask_a, mask_b = (np.asarray(m, bool) for m in peer_review_masks(
-            jnp.asarray(margins[0]), jnp.asarray(margins[1] if method == "crm" else margins[0]),
-            drop_rate=max_rate))
-        kept = [mask_a, mask_b] if method == "crm" else [mask_a]
-        out["kept_flip_rate"] = float(np.mean([flipped[k].mean() for k in kept]))
-        out["kept_gold_wrong_rate"] = float(np.mean([data["label_gold_wrong"][k].mean()
-                                                     for k in kept]))
-        out["kept_fraction"] = float(np.mean([k.mean() for k in kept]))
-    os.makedirs(workdir, exist_ok=True)
-    np.savez(os.path.join(workdir, "curve.npz"),
-             steps=np.arange(1, len(curve) + 1) * int(tr.eval_every), accuracy=curve)
+    batch_size, m = int(tr.batch_size), num_models(method)
+
+    def init(key):
+        return jax.vmap(model.init)(jax.random.split(key, m))
+
+    def batch_fn(d, rng, step):
+        idx = jax.random.randint(rng, (batch_size,), 0, d["chosen"].shape[0])
+        return {"chosen": d["chosen"][idx], "rejected": d["rejected"][idx], "step": step}
+
+    def loss_fn(p, batch):
+        rc, rr = score(p, batch["chosen"]), score(p, batch["rejected"])  # [M, B]
+        losses = jax.vmap(bradley_terry_loss)(rc, rr)  # [M, B]
+        tau = curriculum_drop_rate(batch["step"], max_rate=1.0, warmup_steps=warmup) * max_rate
+        masks = training_masks(jax.lax.stop_gradient(rc - rr), tau, method)
+        per_model = jnp.sum(masks * losses, 1) / jnp.maximum(jnp.sum(masks, 1), 1.0)
+        return jnp.sum(per_model), {"drop_rate": tau if method != "bt" else jnp.float32(0.0),
+                                    "updates": (batch["step"] + 1).astype(jnp.float32)}
+
+    def eval_fn(p, test):
+        r = ensemble_score(score, p, test["test_a"]) - ensemble_score(score, p, test["test_b"])
+        return {"gold_accuracy": jnp.mean((r > 0) == test["test_a_better"])}
+
+    fit = fit_small(workdir, loss_fn=loss_fn, init_params=init,
+                    tx=optax.adam(float(tr.learning_rate)), num_steps=int(tr.steps),
+                    data={k: data[k] for k in ("chosen", "rejected")},
+                    seeds=list(config.seeds), per_seed_data=True, batch_fn=batch_fn,
+                    with_step=True, has_aux=True, steps_per_log=int(tr.eval_every),
+                    eval_fn=eval_fn, eval_data={k: data[k] for k in TEST_KEYS})
+    curves = np.array([[row[f"seed_{s}/eval/gold_accuracy"] for row in fit.history]
+                       for s in fit.seeds])
+    return fit, curves
+
+
+def pair_margins(config, params, chosen, rejected) -> np.ndarray:
+    """Every model's margins r(chosen) - r(rejected) [S, M, N] of the stacked params [S, M, ...]
+    on the seeds' pairs chosen, rejected [S, N, D]."""
+    score = jax.vmap(make_model(config).apply, in_axes=(0, None))
+
+    @jax.jit
+    @jax.vmap
+    def margins(p, c, r):
+        return score(p, c) - score(p, r)
+
+    return np.asarray(margins(params, jnp.asarray(chosen), jnp.asarray(rejected)))
+
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one variant trained in one program, then each seed's metrics."""
+    method = config.method
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; one of {METHODS}")
+    seeds = [int(s) for s in config.seeds]
+    per_seed = [make_data(config, s) for s in seeds]
+    data = {k: jnp.asarray(np.stack([d[k] for d in per_seed]))
+            for k in ("chosen", "rejected", *TEST_KEYS)}
+    fit, curves = train(config, os.path.join(workdir, "reward_models"), data)
+    margins = pair_margins(config, fit.params, data["chosen"], data["rejected"])  # [S, M, N]
+    max_rate = float(config.flip_rate * config.crm.drop_scale)
+    out = {}
+    for i, (seed, d) in enumerate(zip(seeds, per_seed)):
+        curve, flipped = curves[i], d["flipped"]
+        res = {"gold_accuracy": float(curve[-1]), "best_gold_accuracy": float(curve.max()),
+               "observed_flip_rate": float(flipped.mean())}
+        m0 = margins[i].mean(0)  # the method's reward margin (the ensemble for CRM)
+        res["train_fit_flipped"] = float(np.mean(m0[flipped] > 0))  # memorised wrong labels
+        res["train_fit_clean"] = float(np.mean(m0[~flipped] > 0))
+        if method != "bt":
+            kept = np.asarray(training_masks(jnp.asarray(margins[i]), max_rate, method), bool)
+            res["kept_flip_rate"] = float(np.mean([flipped[k].mean() for k in kept]))
+            res["kept_gold_wrong_rate"] = float(np.mean([d["label_gold_wrong"][k].mean()
+                                                         for k in kept]))
+            res["kept_fraction"] = float(kept.mean())
+        out[seed] = res
     return out
 
 
@@ -231,20 +238,16 @@ def claims(results) -> list[Claim]:
 
 
 def plots(results, workdir: str) -> list[str]:
-    """Held-out gold accuracy along training, per variant (mean over seeds)."""
-    from alignax.train.plots import plot_curves
-
+    """Held-out gold accuracy along training, per variant (mean +- std over seeds)."""
     curves = {}
     for variant, res in results.items():
-        ys = []
-        for seed in res["per_seed"]:
-            path = os.path.join(workdir, variant, f"seed_{seed}", "curve.npz")
-            if os.path.exists(path):
-                z = np.load(path)
-                x = z["steps"]
-                ys.append(z["accuracy"])
-        if ys:
-            curves[variant] = (x, np.mean(ys, 0), np.std(ys, 0))
+        path = os.path.join(workdir, variant, "reward_models", "metrics.jsonl")
+        if not os.path.exists(path):
+            continue
+        rows = read_metrics(path)
+        ys = np.array([[row[f"seed_{s}/eval/gold_accuracy"] for row in rows]
+                       for s in res["per_seed"]])
+        curves[variant] = ([row["updates"] for row in rows], ys.mean(0), ys.std(0))
     out = os.path.join(workdir, "plots", "crm_accuracy.png")
     plot_curves(curves, out, title="CRM vs BT under flipped labels: held-out gold accuracy",
                 xlabel="training step", ylabel="gold-preference accuracy")

@@ -3,10 +3,11 @@
 import importlib.util
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from alignax.train.writers import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -43,32 +44,35 @@ def test_config_variants_and_bad_arg():
 
 def test_ensemble_score_per_method():
     mod = _module()
-    r = jnp.array([[1.0, 2.0], [3.0, -2.0]])
-    score = lambda p, x: r  # noqa: E731
-    np.testing.assert_allclose(mod.ensemble_score(score, None, None, mod.METHODS.index("crm")),
-                               [2.0, 0.0])
-    np.testing.assert_allclose(mod.ensemble_score(score, None, None, mod.METHODS.index("bt")),
-                               [1.0, 2.0])
+    assert (mod.num_models("crm"), mod.num_models("bt"), mod.num_models("small_loss")) == (2, 1, 1)
+    r = jnp.array([[1.0, 2.0], [3.0, -2.0]])  # CRM: two models' rewards [M, N]
+    np.testing.assert_allclose(mod.ensemble_score(lambda p, x: r, None, None), [2.0, 0.0])
+    # bt: the one model's reward
+    np.testing.assert_allclose(mod.ensemble_score(lambda p, x: r[:1], None, None), [1.0, 2.0])
 
 
-def test_peer_review_keeps_cleaner_pairs_and_learns():
+def test_peer_review_keeps_cleaner_pairs_and_learns(tmp_path):
     mod = _module()
     config = mod.get_config("smoke")
     config.flip_rate = 0.4
     config.data.num_pairs = 2000
-    data = mod.make_data(config, 3)
-    params, curve = mod.train(
-        jax.random.key(0), data["chosen"], data["rejected"], data["test_a"], data["test_b"],
-        data["test_a_better"], 0.4, mod.METHODS.index("crm"), warmup_steps=50, hidden=(32, 32),
-        steps=200, batch_size=128, lr=3e-3, eval_every=100)
-    assert curve.shape == (2,)
-    assert float(curve[-1]) > 0.6  # well above chance despite 40% flipped labels
-    score = mod._score_both
-    margins = np.asarray(score(params, data["chosen"]) - score(params, data["rejected"]))
-    from alignax.losses.reward import peer_review_masks
-
-    mask_a, mask_b = (np.asarray(m, bool) for m in peer_review_masks(
-        jnp.asarray(margins[0]), jnp.asarray(margins[1]), drop_rate=0.4))
-    for kept in (mask_a, mask_b):
+    config.seeds = [3]
+    config.model.hidden = (32, 32)
+    config.train.update(steps=200, batch_size=128, learning_rate=3e-3, eval_every=100)
+    config.crm.warmup_fraction = 0.25  # 50 warmup steps
+    d = mod.make_data(config, 3)
+    data = {k: jnp.asarray(v[None]) for k, v in d.items()}
+    fit, curve = mod.train(config, str(tmp_path), data)
+    assert curve.shape == (1, 2)
+    assert float(curve[0, -1]) > 0.6  # well above chance despite 40% flipped labels
+    margins = mod.pair_margins(config, fit.params, data["chosen"], data["rejected"])
+    assert margins.shape == (1, 2, 2000)
+    masks = np.asarray(mod.training_masks(jnp.asarray(margins[0]), 0.4, "crm"), bool)
+    for kept in masks:
         assert abs(kept.mean() - 0.6) < 1e-3
-        assert data["flipped"][kept].mean() < 0.3  # far below the 40% base rate
+        assert d["flipped"][kept].mean() < 0.3  # far below the 40% base rate
+    # the run folder holds the seed's metrics (with the curriculum's drop rate) and checkpoints
+    rows = read_metrics(str(tmp_path / "metrics.jsonl"))
+    assert [r["updates"] for r in rows] == [100.0, 200.0]
+    assert rows[-1]["seed_3/drop_rate"] == pytest.approx(0.4)
+    assert os.path.isdir(tmp_path / "checkpoints")
