@@ -18,7 +18,8 @@ policy is the reference.
     epsilon-noised), random pairs labelled by the comparator with margins (0, 0, `step_margin`),
     undecided pairs dropped; a linear reward on transitions, r(s, a, s') = w . (1, [s' = goal],
     [s' is lava]) (planned on through its expectation over s'), fitted by
-    `alignax.losses.reward.bradley_terry_loss` on trajectory returns (Adam, lax.scan),
+    `alignax.losses.reward.bradley_terry_loss` on trajectory returns (full-batch Adam,
+    `alignax.train.small.fit_small`),
     divided by its standard deviation over the buffer, then planned on.
   - `linear_random`: 10 random weightings (Dirichlet(1, 1, 1) magnitudes of goal, lava and step);
     the reported numbers are the medians over the 10 policies.
@@ -49,6 +50,8 @@ from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss
 from alignax.tasks import mdp as mdp_lib
 from alignax.tasks.hierarchical import hierarchical_preference
+from alignax.train.plots import plot_variant_bars
+from alignax.train.small import fit_small
 
 METHODS = ("heron", "linear_random", "gold_reward")
 SIZE = 8
@@ -134,8 +137,12 @@ def _random_weightings(rng, k):
     return factor_weights(mags[:, 0], mags[:, 1], mags[:, 2])
 
 
-def _heron_reward(mdp, lava, config, rng, key):
-    """Buffer -> hierarchical labels -> BT-fitted linear reward (normalised). Returns w [3]."""
+def _heron_reward(mdp, lava, config, rng, seed: int, workdir: str):
+    """Buffer -> hierarchical labels -> BT-fitted linear reward (normalised). Returns w [3].
+
+    The reward is fitted by full-batch Adam (`fit_small`, init from `jax.random.key(seed)`)
+    into `workdir`.
+    """
     dc = config.data
     behaviour = _plan(mdp, _random_weightings(rng, dc.num_behaviour), config.env.vi_iters)
     segs = []
@@ -165,29 +172,23 @@ def _heron_reward(mdp, lava, config, rng, key):
     phi = np.asarray(mdp.features)[states[:, :-1], actions] * valid[..., None]
     c_idx, r_idx = jnp.asarray(chosen), jnp.asarray(rejected)
     tc = config.train
-    tx = optax.adam(tc.learning_rate)
 
-    def loss_fn(w):
-        ret = traj_phi @ w
-        nll = jnp.mean(bradley_terry_loss(ret[c_idx], ret[r_idx]))
+    def loss_fn(w, d):
+        ret = d["traj_phi"] @ w
+        nll = jnp.mean(bradley_terry_loss(ret[d["chosen"]], ret[d["rejected"]]))
         return nll + tc.weight_decay * jnp.sum(w**2)
 
-    @jax.jit
-    def fit(w0):
-        def step(carry, _):
-            w, opt = carry
-            loss, g = jax.value_and_grad(loss_fn)(w)
-            upd, opt = tx.update(g, opt, w)
-            return (optax.apply_updates(w, upd), opt), loss
-        (w, _), losses = jax.lax.scan(step, (w0, tx.init(w0)), None, length=tc.steps)
-        return w, losses
-
-    w, losses = fit(0.1 * jax.random.normal(key, (3,)))
+    fit = fit_small(workdir, loss_fn=loss_fn,
+                    init_params=lambda key: 0.1 * jax.random.normal(key, (3,)),
+                    tx=optax.adam(tc.learning_rate), num_steps=int(tc.steps),
+                    data={"traj_phi": traj_phi, "chosen": c_idx, "rejected": r_idx},
+                    seeds=[seed])
+    w = fit.seed_params(0)
     # Normalise the learned reward by its standard deviation over the buffer's steps.
     step_r = phi[valid] @ np.asarray(w)
     w = w / max(float(step_r.std()), 1e-6)
     accuracy = float(np.mean((traj_phi @ w)[c_idx] > (traj_phi @ w)[r_idx]))
-    info = {"rm_final_loss": float(losses[-1]), "rm_train_accuracy": accuracy,
+    info = {"rm_final_loss": float(fit.final_loss[0]), "rm_train_accuracy": accuracy,
             "frac_decided": float(keep.mean()),
             "frac_level_goal": float(np.mean(levels == 0)),
             "frac_level_lava": float(np.mean(levels == 1)),
@@ -196,7 +197,6 @@ def _heron_reward(mdp, lava, config, rng, key):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    del workdir
     if config.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {config.method!r}")
     seed = int(config.seed)
@@ -215,7 +215,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         out.update({f"{k}_mean": float(np.mean([p[k] for p in per])) for k in per[0]})
         out["return_min"] = float(np.min([p["return"] for p in per]))
         return out
-    w, info = _heron_reward(mdp, lava, config, rng, jax.random.key(seed))
+    w, info = _heron_reward(mdp, lava, config, rng, seed, os.path.join(workdir, "reward_model"))
     out = evaluate(_plan(mdp, w, config.env.vi_iters)[0])
     out.update(info)
     w = np.asarray(w)
@@ -262,25 +262,10 @@ def claims(results) -> list[Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """Bar charts: success rate, lava contacts and gold-shaped return per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [v for v in METHODS if v in results]
-    if not names:
+    if not any(v in results for v in METHODS):
         return []
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
-    for ax, key in zip(axes, ("success", "lava", "return")):
-        means = [results[v]["metrics"][key]["mean"] for v in names]
-        stds = [results[v]["metrics"][key]["std"] for v in names]
-        ax.bar(names, means, yerr=stds, color=["C0", "C1", "C2"][: len(names)])
-        ax.set_title(key)
-        ax.tick_params(axis="x", labelrotation=20)
-    fig.suptitle("HERON vs random linear weightings vs the gold-shaped reward")
-    fig.tight_layout()
-    path = os.path.join(workdir, "plots", "heron_bars.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [plot_variant_bars(
+        results, [("success", "success rate"), ("lava", "lava contacts"),
+                  ("return", "gold-shaped return")],
+        os.path.join(workdir, "plots", "heron_bars.png"),
+        title="HERON vs random linear weightings vs the gold-shaped reward", variants=METHODS)]
