@@ -173,7 +173,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         eval_pairs=eval_pairs,
         gold_better=None if from_file else eval_pairs["label_correct"], seed=seed)
 
-    beta = float(config.dpo.loss_kwargs.get("beta", 0.1))
+    beta = direct.loss_beta(config.dpo.loss, config.dpo.loss_kwargs)
     pair_eval = direct.make_pair_eval(ref["model"].apply, ref["params"], eval_pairs, beta=beta)
     if from_file:
         eval_fn = pair_eval

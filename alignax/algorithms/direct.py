@@ -1,22 +1,48 @@
-"""Direct alignment (DPO and relatives) from preference pairs against a frozen reference policy."""
+"""Direct alignment (DPO and relatives) from preference pairs, offline and online.
+
+One loss wrapper, `make_direct_loss`, serves the offline recipe (`train`, pairs from a dataset
+against a frozen reference) and online DPO (`alignax.algorithms.online_dpo`, pairs picked from
+the policy's own samples, reference log-probs computed at rollout time). It reads two batch
+layouts:
+
+- offline pairs: `chosen_ids`, `rejected_ids`, `chosen_mask`, `rejected_mask`,
+  `chosen_response_mask`, `rejected_response_mask` [B, T]; the log-prob of a response token is
+  read from the previous position (`shift_for_next_token`);
+- stacked rollout rows: `ids`, `mask` [2B, P + R] (rows [0, B) chosen, [B, 2B) rejected) and
+  `response_mask` [2B, R]; the LM head runs on the R predicting positions only.
+
+The reference enters either as the frozen step argument `ref_params` (recomputed under
+stop_gradient) or as precomputed `ref_logps` [2B] in the batch; an optional `weight` [B]
+drops or reweights pairs. A loss declares the per-pair inputs it needs in
+`alignax.losses.DIRECT_LOSS_INPUTS`: response lengths and TDPO's sequential KLs are computed
+here, every other input is read from the batch by its name.
+"""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from alignax.algorithms import common
-from alignax.losses import DIRECT_LOSSES, REFERENCE_FREE_LOSSES
+from alignax.algorithms.online import response_logits
+from alignax.losses import DIRECT_LOSS_INPUTS, DIRECT_LOSSES, REFERENCE_FREE_LOSSES
 from alignax.ops import sequence_logprobs, sequential_kl, shift_for_next_token
 from alignax.train.loop import Frozen
+
+COMPUTED_INPUTS = ("chosen_lengths", "rejected_lengths", "chosen_seq_kl", "rejected_seq_kl")
 
 
 def _pair_forward(apply_fn, params, batch):
     """One forward over the 2B stacked rows (chosen first): (logits, targets, target_mask)."""
+    if "ids" in batch:  # stacked rollout rows: [prompt, response], response_mask [2B, R]
+        rmask = batch["response_mask"]
+        r = rmask.shape[1]
+        logits = response_logits(apply_fn, params, batch["ids"], batch["mask"], r)
+        return logits, batch["ids"][:, -r:], rmask
     ids = jnp.concatenate([batch["chosen_ids"], batch["rejected_ids"]], axis=0)
     mask = jnp.concatenate([batch["chosen_mask"], batch["rejected_mask"]], axis=0)
     response = jnp.concatenate(
@@ -33,20 +59,26 @@ def _split(x, b):
 def pair_logps(apply_fn, params, batch) -> tuple[jax.Array, jax.Array]:
     """Summed response log-probs of chosen and rejected, one forward over the 2B stacked rows."""
     logits, targets, target_mask = _pair_forward(apply_fn, params, batch)
-    return _split(sequence_logprobs(logits, targets, target_mask), batch["chosen_ids"].shape[0])
+    seq = sequence_logprobs(logits, targets, target_mask)
+    return _split(seq, seq.shape[0] // 2)
 
 
-def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None,
-                     batch_fields: tuple[str, ...] = ()) -> Callable:
-    """`loss_fn(params, batch, rng, ref_params)` = mean over pairs of a direct objective.
+def loss_inputs(loss: str) -> tuple[str, ...]:
+    """The per-pair inputs `loss` needs from each batch (its declared inputs minus the ones this
+    wrapper computes)."""
+    return tuple(n for n in DIRECT_LOSS_INPUTS.get(loss, ()) if n not in COMPUTED_INPUTS)
+
+
+def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None):
+    """`loss_fn(params, batch, rng, ref_params=None)` = (weighted) mean over pairs of a direct
+    objective.
 
     `loss` names an entry of DIRECT_LOSSES (with a reference) or REFERENCE_FREE_LOSSES (SimPO,
-    CPO, ORPO: the reference forward is skipped). The reference log-probs are recomputed in the
-    step from the frozen `ref_params` (under stop_gradient); they are never part of the
-    optimizer's tree. Response lengths are passed to losses that take them, and TDPO's
-    sequential KLs are computed from both models' logits in the step. Per-pair inputs that only
-    the data knows (iREPO's `preference_rate`, CREAM's `consistency`) are named in `batch_fields`
-    and read from each batch under those names.
+    CPO, ORPO: no reference forward). The reference log-probs come from the batch's
+    `ref_logps` [2B] when present, else from the frozen `ref_params` (under stop_gradient);
+    they are never part of the optimizer's tree. Inputs the loss declares in
+    DIRECT_LOSS_INPUTS are computed (lengths, sequential KLs) or read from the batch
+    (`loss_inputs(loss)`, e.g. iREPO's `preference_rate`, CREAM's `consistency`).
     """
     if loss in DIRECT_LOSSES:
         per_example, uses_ref = DIRECT_LOSSES[loss], True
@@ -56,51 +88,62 @@ def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None,
         valid = sorted(DIRECT_LOSSES) + sorted(REFERENCE_FREE_LOSSES)
         raise ValueError(f"unknown direct loss {loss!r}; valid: {valid}")
     loss_kwargs = dict(loss_kwargs or {})
-    accepted = inspect.signature(per_example).parameters
-    # token-level KL to the reference (TDPO) needs both models' logits, computed in the step
-    needs_seq_kl = "chosen_seq_kl" in accepted
-    batch_fields = tuple(batch_fields)
-    unknown = sorted(set(batch_fields) - set(accepted))
-    if unknown:
-        raise ValueError(f"loss {loss!r} takes no inputs named {unknown}")
-    provided = set(loss_kwargs) | set(batch_fields) | {"chosen_lengths", "rejected_lengths"}
-    if needs_seq_kl:
-        provided |= {"chosen_seq_kl", "rejected_seq_kl"}
-    missing = sorted(name for name, p in accepted.items()
-                     if p.kind is p.KEYWORD_ONLY and p.default is p.empty and name not in provided)
-    if missing:
-        raise ValueError(f"loss {loss!r} needs {missing}, which this recipe does not compute; "
-                         "put them in each batch and name them in batch_fields, or call the "
-                         "loss from your own step")
+    declared = DIRECT_LOSS_INPUTS.get(loss, ())
+    clash = sorted(set(loss_kwargs) & set(declared))
+    if clash:
+        raise ValueError(f"loss {loss!r} reads {clash} from each batch, not from loss_kwargs")
+    from_batch = loss_inputs(loss)
+    needs_seq_kl = "chosen_seq_kl" in declared
 
-    def loss_fn(params, batch, rng, ref_params):
+    def loss_fn(params, batch, rng, ref_params=None):
         del rng
-        b = batch["chosen_ids"].shape[0]
+        missing = [name for name in from_batch if name not in batch]
+        if missing:
+            raise ValueError(f"loss {loss!r} needs {missing} in each batch (declared in "
+                             "alignax.losses.DIRECT_LOSS_INPUTS)")
         logits, targets, target_mask = _pair_forward(apply_fn, params, batch)
-        pc, pr = _split(sequence_logprobs(logits, targets, target_mask), b)
-        extra = {name: batch[name] for name in batch_fields}
-        for side in ("chosen", "rejected"):  # response token counts, for length-aware losses
-            if f"{side}_lengths" in accepted:
-                extra[f"{side}_lengths"] = batch[f"{side}_response_mask"].sum(-1)
+        seq = sequence_logprobs(logits, targets, target_mask)
+        b = seq.shape[0] // 2
+        pc, pr = _split(seq, b)
+        extra = {name: batch[name] for name in from_batch}
+        lengths = _split(target_mask.sum(-1), b)
+        for side, n in zip(("chosen", "rejected"), lengths):  # response token counts
+            if f"{side}_lengths" in declared:
+                extra[f"{side}_lengths"] = n
         if uses_ref:
-            ref_logits = jax.lax.stop_gradient(_pair_forward(apply_fn, ref_params, batch)[0])
-            rc, rr = _split(sequence_logprobs(ref_logits, targets, target_mask), b)
-            if needs_seq_kl:
-                extra["chosen_seq_kl"], extra["rejected_seq_kl"] = _split(
-                    sequential_kl(ref_logits, logits, target_mask), b)
+            if "ref_logps" in batch and not needs_seq_kl:
+                rc, rr = _split(batch["ref_logps"], b)
+            else:
+                if ref_params is None:
+                    raise ValueError(f"loss {loss!r} needs the reference: pass ref_params to "
+                                     "the step or ref_logps in the batch")
+                ref_logits = jax.lax.stop_gradient(_pair_forward(apply_fn, ref_params,
+                                                                 batch)[0])
+                rc, rr = _split(sequence_logprobs(ref_logits, targets, target_mask), b)
+                if needs_seq_kl:
+                    extra["chosen_seq_kl"], extra["rejected_seq_kl"] = _split(
+                        sequential_kl(ref_logits, logits, target_mask), b)
             losses, stats = per_example(pc, pr, rc, rr, **loss_kwargs, **extra)
         else:
             losses, stats = per_example(pc, pr, **loss_kwargs, **extra)
-        metrics = {k: v.mean() for k, v in stats.items()}
-        metrics["policy_chosen_logps"] = pc.mean()
-        metrics["policy_rejected_logps"] = pr.mean()
-        return losses.mean(), metrics
+        if "weight" in batch:
+            w = batch["weight"]
+            denom = jnp.maximum(w.sum(), 1.0)
+            mean = lambda v: (v * w).sum() / denom  # noqa: E731
+        else:
+            mean = jnp.mean
+        metrics = {k: mean(v) for k, v in stats.items()}
+        metrics["policy_chosen_logps"] = mean(pc)
+        metrics["policy_rejected_logps"] = mean(pr)
+        return mean(losses), metrics
 
     return loss_fn
 
 
-def make_pair_eval(apply_fn, ref_params, pairs: Mapping[str, Any], *, beta: float = 0.1):
+def make_pair_eval(apply_fn, ref_params, pairs: Mapping[str, Any], *, beta: float):
     """`params -> metrics` of the implicit reward beta log(pi/ref) on fixed held-out pairs.
+
+    `beta` is the trained loss's (read it from its loss_kwargs: `loss_beta`).
 
     Metrics: `pair_accuracy` (fraction of pairs whose implicit-reward margin is positive) and
     `pair_margin` (mean margin).
@@ -117,6 +160,19 @@ def make_pair_eval(apply_fn, ref_params, pairs: Mapping[str, Any], *, beta: floa
         return {"pair_accuracy": (margins > 0).mean(), "pair_margin": margins.mean()}
 
     return lambda params: _evaluate(params, ref_params)
+
+
+def loss_beta(loss: str, loss_kwargs: Mapping[str, Any] | None) -> float:
+    """The beta a direct loss trains with: its loss_kwargs' beta, else the loss's default."""
+    if loss_kwargs and "beta" in loss_kwargs:
+        return float(loss_kwargs["beta"])
+    fn = DIRECT_LOSSES.get(loss) or REFERENCE_FREE_LOSSES.get(loss)
+    if fn is None:
+        raise ValueError(f"unknown direct loss {loss!r}")
+    param = inspect.signature(fn).parameters.get("beta")
+    if param is None or param.default is param.empty:
+        raise ValueError(f"loss {loss!r} has no default beta; set loss_kwargs.beta")
+    return float(param.default)
 
 
 def train(

@@ -4,8 +4,10 @@ Per iteration: `num_samples` >= 2 responses per prompt from the current policy; 
 them, either `reward_fn` (a reward model, a verifier, a gold oracle) or the policy's own implicit
 reward beta log(pi / pi_ref) ("implicit": self-rewarding, as in Yuan et al. 2024 and CREAM);
 the best and the worst response of each prompt form a pair (prompts whose scores all tie are
-skipped), and `epochs` x `minibatches` DPO updates follow (Guo et al. 2024, "Direct Language
-Model Alignment from Online AI Feedback", arXiv 2402.04792; Xiong et al. 2024, iterative DPO).
+skipped), and `epochs` x `minibatches` updates of the same direct loss wrapper as the offline
+recipe (`direct.make_direct_loss`, with the reference log-probs computed at rollout time)
+follow (Guo et al. 2024, "Direct Language Model Alignment from Online AI Feedback",
+arXiv 2402.04792; Xiong et al. 2024, iterative DPO).
 With `ref_update_every` = k > 0 the reference becomes the current policy every k iterations
 (iterative DPO rounds). The reference is part of the checkpointed iteration state, so a run
 resumed mid-round continues that round against the same reference, exactly as an uninterrupted
@@ -24,7 +26,7 @@ import numpy as np
 from alignax import ops
 from alignax._src.config import recipe_config, resolve_config
 from alignax.algorithms import online
-from alignax.losses import DIRECT_LOSSES
+from alignax.algorithms.direct import loss_beta, make_direct_loss
 from alignax.train import sharding as shd
 from alignax.train.optim import make_optimizer
 from alignax.types import Rollout
@@ -42,31 +44,6 @@ DEFAULTS = dict(
 def default_config(**overrides):
     """The locked config of the recipe (every key with its default), updated by `overrides`."""
     return recipe_config(DEFAULTS, overrides, "online-DPO config")
-
-
-def make_pair_loss(apply_fn, loss: str = "dpo", loss_kwargs=None) -> Callable:
-    """`loss_fn(params, batch, rng)` on stacked pairs: rows [0, B) chosen, [B, 2B) rejected,
-    with `ref_logps` [2B] sequence log-probs and `weight` [B] (0 drops a pair)."""
-    if loss not in DIRECT_LOSSES:
-        raise ValueError(f"unknown direct loss {loss!r}; valid: {sorted(DIRECT_LOSSES)}")
-    per_example = DIRECT_LOSSES[loss]
-    loss_kwargs = dict(loss_kwargs or {})
-
-    def loss_fn(params, batch, rng):
-        del rng
-        rmask = batch["response_mask"]
-        logps = online.response_logps(apply_fn, params, batch["ids"], batch["mask"],
-                                      rmask.shape[1])
-        seq = ops.masked_sum(logps, rmask)
-        b = seq.shape[0] // 2
-        ref = batch["ref_logps"]
-        losses, stats = per_example(seq[:b], seq[b:], ref[:b], ref[b:], **loss_kwargs)
-        w = batch["weight"]
-        denom = jnp.maximum(w.sum(), 1.0)
-        metrics = {k: (v * w).sum() / denom for k, v in stats.items()}
-        return (losses * w).sum() / denom, metrics
-
-    return loss_fn
 
 
 def pick_pairs(scores, num_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,7 +72,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
     place = shd.Placement.from_config(cfg["mesh"])
     place.check_rows(per_iter, "prompts_per_iteration")
     place.check_rows(per_iter // int(cfg["minibatches"]), "minibatch (pairs)")
-    beta = float(dict(cfg["loss_kwargs"]).get("beta", 0.1))
+    beta = loss_beta(cfg["loss"], cfg["loss_kwargs"])
     tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
                         * int(cfg["minibatches"]))
     axes = model.logical_axes(init_params)
@@ -103,7 +80,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
     init_state, abstract, train_sharding = online.initial_state(
         place, params=init_params, logical_axes=axes, tx=tx, seed=seed, with_ref=every > 0)
     step = online.make_update_step(
-        place, make_pair_loss(model.apply, cfg["loss"], cfg["loss_kwargs"]), tx, train_sharding)
+        place, make_direct_loss(model.apply, cfg["loss"], cfg["loss_kwargs"]), tx, train_sharding)
     rollout_fn = online.rollout_from_config(model, cfg, n)
     logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]))
     frozen_ref = None if every else place.put_params(ref_params, axes)

@@ -91,6 +91,22 @@ DIRECT_LOSSES = {
     "selm": selm_loss,
     "cream": cream_loss,
 }
+# The per-pair inputs each direct or reference-free loss takes beyond the policy (and
+# reference) log-probs, by name; a loss not listed takes none. The recipes compute the ones
+# they can (`*_lengths`: response token counts; `*_seq_kl`: TDPO's sequential KL from both
+# models' logits) and read the others from each batch.
+DIRECT_LOSS_INPUTS: dict[str, tuple[str, ...]] = {
+    "rdpo": ("chosen_lengths", "rejected_lengths"),
+    "sigmoid_norm": ("chosen_lengths", "rejected_lengths"),
+    "tdpo": ("chosen_seq_kl", "rejected_seq_kl"),
+    "bco": ("delta",),
+    "irepo": ("preference_rate",),
+    "selm": ("policy_sample_logps", "ref_sample_logps"),
+    "cream": ("consistency",),
+    "simpo": ("chosen_lengths", "rejected_lengths"),
+    "cpo": ("chosen_lengths",),
+    "orpo": ("chosen_lengths", "rejected_lengths"),
+}
 # REFERENCE_FREE_LOSSES (from direct.py): (policy_chosen_logps, policy_rejected_logps, *, ...)
 # -> ([B], metrics).
 # Unpaired: (policy_logps, ref_logps, desirable, *, kl, ...) -> ([B], metrics).
@@ -143,6 +159,7 @@ __all__ = [
     "gspo_loss",
     "ppo_clip_loss",
     "DIRECT_LOSSES",
+    "DIRECT_LOSS_INPUTS",
     "DPO_LOSS_TYPES",
     "REFERENCE_FREE_LOSSES",
     "RunningMean",

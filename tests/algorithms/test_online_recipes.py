@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from alignax.algorithms.direct import make_direct_loss
 from alignax.algorithms import online, online_dpo, ppo, rejection
 from alignax.models.transformer import TransformerConfig, make_lm
 from alignax.train.state import TrainState
@@ -114,7 +115,7 @@ def test_online_dpo_pairs_loss_and_smoke(tmp_path):
     batch = {"ids": rollout.ids[rows], "mask": rollout.mask[rows],
              "response_mask": rollout.response_mask[rows], "ref_logps": ref_seq,
              "weight": jnp.array([1.0, 0.0])}
-    loss_fn = online_dpo.make_pair_loss(MODEL.apply, "dpo", {"beta": 0.5})
+    loss_fn = make_direct_loss(MODEL.apply, "dpo", {"beta": 0.5})  # the offline wrapper
     loss, _ = loss_fn(PARAMS, batch, None)
     # the zero-weight pair does not count
     only_first = {k: (v[:1] if k == "weight" else v[np.array([0, 2])])
