@@ -17,7 +17,8 @@ pairwise cosine -1/2, so the population-average reward is zero); labels are Brad
 sigmoid(6 (r_g(y_1) - r_g(y_2))) of the annotator's group. Each comparison has a prompt
 c ~ N(2 e_g, I_3): partial group signal (the posterior of the true group given c is about 0.8).
 Stage 1: 6000 comparisons of 120 training users (groups hidden), K = 3 linear heads and an MLP
-gate (3 -> 32 -> 3), full-batch Adam. Stage 2: 60 new users (20 per group), each with an
+gate (3 -> 32 -> 3), full-batch Adam (`alignax.train.small.fit_small`, every seed at once).
+Stage 2: 60 new users (20 per group), each with an
 explicit user context (its id) that owns one Hedge state; the router sees up to 50 labelled
 comparisons of the user, one at a time; every user is evaluated on 200 held-out comparisons
 after 0, 1, 2, 5, 10, 20 and 50 labels. Baselines on the same data and test comparisons: "bt", a
@@ -51,7 +52,7 @@ from alignax.losses.reward import (bradley_terry_loss, hedge_routing_update,
                                    mixture_bradley_terry_loss)
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks import simulators as sim
-from alignax.train.full_batch import fit_full_batch
+from alignax.train.small import fit_small
 
 METHODS = ("micro", "bt", "bt_prompt")
 
@@ -113,47 +114,12 @@ def comparisons(w, groups, data, rng) -> dict[str, np.ndarray]:
 
 # --- models -----------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def _mlp(in_dim: int, hidden: tuple, out_dim: int):
-    return make_mlp(MLPConfig(in_dim=in_dim, hidden=hidden, out_dim=out_dim))
-
-
-def _adam_fit(loss_fn, params, steps, lr):
-    tx = optax.adam(lr)
-
-    params, losses = fit_full_batch(loss_fn, params, tx, steps)
-    return params, losses
-
-
-@functools.partial(jax.jit, static_argnames=("heads", "gate", "steps", "lr"))
-def fit_mixture(params, chosen, rejected, prompts, *, heads, gate, steps, lr):
-    """Stage 1: full-batch Adam on the mixture-BT likelihood ([M, D] items, [M, P] prompts)."""
-    def loss_fn(p):
-        rc, rr = heads.apply(p["heads"], chosen), heads.apply(p["heads"], rejected)
-        return mixture_bradley_terry_loss(rc, rr, gate.apply(p["gate"], prompts)).mean()
-
-    return _adam_fit(loss_fn, params, steps, lr)
-
-
-@functools.partial(jax.jit, static_argnames=("r", "with_prompt", "steps", "lr"))
-def fit_bt(params, chosen, rejected, prompts, *, r, with_prompt, steps, lr):
-    """A single BT reward of the item (or of [prompt, item]) on all comparisons."""
-    def reward(p, y):
-        return r.apply(p, jnp.concatenate([prompts, y], -1) if with_prompt else y)
-
-    def loss_fn(p):
-        return bradley_terry_loss(reward(p, chosen), reward(p, rejected)).mean()
-
-    return _adam_fit(loss_fn, params, steps, lr)
-
-
 def mixture_correct(head_margins, log_weights):
     """1 where sum_k w_k sigmoid(d_k) > 1/2 (the chosen side is predicted): [..., K] -> [...]."""
     p = jnp.sum(jax.nn.softmax(log_weights, -1) * jax.nn.sigmoid(head_margins), -1)
     return jnp.where(p > 0.5, 1.0, jnp.where(p == 0.5, 0.5, 0.0))
 
 
-@functools.partial(jax.jit, static_argnames=("heads", "gate", "eval_labels", "rate"))
 def route_and_eval(params, stream, test, *, heads, gate, eval_labels, rate):
     """Stage 2 for a batch of users: Hedge over their labelled stream, accuracy at checkpoints.
 
@@ -185,10 +151,10 @@ def route_and_eval(params, stream, test, *, heads, gate, eval_labels, rate):
     return jnp.stack(accs)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    if config.method not in METHODS:
-        raise ValueError(f"unknown method {config.method!r}; valid: {METHODS}")
-    seed, data = int(config.seed), config.data
+def make_data(config, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """One seed's stage-1 training comparisons (train [M]), each test user's routing stream
+    (stream [U, L]) and held-out comparisons (test [U, N])."""
+    data = config.data
     rng = np.random.default_rng([seed, 61])
     w = group_rewards(data, seed)
     g_num = data.num_groups
@@ -198,49 +164,105 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     test_groups = np.repeat(np.arange(g_num), data.test_users_per_group)
     stream = comparisons(w, np.repeat(test_groups[:, None], data.route_labels, 1), data, rng)
     test = comparisons(w, np.repeat(test_groups[:, None], data.test_per_user, 1), data, rng)
-    out = {"bayes_prompt_accuracy": float(test["bayes_prompt"].mean()),
-           "bayes_group_accuracy": float(test["bayes_group"].mean())}
-    key = jax.random.key(seed)
-    tr = {k: jnp.asarray(v) for k, v in train.items()}
+    return {"train": train, "stream": stream, "test": test}
+
+
+def _stack(per_seed: list[dict], part: str, keys) -> dict[str, jax.Array]:
+    return {k: jnp.asarray(np.stack([d[part][k] for d in per_seed])) for k in keys}
+
+
+def fit_bt(config, workdir: str, train: dict, seeds, *, with_prompt: bool):
+    """A single BT reward of the item (or of [prompt, item]) on all comparisons, full-batch
+    Adam for every seed at once. train: [S, M, ...]. Returns (reward model, SmallFit)."""
+    data = config.data
+    in_dim = data.dim + (data.prompt_dim if with_prompt else 0)
+    r = make_mlp(MLPConfig(in_dim=in_dim, hidden=tuple(config.bt.hidden), out_dim=1))
+
+    def loss_fn(p, d):
+        def reward(y):
+            return r.apply(p, jnp.concatenate([d["prompt"], y], -1) if with_prompt else y)
+        return bradley_terry_loss(reward(d["chosen"]), reward(d["rejected"])).mean()
+
+    fit = fit_small(workdir, loss_fn=loss_fn, init_params=r.init,
+                    tx=optax.adam(float(config.bt.learning_rate)),
+                    num_steps=int(config.bt.steps), data=train, seeds=seeds, per_seed_data=True)
+    return r, fit
+
+
+def fit_mixture(config, workdir: str, train: dict, seeds):
+    """Stage 1: full-batch Adam on the mixture-BT likelihood for every seed at once.
+
+    train: chosen/rejected [S, M, D], prompt [S, M, P]. Returns (heads, gate, SmallFit).
+    """
+    data, mc = config.data, config.micro
+    k = int(mc.num_heads)
+    heads = make_mlp(MLPConfig(in_dim=data.dim, hidden=tuple(mc.head_hidden), out_dim=k))
+    gate = make_mlp(MLPConfig(in_dim=data.prompt_dim, hidden=tuple(mc.gate_hidden), out_dim=k))
+
+    def init(key):
+        k_heads, k_gate = jax.random.split(key)
+        return {"heads": heads.init(k_heads), "gate": gate.init(k_gate)}
+
+    def loss_fn(p, d):
+        rc, rr = heads.apply(p["heads"], d["chosen"]), heads.apply(p["heads"], d["rejected"])
+        return mixture_bradley_terry_loss(rc, rr, gate.apply(p["gate"], d["prompt"])).mean()
+
+    fit = fit_small(workdir, loss_fn=loss_fn, init_params=init,
+                    tx=optax.adam(float(mc.learning_rate)), num_steps=int(mc.steps), data=train,
+                    seeds=seeds, per_seed_data=True)
+    return heads, gate, fit
+
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one variant: one fit_small program for the seeds, then each seed's
+    held-out accuracies (routed after 0..50 labels for MiCRo)."""
+    if config.method not in METHODS:
+        raise ValueError(f"unknown method {config.method!r}; valid: {METHODS}")
+    data = config.data
+    labels = tuple(int(n) for n in config.micro.eval_labels)
+    if config.method == "micro" and max(labels) > data.route_labels:
+        raise ValueError(f"eval_labels {labels} exceed route_labels={data.route_labels}")
+    seeds = [int(s) for s in config.seeds]
+    per_seed = [make_data(config, s) for s in seeds]
+    train = _stack(per_seed, "train", ("chosen", "rejected", "prompt"))
+    test = _stack(per_seed, "test", ("chosen", "rejected", "prompt"))
+    test_groups = np.repeat(np.arange(data.num_groups), data.test_users_per_group)
+    out = {s: {"bayes_prompt_accuracy": float(d["test"]["bayes_prompt"].mean()),
+               "bayes_group_accuracy": float(d["test"]["bayes_group"].mean())}
+           for s, d in zip(seeds, per_seed)}
 
     if config.method in ("bt", "bt_prompt"):
         with_prompt = config.method == "bt_prompt"
-        in_dim = data.dim + (data.prompt_dim if with_prompt else 0)
-        r = _mlp(in_dim, tuple(config.bt.hidden), 1)
-        params, losses = fit_bt(r.init(key), tr["chosen"], tr["rejected"], tr["prompt"], r=r,
-                                with_prompt=with_prompt, steps=int(config.bt.steps),
-                                lr=float(config.bt.learning_rate))
+        r, fit = fit_bt(config, os.path.join(workdir, "reward_model"), train, seeds,
+                        with_prompt=with_prompt)
 
-        def reward(y):
-            return r.apply(params, jnp.concatenate([test["prompt"], y], -1)
-                           if with_prompt else jnp.asarray(y))
+        @jax.jit
+        @jax.vmap
+        def correct(p, t):
+            def reward(y):
+                return r.apply(p, jnp.concatenate([t["prompt"], y], -1) if with_prompt else y)
+            return (reward(t["chosen"]) > reward(t["rejected"])).astype(jnp.float32)
 
-        correct = np.asarray(reward(test["chosen"]) > reward(test["rejected"]), np.float32)
-        out.update(accuracy=float(correct.mean()), final_loss=float(losses[-1]))
-        for g in range(g_num):
-            out[f"accuracy_group{g}"] = float(correct[test_groups == g].mean())
+        hits = np.asarray(correct(fit.params, test))  # [S, U, N]
+        for i, s in enumerate(seeds):
+            out[s].update(accuracy=float(hits[i].mean()), final_loss=float(fit.final_loss[i]))
+            for g in range(data.num_groups):
+                out[s][f"accuracy_group{g}"] = float(hits[i][test_groups == g].mean())
         return out
 
-    k = int(config.micro.num_heads)
-    heads = _mlp(data.dim, tuple(config.micro.head_hidden), k)
-    gate = _mlp(data.prompt_dim, tuple(config.micro.gate_hidden), k)
-    k_heads, k_gate = jax.random.split(key)
-    params = {"heads": heads.init(k_heads), "gate": gate.init(k_gate)}
-    params, losses = fit_mixture(params, tr["chosen"], tr["rejected"], tr["prompt"],
-                                 heads=heads, gate=gate, steps=int(config.micro.steps),
-                                 lr=float(config.micro.learning_rate))
-    labels = tuple(int(n) for n in config.micro.eval_labels)
-    if max(labels) > data.route_labels:
-        raise ValueError(f"eval_labels {labels} exceed route_labels={data.route_labels}")
-    accs = np.asarray(route_and_eval(
-        params, {k_: jnp.asarray(stream[k_]) for k_ in ("chosen", "rejected")},
-        {k_: jnp.asarray(test[k_]) for k_ in ("chosen", "rejected", "prompt")},
-        heads=heads, gate=gate, eval_labels=labels, rate=float(config.micro.hedge_rate)))
-    out.update(final_loss=float(losses[-1]), accuracy=float(accs[0].mean()))
-    for i, n in enumerate(labels):
-        out[f"routed_accuracy_{n}"] = float(accs[i].mean())
-        for g in range(g_num):
-            out[f"routed_accuracy_{n}_group{g}"] = float(accs[i][test_groups == g].mean())
+    heads, gate, fit = fit_mixture(config, os.path.join(workdir, "mixture"), train, seeds)
+    stream = _stack(per_seed, "stream", ("chosen", "rejected"))
+    route = jax.jit(jax.vmap(functools.partial(
+        route_and_eval, heads=heads, gate=gate, eval_labels=labels,
+        rate=float(config.micro.hedge_rate))))
+    accs = np.asarray(route(fit.params, stream, test))  # [S, len(labels), U]
+    for i, s in enumerate(seeds):
+        out[s].update(final_loss=float(fit.final_loss[i]), accuracy=float(accs[i, 0].mean()))
+        for j, n in enumerate(labels):
+            out[s][f"routed_accuracy_{n}"] = float(accs[i, j].mean())
+            for g in range(data.num_groups):
+                out[s][f"routed_accuracy_{n}_group{g}"] = float(
+                    accs[i, j][test_groups == g].mean())
     return out
 
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from alignax.experiment import load_module
+from alignax.models.mlp import MLPConfig, make_mlp
+from alignax.train.writers import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 micro = load_module(os.path.join(REPO, "experiments", "micro.py"))
@@ -51,8 +53,8 @@ def test_mixture_correct_golden():
 def test_routing_equals_the_bayes_posterior_over_heads():
     """With eta = 1 the Hedge state after n labels is log softmax(sum_i log sigma(d_ik))."""
     k, dim, pdim = 3, 4, 3
-    heads = micro._mlp(dim, (), k)
-    gate = micro._mlp(pdim, (4,), k)
+    heads = make_mlp(MLPConfig(in_dim=dim, hidden=(), out_dim=k))
+    gate = make_mlp(MLPConfig(in_dim=pdim, hidden=(4,), out_dim=k))
     params = {"heads": heads.init(jax.random.key(0)), "gate": gate.init(jax.random.key(1))}
     rng = np.random.default_rng(0)
     stream = {n: jnp.asarray(rng.normal(size=(2, 6, dim)), jnp.float32)
@@ -82,20 +84,22 @@ def test_routing_equals_the_bayes_posterior_over_heads():
         np.testing.assert_allclose(got[row], (p > 0.5).mean(-1), atol=1e-6)
 
 
-def test_run_rejects_eval_labels_beyond_the_stream():
+def test_run_rejects_eval_labels_beyond_the_stream(tmp_path):
     config = micro.get_config("smoke")
-    config.unlock()
-    config.seed = 0
     config.micro.eval_labels = [0, 60]
     with pytest.raises(ValueError, match="exceed route_labels"):
-        micro.run(config, "")
+        micro.run_seeds(config, str(tmp_path))
 
 
-def test_routing_helps_on_a_small_run():
+def test_routing_helps_on_a_small_run(tmp_path):
     config = micro.get_config("smoke")
-    config.unlock()
-    config.seed = 0
-    out = micro.run(config, "")
-    assert out["routed_accuracy_50"] > out["routed_accuracy_0"] + 0.03
+    config.seeds = [0, 1]
+    out = micro.run_seeds(config, str(tmp_path / "micro"))
+    for seed in (0, 1):
+        assert out[seed]["routed_accuracy_50"] > out[seed]["routed_accuracy_0"] + 0.03
     config.method = "bt"
-    assert micro.run(config, "")["accuracy"] < 0.6
+    bt = micro.run_seeds(config, str(tmp_path / "bt"))
+    assert bt[0]["accuracy"] < 0.6 and bt[1]["accuracy"] < 0.6
+    # both seeds trained in one run folder per stage, with metrics per seed
+    rows = read_metrics(str(tmp_path / "micro" / "mixture" / "metrics.jsonl"))
+    assert "seed_0/loss" in rows[-1] and "seed_1/loss" in rows[-1]
