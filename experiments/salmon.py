@@ -272,5 +272,5 @@ def plots(results, workdir: str) -> list[str]:
         {f"P_RL: {name}": stat([f"{name}_target_gain", f"{name}_length_exploitation"])
          for name in ("base", "anti_length")},
         os.path.join(folder, "salmon_rl_gains.png"),
-        title="SALMON toy: an anti-length principle at RL time", ylabel="gain over pi_ref")
+        title="SALMON toy: anti-length at RL time", ylabel="gain over pi_ref")
     return [rm, rl]
