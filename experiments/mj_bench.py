@@ -12,7 +12,8 @@ signal shrunk, noise raised). Bias: the aligned image of a prompt rendered with 
 demographic directions added (equal norm); a fair judge scores the variants alike.
 
 Judges (variants): `cosine`, cos(q, x) (a CLIP-like scorer); `bt_rm`, a linear BT reward model
-on [x, q * x] trained on separate pairs of the three categories; `numeric`, a noisy judge with a
+on [x, q * x] trained on separate pairs of the three categories (full-batch Adam,
+`alignax.train.small.fit_small`, all seeds at once); `numeric`, a noisy judge with a
 hidden assessment (alignment - toxicity - distortion, plus Gaussian noise, squashed to [0, 1])
 answering on a numeric 0-10 scale; `likert`, the same judge answering on a 5-point Likert scale;
 `biased`, the numeric judge with a planted demographic bias (its hidden logit is shifted by
@@ -34,7 +35,6 @@ are bit-reproducible (every judge, every seed).
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
@@ -47,6 +47,8 @@ from alignax.eval.judges import (discretize_scores, gini_equality_score, judge_a
                                  normalized_dispersion_score)
 from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss
+from alignax.train.plots import plot_grouped_bars
+from alignax.train.small import fit_small
 
 JUDGES = ("cosine", "bt_rm", "numeric", "likert", "biased")
 CATEGORIES = ("alignment", "safety", "quality")
@@ -139,28 +141,24 @@ def _features(q, x):
     return jnp.concatenate([x, q * x], -1)
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "lr"))
-def fit_bt_rm(q, chosen, rejected, *, steps, lr):
-    """Linear BT reward model on [x, q * x]: q, chosen, rejected [B, D] -> weights [2D]."""
-    fc, fr = _features(q, chosen), _features(q, rejected)
-    tx = optax.adam(lr)
-
-    def loss_fn(w):
+def fit_bt_rm(config, workdir: str, train: dict, seeds) -> np.ndarray:
+    """Linear BT reward models on [x, q * x], every seed at once (`fit_small`, full-batch Adam
+    from zero weights): train q, chosen, rejected [S, B, D] -> weights [S, 2D]."""
+    def loss_fn(w, d):
+        fc, fr = _features(d["q"], d["chosen"]), _features(d["q"], d["rejected"])
         return jnp.mean(bradley_terry_loss(fc @ w, fr @ w))
 
-    def step(carry, _):
-        w, opt = carry
-        g = jax.grad(loss_fn)(w)
-        upd, opt = tx.update(g, opt, w)
-        return (optax.apply_updates(w, upd), opt), None
-
-    w0 = jnp.zeros(fc.shape[-1], jnp.float32)
-    (w, _), _ = jax.lax.scan(step, (w0, tx.init(w0)), None, length=steps)
-    return w
+    fit = fit_small(workdir, loss_fn=loss_fn,
+                    init_params=jnp.zeros(2 * train["q"].shape[-1], jnp.float32),
+                    tx=optax.adam(float(config.train.learning_rate)),
+                    num_steps=int(config.train.steps), data=train, seeds=seeds,
+                    per_seed_data=True)
+    return np.asarray(fit.params)
 
 
-def make_judge(config, world, key, train: dict | None):
-    """`score(q [N, D], x [N, D], groups [N] int (-1: none), key) -> [N]` for config.judge."""
+def make_judge(config, world, bt_weights=None):
+    """`score(q [N, D], x [N, D], groups [N] int (-1: none), key) -> [N]` for config.judge
+    (`bt_weights` [2D]: the fitted weights of the `bt_rm` judge)."""
     nj = config.noisy_judge
     offsets = nj.bias_strength * np.linspace(1.5, -1.5, config.task.num_groups)
     if config.judge == "cosine":
@@ -168,8 +166,7 @@ def make_judge(config, world, key, train: dict | None):
             return jnp.sum(q * x, -1) / jnp.maximum(jnp.linalg.norm(x, axis=-1), 1e-6)
         return score
     if config.judge == "bt_rm":
-        w = fit_bt_rm(train["q"], train["chosen"], train["rejected"],
-                      steps=int(config.train.steps), lr=float(config.train.learning_rate))
+        w = jnp.asarray(bt_weights)
 
         def score(q, x, groups, key):
             return _features(q, x) @ w
@@ -187,8 +184,8 @@ def make_judge(config, world, key, train: dict | None):
     return score
 
 
-def evaluate(config, seed: int) -> dict[str, float]:
-    """One full, seeded evaluation of config.judge: accuracies, tie rates, GES and NDS."""
+def make_seed_data(config, seed: int) -> tuple[dict, dict, dict | None]:
+    """One seed's world, evaluation set and (for `bt_rm`) training pairs q/chosen/rejected."""
     task = config.task
     world = make_world(task, seed)
     rng = np.random.default_rng([seed, 530])
@@ -198,9 +195,13 @@ def evaluate(config, seed: int) -> dict[str, float]:
         tr = make_eval_set(world, task, config.data.num_train_pairs // 3, 1, rng)["pairs"]
         train = {k: np.concatenate([tr[c][k] for c in CATEGORIES]) for k in
                  ("q", "chosen", "rejected")}
-    key = jax.random.key(seed)
-    k_pairs, k_bias = jax.random.split(key)
-    judge = make_judge(config, world, key, train)
+    return world, ev, train
+
+
+def evaluate(config, seed: int, world: dict, ev: dict, bt_weights=None) -> dict[str, float]:
+    """One seeded evaluation of config.judge: accuracies, tie rates, GES and NDS."""
+    k_pairs, k_bias = jax.random.split(jax.random.key(seed))
+    judge = make_judge(config, world, bt_weights)
     cat = {k: np.concatenate([ev["pairs"][c][k] for c in CATEGORIES]) for k in
            ("q", "chosen", "rejected", "category")}
     n = len(cat["q"])
@@ -236,16 +237,34 @@ def evaluate(config, seed: int) -> dict[str, float]:
     return out
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def evaluate_seeds(config, workdir: str) -> dict[int, dict[str, float]]:
+    """One full, seeded evaluation of config.judge for every seed (the `bt_rm` judge is
+    trained for all seeds at once into `workdir`)."""
+    seeds = [int(s) for s in config.seeds]
+    per_seed = [make_seed_data(config, s) for s in seeds]
+    weights = [None] * len(seeds)
+    if config.judge == "bt_rm":
+        train = {k: jnp.asarray(np.stack([t[k] for _, _, t in per_seed]))
+                 for k in ("q", "chosen", "rejected")}
+        weights = fit_bt_rm(config, os.path.join(workdir, "bt_rm"), train, seeds)
+    return {s: evaluate(config, s, world, ev, w)
+            for s, (world, ev, _), w in zip(seeds, per_seed, weights)}
+
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed evaluated twice from scratch (`pass_1`, `pass_2`: the `bt_rm` judge is
+    retrained in each); `bit_reproducible` says whether the two passes agree bit for bit."""
     if config.judge not in JUDGES:
         raise ValueError(f"unknown judge {config.judge!r}; one of {JUDGES}")
-    seed = int(config.seed)
-    first = evaluate(config, seed)
-    second = evaluate(config, seed)
-    same = first.keys() == second.keys() and all(
-        np.array_equal(np.float64(first[k]), np.float64(second[k]), equal_nan=True)
-        for k in first)
-    return {**first, "bit_reproducible": float(same)}
+    first = evaluate_seeds(config, os.path.join(workdir, "pass_1"))
+    second = evaluate_seeds(config, os.path.join(workdir, "pass_2"))
+    out = {}
+    for seed, a in first.items():
+        b = second[seed]
+        same = a.keys() == b.keys() and all(
+            np.array_equal(np.float64(a[k]), np.float64(b[k]), equal_nan=True) for k in a)
+        out[seed] = {**a, "bit_reproducible": float(same)}
+    return out
 
 
 def claims(results) -> list[Claim]:
@@ -279,29 +298,17 @@ def claims(results) -> list[Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """Per-category accuracy (ties count 1/2) and GES / NDS per judge."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 3.8), layout="constrained")
-    FigureCanvasAgg(fig)
     names = list(results)
-    ax = fig.add_subplot(1, 2, 1)
-    width = 0.8 / len(CATEGORIES)
-    for ci, c in enumerate(CATEGORIES):
-        ax.bar(np.arange(len(names)) + ci * width,
-               [results[j]["metrics"][f"acc_{c}_half"]["mean"] for j in names], width, label=c)
-    ax.set_xticks(np.arange(len(names)) + width, names)
-    ax.set_ylabel("pairwise accuracy (ties = 1/2)")
-    ax.legend()
-    ax = fig.add_subplot(1, 2, 2)
-    for i, m in enumerate(("ges", "nds")):
-        ax.bar(np.arange(len(names)) + 0.4 * i, [results[j]["metrics"][m]["mean"] for j in names],
-               0.4, label=m.upper())
-    ax.set_xticks(np.arange(len(names)) + 0.2, names)
-    ax.set_ylabel("bias score (1 = fair)")
-    ax.legend()
-    fig.suptitle("MJ-Bench harness on planted judges")
-    path = os.path.join(workdir, "plots", "mj_bench.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return [path]
+    mean_std = lambda m: ([results[j]["metrics"][m]["mean"] for j in names],  # noqa: E731
+                          [results[j]["metrics"][m]["std"] for j in names])
+    plots_dir = os.path.join(workdir, "plots")
+    return [
+        plot_grouped_bars(names, {c: mean_std(f"acc_{c}_half") for c in CATEGORIES},
+                          os.path.join(plots_dir, "mj_bench_accuracy.png"),
+                          title="MJ-Bench harness on planted judges: accuracy per category",
+                          ylabel="pairwise accuracy (ties = 1/2)"),
+        plot_grouped_bars(names, {m.upper(): mean_std(m) for m in ("ges", "nds")},
+                          os.path.join(plots_dir, "mj_bench_bias.png"),
+                          title="MJ-Bench harness on planted judges: demographic bias",
+                          ylabel="bias score (1 = fair)"),
+    ]
