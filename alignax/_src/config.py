@@ -4,7 +4,7 @@ A recipe has one config: `default_config(**overrides)` returns a locked
 `ml_collections.ConfigDict` of every key with its default, and the recipe's `train(config, ...)`
 reads its section through `resolve_config`, which rejects any key the recipe does not know,
 naming the closest valid ones (a misspelt `kl_coeff` fails instead of silently training with
-the default). Free-form mappings (`kwargs`, `*_kwargs`, `mesh`) are taken whole.
+the default). Free-form mappings (`kwargs`, `*_kwargs`, `mesh`, `model`) are taken whole.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def with_overrides(defaults: dict, overrides: Mapping[str, Any], label: str = "k
 
 
 def _free_form(key: str) -> bool:
-    return key == "kwargs" or key.endswith("_kwargs") or key == "mesh"
+    # kwargs of a function, a mesh shape, a model's fields (checked by the model config itself)
+    return key in ("kwargs", "mesh", "model") or key.endswith("_kwargs")
 
 
 def _plain(x):

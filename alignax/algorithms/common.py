@@ -16,10 +16,35 @@ from typing import Any, Mapping, Sequence
 import jax
 import numpy as np
 
+from alignax._src.config import recipe_config
+from alignax.data.pipeline import make_batch_iterator
 from alignax.models.transformer import Model, TransformerConfig, make_lm, make_reward_model
 from alignax.train import sharding as shd
+from alignax.train.loop import fit
+from alignax.train.optim import make_optimizer
 
 MODEL_KINDS = {"lm": make_lm, "reward": make_reward_model}
+
+# The keys every offline recipe (sft, reward_model, direct) shares; `model` holds
+# TransformerConfig fields (checked by TransformerConfig itself).
+OFFLINE_DEFAULTS = dict(
+    model={},
+    optimizer=dict(name="adamw", learning_rate=1e-3, warmup_steps=0, schedule="constant",
+                   clip_norm=1.0, kwargs={}),
+    train=dict(steps=100, batch_size=16, checkpoint_every=100, eval_every=0, log_every=1,
+               progress=True),
+    mesh=None,
+)
+
+
+def offline_defaults(**extra) -> dict:
+    """OFFLINE_DEFAULTS plus a recipe's own keys (e.g. loss, loss_kwargs)."""
+    return {**OFFLINE_DEFAULTS, **extra}
+
+
+def offline_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any], label: str):
+    """The locked config of an offline recipe (see `alignax._src.config.recipe_config`)."""
+    return recipe_config(defaults, overrides, label)
 
 
 def make_model(model_cfg: Mapping[str, Any], kind: str) -> Model:
@@ -31,8 +56,6 @@ def make_model(model_cfg: Mapping[str, Any], kind: str) -> Model:
 
 def make_iterator(source, *, batch_size: int, seed: int):
     """This process's slice of shuffled global batches of `source` (checkpointable, repeats)."""
-    from alignax.data.pipeline import make_batch_iterator
-
     return make_batch_iterator(
         source,
         global_batch_size=batch_size,
@@ -61,18 +84,14 @@ def fit_recipe(
     eval_fn=None,
     desc: str = "train",
 ) -> dict:
-    """Runs `alignax.train.loop.fit` with the optimizer, data, mesh and schedule of `config`.
-
-    Config keys: optimizer (see make_optimizer), mesh, and
-    train.{steps, batch_size, checkpoint_every=100, eval_every=0, log_every=1, progress=True}.
-    `init_params` None initialises `model` from the seed; otherwise training starts from it.
+    """Runs `alignax.train.loop.fit` with the optimizer, data, mesh and schedule of a resolved
+    offline config (see OFFLINE_DEFAULTS: optimizer, mesh, train.{steps, batch_size,
+    checkpoint_every, eval_every, log_every, progress}). `init_params` None initialises `model`
+    from the seed; otherwise training starts from it.
 
     Returns:
       {"params", "model", "metrics" (last train metrics), "eval" (last eval metrics), "fit"}.
     """
-    from alignax.train.loop import fit
-    from alignax.train.optim import make_optimizer
-
     train = config["train"]
     steps = int(train["steps"])
     result = fit(
@@ -84,13 +103,13 @@ def fit_recipe(
         rng=jax.random.key(seed),
         data_iter=make_iterator(train_source, batch_size=int(train["batch_size"]), seed=seed),
         num_steps=steps,
-        mesh=mesh_from(config.get("mesh")),
+        mesh=mesh_from(config["mesh"]),
         frozen=frozen,
-        checkpoint_every=int(train.get("checkpoint_every", 100)),
+        checkpoint_every=int(train["checkpoint_every"]),
         eval_fn=eval_fn,
-        eval_every=int(train.get("eval_every", 0)),
-        log_every=int(train.get("log_every", 1)),
-        progress=bool(train.get("progress", True)),
+        eval_every=int(train["eval_every"]),
+        log_every=int(train["log_every"]),
+        progress=bool(train["progress"]),
         desc=desc,
     )
     return {"params": result.state.params, "model": model, "metrics": result.metrics,

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from alignax._src.config import resolve_config
 from alignax.algorithms import common
 from alignax.algorithms.online import response_logits
 from alignax.losses import DIRECT_LOSS_INPUTS, DIRECT_LOSSES, REFERENCE_FREE_LOSSES
@@ -162,6 +163,14 @@ def make_pair_eval(apply_fn, ref_params, pairs: Mapping[str, Any], *, beta: floa
     return lambda params: _evaluate(params, ref_params)
 
 
+DEFAULTS = common.offline_defaults(loss="dpo", loss_kwargs=dict(beta=0.1))
+
+
+def default_config(**overrides):
+    """The locked config of the recipe (every key with its default), updated by `overrides`."""
+    return common.offline_config(DEFAULTS, overrides, "direct config")
+
+
 def loss_beta(loss: str, loss_kwargs: Mapping[str, Any] | None) -> float:
     """The beta a direct loss trains with: its loss_kwargs' beta, else the loss's default."""
     if loss_kwargs and "beta" in loss_kwargs:
@@ -181,15 +190,16 @@ def train(
 ) -> dict:
     """Trains a policy initialised at `ref_params` with a direct-alignment loss.
 
-    Config keys: model, optimizer, loss (name in DIRECT_LOSSES), loss_kwargs (e.g. beta),
-    train.{steps, batch_size, checkpoint_every, log_every, eval_every}, mesh.
+    Config keys (`default_config()`): model, optimizer, loss (name in DIRECT_LOSSES or
+    REFERENCE_FREE_LOSSES), loss_kwargs (e.g. beta), train.{steps, batch_size,
+    checkpoint_every, eval_every, log_every, progress}, mesh. Unknown keys are an error.
     `eval_fn(params) -> metrics` (e.g. alignax.eval.policy.make_policy_eval) is logged as eval/*.
     """
+    config = resolve_config(DEFAULTS, config, "direct config")
     model = common.make_model(config["model"], "lm")
     axes = model.logical_axes(jax.eval_shape(model.init, jax.random.key(0)))
     return common.fit_recipe(
         config, workdir, model=model,
-        loss_fn=make_direct_loss(model.apply, config.get("loss", "dpo"),
-                                 config.get("loss_kwargs")),
+        loss_fn=make_direct_loss(model.apply, config["loss"], config["loss_kwargs"]),
         train_source=train_source, seed=seed, init_params=ref_params,
         frozen=[Frozen(ref_params, axes)], eval_fn=eval_fn, desc="direct")

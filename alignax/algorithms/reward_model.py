@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from alignax._src.config import resolve_config
 from alignax.algorithms import common
 from alignax.eval.metrics import expected_calibration_error
 from alignax.losses import REWARD_LOSSES, pairwise_accuracy
@@ -78,21 +79,30 @@ def make_pairwise_eval(apply_fn, pairs: Mapping[str, Any], *, gold_better=None):
     return evaluate
 
 
+DEFAULTS = common.offline_defaults(loss="bradley_terry", loss_kwargs={})
+
+
+def default_config(**overrides):
+    """The locked config of the recipe (every key with its default), updated by `overrides`."""
+    return common.offline_config(DEFAULTS, overrides, "reward-model config")
+
+
 def train(
     config: Mapping[str, Any], workdir: str, *, train_source, eval_pairs=None, gold_better=None,
     seed: int = 0,
 ) -> dict:
     """Trains a scalar reward model on preference pairs.
 
-    Config keys: model, optimizer, loss (name in REWARD_LOSSES), loss_kwargs,
-    train.{steps, batch_size, checkpoint_every, log_every, eval_every}, mesh.
+    Config keys (`default_config()`): model, optimizer, loss (name in REWARD_LOSSES),
+    loss_kwargs, train.{steps, batch_size, checkpoint_every, eval_every, log_every, progress},
+    mesh. Unknown keys are an error.
     """
+    config = resolve_config(DEFAULTS, config, "reward-model config")
     model = common.make_model(config["model"], "reward")
     eval_fn = None
     if eval_pairs is not None:
         eval_fn = make_pairwise_eval(model.apply, eval_pairs, gold_better=gold_better)
     return common.fit_recipe(
         config, workdir, model=model,
-        loss_fn=make_reward_loss(model.apply, config.get("loss", "bradley_terry"),
-                                 config.get("loss_kwargs")),
+        loss_fn=make_reward_loss(model.apply, config["loss"], config["loss_kwargs"]),
         train_source=train_source, seed=seed, eval_fn=eval_fn, desc="reward model")

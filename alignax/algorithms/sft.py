@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
+from alignax._src.config import resolve_config
 from alignax.algorithms import common
 from alignax.ops import shift_for_next_token, token_logprobs
 
@@ -30,15 +31,25 @@ def make_sft_loss(apply_fn):
     return loss_fn
 
 
+DEFAULTS = common.offline_defaults()
+
+
+def default_config(**overrides):
+    """The locked config of the recipe (every key with its default), updated by `overrides`."""
+    return common.offline_config(DEFAULTS, overrides, "SFT config")
+
+
 def train(config: Mapping[str, Any], workdir: str, *, train_source, seed: int = 0) -> dict:
     """Trains a causal LM on `train_source` sequences.
 
-    Config keys: model (TransformerConfig fields), optimizer (see make_optimizer),
-    train.{steps, batch_size, checkpoint_every, log_every}, mesh.
+    Config keys (`default_config()`): model (TransformerConfig fields), optimizer (see
+    make_optimizer), train.{steps, batch_size, checkpoint_every, eval_every, log_every,
+    progress}, mesh. Unknown keys are an error.
 
     Returns:
       See `alignax.algorithms.common.fit_recipe`.
     """
+    config = resolve_config(DEFAULTS, config, "SFT config")
     model = common.make_model(config["model"], "lm")
     return common.fit_recipe(config, workdir, model=model, loss_fn=make_sft_loss(model.apply),
                              train_source=train_source, seed=seed, desc="sft")
