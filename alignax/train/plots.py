@@ -244,6 +244,46 @@ def plot_grouped_bars(groups: Sequence[str], series: Mapping[str, tuple[Any, Any
     return _save(fig, path)
 
 
+def plot_scatter(groups: Mapping[str, tuple[Any, Any]], path: str, *, title: str, xlabel: str,
+                 ylabel: str, hline: float | None = None) -> str:
+    """Point clouds on one axis, one colour per group, e.g. an estimate against its gold value
+    for two kinds of examples.
+
+    Args:
+      groups: label -> (x, y), [N] array-likes (N may differ between groups). Points with a
+        non-finite x or y are dropped.
+      path: the PNG to write (its folder is created if needed).
+      title: the figure title.
+      xlabel: the x axis label.
+      ylabel: the y axis label.
+      hline: optional y of a thin horizontal reference line (e.g. 0).
+
+    Returns:
+      `path`.
+
+    Raises:
+      ValueError: a group's x and y are not 1-D of equal length.
+    """
+    fig = _new_figure(1, 1, width=5.5, height=4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for label, (x, y) in groups.items():
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        if x.ndim != 1 or x.shape != y.shape:
+            raise ValueError(f"group {label!r}: x and y must be 1-D of equal length, got shapes "
+                             f"{x.shape} and {y.shape}")
+        keep = np.isfinite(x) & np.isfinite(y)
+        ax.scatter(x[keep], y[keep], s=3, alpha=0.4, label=str(label))
+    if hline is not None:
+        ax.axhline(float(hline), color="k", linewidth=0.5)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if len(groups) > 1:
+        ax.legend(fontsize=9, markerscale=3)
+    return _save(fig, path)
+
+
 def _save(fig, path: str) -> str:
     """Writes `fig` as a PNG at `path`, creating its folder; returns `path`."""
     parent = os.path.dirname(os.fspath(path))

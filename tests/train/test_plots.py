@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from alignax.train.plots import plot_curves, plot_grouped_bars, plot_metrics, plot_variant_bars
+from alignax.train.plots import (plot_curves, plot_grouped_bars, plot_metrics, plot_scatter,
+                                 plot_variant_bars)
 from alignax.train.writers import MetricsWriter
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -126,3 +127,19 @@ def test_plot_grouped_bars_one_bar_per_series_in_each_group(tmp_path):
     with pytest.raises(ValueError, match="'bad'"):
         plot_grouped_bars(groups, {"bad": ([1.0, 2.0], [0.0, 0.0])}, path, title="t",
                           ylabel="y")
+
+
+def test_plot_scatter_groups_drop_non_finite_points_and_reject_ragged_input(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=300)
+    groups = {"ordinary": (x, 2 * x + rng.normal(size=300)),
+              "near-tie": (list(0.1 * x[:50]), list(np.where(x[:50] > 1, np.nan, x[:50])))}
+    path = str(tmp_path / "sub" / "scatter.png")
+    assert plot_scatter(groups, path, title="strength vs gold", xlabel="gold", ylabel="mu",
+                        hline=0.0) == path
+    _assert_png(path)
+    with pytest.raises(ValueError, match="'bad'"):
+        plot_scatter({"bad": (x, x[:3])}, path, title="t", xlabel="x", ylabel="y")
+    with pytest.raises(ValueError, match="'flat'"):
+        plot_scatter({"flat": (x.reshape(30, 10), x.reshape(30, 10))}, path, title="t",
+                     xlabel="x", ylabel="y")
