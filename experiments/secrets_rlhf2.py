@@ -7,11 +7,14 @@ Setting (feature-vector testbed): responses are vectors x ~ N(0, I_8) with a fro
 gold reward (a random tanh MLP, `alignax.tasks.features.MLPReward`). The training set has
 `num_pairs` pairs: 80% ordinary pairs labelled by the gold ordering and 20% near-ties
 (|gold margin| < 0.1) labelled by a fair coin; then 25% of all labels are flipped at random. The
-reward model is a 1-hidden-layer MLP (32 GELU units) trained with full-batch Adam (lax.scan,
-800 steps), long enough that it starts to fit the flipped labels (the regime where noise hurts).
+reward model is a 1-hidden-layer MLP (32 GELU units, `alignax.models.mlp`) trained with full-batch
+Adam (800 steps), long enough that it starts to fit the flipped labels (the regime where noise
+hurts). Every training runs all seeds of a variant in one `alignax.train.small.fit_small` program
+under the variant's run folder (`ensemble/`, `rm/`: metrics, checkpoints).
 
 Preference strength (section 3 of the paper): M = 8 reward models trained on bootstrap resamples
-of the pairs (one vmapped training run; 400 steps, i.e. early-stopped estimators) give per-pair
+of the pairs (one training run of the stacked members; 400 steps, i.e. early-stopped estimators)
+give per-pair
 margins d_{i,m} = r_m(y_c) - r_m(y_r); mu_i and sigma_i are their mean and std
 (`alignax.losses.reward.preference_strength`). A member fitted on pair i has partly memorised its
 (possibly wrong) label, so mu_i is taken over the members for which pair i is out of bag (all
@@ -35,7 +38,6 @@ higher with the denoised RM than with the vanilla one.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
@@ -46,8 +48,10 @@ import optax
 
 from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss, flip_by_strength, preference_strength
+from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.ops import spearman
 from alignax.tasks.features import MLPReward
+from alignax.train.small import fit_small
 
 METHODS = ("vanilla", "flip", "denoised")
 
@@ -68,23 +72,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # adaptive margin gamma * mu / mean(|mu|) on the flipped strengths
     c.denoise = dict(smooth_fraction=0.2, label_smoothing=0.3, margin_gamma=0.5)
     return c
-
-
-def _init_mlp(key, dims):
-    params = []
-    for k, (a, b) in zip(jax.random.split(key, len(dims) - 1), zip(dims[:-1], dims[1:])):
-        params.append({"w": jax.random.normal(k, (a, b), jnp.float32) / np.sqrt(a),
-                       "b": jnp.zeros((b,), jnp.float32)})
-    return params
-
-
-def _apply_mlp(params, x):
-    for layer in params[:-1]:
-        x = jax.nn.gelu(x @ layer["w"] + layer["b"])
-    return (x @ params[-1]["w"] + params[-1]["b"])[..., 0]
-
-
-_score = jax.jit(_apply_mlp)
 
 
 def make_data(config, seed: int) -> dict:
@@ -124,106 +111,159 @@ def make_data(config, seed: int) -> dict:
     }
 
 
-@functools.partial(jax.jit, static_argnames=("dims", "steps", "lr", "wd"))
-def fit_rm(key, chosen, rejected, weights, margin, smoothing, *, dims, steps, lr, wd):
-    """Full-batch Adam on the weighted BT loss (per-pair margin and label smoothing) -> params.
+def make_rm(config):
+    """The reward model: an MLP [..., dim] -> rewards [...]."""
+    return make_mlp(MLPConfig(in_dim=int(config.task.dim), hidden=tuple(config.model.hidden),
+                              out_dim=1, activation="gelu"))
 
-    chosen/rejected [B, D]; weights, margin, smoothing [B]; returns (params, final loss).
+
+def make_rm_loss(rm):
+    """Weighted BT loss with per-pair margin and label smoothing, averaged with the weights.
+
+    batch: chosen/rejected [B, D]; weights, margin, smoothing [B].
     """
-    tx = optax.adamw(lr, weight_decay=wd)
+    def loss_fn(params, batch):
+        losses = bradley_terry_loss(rm.apply(params, batch["chosen"]),
+                                    rm.apply(params, batch["rejected"]),
+                                    margin=batch["margin"], label_smoothing=batch["smoothing"])
+        return jnp.sum(batch["weights"] * losses) / jnp.sum(batch["weights"])
 
-    def loss_fn(p):
-        losses = bradley_terry_loss(_apply_mlp(p, chosen), _apply_mlp(p, rejected),
-                                    margin=margin, label_smoothing=smoothing)
-        return jnp.sum(weights * losses) / jnp.sum(weights)
-
-    def step(carry, _):
-        p, opt = carry
-        loss, g = jax.value_and_grad(loss_fn)(p)
-        upd, opt = tx.update(g, opt, p)
-        return (optax.apply_updates(p, upd), opt), loss
-
-    p0 = _init_mlp(key, dims)
-    (p, _), losses = jax.lax.scan(step, (p0, tx.init(p0)), None, length=steps)
-    return p, losses[-1]
+    return loss_fn
 
 
-@functools.partial(jax.jit, static_argnames=("members", "dims", "steps", "lr", "wd"))
-def ensemble_strength(key, chosen, rejected, *, members, dims, steps, lr, wd):
-    """Bootstrap RM ensemble -> (out-of-bag mu [B], sigma [B], all-member mu [B]).
+def _optimizer(config):
+    return optax.adamw(float(config.train.learning_rate),
+                       weight_decay=float(config.train.weight_decay))
 
-    M members are fitted (one vmapped run) on bootstrap resamples of the B pairs (multiplicities
-    as loss weights); d_{i,m} = r_m(y_c) - r_m(y_r); mu_i averages the members for which pair i
-    is out of bag (all members if it is in every bag); sigma_i is the std over all members.
+
+def bootstrap_counts(key, num_pairs: int, members: int) -> jax.Array:
+    """Multiplicities [M, B] of the B pairs in M bootstrap resamples."""
+    return jax.vmap(lambda k: jnp.bincount(jax.random.randint(k, (num_pairs,), 0, num_pairs),
+                                           length=num_pairs))(
+        jax.random.split(key, members)).astype(jnp.float32)
+
+
+def ensemble_strength(config, workdir: str, chosen, rejected, seeds, keys, *, members: int,
+                      steps: int):
+    """Bootstrap RM ensemble of every seed -> (out-of-bag mu, sigma, all-member mu), each [S, B].
+
+    chosen/rejected [S, B, D]; keys [S] (one per seed: bootstrap draws and member inits). M
+    members per seed are fitted on bootstrap resamples of the B pairs (multiplicities as loss
+    weights); they are one params tree with a leading [M] axis trained on the sum of the members'
+    losses, which Adam updates exactly as M separate fits, and all seeds train in one
+    `fit_small` program. d_{i,m} = r_m(y_c) - r_m(y_r); mu_i averages the members for which
+    pair i is out of bag (all members if it is in every bag); sigma_i is the std over all members.
     """
-    n = chosen.shape[0]
-    k_boot, k_init = jax.random.split(key)
-    counts = jax.vmap(lambda k: jnp.bincount(jax.random.randint(k, (n,), 0, n), length=n))(
-        jax.random.split(k_boot, members)).astype(jnp.float32)  # [M, B]
-    zeros = jnp.zeros((n,), jnp.float32)
-    fit = functools.partial(fit_rm, dims=dims, steps=steps, lr=lr, wd=wd)
-    params, _ = jax.vmap(fit, in_axes=(0, None, None, 0, None, None))(
-        jax.random.split(k_init, members), chosen, rejected, counts, zeros, zeros)
-    margins = jax.vmap(lambda p: _apply_mlp(p, chosen) - _apply_mlp(p, rejected))(params)
-    mu_all, sigma = preference_strength(margins)
-    oob = counts == 0
-    n_oob = oob.sum(0)
-    mu_oob = jnp.where(n_oob > 0, jnp.sum(jnp.where(oob, margins, 0.0), 0)
-                       / jnp.maximum(n_oob, 1), mu_all)
-    return mu_oob, sigma, mu_all
+    rm = make_rm(config)
+    member_loss = make_rm_loss(rm)
+    num_pairs = chosen.shape[1]
+    split = jax.vmap(jax.random.split)(keys)  # [S, 2]: bootstrap, init
+    counts = jax.vmap(lambda k: bootstrap_counts(k, num_pairs, members))(split[:, 0])  # [S, M, B]
+    zeros = jnp.zeros((num_pairs,), jnp.float32)
+
+    def loss_fn(params, batch):
+        losses = jax.vmap(lambda p, w: member_loss(p, {
+            "chosen": batch["chosen"], "rejected": batch["rejected"], "weights": w,
+            "margin": zeros, "smoothing": zeros}))(params, batch["counts"])
+        return jnp.sum(losses), {"member_loss_mean": jnp.mean(losses)}
+
+    def init(key):  # the seed's key: members initialised from split(init key, M)
+        return jax.vmap(rm.init)(jax.random.split(jax.random.split(key)[1], members))
+
+    data = {"chosen": jnp.asarray(chosen), "rejected": jnp.asarray(rejected), "counts": counts}
+    fit = fit_small(workdir, loss_fn=loss_fn, init_params=init, tx=_optimizer(config),
+                    num_steps=int(steps), data=data, seeds=seeds, seed_keys=keys,
+                    per_seed_data=True, has_aux=True)
+
+    @jax.jit
+    @jax.vmap
+    def strength(params, d):
+        margins = jax.vmap(lambda p: rm.apply(p, d["chosen"]) - rm.apply(p, d["rejected"]))(
+            params)  # [M, B]
+        mu_all, sigma = preference_strength(margins)
+        oob = d["counts"] == 0
+        n_oob = oob.sum(0)
+        mu_oob = jnp.where(n_oob > 0, jnp.sum(jnp.where(oob, margins, 0.0), 0)
+                           / jnp.maximum(n_oob, 1), mu_all)
+        return mu_oob, sigma, mu_all
+
+    return tuple(np.asarray(a) for a in strength(fit.params, data))
 
 
-def _hparams(config, steps):
-    return dict(dims=(config.task.dim, *config.model.hidden, 1), steps=int(steps),
-                lr=float(config.train.learning_rate), wd=float(config.train.weight_decay))
+def fit_rm(config, workdir: str, data: dict, seeds, keys):
+    """The final RM of every seed in one `fit_small` program: full-batch AdamW on the weighted
+    BT loss. data: [S, B, ...] chosen, rejected, weights, margin, smoothing; keys [S] the init
+    keys. Returns (the model, the SmallFit)."""
+    rm = make_rm(config)
+    fit = fit_small(workdir, loss_fn=make_rm_loss(rm), init_params=rm.init,
+                    tx=_optimizer(config), num_steps=int(config.train.steps),
+                    data=jax.tree.map(jnp.asarray, data), seeds=seeds, seed_keys=keys,
+                    per_seed_data=True)
+    return rm, fit
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed, method = int(config.seed), config.method
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one variant: the strength ensemble (flip, denoised) and the final RM, each
+    trained for all seeds in one program under `workdir`."""
+    method = config.method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {METHODS}")
-    data = make_data(config, seed)
-    key_ens, key_rm = jax.random.split(jax.random.key(seed))
-    n = len(data["chosen"])
-    chosen, rejected = data["chosen"], data["rejected"]
-    margin, smoothing = np.zeros(n, np.float32), np.zeros(n, np.float32)
-    out: dict[str, float] = {}
+    seeds = [int(s) for s in config.seeds]
+    per_seed = [make_data(config, s) for s in seeds]
+    stack = lambda name: np.stack([d[name] for d in per_seed])  # noqa: E731
+    keys = jnp.stack([jax.random.split(jax.random.key(s)) for s in seeds])  # [S, 2]: ens, rm
+    chosen, rejected, gold_margin = stack("chosen"), stack("rejected"), stack("gold_margin")
+    shape = gold_margin.shape  # [S, B]
+    margin, smoothing = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    out: dict[int, dict[str, float]] = {s: {} for s in seeds}
     if method != "vanilla":
-        mu, sigma, mu_all = (np.asarray(a) for a in ensemble_strength(
-            key_ens, chosen, rejected, members=int(config.ensemble.members),
-            **_hparams(config, config.ensemble.steps)))
-        out["spearman_strength_gold"] = float(spearman(mu, data["gold_margin"]))
-        out["spearman_strength_gold_all_members"] = float(spearman(mu_all, data["gold_margin"]))
-        wrong = data["gold_margin"] < 0
-        out["flip_precision"] = float(np.mean(wrong[mu < 0])) if np.any(mu < 0) else 0.0
-        out["flip_recall"] = float(np.mean(mu[wrong] < 0)) if np.any(wrong) else 0.0
-        out["mean_sigma"] = float(np.mean(sigma))
-        chosen, rejected, strength, flipped = (np.asarray(a) for a in flip_by_strength(
+        mu, sigma, mu_all = ensemble_strength(
+            config, os.path.join(workdir, "ensemble"), chosen, rejected, seeds, keys[:, 0],
+            members=int(config.ensemble.members), steps=int(config.ensemble.steps))
+        chosen, rejected, strength, flipped = (np.array(a) for a in jax.vmap(flip_by_strength)(
             jnp.asarray(chosen), jnp.asarray(rejected), jnp.asarray(mu)))
-        out["flipped_fraction"] = float(np.mean(flipped))
-        if method == "denoised":
-            d = config.denoise
-            ambiguous = strength <= np.quantile(strength, d.smooth_fraction)
-            smoothing = np.where(ambiguous, d.label_smoothing, 0.0).astype(np.float32)
-            margin = (d.margin_gamma * strength / np.mean(strength)).astype(np.float32)
-            margin = np.where(ambiguous, 0.0, margin).astype(np.float32)
-            out["smoothed_tie_fraction"] = float(np.mean(data["is_tie"][ambiguous]))
-    params, final_loss = fit_rm(key_rm, chosen, rejected, np.ones(n, np.float32), margin,
-                                smoothing, **_hparams(config, config.train.steps))
-    score = _score
-    sa, sb = np.asarray(score(params, data["test_a"])), np.asarray(score(params, data["test_b"]))
-    out["clean_test_accuracy"] = float(np.mean((sa > sb) == data["test_a_better"]))
-    train_margin = np.asarray(score(params, data["chosen"]) - score(params, data["rejected"]))
-    out["train_label_fit"] = float(np.mean(train_margin > 0))
-    cand_scores = np.asarray(score(params, data["candidates"]))  # [Q, N]
-    pick = np.argmax(cand_scores, axis=1)
-    out["bon_gold_reward"] = float(np.mean(data["candidate_gold"][np.arange(len(pick)), pick]))
-    out["oracle_bon_gold_reward"] = float(np.mean(data["candidate_gold"].max(axis=1)))
-    out["final_train_loss"] = float(final_loss)
-    if method != "vanilla":
+        for i, (s, d) in enumerate(zip(seeds, per_seed)):
+            o = out[s]
+            o["spearman_strength_gold"] = float(spearman(mu[i], d["gold_margin"]))
+            o["spearman_strength_gold_all_members"] = float(spearman(mu_all[i], d["gold_margin"]))
+            wrong = d["gold_margin"] < 0
+            o["flip_precision"] = float(np.mean(wrong[mu[i] < 0])) if np.any(mu[i] < 0) else 0.0
+            o["flip_recall"] = float(np.mean(mu[i][wrong] < 0)) if np.any(wrong) else 0.0
+            o["mean_sigma"] = float(np.mean(sigma[i]))
+            o["flipped_fraction"] = float(np.mean(flipped[i]))
+            if method == "denoised":
+                dn = config.denoise
+                ambiguous = strength[i] <= np.quantile(strength[i], dn.smooth_fraction)
+                smoothing[i] = np.where(ambiguous, dn.label_smoothing, 0.0)
+                m = dn.margin_gamma * strength[i] / np.mean(strength[i])
+                margin[i] = np.where(ambiguous, 0.0, m)
+                o["smoothed_tie_fraction"] = float(np.mean(d["is_tie"][ambiguous]))
         os.makedirs(workdir, exist_ok=True)
-        np.savez(os.path.join(workdir, "strength.npz"), mu=mu, sigma=sigma,
-                 gold_margin=data["gold_margin"], is_tie=data["is_tie"])
+        np.savez(os.path.join(workdir, "strength.npz"), seeds=np.array(seeds), mu=mu,
+                 sigma=sigma, gold_margin=gold_margin, is_tie=stack("is_tie"))
+    rm, fit = fit_rm(config, os.path.join(workdir, "rm"),
+                     {"chosen": chosen, "rejected": rejected, "weights": np.ones(shape, np.float32),
+                      "margin": margin, "smoothing": smoothing}, seeds, keys[:, 1])
+
+    @jax.jit
+    @jax.vmap
+    def score(params, d):
+        return (rm.apply(params, d["test_a"]), rm.apply(params, d["test_b"]),
+                rm.apply(params, d["chosen"]) - rm.apply(params, d["rejected"]),
+                rm.apply(params, d["candidates"]))  # [Q, N]
+
+    # train_label_fit is measured on the observed (noisy, unflipped) labels
+    evaluated = {k: jnp.asarray(stack(k)) for k in
+                 ("test_a", "test_b", "chosen", "rejected", "candidates")}
+    sa, sb, train_margin, cand_scores = (np.asarray(a) for a in score(fit.params, evaluated))
+    for i, (s, d) in enumerate(zip(seeds, per_seed)):
+        o = out[s]
+        o["clean_test_accuracy"] = float(np.mean((sa[i] > sb[i]) == d["test_a_better"]))
+        o["train_label_fit"] = float(np.mean(train_margin[i] > 0))
+        pick = np.argmax(cand_scores[i], axis=1)
+        o["bon_gold_reward"] = float(np.mean(d["candidate_gold"][np.arange(len(pick)), pick]))
+        o["oracle_bon_gold_reward"] = float(np.mean(d["candidate_gold"].max(axis=1)))
+        o["final_train_loss"] = float(fit.final_loss[i])
     return out
 
 
@@ -253,37 +293,25 @@ def claims(results) -> list[Claim]:
 
 
 def plots(results, workdir: str) -> list[str]:
-    """Strength mu against gold margin (first seed) and accuracy / BoN gold reward per variant."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """Strength mu against the gold margin (first seed) and accuracy / BoN gold reward per
+    variant."""
+    from alignax.train.plots import plot_scatter, plot_variant_bars
 
-    fig = Figure(figsize=(13, 3.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 3, 1)
-    seeds = list(results.get("denoised", {}).get("per_seed", {}))
-    path = os.path.join(workdir, "denoised", f"seed_{seeds[0]}", "strength.npz") if seeds else ""
-    if path and os.path.exists(path):
+    paths = []
+    path = os.path.join(workdir, "denoised", "strength.npz")
+    if os.path.exists(path):
         z = np.load(path)
-        ax.scatter(z["gold_margin"][~z["is_tie"]], z["mu"][~z["is_tie"]], s=2, alpha=0.4,
-                   label="ordinary")
-        ax.scatter(z["gold_margin"][z["is_tie"]], z["mu"][z["is_tie"]], s=2, alpha=0.4,
-                   label="near-tie")
-        ax.axhline(0.0, color="k", lw=0.5)
-        ax.legend()
-    ax.set_xlabel("gold margin of the observed label")
-    ax.set_ylabel("ensemble strength mu")
-    names = list(results)
-    for i, (m, label) in enumerate([("clean_test_accuracy", "clean held-out accuracy"),
-                                    ("bon_gold_reward", "best-of-16 gold reward")]):
-        ax = fig.add_subplot(1, 3, i + 2)
-        ax.bar(range(len(names)), [results[v]["metrics"][m]["mean"] for v in names],
-               yerr=[results[v]["metrics"][m]["std"] for v in names], capsize=3)
-        ax.set_xticks(range(len(names)), names)
-        ax.set_ylabel(label)
-        lo = min(results[v]["metrics"][m]["mean"] for v in names)
-        ax.set_ylim(lo - 0.1 * abs(lo) - 0.02, None)
-    fig.suptitle("Secrets of RLHF II: denoising 25% flipped labels with ensemble strength")
-    out = os.path.join(workdir, "plots", "secrets_rlhf2.png")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    fig.savefig(out, dpi=100)
-    return [out]
+        tie = z["is_tie"][0]
+        paths.append(plot_scatter(
+            {"ordinary": (z["gold_margin"][0][~tie], z["mu"][0][~tie]),
+             "near-tie": (z["gold_margin"][0][tie], z["mu"][0][tie])},
+            os.path.join(workdir, "plots", "secrets_rlhf2_strength.png"),
+            title=f"Ensemble strength vs gold margin (seed {int(z['seeds'][0])})",
+            xlabel="gold margin of the observed label", ylabel="ensemble strength mu", hline=0.0))
+    paths.append(plot_variant_bars(
+        results, [("clean_test_accuracy", "clean held-out accuracy"),
+                  ("bon_gold_reward", "best-of-16 gold reward")],
+        os.path.join(workdir, "plots", "secrets_rlhf2.png"),
+        title="Secrets of RLHF II: denoising 25% flipped labels with ensemble strength",
+        variants=METHODS))
+    return paths

@@ -5,6 +5,7 @@ import os
 
 import jax
 import numpy as np
+import optax
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,13 +31,13 @@ def test_planted_flips_and_ties():
     np.testing.assert_array_equal(data["gold_margin"][ordinary] < 0, data["flipped"][ordinary])
 
 
-def test_strength_is_out_of_bag_mean_and_tracks_gold():
+def test_strength_is_out_of_bag_mean_and_tracks_gold(tmp_path):
     mod = _module()
     config = mod.get_config("smoke")
     data = mod.make_data(config, 1)
-    hp = mod._hparams(config, 200)
-    mu, sigma, mu_all = (np.asarray(a) for a in mod.ensemble_strength(
-        jax.random.key(0), data["chosen"], data["rejected"], members=4, **hp))
+    mu, sigma, mu_all = (a[0] for a in mod.ensemble_strength(
+        config, str(tmp_path), data["chosen"][None], data["rejected"][None], [1],
+        jax.random.key(0)[None], members=4, steps=200))
     assert mu.shape == sigma.shape == mu_all.shape == (len(data["chosen"]),)
     assert np.all(sigma >= 0)
     # mu differs from the all-member mean (some members are in bag) but agrees in sign mostly
@@ -45,3 +46,42 @@ def test_strength_is_out_of_bag_mean_and_tracks_gold():
     # flipped labels get lower strength than clean ones on ordinary pairs
     ordinary = ~data["is_tie"]
     assert mu[ordinary & data["flipped"]].mean() < mu[ordinary & ~data["flipped"]].mean()
+    # the ensemble trained through the loop: metrics and checkpoints in the workdir
+    assert os.path.exists(tmp_path / "metrics.jsonl")
+    assert os.path.isdir(tmp_path / "checkpoints")
+
+
+def test_stacked_members_train_as_separate_fits(tmp_path):
+    """The ensemble's summed member losses give each member the updates of its own fit."""
+    mod = _module()
+    config = mod.get_config("smoke")
+    data = mod.make_data(config, 0)
+    chosen, rejected = data["chosen"][:100], data["rejected"][:100]
+    key = jax.random.key(3)
+    mu, sigma, mu_all = (a[0] for a in mod.ensemble_strength(
+        config, str(tmp_path / "ens"), chosen[None], rejected[None], [0], key[None],
+        members=2, steps=20))
+    k_boot, k_init = jax.random.split(key)
+    counts = np.asarray(mod.bootstrap_counts(k_boot, 100, 2))
+    rm = mod.make_rm(config)
+    zeros = np.zeros(100, np.float32)
+    margins = []
+    for m, k in enumerate(jax.random.split(k_init, 2)):  # a plain optax loop per member
+        init = rm.init(k)
+        tx = mod._optimizer(config)
+        params, opt = init, tx.init(init)
+        loss = mod.make_rm_loss(rm)
+        batch = {"chosen": chosen, "rejected": rejected, "weights": counts[m],
+                 "margin": zeros, "smoothing": zeros}
+        grad = jax.jit(jax.grad(loss))
+        for _ in range(20):
+            updates, opt = tx.update(grad(params, batch), opt, params)
+            params = optax.apply_updates(params, updates)
+        margins.append(np.asarray(rm.apply(params, chosen) - rm.apply(params, rejected)))
+    margins = np.stack(margins)
+    np.testing.assert_allclose(mu_all, margins.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(sigma, margins.std(0), rtol=1e-4, atol=1e-5)
+    oob = counts == 0
+    expected = np.where(oob.sum(0) > 0, (oob * margins).sum(0) / np.maximum(oob.sum(0), 1),
+                        margins.mean(0))
+    np.testing.assert_allclose(mu, expected, rtol=1e-4, atol=1e-5)
