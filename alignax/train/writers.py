@@ -4,21 +4,20 @@ A run writes every logged step twice: as a line `{"step": s, "train/loss": ..., 
 `W/metrics.jsonl` (the file experiments, plots and tests read), and as scalar summaries in
 `W/tensorboard/events.out.tfevents.*` for live inspection.
 
-TensorBoard event files are written by tensorboardX (`tensorboardX.FileWriter` and its `Event` /
-`Summary` protocol buffers): a maintained writer of the event format (TFRecord framing, CRC32C,
-`Event` messages) that needs neither TensorFlow nor the `tensorboard` package. It is imported only
-when an event file is opened, because importing tensorboardX also imports torch when torch is
-installed (about 2 s; alignax itself never imports torch). Three things are set here:
+TensorBoard event files are written by TensorBoard's own writer
+(`tensorboard.summary.writer.event_file_writer.EventFileWriter` with its `Event` / `Summary`
+protocol buffers from `tensorboard.compat.proto`): the maintained writer of the event format
+(TFRecord framing, CRC32C, `Event` messages) that needs no TensorFlow. tensorboardX was used
+before; importing it also imports torch whenever torch is installed (2 s here, and on a GPU
+machine torch's CUDA libraries inside the JAX process), which a JAX framework should not do.
+Two things are set here:
 
-- file names: tensorboardX names a file by the second it was opened and the host, so two writers
-  opened in the same second would share one file and the second would truncate the first
-  (lanpa/tensorboardX#776). The suffix `.<time_ns>.<pid>` keeps the names distinct, and in creation
-  order, which is the order TensorBoard reads the files of a folder in;
 - resume: `MetricsWriter.truncate_after(step)` appends TensorBoard's restart marker (a
   `SessionLog.START` event at `step + 1`); TensorBoard then drops the events with a larger step
   read before it, so a resumed run shows the same curves as an uninterrupted one;
-- buffering: events are written by tensorboardX's background thread and reach the file within
-  `TENSORBOARD_FLUSH_SECS`; `close()` writes everything.
+- buffering: events are written by the writer's background thread and reach the file within
+  `TENSORBOARD_FLUSH_SECS`; `close()` writes everything. File names carry the pid and a
+  per-process counter, so writers opened in the same second never share a file.
 
 `metrics.jsonl` stays hand-written: it is the project's own format, and the guarantees the rest of
 the code relies on live in it: floats round-trip exactly (float64, where event files store float32),
@@ -48,34 +47,35 @@ TENSORBOARD_DIR = "tensorboard"
 TENSORBOARD_FLUSH_SECS = 5  # the most a live TensorBoard (or a killed run) lags behind
 
 # ---------------------------------------------------------------------------------------------
-# TensorBoard (tensorboardX)
+# TensorBoard (its own TF-free writer)
 # ---------------------------------------------------------------------------------------------
 
 
 def _open_event_file(logdir: str):
-    """Opens a new event file in `logdir` (created if needed) as a `tensorboardX.FileWriter`."""
-    from tensorboardX import FileWriter  # imports torch when installed: not on the read path
+    """Opens a new event file in `logdir` (created if needed)."""
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter  # 0.5 s: lazily
 
-    return FileWriter(
-        logdir,
-        flush_secs=TENSORBOARD_FLUSH_SECS,
-        filename_suffix=f".{time.time_ns()}.{os.getpid()}",
-    )
+    os.makedirs(logdir, exist_ok=True)
+    return EventFileWriter(logdir, flush_secs=TENSORBOARD_FLUSH_SECS,
+                           filename_suffix=f".{time.time_ns()}")
 
 
 def _write_scalars(event_writer, step: int, scalars: Mapping[str, float]) -> None:
     """Appends one event holding `scalars` (tag -> value; stored as float32, overflow is +-inf)."""
-    from tensorboardX.proto.summary_pb2 import Summary
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
 
     values = [Summary.Value(tag=tag, simple_value=value) for tag, value in scalars.items()]
-    event_writer.add_summary(Summary(value=values), global_step=step)
+    event_writer.add_event(Event(wall_time=time.time(), step=int(step),
+                                 summary=Summary(value=values)))
 
 
 def _write_restart(event_writer, step: int) -> None:
     """Appends TensorBoard's restart marker: earlier events with step >= `step` are dropped."""
-    from tensorboardX.proto.event_pb2 import Event, SessionLog
+    from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 
-    event_writer.add_event(Event(session_log=SessionLog(status=SessionLog.START)), step=step)
+    event_writer.add_event(Event(wall_time=time.time(), step=int(step),
+                                 session_log=SessionLog(status=SessionLog.START)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for the metric writers: TensorBoard event files (via tensorboardX), metrics.jsonl,
+"""Tests for the metric writers: TensorBoard event files (TensorBoard's own writer), metrics.jsonl,
 progress bar."""
 
 import json
@@ -32,19 +32,19 @@ def _event_files(logdir):
 # ------------------------------------------------------------------------------- TensorBoard
 
 
-def test_writers_import_neither_tensorflow_nor_tensorboard_and_tensorboardx_lazily(tmp_path):
+def test_writers_import_neither_tensorflow_nor_torch_and_tensorboard_lazily(tmp_path):
     code = (
         "import sys\n"
         "from alignax.train.writers import MetricsWriter\n"
-        "assert 'tensorboardX' not in sys.modules\n"
+        "assert 'tensorboard' not in sys.modules\n"
         "with MetricsWriter(sys.argv[1]) as w:\n"
         "    w.write(1, {'a': 1.0})\n"
-        "names = ('tensorflow', 'tensorboard', 'tensorboardX')\n"
+        "names = ('tensorflow', 'tensorboard', 'tensorboardX', 'torch')\n"
         "print(sorted(m for m in names if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True,
                          capture_output=True, text=True).stdout
-    assert out.strip().splitlines()[-1] == "['tensorboardX']"
+    assert out.strip().splitlines()[-1] == "['tensorboard']"
     assert len(_event_files(tmp_path / "tensorboard")) == 1
 
 
@@ -82,7 +82,7 @@ def test_tensorboard_non_finite_bool_and_float32_overflow(tmp_path):
 
 
 def test_writers_opened_in_the_same_second_get_distinct_event_files(tmp_path, monkeypatch):
-    # tensorboardX names event files by the second only (lanpa/tensorboardX#776).
+    # event files are named by the second they were opened in, plus the pid and a counter
     monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)
     with MetricsWriter(tmp_path) as a:
         a.write(1, {"v": 1.0})
