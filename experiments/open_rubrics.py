@@ -20,7 +20,8 @@ probability 0.3 the generator confuses the two responses (it then credits the re
 The consistency filter keeps a rubric only if its gated judge recovers the pair's label
 (`consistency_filter`); the kept rubrics of a prompt type are merged (`aggregate_rubrics`);
 a logistic judge over the two rubric-satisfaction features (hard-rule violations, principle
-score) is fitted on the training pairs with the BT loss (`rubric_judge_logits`).
+score) is fitted on the training pairs with the BT loss (`rubric_judge_logits`; full-batch Adam,
+`alignax.train.small.fit_small`, every seed at once).
 `rubric_rm_nofilter` merges all rubrics.
 Baseline `bt_rm`: a plain BT reward model, linear in [x, onehot(prompt type) (x) x] (the prompt
 enters as its identity, so it can fit per-type weights) with L2 regularisation 3e-3.
@@ -50,8 +51,9 @@ import optax
 
 from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss
-from alignax.rewards.rubrics import (aggregate_rubrics, consistency_filter, contrastive_rubrics,
-                                     rubric_judge_logits)
+from alignax.rewards.rubrics import (Rubric, aggregate_rubrics, consistency_filter,
+                                     contrastive_rubrics, rubric_judge_logits)
+from alignax.train.small import fit_small
 
 METHODS = ("rubric_rm", "rubric_rm_nofilter", "bt_rm", "bt_rm_rule_features")
 
@@ -127,91 +129,123 @@ def _bt_features(x, prompt, types, num_types, rule_features: bool):
     return jnp.concatenate([x, inter] + (list(prompt) if rule_features else []), -1)
 
 
-def _adam(loss_fn, init, steps: int, lr: float):
-    tx = optax.adam(lr)
-
-    @jax.jit
-    def fit(p0):
-        def step(carry, _):
-            p, opt = carry
-            loss, g = jax.value_and_grad(loss_fn)(p)
-            upd, opt = tx.update(g, opt, p)
-            return (optax.apply_updates(p, upd), opt), loss
-
-        (p, _), losses = jax.lax.scan(step, (p0, tx.init(p0)), None, length=steps)
-        return p, losses[-1]
-
-    return fit(init)
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed, method = int(config.seed), config.method
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; one of {METHODS}")
+def make_seed_data(config, seed: int) -> tuple[dict, dict, dict]:
+    """One seed's world, labelled training pairs and gold-ordered held-out pairs."""
     task = config.task
     world = make_world(task, seed)
     rng = np.random.default_rng([seed, 270])
     train = sample_pairs(world, task, config.pairs_per_type, rng, labelled=True)
     n_test_per_type = max(1, config.data.num_test_pairs // task.num_types)
     test = sample_pairs(world, task, n_test_per_type, rng, labelled=False)
+    return world, train, test
+
+
+def bt_rm_features(config, world, x, types):
+    """The BT-RM's features of responses x [N, A] to prompts of `types` [N] (with the rule
+    features for `bt_rm_rule_features`)."""
     stated = world["hard"]  # the constraints each prompt type states
     asked = (world["weights"] > 0).astype(np.float32)  # the qualities it asks for (not weights)
-    tr = config.train
-    out: dict[str, float] = {"num_train_pairs": float(len(train["types"]))}
-    if method.startswith("bt_rm"):
-        rules = method == "bt_rm_rule_features"
-        def feats(x, types):
-            prompt = [x * stated[types], x * asked[types]]
-            return _bt_features(x, prompt, types, task.num_types, rules)
+    prompt = [x * stated[types], x * asked[types]]
+    return _bt_features(x, prompt, types, config.task.num_types,
+                        config.method == "bt_rm_rule_features")
 
-        fc, fr = feats(train["chosen"], train["types"]), feats(train["rejected"], train["types"])
 
-        def loss_fn(w):
-            return jnp.mean(bradley_terry_loss(fc @ w, fr @ w)) + tr.l2 * jnp.sum(w * w)
-
-        w, loss = _adam(loss_fn, jnp.zeros(fc.shape[-1], jnp.float32), tr.steps, tr.learning_rate)
-        tc, trj = feats(test["chosen"], test["types"]), feats(test["rejected"], test["types"])
-        margin = np.asarray(tc @ w - trj @ w)
+def merged_rubrics(config, world, train, seed: int) -> tuple[Rubric, dict[str, float]]:
+    """Contrastive rubrics of the training pairs, the consistency filter (`rubric_rm`) and the
+    per-prompt-type merge: (merged Rubric [T, A] leaves, generator / filter diagnostics)."""
+    task, g = config.task, config.generator
+    stated = world["hard"]
+    asked = (world["weights"] > 0).astype(np.float32)
+    rubrics, corrupted = contrastive_rubrics(
+        train["chosen"], train["rejected"], stated[train["types"]],
+        jax.random.key(seed), miss_rate=g.miss_rate, spurious_rate=g.spurious_rate,
+        corrupt_rate=g.corrupt_rate,
+        stated_principles=asked[train["types"]] if g.reads_principles else None,
+        positive_only=config.positive_criteria)
+    if config.method == "rubric_rm":
+        keep = consistency_filter(train["chosen"], train["rejected"], rubrics,
+                                  gate_penalty=config.rubric.gate_penalty)
     else:
-        g = config.generator
-        rubrics, corrupted = contrastive_rubrics(
-            train["chosen"], train["rejected"], stated[train["types"]],
-            jax.random.key(seed), miss_rate=g.miss_rate, spurious_rate=g.spurious_rate,
-            corrupt_rate=g.corrupt_rate,
-            stated_principles=asked[train["types"]] if g.reads_principles else None,
-            positive_only=config.positive_criteria)
-        if method == "rubric_rm":
-            keep = consistency_filter(train["chosen"], train["rejected"], rubrics,
-                                      gate_penalty=config.rubric.gate_penalty)
-        else:
-            keep = jnp.ones(len(train["types"]), bool)
-        keep_np, corrupted_np = np.asarray(keep), np.asarray(corrupted)
-        out["kept_fraction"] = float(keep_np.mean())
-        out["corrupted_kept_fraction"] = float(keep_np[corrupted_np].mean()) if np.any(
-            corrupted_np) else 0.0
-        out["clean_kept_fraction"] = float(keep_np[~corrupted_np].mean())
-        merged = aggregate_rubrics(rubrics, train["types"], keep, num_groups=task.num_types,
-                                   rule_threshold=config.rubric.rule_threshold)
-        out["hard_rule_recovery"] = float(np.mean(np.asarray(merged.hard_rules) == stated))
-        true_w, est_w = world["weights"].ravel(), np.asarray(merged.principle_weights).ravel()
-        out["principle_weight_corr"] = float(np.corrcoef(true_w, est_w)[0, 1])
+        keep = jnp.ones(len(train["types"]), bool)
+    keep_np, corrupted_np = np.asarray(keep), np.asarray(corrupted)
+    info = {"kept_fraction": float(keep_np.mean()),
+            "corrupted_kept_fraction": float(keep_np[corrupted_np].mean()) if np.any(
+                corrupted_np) else 0.0,
+            "clean_kept_fraction": float(keep_np[~corrupted_np].mean())}
+    merged = aggregate_rubrics(rubrics, train["types"], keep, num_groups=task.num_types,
+                               rule_threshold=config.rubric.rule_threshold)
+    info["hard_rule_recovery"] = float(np.mean(np.asarray(merged.hard_rules) == stated))
+    true_w, est_w = world["weights"].ravel(), np.asarray(merged.principle_weights).ravel()
+    info["principle_weight_corr"] = float(np.corrcoef(true_w, est_w)[0, 1])
+    return merged, info
 
-        def rubric_of(types):
-            return jax.tree.map(lambda leaf: leaf[types], merged)
 
-        rc = rubric_of(train["types"])
+def _rubric_of(merged: Rubric, types) -> Rubric:
+    return jax.tree.map(lambda leaf: leaf[types], merged)
 
-        def loss_fn(theta):
-            logits = rubric_judge_logits(theta, train["chosen"], train["rejected"], rc)
+
+def _stack(trees: list):
+    return jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *trees)
+
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one variant: the BT-RM weights or the rubric judge's theta of all seeds
+    fitted in one program (full-batch Adam, `fit_small`), then each seed's held-out accuracy."""
+    method = config.method
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; one of {METHODS}")
+    seeds = [int(s) for s in config.seeds]
+    per_seed = [make_seed_data(config, s) for s in seeds]
+    tr = config.train
+    fit_args = dict(tx=optax.adam(tr.learning_rate), num_steps=int(tr.steps), seeds=seeds,
+                    per_seed_data=True)
+    out = {s: {"num_train_pairs": float(len(train["types"]))} for s, (_, train, _) in
+           zip(seeds, per_seed)}
+    if method.startswith("bt_rm"):
+        data = _stack([{"fc": bt_rm_features(config, world, train["chosen"], train["types"]),
+                        "fr": bt_rm_features(config, world, train["rejected"], train["types"])}
+                       for world, train, _ in per_seed])
+
+        def loss_fn(w, d):
+            return (jnp.mean(bradley_terry_loss(d["fc"] @ w, d["fr"] @ w))
+                    + tr.l2 * jnp.sum(w * w))
+
+        fit = fit_small(os.path.join(workdir, "bt_rm"), loss_fn=loss_fn,
+                        init_params=jnp.zeros(data["fc"].shape[-1], jnp.float32), data=data,
+                        **fit_args)
+        margins = []
+        for i, (world, _, test) in enumerate(per_seed):  # test sizes differ per seed
+            w = fit.seed_params(i)
+            margins.append(np.asarray(
+                bt_rm_features(config, world, test["chosen"], test["types"]) @ w
+                - bt_rm_features(config, world, test["rejected"], test["types"]) @ w))
+    else:
+        merged = []
+        for s, (world, train, _) in zip(seeds, per_seed):
+            m, info = merged_rubrics(config, world, train, s)
+            merged.append(m)
+            out[s].update(info)
+        data = _stack([{"chosen": train["chosen"], "rejected": train["rejected"],
+                        "rubric": _rubric_of(m, train["types"])}
+                       for (_, train, _), m in zip(per_seed, merged)])
+
+        def loss_fn(theta, d):
+            logits = rubric_judge_logits(theta, d["chosen"], d["rejected"], d["rubric"])
             return jnp.mean(bradley_terry_loss(logits, jnp.zeros_like(logits)))
 
-        theta, loss = _adam(loss_fn, jnp.ones(2, jnp.float32), tr.steps, tr.learning_rate)
-        out["theta_gate"], out["theta_principles"] = (float(v) for v in theta)
-        margin = np.asarray(rubric_judge_logits(theta, test["chosen"], test["rejected"],
-                                                rubric_of(test["types"])))
-    out["final_train_loss"] = float(loss)
-    out["gold_accuracy"] = float(np.mean(np.where(margin > 0, 1.0, np.where(margin == 0, 0.5,
-                                                                              0.0))))
+        fit = fit_small(os.path.join(workdir, "rubric_judge"), loss_fn=loss_fn,
+                        init_params=jnp.ones(2, jnp.float32), data=data, **fit_args)
+        margins = []
+        for i, ((_, _, test), m) in enumerate(zip(per_seed, merged)):
+            theta = fit.seed_params(i)
+            out[seeds[i]]["theta_gate"], out[seeds[i]]["theta_principles"] = (
+                float(v) for v in theta)
+            margins.append(np.asarray(rubric_judge_logits(
+                theta, test["chosen"], test["rejected"], _rubric_of(m, test["types"]))))
+    for i, (s, margin) in enumerate(zip(seeds, margins)):
+        out[s]["final_train_loss"] = float(fit.final_loss[i])
+        out[s]["gold_accuracy"] = float(np.mean(np.where(margin > 0, 1.0,
+                                                         np.where(margin == 0, 0.5, 0.0))))
     return out
 
 
