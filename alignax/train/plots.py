@@ -118,7 +118,7 @@ def plot_metrics(metrics: Sequence[Mapping[str, Any]] | str | os.PathLike, out_d
 
 
 def plot_curves(curves: Mapping[str, tuple[Any, Any] | tuple[Any, Any, Any]], path: str, *,
-                title: str, xlabel: str, ylabel: str) -> str:
+                title: str, xlabel: str, ylabel: str, xscale: str = "linear") -> str:
     """Draws labelled curves on one axis, e.g. gold reward vs KL for several variants.
 
     Args:
@@ -128,13 +128,16 @@ def plot_curves(curves: Mapping[str, tuple[Any, Any] | tuple[Any, Any, Any]], pa
       title: the figure title.
       xlabel: the x axis label.
       ylabel: the y axis label.
+      xscale: the x axis scale, "linear" or "log" (x values must then be positive).
 
     Returns:
       `path`.
 
     Raises:
-      ValueError: a curve's arrays are not 1-D of equal length.
+      ValueError: a curve's arrays are not 1-D of equal length, or an unknown `xscale`.
     """
+    if xscale not in ("linear", "log"):
+        raise ValueError(f"xscale must be 'linear' or 'log', got {xscale!r}")
     fig = _new_figure(1, 1, width=6.0, height=4.2)
     ax = fig.add_subplot(1, 1, 1)
     for label, curve in curves.items():
@@ -153,6 +156,7 @@ def plot_curves(curves: Mapping[str, tuple[Any, Any] | tuple[Any, Any, Any]], pa
         if len(arrays) == 3:
             std = np.nan_to_num(arrays[2][keep])
             ax.fill_between(x, y - std, y + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xscale(xscale)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -91,6 +91,22 @@ def test_plot_curves(tmp_path):
         plot_curves({"bad": (kl, kl[:3])}, path, title="t", xlabel="x", ylabel="y")
 
 
+def test_plot_curves_on_a_log_x_axis(tmp_path):
+    labels = np.array([0.5, 1, 2, 5, 10, 20, 50])
+    path = str(tmp_path / "routing.png")
+    linear = str(tmp_path / "routing_linear.png")
+    curves = {"group 0": (labels, 0.85 + 0.08 * (1 - np.exp(-labels / 3)), 0.01 + 0 * labels),
+              "baseline": (labels[[0, -1]], [0.5, 0.5])}
+    assert plot_curves(curves, path, title="t", xlabel="labels", ylabel="accuracy",
+                       xscale="log") == path
+    plot_curves(curves, linear, title="t", xlabel="labels", ylabel="accuracy")
+    _assert_png(path)
+    with open(path, "rb") as f, open(linear, "rb") as g:
+        assert f.read() != g.read()  # the scale changes the drawing
+    with pytest.raises(ValueError, match="xscale must be"):
+        plot_curves(curves, path, title="t", xlabel="x", ylabel="y", xscale="symlog")
+
+
 def test_plotting_does_not_use_pyplot(tmp_path):
     had_pyplot = "matplotlib.pyplot" in sys.modules
     plot_metrics(_rows(3), tmp_path)
