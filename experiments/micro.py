@@ -52,6 +52,7 @@ from alignax.losses.reward import (bradley_terry_loss, hedge_routing_update,
                                    mixture_bradley_terry_loss)
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks import simulators as sim
+from alignax.train.plots import plot_curves
 from alignax.train.small import fit_small
 
 METHODS = ("micro", "bt", "bt_prompt")
@@ -313,33 +314,21 @@ def claims(results) -> list[Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """Per-group accuracy of the routed mixture against the number of routing labels."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     m = results["micro"]["metrics"]
     labels = _labels(results)
     x = np.array([max(n, 0.5) for n in labels])  # 0 labels drawn at 0.5 on the log axis
-    fig = Figure(figsize=(5.8, 3.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    curves = {}
     for g in _groups(results):
-        mean = [m[f"routed_accuracy_{n}_group{g}"]["mean"] for n in labels]
-        std = [m[f"routed_accuracy_{n}_group{g}"]["std"] for n in labels]
-        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=f"MiCRo, group {g}")
-    ax.axhline(m["bayes_group_accuracy"]["mean"], color="gray", ls=":",
-               label="Bayes, group known")
-    for name, style in (("bt", "-."), ("bt_prompt", "--")):
+        mean, std = (np.array([m[f"routed_accuracy_{n}_group{g}"][stat] for n in labels])
+                     for stat in ("mean", "std"))
+        curves[f"MiCRo, group {g}"] = (x, mean, std)
+    ends = x[[0, -1]]
+    curves["Bayes, group known"] = (ends, [m["bayes_group_accuracy"]["mean"]] * 2)
+    for name in ("bt", "bt_prompt"):
         if name in results:
-            ax.axhline(results[name]["metrics"]["accuracy"]["mean"], color="k", ls=style,
-                       lw=1, label=f"single BT ({name})")
-    ax.set_xscale("log")
-    ax.minorticks_off()
-    ax.set_xticks(x, [str(n) for n in labels])
-    ax.set_xlabel("routing labels of the user (0 = stage 1 gate only)")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_title("MiCRo: online routing per user")
-    ax.legend(fontsize=7)
-    os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+            curves[f"single BT ({name})"] = (ends,
+                                             [results[name]["metrics"]["accuracy"]["mean"]] * 2)
     path = os.path.join(workdir, "plots", "micro_routing.png")
-    fig.savefig(path, dpi=120)
-    return [path]
+    return [plot_curves(curves, path, title="MiCRo: online routing per user",
+                        xlabel="routing labels of the user (0 = stage 1 gate only, at 0.5)",
+                        ylabel="held-out accuracy", xscale="log")]
