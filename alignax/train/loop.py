@@ -315,6 +315,8 @@ def fit(
     log_every: int = 1,
     progress: bool = True,
     desc: str = "train",
+    extra_init: Any = (),
+    extra_update: Callable[[Any, Mapping[str, jax.Array]], Any] | None = None,
 ) -> FitResult:
     """Trains `loss_fn` with `tx` for `num_steps` steps, resuming from `workdir` if possible.
 
@@ -338,6 +340,10 @@ def fit(
       log_every: write training metrics every this many steps (all steps are checked for NaN).
       progress: show a progress bar (process 0 only).
       desc: progress bar label.
+      extra_init: the initial evolving state outside the gradient (`TrainState.extra`, a
+        pytree of arrays; replicated), e.g. `RunningMean` of BCO's reward shift.
+      extra_update: `(extra, metrics) -> extra` after each update; the loss then receives
+        `extra=` (see `make_train_step`).
 
     Raises:
       NonFiniteError: a metric is NaN/inf at some step (the last good checkpoint is kept).
@@ -362,6 +368,7 @@ def fit(
         opt_state=shd.tree_shardings_like(opt_abstract, params_abstract, params_sharding, mesh),
         step=repl,
         rng=repl,
+        extra=jax.tree.map(lambda _: repl, jax.eval_shape(lambda: extra_init)),
     )
     batch_sharding = shd.batch_sharding(mesh)
     frozen_shardings = [
@@ -375,7 +382,7 @@ def fit(
             params_ = init_params(jax.random.fold_in(rng_, 0))
         else:  # a real copy: the state is donated, the caller's arrays (e.g. a reference) are not
             params_ = jax.tree.map(jnp.copy, params_)
-        return TrainState.create(params_, tx, rng_)
+        return TrainState.create(params_, tx, rng_, extra=jax.tree.map(jnp.asarray, extra_init))
 
     start_params = None if callable(init_params) else init_params
     make_state = jax.jit(create, out_shardings=state_sharding)
@@ -387,6 +394,7 @@ def fit(
         state_sharding=state_sharding,
         batch_sharding=batch_sharding,
         frozen_shardings=frozen_shardings,
+        extra_update=extra_update,
     )
 
     def train_step(state, local_batch):

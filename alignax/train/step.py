@@ -23,6 +23,7 @@ def make_train_step(
     batch_sharding: Any = None,
     frozen_shardings: Sequence[Any] = (),
     donate: bool = True,
+    extra_update: Callable[[Any, dict[str, jax.Array]], Any] | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Returns `step(state, batch, *frozen) -> (state, metrics)`, jitted once.
 
@@ -40,6 +41,11 @@ def make_train_step(
       batch_sharding: sharding of every batch leaf (a single sharding or a tree).
       frozen_shardings: one sharding tree per frozen argument. Metrics come out replicated.
       donate: donate the input state buffers (the caller must not reuse the old state).
+      extra_update: for evolving state outside the gradient (`TrainState.extra`): the loss is
+        then called as `loss_fn(params, batch, rng, *frozen, extra=state.extra)` and, after the
+        update, `state.extra <- extra_update(state.extra, metrics)` with the loss's metrics
+        (e.g. a running mean of the batch's rewards). Optax-style: `extra` is a typed pytree
+        made by the matching init and updated by this pure function.
 
     Returns:
       The jitted step. `step._cache_size()` counts its compilations.
@@ -47,9 +53,11 @@ def make_train_step(
 
     def step(state: TrainState, batch, *frozen):
         rng = jax.random.fold_in(state.rng, state.step)
+        kwargs = {} if extra_update is None else {"extra": state.extra}
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, batch, rng, *frozen
+            state.params, batch, rng, *frozen, **kwargs
         )
+        extra = state.extra if extra_update is None else extra_update(state.extra, metrics)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics)
@@ -57,7 +65,7 @@ def make_train_step(
         metrics["grad_norm"] = optax.tree.norm(grads)
         metrics["param_norm"] = optax.tree.norm(params)
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-        return TrainState(params, opt_state, state.step + 1, state.rng), metrics
+        return TrainState(params, opt_state, state.step + 1, state.rng, extra), metrics
 
     if mesh is None:
         return jax.jit(step, donate_argnums=(0,) if donate else ())

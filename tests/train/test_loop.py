@@ -141,3 +141,35 @@ def test_non_finite_loss_stops_naming_step_and_metric_and_keeps_last_good_checkp
     assert Checkpointer(os.path.join(tmp_path, "checkpoints"), every=1).latest_step() == 3
     steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
     assert steps == [1, 2, 3]
+
+
+def test_evolving_state_outside_the_gradient_is_carried_and_resumed(tmp_path):
+    from alignax.losses import RunningMean
+
+    def loss_with_shift(params, batch, rng, extra):
+        loss, metrics = linreg_loss(params, batch, rng)
+        # the loss sees the running mean of the earlier steps' errors (as BCO sees its shift)
+        return loss, {**metrics, "seen_mean": extra.mean}
+
+    def run(workdir, steps):
+        return fit(workdir=str(workdir), loss_fn=loss_with_shift, tx=optax.adam(0.05),
+                   init_params=lambda rng: {"w": jnp.zeros(3), "b": jnp.zeros(())},
+                   logical_axes={"w": (None,), "b": ()}, rng=jax.random.key(0),
+                   data_iter=make_batch_iterator(_source(), global_batch_size=8, seed=1),
+                   num_steps=steps, mesh=shd.make_mesh(), checkpoint_every=3, progress=False,
+                   extra_init=RunningMean.create(),
+                   extra_update=lambda extra, m: extra.update(m["mae"]))
+
+    full = run(tmp_path / "a", 12)
+    rows = read_metrics(os.path.join(tmp_path, "a", "metrics.jsonl"))
+    maes = [r["train/mae"] for r in rows]
+    for k, row in enumerate(rows):
+        expected = np.mean(maes[:k]) if k else 0.0
+        assert row["train/seen_mean"] == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    assert float(full.state.extra.count) == 12
+    assert float(full.state.extra.mean) == pytest.approx(np.mean(maes), rel=1e-5)
+    run(tmp_path / "b", 7)  # stopped after 7 (checkpoint at 6), then the same command for 12
+    resumed = run(tmp_path / "b", 12)
+    assert resumed.resumed_from == 7
+    assert _metrics_text(tmp_path / "b") == _metrics_text(tmp_path / "a")
+    assert float(resumed.state.extra.mean) == float(full.state.extra.mean)
