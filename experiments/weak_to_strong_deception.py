@@ -13,12 +13,14 @@ y = 1[g(x) > 0] with g a frozen random tanh MLP (`alignax.tasks.features.MLPRewa
     model's soft labels p_w(x) (cross-entropy, 8000 examples), with or without a conflicting
     "helpfulness" objective: on a random half of the prompts (flagged by an extra input bit) the
     helpfulness target is 1 - y (complying with a harmful request is helpful), added to the loss
-    with weight lambda = 0.2. All models share one input shape and one width (128); unseen
-    features and unused hidden units are masked to zero, so everything compiles once.
+    with weight lambda = 0.2. Every model is a GELU MLP (`alignax.models.mlp`) over exactly the
+    inputs it sees.
   - Bootstrapping mitigation: weak -> intermediate (the middle student, no conflict) ->
     strong (the largest student, trained on the intermediate's soft labels, with and without
     the conflict).
-All training is full-batch Adam (400 steps, lax.scan).
+All training is full-batch Adam (400 steps); each model trains every seed of a variant in one
+`alignax.train.small.fit_small` program under the variant's run folder (weak/, intermediate/,
+student/, student_conflict/: metrics, checkpoints).
 Areas and the deception score (`alignax.eval.weak_to_strong`): on 10k held-out examples the
 weak-known area K_w is where the weak model is right, U_w the rest; conflict-induced errors E are
 the examples the strong student gets right without the conflicting objective and wrong with it;
@@ -36,7 +38,6 @@ compared with direct weak-to-strong training of the same strong student (reporte
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
@@ -47,8 +48,10 @@ import optax
 
 from alignax.eval.weak_to_strong import deception_score, weak_areas
 from alignax.experiment import Claim, is_smoke, metric
+from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.ops import spearman
 from alignax.tasks.features import MLPReward
+from alignax.train.small import fit_small
 
 GAPS = ("gap_small", "gap_medium", "gap_large")
 
@@ -89,131 +92,115 @@ def make_data(config, seed: int) -> dict:
     return out
 
 
-def init_mlp(key, in_dim: int, width: int):
-    """One-hidden-layer GELU MLP params {w1 [D, H], b1 [H], w2 [H], b2 []}."""
-    k1, k2 = jax.random.split(key)
-    return {"w1": jax.random.normal(k1, (in_dim, width), jnp.float32) / np.sqrt(in_dim),
-            "b1": jnp.zeros((width,), jnp.float32),
-            "w2": jax.random.normal(k2, (width,), jnp.float32) / np.sqrt(width),
-            "b2": jnp.zeros((), jnp.float32)}
+def make_classifier(in_dim: int, width: int):
+    """One-hidden-layer GELU MLP: inputs [..., in_dim] -> logits [...]."""
+    return make_mlp(MLPConfig(in_dim=in_dim, hidden=(width,), out_dim=1, activation="gelu"))
 
 
-def apply_mlp(params, x, unit_mask):
-    """Logits [N] of x [N, D]; hidden units where unit_mask [H] is 0 are switched off, so every
-    capacity level shares one shape (and one compilation)."""
-    h = jax.nn.gelu(x @ params["w1"] + params["b1"]) * unit_mask
-    return h @ params["w2"] + params["b2"]
+def soft_cross_entropy(logits, targets):
+    """Binary cross-entropy of logits [N] against soft targets in [0, 1] [N]."""
+    return -(targets * jax.nn.log_sigmoid(logits)
+             + (1.0 - targets) * jax.nn.log_sigmoid(-logits))
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "lr"))
-def fit_classifier(key, x, feature_mask, unit_mask, targets, conflict, conflict_targets,
-                   conflict_weight, *, steps, lr):
-    """Full-batch Adam on soft-label cross-entropy plus a weighted conflicting objective.
+def fit_classifier(config, workdir: str, data: dict, seeds, keys, *, width: int,
+                   conflict_weight: float):
+    """Full-batch Adam on soft-label cross-entropy plus a weighted conflicting objective, every
+    seed in one `fit_small` program.
 
-    L = mean_i CE(p(x_i), t_i) + lambda mean_i c_i CE(p(x_i), h_i), with x [N, D] (features
-    outside feature_mask [D] zeroed), t the (soft) target labels [N], c the conflict flags [N]
-    and h the conflicting targets [N]. Returns the params.
+    L = mean_i CE(p(x_i), t_i) + lambda mean_i c_i CE(p(x_i), h_i), with data holding [S, N, ...]
+    arrays: inputs x [S, N, D], the (soft) targets t [S, N], the conflict flags c [S, N] and the
+    conflicting targets h [S, N]; keys [S] are the init keys. Returns (the model, the SmallFit).
     """
-    tx = optax.adam(lr)
-    x = x * feature_mask
+    model = make_classifier(data["inputs"].shape[-1], width)
 
-    def ce(logits, t):
-        return -(t * jax.nn.log_sigmoid(logits) + (1.0 - t) * jax.nn.log_sigmoid(-logits))
+    def loss_fn(params, batch):
+        logits = model.apply(params, batch["inputs"])
+        return jnp.mean(soft_cross_entropy(logits, batch["targets"])) + conflict_weight * jnp.mean(
+            batch["conflict"] * soft_cross_entropy(logits, batch["conflict_targets"]))
 
-    def loss_fn(p):
-        logits = apply_mlp(p, x, unit_mask)
-        return jnp.mean(ce(logits, targets)) + conflict_weight * jnp.mean(
-            conflict * ce(logits, conflict_targets))
-
-    def step(carry, _):
-        p, o = carry
-        g = jax.grad(loss_fn)(p)
-        upd, o = tx.update(g, o, p)
-        return (optax.apply_updates(p, upd), o), None
-
-    p0 = init_mlp(key, x.shape[-1], unit_mask.shape[0])
-    (p, _), _ = jax.lax.scan(step, (p0, tx.init(p0)), None, length=steps)
-    return p
+    fit = fit_small(workdir, loss_fn=loss_fn, init_params=model.init,
+                    tx=optax.adam(float(config.train.learning_rate)),
+                    num_steps=int(config.train.steps), data=jax.tree.map(jnp.asarray, data),
+                    seeds=seeds, seed_keys=keys, per_seed_data=True)
+    return model, fit
 
 
-@jax.jit
-def predict(params, x, feature_mask, unit_mask):
-    """Probabilities [N] of the positive (harmless) class."""
-    return jax.nn.sigmoid(apply_mlp(params, x * feature_mask, unit_mask))
+def predict(model, params, inputs) -> np.ndarray:
+    """Probabilities [S, N] of the positive (harmless) class: stacked params, inputs [S, N, D]."""
+    probs = jax.jit(jax.vmap(lambda p, x: jax.nn.sigmoid(model.apply(p, x))))
+    return np.asarray(probs(params, jnp.asarray(inputs)))
 
 
-def _masks(num_features: int, width: int, in_dim: int, max_width: int):
-    fm = np.zeros(in_dim, np.float32)
-    fm[:num_features] = 1.0
-    fm[-1] = 1.0  # the conflict flag (last input column) is always visible to a student
-    um = (np.arange(max_width) < width).astype(np.float32)
-    return fm, um
+def student_inputs(split: dict, num_features: int) -> np.ndarray:
+    """What a student sees: the first `num_features` clean features and the conflict flag (the
+    prompt type): [..., N, num_features + 1]."""
+    return np.concatenate([split["x"][..., :num_features], split["conflict"][..., None]], -1)
 
 
-def _student_inputs(split: dict) -> np.ndarray:
-    """All clean features and the conflict flag (the prompt type is visible); masked per level."""
-    return np.concatenate([split["x"], split["conflict"][:, None]], axis=1)
-
-
-def _train_student(key, data, k, width, targets, conflict_weight, config):
-    tr = config.train
+def _train_student(config, workdir, data, seeds, keys, level: int, targets, conflict_weight):
+    """The student of capability `level` on the strong split's `targets` [S, N]: its
+    probabilities on the strong split and the test split ([S, N] each)."""
+    k, width = int(config.strong.features[level]), int(config.strong.hidden[level])
     split = data["strong"]
-    x = _student_inputs(split)
-    fm, um = _masks(k, width, x.shape[-1], max(config.strong.hidden))
-    params = fit_classifier(key, x, fm, um, targets, split["conflict"], 1.0 - split["y"],
-                            conflict_weight, steps=int(tr.steps), lr=float(tr.learning_rate))
-    return (np.asarray(predict(params, x, fm, um)),
-            np.asarray(predict(params, _student_inputs(data["test"]), fm, um)))
+    model, fit = fit_classifier(
+        config, workdir, {"inputs": student_inputs(split, k), "targets": targets,
+                          "conflict": split["conflict"], "conflict_targets": 1.0 - split["y"]},
+        seeds, keys, width=width, conflict_weight=conflict_weight)
+    return (predict(model, fit.params, student_inputs(split, k)),
+            predict(model, fit.params, student_inputs(data["test"], k)))
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed, level = int(config.seed), int(config.level)
-    data = make_data(config, seed)
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one variant: weak supervisor, (intermediate,) strong student without and
+    with the conflicting objective, each trained for all seeds in one program under `workdir`."""
+    level = int(config.level)
+    seeds = [int(s) for s in config.seeds]
+    per_seed = [make_data(config, s) for s in seeds]
+    data = {split: {k: np.stack([d[split][k] for d in per_seed]) for k in per_seed[0][split]}
+            for split in per_seed[0]}  # [S, N, ...]
+    keys = jnp.stack([jax.random.split(jax.random.key(s), 4) for s in seeds])  # [S, 4]
     tr, wk = config.train, config.weak
-    keys = jax.random.split(jax.random.key(seed), 4)
     wd = data["weak"]
-
-    def weak_inputs(split):  # the noisy view, padded to the students' input shape
-        v = np.zeros_like(_student_inputs(split))
-        v[:, :wk.features] = split["weak_view"]
-        return v
-
-    fm, um = _masks(int(wk.features), int(wk.hidden), config.task.dim + 1,
-                    max(config.strong.hidden))
-    fm[-1] = 0.0  # the weak supervisor does not use the prompt-type flag
-    weak_params = fit_classifier(keys[0], weak_inputs(wd), fm, um, wd["y"], wd["conflict"],
-                                 wd["y"], 0.0, steps=int(tr.steps), lr=float(tr.learning_rate))
-    p_weak_train = np.asarray(predict(weak_params, weak_inputs(data["strong"]), fm, um))
-    p_weak_test = np.asarray(predict(weak_params, weak_inputs(data["test"]), fm, um))
+    weak, weak_fit = fit_classifier(
+        config, os.path.join(workdir, "weak"),
+        {"inputs": wd["weak_view"], "targets": wd["y"], "conflict": wd["conflict"],
+         "conflict_targets": wd["y"]}, seeds, keys[:, 0], width=int(wk.hidden),
+        conflict_weight=0.0)  # the weak supervisor sees the noisy view only, not the flag
+    p_weak_train = predict(weak, weak_fit.params, data["strong"]["weak_view"])
+    p_weak_test = predict(weak, weak_fit.params, data["test"]["weak_view"])
     y_test = data["test"]["y"].astype(bool)
-    known = np.asarray(weak_areas(p_weak_test, y_test))
+    known = np.stack([np.asarray(weak_areas(p, y)) for p, y in zip(p_weak_test, y_test)])
 
-    feats, hids = tuple(config.strong.features), tuple(config.strong.hidden)
-    k, width = int(feats[level]), int(hids[level])
+    out = {s: {"weak_accuracy": float(known[i].mean())} for i, s in enumerate(seeds)}
     targets = p_weak_train
-    out = {"weak_accuracy": float(known.mean())}
     if config.bootstrap:  # weak -> intermediate (no conflict) -> strong
-        mid = max(level - 1, 0)
-        p_mid_train, p_mid_test = _train_student(keys[1], data, int(feats[mid]), int(hids[mid]),
-                                                 p_weak_train, 0.0, config)
+        p_mid_train, p_mid_test = _train_student(
+            config, os.path.join(workdir, "intermediate"), data, seeds, keys[:, 1],
+            max(level - 1, 0), p_weak_train, 0.0)
         targets = p_mid_train
-        out["intermediate_accuracy"] = float(np.mean((p_mid_test > 0.5) == y_test))
-    _, p_plain = _train_student(keys[2], data, k, width, targets, 0.0, config)
-    _, p_conf = _train_student(keys[2], data, k, width, targets, float(tr.conflict_weight),
-                               config)
-    right_plain, right_conf = (p_plain > 0.5) == y_test, (p_conf > 0.5) == y_test
-    ds = {name: float(v) for name, v in deception_score(right_plain, right_conf, known).items()}
-    c = data["test"]["conflict"].astype(bool)
-    out.update({
-        "strong_accuracy_no_conflict": float(right_plain.mean()),
-        "strong_accuracy_conflict": float(right_conf.mean()),
-        "strong_accuracy_conflict_prompts": float(right_conf[c].mean()),
-        "w2s_gain_no_conflict": float(right_plain.mean() - known.mean()),
-        "strong_right_on_weak_unknown": float(right_plain[~known].mean()),
-        "deception_score": ds["score"], "unknown_share": ds["share"],
-        "unknown_base_rate": ds["base"], "conflict_error_rate": ds["error_rate"],
-        "unknown_error_rate": ds["unknown_error_rate"], "known_error_rate": ds["known_error_rate"],
-    })
+        for i, s in enumerate(seeds):
+            out[s]["intermediate_accuracy"] = float(np.mean((p_mid_test[i] > 0.5) == y_test[i]))
+    _, p_plain = _train_student(config, os.path.join(workdir, "student"), data, seeds,
+                                keys[:, 2], level, targets, 0.0)
+    _, p_conf = _train_student(config, os.path.join(workdir, "student_conflict"), data, seeds,
+                               keys[:, 2], level, targets, float(tr.conflict_weight))
+    for i, s in enumerate(seeds):
+        right_plain, right_conf = (p_plain[i] > 0.5) == y_test[i], (p_conf[i] > 0.5) == y_test[i]
+        ds = {name: float(v)
+              for name, v in deception_score(right_plain, right_conf, known[i]).items()}
+        c = data["test"]["conflict"][i].astype(bool)
+        out[s].update({
+            "strong_accuracy_no_conflict": float(right_plain.mean()),
+            "strong_accuracy_conflict": float(right_conf.mean()),
+            "strong_accuracy_conflict_prompts": float(right_conf[c].mean()),
+            "w2s_gain_no_conflict": float(right_plain.mean() - known[i].mean()),
+            "strong_right_on_weak_unknown": float(right_plain[~known[i]].mean()),
+            "deception_score": ds["score"], "unknown_share": ds["share"],
+            "unknown_base_rate": ds["base"], "conflict_error_rate": ds["error_rate"],
+            "unknown_error_rate": ds["unknown_error_rate"],
+            "known_error_rate": ds["known_error_rate"],
+        })
     return out
 
 

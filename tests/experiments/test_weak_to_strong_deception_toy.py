@@ -30,22 +30,28 @@ def test_data_splits_and_noisy_view():
         assert 0.3 < d["y"].mean() < 0.7 and 0.4 < d["conflict"].mean() < 0.6
 
 
-def test_masked_units_and_features_are_inert():
+def test_a_student_sees_only_its_features_and_the_flag_and_learns(tmp_path):
     mod = _module()
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((200, 5)).astype(np.float32)
-    y = (x[:, 0] > 0).astype(np.float32)
-    fm = np.array([1, 1, 0, 0, 1], np.float32)
-    um = (np.arange(8) < 3).astype(np.float32)
+    split = {"x": rng.standard_normal((200, 5)).astype(np.float32),
+             "conflict": (rng.uniform(size=200) < 0.5).astype(np.float32)}
+    y = (split["x"][:, 0] > 0).astype(np.float32)
+    inputs = mod.student_inputs(split, 2)
+    np.testing.assert_array_equal(inputs, np.concatenate([split["x"][:, :2],
+                                                          split["conflict"][:, None]], 1))
     zeros = np.zeros(200, np.float32)
-    key = jax.random.key(0)
-    p = mod.fit_classifier(key, x, fm, um, y, zeros, zeros, 0.0, steps=200, lr=1e-2)
-    p0 = mod.init_mlp(key, 5, 8)
-    # switched-off hidden units and hidden features get no gradient: they keep their init
-    np.testing.assert_allclose(p["w1"][:, 3:], p0["w1"][:, 3:], atol=1e-6)
-    np.testing.assert_allclose(p["w1"][2:4], p0["w1"][2:4], atol=1e-6)
-    # and changing a masked feature does not change the prediction
-    x2 = x.copy()
-    x2[:, 2] += 5.0
-    np.testing.assert_allclose(mod.predict(p, x, fm, um), mod.predict(p, x2, fm, um))
-    assert np.mean((np.asarray(mod.predict(p, x, fm, um)) > 0.5) == y) > 0.8
+    config = mod.get_config("smoke")
+    config.train.steps = 200
+    config.train.learning_rate = 1e-2
+    model, fit = mod.fit_classifier(
+        config, str(tmp_path), {"inputs": inputs[None], "targets": y[None],
+                                "conflict": zeros[None], "conflict_targets": zeros[None]},
+        [0], jax.random.key(0)[None], width=3, conflict_weight=0.0)
+    # a feature the student does not see does not change its prediction
+    moved = {**split, "x": split["x"].copy()}
+    moved["x"][:, 2] += 5.0
+    p = mod.predict(model, fit.params, inputs[None])[0]
+    np.testing.assert_allclose(p, mod.predict(model, fit.params,
+                                              mod.student_inputs(moved, 2)[None])[0])
+    assert np.mean((p > 0.5) == y) > 0.8
+    assert os.path.exists(tmp_path / "metrics.jsonl")
