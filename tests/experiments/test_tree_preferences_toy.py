@@ -75,12 +75,6 @@ def test_label_follows_the_gold_at_zero_temperature():
     np.testing.assert_array_equal(r, [[5, 6], [3, 4]])
 
 
-def test_spearman_golden():
-    assert tp._spearman(np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0])) == 1.0
-    assert abs(tp._spearman(np.array([1.0, 2.0, 3.0, 4.0]),
-                            np.array([1.0, 3.0, 2.0, 4.0])) - 0.8) < 1e-9
-
-
 def test_linear_bt_diagnostic_recovers_an_additive_reward_and_flips_with_the_labels():
     rng = np.random.default_rng(0)
     scores = rng.normal(size=10)
