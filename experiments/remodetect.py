@@ -15,7 +15,9 @@ from the other aligned LMs and tested on the held-out one. y_MIX keeps the first
 response and lets an aligned LM continue it. The loss is alignax.losses.detection.remodetect_loss
 (the replay term's squared form is unverified); its replay buffer is the RM's own training pairs.
 Detection quality is the AUROC of the RM score between aligned-LM and human responses to
-held-out prompts.
+held-out prompts. The fine-tuning of every seed of a variant runs as one program
+(`alignax.train.small.fit_small`, Adam on the seed's pre-drawn batch schedule) into
+<variant>/finetune.
 
 Claims checked (variant `remodetect`; `no_mix` drops every term with y_MIX):
 (1) the off-the-shelf RM's AUROC on the held-out aligned LM is >= 0.8;
@@ -47,6 +49,8 @@ from alignax.tasks.gold import token_score_reward
 from alignax.tasks.language import BOS_ID
 from alignax.tasks.policies import (gold_preference_pairs, make_gold, proxy_rm_config,
                                     sft_policy_config)
+from alignax.train.plots import plot_grouped_bars
+from alignax.train.small import fit_small
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -115,7 +119,7 @@ def _train_aligned(config, policy, spec, workdir):
 
 def _scorer(model, chunk: int):
     """`(params, ids [N, T]) -> [N]` RM scores, in fixed-size chunks (one compiled shape)."""
-    apply = _cached(("score", model.config), lambda: jax.jit(model.apply))
+    apply = jax.jit(model.apply)
 
     def score(params, ids):
         n = len(ids)
@@ -134,8 +138,7 @@ def _with_bos(tokens):
 
 
 def _sampler(model, max_new_tokens):
-    rollout = _cached(("sample", model.config, max_new_tokens), lambda: jax.jit(
-        online.make_rollout(model, num_samples=1, max_new_tokens=max_new_tokens)))
+    rollout = jax.jit(online.make_rollout(model, num_samples=1, max_new_tokens=max_new_tokens))
 
     def sample(params, context, key):
         """[N, C] contexts (with bos) -> [N, max_new_tokens] sampled tokens."""
@@ -145,44 +148,27 @@ def _sampler(model, max_new_tokens):
     return sample
 
 
-# --- one run ---------------------------------------------------------------------------------
+# --- all seeds of a variant ------------------------------------------------------------------
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed = int(config.seed)
-    cache = config.cache_dir or os.path.join(os.path.dirname(os.path.dirname(workdir)), "cache")
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed's triplets and evaluation; the fine-tuning of all seeds in one program.
+
+    `workdir` is <root>/<variant>: the RM fine-tuning writes its metrics and checkpoints to
+    <workdir>/finetune; the cached policies and RMs live in <root>/cache by default."""
+    seeds = [int(s) for s in config.seeds]
+    cache = config.cache_dir or os.path.join(os.path.dirname(workdir), "cache")
     policy = make_sft_policy(config.policy.to_dict(), cache_dir=cache)
     rm = make_proxy_rm(config.rm.to_dict(), cache_dir=cache)
     task = policy.task
     r_len = task.response_len
     half = r_len // 2
     aligned = [_aligned_policy(config, policy, spec, cache) for spec in config.aligned]
-    held_out = seed % len(aligned)
-    train_ids = [k for k in range(len(aligned)) if k != held_out]
     sample_full = _sampler(policy.model, r_len)
     sample_half = _sampler(policy.model, r_len - half)
     score = _scorer(rm.model, chunk=2 * int(config.num_eval_prompts))
     scores = task.token_scores()
 
-    # fine-tuning triplets: one aligned LM (of the training ones) per prompt
-    rng = np.random.default_rng([seed, 3])
-    n = int(config.num_triplets)
-    prompts = task.sample_prompts(rng, n)
-    ctx = _with_bos(prompts)
-    which = rng.integers(0, len(train_ids), n)
-    key = jax.random.key(seed)
-    k_hu, k_lm, k_mix, k_eval = jax.random.split(key, 4)
-    human = sample_full(policy.params, ctx, k_hu)
-    lm = np.zeros_like(human)
-    mix = human.copy()
-    for j, k in enumerate(train_ids):
-        rows = which == j
-        lm[rows] = sample_full(aligned[k], ctx, jax.random.fold_in(k_lm, j))[rows]
-        mix_ctx = np.concatenate([ctx, human[:, :half]], axis=1)
-        mix[rows, half:] = sample_half(aligned[k], mix_ctx, jax.random.fold_in(k_mix, j))[rows]
-    triplets = {name: task.sequences(prompts, y) for name, y in
-                (("lm", lm), ("mix", mix), ("human", human))}
-
-    # replay buffer: the RM's own training pairs, scored by the initial RM
+    # replay buffer: the RM's own training pairs, scored by the initial RM (shared by the seeds)
     gold = make_gold(task, config.rm.gold)
     pairs = stack_records(gold_preference_pairs(
         task, gold, int(config.rm.num_pairs), seed=int(config.rm.seed),
@@ -190,94 +176,118 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     replay = np.concatenate([pairs["chosen_ids"], pairs["rejected_ids"]]).astype(np.int32)
     replay_init = score(rm.params, replay)
 
-    tuned = _finetune(rm, triplets, replay, replay_init, config.finetune,
-                      bool(config.use_mix), seed)
+    # fine-tuning triplets of every seed: one aligned LM (of the seed's training ones) per prompt
+    per_seed = []
+    for seed in seeds:
+        held_out = seed % len(aligned)
+        train_ids = [k for k in range(len(aligned)) if k != held_out]
+        rng = np.random.default_rng([seed, 3])
+        n = int(config.num_triplets)
+        prompts = task.sample_prompts(rng, n)
+        ctx = _with_bos(prompts)
+        which = rng.integers(0, len(train_ids), n)
+        k_hu, k_lm, k_mix, k_eval = jax.random.split(jax.random.key(seed), 4)
+        human = sample_full(policy.params, ctx, k_hu)
+        lm = np.zeros_like(human)
+        mix = human.copy()
+        for j, k in enumerate(train_ids):
+            rows = which == j
+            lm[rows] = sample_full(aligned[k], ctx, jax.random.fold_in(k_lm, j))[rows]
+            mix_ctx = np.concatenate([ctx, human[:, :half]], axis=1)
+            mix[rows, half:] = sample_half(aligned[k], mix_ctx,
+                                           jax.random.fold_in(k_mix, j))[rows]
+        data = {name: task.sequences(prompts, y) for name, y in
+                (("lm", lm), ("mix", mix), ("human", human))}
+        data.update(replay=replay, replay_init=replay_init,
+                    **_batch_schedule(config.finetune, n, len(replay), seed))
+        per_seed.append((held_out, train_ids, k_eval, data))
 
-    # evaluation on held-out prompts: every aligned LM and the human text
-    eval_prompts = task.eval_prompts(int(config.num_eval_prompts), 70 + seed)
-    ectx = _with_bos(eval_prompts)
-    k_h, *k_a = jax.random.split(k_eval, 1 + len(aligned))
-    ev_human = task.sequences(eval_prompts, sample_full(policy.params, ectx, k_h))
-    ev_aligned = [task.sequences(eval_prompts, sample_full(p, ectx, kk))
-                  for p, kk in zip(aligned, k_a)]
+    data = {k: np.stack([d[k] for *_, d in per_seed]) for k in per_seed[0][-1]}
+    fit = finetune(os.path.join(workdir, "finetune"), rm.model.apply, rm.params, data,
+                   config.finetune, use_mix=bool(config.use_mix), seeds=seeds)
 
-    labels = np.concatenate([np.ones(len(ev_human)), np.zeros(len(ev_human))])
-    area = _cached("auroc", lambda: jax.jit(auroc))
+    labels = np.concatenate([np.ones(int(config.num_eval_prompts)),
+                             np.zeros(int(config.num_eval_prompts))])
+    area = jax.jit(auroc)
+    out = {}
+    for i, (seed, (held_out, train_ids, k_eval, _)) in enumerate(zip(seeds, per_seed)):
+        tuned = fit.seed_params(i)
+        # evaluation on held-out prompts: every aligned LM and the human text
+        eval_prompts = task.eval_prompts(int(config.num_eval_prompts), 70 + seed)
+        ectx = _with_bos(eval_prompts)
+        k_h, *k_a = jax.random.split(k_eval, 1 + len(aligned))
+        ev_human = task.sequences(eval_prompts, sample_full(policy.params, ectx, k_h))
+        ev_aligned = [task.sequences(eval_prompts, sample_full(p, ectx, kk))
+                      for p, kk in zip(aligned, k_a)]
 
-    def detect(params, seqs):
-        return float(area(score(params, np.concatenate([seqs, ev_human])), labels))
+        def detect(params, seqs, ev_human=ev_human):
+            return float(area(score(params, np.concatenate([seqs, ev_human])), labels))
 
-    out = {"rm_gold_accuracy": rm.gold_accuracy,
-           "human_gold": float(np.mean(task.gold_reward(ev_human[:, -r_len:]))),
-           "held_out_index": float(held_out),
-           "held_out_gold": float(np.mean(task.gold_reward(ev_aligned[held_out][:, -r_len:]))),
-           "auroc_offshelf_heldout": detect(rm.params, ev_aligned[held_out]),
-           "auroc_heldout": detect(tuned, ev_aligned[held_out])}
-    out["auroc_offshelf_train"] = float(np.mean([detect(rm.params, ev_aligned[k])
-                                                 for k in train_ids]))
-    out["auroc_train"] = float(np.mean([detect(tuned, ev_aligned[k]) for k in train_ids]))
-    out["aligned_gold_mean"] = float(np.mean(
-        [scores[a[:, -r_len:]].mean() for a in ev_aligned]))
-    out["replay_drift"] = float(np.mean((score(tuned, replay) - replay_init) ** 2))
+        res = {"rm_gold_accuracy": rm.gold_accuracy,
+               "human_gold": float(np.mean(task.gold_reward(ev_human[:, -r_len:]))),
+               "held_out_index": float(held_out),
+               "held_out_gold": float(np.mean(
+                   task.gold_reward(ev_aligned[held_out][:, -r_len:]))),
+               "auroc_offshelf_heldout": detect(rm.params, ev_aligned[held_out]),
+               "auroc_heldout": detect(tuned, ev_aligned[held_out])}
+        res["auroc_offshelf_train"] = float(np.mean([detect(rm.params, ev_aligned[k])
+                                                     for k in train_ids]))
+        res["auroc_train"] = float(np.mean([detect(tuned, ev_aligned[k]) for k in train_ids]))
+        res["aligned_gold_mean"] = float(np.mean(
+            [scores[a[:, -r_len:]].mean() for a in ev_aligned]))
+        res["replay_drift"] = float(np.mean((score(tuned, replay) - replay_init) ** 2))
+        res["finetune_final_loss"] = float(fit.final_loss[i])
+        out[seed] = res
     return out
 
 
-def _finetune(rm, triplets, replay, replay_init, cfg, use_mix: bool, seed: int):
-    """Continual preference fine-tuning of the RM (a jitted lax.scan over steps)."""
+# --- continual preference fine-tuning ---------------------------------------------------------
+
+def _batch_schedule(cfg, num_triplets: int, num_replay: int, seed: int) -> dict:
+    """Triplet indices idx [steps, B] and replay indices ridx [steps, M] of every update."""
     steps, bsz, rbsz = int(cfg.steps), int(cfg.batch_size), int(cfg.replay_batch)
     rng = np.random.default_rng([seed, 11])
-    idx = rng.integers(0, len(triplets["lm"]), (steps, bsz))
-    ridx = rng.integers(0, len(replay), (steps, rbsz))
-    data = {k: jnp.asarray(v) for k, v in triplets.items()}
-    data.update(replay=jnp.asarray(replay), replay_init=jnp.asarray(replay_init))
-    fit = _cached(("finetune", rm.model.config, float(cfg.replay_coef),
-                   float(cfg.learning_rate)),
-                  lambda: _make_fit(rm.model.apply, float(cfg.replay_coef),
-                                    float(cfg.learning_rate)))
-    return fit(rm.params, data, jnp.asarray(idx), jnp.asarray(ridx),
-               jnp.float32(1.0 if use_mix else 0.0))
+    return {"idx": rng.integers(0, num_triplets, (steps, bsz)),
+            "ridx": rng.integers(0, num_replay, (steps, rbsz))}
 
 
-def _make_fit(apply, coef, learning_rate):
-    """`fit(params, data, idx [S, B], ridx [S, M], use_mix) -> params`, jitted.
+def make_finetune_loss(apply, replay_coef: float, use_mix: bool):
+    """`loss_fn(params, batch) -> loss` of the fine-tuning.
 
-    With use_mix = 1 the loss is `remodetect_loss`; with 0 the y_MIX terms are dropped
-    (BT of y_LM over y_HU plus the same replay term). A traced switch: one compiled program."""
-    opt = optax.adam(learning_rate)
-
+    With use_mix the loss is `remodetect_loss` (y_LM > y_MIX > y_HU plus the replay term);
+    without, the y_MIX terms are dropped (BT of y_LM over y_HU plus the same replay term).
+    `batch` holds lm, mix, human [B, T] ids, replay [M, T] ids and replay_init [M] rewards."""
     def r(params, ids):
         return apply(params, ids, jnp.ones_like(ids, bool))
 
-    def loss_fn(params, data, i, j, use_mix):
-        lm, mix, hu = (r(params, data[k][i]) for k in ("lm", "mix", "human"))
-        rr, rr0 = r(params, data["replay"][j]), data["replay_init"][j]
-        full = remodetect_loss(lm, mix, hu, rr, rr0, replay_coef=coef)
-        no_mix = (jnp.mean(bradley_terry_loss(lm, hu))
-                  + coef * jnp.mean(replay_regularizer(rr, rr0)))
-        return use_mix * full + (1.0 - use_mix) * no_mix
+    def loss_fn(params, batch):
+        lm, hu = r(params, batch["lm"]), r(params, batch["human"])
+        rr, rr0 = r(params, batch["replay"]), batch["replay_init"]
+        if use_mix:
+            return remodetect_loss(lm, r(params, batch["mix"]), hu, rr, rr0,
+                                   replay_coef=replay_coef)
+        return (jnp.mean(bradley_terry_loss(lm, hu))
+                + replay_coef * jnp.mean(replay_regularizer(rr, rr0)))
 
-    @jax.jit
-    def fit(params, data, idx, ridx, use_mix):
-        def step(carry, ij):
-            params, state = carry
-            grads = jax.grad(loss_fn)(params, data, *ij, use_mix)
-            updates, state = opt.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), None
-
-        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), (idx, ridx))
-        return params
-
-    return fit
+    return loss_fn
 
 
-_COMPILED: dict = {}
+def finetune(workdir: str, apply, init_params, data, cfg, *, use_mix: bool, seeds):
+    """Adam fine-tuning of the RM from `init_params` for every seed at once (`fit_small`).
 
+    data: per-seed arrays with a leading [S] axis: lm, mix, human [S, N, T], replay [S, M', T],
+    replay_init [S, M'], and the batch schedule idx [S, steps, B], ridx [S, steps, M]: update t
+    uses triplets idx[t] and replay rows ridx[t]. Returns the `SmallFit` (params [S, ...])."""
+    def batch_fn(d, rng, step):
+        del rng
+        i, j = d["idx"][step], d["ridx"][step]
+        return {"lm": d["lm"][i], "mix": d["mix"][i], "human": d["human"][i],
+                "replay": d["replay"][j], "replay_init": d["replay_init"][j]}
 
-def _cached(key, make):
-    """A jitted function per key (model config, sizes), reused by later runs in the process."""
-    if key not in _COMPILED:
-        _COMPILED[key] = make()
-    return _COMPILED[key]
+    return fit_small(workdir, loss_fn=make_finetune_loss(apply, float(cfg.replay_coef), use_mix),
+                     init_params=init_params, tx=optax.adam(float(cfg.learning_rate)),
+                     num_steps=int(cfg.steps), data=data, seeds=seeds, per_seed_data=True,
+                     batch_fn=batch_fn, with_step=True, desc="finetune")
 
 
 # --- claims and plots ------------------------------------------------------------------------
@@ -307,34 +317,14 @@ def claims(results) -> list[Claim]:
 
 
 def plots(results, workdir: str) -> list[str]:
-    """Bar chart: held-out and in-distribution AUROC, off-the-shelf vs fine-tuned, per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    bars, labels = [], []
-    for variant in results:
-        for name, label in (("auroc_offshelf_heldout", "RM\nheld-out LM"),
-                            ("auroc_heldout", "tuned\nheld-out LM"),
-                            ("auroc_train", "tuned\ntrain LMs")):
-            m = results[variant]["metrics"].get(name)
-            if m is not None:
-                bars.append((m["mean"], m.get("std", 0.0)))
-                labels.append(f"{variant}\n{label}")
-    if not bars:
+    """Held-out and in-distribution AUROC, off-the-shelf vs fine-tuned, per variant."""
+    panels = (("auroc_offshelf_heldout", "RM, held-out LM"),
+              ("auroc_heldout", "tuned, held-out LM"), ("auroc_train", "tuned, train LMs"))
+    series = {v: ([r["metrics"][k]["mean"] for k, _ in panels],
+                  [r["metrics"][k]["std"] for k, _ in panels]) for v, r in results.items()}
+    if not series:
         return []
-    fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(bars)), 4))
-    x = np.arange(len(bars))
-    ax.bar(x, [b[0] for b in bars], yerr=[b[1] for b in bars], color="tab:blue", alpha=0.8)
-    ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylim(0.5, 1.0)
-    ax.axhline(0.95, color="gray", ls="--", lw=1)
-    ax.set_ylabel("AUROC (aligned vs human)")
-    ax.set_title("ReMoDetect on the bigram language")
-    fig.tight_layout()
-    path = os.path.join(workdir, "plots", "auroc.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [plot_grouped_bars([label for _, label in panels], series,
+                              os.path.join(workdir, "plots", "auroc.png"),
+                              title="ReMoDetect on the bigram language",
+                              ylabel="AUROC (aligned vs human)", ylim=(0.5, 1.0))]
