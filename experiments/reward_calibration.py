@@ -23,7 +23,9 @@ offset free, and the shaping depends on |r|), shaped by
 alignax.losses.reward.confidence_adjusted_rewards (w = 0.5, EMA alpha = 0.1, state kept in the
 reward function). The RL algorithm is the GRPO recipe (alignax.algorithms.policy_gradient) for
 every variant, used in place of PPO. Metrics on held-out instances (one sample each): accuracy,
-mean stated confidence and the ECE of s against correctness (10 bins).
+mean stated confidence and the ECE of s against correctness (10 bins). The linear RMs of all
+seeds of a variant train as one program (`alignax.train.small.fit_small`, <variant>/reward_model);
+RL runs per seed in <variant>/seed_<s>/rl.
 
 Claims checked: (1) vanilla RL on the biased RM drives the stated confidence to the top (mean
 s >= 0.9) and raises the ECE above the SFT policy's; (2) PPO-M and (3) PPO-C cut vanilla's ECE
@@ -58,6 +60,8 @@ from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import (bradley_terry_loss, calibrated_reward_loss,
                                    confidence_adjusted_rewards)
 from alignax.tasks.language import BOS_ID
+from alignax.train.plots import plot_variant_bars
+from alignax.train.small import fit_small
 
 METHODS = ("vanilla", "ppo_m", "ppo_c")
 NUM_ANSWERS = 4
@@ -191,58 +195,75 @@ def _rm_pairs(qa, cfg, seed):
             "rejected_y": pick(yb, ya), "rejected_s": pick(sb, sa)}
 
 
-def fit_reward_model(pairs, cfg, *, calibrated: bool, seed: int):
-    """Weights [3] of the linear RM, by full-batch Adam on the BT (or PPO-M) loss."""
+def _augmented_confidences(cfg, n: int, seed: int) -> dict:
+    """PPO-M's confidence augmentation of n pairs: high [2, n] and low [2, n] confidences
+    (row 0 for the chosen response, row 1 for the rejected one)."""
     rng = np.random.default_rng([seed, 4])
-    n = len(pairs["chosen_y"])
     hi = rng.integers(cfg.high[0], cfg.high[1] + 1, (2, n)) / 10.0
     lo = rng.integers(cfg.low[0], cfg.low[1] + 1, (2, n)) / 10.0
-    p = {k: jnp.asarray(v) for k, v in pairs.items()}
-    opt = optax.adam(float(cfg.learning_rate))
+    return {"high": hi.astype(np.float32), "low": lo.astype(np.float32)}
 
-    def loss_fn(w):
+
+def fit_reward_models(workdir: str, pairs, cfg, *, calibrated: bool, seeds) -> np.ndarray:
+    """Weights [S, 3] of the linear RM of every seed, by full-batch Adam from zero on the BT
+    (or, `calibrated`, the PPO-M) loss, all seeds in one `fit_small` program.
+
+    pairs: per-seed arrays with a leading [S] axis: chosen_y, chosen_s, rejected_y, rejected_s
+    [S, n] (`_rm_pairs`) and high, low [S, 2, n] (`_augmented_confidences`)."""
+    def loss_fn(w, p):
         r = lambda y, s: _features(y, s) @ w  # noqa: E731
         chosen, rejected = r(p["chosen_y"], p["chosen_s"]), r(p["rejected_y"], p["rejected_s"])
         if not calibrated:
             return bradley_terry_loss(chosen, rejected).mean()
+        hi, lo = p["high"], p["low"]
         return calibrated_reward_loss(
             chosen, rejected, r(p["chosen_y"], hi[0]), r(p["chosen_y"], lo[0]),
             r(p["rejected_y"], hi[1]), r(p["rejected_y"], lo[1])).mean()
 
-    @jax.jit
-    def fit(w):
-        def step(carry, _):
-            w, state = carry
-            grads = jax.grad(loss_fn)(w)
-            updates, state = opt.update(grads, state, w)
-            return (optax.apply_updates(w, updates), state), None
-
-        (w, _), _ = jax.lax.scan(step, (w, opt.init(w)), None, length=int(cfg.steps))
-        return w
-
-    return np.asarray(fit(jnp.zeros(3, jnp.float32)))
+    fit = fit_small(workdir, loss_fn=loss_fn, init_params=jnp.zeros(3, jnp.float32),
+                    tx=optax.adam(float(cfg.learning_rate)), num_steps=int(cfg.steps),
+                    data={k: jnp.asarray(v) for k, v in pairs.items()}, seeds=seeds,
+                    per_seed_data=True, desc="reward model")
+    return np.asarray(fit.params)
 
 
-# --- one run ---------------------------------------------------------------------------------
+# --- all seeds of a variant ------------------------------------------------------------------
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed, method = int(config.seed), config.method
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """The reward models of all seeds in one program each, then RL and evaluation per seed.
+
+    `workdir` is <root>/<variant>: the linear RMs train in <workdir>/reward_model (and PPO-M's
+    in <workdir>/calibrated_reward_model), seed s's RL in <workdir>/seed_<s>/rl; the SFT policy
+    is cached in <root>/cache by default."""
+    seeds, method = [int(s) for s in config.seeds], config.method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {METHODS}")
-    cache = config.cache_dir or os.path.join(os.path.dirname(os.path.dirname(workdir)), "cache")
+    cache = config.cache_dir or os.path.join(os.path.dirname(workdir), "cache")
     qa = QA(config.item_accuracy)
     model, ref_params = _sft_policy(qa, config.sft.to_dict(), cache)
-    pairs = _rm_pairs(qa, config.rm, seed)
-    w_vanilla = fit_reward_model(pairs, config.rm, calibrated=False, seed=seed)
-    w = fit_reward_model(pairs, config.rm, calibrated=True, seed=seed) \
-        if method == "ppo_m" else w_vanilla
+    per_seed = [_rm_pairs(qa, config.rm, seed) for seed in seeds]
+    pairs = {k: np.stack([p[k] for p in per_seed]) for k in per_seed[0]}
+    aug = [_augmented_confidences(config.rm, pairs["chosen_y"].shape[1], s) for s in seeds]
+    pairs.update({k: np.stack([a[k] for a in aug]) for k in aug[0]})
+    w_vanilla = fit_reward_models(os.path.join(workdir, "reward_model"), pairs, config.rm,
+                                  calibrated=False, seeds=seeds)
+    w = w_vanilla if method != "ppo_m" else fit_reward_models(
+        os.path.join(workdir, "calibrated_reward_model"), pairs, config.rm, calibrated=True,
+        seeds=seeds)
+    sample = jax.jit(lambda params, ids, key: _sample(model, params, ids, key))
+    return {seed: _rl_and_eval(config, os.path.join(workdir, f"seed_{seed}"), qa, model,
+                               ref_params, w_vanilla[i], w[i], sample, seed)
+            for i, seed in enumerate(seeds)}
 
+
+def _rl_and_eval(config, workdir, qa, model, ref_params, w_vanilla, w, sample, seed):
+    """GRPO of one seed on its reward (`w`, or PPO-C's shaping of `w_vanilla`) into
+    <workdir>/rl, and the metrics of the SFT and the RL policy on held-out instances."""
+    method = config.method
     rng = np.random.default_rng([seed, 5])
     items, labels = qa.instances(rng, int(config.num_prompts))
     prompt_ids = qa.prompts(items)
     labels = jnp.asarray(labels)
-    sample = _cached(("sample", model.config), lambda: jax.jit(
-        lambda params, ids, key: _sample(model, params, ids, key)))
 
     @jax.jit
     def rm_reward(responses, rows, weights):
@@ -300,18 +321,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     result.update(evaluate(out["params"]))
     result.update({"rm_w_correct": float(w[0]), "rm_w_conf": float(w[1]),
                    "rm_w_correct_x_conf": float(w[2])})
-    _save_history(workdir, out["history"])
     return result
-
-
-_COMPILED: dict = {}
-
-
-def _cached(key, make):
-    """A jitted function per key (model config), reused by later runs in the process."""
-    if key not in _COMPILED:
-        _COMPILED[key] = make()
-    return _COMPILED[key]
 
 
 def _sample(model, params, ids, key):
@@ -321,15 +331,6 @@ def _sample(model, params, ids, key):
     out = sample(model, params, ids, jnp.ones_like(ids, bool), key, max_new_tokens=2,
                  num_samples=1, temperature=1.0)
     return out.tokens
-
-
-def _save_history(workdir, history):
-    import json
-
-    os.makedirs(workdir, exist_ok=True)
-    rows = [{"reward": float(m["reward"])} for m in history if "reward" in m]
-    with open(os.path.join(workdir, "history.json"), "w") as f:
-        json.dump(rows, f)
 
 
 # --- claims and plots ------------------------------------------------------------------------
@@ -364,28 +365,13 @@ def claims(results) -> list[Claim]:
 
 
 def plots(results, workdir: str) -> list[str]:
-    """ECE and accuracy per variant (and the SFT policy), mean +- std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """ECE, accuracy and stated confidence per variant (and the SFT policy), mean +- std."""
     names = [v for v in METHODS if v in results]
     if not names:
         return []
-    rows = [("SFT", results[names[0]]["metrics"], "ref_")] + \
-        [(v, results[v]["metrics"], "") for v in names]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
-    for ax, key in zip(axes, ("ece", "accuracy", "mean_confidence")):
-        vals = [r[1][r[2] + key] for r in rows]
-        ax.bar([r[0] for r in rows], [v["mean"] for v in vals],
-               yerr=[v.get("std", 0.0) for v in vals], color="tab:orange", alpha=0.8)
-        ax.set_title(key)
-        ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Reward calibration: ECE / accuracy / stated confidence")
-    fig.tight_layout()
-    path = os.path.join(workdir, "plots", "calibration.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    keys = ("ece", "accuracy", "mean_confidence")
+    sft = {"metrics": {k: results[names[0]]["metrics"][f"ref_{k}"] for k in keys}}
+    return [plot_variant_bars({"SFT": sft, **{v: results[v] for v in names}},
+                              [(k, k) for k in keys],
+                              os.path.join(workdir, "plots", "calibration.png"),
+                              title="Reward calibration: ECE / accuracy / stated confidence")]

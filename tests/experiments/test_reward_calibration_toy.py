@@ -36,14 +36,18 @@ def test_parse_correctness_and_confidence():
     np.testing.assert_allclose(s, [1.0, 0.3, 0.0], rtol=1e-6)
 
 
-def test_biased_rm_rewards_confidence_and_calibrated_rm_rewards_it_only_when_right():
+def test_biased_rm_rewards_confidence_and_calibrated_rm_rewards_it_only_when_right(tmp_path):
     cfg = rc.get_config()
     qa = rc.QA(cfg.item_accuracy)
     pairs = rc._rm_pairs(qa, cfg.rm, seed=0)
     # the bias: chosen responses state more confidence on average
     assert pairs["chosen_s"].mean() > pairs["rejected_s"].mean() + 0.1
-    w = rc.fit_reward_model(pairs, cfg.rm, calibrated=False, seed=0)
-    wm = rc.fit_reward_model(pairs, cfg.rm, calibrated=True, seed=0)
+    pairs.update(rc._augmented_confidences(cfg.rm, len(pairs["chosen_y"]), seed=0))
+    stacked = {k: v[None] for k, v in pairs.items()}  # one seed
+    (w,) = rc.fit_reward_models(str(tmp_path / "bt"), stacked, cfg.rm, calibrated=False,
+                                seeds=[0])
+    (wm,) = rc.fit_reward_models(str(tmp_path / "ppo_m"), stacked, cfg.rm, calibrated=True,
+                                 seeds=[0])
     slope = lambda w, y: w[1] + y * w[2]  # noqa: E731  d r / d s for correctness y
     assert w[0] > 0 and slope(w, 0.0) > 0.5 and slope(w, 1.0) > 0.5
     assert wm[0] > 0 and slope(wm, 1.0) > 0.3 and slope(wm, 0.0) < slope(w, 0.0) - 1.0
