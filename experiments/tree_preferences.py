@@ -49,6 +49,8 @@ from alignax.tasks.gold import token_score_reward
 from alignax.tasks.language import BOS_ID
 from alignax.tasks.simulators import bradley_terry
 from alignax.tasks.policies import sft_policy_config
+from alignax.train.plots import plot_grouped_bars
+from alignax.train.small import fit_small
 
 DATASETS = ("chain", "tree", "tree_siblings")
 
@@ -122,57 +124,69 @@ def tree_data(policy, prompts, key, rng, *, branching, depth, pairs_per_tree, st
     return np.stack(a), np.stack(b)
 
 
-def train_rms(rm, init_params, chosen, rejected, seed, *, steps, batch_size, learning_rate):
-    """Bradley-Terry training of one RM per data set, vmapped over K data sets.
+def train_rms(workdir: str, rm, init_params, chosen, rejected, seeds, labels, *, steps,
+              batch_size, learning_rate):
+    """Bradley-Terry training of one RM per row (a seed's data set), all rows in one program.
 
-    init_params: a single RM's params (shared start); chosen/rejected [K, M, T]. Each member
-    draws the same batch indices (seed), so the data set is the only difference.
-    """
+    init_params: RM params stacked [R, ...] (row r starts from row r); chosen/rejected
+    [R, M, T]; seeds [R]: row r draws its batch indices from `jax.random.key(seeds[r])`, so the
+    data sets of one seed see the same indices and differ only in their data; labels [R]:
+    distinct ints naming the rows in the metrics. Returns the `SmallFit` (params [R, ...])."""
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
     mask = jnp.ones((2 * batch_size, chosen.shape[-1]), bool)
 
-    def loss_fn(params, c, r):
-        rewards = rm.apply(params, jnp.concatenate([c, r]), mask)
+    def loss_fn(params, batch):
+        rewards = rm.apply(params, jnp.concatenate([batch["chosen"], batch["rejected"]]), mask)
         return bradley_terry_loss(rewards[:batch_size], rewards[batch_size:]).mean()
 
-    def one(c_all, r_all):
-        def step(carry, k):
-            params, opt = carry
-            idx = jax.random.randint(k, (batch_size,), 0, c_all.shape[0])
-            grads = jax.grad(loss_fn)(params, c_all[idx], r_all[idx])
-            updates, opt = tx.update(grads, opt, params)
-            return (optax.apply_updates(params, updates), opt), None
+    def batch_fn(data, rng):
+        idx = jax.random.randint(rng, (batch_size,), 0, data["chosen"].shape[0])
+        return {"chosen": data["chosen"][idx], "rejected": data["rejected"][idx]}
 
-        keys = jax.random.split(jax.random.key(seed), steps)
-        (params, _), _ = jax.lax.scan(step, (init_params, tx.init(init_params)), keys)
-        return params
-
-    return jax.jit(jax.vmap(one))(jnp.asarray(chosen), jnp.asarray(rejected))
+    return fit_small(workdir, loss_fn=loss_fn, init_params=init_params, per_seed_init=True,
+                     tx=tx, num_steps=steps,
+                     data={"chosen": jnp.asarray(chosen), "rejected": jnp.asarray(rejected)},
+                     seeds=labels, seed_keys=jnp.stack([jax.random.key(int(s)) for s in seeds]),
+                     per_seed_data=True, batch_fn=batch_fn, desc="reward models")
 
 
-def linear_bt_accuracy(chosen, rejected, eval_a, eval_b, gold_margin, *, vocab_size,
-                       prompt_len, steps=2000, learning_rate=5.0, l2=1e-3):
-    """Held-out gold accuracy of a bag-of-tokens BT model, r(y) = w . counts(y) / R, fit by
-    gradient descent on the pairs: the ideal learner for the additive gold, a diagnostic of the
-    data alone (no transformer optimisation in the way)."""
-    def feats(seqs):
-        resp = seqs[:, prompt_len:]
-        out = np.zeros((len(seqs), vocab_size))
-        np.add.at(out, (np.arange(len(seqs))[:, None], resp), 1.0)
-        return out / resp.shape[1]
-
-    x = feats(chosen) - feats(rejected)  # the chosen one is better under the label
-    w = np.zeros(vocab_size)
-    for _ in range(steps):
-        grad = -(x * (1.0 / (1.0 + np.exp(x @ w)))[:, None]).mean(axis=0) + l2 * w
-        w -= learning_rate * grad
-    return float(preference_accuracy((feats(eval_a) - feats(eval_b)) @ w, gold_margin))
+def _token_counts(seqs, vocab_size: int, prompt_len: int) -> np.ndarray:
+    """Bag-of-tokens features of the responses: counts(y) / R, [..., V] for seqs [..., T]."""
+    resp = np.asarray(seqs)[..., prompt_len:]
+    flat = resp.reshape(-1, resp.shape[-1])
+    out = np.zeros((len(flat), vocab_size))
+    np.add.at(out, (np.arange(len(flat))[:, None], flat), 1.0)
+    return out.reshape(*resp.shape[:-1], vocab_size) / resp.shape[-1]
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed = int(config.seed)
-    cache = config.cache_dir or os.path.join(os.path.dirname(os.path.dirname(workdir)), "cache")
-    policy = make_sft_policy(config.policy.to_dict(), cache_dir=cache)
+def linear_bt_accuracy(workdir: str, chosen, rejected, eval_a, eval_b, gold_margin, *,
+                       vocab_size, prompt_len, labels, steps=2000, learning_rate=5.0, l2=1e-3):
+    """Held-out gold accuracy of a bag-of-tokens BT model per row, r(y) = w . counts(y) / R,
+    fit by full-batch gradient descent from w = 0 on the mean BT loss plus l2/2 |w|^2 (all rows
+    in one `fit_small` program): the ideal learner for the additive gold, a diagnostic of the
+    data alone (no transformer optimisation in the way).
+
+    chosen/rejected [R, M, T] (the training pairs of each row), eval_a/eval_b [R, N, T],
+    gold_margin [R, N] (gold(a) - gold(b)); labels [R] name the rows. Returns [R] accuracies."""
+    x = _token_counts(chosen, vocab_size, prompt_len) - _token_counts(rejected, vocab_size,
+                                                                      prompt_len)
+
+    def loss_fn(w, x):  # the chosen one is better under the label
+        return jnp.mean(jax.nn.softplus(-(x @ w))) + 0.5 * l2 * jnp.sum(w * w)
+
+    fit = fit_small(workdir, loss_fn=loss_fn, init_params=jnp.zeros(vocab_size, jnp.float32),
+                    tx=optax.sgd(learning_rate), num_steps=steps,
+                    data=jnp.asarray(x, jnp.float32), seeds=labels, per_seed_data=True,
+                    desc="linear BT")
+    w = np.asarray(fit.params, np.float64)
+    margins = np.einsum("rnv,rv->rn", _token_counts(eval_a, vocab_size, prompt_len)
+                        - _token_counts(eval_b, vocab_size, prompt_len), w)
+    return np.array([float(preference_accuracy(m, g)) for m, g in zip(margins, gold_margin)])
+
+
+def _seed_data(config, policy, seed: int):
+    """One seed's labelled pairs of every data set, chosen/rejected [K, M, T], and its data
+    statistics."""
     task = policy.task
     scores = task.token_scores()
     p = 1 + task.prompt_len
@@ -202,59 +216,100 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         result[f"{name}_train_gold_gap"] = float(np.abs(gold(a) - gold(b)).mean())
         result[f"{name}_distinct_responses"] = float(len(np.unique(np.concatenate([a, b]),
                                                                    axis=0)))
+    return np.stack(chosen), np.stack(rejected), result
+
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed's data sets; the RMs of all seeds and data sets in one program
+    (<workdir>/reward_models), the linear diagnostic likewise (<workdir>/linear_bt); then the
+    held-out evaluation and best-of-N per seed. Rows are (seed s, data set k), named
+    100 s + k in the fits' metrics."""
+    seeds = [int(s) for s in config.seeds]
+    cache = config.cache_dir or os.path.join(os.path.dirname(workdir), "cache")
+    policy = make_sft_policy(config.policy.to_dict(), cache_dir=cache)
+    task = policy.task
+    scores = task.token_scores()
+    p = 1 + task.prompt_len
+    kd = len(DATASETS)
+
+    def gold(seqs):
+        return np.asarray(token_score_reward(seqs[:, p:], scores))
+
+    per_seed = [_seed_data(config, policy, seed) for seed in seeds]
+    chosen = np.concatenate([c for c, _, _ in per_seed])      # [S K, M, T]
+    rejected = np.concatenate([r for _, r, _ in per_seed])
+    rows = [100 * seed + k for seed in seeds for k in range(kd)]
+
+    # held-out independent pairs from the policy (per seed)
+    evals = []
+    for seed in seeds:
+        ev_prompts = task.eval_prompts(int(config.num_eval_pairs), 80 + seed)
+        evals.append(chain_data(policy, ev_prompts, jax.random.split(jax.random.key(seed),
+                                                                      4)[3]))
 
     rm = make_reward_model(policy.model.config)
-    init = {"decoder": policy.params["decoder"], "score": rm.init(jax.random.key(seed))["score"]}
+    heads = [rm.init(jax.random.key(seed))["score"] for seed in seeds for _ in range(kd)]
+    init = {"decoder": jax.tree.map(lambda x: np.stack([x] * len(rows)),
+                                    policy.params["decoder"]),
+            "score": jax.tree.map(lambda *x: np.stack(x), *heads)}
     tr = config.train
-    params = train_rms(rm, init, np.stack(chosen), np.stack(rejected), seed,
-                       steps=int(tr.steps), batch_size=int(tr.batch_size),
-                       learning_rate=float(tr.learning_rate))
+    fit = train_rms(os.path.join(workdir, "reward_models"), rm, init, chosen, rejected,
+                    [seed for seed in seeds for _ in range(kd)], rows, steps=int(tr.steps),
+                    batch_size=int(tr.batch_size), learning_rate=float(tr.learning_rate))
+    linear = linear_bt_accuracy(
+        os.path.join(workdir, "linear_bt"), chosen, rejected,
+        np.stack([ea for ea, _ in evals for _ in range(kd)]),
+        np.stack([eb for _, eb in evals for _ in range(kd)]),
+        np.stack([gold(ea) - gold(eb) for ea, eb in evals for _ in range(kd)]),
+        vocab_size=task.vocab_size, prompt_len=p, labels=rows).reshape(len(seeds), kd)
     score_fn = jax.jit(jax.vmap(rm.apply, in_axes=(0, None, None)))
 
-    def score(q, x):
-        return score_fn(q, x, np.ones(x.shape, bool))
+    out = {}
+    for i, seed in enumerate(seeds):
+        params = jax.tree.map(lambda x: x[i * kd:(i + 1) * kd], fit.params)
 
-    # held-out independent pairs from the policy: agreement with the gold ordering
-    ev_prompts = task.eval_prompts(int(config.num_eval_pairs), 80 + seed)
-    ea, eb = chain_data(policy, ev_prompts, keys[3])
-    margins = np.asarray(score(params, ea)) - np.asarray(score(params, eb))  # [K, N]
-    gold_margin = gold(ea) - gold(eb)
-    all_resp = np.concatenate([ea, eb])
-    rm_all = np.concatenate([np.asarray(score(params, ea)), np.asarray(score(params, eb))],
-                            axis=1)
-    for k, name in enumerate(DATASETS):
-        result[f"{name}_accuracy"] = float(preference_accuracy(margins[k], gold_margin))
-        result[f"{name}_spearman"] = float(spearman(rm_all[k], gold(all_resp)))
-        result[f"{name}_linear_accuracy"] = linear_bt_accuracy(
-            chosen[k], rejected[k], ea, eb, gold_margin, vocab_size=task.vocab_size,
-            prompt_len=p)
+        def score(x, params=params):
+            return np.asarray(score_fn(params, x, np.ones(x.shape, bool)))
 
-    # best-of-N on held-out prompts: the same N candidates, picked by each RM
-    n = int(config.bon_n)
-    bon_prompts = task.eval_prompts(int(config.num_bon_prompts), 90 + seed)
-    ids = _prompt_ids(bon_prompts)
-    out = sample(policy.model, policy.params, jnp.asarray(ids), jnp.ones(ids.shape, bool),
-                 jax.random.fold_in(keys[3], 1), max_new_tokens=task.response_len,
-                 num_samples=n)
-    cand = np.concatenate([np.asarray(out.prompt_ids), np.asarray(out.tokens)], axis=1)
-    cand_gold = gold(cand).reshape(-1, n)
-    cand_rm = np.asarray(score(params, cand)).reshape(len(DATASETS), -1, n)
-    rows = np.arange(cand_gold.shape[0])
-    picked = {name: cand_gold[rows, np.argmax(cand_rm[k], axis=1)]
-              for k, name in enumerate(DATASETS)}
-    for name in DATASETS:
-        result[f"{name}_bon_gold"] = float(picked[name].mean())
-    result["oracle_bon_gold"] = float(cand_gold.max(axis=1).mean())
-    result["policy_gold"] = float(cand_gold.mean())
-    for name in DATASETS[1:]:
-        result[f"{name}_win_rate_vs_chain"] = float(win_rate(picked[name], picked["chain"]))
-        decided = picked[name] != picked["chain"]
-        result[f"{name}_win_rate_decided"] = (
-            float(np.mean(picked[name][decided] > picked["chain"][decided]))
-            if decided.any() else 0.5)
-    result["accuracy_gain"] = result["tree_accuracy"] - result["chain_accuracy"]
-    result["spearman_gain"] = result["tree_spearman"] - result["chain_spearman"]
-    return result
+        result = dict(per_seed[i][2])
+        ea, eb = evals[i]
+        # held-out independent pairs: agreement with the gold ordering
+        margins = score(ea) - score(eb)  # [K, N]
+        gold_margin = gold(ea) - gold(eb)
+        all_resp = np.concatenate([ea, eb])
+        rm_all = np.concatenate([score(ea), score(eb)], axis=1)
+        for k, name in enumerate(DATASETS):
+            result[f"{name}_accuracy"] = float(preference_accuracy(margins[k], gold_margin))
+            result[f"{name}_spearman"] = float(spearman(rm_all[k], gold(all_resp)))
+            result[f"{name}_linear_accuracy"] = float(linear[i, k])
+
+        # best-of-N on held-out prompts: the same N candidates, picked by each RM
+        n = int(config.bon_n)
+        bon_prompts = task.eval_prompts(int(config.num_bon_prompts), 90 + seed)
+        ids = _prompt_ids(bon_prompts)
+        out_s = sample(policy.model, policy.params, jnp.asarray(ids), jnp.ones(ids.shape, bool),
+                       jax.random.fold_in(jax.random.split(jax.random.key(seed), 4)[3], 1),
+                       max_new_tokens=task.response_len, num_samples=n)
+        cand = np.concatenate([np.asarray(out_s.prompt_ids), np.asarray(out_s.tokens)], axis=1)
+        cand_gold = gold(cand).reshape(-1, n)
+        cand_rm = score(cand).reshape(kd, -1, n)
+        picks = np.arange(cand_gold.shape[0])
+        picked = {name: cand_gold[picks, np.argmax(cand_rm[k], axis=1)]
+                  for k, name in enumerate(DATASETS)}
+        for name in DATASETS:
+            result[f"{name}_bon_gold"] = float(picked[name].mean())
+        result["oracle_bon_gold"] = float(cand_gold.max(axis=1).mean())
+        result["policy_gold"] = float(cand_gold.mean())
+        for name in DATASETS[1:]:
+            result[f"{name}_win_rate_vs_chain"] = float(win_rate(picked[name], picked["chain"]))
+            decided = picked[name] != picked["chain"]
+            result[f"{name}_win_rate_decided"] = (
+                float(np.mean(picked[name][decided] > picked["chain"][decided]))
+                if decided.any() else 0.5)
+        result["accuracy_gain"] = result["tree_accuracy"] - result["chain_accuracy"]
+        result["spearman_gain"] = result["tree_spearman"] - result["chain_spearman"]
+        out[seed] = result
+    return out
 
 
 def claims(results) -> list[Claim]:
@@ -297,30 +352,14 @@ def claims(results) -> list[Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """Held-out accuracy, Spearman and best-of-N gold per data set and variant (mean +- std)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    width = 0.8 / len(DATASETS)
-    colors = ["tab:gray", "tab:green", "tab:olive"]
     names = list(results)
-    for ax, key, label in zip(axes, ("accuracy", "spearman", "bon_gold"),
-                              ("held-out gold-pref accuracy", "Spearman with gold",
-                               "best-of-N gold")):
-        for k, d in enumerate(DATASETS):
-            ys = [results[v]["metrics"][f"{d}_{key}"]["mean"] for v in names]
-            es = [results[v]["metrics"][f"{d}_{key}"]["std"] for v in names]
-            ax.bar(np.arange(len(names)) + k * width, ys, width, yerr=es, color=colors[k],
-                   label=d)
-        ax.set_xticks(np.arange(len(names)) + width, names, fontsize=7)
-        ax.set_title(label, fontsize=9)
-    axes[0].legend(fontsize=7)
-    fig.suptitle("Equal label budget: chain pairs vs response-tree pairs")
-    fig.tight_layout()
-    path = os.path.join(workdir, "plots", "tree_vs_chain.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    paths = []
+    for key, label in (("accuracy", "held-out gold-pref accuracy"),
+                       ("spearman", "Spearman with gold"), ("bon_gold", "best-of-N gold")):
+        stats = {d: ([results[v]["metrics"][f"{d}_{key}"]["mean"] for v in names],
+                     [results[v]["metrics"][f"{d}_{key}"]["std"] for v in names])
+                 for d in DATASETS}
+        paths.append(plot_grouped_bars(
+            names, stats, os.path.join(workdir, "plots", f"tree_vs_chain_{key}.png"),
+            title=f"Equal label budget, chain vs tree pairs: {label}", ylabel=label))
+    return paths

@@ -75,7 +75,7 @@ def test_label_follows_the_gold_at_zero_temperature():
     np.testing.assert_array_equal(r, [[5, 6], [3, 4]])
 
 
-def test_linear_bt_diagnostic_recovers_an_additive_reward_and_flips_with_the_labels():
+def test_linear_bt_diagnostic_recovers_an_additive_reward_and_flips_with_the_labels(tmp_path):
     rng = np.random.default_rng(0)
     scores = rng.normal(size=10)
 
@@ -86,8 +86,16 @@ def test_linear_bt_diagnostic_recovers_an_additive_reward_and_flips_with_the_lab
     ga, gb = scores[a[:, 2:]].mean(1), scores[b[:, 2:]].mean(1)
     c, r = tp._label(a, b, ga, gb, rng, 0.0)
     gold_margin = scores[ea[:, 2:]].mean(1) - scores[eb[:, 2:]].mean(1)
-    acc = tp.linear_bt_accuracy(c, r, ea, eb, gold_margin, vocab_size=10, prompt_len=2)
+    # row 0: the labelled pairs; row 1: every label swapped (both fit in one program)
+    acc, swapped = tp.linear_bt_accuracy(
+        str(tmp_path), np.stack([c, r]), np.stack([r, c]), np.stack([ea, ea]),
+        np.stack([eb, eb]), np.stack([gold_margin, gold_margin]), vocab_size=10, prompt_len=2,
+        labels=[0, 1])
     assert acc > 0.9
     # swapping every label negates the fitted weights: accuracy becomes 1 - accuracy
-    swapped = tp.linear_bt_accuracy(r, c, ea, eb, gold_margin, vocab_size=10, prompt_len=2)
     np.testing.assert_allclose(swapped, 1.0 - acc, atol=1e-6)
+
+
+def test_token_counts_are_response_token_frequencies():
+    seqs = np.array([[[9, 9, 1, 2, 2, 0]]])  # one row, one sequence; prompt of 2 tokens
+    np.testing.assert_allclose(tp._token_counts(seqs, 4, 2), [[[0.25, 0.25, 0.5, 0.0]]])
