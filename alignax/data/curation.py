@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
-
-from alignax._src import checks
 
 
 def pairwise_win_counts(pair_logits):
@@ -18,10 +17,9 @@ def pairwise_win_counts(pair_logits):
     Returns:
       [P, N] float32 win counts in [0, N - 1].
     """
-    checks.check_rank(pair_logits, 3, "pair_logits")
+    chex.assert_rank(pair_logits, 3, custom_message="pair_logits [P, N, N]")
     n = pair_logits.shape[-1]
-    if pair_logits.shape[-2] != n:
-        raise ValueError(f"pair_logits must have shape [P, N, N], got {pair_logits.shape}")
+    chex.assert_shape(pair_logits, (None, n, n), custom_message="pair_logits [P, N, N]")
     logits = jnp.asarray(pair_logits, jnp.float32)
     wins = jnp.where(logits > 0, 1.0, jnp.where(logits == 0, 0.5, 0.0)) * (1.0 - jnp.eye(n))
     return jnp.sum(wins, -1)
@@ -52,9 +50,10 @@ def rank_then_sift(pair_logits, point_scores, *, num_chosen: int, num_rejected: 
     Returns:
       (chosen [P] int32, rejected [P] int32) candidate indices.
     """
-    checks.check_rank(point_scores, 2, "point_scores")
+    chex.assert_rank(point_scores, 2, custom_message="point_scores")
     wins = pairwise_win_counts(pair_logits)
-    checks.check_same_shape([wins, point_scores], ["pair_logits[..., 0]", "point_scores"])
+    chex.assert_equal_shape([wins, point_scores],
+                            custom_message="pair_logits[..., 0], point_scores")
     n = point_scores.shape[-1]
     k_r = num_chosen if num_rejected is None else num_rejected
     if num_chosen < 1 or k_r < 1 or num_chosen + k_r > n:

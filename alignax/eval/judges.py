@@ -12,10 +12,9 @@ All functions are jax-traceable functions of arrays; string and integer options 
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
-
-from alignax._src import checks
 
 TIE_POLICIES = ("wrong", "half", "exclude")
 
@@ -48,14 +47,16 @@ def judge_accuracy(chosen_scores: jax.Array, rejected_scores: jax.Array,
     """
     if tie_policy not in TIE_POLICIES:
         raise ValueError(f"unknown tie_policy {tie_policy!r}; use one of {TIE_POLICIES}")
-    checks.check_rank(chosen_scores, 1, "chosen_scores")
-    checks.check_same_shape([chosen_scores, rejected_scores], ["chosen_scores", "rejected_scores"])
+    chex.assert_rank(chosen_scores, 1, custom_message="chosen_scores")
+    chex.assert_equal_shape([chosen_scores, rejected_scores],
+                            custom_message="chosen_scores, rejected_scores")
     c = jnp.asarray(chosen_scores, jnp.float32)
     r = jnp.asarray(rejected_scores, jnp.float32)
     if categories is None:
         categories = jnp.zeros(c.shape, jnp.int32)
-    checks.check_same_shape([chosen_scores, categories], ["chosen_scores", "categories"])
-    checks.check_integer(categories, "categories")
+    chex.assert_equal_shape([chosen_scores, categories],
+                            custom_message="chosen_scores, categories")
+    chex.assert_type(categories, int, custom_message="categories")
     win = (c > r).astype(jnp.float32)
     tie = (c == r).astype(jnp.float32)
     onehot = jax.nn.one_hot(categories, num_categories, dtype=jnp.float32)  # [B, C]
@@ -93,7 +94,7 @@ def discretize_scores(unit_scores: jax.Array, *, levels: int, low: float = 0.0,
     """
     if not isinstance(levels, int) or levels < 2:
         raise ValueError(f"levels must be an int >= 2, got {levels!r}")
-    checks.check_floating(unit_scores, "unit_scores")
+    chex.assert_type(unit_scores, float, custom_message="unit_scores")
     high = low + levels - 1 if high is None else high
     u = jnp.clip(jnp.asarray(unit_scores, jnp.float32), 0.0, 1.0)
     grade = jnp.round(u * (levels - 1))

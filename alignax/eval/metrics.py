@@ -5,10 +5,9 @@ All are jax-traceable functions of arrays, usable inside a jitted evaluation.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
-
-from alignax._src import checks
 
 
 def win_rate(rewards: jax.Array, baseline_rewards: jax.Array) -> jax.Array:
@@ -17,7 +16,8 @@ def win_rate(rewards: jax.Array, baseline_rewards: jax.Array) -> jax.Array:
     [N] x2 (e.g. gold rewards of the policy's and the reference's responses to the same prompts)
     -> scalar float32.
     """
-    checks.check_same_shape([rewards, baseline_rewards], ["rewards", "baseline_rewards"])
+    chex.assert_equal_shape([rewards, baseline_rewards],
+                            custom_message="rewards, baseline_rewards")
     a = jnp.asarray(rewards, jnp.float32)
     b = jnp.asarray(baseline_rewards, jnp.float32)
     return jnp.mean(jnp.where(a > b, 1.0, jnp.where(a == b, 0.5, 0.0)))
@@ -30,8 +30,8 @@ def preference_accuracy(predicted_margins: jax.Array, gold_margins: jax.Array) -
     tie are left out (they have no correct answer). [N] x2 -> scalar (NaN if every pair is a gold
     tie).
     """
-    checks.check_same_shape([predicted_margins, gold_margins],
-                            ["predicted_margins", "gold_margins"])
+    chex.assert_equal_shape([predicted_margins, gold_margins],
+                            custom_message="predicted_margins, gold_margins")
     p = jnp.sign(jnp.asarray(predicted_margins, jnp.float32))
     g = jnp.sign(jnp.asarray(gold_margins, jnp.float32))
     score = jnp.where(p == 0, 0.5, (p == g).astype(jnp.float32))
@@ -48,7 +48,7 @@ def expected_calibration_error(probs: jax.Array, labels: jax.Array, *,
     soft). Guo et al. 2017, "On Calibration of Modern Neural Networks" (arXiv 1706.04599).
     [N] x2 -> scalar.
     """
-    checks.check_same_shape([probs, labels], ["probs", "labels"])
+    chex.assert_equal_shape([probs, labels], custom_message="probs, labels")
     if num_bins < 1:
         raise ValueError(f"num_bins must be >= 1, got {num_bins}")
     p = jnp.asarray(probs, jnp.float32)

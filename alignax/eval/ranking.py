@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -36,12 +37,12 @@ def auroc(scores, labels, mask=None) -> jax.Array:
     Returns:
       Scalar float32 in [0, 1] (or NaN).
     """
-    checks.check_rank(scores, 1, "scores")
-    checks.check_same_shape([scores, labels], ["scores", "labels"])
+    chex.assert_rank(scores, 1, custom_message="scores")
+    chex.assert_equal_shape([scores, labels], custom_message="scores, labels")
     s = checks.as_float(scores, "scores")
     valid = jnp.ones(s.shape, bool) if mask is None else jnp.asarray(mask, bool)
     if mask is not None:
-        checks.check_same_shape([scores, mask], ["scores", "mask"])
+        chex.assert_equal_shape([scores, mask], custom_message="scores, mask")
     pos = (jnp.asarray(labels) != 0) & valid
     neg = (jnp.asarray(labels) == 0) & valid
     neg_sorted = jnp.sort(jnp.where(neg, s, jnp.inf))  # non-negatives sort last, never "below"
@@ -80,8 +81,8 @@ def majority_vote(answers, weights, num_answers: int) -> jax.Array:
     Answers outside [0, num_answers) (e.g. -1 for malformed) do not vote; ties go to the smallest
     answer; -1 where no sample votes.
     """
-    checks.check_rank(answers, 2, "answers")
-    checks.check_same_shape([answers, weights], ["answers", "weights"])
+    chex.assert_rank(answers, 2, custom_message="answers")
+    chex.assert_equal_shape([answers, weights], custom_message="answers, weights")
     onehot = jax.nn.one_hot(answers, num_answers, dtype=jnp.float32)  # [P, S, A]; out of range -> 0
     counts = jnp.einsum("psa,ps->pa", onehot, jnp.asarray(weights, jnp.float32))
     best = jnp.argmax(counts, axis=-1).astype(jnp.int32)
@@ -115,9 +116,9 @@ def pruned_majority_vote(prefix_scores, answers, lengths, prefix_lengths, *,
     Returns:
       PrunedVote (see its docstring).
     """
-    checks.check_rank(prefix_scores, 2, "prefix_scores")
-    checks.check_same_shape([prefix_scores, answers, lengths, prefix_lengths],
-                            ["prefix_scores", "answers", "lengths", "prefix_lengths"])
+    chex.assert_rank(prefix_scores, 2, custom_message="prefix_scores")
+    chex.assert_equal_shape([prefix_scores, answers, lengths, prefix_lengths],
+                            custom_message="prefix_scores, answers, lengths, prefix_lengths")
     checks.check_in_range(quantile, "quantile", 0.0, 1.0)
     q = checks.as_float(prefix_scores, "prefix_scores")
     threshold = jnp.quantile(q, quantile, axis=1, keepdims=True)

@@ -11,6 +11,7 @@ All functions take per-example boolean or probability arrays [N] and are jit-fri
 
 from __future__ import annotations
 
+import chex
 import jax.numpy as jnp
 
 from alignax._src import checks
@@ -34,8 +35,8 @@ def weak_areas(weak_probs, labels, *, min_confidence: float = 0.0):
     Returns:
       [N] bool mask of K_w (U_w is its complement).
     """
-    checks.check_rank(weak_probs, 1, "weak_probs")
-    checks.check_same_shape([weak_probs, labels], ["weak_probs", "labels"])
+    chex.assert_rank(weak_probs, 1, custom_message="weak_probs")
+    chex.assert_equal_shape([weak_probs, labels], custom_message="weak_probs, labels")
     checks.check_in_range(min_confidence, "min_confidence", 0.0, 0.5)
     p = jnp.asarray(weak_probs, jnp.float32)
     y = jnp.asarray(labels).astype(bool)
@@ -45,9 +46,9 @@ def weak_areas(weak_probs, labels, *, min_confidence: float = 0.0):
 def conflict_induced_errors(correct_without_conflict, correct_with_conflict):
     """E = examples the strong model gets right without the conflicting objective and wrong with
     it (target-dimension errors caused by the conflict): [N] bool."""
-    checks.check_rank(correct_without_conflict, 1, "correct_without_conflict")
-    checks.check_same_shape([correct_without_conflict, correct_with_conflict],
-                            ["correct_without_conflict", "correct_with_conflict"])
+    chex.assert_rank(correct_without_conflict, 1, custom_message="correct_without_conflict")
+    chex.assert_equal_shape([correct_without_conflict, correct_with_conflict],
+                            custom_message="correct_without_conflict, correct_with_conflict")
     return (jnp.asarray(correct_without_conflict).astype(bool)
             & ~jnp.asarray(correct_with_conflict).astype(bool))
 
@@ -83,7 +84,8 @@ def deception_score(correct_without_conflict, correct_with_conflict, weak_known)
       (|E cap U_w| / |U_w|) and `known_error_rate` (|E cap K_w| / |K_w|).
     """
     errors = conflict_induced_errors(correct_without_conflict, correct_with_conflict)
-    checks.check_same_shape([errors, weak_known], ["correct_without_conflict", "weak_known"])
+    chex.assert_equal_shape([errors, weak_known],
+                            custom_message="correct_without_conflict, weak_known")
     unknown = ~jnp.asarray(weak_known).astype(bool)
     e = errors.astype(jnp.float32)
     u = unknown.astype(jnp.float32)

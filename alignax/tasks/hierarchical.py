@@ -8,10 +8,9 @@ are within its margin delta_i on the next one, and so on.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
-
-from alignax._src import checks
 
 
 def hierarchical_preference(factors_a, factors_b, margins, *, key=None):
@@ -38,12 +37,13 @@ def hierarchical_preference(factors_a, factors_b, margins, *, key=None):
     Reference: Bukharin et al. 2023, "Deep Reinforcement Learning from Hierarchical Weak
     Preference Feedback" (HERON).
     """
-    checks.check_rank(factors_a, 2, "factors_a")
-    checks.check_same_shape([factors_a, factors_b], ["factors_a", "factors_b"])
+    chex.assert_rank(factors_a, 2, custom_message="factors_a")
+    chex.assert_equal_shape([factors_a, factors_b], custom_message="factors_a, factors_b")
     num_factors = jnp.shape(factors_a)[-1]
     if num_factors < 1:
         raise ValueError("factors need at least one column (M >= 1)")
-    checks.check_broadcastable(margins, (num_factors,), "margins", "the factor axis")
+    chex.assert_is_broadcastable(jnp.shape(margins), (num_factors,),
+                                 custom_message="margins against the factor axis [M]")
     diff = jnp.asarray(factors_a, jnp.float32) - jnp.asarray(factors_b, jnp.float32)
     margins = jnp.broadcast_to(jnp.asarray(margins, jnp.float32), (num_factors,))
     decisive = jnp.abs(diff) > margins  # [B, M]

@@ -82,13 +82,17 @@ def test_random_pairs_distinct_and_ordered_by_judge():
 
 
 def test_shape_and_size_errors():
-    with pytest.raises(ValueError, match="pair_logits"):
+    # shape checks are chex asserts (trace-time): AssertionError naming the arguments
+    with pytest.raises(AssertionError, match=r"shape \(2, 3, 4\) but expected \(None, 4, 4\)\. "
+                                             r"\[pair_logits \[P, N, N\]\]"):
         pairwise_win_counts(np.zeros((2, 3, 4)))
-    with pytest.raises(ValueError, match="pair_logits"):
+    with pytest.raises(AssertionError,
+                       match=r"rank 2 .* but expected 3\. \[pair_logits \[P, N, N\]\]"):
         pairwise_win_counts(np.zeros((3, 3)))
-    with pytest.raises(ValueError, match="point_scores"):
+    with pytest.raises(AssertionError, match=r"different shapes: \[\(2, 4\), \(2, 5\)\]\. "
+                                             r"\[pair_logits\[\.\.\., 0\], point_scores\]"):
         rank_then_sift(np.zeros((2, 4, 4)), np.zeros((2, 5)), num_chosen=1)
     with pytest.raises(ValueError, match="num_chosen"):
         rank_then_sift(np.zeros((2, 4, 4)), np.zeros((2, 4)), num_chosen=3)
-    with pytest.raises(ValueError, match="point_scores"):
+    with pytest.raises(AssertionError, match=r"rank 1 .* but expected 2\. \[point_scores\]"):
         rank_then_sift(np.zeros((2, 4, 4)), np.zeros(4), num_chosen=1)

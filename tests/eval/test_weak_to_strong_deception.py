@@ -87,13 +87,18 @@ def test_degenerate_cases_are_finite():
 
 
 def test_shape_errors():
-    with pytest.raises(ValueError, match="weak_probs"):
+    # shape checks are chex asserts (trace-time): AssertionError naming the arguments
+    with pytest.raises(AssertionError, match=r"rank 2 .* but expected 1\. \[weak_probs\]"):
         weak_areas(np.zeros((2, 3)), np.zeros((2, 3)))
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(AssertionError,
+                       match=r"different shapes: \[\(3,\), \(4,\)\]\. \[weak_probs, labels\]"):
         weak_areas(np.zeros(3), np.zeros(4))
-    with pytest.raises(ValueError, match="correct_with_conflict"):
+    with pytest.raises(AssertionError,
+                       match=r"different shapes: \[\(3,\), \(4,\)\]\. "
+                             r"\[correct_without_conflict, correct_with_conflict\]"):
         conflict_induced_errors(np.ones(3, bool), np.ones(4, bool))
-    with pytest.raises(ValueError, match="weak_known"):
+    with pytest.raises(AssertionError, match=r"different shapes: \[\(3,\), \(4,\)\]\. "
+                                             r"\[correct_without_conflict, weak_known\]"):
         deception_score(np.ones(3, bool), np.ones(3, bool), np.ones(4, bool))
     with pytest.raises(ValueError, match="min_confidence"):
         weak_areas(np.zeros(3), np.zeros(3), min_confidence=0.7)

@@ -82,9 +82,12 @@ def test_random_tie_break_only_touches_undecided_pairs():
 
 
 def test_shape_errors():
-    with pytest.raises(ValueError, match="rank 2"):
+    # shape checks are chex asserts (trace-time): AssertionError naming the arguments
+    with pytest.raises(AssertionError, match=r"rank 1 .* but expected 2\. \[factors_a\]"):
         hierarchical_preference(np.zeros(3), np.zeros(3), 0.0)
-    with pytest.raises(ValueError, match="equal shapes"):
+    with pytest.raises(AssertionError, match=r"different shapes: \[\(2, 3\), \(2, 2\)\]\. "
+                                             r"\[factors_a, factors_b\]"):
         hierarchical_preference(np.zeros((2, 3)), np.zeros((2, 2)), 0.0)
-    with pytest.raises(ValueError, match="margins"):
+    with pytest.raises(AssertionError, match=r"Shape \(2,\) is not broadcastable to shape "
+                                             r"\(3,\)\. \[margins against the factor axis"):
         hierarchical_preference(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(2))
