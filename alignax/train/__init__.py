@@ -1,7 +1,7 @@
 """Training core: state, the jitted step, shardings, checkpoints, the loop, writers."""
 
-from alignax.train.few_shot import fit_user_weights, user_weights_loss
+from alignax.train.few_shot import user_weights_loss
 from alignax.train.state import TrainState
 from alignax.train.step import make_train_step
 
-__all__ = ["TrainState", "fit_user_weights", "make_train_step", "user_weights_loss"]
+__all__ = ["TrainState", "make_train_step", "user_weights_loss"]

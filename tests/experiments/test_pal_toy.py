@@ -6,12 +6,13 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from alignax.experiment import load_module
 from alignax.losses.reward import ideal_point_loss
 from alignax.models.mlp import MLPConfig, make_mlp
-from alignax.train.few_shot import fit_user_weights
+from alignax.train.few_shot import user_weights_loss
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pal = load_module(os.path.join(REPO, "experiments", "pal.py"))
@@ -67,6 +68,22 @@ def test_pal_beats_bt_on_a_small_run(tmp_path):
     assert set(out["pal"]) >= {f"unseen_accuracy_{s}" for s in (2, 5, 10, 20)}
 
 
+def _adam_alone(chosen, rejected, prototypes, mask, *, steps, learning_rate, l2):
+    """The reference: one user's logits fitted alone by a plain loop of optax Adam updates from
+    the uniform mixture (zeros)."""
+    tx = optax.adam(learning_rate)
+    w = jnp.zeros((prototypes.shape[0],), jnp.float32)
+    grad = jax.grad(functools.partial(user_weights_loss, l2=l2))
+
+    def update(carry, _):
+        w, opt = carry
+        updates, opt = tx.update(grad(w, chosen, rejected, prototypes, mask), opt, w)
+        return (optax.apply_updates(w, updates), opt), None
+
+    (w, _), _ = jax.lax.scan(update, (w, tx.init(w)), None, length=steps)
+    return w
+
+
 def test_joint_few_shot_fit_equals_separate_user_fits(tmp_path):
     """All unseen users' logits in one fit (summed losses) == each user fitted alone."""
     config = pal.get_config("smoke")
@@ -84,7 +101,7 @@ def test_joint_few_shot_fit_equals_separate_user_fits(tmp_path):
     logits, acc = pal.fit_unseen_users(config, str(tmp_path), f, params, data, seeds, shots)
     num_users = data["pool_chosen"].shape[1]
     assert logits.shape == (2, 2, num_users, 3) and acc.shape == (2, 2)
-    fit_one = functools.partial(fit_user_weights, steps=20,
+    fit_one = functools.partial(_adam_alone, steps=20,
                                 learning_rate=config.few_shot.learning_rate, l2=0.01)
     fit_users = jax.jit(jax.vmap(fit_one, in_axes=(0, 0, None, 0)))  # each user alone
     pool_size = data["pool_chosen"].shape[2]
