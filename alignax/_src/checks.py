@@ -19,15 +19,12 @@ What stays here, and why no library call replaces it:
   may be traced (a schedule under jit); this check runs on concrete values and is skipped for
   traced ones.
 
-The functions under "Legacy" below duplicate chex and raise `ValueError`/`TypeError`. They are
-kept only until their remaining callers (alignax/eval, alignax/data/curation.py,
-alignax/train/few_shot.py, alignax/tasks/hierarchical.py) move to chex; new code calls chex.
+Nothing else belongs here: a shape, rank or dtype check that chex provides is a chex call.
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -70,52 +67,3 @@ def check_in_range(value, name: str, low: float, high: float, *, high_inclusive:
         bracket = "]" if high_inclusive else ")"
         raise ValueError(f"{name} must lie in [{low}, {high}{bracket}, got {value}")
 
-
-# Legacy: duplicates of chex asserts, kept for the callers listed in the module docstring.
-
-
-def check_rank(x: jax.typing.ArrayLike, rank: int, name: str) -> None:
-    """Raises ValueError unless `x` has exactly `rank` dimensions."""
-    if jnp.ndim(x) != rank:
-        raise ValueError(f"{name} must have rank {rank}, got shape {jnp.shape(x)}")
-
-
-def check_shape(x: jax.typing.ArrayLike, shape: Sequence[int | None], name: str) -> None:
-    """Raises ValueError unless `x` has `shape`; a None entry matches any size."""
-    actual = jnp.shape(x)
-    if len(actual) != len(shape) or any(
-            want is not None and want != got for want, got in zip(shape, actual)):
-        expected = tuple("?" if s is None else s for s in shape)
-        raise ValueError(f"{name} must have shape {expected}, got {actual}")
-
-
-def check_same_shape(arrays: Sequence[jax.typing.ArrayLike], names: Sequence[str]) -> None:
-    """Raises ValueError unless all `arrays` have the same shape (no broadcasting)."""
-    shapes = [jnp.shape(a) for a in arrays]
-    if len(set(shapes)) > 1:
-        desc = ", ".join(f"{n}{s}" for n, s in zip(names, shapes))
-        raise ValueError(f"expected equal shapes, got {desc}")
-
-
-def check_broadcastable(x: jax.typing.ArrayLike, shape: Sequence[int], name: str,
-                        target: str = "the input") -> None:
-    """Raises ValueError unless `x` broadcasts to `shape` without changing `shape`."""
-    try:
-        out = np.broadcast_shapes(jnp.shape(x), tuple(shape))
-    except ValueError:
-        out = None
-    if out != tuple(shape):
-        raise ValueError(f"{name} of shape {jnp.shape(x)} does not broadcast to {target} of shape "
-                         f"{tuple(shape)}")
-
-
-def check_floating(x: jax.typing.ArrayLike, name: str) -> None:
-    """Raises TypeError unless `x` has a floating-point dtype."""
-    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-        raise TypeError(f"{name} must be floating point, got {jnp.result_type(x)}")
-
-
-def check_integer(x: jax.typing.ArrayLike, name: str) -> None:
-    """Raises TypeError unless `x` has an integer dtype."""
-    if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
-        raise TypeError(f"{name} must have an integer dtype, got {jnp.result_type(x)}")
