@@ -18,7 +18,10 @@ distinct token give a strictly concave front: each direction has its own optimal
 tokens at theta near 0 to the maximum near pi/2.) Per seed: SFT a 2-layer LM on random responses of
 random length (direction tokens uninformative), then 3 rounds of RSF: for each of 64 prompts per
 direction bin, 16 samples, keep argmax v^T r (`alignax.rewards.directional.select_by_direction`),
-SFT on the kept samples. Baseline (`scalar`): the same RSF with ONE fixed direction (theta = pi/4,
+SFT on the kept samples (each round fine-tunes the last round's policy with a fresh AdamW state;
+the reference SFT and every round train all seeds of a variant in one
+`alignax.train.small.fit_small` program under `<variant>/base` and `<variant>/round<r>`:
+metrics, checkpoints). Baseline (`scalar`): the same RSF with ONE fixed direction (theta = pi/4,
 the middle of the range), no direction token (a constant null token), the same sample budget.
 Evaluation after every round: 1024 samples
 (64 fresh prompts x 16) per direction bin, or of the scalar policy.
@@ -38,7 +41,6 @@ Claims checked (after round 3, over seeds):
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 
@@ -55,6 +57,7 @@ from alignax.rewards import aggregate
 from alignax.rewards.directional import (bin_centers, direction_tokens, select_by_direction,
                                          unit_directions)
 from alignax.sampling.sampler import sample
+from alignax.train.small import fit_small
 
 PAD, BOS, EOS, NULL = 0, 1, 2, 3
 FIRST_DIR = 4
@@ -153,46 +156,32 @@ def base_examples(task, n: int, rng: np.random.Generator):
 # ----------------------------------------------------------------------------- training
 
 
-@functools.lru_cache(maxsize=8)
-def make_model(model_items: tuple, vocab: int):
-    """The LM, cached so that every run of a process shares one compiled sampler and fit."""
-    return common.make_model({**dict(model_items), "vocab_size": vocab}, "lm")
+def make_model(config):
+    """The toy LM of `config.model` over the task's vocabulary."""
+    return common.make_model({**config.model.to_dict(), "vocab_size": vocab_size(config.task)},
+                             "lm")
 
 
-def make_optimizer():
-    """AdamW whose learning rate lives in the optimizer state (set per phase, no recompile)."""
-    return optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3, weight_decay=0.0)
+def fit_sft(workdir: str, model, params, data: dict, seeds, keys, *, steps: int,
+            learning_rate: float, batch_size: int):
+    """`steps` AdamW steps of the SFT loss on random minibatches of each seed's rows, every seed
+    in one `fit_small` program with a fresh optimizer.
 
+    params: the stacked [S, ...] start of every seed; data: [S, C, T] input_ids, mask, loss_mask;
+    keys [S]: minibatch draws (update i of seed s uses fold_in(keys[s], i)). Returns the SmallFit
+    (final_loss: the loss before the last update).
+    """
+    sft_loss = sft.make_sft_loss(model.apply)
 
-def init_opt_state(params, learning_rate: float):
-    state = make_optimizer().init(params)
-    state.hyperparams["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
-    return state
+    def batch_fn(d, rng):
+        idx = jax.random.randint(rng, (batch_size,), 0, d["input_ids"].shape[0])
+        return jax.tree.map(lambda x: x[idx], d)
 
-
-@functools.partial(jax.jit, static_argnames=("model", "batch_size"))
-def fit(model, params, opt_state, ids, mask, loss_mask, count, steps, rng, *, batch_size: int):
-    """`steps` AdamW steps of the SFT loss on minibatches drawn from the first `count` rows of
-    (ids, mask, loss_mask) [C, T] (rows past `count` are padding). Returns (params, opt_state,
-    last loss)."""
-    loss_fn = sft.make_sft_loss(model.apply)
-    tx = make_optimizer()
-
-    def step(i, carry):
-        params, opt_state, _ = carry
-        idx = jax.random.randint(jax.random.fold_in(rng, i), (batch_size,), 0, count)
-        batch = {"input_ids": ids[idx], "mask": mask[idx], "loss_mask": loss_mask[idx]}
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, None)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return jax.lax.fori_loop(0, steps, step, (params, opt_state, jnp.zeros((), jnp.float32)))
-
-
-def pad_rows(x: np.ndarray, capacity: int) -> np.ndarray:
-    if len(x) > capacity:
-        raise ValueError(f"{len(x)} rows exceed the capacity {capacity}")
-    return np.concatenate([x, np.zeros((capacity - len(x),) + x.shape[1:], x.dtype)])
+    return fit_small(workdir, loss_fn=lambda p, batch: sft_loss(p, batch, None), has_aux=True,
+                     init_params=params, per_seed_init=True,
+                     tx=optax.adamw(float(learning_rate), weight_decay=0.0),
+                     num_steps=int(steps), data=jax.tree.map(jnp.asarray, data), seeds=seeds,
+                     seed_keys=jnp.stack(keys), per_seed_data=True, batch_fn=batch_fn)
 
 
 def _sample(model, params, prompts, rng, num_samples: int, task, temperature: float):
@@ -215,29 +204,35 @@ def evaluate(model, params, task, bins: np.ndarray, *, method: str, num_samples:
     return np.stack([r[group == g].mean(0) for g in np.unique(group)])
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    del workdir
-    seed = int(config.seed)
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one variant: the reference SFT and each RSF round train all seeds in one
+    program (`workdir/base`, `workdir/round<r>`); sampling, selection and evaluation per seed."""
+    seeds = [int(s) for s in config.seeds]
     task, method = config.task, config.method
     if method not in ("dpa", "scalar"):
         raise ValueError(f"method must be 'dpa' or 'scalar', got {method!r}")
-    model = make_model(tuple(sorted(config.model.to_dict().items())), vocab_size(task))
-    rng = np.random.default_rng([seed, 1])
-    key = jax.random.key(seed)
-    key, k_init, k_base = jax.random.split(key, 3)
+    model = make_model(config)
+    rngs = [np.random.default_rng([s, 1]) for s in seeds]
+    keys, init_keys, base_keys = [], [], []
+    for s in seeds:
+        key, k_init, k_base = jax.random.split(jax.random.key(s), 3)
+        keys.append(key)
+        init_keys.append(k_init)
+        base_keys.append(k_base)
     n, per_bin = int(config.rsf.num_samples), int(config.rsf.prompts_per_bin)
     bins = np.repeat(np.arange(task.num_bins), per_bin)
-    capacity = max(int(config.base.examples), len(bins))
+    names = ("input_ids", "mask", "loss_mask")
 
     # 1. reference policy: SFT on random responses
-    params = model.init(k_init)
-    data = [pad_rows(x, capacity) for x in base_examples(task, config.base.examples, rng)]
-    params, _, base_loss = fit(model, params, init_opt_state(params, config.base.learning_rate),
-                               *data, config.base.examples, config.base.steps, k_base,
-                               batch_size=config.rsf.batch_size)
+    examples = [base_examples(task, config.base.examples, rng) for rng in rngs]
+    init = jax.tree.map(lambda *x: jnp.stack(x), *[model.init(k) for k in init_keys])
+    fit = fit_sft(os.path.join(workdir, "base"), model, init,
+                  {k: np.stack([e[j] for e in examples]) for j, k in enumerate(names)}, seeds,
+                  base_keys, steps=config.base.steps, learning_rate=config.base.learning_rate,
+                  batch_size=config.rsf.batch_size)
+    results = {s: {"base_nll_last": float(fit.final_loss[i])} for i, s in enumerate(seeds)}
 
-    # 2. RSF rounds
-    opt_state = init_opt_state(params, config.rsf.learning_rate)
+    # 2. RSF rounds (each round fine-tunes from the last one's params with a fresh AdamW)
     centers = np.asarray(bin_centers(task.num_bins, task.angle_low, task.angle_high))
     if method == "dpa":
         group_dirs = unit_directions(jnp.asarray(centers[bins]))
@@ -248,51 +243,62 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     else:
         group_dirs = jnp.tile(unit_directions(jnp.array([task.scalar_angle])), (len(bins), 1))
 
-    results: dict[str, float] = {"base_nll_last": float(base_loss)}
-    history = []
+    history = {s: [] for s in seeds}
     for r in range(int(config.rsf.rounds) + 1):
-        key, k_eval, k_samp, k_fit = jax.random.split(key, 4)
-        history.append(evaluate(model, params, task, bins, method=method, num_samples=n,
-                                rng=k_eval, seed=seed))
+        kept, fit_keys = [], []
+        for i, s in enumerate(seeds):
+            keys[i], k_eval, k_samp, k_fit = jax.random.split(keys[i], 4)
+            params = fit.seed_params(i)
+            history[s].append(evaluate(model, params, task, bins, method=method, num_samples=n,
+                                       rng=k_eval, seed=s))
+            if r == int(config.rsf.rounds):
+                continue
+            prompts = make_prompts(task, bins, rngs[i], null=method == "scalar")
+            out = _sample(model, params, prompts, k_samp, n, task, config.rsf.temperature)
+            rew = objectives(task, np.asarray(out.tokens), np.asarray(out.mask))
+            idx, best = select_by_direction(jnp.asarray(rew.reshape(len(bins), n, 2)),
+                                            group_dirs)
+            rows = np.arange(len(bins)) * n + np.asarray(idx)
+            ids = np.concatenate([np.asarray(out.prompt_ids), np.asarray(out.tokens)], 1)[rows]
+            resp = np.asarray(out.mask)[rows]
+            mask = np.concatenate([np.ones((len(rows), prompts.shape[1]), bool), resp], 1)
+            loss_mask = np.concatenate([np.zeros((len(rows), prompts.shape[1]), bool), resp], 1)
+            kept.append((ids.astype(np.int32), mask, loss_mask))
+            fit_keys.append(k_fit)
+            results[s][f"round{r + 1}_kept_reward"] = float(np.mean(best))
         if r == int(config.rsf.rounds):
             break
-        prompts = make_prompts(task, bins, rng, null=method == "scalar")
-        out = _sample(model, params, prompts, k_samp, n, task, config.rsf.temperature)
-        rew = objectives(task, np.asarray(out.tokens), np.asarray(out.mask))
-        idx, best = select_by_direction(jnp.asarray(rew.reshape(len(bins), n, 2)), group_dirs)
-        rows = np.arange(len(bins)) * n + np.asarray(idx)
-        ids = np.concatenate([np.asarray(out.prompt_ids), np.asarray(out.tokens)], 1)[rows]
-        resp = np.asarray(out.mask)[rows]
-        mask = np.concatenate([np.ones((len(rows), prompts.shape[1]), bool), resp], 1)
-        loss_mask = np.concatenate([np.zeros((len(rows), prompts.shape[1]), bool), resp], 1)
-        kept = [pad_rows(x.astype(d.dtype), capacity) for x, d in zip((ids, mask, loss_mask), data)]
-        params, opt_state, loss = fit(model, params, opt_state, *kept, len(rows),
-                                      config.rsf.steps, k_fit, batch_size=config.rsf.batch_size)
-        results[f"round{r + 1}_kept_reward"] = float(np.mean(best))
-        results[f"round{r + 1}_nll_last"] = float(loss)
+        fit = fit_sft(os.path.join(workdir, f"round{r + 1}"), model, fit.params,
+                      {k: np.stack([e[j] for e in kept]) for j, k in enumerate(names)}, seeds,
+                      fit_keys, steps=config.rsf.steps, learning_rate=config.rsf.learning_rate,
+                      batch_size=config.rsf.batch_size)
+        for i, s in enumerate(seeds):
+            results[s][f"round{r + 1}_nll_last"] = float(fit.final_loss[i])
 
-    for r, points in enumerate(history):
-        for j, (h, v) in enumerate(points):
-            results[f"round{r}_help_{j}"] = float(h)
-            results[f"round{r}_len_{j}"] = float(v)
-    final, base = history[-1], history[0]
-    results["base_help"] = float(base[:, 0].mean())
-    results["base_len"] = float(base[:, 1].mean())
     # reference point: the nadir of the true front (the worst helpfulness and the shortest length
     # among the optimal responses of the 8 directions), fixed by the task
     oracle = oracle_points(task, centers)
     ref = oracle.min(0)
-    results["ref_help"], results["ref_len"] = float(ref[0]), float(ref[1])
-    results["hypervolume"] = aggregate.hypervolume(final, ref)
-    results["oracle_hypervolume"] = aggregate.hypervolume(oracle, ref)
-    results["final_help_mean"] = float(final[:, 0].mean())
-    results["final_len_mean"] = float(final[:, 1].mean())
-    if method == "dpa":
-        results["spearman_theta_length"] = float(spearman(centers, final[:, 1]))
-        results["spearman_theta_help"] = float(spearman(centers, final[:, 0]))
-        v = np.asarray(unit_directions(jnp.asarray(centers)))
-        results["directional_reward_mean"] = float(np.mean(np.sum(final * v, 1)))
-        results["spearman_oracle_length"] = float(spearman(centers, oracle[:, 1]))
+    for s in seeds:
+        out = results[s]
+        for r, points in enumerate(history[s]):
+            for j, (h, v) in enumerate(points):
+                out[f"round{r}_help_{j}"] = float(h)
+                out[f"round{r}_len_{j}"] = float(v)
+        final, base = history[s][-1], history[s][0]
+        out["base_help"] = float(base[:, 0].mean())
+        out["base_len"] = float(base[:, 1].mean())
+        out["ref_help"], out["ref_len"] = float(ref[0]), float(ref[1])
+        out["hypervolume"] = aggregate.hypervolume(final, ref)
+        out["oracle_hypervolume"] = aggregate.hypervolume(oracle, ref)
+        out["final_help_mean"] = float(final[:, 0].mean())
+        out["final_len_mean"] = float(final[:, 1].mean())
+        if method == "dpa":
+            out["spearman_theta_length"] = float(spearman(centers, final[:, 1]))
+            out["spearman_theta_help"] = float(spearman(centers, final[:, 0]))
+            v = np.asarray(unit_directions(jnp.asarray(centers)))
+            out["directional_reward_mean"] = float(np.mean(np.sum(final * v, 1)))
+            out["spearman_oracle_length"] = float(spearman(centers, oracle[:, 1]))
     return results
 
 
@@ -347,9 +353,7 @@ def claims(results) -> list[Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """(helpfulness, verbosity) of the 8 directions per RSF round, with the scalar RSF point."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from alignax.train.plots import plot_curves
 
     def mean_point(variant, r, j):
         res = results[variant]["metrics"]
@@ -361,28 +365,19 @@ def plots(results, workdir: str) -> list[str]:
     rounds = sorted({int(k[5:].split("_")[0]) for k in names if k.startswith("round")
                      and "_help_" in k})
     num_bins = len({k for k in names if k.startswith("round0_help_")})
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    cmap = plt.get_cmap("viridis")
+    curves = {}
     for r in rounds:
         pts = np.array([mean_point("dpa", r, j) for j in range(num_bins)])
-        ax.plot(pts[:, 0], pts[:, 1], "o-", color=cmap(r / max(rounds[-1], 1)),
-                label=f"DPA round {r}" + (" (SFT)" if r == 0 else ""))
+        curves[f"DPA round {r}" + (" (SFT)" if r == 0 else "")] = (pts[:, 0], pts[:, 1])
     task = get_config().task
     oracle = oracle_points(task, np.asarray(bin_centers(num_bins, task.angle_low,
                                                         task.angle_high)))
-    ax.plot(oracle[:, 0], oracle[:, 1], "k--", lw=1, label="optimal response per direction")
+    curves["optimal response per direction"] = (oracle[:, 0], oracle[:, 1])
     if "scalar" in results:
-        last = max(rounds)
-        h, v = mean_point("scalar", last, 0)
-        ax.plot([h], [v], "r*", ms=14, label=f"scalar RSF round {last}")
-    ax.set_xlabel("helpfulness (distinct gold-token score)")
-    ax.set_ylabel("verbosity (response length)")
-    ax.set_title("Directional preference alignment: front over 8 directions")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+        h, v = mean_point("scalar", rounds[-1], 0)
+        curves[f"scalar RSF round {rounds[-1]}"] = ([h], [v])
     path = os.path.join(workdir, "plots", "dpa_front.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]
+    return [plot_curves(curves, path,
+                        title="Directional preference alignment: front over 8 directions",
+                        xlabel="helpfulness (distinct gold-token score)",
+                        ylabel="verbosity (response length)")]
