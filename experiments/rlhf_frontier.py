@@ -36,6 +36,7 @@ from alignax.algorithms.cached import make_proxy_rm, make_sft_policy
 from alignax.experiment import Claim, is_smoke
 from alignax.tasks.language import BOS_ID
 from alignax.tasks.policies import proxy_rm_config, sft_policy_config
+from alignax.train.plots import plot_curves
 
 METHODS = ("ppo", "grpo", "rloo", "raft", "online_dpo", "bon")
 
@@ -248,30 +249,19 @@ def claims(results) -> list[Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """Gold and proxy reward against sqrt(KL) for every method (mean over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     curves = _curves(results, workdir)
     if not curves:
         return []
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for variant, runs in sorted(curves.items()):
-        n = min(len(c) for c in runs)
-        kl = np.mean([[p["kl"] for p in c[:n]] for c in runs], axis=0)
-        for ax, key in zip(axes, ("gold", "proxy")):
-            y = np.mean([[p[key] for p in c[:n]] for c in runs], axis=0)
-            ax.plot(np.sqrt(np.maximum(kl, 0.0)), y, marker="o", ms=3, label=variant)
-    for ax, key in zip(axes, ("gold reward", "proxy reward")):
-        ax.set_xlabel("sqrt KL(pi || ref) (nats^0.5)")
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("Optimising a learned proxy RM: gold vs proxy reward against KL")
-    fig.tight_layout()
-    path = os.path.join(workdir, "plots", "frontier.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    paths = []
+    for key in ("gold", "proxy"):
+        lines = {}
+        for variant, runs in sorted(curves.items()):
+            n = min(len(c) for c in runs)
+            kl = np.mean([[p["kl"] for p in c[:n]] for c in runs], axis=0)
+            lines[variant] = (np.sqrt(np.maximum(kl, 0.0)),
+                              np.mean([[p[key] for p in c[:n]] for c in runs], axis=0))
+        paths.append(plot_curves(
+            lines, os.path.join(workdir, "plots", f"frontier_{key}.png"),
+            title=f"Optimising a learned proxy RM: {key} reward against KL",
+            xlabel="sqrt KL(pi || ref) (nats^0.5)", ylabel=f"{key} reward"))
+    return paths
