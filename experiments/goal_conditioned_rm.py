@@ -18,7 +18,9 @@ final answer is wrong (`copy_error_solution`; `data.corruption="arithmetic"` use
 to detect within the budget: pairwise accuracy about 0.55 after 1500 steps). Per seed and variant:
 a 2-layer transformer RM (d_model 64) with a scalar head on every token and a linear projection
 head g, trained with BT only (`bt`, lambda = 0) or BT + lambda * contrastive (`contrastive`,
-lambda = 1), same data, steps and seed. Evaluation on held-out problems:
+lambda = 1), same data, steps and seed (AdamW on random minibatches; all seeds of a variant train
+in one `alignax.train.small.fit_small` program under `<variant>/rm`: metrics every step,
+checkpoints). Evaluation on held-out problems:
   - prefix AUROC: correct vs corrupted solutions scored after a fraction f of their solution
     tokens (`alignax.eval.ranking.auroc`), by Q = cos(z_t, g_bar) and by the reward head at the
     prefix's last token;
@@ -41,7 +43,6 @@ Claims checked:
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
@@ -56,6 +57,7 @@ from alignax.experiment import Claim, is_smoke, metric
 from alignax.losses.reward import bradley_terry_loss, goal_contrastive_loss, prefix_goal_values
 from alignax.models.transformer import Decoder, TransformerConfig, make_from_module
 from alignax.tasks import arithmetic
+from alignax.train.small import fit_small
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -95,9 +97,9 @@ class GoalRewardModel(nnx.Module):
         return self.score(hidden)[..., 0].astype(jnp.float32), self.head(hidden)
 
 
-@functools.lru_cache(maxsize=4)
-def make_rm(model_items: tuple, max_len: int):
-    m = dict(model_items)
+def make_rm(model_config, max_len: int):
+    """The goal-conditioned RM of `config.model` for sequences of up to `max_len` tokens."""
+    m = dict(model_config)
     proj = int(m.pop("proj_dim"))
     cfg = TransformerConfig(**m, vocab_size=arithmetic.VOCAB_SIZE, max_len=max_len)
     return make_from_module(lambda c, rngs: GoalRewardModel(c, rngs, proj), cfg)
@@ -199,8 +201,29 @@ def _gather(x, idx):
     return jnp.take_along_axis(x, idx.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]
 
 
+def make_batch_fn(batch_size: int):
+    """`(data, rng) -> batch`: `batch_size` random pairs of `data` (a seed's [N, ...] arrays)
+    and the contrastive triplet's token positions: a source in the chosen solution (before its
+    last token), a later goal of the same solution (positive), and a negative goal anywhere in
+    the rejected solution."""
+    def batch_fn(data, rng):
+        k_idx, k1, k2, k3 = jax.random.split(rng, 4)
+        idx = jax.random.randint(k_idx, (batch_size,), 0, data["c_ids"].shape[0])
+        batch = jax.tree.map(lambda x: x[idx], data)
+        c_start, c_end = batch["c_start"], batch["c_end"]
+        src = c_start + jax.random.randint(k1, (batch_size,), 0, c_end - c_start)
+        pos = src + 1 + jax.random.randint(k2, (batch_size,), 0, c_end - src)
+        neg = batch["r_start"] + jax.random.randint(k3, (batch_size,), 0,
+                                                    batch["r_end"] - batch["r_start"] + 1)
+        return {**batch, "src": src, "pos": pos, "neg": neg}
+
+    return batch_fn
+
+
 def make_loss(model, contrastive_weight: float):
-    def loss_fn(params, batch, rng):
+    """BT on the last-token rewards + lambda * the goal-contrastive loss of the batch's
+    (source, positive, negative) token projections."""
+    def loss_fn(params, batch):
         ids = jnp.concatenate([batch["c_ids"], batch["r_ids"]])
         mask = jnp.concatenate([batch["c_mask"], batch["r_mask"]])
         rewards, z = model.apply(params, ids, mask)
@@ -208,16 +231,9 @@ def make_loss(model, contrastive_weight: float):
         last = jnp.concatenate([batch["c_end"], batch["r_end"]])
         r = _gather(rewards, last)
         bt = bradley_terry_loss(r[:b], r[b:]).mean()
-        k1, k2, k3 = jax.random.split(rng, 3)
-        c_start, c_end = batch["c_start"], batch["c_end"]
-        # source in the chosen solution (before its last token), a later goal of the same
-        # solution, and a negative goal anywhere in the rejected solution
-        src = c_start + jax.random.randint(k1, (b,), 0, c_end - c_start)
-        pos = src + 1 + jax.random.randint(k2, (b,), 0, c_end - src)
-        neg = batch["r_start"] + jax.random.randint(k3, (b,), 0,
-                                                    batch["r_end"] - batch["r_start"] + 1)
         zc, zr = z[:b], z[b:]
-        con = goal_contrastive_loss(_gather(zc, src), _gather(zc, pos), _gather(zr, neg)).mean()
+        con = goal_contrastive_loss(_gather(zc, batch["src"]), _gather(zc, batch["pos"]),
+                                    _gather(zr, batch["neg"])).mean()
         loss = bt + contrastive_weight * con
         return loss, {"bt": bt, "contrastive": con,
                       "accuracy": jnp.mean(r[:b] > r[b:])}
@@ -225,46 +241,43 @@ def make_loss(model, contrastive_weight: float):
     return loss_fn
 
 
-@functools.partial(jax.jit, static_argnames=("model", "batch_size", "steps"))
-def train_rm(model, params, data, contrastive_weight, learning_rate, rng, *, steps: int,
-             batch_size: int):
-    """`steps` AdamW steps on random minibatches of the pairs in `data`; returns params and the
-    metrics of the last 50 steps (means)."""
-    tx = optax.adamw(learning_rate, weight_decay=0.0)
-    loss_fn = make_loss(model, contrastive_weight)
-    n = data["c_ids"].shape[0]
-
-    def step(carry, key):
-        params, opt_state = carry
-        k_idx, k_loss = jax.random.split(key)
-        idx = jax.random.randint(k_idx, (batch_size,), 0, n)
-        batch = jax.tree.map(lambda x: x[idx], data)
-        (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, k_loss)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), aux
-
-    (params, _), aux = jax.lax.scan(step, (params, tx.init(params)),
-                                    jax.random.split(rng, steps))
-    return params, jax.tree.map(lambda x: x[-50:].mean(), aux)
+def train_rm(config, workdir: str, model, data: dict, seeds, init_keys, train_keys):
+    """`train.steps` AdamW steps on random minibatches of each seed's pairs, every seed in one
+    `fit_small` program (logged every step). data: [S, N, ...] pair arrays; init_keys and
+    train_keys [S]. Returns (the SmallFit, per seed the means of bt, contrastive and accuracy
+    over the last 50 steps)."""
+    tc = config.train
+    init = jax.tree.map(lambda *x: jnp.stack(x), *[model.init(k) for k in init_keys])
+    fit = fit_small(workdir, loss_fn=make_loss(model, float(config.contrastive_weight)),
+                    init_params=init, per_seed_init=True,
+                    tx=optax.adamw(float(tc.learning_rate), weight_decay=0.0),
+                    num_steps=int(tc.steps), data=jax.tree.map(jnp.asarray, data), seeds=seeds,
+                    seed_keys=train_keys, per_seed_data=True,
+                    batch_fn=make_batch_fn(int(tc.batch_size)), has_aux=True, steps_per_log=1,
+                    checkpoint_every=100)
+    last = fit.history[-50:]
+    means = [{k: float(np.mean([row[f"seed_{s}/{k}"] for row in last]))
+              for k in ("bt", "contrastive", "accuracy")} for s in fit.seeds]
+    return fit, means
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def _forward(model, params, ids, mask):
-    return model.apply(params, ids, mask)
+def make_forward(model, chunk: int = 512):
+    """`(params, ids, mask) -> (token rewards [N, T], projections [N, T, P])` in chunks padded
+    to `chunk` rows (one compilation for every call)."""
+    apply = jax.jit(model.apply)
 
+    def forward(params, ids, mask):
+        rewards, zs = [], []
+        for i in range(0, len(ids), chunk):
+            n = min(chunk, len(ids) - i)
+            pad = ((0, chunk - n), (0, 0))
+            r, z = apply(params, jnp.asarray(np.pad(ids[i:i + n], pad)),
+                         jnp.asarray(np.pad(mask[i:i + n], pad, constant_values=True)))
+            rewards.append(np.asarray(r[:n]))
+            zs.append(np.asarray(z[:n]))
+        return np.concatenate(rewards), np.concatenate(zs)
 
-def forward(model, params, ids, mask, chunk: int = 512):
-    """Token rewards [N, T] and projections [N, T, P] in chunks padded to `chunk` rows (one
-    compilation for every call)."""
-    rewards, zs = [], []
-    for i in range(0, len(ids), chunk):
-        n = min(chunk, len(ids) - i)
-        pad = ((0, chunk - n), (0, 0))
-        r, z = _forward(model, params, jnp.asarray(np.pad(ids[i:i + n], pad)),
-                        jnp.asarray(np.pad(mask[i:i + n], pad, constant_values=True)))
-        rewards.append(np.asarray(r[:n]))
-        zs.append(np.asarray(z[:n]))
-    return np.concatenate(rewards), np.concatenate(zs)
+    return forward
 
 
 def prefix_positions(start, end, fraction: float) -> np.ndarray:
@@ -273,52 +286,36 @@ def prefix_positions(start, end, fraction: float) -> np.ndarray:
     return start + np.maximum(1, np.ceil(fraction * length - 1e-9).astype(np.int32)) - 1
 
 
-def score_prefixes(model, params, enc, prototype, fractions):
+def score_prefixes(forward, params, enc, prototype, fractions):
     """Q and reward-head scores after each prefix fraction: ([F, N], [F, N])."""
     ids, mask, start, end = enc
-    rewards, z = forward(model, params, ids, mask)
+    rewards, z = forward(params, ids, mask)
     q = np.asarray(prefix_goal_values(jnp.asarray(z), prototype))
     pos = np.stack([prefix_positions(start, end, f) for f in fractions])  # [F, N]
     take = lambda x: np.take_along_axis(x[None], pos[:, :, None], axis=2)[..., 0]  # noqa: E731
     return take(q), take(rewards)
 
 
-def goal_prototype(model, params, enc) -> jax.Array:
+def goal_prototype(forward, params, enc) -> jax.Array:
     """Mean projection of the final (EOS) states of correct solutions: [P]."""
     ids, mask, _, end = enc
-    _, z = forward(model, params, ids, mask)
+    _, z = forward(params, ids, mask)
     return jnp.asarray(np.take_along_axis(z, end[:, None, None], axis=1)[:, 0].mean(0))
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    del workdir
-    seed = int(config.seed)
-    task = arithmetic.ArithmeticTask(**config.task)
-    max_len = task.max_prompt_len() + task.max_solution_len()
-    model = make_rm(tuple(sorted(config.model.to_dict().items())), max_len)
-    key = jax.random.key(seed)
-    k_init, k_train = jax.random.split(key)
-
-    init = model.init(k_init)
-    chosen, rejected = make_pairs(task, config.data.num_pairs, seed, max_len,
-                                  config.data.corruption)
-    data = {"c_ids": chosen[0], "c_mask": chosen[1], "c_start": chosen[2], "c_end": chosen[3],
-            "r_ids": rejected[0], "r_mask": rejected[1], "r_start": rejected[2],
-            "r_end": rejected[3]}
-    params, train_metrics = train_rm(
-        model, init, jax.tree.map(jnp.asarray, data),
-        jnp.float32(config.contrastive_weight), jnp.float32(config.train.learning_rate),
-        k_train, steps=int(config.train.steps),
-        batch_size=int(config.train.batch_size))
-    out = {f"train_{k}": float(v) for k, v in train_metrics.items()}
-    prototype = goal_prototype(model, params, chosen)
+def evaluate(config, task, forward, params, chosen, seed: int, max_len: int) -> dict[str, float]:
+    """One seed's prefix AUROC on held-out correct vs corrupted solutions, full-sequence pairwise
+    accuracy and majority voting with pruning at the prefix; `chosen` are its training pairs'
+    correct solutions (the goal prototype)."""
+    out: dict[str, float] = {}
+    prototype = goal_prototype(forward, params, chosen)
 
     # prefix AUROC on held-out correct vs corrupted solutions
     ev_good, ev_bad = make_pairs(task, config.data.num_eval, 500 + seed, max_len,
                                   config.data.corruption)
     enc = tuple(np.concatenate([a, b]) for a, b in zip(ev_good, ev_bad))
     labels = np.concatenate([np.ones(len(ev_good[0]), bool), np.zeros(len(ev_bad[0]), bool)])
-    q, r = score_prefixes(model, params, enc, prototype, FRACTIONS)
+    q, r = score_prefixes(forward, params, enc, prototype, FRACTIONS)
     batched = jax.jit(jax.vmap(auroc, in_axes=(0, None)))
     auc_q, auc_r = np.asarray(batched(q, labels)), np.asarray(batched(r, labels))
     for f, a_q, a_r in zip(FRACTIONS, auc_q, auc_r):
@@ -331,7 +328,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     # majority voting with pruning at the prefix
     enc, answers, truth = vote_samples(task, config, seed, max_len)
     f = float(config.vote.prefix_fraction)
-    q, r = score_prefixes(model, params, enc, prototype, (f,))
+    q, r = score_prefixes(forward, params, enc, prototype, (f,))
     _, _, start, end = enc
     lengths = (end - start + 1).reshape(answers.shape)
     prefix_len = (prefix_positions(start, end, f) - start + 1).reshape(answers.shape)
@@ -351,6 +348,28 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             (answers == truth[:, None])[np.asarray(vote.kept)]))
     out["sample_correct_rate"] = float(np.mean(answers == truth[:, None]))
     return out
+
+
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """Every seed of one variant: the RMs train in one program under `workdir/rm`, then each
+    seed's prefix AUROC and pruned majority vote."""
+    seeds = [int(s) for s in config.seeds]
+    task = arithmetic.ArithmeticTask(**config.task)
+    max_len = task.max_prompt_len() + task.max_solution_len()
+    model = make_rm(config.model.to_dict(), max_len)
+    keys = [jax.random.split(jax.random.key(s)) for s in seeds]  # init, train
+
+    pairs = [make_pairs(task, config.data.num_pairs, s, max_len, config.data.corruption)
+             for s in seeds]
+    names = ("ids", "mask", "start", "end")
+    data = {f"{side}_{name}": np.stack([p[j][k] for p in pairs])
+            for j, side in enumerate("cr") for k, name in enumerate(names)}  # [S, N, ...]
+    fit, train_metrics = train_rm(config, os.path.join(workdir, "rm"), model, data, seeds,
+                                  [k[0] for k in keys], jnp.stack([k[1] for k in keys]))
+    forward = make_forward(model)
+    return {s: {**{f"train_{k}": v for k, v in train_metrics[i].items()},
+                **evaluate(config, task, forward, fit.seed_params(i), pairs[i][0], s, max_len)}
+            for i, s in enumerate(seeds)}
 
 
 # ----------------------------------------------------------------------------- claims and plots
