@@ -11,8 +11,10 @@ Setting: the bigram language testbed (alignax.tasks). Five tiny transformer back
 d_model 32) are "pretrained" by next-token prediction on the language from five seeds; reward
 models are the backbone plus a scalar head, fully fine-tuned with the Bradley-Terry loss on 2048
 pairs labelled by BT draws from the gold reward (mean token score). Nine single RMs are trained
-(all members jointly, vmapped): the pretrain ensemble is backbones 0-4 (fine-tuning seeds 0-4),
-the fine-tune ensemble is backbone 0 with fine-tuning seeds 0-4 (its first member is shared).
+per seed (the LMs of all seeds in one `alignax.train.small.fit_small` program,
+<variant>/pretrain, the RMs of all seeds in another, <variant>/finetune): the pretrain ensemble
+is backbones 0-4 (fine-tuning seeds 0-4), the fine-tune ensemble is backbone 0 with fine-tuning
+seeds 0-4 (its first member is shared).
 Each ensemble aggregates its members' rewards by mean, min or mean - std. Best-of-n samples 256
 candidates per held-out prompt from the policy once and picks, for every n in
 1, 2, 4, ..., 256, the top candidate among the first n; the metric is the picked response's gold
@@ -36,7 +38,6 @@ Claims checked (3 seeds; a seed re-draws the backbones, the pairs and the candid
 from __future__ import annotations
 
 import itertools
-import json
 import os
 
 import jax
@@ -53,6 +54,8 @@ from alignax.sampling.sampler import sample
 from alignax.tasks.gold import token_score_reward
 from alignax.tasks.language import BOS_ID, BigramLanguage
 from alignax.tasks.policies import gold_preference_pairs
+from alignax.train.plots import plot_curves
+from alignax.train.small import fit_small
 
 AGGREGATIONS = ("mean", "min", "mean_minus_std")
 ENSEMBLES = ("pretrain", "finetune")
@@ -79,70 +82,57 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     return c
 
 
-# --- training (all members at once, vmapped) ---------------------------------------------------
+# --- training (all members of all seeds at once, `fit_small`) ----------------------------------
 
 def _adam(learning_rate):
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
 
 
-def pretrain_backbones(lm, seqs, seeds, *, steps, batch_size, learning_rate):
-    """Next-token pretraining of one LM per seed (init and batch order): stacked params [K, ...]."""
-    tx = _adam(learning_rate)
-    seqs = jnp.asarray(seqs)
-    mask = jnp.ones(seqs.shape[1:], bool)
+def pretrain_lms(workdir: str, lm, seqs, seeds, *, steps, batch_size, learning_rate):
+    """Next-token pretraining of one LM per seed, all in one `fit_small` program.
+
+    seqs: [R, N, T] the training sequences of each run (row r for seed r); seeds [R]: LM r is
+    initialised from `jax.random.key(seeds[r])`, which also draws its batches. Returns the
+    `SmallFit` (params [R, ...], final_loss [R])."""
+    mask = jnp.ones((batch_size, seqs.shape[-1]), bool)
 
     def loss_fn(params, ids):
-        logits = lm.apply(params, ids, jnp.broadcast_to(mask, ids.shape))[:, :-1]
+        logits = lm.apply(params, ids, mask)[:, :-1]
         return optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:]).mean()
 
-    def one(seed):
-        key = jax.random.key(seed)
-        params = lm.init(key)
+    def batch_fn(seqs, rng):
+        return seqs[jax.random.randint(rng, (batch_size,), 0, seqs.shape[0])]
 
-        def step(carry, k):
-            params, opt = carry
-            idx = jax.random.randint(k, (batch_size,), 0, seqs.shape[0])
-            loss, grads = jax.value_and_grad(loss_fn)(params, seqs[idx])
-            updates, opt = tx.update(grads, opt, params)
-            return (optax.apply_updates(params, updates), opt), loss
-
-        keys = jax.random.split(jax.random.fold_in(key, 1), steps)
-        (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), keys)
-        return params, losses[-1]
-
-    return jax.jit(jax.vmap(one))(jnp.asarray(seeds))
+    return fit_small(workdir, loss_fn=loss_fn, init_params=lm.init, tx=_adam(learning_rate),
+                     num_steps=steps, data=jnp.asarray(seqs), seeds=seeds, per_seed_data=True,
+                     batch_fn=batch_fn, desc="pretrain")
 
 
-def finetune_rms(rm, backbones, seeds, chosen, rejected, *, steps, batch_size, learning_rate):
-    """BT fine-tuning of backbone k + a fresh scalar head with seed k, for each member.
+def finetune_rms(workdir: str, rm, backbones, seeds, labels, chosen, rejected, *, steps,
+                 batch_size, learning_rate):
+    """BT fine-tuning of backbone r + a fresh scalar head for each row r, in one program.
 
-    backbones: decoder params stacked [K, ...]; seeds [K]; chosen/rejected [N, T] ids shared by
-    all members (each member draws its own batch order from its seed). Returns params [K, ...].
-    """
-    tx = _adam(learning_rate)
-    chosen, rejected = jnp.asarray(chosen), jnp.asarray(rejected)
-    mask = jnp.ones((2 * batch_size, chosen.shape[1]), bool)
+    backbones: decoder params stacked [R, ...]; seeds [R]: row r's head is initialised from
+    `jax.random.key(seeds[r])`, which also draws its batches (rows with the same seed share the
+    head init and the batch order); labels [R]: distinct ints naming the rows in the metrics;
+    chosen/rejected [R, N, T] ids of each row. Returns the `SmallFit` (params [R, ...])."""
+    keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
+    heads = jax.vmap(lambda k: rm.init(k)["score"])(keys)
+    mask = jnp.ones((2 * batch_size, chosen.shape[-1]), bool)
 
-    def loss_fn(params, c, r):
-        rewards = rm.apply(params, jnp.concatenate([c, r]), mask)
+    def loss_fn(params, batch):
+        rewards = rm.apply(params, jnp.concatenate([batch["chosen"], batch["rejected"]]), mask)
         return bradley_terry_loss(rewards[:batch_size], rewards[batch_size:]).mean()
 
-    def one(decoder, seed):
-        key = jax.random.key(seed)
-        params = {"decoder": decoder, "score": rm.init(key)["score"]}
+    def batch_fn(data, rng):
+        idx = jax.random.randint(rng, (batch_size,), 0, data["chosen"].shape[0])
+        return {"chosen": data["chosen"][idx], "rejected": data["rejected"][idx]}
 
-        def step(carry, k):
-            params, opt = carry
-            idx = jax.random.randint(k, (batch_size,), 0, chosen.shape[0])
-            loss, grads = jax.value_and_grad(loss_fn)(params, chosen[idx], rejected[idx])
-            updates, opt = tx.update(grads, opt, params)
-            return (optax.apply_updates(params, updates), opt), loss
-
-        keys = jax.random.split(jax.random.fold_in(key, 2), steps)
-        (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), keys)
-        return params
-
-    return jax.jit(jax.vmap(one))(backbones, jnp.asarray(seeds))
+    return fit_small(workdir, loss_fn=loss_fn, init_params={"decoder": backbones, "score": heads},
+                     per_seed_init=True, tx=_adam(learning_rate), num_steps=steps,
+                     data={"chosen": jnp.asarray(chosen), "rejected": jnp.asarray(rejected)},
+                     seeds=labels, seed_keys=keys, per_seed_data=True, batch_fn=batch_fn,
+                     desc="finetune")
 
 
 def score_members(rm, params, ids, chunk: int = 4096):
@@ -180,8 +170,11 @@ def member_layout(num_members: int):
     return singles, {"pretrain": pretrain, "finetune": finetune}
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    seed = int(config.seed)
+def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """All seeds of the variant: the LMs of every seed pretrain in one program
+    (<workdir>/pretrain), the single RMs of every seed fine-tune in one program
+    (<workdir>/finetune), then best-of-n per seed."""
+    seeds = [int(s) for s in config.seeds]
     task = BigramLanguage(**config.task.to_dict())
     scores_v = task.token_scores()
     gold_fn = lambda responses, prompts: token_score_reward(responses, scores_v)  # noqa: E731
@@ -190,27 +183,56 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                  "max_len": task.seq_len}
     lm, rm = make_model(model_cfg, "lm"), make_model(model_cfg, "reward")
 
-    # 1. pretrain K backbones + the sampling policy (next-token prediction) from run-seed seeds
+    # 1. pretrain K backbones + the sampling policy (next-token prediction) per seed, from
+    #    seeds 100 s + m (m = 0..K; K is the policy)
     pre = config.pretrain
-    seqs = np.stack([e["input_ids"] for e in
-                     task.sft_examples(int(pre.num_sequences), 1000 + seed)])
-    lm_params, lm_loss = pretrain_backbones(
-        lm, seqs, [100 * seed + i for i in range(k + 1)], steps=int(pre.steps),
+    seqs = [np.stack([e["input_ids"] for e in task.sft_examples(int(pre.num_sequences),
+                                                                 1000 + seed)])
+            for seed in seeds]
+    pre_fit = pretrain_lms(
+        os.path.join(workdir, "pretrain"), lm, np.repeat(np.stack(seqs), k + 1, axis=0),
+        [100 * seed + m for seed in seeds for m in range(k + 1)], steps=int(pre.steps),
         batch_size=int(pre.batch_size), learning_rate=float(pre.learning_rate))
+    lm_params = jax.tree.map(lambda x: np.asarray(x).reshape(len(seeds), k + 1, *x.shape[1:]),
+                             pre_fit.params)
+    lm_loss = pre_fit.final_loss.reshape(len(seeds), k + 1)
 
-    # 2. fine-tune the single RMs on gold-BT pairs
+    # 2. fine-tune every seed's single RMs on its gold-BT pairs: backbone b, head and batch order
+    #    from seed 100 s + 50 + j for each (b, j) of member_layout
     ft = config.finetune
-    pairs = gold_preference_pairs(task, gold_fn, int(ft.num_pairs), seed=seed,
-                                  temperature=float(ft.label_temperature))
-    chosen = np.stack([p["chosen_ids"] for p in pairs])
-    rejected = np.stack([p["rejected_ids"] for p in pairs])
+    singles, _ = member_layout(k)
+    pairs = [gold_preference_pairs(task, gold_fn, int(ft.num_pairs), seed=seed,
+                                   temperature=float(ft.label_temperature)) for seed in seeds]
+    chosen = np.stack([np.stack([p["chosen_ids"] for p in ps]) for ps in pairs])
+    rejected = np.stack([np.stack([p["rejected_ids"] for p in ps]) for ps in pairs])
+    backbone_rows = np.array([b for _, b in itertools.product(seeds, [b for b, _ in singles])])
+    seed_rows = np.repeat(np.arange(len(seeds)), len(singles))
+    ft_fit = finetune_rms(
+        os.path.join(workdir, "finetune"), rm,
+        jax.tree.map(lambda x: x[seed_rows, backbone_rows], lm_params["decoder"]),
+        [100 * seed + 50 + j for seed in seeds for _, j in singles],
+        [100 * seed + i for seed in seeds for i in range(len(singles))],
+        chosen[seed_rows], rejected[seed_rows], steps=int(ft.steps),
+        batch_size=int(ft.batch_size), learning_rate=float(ft.learning_rate))
+    rm_params = jax.tree.map(
+        lambda x: np.asarray(x).reshape(len(seeds), len(singles), *x.shape[1:]), ft_fit.params)
+
+    out = {}
+    for i, seed in enumerate(seeds):
+        out[seed] = _best_of_n(config, task, lm, rm, jax.tree.map(lambda x: x[i, k], lm_params),
+                               jax.tree.map(lambda x: x[i], rm_params), seed)
+        out[seed]["lm_final_nll"] = float(np.mean(lm_loss[i]))
+    return out
+
+
+def _best_of_n(config, task, lm, rm, policy_params, rm_params, seed):
+    """One seed's held-out accuracies of its single RMs (params [S, ...]) and the best-of-n gold
+    rewards of the singles, the ensembles and the oracle."""
+    scores_v = task.token_scores()
+    gold_fn = lambda responses, prompts: token_score_reward(responses, scores_v)  # noqa: E731
+    k = int(config.num_members)
+    ft = config.finetune
     singles, members = member_layout(k)
-    policy_params = jax.tree.map(lambda x: x[k], lm_params)
-    backbones = jax.tree.map(lambda x: x[np.array([b for b, _ in singles])],
-                             lm_params["decoder"])
-    rm_params = finetune_rms(rm, backbones, [100 * seed + 50 + s for _, s in singles], chosen,
-                             rejected, steps=int(ft.steps), batch_size=int(ft.batch_size),
-                             learning_rate=float(ft.learning_rate))
 
     # held-out accuracy against the gold ordering (independent pairs, clean)
     ev = gold_preference_pairs(task, gold_fn, int(ft.num_eval_pairs), seed=20_000 + seed,
@@ -246,8 +268,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                                              lam=float(config.lam))).reshape(-1, n_max)
             picks[f"{name}_{agg}"] = bon_gold(agg_scores, gold, ns)
 
-    result = {"lm_final_nll": float(np.mean(lm_loss)),
-              "single_accuracy_mean": float(accuracy.mean()),
+    result = {"single_accuracy_mean": float(accuracy.mean()),
               "single_accuracy_range": float(accuracy.max() - accuracy.min())}
     for i, acc in enumerate(accuracy):
         result[f"single{i}_accuracy"] = float(acc)
@@ -257,10 +278,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             result[f"gold_n{n}_{name}"] = float(curve[j].mean())
         result[f"se_n{n_max}_{name}"] = float(curve[-1].std(ddof=1) / np.sqrt(curve.shape[1]))
     result.update(_underspecification(accuracy, single_curves[:, -1]))
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "curves.json"), "w") as f:
-        json.dump({"ns": ns, "gold": {n: c.mean(axis=1).tolist() for n, c in picks.items()}},
-                  f, indent=1)
     return result
 
 
@@ -332,36 +349,14 @@ def claims(results) -> list[Claim]:
 
 
 def plots(results, workdir: str) -> list[str]:
-    """Gold reward of best-of-n against log2 n per RM type (mean over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = {}
-    for s in results["bon"]["per_seed"]:
-        path = os.path.join(workdir, "bon", f"seed_{s}", "curves.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                data = json.load(f)
-            for name, c in data["gold"].items():
-                curves.setdefault(name, []).append(c)
-    if not curves:
-        return []
-    ns = np.array(data["ns"])
-    fig, ax = plt.subplots(figsize=(6.5, 4.3))
-    for name, runs in sorted(curves.items()):
-        style = "--" if name == "oracle" else ("-" if name.endswith("mean") or name == "single"
-                                               else ":")
-        ax.plot(np.log2(ns), np.mean(runs, axis=0), style, marker="o", ms=3, label=name)
-    ax.set_xlabel("log2 n (best-of-n)")
-    ax.set_ylabel("gold reward of the chosen response")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("Best-of-n with single RMs and RM ensembles")
-    fig.tight_layout()
-    path = os.path.join(workdir, "plots", "bon_gold.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    """Gold reward of best-of-n against log2 n per RM type (mean +- std over seeds)."""
+    stats = results["bon"]["metrics"]
+    ns = sorted({int(key.split("_")[1][1:]) for key in stats if key.endswith("_oracle")
+                 and key.startswith("gold_n")})
+    names = sorted(key[len(f"gold_n{ns[0]}_"):] for key in stats
+                   if key.startswith(f"gold_n{ns[0]}_"))
+    curves = {name: (np.log2(ns), [stats[f"gold_n{n}_{name}"]["mean"] for n in ns],
+                     [stats[f"gold_n{n}_{name}"]["std"] for n in ns]) for name in names}
+    return [plot_curves(curves, os.path.join(workdir, "plots", "bon_gold.png"),
+                        title="Best-of-n with single RMs and RM ensembles",
+                        xlabel="log2 n (best-of-n)", ylabel="gold reward of the chosen response")]

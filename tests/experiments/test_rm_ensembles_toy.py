@@ -51,16 +51,17 @@ def test_underspecification_counts_only_close_pairs():
     assert same["underspec_close_pairs"] == 1.0 and same["underspec_max_z"] < 5
 
 
-def test_pretrain_lowers_nll_and_finetune_starts_from_the_backbone():
+def test_pretrain_lowers_nll_and_finetune_starts_from_the_backbone(tmp_path):
     cfg = TransformerConfig(vocab_size=8, d_model=16, n_layers=1, n_heads=2, d_ff=16, max_len=6)
     lm, rm = make_lm(cfg), make_reward_model(cfg)
     seqs = np.tile(np.array([[1, 2, 3, 4, 5, 6]], np.int32), (16, 1))  # deterministic text
-    params, loss = rme.pretrain_backbones(lm, seqs, [0, 1], steps=60, batch_size=8,
-                                          learning_rate=1e-2)
-    assert loss.shape == (2,) and np.all(np.asarray(loss) < 0.5)  # log(8) = 2.08 at init
+    fit = rme.pretrain_lms(str(tmp_path / "pretrain"), lm, np.stack([seqs, seqs]), [0, 1],
+                           steps=60, batch_size=8, learning_rate=1e-2)
+    assert fit.final_loss.shape == (2,) and np.all(fit.final_loss < 0.5)  # log(8) = 2.08 at init
     chosen, rejected = seqs, seqs[:, ::-1] % 8
-    rms = rme.finetune_rms(rm, params["decoder"], [0, 1], chosen, rejected, steps=40,
-                           batch_size=8, learning_rate=1e-2)
+    rms = rme.finetune_rms(str(tmp_path / "finetune"), rm, fit.params["decoder"], [0, 1], [0, 1],
+                           np.stack([chosen, chosen]), np.stack([rejected, rejected]), steps=40,
+                           batch_size=8, learning_rate=1e-2).params
     r = rme.score_members(rm, rms, np.concatenate([chosen[:1], rejected[:1]]))
     assert r.shape == (2, 2) and np.all(r[:, 0] > r[:, 1])
     assert not np.allclose(jax.tree.leaves(rms)[0][0], jax.tree.leaves(rms)[0][1])
