@@ -92,8 +92,9 @@ def pretrain_lms(workdir: str, lm, seqs, seeds, *, steps, batch_size, learning_r
     """Next-token pretraining of one LM per seed, all in one `fit_small` program.
 
     seqs: [R, N, T] the training sequences of each run (row r for seed r); seeds [R]: LM r is
-    initialised from `jax.random.key(seeds[r])`, which also draws its batches. Returns the
-    `SmallFit` (params [R, ...], final_loss [R])."""
+    initialised from `k = jax.random.key(seeds[r])` and draws its batches from
+    `fold_in(k, 1)`. Returns the `SmallFit` (params [R, ...], final_loss [R])."""
+    keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
     mask = jnp.ones((batch_size, seqs.shape[-1]), bool)
 
     def loss_fn(params, ids):
@@ -103,9 +104,11 @@ def pretrain_lms(workdir: str, lm, seqs, seeds, *, steps, batch_size, learning_r
     def batch_fn(seqs, rng):
         return seqs[jax.random.randint(rng, (batch_size,), 0, seqs.shape[0])]
 
-    return fit_small(workdir, loss_fn=loss_fn, init_params=lm.init, tx=_adam(learning_rate),
-                     num_steps=steps, data=jnp.asarray(seqs), seeds=seeds, per_seed_data=True,
-                     batch_fn=batch_fn, desc="pretrain")
+    return fit_small(workdir, loss_fn=loss_fn, init_params=jax.vmap(lm.init)(keys),
+                     per_seed_init=True, tx=_adam(learning_rate), num_steps=steps,
+                     data=jnp.asarray(seqs), seeds=seeds,
+                     seed_keys=jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 1),
+                     per_seed_data=True, batch_fn=batch_fn, desc="pretrain")
 
 
 def finetune_rms(workdir: str, rm, backbones, seeds, labels, chosen, rejected, *, steps,
@@ -113,9 +116,10 @@ def finetune_rms(workdir: str, rm, backbones, seeds, labels, chosen, rejected, *
     """BT fine-tuning of backbone r + a fresh scalar head for each row r, in one program.
 
     backbones: decoder params stacked [R, ...]; seeds [R]: row r's head is initialised from
-    `jax.random.key(seeds[r])`, which also draws its batches (rows with the same seed share the
-    head init and the batch order); labels [R]: distinct ints naming the rows in the metrics;
-    chosen/rejected [R, N, T] ids of each row. Returns the `SmallFit` (params [R, ...])."""
+    `k = jax.random.key(seeds[r])` and its batches are drawn from `fold_in(k, 2)` (rows with the
+    same seed share the head init and the batch order); labels [R]: distinct ints naming the
+    rows in the metrics; chosen/rejected [R, N, T] ids of each row. Returns the `SmallFit`
+    (params [R, ...])."""
     keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
     heads = jax.vmap(lambda k: rm.init(k)["score"])(keys)
     mask = jnp.ones((2 * batch_size, chosen.shape[-1]), bool)
@@ -131,8 +135,9 @@ def finetune_rms(workdir: str, rm, backbones, seeds, labels, chosen, rejected, *
     return fit_small(workdir, loss_fn=loss_fn, init_params={"decoder": backbones, "score": heads},
                      per_seed_init=True, tx=_adam(learning_rate), num_steps=steps,
                      data={"chosen": jnp.asarray(chosen), "rejected": jnp.asarray(rejected)},
-                     seeds=labels, seed_keys=keys, per_seed_data=True, batch_fn=batch_fn,
-                     desc="finetune")
+                     seeds=labels,
+                     seed_keys=jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 2),
+                     per_seed_data=True, batch_fn=batch_fn, desc="finetune")
 
 
 def score_members(rm, params, ids, chunk: int = 4096):
