@@ -45,7 +45,7 @@ from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks.features import MLPReward
 from alignax.tasks.simulators import bradley_terry, flip_labels
 from alignax.train.plots import plot_curves
-from alignax.train.small import fit_small
+from alignax.train.small import fit_small, stack_seeds
 from alignax.train.writers import read_metrics
 
 METHODS = ("bt", "small_loss", "crm")
@@ -187,8 +187,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         raise ValueError(f"unknown method {method!r}; one of {METHODS}")
     seeds = [int(s) for s in config.seeds]
     per_seed = [make_data(config, s) for s in seeds]
-    data = {k: jnp.asarray(np.stack([d[k] for d in per_seed]))
-            for k in ("chosen", "rejected", *TEST_KEYS)}
+    data = stack_seeds(per_seed, ("chosen", "rejected", *TEST_KEYS))
     fit, curves = train(config, os.path.join(workdir, "reward_models"), data)
     margins = pair_margins(config, fit.params, data["chosen"], data["rejected"])  # [S, M, N]
     max_rate = float(config.flip_rate * config.crm.drop_scale)

@@ -49,7 +49,7 @@ from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks import simulators as sim
 from alignax.tasks.features import MLPReward
 from alignax.train.plots import plot_grouped_bars
-from alignax.train.small import fit_small
+from alignax.train.small import fit_small, stack_seeds
 
 VARIANTS = ("bt", "gpm_k2", "gpm_k4")
 
@@ -241,8 +241,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     keys = jnp.stack([jax.random.split(jax.random.key(s)) for s in seeds])  # [S, 2]
     out = {s: {"cyclic_scalar_ceiling": ceiling} for s, (_, _, ceiling) in zip(seeds, per_seed)}
     for j, name in enumerate(("cyclic", "transitive")):
-        stacked = {k: jnp.asarray(np.stack([p[j][k] for p in per_seed]))
-                   for k in per_seed[0][j]}
+        stacked = stack_seeds([p[j] for p in per_seed])
         results = train_and_eval(config, os.path.join(workdir, name), stacked, keys[:, j])
         for s, res in zip(seeds, results):
             out[s].update({f"{name}_{k}": v for k, v in res.items()})

@@ -54,7 +54,7 @@ from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.ops import spearman
 from alignax.tasks.features import MLPReward
 from alignax.tasks.simulators import likert_ratings
-from alignax.train.small import fit_small
+from alignax.train.small import fit_small, stack_seeds
 
 METHODS = ("bt", "bt_margin", "scaled_bt", "regression", "regression_then_scaled_bt")
 
@@ -112,8 +112,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         raise ValueError(f"unknown method {method!r}; one of {METHODS}")
     seeds = [int(s) for s in config.seeds]
     per_seed = [make_data(config, s) for s in seeds]
-    data = {k: jnp.asarray(np.stack([p[k] for p in per_seed]))
-            for k in ("items", "likert", "chosen", "rejected", "strength", "eval_items")}
+    data = stack_seeds(per_seed, ("items", "likert", "chosen", "rejected", "strength",
+                                  "eval_items"))
     model = make_mlp(MLPConfig(in_dim=config.task.dim, hidden=tuple(config.model.hidden),
                                out_dim=1, activation="gelu"))
     tr = config.train

@@ -61,6 +61,13 @@ class SmallFit:
         return jax.tree.map(lambda x: x[i], self.params)
 
 
+def stack_seeds(per_seed: Sequence[Any], keys: Sequence[str] | None = None) -> dict:
+    """One dict of [S, ...] device arrays from S per-seed dicts of equal-shaped arrays (the
+    `data` of `fit_small(..., per_seed_data=True)`); `keys` selects fields (default: all)."""
+    keys = list(per_seed[0]) if keys is None else list(keys)
+    return {k: jnp.asarray(np.stack([np.asarray(row[k]) for row in per_seed])) for k in keys}
+
+
 def _chunks(num_steps: int, steps_per_log: int) -> list[int]:
     full, rest = divmod(num_steps, steps_per_log)
     return [steps_per_log] * full + ([rest] if rest else [])

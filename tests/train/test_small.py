@@ -11,7 +11,7 @@ import pytest
 
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.train.loop import NonFiniteError
-from alignax.train.small import fit_small
+from alignax.train.small import fit_small, stack_seeds
 from alignax.train.writers import read_metrics
 
 MLP = make_mlp(MLPConfig(in_dim=3, hidden=(8,), out_dim=1))
@@ -194,3 +194,10 @@ def test_per_seed_init_starts_each_seed_from_its_own_params(tmp_path):
         _fit(tmp_path / "c", init_params=first.seed_params(0), per_seed_init=True)
     with pytest.raises(ValueError, match="not an init function"):
         _fit(tmp_path / "d", init_params=MLP.init, per_seed_init=True)
+
+
+def test_stack_seeds_stacks_fields_in_seed_order():
+    rows = [{"x": np.full((2,), s, np.float32), "y": np.int32(s)} for s in (3, 4)]
+    out = stack_seeds(rows)
+    np.testing.assert_array_equal(out["x"], [[3, 3], [4, 4]])
+    assert list(stack_seeds(rows, ("y",))) == ["y"] and out["y"].tolist() == [3, 4]
