@@ -23,7 +23,11 @@ allocations get carved out of a freed temporary's hole, so the next step's tempo
 fit there and the heap grows: the benchmarks' reward-model step settles at 7.4 GB of resident
 memory instead of 3.1 GB (three copies of its 2.3 GB temporaries, reached by the 7th step; the
 two steps that grow the heap take 6.7 s instead of 2.9 s), while a GRPO iteration grows only from
-7.8 to 8.7 GB. Measure before relying on it.
+7.8 to 8.7 GB. When the machine is busy the heap settles later and larger: XLA frees one call's
+temporaries from its own threads while the next call may already be allocating, so with six
+processes sharing two cores a function with 200 MB of temporaries still grew the heap in up to
+9 of 24 calls and held up to ten copies of them (tests/train/test_host_memory.py). Measure before
+relying on it.
 
 The settings are process-wide, affect every library in the process (torch gains the same way:
 benchmarks/RESULTS.md), and must come before the first jax computation: threads that already
