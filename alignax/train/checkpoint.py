@@ -3,7 +3,14 @@
 Layout: `<workdir>/checkpoints/<step>/{state,data_iter}`. The RNG is part of the train state.
 orbax writes each step to a temporary folder and renames it when complete, so a run killed
 mid-save leaves the previous steps intact; a step that is present but unreadable (a disk error, a
-partial copy) is skipped with a warning and the previous one is used.
+partial copy) is skipped with a warning and the previous one is used. Once an older step has been
+restored, the unreadable newer ones are moved aside to `<checkpoints>/corrupt-<step>` (kept as
+evidence, invisible to orbax), so the resumed run saves those steps again and `max_to_keep` counts
+only readable checkpoints. When no step can be restored nothing is moved: `CheckpointError` says
+which folder to move or delete to start afresh.
+
+Only grain iterators (`grain.DatasetIterator`, `grain.DataLoaderIterator`) carry a checkpointable
+state; `is_checkpointable_iterator` tells them apart from plain Python iterators.
 """
 
 from __future__ import annotations
@@ -22,6 +29,36 @@ log = logging.getLogger(__name__)
 
 class CheckpointFallbackWarning(UserWarning):
     """A checkpoint step could not be restored and an older one was used."""
+
+
+class CheckpointError(RuntimeError):
+    """Checkpoints exist but none can be restored (one line naming the folder to move away).
+
+    Attributes:
+      directory: the checkpoints folder.
+      errors: one "step <s>: <ExceptionType>: <message>" string per step tried, newest first.
+    """
+
+    def __init__(self, message: str, directory: str, errors: list[str]):
+        super().__init__(message)
+        self.directory = directory
+        self.errors = errors
+
+
+CORRUPT_PREFIX = "corrupt-"
+
+
+def is_checkpointable_iterator(data_iter: Any) -> bool:
+    """Whether `data_iter` is a grain iterator whose position orbax can save and restore."""
+    return isinstance(data_iter, (grain.DatasetIterator, grain.DataLoaderIterator))
+
+
+def _check_iterator(data_iter: Any) -> None:
+    if data_iter is not None and not is_checkpointable_iterator(data_iter):
+        raise TypeError(
+            f"data_iter of type {type(data_iter).__name__} cannot be checkpointed: only grain "
+            "iterators (grain.DatasetIterator, grain.DataLoaderIterator) can; pass None for others"
+        )
 
 
 class Checkpointer:
@@ -56,6 +93,7 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, data_iter: Any = None, *, force: bool = False) -> bool:
         """Saves at `step` if due (or forced) and not already saved. Returns whether it saved."""
+        _check_iterator(data_iter)
         if not (force or self.should_save(step)) or step in self._manager.all_steps():
             return False
         items = {"state": ocp.args.StandardSave(state)}
@@ -67,6 +105,9 @@ class Checkpointer:
     def restore(self, abstract_state: Any, data_iter: Any = None) -> tuple[Any, int] | None:
         """Restores the newest readable step into `abstract_state` (and `data_iter`, in place).
 
+        Steps newer than the one restored could not be read: each gets a
+        CheckpointFallbackWarning and is moved to `<directory>/corrupt-<step>`.
+
         Args:
           abstract_state: tree of jax.ShapeDtypeStruct with shardings, like the saved state.
           data_iter: a fresh grain iterator of the same pipeline, or None.
@@ -75,10 +116,12 @@ class Checkpointer:
           (state, step), or None when there is no checkpoint at all.
 
         Raises:
-          RuntimeError: if checkpoints exist but none can be restored.
+          CheckpointError: checkpoints exist but none can be restored (nothing is moved).
+          TypeError: `data_iter` is not a grain iterator.
         """
+        _check_iterator(data_iter)
         steps = self.all_steps()
-        errors = []
+        failed: list[tuple[int, str]] = []
         for step in reversed(steps):
             items = {"state": ocp.args.StandardRestore(abstract_state)}
             if data_iter is not None:
@@ -86,20 +129,49 @@ class Checkpointer:
             try:
                 restored = self._manager.restore(step, args=ocp.args.Composite(**items))
             except Exception as e:  # noqa: BLE001 - any failure means "this step is unusable"
-                errors.append(f"step {step}: {type(e).__name__}: {e}")
-                warnings.warn(
-                    f"checkpoint at step {step} in {self.directory} could not be restored "
-                    f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); trying an older one",
-                    CheckpointFallbackWarning,
-                    stacklevel=2,
-                )
+                first_line = (str(e).splitlines() or [""])[0][:200]
+                failed.append((step, f"{type(e).__name__}: {first_line}"))
                 continue
+            if failed:
+                moved = self._move_aside([s for s, _ in failed])
+                for (bad, reason), path in zip(failed, moved):
+                    warnings.warn(
+                        f"checkpoint at step {bad} in {self.directory} could not be restored "
+                        f"({reason}); resumed from step {step} and moved step {bad} aside to "
+                        f"{path}",
+                        CheckpointFallbackWarning,
+                        stacklevel=2,
+                    )
             return restored.state, step
         if steps:
-            raise RuntimeError(
-                f"no checkpoint in {self.directory} could be restored:\n" + "\n".join(errors)
-            )
+            errors = [f"step {s}: {reason}" for s, reason in failed]
+            raise CheckpointError(
+                f"none of the {len(steps)} checkpoints in {self.directory} (steps "
+                f"{', '.join(str(s) for s in reversed(steps))}) can be restored; move or delete "
+                f"{self.directory} to start this run afresh (newest: {errors[0]})",
+                self.directory, errors)
         return None
+
+    def _move_aside(self, steps: list[int]) -> list[str]:
+        """Renames step folders to `corrupt-<step>` (process 0) and reloads orbax's step list."""
+        self._manager.wait_until_finished()
+        paths = []
+        for step in steps:
+            path = os.path.join(self.directory, f"{CORRUPT_PREFIX}{step}")
+            n = 1
+            while os.path.exists(path):  # the same step was unreadable before
+                n += 1
+                path = os.path.join(self.directory, f"{CORRUPT_PREFIX}{step}-{n}")
+            paths.append(path)
+        if jax.process_index() == 0:
+            for step, path in zip(steps, paths):
+                os.rename(os.path.join(self.directory, str(step)), path)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"alignax checkpoint moved aside {steps}")
+        self._manager.reload()
+        return paths
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

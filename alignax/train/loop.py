@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
@@ -25,7 +26,7 @@ import numpy as np
 import optax
 
 from alignax.train import sharding as shd
-from alignax.train.checkpoint import Checkpointer, abstract_like
+from alignax.train.checkpoint import Checkpointer, abstract_like, is_checkpointable_iterator
 from alignax.train.plots import plot_metrics
 from alignax.train.progress import ProgressBar
 from alignax.train.writers import MetricsWriter, read_metrics
@@ -37,6 +38,11 @@ log = logging.getLogger(__name__)
 
 class NonFiniteError(RuntimeError):
     """A training metric became NaN or infinite; the run stopped without saving that step."""
+
+
+class InexactResumeWarning(UserWarning):
+    """A run resumed with a data iterator that has no checkpoint: its data restarts from the
+    beginning instead of continuing where the checkpointed run stopped."""
 
 
 class Interrupted(RuntimeError):
@@ -201,8 +207,10 @@ def run_loop(
       num_steps: total number of steps of the run.
       abstract_state: ShapeDtypeStruct tree (with shardings) of the state, for restoring;
         None derives it from `jax.eval_shape(init_state)`, on the first device.
-      data_iter: the inputs (a grain DatasetIterator is checkpointed for exact resume); None
-        passes the step index.
+      data_iter: the inputs; None passes the step index. A grain iterator (DatasetIterator,
+        DataLoaderIterator) is checkpointed for exact resume; any other iterator is accepted but
+        not checkpointed: a resumed run reads it from where it starts (usually the beginning)
+        and says so once with an InexactResumeWarning.
       eval_fn: `state -> metrics`.
       eval_every: 0 evaluates only after the last step.
       log_every: log every this many steps (every step is checked for NaN/inf).
@@ -222,7 +230,7 @@ def run_loop(
     is_main = jax.process_index() == 0
     if abstract_state is None:
         abstract_state = single_device_abstract(jax.eval_shape(init_state))
-    checkpointable_iter = data_iter if hasattr(data_iter, "get_state") else None
+    checkpointable_iter = data_iter if is_checkpointable_iterator(data_iter) else None
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), every=checkpoint_every,
                                 max_to_keep=max_to_keep)
     writer = MetricsWriter(workdir, enabled=is_main)
@@ -234,6 +242,14 @@ def run_loop(
     else:
         state, start = restored
         resumed_from = start
+        if data_iter is not None and checkpointable_iter is None and start < num_steps:
+            warnings.warn(
+                f"resuming {workdir} at step {start} with a {type(data_iter).__name__} data "
+                "iterator, which has no checkpoint: its data restarts from the beginning (for a "
+                f"fresh iterator) instead of after step {start}, so the run differs from an "
+                "uninterrupted one (use a grain iterator, e.g. "
+                "alignax.data.pipeline.make_batch_iterator, for an exact resume)",
+                InexactResumeWarning, stacklevel=2)
     writer.truncate_after(start)
     if is_main:
         _truncate_timings(timings_path, start)
@@ -328,7 +344,8 @@ def fit(
       logical_axes: tree of logical axis names of the params (see alignax.train.sharding).
       rng: typed PRNG key of the run (init and per-step randomness).
       data_iter: iterator of this process's local batches (a grain DatasetIterator for exact
-        resume; any iterator works without data-iterator checkpointing).
+        resume; any other iterator works, but is not checkpointed: a resumed run restarts its
+        data and warns with InexactResumeWarning).
       num_steps: total number of updates of the run.
       mesh: device mesh with axes (data, fsdp, tensor).
       frozen: non-trainable step arguments, passed to loss_fn after rng in this order.
