@@ -21,7 +21,7 @@ from alignax.data.pipeline import make_batch_iterator
 from alignax.models.transformer import Model, TransformerConfig, make_lm, make_reward_model
 from alignax.train import sharding as shd
 from alignax.train.loop import fit
-from alignax.train.optim import make_optimizer
+from alignax.train.optim import check_optimizer_config, make_optimizer
 
 MODEL_KINDS = {"lm": make_lm, "reward": make_reward_model}
 
@@ -45,6 +45,29 @@ def offline_defaults(**extra) -> dict:
 def offline_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any], label: str):
     """The locked config of an offline recipe (see `alignax._src.config.recipe_config`)."""
     return recipe_config(defaults, overrides, label)
+
+
+def check_common(config: Mapping[str, Any], label: str) -> None:
+    """The checks every recipe shares, on a resolved config: its optimizer
+    (`check_optimizer_config`) and its mesh against the devices of this process's jax (a mesh
+    of 4 on 2 devices fails here, before any work). Raises ValueError naming `label`."""
+    check_optimizer_config(config["optimizer"], f"{label}: optimizer")
+    if config.get("mesh") is not None:
+        try:
+            shd.mesh_from_config(config["mesh"])
+        except ValueError as e:
+            raise ValueError(f"{label}: mesh {dict(config['mesh'])}: {e}") from None
+
+
+def check_name(value: str, valid, label: str, key: str) -> None:
+    """Raises ValueError if `value` is not one of `valid`, naming the closest ones."""
+    import difflib
+
+    valid = sorted(valid)
+    if value not in valid:
+        close = difflib.get_close_matches(str(value), valid, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"valid: {valid}"
+        raise ValueError(f"{label}: unknown {key} {value!r}; {hint}")
 
 
 def make_model(model_cfg: Mapping[str, Any], kind: str) -> Model:

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignax._src.config import resolve_config
+from alignax._src.config import check_kwargs, resolve_config
 from alignax.algorithms import common
 from alignax.algorithms.online import response_logits
 from alignax.losses import DIRECT_LOSS_INPUTS, DIRECT_LOSSES, REFERENCE_FREE_LOSSES
@@ -171,6 +171,23 @@ def default_config(**overrides):
     return common.offline_config(DEFAULTS, overrides, "direct config")
 
 
+def validate(config: Mapping[str, Any] | None) -> dict:
+    """The resolved config (see `default_config`), checked before any work: known keys, value
+    types and ranges, the loss name and its loss_kwargs, the optimizer and the mesh.
+
+    Raises:
+      ValueError: one line naming the bad key or value.
+    """
+    label = "direct config"
+    config = resolve_config(DEFAULTS, config, label)
+    common.check_common(config, label)
+    common.check_name(config["loss"], [*DIRECT_LOSSES, *REFERENCE_FREE_LOSSES], label, "loss")
+    fn = DIRECT_LOSSES.get(config["loss"]) or REFERENCE_FREE_LOSSES[config["loss"]]
+    check_kwargs(fn, config["loss_kwargs"], f"{label}: loss_kwargs")
+    make_direct_loss(None, config["loss"], config["loss_kwargs"])  # its own input checks
+    return config
+
+
 def loss_beta(loss: str, loss_kwargs: Mapping[str, Any] | None) -> float:
     """The beta a direct loss trains with: its loss_kwargs' beta, else the loss's default."""
     if loss_kwargs and "beta" in loss_kwargs:
@@ -195,7 +212,7 @@ def train(
     checkpoint_every, eval_every, log_every, progress}, mesh. Unknown keys are an error.
     `eval_fn(params) -> metrics` (e.g. alignax.eval.policy.make_policy_eval) is logged as eval/*.
     """
-    config = resolve_config(DEFAULTS, config, "direct config")
+    config = validate(config)
     model = common.make_model(config["model"], "lm")
     axes = model.logical_axes(jax.eval_shape(model.init, jax.random.key(0)))
     return common.fit_recipe(

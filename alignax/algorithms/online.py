@@ -98,6 +98,27 @@ def _bnpo(rewards, num_samples: int) -> jax.Array:
 
 
 # Sequence-level advantages [N] from rewards [N] (rows prompt-major, n per prompt):
+def check_config(cfg: Mapping[str, Any], label: str, *, rows_per_prompt: int) -> None:
+    """The checks every online recipe shares, on a resolved config (ValueError naming `label`):
+    the optimizer and mesh (`common.check_common`), and that `prompts_per_iteration` and a
+    minibatch (`prompts_per_iteration * rows_per_prompt / minibatches` rows) split evenly over
+    the minibatches and the mesh's row shards."""
+    from alignax.algorithms import common
+
+    common.check_common(cfg, label)
+    per_iter, mb = int(cfg["prompts_per_iteration"]), int(cfg["minibatches"])
+    rows = per_iter * rows_per_prompt
+    if rows % mb:
+        raise ValueError(f"{label}: {rows} rows per iteration do not split into minibatches="
+                         f"{mb}")
+    place = shd.Placement.from_config(cfg["mesh"])
+    try:
+        place.check_rows(per_iter, "prompts_per_iteration")
+        place.check_rows(rows // mb, "minibatch")
+    except ValueError as e:
+        raise ValueError(f"{label}: {e}") from None
+
+
 ADVANTAGES: dict[str, Callable[[jax.Array, int], jax.Array]] = {
     # (r - group mean) / (group std + eps) (Shao et al. 2024, arXiv 2402.03300)
     "grpo": lambda r, n: ops.group_normalized_advantages(r, n),

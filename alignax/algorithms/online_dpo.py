@@ -55,12 +55,28 @@ def pick_pairs(scores, num_samples: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return best + offset, worst + offset, s.max(axis=1) > s.min(axis=1)
 
 
+def validate(config: Mapping[str, Any] | None) -> dict:
+    """The resolved config (see `default_config`), checked before any work: known keys, value
+    types and ranges, the judge and loss names, the optimizer, and how the pairs split over
+    minibatches and the mesh. Raises ValueError naming the bad key."""
+    from alignax.algorithms import common
+
+    label = "online-DPO config"
+    cfg = resolve_config(DEFAULTS, config, label)
+    if int(cfg["num_samples"]) < 2:
+        raise ValueError(f"{label}: num_samples={cfg['num_samples']} must be >= 2 (a pair per "
+                         "prompt)")
+    common.check_name(cfg["judge"], ("reward_fn", "implicit"), label, "judge")
+    loss_beta(cfg["loss"], cfg["loss_kwargs"])  # a known direct loss with a beta
+    online.check_config(cfg, label, rows_per_prompt=1)
+    return cfg
+
 def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_params,
           prompt_ids, prompt_mask, reward_fn: Callable[[Rollout], Any] | None = None,
           eval_fn: Callable | None = None, seed: int = 0) -> dict:
     """Runs online DPO; returns {"params", "metrics", "eval", "history", "state",
     "resumed_from"}."""
-    cfg = resolve_config(DEFAULTS, config, "online-DPO config")
+    cfg = validate(config)
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
     if n < 2:
         raise ValueError("online DPO needs num_samples >= 2")

@@ -202,6 +202,22 @@ def _objective_gradients(surrogate):
     return gradients
 
 
+def validate(config: Mapping[str, Any] | None) -> dict:
+    """The resolved config (see the module docstring), checked before any work: known keys,
+    value types and ranges, loss, advantage, KL and aggregation names, the optimizer, and how
+    the rows split over minibatches and the mesh. Raises ValueError naming the bad key."""
+    from alignax.algorithms import common
+    from alignax.losses import AGGREGATIONS
+
+    label = "policy-gradient config"
+    cfg = resolve_config(DEFAULTS, config, label)
+    common.check_name(cfg["loss"], POLICY_LOSSES, label, "loss")
+    common.check_name(cfg["advantage"], [*online.ADVANTAGES, "brpo"], label, "advantage")
+    common.check_name(cfg["kl_in"], KL_PLACEMENTS, label, "kl_in")
+    common.check_name(cfg["aggregation"], AGGREGATIONS, label, "aggregation")
+    online.check_config(cfg, label, rows_per_prompt=int(cfg["num_samples"]))
+    return cfg
+
 def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_params,
           prompt_ids: np.ndarray, prompt_mask: np.ndarray,
           reward_fn: Callable[[Rollout], Any] | None = None,
@@ -229,7 +245,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
       difficulty_fn: GRPO-S, `(rollout, rewards [N]) -> [G]` per-prompt advantage scales.
       judge_fn: BRPO, `(rollout, reference_rows [N]) -> [N]` outcomes against the references.
     """
-    cfg = resolve_config(DEFAULTS, config, "policy-gradient config")
+    cfg = validate(config)
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
     if cfg["kl_in"] not in KL_PLACEMENTS:
         raise ValueError(f"kl_in must be one of {KL_PLACEMENTS}, got {cfg['kl_in']!r}")

@@ -103,6 +103,19 @@ def make_ppo_loss(policy_apply, value_apply, *, clip_low=0.2, clip_high=None, va
     return loss_fn
 
 
+def validate(config: Mapping[str, Any] | None) -> dict:
+    """The resolved config (see the module docstring), checked before any work: known keys,
+    value types and ranges, the aggregation name, the optimizer, and how the rows split over
+    minibatches and the mesh. Raises ValueError naming the bad key."""
+    from alignax.algorithms import common
+    from alignax.losses import AGGREGATIONS
+
+    label = "PPO config"
+    cfg = resolve_config(DEFAULTS, config, label)
+    common.check_name(cfg["aggregation"], AGGREGATIONS, label, "aggregation")
+    online.check_config(cfg, label, rows_per_prompt=int(cfg["num_samples"]))
+    return cfg
+
 def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_params,
           init_value_params, ref_params, prompt_ids, prompt_mask,
           reward_fn: Callable[[Rollout], Any], eval_fn: Callable | None = None,
@@ -113,7 +126,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
     `eval_fn(policy_params) -> metrics`. The KL coefficient (`kl_control`) is checkpointed with
     the train state; resume as in `policy_gradient.train`.
     """
-    cfg = resolve_config(DEFAULTS, config, "PPO config")
+    cfg = validate(config)
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
     r_len = int(cfg["max_new_tokens"])
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)

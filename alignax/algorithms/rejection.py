@@ -55,11 +55,19 @@ def best_rows(rewards, num_samples: int) -> np.ndarray:
     return np.argmax(r, axis=1) + np.arange(r.shape[0]) * num_samples
 
 
+def validate(config: Mapping[str, Any] | None) -> dict:
+    """The resolved config (see `default_config`), checked before any work: known keys, value
+    types and ranges, the optimizer, and how the best-of-n rows split over minibatches and the
+    mesh. Raises ValueError naming the bad key."""
+    cfg = resolve_config(DEFAULTS, config, "RAFT config")
+    online.check_config(cfg, "RAFT config", rows_per_prompt=1)
+    return cfg
+
 def train(config: Mapping[str, Any], workdir: str, *, model, init_params, prompt_ids,
           prompt_mask, reward_fn: Callable[[Rollout], Any],
           eval_fn: Callable | None = None, seed: int = 0) -> dict:
     """Runs RAFT; returns {"params", "metrics", "eval", "history", "state", "resumed_from"}."""
-    cfg = resolve_config(DEFAULTS, config, "RAFT config")
+    cfg = validate(config)
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
     place = shd.Placement.from_config(cfg["mesh"])

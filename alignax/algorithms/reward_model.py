@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignax._src.config import resolve_config
+from alignax._src.config import check_kwargs, resolve_config
 from alignax.algorithms import common
 from alignax.eval.metrics import expected_calibration_error
 from alignax.losses import REWARD_LOSSES, pairwise_accuracy
@@ -87,6 +87,22 @@ def default_config(**overrides):
     return common.offline_config(DEFAULTS, overrides, "reward-model config")
 
 
+def validate(config: Mapping[str, Any] | None) -> dict:
+    """The resolved config (see `default_config`), checked before any work: known keys, value
+    types and ranges, the loss name and its loss_kwargs, the optimizer and the mesh.
+
+    Raises:
+      ValueError: one line naming the bad key or value.
+    """
+    label = "reward-model config"
+    config = resolve_config(DEFAULTS, config, label)
+    common.check_common(config, label)
+    common.check_name(config["loss"], REWARD_LOSSES, label, "loss")
+    check_kwargs(REWARD_LOSSES[config["loss"]], config["loss_kwargs"], f"{label}: loss_kwargs",
+                 positional=2)
+    return config
+
+
 def train(
     config: Mapping[str, Any], workdir: str, *, train_source, eval_pairs=None, gold_better=None,
     seed: int = 0,
@@ -97,7 +113,7 @@ def train(
     loss_kwargs, train.{steps, batch_size, checkpoint_every, eval_every, log_every, progress},
     mesh. Unknown keys are an error.
     """
-    config = resolve_config(DEFAULTS, config, "reward-model config")
+    config = validate(config)
     model = common.make_model(config["model"], "reward")
     eval_fn = None
     if eval_pairs is not None:

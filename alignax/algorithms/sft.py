@@ -39,6 +39,14 @@ def default_config(**overrides):
     return common.offline_config(DEFAULTS, overrides, "SFT config")
 
 
+def validate(config: Mapping[str, Any] | None) -> dict:
+    """The resolved config (see `default_config`), checked before any work: known keys, value
+    types and ranges, the optimizer and the mesh. Raises ValueError naming the bad key."""
+    config = resolve_config(DEFAULTS, config, "SFT config")
+    common.check_common(config, "SFT config")
+    return config
+
+
 def train(config: Mapping[str, Any], workdir: str, *, train_source, seed: int = 0) -> dict:
     """Trains a causal LM on `train_source` sequences.
 
@@ -49,7 +57,7 @@ def train(config: Mapping[str, Any], workdir: str, *, train_source, seed: int = 
     Returns:
       See `alignax.algorithms.common.fit_recipe`.
     """
-    config = resolve_config(DEFAULTS, config, "SFT config")
+    config = validate(config)
     model = common.make_model(config["model"], "lm")
     return common.fit_recipe(config, workdir, model=model, loss_fn=make_sft_loss(model.apply),
                              train_source=train_source, seed=seed, desc="sft")
