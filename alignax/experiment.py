@@ -45,6 +45,10 @@ from absl import flags
 from ml_collections.config_flags import config_flags, config_path, tuple_parser
 
 
+CONFIG_FILE = "config.json"  # the config a workdir was first run with (check_workdir_config)
+SUMMARY_FILE = "summary.json"  # written by run_experiment
+
+
 class ExperimentError(Exception):
     """A user-facing problem with an experiment module, its argument or an override (one line)."""
 
@@ -269,10 +273,53 @@ def run_experiment(
         "all_claims_passed": all(c.passed for c in claims) if claims else None,
     }
     if is_main:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(_finite_or_str(summary), f, indent=2, allow_nan=False,
-                      default=_json_default)
+        # alignax.train imports JAX (2 s); this module is imported without it by the CLI.
+        from alignax.train.writers import atomic_write_text
+
+        atomic_write_text(os.path.join(workdir, SUMMARY_FILE), json.dumps(
+            _finite_or_str(summary), indent=2, allow_nan=False, default=_json_default))
     return summary
+
+
+def check_workdir_config(workdir: str, config_json: str, *, write: bool = True) -> None:
+    """Claims `workdir` for the config serialised as `config_json`, or checks it is the same.
+
+    The first run writes `<workdir>/config.json` (atomically: a kill or a full disk leaves no
+    partial file); a later run in the same workdir must bring the same text (whitespace at the
+    ends aside), so a resume never continues another config's checkpoints.
+
+    Args:
+      workdir: the run folder (exists).
+      config_json: the config as JSON text (`config.to_json_best_effort(indent=2,
+        sort_keys=True)`).
+      write: write config.json when it is missing (process 0 only in a multi-process run).
+
+    Raises:
+      ExperimentError: config.json holds another config, or is not readable JSON (one line
+        naming the file to delete or the workdir to change).
+    """
+    config_path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(config_path):
+        if write:
+            from alignax.train.writers import atomic_write_text  # JAX: see run_experiment
+
+            atomic_write_text(config_path, config_json.strip() + "\n")
+        return
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            previous = f.read()
+        json.loads(previous)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        reason = f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else (
+            getattr(e, "strerror", None) or type(e).__name__)
+        raise ExperimentError(
+            f"{config_path} is unreadable ({reason}; a run killed while writing it?): if "
+            f"{workdir} was run with this same config, delete {config_path} and run again to "
+            "resume; otherwise choose another --workdir") from None
+    if previous.strip() != config_json.strip():
+        raise ExperimentError(
+            f"{workdir} holds a run of a different config (see {config_path}); resume with the "
+            "same command or choose another --workdir")
 
 
 def _finite_or_str(x):

@@ -204,3 +204,68 @@ def test_variants_set_python_values_without_parsing():
         ex.set_key(config, "train.steps", 1.5, parse=False)
     with pytest.raises(ex.ExperimentError, match="unknown config key 'train.nme'"):
         ex.set_key(config, "train.nme", "x", parse=False)
+
+
+def test_summary_json_is_replaced_whole_or_not_at_all(toy, tmp_path):
+    module = ex.load_module(toy)
+    config = ex.load_config(module, None, toy)
+    workdir = tmp_path / "run"
+    ex.run_experiment(module, config, str(workdir), path=toy, log=lambda _: None)
+    before = (workdir / "summary.json").read_text()
+    # A failure while the summary is being written (here: a value json cannot encode, after the
+    # "experiment" key) used to leave a truncated summary.json; now the old file stays whole.
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        ex.run_experiment(module, config, str(workdir), path=toy, arg=object(),
+                          log=lambda _: None)
+    assert (workdir / "summary.json").read_text() == before
+    json.loads(before)
+    assert not [p for p in workdir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_workdir_config_is_written_once_and_checked(tmp_path):
+    config_json = json.dumps({"seeds": [0], "x": 1.0}, indent=2, sort_keys=True)
+    ex.check_workdir_config(str(tmp_path), config_json)
+    assert (tmp_path / "config.json").read_text() == config_json + "\n"
+    ex.check_workdir_config(str(tmp_path), config_json + "\n")  # the same config resumes
+    other = json.dumps({"seeds": [0], "x": 2.0}, indent=2, sort_keys=True)
+    with pytest.raises(ex.ExperimentError) as info:
+        ex.check_workdir_config(str(tmp_path), other)
+    assert str(info.value) == (
+        f"{tmp_path} holds a run of a different config (see {tmp_path / 'config.json'}); resume "
+        "with the same command or choose another --workdir")
+    assert (tmp_path / "config.json").read_text() == config_json + "\n"
+
+
+def test_workdir_config_is_not_written_by_other_processes(tmp_path):
+    ex.check_workdir_config(str(tmp_path), "{}", write=False)
+    assert not (tmp_path / "config.json").exists()
+
+
+@pytest.mark.parametrize("text", ['{\n  "seeds": [\n    0,', "", "\x00\x00\x00"],
+                         ids=["truncated", "empty", "zeros"])
+def test_unreadable_workdir_config_says_in_one_line_what_to_delete(tmp_path, text):
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    config_json = json.dumps({"seeds": [0]}, indent=2, sort_keys=True)
+    with pytest.raises(ex.ExperimentError) as info:
+        ex.check_workdir_config(str(tmp_path), config_json)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path} is unreadable (")
+    assert message.endswith(f"; a run killed while writing it?): if {tmp_path} was run with this "
+                            f"same config, delete {path} and run again to resume; otherwise "
+                            "choose another --workdir")
+    assert path.read_text() == text  # left for the user to judge
+
+
+def test_a_failed_config_write_leaves_no_config_json(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        ex.check_workdir_config(str(tmp_path), '{"seeds": [0]}')
+    assert os.listdir(tmp_path) == []  # the next run writes it afresh

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import time
 from typing import Any, Mapping
 
@@ -39,12 +40,42 @@ import numpy as np
 
 __all__ = [
     "MetricsWriter",
+    "atomic_write_text",
     "read_metrics",
 ]
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 TENSORBOARD_FLUSH_SECS = 5  # the most a live TensorBoard (or a killed run) lags behind
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Replaces the file `path` by `text` (UTF-8) all at once.
+
+    The text goes to a temporary file in the same folder, is flushed and fsynced, and is renamed
+    over `path` (`os.replace`, atomic on POSIX and Windows), so a reader, or the next run after a
+    kill or a full disk, finds either the old file or the complete new one, never a truncated one.
+    The folder must exist; the file keeps its mode (a new one gets 0644). On failure the
+    temporary file is removed and the error re-raised.
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates 0600: keep the replaced file's mode, else what open() gives (umask 022)
+        os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
 
 # ---------------------------------------------------------------------------------------------
 # TensorBoard (its own TF-free writer)
@@ -281,12 +312,7 @@ class MetricsWriter:
                 continue
             if _parse_line(line, self.path, lineno)["step"] <= step:
                 kept.append(line)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.writelines(kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(kept))
 
     def close(self) -> None:
         """Flushes and closes both files; further `close` calls do nothing."""

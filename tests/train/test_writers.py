@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from alignax.train.progress import ProgressBar
-from alignax.train.writers import MetricsWriter, read_metrics
+from alignax.train.writers import MetricsWriter, atomic_write_text, read_metrics
 
 
 def _event_accumulator(logdir):
@@ -288,3 +288,26 @@ def test_disabled_progress_bar_is_silent(capsys):
     assert bar.n == 0
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_atomic_write_text_replaces_whole_files_and_a_failed_write_leaves_the_old_one(
+        tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "summary.json"
+    atomic_write_text(path, '{"a": 1}\n')
+    assert path.read_text() == '{"a": 1}\n'
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+    path.chmod(0o600)
+    atomic_write_text(str(path), "é" * 10_000)  # replaces, keeps the file's mode
+    assert path.read_text(encoding="utf-8") == "é" * 10_000
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_text(path, '{"new": "text that never fully reaches the disk"}')
+    assert path.read_text(encoding="utf-8") == "é" * 10_000  # the old file, whole
+    assert os.listdir(tmp_path) == ["summary.json"]  # no temporary file left behind
