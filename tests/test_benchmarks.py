@@ -106,3 +106,14 @@ def test_host_memory_policy_is_applied_without_importing_jax():
     assert proc.returncode == 0, proc.stderr[-2000:]
     applied = host_memory._glibc() is not None
     assert proc.stdout.split() == [str(applied), "False", "False"]
+
+
+def test_loop_overhead_benchmark_measures_both_sides():
+    from benchmarks import loop
+
+    out = loop.measure("tiny", steps=3, rounds=1)
+    assert len(out["bare_step_s"]) == len(out["loop_step_s"]) == 1
+    assert all(t > 0 for t in out["bare_step_s"] + out["loop_step_s"] + out["loop_fixed_s"])
+    assert out["ratio"] == out["loop_median_s"] / out["bare_median_s"]
+    with pytest.raises(ValueError, match="--steps must be >= 2"):
+        loop.measure("tiny", steps=1, rounds=1)
