@@ -42,7 +42,9 @@ Validation. A bad row raises `DataError` with the message `<file>:<line>: field 
 number in place of the line), e.g.
 `prefs.jsonl:7: field 'chosen': expected a string or a list of messages, got int`. Checked:
 non-UTF-8 bytes, invalid JSON, a row that is not an object, a missing field, a wrong type,
-an empty response (empty or whitespace-only string or message content; prompts may not be empty
+a text with a lone surrogate (valid JSON such as "\ud800", but not encodable as UTF-8, so no
+tokenizer can read it; checked in prompts, responses and message roles and contents), an empty
+response (empty or whitespace-only string or message content; prompts may not be empty
 either), a non-finite rating, and, with `max_length`, an over-long prompt + response. With
 `skip_invalid=True` bad rows are skipped and counted instead. A file without any valid row is
 an error in both modes.
@@ -92,12 +94,15 @@ class ReadResult:
       records: the valid rows, in file order (`PreferenceRecord` or `RatingRecord`).
       num_skipped: number of invalid rows skipped (only with `skip_invalid=True`).
       skipped: the `DataError` message of each skipped row, in file order.
+      lines: the 1-based line (Parquet: row) of each record, parallel to `records`, so that a
+        later step (tokenizing, checking against a model) can name `<file>:<line>` too.
     """
 
     path: str
     records: list[PreferenceRecord | RatingRecord]
     num_skipped: int = 0
     skipped: list[str] = dataclasses.field(default_factory=list)
+    lines: list[int] = dataclasses.field(default_factory=list)
 
     @property
     def num_preferences(self) -> int:
@@ -160,9 +165,20 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+def _encodable(value: str, field: str) -> None:
+    """Rejects a string UTF-8 cannot encode: a lone surrogate such as JSON's "\\ud800"."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _RowError(field, f"lone surrogate U+{ord(value[e.start]):04X} at character "
+                               f"{e.start + 1}: not valid Unicode text (cannot be encoded as "
+                               f"UTF-8)") from None
+
+
 def _text(value: Any, field: str, *, what: str = "a string") -> str:
     if not isinstance(value, str):
         raise _RowError(field, f"expected {what}, got {_kind(value)}")
+    _encodable(value, field)
     if not value.strip():
         raise _RowError(field, "empty (or whitespace-only) string")
     return value
@@ -185,6 +201,7 @@ def _messages(value: Any, field: str) -> list[dict[str, Any]]:
                 raise _RowError(f"{where}.{key}", "missing")
             if not isinstance(m[key], str):
                 raise _RowError(f"{where}.{key}", f"expected a string, got {_kind(m[key])}")
+            _encodable(m[key], f"{where}.{key}")
         if not m["role"].strip():
             raise _RowError(f"{where}.role", "empty (or whitespace-only) string")
         out.append(dict(m))
@@ -424,6 +441,7 @@ def read_preferences(
             result.skipped.append(message)
             continue
         result.records.append(record)
+        result.lines.append(line)
     if not result.records:
         detail = (f": all {result.num_skipped} rows are invalid, the first: {result.skipped[0]}"
                   if result.num_skipped else " (the file is empty)")

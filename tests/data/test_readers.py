@@ -1,6 +1,7 @@
 """Readers: the accepted formats, and bad input named by file, line and field."""
 
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -275,3 +276,48 @@ def test_byte_tokenizer_round_trip_and_special_ids():
     assert tok.decode([0xC3 + 3]) == "\ufffd"  # truncated UTF-8 is replaced
     with pytest.raises(ValueError, match="outside"):
         tok.decode([259])
+
+
+# --- lone surrogates (issue 17) and record line numbers ---------------------------------------
+
+
+@pytest.mark.parametrize("row, field", [
+    (b'{"prompt": "p", "chosen": "ok \\ud800", "rejected": "b"}\n', "chosen"),
+    (b'{"prompt": "\\udfff", "chosen": "a", "rejected": "b"}\n', "prompt"),
+    (b'{"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": '
+     b'"a\\ud800"}], "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", '
+     b'"content": "b"}]}\n', "chosen[1].content"),
+    (b'{"prompt": "p", "response": "r\\ud800", "rating": 1}\n', "response"),
+])
+def test_lone_surrogate_is_a_bad_row_named_by_line_and_field(tmp_path, row, field):
+    # Valid JSON, but not Unicode text: a tokenizer would raise UnicodeEncodeError later.
+    path = _write_jsonl(tmp_path, [GOOD, row, GOOD])
+    with pytest.raises(DataError, match=r"prefs\.jsonl:2: field '" + re.escape(field)
+                                        + r"': lone surrogate U\+D[8F]\w\w at character \d+: "
+                                          r"not valid Unicode text") as e:
+        read_preferences(path)
+    assert (e.value.line, e.value.field) == (2, field)
+    assert len(str(e.value).splitlines()) == 1
+    res = read_preferences(path, skip_invalid=True)
+    assert res.num_skipped == 1 and len(res.records) == 2
+    for record in res.records:  # what is kept is tokenizable
+        ByteTokenizer().encode(record.prompt + record.chosen + record.rejected)
+
+
+def test_surrogate_message_is_exact_and_paired_surrogates_are_fine(tmp_path):
+    path = _write_jsonl(tmp_path, [b'{"prompt": "p", "chosen": "ab\\ud800", "rejected": "b"}\n'])
+    with pytest.raises(DataError) as e:
+        read_preferences(path)
+    assert str(e.value) == ("prefs.jsonl:1: field 'chosen': lone surrogate U+D800 at character 3: "
+                            "not valid Unicode text (cannot be encoded as UTF-8)")
+    # A surrogate pair in JSON is one character (U+1F600), valid text.
+    ok = _write_jsonl(tmp_path, [b'{"prompt": "p", "chosen": "\\ud83d\\ude00", "rejected": "b"}\n'],
+                      "ok.jsonl")
+    assert read_preferences(ok).records[0].chosen == "\U0001F600"
+
+
+def test_read_result_lines_give_each_record_its_line(tmp_path):
+    rows = [GOOD, b"\n", {"prompt": "p", "chosen": "a"}, {**GOOD, "id": 4}]
+    res = read_preferences(_write_jsonl(tmp_path, rows), skip_invalid=True)
+    assert res.lines == [1, 4]
+    assert [r.extras.get("id") for r in res.records] == [None, 4]
