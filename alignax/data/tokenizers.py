@@ -76,6 +76,11 @@ class HFTokenizer:
     default. The chat template is alignax's minimal one (`alignax.data.readers.render_chat`):
     "<|role|>\\ncontent\\n" per message, then "<|assistant|>\\n".
 
+    Absent special tokens (e.g. Qwen2 has no bos_token) leave `bos_id`/`eos_id` None:
+    `alignax.data.tokenize.tokenize_pair` then prepends no bos, and refuses a tokenizer without
+    eos with a one-line `DataError`. Without a pad token `pad_id` is `eos_id`, else 0 (padding
+    is masked out, so any valid id does).
+
     Args:
       tokenizer: a `tokenizers.Tokenizer`.
       bos_token, eos_token, pad_token: special-token strings (None: absent).
