@@ -3,12 +3,14 @@
     alignax run experiments/<name>.py[:arg] [--workdir DIR] [--config.a.b=value ...]
     alignax list [--dir experiments]
     alignax eval --model DIR --data FILE [--tokenizer PATH|bytes] [--max-length N]
-                 [--batch-size B] [--json OUT]
+                 [--batch-size B] [--skip-invalid] [--json OUT]
 
 `alignax eval` scores a reward model (a Hugging Face *ForSequenceClassification checkpoint
 folder of the Llama, Qwen2 or GPT-2 family, e.g. one written by alignax.models.hf.export_hf) on a
 preference file in the RewardBench layout (prompt, chosen, rejected, subset) and prints per-subset
-and overall accuracy (alignax.eval.rewardbench); the numbers do not depend on --batch-size.
+and overall accuracy (alignax.eval.rewardbench); the numbers do not depend on --batch-size. A bad
+row is an error naming <file>:<line>, or with --skip-invalid is skipped and counted; token ids
+outside the model's vocabulary and a --max-length above its learned positions are errors.
 
 Multi-process (one command per process, e.g. 2 processes on localhost):
     alignax run ... --coordinator 127.0.0.1:12345 --num-processes 2 --process-id 0
@@ -185,6 +187,9 @@ def cmd_eval(argv: list[str]) -> int:
                         help="tokenizer.json or folder (default: the model folder), or 'bytes'")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip bad rows (reported as <file>:<line>) and count them, instead "
+                             "of stopping at the first")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     from alignax.data.errors import DataError
@@ -205,12 +210,22 @@ def cmd_eval(argv: list[str]) -> int:
                             f"--tokenizer bytes)", 2)
             tokenizer = HFTokenizer.from_file(tok_path)
         model, params = import_hf(args.model, kind="reward")
+        cfg = model.config
+        max_positions = cfg.max_len if cfg.positions == "learned" else None
+        if max_positions is not None and args.max_length > max_positions:
+            return _err(f"--max-length {args.max_length} exceeds the {max_positions} learned "
+                        f"positions of the model in {args.model} (config.json); pass "
+                        f"--max-length {max_positions} or less", 2)
         result = rewardbench.evaluate_preference_file(
             args.data, rewardbench.reward_score_fn(model, params), tokenizer,
-            max_length=args.max_length, batch_size=args.batch_size)
+            max_length=args.max_length, batch_size=args.batch_size,
+            skip_invalid=args.skip_invalid, vocab_size=cfg.vocab_size,
+            max_positions=max_positions)
     except (DataError, ValueError, FileNotFoundError, KeyError) as e:
         return _err(str(e).splitlines()[0] if str(e) else type(e).__name__, 2)
-    print(f"model {args.model}\ndata {args.data}: {result.num_pairs} pairs")
+    skipped = (f", {result.num_skipped} invalid rows skipped (first: {result.skipped[0]})"
+               if result.num_skipped else "")
+    print(f"model {args.model}\ndata {args.data}: {result.num_pairs} pairs{skipped}")
     print(result.table())
     if args.json:
         with open(args.json, "w") as f:

@@ -2,8 +2,17 @@
 
 A row holds `prompt`, `chosen`, `rejected` and `subset` (other fields are ignored); the reader is
 `alignax.data.readers.read_preferences`, so chat-message lists work too. Every response is scored
-alone as `[bos] + prompt + response + [eos]` (`alignax.data.tokenize.tokenize_pair`); a pair is
-correct when score(chosen) > score(rejected) (ties count as wrong, as in RewardBench).
+alone as `[bos] + prompt + response + [eos]` (`alignax.data.tokenize.tokenize_pair`; no bos when
+the tokenizer has none); a pair is correct when score(chosen) > score(rejected) (ties count as
+wrong, as in RewardBench).
+
+Bad input. A bad row (one the reader rejects, a rating row, a pair longer than `max_length`)
+raises `DataError` naming `<file>:<line>`, or with `skip_invalid=True` is skipped and counted
+(`PairwiseResult.num_skipped`, `.skipped`). Given the model's `vocab_size` (and `max_positions`
+for learned positions), the token ids are checked before the model sees them: an id outside the
+vocabulary (a tokenizer that does not match the model) is an error naming its row even with
+`skip_invalid`, and so is `max_length` above the position table; inside jit such ids would
+silently read NaN embeddings and the pairs count as wrong.
 
 Batch-size independence. The scores do not depend on how sequences are grouped: each row is
 right-padded to one fixed length, attention is masked to its own tokens, the reward is read at
@@ -23,6 +32,7 @@ Scores reported:
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable, Sequence
 
 import jax
@@ -31,7 +41,7 @@ import numpy as np
 
 from alignax.data.errors import DataError
 from alignax.data.readers import PreferenceRecord, read_preferences
-from alignax.data.tokenize import tokenize_pair
+from alignax.data.tokenize import check_token_ids, special_ids, tokenize_pair
 
 SECTIONS = {
     "Chat": ("alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy",
@@ -59,7 +69,12 @@ DEFAULT_SUBSET = "default"
 
 @dataclasses.dataclass
 class PairwiseResult:
-    """What `evaluate_preference_file` measured (see the module docstring)."""
+    """What `evaluate_preference_file` measured (see the module docstring).
+
+    `num_skipped` and `skipped` (the one-line `<file>:<line>: ...` message of each: the rows the
+    reader rejects, then the rows rejected for scoring) count the invalid rows skipped under
+    `skip_invalid=True`.
+    """
 
     accuracy: float
     num_pairs: int
@@ -68,10 +83,12 @@ class PairwiseResult:
     score: float | None
     chosen_scores: np.ndarray
     rejected_scores: np.ndarray
+    num_skipped: int = 0
+    skipped: list[str] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"accuracy": self.accuracy, "num_pairs": self.num_pairs, "subsets": self.subsets,
-                "sections": self.sections, "score": self.score}
+                "sections": self.sections, "score": self.score, "num_skipped": self.num_skipped}
 
     def table(self) -> str:
         """Per-subset rows, then the sections and the totals, as aligned text."""
@@ -161,7 +178,9 @@ def pairwise_result(chosen: np.ndarray, rejected: np.ndarray,
 
 
 def evaluate_preference_file(path: str, score_fn: Callable, tokenizer, *, max_length: int,
-                             batch_size: int = 8) -> PairwiseResult:
+                             batch_size: int = 8, skip_invalid: bool = False,
+                             vocab_size: int | None = None,
+                             max_positions: int | None = None) -> PairwiseResult:
     """Reads `path` (JSONL / JSON lines / Parquet), scores every response and returns the
     accuracies. Rows without a `subset` field go to subset "default".
 
@@ -169,23 +188,53 @@ def evaluate_preference_file(path: str, score_fn: Callable, tokenizer, *, max_le
       path: the preference file.
       score_fn: `(ids [b, T], mask [b, T]) -> [b]`, e.g. `reward_score_fn(model, params)`.
       tokenizer: an alignax tokenizer (`ByteTokenizer`, `HFTokenizer`).
-      max_length: T; a longer pair raises a DataError naming its row.
+      max_length: T; a longer pair is a bad row.
       batch_size: sequences per call of `score_fn` (the results do not depend on it).
+      skip_invalid: skip bad rows (reader errors, rating rows, over-long pairs) and count them
+        instead of raising at the first.
+      vocab_size: the model's vocabulary size: every token id must be below it (checked before
+        `score_fn` is called). None: not checked.
+      max_positions: the model's learned position table (e.g. GPT-2's n_positions; None for RoPE
+        models): `max_length` must not exceed it.
+
+    Raises:
+      DataError: one line: `<file>:<line>: <problem>` for the first bad row (unless
+        `skip_invalid`) or a token id outside [0, vocab_size); `max_length` above
+        `max_positions`; a tokenizer without eos; a file without any valid pair.
     """
-    records = read_preferences(path).records
-    pairs = [r for r in records if isinstance(r, PreferenceRecord)]
-    if len(pairs) != len(records):
-        raise DataError(f"{path}: {len(records) - len(pairs)} rows are ratings, not pairs",
+    special_ids(tokenizer)  # a tokenizer without eos is no row's fault: fail before reading
+    name = os.path.basename(path)
+    if max_positions is not None and max_length > max_positions:
+        raise DataError(f"max_length={max_length} exceeds the model's {max_positions} learned "
+                        f"positions (scoring {name}); use max_length <= {max_positions}",
                         path=path)
-    rows = []
-    for i, record in enumerate(pairs):
+    read = read_preferences(path, skip_invalid=skip_invalid)
+    skipped = list(read.skipped)
+    pairs, rows = [], []
+    for record, line in zip(read.records, read.lines):
         try:
-            rows.append(tokenize_pair(record, tokenizer, max_length=max_length))
+            if not isinstance(record, PreferenceRecord):
+                raise DataError("a rating row (prompt, response, rating), expected a preference "
+                                "pair (prompt, chosen, rejected)")
+            row = tokenize_pair(record, tokenizer, max_length=max_length)
         except DataError as e:
-            raise DataError(f"{path}: pair {i + 1}: {e}", path=path) from None
+            message = f"{name}:{line}: {e}"
+            if not skip_invalid:
+                raise DataError(message, path=path, line=line, field=e.field) from None
+            skipped.append(message)
+            continue
+        if vocab_size is not None:  # a mismatched tokenizer: an error even with skip_invalid
+            check_token_ids(row, vocab_size, where=f"{name}:{line}")
+        pairs.append(record)
+        rows.append(row)
+    if not rows:
+        raise DataError(f"no valid pairs in {path}: all {len(skipped)} rows are invalid, the "
+                        f"first: {skipped[0]}", path=path)
     ids = np.stack([r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows])
     mask = np.stack([r["chosen_mask"] for r in rows] + [r["rejected_mask"] for r in rows])
     scores = score_sequences(score_fn, ids, mask, batch_size=batch_size)
     n = len(pairs)
     subsets = [str(r.extras.get("subset", DEFAULT_SUBSET)) for r in pairs]
-    return pairwise_result(scores[:n], scores[n:], subsets)
+    result = pairwise_result(scores[:n], scores[n:], subsets)
+    result.num_skipped, result.skipped = len(skipped), skipped
+    return result
