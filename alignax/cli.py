@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import os
 import re
 import sys
@@ -29,6 +30,16 @@ USAGE_RUN = "alignax run experiments/<name>.py[:arg] [--workdir DIR] [--config.a
 
 # The commands import the library (and with it JAX) inside their bodies: `alignax list` and
 # `--help` stay fast, and `alignax run` sets up host memory reuse before JAX computes anything.
+
+
+# a full disk (ENOSPC), a quota (EDQUOT) or a file-size limit (EFBIG): the run stops with one
+# line and resumes from its last complete checkpoint once there is space
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _err(message: str, code: int) -> int:
@@ -83,6 +94,7 @@ def cmd_run(argv: list[str]) -> int:
         module = ex.load_module(path)
         config = ex.load_config(module, arg, path)
         ex.apply_overrides(config, overrides)
+        ex.validate(module, config, path)  # every variant, before any work or workdir
     except ex.ExperimentError as e:
         return _err(str(e), 2)
 
@@ -117,6 +129,7 @@ def cmd_run(argv: list[str]) -> int:
         print(f"alignax: workdir {workdir}", flush=True)
 
     from alignax.data.errors import DataError
+    from alignax.train.checkpoint import CheckpointError
     from alignax.train.loop import Interrupted, NonFiniteError
 
     try:
@@ -127,6 +140,14 @@ def cmd_run(argv: list[str]) -> int:
         return _err(str(e), 143)
     except (ex.ExperimentError, DataError) as e:
         return _err(str(e), 2)
+    except CheckpointError as e:
+        return _err(_one_line(e), 2)
+    except OSError as e:
+        if e.errno not in _DISK_ERRNOS:
+            raise
+        where = e.filename or "the workdir"
+        return _err(f"{os.strerror(e.errno).lower()} writing {where} ({workdir}); free space "
+                    "and run the same command again to resume from the last checkpoint", 74)
     if is_main:
         _print_summary(summary, workdir)
     return 0

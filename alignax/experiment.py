@@ -44,6 +44,8 @@ import numpy as np
 from absl import flags
 from ml_collections.config_flags import config_flags, config_path, tuple_parser
 
+from alignax._src.config import check_values
+
 
 CONFIG_FILE = "config.json"  # the config a workdir was first run with (check_workdir_config)
 SUMMARY_FILE = "summary.json"  # written by run_experiment
@@ -184,6 +186,9 @@ def set_key(config: ml_collections.ConfigDict, key: str, value: Any, *, parse: b
         raise ExperimentError(f"config key {key!r} is a group; set one of its fields")
     if parse:
         value = _parse_override(config, key, value)
+    elif isinstance(value, (bool, np.bool_)) and not isinstance(node, (bool, np.bool_)) and \
+            isinstance(node, (int, np.integer)):
+        raise ExperimentError(f"config key {key!r}: {value!r} is a bool; the field is an int")
     try:
         config_path.set_value(key, config, value)
     except TypeError as e:
@@ -213,6 +218,27 @@ def _variant_configs(config) -> dict[str, ml_collections.ConfigDict]:
     return out
 
 
+def validate(module, config: ml_collections.ConfigDict, path: str = "") -> None:
+    """Checks every variant's config before any work starts (`alignax run` calls it before
+    creating the workdir; `run_experiment` again): the value rules of
+    `alignax._src.config.check_values` (steps and batch sizes positive, `seeds` a non-empty list
+    of distinct ints, ...), then the module's own `validate(config)` if it defines one (an
+    experiment checks its recipe stages there, e.g. with `direct.validate`, so a bad loss name
+    or mesh fails now, not after earlier stages trained). Any ValueError, TypeError or
+    KeyError becomes an ExperimentError naming the module and the variant.
+    """
+    hook = getattr(module, "validate", None)
+    for variant, vcfg in _variant_configs(config).items():
+        where = f"{path} [{variant}]" if variant != "default" else path
+        try:
+            check_values(vcfg, "config")
+            if callable(hook):
+                hook(vcfg)
+        except (ValueError, TypeError, KeyError) as e:
+            reason = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+            raise ExperimentError(f"{where}: {' '.join(reason.split())}") from None
+
+
 def aggregate(per_seed: Mapping[int, Mapping[str, float]]) -> dict[str, dict[str, float]]:
     """{seed: {metric: x}} -> {metric: {mean, std, n}} (std with ddof=0 over the seeds)."""
     keys = sorted({k for m in per_seed.values() for k in m})
@@ -231,6 +257,7 @@ def run_experiment(
     import jax
 
     is_main = jax.process_index() == 0
+    validate(module, config, path)
     results: dict[str, Any] = {}
     vmapped = callable(getattr(module, "run_seeds", None))
     for variant, vcfg in _variant_configs(config).items():

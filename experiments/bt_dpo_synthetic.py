@@ -133,6 +133,24 @@ def _file_data(config, data_dir: str) -> dict:
             "name": "file_preferences"}
 
 
+def _stage_cfg(config, stage, vocab_size: int | None = None) -> dict:
+    model_cfg = config.model.to_dict()
+    if vocab_size is not None:
+        model_cfg["vocab_size"] = vocab_size
+    return {**stage.to_dict(), "model": model_cfg, "mesh": config.mesh.to_dict()}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks the three stages' configs and the data file before anything trains."""
+    sft.validate(_stage_cfg(config, config.sft))
+    reward_model.validate(_stage_cfg(config, config.rm))
+    direct.validate(_stage_cfg(config, config.dpo))
+    if config.data.path and not os.path.exists(config.data.path):
+        raise ValueError(f"data.path {config.data.path!r} does not exist")
+    if not 0 < config.data.eval_fraction < 1:
+        raise ValueError(f"data.eval_fraction={config.data.eval_fraction} must be in (0, 1)")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     seed = int(config.seed)
     data_dir = os.path.join(workdir, "data")
@@ -154,12 +172,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
         multihost_utils.sync_global_devices("bt_dpo_synthetic data written")
 
-    model_cfg = {**config.model.to_dict(), "vocab_size": vocab_size}
     pair_source = load_preference_source(data_dir, name=pairs_name, split="train")
     eval_pairs = stack_records(load_preference_source(data_dir, name=pairs_name, split="eval"))
 
     def stage_cfg(stage):
-        return {**stage.to_dict(), "model": model_cfg, "mesh": config.mesh.to_dict()}
+        return _stage_cfg(config, stage, vocab_size)
 
     if from_file:  # the reference policy is SFT on the chosen responses of the training pairs
         sft_source = _ChosenAsSequences(pair_source)
