@@ -269,3 +269,51 @@ def test_a_failed_config_write_leaves_no_config_json(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         ex.check_workdir_config(str(tmp_path), '{"seeds": [0]}')
     assert os.listdir(tmp_path) == []  # the next run writes it afresh
+
+
+def _all_records(data_dir):
+    from alignax.data import load_preference_source
+
+    out = {}
+    for name, splits in (("bigram_sft", ["train"]), ("bigram_preferences", ["train", "eval"])):
+        for split in splits:
+            src = load_preference_source(data_dir, name=name, split=split)
+            out[name, split] = [src[i] for i in range(len(src))]
+    return out
+
+
+def test_bt_dpo_synthetic_data_preparation_killed_between_datasets_is_redone(tmp_path,
+                                                                              monkeypatch):
+    import os
+
+    import numpy as np
+
+    module = ex.load_module(os.path.join(os.path.dirname(__file__), "..", "experiments",
+                                         "bt_dpo_synthetic.py"))
+    config = module.get_config("smoke")
+    task = module.BigramLanguage(**config.task)
+    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+    module._write_data(task, config.data, 0, whole)
+
+    real = module.write_preference_dataset
+
+    def kill_at_the_second(data_dir, *, name, **kwargs):
+        if name == "bigram_preferences":
+            raise KeyboardInterrupt  # the kill, after bigram_sft was written
+        return real(data_dir, name=name, **kwargs)
+
+    monkeypatch.setattr(module, "write_preference_dataset", kill_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        module._write_data(task, config.data, 0, killed)
+    monkeypatch.undo()
+    assert os.listdir(killed) == ["bigram_sft"]
+    module._write_data(task, config.data, 0, killed)  # the resume: used to be FileExistsError
+
+    expected, got = _all_records(whole), _all_records(killed)
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert len(got[key]) == len(expected[key]) > 0
+        for a, b in zip(got[key], expected[key]):
+            assert a.keys() == b.keys()
+            for feature in a:
+                np.testing.assert_array_equal(a[feature], b[feature])

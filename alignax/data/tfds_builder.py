@@ -14,10 +14,21 @@ data_dir=...)` would look the name up in the tfds registry first). Reading needs
 One builder class is created per call, named after the dataset and never put in the tfds
 registry (`skip_registration=True`), so datasets of different names, features or data_dirs
 coexist in one process.
+
+Writing is atomic and idempotent. tfds builds the version folder under a temporary name and
+renames it into place when complete, so a kill mid-write leaves no `<name>/<version>` folder (only
+an `incomplete.*` one, ignored by readers). The folder's `metadata.json` holds a SHA-256
+fingerprint of everything written (name, version, description, features, and every example of
+every split in order); writing the same examples again returns the existing folder instead of
+failing, so a preparation of several datasets killed half-way is simply run again (each
+experiment's data preparation gets this), while different examples under the same name and
+version still raise FileExistsError.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import tempfile
@@ -27,6 +38,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_FINGERPRINT_KEY = "alignax_fingerprint"  # in <dataset>/metadata.json (tfds MetadataDict)
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
 
 
@@ -79,7 +91,31 @@ def _check_example(example: Any, specs, split: str, index: int) -> dict[str, np.
     return out
 
 
-def _builder_class(name: str, version: str, description: str, specs, splits):
+def _fingerprint(name: str, version: str, description: str, specs, splits) -> str:
+    """SHA-256 of everything `write_preference_dataset` writes (checked examples, in order)."""
+    h = hashlib.sha256()
+    header = {"name": name, "version": version, "description": description,
+              "features": {k: [list(shape), dtype.str] for k, (shape, dtype) in specs.items()},
+              "splits": {split: len(examples) for split, examples in splits.items()}}
+    h.update(json.dumps(header, sort_keys=True).encode())
+    for split in sorted(splits):
+        h.update(split.encode() + b"\0")
+        for example in splits[split]:
+            for key in specs:
+                h.update(np.ascontiguousarray(example[key]).tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def _stored_fingerprint(dataset_dir: str) -> str | None:
+    try:
+        with open(os.path.join(dataset_dir, "metadata.json"), encoding="utf-8") as f:
+            value = json.load(f).get(_FINGERPRINT_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _builder_class(name: str, version: str, description: str, specs, splits, fingerprint: str):
     """A fresh GeneratorBasedBuilder subclass for these checked examples (not registered)."""
     tfds = _tfds()
     feature_dict = tfds.features.FeaturesDict({
@@ -88,8 +124,12 @@ def _builder_class(name: str, version: str, description: str, specs, splits):
 
     def _info(self):
         # disable_shuffling: record i of a split is example i, in the order given.
-        return tfds.core.DatasetInfo(builder=self, description=description,
-                                     features=feature_dict, disable_shuffling=True)
+        # metadata.json is written inside tfds' temporary folder: the fingerprint arrives with
+        # the data, atomically.
+        return tfds.core.DatasetInfo(
+            builder=self, description=description, features=feature_dict,
+            disable_shuffling=True,
+            metadata=tfds.core.MetadataDict({_FINGERPRINT_KEY: fingerprint}))
 
     def _split_generators(self, dl_manager):
         del dl_manager  # Nothing to download.
@@ -149,15 +189,17 @@ def write_preference_dataset(
       features: feature name -> (shape, numpy dtype), fixed shapes, bool/int/float dtypes.
       version: "x.y.z".
       description: stored in dataset_info.json.
-      overwrite: replace an existing dataset of this name and version; otherwise that is an error
-        (tfds would silently keep the old data).
+      overwrite: replace an existing dataset of this name and version. Otherwise an existing
+        one is kept if it holds exactly these examples (its fingerprint matches: nothing is
+        written) and is an error if not (tfds would silently keep the old data).
 
     Returns:
       The dataset directory `<data_dir>/<name>/<version>`.
 
     Raises:
       ValueError: a bad name, version, feature spec or example, or an empty split.
-      FileExistsError: the dataset exists and `overwrite` is False.
+      FileExistsError: the dataset exists with other examples (or without a fingerprint: written
+        by an older alignax) and `overwrite` is False.
     """
     tfds = _tfds()
     data_dir = os.fspath(data_dir)
@@ -174,14 +216,19 @@ def write_preference_dataset(
         if len(examples) == 0:
             raise ValueError(f"split {split!r} has no examples")
     dataset_dir = os.path.join(data_dir, name, version)
-    if os.path.exists(dataset_dir) and not overwrite:
-        raise FileExistsError(f"dataset {name!r} version {version} already exists at "
-                              f"{dataset_dir}; pass overwrite=True to replace it")
 
     # Check every example before tfds starts writing, so a bad one leaves no partial files.
     checked = {split: [_check_example(e, specs, split, i) for i, e in enumerate(examples)]
                for split, examples in splits.items()}
-    cls = _builder_class(name, version, description, specs, checked)
+    fingerprint = _fingerprint(name, version, description, specs, checked)
+    if os.path.exists(dataset_dir) and not overwrite:
+        stored = _stored_fingerprint(dataset_dir)
+        if stored == fingerprint:
+            return dataset_dir  # written before with exactly these examples
+        what = "other examples" if stored else "no fingerprint (written by an older alignax)"
+        raise FileExistsError(f"dataset {name!r} version {version} at {dataset_dir} holds "
+                              f"{what}; pass overwrite=True or delete {dataset_dir} to replace it")
+    cls = _builder_class(name, version, description, specs, checked, fingerprint)
     builder = cls(data_dir=data_dir, file_format="array_record")
     config = tfds.download.DownloadConfig(
         download_mode=tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite else

@@ -114,3 +114,60 @@ def test_existing_dataset_overwrite_and_errors(tmp_path):
         load_preference_source(d, name="missing")
     with pytest.raises(ValueError, match=r"no split 'test'; splits: \['train'\]"):
         load_preference_source(d, split="test")
+
+
+def _files(path):
+    return {name: os.stat(os.path.join(path, name)).st_mtime_ns for name in os.listdir(path)}
+
+
+def test_writing_the_same_examples_again_keeps_the_dataset_and_other_examples_fail(tmp_path):
+    d = str(tmp_path)
+    splits = {"train": _examples(5), "eval": _examples(2, offset=7)}
+    path = write_preference_dataset(d, splits=splits, features=FEATURES)
+    before = _files(path)
+    again = write_preference_dataset(d, splits={"train": _examples(5),
+                                                "eval": _examples(2, offset=7)},
+                                     features=FEATURES)
+    assert again == path and _files(path) == before  # nothing rewritten
+    changed = _examples(5)
+    changed[4]["chosen_gold"] = np.float32(changed[4]["chosen_gold"] + 1)
+    with pytest.raises(FileExistsError) as info:
+        write_preference_dataset(d, splits={"train": changed, "eval": _examples(2, offset=7)},
+                                 features=FEATURES)
+    assert str(info.value) == (
+        f"dataset 'synthetic_preferences' version 1.0.0 at {path} holds other examples; pass "
+        f"overwrite=True or delete {path} to replace it")
+    with pytest.raises(FileExistsError, match="holds other examples"):  # one split fewer
+        write_preference_dataset(d, splits={"train": _examples(5)}, features=FEATURES)
+    with pytest.raises(FileExistsError, match="holds other examples"):
+        write_preference_dataset(d, splits=splits, features=FEATURES, description="other")
+    assert _files(path) == before
+
+
+def test_dataset_without_fingerprint_is_not_taken_for_the_same(tmp_path):
+    small = {"x": ((), np.int32)}
+    path = write_preference_dataset(str(tmp_path), splits={"train": [{"x": 1}]}, features=small)
+    os.remove(os.path.join(path, "metadata.json"))  # as written by an older alignax
+    with pytest.raises(FileExistsError, match="holds no fingerprint"):
+        write_preference_dataset(str(tmp_path), splits={"train": [{"x": 1}]}, features=small)
+
+
+def test_a_write_killed_mid_way_leaves_no_dataset_and_is_simply_redone(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    small = {"x": ((), np.int32)}
+    examples = [{"x": i} for i in range(10)]
+    real = tfds.core.GeneratorBasedBuilder._download_and_prepare
+
+    def killed(self, *args, **kwargs):
+        real(self, *args, **kwargs)  # every shard written, dataset_info.json not yet
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tfds.core.GeneratorBasedBuilder, "_download_and_prepare", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_preference_dataset(str(tmp_path), splits={"train": examples}, features=small)
+    assert not os.path.exists(tmp_path / "synthetic_preferences" / "1.0.0")
+    monkeypatch.undo()
+    write_preference_dataset(str(tmp_path), splits={"train": examples}, features=small)
+    src = load_preference_source(str(tmp_path))
+    assert [int(src[i]["x"]) for i in range(len(src))] == list(range(10))
