@@ -114,17 +114,10 @@ def cmd_run(argv: list[str]) -> int:
     workdir = args.workdir or _fresh_workdir(path, arg)
     os.makedirs(workdir, exist_ok=True)
     config_json = config.to_json_best_effort(indent=2, sort_keys=True)
-    config_path = os.path.join(workdir, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            previous = f.read()
-        if previous.strip() != config_json.strip():
-            return _err(
-                f"{workdir} holds a run of a different config (see {config_path}); resume with "
-                "the same command or choose another --workdir", 2)
-    elif is_main:
-        with open(config_path, "w") as f:
-            f.write(config_json + "\n")
+    try:  # config.json is written atomically; a different or unreadable one is refused
+        ex.check_workdir_config(workdir, config_json, write=is_main)
+    except ex.ExperimentError as e:
+        return _err(str(e), 2)
     if is_main:
         print(f"alignax: workdir {workdir}", flush=True)
 

@@ -237,9 +237,10 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     if method == "dpa":
         group_dirs = unit_directions(jnp.asarray(centers[bins]))
         # the prompts carry the token of each direction's angle bin
-        assert np.array_equal(np.asarray(direction_tokens(
-            jnp.asarray(centers[bins]), first_token_id=FIRST_DIR, num_bins=task.num_bins,
-            low=task.angle_low, high=task.angle_high)), FIRST_DIR + bins)
+        if not np.array_equal(np.asarray(direction_tokens(
+                jnp.asarray(centers[bins]), first_token_id=FIRST_DIR, num_bins=task.num_bins,
+                low=task.angle_low, high=task.angle_high)), FIRST_DIR + bins):
+            raise RuntimeError("the prompts' direction tokens do not match their angle bins")
     else:
         group_dirs = jnp.tile(unit_directions(jnp.array([task.scalar_angle])), (len(bins), 1))
 

@@ -300,7 +300,7 @@ def plots(results, workdir: str) -> list[str]:
     paths = []
     path = os.path.join(workdir, "denoised", "strength.npz")
     if os.path.exists(path):
-        z = np.load(path)
+        z = np.load(path, allow_pickle=False)
         tie = z["is_tie"][0]
         paths.append(plot_scatter(
             {"ordinary": (z["gold_margin"][0][~tie], z["mu"][0][~tie]),

@@ -37,6 +37,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from alignax.data.safety import check_features_json
+
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _FINGERPRINT_KEY = "alignax_fingerprint"  # in <dataset>/metadata.json (tfds MetadataDict)
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
@@ -341,6 +343,7 @@ def load_preference_source(
     dataset_dir = os.path.join(root, version)
     if not os.path.isfile(os.path.join(dataset_dir, "dataset_info.json")):
         raise FileNotFoundError(f"no version {version} of dataset {name!r} in {root}")
+    check_features_json(dataset_dir)  # tfds would import any module features.json names
     builder = tfds.builder_from_directory(dataset_dir)
     info = builder.info
     if split not in info.splits:
