@@ -44,6 +44,7 @@ import numpy as np
 from absl import flags
 from ml_collections.config_flags import config_flags, config_path, tuple_parser
 
+from alignax._src import faults
 from alignax._src.config import check_values
 
 
@@ -282,6 +283,7 @@ def run_experiment(
                 log(f"[{variant}] seed {seed} -> {subdir}")
             metrics = module.run(cfg, subdir)
             per_seed[int(seed)] = {k: float(v) for k, v in metrics.items()}
+            faults.point("seed_done", variant, seed)
         results[variant] = {"per_seed": per_seed, "metrics": aggregate(per_seed)}
 
     claims: list[Claim] = []
@@ -303,6 +305,7 @@ def run_experiment(
         # alignax.train imports JAX (2 s); this module is imported without it by the CLI.
         from alignax.train.writers import atomic_write_text
 
+        faults.point("summary", workdir)
         atomic_write_text(os.path.join(workdir, SUMMARY_FILE), json.dumps(
             _finite_or_str(summary), indent=2, allow_nan=False, default=_json_default))
     return summary

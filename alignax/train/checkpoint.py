@@ -24,6 +24,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from alignax._src import faults
+
 log = logging.getLogger(__name__)
 
 
@@ -100,6 +102,7 @@ class Checkpointer:
         if data_iter is not None:
             items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
         self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+        faults.point("checkpoint_write", self.directory, step)  # orbax may still be writing
         return True
 
     def restore(self, abstract_state: Any, data_iter: Any = None) -> tuple[Any, int] | None:

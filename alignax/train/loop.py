@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from alignax._src import faults
 from alignax.train import sharding as shd
 from alignax.train.checkpoint import Checkpointer, abstract_like, is_checkpointable_iterator
 from alignax.train.plots import plot_metrics
@@ -236,6 +237,7 @@ def run_loop(
     writer = MetricsWriter(workdir, enabled=is_main)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     timings_path = os.path.join(workdir, TIMINGS_FILE)
+    faults.point("stage", workdir)
     restored = checkpointer.restore(abstract_state, checkpointable_iter)
     if restored is None:
         state, start, resumed_from = init_state(), 0, None
@@ -284,6 +286,7 @@ def run_loop(
                     writer.write(step, row)
                     if is_main:
                         _write_timings(workdir, step, timings)
+                faults.point("step", workdir, step)  # logged, not yet checkpointed
                 checkpointer.save(step, state, checkpointable_iter, force=step == num_steps)
                 bar.update(1, **({"loss": metrics["loss"]} if "loss" in metrics else {}))
                 if sigterm.received:
