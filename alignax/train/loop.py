@@ -309,8 +309,9 @@ def run_loop(
         metrics = {k[len(metric_prefix):]: v for k, v in last.items()
                    if k != "step" and not k.startswith("eval/") and k.startswith(metric_prefix)}
         eval_metrics = {k: v for k, v in last.items() if k.startswith("eval/")}
-    if is_main and history:
-        plot_metrics(metrics_path, os.path.join(workdir, "plots"))
+    plots_dir = os.path.join(workdir, "plots")
+    if is_main and history and (start < num_steps or not os.path.isdir(plots_dir)):
+        plot_metrics(metrics_path, plots_dir)  # not again when a finished run is reopened
     return LoopResult(state=state, metrics=metrics, eval_metrics=eval_metrics, history=history,
                       resumed_from=resumed_from)
 
