@@ -47,6 +47,13 @@ def _err(message: str, code: int) -> int:
     return code
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors in one line (argparse prints the usage block first)."""
+
+    def error(self, message):
+        self.exit(2, f"alignax: {message} (see {self.prog} --help)\n")
+
+
 def _fresh_workdir(path: str, arg: str | None) -> str:
     name = os.path.splitext(os.path.basename(path))[0] + (f"-{arg}" if arg else "")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -59,7 +66,7 @@ def _fresh_workdir(path: str, arg: str | None) -> str:
 
 def _parse_run_args(argv: list[str]):
     """Splits `--config.a.b=v` / `--config.a.b v` overrides from the other arguments."""
-    parser = argparse.ArgumentParser(prog="alignax run", usage=USAGE_RUN)
+    parser = _ArgumentParser(prog="alignax run", usage=USAGE_RUN)
     parser.add_argument("experiment")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--coordinator", default=os.environ.get("ALIGNAX_COORDINATOR"))
@@ -112,7 +119,10 @@ def cmd_run(argv: list[str]) -> int:
 
     is_main = jax.process_index() == 0
     workdir = args.workdir or _fresh_workdir(path, arg)
-    os.makedirs(workdir, exist_ok=True)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:  # a file of that name, no permission: one line, not a traceback
+        return _err(f"--workdir {workdir}: cannot create the folder ({e.strerror})", 2)
     config_json = config.to_json_best_effort(indent=2, sort_keys=True)
     try:  # config.json is written atomically; a different or unreadable one is refused
         ex.check_workdir_config(workdir, config_json, write=is_main)
@@ -175,7 +185,7 @@ def _results_rows(results_md: str) -> dict[str, list[str]]:
 def cmd_list(argv: list[str]) -> int:
     from alignax.experiment import paper_of
 
-    parser = argparse.ArgumentParser(prog="alignax list")
+    parser = _ArgumentParser(prog="alignax list")
     parser.add_argument("--dir", default="experiments")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.dir):
@@ -193,7 +203,7 @@ def cmd_list(argv: list[str]) -> int:
 def cmd_eval(argv: list[str]) -> int:
     import json
 
-    parser = argparse.ArgumentParser(prog="alignax eval")
+    parser = _ArgumentParser(prog="alignax eval")
     parser.add_argument("--model", required=True,
                         help="Hugging Face reward-model folder (config.json + *.safetensors)")
     parser.add_argument("--data", required=True, help="preference file (.jsonl/.json/.parquet)")
@@ -213,6 +223,8 @@ def cmd_eval(argv: list[str]) -> int:
 
     if not os.path.isdir(args.model):
         return _err(f"{args.model}: no such model folder", 2)
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        return _err(f"--json {args.json}: no such folder to write it in", 2)  # before scoring
     tok_path = args.model if args.tokenizer is None else args.tokenizer
     try:
         if tok_path == "bytes":

@@ -107,7 +107,8 @@ class HFTokenizer:
     @classmethod
     def from_file(cls, path: str, **special_tokens) -> "HFTokenizer":
         """Loads `path` (a tokenizer.json, or a folder holding tokenizer.json and optionally
-        tokenizer_config.json); keyword arguments override the special tokens."""
+        tokenizer_config.json); keyword arguments override the special tokens. A missing or
+        unreadable tokenizer.json is a one-line ValueError naming it."""
         from tokenizers import Tokenizer  # the HF tokenizers library: only this loader needs it
 
         folder = path if os.path.isdir(path) else os.path.dirname(path)
@@ -123,7 +124,12 @@ class HFTokenizer:
                     value = value.get("content")
                 if isinstance(value, str):
                     defaults[key] = value
-        return cls(Tokenizer.from_file(file), **{**defaults, **special_tokens})
+        try:
+            tokenizer = Tokenizer.from_file(file)
+        except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception
+            raise ValueError(f"{file}: not a tokenizer.json the tokenizers library can read "
+                             f"({e})") from None
+        return cls(tokenizer, **{**defaults, **special_tokens})
 
     def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
         """Ids of `text` without the tokenizer's own post-processing specials."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from alignax.models.transformer import Model, TransformerConfig, make_lm, make_reward_model
@@ -217,13 +218,17 @@ def _set(tree, path, value):
 
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
-    """All tensors of a checkpoint folder (one or several *.safetensors shards) as numpy."""
+    """All tensors of a checkpoint folder (one or several *.safetensors shards) as numpy; a
+    corrupt or truncated shard is a one-line ValueError naming it."""
     files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
     if not files:
         raise FileNotFoundError(f"no *.safetensors files in {path}")
     tensors: dict[str, np.ndarray] = {}
     for f in files:
-        tensors.update(load_file(f))
+        try:
+            tensors.update(load_file(f))
+        except SafetensorError as e:  # a truncated or corrupt file: one line, not a traceback
+            raise ValueError(f"{f}: not a readable safetensors file ({e})") from None
     return tensors
 
 
