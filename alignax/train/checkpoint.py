@@ -9,14 +9,24 @@ evidence, invisible to orbax), so the resumed run saves those steps again and `m
 only readable checkpoints. When no step can be restored nothing is moved: `CheckpointError` says
 which folder to move or delete to start afresh.
 
+A full disk, a quota or a file-size limit while orbax writes in its background threads reaches
+the caller (from the next `save`, `wait` or `close`) as a ValueError of tensorstore holding
+`[os_error_code='28']` and the path, logged twice with tracebacks on the way. `Checkpointer`
+raises it as `OSError(errno, strerror, path)` instead (what the CLI reports in one line, exit 74)
+and drops orbax's error logs of such a failure (see `disk_error`), so the user reads the error
+once. The half-written step stays in orbax's temporary folder, which a resumed run ignores.
+
 Only grain iterators (`grain.DatasetIterator`, `grain.DataLoaderIterator`) carry a checkpointable
 state; `is_checkpointable_iterator` tells them apart from plain Python iterators.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import re
 import warnings
 from typing import Any
 
@@ -48,6 +58,53 @@ class CheckpointError(RuntimeError):
 
 
 CORRUPT_PREFIX = "corrupt-"
+
+# a full disk, a quota, a file-size limit: the run can resume once there is space
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_TS_ERRNO = re.compile(r"os_error_code='?(\d+)")  # tensorstore's status payload
+_TS_PATH = re.compile(r'"(/[^"]+)"')
+
+
+def disk_error(e: BaseException | None, default_path: str) -> OSError | None:
+    """The OSError `(errno, strerror, path)` of a full disk behind `e`, or None if it is not one.
+
+    Looks through `e`'s chain of causes for an OSError with errno ENOSPC, EDQUOT or EFBIG, or
+    for a tensorstore error whose message holds `[os_error_code='<errno>']` (orbax writes
+    arrays with tensorstore, whose errors arrive as ValueError); the path is the OSError's
+    filename, else the last quoted absolute path before the code (the file tensorstore failed
+    to write), else `default_path`.
+    """
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+            return OSError(e.errno, os.strerror(e.errno), e.filename or default_path)
+        text = str(e)
+        for m in _TS_ERRNO.finditer(text):
+            code = int(m.group(1))
+            if code in DISK_ERRNOS:
+                paths = _TS_PATH.findall(text, 0, m.start())
+                return OSError(code, os.strerror(code), paths[-1] if paths else default_path)
+        e = e.__cause__ or e.__context__
+    return None
+
+
+class _DropDiskErrorLogs(logging.Filter):
+    """Drops orbax's ERROR logs (with tracebacks) of a write that failed for a full disk:
+    `Checkpointer` raises that error to the caller as one OSError naming the file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or "orbax" not in record.pathname:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is not ours to judge
+            return True
+        return disk_error(exc, "") is None and disk_error(ValueError(message), "") is None
+
+
+logging.getLogger("absl").addFilter(_DropDiskErrorLogs())  # orbax logs through absl
 
 
 def is_checkpointable_iterator(data_iter: Any) -> bool:
@@ -101,7 +158,8 @@ class Checkpointer:
         items = {"state": ocp.args.StandardSave(state)}
         if data_iter is not None:
             items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
-        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+        with self._disk_errors():  # also raises the previous (asynchronous) save's error
+            self._manager.save(step, args=ocp.args.Composite(**items), force=True)
         faults.point("checkpoint_write", self.directory, step)  # orbax may still be writing
         return True
 
@@ -176,12 +234,27 @@ class Checkpointer:
         self._manager.reload()
         return paths
 
+    @contextlib.contextmanager
+    def _disk_errors(self):
+        """Re-raises a full disk (however orbax wraps it) as OSError(errno, strerror, path)."""
+        try:
+            yield
+        except Exception as e:
+            converted = disk_error(e, self.directory)
+            if converted is None:
+                raise
+            raise converted from e
+
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        """Waits for the asynchronous save in flight; raises its error (OSError for a full disk)."""
+        with self._disk_errors():
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Waits for the save in flight and closes; raises its error (OSError for a full disk)."""
+        with self._disk_errors():
+            self._manager.wait_until_finished()
+            self._manager.close()
 
 
 def abstract_like(tree: Any, shardings: Any = None) -> Any:

@@ -30,7 +30,7 @@ from alignax.train import sharding as shd
 from alignax.train.checkpoint import Checkpointer, abstract_like, is_checkpointable_iterator
 from alignax.train.plots import plot_metrics
 from alignax.train.progress import ProgressBar
-from alignax.train.writers import MetricsWriter, read_metrics
+from alignax.train.writers import MetricsWriter, read_metrics, with_filename
 from alignax.train.state import TrainState
 from alignax.train.step import LossFn, make_train_step
 
@@ -143,8 +143,12 @@ def _split_timings(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dict[s
 def _write_timings(workdir: str, step: int, timings: Mapping[str, float]) -> None:
     """Wall-clock numbers go to their own file: they differ between a resumed and an
     uninterrupted run, so metrics.jsonl never holds them."""
-    with open(os.path.join(workdir, TIMINGS_FILE), "a") as f:
-        f.write(json.dumps({"step": step, **timings}) + "\n")
+    path = os.path.join(workdir, TIMINGS_FILE)
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps({"step": step, **timings}) + "\n")
+    except OSError as e:  # a full disk: name the file (the CLI's one line)
+        raise with_filename(e, path)
 
 
 def single_device_abstract(abstract: Any) -> Any:
@@ -159,8 +163,11 @@ def _truncate_timings(path: str, step: int) -> None:
     with open(path) as f:
         lines = [line for line in f if line.endswith("\n")]
     kept = [line for line in lines if json.loads(line)["step"] <= step]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(kept)
+    try:
+        with open(path + ".tmp", "w") as f:
+            f.writelines(kept)
+    except OSError as e:
+        raise with_filename(e, path + ".tmp")
     os.replace(path + ".tmp", path)
 
 
@@ -299,8 +306,10 @@ def run_loop(
                     )
     finally:
         bar.close()
-        checkpointer.close()
-        writer.close()
+        try:
+            checkpointer.close()  # raises a failed asynchronous save's error (full disk: OSError)
+        finally:
+            writer.close()
 
     history = read_metrics(metrics_path, parse_nonfinite=True) if os.path.exists(
         metrics_path) else []
@@ -311,7 +320,10 @@ def run_loop(
         eval_metrics = {k: v for k, v in last.items() if k.startswith("eval/")}
     plots_dir = os.path.join(workdir, "plots")
     if is_main and history and (start < num_steps or not os.path.isdir(plots_dir)):
-        plot_metrics(metrics_path, plots_dir)  # not again when a finished run is reopened
+        try:
+            plot_metrics(metrics_path, plots_dir)  # not again when a finished run is reopened
+        except OSError as e:
+            raise with_filename(e, plots_dir)
     return LoopResult(state=state, metrics=metrics, eval_metrics=eval_metrics, history=history,
                       resumed_from=resumed_from)
 

@@ -4,20 +4,24 @@ A run writes every logged step twice: as a line `{"step": s, "train/loss": ..., 
 `W/metrics.jsonl` (the file experiments, plots and tests read), and as scalar summaries in
 `W/tensorboard/events.out.tfevents.*` for live inspection.
 
-TensorBoard event files are written by TensorBoard's own writer
-(`tensorboard.summary.writer.event_file_writer.EventFileWriter` with its `Event` / `Summary`
-protocol buffers from `tensorboard.compat.proto`): the maintained writer of the event format
-(TFRecord framing, CRC32C, `Event` messages) that needs no TensorFlow. tensorboardX was used
-before; importing it also imports torch whenever torch is installed (2 s here, and on a GPU
-machine torch's CUDA libraries inside the JAX process), which a JAX framework should not do.
-Two things are set here:
+TensorBoard event files are written with TensorBoard's own record writer
+(`tensorboard.summary.writer.record_writer.RecordWriter`: TFRecord framing, CRC32C) and its
+`Event` / `Summary` protocol buffers from `tensorboard.compat.proto`, which need no TensorFlow.
+tensorboardX was used before; importing it also imports torch whenever torch is installed (2 s
+here, and on a GPU machine torch's CUDA libraries inside the JAX process), which a JAX framework
+should not do. Three things are set here:
 
 - resume: `MetricsWriter.truncate_after(step)` appends TensorBoard's restart marker (a
   `SessionLog.START` event at `step + 1`); TensorBoard then drops the events with a larger step
   read before it, so a resumed run shows the same curves as an uninterrupted one;
-- buffering: events are written by the writer's background thread and reach the file within
-  `TENSORBOARD_FLUSH_SECS`; `close()` writes everything. File names carry the pid and a
-  per-process counter, so writers opened in the same second never share a file.
+- writing: each event is written and flushed in the caller's thread, like a metrics.jsonl line
+  (TensorBoard's `EventFileWriter` writes from a background thread: a full disk there printed
+  the thread's traceback and reached the caller, without the file's name, one event later).
+  File names are TensorBoard's (`events.out.tfevents.<second>.<host>.<pid>.<counter>`) plus a
+  nanosecond suffix, so writers opened in the same second never share a file;
+- errors: a failed write (full disk, quota, file-size limit) raises OSError with `filename` set
+  to the file that could not be written (metrics.jsonl, the event file, or the target of
+  `atomic_write_text`), so `alignax run` reports it in one line and the run resumes later.
 
 `metrics.jsonl` stays hand-written: it is the project's own format, and the guarantees the rest of
 the code relies on live in it: floats round-trip exactly (float64, where event files store float32),
@@ -29,9 +33,11 @@ restored checkpoint byte for byte, so a resumed run's file equals an uninterrupt
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
+import socket
 import tempfile
 import time
 from typing import Any, Mapping
@@ -42,11 +48,21 @@ __all__ = [
     "MetricsWriter",
     "atomic_write_text",
     "read_metrics",
+    "with_filename",
 ]
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
-TENSORBOARD_FLUSH_SECS = 5  # the most a live TensorBoard (or a killed run) lags behind
+
+
+def with_filename(e: OSError, path: str) -> OSError:
+    """`e` itself if it names its file, else the same error naming `path` (a failed write() or
+    flush() leaves `filename` unset: the caller knows which file it was writing)."""
+    if e.filename is not None or e.errno is None:
+        return e
+    named = OSError(e.errno, e.strerror, os.fspath(path))
+    named.__cause__ = e
+    return named
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -56,7 +72,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     over `path` (`os.replace`, atomic on POSIX and Windows), so a reader, or the next run after a
     kill or a full disk, finds either the old file or the complete new one, never a truncated one.
     The folder must exist; the file keeps its mode (a new one gets 0644). On failure the
-    temporary file is removed and the error re-raised.
+    temporary file is removed and the error re-raised (an OSError names `path` when the system
+    did not name a file, e.g. for a full disk).
     """
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
@@ -69,26 +86,75 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         # mkstemp creates 0600: keep the replaced file's mode, else what open() gives (umask 022)
         os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.filename is None:
+            raise with_filename(e, path)
         raise
 
 
 # ---------------------------------------------------------------------------------------------
-# TensorBoard (its own TF-free writer)
+# TensorBoard (its own TF-free record writer)
 # ---------------------------------------------------------------------------------------------
 
+_event_files_opened = itertools.count()
 
-def _open_event_file(logdir: str):
+
+class _EventFile:
+    """One TensorBoard event file, written and flushed event by event in the caller's thread.
+
+    `path` is the file. A failed write raises OSError naming `path`; the file is then closed
+    and later events are dropped, so no record follows a torn one.
+    """
+
+    def __init__(self, logdir: str):
+        # tensorboard's protos and crc: 0.5 s to import, so only when a writer is opened
+        from tensorboard.compat.proto.event_pb2 import Event, SourceMetadata
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        os.makedirs(logdir, exist_ok=True)
+        now = time.time()
+        name = (f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}."
+                f"{next(_event_files_opened)}.{time.time_ns()}")
+        self.path = os.path.join(logdir, name)
+        self._file = open(self.path, "wb")
+        self._records = RecordWriter(self._file)
+        self.add_event(Event(wall_time=now, file_version="brain.Event:2",
+                             source_metadata=SourceMetadata(writer="alignax")))
+
+    def add_event(self, event) -> None:
+        if self._file is None:
+            return
+        try:
+            self._records.write(event.SerializeToString())
+            self._file.flush()
+        except OSError as e:
+            self._drop()
+            raise with_filename(e, self.path)
+
+    def _drop(self) -> None:
+        f, self._file = self._file, None
+        try:
+            f.close()  # closes the descriptor even when flushing the rest fails
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self._file is None:
+            return
+        f, self._file = self._file, None
+        try:
+            f.close()
+        except OSError as e:
+            raise with_filename(e, self.path)
+
+
+def _open_event_file(logdir: str) -> _EventFile:
     """Opens a new event file in `logdir` (created if needed)."""
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter  # 0.5 s: lazily
-
-    os.makedirs(logdir, exist_ok=True)
-    return EventFileWriter(logdir, flush_secs=TENSORBOARD_FLUSH_SECS,
-                           filename_suffix=f".{time.time_ns()}")
+    return _EventFile(logdir)
 
 
 def _write_scalars(event_writer, step: int, scalars: Mapping[str, float]) -> None:
@@ -205,8 +271,10 @@ class MetricsWriter:
     Every `write(step, metrics)` appends the line `{"step": step, **metrics}` and flushes it, so a
     killed run leaves at most one partial line at the end (ignored by `read_metrics`, removed by
     `truncate_after` and by the next `write`). The numbers of each `write` also go to TensorBoard
-    as one event (see the module docstring for buffering and resume). With `enabled=False` (the
-    non-zero processes of a multi-process run) every method does nothing and no file is created.
+    as one event (see the module docstring for writing and resume). A write that fails (a full
+    disk) raises OSError naming the file; a partial line it left is removed on resume. With
+    `enabled=False` (the non-zero processes of a multi-process run) every method does nothing
+    and no file is created.
 
     Example::
 
@@ -248,6 +316,15 @@ class MetricsWriter:
             self._file = open(self.path, "a", encoding="utf-8", newline="\n")
         return self._file
 
+    def _drop_file(self) -> None:
+        """Closes metrics.jsonl after a failed write (the descriptor even if flushing fails)."""
+        f, self._file = self._file, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
+
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Appends `{"step": step, **metrics}` as one flushed line; numbers also go to TensorBoard.
 
@@ -259,6 +336,7 @@ class MetricsWriter:
         Raises:
           ValueError: a metric is named "step", or the writer is closed.
           TypeError: a value is not a scalar.
+          OSError: a file could not be written (`filename` names it).
         """
         if not self.enabled:
             return
@@ -276,9 +354,13 @@ class MetricsWriter:
             if isinstance(value, (bool, int, float)):
                 scalars[name] = float(value)
         line = json.dumps(row, allow_nan=False, ensure_ascii=False)
-        f = self._open()
-        f.write(line + "\n")
-        f.flush()
+        try:
+            f = self._open()
+            f.write(line + "\n")
+            f.flush()
+        except OSError as e:
+            self._drop_file()
+            raise with_filename(e, self.path)
         if self._tb is not None and scalars:
             _write_scalars(self._tb, step, scalars)
 
@@ -315,15 +397,29 @@ class MetricsWriter:
         atomic_write_text(self.path, "".join(kept))
 
     def close(self) -> None:
-        """Flushes and closes both files; further `close` calls do nothing."""
+        """Flushes and closes both files; further `close` calls do nothing.
+
+        Raises:
+          OSError: the rest of a file could not be written (`filename` names it); both files
+            are closed anyway.
+        """
         if not self.enabled or self._closed:
             return
         self._closed = True
+        error = None
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            f, self._file = self._file, None
+            try:
+                f.close()
+            except OSError as e:
+                error = with_filename(e, self.path)
         if self._tb is not None:
-            self._tb.close()
+            try:
+                self._tb.close()
+            except OSError as e:
+                error = error or e
+        if error is not None:
+            raise error
 
     def __enter__(self) -> MetricsWriter:
         return self
