@@ -7,7 +7,10 @@
 (checkpoints/, metrics.jsonl, ...). `train_fn(config, workdir)` is the ordinary recipe call: the
 trainer (`alignax.train.loop`) resumes from the folder's newest checkpoint, so the first call
 trains, an interrupted one continues, and a call on a finished run restores its final state
-without training. Nothing is pickled; any change of the config is a new folder.
+without training. Nothing is pickled; any change of the config is a new folder. config.json is
+written atomically; one found unreadable (a disk error, a copy cut short) is rewritten from the
+config with a `CachedConfigWarning` (the folder's name is the config's hash, so nothing is
+guessed), and an unreadable checkpoint falls back to the previous one like any run's.
 
 The language testbed's reference models are cached this way:
 
@@ -28,6 +31,7 @@ import fcntl
 import hashlib
 import json
 import os
+import warnings
 from typing import Any, Callable, Mapping, NamedTuple, TypeVar
 
 import jax
@@ -37,12 +41,17 @@ from alignax.algorithms import common, reward_model, sft
 from alignax.tasks.language import BigramLanguage
 from alignax.tasks.policies import (gold_preference_pairs, make_gold, proxy_rm_config,
                                     sft_policy_config)
+from alignax.train.writers import atomic_write_text
 
 CACHE_VERSION = 1
 CONFIG_FILE = "config.json"
 _LOCK_FILE = ".lock"
 
 Result = TypeVar("Result")
+
+
+class CachedConfigWarning(UserWarning):
+    """A cached run's config.json was unreadable and has been rewritten from the config."""
 
 
 def _plain(x):
@@ -82,18 +91,28 @@ def _exclusive(path: str):
 
 
 def _write_config(workdir: str, config: dict) -> None:
-    """Writes config.json (atomically), or checks that the one there is `config`."""
+    """Writes config.json (atomically), or checks that the one there is `config`.
+
+    An unreadable config.json (not UTF-8 or not JSON: cut short, overwritten) is rewritten with
+    a CachedConfigWarning: it is derived from `config`, whose hash names the folder.
+    """
     path = os.path.join(workdir, CONFIG_FILE)
+    text = json.dumps(config, indent=1, sort_keys=True)
     if os.path.exists(path):
-        with open(path) as f:
-            found = json.load(f)
-        if found != json.loads(json.dumps(config)):
-            raise ValueError(f"{path} holds another config than the one hashed to this folder; "
-                             "delete the folder")
-        return
-    with open(path + ".tmp", "w") as f:
-        json.dump(config, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                found = json.load(f)
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            reason = (f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError)
+                      else "not UTF-8")
+            warnings.warn(f"{path} was unreadable ({reason}); rewrote it from the config, whose "
+                          "hash names the folder", CachedConfigWarning, stacklevel=3)
+        else:
+            if found != json.loads(text):
+                raise ValueError(f"{path} holds another config than the one hashed to this "
+                                 f"folder; delete the folder {workdir}")
+            return
+    atomic_write_text(path, text)
 
 
 def cached_run(name: str, config: Mapping[str, Any],

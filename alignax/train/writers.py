@@ -226,11 +226,23 @@ def _parse_line(line: str, path: str, lineno: int) -> dict:
 
 
 def _complete_lines(path: str) -> list[str]:
-    """The newline-terminated lines of `path` (a trailing partial line is dropped)."""
-    with open(path, "r", encoding="utf-8", newline="\n") as f:
-        text = f.read()
-    lines = text.split("\n")
-    return [line + "\n" for line in lines[:-1]]  # lines[-1] is "" or the partial tail
+    """The newline-terminated lines of `path` (a trailing partial line is dropped).
+
+    Decoded line by line: a kill may cut the last line inside a multi-byte UTF-8 character.
+
+    Raises:
+      ValueError: a complete line is not UTF-8 (names the line number).
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = []
+    for lineno, line in enumerate(data.split(b"\n")[:-1], start=1):  # [-1]: b"" or the tail
+        try:
+            lines.append(line.decode("utf-8") + "\n")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}, line {lineno}: corrupt metrics line (not UTF-8 at byte "
+                             f"{e.start}): {line[:80]!r}") from None
+    return lines
 
 
 def read_metrics(path: str | os.PathLike, *, parse_nonfinite: bool = False) -> list[dict]:
@@ -375,7 +387,8 @@ class MetricsWriter:
           step: the restored checkpoint's step (0 for a fresh start: the file is emptied).
 
         Raises:
-          ValueError: a complete line is corrupt (names the line number).
+          alignax.data.DataError: (a ValueError) a complete line is corrupt: one line naming
+            the file and the line to delete.
         """
         if not self.enabled:
             return
@@ -389,11 +402,17 @@ class MetricsWriter:
 
     def _truncate_jsonl(self, step: int) -> None:
         kept = []
-        for lineno, line in enumerate(_complete_lines(self.path), start=1):
-            if not line.strip():
-                continue
-            if _parse_line(line, self.path, lineno)["step"] <= step:
-                kept.append(line)
+        try:
+            for lineno, line in enumerate(_complete_lines(self.path), start=1):
+                if not line.strip():
+                    continue
+                if _parse_line(line, self.path, lineno)["step"] <= step:
+                    kept.append(line)
+        except ValueError as e:  # a corrupt line (disk damage, an edit): its metrics are lost
+            from alignax.data.errors import DataError  # imports alignax.data (2 s): only here
+
+            raise DataError(f"{e}; delete that line (its metrics are lost) and run again to "
+                            "resume", path=self.path) from None
         atomic_write_text(self.path, "".join(kept))
 
     def close(self) -> None:
