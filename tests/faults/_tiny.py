@@ -87,15 +87,21 @@ def run_cli(spec, workdir, *overrides, cache_dir, fsize: int | None = None, time
     """`python -m alignax.cli run spec --workdir workdir ...`; with `fsize`, every file the
     process writes is limited to `fsize` bytes (RLIMIT_FSIZE: a write past it fails with
     EFBIG, as on a full disk, since Python ignores SIGXFSZ)."""
-    preexec = None
+    preexec, e = None, env(cache_dir)
     if fsize is not None:
         import resource  # Unix only
 
         def preexec():
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+        # the limit is for the run's files: no persistent compilation cache entries either
+        e["ALIGNAX_COMPILATION_CACHE"] = "0"
+        for name in [k for k in e if k.startswith(("JAX_COMPILATION_CACHE",
+                                                   "JAX_PERSISTENT_CACHE"))]:
+            del e[name]
     return subprocess.run(
         [sys.executable, "-m", "alignax.cli", "run", str(spec), "--workdir", str(workdir),
-         *overrides], cwd=REPO, env=env(cache_dir), capture_output=True, text=True,
+         *overrides], cwd=REPO, env=e, capture_output=True, text=True,
         timeout=timeout, preexec_fn=preexec)
 
 
