@@ -117,6 +117,10 @@ def cmd_run(argv: list[str]) -> int:
         )
     import jax
 
+    if os.environ.get("ALIGNAX_COMPILATION_CACHE", "1") != "0":
+        from alignax.train.compilation_cache import enable_compilation_cache
+
+        enable_compilation_cache()  # a resumed or repeated run does not compile again
     is_main = jax.process_index() == 0
     workdir = args.workdir or _fresh_workdir(path, arg)
     try:
