@@ -101,7 +101,6 @@ def cmd_run(argv: list[str]) -> int:
         module = ex.load_module(path)
         config = ex.load_config(module, arg, path)
         ex.apply_overrides(config, overrides)
-        ex.validate(module, config, path)  # every variant, before any work or workdir
     except ex.ExperimentError as e:
         return _err(str(e), 2)
 
@@ -117,6 +116,10 @@ def cmd_run(argv: list[str]) -> int:
         )
     import jax
 
+    try:  # every variant, before any work or workdir (after distributed init: meshes are global)
+        ex.validate(module, config, path)
+    except ex.ExperimentError as e:
+        return _err(str(e), 2)
     if os.environ.get("ALIGNAX_COMPILATION_CACHE", "1") != "0":
         from alignax.train.compilation_cache import enable_compilation_cache
 

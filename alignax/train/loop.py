@@ -105,6 +105,58 @@ class _SigtermFlag:
         return False
 
 
+def _preemption_sync_manager():
+    """jax's preemption sync manager of a multi-process run, or None (service disabled)."""
+    try:
+        from jax._src import distributed
+    except ImportError:  # pragma: no cover - layout of a future jax
+        return None
+    return getattr(distributed.global_state, "preemption_sync_manager", None)
+
+
+# steps run by every run_loop call of this process: the step ids of the preemption sync
+# protocol, which must grow across stages (each stage restarts its own step count at 1)
+_process_steps = 0
+
+
+class _StopRequest:
+    """When to stop for a SIGTERM, at the same step on every process.
+
+    One process: the SIGTERM handler's flag. Several processes: a SIGTERM reaches one of them
+    (or some), but the checkpoint that follows is collective, so every process must stop at the
+    same step, or the ones that did not see the signal run ahead and the save hangs. With jax's
+    preemption service (on by default in `jax.distributed.initialize`), SIGTERM is left to its
+    notifier, which tells the coordination service; `reached_preemption_sync_point` then
+    returns True on every process at the same step. Without it, the processes all-gather their
+    flags every step.
+    """
+
+    def __init__(self):
+        self.multi = jax.process_count() > 1
+        self._sync = _preemption_sync_manager() if self.multi else None
+        self._flag = _SigtermFlag()
+
+    def __enter__(self):
+        if self._sync is None:  # with the service, its notifier must keep SIGTERM
+            self._flag.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._flag.__exit__(*exc)
+
+    def should_stop(self) -> bool:
+        global _process_steps
+        _process_steps += 1
+        if not self.multi:
+            return self._flag.received
+        from jax.experimental import multihost_utils
+
+        if self._sync is not None:
+            return bool(multihost_utils.reached_preemption_sync_point(_process_steps))
+        flags = multihost_utils.process_allgather(np.asarray(self._flag.received, np.int32))
+        return bool(np.asarray(flags).any())
+
+
 def _to_float(x) -> float:
     return float(np.asarray(x))
 
@@ -267,7 +319,7 @@ def run_loop(
     eval_metrics: dict[str, float] = {}
     bar = ProgressBar(num_steps, initial=start, enabled=progress and is_main, desc=desc)
     try:
-        with _SigtermFlag() as sigterm:
+        with _StopRequest() as stop:
             for step in range(start + 1, num_steps + 1):
                 inputs = next(data_iter) if data_iter is not None else step - 1
                 t0 = time.perf_counter()
@@ -296,11 +348,12 @@ def run_loop(
                 faults.point("step", workdir, step)  # logged, not yet checkpointed
                 checkpointer.save(step, state, checkpointable_iter, force=step == num_steps)
                 bar.update(1, **({"loss": metrics["loss"]} if "loss" in metrics else {}))
-                if sigterm.received:
+                if stop.should_stop():
                     checkpointer.save(step, state, checkpointable_iter, force=True)
                     checkpointer.wait()
+                    what = "SIGTERM" if not stop.multi else "SIGTERM (preemption notice)"
                     raise Interrupted(
-                        f"SIGTERM at step {step}: checkpoint saved in {checkpointer.directory}; "
+                        f"{what} at step {step}: checkpoint saved in {checkpointer.directory}; "
                         "run the same command again to resume",
                         step,
                     )
