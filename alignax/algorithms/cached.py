@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from alignax.algorithms import common, reward_model, sft
+from alignax.data.errors import DataError
 from alignax.tasks.language import BigramLanguage
 from alignax.tasks.policies import (gold_preference_pairs, make_gold, proxy_rm_config,
                                     sft_policy_config)
@@ -109,8 +110,8 @@ def _write_config(workdir: str, config: dict) -> None:
                           "hash names the folder", CachedConfigWarning, stacklevel=3)
         else:
             if found != json.loads(text):
-                raise ValueError(f"{path} holds another config than the one hashed to this "
-                                 f"folder; delete the folder {workdir}")
+                raise DataError(f"{path} holds another config than the one hashed to this "
+                                f"folder; delete the folder {workdir}", path=path)
             return
     atomic_write_text(path, text)
 
