@@ -30,7 +30,8 @@ from alignax.train import sharding as shd
 from alignax.train.checkpoint import Checkpointer, abstract_like, is_checkpointable_iterator
 from alignax.train.plots import plot_metrics
 from alignax.train.progress import ProgressBar
-from alignax.train.writers import MetricsWriter, read_metrics, with_filename
+from alignax.train.writers import (MetricsWriter, atomic_write_text, read_metrics,
+                                   with_filename)
 from alignax.train.state import TrainState
 from alignax.train.step import LossFn, make_train_step
 
@@ -209,18 +210,24 @@ def single_device_abstract(abstract: Any) -> Any:
     return abstract_like(abstract, jax.tree.map(lambda _: device, abstract))
 
 
+def _timing_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _truncate_timings(path: str, step: int) -> None:
+    """Keeps the timings of steps <= `step` (a resume repeats the later ones). Wall-clock
+    timings are not results: a torn or corrupt line is dropped rather than stopping the run."""
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        lines = [line for line in f if line.endswith("\n")]
-    kept = [line for line in lines if json.loads(line)["step"] <= step]
-    try:
-        with open(path + ".tmp", "w") as f:
-            f.writelines(kept)
-    except OSError as e:
-        raise with_filename(e, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    kept = "".join(line for line in text.splitlines(keepends=True) if line.endswith("\n")
+                   and (s := _timing_step(line)) is not None and s <= step)
+    if kept != text:
+        atomic_write_text(path, kept)
 
 
 def run_loop(

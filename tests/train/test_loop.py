@@ -173,3 +173,15 @@ def test_evolving_state_outside_the_gradient_is_carried_and_resumed(tmp_path):
     assert resumed.resumed_from == 7
     assert _metrics_text(tmp_path / "b") == _metrics_text(tmp_path / "a")
     assert float(resumed.state.extra.mean) == float(full.state.extra.mean)
+
+
+def test_corrupt_or_torn_timings_lines_are_dropped_on_resume(tmp_path):
+    from alignax.train.loop import TIMINGS_FILE, _truncate_timings
+
+    path = tmp_path / TIMINGS_FILE
+    path.write_text('{"step": 1, "time/step_s": 0.1}\n{"step": 2, "time/st\n'
+                    '{"step": 3, "time/step_s": 0.3}\n{"step": 4, "ti')
+    _truncate_timings(str(path), 3)
+    assert path.read_text() == '{"step": 1, "time/step_s": 0.1}\n{"step": 3, "time/step_s": 0.3}\n'
+    _truncate_timings(str(path), 1)
+    assert path.read_text() == '{"step": 1, "time/step_s": 0.1}\n'
