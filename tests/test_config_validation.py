@@ -20,7 +20,7 @@ EXPERIMENT = os.path.join(REPO, "experiments", "bt_dpo_synthetic.py")
 @pytest.mark.parametrize("config,message", [
     ({"train": {"steps": -3}}, r"train.steps=-3 must be a positive int"),
     ({"train": {"steps": 0}}, r"train.steps=0 must be a positive int"),
-    ({"train": {"batch_size": True}}, r"train.batch_size=True must be a int"),
+    ({"train": {"batch_size": True}}, r"train.batch_size=True must be an int"),
     ({"train": {"eval_every": -1}}, r"train.eval_every=-1 must be an int >= 0"),
     ({"optimizer": {"learning_rate": "1e-3"}}, r"optimizer.learning_rate='1e-3' must be a float"),
     ({"optimizer": {"learning_rate": -1e-3}}, r"learning_rate=-0.001 must be a finite number"),
@@ -58,7 +58,7 @@ def test_every_recipe_validates_its_defaults_and_rejects_a_bad_value():
 def test_int_fields_take_no_bools_and_float_fields_take_ints():
     defaults = {"steps": 10, "lr": 1e-3, "flag": False, "name": "x", "opt": None}
     assert resolve_config(defaults, {"lr": 1, "opt": "anything"}, "c")["lr"] == 1
-    with pytest.raises(ValueError, match="c: steps=True must be a int"):
+    with pytest.raises(ValueError, match="c: steps=True must be an int"):
         resolve_config(defaults, {"steps": True}, "c")
     with pytest.raises(ValueError, match="c: flag=1 must be a bool"):
         resolve_config(defaults, {"flag": 1}, "c")

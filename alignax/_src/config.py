@@ -132,8 +132,10 @@ def _merge(defaults: dict, config: Mapping[str, Any], label: str, prefix: str = 
             out[key] = _merge(default, value, label, full + ".")
             continue
         if not _type_ok(default, value):
-            raise ValueError(f"{label}: {full}={value!r} must be a {type(default).__name__} "
-                             f"like its default {default!r}")
+            kind = type(default).__name__
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise ValueError(f"{label}: {full}={value!r} must be {article} {kind} like its "
+                             f"default {default!r}")
         out[key] = value
     return out
 
