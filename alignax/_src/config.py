@@ -169,9 +169,10 @@ def check_kwargs(fn: Callable, kwargs: Mapping[str, Any] | None, label: str,
     params = list(inspect.signature(fn).parameters.values())
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return
-    accepted = [p.name for p in params[positional:]
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    unknown = sorted(set(kwargs or {}) - set(accepted))
+    named = [p for p in params[positional:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(kwargs or {}) - {p.name for p in named})
     if unknown:
+        # the hyperparameters (with defaults) are what a config sets; the arrays come first
+        shown = [p.name for p in named if p.default is not p.empty] or [p.name for p in named]
         raise ValueError(f"{label}: {getattr(fn, '__name__', fn)} takes no {unknown}; "
-                         f"it accepts {accepted}")
+                         f"its options are {shown}")
