@@ -30,7 +30,6 @@ the global flag state alone. Variants set Python values directly (`set_key(..., 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import difflib
 import enum
 import importlib.util
@@ -46,6 +45,7 @@ from ml_collections.config_flags import config_flags, config_path, tuple_parser
 
 from alignax._src import faults
 from alignax._src.config import check_values
+from alignax.protocol import Claim, paper_verdict
 
 
 CONFIG_FILE = "config.json"  # the config a workdir was first run with (check_workdir_config)
@@ -54,20 +54,6 @@ SUMMARY_FILE = "summary.json"  # written by run_experiment
 
 class ExperimentError(Exception):
     """A user-facing problem with an experiment module, its argument or an override (one line)."""
-
-
-@dataclasses.dataclass
-class Claim:
-    """One checked claim: a sentence, whether it held, and the numbers it was judged on."""
-
-    name: str
-    passed: bool
-    measured: dict[str, float]
-    detail: str = ""
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "passed": bool(self.passed),
-                "measured": {k: float(v) for k, v in self.measured.items()}, "detail": self.detail}
 
 
 def is_smoke(arg: str | None) -> bool:
@@ -252,9 +238,16 @@ def aggregate(per_seed: Mapping[int, Mapping[str, float]]) -> dict[str, dict[str
 
 def run_experiment(
     module, config: ml_collections.ConfigDict, workdir: str, *, path: str = "", arg=None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, command: str | None = None,
 ) -> dict:
-    """Runs all variants x seeds, checks claims, writes summary.json; returns the summary."""
+    """Runs all variants x seeds, checks claims, writes summary.json; returns the summary.
+
+    Besides the results and claims (`Claim.to_json`: kind, status, interval, ...), summary.json
+    records how to get them again: `command` (default: `command_line`, the `alignax run` form
+    without the workdir), `commit` (`git_commit`), `seeds`, and `paper_status`
+    (`alignax.protocol.paper_verdict` of the claims). Nothing in it depends on the workdir or
+    the time, so a resumed run writes the same bytes as an uninterrupted one.
+    """
     import jax
 
     is_main = jax.process_index() == 0
@@ -296,8 +289,12 @@ def run_experiment(
         "experiment": path,
         "arg": arg,
         "paper": paper_of(path) if path else "",
+        "command": command if command is not None else command_line(module, config, path, arg),
+        "commit": git_commit(path),
+        "seeds": [int(s) for s in config.seeds],
         "results": results,
         "claims": [c.to_json() for c in claims],
+        "paper_status": paper_verdict(claims).to_json(),
         "plots": plots,
         "all_claims_passed": all(c.passed for c in claims) if claims else None,
     }
@@ -309,6 +306,85 @@ def run_experiment(
         atomic_write_text(os.path.join(workdir, SUMMARY_FILE), json.dumps(
             _finite_or_str(summary), indent=2, allow_nan=False, default=_json_default))
     return summary
+
+
+def _override_text(value) -> str:
+    """A config value as `--config.k=<text>` parses it back (see `apply_overrides`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(repr(v) for v in value)
+        if isinstance(value, list):
+            return f"[{inner}]"
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    return repr(value)
+
+
+def _leaves(d: Mapping, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def command_line(module, config: ml_collections.ConfigDict, path: str, arg=None) -> str:
+    """The `alignax run` command that reproduces `config`: the experiment spec and a
+    `--config.<key>=<value>` for every field that differs from `module.get_config(arg)`.
+
+    The workdir and process flags are left out: they say where and how a run happened, not what
+    it computed (and a resume in another folder must write the same summary).
+    """
+    import shlex
+
+    spec = f"{path}:{arg}" if arg else path
+    parts = ["alignax", "run", shlex.quote(spec or "<experiment>")]
+    try:
+        default = _leaves(module.get_config(arg).to_dict())
+    except Exception:  # noqa: BLE001 - no defaults to compare with: the spec alone
+        return " ".join(parts)
+    for key, value in _leaves(config.to_dict()).items():
+        if key not in default or default[key] != value or type(default[key]) is not type(value):
+            parts.append(shlex.quote(f"--config.{key}={_override_text(value)}"))
+    return " ".join(parts)
+
+
+def git_commit(path: str = "") -> str | None:
+    """`git rev-parse --short HEAD` of the checkout holding the experiment file `path` (else of
+    the one holding alignax), with "-dirty" when tracked files differ from that commit
+    (untracked files do not count, as in `git describe --dirty`); None without git or outside a
+    checkout. Uses no optional locks, so it never blocks a concurrent `git commit`.
+    """
+    import shutil
+    import subprocess  # noqa: S404 - fixed argv of git, no shell
+
+    git = shutil.which("git")
+    if git is None:
+        return None
+    folders = [os.path.dirname(os.path.abspath(path))] if path else []
+    folders.append(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")
+    for folder in folders:
+        if not os.path.isdir(folder):
+            continue
+        try:
+            head = subprocess.run(  # noqa: S603 - fixed argv, no shell
+                [git, "-C", folder, "rev-parse", "--short", "HEAD"], capture_output=True,
+                text=True, timeout=30, env=env)
+            if head.returncode != 0:
+                continue
+            diff = subprocess.run(  # noqa: S603 - fixed argv, no shell
+                [git, "-C", folder, "diff", "--quiet", "HEAD", "--"], capture_output=True,
+                timeout=30, env=env)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        commit = head.stdout.strip()
+        return commit + ("-dirty" if diff.returncode == 1 else "")
+    return None
 
 
 def check_workdir_config(workdir: str, config_json: str, *, write: bool = True) -> None:

@@ -12,6 +12,7 @@ PACKAGE = os.path.join(ROOT, "alignax")
 # "__init__" is alignax/__init__.py, which every import of alignax runs first.
 LAYERS = {
     "__init__": 0, "_src": 0, "types": 0,
+    "protocol": 0,  # claim statistics (NumPy only): experiment and the tools build on it
     "ops": 1,
     "losses": 2,
     "models": 3,
