@@ -189,6 +189,49 @@ def _results_rows(results_md: str) -> dict[str, list[str]]:
     return rows
 
 
+def _markdown_tables(results_md: str) -> list[list[dict[str, str]]]:
+    """The tables of a markdown file, each a list of {header: cell} rows."""
+    tables: list[list[dict[str, str]]] = []
+    if not os.path.exists(results_md):
+        return tables
+    header: list[str] | None = None
+    with open(results_md, encoding="utf-8") as f:
+        for line in f:
+            if not line.startswith("|"):
+                header = None
+                continue
+            if set(line.strip()) <= set("|-: "):
+                continue
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+            if header is None:
+                header = cells
+                tables.append([])
+            else:
+                tables[-1].append({h: c.replace("\\|", "|") for h, c in zip(header, cells)})
+    return tables
+
+
+def _generated_results(results_md: str) -> tuple[dict[str, str], dict[str, str]] | None:
+    """From a page written by tools/results_table.py: ({experiment name: "STATUS; reason"}
+    of its per-paper status table, {experiment name: "claim | measured | status"} of its last
+    claim row); None when the page has no status table (a hand-written page)."""
+    from alignax.protocol import STATUS_COLUMNS
+
+    statuses: dict[str, str] | None = None
+    last: dict[str, str] = {}
+    for table in _markdown_tables(results_md):
+        for row in table:
+            names = re.findall(r"`([\w\-]+)\.py(?::[\w\-]+)?`", row.get("experiments",
+                                                                     row.get("experiment", "")))
+            if tuple(row) == STATUS_COLUMNS:
+                statuses = {} if statuses is None else statuses
+                for name in names:
+                    statuses.setdefault(name, f"{row['status']}; {row['reason']}")
+            elif {"claim", "measured", "status"} <= set(row) and names:
+                last[names[0]] = f"{row['claim']} | {row['measured']} | {row['status']}"
+    return None if statuses is None else (statuses, last)
+
+
 def cmd_list(argv: list[str]) -> int:
     from alignax.experiment import paper_of
 
@@ -197,13 +240,21 @@ def cmd_list(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not os.path.isdir(args.dir):
         return _err(f"{args.dir}: no experiments folder here", 2)
-    rows = _results_rows(os.path.join(args.dir, "RESULTS.md"))
+    results_md = os.path.join(args.dir, "RESULTS.md")
+    generated = _generated_results(results_md)
+    rows = _results_rows(results_md) if generated is None else {}
     names = sorted(f[:-3] for f in os.listdir(args.dir) if f.endswith(".py") and f[0] != "_")
     for name in names:
         paper = paper_of(os.path.join(args.dir, f"{name}.py"))
-        row = rows.get(name)
-        last = " | ".join(row[2:5]) if row and len(row) >= 5 else "no recorded result"
-        print(f"{name}\n    paper: {paper}\n    last result: {last}")
+        if generated is None:  # a hand-written page: | experiment | paper | claim | measured |
+            row = rows.get(name)  # pass | ...
+            last = " | ".join(row[2:5]) if row and len(row) >= 5 else "no recorded result"
+            print(f"{name}\n    paper: {paper}\n    last result: {last}")
+            continue
+        statuses, last_rows = generated
+        status = statuses.get(name, "no recorded run")
+        last = last_rows.get(name, "no recorded result")
+        print(f"{name}\n    paper: {paper}\n    status: {status}\n    last result: {last}")
     return 0
 
 

@@ -92,6 +92,43 @@ def test_list_shows_experiments_papers_and_results(tmp_path, capsys):
     assert cli.main(["list", "--dir", str(exp)]) == 0
     out = capsys.readouterr().out
     assert "foo" in out and "Foo: a paper title" in out and "it works | 0.91 | PASS" in out
+    assert "status:" not in out  # a hand-written page has no per-paper status
+
+
+def test_list_shows_each_papers_status_from_a_generated_page(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import json
+
+    from alignax import protocol
+
+    spec = importlib.util.spec_from_file_location(
+        "results_table", os.path.join(REPO, "tools", "results_table.py"))
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    exp = tmp_path / "experiments"
+    exp.mkdir()
+    for name, doc in [("foo", "Foo 2024"), ("bar", "Bar 2023"), ("baz", "Baz 2025")]:
+        (exp / f"{name}.py").write_text(f'"""{doc}: a paper."""\n')
+    results = {"a": {"per_seed": {s: {"m": 1.0 + 0.01 * s} for s in range(5)}}}
+    passing = protocol.threshold("m >= 0.5", results, ("a", "m"), at_least=0.5)
+    for name, claims in [("foo", [passing, protocol.sanity("planted", True, {"x": 1.0})]),
+                         ("bar", [ex.Claim("bar | works", False, {"gap": -0.01})])]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({
+            "experiment": f"experiments/{name}.py", "arg": None, "paper": f"{name} paper",
+            "results": results, "claims": [c.to_json() for c in claims]}))
+    monkeypatch.chdir(tmp_path)
+    assert table.main(["foo", "bar", "--out", str(exp / "RESULTS.md")]) == 0
+    assert cli.main(["list", "--dir", str(exp)]) == 0
+    out = capsys.readouterr().out
+    assert out == (
+        "bar\n    paper: Bar 2023: a paper.\n"
+        "    status: NOT REPRODUCED; 1 of 1 claims FAIL (legacy claims, no intervals)\n"
+        "    last result: bar | works | gap -0.01 | FAIL\n"
+        "baz\n    paper: Baz 2025: a paper.\n    status: no recorded run\n"
+        "    last result: no recorded result\n"
+        "foo\n    paper: Foo 2024: a paper.\n    status: REPRODUCED; all 1 claims PASS\n"
+        "    last result: planted | x 1 | PASS\n")
 
 
 def test_workdir_with_a_different_config_is_refused(tmp_path):
