@@ -8,11 +8,15 @@ An experiment module (experiments/<name>.py) defines:
   or, for small models whose seeds train as one vmapped program (`alignax.train.small`),
   `run_seeds(config, workdir) -> {seed: dict[str, float]}`, all of `config.seeds` of one variant
   at once in `<workdir>/<variant>/` (the runner uses it when the module defines it);
-- optionally `claims(results) -> list[Claim]`, the paper's claims checked on the measured numbers;
+- optionally `claims(results) -> list[Claim]`, the paper's claims checked on the measured numbers
+  (with `alignax.protocol`'s `compare`, `threshold` and `sanity`: intervals over seeds and a
+  PASS / FAIL / INCONCLUSIVE status; see docs/protocol.md);
 - optionally `plots(results, workdir) -> list[str]`, experiment-level figures (process 0 only).
 
 `run_experiment` runs every variant and seed in `<workdir>/<variant>/seed_<s>/`, aggregates each
-metric into mean and std over seeds, checks the claims and writes `<workdir>/summary.json`.
+metric into mean and std over seeds, checks the claims and writes `<workdir>/summary.json` (with
+the command, commit, seeds and the paper's status, from which tools/results_table.py generates
+experiments/RESULTS.md).
 
 Command-line overrides (`--config.a.b=value`) are parsed by ml_collections' own `config_flags`
 machinery: the field's type comes from `config_path.get_type`, the string is parsed by the parser
