@@ -168,7 +168,7 @@ def _print_summary(summary: dict, workdir: str) -> None:
         parts = [f"{k}={v['mean']:.4g}±{v['std']:.2g}" for k, v in res["metrics"].items()]
         print(f"  {variant}: " + ", ".join(parts))
     for c in summary["claims"]:
-        status = "PASS" if c["passed"] else "FAIL"
+        status = c.get("status") or ("PASS" if c["passed"] else "FAIL")
         measured = ", ".join(f"{k}={v:.4g}" for k, v in c["measured"].items())
         print(f"  [{status}] {c['name']} ({measured})")
     print(f"alignax: results in {workdir} (summary.json, metrics.jsonl, plots/)")

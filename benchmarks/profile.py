@@ -108,6 +108,10 @@ def main(argv=None) -> None:
                                f" --xla_dump_to={dump} --xla_dump_hlo_as_text").strip()
     import jax
 
+    # the op table reads shapes from the HLO dump, which only a compilation writes: a program
+    # loaded from a persistent compilation cache would leave the dump empty
+    jax.config.update("jax_enable_compilation_cache", False)
+
     from benchmarks import ours
 
     if args.workload not in ours.WORKLOADS:

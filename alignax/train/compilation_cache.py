@@ -11,10 +11,13 @@ a second to compile (jax's default), since a run compiles many small ones.
 
 `alignax run` calls `enable_compilation_cache()` unless ALIGNAX_COMPILATION_CACHE=0. The folder
 is, in order: the `path` argument, $ALIGNAX_COMPILATION_CACHE_DIR, $JAX_COMPILATION_CACHE_DIR,
-`$ALIGNAX_CACHE/jax`, `~/.cache/alignax/jax`. Its size is bounded by `max_size_bytes` (least
-recently used entries are evicted by jax). Executables loaded from the cache are the ones a
-fresh compilation produces, so results do not depend on whether the cache was warm
-(tests/faults/ compares resumed runs, which hit the cache, byte for byte with fresh ones).
+`$ALIGNAX_CACHE/jax`, `~/.cache/alignax/jax`. It grows without bound unless `max_size_bytes` is
+given; then jax evicts the least recently used entries, keeping an access-time file per entry
+under a file lock. Every process sharing a folder must then use the same setting: a process
+without eviction writes entries without access-time files, and an evicting one fails on them
+(jax warns "Error writing persistent compilation cache entry"). Executables loaded from the
+cache are the ones a fresh compilation produces, so results do not depend on whether the cache
+was warm (tests/faults/ compares resumed runs, which hit the cache, byte for byte with fresh ones).
 
 jax writes an entry in place, not through a temporary file: a process killed (or a disk
 filling up) in the middle of writing one leaves it truncated, and every later run then warns
@@ -25,9 +28,6 @@ results are unaffected; delete the file the warning names (or the whole folder) 
 from __future__ import annotations
 
 import os
-
-DEFAULT_MAX_SIZE_BYTES = 4 << 30
-
 
 def default_cache_dir() -> str:
     """The folder `enable_compilation_cache()` uses without a `path` (see the module doc)."""
@@ -40,9 +40,11 @@ def default_cache_dir() -> str:
 
 
 def enable_compilation_cache(path: str | None = None, *,
-                             max_size_bytes: int = DEFAULT_MAX_SIZE_BYTES) -> str:
+                             max_size_bytes: int | None = None) -> str:
     """Turns on jax's persistent compilation cache in `path` for all programs. Returns the
-    folder. Call it before the programs are compiled (it applies to later compilations)."""
+    folder. Call it before the programs are compiled (it applies to later compilations).
+    `max_size_bytes` turns on jax's LRU eviction (see the module docstring); None leaves jax's
+    setting (no eviction unless JAX_COMPILATION_CACHE_MAX_SIZE says otherwise)."""
     import jax
 
     path = os.path.abspath(path or default_cache_dir())
@@ -50,5 +52,6 @@ def enable_compilation_cache(path: str | None = None, *,
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    jax.config.update("jax_compilation_cache_max_size", int(max_size_bytes))
+    if max_size_bytes is not None:
+        jax.config.update("jax_compilation_cache_max_size", int(max_size_bytes))
     return path
