@@ -51,3 +51,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def check_smoke_workdir(workdir) -> dict:
+    """What every `:smoke` run must leave behind: summary.json with per-seed results for every
+    variant, each claim with a status and its numbers, config.json, and metric plots. Returns
+    the summary."""
+    import json
+
+    with open(os.path.join(workdir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["results"], "no results"
+    for variant, res in summary["results"].items():
+        assert res["per_seed"], variant
+        for name, stats in res["metrics"].items():
+            assert stats["n"] == len(res["per_seed"]), name
+    for claim in summary["claims"]:
+        assert isinstance(claim["passed"], bool) and claim["measured"], claim
+    assert os.path.exists(os.path.join(workdir, "config.json"))
+    assert glob.glob(os.path.join(workdir, "**", "plots", "*.png"), recursive=True)
+    return summary

@@ -22,6 +22,8 @@ import sys
 
 import pytest
 
+from tests import runs
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KILLS = 10
 
@@ -82,15 +84,19 @@ def test_draw_covers_every_kind_in_trace_order():
     assert points == sorted(points, key=trace.index)
 
 
-@pytest.mark.parametrize("spec,seed", [
+EXPERIMENTS = [
     ("experiments/bt_dpo_synthetic.py:smoke", 0),   # offline: data prep + SFT + RM + DPO
     ("experiments/grpo_arithmetic.py:smoke", 1),    # online: SFT + GRPO iterations
     ("experiments/remodetect.py:smoke", 2),         # small models, vmapped seeds, cached run
-])
+]
+
+
+@pytest.mark.parametrize("spec,seed", EXPERIMENTS)
 def test_kill_anywhere_and_resume_byte_identical(tmp_path, spec, seed):
     ref_dir, trace_file = str(tmp_path / "reference"), str(tmp_path / "trace.txt")
     done = _run(spec, ref_dir, trace=trace_file)
     assert done.returncode == 0, done.stderr[-3000:]
+    runs.check_smoke_workdir(ref_dir)  # the smoke test of these experiments (test_smoke.py)
     with open(trace_file) as f:
         trace = f.read().split()
     kinds = {_kind(p) for p in trace}
