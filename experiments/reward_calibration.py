@@ -281,16 +281,19 @@ def _rl_and_eval(config, workdir, qa, model, ref_params, w_vanilla, w, sample, s
         rows = jnp.asarray(rng.integers(0, len(items), m))
         ref = sample(ref_params, prompt_ids[np.asarray(rows)], jax.random.key(seed + 1000))
         offset = float(stripped_reward(ref, rows).mean())
-        ema = {"mean": 0.0}  # r_bar_0: the RM mean on the reference samples (0 after centring)
+        # r_bar_0: the RM mean on the reference samples (0 after centring); a reward state in
+        # the checkpointed train state, so a resumed run continues the running mean exactly
+        reward_state = {"mean": jnp.float32(0.0)}
         weight, alpha = float(config.ppo_c.weight), float(config.ppo_c.alpha)
 
-        def reward_fn(rollout):
+        def reward_fn(rollout, state):
             responses = rollout.ids[:, -2:]
             r = stripped_reward(responses, rollout.prompt_index) - offset
-            ema["mean"] = alpha * float(r.mean()) + (1 - alpha) * ema["mean"]
+            mean = alpha * r.mean() + (1 - alpha) * state["mean"]
             _, s = qa.parse(responses, labels[rollout.prompt_index])
-            return confidence_adjusted_rewards(r, s, ema["mean"], weight=weight)
+            return confidence_adjusted_rewards(r, s, mean, weight=weight), {"mean": mean}
     else:
+        reward_state = None
         weights = jnp.asarray(w)
 
         def reward_fn(rollout):
@@ -300,7 +303,7 @@ def _rl_and_eval(config, workdir, qa, model, ref_params, w_vanilla, w, sample, s
     out = policy_gradient.train(cfg, os.path.join(workdir, "rl"), model=model,
                                 init_params=ref_params, ref_params=ref_params,
                                 prompt_ids=prompt_ids, prompt_mask=np.ones_like(prompt_ids, bool),
-                                reward_fn=reward_fn, seed=seed)
+                                reward_fn=reward_fn, reward_state=reward_state, seed=seed)
 
     eval_items, eval_labels = qa.instances(np.random.default_rng([seed, 6]),
                                            int(config.num_eval))

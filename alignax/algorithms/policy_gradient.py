@@ -223,7 +223,8 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
           reward_fn: Callable[[Rollout], Any] | None = None,
           eval_fn: Callable | None = None, seed: int = 0,
           advantage_fn: AdvantageFn | None = None,
-          difficulty_fn: Callable | None = None, judge_fn: Callable | None = None) -> dict:
+          difficulty_fn: Callable | None = None, judge_fn: Callable | None = None,
+          reward_state: Any = None) -> dict:
     """Runs the online loop; returns {"params", "metrics" (last iteration), "eval", "history",
     "state", "resumed_from"}.
 
@@ -244,6 +245,10 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         `advantage` (`group_advantage`, or `brpo_advantage(judge_fn)` for "brpo").
       difficulty_fn: GRPO-S, `(rollout, rewards [N]) -> [G]` per-prompt advantage scales.
       judge_fn: BRPO, `(rollout, reference_rows [N]) -> [N]` outcomes against the references.
+      reward_state: the initial state of a stateful reward (a pytree of arrays, e.g. PPO-C's
+        running mean of batch rewards). Given, `reward_fn` is called as `reward_fn(rollout,
+        state) -> (rewards, new_state)`, and the state lives in the checkpointed train state
+        (`state.controls["reward"]`), so a resumed run continues it exactly.
     """
     cfg = validate(config)
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
@@ -281,6 +286,10 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
     kl_control = adaptive_kl_control(float(cfg["kl_coef"]), cfg["kl_target"],
                                      int(cfg["kl_horizon"]))
     controls = {"kl": kl_control.init()}
+    if reward_state is not None:
+        if reward_fn is None:
+            raise ValueError("reward_state needs a reward_fn(rollout, state) -> (rewards, state)")
+        controls["reward"] = jax.tree.map(jnp.asarray, reward_state)
     if mixer is not None:
         controls["objectives"] = mixer.init()
     init_state, abstract, train_sharding = online.initial_state(
@@ -307,15 +316,24 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
                                                 per_iteration=per_iter, placement=place)
         metrics: dict[str, float] = {}
         objective_rewards = None
+        new_reward_state = None
+
+        def score(rollout):
+            nonlocal new_reward_state
+            if reward_state is None:
+                return reward_fn(rollout)
+            out, new_reward_state = reward_fn(rollout, state.controls["reward"])
+            return out
+
         if mixer is not None:
-            objective_rewards = mixer.check(reward_fn(rollout))
+            objective_rewards = mixer.check(score(rollout))
             rewards = mixer.combine(objective_rewards, state.controls["objectives"])
             for k in range(mixer.num):
                 metrics[f"objective_{k}"] = float(objective_rewards[k].mean())
                 metrics[f"objective_weight_{k}"] = float(
                     state.controls["objectives"].weights[k])
         elif reward_fn is not None:
-            rewards = jnp.asarray(reward_fn(rollout), jnp.float32)
+            rewards = jnp.asarray(score(rollout), jnp.float32)
         else:
             rewards = None
         if rewards is not None:
@@ -332,6 +350,10 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
             rewards = jnp.full_like(adv, adv_metrics.get("judge_outcome", 0.0))
         metrics.update(adv_metrics)
         controls = dict(state.controls)
+        if new_reward_state is not None:
+            controls["reward"] = jax.tree.map(
+                lambda new, old: jnp.asarray(new, old.dtype), new_reward_state,
+                state.controls["reward"])
         if mixer is not None:
             grads = None
             if objective_gradients is not None:

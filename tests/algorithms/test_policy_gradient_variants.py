@@ -158,3 +158,30 @@ def test_brpo_judges_every_sample_against_a_reference_of_its_group(tmp_path):
                               reward_fn=_token_rate(3), **ARGS)
     with pytest.raises(ValueError, match="needs a reward_fn"):
         policy_gradient.train(_config(), str(tmp_path / "y"), **ARGS)
+
+
+def test_a_stateful_reward_keeps_its_state_in_the_checkpoint(tmp_path):
+    # PPO-C style: rewards shaped around a running mean of batch rewards, which must survive a
+    # resume (kept in a closure it restarted at 0 and the resumed run diverged)
+    base = _token_rate(3)
+
+    def reward_fn(rollout, state):
+        r = jnp.asarray(base(rollout), jnp.float32)
+        mean = 0.5 * r.mean() + 0.5 * state["mean"]
+        return r - mean, {"mean": mean, "calls": state["calls"] + 1}
+
+    config = _config(iterations=4, checkpoint_every=1)
+    init = {"mean": jnp.float32(0.25), "calls": jnp.int32(0)}
+    args = dict(reward_fn=reward_fn, reward_state=init, **ARGS)
+    full = policy_gradient.train(config, str(tmp_path / "a"), **args)
+    assert int(full["state"].controls["reward"]["calls"]) == 4
+    policy_gradient.train({**config, "iterations": 2}, str(tmp_path / "b"), **args)
+    resumed = policy_gradient.train(config, str(tmp_path / "b"), **args)
+    assert resumed["resumed_from"] == 2
+    assert int(resumed["state"].controls["reward"]["calls"]) == 4
+    assert _text(tmp_path / "b" / "metrics.jsonl") == _text(tmp_path / "a" / "metrics.jsonl")
+    np.testing.assert_array_equal(resumed["state"].controls["reward"]["mean"],
+                                  full["state"].controls["reward"]["mean"])
+    with pytest.raises(ValueError, match="reward_state needs a reward_fn"):
+        policy_gradient.train({**config, "advantage": "brpo"}, str(tmp_path / "c"),
+                              reward_state=init, judge_fn=lambda r, rows: rows * 0.0, **ARGS)
