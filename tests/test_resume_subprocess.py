@@ -3,7 +3,6 @@
 kill -9 at random points of whole experiments is tests/faults/test_kill_resume.py.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -41,11 +40,6 @@ def _wait_for_lines(proc, workdir, n, timeout=300):
         if time.time() - start > timeout:
             raise AssertionError("timed out waiting for progress")
         time.sleep(0.02)
-
-
-def _summary_results(workdir):
-    with open(os.path.join(workdir, "summary.json")) as f:
-        return json.load(f)["results"]
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_then_resumes(reference_run, tmp_path):
