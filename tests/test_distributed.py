@@ -1,4 +1,10 @@
-"""The same experiment on 1 CPU device, 8 simulated devices and 2 processes x 4 devices."""
+"""The same experiment on 1 CPU device and on 2 processes x 4 devices (a 2x2x2 mesh).
+
+The 2-process run shards the model and the batches over the same 8-device mesh that one process
+with 8 simulated devices would, and adds the multi-process paths (global batches, collective
+checkpoints); a separate 8-device single-process run (160 s of the suite with this one) was
+dropped as a subset of it. The online recipes on a mesh in one process: test_online_mesh.py.
+"""
 
 import json
 import os
@@ -20,11 +26,9 @@ def _losses(workdir) -> dict[str, list[float]]:
 
 
 @pytest.mark.slow
-def test_losses_agree_on_1_device_8_devices_and_2_processes(tmp_path):
+def test_losses_agree_on_1_device_and_2_processes(tmp_path):
     one = tmp_path / "one"
     runs.run(one)
-    eight = tmp_path / "eight"
-    runs.run(eight, *MESH_8, devices=8)
 
     two = tmp_path / "two"
     port = runs.free_port()
@@ -43,7 +47,7 @@ def test_losses_agree_on_1_device_8_devices_and_2_processes(tmp_path):
     ref = _losses(one)
     assert set(ref) == {os.path.join("default", "seed_0", s, "metrics.jsonl")
                         for s in ("sft", "rm", "dpo")}
-    for name, other in (("8 devices", _losses(eight)), ("2 processes", _losses(two))):
+    for name, other in (("2 processes", _losses(two)),):
         assert set(other) == set(ref)
         for rel in ref:
             assert len(other[rel]) == len(ref[rel]) == 20

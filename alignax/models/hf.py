@@ -243,11 +243,20 @@ def import_hf(path: str, *, kind: str = "lm") -> tuple[Model, dict]:
     Raises:
       ValueError: unsupported architecture, missing or unexpected tensors, wrong shapes.
     """
-    with open(os.path.join(path, "config.json")) as f:
-        hf = json.load(f)
+    config_path = os.path.join(path, "config.json")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            hf = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_path}: not valid JSON ({e.msg} at line {e.lineno}, column "
+                         f"{e.colno})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{config_path}: not UTF-8 text") from None
     cfg = config_from_hf(hf)
-    if kind == "reward" and hf.get("num_labels", len(hf.get("id2label", {}) or [0, 0])) != 1:
-        raise ValueError("a reward model checkpoint needs num_labels == 1")
+    labels = hf.get("num_labels", len(hf.get("id2label", {}) or [0, 0]))
+    if kind == "reward" and labels != 1:
+        raise ValueError(f"{config_path}: a reward model checkpoint needs num_labels == 1, got "
+                         f"{labels}")
     model = {"lm": make_lm, "reward": make_reward_model}[kind](cfg)
     params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
                           jax.eval_shape(model.init, jax.random.key(0)))
@@ -270,7 +279,8 @@ def import_hf(path: str, *, kind: str = "lm") -> tuple[Model, dict]:
         value = value.T if transpose else value
         expected = _get(params, target).shape
         if value.shape != expected:
-            raise ValueError(f"{name}: shape {value.shape} does not fit {target} {expected}")
+            raise ValueError(f"{path}: {name}: shape {value.shape} does not fit {target} "
+                             f"{expected} (does config.json match the weights?)")
         _set(params, target, value)
     return model, params
 
@@ -292,7 +302,8 @@ def _import_gpt2(cfg, kind, tensors, params, path):
         value = value.T if transpose else value
         expected = _get(params, target).shape
         if value.shape != expected:
-            raise ValueError(f"{name}: shape {value.shape} does not fit {target} {expected}")
+            raise ValueError(f"{path}: {name}: shape {value.shape} does not fit {target} "
+                             f"{expected} (does config.json match the weights?)")
         _set(params, target, value)
 
 
