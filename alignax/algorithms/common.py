@@ -70,6 +70,23 @@ def check_name(value: str, valid, label: str, key: str) -> None:
         raise ValueError(f"{label}: unknown {key} {value!r}; {hint}")
 
 
+def validate_offline(defaults: Mapping[str, Any], config: Mapping[str, Any] | None, label: str,
+                     losses: Mapping[str, Any] | None = None, positional: int = 0) -> dict:
+    """An offline recipe's resolved config, checked before any work: known keys, value types and
+    ranges (`resolve_config`), the optimizer and mesh (`check_common`) and, with `losses`, the
+    loss name (one of `losses`, closest ones suggested) and its loss_kwargs (against the loss
+    function's signature after its first `positional` arguments). ValueError names `label`."""
+    from alignax._src.config import check_kwargs, resolve_config
+
+    config = resolve_config(defaults, config, label)
+    check_common(config, label)
+    if losses is not None:
+        check_name(config["loss"], losses, label, "loss")
+        check_kwargs(losses[config["loss"]], config["loss_kwargs"], f"{label}: loss_kwargs",
+                     positional=positional)
+    return config
+
+
 def make_model(model_cfg: Mapping[str, Any], kind: str) -> Model:
     """A Model of `kind` ("lm" or "reward") from a model config mapping."""
     if kind not in MODEL_KINDS:

@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignax._src.config import check_kwargs, resolve_config
 from alignax.algorithms import common
 from alignax.algorithms.online import response_logits
 from alignax.losses import DIRECT_LOSS_INPUTS, DIRECT_LOSSES, REFERENCE_FREE_LOSSES
@@ -178,12 +177,8 @@ def validate(config: Mapping[str, Any] | None) -> dict:
     Raises:
       ValueError: one line naming the bad key or value.
     """
-    label = "direct config"
-    config = resolve_config(DEFAULTS, config, label)
-    common.check_common(config, label)
-    common.check_name(config["loss"], [*DIRECT_LOSSES, *REFERENCE_FREE_LOSSES], label, "loss")
-    fn = DIRECT_LOSSES.get(config["loss"]) or REFERENCE_FREE_LOSSES[config["loss"]]
-    check_kwargs(fn, config["loss_kwargs"], f"{label}: loss_kwargs")
+    config = common.validate_offline(DEFAULTS, config, "direct config",
+                                     {**DIRECT_LOSSES, **REFERENCE_FREE_LOSSES})
     make_direct_loss(None, config["loss"], config["loss_kwargs"])  # its own input checks
     return config
 

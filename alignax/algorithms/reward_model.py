@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignax._src.config import check_kwargs, resolve_config
 from alignax.algorithms import common
 from alignax.eval.metrics import expected_calibration_error
 from alignax.losses import REWARD_LOSSES, pairwise_accuracy
@@ -94,13 +93,8 @@ def validate(config: Mapping[str, Any] | None) -> dict:
     Raises:
       ValueError: one line naming the bad key or value.
     """
-    label = "reward-model config"
-    config = resolve_config(DEFAULTS, config, label)
-    common.check_common(config, label)
-    common.check_name(config["loss"], REWARD_LOSSES, label, "loss")
-    check_kwargs(REWARD_LOSSES[config["loss"]], config["loss_kwargs"], f"{label}: loss_kwargs",
-                 positional=2)
-    return config
+    return common.validate_offline(DEFAULTS, config, "reward-model config", REWARD_LOSSES,
+                                   positional=2)
 
 
 def train(

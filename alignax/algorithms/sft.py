@@ -6,7 +6,6 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
-from alignax._src.config import resolve_config
 from alignax.algorithms import common
 from alignax.ops import shift_for_next_token, token_logprobs
 
@@ -42,9 +41,7 @@ def default_config(**overrides):
 def validate(config: Mapping[str, Any] | None) -> dict:
     """The resolved config (see `default_config`), checked before any work: known keys, value
     types and ranges, the optimizer and the mesh. Raises ValueError naming the bad key."""
-    config = resolve_config(DEFAULTS, config, "SFT config")
-    common.check_common(config, "SFT config")
-    return config
+    return common.validate_offline(DEFAULTS, config, "SFT config")
 
 
 def train(config: Mapping[str, Any], workdir: str, *, train_source, seed: int = 0) -> dict:
