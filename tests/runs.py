@@ -71,3 +71,14 @@ def check_smoke_workdir(workdir) -> dict:
     assert os.path.exists(os.path.join(workdir, "config.json"))
     assert glob.glob(os.path.join(workdir, "**", "plots", "*.png"), recursive=True)
     return summary
+
+
+def load_tool(name: str):
+    """The module `tools/<name>.py` (tools/ is a folder of scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools",
+                                                                     f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,10 +1,11 @@
 """Every class of user mistake gives one line that says what is wrong (tests/bad_inputs.py), and
 docs/bad-inputs.md lists exactly those lines (issue 17)."""
 
-import importlib.util
 import os
 
 import pytest
+
+from tests import runs
 
 from tests.bad_inputs import CASES, KINDS
 
@@ -12,11 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "bad_inputs_table", os.path.join(REPO, "tools", "bad_inputs_table.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return runs.load_tool("bad_inputs_table")
 
 
 @pytest.fixture(scope="module")

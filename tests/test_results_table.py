@@ -1,6 +1,5 @@
 """tools/results_table.py: RESULTS.md generated from runs' summary.json files, and --check."""
 
-import importlib.util
 import json
 import os
 
@@ -8,17 +7,14 @@ import pytest
 
 from alignax import protocol as pr
 from alignax.experiment import Claim
+from tests.runs import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def table():
-    spec = importlib.util.spec_from_file_location(
-        "results_table", os.path.join(REPO, "tools", "results_table.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("results_table")
 
 
 def _results(**variants):
