@@ -47,6 +47,11 @@ class SmallFit:
       metrics: the last logged step's metrics (means over seeds and `seed_<s>/...`).
       history: every logged row of the run (see `run_loop`).
       resumed_from: the loop step a checkpoint was restored from, or None.
+      best_params: with `select`, each seed's params at the logged step whose validation
+        metric was best (early stopping chosen on validation), leaves [S, ...]; else None.
+      best_step: with `select`, [S] the update count of those params (a multiple of
+        `steps_per_log`, or `num_steps`); else None.
+      best_score: with `select`, [S] their validation metric; else None.
     """
 
     params: Any
@@ -55,6 +60,9 @@ class SmallFit:
     metrics: dict[str, float]
     history: list[dict[str, float]]
     resumed_from: int | None
+    best_params: Any = None
+    best_step: np.ndarray | None = None
+    best_score: np.ndarray | None = None
 
     def seed_params(self, i: int) -> Any:
         """The params of the i-th seed (position in `seeds`)."""
@@ -94,6 +102,7 @@ def fit_small(
     eval_data: Any = None,
     progress: bool = False,
     desc: str = "small",
+    select: tuple[str, str] | None = None,
 ) -> SmallFit:
     """Trains a small model for `num_steps` updates of `tx`, every seed at once.
 
@@ -129,6 +138,12 @@ def fit_small(
         with `per_seed_data` its leaves have the leading [S] axis too, and seed i gets row i.
       progress: show the progress bar.
       desc: its label.
+      select: (metric, "max" | "min"): early stopping on validation. After every loop step
+        each seed's `eval_fn` metric is compared with its best so far, and the params are kept
+        when it improves (ties keep the earlier step), in the checkpointed state, so a resumed
+        run selects the same step. `SmallFit.best_params` / `best_step` / `best_score` hold
+        the choice; `params` stays the final params. Give `eval_fn` the validation data (never
+        the test data), and every variant the same `select` and `steps_per_log`.
 
     Returns:
       SmallFit.
@@ -149,6 +164,13 @@ def fit_small(
         raise ValueError("with_step needs a batch_fn (it receives the step)")
     if eval_data is not None and eval_fn is None:
         raise ValueError("eval_data needs an eval_fn")
+    if select is not None:
+        if eval_fn is None:
+            raise ValueError("select needs an eval_fn (the validation metric it selects on)")
+        if (not isinstance(select, (tuple, list)) or len(select) != 2
+                or select[1] not in ("max", "min")):
+            raise ValueError(f"select is (metric name, 'max' | 'min'), got {select!r}")
+        select_metric, select_mode = str(select[0]), select[1]
     if per_seed_init:
         if callable(init_params):
             raise ValueError("per_seed_init needs a params tree, not an init function")
@@ -180,7 +202,10 @@ def fit_small(
             return seed_data
         return batch_fn(seed_data, rng, step) if with_step else batch_fn(seed_data, rng)
 
-    def run_chunk(state: TrainState, seed_data, seed_eval, length: int):
+    def run_chunk(full, seed_data, seed_eval, length: int):
+        # with `select` the loop state is {"train": TrainState, "best": {params, score, step}}
+        state = full["train"] if select is not None else full
+
         def update(st: TrainState, _):
             rng = jax.random.fold_in(st.rng, st.step)
             batch = draw(seed_data, rng, st.step)
@@ -196,7 +221,22 @@ def fit_small(
             evaluated = (eval_fn(state.params) if eval_data is None
                          else eval_fn(state.params, seed_eval))
             metrics.update({f"eval/{k}": v for k, v in evaluated.items()})
-        return state, metrics
+        if select is None:
+            return state, metrics
+        if select_metric not in evaluated:
+            raise KeyError(f"select metric {select_metric!r} is not among eval_fn's "
+                           f"metrics {sorted(evaluated)}")
+        best = full["best"]
+        score = jnp.asarray(evaluated[select_metric], jnp.float32)
+        better = (score > best["score"]) if select_mode == "max" else (score < best["score"])
+        better = better & jnp.isfinite(score)
+        best = {"params": jax.tree.map(lambda n, o: jnp.where(better, n, o),
+                                       state.params, best["params"]),
+                "score": jnp.where(better, score, best["score"]),
+                "step": jnp.where(better, state.step, best["step"])}
+        metrics["select/best_score"] = best["score"]
+        metrics["select/best_step"] = best["step"].astype(jnp.float32)
+        return {"train": state, "best": best}, metrics
 
     compiled = {}
 
@@ -219,16 +259,32 @@ def fit_small(
                 metrics[f"seed_{s}/{name}"] = float(v)
         return state, metrics
 
+    def create_selecting(key, seed_params):
+        train = create(key, seed_params)
+        worst = jnp.inf if select_mode == "min" else -jnp.inf
+        return {"train": train,
+                "best": {"params": jax.tree.map(jnp.copy, train.params),
+                         "score": jnp.asarray(worst, jnp.float32),
+                         "step": jnp.zeros((), train.step.dtype)}}
+
     # a copy: the loop donates the state, and the caller's params stay usable
     start = jax.tree.map(lambda x: jnp.array(x, copy=True), init_params) if per_seed_init \
         else None
-    create_all = jax.jit(jax.vmap(create, in_axes=(0, 0 if per_seed_init else None)))
+    create_all = jax.jit(jax.vmap(create if select is None else create_selecting,
+                                  in_axes=(0, 0 if per_seed_init else None)))
     result = run_loop(workdir, init_state=lambda: create_all(keys, start),
                       step_fn=step_fn,
                       num_steps=len(chunks), checkpoint_every=checkpoint_every,
                       progress=progress, desc=desc)
     last = result.history[-1] if result.history else result.metrics
     final_loss = np.array([last[f"seed_{s}/loss"] for s in seeds], np.float32)
-    return SmallFit(params=result.state.params, seeds=seeds, final_loss=final_loss,
+    if select is None:
+        return SmallFit(params=result.state.params, seeds=seeds, final_loss=final_loss,
+                        metrics=result.metrics, history=result.history,
+                        resumed_from=result.resumed_from)
+    best = result.state["best"]
+    return SmallFit(params=result.state["train"].params, seeds=seeds, final_loss=final_loss,
                     metrics=result.metrics, history=result.history,
-                    resumed_from=result.resumed_from)
+                    resumed_from=result.resumed_from, best_params=best["params"],
+                    best_step=np.asarray(best["step"]),
+                    best_score=np.asarray(best["score"], np.float64))

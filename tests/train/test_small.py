@@ -201,3 +201,53 @@ def test_stack_seeds_stacks_fields_in_seed_order():
     out = stack_seeds(rows)
     np.testing.assert_array_equal(out["x"], [[3, 3], [4, 4]])
     assert list(stack_seeds(rows, ("y",))) == ["y"] and out["y"].tolist() == [3, 4]
+
+
+def _val_loss(params, val):
+    return {"val_mse": jnp.mean((MLP.apply(params, val["x"]) - val["y"]) ** 2)}
+
+
+def _shrunk_val():
+    """Validation targets at 0.3x the training ones: the validation loss falls, then rises as
+    the model fits the training scale, so its best step is inside the run."""
+    val = _data(n=32, seed=7)
+    return {"x": val["x"], "y": 0.3 * val["y"]}
+
+
+def test_select_keeps_each_seeds_best_validation_step(tmp_path):
+    """select=(metric, 'min') keeps the params of the logged step with the lowest validation
+    metric: they equal a run stopped at that step, and the score is the logged one."""
+    val = _shrunk_val()
+    kw = dict(eval_fn=_val_loss, eval_data=val, num_steps=40)
+    fit = _fit(tmp_path / "sel", select=("val_mse", "min"), **kw)
+    rows = read_metrics(os.path.join(tmp_path, "sel", "metrics.jsonl"))
+    for i, seed in enumerate(fit.seeds):
+        logged = {int(r["step"]) * 5: r[f"seed_{seed}/eval/val_mse"] for r in rows}
+        best_step = min(logged, key=logged.get)
+        assert int(fit.best_step[i]) == best_step
+        np.testing.assert_allclose(fit.best_score[i], logged[best_step], rtol=1e-6)
+        stopped = _fit(tmp_path / f"stop_{seed}", seeds=[seed], **{**kw, "num_steps": best_step})
+        for a, b in zip(jax.tree.leaves(stopped.params),
+                        jax.tree.leaves(jax.tree.map(lambda x: x[i], fit.best_params))):
+            np.testing.assert_allclose(a[0], b, rtol=1e-5, atol=1e-6)
+    # the final params are still the last step's
+    assert all(0 < fit.best_step) and all(fit.best_step < 40)
+    assert not np.allclose(jax.tree.leaves(fit.params)[0], jax.tree.leaves(fit.best_params)[0])
+
+
+def test_select_survives_a_resume_and_checks_its_arguments(tmp_path):
+    val = _shrunk_val()
+    kw = dict(eval_fn=_val_loss, eval_data=val, num_steps=40,
+              select=("val_mse", "min"), checkpoint_every=1)
+    whole = _fit(tmp_path / "whole", **kw)
+    _fit(tmp_path / "part", **{**kw, "num_steps": 20})  # 4 of the 8 chunks, checkpointed
+    resumed = _fit(tmp_path / "part", **kw)
+    assert resumed.resumed_from is not None
+    np.testing.assert_array_equal(resumed.best_step, whole.best_step)
+    np.testing.assert_allclose(resumed.best_score, whole.best_score, rtol=1e-6)
+    with pytest.raises(ValueError, match="select needs an eval_fn"):
+        _fit(tmp_path / "x", select=("val_mse", "min"))
+    with pytest.raises(ValueError, match="'max' | 'min'"):
+        _fit(tmp_path / "y", eval_fn=_val_loss, eval_data=val, select=("val_mse", "lowest"))
+    with pytest.raises(KeyError, match="not among eval_fn's metrics"):
+        _fit(tmp_path / "z", eval_fn=_val_loss, eval_data=val, select=("val_acc", "max"))
