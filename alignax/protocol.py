@@ -238,6 +238,9 @@ class Claim:
       seeds: the seeds the claim was measured on.
       reason: why the status is what it is, when the interval alone does not say (too few
         seeds, non-finite values).
+      paper: the paper the claim is about, when an experiment covers several ("" means the
+        experiment's paper, the first line of its docstring); RESULTS.md decides each paper's
+        status on the claims about it.
     """
 
     name: str
@@ -255,6 +258,7 @@ class Claim:
     method: str | None = None
     seeds: list | None = None
     reason: str = ""
+    paper: str = ""
 
     def __post_init__(self):
         self.passed = bool(self.passed)
@@ -295,6 +299,8 @@ class Claim:
             threshold=_float_or_none(self.threshold), direction=self.direction,
             method=self.method, seeds=None if self.seeds is None else list(self.seeds),
             reason=self.reason)
+        if self.paper:
+            out["paper"] = self.paper
         return out
 
     @classmethod
@@ -339,7 +345,7 @@ def _seed_order(seeds: Iterable) -> list:
 def decide(name: str, values: Mapping[Any, float], *, kind: str = THRESHOLD,
            at_least: float | None = None, at_most: float | None = None, level: float = LEVEL,
            method: str = "t", seed: int = 0, measured: Mapping[str, float] | None = None,
-           detail: str = "") -> Claim:
+           detail: str = "", paper: str = "") -> Claim:
     """A comparative or threshold claim on per-seed values: their mean's interval against a
     threshold (see the module docstring for the rule).
 
@@ -355,6 +361,7 @@ def decide(name: str, values: Mapping[Any, float], *, kind: str = THRESHOLD,
       level, method, seed: as in `mean_interval`.
       measured: the numbers to show (default: {"mean": mean}).
       detail: free text.
+      paper: the paper the claim is about, if not the experiment's (see `Claim.paper`).
 
     Returns:
       A `Claim`. INCONCLUSIVE, with `reason` saying why, when there are fewer than
@@ -366,7 +373,7 @@ def decide(name: str, values: Mapping[Any, float], *, kind: str = THRESHOLD,
     limit, direction = _direction(at_least, at_most)
     seeds = _seed_order(values)
     x = np.array([float(values[s]) for s in seeds], np.float64)
-    common = dict(name=name, detail=detail, kind=kind, n=len(seeds), level=level,
+    common = dict(name=name, detail=detail, paper=paper, kind=kind, n=len(seeds), level=level,
                   threshold=limit, direction=direction, method=method,
                   seeds=[s if isinstance(s, str) else int(s) for s in seeds])
     if not len(seeds):
@@ -409,7 +416,7 @@ def per_seed(results: Mapping, variant: str, metric: str) -> dict:
 def compare(name: str, results: Mapping, a: tuple[str, str], b: tuple[str, str], *,
             at_least: float | None = None, at_most: float | None = None,
             level: float = LEVEL, method: str = "t", seed: int = 0,
-            detail: str = "") -> Claim:
+            detail: str = "", paper: str = "") -> Claim:
     """A comparative claim: the paired difference a - b over the seeds both sides have.
 
     `compare("DPO beats SFT", results, ("dpo", "gold"), ("sft", "gold"), at_least=0.0)` claims
@@ -441,13 +448,14 @@ def compare(name: str, results: Mapping, a: tuple[str, str], b: tuple[str, str],
                     label_b: float(np.mean([vb[s] for s in shared])),
                     "difference": float(np.mean(list(diffs.values())))}
     return decide(name, diffs, kind=COMPARATIVE, at_least=at_least, at_most=at_most,
-                  level=level, method=method, seed=seed, measured=measured, detail=detail)
+                  level=level, method=method, seed=seed, measured=measured, detail=detail,
+                  paper=paper)
 
 
 def threshold(name: str, results: Mapping, x: tuple[str, str], *,
               at_least: float | None = None, at_most: float | None = None,
               level: float = LEVEL, method: str = "t", seed: int = 0,
-              detail: str = "") -> Claim:
+              detail: str = "", paper: str = "") -> Claim:
     """A threshold claim: a metric's mean over seeds against a threshold.
 
     `threshold("RM accuracy well above chance", results, ("rm", "accuracy"), at_least=0.75)`.
@@ -466,15 +474,16 @@ def threshold(name: str, results: Mapping, x: tuple[str, str], *,
     values = per_seed(results, *x)
     measured = {f"{x[0]}/{x[1]}": float(np.mean(list(values.values())))}
     return decide(name, values, kind=THRESHOLD, at_least=at_least, at_most=at_most,
-                  level=level, method=method, seed=seed, measured=measured, detail=detail)
+                  level=level, method=method, seed=seed, measured=measured, detail=detail,
+                  paper=paper)
 
 
 def sanity(name: str, passed: bool, measured: Mapping[str, float],
-           detail: str = "") -> Claim:
+           detail: str = "", paper: str = "") -> Claim:
     """A check that holds by construction (a planted property, a model-class ceiling, a
     baseline at chance by design): PASS or FAIL, shown, never counted for the paper."""
     return Claim(name=name, passed=bool(passed), measured=dict(measured), detail=detail,
-                 kind=SANITY)
+                 kind=SANITY, paper=paper)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -182,3 +182,21 @@ def test_claim_cells_without_an_interval(table):
     assert table._measured(nan) == "no value (n=1; claimed >= 0)"
     legacy = Claim("old", True, {"a": 1.0, "b": 0.25})
     assert table._measured(legacy) == "a 1, b 0.25" and table._status(legacy) == "PASS"
+
+
+def test_claims_naming_their_paper_decide_that_papers_status(table, tmp_path):
+    """An experiment covering two papers: each claim's `paper` decides which status it counts
+    for; claims without one count for the run's paper."""
+    r = _results(a={"m": [1.0, 1.1, 0.9, 1.0, 1.05]})
+    ok = pr.threshold("m >= 0.5", r, ("a", "m"), at_least=0.5, paper="Second 2023")
+    bad = pr.threshold("m >= 2", r, ("a", "m"), at_least=2.0)
+    run = _write(tmp_path / "two_papers", {
+        "arg": None, "paper": "First 2022", "results": r, "command": "c", "commit": "1",
+        "experiment": "experiments/both.py", "claims": [ok.to_json(), bad.to_json()]})
+    page = table.render(table.collect([run]), [run])
+    assert "REPRODUCED: 1, NOT REPRODUCED: 1, INCONCLUSIVE: 0 (2 papers)" in page
+    assert "| Second 2023 | REPRODUCED | 1 PASS, 0 FAIL" in page
+    assert "| First 2022 | NOT REPRODUCED | 0 PASS, 1 FAIL" in page
+    assert "| `both.py` | Second 2023 | m >= 0.5 |" in page
+    assert pr.Claim.from_json(ok.to_json()).paper == "Second 2023"
+    assert "paper" not in bad.to_json()

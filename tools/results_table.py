@@ -138,14 +138,26 @@ def _command(summary: dict) -> str:
     return f"alignax run {summary['experiment']}{':' + arg if arg else ''}"
 
 
+def _claim_paper(claim: Claim, summary: dict) -> str:
+    return claim.paper or summary.get("paper") or _experiment(summary)
+
+
 def render(summaries: list[dict], runs: list[str]) -> str:
     """The markdown page of `summaries` (from `collect`); `runs` are recorded for --check."""
+    # a claim is about its own `paper` when it names one (an experiment covering two papers),
+    # else about its run's paper; each paper is decided on the claims about it
     papers: dict[str, list[dict]] = {}
+    paper_claims: dict[str, list[Claim]] = {}
     for s in summaries:
-        papers.setdefault(s.get("paper") or _experiment(s), []).append(s)
-    verdicts = {paper: protocol.paper_verdict(
-        [Claim.from_json(c) for s in group for c in s["claims"]]) for paper, group in
-        papers.items()}
+        for c in map(Claim.from_json, s["claims"]):
+            paper = _claim_paper(c, s)
+            paper_claims.setdefault(paper, []).append(c)
+            if not any(x is s for x in papers.setdefault(paper, [])):
+                papers[paper].append(s)
+        if not s["claims"]:
+            papers.setdefault(s.get("paper") or _experiment(s), []).append(s)
+    verdicts = {paper: protocol.paper_verdict(paper_claims.get(paper, []))
+                for paper in papers}
     totals = {status: sum(v.status == status for v in verdicts.values())
               for status in protocol.PAPER_STATUSES}
     sources = shlex.join(sorted(runs))
@@ -185,7 +197,7 @@ def render(summaries: list[dict], runs: list[str]) -> str:
         commit = s.get("commit") or "unknown"
         for c in map(Claim.from_json, s["claims"]):
             lines.append(" | ".join([
-                f"| `{_experiment(s)}`", _cell(s.get("paper") or ""), _cell(c.name), c.kind,
+                f"| `{_experiment(s)}`", _cell(_claim_paper(c, s)), _cell(c.name), c.kind,
                 _cell(_measured(c)), _cell(_status(c)), _code(_command(s)),
                 f"{_cell(commit)} |"]))
     return "\n".join(lines) + "\n"
