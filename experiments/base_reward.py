@@ -13,18 +13,31 @@ mapped to h = relu(W [s; m] + b) with 64 random units and m the modality flag. L
 Bradley-Terry draws sigma(4 (r*(u_a) - r*(u_b))).
 
 Heads on h (trained with the BT loss, full-batch AdamW, 800 steps, `alignax.train.small`): `linear`
-r = w . h + c (lr 1e-2, weight decay 1e-3), and `mlp`, the paper's two-layer head
-r = W2 SiLU(W1 h) (64 hidden units; lr 2e-3, weight decay 3.0, which it needs not to overfit).
+r = w . h + c, and `mlp`, the paper's two-layer head r = W2 SiLU(W1 h) (64 hidden units).
 Data mixtures: multimodal pairs only (`mm`, 400 pairs) or the same plus 8000 text-only pairs
-(`mix`). Optional:
-the average of 3 independently initialised MLP heads (`mlp_mix_ensemble`). Accuracy is measured
-on held-out multimodal pairs against the gold ordering.
+(`mix`). Optional: the average of 3 independently initialised MLP heads (`mlp_mix_ensemble`).
 
-Claims checked: (1) the 2-layer head beats the linear head by >= 2 points on the multimodal test
-pairs (both trained on the mixture); (2) adding the text-only pairs raises the MLP head's
-multimodal accuracy by >= 1 point.
+Splits (issue 18 protocol): the world (gold reward, views, backbone) belongs to experiment seed
+s; training pairs, validation pairs and test pairs are drawn with the data seeds
+`split_seeds(s)` = (3s, 3s + 1, 3s + 2). Validation: 200 multimodal pairs with the same
+Bradley-Terry labels as the training pairs (no gold ordering: what a practitioner has). Test:
+4000 multimodal (and 4000 text-only) pairs against the gold ordering.
 
-    alignax run experiments/base_reward.py            # full setting, 3 seeds
+Selection (every variant the same): before issue 18 the learning rate and weight decay of each
+head (linear 1e-2 / 1e-3, MLP 2e-3 / 3.0) were set by hand after seeing test accuracy. Now every
+variant searches the same grid, learning rate x weight decay in {2e-3, 1e-2} x {1e-3, 3.0}
+(the two hand-picked settings and their crossings), each with early stopping on validation
+(`fit_small(select=("val_accuracy", "max"))`, a check every 50 of the 800 steps); each seed
+keeps the candidate with the best validation accuracy (`choose_on_validation`; records in
+`<variant>/selection.json`, and `chosen_learning_rate`, `chosen_weight_decay`, `chosen_step`,
+`val_accuracy` in the per-seed metrics). Test metrics are those of the chosen params.
+
+Claims (5 seeds, paired 95% t intervals, `alignax.protocol`): (1, comparative) the 2-layer head
+beats the linear head by >= 2 points of multimodal test accuracy (both on the mixture); (2,
+comparative) adding the text-only pairs raises the MLP head's multimodal test accuracy by >= 1
+point.
+
+    alignax run experiments/base_reward.py            # full setting, 5 seeds
     alignax run experiments/base_reward.py:smoke      # seconds, for the tests
 """
 
@@ -38,10 +51,14 @@ import ml_collections
 import numpy as np
 import optax
 
-from alignax.experiment import Claim, is_smoke, metric
+import json
+
+from alignax import protocol
+from alignax.experiment import is_smoke
 from alignax.losses.reward import bradley_terry_loss
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks.features import MLPReward
+from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.small import fit_small
 
 VARIANTS = {
@@ -56,7 +73,7 @@ VARIANTS = {
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
-    c.seeds = [0] if smoke else [0, 1, 2]
+    c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.head = "mlp"
     c.mix = "mix"
     c.ensemble = 1
@@ -65,11 +82,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   view_noise=0.3, backbone_dim=64, label_beta=4.0)
     c.data = dict(num_mm_pairs=400 if not smoke else 100,
                   num_text_pairs=8000 if not smoke else 300,
+                  num_val_pairs=200 if not smoke else 100,
                   num_test_pairs=4000 if not smoke else 300)
     c.head_hidden = 64
-    # per-head learning rates (the linear head is convex and needs a larger step to converge)
-    c.train = dict(steps=800 if not smoke else 50, learning_rate=dict(linear=1e-2, mlp=2e-3),
-                   weight_decay=dict(linear=1e-3, mlp=3.0))
+    # the same (learning rate, weight decay) grid for every head, chosen per seed on validation
+    c.train = dict(steps=800 if not smoke else 50, eval_every=50 if not smoke else 25,
+                   learning_rates=[2e-3, 1e-2] if not smoke else [1e-2],
+                   weight_decays=[1e-3, 3.0] if not smoke else [1e-3])
     return c
 
 
@@ -135,12 +154,17 @@ def make_head(head: str, in_dim: int, hidden: int):
 
 
 def make_seed_data(config, seed: int) -> dict:
-    """One seed's training pairs (by the data mixture) and held-out multimodal and text pairs."""
+    """One seed's training pairs (by the data mixture), labelled multimodal validation pairs and
+    gold-ordered multimodal and text test pairs, from the data seeds `split_seeds(seed)`."""
     task, data = config.task, config.data
     world = make_world(task, seed)
-    rng = np.random.default_rng([seed, 650])
+    seeds = split_seeds(seed)
+    rng = np.random.default_rng([seeds.train, 650])
     mm = sample_pairs(world, task, data.num_mm_pairs, True, rng)
     text = sample_pairs(world, task, data.num_text_pairs, False, rng)
+    val = sample_pairs(world, task, data.num_val_pairs, True,
+                       np.random.default_rng([seeds.validation, 650]))
+    rng = np.random.default_rng([seeds.test, 650])
     test = sample_pairs(world, task, data.num_test_pairs, True, rng, labelled=False)
     text_test = sample_pairs(world, task, data.num_test_pairs, False, rng, labelled=False)
     if config.mix == "mix":
@@ -148,12 +172,21 @@ def make_seed_data(config, seed: int) -> dict:
         rejected = np.concatenate([mm["rejected"], text["rejected"]])
     else:
         chosen, rejected = mm["chosen"], mm["rejected"]
-    return {"chosen": chosen, "rejected": rejected, "test": test, "text_test": text_test}
+    return {"chosen": chosen, "rejected": rejected, "val_chosen": val["chosen"],
+            "val_rejected": val["rejected"], "test": test, "text_test": text_test}
+
+
+def grid(config) -> dict[str, tuple[float, float]]:
+    """The (learning rate, weight decay) candidates every variant searches, by name."""
+    tc = config.train
+    return {f"lr={lr:g},wd={wd:g}": (float(lr), float(wd))
+            for lr in tc.learning_rates for wd in tc.weight_decays}
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
-    """Every seed of one variant: the head (or the ensemble's heads) of all seeds in one
-    `fit_small` program, then each seed's held-out accuracies."""
+    """Every seed of one variant: for each grid candidate the head (or the ensemble's heads) of
+    all seeds in one `fit_small` program, early-stopped on validation; each seed keeps its best
+    candidate on validation; then its test accuracies."""
     if config.mix not in ("mm", "mix"):
         raise ValueError(f"unknown data mixture {config.mix!r}; use 'mm' or 'mix'")
     seeds = [int(s) for s in config.seeds]
@@ -177,54 +210,78 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     def score(params, h):  # the ensemble's mean reward [N]
         return jnp.mean(member_rewards(params, h), 0)
 
-    data = {k: jnp.asarray(np.stack([p[k] for p in per_seed])) for k in ("chosen", "rejected")}
+    def eval_fn(params, val):  # agreement with the (BT-labelled) validation pairs
+        return {"val_accuracy": jnp.mean(score(params, val["val_chosen"])
+                                         > score(params, val["val_rejected"]))}
+
+    stack = lambda k: jnp.asarray(np.stack([p[k] for p in per_seed]))  # noqa: E731
+    data = {k: stack(k) for k in ("chosen", "rejected")}
+    val = {k: stack(k) for k in ("val_chosen", "val_rejected")}
     tc = config.train
-    fit = fit_small(os.path.join(workdir, "head"), loss_fn=loss_fn, init_params=init,
-                    tx=optax.adamw(float(tc.learning_rate[config.head]),
-                                   weight_decay=float(tc.weight_decay[config.head])),
-                    num_steps=int(tc.steps), data=data, seeds=seeds, per_seed_data=True)
+    fits = {}
+    for name, (lr, wd) in grid(config).items():
+        fits[name] = fit_small(os.path.join(workdir, "head", name.replace(",", "_")),
+                               loss_fn=loss_fn, init_params=init,
+                               tx=optax.adamw(lr, weight_decay=wd), num_steps=int(tc.steps),
+                               data=data, seeds=seeds, per_seed_data=True, eval_fn=eval_fn,
+                               eval_data=val, steps_per_log=int(tc.eval_every),
+                               select=("val_accuracy", "max"))
     evaluate = jax.jit(jax.vmap(score))
 
     def stacked(name, side):
         return jnp.asarray(np.stack([p[name][side] for p in per_seed]))
 
-    scores = {name: (np.asarray(evaluate(fit.params, stacked(name, "a"))),
-                     np.asarray(evaluate(fit.params, stacked(name, "b"))))
-              for name in ("test", "text_test")}
-    train_margin = np.asarray(evaluate(fit.params, data["chosen"])
-                              - evaluate(fit.params, data["rejected"]))
-    out = {}
+    out, records = {}, {}
     for i, (s, p) in enumerate(zip(seeds, per_seed)):
-        def accuracy(name):
-            sa, sb = scores[name][0][i], scores[name][1][i]
+        chosen, record = choose_on_validation(
+            {name: fit.best_score[i] for name, fit in fits.items()}, float)
+        records[s] = record
+        fit = fits[chosen]
+        params = jax.tree.map(lambda x, i=i: x[i:i + 1], fit.best_params)
+
+        def accuracy(name, params=params, p=p):
+            sa = np.asarray(evaluate(params, stacked(name, "a")[i:i + 1]))[0]
+            sb = np.asarray(evaluate(params, stacked(name, "b")[i:i + 1]))[0]
             return float(np.mean((sa > sb) == p[name]["a_better"]))
 
-        out[s] = {"mm_accuracy": accuracy("test"), "text_accuracy": accuracy("text_test"),
-                  "train_label_fit": float(np.mean(train_margin[i] > 0)),
+        train_margin = np.asarray(evaluate(params, data["chosen"][i:i + 1])
+                                  - evaluate(params, data["rejected"][i:i + 1]))[0]
+        lr, wd = grid(config)[chosen]
+        out[s] = {"test_mm_accuracy": accuracy("test"), "test_text_accuracy":
+                  accuracy("text_test"), "val_accuracy": float(fit.best_score[i]),
+                  "chosen_learning_rate": lr, "chosen_weight_decay": wd,
+                  "chosen_step": float(fit.best_step[i]),
+                  "train_label_fit": float(np.mean(train_margin > 0)),
                   "final_train_loss": float(fit.final_loss[i]) / members}
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "selection.json"), "w") as f:
+        json.dump({str(s): r for s, r in records.items()}, f, indent=1)
     return out
 
 
-def claims(results) -> list[Claim]:
-    acc = {v: metric(results, v, "mm_accuracy") for v in VARIANTS if v in results}
-    head_gain = acc["mlp_mix"] - acc["linear_mix"]
-    data_gain = acc["mlp_mix"] - acc["mlp_mm"]
-    ens = acc.get("mlp_mix_ensemble", float("nan"))
+def _mean(results, variant: str, name: str = "test_mm_accuracy") -> float:
+    if variant not in results:
+        return float("nan")
+    return float(np.mean(list(protocol.per_seed(results, variant, name).values())))
+
+
+def claims(results) -> list[protocol.Claim]:
+    acc = {v: _mean(results, v) for v in VARIANTS}
     return [
-        Claim(name="the two-layer MLP head beats the linear head by >= 2 points of multimodal "
-                   "accuracy (both on the multimodal + text mixture)",
-              passed=head_gain >= 0.02,
-              measured={"mlp_mix": acc["mlp_mix"], "linear_mix": acc["linear_mix"],
-                        "mlp_mm": acc["mlp_mm"], "linear_mm": acc["linear_mm"],
-                        "gain": head_gain},
-              detail=f"MLP {acc['mlp_mix']:.3f} vs linear {acc['linear_mix']:.3f} on the mixture "
-                     f"(multimodal only: {acc['mlp_mm']:.3f} vs {acc['linear_mm']:.3f})"),
-        Claim(name="adding text-only pairs raises the MLP head's multimodal accuracy by >= 1 point",
-              passed=data_gain >= 0.01,
-              measured={"mlp_mix": acc["mlp_mix"], "mlp_mm": acc["mlp_mm"], "gain": data_gain,
-                        "mlp_mix_ensemble": ens},
-              detail=f"mixture {acc['mlp_mix']:.3f} vs multimodal only {acc['mlp_mm']:.3f} "
-                     f"(ensemble of 3 on the mixture: {ens:.3f})"),
+        protocol.compare(
+            "the two-layer MLP head beats the linear head by >= 2 points of multimodal test "
+            "accuracy (both on the multimodal + text mixture)", results,
+            ("mlp_mix", "test_mm_accuracy"), ("linear_mix", "test_mm_accuracy"), at_least=0.02,
+            detail=f"MLP {acc['mlp_mix']:.3f} vs linear {acc['linear_mix']:.3f} on the mixture "
+                   f"(multimodal only: MLP {acc['mlp_mm']:.3f} vs linear "
+                   f"{acc['linear_mm']:.3f}); every head's lr / weight decay / step chosen on "
+                   f"validation from the same grid"),
+        protocol.compare(
+            "adding text-only pairs raises the MLP head's multimodal test accuracy by >= 1 point",
+            results, ("mlp_mix", "test_mm_accuracy"), ("mlp_mm", "test_mm_accuracy"),
+            at_least=0.01,
+            detail=f"mixture {acc['mlp_mix']:.3f} vs multimodal only {acc['mlp_mm']:.3f} "
+                   f"(ensemble of 3 on the mixture: {acc['mlp_mix_ensemble']:.3f})"),
     ]
 
 
@@ -233,7 +290,7 @@ def plots(results, workdir: str) -> list[str]:
     from alignax.train.plots import plot_variant_bars
 
     return [plot_variant_bars(
-        results, [("mm_accuracy", "multimodal held-out accuracy"),
-                  ("text_accuracy", "text-only held-out accuracy")],
+        results, [("test_mm_accuracy", "multimodal test accuracy"),
+                  ("test_text_accuracy", "text-only test accuracy")],
         os.path.join(workdir, "plots", "base_reward.png"),
         title="BaseReward: reward heads and data mixtures on a frozen backbone", zoom=True)]
