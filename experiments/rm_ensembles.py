@@ -23,13 +23,32 @@ LM pretrained (same recipe, own seed) alongside the backbones and used by no rew
 "single" is the mean over the nine single RMs; held-out accuracy is agreement with the gold
 ordering on 1024 independent pairs of the language.
 
-Claims checked (3 seeds; a seed re-draws the backbones, the pairs and the candidates):
-(1) at n = 256 with mean aggregation, gold(pretrain ens) > gold(fine-tune ens) > gold(single),
-    each gap at least one standard error of the per-seed gaps;
-(2) underspecification: single RMs whose held-out accuracies are within 1 point of each other
-    give n = 256 gold rewards that differ by more than the standard error of their difference
-    (a majority of such pairs, averaged over seeds);
-(3) every ensemble and aggregation stays below the oracle best-of-n at n = 256.
+Splits (docs/protocol.md): experiment seed s draws the pretraining sequences and the 2048
+training pairs from data seed `split_seeds(s).train` (3s), 1024 validation pairs (labelled like
+the training pairs, BT draws) from `.validation` (3s + 1), and the 1024 held-out test pairs and
+the best-of-n prompts from `.test` (3s + 2). Model initialisation and minibatch order use the
+experiment seed (100 s + m for the LMs, 100 s + 50 + j for the heads).
+
+Selection on validation, equal for every RM: each single RM (hence every ensemble member) is
+fine-tuned for the same 400 steps and early-stopped on its validation pair accuracy
+(`fit_small(select=("val_accuracy", "max"))`, every 25 steps); the chosen steps are recorded
+(`chosen_steps_mean/min/max`, `val_accuracy_mean`). The pretraining recipe (400 steps) and the
+learning rates are the first version's and not tuned; lambda = 1 of mean - lambda std is fixed.
+
+Metrics on test (`test_*`): `test_gold_n<n>_<rm>` best-of-n gold of each RM type and aggregation,
+`test_single<i>_accuracy`, `test_underspec_*`.
+
+Claims (5 seeds; a seed re-draws the backbones, the pairs and the candidates; paired 95% t
+intervals over seeds):
+(1) comparative: at n = 256 with mean aggregation, gold(pretrain ens) - gold(fine-tune ens) >= 0
+    (the whole interval; was "> 1 s.e." at 3 seeds);
+(2) comparative: gold(fine-tune ens) - gold(single) >= 0 at n = 256 (single = the mean over the
+    nine single RMs);
+(3) threshold: underspecification: of the pairs of single RMs whose test accuracies are within 1
+    point, the share whose n = 256 gold rewards differ by more than the standard error of their
+    prompt-paired difference is >= 0.5 (a majority; per seed, then the interval over seeds);
+(4) sanity: every ensemble and aggregation stays below the oracle best-of-n at n = 256 (the
+    oracle picks by the gold reward itself: true by construction).
 
     alignax run experiments/rm_ensembles.py              # full setting
     alignax run experiments/rm_ensembles.py:smoke        # seconds, for the tests
@@ -47,13 +66,15 @@ import numpy as np
 import optax
 
 from alignax.algorithms.common import make_model
-from alignax.experiment import Claim, is_smoke
+from alignax import protocol
+from alignax.experiment import is_smoke
 from alignax.losses.reward import bradley_terry_loss
 from alignax.rewards.aggregate import ensemble
 from alignax.sampling.sampler import sample
 from alignax.tasks.gold import token_score_reward
 from alignax.tasks.language import BOS_ID, BigramLanguage
 from alignax.tasks.policies import gold_preference_pairs
+from alignax.tasks.splits import split_seeds
 from alignax.train.plots import plot_curves
 from alignax.train.small import fit_small
 
@@ -64,7 +85,7 @@ ENSEMBLES = ("pretrain", "finetune")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
-    c.seeds = [0] if smoke else [0, 1, 2]
+    c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.variants = {"bon": {}}
     task = dict(vocab_size=32, prompt_len=4, response_len=12, concentration=0.5,
                 label_temperature=0.05, seed=0)
@@ -74,7 +95,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pretrain = dict(num_sequences=4096 if not smoke else 128, steps=400 if not smoke else 4,
                       batch_size=64, learning_rate=3e-3)
     c.finetune = dict(num_pairs=2048 if not smoke else 64, num_eval_pairs=1024 if not smoke
-                      else 64, label_temperature=0.1, steps=400 if not smoke else 4,
+                      else 64, num_val_pairs=1024 if not smoke else 64, label_temperature=0.1,
+                      steps=400 if not smoke else 4, steps_per_log=25 if not smoke else 4,
                       batch_size=64, learning_rate=1e-3)
     c.num_prompts = 128 if not smoke else 8
     c.ns = [2 ** k for k in range(9)] if not smoke else [1, 2, 4]
@@ -112,14 +134,16 @@ def pretrain_lms(workdir: str, lm, seqs, seeds, *, steps, batch_size, learning_r
 
 
 def finetune_rms(workdir: str, rm, backbones, seeds, labels, chosen, rejected, *, steps,
-                 batch_size, learning_rate):
+                 batch_size, learning_rate, val=None, steps_per_log=None):
     """BT fine-tuning of backbone r + a fresh scalar head for each row r, in one program.
 
     backbones: decoder params stacked [R, ...]; seeds [R]: row r's head is initialised from
     `k = jax.random.key(seeds[r])` and its batches are drawn from `fold_in(k, 2)` (rows with the
     same seed share the head init and the batch order); labels [R]: distinct ints naming the
-    rows in the metrics; chosen/rejected [R, N, T] ids of each row. Returns the `SmallFit`
-    (params [R, ...])."""
+    rows in the metrics; chosen/rejected [R, N, T] ids of each row; val: None, or
+    {"chosen", "rejected"} [R, V, T] validation pairs of each row: then every row is
+    early-stopped on its validation pair accuracy (logged every `steps_per_log` steps). Returns
+    the `SmallFit` (params [R, ...]; with `val`, best_params / best_step / best_score)."""
     keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
     heads = jax.vmap(lambda k: rm.init(k)["score"])(keys)
     mask = jnp.ones((2 * batch_size, chosen.shape[-1]), bool)
@@ -132,12 +156,22 @@ def finetune_rms(workdir: str, rm, backbones, seeds, labels, chosen, rejected, *
         idx = jax.random.randint(rng, (batch_size,), 0, data["chosen"].shape[0])
         return {"chosen": data["chosen"][idx], "rejected": data["rejected"][idx]}
 
+    select = {}
+    if val is not None:
+        vmask = jnp.ones(val["chosen"].shape[1:], bool)
+
+        def val_metrics(params, v):
+            margin = rm.apply(params, v["chosen"], vmask) - rm.apply(params, v["rejected"], vmask)
+            return {"val_accuracy": jnp.mean((margin > 0).astype(jnp.float32))}
+
+        select = dict(eval_fn=val_metrics, eval_data=jax.tree.map(jnp.asarray, val),
+                      select=("val_accuracy", "max"), steps_per_log=steps_per_log)
     return fit_small(workdir, loss_fn=loss_fn, init_params={"decoder": backbones, "score": heads},
                      per_seed_init=True, tx=_adam(learning_rate), num_steps=steps,
                      data={"chosen": jnp.asarray(chosen), "rejected": jnp.asarray(rejected)},
                      seeds=labels,
                      seed_keys=jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 2),
-                     per_seed_data=True, batch_fn=batch_fn, desc="finetune")
+                     per_seed_data=True, batch_fn=batch_fn, desc="finetune", **select)
 
 
 def score_members(rm, params, ids, chunk: int = 4096):
@@ -191,9 +225,10 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     # 1. pretrain K backbones + the sampling policy (next-token prediction) per seed, from
     #    seeds 100 s + m (m = 0..K; K is the policy)
     pre = config.pretrain
+    splits = [split_seeds(seed) for seed in seeds]
     seqs = [np.stack([e["input_ids"] for e in task.sft_examples(int(pre.num_sequences),
-                                                                 1000 + seed)])
-            for seed in seeds]
+                                                                 sp.train)])
+            for sp in splits]
     pre_fit = pretrain_lms(
         os.path.join(workdir, "pretrain"), lm, np.repeat(np.stack(seqs), k + 1, axis=0),
         [100 * seed + m for seed in seeds for m in range(k + 1)], steps=int(pre.steps),
@@ -206,10 +241,18 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     #    from seed 100 s + 50 + j for each (b, j) of member_layout
     ft = config.finetune
     singles, _ = member_layout(k)
-    pairs = [gold_preference_pairs(task, gold_fn, int(ft.num_pairs), seed=seed,
-                                   temperature=float(ft.label_temperature)) for seed in seeds]
-    chosen = np.stack([np.stack([p["chosen_ids"] for p in ps]) for ps in pairs])
-    rejected = np.stack([np.stack([p["rejected_ids"] for p in ps]) for ps in pairs])
+    def pair_ids(n, data_seed):
+        ps = gold_preference_pairs(task, gold_fn, n, seed=data_seed,
+                                   temperature=float(ft.label_temperature))
+        return (np.stack([p["chosen_ids"] for p in ps]),
+                np.stack([p["rejected_ids"] for p in ps]))
+
+    train_pairs = [pair_ids(int(ft.num_pairs), sp.train) for sp in splits]
+    val_pairs = [pair_ids(int(ft.num_val_pairs), sp.validation) for sp in splits]
+    chosen = np.stack([c for c, _ in train_pairs])
+    rejected = np.stack([r for _, r in train_pairs])
+    val_chosen = np.stack([c for c, _ in val_pairs])
+    val_rejected = np.stack([r for _, r in val_pairs])
     backbone_rows = np.array([b for _, b in itertools.product(seeds, [b for b, _ in singles])])
     seed_rows = np.repeat(np.arange(len(seeds)), len(singles))
     ft_fit = finetune_rms(
@@ -218,15 +261,24 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         [100 * seed + 50 + j for seed in seeds for _, j in singles],
         [100 * seed + i for seed in seeds for i in range(len(singles))],
         chosen[seed_rows], rejected[seed_rows], steps=int(ft.steps),
-        batch_size=int(ft.batch_size), learning_rate=float(ft.learning_rate))
+        batch_size=int(ft.batch_size), learning_rate=float(ft.learning_rate),
+        val={"chosen": val_chosen[seed_rows], "rejected": val_rejected[seed_rows]},
+        steps_per_log=int(ft.steps_per_log))
     rm_params = jax.tree.map(
-        lambda x: np.asarray(x).reshape(len(seeds), len(singles), *x.shape[1:]), ft_fit.params)
+        lambda x: np.asarray(x).reshape(len(seeds), len(singles), *x.shape[1:]),
+        ft_fit.best_params)
+    chosen_steps = np.asarray(ft_fit.best_step, np.float64).reshape(len(seeds), len(singles))
+    val_acc = np.asarray(ft_fit.best_score, np.float64).reshape(len(seeds), len(singles))
 
     out = {}
     for i, seed in enumerate(seeds):
         out[seed] = _best_of_n(config, task, lm, rm, jax.tree.map(lambda x: x[i, k], lm_params),
                                jax.tree.map(lambda x: x[i], rm_params), seed)
         out[seed]["lm_final_nll"] = float(np.mean(lm_loss[i]))
+        out[seed].update(chosen_steps_mean=float(chosen_steps[i].mean()),
+                         chosen_steps_min=float(chosen_steps[i].min()),
+                         chosen_steps_max=float(chosen_steps[i].max()),
+                         val_accuracy_mean=float(val_acc[i].mean()))
     return out
 
 
@@ -239,8 +291,9 @@ def _best_of_n(config, task, lm, rm, policy_params, rm_params, seed):
     ft = config.finetune
     singles, members = member_layout(k)
 
-    # held-out accuracy against the gold ordering (independent pairs, clean)
-    ev = gold_preference_pairs(task, gold_fn, int(ft.num_eval_pairs), seed=20_000 + seed,
+    # test accuracy against the gold ordering (independent pairs, clean), test data seed
+    test_seed = split_seeds(seed).test
+    ev = gold_preference_pairs(task, gold_fn, int(ft.num_eval_pairs), seed=test_seed,
                                temperature=float(ft.label_temperature))
     ev_c = np.stack([p["chosen_ids"] for p in ev])
     ev_r = np.stack([p["rejected_ids"] for p in ev])
@@ -249,7 +302,7 @@ def _best_of_n(config, task, lm, rm, policy_params, rm_params, seed):
     # 3. one candidate list of n_max samples per held-out prompt from the policy
     ns = [int(n) for n in config.ns]
     n_max = max(ns)
-    prompts = task.eval_prompts(int(config.num_prompts), 70 + seed)
+    prompts = task.eval_prompts(int(config.num_prompts), test_seed)
     ids = np.concatenate([np.full((len(prompts), 1), BOS_ID, np.int32), prompts], axis=1)
     out = sample(lm, policy_params, jnp.asarray(ids), jnp.ones(ids.shape, bool),
                  jax.random.key(seed), max_new_tokens=task.response_len, num_samples=n_max)
@@ -273,16 +326,18 @@ def _best_of_n(config, task, lm, rm, policy_params, rm_params, seed):
                                              lam=float(config.lam))).reshape(-1, n_max)
             picks[f"{name}_{agg}"] = bon_gold(agg_scores, gold, ns)
 
-    result = {"single_accuracy_mean": float(accuracy.mean()),
-              "single_accuracy_range": float(accuracy.max() - accuracy.min())}
+    result = {"test_single_accuracy_mean": float(accuracy.mean()),
+              "test_single_accuracy_range": float(accuracy.max() - accuracy.min())}
     for i, acc in enumerate(accuracy):
-        result[f"single{i}_accuracy"] = float(acc)
-        result[f"single{i}_gold_n{n_max}"] = float(single_curves[i, -1].mean())
+        result[f"test_single{i}_accuracy"] = float(acc)
+        result[f"test_single{i}_gold_n{n_max}"] = float(single_curves[i, -1].mean())
     for name, curve in picks.items():
         for j, n in enumerate(ns):
-            result[f"gold_n{n}_{name}"] = float(curve[j].mean())
-        result[f"se_n{n_max}_{name}"] = float(curve[-1].std(ddof=1) / np.sqrt(curve.shape[1]))
-    result.update(_underspecification(accuracy, single_curves[:, -1]))
+            result[f"test_gold_n{n}_{name}"] = float(curve[j].mean())
+        result[f"test_se_n{n_max}_{name}"] = float(curve[-1].std(ddof=1)
+                                                   / np.sqrt(curve.shape[1]))
+    result.update({f"test_{k}": v for k, v in
+                   _underspecification(accuracy, single_curves[:, -1]).items()})
     return result
 
 
@@ -306,62 +361,61 @@ def _underspecification(accuracy, gold_per_prompt, tol: float = 0.01):
 
 # --- claims and plots --------------------------------------------------------------------------
 
-def _gap(results, a, b, n):
+def claims(results) -> list[protocol.Claim]:
     per = results["bon"]["per_seed"]
-    d = np.array([m[f"gold_n{n}_{a}"] - m[f"gold_n{n}_{b}"] for m in per.values()])
-    se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("inf")
-    return float(d.mean()), float(se)
+    n = max(int(k.split("_")[2][1:]) for k in next(iter(per.values()))
+            if k.startswith("test_gold_n"))
 
+    def key(name):
+        return ("bon", f"test_gold_n{n}_{name}")
 
-def claims(results) -> list[Claim]:
-    per = results["bon"]["per_seed"]
-    n = max(int(k.split("_")[1][1:]) for k in next(iter(per.values())) if k.startswith("gold_n"))
-    out = []
-    g1, s1 = _gap(results, "pretrain_mean", "finetune_mean", n)
-    g2, s2 = _gap(results, "finetune_mean", "single", n)
-    means = {v: float(np.mean([m[f"gold_n{n}_{v}"] for m in per.values()]))
-             for v in ("pretrain_mean", "finetune_mean", "single", "oracle")}
-    out.append(Claim(
-        name=f"at n={n}, gold(pretrain ens) > gold(fine-tune ens) > gold(single) (mean "
-             "aggregation), each gap >= 1 s.e. over seeds",
-        passed=bool(g1 >= s1 and g1 > 0 and g2 >= s2 and g2 > 0),
-        measured={**{f"gold_{k}": v for k, v in means.items()}, "gap_pretrain_finetune": g1,
-                  "se_pretrain_finetune": s1, "gap_finetune_single": g2,
-                  "se_finetune_single": s2},
-        detail=f"pretrain {means['pretrain_mean']:.4f}, finetune {means['finetune_mean']:.4f}, "
-               f"single {means['single']:.4f}; gaps {g1:.4f} (se {s1:.4f}), "
-               f"{g2:.4f} (se {s2:.4f})"))
-    close = [m["underspec_close_pairs"] for m in per.values()]
-    frac = [m["underspec_frac_differ"] for m in per.values() if m["underspec_close_pairs"] > 0]
-    mean_frac = float(np.mean(frac)) if frac else float("nan")
-    out.append(Claim(
-        name="single RMs with held-out accuracy within 1 point give n-max BoN gold rewards "
-             "that differ by more than their s.e. (a majority of such pairs)",
-        passed=bool(frac and len(frac) == len(close) and mean_frac > 0.5),
-        measured={"close_pairs_per_seed": float(np.mean(close)), "frac_differ": mean_frac,
-                  "max_z": float(np.nanmean([m["underspec_max_z"] for m in per.values()]))},
-        detail=f"{np.mean(close):.1f} close pairs per seed; {mean_frac:.2f} of them differ by "
-               "more than 1 s.e."))
-    oracle = means["oracle"]
-    ens = {f"{e}_{a}": float(np.mean([m[f"gold_n{n}_{e}_{a}"] for m in per.values()]))
-           for e in ENSEMBLES for a in AGGREGATIONS}
-    out.append(Claim(
-        name=f"every ensemble stays below the oracle best-of-n at n={n}",
-        passed=bool(all(v < oracle for v in ens.values())),
-        measured={"oracle": oracle, **ens},
-        detail=f"oracle {oracle:.4f}; best ensemble {max(ens.values()):.4f}"))
+    def mean(name):
+        return float(np.mean(list(protocol.per_seed(results, *key(name)).values())))
+
+    means = {v: mean(v) for v in ("pretrain_mean", "finetune_mean", "single", "oracle")}
+    aggs = {f"{e}_{a}": mean(f"{e}_{a}") for e in ENSEMBLES for a in AGGREGATIONS}
+    shown = (f"test means at n={n}: pretrain ens {means['pretrain_mean']:.4f}, fine-tune ens "
+             f"{means['finetune_mean']:.4f}, single (mean of the 9 single RMs) "
+             f"{means['single']:.4f}, oracle {means['oracle']:.4f}; other aggregations: "
+             + ", ".join(f"{k} {v:.4f}" for k, v in aggs.items()))
+    out = [
+        protocol.compare(
+            f"at n={n}, best-of-n gold: pretrain ensemble > fine-tune ensemble (mean "
+            "aggregation)", results, key("pretrain_mean"), key("finetune_mean"), at_least=0.0,
+            detail=shown),
+        protocol.compare(
+            f"at n={n}, best-of-n gold: fine-tune ensemble > single RM (mean aggregation; single "
+            "= the mean over the nine single RMs)", results, key("finetune_mean"), key("single"),
+            at_least=0.0, detail=shown),
+    ]
+    frac = protocol.per_seed(results, "bon", "test_underspec_frac_differ")
+    close = protocol.per_seed(results, "bon", "test_underspec_close_pairs")
+    max_z = protocol.per_seed(results, "bon", "test_underspec_max_z")
+    out.append(protocol.decide(
+        "underspecification: of the single RMs within 1 point of test accuracy, a majority of "
+        f"pairs give n={n} best-of-n gold rewards that differ by more than their s.e.", frac,
+        at_least=0.5,
+        detail=f"{np.mean(list(close.values())):.1f} close pairs per seed (of 36); largest z per "
+               f"seed (mean) {np.nanmean(list(max_z.values())):.2f}; a seed without close pairs "
+               "is NaN (INCONCLUSIVE)"))
+    below = all(v < means["oracle"] for v in aggs.values())
+    out.append(protocol.sanity(
+        f"every ensemble stays below the oracle best-of-n at n={n}", below,
+        {"oracle": means["oracle"], **aggs},
+        f"by construction: the oracle picks by the gold reward; oracle {means['oracle']:.4f}, "
+        f"best ensemble {max(aggs.values()):.4f}"))
     return out
 
 
 def plots(results, workdir: str) -> list[str]:
     """Gold reward of best-of-n against log2 n per RM type (mean +- std over seeds)."""
     stats = results["bon"]["metrics"]
-    ns = sorted({int(key.split("_")[1][1:]) for key in stats if key.endswith("_oracle")
-                 and key.startswith("gold_n")})
-    names = sorted(key[len(f"gold_n{ns[0]}_"):] for key in stats
-                   if key.startswith(f"gold_n{ns[0]}_"))
-    curves = {name: (np.log2(ns), [stats[f"gold_n{n}_{name}"]["mean"] for n in ns],
-                     [stats[f"gold_n{n}_{name}"]["std"] for n in ns]) for name in names}
+    ns = sorted({int(key.split("_")[2][1:]) for key in stats if key.endswith("_oracle")
+                 and key.startswith("test_gold_n")})
+    names = sorted(key[len(f"test_gold_n{ns[0]}_"):] for key in stats
+                   if key.startswith(f"test_gold_n{ns[0]}_"))
+    curves = {name: (np.log2(ns), [stats[f"test_gold_n{n}_{name}"]["mean"] for n in ns],
+                     [stats[f"test_gold_n{n}_{name}"]["std"] for n in ns]) for name in names}
     return [plot_curves(curves, os.path.join(workdir, "plots", "bon_gold.png"),
                         title="Best-of-n with single RMs and RM ensembles",
                         xlabel="log2 n (best-of-n)", ylabel="gold reward of the chosen response")]

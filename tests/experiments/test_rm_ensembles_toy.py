@@ -17,7 +17,7 @@ rme = load_module(os.path.join(REPO, "experiments", "rm_ensembles.py"))
 def test_get_config_rejects_unknown_argument():
     with pytest.raises(ValueError, match="unknown argument"):
         rme.get_config("large")
-    assert len(rme.get_config().seeds) >= 3 and max(rme.get_config().ns) == 256
+    assert len(rme.get_config().seeds) >= 5 and max(rme.get_config().ns) == 256
 
 
 def test_bon_gold_uses_prefixes_of_one_candidate_list():
@@ -59,9 +59,15 @@ def test_pretrain_lowers_nll_and_finetune_starts_from_the_backbone(tmp_path):
                            steps=60, batch_size=8, learning_rate=1e-2)
     assert fit.final_loss.shape == (2,) and np.all(fit.final_loss < 0.5)  # log(8) = 2.08 at init
     chosen, rejected = seqs, seqs[:, ::-1] % 8
-    rms = rme.finetune_rms(str(tmp_path / "finetune"), rm, fit.params["decoder"], [0, 1], [0, 1],
-                           np.stack([chosen, chosen]), np.stack([rejected, rejected]), steps=40,
-                           batch_size=8, learning_rate=1e-2).params
+    ft = rme.finetune_rms(str(tmp_path / "finetune"), rm, fit.params["decoder"], [0, 1], [0, 1],
+                          np.stack([chosen, chosen]), np.stack([rejected, rejected]), steps=40,
+                          batch_size=8, learning_rate=1e-2,
+                          val={"chosen": np.stack([chosen[:4]] * 2),
+                               "rejected": np.stack([rejected[:4]] * 2)}, steps_per_log=10)
+    # early stopping on the validation pairs: a logged step, its accuracy recorded
+    assert set(np.asarray(ft.best_step).tolist()) <= {10, 20, 30, 40}
+    np.testing.assert_array_equal(ft.best_score, [1.0, 1.0])
+    rms = ft.best_params
     r = rme.score_members(rm, rms, np.concatenate([chosen[:1], rejected[:1]]))
     assert r.shape == (2, 2) and np.all(r[:, 0] > r[:, 1])
     assert not np.allclose(jax.tree.leaves(rms)[0][0], jax.tree.leaves(rms)[0][1])
