@@ -96,10 +96,10 @@ def test_routing_helps_on_a_small_run(tmp_path):
     config.seeds = [0, 1]
     out = micro.run_seeds(config, str(tmp_path / "micro"))
     for seed in (0, 1):
-        assert out[seed]["routed_accuracy_50"] > out[seed]["routed_accuracy_0"] + 0.03
+        assert out[seed]["test_routed_accuracy_50"] > out[seed]["test_routed_accuracy_0"] + 0.03
     config.method = "bt"
     bt = micro.run_seeds(config, str(tmp_path / "bt"))
-    assert bt[0]["accuracy"] < 0.6 and bt[1]["accuracy"] < 0.6
+    assert bt[0]["test_accuracy"] < 0.6 and bt[1]["test_accuracy"] < 0.6
     # both seeds trained in one run folder per stage, with metrics per seed
-    rows = read_metrics(str(tmp_path / "micro" / "mixture" / "metrics.jsonl"))
+    rows = read_metrics(str(tmp_path / "micro" / "mixture" / "lr=0.01" / "metrics.jsonl"))
     assert "seed_0/loss" in rows[-1] and "seed_1/loss" in rows[-1]
