@@ -23,19 +23,35 @@ a logistic judge over the two rubric-satisfaction features (hard-rule violations
 score) is fitted on the training pairs with the BT loss (`rubric_judge_logits`; full-batch Adam,
 `alignax.train.small.fit_small`, every seed at once).
 `rubric_rm_nofilter` merges all rubrics.
-Baseline `bt_rm`: a plain BT reward model, linear in [x, onehot(prompt type) (x) x] (the prompt
-enters as its identity, so it can fit per-type weights) with L2 regularisation 3e-3.
-`bt_rm_rule_features` (reported, no claim) also gets x * stated rules and x * asked qualities,
-i.e. the prompt-side information the rubric generator reads, as hand-made features.
+Baselines: `bt_rm`, a plain BT reward model linear in [x, onehot(prompt type) (x) x] (the prompt
+enters as its identity, so it can fit per-type weights), and `bt_rm_rule_features`, the fair
+BT-RM: the same plus x * stated rules and x * asked qualities, i.e. the prompt-side information
+the rubric generator reads (the stated hard rules and which qualities the prompt asks for), as
+features. The rubric generator gets this information and `bt_rm` does not (issue 18), so the
+main claim compares Rubric-RM with `bt_rm_rule_features`; the comparison with `bt_rm` (privileged
+information) is in the claim's detail.
 
-Variants `*_n50` rerun three of the methods with 50 training pairs, and `*_signed` the rubric
-methods with signed criteria (+1 for a quality only the chosen has, -1 for one only the rejected
-has, `positive_criteria=False`); both are reported, not claimed.
+Variants `*_n50` rerun the methods with 50 training pairs, and `*_signed` the rubric methods with
+signed criteria (+1 for a quality only the chosen has, -1 for one only the rejected has,
+`positive_criteria=False`); both are reported, not claimed.
 
-Claims checked: with <= 200 training pairs (the 200-pair setting), (1) Rubric-RM beats the BT-RM
-by >= 5 points of held-out gold preference accuracy; (2) the consistency filter adds >= 2 points.
+Splits (issue 18 protocol): the world (rules, principle weights) is seeded by the experiment
+seed s; the training pairs come from the data seed 3s, 100 validation pairs (10 per prompt type,
+labelled by the same Bradley-Terry draws as the training pairs) from 3s + 1 and the gold-ordered
+test pairs from 3s + 2 (`split_seeds`).
 
-    alignax run experiments/open_rubrics.py            # full setting, 3 seeds
+Selection (every variant the same): before issue 18 the BT-RM's L2 of 3e-3 and the 500 steps were
+set by hand. Now every variant (BT-RMs on their weights, Rubric-RMs on the judge's theta) searches
+L2 in {3e-4, 3e-3, 3e-2}, each candidate early-stopped on validation accuracy (`fit_small(select=
+("val_accuracy", "max"))`, a check every 25 of 500 steps); each seed keeps its best candidate
+(`choose_on_validation`; `<variant>/selection.json`, and `chosen_l2`, `chosen_step`,
+`val_accuracy` in the metrics). The rubric generator and filter see training pairs only.
+
+Claims (5 seeds, paired 95% t intervals, `alignax.protocol`), 200 training pairs: (1,
+comparative) Rubric-RM beats the fair BT-RM (`bt_rm_rule_features`) by >= 5 points of test gold
+preference accuracy; (2, comparative) the consistency filter adds >= 2 points.
+
+    alignax run experiments/open_rubrics.py            # full setting, 5 seeds
     alignax run experiments/open_rubrics.py:smoke      # seconds, for the tests
 """
 
@@ -49,10 +65,14 @@ import ml_collections
 import numpy as np
 import optax
 
-from alignax.experiment import Claim, is_smoke, metric
+import json
+
+from alignax import protocol
+from alignax.experiment import is_smoke
 from alignax.losses.reward import bradley_terry_loss
 from alignax.rewards.rubrics import (Rubric, aggregate_rubrics, consistency_filter,
                                      contrastive_rubrics, rubric_judge_logits)
+from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.small import fit_small
 
 METHODS = ("rubric_rm", "rubric_rm_nofilter", "bt_rm", "bt_rm_rule_features")
@@ -66,19 +86,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.variants = {m: {"method": m} for m in METHODS}
     if not smoke:  # (the smoke setting runs the four main methods only)
         # the same methods with 50 training pairs (5 per prompt type): reported, not claimed
-        c.variants.update({f"{m}_n50": {"method": m, "pairs_per_type": 5}
-                           for m in ("rubric_rm", "rubric_rm_nofilter", "bt_rm")})
+        c.variants.update({f"{m}_n50": {"method": m, "pairs_per_type": 5} for m in METHODS})
         # signed criteria (+1 / -1 for what only the chosen / only the rejected has): not claimed
         c.variants.update({f"{m}_signed": {"method": m, "positive_criteria": False}
                            for m in ("rubric_rm", "rubric_rm_nofilter")})
     c.task = dict(num_attributes=10, num_types=10, num_hard=3, num_principles=4,
                   hard_rate=0.75, other_rate=0.5, violation_penalty=10.0, label_beta=3.0)
     c.pairs_per_type = 20  # training pairs per prompt type (10 types)
-    c.data = dict(num_test_pairs=4000 if not smoke else 500)
+    c.data = dict(num_test_pairs=4000 if not smoke else 500, val_pairs_per_type=10)
     c.generator = dict(miss_rate=0.2, spurious_rate=0.1, corrupt_rate=0.3, reads_principles=True)
     c.positive_criteria = True  # principles as positively phrased criteria (weight 1)
     c.rubric = dict(gate_penalty=10.0, rule_threshold=0.5)
-    c.train = dict(steps=500 if not smoke else 100, learning_rate=3e-2, l2=3e-3)
+    # the same L2 grid for every variant (BT weights, or the rubric judge's theta)
+    c.train = dict(steps=500 if not smoke else 100, eval_every=25, learning_rate=3e-2,
+                   l2s=[3e-4, 3e-3, 3e-2] if not smoke else [3e-3])
     return c
 
 
@@ -129,15 +150,20 @@ def _bt_features(x, prompt, types, num_types, rule_features: bool):
     return jnp.concatenate([x, inter] + (list(prompt) if rule_features else []), -1)
 
 
-def make_seed_data(config, seed: int) -> tuple[dict, dict, dict]:
-    """One seed's world, labelled training pairs and gold-ordered held-out pairs."""
+def make_seed_data(config, seed: int) -> tuple[dict, dict, dict, dict]:
+    """One seed's world (seeded by `seed`), labelled training pairs, labelled validation pairs
+    and gold-ordered test pairs (data seeds `split_seeds(seed)`)."""
     task = config.task
     world = make_world(task, seed)
-    rng = np.random.default_rng([seed, 270])
-    train = sample_pairs(world, task, config.pairs_per_type, rng, labelled=True)
+    seeds = split_seeds(seed)
+    train = sample_pairs(world, task, config.pairs_per_type,
+                         np.random.default_rng([seeds.train, 270]), labelled=True)
+    val = sample_pairs(world, task, config.data.val_pairs_per_type,
+                       np.random.default_rng([seeds.validation, 270]), labelled=True)
     n_test_per_type = max(1, config.data.num_test_pairs // task.num_types)
-    test = sample_pairs(world, task, n_test_per_type, rng, labelled=False)
-    return world, train, test
+    test = sample_pairs(world, task, n_test_per_type,
+                        np.random.default_rng([seeds.test, 270]), labelled=False)
+    return world, train, val, test
 
 
 def bt_rm_features(config, world, x, types):
@@ -188,103 +214,122 @@ def _stack(trees: list):
     return jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *trees)
 
 
+def _tie_accuracy(margin):
+    """Accuracy of margins on chosen-first pairs, a zero margin counting as a coin flip."""
+    return jnp.mean(jnp.where(margin > 0, 1.0, jnp.where(margin == 0, 0.5, 0.0)))
+
+
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
-    """Every seed of one variant: the BT-RM weights or the rubric judge's theta of all seeds
-    fitted in one program (full-batch Adam, `fit_small`), then each seed's held-out accuracy."""
+    """Every seed of one variant: for each L2 candidate the BT-RM weights or the rubric judge's
+    theta of all seeds fitted in one program (full-batch Adam, `fit_small`, early-stopped on
+    validation); each seed keeps its best candidate; then its test accuracy."""
     method = config.method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {METHODS}")
     seeds = [int(s) for s in config.seeds]
     per_seed = [make_seed_data(config, s) for s in seeds]
     tr = config.train
-    fit_args = dict(tx=optax.adam(tr.learning_rate), num_steps=int(tr.steps), seeds=seeds,
-                    per_seed_data=True)
-    out = {s: {"num_train_pairs": float(len(train["types"]))} for s, (_, train, _) in
-           zip(seeds, per_seed)}
+    out = {s: {"num_train_pairs": float(len(train["types"])),
+               "num_val_pairs": float(len(val["types"]))}
+           for s, (_, train, val, _) in zip(seeds, per_seed)}
     if method.startswith("bt_rm"):
-        data = _stack([{"fc": bt_rm_features(config, world, train["chosen"], train["types"]),
-                        "fr": bt_rm_features(config, world, train["rejected"], train["types"])}
-                       for world, train, _ in per_seed])
+        def feats(world, pairs):
+            return {"fc": bt_rm_features(config, world, pairs["chosen"], pairs["types"]),
+                    "fr": bt_rm_features(config, world, pairs["rejected"], pairs["types"])}
 
-        def loss_fn(w, d):
-            return (jnp.mean(bradley_terry_loss(d["fc"] @ w, d["fr"] @ w))
-                    + tr.l2 * jnp.sum(w * w))
+        data = _stack([feats(world, train) for world, train, _, _ in per_seed])
+        val = _stack([feats(world, val) for world, _, val, _ in per_seed])
 
-        fit = fit_small(os.path.join(workdir, "bt_rm"), loss_fn=loss_fn,
-                        init_params=jnp.zeros(data["fc"].shape[-1], jnp.float32), data=data,
-                        **fit_args)
-        margins = []
-        for i, (world, _, test) in enumerate(per_seed):  # test sizes differ per seed
-            w = fit.seed_params(i)
-            margins.append(np.asarray(
-                bt_rm_features(config, world, test["chosen"], test["types"]) @ w
-                - bt_rm_features(config, world, test["rejected"], test["types"]) @ w))
+        def margin_fn(w, d):
+            return d["fc"] @ w - d["fr"] @ w
+
+        init, folder = jnp.zeros(data["fc"].shape[-1], jnp.float32), "bt_rm"
     else:
         merged = []
-        for s, (world, train, _) in zip(seeds, per_seed):
+        for s, (world, train, _, _) in zip(seeds, per_seed):
             m, info = merged_rubrics(config, world, train, s)
             merged.append(m)
             out[s].update(info)
-        data = _stack([{"chosen": train["chosen"], "rejected": train["rejected"],
-                        "rubric": _rubric_of(m, train["types"])}
-                       for (_, train, _), m in zip(per_seed, merged)])
 
-        def loss_fn(theta, d):
-            logits = rubric_judge_logits(theta, d["chosen"], d["rejected"], d["rubric"])
-            return jnp.mean(bradley_terry_loss(logits, jnp.zeros_like(logits)))
+        def rubric_pairs(pairs, m):
+            return {"chosen": pairs["chosen"], "rejected": pairs["rejected"],
+                    "rubric": _rubric_of(m, pairs["types"])}
 
-        fit = fit_small(os.path.join(workdir, "rubric_judge"), loss_fn=loss_fn,
-                        init_params=jnp.ones(2, jnp.float32), data=data, **fit_args)
-        margins = []
-        for i, ((_, _, test), m) in enumerate(zip(per_seed, merged)):
-            theta = fit.seed_params(i)
-            out[seeds[i]]["theta_gate"], out[seeds[i]]["theta_principles"] = (
-                float(v) for v in theta)
-            margins.append(np.asarray(rubric_judge_logits(
-                theta, test["chosen"], test["rejected"], _rubric_of(m, test["types"]))))
-    for i, (s, margin) in enumerate(zip(seeds, margins)):
-        out[s]["final_train_loss"] = float(fit.final_loss[i])
-        out[s]["gold_accuracy"] = float(np.mean(np.where(margin > 0, 1.0,
-                                                         np.where(margin == 0, 0.5, 0.0))))
+        data = _stack([rubric_pairs(train, m) for (_, train, _, _), m in zip(per_seed, merged)])
+        val = _stack([rubric_pairs(val, m) for (_, _, val, _), m in zip(per_seed, merged)])
+
+        def margin_fn(theta, d):
+            return rubric_judge_logits(theta, d["chosen"], d["rejected"], d["rubric"])
+
+        init, folder = jnp.ones(2, jnp.float32), "rubric_judge"
+
+    def eval_fn(params, v):
+        return {"val_accuracy": _tie_accuracy(margin_fn(params, v))}
+
+    fits = {}
+    for l2 in tr.l2s:
+        def loss_fn(params, d, l2=float(l2)):
+            margin = margin_fn(params, d)
+            return (jnp.mean(bradley_terry_loss(margin, jnp.zeros_like(margin)))
+                    + l2 * jnp.sum(params * params))
+
+        fits[f"l2={l2:g}"] = (float(l2), fit_small(
+            os.path.join(workdir, folder, f"l2_{l2:g}"), loss_fn=loss_fn, init_params=init,
+            data=data, tx=optax.adam(tr.learning_rate), num_steps=int(tr.steps), seeds=seeds,
+            per_seed_data=True, eval_fn=eval_fn, eval_data=val,
+            steps_per_log=int(tr.eval_every), select=("val_accuracy", "max")))
+    records = {}
+    for i, (s, (world, _, _, test)) in enumerate(zip(seeds, per_seed)):
+        chosen, records[s] = choose_on_validation(
+            {name: fit.best_score[i] for name, (_, fit) in fits.items()}, float)
+        l2, fit = fits[chosen]
+        params = jax.tree.map(lambda x, i=i: x[i], fit.best_params)
+        if method.startswith("bt_rm"):
+            margin = margin_fn(params, feats(world, test))
+        else:
+            margin = margin_fn(params, rubric_pairs(test, merged[i]))
+            out[s]["theta_gate"], out[s]["theta_principles"] = (float(v) for v in params)
+        out[s].update({"test_gold_accuracy": float(_tie_accuracy(margin)),
+                       "val_accuracy": float(fit.best_score[i]), "chosen_l2": l2,
+                       "chosen_step": float(fit.best_step[i]),
+                       "final_train_loss": float(fit.final_loss[i])})
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "selection.json"), "w") as f:
+        json.dump({str(s): r for s, r in records.items()}, f, indent=1)
     return out
 
 
-def _present(measured: dict) -> dict:
-    """Drops the entries of variants that were not run (NaN), e.g. in the smoke setting."""
-    return {k: v for k, v in measured.items() if not np.isnan(v)}
+def _mean(results, variant: str, name: str = "test_gold_accuracy") -> float:
+    if variant not in results:
+        return float("nan")
+    return float(np.mean(list(protocol.per_seed(results, variant, name).values())))
 
 
-def claims(results) -> list[Claim]:
-    acc = {m: metric(results, m, "gold_accuracy") for m in results}
-    nan = float("nan")
-    n = metric(results, "rubric_rm", "num_train_pairs")
-    gain_bt = acc["rubric_rm"] - acc["bt_rm"]
-    gain_filter = acc["rubric_rm"] - acc["rubric_rm_nofilter"]
-    extra_bt = {"bt_rm_rule_features": acc.get("bt_rm_rule_features", nan),
-                "rubric_rm_n50": acc.get("rubric_rm_n50", nan),
-                "bt_rm_n50": acc.get("bt_rm_n50", nan)}
-    extra_filter = {"filtered_signed": acc.get("rubric_rm_signed", nan),
-                    "unfiltered_signed": acc.get("rubric_rm_nofilter_signed", nan),
-                    "filtered_n50": acc.get("rubric_rm_n50", nan),
-                    "unfiltered_n50": acc.get("rubric_rm_nofilter_n50", nan)}
+def claims(results) -> list[protocol.Claim]:
+    acc = {m: _mean(results, m) for m in results}
+    n = _mean(results, "rubric_rm", "num_train_pairs")
+    get = lambda k: acc.get(k, float("nan"))  # noqa: E731
     return [
-        Claim(name="with <= 200 training pairs, Rubric-RM beats a plain BT-RM by >= 5 points of "
-                   "gold preference accuracy",
-              passed=n <= 200 and gain_bt >= 0.05,
-              measured=_present({"rubric_rm": acc["rubric_rm"], "bt_rm": acc["bt_rm"],
-                                 "gain": gain_bt, "num_train_pairs": n, **extra_bt}),
-              detail=f"Rubric-RM {acc['rubric_rm']:.3f} vs BT-RM {acc['bt_rm']:.3f} "
-                     f"({int(n)} training pairs); with 50 pairs "
-                     f"{extra_bt['rubric_rm_n50']:.3f} vs {extra_bt['bt_rm_n50']:.3f}"),
-        Claim(name="the label-consistency filter adds >= 2 points",
-              passed=gain_filter >= 0.02,
-              measured=_present({"filtered": acc["rubric_rm"],
-                                 "unfiltered": acc["rubric_rm_nofilter"], "gain": gain_filter,
-                                 **extra_filter}),
-              detail=f"filtered {acc['rubric_rm']:.3f} vs unfiltered "
-                     f"{acc['rubric_rm_nofilter']:.3f}; signed criteria "
-                     f"{extra_filter['filtered_signed']:.3f} vs "
-                     f"{extra_filter['unfiltered_signed']:.3f}"),
+        protocol.compare(
+            f"with <= 200 training pairs ({n:.0f}), Rubric-RM beats a BT-RM given the same "
+            f"prompt information by >= 5 points of test gold preference accuracy", results,
+            ("rubric_rm", "test_gold_accuracy"), ("bt_rm_rule_features", "test_gold_accuracy"),
+            at_least=0.05,
+            detail=f"Rubric-RM {get('rubric_rm'):.3f} vs fair BT-RM (stated rules and asked "
+                   f"qualities as features) {get('bt_rm_rule_features'):.3f}; vs plain BT-RM "
+                   f"{get('bt_rm'):.3f}, which sees only the prompt id (privileged comparison: "
+                   f"the rubric generator reads the stated rules); with 50 pairs Rubric-RM "
+                   f"{get('rubric_rm_n50'):.3f}, fair BT {get('bt_rm_rule_features_n50'):.3f}, "
+                   f"plain BT {get('bt_rm_n50'):.3f}"),
+        protocol.compare(
+            "the label-consistency filter adds >= 2 points", results,
+            ("rubric_rm", "test_gold_accuracy"), ("rubric_rm_nofilter", "test_gold_accuracy"),
+            at_least=0.02,
+            detail=f"filtered {get('rubric_rm'):.3f} vs unfiltered "
+                   f"{get('rubric_rm_nofilter'):.3f}; signed criteria "
+                   f"{get('rubric_rm_signed'):.3f} vs {get('rubric_rm_nofilter_signed'):.3f}; "
+                   f"50 pairs {get('rubric_rm_n50'):.3f} vs "
+                   f"{get('rubric_rm_nofilter_n50'):.3f}"),
     ]
 
 
@@ -293,6 +338,6 @@ def plots(results, workdir: str) -> list[str]:
     from alignax.train.plots import plot_variant_bars
 
     return [plot_variant_bars(
-        results, [("gold_accuracy", "held-out gold preference accuracy")],
+        results, [("test_gold_accuracy", "test gold preference accuracy")],
         os.path.join(workdir, "plots", "open_rubrics.png"),
         title="OpenRubrics: Rubric-RM vs BT-RM (<= 200 pairs)", zoom=True)]
