@@ -1,24 +1,42 @@
 """Bradley-Terry reward model and DPO on a synthetic language with a known gold reward.
 
-Papers: Ouyang et al. 2022 (arXiv 2203.02155), reward model with the Bradley-Terry loss; Rafailov
-et al. 2023 (arXiv 2305.18290), Direct Preference Optimization.
+Papers: Ouyang et al. 2022 (arXiv 2203.02155), reward model with the Bradley-Terry loss (the
+experiment's paper, the first line above); Rafailov et al. 2023 (arXiv 2305.18290), Direct
+Preference Optimization (its claim names `paper="Rafailov et al. 2023 (DPO)"`).
 
 Setting: a random bigram language over 30 tokens (alignax.tasks.language.BigramLanguage); the gold
-reward of a response is its mean token score; preference labels are Bradley-Terry draws from it.
-Per seed: (1) SFT a tiny Llama-style policy on the language (the reference), (2) train a BT reward
-model on the preference pairs and measure its accuracy on held-out pairs against the gold ordering,
-(3) train a DPO policy from the reference on the same pairs and measure the gold reward of its
-samples and its KL to the reference.
+reward of a response is its mean token score; preference labels are Bradley-Terry draws from it
+(temperature 0.05: about 87% of the labels agree with the gold ordering). Per seed: (1) SFT a tiny
+Llama-style policy on the language (the reference), (2) train a BT reward model on the preference
+pairs, (3) train a DPO policy from the reference on the same pairs.
 
-Claims checked: the reward model's held-out gold accuracy is well above chance (>= 0.75), and DPO
-raises the gold reward over the reference on every seed.
+Splits (docs/protocol.md): experiment seed s draws its SFT sequences and training pairs from data
+seed 3s, its validation pairs from 3s + 1, its test pairs and test prompts from 3s + 2
+(`alignax.tasks.splits.split_seeds`); the language itself (the "world") is `task.seed`. Model
+initialisation and batch order use s.
 
-    alignax run experiments/bt_dpo_synthetic.py            # full setting, 3 seeds
+Selection on validation (recorded in each seed's `selection.json` and as `*_chosen_step`): the
+reward model keeps the logged step (every `rm.train.eval_every`) with the best validation label
+accuracy, DPO the logged step (every `dpo.train.eval_every`) with the best validation implicit-
+reward pair accuracy (`beta log pi/ref`); both are scored on labelled validation pairs only (no
+gold), the way a practitioner would stop. Every logged step is also evaluated on test, and the
+test numbers of the chosen step are reported (`test_*`); the choice never sees them. The SFT
+reference has no choice to make (600 steps, fixed). The step counts, learning rates and beta are
+those of the first version of this experiment, not re-tuned.
+
+Claims (5 seeds, 95% Student t intervals over seeds):
+- threshold (Ouyang et al.): the RM's test gold accuracy (agreement with the gold ordering of
+  held-out pairs) is >= 0.75;
+- comparative (Rafailov et al.): DPO's test gold reward minus the reference's (same test prompts,
+  same sampling key) is > 0 (interval >= 0).
+
+    alignax run experiments/bt_dpo_synthetic.py            # full setting, 5 seeds
     alignax run experiments/bt_dpo_synthetic.py:smoke      # seconds, for the tests
 
 The same pipeline runs on a preference file (JSONL/Parquet, prompt/chosen/rejected strings or chat
 messages) with a byte-level tokenizer; there is no gold reward then, so the claims are not checked
-and the metrics are held-out pair accuracies (last `data.eval_fraction` of the file):
+and the metrics are pair accuracies on the last `data.eval_fraction` of the file (test), the
+`data.eval_fraction` before it being the validation pairs the steps are chosen on:
 
     alignax run experiments/bt_dpo_synthetic.py --config.data.path=prefs.jsonl \
         --config.model.max_len=512 --config.data.skip_invalid=True
@@ -26,6 +44,7 @@ and the metrics are held-out pair accuracies (last `data.eval_fraction` of the f
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -33,25 +52,32 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from alignax.algorithms import direct, reward_model, sft
+from alignax import protocol
+from alignax.algorithms import common, direct, reward_model, sft
 from alignax.algorithms.common import stack_records
 from alignax.data import (ByteTokenizer, DataError, load_preference_source, read_preferences,
                           write_preference_dataset)
 from alignax.data.tokenize import tokenize_pairs
 from alignax.eval.policy import make_policy_eval
-from alignax.experiment import Claim, is_smoke, metric
+from alignax.experiment import Claim, is_smoke
+from alignax.losses import pairwise_accuracy
 from alignax.tasks.language import BOS_ID, BigramLanguage
+from alignax.tasks.splits import choose_on_validation, split_seeds
+
+DPO_PAPER = "Rafailov et al. 2023 (DPO)"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
-    c.seeds = [0] if smoke else [0, 1, 2]
+    c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.task = dict(vocab_size=32, prompt_len=4, response_len=12, concentration=0.5,
                   label_temperature=0.05, seed=0)
+    # train (SFT sequences, pairs) / validation (pairs) / test (pairs, prompts): split_seeds
     c.data = dict(num_sft=4096 if not smoke else 256, num_pairs=4096 if not smoke else 128,
-                  num_eval_pairs=512 if not smoke else 64,
-                  num_eval_prompts=256 if not smoke else 32,
+                  num_val_pairs=512 if not smoke else 32,
+                  num_test_pairs=512 if not smoke else 32,
+                  num_test_prompts=256 if not smoke else 32,
                   # A preference file instead of the synthetic task ("" = synthetic):
                   path="", skip_invalid=False, eval_fraction=0.1)
     # vocab_size comes from the task (or the tokenizer); max_len is the sequence length T.
@@ -92,7 +118,14 @@ def _pair_record(task: BigramLanguage, ex: dict) -> dict:
     }
 
 
+# the test split of the pair datasets keeps the name it had before the validation split existed
+TEST_SPLIT = "eval"
+
+
 def _write_data(task: BigramLanguage, data_cfg, seed: int, data_dir: str) -> None:
+    """SFT sequences and training pairs from the train data seed, validation pairs from the
+    validation seed, test pairs from the test seed (`split_seeds(seed)`)."""
+    data_seeds = split_seeds(seed)
     t = task.seq_len
     seq_features = {"input_ids": ((t,), np.int32)}
     pair_features = {k: ((t,), np.int32) for k in (
@@ -102,17 +135,24 @@ def _write_data(task: BigramLanguage, data_cfg, seed: int, data_dir: str) -> Non
                           ("chosen_gold", "rejected_gold", "label_correct")})
     write_preference_dataset(
         data_dir, name="bigram_sft",
-        splits={"train": task.sft_examples(data_cfg.num_sft, seed)}, features=seq_features)
-    pairs = [_pair_record(task, ex) for ex in task.preference_examples(data_cfg.num_pairs, seed)]
-    eval_pairs = [_pair_record(task, ex)
-                  for ex in task.preference_examples(data_cfg.num_eval_pairs, 10_000 + seed)]
+        splits={"train": task.sft_examples(data_cfg.num_sft, data_seeds.train)},
+        features=seq_features)
+
+    def pairs(n, data_seed):
+        return [_pair_record(task, ex) for ex in task.preference_examples(n, data_seed)]
+
     write_preference_dataset(
         data_dir, name="bigram_preferences",
-        splits={"train": pairs, "eval": eval_pairs}, features=pair_features)
+        splits={"train": pairs(data_cfg.num_pairs, data_seeds.train),
+                "validation": pairs(data_cfg.num_val_pairs, data_seeds.validation),
+                TEST_SPLIT: pairs(data_cfg.num_test_pairs, data_seeds.test)},
+        features=pair_features)
 
 
 def _file_data(config, data_dir: str) -> dict:
-    """Reads, validates and tokenizes a user preference file into train/eval pair datasets."""
+    """Reads, validates and tokenizes a user preference file into train / validation / test
+    pair datasets (the last `eval_fraction` of the file is test, the `eval_fraction` before it
+    validation)."""
     tok = ByteTokenizer()
     t = int(config.model.max_len)
     result = read_preferences(config.data.path, skip_invalid=config.data.skip_invalid,
@@ -121,13 +161,15 @@ def _file_data(config, data_dir: str) -> dict:
         print(f"alignax: {result.summary()}", flush=True)
     pairs = tokenize_pairs(result.records, tok, max_length=t)
     n_eval = max(1, int(round(config.data.eval_fraction * len(pairs))))
-    if len(pairs) - n_eval < 1:
+    if len(pairs) - 2 * n_eval < 1:
         raise DataError(f"{config.data.path}: {len(pairs)} valid pairs are too few to hold out "
-                        f"{n_eval} for evaluation")
+                        f"{n_eval} for validation and {n_eval} for test")
     features = {k: ((t,), np.int32) for k in pairs[0]}
     if jax.process_index() == 0 and not os.path.exists(os.path.join(data_dir, "COMPLETE")):
-        write_preference_dataset(data_dir, name="file_preferences", features=features,
-                                 splits={"train": pairs[:-n_eval], "eval": pairs[-n_eval:]})
+        write_preference_dataset(
+            data_dir, name="file_preferences", features=features,
+            splits={"train": pairs[:-2 * n_eval], "validation": pairs[-2 * n_eval:-n_eval],
+                    TEST_SPLIT: pairs[-n_eval:]})
         open(os.path.join(data_dir, "COMPLETE"), "w").close()
     return {"vocab_size": tok.vocab_size, "num_skipped": result.num_skipped,
             "name": "file_preferences"}
@@ -147,8 +189,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     direct.validate(_stage_cfg(config, config.dpo))
     if config.data.path and not os.path.exists(config.data.path):
         raise ValueError(f"data.path {config.data.path!r} does not exist")
-    if not 0 < config.data.eval_fraction < 1:
-        raise ValueError(f"data.eval_fraction={config.data.eval_fraction} must be in (0, 1)")
+    if not 0 < config.data.eval_fraction < 0.5:
+        raise ValueError(f"data.eval_fraction={config.data.eval_fraction} must be in (0, 0.5)")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -173,7 +215,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         multihost_utils.sync_global_devices("bt_dpo_synthetic data written")
 
     pair_source = load_preference_source(data_dir, name=pairs_name, split="train")
-    eval_pairs = stack_records(load_preference_source(data_dir, name=pairs_name, split="eval"))
+    val_pairs = stack_records(load_preference_source(data_dir, name=pairs_name,
+                                                     split="validation"))
+    test_pairs = stack_records(load_preference_source(data_dir, name=pairs_name,
+                                                      split=TEST_SPLIT))
+    # validation and test pairs go through one program: [validation; test]
+    n_val = len(val_pairs["chosen_ids"])
+    held_out = {k: np.concatenate([val_pairs[k], test_pairs[k]]) for k in val_pairs}
 
     def stage_cfg(stage):
         return _stage_cfg(config, stage, vocab_size)
@@ -185,18 +233,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     ref = sft.train(stage_cfg(config.sft), os.path.join(workdir, "sft"),
                     train_source=sft_source, seed=seed)
 
-    rm = reward_model.train(
-        stage_cfg(config.rm), os.path.join(workdir, "rm"), train_source=pair_source,
-        eval_pairs=eval_pairs,
-        gold_better=None if from_file else eval_pairs["label_correct"], seed=seed)
+    # reward_model.train with an eval_fn of both held-out splits
+    rm_cfg = reward_model.validate(stage_cfg(config.rm))
+    rm_model = common.make_model(rm_cfg["model"], "reward")
+    rm = common.fit_recipe(
+        rm_cfg, os.path.join(workdir, "rm"), model=rm_model,
+        loss_fn=reward_model.make_reward_loss(rm_model.apply, rm_cfg["loss"],
+                                              rm_cfg["loss_kwargs"]),
+        train_source=pair_source, seed=seed, desc="reward model",
+        eval_fn=_make_rm_eval(rm_model.apply, held_out, n_val,
+                              None if from_file else test_pairs["label_correct"]))
 
     beta = direct.loss_beta(config.dpo.loss, config.dpo.loss_kwargs)
-    pair_eval = direct.make_pair_eval(ref["model"].apply, ref["params"], eval_pairs, beta=beta)
+    pair_eval = _make_dpo_pair_eval(ref["model"].apply, ref["params"], held_out, n_val, beta)
     if from_file:
         eval_fn = pair_eval
     else:
         scores = jnp.asarray(task.token_scores())
-        prompts = task.eval_prompts(config.data.num_eval_prompts, seed)
+        prompts = task.eval_prompts(config.data.num_test_prompts, split_seeds(seed).test)
         policy_eval = make_policy_eval(
             ref["model"].apply, ref["params"], prompts,
             lambda responses: scores[responses].mean(axis=-1),
@@ -204,28 +258,95 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             prefix_ids=np.full((len(prompts), 1), BOS_ID, np.int32))
 
         def eval_fn(params):
-            return {**policy_eval(params), **pair_eval(params)}
+            return {**{f"test_{k}": v for k, v in policy_eval(params).items()},
+                    **pair_eval(params)}
 
     dpo = direct.train(
         stage_cfg(config.dpo), os.path.join(workdir, "dpo"), train_source=pair_source,
         ref_params=ref["params"], eval_fn=eval_fn, seed=seed)
 
+    # the steps, chosen on validation pairs only; the test numbers of the chosen step reported
+    rm_row, rm_record = _choose_step(rm["fit"].history, "eval/val_label_accuracy")
+    dpo_row, dpo_record = _choose_step(dpo["fit"].history, "eval/val_pair_accuracy")
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "selection.json"), "w") as f:
+            json.dump({"rm": rm_record, "dpo": dpo_record}, f, indent=1)
     out = {
         "sft_nll": ref["metrics"]["nll"],
-        "rm_label_accuracy": rm["eval"]["eval/label_accuracy"],
-        "dpo_pair_accuracy": dpo["eval"]["eval/pair_accuracy"],
+        "rm_chosen_step": rm_row["step"],
+        "val_rm_label_accuracy": rm_row["eval/val_label_accuracy"],
+        "test_rm_label_accuracy": rm_row["eval/test_label_accuracy"],
+        "dpo_chosen_step": dpo_row["step"],
+        "val_dpo_pair_accuracy": dpo_row["eval/val_pair_accuracy"],
+        "test_dpo_pair_accuracy": dpo_row["eval/test_pair_accuracy"],
     }
     if from_file:
         out["data_skipped"] = float(info["num_skipped"])
     else:
+        last = dpo["fit"].history[-1]
         out.update({
-            "rm_gold_accuracy": rm["eval"]["eval/gold_accuracy"],
-            "dpo_gold_reward": dpo["eval"]["eval/gold_reward"],
-            "ref_gold_reward": dpo["eval"]["eval/ref_gold_reward"],
-            "dpo_gold_gain": dpo["eval"]["eval/gold_gain"],
-            "dpo_kl_ref": dpo["eval"]["eval/kl_ref"],
+            "test_rm_gold_accuracy": rm_row["eval/test_gold_accuracy"],
+            "test_dpo_gold_reward": dpo_row["eval/test_gold_reward"],
+            "test_ref_gold_reward": dpo_row["eval/test_ref_gold_reward"],
+            "test_dpo_gold_gain": dpo_row["eval/test_gold_gain"],
+            "test_dpo_kl_ref": dpo_row["eval/test_kl_ref"],
+            # the last step, for comparison with the chosen one (not a claim)
+            "test_dpo_gold_reward_last_step": last["eval/test_gold_reward"],
+            "test_dpo_kl_ref_last_step": last["eval/test_kl_ref"],
         })
     return out
+
+
+def _make_rm_eval(apply_fn, pairs, n_val: int, gold_better_test=None):
+    """Jitted `params -> metrics` of a reward model on [validation; test] pairs (the first
+    `n_val` are validation): label accuracy on each, and on test the agreement with the gold
+    ordering (`gold_better_test` [N_test], 1 where the chosen response has the higher gold)."""
+    inputs = {k: np.asarray(pairs[k]) for k in
+              ("chosen_ids", "chosen_mask", "rejected_ids", "rejected_mask")}
+    gold = None if gold_better_test is None else np.asarray(gold_better_test, np.float32)
+
+    @jax.jit
+    def evaluate(params):
+        chosen, rejected = reward_model.pair_rewards(apply_fn, params, inputs)
+        right = pairwise_accuracy(chosen, rejected)
+        out = {"val_label_accuracy": right[:n_val].mean(),
+               "test_label_accuracy": right[n_val:].mean()}
+        if gold is not None:
+            better = chosen[n_val:] > rejected[n_val:]
+            out["test_gold_accuracy"] = jnp.where(better, gold, 1.0 - gold).mean()
+        return out
+
+    return evaluate
+
+
+def _make_dpo_pair_eval(apply_fn, ref_params, pairs, n_val: int, beta: float):
+    """`params -> metrics` of the implicit reward beta log(pi / ref) on [validation; test] pairs
+    (the first `n_val` are validation): pair accuracy (margin > 0) and mean margin of each."""
+    keys = ("chosen_ids", "rejected_ids", "chosen_mask", "rejected_mask",
+            "chosen_response_mask", "rejected_response_mask")
+    inputs = {k: np.asarray(pairs[k]) for k in keys}
+
+    @jax.jit
+    def _evaluate(params, ref_params):
+        pc, pr = direct.pair_logps(apply_fn, params, inputs)
+        rc, rr = direct.pair_logps(apply_fn, ref_params, inputs)
+        margins = beta * ((pc - rc) - (pr - rr))
+        right = (margins > 0).astype(jnp.float32)
+        return {"val_pair_accuracy": right[:n_val].mean(),
+                "val_pair_margin": margins[:n_val].mean(),
+                "test_pair_accuracy": right[n_val:].mean(),
+                "test_pair_margin": margins[n_val:].mean()}
+
+    return lambda params: _evaluate(params, ref_params)
+
+
+def _choose_step(history, key: str):
+    """The logged row with the best validation score `key` (max; ties: the earliest step) among
+    the evaluated steps of a run, and the `choose_on_validation` record of the choice."""
+    rows = {f"step={r['step']}": r for r in history if key in r}
+    chosen, record = choose_on_validation(rows, lambda r: r[key])
+    record["metric"] = key
+    return rows[chosen], record
 
 
 class _ChosenAsSequences:
@@ -245,29 +366,33 @@ class _ChosenAsSequences:
 
 def claims(results) -> list[Claim]:
     res = results["default"]
-    if "rm_gold_accuracy" not in res["metrics"]:
+    if "test_rm_gold_accuracy" not in res["metrics"]:
         return []  # a user file has no gold reward: nothing to check
-    acc = metric(results, "default", "rm_gold_accuracy")
-    gains = [m["dpo_gold_gain"] for m in res["per_seed"].values()]
     threshold = 0.75
+    m = {k: v["mean"] for k, v in res["metrics"].items()}
     return [
-        Claim(
-            name=f"BT reward model's held-out gold accuracy is well above chance (>= {threshold})",
-            passed=acc >= threshold,
-            measured={"rm_gold_accuracy": acc},
-        ),
-        Claim(
-            name="DPO raises the gold reward over the reference policy on every seed",
-            passed=all(g > 0 for g in gains),
-            measured={"dpo_gold_gain_mean": float(np.mean(gains)),
-                      "dpo_gold_gain_min": float(np.min(gains)),
-                      "dpo_kl_ref": metric(results, "default", "dpo_kl_ref")},
-        ),
+        protocol.threshold(
+            f"BT reward model's test gold accuracy is well above chance (>= {threshold})",
+            results, ("default", "test_rm_gold_accuracy"), at_least=threshold,
+            detail="accuracy against the gold ordering of held-out test pairs, at the logged "
+                   "step with the best validation label accuracy "
+                   f"(mean chosen step {m['rm_chosen_step']:.0f}); test label accuracy "
+                   f"(noisy BT labels) {m['test_rm_label_accuracy']:.3f}"),
+        protocol.compare(
+            "DPO raises the test gold reward over the reference (SFT) policy", results,
+            ("default", "test_dpo_gold_reward"), ("default", "test_ref_gold_reward"),
+            at_least=0.0, paper=DPO_PAPER,
+            detail="gold reward of one sample per test prompt (same prompts and sampling key "
+                   "for both), DPO at the logged step with the best validation implicit-reward "
+                   f"pair accuracy (mean chosen step {m['dpo_chosen_step']:.0f}, KL to the "
+                   f"reference {m['test_dpo_kl_ref']:.2f} nats; at the last step gold "
+                   f"{m['test_dpo_gold_reward_last_step']:.3f}, KL "
+                   f"{m['test_dpo_kl_ref_last_step']:.2f}); baseline: the reference policy"),
     ]
 
 
 def plots(results, workdir: str) -> list[str]:
-    """Gold reward against KL(pi || ref) along DPO training, one curve per seed."""
+    """Test gold reward against KL(pi || ref) along DPO training, one curve per seed."""
     from alignax.train.plots import plot_curves
     from alignax.train.writers import read_metrics
 
@@ -275,12 +400,12 @@ def plots(results, workdir: str) -> list[str]:
     for variant, res in results.items():
         for seed in res["per_seed"]:
             path = os.path.join(workdir, variant, f"seed_{seed}", "dpo", "metrics.jsonl")
-            rows = [r for r in read_metrics(path) if "eval/kl_ref" in r]
+            rows = [r for r in read_metrics(path) if "eval/test_kl_ref" in r]
             if rows:
                 curves[f"{variant} seed {seed}"] = (
-                    np.array([0.0] + [r["eval/kl_ref"] for r in rows]),
-                    np.array([rows[0]["eval/ref_gold_reward"]] + [r["eval/gold_reward"]
-                                                                   for r in rows]))
+                    np.array([0.0] + [r["eval/test_kl_ref"] for r in rows]),
+                    np.array([rows[0]["eval/test_ref_gold_reward"]]
+                             + [r["eval/test_gold_reward"] for r in rows]))
     if not curves:
         return []
     path = os.path.join(workdir, "gold_reward_vs_kl.png")

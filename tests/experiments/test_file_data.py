@@ -38,5 +38,6 @@ def test_skip_invalid_skips_counts_and_trains(tmp_path, capsys):
     summary = json.loads((workdir / "summary.json").read_text())
     seed = summary["results"]["default"]["per_seed"]["0"]
     assert seed["data_skipped"] == 1.0
-    assert 0.0 <= seed["rm_label_accuracy"] <= 1.0 and 0.0 <= seed["dpo_pair_accuracy"] <= 1.0
+    assert 0.0 <= seed["test_rm_label_accuracy"] <= 1.0
+    assert 0.0 <= seed["test_dpo_pair_accuracy"] <= 1.0
     assert summary["claims"] == []  # no gold reward in a user file
