@@ -26,12 +26,31 @@ The constructed tie case: pairs of segments from the same MDP whose summed featu
 regrets differ by at least 0.5. We report the largest deviation of the partial-return learner's
 P from 0.5 on those pairs and how often the regret learner (n = 300) ranks them as gold does.
 
-Claims checked: (1) averaged over the 10 MDPs and the dataset sizes (all <= 300), the regret
-learner's normalised gold return beats the partial-return learner's by >= 5 points (percent);
-(2) on the tie pairs the partial-return model predicts 0.5 (|P - 0.5| < 1e-6) while the regret
-learner ranks >= 90% of them correctly.
+Splits (docs/protocol.md): the MDP instances (layouts and gold reward values) are the world and
+stay seeded by the experiment seed; the preference data come from disjoint data seeds
+(`alignax.tasks.splits.split_seeds`): the training pairs from the train seed, 300 validation
+pairs per MDP from the validation seed, the tie-pair pool from the test seed. The normalised
+gold return of the planned policy is exact (policy evaluation, no samples).
 
-    alignax run experiments/regret_preference.py            # full setting, 3 seeds
+Selection on validation, the same for both learners: each learner is trained with every
+learning rate of `train.learning_rates` for `train.steps` Adam steps; every `train.log_every`
+steps the mean preference NLL of its own model on the validation pairs (over the 10 MDPs x the
+dataset sizes) is computed, and each seed keeps its best logged step (`fit_small(select=...)`,
+early stopping); then each seed keeps the learning rate with the lowest best validation NLL
+(`choose_on_validation`). The chosen learning rate, step and validation NLL are per-seed
+metrics (`chosen_learning_rate`, `chosen_step`, `val_nll`). (The old fixed 400 steps / lr 0.05
+were set after seeing the test returns.)
+
+Claims (5 seeds, 95% Student-t intervals over seeds):
+  (1) comparative: averaged over the 10 MDPs and the dataset sizes (all <= 300), the regret
+      learner's normalised gold return (`test_mean_return`) beats the partial-return learner's
+      by >= 5 points (paired over seeds);
+  (2) threshold: on the tie pairs the regret learner (n = 300) ranks >= 90% correctly
+      (`test_tie_accuracy`; falsifiable: it needs the learned reward's optimal advantages);
+  (3) sanity: the partial-return model predicts 0.5 on every tie pair (|P - 0.5| < 1e-6). This
+      holds by construction (equal feature sums) and is shown, never counted.
+
+    alignax run experiments/regret_preference.py            # full setting, 5 seeds
     alignax run experiments/regret_preference.py:smoke      # seconds, for the tests
 """
 
@@ -45,9 +64,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from alignax.experiment import Claim, is_smoke, metric
+from alignax import protocol
+from alignax.experiment import is_smoke
 from alignax.losses.reward import partial_return_loss, regret_preference_loss
 from alignax.tasks import mdp as mdp_lib
+from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.small import fit_small
 
 LEARNERS = ("regret", "partial_return")
@@ -56,16 +77,18 @@ LEARNERS = ("regret", "partial_return")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
-    c.seeds = [0] if smoke else [0, 1, 2]
+    c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.learner = "regret"
     c.variants = {name: {"learner": name} for name in LEARNERS}
     c.task = dict(height=5, width=5, num_hazards=3, num_coins=3, gamma=0.95,
                   num_mdps=2 if smoke else 10, segment_length=3, random_rewards=True,
                   label_temperature=1.0)
     c.data = dict(sizes=[10, 100] if smoke else [3, 10, 30, 100, 300],
+                  num_val_pairs=50 if smoke else 300,
                   num_pool=300 if smoke else 2000, tie_min_gap=0.5, max_tie_pairs=200)
-    c.train = dict(steps=40 if smoke else 400, learning_rate=0.05, weight_decay=1e-3,
-                   init_scale=0.1, vi_iters=40 if smoke else 150)
+    c.train = dict(steps=40 if smoke else 400, log_every=20 if smoke else 25,
+                   learning_rates=[0.05] if smoke else [0.02, 0.05, 0.15],
+                   weight_decay=1e-3, init_scale=0.1, vi_iters=40 if smoke else 150)
     return c
 
 
@@ -94,28 +117,38 @@ def _segment_features(mdp, seg):
     return phi, phi.sum(axis=1)
 
 
-def _make_data(mdps, weights, config, seed: int):
-    """Per MDP: pairs (chosen/rejected states, actions, masks) and the tie pairs."""
-    task, data = config.task, config.data
-    n_max = max(data.sizes)
-    length = task.segment_length
-    rng = np.random.default_rng([seed, 11])
-    out = {k: [] for k in ("c_s", "c_a", "c_m", "r_s", "r_a", "r_m", "t1_s", "t1_a", "t1_m",
-                           "t2_s", "t2_a", "t2_m", "t_mask")}
-    num_ties = []
+def _make_pairs(mdps, weights, config, data_seed: int, num_pairs: int) -> dict:
+    """Per MDP, `num_pairs` pairs of random segments labelled by the gold regret model:
+    chosen/rejected states, actions and masks, [M, N, ...] (drawn from `data_seed`)."""
+    length = config.task.segment_length
+    rng = np.random.default_rng([data_seed, 11])
+    out = {k: [] for k in ("c_s", "c_a", "c_m", "r_s", "r_a", "r_m")}
     for mdp, w in zip(mdps, weights):
         gold = mdp.reward(jnp.asarray(w))
-        s1 = mdp_lib.sample_segments(mdp, rng, n_max, length)
-        s2 = mdp_lib.sample_segments(mdp, rng, n_max, length)
+        s1 = mdp_lib.sample_segments(mdp, rng, num_pairs, length)
+        s2 = mdp_lib.sample_segments(mdp, rng, num_pairs, length)
         reg = [np.asarray(mdp_lib.segment_regret(mdp, gold, *s)) for s in (s1, s2)]
         label = mdp_lib.simulate_segment_preferences(-reg[0], -reg[1], rng=rng,
-                                                     temperature=task.label_temperature)
+                                                     temperature=config.task.label_temperature)
         pick = label[:, None].astype(bool)
         for key, a, b in (("s", s1.states, s2.states), ("a", s1.actions, s2.actions),
                           ("m", s1.valid, s2.valid)):
             out["c_" + key].append(np.where(pick, a, b))
             out["r_" + key].append(np.where(pick, b, a))
-        # Tie pairs: equal summed features (partial return ties for every w), distinct regrets.
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def _make_ties(mdps, weights, config, data_seed: int):
+    """Per MDP, tie pairs: equal summed features (partial return ties for every w) and gold
+    regrets at least `tie_min_gap` apart, from a pool of random segments drawn from
+    `data_seed`. Returns ([M, K, ...] arrays padded to `max_tie_pairs` with `t_mask`, [M]
+    counts)."""
+    data, length = config.data, config.task.segment_length
+    rng = np.random.default_rng([data_seed, 12])
+    out = {k: [] for k in ("t1_s", "t1_a", "t1_m", "t2_s", "t2_a", "t2_m", "t_mask")}
+    num_ties = []
+    for mdp, w in zip(mdps, weights):
+        gold = mdp.reward(jnp.asarray(w))
         pool = mdp_lib.sample_segments(mdp, rng, data.num_pool, length)
         _, sums = _segment_features(mdp, pool)
         preg = np.asarray(mdp_lib.segment_regret(mdp, gold, *pool))
@@ -149,15 +182,19 @@ def _step_scores(mdp, w, states, actions, learner: str, vi_iters: int):
     return x
 
 
-def fit_weights(config, workdir: str, mdps, data: dict, seeds: list[int], sizes: list[int]):
+def fit_weights(config, workdir: str, mdps, data: dict, val: dict, seeds: list[int],
+                sizes: list[int], learning_rate: float):
     """Every (seed, MDP, dataset size) problem's linear reward w [F] in one `fit_small` program.
 
     Per seed the parameters are w [M, Z, F] (M MDPs x Z dataset sizes) and the objective is the
     sum of the problems' own objectives (mean preference NLL over the first n pairs + weight
     decay), so each problem's gradient is its own and Adam, elementwise, updates each problem
-    exactly as a separate fit. `mdps` and `data` hold [S, M, ...] arrays.
+    exactly as a separate fit. `mdps`, `data` and `val` (the validation pairs) hold
+    [S, M, ...] arrays. Every `log_every` steps the learner's own preference NLL on the
+    validation pairs (mean over the M x Z problems) is computed and each seed keeps its best
+    step (early stopping on validation).
 
-    Returns (w [S, M, Z, F], the mean over problems of each seed's last loss [S]).
+    Returns the SmallFit (best_params [S, M, Z, F], best_step, best_score = validation NLL).
     """
     learner, tc = config.learner, config.train
     pref_loss = regret_preference_loss if learner == "regret" else partial_return_loss
@@ -180,17 +217,26 @@ def fit_weights(config, workdir: str, mdps, data: dict, seeds: list[int], sizes:
         losses = per_problem(w, d["mdp"], d["pairs"], jnp.asarray(pair_mask))  # [M, Z]
         return losses.sum(), {"mean_problem_loss": losses.mean()}
 
+    def val_nll(w, mdp, d):  # one problem's mean NLL on all validation pairs
+        c = _step_scores(mdp, w, d["c_s"], d["c_a"], learner, vi_iters)
+        r = _step_scores(mdp, w, d["r_s"], d["r_a"], learner, vi_iters)
+        return jnp.mean(pref_loss(c, r, d["c_m"], d["r_m"]))
+
+    per_problem_val = jax.vmap(jax.vmap(val_nll, in_axes=(0, None, None)), in_axes=(0, 0, 0))
+
+    def eval_fn(w, d):
+        return {"val_nll": per_problem_val(w, d["mdp"], d["pairs"]).mean()}
+
     num_mdps, num_features = data["c_s"].shape[1], mdps.features.shape[-1]
     shape = (num_mdps, len(sizes), num_features)
     fit = fit_small(
         workdir, loss_fn=loss_fn, has_aux=True,
         init_params=lambda key: tc.init_scale * jax.random.normal(key, shape),
-        tx=optax.adamw(tc.learning_rate, weight_decay=0.0), num_steps=int(tc.steps),
-        data={"mdp": mdps,
-              "pairs": {k: data[k] for k in ("c_s", "c_a", "c_m", "r_s", "r_a", "r_m")}},
-        seeds=seeds, per_seed_data=True)
-    last = fit.history[-1]
-    return fit.params, np.array([last[f"seed_{s}/mean_problem_loss"] for s in seeds])
+        tx=optax.adamw(learning_rate, weight_decay=0.0), num_steps=int(tc.steps),
+        data={"mdp": mdps, "pairs": data}, seeds=seeds, per_seed_data=True,
+        steps_per_log=int(tc.log_every), eval_fn=eval_fn,
+        eval_data={"mdp": mdps, "pairs": val}, select=("val_nll", "min"))
+    return fit
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
@@ -201,15 +247,29 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     sizes = [int(n) for n in config.data.sizes]
     per_seed = []
     for seed in seeds:
-        mdps, stacked, gold_w = _instances(config.task, seed)
-        data, num_ties = _make_data(mdps, gold_w, config, seed)
-        per_seed.append((stacked, gold_w, data, num_ties))
+        mdps, stacked, gold_w = _instances(config.task, seed)  # the world: experiment seed
+        split = split_seeds(seed)
+        train = _make_pairs(mdps, gold_w, config, split.train, max(sizes))
+        val = _make_pairs(mdps, gold_w, config, split.validation, config.data.num_val_pairs)
+        ties, num_ties = _make_ties(mdps, gold_w, config, split.test)
+        per_seed.append((stacked, gold_w, train, val, ties, num_ties))
     stack = lambda *xs: jnp.asarray(np.stack(xs))  # noqa: E731
     mdps = jax.tree.map(stack, *[p[0] for p in per_seed])  # [S, M, ...]
     gold_w = stack(*[p[1] for p in per_seed])  # [S, M, F]
-    data = {k: stack(*[p[2][k] for p in per_seed]) for k in per_seed[0][2]}
-    # The same initial weights for both learners (same seed keys).
-    w, final_loss = fit_weights(config, os.path.join(workdir, "reward"), mdps, data, seeds, sizes)
+    train, val, ties = ({k: stack(*[p[j][k] for p in per_seed]) for k in per_seed[0][j]}
+                        for j in (2, 3, 4))
+    # Both learners: the same initial weights (same seed keys), learning-rate grid and
+    # early-stopping rule, all chosen on the validation pairs.
+    fits = {f"lr={lr:g}": fit_weights(config, os.path.join(workdir, f"reward_lr{lr:g}"), mdps,
+                                      train, val, seeds, sizes, float(lr))
+            for lr in config.train.learning_rates}
+    chosen, records = [], []
+    for i in range(len(seeds)):
+        name, record = choose_on_validation(fits, lambda f, i=i: f.best_score[i],
+                                            maximize=False)
+        chosen.append(name)
+        records.append(record)
+    w = jnp.stack([fits[name].best_params[i] for i, name in enumerate(chosen)])
 
     def evaluate(mdp, gold, w_row):
         def one(wi):
@@ -228,52 +288,55 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         b = _step_scores(mdp, wi, d["t2_s"], d["t2_a"], config.learner, config.train.vi_iters)
         return jnp.exp(-pref_loss(a, b, d["t1_m"], d["t2_m"]))  # P(better one is preferred)
 
-    tie_data = {k: data[k] for k in ("t1_s", "t1_a", "t1_m", "t2_s", "t2_a", "t2_m")}
+    tie_data = {k: ties[k] for k in ("t1_s", "t1_a", "t1_m", "t2_s", "t2_a", "t2_m")}
     probs = np.asarray(jax.jit(jax.vmap(jax.vmap(tie_probs)))(mdps, w_big, tie_data))
     out = {}
     for i, seed in enumerate(seeds):
-        p, tmask = probs[i], per_seed[i][2]["t_mask"]
-        res = {f"return_n{n}": float(norm[i, :, j].mean()) for j, n in enumerate(sizes)}
-        res["mean_return"] = float(norm[i].mean())
-        res["final_loss"] = float(final_loss[i])
-        res["num_tie_pairs"] = float(per_seed[i][3].sum())
+        p, tmask = probs[i], per_seed[i][4]["t_mask"]
+        fit = fits[chosen[i]]
+        res = {f"test_return_n{n}": float(norm[i, :, j].mean()) for j, n in enumerate(sizes)}
+        res["test_mean_return"] = float(norm[i].mean())
+        res["val_nll"] = float(fit.best_score[i])
+        res["chosen_step"] = float(fit.best_step[i])
+        res["chosen_learning_rate"] = float(chosen[i][len("lr="):])
+        for name, score in records[i]["scores"].items():
+            res[f"val_nll_{name.replace('=', '')}"] = float(score)
+        res["test_num_tie_pairs"] = float(per_seed[i][5].sum())
         if tmask.any():
-            res["tie_max_dev_from_half"] = float(np.abs(p[tmask] - 0.5).max())
-            res["tie_accuracy"] = float((p[tmask] > 0.5).mean())
+            res["test_tie_max_dev_from_half"] = float(np.abs(p[tmask] - 0.5).max())
+            res["test_tie_accuracy"] = float((p[tmask] > 0.5).mean())
         else:
-            res["tie_max_dev_from_half"] = float("nan")
-            res["tie_accuracy"] = float("nan")
+            res["test_tie_max_dev_from_half"] = float("nan")
+            res["test_tie_accuracy"] = float("nan")
         out[seed] = res
     return out
 
 
-def claims(results) -> list[Claim]:
-    reg = metric(results, "regret", "mean_return")
-    pr = metric(results, "partial_return", "mean_return")
-    gap = reg - pr
-    dev = metric(results, "partial_return", "tie_max_dev_from_half")
-    acc = metric(results, "regret", "tie_accuracy")
-    ties = metric(results, "regret", "num_tie_pairs")
-    std = lambda v, k: results[v]["metrics"][k]["std"]  # noqa: E731
+def claims(results) -> list[protocol.Claim]:
+    dev = protocol.per_seed(results, "partial_return", "test_tie_max_dev_from_half")
+    ties = protocol.per_seed(results, "regret", "test_num_tie_pairs")
+    max_dev = max(dev.values())
     return [
-        Claim(
-            name="Regret learner beats partial-return learner by >= 5 points of normalised gold "
-                 "return (mean over 10 random MDPs and dataset sizes <= 300)",
-            passed=gap >= 5.0,
-            measured={"regret_mean_return": reg, "partial_return_mean_return": pr, "gap": gap},
-            detail=f"regret {reg:.1f} +- {std('regret', 'mean_return'):.1f}, partial return "
-                   f"{pr:.1f} +- {std('partial_return', 'mean_return'):.1f}; gap {gap:.1f} "
-                   f"points (threshold 5)",
-        ),
-        Claim(
-            name="On segment pairs tied in partial return but not in regret, the partial-return "
-                 "model predicts 0.5 while the regret learner ranks >= 90% of them correctly",
-            passed=bool(dev < 1e-6 and acc >= 0.9 and ties > 0),
-            measured={"pr_max_dev_from_half": dev, "regret_tie_accuracy": acc,
-                      "num_tie_pairs": ties},
-            detail=f"{ties:.0f} tie pairs per seed; partial return max |P - 0.5| = {dev:.2e}; "
-                   f"regret learner accuracy {acc:.3f} (threshold 0.9)",
-        ),
+        protocol.compare(
+            "Regret learner beats partial-return learner by >= 5 points of normalised gold "
+            "return (mean over 10 random MDPs and dataset sizes <= 300)", results,
+            ("regret", "test_mean_return"), ("partial_return", "test_mean_return"),
+            at_least=5.0,
+            detail="normalised gold return of the greedy policy of the learned reward (0 = "
+                   "uniform random, 100 = optimal), exact policy evaluation; learning rate and "
+                   "stopping step chosen on validation pairs for each learner alike"),
+        protocol.threshold(
+            "On segment pairs tied in partial return but not in regret, the regret learner "
+            "(n = 300) ranks >= 90% of them as the gold regret does", results,
+            ("regret", "test_tie_accuracy"), at_least=0.9,
+            detail=f"tie pairs from the test seed's segment pool, "
+                   f"{min(ties.values()):.0f}-{max(ties.values()):.0f} per seed"),
+        protocol.sanity(
+            "the partial-return model predicts 0.5 on every tie pair (|P - 0.5| < 1e-6)",
+            max_dev < 1e-6 and min(ties.values()) > 0,
+            {"partial_return_max_dev_from_half": max_dev},
+            detail="by construction: tied pairs have equal feature sums, so every linear "
+                   "partial-return model scores them equally"),
     ]
 
 
@@ -283,8 +346,8 @@ def plots(results, workdir: str) -> list[str]:
 
     curves = {}
     for variant, res in results.items():
-        keys = sorted((int(k[len("return_n"):]), k) for k in res["metrics"]
-                      if k.startswith("return_n"))
+        keys = sorted((int(k[len("test_return_n"):]), k) for k in res["metrics"]
+                      if k.startswith("test_return_n"))
         if keys:
             curves[variant] = (np.array([n for n, _ in keys], np.float64),
                                np.array([res["metrics"][k]["mean"] for _, k in keys]),
