@@ -16,15 +16,30 @@ sigma((||y_2 - b_g||^2 - ||y_1 - b_g||^2) / T), T = 2. Each training user gives 
 of fresh random items and is evaluated on 200 more (held-out comparisons of seen users).
 PAL: f linear R^8 -> R^8 (the paper uses a small MLP; a hidden layer is a config switch,
 `pal.hidden`), K = 3 prototypes, full-batch Adam on all 3000 comparisons. Baselines: one BT
-reward (MLP 8 -> 32 -> 1, the best size and step count of a small sweep on held-out accuracy)
-on the same comparisons without user ids, and the oracle that
-predicts with the generating model. Unseen users: 30 new users (10 per group) with 2, 5, 10 or
-20 comparisons each; f and P frozen, only their 3 logits fitted, then evaluated on 200 held-out
-comparisons each. All accuracies are against the sampled (noisy) labels, like the oracle's.
+reward (MLP 8 -> 32 -> 1; the size is the earlier choice, which came from a sweep on held-out
+accuracy before the protocol; early stopping now removes the overfitting that made bigger nets
+lose) on the same comparisons without user ids, and the oracle that predicts with the generating
+model. Unseen users: 30 new users (10 per group) with 2, 5, 10 or 20 comparisons each; f and P
+frozen, only their 3 logits fitted (300 Adam steps at 0.1, unchanged and not selected: a new
+user has no validation comparisons), then evaluated on 200 test comparisons each. All
+accuracies are against the sampled (noisy) labels, like the oracle's.
 
-Claims checked: PAL's held-out accuracy on seen users is within 3 points of the oracle and at
-least 15 points above BT; unseen users with 10 comparisons reach >= 85% of PAL's seen-user
-accuracy.
+Splits (docs/protocol.md): the group ideal points are experiment seed s's world; the seen users'
+training comparisons, their validation comparisons (50 per user) and the test comparisons (seen
+users' test comparisons, the unseen users' shots and tests) come from the disjoint data seeds
+`split_seeds(s)` (3s, 3s+1, 3s+2).
+
+Selection on validation, the same for PAL and BT: `train.steps` = 3000 full-batch Adam updates
+with early stopping on the seen users' validation accuracy (`fit_small(select=
+("val_accuracy", "max"))`, every 50 updates), for each learning rate of `train.learning_rates`
+= (3e-3, 1e-2); each seed keeps the learning rate whose early-stopped model is best on
+validation (`choose_on_validation`; recorded as `chosen_learning_rate`, `chosen_steps`,
+`val_accuracy`). The previous version trained PAL 3000 steps at 1e-2 and BT 300 steps at 3e-3,
+BT's from a sweep on the held-out (test) accuracy.
+
+Claims (5 seeds, paired over seeds, 95% t intervals, test split): (1) comparative: oracle - PAL
+<= 3 points on seen users; (2) comparative: PAL - BT >= 15 points on seen users; (3) threshold:
+unseen users fitted on 10 comparisons reach >= 85% of PAL's seen-user accuracy (per-seed ratio).
 
     alignax run experiments/pal.py              # full setting, 3 seeds
     alignax run experiments/pal.py:smoke        # seconds, for the tests
@@ -41,11 +56,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from alignax.experiment import Claim, is_smoke, metric
+from alignax import protocol
+from alignax.experiment import is_smoke
 from alignax.losses.reward import bradley_terry_loss, ideal_point_loss, ideal_points
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks import simulators as sim
 from alignax.train.few_shot import user_weights_loss
+from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.plots import plot_curves
 from alignax.train.small import fit_small
 
@@ -53,18 +70,20 @@ from alignax.train.small import fit_small
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
-    c.seeds = [0] if smoke else [0, 1, 2]
+    c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.method = "pal"  # "pal" or "bt"
     c.variants = {"pal": {"method": "pal"}, "bt": {"method": "bt"}}
     c.data = dict(
         dim=8, num_groups=3, users_per_group=4 if smoke else 20, ideal_norm=3.0,
-        temperature=2.0, train_per_user=50, test_per_user=50 if smoke else 200,
+        temperature=2.0, train_per_user=50, val_per_user=50, test_per_user=50 if smoke else 200,
         unseen_per_group=2 if smoke else 10,
     )
-    c.pal = dict(num_prototypes=3, hidden=(), steps=100 if smoke else 3000, learning_rate=1e-2)
-    # BT size and steps: the best of a small sweep on held-out accuracy (hidden (64, 64), (32,)
-    # or none; 100-1000 steps); bigger or longer BT nets overfit the 3000 comparisons
-    c.bt = dict(hidden=(32,), steps=100 if smoke else 300, learning_rate=3e-3)
+    c.pal = dict(num_prototypes=3, hidden=())
+    c.bt = dict(hidden=(32,))
+    # PAL and BT: the same updates, early stopping every `steps_per_log`, the same lr grid
+    # (smoke: one learning rate, to keep the test suite's time)
+    c.train = dict(steps=100 if smoke else 3000, steps_per_log=25 if smoke else 50,
+                   learning_rates=[1e-2] if smoke else [3e-3, 1e-2])
     c.few_shot = dict(shots=[2, 5, 10, 20], steps=50 if smoke else 300, learning_rate=0.1,
                       l2=0.0)
     return c
@@ -110,13 +129,18 @@ def pal_margin(f, params, chosen, rejected, user_logits):
 
 
 def make_seed_data(config, seed: int) -> dict[str, np.ndarray]:
-    """One seed's comparisons: training ([M, D] flat, user ids [M]), held-out ([U, N, D]), and
-    the unseen users' shot pool ([U', max shots, D]) and held-out comparisons ([U', N, D])."""
+    """One seed's comparisons: training ([M, D] flat, user ids [M]), validation and test of the
+    seen users ([U, N, D]), and the unseen users' shot pool ([U', max shots, D]) and test
+    comparisons ([U', N, D]); each split from its own data seed (`split_seeds`)."""
     data = config.data
-    rng = np.random.default_rng([seed, 45])
+    splits = split_seeds(seed)
     ideal = group_ideal_points(data, seed)
     groups = np.repeat(np.arange(data.num_groups), data.users_per_group)
-    train = comparisons(ideal, groups, data.train_per_user, data, rng)
+    train = comparisons(ideal, groups, data.train_per_user, data,
+                        np.random.default_rng([splits.train, 45]))
+    val = comparisons(ideal, groups, data.val_per_user, data,
+                      np.random.default_rng([splits.validation, 45]))
+    rng = np.random.default_rng([splits.test, 45])
     test = comparisons(ideal, groups, data.test_per_user, data, rng)
     # unseen users: new users of the same groups, drawn after the seen users' comparisons
     new_groups = np.repeat(np.arange(data.num_groups), data.unseen_per_group)
@@ -124,16 +148,45 @@ def make_seed_data(config, seed: int) -> dict[str, np.ndarray]:
     new_test = comparisons(ideal, new_groups, data.test_per_user, data, rng)
     flat = lambda a: a.reshape(-1, *a.shape[2:])  # noqa: E731
     return {"train_chosen": flat(train["chosen"]), "train_rejected": flat(train["rejected"]),
-            "train_user": flat(train["user"]), "test_chosen": test["chosen"],
+            "train_user": flat(train["user"]), "val_chosen": val["chosen"],
+            "val_rejected": val["rejected"], "test_chosen": test["chosen"],
             "test_rejected": test["rejected"], "test_oracle": test["oracle"],
             "pool_chosen": pool["chosen"], "pool_rejected": pool["rejected"],
             "new_test_chosen": new_test["chosen"], "new_test_rejected": new_test["rejected"],
             "new_test_oracle": new_test["oracle"]}
 
 
+def _fit_selected(config, workdir: str, loss_fn, init, train: dict, val: dict, seeds,
+                  val_accuracy):
+    """The validation procedure PAL and BT both get: for each learning rate of the grid,
+    `train.steps` full-batch Adam updates with early stopping on validation accuracy; then per
+    seed the learning rate whose early-stopped model is best on validation.
+
+    val_accuracy: (params, val data) -> scalar. Returns (params stacked [S, ...], {seed:
+    {"chosen_learning_rate", "chosen_steps", "val_accuracy", "final_loss"}})."""
+    tr = config.train
+    fits = {}
+    for lr in tr.learning_rates:
+        fits[f"lr={float(lr):g}"] = (float(lr), fit_small(
+            os.path.join(workdir, f"lr={float(lr):g}"), loss_fn=loss_fn, init_params=init,
+            tx=optax.adam(float(lr)), num_steps=int(tr.steps), data=train, seeds=seeds,
+            per_seed_data=True, eval_fn=lambda p, v: {"val_accuracy": val_accuracy(p, v)},
+            eval_data=val, select=("val_accuracy", "max"), steps_per_log=int(tr.steps_per_log)))
+    chosen, info = [], {}
+    for i, s in enumerate(seeds):
+        name, _ = choose_on_validation(fits, lambda f, i=i: float(f[1].best_score[i]))
+        lr, fit = fits[name]
+        chosen.append(jax.tree.map(lambda x, i=i: x[i], fit.best_params))
+        info[s] = {"chosen_learning_rate": lr, "chosen_steps": float(fit.best_step[i]),
+                   "val_accuracy": float(fit.best_score[i]),
+                   "final_loss": float(fit.final_loss[i])}
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *chosen), info
+
+
 def fit_bt(config, workdir: str, data: dict, seeds: list[int]) -> list[dict[str, float]]:
     """One BT reward per seed (full-batch Adam on all comparisons, ignoring who made them),
-    every seed in one `fit_small` program; each seed's held-out accuracy and final loss."""
+    every seed in one `fit_small` program per learning rate, selected on validation; each
+    seed's test accuracy and selection record."""
     r = make_mlp(MLPConfig(in_dim=data["train_chosen"].shape[-1], hidden=tuple(config.bt.hidden),
                            out_dim=1))
 
@@ -141,25 +194,23 @@ def fit_bt(config, workdir: str, data: dict, seeds: list[int]) -> list[dict[str,
         return bradley_terry_loss(r.apply(p, d["train_chosen"]),
                                   r.apply(p, d["train_rejected"])).mean()
 
-    fit = fit_small(workdir, loss_fn=loss_fn,
-                    init_params=lambda key: r.init(jax.random.split(key)[0]),
-                    tx=optax.adam(float(config.bt.learning_rate)), num_steps=int(config.bt.steps),
-                    data={k: data[k] for k in ("train_chosen", "train_rejected")}, seeds=seeds,
-                    per_seed_data=True)
+    def accuracy(p, chosen, rejected):
+        return jnp.mean(r.apply(p, chosen) - r.apply(p, rejected) > 0)
 
-    @jax.jit
-    @jax.vmap
-    def seen_accuracy(p, d):
-        return jnp.mean(r.apply(p, d["test_chosen"]) - r.apply(p, d["test_rejected"]) > 0)
-
-    acc = np.asarray(seen_accuracy(fit.params, data))
-    return [{"seen_accuracy": float(acc[i]), "final_loss": float(fit.final_loss[i])}
-            for i in range(len(seeds))]
+    params, info = _fit_selected(
+        config, workdir, loss_fn, lambda key: r.init(jax.random.split(key)[0]),
+        {k: data[k] for k in ("train_chosen", "train_rejected")},
+        {k: data[k] for k in ("val_chosen", "val_rejected")}, seeds,
+        lambda p, v: accuracy(p, v["val_chosen"], v["val_rejected"]))
+    acc = np.asarray(jax.jit(jax.vmap(accuracy))(params, data["test_chosen"],
+                                                 data["test_rejected"]))
+    return [{"test_seen_accuracy": float(acc[i]), **info[s]} for i, s in enumerate(seeds)]
 
 
 def fit_pal(config, workdir: str, data: dict, seeds: list[int]):
-    """PAL-A for every seed in one `fit_small` program: full-batch Adam on the ideal-point loss
-    of all comparisons of all users. Returns (the map f, the SmallFit)."""
+    """PAL-A for every seed in one `fit_small` program per learning rate: full-batch Adam on the
+    ideal-point loss of all comparisons of all users, selected on validation. Returns (the map
+    f, params [S, ...], per-seed selection info)."""
     dim, k = data["train_chosen"].shape[-1], int(config.pal.num_prototypes)
     num_users = data["test_chosen"].shape[1]
     f = make_mlp(MLPConfig(in_dim=dim, hidden=tuple(config.pal.hidden), out_dim=dim))
@@ -175,12 +226,15 @@ def fit_pal(config, workdir: str, data: dict, seeds: list[int]):
         return ideal_point_loss(f.apply(p["f"], d["train_chosen"]),
                                 f.apply(p["f"], d["train_rejected"]), a).mean()
 
-    fit = fit_small(workdir, loss_fn=loss_fn, init_params=init,
-                    tx=optax.adam(float(config.pal.learning_rate)),
-                    num_steps=int(config.pal.steps),
-                    data={k: data[k] for k in ("train_chosen", "train_rejected", "train_user")},
-                    seeds=seeds, per_seed_data=True)
-    return f, fit
+    def val_accuracy(p, v):
+        margin = pal_margin(f, p, v["val_chosen"], v["val_rejected"], p["user_logits"][:, None])
+        return jnp.mean(margin > 0)
+
+    params, info = _fit_selected(
+        config, workdir, loss_fn, init,
+        {k: data[k] for k in ("train_chosen", "train_rejected", "train_user")},
+        {k: data[k] for k in ("val_chosen", "val_rejected")}, seeds, val_accuracy)
+    return f, params, info
 
 
 def fit_unseen_users(config, workdir: str, f, params, data: dict, seeds: list[int],
@@ -237,14 +291,14 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     seeds = [int(s) for s in config.seeds]
     per_seed = [make_seed_data(config, s) for s in seeds]
     data = {k: jnp.asarray(np.stack([d[k] for d in per_seed])) for k in per_seed[0]}
-    out = {s: {"oracle_accuracy": float(d["test_oracle"].mean())}
+    out = {s: {"test_oracle_accuracy": float(d["test_oracle"].mean())}
            for s, d in zip(seeds, per_seed)}
     if config.method == "bt":
         for s, res in zip(seeds, fit_bt(config, os.path.join(workdir, "bt"), data, seeds)):
             out[s].update(res)
         return out
 
-    f, fit = fit_pal(config, os.path.join(workdir, "pal_a"), data, seeds)
+    f, params, info = fit_pal(config, os.path.join(workdir, "pal_a"), data, seeds)
 
     @jax.jit
     @jax.vmap
@@ -252,49 +306,53 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         margin = pal_margin(f, p, d["test_chosen"], d["test_rejected"], p["user_logits"][:, None])
         return jnp.mean(margin > 0)
 
-    seen = np.asarray(seen_accuracy(fit.params, data))
+    seen = np.asarray(seen_accuracy(params, data))
     shots = sorted(int(s) for s in config.few_shot.shots)
-    _, unseen = fit_unseen_users(config, os.path.join(workdir, "few_shot"), f, fit.params, data,
-                              seeds, shots)
+    _, unseen = fit_unseen_users(config, os.path.join(workdir, "few_shot"), f, params, data,
+                                 seeds, shots)
     for i, (s, d) in enumerate(zip(seeds, per_seed)):
-        out[s].update(seen_accuracy=float(seen[i]), final_loss=float(fit.final_loss[i]),
-                      unseen_oracle_accuracy=float(d["new_test_oracle"].mean()))
-        out[s].update({f"unseen_accuracy_{n}": float(unseen[i, j]) for j, n in enumerate(shots)})
+        out[s].update(info[s], test_seen_accuracy=float(seen[i]),
+                      test_unseen_oracle_accuracy=float(d["new_test_oracle"].mean()))
+        out[s].update({f"test_unseen_accuracy_{n}": float(unseen[i, j])
+                       for j, n in enumerate(shots)})
     return out
 
 
 # --- claims and plots -------------------------------------------------------------------------
 
-def claims(results) -> list[Claim]:
-    pal = metric(results, "pal", "seen_accuracy")
-    oracle = metric(results, "pal", "oracle_accuracy")
-    bt = metric(results, "bt", "seen_accuracy")
+def claims(results) -> list[protocol.Claim]:
     shots = _shots(results)
     n = 10 if 10 in shots else shots[len(shots) // 2]
-    unseen = metric(results, "pal", f"unseen_accuracy_{n}")
+    seen = protocol.per_seed(results, "pal", "test_seen_accuracy")
+    unseen = protocol.per_seed(results, "pal", f"test_unseen_accuracy_{n}")
+    ratio = {s: unseen[s] / seen[s] for s in seen if s in unseen}
+    bt = results["bt"]["metrics"]["test_seen_accuracy"]["mean"]
+    oracle = results["pal"]["metrics"]["test_oracle_accuracy"]["mean"]
+    pal = results["pal"]["metrics"]["test_seen_accuracy"]["mean"]
+    refs = f"PAL {pal:.3f}, oracle {oracle:.3f}, BT {bt:.3f} (test means, seen users)"
     return [
-        Claim(
-            name="PAL's held-out accuracy on seen users is within 3 points of the generating-"
-                 "model oracle and >= 15 points above a single BT reward",
-            passed=oracle - pal <= 0.03 and pal - bt >= 0.15,
-            measured={"pal_accuracy": pal, "oracle_accuracy": oracle, "bt_accuracy": bt,
-                      "gap_to_oracle": oracle - pal, "gain_over_bt": pal - bt},
-            detail=f"PAL {pal:.3f}, oracle {oracle:.3f}, BT {bt:.3f}",
-        ),
-        Claim(
-            name=f"Unseen users fitted on {n} comparisons (f and prototypes frozen) reach >= 85% "
-                 "of PAL's seen-user accuracy",
-            passed=unseen >= 0.85 * pal,
-            measured={f"unseen_accuracy_{n}": unseen, "seen_accuracy": pal,
-                      "ratio": unseen / pal},
-            detail=f"unseen@{n} {unseen:.3f} vs seen {pal:.3f} (ratio {unseen / pal:.3f})",
-        ),
+        protocol.compare(
+            "PAL's test accuracy on seen users is within 3 points of the generating-model "
+            "oracle (oracle - PAL <= 0.03)", results, ("pal", "test_oracle_accuracy"),
+            ("pal", "test_seen_accuracy"), at_most=0.03, detail=refs),
+        protocol.compare(
+            "PAL's test accuracy on seen users is >= 15 points above a single BT reward",
+            results, ("pal", "test_seen_accuracy"), ("bt", "test_seen_accuracy"),
+            at_least=0.15, detail=refs),
+        protocol.decide(
+            f"Unseen users fitted on {n} comparisons (f and prototypes frozen) reach >= 85% "
+            "of PAL's seen-user test accuracy", ratio, kind="threshold", at_least=0.85,
+            measured={f"test_unseen_accuracy_{n}": float(np.mean(list(unseen.values()))),
+                      "test_seen_accuracy": pal,
+                      "ratio": float(np.mean(list(ratio.values())))},
+            detail="per-seed ratio unseen / seen"),
     ]
 
 
 def _shots(results) -> list[int]:
     names = results["pal"]["metrics"]
-    return sorted(int(k.rsplit("_", 1)[1]) for k in names if k.startswith("unseen_accuracy_"))
+    return sorted(int(k.rsplit("_", 1)[1]) for k in names
+                  if k.startswith("test_unseen_accuracy_"))
 
 
 def plots(results, workdir: str) -> list[str]:
@@ -302,12 +360,13 @@ def plots(results, workdir: str) -> list[str]:
     m = results["pal"]["metrics"]
     shots = np.array(_shots(results), np.float64)
     flat = lambda name, metrics=m: np.full(len(shots), metrics[name]["mean"])  # noqa: E731
-    curves = {"PAL, unseen users": (shots, [m[f"unseen_accuracy_{s:.0f}"]["mean"] for s in shots],
-                                    [m[f"unseen_accuracy_{s:.0f}"]["std"] for s in shots]),
-              "PAL, seen users": (shots, flat("seen_accuracy")),
-              "oracle": (shots, flat("unseen_oracle_accuracy"))}
+    curves = {"PAL, unseen users": (
+                  shots, [m[f"test_unseen_accuracy_{s:.0f}"]["mean"] for s in shots],
+                  [m[f"test_unseen_accuracy_{s:.0f}"]["std"] for s in shots]),
+              "PAL, seen users": (shots, flat("test_seen_accuracy")),
+              "oracle": (shots, flat("test_unseen_oracle_accuracy"))}
     if "bt" in results:
-        curves["single BT"] = (shots, flat("seen_accuracy", results["bt"]["metrics"]))
+        curves["single BT"] = (shots, flat("test_seen_accuracy", results["bt"]["metrics"]))
     path = os.path.join(workdir, "plots", "pal_unseen_users.png")
     return [plot_curves(curves, path, title="PAL: few-shot personalisation of unseen users",
                         xlabel="comparisons of the new user", ylabel="held-out accuracy")]

@@ -62,10 +62,11 @@ def test_pal_beats_bt_on_a_small_run(tmp_path):
     for method in ("pal", "bt"):
         config.method = method
         out[method] = pal.run_seeds(config, str(tmp_path / method))[0]
-        assert os.path.exists(tmp_path / method / ("pal_a" if method == "pal" else "bt")
+        lr = f"lr={float(config.train.learning_rates[0]):g}"
+        assert os.path.exists(tmp_path / method / ("pal_a" if method == "pal" else "bt") / lr
                               / "metrics.jsonl")
-    assert out["pal"]["seen_accuracy"] > out["bt"]["seen_accuracy"] + 0.1
-    assert set(out["pal"]) >= {f"unseen_accuracy_{s}" for s in (2, 5, 10, 20)}
+    assert out["pal"]["test_seen_accuracy"] > out["bt"]["test_seen_accuracy"] + 0.1
+    assert set(out["pal"]) >= {f"test_unseen_accuracy_{s}" for s in (2, 5, 10, 20)}
 
 
 def _adam_alone(chosen, rejected, prototypes, mask, *, steps, learning_rate, l2):
