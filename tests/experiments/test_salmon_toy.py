@@ -1,10 +1,10 @@
-"""SALMON toy: principle sets, their encoding, the judge and the KL-optimal policy."""
+"""SALMON toy: principle sets, their encoding, the correlated attributes and the judge."""
 
 import importlib.util
 import os
 
-import jax.numpy as jnp
 import numpy as np
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,14 +44,23 @@ def test_judge_has_verbosity_bias_and_labels_follow_it():
     np.testing.assert_allclose(mod.judge_scores(f, w, 0.5), [0.5, -0.5])
     config = mod.get_config("smoke")
     train, _ = mod.split_principles(config, 0)
-    pairs = mod.make_pairs(config, 0, train, 2000, 0)
+    pairs = mod.make_pairs(config, 0, 0, train, 2000, 0)
     assert 0.8 < pairs["judge_agrees"].mean() < 1.0  # noisy but mostly follows the judge
 
 
-def test_kl_optimal_policy_golden():
+def test_attributes_have_the_planned_correlations():
     mod = _module()
-    r = jnp.array([[0.0, 1.0, 2.0]])
-    ref = jnp.log(jnp.array([[0.5, 0.25, 0.25]]))
-    pi = np.asarray(mod.kl_optimal_policy(r, ref, 0.5))
-    expected = np.array([0.5, 0.25 * np.e ** 2, 0.25 * np.e ** 4])
-    np.testing.assert_allclose(pi[0], expected / expected.sum(), rtol=1e-5)
+    a = mod.attribute_matrix(8, 3)
+    np.testing.assert_allclose(a @ a.T, mod.correlation_matrix(True), atol=1e-5)
+    assert (a @ a.T)[mod.TARGET, mod.LENGTH] == pytest.approx(0.0, abs=1e-5)
+    b = mod.attribute_matrix(8, 3, correlated=False)
+    np.testing.assert_allclose(b @ b.T, np.eye(5), atol=1e-5)
+
+
+def test_pairs_come_from_the_data_seed_within_one_world():
+    mod = _module()
+    config = mod.get_config("smoke")
+    train, _ = mod.split_principles(config, 0)
+    a = mod.make_pairs(config, 0, 0, train, 50, 0)
+    b = mod.make_pairs(config, 0, 1, train, 50, 0)
+    assert not np.allclose(a["chosen"], b["chosen"])
