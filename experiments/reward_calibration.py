@@ -12,24 +12,45 @@ Setting: a toy question-answering language. A prompt names one of K items; the r
 answer token (one of 4) and a confidence token c in 0..10 (s = c / 10). For item k the gold label
 of an instance is the item's canonical answer with probability p_k, else one of the other three
 (aleatoric: no policy can beat accuracy p_k); the p_k range from certain to a guess. The SFT
-policy (a 1-layer transformer) gives the canonical answer 90% of the time and states a confidence
-near 10 p_k (roughly calibrated). The reward model is linear in gold correctness y and stated
-confidence, r = a y + b (s - 1/2) + d y (s - 1/2); it is fit by the BT loss on pairs where the
-chosen response is the correct one, except that on half of the pairs it is the one stating more
-confidence (the bias). PPO-M fits it with alignax.losses.reward.calibrated_reward_loss on the
-same pairs plus augmented ones (high confidence: 7-10, low: 0-3). PPO-C uses the vanilla RM with
-the confidence stripped (s - 1/2 set to 0), centred on the SFT policy's samples (BT leaves the
-offset free, and the shaping depends on |r|), shaped by
-alignax.losses.reward.confidence_adjusted_rewards (w = 0.5, EMA alpha = 0.1, state kept in the
-reward function). The RL algorithm is the GRPO recipe (alignax.algorithms.policy_gradient) for
-every variant, used in place of PPO. Metrics on held-out instances (one sample each): accuracy,
-mean stated confidence and the ECE of s against correctness (10 bins). The linear RMs of all
-seeds of a variant train as one program (`alignax.train.small.fit_small`, <variant>/reward_model);
-RL runs per seed in <variant>/seed_<s>/rl.
+policy (a 1-layer transformer, cached, shared by variants and seeds) gives the canonical answer
+90% of the time and states a confidence near 10 p_k (roughly calibrated). The reward model is
+linear in gold correctness y and stated confidence, r = a y + b (s - 1/2) + d y (s - 1/2); it is
+fit by the BT loss on pairs where the chosen response is the correct one, except that on half of
+the pairs it is the one stating more confidence (the bias). PPO-M fits it with
+alignax.losses.reward.calibrated_reward_loss on the same pairs plus augmented ones (high
+confidence: 7-10, low: 0-3). PPO-C uses the vanilla RM with the confidence stripped (s - 1/2 set
+to 0), centred on the SFT policy's samples (BT leaves the offset free, and the shaping depends on
+|r|), shaped by alignax.losses.reward.confidence_adjusted_rewards (w = 0.5, EMA alpha = 0.1; the
+running mean is a reward state in the checkpointed RL state, `policy_gradient.train(
+reward_state=...)`). The RL algorithm is the GRPO recipe (alignax.algorithms.policy_gradient) for
+every variant, used in place of PPO. Metrics (one sample per instance): accuracy, mean stated
+confidence and the ECE of s against correctness (10 bins). The linear RMs of all seeds of a
+variant train as one program (`alignax.train.small.fit_small`, <variant>/reward_model); RL runs
+per seed and KL candidate in <variant>/seed_<s>/kl_<k>/rl.
 
-Claims checked: (1) vanilla RL on the biased RM drives the stated confidence to the top (mean
-s >= 0.9) and raises the ECE above the SFT policy's; (2) PPO-M and (3) PPO-C cut vanilla's ECE
-by >= 50% relative, with accuracy within 2 points of vanilla's.
+Splits (docs/protocol.md): experiment seed s draws the RM's preference pairs, PPO-M's augmented
+confidences and the RL prompts (instances) from data seed `split_seeds(s).train`, 4096
+validation instances from `split_seeds(s).validation` and 4096 test instances from
+`split_seeds(s).test`. Policy init (the cached SFT policy) and RL sampling use the seed itself.
+
+Selection on validation: the KL coefficient of the RL stage (0.01 and 0.05 were both tried on
+test before issue 18) is chosen per seed from `kl_grid` = (0.01, 0.05) by the lowest validation
+ECE (`choose_on_validation`), the same grid, criterion and RL budget for vanilla, PPO-M and
+PPO-C. The chosen coefficient and every candidate's validation ECE and accuracy are in the
+per-seed metrics (`chosen_kl_coef`, `val_ece_kl_<k>`, `val_accuracy_kl_<k>`). Only the chosen
+policy is evaluated on test.
+
+Variants: vanilla (GRPO on the biased RM: the baseline), ppo_m, ppo_c; the SFT policy's test
+metrics are reported as `test_ref_*`. Claims (5 seeds, 95% t intervals, paired by seed):
+(1) sanity: vanilla RL on the biased RM drives the stated confidence to the top (mean s >= 0.9)
+    and raises the ECE above the SFT policy's. It holds by construction of the toy: the BT RM
+    fit on pairs where half the time the more confident response wins has a positive confidence
+    slope for right and wrong answers alike, so any working RL raises s to 10; it shows the
+    setting, not the paper's method.
+(2), (4) comparative: PPO-M / PPO-C cut vanilla's test ECE by >= 50% relative (per seed
+    1 - ECE_m / ECE_vanilla, mean >= 0.5);
+(3), (5) comparative: ... with accuracy within 2 points of vanilla's (per seed
+    |acc_m - acc_vanilla|, mean <= 0.02).
 
 Both PPO-M's RM and PPO-C's shaping are linear in s, so the RL optimum for an item is an extreme
 confidence (10 where the expected reward slope is positive, 0 where it is negative), never
@@ -38,12 +59,13 @@ with graded p_k (the default) items of middling p_k keep a large gap; with "know
 items (`--config.item_accuracy=[1.0,1.0,0.95,0.9,0.25,0.25,0.25,0.25]`) extremes are nearly
 calibrated.
 
-    alignax run experiments/reward_calibration.py              # full setting, 3 seeds
+    alignax run experiments/reward_calibration.py              # full setting, 5 seeds
     alignax run experiments/reward_calibration.py:smoke        # seconds, for the tests
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -52,14 +74,16 @@ import ml_collections
 import numpy as np
 import optax
 
+from alignax import protocol
 from alignax.algorithms import policy_gradient, sft
 from alignax.algorithms.cached import cached_run
 from alignax.algorithms.common import make_model
 from alignax.eval.metrics import expected_calibration_error
-from alignax.experiment import Claim, is_smoke, metric
+from alignax.experiment import is_smoke
 from alignax.losses.reward import (bradley_terry_loss, calibrated_reward_loss,
                                    confidence_adjusted_rewards)
 from alignax.tasks.language import BOS_ID
+from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.plots import plot_variant_bars
 from alignax.train.small import fit_small
 
@@ -71,7 +95,7 @@ NUM_CONF = 11
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
-    c.seeds = [0] if smoke else [0, 1, 2]
+    c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.method = "vanilla"
     c.variants = {m: {"method": m} for m in METHODS}
     c.cache_dir = ""  # "" = <workdir root>/cache (the SFT policy, shared by variants and seeds)
@@ -88,10 +112,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 learning_rate=0.05)
     c.ppo_c = dict(weight=0.5, alpha=0.1, num_reference_samples=2048 if not smoke else 32)
     c.num_prompts = 2048 if not smoke else 16
+    c.num_val = 4096 if not smoke else 32
     c.num_eval = 4096 if not smoke else 32
+    # the RL stage's KL coefficient, chosen per seed by the lowest validation ECE (every variant)
+    c.kl_grid = [0.01, 0.05] if not smoke else [0.01]
     c.rl = policy_gradient.default_config(
         iterations=60 if not smoke else 1, prompts_per_iteration=16 if not smoke else 2,
-        num_samples=8 if not smoke else 2, max_new_tokens=2, advantage="grpo", kl_coef=0.01,
+        num_samples=8 if not smoke else 2, max_new_tokens=2, advantage="grpo",
+        kl_coef=0.01,  # replaced by each kl_grid candidate
         checkpoint_every=10_000,
         optimizer=dict(name="adamw", learning_rate=1e-3, warmup_steps=0, schedule="constant",
                        clip_norm=1.0, kwargs=dict(weight_decay=0.0)))
@@ -230,20 +258,24 @@ def fit_reward_models(workdir: str, pairs, cfg, *, calibrated: bool, seeds) -> n
 # --- all seeds of a variant ------------------------------------------------------------------
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
-    """The reward models of all seeds in one program each, then RL and evaluation per seed.
+    """The reward models of all seeds in one program each, then RL (one run per KL candidate),
+    the choice of the KL coefficient on validation and the test evaluation, per seed.
 
     `workdir` is <root>/<variant>: the linear RMs train in <workdir>/reward_model (and PPO-M's
-    in <workdir>/calibrated_reward_model), seed s's RL in <workdir>/seed_<s>/rl; the SFT policy
-    is cached in <root>/cache by default."""
+    in <workdir>/calibrated_reward_model), seed s's RL with KL coefficient k in
+    <workdir>/seed_<s>/kl_<k>/rl; the SFT policy is cached in <root>/cache by default."""
     seeds, method = [int(s) for s in config.seeds], config.method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {METHODS}")
+    if not len(config.kl_grid):
+        raise ValueError("kl_grid needs at least one KL coefficient")
     cache = config.cache_dir or os.path.join(os.path.dirname(workdir), "cache")
     qa = QA(config.item_accuracy)
     model, ref_params = _sft_policy(qa, config.sft.to_dict(), cache)
-    per_seed = [_rm_pairs(qa, config.rm, seed) for seed in seeds]
+    train_seeds = [split_seeds(seed).train for seed in seeds]
+    per_seed = [_rm_pairs(qa, config.rm, t) for t in train_seeds]
     pairs = {k: np.stack([p[k] for p in per_seed]) for k in per_seed[0]}
-    aug = [_augmented_confidences(config.rm, pairs["chosen_y"].shape[1], s) for s in seeds]
+    aug = [_augmented_confidences(config.rm, pairs["chosen_y"].shape[1], t) for t in train_seeds]
     pairs.update({k: np.stack([a[k] for a in aug]) for k in aug[0]})
     w_vanilla = fit_reward_models(os.path.join(workdir, "reward_model"), pairs, config.rm,
                                   calibrated=False, seeds=seeds)
@@ -251,16 +283,73 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         os.path.join(workdir, "calibrated_reward_model"), pairs, config.rm, calibrated=True,
         seeds=seeds)
     sample = jax.jit(lambda params, ids, key: _sample(model, params, ids, key))
-    return {seed: _rl_and_eval(config, os.path.join(workdir, f"seed_{seed}"), qa, model,
-                               ref_params, w_vanilla[i], w[i], sample, seed)
+    return {seed: _select_and_eval(config, os.path.join(workdir, f"seed_{seed}"), qa, model,
+                                   ref_params, w_vanilla[i], w[i], sample, seed)
             for i, seed in enumerate(seeds)}
 
 
-def _rl_and_eval(config, workdir, qa, model, ref_params, w_vanilla, w, sample, seed):
-    """GRPO of one seed on its reward (`w`, or PPO-C's shaping of `w_vanilla`) into
-    <workdir>/rl, and the metrics of the SFT and the RL policy on held-out instances."""
+def _evaluator(qa, sample, instances, key):
+    """`params -> {accuracy, mean_confidence, ece, top_confidence_rate}` on (items, labels):
+    one sampled response per instance, drawn with `key`."""
+    items, labels = instances
+    ids = qa.prompts(items)
+
+    @jax.jit
+    def scores(responses):
+        correct, s = qa.parse(responses, labels)
+        return {"accuracy": correct.mean(), "mean_confidence": s.mean(),
+                "ece": expected_calibration_error(s, correct, num_bins=10),
+                "top_confidence_rate": (s >= 1.0).mean()}
+
+    def evaluate(params):
+        return {k: float(v) for k, v in scores(sample(params, ids, key)).items()}
+
+    return evaluate
+
+
+def _kl_name(kl: float) -> str:
+    return f"{float(kl):g}"
+
+
+def _select_and_eval(config, workdir, qa, model, ref_params, w_vanilla, w, sample, seed):
+    """RL of one seed for every KL candidate, the candidate of lowest validation ECE, and the
+    test metrics of the SFT policy and of the chosen RL policy. The selection record is written
+    to <workdir>/kl_selection.json."""
+    splits = split_seeds(seed)
+    validate = _evaluator(qa, sample, qa.instances(np.random.default_rng([splits.validation, 6]),
+                                                   int(config.num_val)),
+                          jax.random.key(seed + 3000))
+    test = _evaluator(qa, sample, qa.instances(np.random.default_rng([splits.test, 6]),
+                                               int(config.num_eval)),
+                      jax.random.key(seed + 2000))
+    params, val = {}, {}
+    for kl in config.kl_grid:
+        name = _kl_name(kl)
+        params[name] = _rl(config, os.path.join(workdir, f"kl_{name}", "rl"), qa, model,
+                           ref_params, w_vanilla, w, sample, seed, float(kl))
+        val[name] = validate(params[name])
+    chosen, record = choose_on_validation(val, lambda m: m["ece"], maximize=False)
+    record["criterion"] = "validation ECE of the RL policy (one sample per instance)"
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "kl_selection.json"), "w") as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+    result = {f"test_ref_{k}": v for k, v in test(ref_params).items()}
+    result.update({f"test_{k}": v for k, v in test(params[chosen]).items()})
+    result.update({f"val_{k}": v for k, v in val[chosen].items()})
+    result["chosen_kl_coef"] = float(chosen)
+    for name, m in val.items():
+        result[f"val_ece_kl_{name}"] = m["ece"]
+        result[f"val_accuracy_kl_{name}"] = m["accuracy"]
+    result.update({"rm_w_correct": float(w[0]), "rm_w_conf": float(w[1]),
+                   "rm_w_correct_x_conf": float(w[2])})
+    return result
+
+
+def _rl(config, workdir, qa, model, ref_params, w_vanilla, w, sample, seed, kl_coef):
+    """GRPO of one seed on its reward (`w`, or PPO-C's shaping of `w_vanilla`) with KL
+    coefficient `kl_coef` into `workdir`, on training prompts; returns the policy params."""
     method = config.method
-    rng = np.random.default_rng([seed, 5])
+    rng = np.random.default_rng([split_seeds(seed).train, 5])
     items, labels = qa.instances(rng, int(config.num_prompts))
     prompt_ids = qa.prompts(items)
     labels = jnp.asarray(labels)
@@ -299,32 +388,12 @@ def _rl_and_eval(config, workdir, qa, model, ref_params, w_vanilla, w, sample, s
         def reward_fn(rollout):
             return rm_reward(rollout.ids[:, -2:], rollout.prompt_index, weights)
 
-    cfg = config.rl.to_dict()
-    out = policy_gradient.train(cfg, os.path.join(workdir, "rl"), model=model,
-                                init_params=ref_params, ref_params=ref_params,
-                                prompt_ids=prompt_ids, prompt_mask=np.ones_like(prompt_ids, bool),
-                                reward_fn=reward_fn, reward_state=reward_state, seed=seed)
-
-    eval_items, eval_labels = qa.instances(np.random.default_rng([seed, 6]),
-                                           int(config.num_eval))
-    eval_ids = qa.prompts(eval_items)
-    key = jax.random.key(seed + 2000)
-
-    @jax.jit
-    def scores(responses):
-        correct, s = qa.parse(responses, eval_labels)
-        return {"accuracy": correct.mean(), "mean_confidence": s.mean(),
-                "ece": expected_calibration_error(s, correct, num_bins=10),
-                "top_confidence_rate": (s >= 1.0).mean()}
-
-    def evaluate(params):
-        return {k: float(v) for k, v in scores(sample(params, eval_ids, key)).items()}
-
-    result = {f"ref_{k}": v for k, v in evaluate(ref_params).items()}
-    result.update(evaluate(out["params"]))
-    result.update({"rm_w_correct": float(w[0]), "rm_w_conf": float(w[1]),
-                   "rm_w_correct_x_conf": float(w[2])})
-    return result
+    cfg = {**config.rl.to_dict(), "kl_coef": float(kl_coef)}
+    out = policy_gradient.train(cfg, workdir, model=model, init_params=ref_params,
+                                ref_params=ref_params, prompt_ids=prompt_ids,
+                                prompt_mask=np.ones_like(prompt_ids, bool), reward_fn=reward_fn,
+                                reward_state=reward_state, seed=seed)
+    return out["params"]
 
 
 def _sample(model, params, ids, key):
@@ -338,42 +407,64 @@ def _sample(model, params, ids, key):
 
 # --- claims and plots ------------------------------------------------------------------------
 
-def claims(results) -> list[Claim]:
+def claims(results) -> list[protocol.Claim]:
     out = []
     if "vanilla" not in results:
         return out
-    v_conf = metric(results, "vanilla", "mean_confidence")
-    v_ece = metric(results, "vanilla", "ece")
-    ref_ece = metric(results, "vanilla", "ref_ece")
-    v_acc = metric(results, "vanilla", "accuracy")
-    out.append(Claim(
-        name="vanilla RL on the biased RM drives the stated confidence to the top (mean >= 0.9) "
-             "and raises the ECE above the SFT policy's",
-        passed=v_conf >= 0.9 and v_ece > ref_ece,
-        measured={"vanilla_mean_confidence": v_conf, "vanilla_ece": v_ece, "sft_ece": ref_ece},
-        detail=f"mean confidence {v_conf:.3f}; ECE {ref_ece:.3f} (SFT) -> {v_ece:.3f}"))
+    v_conf = protocol.per_seed(results, "vanilla", "test_mean_confidence")
+    v_ece = protocol.per_seed(results, "vanilla", "test_ece")
+    ref_ece = protocol.per_seed(results, "vanilla", "test_ref_ece")
+    v_acc = protocol.per_seed(results, "vanilla", "test_accuracy")
+    mean = lambda x: float(np.mean(list(x.values())))  # noqa: E731
+    lo_conf = min(v_conf.values())
+    rises = all(v_ece[s] > ref_ece[s] for s in v_ece)
+    out.append(protocol.sanity(
+        "vanilla RL on the confidence-biased RM drives the stated confidence to the top "
+        "(mean >= 0.9 on every seed) and raises the ECE above the SFT policy's (every seed)",
+        lo_conf >= 0.9 and rises,
+        {"vanilla_mean_confidence": mean(v_conf), "vanilla_min_seed_confidence": lo_conf,
+         "vanilla_ece": mean(v_ece), "sft_ece": mean(ref_ece)},
+        detail="by construction: the RM's confidence slope is positive for right and wrong "
+               f"answers; mean confidence {mean(v_conf):.3f}, ECE {mean(ref_ece):.3f} (SFT) -> "
+               f"{mean(v_ece):.3f}"))
     for m, label in (("ppo_m", "PPO-M"), ("ppo_c", "PPO-C")):
         if m not in results:
             continue
-        ece, acc = metric(results, m, "ece"), metric(results, m, "accuracy")
-        cut = 1.0 - ece / v_ece if v_ece > 0 else 0.0
-        out.append(Claim(
-            name=f"{label} cuts vanilla's ECE by >= 50% relative with accuracy within 2 points",
-            passed=cut >= 0.5 and abs(acc - v_acc) <= 0.02,
-            measured={f"{m}_ece": ece, "vanilla_ece": v_ece, "relative_cut": cut,
-                      f"{m}_accuracy": acc, "vanilla_accuracy": v_acc},
-            detail=f"ECE {v_ece:.3f} -> {ece:.3f} ({100 * cut:.0f}% cut); accuracy "
-                   f"{v_acc:.3f} vs {acc:.3f}"))
+        ece = protocol.per_seed(results, m, "test_ece")
+        acc = protocol.per_seed(results, m, "test_accuracy")
+        shared = [s for s in ece if s in v_ece]
+        cut = {s: 1.0 - ece[s] / v_ece[s] for s in shared}
+        gap = {s: abs(acc[s] - v_acc[s]) for s in shared}
+        kl = protocol.per_seed(results, m, "chosen_kl_coef")
+        v_kl = protocol.per_seed(results, "vanilla", "chosen_kl_coef")
+        chosen = (f"KL chosen on validation: {label} {[kl[s] for s in shared]}, vanilla "
+                  f"{[v_kl[s] for s in shared]}")
+        out.append(protocol.decide(
+            f"{label} cuts vanilla's test ECE by >= 50% relative (per seed 1 - ECE_{m} / "
+            "ECE_vanilla)", cut, kind=protocol.COMPARATIVE, at_least=0.5,
+            measured={f"{m}_ece": mean({s: ece[s] for s in shared}),
+                      "vanilla_ece": mean({s: v_ece[s] for s in shared}),
+                      "relative_cut": mean(cut)},
+            detail=f"baseline: vanilla GRPO on the biased RM, same KL grid and criterion; "
+                   f"{chosen}"))
+        out.append(protocol.decide(
+            f"{label}'s test accuracy is within 2 points of vanilla's (per seed "
+            f"|acc_{m} - acc_vanilla| <= 0.02)", gap, kind=protocol.COMPARATIVE, at_most=0.02,
+            measured={f"{m}_accuracy": mean({s: acc[s] for s in shared}),
+                      "vanilla_accuracy": mean({s: v_acc[s] for s in shared}),
+                      "mean_abs_difference": mean(gap)},
+            detail=f"baseline: vanilla GRPO on the biased RM; {chosen}"))
     return out
 
 
 def plots(results, workdir: str) -> list[str]:
-    """ECE, accuracy and stated confidence per variant (and the SFT policy), mean +- std."""
+    """Test ECE, accuracy and stated confidence per variant (and the SFT policy), mean +- std."""
     names = [v for v in METHODS if v in results]
     if not names:
         return []
-    keys = ("ece", "accuracy", "mean_confidence")
-    sft = {"metrics": {k: results[names[0]]["metrics"][f"ref_{k}"] for k in keys}}
+    keys = ("test_ece", "test_accuracy", "test_mean_confidence")
+    sft = {"metrics": {k: results[names[0]]["metrics"][k.replace("test_", "test_ref_")]
+                       for k in keys}}
     return [plot_variant_bars({"SFT": sft, **{v: results[v] for v in names}},
                               [(k, k) for k in keys],
                               os.path.join(workdir, "plots", "calibration.png"),

@@ -55,14 +55,30 @@ def test_biased_rm_rewards_confidence_and_calibrated_rm_rewards_it_only_when_rig
     assert float(r[0]) > float(r[1])
 
 
-def test_claims_use_the_measured_numbers():
-    def res(ece, acc, conf=0.5, ref_ece=0.05):
-        stats = {"ece": ece, "accuracy": acc, "mean_confidence": conf, "ref_ece": ref_ece}
-        return {"metrics": {k: {"mean": v, "std": 0.0, "n": 3} for k, v in stats.items()},
-                "per_seed": {}}
+def _results(ece, acc, conf=0.5, ref_ece=0.05, kl=0.01):
+    """Synthetic per-seed results: ece, acc lists over 5 seeds."""
+    per_seed = {s: {"test_ece": e, "test_accuracy": a, "test_mean_confidence": conf,
+                    "test_ref_ece": ref_ece, "chosen_kl_coef": kl}
+                for s, (e, a) in enumerate(zip(ece, acc))}
+    return {"per_seed": per_seed}
 
-    results = {"vanilla": res(0.4, 0.62, conf=0.99), "ppo_m": res(0.19, 0.61),
-               "ppo_c": res(0.21, 0.55)}
+
+def test_claims_decide_over_seeds():
+    vanilla = _results([0.40, 0.41, 0.39, 0.40, 0.42], [0.62, 0.63, 0.61, 0.62, 0.62], conf=0.99)
+    results = {"vanilla": vanilla,
+               # ~52% cut on every seed, within a point of vanilla
+               "ppo_m": _results([0.19, 0.19, 0.19, 0.19, 0.20], [0.62, 0.62, 0.61, 0.62, 0.63]),
+               # ~40% cut, 7 points of accuracy lost
+               "ppo_c": _results([0.24, 0.25, 0.23, 0.24, 0.25], [0.55, 0.56, 0.54, 0.55, 0.55])}
     out = rc.claims(results)
     assert all(isinstance(c, Claim) for c in out)
-    assert [c.passed for c in out] == [True, True, False]  # ppo_c: 47.5% cut, accuracy -7 pts
+    assert [c.kind for c in out] == ["sanity", "comparative", "comparative", "comparative",
+                                     "comparative"]
+    assert [c.status for c in out[1:]] == ["PASS", "PASS", "FAIL", "FAIL"]
+    assert out[0].passed
+    np.testing.assert_allclose(out[1].mean, np.mean([1 - 0.19 / 0.40, 1 - 0.19 / 0.41,
+                                                     1 - 0.19 / 0.39, 1 - 0.19 / 0.40,
+                                                     1 - 0.20 / 0.42]))
+    # the sanity check fails when one seed's confidence stays low
+    results["vanilla"]["per_seed"][3]["test_mean_confidence"] = 0.6
+    assert not rc.claims(results)[0].passed
