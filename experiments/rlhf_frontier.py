@@ -10,32 +10,56 @@ Setting: the bigram language testbed (alignax.tasks). The reference policy is th
 policy; the gold reward is the mean token score; the proxy is a BT reward model trained on a few
 hundred pairs (alignax.algorithms.cached.make_proxy_rm) whose labels are gold BT draws, except that
 60% of them prefer the response with more of one bad token (gold score < -1): a planted flaw,
-like the length bias of real preference data, that a policy can exploit. Each variant optimises
-the proxy with a small KL penalty and is evaluated every few iterations on held-out prompts: gold
-and proxy reward of its samples and the sequence KL to the reference.
+like the length bias of real preference data, that a policy can exploit. The reference policy,
+the proxy and its flaw are the "world", shared by all seeds. The flaw's rate (60%), the proxy's
+256 pairs and label temperature 0.1 define the problem and were set after seeing results (with
+0% or 30% planted labels the gold kept rising for every method: nothing to overoptimise); they
+stay fixed. Each variant optimises the proxy with a small KL penalty (coefficients, learning
+rates and 60 iterations from the first version, not re-tuned) and is evaluated every
+`eval_every` iterations: gold and proxy reward of one sample per prompt and the sequence KL to
+the reference, on validation prompts and on test prompts.
 
-Claims checked: (1) every method raises the proxy reward above the reference's; (2) the proxy is
-overoptimised: along the GRPO run with the smallest KL penalty, the final gold reward is below the
-best gold reward reached earlier while the final proxy reward is at least as high as at that point.
+Splits (docs/protocol.md): experiment seed s draws its training prompts from data seed 3s, its
+validation prompts from 3s + 1 and its test prompts from 3s + 2 (`split_seeds`); initialisation
+and sampling use s.
 
-    alignax run experiments/rlhf_frontier.py              # full setting
+Selection on validation: the gold peak of a run is the evaluated iteration with the highest
+validation gold reward (`peak_iteration`; the reference, iteration 0, is not a candidate); the
+gold and proxy at that iteration and at the end are then measured on test prompts. (The first
+version took the maximum of the same noisy evaluations it then compared with, which biases the
+drop upwards.) Best-of-N picks no step.
+
+Claims (5 seeds, 95% Student t intervals over seeds):
+- comparative (Gao et al.): along GRPO (the smallest KL penalty, 0.001 in the loss) the proxy is
+  overoptimised: per seed, test gold at the validation peak minus test gold at the end, minus
+  10% of the peak's test gold gain over the reference, is >= 0 (the final gold falls below the
+  peak by at least 10% of the gain);
+- comparative (Gao et al.): along GRPO the test proxy reward at the end is at least as high as at
+  the gold peak (the proxy keeps rising while the gold falls);
+- sanity: every method raises the test proxy reward above the reference's. Each method
+  optimises that proxy directly, so this shows the optimisers work in this setting; it says
+  nothing about Gao et al.'s finding, which is about the gold reward.
+
+    alignax run experiments/rlhf_frontier.py              # full setting, 5 seeds
     alignax run experiments/rlhf_frontier.py:smoke        # seconds, for the tests
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
 import ml_collections
 import numpy as np
 
-from alignax import ops
+from alignax import ops, protocol
 from alignax.algorithms import online, online_dpo, policy_gradient, ppo, rejection
 from alignax.algorithms.cached import make_proxy_rm, make_sft_policy
 from alignax.experiment import Claim, is_smoke
 from alignax.tasks.language import BOS_ID
 from alignax.tasks.policies import proxy_rm_config, sft_policy_config
+from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.plots import plot_curves
 
 METHODS = ("ppo", "grpo", "rloo", "raft", "online_dpo", "bon")
@@ -44,7 +68,7 @@ METHODS = ("ppo", "grpo", "rloo", "raft", "online_dpo", "bon")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
-    c.seeds = [0] if smoke else [0, 1, 2]
+    c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.method = "grpo"
     c.variants = {m: {"method": m} for m in METHODS}
     # reference policy and proxy RM cache; "" = <workdir>/cache, shared by variants and seeds
@@ -63,8 +87,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                               train=dict(steps=300 if not smoke else 5, batch_size=32,
                                          checkpoint_every=10_000, log_every=50, eval_every=0,
                                          progress=False))
+    # train / validation / test prompts (split_seeds); the gold peak is chosen on validation
     c.num_prompts = 512 if not smoke else 16
-    c.num_eval_prompts = 128 if not smoke else 8
+    c.num_val_prompts = 128 if not smoke else 8
+    c.num_test_prompts = 128 if not smoke else 8
     iters = 60 if not smoke else 2
     c.eval_every = 6 if not smoke else 1
     opt = dict(name="adamw", learning_rate=1e-3, warmup_steps=0, schedule="constant",
@@ -98,9 +124,12 @@ def _spurious_token(task_cfg) -> int:
     return int(bad[int(np.argmax(counts))])
 
 
-def _eval_fn(policy, rm, prompts):
-    """`params -> {gold, proxy, kl}` on held-out prompts (one sample each, fixed key)."""
+def _eval_fn(policy, rm, val_prompts, test_prompts):
+    """`params -> {val,test}_{gold, proxy, kl}` on validation and test prompts (one sample each,
+    fixed key; both splits in one program)."""
     task = policy.task
+    n_val = len(val_prompts)
+    prompts = np.concatenate([val_prompts, test_prompts])
     ids = np.concatenate([np.full((len(prompts), 1), BOS_ID, np.int32), prompts], axis=1)
     mask = np.ones_like(ids, bool)
     r = task.response_len
@@ -115,7 +144,11 @@ def _eval_fn(policy, rm, prompts):
         ref_logits = online.response_logits(policy.model.apply, policy.params, rollout.ids,
                                             rollout.mask, r)
         kl = ops.sequential_kl(logits, ref_logits, rollout.response_mask)  # KL(pi || ref)
-        return {"gold": gold.mean(), "proxy": proxy.mean(), "kl": kl.mean()}
+        out = {}
+        for name, part in (("val", slice(0, n_val)), ("test", slice(n_val, None))):
+            out.update({f"{name}_gold": gold[part].mean(), f"{name}_proxy": proxy[part].mean(),
+                        f"{name}_kl": kl[part].mean()})
+        return out
 
     return evaluate
 
@@ -134,9 +167,9 @@ def _best_of_n(policy, rm, prompts, ns, seed):
     for n in ns:
         pick = np.argmax(proxy[:, :n], axis=1)
         rows = np.arange(len(pick))
-        out.append({"n": n, "kl": float(np.log(n) - (n - 1) / n),
-                    "gold": float(gold[rows, pick].mean()),
-                    "proxy": float(proxy[rows, pick].mean())})
+        out.append({"n": n, "test_kl": float(np.log(n) - (n - 1) / n),
+                    "test_gold": float(gold[rows, pick].mean()),
+                    "test_proxy": float(proxy[rows, pick].mean())})
     return out
 
 
@@ -149,20 +182,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     policy = make_sft_policy(config.policy.to_dict(), cache_dir=cache)
     rm = make_proxy_rm(config.proxy.to_dict(), cache_dir=cache)
     task = policy.task
-    rng = np.random.default_rng([seed, 5])
-    prompts = task.sample_prompts(rng, int(config.num_prompts))
-    eval_prompts = task.eval_prompts(int(config.num_eval_prompts), 50 + seed)
-    evaluate = _eval_fn(policy, rm, eval_prompts)
-    ref_metrics = {k: float(v) for k, v in evaluate(policy.params).items()}
-    result = {"ref_gold": ref_metrics["gold"], "ref_proxy": ref_metrics["proxy"],
+    data_seeds = split_seeds(seed)
+    prompts = task.sample_prompts(np.random.default_rng([data_seeds.train, 5]),
+                                  int(config.num_prompts))
+    val_prompts = task.eval_prompts(int(config.num_val_prompts), data_seeds.validation)
+    test_prompts = task.eval_prompts(int(config.num_test_prompts), data_seeds.test)
+    evaluate = _eval_fn(policy, rm, val_prompts, test_prompts)
+    ref = {k: float(v) for k, v in evaluate(policy.params).items()}
+    result = {"test_ref_gold": ref["test_gold"], "test_ref_proxy": ref["test_proxy"],
               "proxy_rm_gold_accuracy": rm.gold_accuracy}
 
-    if method == "bon":
-        curve = _best_of_n(policy, rm, eval_prompts, list(config.bon.ns), seed)
+    if method == "bon":  # no step to choose: N = 1 .. max(ns) from the reference, on test
+        curve = _best_of_n(policy, rm, test_prompts, list(config.bon.ns), seed)
         _save_curve(workdir, curve)
         best = curve[-1]
-        result.update({"final_gold": best["gold"], "final_proxy": best["proxy"],
-                       "final_kl": best["kl"], "max_gold": max(c["gold"] for c in curve)})
+        result.update({"test_final_gold": best["test_gold"],
+                       "test_final_proxy": best["test_proxy"],
+                       "test_final_kl": best["test_kl"],
+                       "test_proxy_gain": best["test_proxy"] - ref["test_proxy"]})
         return result
 
     ids = np.concatenate([np.full((len(prompts), 1), BOS_ID, np.int32), prompts], axis=1)
@@ -190,28 +227,37 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         out = rejection.train(cfg, wd, **common)
     else:
         out = online_dpo.train(cfg, wd, ref_params=policy.params, **common)
-    curve = [{"kl": m["eval/kl"], "gold": m["eval/gold"], "proxy": m["eval/proxy"]}
-             for m in out["history"] if "eval/gold" in m]
-    curve = [{"kl": 0.0, "gold": ref_metrics["gold"], "proxy": ref_metrics["proxy"]}] + curve
-    _save_curve(workdir, curve)
-    best = int(np.argmax([c["gold"] for c in curve]))
-    result.update({"final_gold": curve[-1]["gold"], "final_proxy": curve[-1]["proxy"],
-                   "final_kl": curve[-1]["kl"], "max_gold": curve[best]["gold"],
-                   "proxy_at_max_gold": curve[best]["proxy"]})
+    keys = [f"{split}_{k}" for split in ("val", "test") for k in ("gold", "proxy", "kl")]
+    curve = [{"iteration": m["step"], **{k: m[f"eval/{k}"] for k in keys}}
+             for m in out["history"] if "eval/val_gold" in m]
+    _save_curve(workdir, [{"iteration": 0, **ref}] + curve)
+    # the gold peak, chosen on validation prompts; measured on test prompts
+    points = {f"iteration={c['iteration']}": c for c in curve}
+    name, record = choose_on_validation(points, lambda c: c["val_gold"])
+    peak, last = points[name], curve[-1]
+    with open(os.path.join(workdir, "selection.json"), "w") as f:
+        json.dump({"peak": {**record, "metric": "validation gold reward"}}, f, indent=1)
+    result.update({
+        "peak_iteration": float(peak["iteration"]),
+        "val_gold_at_peak": peak["val_gold"],
+        "test_gold_at_peak": peak["test_gold"], "test_proxy_at_peak": peak["test_proxy"],
+        "test_kl_at_peak": peak["test_kl"],
+        "test_final_gold": last["test_gold"], "test_final_proxy": last["test_proxy"],
+        "test_final_kl": last["test_kl"],
+        "test_proxy_gain": last["test_proxy"] - ref["test_proxy"],
+        "test_peak_gold_gain": peak["test_gold"] - ref["test_gold"],
+        "test_gold_drop_from_peak": peak["test_gold"] - last["test_gold"],
+    })
     return result
 
 
 def _save_curve(workdir, curve):
-    import json
-
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "curve.json"), "w") as f:
         json.dump(curve, f, indent=1)
 
 
 def _curves(results, workdir):
-    import json
-
     out = {}
     for variant, res in results.items():
         for s in res["per_seed"]:
@@ -222,33 +268,58 @@ def _curves(results, workdir):
     return out
 
 
+DROP_FRACTION = 0.1  # the final gold falls below the peak by >= 10% of the peak's gain
+
+
 def claims(results) -> list[Claim]:
-    out = []
-    raised = {v: float(np.mean([m["final_proxy"] - m["ref_proxy"]
-                                for m in r["per_seed"].values()]))
-              for v, r in results.items()}
-    out.append(Claim(name="every method raises the proxy reward above the reference's",
-                     passed=all(g > 0 for g in raised.values()),
-                     measured={f"{v}_proxy_gain": g for v, g in raised.items()}))
-    if "grpo" in results:
-        seeds = results["grpo"]["per_seed"].values()
-        drop = [m["max_gold"] - m["final_gold"] for m in seeds]
-        proxy_up = [m["final_proxy"] - m["proxy_at_max_gold"] for m in seeds]
-        gain = [m["max_gold"] - m["ref_gold"] for m in seeds]
-        out.append(Claim(
-            name="the proxy is overoptimised along GRPO: the final gold reward falls below its "
-                 "best by at least 10% of the best gain while the proxy is at least as high "
-                 "as there (means over seeds)",
-            passed=(float(np.mean(drop)) >= 0.1 * float(np.mean(gain))
-                    and float(np.mean(proxy_up)) >= 0),
-            measured={"gold_drop_from_best": float(np.mean(drop)),
-                      "best_gold_gain": float(np.mean(gain)),
-                      "proxy_change_after_best_gold": float(np.mean(proxy_up))}))
+    gains = {v: protocol.per_seed(results, v, "test_proxy_gain") for v in results}
+    shown = {f"{v}_test_proxy_gain": float(np.mean(list(g.values()))) for v, g in gains.items()}
+    lowest = min(min(g.values()) for g in gains.values())
+    out = [protocol.sanity(
+        "every method raises the test proxy reward above the reference's (on every seed)",
+        lowest > 0, {**shown, "lowest_gain_over_methods_and_seeds": lowest},
+        detail="each method optimises this proxy directly (best-of-N picks by it), so this "
+               "checks that the optimisers work here; Gao et al.'s finding is about the gold "
+               "reward")]
+    if "grpo" not in results:
+        return out
+    seeds = results["grpo"]["per_seed"]
+    margin = {s: m["test_gold_drop_from_peak"] - DROP_FRACTION * m["test_peak_gold_gain"]
+              for s, m in seeds.items()}
+
+    def mean(variant, key):
+        return float(np.mean(list(protocol.per_seed(results, variant, key).values())))
+
+    others = ", ".join(f"{v} {mean(v, 'test_gold_drop_from_peak'):+.3f}"
+                       for v in results if v not in ("grpo", "bon"))
+    out.append(protocol.decide(
+        "the proxy is overoptimised along GRPO: the final test gold reward falls below the "
+        f"gold at the validation-chosen peak by >= {DROP_FRACTION:.0%} of the peak's gain over "
+        "the reference", margin, kind=protocol.COMPARATIVE, at_least=0.0,
+        measured={"test_ref_gold": mean("grpo", "test_ref_gold"),
+                  "test_gold_at_peak": mean("grpo", "test_gold_at_peak"),
+                  "test_final_gold": mean("grpo", "test_final_gold"),
+                  "test_gold_drop_from_peak": mean("grpo", "test_gold_drop_from_peak"),
+                  "test_peak_gold_gain": mean("grpo", "test_peak_gold_gain"),
+                  "peak_iteration": mean("grpo", "peak_iteration"),
+                  "test_kl_at_peak": mean("grpo", "test_kl_at_peak"),
+                  "test_final_kl": mean("grpo", "test_final_kl"),
+                  "margin": float(np.mean(list(margin.values())))},
+        detail="per seed: (test gold at the peak - test gold at the end) - "
+               f"{DROP_FRACTION} x (test gold at the peak - the reference's); the peak is the "
+               "evaluated iteration with the best validation gold; test gold drop from the "
+               f"validation peak of the other methods (KL penalty in the reward for PPO and "
+               f"RLOO): {others}"))
+    out.append(protocol.compare(
+        "along GRPO the test proxy reward at the end is at least as high as at the "
+        "validation-chosen gold peak (the proxy keeps rising while the gold falls)", results,
+        ("grpo", "test_final_proxy"), ("grpo", "test_proxy_at_peak"), at_least=0.0,
+        detail="the same runs and peak as the overoptimisation claim"))
     return out
 
 
 def plots(results, workdir: str) -> list[str]:
-    """Gold and proxy reward against sqrt(KL) for every method (mean over seeds)."""
+    """Test gold and proxy reward against sqrt(KL) for every method (mean over seeds)."""
     curves = _curves(results, workdir)
     if not curves:
         return []
@@ -257,9 +328,10 @@ def plots(results, workdir: str) -> list[str]:
         lines = {}
         for variant, runs in sorted(curves.items()):
             n = min(len(c) for c in runs)
-            kl = np.mean([[p["kl"] for p in c[:n]] for c in runs], axis=0)
+            kl = np.mean([[p["test_kl"] for p in c[:n]] for c in runs], axis=0)
             lines[variant] = (np.sqrt(np.maximum(kl, 0.0)),
-                              np.mean([[p[key] for p in c[:n]] for c in runs], axis=0))
+                              np.mean([[p[f"test_{key}"] for p in c[:n]] for c in runs],
+                                      axis=0))
         paths.append(plot_curves(
             lines, os.path.join(workdir, "plots", f"frontier_{key}.png"),
             title=f"Optimising a learned proxy RM: {key} reward against KL",
