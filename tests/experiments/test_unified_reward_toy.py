@@ -35,6 +35,10 @@ def test_data_shapes_and_labels():
         assert task["scores"].shape == (config.data.num_points,)
         agree = np.mean(gold(task["chosen"]) > gold(task["rejected"]))
         assert 0.7 < agree < 1.0  # BT labels: mostly, not always, the gold ordering
+        # validation pairs: the same BT labels, drawn from another data seed than training
+        assert task["val_chosen"].shape == (config.data.num_val_pairs, config.task.dim)
+        assert not np.allclose(task["val_chosen"], task["chosen"][:config.data.num_val_pairs])
+        assert 0.6 < np.mean(gold(task["val_chosen"]) > gold(task["val_rejected"])) < 1.0
 
 
 def test_tabular_dpo_moves_mass_to_chosen(tmp_path):
