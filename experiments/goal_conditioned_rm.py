@@ -31,13 +31,37 @@ checkpoints). Evaluation on held-out problems:
     quantile of the problem's scores are stopped there (`pruned_majority_vote`; identical
     samples get identical scores, and a 1e-6 random jitter breaks those exact ties).
 
-Claims checked:
-  1. prefix AUROC at the 50% prefix: the contrastive RM's Q beats the BT-only RM's best prefix
-     score (the better of its reward head and its Q) by >= 0.05;
-  2. pruning the lowest-Q samples at the 50% prefix (contrastive RM) saves >= 30% of the tokens
-     with <= 1 point loss of majority-vote accuracy.
+Splits (docs/protocol.md): experiment seed s trains on pairs from data seed `split_seeds(s).train`
+(3s); its validation pairs and validation vote problems come from `.validation` (3s + 1), its
+test pairs (prefix AUROC) and test vote problems from `.test` (3s + 2). Model initialisation and
+minibatch order use the experiment seed. (Problems are drawn from the same finite space, so a
+test problem can repeat a training problem by chance, as in the paper's benchmarks.)
 
-    alignax run experiments/goal_conditioned_rm.py            # full setting, 3 seeds
+Selection on validation, the same procedure for both variants (`bt`, `contrastive`):
+  - early stopping: `train.steps` updates, the params of the logged step (every 50) with the
+    best validation pair accuracy of the reward head (`fit_small(select=("val_accuracy",
+    "max"))`); `chosen_steps` and `val_accuracy` are recorded;
+  - the prefix scorer: Q or the reward head, whichever has the higher validation AUROC at the
+    50% prefix (`choose_on_validation`); `test_auroc_chosen_50` is the chosen scorer's test
+    AUROC, `chosen_scorer_q` = 1 when Q was chosen;
+  - the pruning quantile of each scorer, from {0.6, 0.7, 0.8}: the one that saves the most
+    tokens on the validation vote problems among those whose validation accuracy loss is <= 1
+    point (else the one with the smallest loss); `chosen_quantile_<scorer>`.
+The learning rate, lambda = 1 and the toy's policy parameters are the first version's (set by
+hand before this protocol; not tuned here). The previous version pruned at a fixed quantile 0.7.
+
+Claims (5 seeds, 95% t intervals over seeds; test metrics only):
+  1. comparative: prefix AUROC at the 50% prefix, the contrastive RM's Q minus the BT-only RM's
+     prefix score chosen on validation (the better of its reward head and its Q there) is
+     >= 0.05;
+  2. threshold: pruning the lowest-Q samples at the 50% prefix (contrastive RM, quantile chosen
+     on validation) saves >= 30% of the tokens;
+  3. threshold: ... with a majority-vote accuracy loss <= 1 point (claims 2 and 3 together are
+     the notes' pass criterion).
+Pruning by the reward heads of both RMs and by the BT-only RM's Q is measured the same way and
+reported in the details.
+
+    alignax run experiments/goal_conditioned_rm.py            # full setting, 5 seeds
     alignax run experiments/goal_conditioned_rm.py:smoke      # seconds, for the tests
 """
 
@@ -53,10 +77,12 @@ import optax
 from flax import nnx
 
 from alignax.eval.ranking import auroc, pruned_majority_vote
-from alignax.experiment import Claim, is_smoke, metric
+from alignax import protocol
+from alignax.experiment import is_smoke
 from alignax.losses.reward import bradley_terry_loss, goal_contrastive_loss, prefix_goal_values
 from alignax.models.transformer import Decoder, TransformerConfig, make_from_module
 from alignax.tasks import arithmetic
+from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.small import fit_small
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -65,16 +91,17 @@ FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
-    c.seeds = [0] if smoke else [0, 1, 2]
+    c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.task = dict(modulus=10, min_steps=2, max_steps=4, ops=("+", "-", "*"), seed=0)
     c.model = dict(d_model=64, n_layers=2, n_heads=4, d_ff=128, proj_dim=32)
     c.data = dict(num_pairs=4000 if not smoke else 64, num_eval=1000 if not smoke else 32,
+                  num_val=500 if not smoke else 32,
                   num_vote_problems=400 if not smoke else 8, samples_per_problem=16,
                   p_correct=(0.2, 0.7), common_mistake=0.6, corruption="copy")
     c.train = dict(steps=1000 if not smoke else 3, batch_size=32 if not smoke else 8,
-                   learning_rate=1e-3)
+                   learning_rate=1e-3, steps_per_log=50 if not smoke else 3)
     c.contrastive_weight = 0.0  # lambda; the variants set it
-    c.vote = dict(prefix_fraction=0.5, quantile=0.7)
+    c.vote = dict(prefix_fraction=0.5, quantiles=(0.6, 0.7, 0.8), max_loss=0.01)
     c.variants = dict(bt=dict(contrastive_weight=0.0), contrastive=dict(contrastive_weight=1.0))
     return c
 
@@ -241,23 +268,35 @@ def make_loss(model, contrastive_weight: float):
     return loss_fn
 
 
-def train_rm(config, workdir: str, model, data: dict, seeds, init_keys, train_keys):
+def train_rm(config, workdir: str, model, data: dict, val: dict, seeds, init_keys, train_keys):
     """`train.steps` AdamW steps on random minibatches of each seed's pairs, every seed in one
-    `fit_small` program (logged every step). data: [S, N, ...] pair arrays; init_keys and
-    train_keys [S]. Returns (the SmallFit, per seed the means of bt, contrastive and accuracy
-    over the last 50 steps)."""
+    `fit_small` program, early-stopped on the reward head's validation pair accuracy (logged
+    every `train.steps_per_log` steps). data / val: [S, N, ...] / [S, V, ...] pair arrays
+    (c_ids, c_mask, c_end, r_ids, r_mask, r_end, ...); init_keys and train_keys [S]. Returns
+    (the SmallFit, per seed the bt, contrastive and accuracy of the last logged step)."""
     tc = config.train
     init = jax.tree.map(lambda *x: jnp.stack(x), *[model.init(k) for k in init_keys])
+
+    def val_metrics(params, v):
+        ids = jnp.concatenate([v["c_ids"], v["r_ids"]])
+        mask = jnp.concatenate([v["c_mask"], v["r_mask"]])
+        rewards, _ = model.apply(params, ids, mask)
+        r = _gather(rewards, jnp.concatenate([v["c_end"], v["r_end"]]))
+        b = v["c_ids"].shape[0]
+        return {"val_accuracy": jnp.mean((r[:b] > r[b:]).astype(jnp.float32))}
+
     fit = fit_small(workdir, loss_fn=make_loss(model, float(config.contrastive_weight)),
                     init_params=init, per_seed_init=True,
                     tx=optax.adamw(float(tc.learning_rate), weight_decay=0.0),
                     num_steps=int(tc.steps), data=jax.tree.map(jnp.asarray, data), seeds=seeds,
                     seed_keys=train_keys, per_seed_data=True,
-                    batch_fn=make_batch_fn(int(tc.batch_size)), has_aux=True, steps_per_log=1,
-                    checkpoint_every=100)
-    last = fit.history[-50:]
-    means = [{k: float(np.mean([row[f"seed_{s}/{k}"] for row in last]))
-              for k in ("bt", "contrastive", "accuracy")} for s in fit.seeds]
+                    batch_fn=make_batch_fn(int(tc.batch_size)), has_aux=True,
+                    steps_per_log=int(tc.steps_per_log), checkpoint_every=5,
+                    eval_fn=val_metrics, eval_data=jax.tree.map(jnp.asarray, val),
+                    select=("val_accuracy", "max"))
+    last = fit.history[-1]
+    means = [{k: float(last[f"seed_{s}/{k}"]) for k in ("bt", "contrastive", "accuracy")}
+             for s in fit.seeds]
     return fit, means
 
 
@@ -303,100 +342,181 @@ def goal_prototype(forward, params, enc) -> jax.Array:
     return jnp.asarray(np.take_along_axis(z, end[:, None, None], axis=1)[:, 0].mean(0))
 
 
-def evaluate(config, task, forward, params, chosen, seed: int, max_len: int) -> dict[str, float]:
-    """One seed's prefix AUROC on held-out correct vs corrupted solutions, full-sequence pairwise
-    accuracy and majority voting with pruning at the prefix; `chosen` are its training pairs'
-    correct solutions (the goal prototype)."""
-    out: dict[str, float] = {}
-    prototype = goal_prototype(forward, params, chosen)
+_batched_auroc = jax.jit(jax.vmap(auroc, in_axes=(0, None)))  # [F, N] scores -> [F]
 
-    # prefix AUROC on held-out correct vs corrupted solutions
-    ev_good, ev_bad = make_pairs(task, config.data.num_eval, 500 + seed, max_len,
-                                  config.data.corruption)
-    enc = tuple(np.concatenate([a, b]) for a, b in zip(ev_good, ev_bad))
-    labels = np.concatenate([np.ones(len(ev_good[0]), bool), np.zeros(len(ev_bad[0]), bool)])
-    q, r = score_prefixes(forward, params, enc, prototype, FRACTIONS)
-    batched = jax.jit(jax.vmap(auroc, in_axes=(0, None)))
-    auc_q, auc_r = np.asarray(batched(q, labels)), np.asarray(batched(r, labels))
-    for f, a_q, a_r in zip(FRACTIONS, auc_q, auc_r):
-        out[f"auroc_q_{int(round(f * 100))}"] = float(a_q)
-        out[f"auroc_reward_{int(round(f * 100))}"] = float(a_r)
-    out["auroc_best_50"] = max(out["auroc_q_50"], out["auroc_reward_50"])
-    # full-sequence pairwise accuracy of the reward head
-    out["eval_pairwise_accuracy"] = float(np.mean(r[-1][labels] > r[-1][~labels]))
 
-    # majority voting with pruning at the prefix
-    enc, answers, truth = vote_samples(task, config, seed, max_len)
+def prefix_auroc(forward, params, prototype, good, bad, fractions):
+    """AUROC of correct (`good`) vs corrupted (`bad`) encoded solutions scored after each prefix
+    fraction, by Q and by the reward head: ([F], [F]), and the full-sequence pairwise accuracy of
+    the reward head."""
+    enc = tuple(np.concatenate([a, b]) for a, b in zip(good, bad))
+    labels = np.concatenate([np.ones(len(good[0]), bool), np.zeros(len(bad[0]), bool)])
+    q, r = score_prefixes(forward, params, enc, prototype, fractions)
+    accuracy = float(np.mean(r[-1][labels] > r[-1][~labels]))
+    return np.asarray(_batched_auroc(q, labels)), np.asarray(_batched_auroc(r, labels)), accuracy
+
+
+def vote_scores(config, forward, params, prototype, vote):
+    """Q and reward-head scores [P, S] of every vote sample at the prefix, and the lengths
+    [P, S] of the samples and of their prefixes."""
+    enc, answers, _ = vote
     f = float(config.vote.prefix_fraction)
     q, r = score_prefixes(forward, params, enc, prototype, (f,))
     _, _, start, end = enc
     lengths = (end - start + 1).reshape(answers.shape)
     prefix_len = (prefix_positions(start, end, f) - start + 1).reshape(answers.shape)
+    return ({"q": q[0].reshape(answers.shape), "reward": r[0].reshape(answers.shape)}, lengths,
+            prefix_len)
+
+
+def pruned_votes(task, vote, scored, quantile: float,
+                 jitter_seed: int) -> dict[str, dict[str, float]]:
+    """Majority voting on one vote set with pruning at the prefix, per scorer (Q, reward head;
+    `scored` from `vote_scores`): {scorer: {acc_full, acc_pruned, acc_loss, tokens_saved,
+    kept_correct}}."""
+    _, answers, truth = vote
+    scores, lengths, prefix_len = scored
     # identical samples (the same text) get identical scores; a tiny random jitter breaks those
     # exact ties so that every scorer prunes the same share of samples
-    jitter = 1e-6 * np.random.default_rng([seed, 7]).random(answers.shape)
-    for name, scores in (("q", q[0]), ("reward", r[0])):
-        vote = pruned_majority_vote(scores.reshape(answers.shape) + jitter, answers, lengths,
-                                    prefix_len,
-                                    quantile=float(config.vote.quantile),
-                                    num_answers=task.modulus)
-        out["vote_acc_full"] = float(np.mean(np.asarray(vote.full_answer) == truth))
-        out[f"vote_acc_pruned_{name}"] = float(np.mean(np.asarray(vote.answer) == truth))
-        out[f"tokens_saved_{name}"] = float(1 - np.sum(vote.tokens_used) / np.sum(vote.tokens_full))
-        out[f"vote_acc_loss_{name}"] = out["vote_acc_full"] - out[f"vote_acc_pruned_{name}"]
-        out[f"kept_correct_{name}"] = float(np.mean(
-            (answers == truth[:, None])[np.asarray(vote.kept)]))
-    out["sample_correct_rate"] = float(np.mean(answers == truth[:, None]))
+    jitter = 1e-6 * np.random.default_rng([jitter_seed, 7]).random(answers.shape)
+    out = {}
+    for name in ("q", "reward"):
+        v = pruned_majority_vote(scores[name] + jitter, answers, lengths, prefix_len,
+                                 quantile=float(quantile), num_answers=task.modulus)
+        full = float(np.mean(np.asarray(v.full_answer) == truth))
+        pruned = float(np.mean(np.asarray(v.answer) == truth))
+        out[name] = {"acc_full": full, "acc_pruned": pruned, "acc_loss": full - pruned,
+                     "tokens_saved": float(1 - np.sum(v.tokens_used) / np.sum(v.tokens_full)),
+                     "kept_correct": float(np.mean((answers == truth[:, None])[
+                         np.asarray(v.kept)]))}
+    return out
+
+
+def _quantile_score(max_loss: float):
+    """Validation score of a pruning quantile: the tokens saved when the accuracy loss is
+    <= max_loss (feasible, >= 0), else minus the loss (< 0: any feasible quantile wins)."""
+    def score(v):
+        return v["tokens_saved"] if v["acc_loss"] <= max_loss + 1e-12 else -v["acc_loss"]
+    return score
+
+
+def evaluate(config, task, forward, params, chosen, seed: int, max_len: int) -> dict[str, float]:
+    """One seed's selections on validation (prefix scorer, pruning quantile per scorer) and its
+    test metrics: prefix AUROC on test pairs, full-sequence pairwise accuracy and majority voting
+    with pruning at the prefix on the test vote problems. `chosen` are its training pairs'
+    correct solutions (the goal prototype)."""
+    splits = split_seeds(seed)
+    data = config.data
+    out: dict[str, float] = {}
+    prototype = goal_prototype(forward, params, chosen)
+    half = FRACTIONS.index(0.5)
+
+    # the prefix scorer, chosen on validation AUROC at the 50% prefix
+    val_good, val_bad = make_pairs(task, data.num_val, splits.validation, max_len,
+                                   data.corruption)
+    vq, vr, _ = prefix_auroc(forward, params, prototype, val_good, val_bad, FRACTIONS)
+    out["val_auroc_q_50"], out["val_auroc_reward_50"] = float(vq[half]), float(vr[half])
+    scorer, _ = choose_on_validation({"q": out["val_auroc_q_50"],
+                                      "reward": out["val_auroc_reward_50"]}, lambda x: x)
+    out["chosen_scorer_q"] = float(scorer == "q")
+
+    # test prefix AUROC
+    good, bad = make_pairs(task, data.num_eval, splits.test, max_len, data.corruption)
+    auc_q, auc_r, acc = prefix_auroc(forward, params, prototype, good, bad, FRACTIONS)
+    for f, a_q, a_r in zip(FRACTIONS, auc_q, auc_r):
+        out[f"test_auroc_q_{int(round(f * 100))}"] = float(a_q)
+        out[f"test_auroc_reward_{int(round(f * 100))}"] = float(a_r)
+    out["test_auroc_chosen_50"] = float((auc_q if scorer == "q" else auc_r)[half])
+    out["test_pairwise_accuracy"] = acc
+
+    # the pruning quantile of each scorer, chosen on the validation vote problems
+    quantiles = [float(x) for x in config.vote.quantiles]
+    val_vote = vote_samples(task, config, splits.validation, max_len)
+    val_scored = vote_scores(config, forward, params, prototype, val_vote)
+    val_runs = {x: pruned_votes(task, val_vote, val_scored, x, splits.validation)
+                for x in quantiles}
+    test_vote = vote_samples(task, config, splits.test, max_len)
+    test_scored = vote_scores(config, forward, params, prototype, test_vote)
+    for name in ("q", "reward"):
+        best, _ = choose_on_validation({x: val_runs[x][name] for x in quantiles},
+                                       _quantile_score(float(config.vote.max_loss)))
+        out[f"chosen_quantile_{name}"] = float(best)
+        out[f"val_vote_acc_loss_{name}"] = val_runs[best][name]["acc_loss"]
+        out[f"val_tokens_saved_{name}"] = val_runs[best][name]["tokens_saved"]
+        t = pruned_votes(task, test_vote, test_scored, best, splits.test)[name]
+        out["test_vote_acc_full"] = t["acc_full"]
+        out[f"test_vote_acc_pruned_{name}"] = t["acc_pruned"]
+        out[f"test_vote_acc_loss_{name}"] = t["acc_loss"]
+        out[f"test_tokens_saved_{name}"] = t["tokens_saved"]
+        out[f"test_kept_correct_{name}"] = t["kept_correct"]
+    out["test_sample_correct_rate"] = float(np.mean(test_vote[1] == test_vote[2][:, None]))
     return out
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
-    """Every seed of one variant: the RMs train in one program under `workdir/rm`, then each
-    seed's prefix AUROC and pruned majority vote."""
+    """Every seed of one variant: the RMs train in one program under `workdir/rm` (early
+    stopping on validation), then each seed's selections on validation and test metrics."""
     seeds = [int(s) for s in config.seeds]
     task = arithmetic.ArithmeticTask(**config.task)
     max_len = task.max_prompt_len() + task.max_solution_len()
     model = make_rm(config.model.to_dict(), max_len)
     keys = [jax.random.split(jax.random.key(s)) for s in seeds]  # init, train
+    splits = [split_seeds(s) for s in seeds]
 
-    pairs = [make_pairs(task, config.data.num_pairs, s, max_len, config.data.corruption)
-             for s in seeds]
-    names = ("ids", "mask", "start", "end")
-    data = {f"{side}_{name}": np.stack([p[j][k] for p in pairs])
-            for j, side in enumerate("cr") for k, name in enumerate(names)}  # [S, N, ...]
-    fit, train_metrics = train_rm(config, os.path.join(workdir, "rm"), model, data, seeds,
-                                  [k[0] for k in keys], jnp.stack([k[1] for k in keys]))
+    def stacked(pairs):
+        names = ("ids", "mask", "start", "end")
+        return {f"{side}_{name}": np.stack([p[j][k] for p in pairs])
+                for j, side in enumerate("cr") for k, name in enumerate(names)}  # [S, N, ...]
+
+    pairs = [make_pairs(task, config.data.num_pairs, sp.train, max_len, config.data.corruption)
+             for sp in splits]
+    val = [make_pairs(task, config.data.num_val, sp.validation, max_len, config.data.corruption)
+           for sp in splits]
+    fit, train_metrics = train_rm(config, os.path.join(workdir, "rm"), model, stacked(pairs),
+                                  stacked(val), seeds, [k[0] for k in keys],
+                                  jnp.stack([k[1] for k in keys]))
     forward = make_forward(model)
+    best = lambda i: jax.tree.map(lambda x: x[i], fit.best_params)  # noqa: E731
     return {s: {**{f"train_{k}": v for k, v in train_metrics[i].items()},
-                **evaluate(config, task, forward, fit.seed_params(i), pairs[i][0], s, max_len)}
+                "chosen_steps": float(fit.best_step[i]), "val_accuracy": float(fit.best_score[i]),
+                **evaluate(config, task, forward, best(i), pairs[i][0], s, max_len)}
             for i, s in enumerate(seeds)}
 
 
 # ----------------------------------------------------------------------------- claims and plots
 
 
-def claims(results) -> list[Claim]:
-    q_con = metric(results, "contrastive", "auroc_q_50")
-    best_bt = metric(results, "bt", "auroc_best_50")
-    gap = q_con - best_bt
-    saved = metric(results, "contrastive", "tokens_saved_q")
-    loss = metric(results, "contrastive", "vote_acc_loss_q")
+def claims(results) -> list[protocol.Claim]:
+    def mean(variant, key):
+        return float(np.mean(list(protocol.per_seed(results, variant, key).values())))
+
+    con = ("contrastive", "test_auroc_q_50")
+    others = ("test means: contrastive RM's reward head "
+              f"{mean('contrastive', 'test_auroc_reward_50'):.3f}, "
+              f"BT-only RM's Q {mean('bt', 'test_auroc_q_50'):.3f} and reward head "
+              f"{mean('bt', 'test_auroc_reward_50'):.3f}; the BT-only scorer chosen on "
+              f"validation was Q on {mean('bt', 'chosen_scorer_q'):.0%} of the seeds")
+    vote = ", ".join(
+        f"{v} RM by {n}: saves {mean(v, f'test_tokens_saved_{n}'):.3f}, loss "
+        f"{mean(v, f'test_vote_acc_loss_{n}'):+.4f} (quantile "
+        f"{mean(v, f'chosen_quantile_{n}'):.2f})"
+        for v in ("contrastive", "bt") for n in ("q", "reward"))
+    full = mean("contrastive", "test_vote_acc_full")
     return [
-        Claim(name="prefix AUROC at the 50% prefix: contrastive RM's Q exceeds the BT-only RM's "
-                   "best prefix score by >= 0.05",
-              passed=gap >= 0.05,
-              measured={"auroc_q_contrastive": q_con, "auroc_best_bt": best_bt,
-                        "auroc_q_bt": metric(results, "bt", "auroc_q_50"),
-                        "auroc_reward_bt": metric(results, "bt", "auroc_reward_50"),
-                        "gap": gap},
-              detail=f"contrastive Q {q_con:.3f} vs BT-only best {best_bt:.3f}"),
-        Claim(name="pruning the lowest-Q samples at the 50% prefix saves >= 30% of tokens with "
-                   "<= 1 point majority-vote accuracy loss",
-              passed=saved >= 0.30 and loss <= 0.01,
-              measured={"tokens_saved": saved, "accuracy_loss": loss,
-                        "vote_acc_full": metric(results, "contrastive", "vote_acc_full"),
-                        "vote_acc_pruned": metric(results, "contrastive", "vote_acc_pruned_q")},
-              detail=f"saved {saved:.3f} of tokens, accuracy loss {loss:+.4f}"),
+        protocol.compare(
+            "prefix AUROC at the 50% prefix: the contrastive RM's Q exceeds the BT-only RM's "
+            "prefix score (chosen on validation) by >= 0.05", results, con,
+            ("bt", "test_auroc_chosen_50"), at_least=0.05, detail=others),
+        protocol.threshold(
+            "pruning the lowest-Q samples at the 50% prefix (contrastive RM, quantile chosen on "
+            "validation) saves >= 30% of the tokens", results,
+            ("contrastive", "test_tokens_saved_q"), at_least=0.30,
+            detail=f"unpruned majority-vote accuracy {full:.4f}; {vote}"),
+        protocol.threshold(
+            "pruning the lowest-Q samples at the 50% prefix (contrastive RM, quantile chosen on "
+            "validation) loses <= 1 point of majority-vote accuracy", results,
+            ("contrastive", "test_vote_acc_loss_q"), at_most=0.01,
+            detail=f"unpruned majority-vote accuracy {full:.4f}; {vote}"),
     ]
 
 
@@ -411,7 +531,7 @@ def plots(results, workdir: str) -> list[str]:
             continue
         m = results[variant]["metrics"]
         for kind, name in (("q", "Q = cos(z_t, g)"), ("reward", "reward head")):
-            keys = [f"auroc_{kind}_{int(round(f * 100))}" for f in xs]
+            keys = [f"test_auroc_{kind}_{int(round(f * 100))}" for f in xs]
             if all(k in m for k in keys):
                 curves[f"{label}: {name}"] = (xs, [m[k]["mean"] for k in keys])
     if not curves:
