@@ -6,53 +6,86 @@ of a verifiable reward, the clipped surrogate and a k3 KL to the reference in th
 
 Setting: chains like "3+4*2-1?" (operations applied left to right mod 10, 1 to 4 steps;
 alignax.tasks.arithmetic) with step-by-step solutions "3+4=7;7*2=4;4-1=3;>3". Per seed: (1) SFT
-a tiny Llama-style LM on a few solved chains, stopped early so that it is right only part of the
-time (the reference policy), (2) GRPO from it on training prompts with reward 1 for a correct
-final answer, (3) greedy exact-match accuracy of both policies on held-out chains, overall and
-per number of steps.
+a tiny Llama-style LM on a few thousand solved chains (the reference policy), (2) GRPO from it on
+training prompts with reward 1 for a correct final answer, (3) greedy exact-match accuracy of both
+policies on held-out chains, overall and per number of steps.
 
-Claim checked: GRPO raises held-out exact-match accuracy above the SFT policy on every seed.
+Splits (docs/protocol.md): experiment seed s draws the SFT chains and then the GRPO training
+prompts from data seed 3s (one stream, so they differ), the validation chains from 3s + 1 and the
+test chains from 3s + 2 (`alignax.tasks.splits.split_seeds`). Model initialisation, batch order
+and sampling use s. The problem space is small (300 distinct 1-step chains), so short chains recur
+across splits: the splits are disjoint in seeds, not in problems.
 
-    alignax run experiments/grpo_arithmetic.py            # full setting, 3 seeds
+Selection on validation, the same procedure for both policies (argmax of greedy validation
+accuracy, ties to the earliest; recorded in each seed's `selection.json` and as
+`sft_chosen_steps` / `grpo_chosen_iteration`):
+- SFT: the number of steps, from `sft_steps_grid` (separate runs from the same seed; a shorter
+  run is a prefix of a longer one). This replaces the first version's hand-picked 200 steps,
+  which stopped SFT early so that RL had room (that SFT was right on about half of the chains);
+  the SFT baseline is now as good as validation can make it.
+- GRPO: the iteration, among the evaluated ones (every `eval_every`, and the last), of a run of
+  `grpo.iterations` from the chosen SFT policy (iteration 0, the SFT policy itself, is not a
+  candidate).
+Every evaluated checkpoint is also scored on test; the test accuracy of the chosen one is reported
+(`test_*`), the choice never sees it. GRPO's learning rate, KL coefficient, group size and
+iterations are those of the first version (chosen then on the claim's own numbers), not re-tuned.
+
+Claim (comparative, 5 seeds, 95% Student t interval over seeds): GRPO's test exact-match accuracy
+minus the SFT policy's (each at its validation-chosen checkpoint) is >= 0 (the whole interval).
+
+    alignax run experiments/grpo_arithmetic.py            # full setting, 5 seeds
     alignax run experiments/grpo_arithmetic.py:smoke      # seconds, for the tests
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
 import ml_collections
 import numpy as np
 
+from alignax import protocol
 from alignax.algorithms import online, policy_gradient, sft
-from alignax.experiment import Claim, is_smoke, metric
+from alignax.experiment import Claim, is_smoke
 from alignax.tasks import arithmetic
+from alignax.tasks.splits import choose_on_validation, split_seeds
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
-    c.seeds = [0] if smoke else [0, 1, 2]
+    c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.task = dict(modulus=10, min_steps=1, max_steps=4, seed=0)
+    # train (SFT chains, then GRPO prompts) / validation / test chains: split_seeds
     c.data = dict(num_sft=2000 if not smoke else 64, num_prompts=2000 if not smoke else 32,
-                  num_eval=400 if not smoke else 16)
+                  num_val=400 if not smoke else 16, num_test=400 if not smoke else 16)
     c.model = dict(d_model=64, n_layers=2, n_heads=4, d_ff=176)
+    # SFT's number of steps is chosen on validation among these (each overrides train.steps)
+    c.sft_steps_grid = [200, 400, 800] if not smoke else [4, 6]
     c.sft = dict(
         optimizer=dict(name="adamw", learning_rate=3e-3, warmup_steps=0, schedule="constant",
                        clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
-        # stopped early on purpose: right on about half of the chains, leaving room for RL
-        train=dict(steps=200 if not smoke else 10, batch_size=64 if not smoke else 8,
+        train=dict(steps=max(c.sft_steps_grid), batch_size=64 if not smoke else 8,
                    checkpoint_every=10_000, log_every=25, eval_every=0, progress=False),
     )
     c.grpo = policy_gradient.default_config(
         iterations=200 if not smoke else 2, prompts_per_iteration=32 if not smoke else 4,
         num_samples=8 if not smoke else 2, temperature=1.0, advantage="grpo", kl_coef=0.02,
         epochs=1, minibatches=2 if not smoke else 1, checkpoint_every=20, log_every=1,
+        # the candidates of the validation choice of the GRPO iteration
+        eval_every=40 if not smoke else 1,
         optimizer=dict(name="adamw", learning_rate=3e-4, warmup_steps=0, schedule="constant",
                        clip_norm=1.0, kwargs=dict(weight_decay=0.0)))
     c.grpo.stop_tokens = (arithmetic.EOS_ID,)
     return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    grid = list(config.sft_steps_grid)
+    if not grid or any(int(s) <= 0 for s in grid) or len(set(grid)) != len(grid):
+        raise ValueError(f"sft_steps_grid={grid} must be distinct positive step counts")
 
 
 def _model(config, task):
@@ -63,8 +96,15 @@ def _model(config, task):
                        "max_len": max_len}, "lm")
 
 
-def make_accuracy_eval(model, task, problems):
-    """`params -> metrics`: greedy exact-match accuracy on `problems`, overall and per k."""
+def make_accuracy_eval(model, task, splits: dict):
+    """`params -> metrics`: greedy exact-match accuracy on each split's problems, overall and
+    per number of steps k, named "<split>_accuracy" and "<split>_accuracy_steps_<k>".
+
+    All splits go through one greedy rollout (one compiled program) of their concatenation.
+    """
+    names = list(splits)
+    problems = [p for name in names for p in splits[name]]
+    which = np.concatenate([np.full(len(splits[name]), i) for i, name in enumerate(names)])
     ids, mask = arithmetic.prompt_ids(problems, max_len=task.max_prompt_len())
     greedy = jax.jit(online.make_rollout(model, num_samples=1, temperature=0.0,
                                          max_new_tokens=task.max_solution_len(),
@@ -74,9 +114,12 @@ def make_accuracy_eval(model, task, problems):
     def evaluate(params):
         rollout = greedy(params, ids, mask.astype(bool), jax.random.key(0))
         correct = arithmetic.exact_match_reward(problems, np.asarray(rollout.responses))
-        out = {"accuracy": float(correct.mean())}
-        for k in np.unique(steps):
-            out[f"accuracy_steps_{k}"] = float(correct[steps == k].mean())
+        out = {}
+        for i, name in enumerate(names):
+            part = which == i
+            out[f"{name}_accuracy"] = float(correct[part].mean())
+            for k in np.unique(steps[part]):
+                out[f"{name}_accuracy_steps_{k}"] = float(correct[part & (steps == k)].mean())
         return out
 
     return evaluate
@@ -84,20 +127,34 @@ def make_accuracy_eval(model, task, problems):
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     seed = int(config.seed)
+    data_seeds = split_seeds(seed)
     task = arithmetic.ArithmeticTask(**config.task)
     model = _model(config, task)
     max_len = task.max_prompt_len() + task.max_solution_len()
-    sft_problems = task.sample_problems(config.data.num_sft, seed=100 + seed)
-    ref = sft.train({**config.sft.to_dict(), "model": {
-        **config.model.to_dict(), "vocab_size": arithmetic.VOCAB_SIZE, "max_len": max_len}},
-        os.path.join(workdir, "sft"),
-        train_source=arithmetic.sft_examples(sft_problems, max_len=max_len), seed=seed)
+    train_rng = task.rng(data_seeds.train)  # SFT chains first, then the GRPO prompts
+    sft_problems = task.sample_problems(config.data.num_sft, rng=train_rng)
+    train_problems = task.sample_problems(config.data.num_prompts, rng=train_rng)
+    evaluate = make_accuracy_eval(model, task, {
+        "val": task.sample_problems(config.data.num_val, seed=data_seeds.validation),
+        "test": task.sample_problems(config.data.num_test, seed=data_seeds.test)})
 
-    train_problems = task.sample_problems(config.data.num_prompts, seed=200 + seed)
-    eval_problems = task.sample_problems(config.data.num_eval, seed=300 + seed)
+    # SFT: the number of steps chosen on validation (one run per candidate, same seed)
+    sft_source = arithmetic.sft_examples(sft_problems, max_len=max_len)
+    candidates = {}
+    for steps in config.sft_steps_grid:
+        cfg = config.sft.to_dict()
+        cfg["train"] = {**cfg["train"], "steps": int(steps)}
+        cfg["model"] = {**config.model.to_dict(), "vocab_size": arithmetic.VOCAB_SIZE,
+                        "max_len": max_len}
+        params = sft.train(cfg, os.path.join(workdir, f"sft_steps_{steps}"),
+                           train_source=sft_source, seed=seed)["params"]
+        candidates[f"steps={steps}"] = (int(steps), params, evaluate(params))
+    sft_name, sft_record = choose_on_validation(candidates, lambda c: c[2]["val_accuracy"])
+    sft_steps, ref_params, before = candidates[sft_name]
+    _write_selection(workdir, {"sft": sft_record})
+
     prompt_ids, prompt_mask = arithmetic.prompt_ids(train_problems,
                                                     max_len=task.max_prompt_len())
-    evaluate = make_accuracy_eval(model, task, eval_problems)
 
     def reward_fn(rollout):
         problems = [train_problems[i] for i in np.asarray(rollout.prompt_index)]
@@ -105,35 +162,53 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
     cfg = config.grpo.to_dict()
     cfg["max_new_tokens"] = task.max_solution_len()
-    before = evaluate(ref["params"])
     out = policy_gradient.train(cfg, os.path.join(workdir, "grpo"), model=model,
-                                init_params=ref["params"], ref_params=ref["params"],
+                                init_params=ref_params, ref_params=ref_params,
                                 prompt_ids=prompt_ids, prompt_mask=prompt_mask.astype(bool),
                                 reward_fn=reward_fn, eval_fn=evaluate, seed=seed)
-    after = {k[len("eval/"):]: v for k, v in out["eval"].items()}
     history = out["history"]
-    result = {f"sft_{k}": v for k, v in before.items()}
-    result.update({f"grpo_{k}": v for k, v in after.items()})
+    # GRPO: the evaluated iteration with the best validation accuracy
+    rows = {f"iteration={r['step']}": r for r in history if "eval/val_accuracy" in r}
+    grpo_name, grpo_record = choose_on_validation(rows, lambda r: r["eval/val_accuracy"])
+    chosen, last = rows[grpo_name], history[-1]
+    _write_selection(workdir, {"sft": sft_record, "grpo": grpo_record})
+
+    result = {"sft_chosen_steps": float(sft_steps), "grpo_chosen_iteration": chosen["step"]}
+    result.update({f"{k.split('_', 1)[0]}_sft_{k.split('_', 1)[1]}": v
+                   for k, v in before.items()})
+    result.update({f"{k.split('_', 1)[0]}_grpo_{k.split('_', 1)[1]}": v
+                   for k, v in ((k[len("eval/"):], v) for k, v in chosen.items()
+                                if k.startswith("eval/"))})
     result.update({
-        "grpo_accuracy_gain": after["accuracy"] - before["accuracy"],
+        "test_grpo_accuracy_last_iteration": last["eval/test_accuracy"],
         "train_reward_first": float(np.mean([m["reward"] for m in history[:5]])),
         "train_reward_last": float(np.mean([m["reward"] for m in history[-5:]])),
-        "kl_ref_seq_last": history[-1].get("kl_ref_seq", float("nan")),
-        "response_length_last": history[-1]["response_length"],
+        "kl_ref_seq_last": last.get("kl_ref_seq", float("nan")),
+        "response_length_last": last["response_length"],
     })
     return result
 
 
+def _write_selection(workdir: str, records: dict) -> None:
+    """The validation choices of a seed, with every candidate's score (selection.json)."""
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "selection.json"), "w") as f:
+            json.dump(records, f, indent=1)
+
+
 def claims(results) -> list[Claim]:
-    res = results["default"]
-    gains = [m["grpo_accuracy_gain"] for m in res["per_seed"].values()]
-    return [Claim(
-        name="GRPO raises held-out exact-match accuracy above the SFT policy on every seed",
-        passed=all(g > 0 for g in gains),
-        measured={"sft_accuracy": metric(results, "default", "sft_accuracy"),
-                  "grpo_accuracy": metric(results, "default", "grpo_accuracy"),
-                  "gain_min": float(np.min(gains))},
-    )]
+    m = {k: v["mean"] for k, v in results["default"]["metrics"].items()}
+    return [protocol.compare(
+        "GRPO raises test exact-match accuracy above the SFT policy it starts from", results,
+        ("default", "test_grpo_accuracy"), ("default", "test_sft_accuracy"), at_least=0.0,
+        detail="greedy accuracy on held-out test chains; both policies at the checkpoint with "
+               "the best validation accuracy (SFT: steps from the grid, mean "
+               f"{m['sft_chosen_steps']:.0f}; GRPO: evaluated iteration, mean "
+               f"{m['grpo_chosen_iteration']:.0f}; at the last iteration GRPO's test accuracy "
+               f"is {m['test_grpo_accuracy_last_iteration']:.3f}); 4-step chains: SFT "
+               f"{m.get('test_sft_accuracy_steps_4', float('nan')):.3f}, GRPO "
+               f"{m.get('test_grpo_accuracy_steps_4', float('nan')):.3f}; baseline: the SFT "
+               "policy (the reference)")]
 
 
 def plots(results, workdir: str) -> list[str]:
