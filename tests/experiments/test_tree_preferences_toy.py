@@ -33,7 +33,7 @@ def policy():
 def test_get_config_rejects_unknown_argument():
     with pytest.raises(ValueError, match="unknown argument"):
         tp.get_config("large")
-    assert len(tp.get_config().seeds) >= 3
+    assert len(tp.get_config().seeds) >= 5
 
 
 def test_tree_pairs_of_one_prompt_share_the_tree_prefix(policy):
@@ -99,3 +99,35 @@ def test_linear_bt_diagnostic_recovers_an_additive_reward_and_flips_with_the_lab
 def test_token_counts_are_response_token_frequencies():
     seqs = np.array([[[9, 9, 1, 2, 2, 0]]])  # one row, one sequence; prompt of 2 tokens
     np.testing.assert_allclose(tp._token_counts(seqs, 4, 2), [[[0.25, 0.25, 0.5, 0.0]]])
+
+
+def test_interaction_gold_has_the_additive_golds_spread_and_a_shared_prefix_matters(policy):
+    task = policy.task  # response_len 6: three segments of 2 tokens
+    config = tp.get_config("smoke")
+    gold, phi, _ = tp.make_gold(config, task, seed=4)
+    additive, counts, _ = tp.make_gold(_with(config, gold_kind="additive"), task, seed=4)
+    rng = np.random.default_rng(5)
+    prompts = task.sample_prompts(rng, 2048)
+    seqs = task.sequences(prompts, task.sample_responses(rng, prompts))
+    assert 0.8 < gold(seqs).std() / additive(seqs).std() < 1.25
+    assert phi(seqs[:3]).shape == (3, task.vocab_size ** 2)
+    assert counts(seqs[:3]).shape == (3, task.vocab_size)
+    # two responses that differ only in the last segment: under the additive gold the margin
+    # does not depend on the shared prefix, under the interaction gold it does
+    p = 1 + task.prompt_len
+    a, b = seqs[:1].copy(), seqs[:1].copy()
+    b[0, -2:] = seqs[1, -2:]
+    margins = {"add": [], "int": []}
+    for other in seqs[2:40]:
+        a2, b2 = a.copy(), b.copy()
+        a2[0, p:-2] = b2[0, p:-2] = other[p:-2]
+        margins["add"].append(float(additive(a2)[0] - additive(b2)[0]))
+        margins["int"].append(float(gold(a2)[0] - gold(b2)[0]))
+    assert np.ptp(margins["add"]) < 1e-6 and np.ptp(margins["int"]) > 1e-3
+
+
+def _with(config, **kw):
+    config = config.copy_and_resolve_references()
+    for k, v in kw.items():
+        config[k] = v
+    return config
