@@ -1,33 +1,85 @@
-"""General preference embeddings (GPM) against Bradley-Terry on cyclic and transitive preferences.
+"""General preference embeddings (GPM) against Bradley-Terry on cyclic, transitive and
+prompt-dependent preferences, and GPO on top of GPM against DPO.
 
 Paper: Zhang et al. 2024, "General Preference Modeling with Preference Representations for
 Aligning Language Models" (arXiv 2410.02197). GPM embeds each response as a unit vector
 v in R^{2k} and scores a pair with the skew-symmetric form s(y_i > y_j) = <R v_i, v_j>,
 R = diag(lambda_1 J, ..., lambda_k J), J = [[0, -1], [1, 0]], lambda_l >= 0, so that
 P(y_i > y_j) = sigmoid(s) can express intransitive (cyclic) preferences that no scalar reward
-can; the loss is the pairwise cross-entropy (`alignax.losses.reward.gpm_loss`).
+can; the loss is the pairwise cross-entropy (`alignax.losses.reward.gpm_loss`). With a prompt x
+the eigenvalues come from a gate network, lambda(x) = softmax(gate(x)) * k, and the embedding
+reads the prompt and the response (`alignax.models.general_preference`). GPO (General
+Preference Optimization, `alignax.losses.gpo`) improves a policy by self-play against itself:
+s(y > pi_t) = E_{y' ~ pi_t} s(y > y') estimated on a sampled group, and the SPPO-style square
+loss (log pi(y) / pi_t(y) - eta s(y > pi_t))^2.
 
-Setting: 900 items with features x in R^8 (three clusters: x = centre of the cluster + noise).
-Two preference datasets over the same items:
-  * cyclic: a rock-paper-scissors tournament over the clusters
-    (`alignax.tasks.simulators.CyclicTournament`): cluster 0 beats 1 beats 2 beats 0 with
-    probability `dominance` = 0.9; two items of the same cluster tie (P = 1/2);
-  * transitive: Bradley-Terry labels from a frozen random MLP reward of the features.
-Items are split at the item level, stratified by cluster: two thirds train, one third held
-out. Training pairs (9000) are drawn among training items only and ties are not sampled; the
-held-out metric is the accuracy, against the generating model's preferred direction, on every
-pair of two held-out items that has one (pairs and items never seen in training). With equal
-cluster sizes a scalar reward agrees with at most 2/3 of the cyclic held-out pairs; the run
-reports that ceiling exactly (`cyclic_scalar_ceiling`). Both models get the same fixed budget of
-500 full-batch AdamW steps; longer training overfits the item-level noise (GPM more than BT).
-Models share the same MLP trunk (8 -> 64 -> 64 -> out): BT has out = 1 (a reward), GPM has
-out = 2k (normalised to the unit sphere) and k learned eigenvalues lambda = softplus(theta) (the
-items have no prompt, so the paper's prompt-dependent eigenvalue gate reduces to constants).
+Datasets (the world of experiment seed s: cluster centres, the transitive reward network, the
+gold tournaments; train / validation / test items and comparisons from the disjoint data seeds
+`split_seeds(s)` = (3s, 3s+1, 3s+2)):
+  * cyclic: items x in R^8 in three clusters (x = centre + noise), a rock-paper-scissors
+    tournament over the clusters (`alignax.tasks.simulators.CyclicTournament`): cluster 0 beats
+    1 beats 2 beats 0 with probability `dominance` = 0.9; two items of one cluster tie;
+  * transitive: Bradley-Terry labels from a frozen random MLP reward of the features;
+  * prompted: items carry two cluster labels (a and b, x = centre_a + centre_b + noise) and each
+    comparison has a prompt of one of two types (prompt features = 3 e_type + noise, R^4); under
+    type 0 the rock-paper-scissors runs over the a-clusters, under type 1 over the b-clusters.
+    The preference is intransitive under every prompt and which structure applies depends on
+    the prompt: the setting of the paper's prompt-dependent eigenvalue gate.
+Train items (600) give the training pairs (9000, ties not sampled), validation items (150) the
+validation pairs (2000, sampled labels), test items (300) the test pairs: every pair of two test
+items with a strict gold preference (cyclic, transitive) or 6000 random (prompt, pair) triples
+of test items and fresh prompts (prompted); accuracy is against the generating model's
+preferred direction. A scalar reward reaches at most 2/3 of the cyclic test pairs (reported
+exactly as `test_cyclic_scalar_ceiling`).
 
-Claims checked: on cyclic data GPM (k = 2) reaches >= 0.95 held-out pair accuracy while BT
-stays <= 0.70; on transitive data GPM (k = 2) is within 1 point of BT.
+Models share the MLP trunk (-> 64 -> 64 -> out): `bt` has out = 1 (a reward; of [prompt, item]
+on the prompted data), `gpm_k2` / `gpm_k4` out = 2k normalised to the unit sphere with
+prompt-independent eigenvalues (softplus(theta) on the item-only data; softmax(theta) * k on the
+prompted data, the constant-gate ablation of the gated model), `gpm_gate_k2` the gated GPM
+(embedding of [prompt, item], lambda(prompt) from a 4 -> 32 -> k gate, softmax * k), trained on
+the prompted data only (the other two have no prompt). On the prompted data both GPMs use the
+loss -log sigmoid(2 s) (softmax * k bounds |s| by k; the factor 2, a temperature of 1/2, lets
+them express the 0.9 dominance; set before any run, not tuned).
 
-    alignax run experiments/gpm.py              # full setting, 5 seeds, 3 variants
+Selection on validation, the same for every variant and dataset: `train.steps` = 1000
+full-batch AdamW updates (lr 3e-3, the earlier value, not tuned) with early stopping on the
+validation pair accuracy (`fit_small(select=("val_accuracy", "max"))`, every 20 updates);
+recorded per seed as `<dataset>_chosen_steps`, `<dataset>_val_accuracy`. The previous version
+trained a fixed 500 steps ("longer training overfits"), picked after seeing the test accuracy.
+
+GPO toy (variants `gpo` and `dpo`): 16 prompts with 4 responses each (random features of the
+prompt R^4 and of the response R^6); the gold preference among responses 0-2 of a prompt is an
+asymmetric cycle (P(0 > 1), P(1 > 2), P(2 > 0) drawn in [0.6, 0.95]) and response 3 loses to
+each of them with probability 0.75 (roles permuted per prompt). Training comparisons (60 per
+prompt) and validation comparisons (60 per prompt) are sampled from the gold. `gpo`: a gated
+GPM (k = 2) fitted on the training comparisons (early stopping on validation as above), then
+`gpo.iterations` = 20 GPO iterations of a tabular softmax policy from the uniform policy: each
+samples a group of 8 responses per prompt from pi_t, estimates s(y > pi_t) from the GPM on the
+group (`preference_against_group`) and fits pi_{t+1} by 100 Adam steps on `gpo_loss`; the
+output is the average of the iterates (self-play converges on average, not in the last
+iterate). `dpo`: the same tabular policy trained by DPO (`alignax.losses.direct.dpo_loss`,
+uniform reference) on the same training comparisons, 500 Adam steps. Each variant picks its
+step size on validation from a grid of three, the same procedure for both: eta in (0.5, 1, 2)
+for GPO, beta in (0.1, 0.5, 2) for DPO (small beta = far from the reference), scored by the
+validation worst-case win rate, min over responses j of sum_i pi(i) P_val(i > j) with P_val the
+validation comparisons' empirical win rates (`choose_on_validation`, the record per seed as
+`chosen_step_size`). The test metric is exact under the gold: `test_worst_case_win_rate` =
+mean over prompts of min_j sum_i pi(i) P(i > j) (0.5 at the Nash equilibrium of the symmetric
+game, which is the von Neumann winner the paper targets).
+
+Claims (5 seeds, 95% t intervals over seeds, test metrics):
+  1. sanity: BT's cyclic test accuracy is <= 0.70 (a scalar reward's 2/3 ceiling on cycles);
+  2. threshold: GPM (k = 2) reaches >= 0.95 cyclic test accuracy;
+  3. comparative: on transitive data GPM (k = 2) - BT >= -1 point (GPM loses at most 1 point);
+  4. threshold: the gated GPM reaches >= 0.95 test accuracy on the prompted data;
+  5. comparative: gated GPM - GPM with constant eigenvalues (k = 2, same embedding network) >= 0
+     on the prompted data (the gate helps or is harmless; our mechanism check, no paper number);
+  6. comparative: GPO's worst-case win rate - DPO's >= +0.05 (GPO on GPM finds a
+     von-Neumann-like mixed policy on intransitive preferences where DPO's scalar implicit
+     reward cannot; threshold set before the first run);
+  7. threshold: GPO's worst-case win rate >= 0.45 (within 5 points of the Nash value 0.5).
+
+    alignax run experiments/gpm.py              # full setting, 5 seeds, 6 variants
     alignax run experiments/gpm.py:smoke        # seconds, for the tests
 """
 
@@ -42,57 +94,90 @@ import ml_collections
 import numpy as np
 import optax
 
-from alignax.experiment import Claim, is_smoke, metric
-from alignax.losses.reward import bradley_terry_loss, gpm_loss
+from alignax import protocol
+from alignax.experiment import is_smoke
+from alignax.losses.direct import dpo_loss
+from alignax.losses.gpo import gpo_loss, preference_against_group
+from alignax.losses.reward import bradley_terry_loss
+from alignax.models.general_preference import GPMConfig, make_general_preference_model
 from alignax.models.heads import gpm_score
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks import simulators as sim
 from alignax.tasks.features import MLPReward
+from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.plots import plot_grouped_bars
 from alignax.train.small import fit_small, stack_seeds
 
-VARIANTS = ("bt", "gpm_k2", "gpm_k4")
+VARIANTS = ("bt", "gpm_k2", "gpm_k4", "gpm_gate_k2", "gpo", "dpo")
+DATASETS = ("cyclic", "transitive", "prompted")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
-    c.model = "gpm"  # "bt" or "gpm"
+    c.model = "gpm"  # "bt", "gpm", "gpm_gate", "gpo" or "dpo"
     c.k = 2  # GPM: number of 2-d blocks (embedding dimension 2k)
     c.variants = {
         "bt": {"model": "bt"},
         "gpm_k2": {"model": "gpm", "k": 2},
         "gpm_k4": {"model": "gpm", "k": 4},
+        "gpm_gate_k2": {"model": "gpm_gate", "k": 2},
+        "gpo": {"model": "gpo", "k": 2},
+        "dpo": {"model": "dpo"},
     }
     c.data = dict(
-        num_items=60 if smoke else 900, dim=8, num_clusters=3, cluster_scale=3.0,
-        noise_scale=1.0, dominance=0.9, train_fraction=2 / 3,
-        num_train_pairs=200 if smoke else 9000,
+        num_train_items=60 if smoke else 600, num_val_items=30 if smoke else 150,
+        num_test_items=30 if smoke else 300, dim=8, num_clusters=3, cluster_scale=3.0,
+        noise_scale=1.0, dominance=0.9,
+        num_train_pairs=200 if smoke else 9000, num_val_pairs=100 if smoke else 2000,
+        num_prompted_test=300 if smoke else 6000,
         reward_hidden=32, label_temperature=0.5,  # transitive data
+        prompt_dim=4, prompt_signal=3.0, prompt_noise=1.0,  # prompted data
     )
+    c.datasets = list(DATASETS)  # the preference-model datasets to run
     c.hidden = (64, 64)
-    c.train = dict(steps=50 if smoke else 500, learning_rate=3e-3, weight_decay=1e-4)
+    c.gate_hidden = (32,)
+    c.prompted_beta = 2.0
+    c.train = dict(steps=30 if smoke else 1000, steps_per_log=10 if smoke else 20,
+                   learning_rate=3e-3, weight_decay=1e-4)
+    c.policy = dict(num_prompts=4 if smoke else 16, num_responses=4, prompt_dim=4,
+                    response_dim=6, train_per_prompt=30 if smoke else 60,
+                    val_per_prompt=30 if smoke else 60, dominated_loss=0.75,
+                    cycle_low=0.6, cycle_high=0.95)
+    c.gpo = dict(iterations=3 if smoke else 20, group=8, fit_steps=20 if smoke else 100,
+                 learning_rate=0.1, etas=[1.0] if smoke else [0.5, 1.0, 2.0])
+    c.dpo = dict(steps=50 if smoke else 500, learning_rate=0.1,
+                 betas=[0.5] if smoke else [0.1, 0.5, 2.0])
     return c
 
 
 # --- data -------------------------------------------------------------------------------------
 
+SPLITS = ("train", "validation", "test")
+
+
+def _split_sizes(data) -> dict[str, int]:
+    return {"train": data.num_train_items, "validation": data.num_val_items,
+            "test": data.num_test_items}
+
+
 def make_items(data, seed: int):
-    """Item features [N, D], cluster ids [N] and the item-level train/test split."""
-    rng = np.random.default_rng([seed, 61])
-    n, d, k = data.num_items, data.dim, data.num_clusters
-    cluster = np.arange(n) % k
-    centres = data.cluster_scale * rng.standard_normal((k, d))
-    x = centres[cluster] + data.noise_scale * rng.standard_normal((n, d))
-    train, test = [], []
-    for c in range(k):  # stratified: every cluster is split in the same proportion
-        members = rng.permutation(np.flatnonzero(cluster == c))
-        n_train = int(round(data.train_fraction * len(members)))
-        train.append(members[:n_train])
-        test.append(members[n_train:])
-    return x.astype(np.float32), cluster, np.sort(np.concatenate(train)), np.sort(
-        np.concatenate(test))
+    """Item features [N, D] and cluster ids [N] of the train, validation and test items (in
+    that order, each split drawn from its own data seed, clusters round-robin so every split
+    has equal clusters), and {split: item ids}. The cluster centres are seed `seed`'s world."""
+    k, d = data.num_clusters, data.dim
+    centres = data.cluster_scale * np.random.default_rng([seed, 61]).standard_normal((k, d))
+    xs, clusters, ids, start = [], [], {}, 0
+    for name, data_seed in zip(SPLITS, split_seeds(seed)):
+        n = _split_sizes(data)[name]
+        cluster = np.arange(n) % k
+        rng = np.random.default_rng([data_seed, 61])
+        xs.append(centres[cluster] + data.noise_scale * rng.standard_normal((n, d)))
+        clusters.append(cluster)
+        ids[name] = np.arange(start, start + n)
+        start += n
+    return (np.concatenate(xs).astype(np.float32), np.concatenate(clusters), ids)
 
 
 def cyclic_tournament(cluster, data) -> sim.CyclicTournament:
@@ -102,7 +187,7 @@ def cyclic_tournament(cluster, data) -> sim.CyclicTournament:
 
 
 def sample_train_pairs(prob_fn, items, num_pairs, rng):
-    """Pairs of distinct training items with labels drawn from `prob_fn(i, j) = P(i beats j)`.
+    """Pairs of distinct items of `items` with labels drawn from `prob_fn(i, j) = P(i beats j)`.
 
     Pairs whose gold probability is exactly 1/2 (two items of one cyclic cluster) are ties,
     not binary comparisons, and are not sampled.
@@ -123,7 +208,7 @@ def sample_train_pairs(prob_fn, items, num_pairs, rng):
 
 
 def heldout_pairs(prob_fn, items):
-    """Every pair (i, j) of held-out items and its gold direction: +1 (i wins), -1, or 0 (tie).
+    """Every pair (i, j) of `items` and its gold direction: +1 (i wins), -1, or 0 (tie).
 
     Returns (first ids [Q], second ids [Q], gold [Q]); ties are not scored.
     """
@@ -148,7 +233,86 @@ def scalar_ceiling(cluster, first, second, gold, num_clusters: int) -> float:
     return best
 
 
-# --- models -----------------------------------------------------------------------------------
+def _item_dataset(x, prob_fn, ids, data, seed: int, tag: int = 62) -> dict:
+    """Training pairs, oriented validation pairs and every strict test pair of one dataset."""
+    splits = split_seeds(seed)
+    t_ch, t_rj = sample_train_pairs(prob_fn, ids["train"], data.num_train_pairs,
+                                    np.random.default_rng([splits.train, tag]))
+    v_ch, v_rj = sample_train_pairs(prob_fn, ids["validation"], data.num_val_pairs,
+                                    np.random.default_rng([splits.validation, tag]))
+    first, second, gold = heldout_pairs(prob_fn, ids["test"])
+    keep = gold != 0
+    return {"x": x, "chosen": t_ch, "rejected": t_rj, "val_chosen": v_ch, "val_rejected": v_rj,
+            "first": first[keep], "second": second[keep], "gold": gold[keep]}
+
+
+def make_prompted(data, seed: int) -> dict:
+    """The prompted dataset: items with clusters a and b, prompts of two types; under type t
+    the rock-paper-scissors runs over the clusters of attribute t."""
+    k, d, pd = data.num_clusters, data.dim, data.prompt_dim
+    world = np.random.default_rng([seed, 63])
+    centres = data.cluster_scale * world.standard_normal((2, k, d)) / np.sqrt(2)
+    dom = float(data.dominance)
+
+    def prob(ci, cj):  # P(i beats j) from the clusters of the attribute that applies
+        diff = (cj - ci) % k
+        return np.where(diff == 0, 0.5, np.where(diff <= (k - 1) // 2, dom, 1 - dom))
+
+    out, xs, clusters, start, ids = {}, [], [], 0, {}
+    for name, data_seed in zip(SPLITS, split_seeds(seed)):
+        n = _split_sizes(data)[name]
+        rng = np.random.default_rng([data_seed, 63])
+        cl = np.stack([np.arange(n) % k, rng.permutation(np.arange(n) % k)], -1)  # [n, 2]
+        xs.append(centres[0][cl[:, 0]] + centres[1][cl[:, 1]]
+                  + data.noise_scale * rng.standard_normal((n, d)))
+        clusters.append(cl)
+        ids[name] = np.arange(start, start + n)
+        start += n
+    x = np.concatenate(xs).astype(np.float32)
+    cl = np.concatenate(clusters)
+    sizes = {"train": data.num_train_pairs, "validation": data.num_val_pairs,
+             "test": data.num_prompted_test}
+    for name, data_seed in zip(SPLITS, split_seeds(seed)):
+        rng = np.random.default_rng([data_seed, 64])
+        m, items = sizes[name], ids[name]
+        a = items[rng.integers(0, len(items), 8 * m)]
+        b = items[rng.integers(0, len(items), 8 * m)]
+        t = rng.integers(0, 2, 8 * m)
+        p = prob(cl[a, t], cl[b, t])
+        keep = np.flatnonzero(p != 0.5)[:m]
+        if len(keep) < m:
+            raise ValueError(f"only {len(keep)} of {m} prompted pairs have a strict preference")
+        a, b, t, p = a[keep], b[keep], t[keep], p[keep]
+        prompt = (data.prompt_signal * np.eye(2, pd)[t]
+                  + data.prompt_noise * rng.standard_normal((m, pd))).astype(np.float32)
+        if name == "test":
+            out.update(first=a, second=b, gold=np.sign(p - 0.5).astype(np.float32),
+                       test_prompt=prompt)
+            continue
+        label = rng.random(m) < p
+        prefix = "" if name == "train" else "val_"
+        out.update({f"{prefix}chosen": np.where(label, a, b),
+                    f"{prefix}rejected": np.where(label, b, a), f"{prefix}prompt": prompt})
+    out["x"] = x
+    return out
+
+
+def make_seed_data(config, seed: int) -> tuple[dict, dict, dict, float]:
+    """One seed's cyclic, transitive and prompted datasets and the cyclic scalar ceiling."""
+    data = config.data
+    x, cluster, ids = make_items(data, seed)
+    tour = cyclic_tournament(cluster, data)
+    cyclic = _item_dataset(x, tour.probability, ids, data, seed)
+    reward = MLPReward(data.dim, data.reward_hidden, "tanh", seed)(x)
+    temp = float(data.label_temperature)
+    bt_prob = lambda i, j: sim.bt_probability(reward[i], reward[j], temp)  # noqa: E731
+    transitive = _item_dataset(x, bt_prob, ids, data, seed, tag=65)
+    ceiling = scalar_ceiling(cluster, cyclic["first"], cyclic["second"],
+                             cyclic["gold"], data.num_clusters)
+    return cyclic, transitive, make_prompted(data, seed), ceiling
+
+
+# --- preference models ------------------------------------------------------------------------
 
 def gpm_embed(trunk, params, x):
     """Unit preference embeddings [N, 2k] and eigenvalues lambda = softplus(theta) [k]."""
@@ -157,144 +321,394 @@ def gpm_embed(trunk, params, x):
     return v, jax.nn.softplus(params["theta"])
 
 
-def _pair_scores(trunk, model, params, x, first, second):
-    """Model score of `first` over `second` [P] (BT: reward gap; GPM: s(first > second))."""
-    if model == "bt":
-        r = trunk.apply(params["trunk"], x)
-        return r[first] - r[second]
-    v, lam = gpm_embed(trunk, params, x)
-    return gpm_score(v[first], v[second], lam)
+def _model_fns(config, d: dict, prompted: bool):
+    """(init, pair_score(params, d, first, second, prompt)) of the variant's preference model;
+    `first`/`second` are item ids into d["x"], `prompt` the pairs' prompt features (prompted)."""
+    model, dim = config.model, d["x"].shape[-1]
+    k = int(config.k)
+    if prompted and model in ("gpm", "gpm_gate"):
+        gpm = make_general_preference_model(GPMConfig(
+            prompt_dim=int(config.data.prompt_dim), response_dim=dim, k=k,
+            hidden=tuple(config.hidden), gate_hidden=tuple(config.gate_hidden),
+            gate="prompt" if model == "gpm_gate" else "constant"))
 
+        def score(p, dd, first, second, prompt):
+            return gpm.score(p, prompt, dd["x"][first], dd["x"][second])
+        return gpm.init, score
+    in_dim = dim + (int(config.data.prompt_dim) if prompted else 0)
+    trunk = make_mlp(MLPConfig(in_dim=in_dim, hidden=tuple(config.hidden),
+                               out_dim=1 if model == "bt" else 2 * k))
 
-def train_and_eval(config, workdir: str, data: dict, keys) -> list[dict[str, float]]:
-    """Full-batch AdamW on the pairwise loss for every seed at once (`fit_small`), then each
-    seed's held-out accuracy. `data` holds [S, ...] arrays: x, chosen, rejected, first, second,
-    gold."""
-    model = config.model
-    out_dim = 1 if model == "bt" else 2 * int(config.k)
-    trunk = make_mlp(MLPConfig(in_dim=data["x"].shape[-1], hidden=tuple(config.hidden),
-                               out_dim=out_dim))
+    def features(dd, items, prompt):
+        x = dd["x"][items]
+        return jnp.concatenate([prompt, x], -1) if prompted else x
 
     def init(key):
         params = {"trunk": trunk.init(key)}
-        if model == "gpm":
-            params["theta"] = jnp.zeros((int(config.k),), jnp.float32)
+        if model != "bt":
+            params["theta"] = jnp.zeros((k,), jnp.float32)
         return params
 
-    def loss_fn(p, d):
+    def score(p, dd, first, second, prompt):
         if model == "bt":
-            r = trunk.apply(p["trunk"], d["x"])
-            return bradley_terry_loss(r[d["chosen"]], r[d["rejected"]]).mean()
-        v, lam = gpm_embed(trunk, p, d["x"])
-        return gpm_loss(v[d["chosen"]], v[d["rejected"]], lam).mean()
+            return (trunk.apply(p["trunk"], features(dd, first, prompt))
+                    - trunk.apply(p["trunk"], features(dd, second, prompt)))
+        v1, lam = gpm_embed(trunk, p, features(dd, first, prompt))
+        v2, _ = gpm_embed(trunk, p, features(dd, second, prompt))
+        return gpm_score(v1, v2, lam)
+    return init, score
+
+
+def train_and_eval(config, workdir: str, data: dict, keys, prompted: bool = False
+                   ) -> list[dict[str, float]]:
+    """Full-batch AdamW on the pairwise loss for every seed at once (`fit_small`), early
+    stopping on the validation pair accuracy; then each seed's test accuracy at its selected
+    step. `data` holds [S, ...] arrays."""
+    model = config.model
+    init, score = _model_fns(config, data, prompted)
+    beta = float(config.prompted_beta) if prompted and model != "bt" else 1.0
+
+    def prompt_of(d, name):
+        return d[name] if prompted else None
+
+    def loss_fn(p, d):
+        s = score(p, d, d["chosen"], d["rejected"], prompt_of(d, "prompt"))
+        return (bradley_terry_loss(s, jnp.zeros_like(s)) if model == "bt"
+                else -jax.nn.log_sigmoid(beta * s)).mean()
+
+    def val_metrics(p, d):
+        s = score(p, d, d["val_chosen"], d["val_rejected"], prompt_of(d, "val_prompt"))
+        return {"val_accuracy": jnp.mean((s > 0).astype(jnp.float32))}
 
     tc = config.train
+    train_keys = ["x", "chosen", "rejected", "val_chosen", "val_rejected"] + (
+        ["prompt", "val_prompt"] if prompted else [])
     fit = fit_small(workdir, loss_fn=loss_fn, init_params=init,
                     tx=optax.adamw(float(tc.learning_rate), weight_decay=float(tc.weight_decay)),
-                    num_steps=int(tc.steps), data={k: data[k] for k in ("x", "chosen", "rejected")},
-                    seeds=list(config.seeds), seed_keys=keys, per_seed_data=True)
+                    num_steps=int(tc.steps), data={k: data[k] for k in train_keys},
+                    seeds=list(config.seeds), seed_keys=keys, per_seed_data=True,
+                    eval_fn=val_metrics, eval_data={k: data[k] for k in train_keys},
+                    select=("val_accuracy", "max"),
+                    steps_per_log=int(tc.steps_per_log))
 
     @jax.jit
     @jax.vmap
     def evaluate(p, d):
-        train = _pair_scores(trunk, model, p, d["x"], d["chosen"], d["rejected"])
-        return jnp.mean(train > 0), _pair_scores(trunk, model, p, d["x"], d["first"],
-                                                 d["second"])
+        train = score(p, d, d["chosen"], d["rejected"], prompt_of(d, "prompt"))
+        return jnp.mean(train > 0), score(p, d, d["first"], d["second"],
+                                          prompt_of(d, "test_prompt"))
 
-    train_acc, scores = map(np.asarray, evaluate(fit.params, data))
+    train_acc, scores = map(np.asarray, evaluate(fit.best_params, data))
     out = []
     for i in range(len(fit.seeds)):
         gold = np.asarray(data["gold"][i])
-        keep = gold != 0
         correct = np.where(scores[i] * gold > 0, 1.0, np.where(scores[i] == 0, 0.5, 0.0))
-        out.append({"accuracy": float(correct[keep].mean()),
+        out.append({"test_accuracy": float(correct.mean()),
                     "train_label_accuracy": float(train_acc[i]),
-                    "final_loss": float(fit.final_loss[i]), "num_test_pairs": float(keep.sum())})
+                    "chosen_steps": float(fit.best_step[i]),
+                    "val_accuracy": float(fit.best_score[i]),
+                    "final_loss": float(fit.final_loss[i]), "num_test_pairs": float(len(gold))})
     return out
 
 
-def make_seed_data(config, seed: int) -> tuple[dict, dict, float]:
-    """One seed's cyclic and transitive datasets (dicts of arrays) and the scalar ceiling."""
-    data = config.data
-    x, cluster, train_items, test_items = make_items(data, seed)
-    rng = np.random.default_rng([seed, 62])
-    tour = cyclic_tournament(cluster, data)
-    c_ch, c_rj = sample_train_pairs(tour.probability, train_items, data.num_train_pairs, rng)
-    first, second, c_gold = heldout_pairs(tour.probability, test_items)
-    reward = MLPReward(data.dim, data.reward_hidden, "tanh", seed)(x)
-    temp = float(data.label_temperature)
-    bt_prob = lambda i, j: sim.bt_probability(reward[i], reward[j], temp)  # noqa: E731
-    t_ch, t_rj = sample_train_pairs(bt_prob, train_items, data.num_train_pairs, rng)
-    _, _, t_gold = heldout_pairs(bt_prob, test_items)
-    common = {"x": x, "first": first, "second": second}
-    cyclic = {**common, "chosen": c_ch, "rejected": c_rj, "gold": c_gold}
-    transitive = {**common, "chosen": t_ch, "rejected": t_rj, "gold": t_gold}
-    return cyclic, transitive, scalar_ceiling(cluster, first, second, c_gold, data.num_clusters)
+# --- GPO vs DPO on an intransitive policy toy -------------------------------------------------
 
+def make_policy_task(config, seed: int) -> dict:
+    """The policy toy of one seed: gold win probabilities [M, n, n], features of prompts [M, Pd]
+    and responses [M, n, Rd] (the world), training and validation comparisons (their own data
+    seeds) as (prompt, chosen, rejected) index arrays, and the validation win-rate matrix."""
+    pc = config.policy
+    m, n = int(pc.num_prompts), int(pc.num_responses)
+    world = np.random.default_rng([seed, 66])
+    prompts = world.standard_normal((m, pc.prompt_dim)).astype(np.float32)
+    responses = world.standard_normal((m, n, pc.response_dim)).astype(np.float32)
+    gold = np.full((m, n, n), 0.5)
+    for j in range(m):
+        role = world.permutation(n)  # role[r] = response index playing role r
+        cyc = world.uniform(pc.cycle_low, pc.cycle_high, 3)
+        for r, q in enumerate(cyc):  # role r beats role r + 1 (mod 3) with probability q
+            a, b = role[r], role[(r + 1) % 3]
+            gold[j, a, b], gold[j, b, a] = q, 1 - q
+        for r in range(3):  # role 3 is dominated
+            a, b = role[r], role[3]
+            gold[j, a, b], gold[j, b, a] = pc.dominated_loss, 1 - pc.dominated_loss
+    out = {"gold": gold, "prompts": prompts, "responses": responses}
+    splits = split_seeds(seed)
+    for name, data_seed, per in (("train", splits.train, pc.train_per_prompt),
+                                 ("val", splits.validation, pc.val_per_prompt)):
+        rng = np.random.default_rng([data_seed, 66])
+        prompt = np.repeat(np.arange(m), per)
+        a = rng.integers(0, n, len(prompt))
+        b = (a + rng.integers(1, n, len(prompt))) % n
+        wins = rng.random(len(prompt)) < gold[prompt, a, b]
+        out[f"{name}_prompt"] = prompt
+        out[f"{name}_chosen"] = np.where(wins, a, b)
+        out[f"{name}_rejected"] = np.where(wins, b, a)
+    counts = np.zeros((m, n, n))
+    np.add.at(counts, (out["val_prompt"], out["val_chosen"], out["val_rejected"]), 1.0)
+    total = counts + counts.transpose(0, 2, 1)
+    out["val_win_rate"] = np.where(total > 0, counts / np.maximum(total, 1), 0.5)
+    return out
+
+
+def worst_case_win_rate(policy: np.ndarray, win: np.ndarray) -> float:
+    """Mean over prompts of min_j sum_i pi(i) P(i > j): policy [M, n], win [M, n, n]."""
+    return float(np.mean(np.min(np.einsum("mi,mij->mj", policy, win), axis=-1)))
+
+
+def fit_policy_gpm(config, workdir: str, tasks: list[dict], seeds, keys):
+    """The gated GPM of every seed's policy toy (early stopping on validation accuracy).
+    Returns (the model, params [S, ...], per-seed selection info)."""
+    pc = config.policy
+    gpm = make_general_preference_model(GPMConfig(
+        prompt_dim=int(pc.prompt_dim), response_dim=int(pc.response_dim), k=int(config.k),
+        hidden=tuple(config.hidden), gate_hidden=tuple(config.gate_hidden)))
+    data = stack_seeds(tasks, ["prompts", "responses", "train_prompt", "train_chosen",
+                               "train_rejected", "val_prompt", "val_chosen", "val_rejected"])
+
+    def score(p, d, prefix):
+        prompt = d[f"{prefix}_prompt"]
+        x = d["prompts"][prompt]
+        return gpm.score(p, x, d["responses"][prompt, d[f"{prefix}_chosen"]],
+                         d["responses"][prompt, d[f"{prefix}_rejected"]])
+
+    def loss_fn(p, d):
+        return gpm_loss_from_scores(score(p, d, "train"), float(config.prompted_beta)).mean()
+
+    def val_metrics(p, d):
+        return {"val_accuracy": jnp.mean((score(p, d, "val") > 0).astype(jnp.float32))}
+
+    tc = config.train
+    fit = fit_small(workdir, loss_fn=loss_fn, init_params=gpm.init,
+                    tx=optax.adamw(float(tc.learning_rate), weight_decay=float(tc.weight_decay)),
+                    num_steps=int(tc.steps), data=data, seeds=list(seeds), seed_keys=keys,
+                    per_seed_data=True, eval_fn=val_metrics, eval_data=data,
+                    select=("val_accuracy", "max"), steps_per_log=int(tc.steps_per_log))
+    info = [{"gpm_chosen_steps": float(fit.best_step[i]),
+             "gpm_val_accuracy": float(fit.best_score[i])} for i in range(len(seeds))]
+    return gpm, fit.best_params, info
+
+
+def gpm_loss_from_scores(s, beta: float):
+    """-log sigmoid(beta s) (the GPM pairwise loss on precomputed scores)."""
+    return -jax.nn.log_sigmoid(beta * s)
+
+
+def make_gpo_iteration(config, gpm):
+    """One jitted GPO iteration (params, logits [M, n], prompts, responses, eta, key) -> new
+    logits: sample a group of responses per prompt from pi_t = softmax(logits), estimate
+    s(y > pi_t) on the group with the GPM, fit pi_{t+1} by Adam steps on `gpo_loss`."""
+    gc = config.gpo
+    group = int(gc.group)
+    tx = optax.adam(float(gc.learning_rate))
+
+    @jax.jit
+    def iteration(params, logits, prompts, responses, eta, key):
+        m = logits.shape[0]
+        old = jax.nn.log_softmax(logits, -1)  # log pi_t [M, n]
+        ys = jax.random.categorical(key, old[:, None, :], axis=-1, shape=(m, group))  # [M, G]
+        v, lam = gpm.embed(params, prompts[:, None, :],
+                           jnp.take_along_axis(responses, ys[..., None], axis=1))
+        pref = preference_against_group(v, lam[:, 0])  # [M, G]: s(y > pi_t)
+        old_y = jnp.take_along_axis(old, ys, -1)
+
+        def loss(lg):
+            logp = jnp.take_along_axis(jax.nn.log_softmax(lg, -1), ys, -1)
+            return gpo_loss(logp, old_y, pref, eta=eta).mean()
+
+        def step(carry, _):
+            lg, opt = carry
+            updates, opt = tx.update(jax.grad(loss)(lg), opt, lg)
+            return (optax.apply_updates(lg, updates), opt), None
+
+        (new, _), _ = jax.lax.scan(step, (logits, tx.init(logits)), None,
+                                   length=int(gc.fit_steps))
+        return new
+
+    return iteration
+
+
+def run_gpo(config, iteration, params, task: dict, eta: float, key) -> np.ndarray:
+    """GPO iterations of a tabular policy [M, n] from uniform; returns the average iterate."""
+    m, n = task["gold"].shape[:2]
+    prompts, responses = jnp.asarray(task["prompts"]), jnp.asarray(task["responses"])
+    logits = jnp.zeros((m, n), jnp.float32)
+    policies = []
+    for t in range(int(config.gpo.iterations)):
+        logits = iteration(params, logits, prompts, responses, jnp.float32(eta),
+                           jax.random.fold_in(key, t))
+        policies.append(np.asarray(jax.nn.softmax(logits, -1), np.float64))
+    return np.mean(policies, axis=0)
+
+
+def make_dpo_trainer(config, n: int):
+    """A jitted DPO fit of a tabular policy: (prompt, chosen, rejected, beta, logits) -> logits
+    after `dpo.steps` Adam steps (uniform reference)."""
+    dc = config.dpo
+    tx = optax.adam(float(dc.learning_rate))
+
+    @jax.jit
+    def train(prompt, chosen, rejected, beta, lg):
+        ref = jnp.full(prompt.shape, -np.log(n), jnp.float32)
+
+        def loss(lg):
+            logp = jax.nn.log_softmax(lg, -1)
+            losses, _ = dpo_loss(logp[prompt, chosen], logp[prompt, rejected], ref, ref,
+                                 beta=beta)
+            return losses.mean()
+
+        def step(carry, _):
+            lg, opt = carry
+            updates, opt = tx.update(jax.grad(loss)(lg), opt, lg)
+            return (optax.apply_updates(lg, updates), opt), None
+        (lg, _), _ = jax.lax.scan(step, (lg, tx.init(lg)), None, length=int(dc.steps))
+        return lg
+
+    return train
+
+
+def run_dpo(train, task: dict, beta: float) -> np.ndarray:
+    """A tabular policy [M, n] trained by DPO on the training comparisons."""
+    m, n = task["gold"].shape[:2]
+    lg = train(jnp.asarray(task["train_prompt"]), jnp.asarray(task["train_chosen"]),
+               jnp.asarray(task["train_rejected"]), jnp.float32(beta),
+               jnp.zeros((m, n), jnp.float32))
+    return np.asarray(jax.nn.softmax(lg, -1), np.float64)
+
+
+def run_policy(config, workdir: str, seeds) -> dict[int, dict[str, float]]:
+    """The GPO or DPO variant on every seed's policy toy, its step size chosen on validation."""
+    tasks = [make_policy_task(config, s) for s in seeds]
+    out = {}
+    if config.model == "gpo":
+        keys = jnp.stack([jax.random.key(s) for s in seeds])
+        gpm, params, info = fit_policy_gpm(config, os.path.join(workdir, "gpm"), tasks, seeds,
+                                           keys)
+        grid = {f"eta={float(e):g}": float(e) for e in config.gpo.etas}
+        iteration = make_gpo_iteration(config, gpm)
+    else:
+        info = [{} for _ in seeds]
+        grid = {f"beta={float(b):g}": float(b) for b in config.dpo.betas}
+        train = make_dpo_trainer(config, int(config.policy.num_responses))
+    for i, (s, task) in enumerate(zip(seeds, tasks)):
+        if config.model == "gpo":
+            p_i = jax.tree.map(lambda x, i=i: x[i], params)
+            key = jax.random.fold_in(jax.random.key(s), 1)
+            policies = {name: run_gpo(config, iteration, p_i, task, eta, key)
+                        for name, eta in grid.items()}
+        else:
+            policies = {name: run_dpo(train, task, beta) for name, beta in grid.items()}
+        chosen, _ = choose_on_validation(
+            policies, lambda pi, task=task: worst_case_win_rate(pi, task["val_win_rate"]))
+        pi = policies[chosen]
+        out[s] = {**info[i], "chosen_step_size": grid[chosen],
+                  "val_worst_case_win_rate": worst_case_win_rate(pi, task["val_win_rate"]),
+                  "test_worst_case_win_rate": worst_case_win_rate(pi, task["gold"]),
+                  "test_mass_on_dominated": float(np.mean(np.sum(
+                      pi * (task["gold"].sum(-1) == task["gold"].sum(-1).min(-1,
+                                                                            keepdims=True)),
+                      -1))),
+                  "test_entropy": float(np.mean(-np.sum(pi * np.log(np.maximum(pi, 1e-12)),
+                                                        -1)))}
+    return out
+
+
+# --- run --------------------------------------------------------------------------------------
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
-    """Every seed of one variant: both datasets, each trained for all seeds in one program."""
-    if config.model not in ("bt", "gpm"):
-        raise ValueError(f"unknown model {config.model!r}; valid: 'bt', 'gpm'")
+    """Every seed of one variant: each of its datasets trained for all seeds in one program
+    (GPO / DPO: the policy toy)."""
+    if config.model not in ("bt", "gpm", "gpm_gate", "gpo", "dpo"):
+        raise ValueError(f"unknown model {config.model!r}; valid: 'bt', 'gpm', 'gpm_gate', "
+                         "'gpo', 'dpo'")
     seeds = [int(s) for s in config.seeds]
+    if config.model in ("gpo", "dpo"):
+        return run_policy(config, workdir, seeds)
     per_seed = [make_seed_data(config, s) for s in seeds]
-    keys = jnp.stack([jax.random.split(jax.random.key(s)) for s in seeds])  # [S, 2]
-    out = {s: {"cyclic_scalar_ceiling": ceiling} for s, (_, _, ceiling) in zip(seeds, per_seed)}
-    for j, name in enumerate(("cyclic", "transitive")):
+    keys = jnp.stack([jax.random.split(jax.random.key(s), 3) for s in seeds])  # [S, 3]
+    out = {s: {"test_cyclic_scalar_ceiling": ceiling}
+           for s, (_, _, _, ceiling) in zip(seeds, per_seed)}
+    names = [d for d in config.datasets if config.model != "gpm_gate" or d == "prompted"]
+    for name in names:
+        j = DATASETS.index(name)
         stacked = stack_seeds([p[j] for p in per_seed])
-        results = train_and_eval(config, os.path.join(workdir, name), stacked, keys[:, j])
+        results = train_and_eval(config, os.path.join(workdir, name), stacked, keys[:, j],
+                                 prompted=name == "prompted")
         for s, res in zip(seeds, results):
-            out[s].update({f"{name}_{k}": v for k, v in res.items()})
+            out[s].update({(f"test_{name}_accuracy" if k == "test_accuracy"
+                            else f"val_{name}_accuracy" if k == "val_accuracy"
+                            else f"{name}_{k}"): v for k, v in res.items()})
     return out
 
 
 # --- claims and plots -------------------------------------------------------------------------
 
-def claims(results) -> list[Claim]:
-    gpm_c = metric(results, "gpm_k2", "cyclic_accuracy")
-    bt_c = metric(results, "bt", "cyclic_accuracy")
-    ceiling = metric(results, "bt", "cyclic_scalar_ceiling")
-    gpm_t = metric(results, "gpm_k2", "transitive_accuracy")
-    bt_t = metric(results, "bt", "transitive_accuracy")
-    measured_c = {"gpm_k2_cyclic_accuracy": gpm_c, "bt_cyclic_accuracy": bt_c,
-                  "scalar_ceiling": ceiling}
-    measured_t = {"gpm_k2_transitive_accuracy": gpm_t, "bt_transitive_accuracy": bt_t,
-                  "difference": gpm_t - bt_t}
-    if "gpm_k4" in results:
-        measured_c["gpm_k4_cyclic_accuracy"] = metric(results, "gpm_k4", "cyclic_accuracy")
-        measured_t["gpm_k4_transitive_accuracy"] = metric(results, "gpm_k4",
-                                                          "transitive_accuracy")
+def claims(results) -> list[protocol.Claim]:
+    def mean(v, m):
+        return results[v]["metrics"][m]["mean"]
+
+    bt_c = protocol.per_seed(results, "bt", "test_cyclic_accuracy")
+    ceiling = mean("bt", "test_cyclic_scalar_ceiling")
+    acc = {v: {d: mean(v, f"test_{d}_accuracy") for d in DATASETS
+               if f"test_{d}_accuracy" in results[v]["metrics"]}
+           for v in ("bt", "gpm_k2", "gpm_k4", "gpm_gate_k2") if v in results}
+    table = "; ".join(f"{v}: " + ", ".join(f"{d} {a:.3f}" for d, a in accs.items())
+                      for v, accs in acc.items())
+    policy = ", ".join(f"{v} {mean(v, 'test_worst_case_win_rate'):.3f}"
+                       for v in ("gpo", "dpo") if v in results)
     return [
-        Claim(
-            name="On cyclic preferences GPM (k=2) reaches >= 0.95 held-out pair accuracy while "
-                 "BT stays <= 0.70",
-            passed=gpm_c >= 0.95 and bt_c <= 0.70,
-            measured=measured_c,
-            detail=f"GPM k=2 {gpm_c:.3f}, BT {bt_c:.3f} (best scalar order {ceiling:.3f})",
-        ),
-        Claim(
-            name="On transitive (BT-generated) preferences GPM (k=2) is within 1 point of BT",
-            passed=abs(gpm_t - bt_t) <= 0.01,
-            measured=measured_t,
-            detail=f"GPM k=2 {gpm_t:.3f}, BT {bt_t:.3f}, difference {gpm_t - bt_t:+.3f}",
-        ),
+        protocol.sanity(
+            "On cyclic preferences BT stays <= 0.70 test pair accuracy (every seed)",
+            max(bt_c.values()) <= 0.70,
+            {"bt_test_cyclic_accuracy": float(np.mean(list(bt_c.values()))),
+             "bt_max_over_seeds": max(bt_c.values()), "scalar_ceiling": ceiling},
+            "a scalar reward agrees with at most 2/3 of the cyclic test pairs (ceiling of the "
+            "model class)"),
+        protocol.threshold(
+            "On cyclic preferences GPM (k=2) reaches >= 0.95 test pair accuracy", results,
+            ("gpm_k2", "test_cyclic_accuracy"), at_least=0.95, detail=f"test accuracy: {table}"),
+        protocol.compare(
+            "On transitive (BT-generated) preferences GPM (k=2) loses at most 1 point to BT",
+            results, ("gpm_k2", "test_transitive_accuracy"), ("bt", "test_transitive_accuracy"),
+            at_least=-0.01, detail=f"test accuracy: {table}"),
+        protocol.threshold(
+            "On prompt-dependent cyclic preferences the gated GPM (k=2) reaches >= 0.95 test "
+            "pair accuracy", results, ("gpm_gate_k2", "test_prompted_accuracy"), at_least=0.95,
+            detail=f"test accuracy: {table}"),
+        protocol.compare(
+            "The prompt-dependent eigenvalue gate is no worse than constant eigenvalues (same "
+            "embedding of [prompt, response]) on prompt-dependent preferences", results,
+            ("gpm_gate_k2", "test_prompted_accuracy"), ("gpm_k2", "test_prompted_accuracy"),
+            at_least=0.0, detail=f"test accuracy: {table}"),
+        protocol.compare(
+            "GPO on GPM beats DPO's worst-case win rate by >= 5 points on intransitive "
+            "preferences", results, ("gpo", "test_worst_case_win_rate"),
+            ("dpo", "test_worst_case_win_rate"), at_least=0.05,
+            detail=f"exact worst-case win rate under the gold: {policy} (Nash value 0.5)"),
+        protocol.threshold(
+            "GPO on GPM reaches a worst-case win rate >= 0.45 (Nash value 0.5)", results,
+            ("gpo", "test_worst_case_win_rate"), at_least=0.45,
+            detail=f"exact worst-case win rate under the gold: {policy}"),
     ]
 
 
 def plots(results, workdir: str) -> list[str]:
-    """Held-out pair accuracy of each variant on both datasets (bars, +- std over seeds), with
-    the best accuracy any scalar reward can reach on the cyclic pairs as its own bar."""
-    names = [v for v in VARIANTS if v in results] or list(results)
-    datasets = ("cyclic", "transitive")
+    """Test pair accuracy of each preference model on the three datasets (bars, +- std over
+    seeds), with the best accuracy any scalar reward can reach on the cyclic pairs."""
+    names = [v for v in ("bt", "gpm_k2", "gpm_k4", "gpm_gate_k2") if v in results]
+    if not names:
+        return []
     series = {}
     for name in names:
         m = results[name]["metrics"]
-        series[name] = ([m[f"{d}_accuracy"]["mean"] for d in datasets],
-                        [m[f"{d}_accuracy"]["std"] for d in datasets])
+        series[name] = ([m.get(f"test_{d}_accuracy", {}).get("mean", float("nan"))
+                         for d in DATASETS],
+                        [m.get(f"test_{d}_accuracy", {}).get("std", 0.0) for d in DATASETS])
     first = results[names[0]]["metrics"]
-    if "cyclic_scalar_ceiling" in first:
-        series["best scalar order"] = ([first["cyclic_scalar_ceiling"]["mean"], float("nan")],
-                                       [first["cyclic_scalar_ceiling"]["std"], 0.0])
+    if "test_cyclic_scalar_ceiling" in first:
+        series["best scalar order"] = (
+            [first["test_cyclic_scalar_ceiling"]["mean"], float("nan"), float("nan")],
+            [first["test_cyclic_scalar_ceiling"]["std"], 0.0, 0.0])
     path = os.path.join(workdir, "plots", "gpm_accuracy.png")
-    return [plot_grouped_bars(list(datasets), series, path, title="GPM vs BT on held-out items",
-                              ylabel="held-out pair accuracy", ylim=(0.4, 1.1))]
+    return [plot_grouped_bars(list(DATASETS), series, path, title="GPM vs BT on test items",
+                              ylabel="test pair accuracy", ylim=(0.4, 1.1))]
