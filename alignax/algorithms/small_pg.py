@@ -132,18 +132,23 @@ def tabular_rollouts(transitions: jax.Array, terminal: jax.Array, start: jax.Arr
       (states [E, H + 1] int32, actions [E, H] int32, valid [E, H] bool), as
       `alignax.tasks.mdp.Segments` holds them.
     """
-    k0, k1 = jax.random.split(key)
-    s0 = jax.random.categorical(k0, jnp.log(start), shape=(num_episodes,))
+    # inverse-CDF draws: one uniform per choice (cheaper than Gumbel noise over every state)
+    num_states = transitions.shape[0]
+    u = jax.random.uniform(key, (horizon + 1, num_episodes, 2))
+    s0 = jnp.minimum(jnp.sum(u[0, :, 0:1] > jnp.cumsum(start / start.sum())[None], -1),
+                     num_states - 1)
+    next_cdf = jnp.cumsum(transitions, -1)  # [S, A, S]
+    action_cdf = jnp.cumsum(jax.nn.softmax(logits, -1), -1)  # [S, A]
 
-    def step(s, k):
-        ka, ks = jax.random.split(k)
+    def step(s, u_t):
         live = ~terminal[s]
-        a = jax.random.categorical(ka, logits[s])
-        nxt = jax.random.categorical(ks, jnp.log(transitions[s, a] + 1e-30))
+        a = jnp.minimum(jnp.sum(u_t[:, 0:1] > action_cdf[s], -1), logits.shape[-1] - 1)
+        cdf = next_cdf[s, a]
+        nxt = jnp.minimum(jnp.sum(u_t[:, 1:2] * cdf[:, -1:] > cdf, -1), num_states - 1)
         s2 = jnp.where(live, nxt, s)
         return s2, (s2, jnp.where(live, a, 0), live)
 
-    _, (nexts, actions, valid) = jax.lax.scan(step, s0, jax.random.split(k1, horizon))
+    _, (nexts, actions, valid) = jax.lax.scan(step, s0, u[1:])
     states = jnp.concatenate([s0[None], nexts], 0).T.astype(jnp.int32)
     return states, actions.T.astype(jnp.int32), valid.T
 
