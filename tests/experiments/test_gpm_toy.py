@@ -31,18 +31,50 @@ def test_get_config_rejects_unknown_argument():
         gpm.get_config("large")
 
 
-def test_stratified_item_split_is_a_partition_with_equal_clusters():
-    data = _config(num_items=90).data
-    x, cluster, train, test = gpm.make_items(data, seed=3)
-    assert x.shape == (90, data.dim)
-    assert np.array_equal(np.sort(np.concatenate([train, test])), np.arange(90))
-    assert np.bincount(cluster[test]).tolist() == [10, 10, 10]
+def test_items_of_the_three_splits_are_disjoint_draws_with_equal_clusters():
+    data = _config(num_train_items=60, num_val_items=30, num_test_items=90).data
+    x, cluster, ids = gpm.make_items(data, seed=3)
+    assert x.shape == (180, data.dim)
+    assert np.array_equal(np.concatenate([ids["train"], ids["validation"], ids["test"]]),
+                          np.arange(180))
+    assert np.bincount(cluster[ids["test"]]).tolist() == [30, 30, 30]
+    # the splits come from their own data seeds: another seed's items differ, the centres
+    # (the world) are shared by the splits of one seed
+    x_other, _, _ = gpm.make_items(data, seed=4)
+    assert not np.allclose(x[ids["test"]], x_other[ids["test"]])
+
+
+def test_prompted_data_flip_the_cycle_with_the_prompt_type():
+    data = _config().data
+    d = gpm.make_prompted(data, seed=0)
+    assert d["chosen"].shape == d["rejected"].shape == (data.num_prompted_train,)
+    assert d["prompt"].shape == (data.num_prompted_train, data.prompt_dim)
+    assert d["test_prompt"].shape == (data.num_prompted_test, data.prompt_dim)
+    assert set(np.unique(d["gold"])) <= {-1.0, 1.0}
+    # train, validation and test items are different items
+    train = set(d["chosen"]) | set(d["rejected"])
+    val = set(d["val_chosen"]) | set(d["val_rejected"])
+    test = set(d["first"]) | set(d["second"])
+    assert not (train & val) and not (train & test) and not (val & test)
+
+
+def test_policy_task_gold_is_a_skew_tournament_with_a_dominated_response():
+    config = gpm.get_config("smoke")
+    task = gpm.make_policy_task(config, seed=1)
+    gold = task["gold"]
+    np.testing.assert_allclose(gold + gold.transpose(0, 2, 1), 1.0)
+    # the uniform policy is beaten somewhere; the dominated response's row is the weakest
+    uniform = np.full(gold.shape[:2], 1 / gold.shape[1])
+    assert gpm.worst_case_win_rate(uniform, gold) < 0.5
+    assert np.all(np.min(gold.sum(-1), -1) < 1.5)
+    assert task["val_win_rate"].shape == gold.shape
 
 
 def test_rotation_embeddings_solve_rock_paper_scissors_and_scalars_cannot():
     """Three unit vectors 120 degrees apart: s(c, c + 1) > 0 for every cluster c (k = 1)."""
-    data = _config(num_items=30).data
-    _, cluster, _, test = gpm.make_items(data, seed=0)
+    data = _config(num_test_items=30).data
+    _, cluster, ids = gpm.make_items(data, seed=0)
+    test = ids["test"]
     tour = gpm.cyclic_tournament(cluster, data)
     first, second, gold = gpm.heldout_pairs(tour.probability, test)
     angle = -2 * np.pi * cluster / 3  # cluster c at -120 c degrees: c beats c + 1
@@ -103,16 +135,19 @@ def test_gpm_embedding_is_unit_norm_with_nonnegative_eigenvalues_and_skew_symmet
 
 
 def test_bt_cannot_and_gpm_can_fit_a_small_cyclic_toy(tmp_path):
-    config = _config(num_items=60, num_train_pairs=400)
+    config = _config(num_train_items=60, num_train_pairs=400)
     config.train.steps = 200
+    config.datasets = ["cyclic"]
     config.seeds = [0, 1]
     out = {}
     for model in ("bt", "gpm"):
         config.model = model
         out[model] = gpm.run_seeds(config, str(tmp_path / model))
     for seed in (0, 1):
-        assert out["gpm"][seed]["cyclic_accuracy"] > 0.9
-        assert out["bt"][seed]["cyclic_accuracy"] <= out["bt"][seed]["cyclic_scalar_ceiling"] + 1e-9
+        assert out["gpm"][seed]["test_cyclic_accuracy"] > 0.9
+        assert (out["bt"][seed]["test_cyclic_accuracy"]
+                <= out["bt"][seed]["test_cyclic_scalar_ceiling"] + 1e-9)
+        assert 0 < out["gpm"][seed]["cyclic_chosen_steps"] <= 200
     # every seed of the variant trained in one run folder per dataset, with metrics per seed
     rows = read_metrics(str(tmp_path / "gpm" / "cyclic" / "metrics.jsonl"))
     assert "seed_0/loss" in rows[-1] and "seed_1/loss" in rows[-1]
