@@ -42,8 +42,9 @@ best-of-N (N = 16) gold on the test prompts (the same candidates, picked by each
 diagnostic fits the ideal learner of the gold on the same pairs: a linear BT model on the gold's
 own features (bag of tokens for the additive gold, bag of consecutive-segment token pairs for
 the interaction gold; full-batch gradient descent, fixed l2 and steps; `test_*_linear_accuracy`).
-Variants: the b = 2, d = 3 tree (the claims), a b = 4, d = 2 tree, a 4x label budget, and the
-additive gold (the previous setting).
+Variants: the b = 2, d = 3 tree (the claims) and the same with the additive gold (the previous
+setting). The previous version's other variants (a b = 4, d = 2 tree, a 4x label budget) are
+not in the full setting any more (time: 5 seeds of four variants did not fit the shared machine).
 
 Claims (5 seeds; a seed re-draws all data and the gold's world; 95% t intervals over seeds):
 (1) comparative: the tree-data RM gains >= 3 points of test gold-preference accuracy over the
@@ -91,11 +92,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     # the method's tree (b = 2, d = 3); a wider, shallower tree; a 4x larger label budget; the
     # additive gold of the previous version
+    # (the previous version's {"b4_d2": {"branching": 4, "depth": 2}, "b2_d3_budget2048":
+    # {"num_pairs": 2048}} are left out of the full setting: 5 seeds of four variants did not fit
+    # the shared machine's time)
     c.variants = {"b2_d3": {}}
     if not smoke:
-        c.variants.update({"b4_d2": {"branching": 4, "depth": 2},
-                           "b2_d3_budget2048": {"num_pairs": 2048},
-                           "b2_d3_additive": {"gold_kind": "additive"}})
+        c.variants.update({"b2_d3_additive": {"gold_kind": "additive"}})
     # the gold: "interaction" (SegmentInteractionReward) or "additive" (mean token score)
     c.gold_kind = "interaction"
     c.gold_segments, c.gold_dim = 3, 4
