@@ -1,44 +1,71 @@
-"""Secrets of RLHF II: preference strength from an RM ensemble, and denoised reward modeling.
+"""Secrets of RLHF II: preference strength from an RM ensemble, denoised reward modeling, the
+contrastive term and MetaRM.
 
 Paper: Wang et al. 2024, "Secrets of RLHF in Large Language Models Part II: Reward Modeling"
-(arXiv 2401.06080).
+(arXiv 2401.06080); MetaRM as in its section 5 (Dou et al. 2024, arXiv 2405.00438).
 
 Setting (feature-vector testbed): responses are vectors x ~ N(0, I_8) with a frozen non-linear
-gold reward (a random tanh MLP, `alignax.tasks.features.MLPReward`). The training set has
-`num_pairs` pairs: 80% ordinary pairs labelled by the gold ordering and 20% near-ties
+gold reward (a random tanh MLP, `alignax.tasks.features.MLPReward`, the world of experiment seed
+s). A labelled set has 80% ordinary pairs labelled by the gold ordering and 20% near-ties
 (|gold margin| < 0.1) labelled by a fair coin; then 25% of all labels are flipped at random. The
-reward model is a 1-hidden-layer MLP (32 GELU units, `alignax.models.mlp`) trained with full-batch
-Adam (800 steps), long enough that it starts to fit the flipped labels (the regime where noise
-hurts). Every training runs all seeds of a variant in one `alignax.train.small.fit_small` program
-under the variant's run folder (`ensemble/`, `rm/`: metrics, checkpoints).
+reward model is a 1-hidden-layer MLP (32 GELU units: features h(x), then a linear head) trained
+with full-batch AdamW. Every training runs all seeds of a variant in one
+`alignax.train.small.fit_small` program under the variant's run folder (`ensemble/`, `rm/`).
+
+Shifted distribution (for MetaRM): the policy has moved to a high-reward region, responses
+x ~ N(m, 0.5^2 I) with m the best of 4096 draws of N(0, I) under the gold reward (part of the
+world). MetaRM gets 256 unlabelled groups of 4 responses from it (no labels, no gold); the test
+has clean pairs and best-of-16 pools from it.
+
+Splits (issue 18 protocol, `split_seeds(s)` = (3s, 3s + 1, 3s + 2)): the 4000 training pairs and
+the MetaRM groups come from data seed 3s; 1000 validation pairs, labelled by the same noisy
+process as the training pairs (a practitioner has no clean labels; with symmetric flips the noisy
+agreement ranks models like the clean accuracy), from 3s + 1; the clean test pairs, the
+best-of-16 pools and the shifted test pairs from 3s + 2.
+
+Selection (every variant the same): before issue 18 the RM ran a fixed 800 steps, long enough to
+fit the flipped labels, and the ensemble a hand-set 400. Now every RM (and the strength ensemble,
+on its members' mean) is early-stopped on validation: `fit_small(select=("val_accuracy",
+"max"))`, a check every 50 of 800 steps, recorded as `chosen_step` / `val_accuracy`
+(`ensemble_chosen_step`). The denoising constants (smooth 20% most ambiguous pairs with eps 0.3,
+margin gamma 0.5), the contrastive weight 0.1 / temperature 0.1 / dropout 0.1 and MetaRM's
+inner step 0.1 are fixed a priori (not tuned on any split).
 
 Preference strength (section 3 of the paper): M = 8 reward models trained on bootstrap resamples
-of the pairs (one training run of the stacked members; 400 steps, i.e. early-stopped estimators)
-give per-pair
-margins d_{i,m} = r_m(y_c) - r_m(y_r); mu_i and sigma_i are their mean and std
-(`alignax.losses.reward.preference_strength`). A member fitted on pair i has partly memorised its
-(possibly wrong) label, so mu_i is taken over the members for which pair i is out of bag (all
-members where a pair is in every bag).
+of the pairs (one training run of the stacked members) give per-pair margins
+d_{i,m} = r_m(y_c) - r_m(y_r); mu_i and sigma_i are their mean and std
+(`alignax.losses.reward.preference_strength`). A member fitted on pair i has partly memorised
+its (possibly wrong) label, so mu_i is taken over the members for which pair i is out of bag.
 
 Variants: `vanilla` (BT on the noisy labels); `flip` (labels with mu_i < 0 flipped,
 `flip_by_strength`); `denoised` (flip + label smoothing eps on the most ambiguous pairs by
-|mu_i| + the adaptive margin -log sigma(Delta - gamma mu_hat_i) with mu_hat_i the flipped
-strength divided by its mean; both through `bradley_terry_loss(margin=, label_smoothing=)`).
-MetaRM and the contrastive term are not run here. Metrics: clean held-out pair accuracy (gold
-ordering, fresh pairs), and best-of-16 gold reward: for each of 1000 queries, 16 candidates
-x ~ N(0, I), the one the RM scores highest is picked and its gold reward averaged.
+|mu_i| + the adaptive margin -log sigma(Delta - gamma mu_hat_i)); `contrastive` (vanilla BT plus
+0.1 x the SimCSE-style contrastive loss on preference representations h(y_c) - h(y_r) under two
+dropout masks, `alignax.losses.metarm.pair_contrastive_loss`); `metarm` (vanilla BT through the
+MetaRM step: one ascent step eta = 0.1 on the difference loss J of the shifted groups, then the
+BT loss at the adapted params, differentiated through the step, `alignax.losses.metarm`).
 
-Claims checked: (1) Spearman(mu_i, gold margin of the observed label) >= 0.7; (2) the denoised
-recipe raises clean held-out accuracy >= 3 points over vanilla BT; (3) best-of-16 gold reward is
-higher with the denoised RM than with the vanilla one.
+Metrics: `test_clean_accuracy` (fresh clean pairs), `test_bon_gold_reward` (for each of 1000
+queries, 16 candidates x ~ N(0, I), the RM's pick's gold reward), `test_shifted_accuracy` and
+`test_shifted_bon_gold_reward` (the same on the shifted distribution), and
+`test_spearman_strength_gold`: Spearman(mu_i, gold margin of the observed label) on the training
+pairs (the gold margins are never seen by training or selection).
 
-    alignax run experiments/secrets_rlhf2.py            # full setting, 3 seeds
+Claims (5 seeds, 95% t intervals, `alignax.protocol`): (1, threshold) Spearman(mu, gold margin)
+>= 0.7; (2, comparative) denoised raises clean test accuracy >= 3 points over vanilla BT; (3,
+comparative) denoised's best-of-16 gold reward is higher than vanilla's (difference >= 0); (4,
+comparative) the contrastive term raises clean test accuracy over vanilla (>= 0); (5,
+comparative) MetaRM raises the accuracy on the shifted distribution over vanilla (>= 0). All
+variants, vanilla included, are early-stopped the same way.
+
+    alignax run experiments/secrets_rlhf2.py            # full setting, 5 seeds
     alignax run experiments/secrets_rlhf2.py:smoke      # seconds, for the tests
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,40 +73,48 @@ import ml_collections
 import numpy as np
 import optax
 
-from alignax.experiment import Claim, is_smoke, metric
+from alignax import protocol
+from alignax.experiment import is_smoke
+from alignax.losses.metarm import difference_loss, metarm_loss, pair_contrastive_loss
 from alignax.losses.reward import bradley_terry_loss, flip_by_strength, preference_strength
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.ops import spearman
 from alignax.tasks.features import MLPReward
+from alignax.tasks.splits import split_seeds
 from alignax.train.small import fit_small
 
-METHODS = ("vanilla", "flip", "denoised")
+METHODS = ("vanilla", "flip", "denoised", "contrastive", "metarm")
+VAL_KEYS = ("val_chosen", "val_rejected")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
-    c.seeds = [0] if smoke else [0, 1, 2]
+    c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.method = "denoised"
     c.variants = {m: {"method": m} for m in METHODS}
     c.task = dict(dim=8, gold_hidden=32, tie_fraction=0.2, tie_width=0.1, flip_rate=0.25)
-    c.data = dict(num_pairs=4000 if not smoke else 300, num_test_pairs=4000 if not smoke else 300,
+    c.data = dict(num_pairs=4000 if not smoke else 300, num_val_pairs=1000 if not smoke else 200,
+                  num_test_pairs=4000 if not smoke else 300,
                   num_queries=1000 if not smoke else 100, num_candidates=16)
-    c.model = dict(hidden=(32,))
-    c.train = dict(steps=800 if not smoke else 60, learning_rate=3e-3, weight_decay=0.0)
-    c.ensemble = dict(members=8, steps=400 if not smoke else 30)
+    # the policy's shifted distribution N(m, scale^2 I), m the gold-best of `center_pool` draws
+    c.shift = dict(center_pool=4096, scale=0.5, num_groups=256 if not smoke else 32,
+                   group_size=4)
+    c.model = dict(hidden=32)
+    c.train = dict(steps=800 if not smoke else 40, eval_every=50 if not smoke else 20,
+                   learning_rate=3e-3, weight_decay=0.0)
+    c.ensemble = dict(members=8 if not smoke else 4)
     # denoising: smooth the `smooth_fraction` most ambiguous pairs (smallest |mu|) with eps;
     # adaptive margin gamma * mu / mean(|mu|) on the flipped strengths
     c.denoise = dict(smooth_fraction=0.2, label_smoothing=0.3, margin_gamma=0.5)
+    c.contrastive = dict(weight=0.1, temperature=0.1, dropout=0.1)
+    c.metarm = dict(inner_lr=0.1, first_order=False)
     return c
 
 
-def make_data(config, seed: int) -> dict:
-    """Noisy training pairs (with near-ties), clean test pairs and best-of-N candidate pools."""
-    task, data = config.task, config.data
-    gold = MLPReward(dim=task.dim, hidden=task.gold_hidden, seed=seed)
-    rng = np.random.default_rng([seed, 68])
-    n = data.num_pairs
+def noisy_pairs(task, gold, n: int, rng) -> dict:
+    """n pairs: 80% ordinary (gold-ordered), 20% near-ties (coin-flip labels), then
+    `flip_rate` of all labels flipped."""
     n_tie = int(round(task.tie_fraction * n))
     xa = rng.standard_normal((n - n_tie, task.dim))
     xb = rng.standard_normal((n - n_tie, task.dim))
@@ -97,24 +132,77 @@ def make_data(config, seed: int) -> dict:
     a_chosen = a_better ^ flipped
     chosen = np.where(a_chosen[:, None], xa, xb).astype(np.float32)
     rejected = np.where(a_chosen[:, None], xb, xa).astype(np.float32)
+    return {"chosen": chosen, "rejected": rejected,
+            "gold_margin": (gold(chosen) - gold(rejected)).astype(np.float32),
+            "flipped": flipped, "is_tie": is_tie}
+
+
+def shift_center(config, gold, seed: int) -> np.ndarray:
+    """m: the gold-best of `center_pool` draws of N(0, I) (the world of experiment seed `seed`)."""
+    pool = np.random.default_rng([seed, 6868]).standard_normal(
+        (int(config.shift.center_pool), config.task.dim))
+    return pool[np.argmax(gold(pool))]
+
+
+def make_data(config, seed: int) -> dict:
+    """Noisy training pairs (with near-ties) and unlabelled shifted groups (data seed 3s), noisy
+    validation pairs (3s + 1), clean test pairs, best-of-N pools and shifted test pairs (3s + 2).
+    """
+    task, data, sh = config.task, config.data, config.shift
+    gold = MLPReward(dim=task.dim, hidden=task.gold_hidden, seed=seed)
+    center = shift_center(config, gold, seed)
+    seeds = split_seeds(seed)
+    rng = np.random.default_rng([seeds.train, 68])
+    out = noisy_pairs(task, gold, data.num_pairs, rng)
+    out["shifted_groups"] = (center + sh.scale * rng.standard_normal(
+        (sh.num_groups, sh.group_size, task.dim))).astype(np.float32)
+    val = noisy_pairs(task, gold, data.num_val_pairs,
+                      np.random.default_rng([seeds.validation, 68]))
+    out.update(val_chosen=val["chosen"], val_rejected=val["rejected"])
+    rng = np.random.default_rng([seeds.test, 68])
     ta = rng.standard_normal((data.num_test_pairs, task.dim))
     tb = rng.standard_normal((data.num_test_pairs, task.dim))
     cand = rng.standard_normal((data.num_queries, data.num_candidates, task.dim))
-    return {
-        "chosen": chosen, "rejected": rejected,
-        "gold_margin": (gold(chosen) - gold(rejected)).astype(np.float32),
-        "flipped": flipped, "is_tie": is_tie,
-        "test_a": ta.astype(np.float32), "test_b": tb.astype(np.float32),
-        "test_a_better": gold(ta) > gold(tb),
-        "candidates": cand.astype(np.float32),
-        "candidate_gold": gold(cand.reshape(-1, task.dim)).reshape(cand.shape[:2]),
-    }
+    sa = center + sh.scale * rng.standard_normal((data.num_test_pairs, task.dim))
+    sb = center + sh.scale * rng.standard_normal((data.num_test_pairs, task.dim))
+    scand = center + sh.scale * rng.standard_normal(cand.shape)
+    flat = lambda x: gold(x.reshape(-1, task.dim)).reshape(x.shape[:2])  # noqa: E731
+    out.update(
+        test_a=ta.astype(np.float32), test_b=tb.astype(np.float32),
+        test_a_better=gold(ta) > gold(tb),
+        candidates=cand.astype(np.float32), candidate_gold=flat(cand),
+        shifted_a=sa.astype(np.float32), shifted_b=sb.astype(np.float32),
+        shifted_a_better=gold(sa) > gold(sb),
+        shifted_candidates=scand.astype(np.float32), shifted_candidate_gold=flat(scand))
+    return out
 
 
-def make_rm(config):
-    """The reward model: an MLP [..., dim] -> rewards [...]."""
-    return make_mlp(MLPConfig(in_dim=int(config.task.dim), hidden=tuple(config.model.hidden),
-                              out_dim=1, activation="gelu"))
+class RewardModel(NamedTuple):
+    """`init(key)`, `features(params, x [..., dim]) -> h [..., hidden]` (GELU) and
+    `apply(params, x) -> rewards [...]` (a linear head on h)."""
+
+    init: Callable[[jax.Array], Any]
+    features: Callable[..., jax.Array]
+    apply: Callable[..., jax.Array]
+
+
+def make_rm(config) -> RewardModel:
+    """The reward model: dim -> hidden GELU features -> linear reward."""
+    dim, hidden = int(config.task.dim), int(config.model.hidden)
+    trunk = make_mlp(MLPConfig(in_dim=dim, hidden=(), out_dim=hidden))
+    head = make_mlp(MLPConfig(in_dim=hidden, hidden=(), out_dim=1))
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        return {"trunk": trunk.init(k1), "head": head.init(k2)}
+
+    def features(params, x):
+        return jax.nn.gelu(trunk.apply(params["trunk"], x))
+
+    def apply(params, x):
+        return head.apply(params["head"], features(params, x))
+
+    return RewardModel(init, features, apply)
 
 
 def make_rm_loss(rm):
@@ -131,6 +219,44 @@ def make_rm_loss(rm):
     return loss_fn
 
 
+def make_method_loss(config, rm, method: str):
+    """The training objective of a variant: `(params, batch) -> (loss, aux)`.
+
+    vanilla / flip / denoised: the weighted BT loss (`make_rm_loss`); contrastive: plus
+    weight x `pair_contrastive_loss` of the pairs' features under two dropout masks
+    (batch["masks"] [2, 2, B, H]); metarm: the BT loss at the params after one ascent step on
+    the difference loss of the shifted groups (batch["shifted_groups"] [G, K, D]).
+    """
+    bt = make_rm_loss(rm)
+    if method == "contrastive":
+        cc = config.contrastive
+
+        def loss_fn(params, batch):
+            base = bt(params, batch)
+            hc, hr = rm.features(params, batch["chosen"]), rm.features(params, batch["rejected"])
+            m = batch["masks"]  # [view, chosen/rejected, B, H], inverted dropout
+            con = jnp.mean(pair_contrastive_loss(hc * m[0, 0], hr * m[0, 1], hc * m[1, 0],
+                                                 hr * m[1, 1], temperature=cc.temperature))
+            return base + cc.weight * con, {"bt_loss": base, "contrastive_loss": con}
+
+        return loss_fn
+    if method == "metarm":
+        mc = config.metarm
+
+        def loss_fn(params, batch):
+            groups = batch["shifted_groups"]
+
+            def difference(p):
+                return jnp.mean(difference_loss(rm.apply(p, groups)))
+
+            loss = metarm_loss(lambda p: bt(p, batch), difference, params,
+                               inner_lr=float(mc.inner_lr), first_order=bool(mc.first_order))
+            return loss, {"difference_objective": difference(params)}
+
+        return loss_fn
+    return lambda params, batch: (bt(params, batch), {})
+
+
 def _optimizer(config):
     return optax.adamw(float(config.train.learning_rate),
                        weight_decay=float(config.train.weight_decay))
@@ -144,10 +270,12 @@ def bootstrap_counts(key, num_pairs: int, members: int) -> jax.Array:
 
 
 def ensemble_strength(config, workdir: str, chosen, rejected, seeds, keys, *, members: int,
-                      steps: int):
-    """Bootstrap RM ensemble of every seed -> (out-of-bag mu, sigma, all-member mu), each [S, B].
+                      steps: int, val: dict | None = None):
+    """Bootstrap RM ensemble of every seed -> (out-of-bag mu, sigma, all-member mu, SmallFit).
 
-    chosen/rejected [S, B, D]; keys [S] (one per seed: bootstrap draws and member inits). M
+    chosen/rejected [S, B, D]; keys [S] (one per seed: bootstrap draws and member inits); val:
+    optional val_chosen / val_rejected [S, V, D]: then the members are early-stopped together on
+    their mean validation accuracy (`select`) and the selected params give the strengths. M
     members per seed are fitted on bootstrap resamples of the B pairs (multiplicities as loss
     weights); they are one params tree with a leading [M] axis trained on the sum of the members'
     losses, which Adam updates exactly as M separate fits, and all seeds train in one
@@ -170,10 +298,18 @@ def ensemble_strength(config, workdir: str, chosen, rejected, seeds, keys, *, me
     def init(key):  # the seed's key: members initialised from split(init key, M)
         return jax.vmap(rm.init)(jax.random.split(jax.random.split(key)[1], members))
 
+    def eval_fn(params, v):
+        r = jax.vmap(lambda p: rm.apply(p, v["val_chosen"]) - rm.apply(p, v["val_rejected"]))(
+            params)  # [M, V]
+        return {"val_accuracy": jnp.mean(r > 0)}
+
     data = {"chosen": jnp.asarray(chosen), "rejected": jnp.asarray(rejected), "counts": counts}
+    extra = {} if val is None else dict(
+        eval_fn=eval_fn, eval_data={k: jnp.asarray(val[k]) for k in VAL_KEYS},
+        steps_per_log=int(config.train.eval_every), select=("val_accuracy", "max"))
     fit = fit_small(workdir, loss_fn=loss_fn, init_params=init, tx=_optimizer(config),
                     num_steps=int(steps), data=data, seeds=seeds, seed_keys=keys,
-                    per_seed_data=True, has_aux=True)
+                    per_seed_data=True, has_aux=True, **extra)
 
     @jax.jit
     @jax.vmap
@@ -187,24 +323,46 @@ def ensemble_strength(config, workdir: str, chosen, rejected, seeds, keys, *, me
                            / jnp.maximum(n_oob, 1), mu_all)
         return mu_oob, sigma, mu_all
 
-    return tuple(np.asarray(a) for a in strength(fit.params, data))
+    params = fit.params if val is None else fit.best_params
+    return (*(np.asarray(a) for a in strength(params, data)), fit)
 
 
-def fit_rm(config, workdir: str, data: dict, seeds, keys):
-    """The final RM of every seed in one `fit_small` program: full-batch AdamW on the weighted
-    BT loss. data: [S, B, ...] chosen, rejected, weights, margin, smoothing; keys [S] the init
-    keys. Returns (the model, the SmallFit)."""
+def fit_rm(config, workdir: str, data: dict, seeds, keys, method: str = "vanilla"):
+    """The final RM of every seed in one `fit_small` program: full-batch AdamW on the variant's
+    objective (`make_method_loss`), early-stopped on the validation pairs (val_chosen,
+    val_rejected: agreement with their noisy labels). data: [S, ...] chosen, rejected, weights,
+    margin, smoothing, val_chosen, val_rejected (and shifted_groups for metarm); keys [S] the
+    init keys (the contrastive dropout masks fold in the step). Returns (the model, the
+    SmallFit)."""
     rm = make_rm(config)
-    fit = fit_small(workdir, loss_fn=make_rm_loss(rm), init_params=rm.init,
+    train_keys = ["chosen", "rejected", "weights", "margin", "smoothing"]
+    if method == "metarm":
+        train_keys.append("shifted_groups")
+    hidden, rate = int(config.model.hidden), float(config.contrastive.dropout)
+
+    def batch_fn(d, rng):
+        if method != "contrastive":
+            return d
+        shape = (2, 2) + d["chosen"].shape[:1] + (hidden,)
+        keep = jax.random.bernoulli(rng, 1.0 - rate, shape)
+        return {**d, "masks": keep.astype(jnp.float32) / (1.0 - rate)}
+
+    def eval_fn(params, v):
+        return {"val_accuracy": jnp.mean(rm.apply(params, v["val_chosen"])
+                                         > rm.apply(params, v["val_rejected"]))}
+
+    fit = fit_small(workdir, loss_fn=make_method_loss(config, rm, method), init_params=rm.init,
                     tx=_optimizer(config), num_steps=int(config.train.steps),
-                    data=jax.tree.map(jnp.asarray, data), seeds=seeds, seed_keys=keys,
-                    per_seed_data=True)
+                    data={k: jnp.asarray(data[k]) for k in train_keys}, seeds=seeds,
+                    seed_keys=keys, per_seed_data=True, batch_fn=batch_fn, has_aux=True,
+                    eval_fn=eval_fn, eval_data={k: jnp.asarray(data[k]) for k in VAL_KEYS},
+                    steps_per_log=int(config.train.eval_every), select=("val_accuracy", "max"))
     return rm, fit
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
     """Every seed of one variant: the strength ensemble (flip, denoised) and the final RM, each
-    trained for all seeds in one program under `workdir`."""
+    trained for all seeds in one program under `workdir` and early-stopped on validation."""
     method = config.method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {METHODS}")
@@ -215,17 +373,21 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     chosen, rejected, gold_margin = stack("chosen"), stack("rejected"), stack("gold_margin")
     shape = gold_margin.shape  # [S, B]
     margin, smoothing = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    val = {k: stack(k) for k in VAL_KEYS}
     out: dict[int, dict[str, float]] = {s: {} for s in seeds}
-    if method != "vanilla":
-        mu, sigma, mu_all = ensemble_strength(
+    if method in ("flip", "denoised"):
+        mu, sigma, mu_all, ens = ensemble_strength(
             config, os.path.join(workdir, "ensemble"), chosen, rejected, seeds, keys[:, 0],
-            members=int(config.ensemble.members), steps=int(config.ensemble.steps))
+            members=int(config.ensemble.members), steps=int(config.train.steps), val=val)
         chosen, rejected, strength, flipped = (np.array(a) for a in jax.vmap(flip_by_strength)(
             jnp.asarray(chosen), jnp.asarray(rejected), jnp.asarray(mu)))
         for i, (s, d) in enumerate(zip(seeds, per_seed)):
             o = out[s]
-            o["spearman_strength_gold"] = float(spearman(mu[i], d["gold_margin"]))
-            o["spearman_strength_gold_all_members"] = float(spearman(mu_all[i], d["gold_margin"]))
+            o["ensemble_chosen_step"] = float(ens.best_step[i])
+            o["ensemble_val_accuracy"] = float(ens.best_score[i])
+            o["test_spearman_strength_gold"] = float(spearman(mu[i], d["gold_margin"]))
+            o["test_spearman_strength_gold_all_members"] = float(
+                spearman(mu_all[i], d["gold_margin"]))
             wrong = d["gold_margin"] < 0
             o["flip_precision"] = float(np.mean(wrong[mu[i] < 0])) if np.any(mu[i] < 0) else 0.0
             o["flip_recall"] = float(np.mean(mu[i][wrong] < 0)) if np.any(wrong) else 0.0
@@ -243,52 +405,98 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
                  sigma=sigma, gold_margin=gold_margin, is_tie=stack("is_tie"))
     rm, fit = fit_rm(config, os.path.join(workdir, "rm"),
                      {"chosen": chosen, "rejected": rejected, "weights": np.ones(shape, np.float32),
-                      "margin": margin, "smoothing": smoothing}, seeds, keys[:, 1])
+                      "margin": margin, "smoothing": smoothing, **val,
+                      "shifted_groups": stack("shifted_groups")}, seeds, keys[:, 1], method)
 
     @jax.jit
     @jax.vmap
     def score(params, d):
-        return (rm.apply(params, d["test_a"]), rm.apply(params, d["test_b"]),
-                rm.apply(params, d["chosen"]) - rm.apply(params, d["rejected"]),
-                rm.apply(params, d["candidates"]))  # [Q, N]
+        return {"test_a": rm.apply(params, d["test_a"]), "test_b": rm.apply(params, d["test_b"]),
+                "train": rm.apply(params, d["chosen"]) - rm.apply(params, d["rejected"]),
+                "cand": rm.apply(params, d["candidates"]),  # [Q, N]
+                "shifted_a": rm.apply(params, d["shifted_a"]),
+                "shifted_b": rm.apply(params, d["shifted_b"]),
+                "shifted_cand": rm.apply(params, d["shifted_candidates"]),
+                "shifted_groups": rm.apply(params, d["shifted_groups"])}
 
     # train_label_fit is measured on the observed (noisy, unflipped) labels
     evaluated = {k: jnp.asarray(stack(k)) for k in
-                 ("test_a", "test_b", "chosen", "rejected", "candidates")}
-    sa, sb, train_margin, cand_scores = (np.asarray(a) for a in score(fit.params, evaluated))
+                 ("test_a", "test_b", "chosen", "rejected", "candidates", "shifted_a",
+                  "shifted_b", "shifted_candidates", "shifted_groups")}
+    sc = {k: np.asarray(v) for k, v in score(fit.best_params, evaluated).items()}
     for i, (s, d) in enumerate(zip(seeds, per_seed)):
         o = out[s]
-        o["clean_test_accuracy"] = float(np.mean((sa[i] > sb[i]) == d["test_a_better"]))
-        o["train_label_fit"] = float(np.mean(train_margin[i] > 0))
-        pick = np.argmax(cand_scores[i], axis=1)
-        o["bon_gold_reward"] = float(np.mean(d["candidate_gold"][np.arange(len(pick)), pick]))
-        o["oracle_bon_gold_reward"] = float(np.mean(d["candidate_gold"].max(axis=1)))
+        o["test_clean_accuracy"] = float(np.mean((sc["test_a"][i] > sc["test_b"][i])
+                                                 == d["test_a_better"]))
+        o["test_shifted_accuracy"] = float(np.mean((sc["shifted_a"][i] > sc["shifted_b"][i])
+                                                   == d["shifted_a_better"]))
+        o["train_label_fit"] = float(np.mean(sc["train"][i] > 0))
+        for prefix, key in (("", "cand"), ("shifted_", "shifted_cand")):
+            pick = np.argmax(sc[key][i], axis=1)
+            gold = d[f"{prefix}candidate_gold"]
+            o[f"test_{prefix}bon_gold_reward"] = float(np.mean(gold[np.arange(len(pick)), pick]))
+            o[f"test_{prefix}oracle_bon_gold_reward"] = float(np.mean(gold.max(axis=1)))
+        o["shifted_difference_objective"] = float(np.mean(difference_loss(
+            jnp.asarray(sc["shifted_groups"][i]))))
+        o["chosen_step"] = float(fit.best_step[i])
+        o["val_accuracy"] = float(fit.best_score[i])
         o["final_train_loss"] = float(fit.final_loss[i])
     return out
 
 
-def claims(results) -> list[Claim]:
-    rho = metric(results, "denoised", "spearman_strength_gold")
-    acc = {m: metric(results, m, "clean_test_accuracy") for m in METHODS}
-    bon = {m: metric(results, m, "bon_gold_reward") for m in METHODS}
-    gain = acc["denoised"] - acc["vanilla"]
+def _mean(results, variant: str, name: str) -> float:
+    if variant not in results:
+        return float("nan")
+    return float(np.mean(list(protocol.per_seed(results, variant, name).values())))
+
+
+def claims(results) -> list[protocol.Claim]:
+    acc = {m: _mean(results, m, "test_clean_accuracy") for m in METHODS}
+    bon = {m: _mean(results, m, "test_bon_gold_reward") for m in METHODS}
+    shifted = {m: _mean(results, m, "test_shifted_accuracy") for m in METHODS}
+    sbon = {m: _mean(results, m, "test_shifted_bon_gold_reward") for m in METHODS}
+    steps = {m: _mean(results, m, "chosen_step") for m in METHODS}
+    every = ", ".join(f"{m} {acc[m]:.3f}" for m in METHODS)
+    rho_all = _mean(results, "denoised", "test_spearman_strength_gold_all_members")
     return [
-        Claim(name="preference strength tracks the gold margin: Spearman(mu_i, gold margin) >= 0.7",
-              passed=rho >= 0.7, measured={"spearman": rho},
-              detail=f"Spearman(mu, gold margin) = {rho:.3f} (out-of-bag ensemble mean)"),
-        Claim(name="flip + label smoothing + adaptive margin raise clean held-out accuracy by >= 3 "
-                   "points over vanilla BT",
-              passed=gain >= 0.03,
-              measured={"denoised": acc["denoised"], "vanilla": acc["vanilla"],
-                        "flip_only": acc["flip"], "gain": gain},
-              detail=f"denoised {acc['denoised']:.3f} vs vanilla {acc['vanilla']:.3f} "
-                     f"(flip only {acc['flip']:.3f}); gain {100 * gain:.1f} points"),
-        Claim(name="best-of-16 gold reward is higher with the denoised RM than with vanilla BT",
-              passed=bon["denoised"] > bon["vanilla"],
-              measured={"denoised": bon["denoised"], "vanilla": bon["vanilla"],
-                        "flip_only": bon["flip"]},
-              detail=f"BoN-16 gold reward denoised {bon['denoised']:.3f} vs vanilla "
-                     f"{bon['vanilla']:.3f} (flip only {bon['flip']:.3f})"),
+        protocol.threshold(
+            "preference strength tracks the gold margin: Spearman(mu_i, gold margin) >= 0.7",
+            results, ("denoised", "test_spearman_strength_gold"), at_least=0.7,
+            detail=f"out-of-bag ensemble mean, ensemble early-stopped on validation; all "
+                   f"members: {rho_all:.3f}"),
+        protocol.compare(
+            "flip + label smoothing + adaptive margin raise clean test accuracy by >= 3 points "
+            "over vanilla BT (both early-stopped on noisy validation labels)", results,
+            ("denoised", "test_clean_accuracy"), ("vanilla", "test_clean_accuracy"),
+            at_least=0.03,
+            detail=f"clean test accuracy: {every}; mean chosen steps vanilla "
+                   f"{steps['vanilla']:.0f}, denoised {steps['denoised']:.0f}"),
+        protocol.compare(
+            "best-of-16 gold reward is higher with the denoised RM than with vanilla BT", results,
+            ("denoised", "test_bon_gold_reward"), ("vanilla", "test_bon_gold_reward"),
+            at_least=0.0,
+            detail="BoN-16 gold: " + ", ".join(f"{m} {bon[m]:.3f}" for m in METHODS)),
+        protocol.compare(
+            "the contrastive term (SimCSE on preference representations) raises clean test "
+            "accuracy over vanilla BT", results,
+            ("contrastive", "test_clean_accuracy"), ("vanilla", "test_clean_accuracy"),
+            at_least=0.0,
+            detail=f"contrastive {acc['contrastive']:.3f} vs vanilla {acc['vanilla']:.3f}; "
+                   f"on the shifted distribution {shifted['contrastive']:.3f} vs "
+                   f"{shifted['vanilla']:.3f}; BoN-16 gold {bon['contrastive']:.3f} vs "
+                   f"{bon['vanilla']:.3f}"),
+        protocol.compare(
+            "MetaRM raises the RM's accuracy on the shifted (policy) distribution over vanilla "
+            "BT", results,
+            ("metarm", "test_shifted_accuracy"), ("vanilla", "test_shifted_accuracy"),
+            at_least=0.0,
+            detail=f"shifted-distribution accuracy: metarm {shifted['metarm']:.3f} vs vanilla "
+                   f"{shifted['vanilla']:.3f}; shifted BoN-16 gold {sbon['metarm']:.3f} vs "
+                   f"{sbon['vanilla']:.3f}; in-distribution clean accuracy "
+                   f"{acc['metarm']:.3f} vs {acc['vanilla']:.3f}; difference objective J on "
+                   f"the shifted groups "
+                   f"{_mean(results, 'metarm', 'shifted_difference_objective'):.3f} vs "
+                   f"{_mean(results, 'vanilla', 'shifted_difference_objective'):.3f}"),
     ]
 
 
@@ -309,9 +517,10 @@ def plots(results, workdir: str) -> list[str]:
             title=f"Ensemble strength vs gold margin (seed {int(z['seeds'][0])})",
             xlabel="gold margin of the observed label", ylabel="ensemble strength mu", hline=0.0))
     paths.append(plot_variant_bars(
-        results, [("clean_test_accuracy", "clean held-out accuracy"),
-                  ("bon_gold_reward", "best-of-16 gold reward")],
+        results, [("test_clean_accuracy", "clean test accuracy"),
+                  ("test_bon_gold_reward", "best-of-16 gold reward"),
+                  ("test_shifted_accuracy", "accuracy on the shifted distribution")],
         os.path.join(workdir, "plots", "secrets_rlhf2.png"),
-        title="Secrets of RLHF II: denoising 25% flipped labels with ensemble strength",
+        title="Secrets of RLHF II: denoising, contrastive term and MetaRM under 25% flips",
         variants=METHODS))
     return paths
