@@ -93,13 +93,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.method = "heron"
     c.variants = {m: {"method": m} for m in METHODS}
     c.env = dict(slip=0.1, gamma=0.999, vi_iters=150 if smoke else 600, horizon=60)
-    c.data = dict(num_behaviour=20, episodes_per_policy=10 if smoke else 100,
+    c.data = dict(num_behaviour=5 if smoke else 20, episodes_per_policy=10 if smoke else 100,
                   max_epsilon=0.5, num_pairs=500 if smoke else 20000,
                   num_val_pairs=200 if smoke else 4000, step_margin=2.0)
-    c.train = dict(steps=100 if smoke else 3000, learning_rate=0.2, weight_decay=1e-4,
-                   log_every=50 if smoke else 100)
-    c.rl = dict(steps=10 if smoke else 600, episodes=8 if smoke else 32,
-                learning_rates=[0.1] if smoke else [0.05, 0.2], log_every=10 if smoke else 50,
+    c.train = dict(steps=50 if smoke else 3000, learning_rate=0.2, weight_decay=1e-4,
+                   log_every=25 if smoke else 100)
+    c.rl = dict(steps=5 if smoke else 600, episodes=8 if smoke else 32,
+                learning_rates=[0.1] if smoke else [0.05, 0.2], log_every=5 if smoke else 50,
                 val_episodes=16 if smoke else 256)
     c.eval = dict(episodes=100 if smoke else 2000, num_weightings=1 if smoke else 10,
                   value_iteration=not smoke)

@@ -96,8 +96,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   num_eval_pairs=8000 if not smoke else 500)
     c.model = dict(hidden=(64, 64))
     c.train = dict(steps=3000 if not smoke else 60, batch_size=256 if not smoke else 64,
-                   learning_rate=2e-3, log_every=100 if not smoke else 30)
-    c.rl = dict(beta=2.0, num_samples=64 if not smoke else 16, steps=400 if not smoke else 20,
+                   learning_rate=2e-3, log_every=100 if not smoke else 60)
+    c.rl = dict(beta=2.0, num_samples=64 if not smoke else 16, steps=400 if not smoke else 10,
                 learning_rates=[0.03, 0.1] if not smoke else [0.1],
                 log_every=20 if not smoke else 10, num_val_samples=1024 if not smoke else 64)
     return c
