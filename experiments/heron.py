@@ -52,6 +52,12 @@ validation rollouts (fixed validation key), and each run keeps the learning rate
 `data.num_pairs` = 20 000 was set after an earlier version (4000 pairs) failed the lava claim on
 its test numbers; it is a data budget, kept fixed, not tuned here.
 
+Outcome of the full run at 8a56f97: REINFORCE from the uniform policy does not reach the goal
+under HERON's learned reward (it learns to avoid lava and stays in the top rows: only ~1% of the
+pairs are decided on the goal factor, so the goal weight is small and noisy next to the lava
+weight), while the greedy value-iteration policy of the same reward reaches it on every seed; the
+gold-reward RL policy reaches the goal but through the lava (a local optimum of REINFORCE).
+
 Claims (5 seeds, 95% Student-t intervals; gold metrics on the test rollouts):
   (1) threshold: HERON's success rate >= 95%;
   (2) comparative: HERON's lava contacts are within 0.1 of the gold-reward policy's;
@@ -440,6 +446,14 @@ def claims(results) -> list[protocol.Claim]:
         tab_note = (f"; the tabular next-state reward model (heron_tabular, no factor basis) "
                     f"reaches success {np.mean(list(t_succ.values())):.2f} and cost "
                     f"{np.mean(list(t_cost.values())):.1f}")
+    vi_note = ""
+    if "test_vi_success" in results["heron"]["metrics"]:
+        m = lambda v, k: results[v]["metrics"][k]["mean"]  # noqa: E731
+        vi_note = (f"; planned exactly instead (value iteration, the previous version's policy "
+                   f"step, not a claim): success {m('heron', 'test_vi_success'):.2f}, cost "
+                   f"{m('heron', 'test_vi_cost'):.2f} vs gold reward "
+                   f"{m('gold_reward', 'test_vi_cost'):.2f} and median linear "
+                   f"{m('linear_random', 'test_vi_cost'):.2f}")
     basis = ("privileged basis: HERON's reward model is linear in the three factor features "
              "(steps, goal reached, lava contacts), the same basis the gold and the random "
              "linear rewards use; every reward gets the same REINFORCE budget and validation "
@@ -447,7 +461,7 @@ def claims(results) -> list[protocol.Claim]:
     return [
         protocol.threshold(
             "HERON policy reaches the goal in >= 95% of episodes", results,
-            ("heron", "test_success"), at_least=0.95, detail=basis),
+            ("heron", "test_success"), at_least=0.95, detail=basis + vi_note),
         protocol.compare(
             "HERON's lava contacts are about optimal (within 0.1 of the gold-reward policy)",
             results, ("heron", "test_lava"), ("gold_reward", "test_lava"), at_most=0.1,
