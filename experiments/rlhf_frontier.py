@@ -75,12 +75,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.cache_dir = ""
     task = dict(vocab_size=32, prompt_len=4, response_len=12, concentration=0.5,
                 label_temperature=0.05, seed=0)
-    c.policy = sft_policy_config(task=task, num_sequences=4096 if not smoke else 256,
+    # the smoke test is compile-bound: a one-layer model halves every program's size
+    model = ({} if not smoke else
+             dict(model=dict(d_model=32, n_layers=1, n_heads=2, d_ff=64)))
+    c.policy = sft_policy_config(task=task, num_sequences=4096 if not smoke else 256, **model,
                                  train=dict(steps=600 if not smoke else 10, batch_size=64,
                                             checkpoint_every=10_000, log_every=50,
                                             eval_every=0, progress=False))
     # the proxy's planted flaw: 60% of its training labels prefer more of a bad token
-    c.proxy = proxy_rm_config(task=task, num_pairs=256 if not smoke else 32,
+    c.proxy = proxy_rm_config(task=task, num_pairs=256 if not smoke else 32, **model,
                               num_eval_pairs=512 if not smoke else 32,
                               label_temperature=0.1,
                               spurious=dict(token=_spurious_token(task), rate=0.6),
