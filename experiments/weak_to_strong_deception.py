@@ -32,7 +32,9 @@ against gold labels, a student's cross-entropy against its supervisor's soft lab
 validation inputs (plus the conflict term with its weight). No student sees a gold label, on
 training or validation data. The chosen steps are recorded per seed (`*_chosen_steps`). Each
 model trains every seed of a variant in one `alignax.train.small.fit_small` program under the
-variant's run folder (weak/, intermediate/, student/, student_conflict/).
+variant's run folder (intermediate/, student/, student_conflict/); the weak supervisor, the same
+in every variant, trains once into <root>/cache/w2s_weak-<config hash> and is restored by the
+other variants.
 
 Areas and the deception score (`alignax.eval.weak_to_strong`), on the test split: the
 weak-known area K_w is where the weak model is right, U_w the rest; conflict-induced errors E
@@ -63,6 +65,7 @@ import numpy as np
 import optax
 
 from alignax import protocol
+from alignax.algorithms.cached import cached_run
 from alignax.eval.weak_to_strong import deception_score, weak_areas
 from alignax.experiment import is_smoke
 from alignax.models.mlp import MLPConfig, make_mlp
@@ -81,6 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.level = 2  # index into strong.features / strong.hidden
     c.bootstrap = False
+    c.cache_dir = ""  # "" = <workdir root>/cache (the weak supervisor, shared by the variants)
     c.variants = {**{g: {"level": i} for i, g in enumerate(GAPS)},
                   "bootstrap": {"level": 2, "bootstrap": True}}
     c.task = dict(dim=16, gold_hidden=32, conflict_fraction=0.5)
@@ -215,10 +219,14 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         return {"inputs": d["weak_view"], "targets": d["y"], "conflict": d["conflict"],
                 "conflict_targets": d["y"]}
 
-    weak, weak_fit = fit_classifier(
-        config, os.path.join(workdir, "weak"), weak_fields("weak"), seeds, keys[:, 0],
-        width=int(wk.hidden), conflict_weight=0.0,
-        val=weak_fields("val"))  # the weak supervisor sees the noisy view only, not the flag
+    # the weak supervisor sees the noisy view only, not the flag; it is the same in every
+    # variant, so it trains once (cached by its config) and later variants restore it
+    cache = config.cache_dir or os.path.join(os.path.dirname(workdir), "cache")
+    weak_key = {"seeds": seeds, "task": config.task.to_dict(), "data": config.data.to_dict(),
+                "weak": config.weak.to_dict(), "train": config.train.to_dict()}
+    weak, weak_fit = cached_run("w2s_weak", weak_key, lambda _, path: fit_classifier(
+        config, path, weak_fields("weak"), seeds, keys[:, 0], width=int(wk.hidden),
+        conflict_weight=0.0, val=weak_fields("val")), cache_dir=cache)
     p_weak = {split: predict(weak, weak_fit.best_params, data[split]["weak_view"])
               for split in ("strong", "val", "test")}
     y_test = data["test"]["y"].astype(bool)
