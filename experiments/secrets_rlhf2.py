@@ -41,7 +41,8 @@ Variants: `vanilla` (BT on the noisy labels); `flip` (labels with mu_i < 0 flipp
 `flip_by_strength`); `denoised` (flip + label smoothing eps on the most ambiguous pairs by
 |mu_i| + the adaptive margin -log sigma(Delta - gamma mu_hat_i)); `contrastive` (vanilla BT plus
 0.1 x the SimCSE-style contrastive loss on preference representations h(y_c) - h(y_r) under two
-dropout masks, `alignax.losses.metarm.pair_contrastive_loss`); `metarm` (vanilla BT through the
+dropout masks, on 256 random pairs per step (in-batch negatives),
+`alignax.losses.metarm.pair_contrastive_loss`); `metarm` (vanilla BT through the
 MetaRM step: one ascent step eta = 0.1 on the difference loss J of the shifted groups, then the
 BT loss at the adapted params, differentiated through the step, `alignax.losses.metarm`).
 
@@ -107,7 +108,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # denoising: smooth the `smooth_fraction` most ambiguous pairs (smallest |mu|) with eps;
     # adaptive margin gamma * mu / mean(|mu|) on the flipped strengths
     c.denoise = dict(smooth_fraction=0.2, label_smoothing=0.3, margin_gamma=0.5)
-    c.contrastive = dict(weight=0.1, temperature=0.1, dropout=0.1)
+    # the contrastive term on `batch_size` random pairs per step (the in-batch negatives)
+    c.contrastive = dict(weight=0.1, temperature=0.1, dropout=0.1,
+                         batch_size=256 if not smoke else 64)
     c.metarm = dict(inner_lr=0.1, first_order=False)
     return c
 
@@ -223,8 +226,9 @@ def make_method_loss(config, rm, method: str):
     """The training objective of a variant: `(params, batch) -> (loss, aux)`.
 
     vanilla / flip / denoised: the weighted BT loss (`make_rm_loss`); contrastive: plus
-    weight x `pair_contrastive_loss` of the pairs' features under two dropout masks
-    (batch["masks"] [2, 2, B, H]); metarm: the BT loss at the params after one ascent step on
+    weight x `pair_contrastive_loss` of the features of C pairs drawn for the step
+    (batch["contrastive_idx"] [C]) under two dropout masks (batch["masks"] [2, 2, C, H]);
+    metarm: the BT loss at the params after one ascent step on
     the difference loss of the shifted groups (batch["shifted_groups"] [G, K, D]).
     """
     bt = make_rm_loss(rm)
@@ -233,7 +237,9 @@ def make_method_loss(config, rm, method: str):
 
         def loss_fn(params, batch):
             base = bt(params, batch)
-            hc, hr = rm.features(params, batch["chosen"]), rm.features(params, batch["rejected"])
+            idx = batch["contrastive_idx"]
+            hc = rm.features(params, batch["chosen"][idx])
+            hr = rm.features(params, batch["rejected"][idx])
             m = batch["masks"]  # [view, chosen/rejected, B, H], inverted dropout
             con = jnp.mean(pair_contrastive_loss(hc * m[0, 0], hr * m[0, 1], hc * m[1, 0],
                                                  hr * m[1, 1], temperature=cc.temperature))
@@ -338,14 +344,17 @@ def fit_rm(config, workdir: str, data: dict, seeds, keys, method: str = "vanilla
     train_keys = ["chosen", "rejected", "weights", "margin", "smoothing"]
     if method == "metarm":
         train_keys.append("shifted_groups")
-    hidden, rate = int(config.model.hidden), float(config.contrastive.dropout)
+    cc = config.contrastive
+    hidden, rate = int(config.model.hidden), float(cc.dropout)
 
     def batch_fn(d, rng):
         if method != "contrastive":
             return d
-        shape = (2, 2) + d["chosen"].shape[:1] + (hidden,)
-        keep = jax.random.bernoulli(rng, 1.0 - rate, shape)
-        return {**d, "masks": keep.astype(jnp.float32) / (1.0 - rate)}
+        k_idx, k_mask = jax.random.split(rng)
+        num = min(int(cc.batch_size), d["chosen"].shape[0])
+        idx = jax.random.choice(k_idx, d["chosen"].shape[0], (num,), replace=False)
+        keep = jax.random.bernoulli(k_mask, 1.0 - rate, (2, 2, num, hidden))
+        return {**d, "contrastive_idx": idx, "masks": keep.astype(jnp.float32) / (1.0 - rate)}
 
     def eval_fn(params, v):
         return {"val_accuracy": jnp.mean(rm.apply(params, v["val_chosen"])

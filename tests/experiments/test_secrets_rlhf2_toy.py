@@ -128,7 +128,8 @@ def test_method_losses(tmp_path):
     assert 0.5 <= float(aux["difference_objective"]) < 1.0
     # contrastive: BT plus the weighted pair-contrastive term (no dropout: masks of ones)
     ones = jnp.ones((2, 2, n, config.model.hidden))
-    loss, aux = mod.make_method_loss(config, rm, "contrastive")(params, {**batch, "masks": ones})
+    loss, aux = mod.make_method_loss(config, rm, "contrastive")(
+        params, {**batch, "masks": ones, "contrastive_idx": jnp.arange(n)})
     np.testing.assert_allclose(aux["bt_loss"], bt(params, batch), rtol=1e-6)
     np.testing.assert_allclose(loss, aux["bt_loss"] + config.contrastive.weight
                                * aux["contrastive_loss"], rtol=1e-6)
