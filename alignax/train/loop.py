@@ -246,6 +246,7 @@ def run_loop(
     metric_prefix: str = "",
     progress: bool = True,
     desc: str = "train",
+    plot_filter: Callable[[str], bool] | None = None,
 ) -> LoopResult:
     """The one training loop: every recipe (offline, online, small models) runs through it.
 
@@ -286,6 +287,8 @@ def run_loop(
       metric_prefix: prefix of the step's metric names in metrics.jsonl (e.g. "train/").
       progress: show the progress bar.
       desc: its label.
+      plot_filter: `metric name -> bool`: the metrics drawn in `workdir/plots/` at the end
+        (None: all of them; metrics.jsonl and TensorBoard always get every metric).
 
     Raises:
       NonFiniteError: a metric is NaN/inf (the last good checkpoint is kept).
@@ -381,7 +384,12 @@ def run_loop(
     plots_dir = os.path.join(workdir, "plots")
     if is_main and history and (start < num_steps or not os.path.isdir(plots_dir)):
         try:
-            plot_metrics(metrics_path, plots_dir)  # not again when a finished run is reopened
+            keys = None  # every metric
+            if plot_filter is not None:
+                names = dict.fromkeys(k for row in history for k in row if k != "step")
+                keys = [k for k in names if plot_filter(k)]
+            # not again when a finished run is reopened
+            plot_metrics(history, plots_dir, keys=keys)
         except OSError as e:
             raise with_filename(e, plots_dir)
     return LoopResult(state=state, metrics=metrics, eval_metrics=eval_metrics, history=history,

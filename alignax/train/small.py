@@ -275,7 +275,10 @@ def fit_small(
     result = run_loop(workdir, init_state=lambda: create_all(keys, start),
                       step_fn=step_fn,
                       num_steps=len(chunks), checkpoint_every=checkpoint_every,
-                      progress=progress, desc=desc)
+                      progress=progress, desc=desc,
+                      # the plots show the means over seeds; every seed's own value is in
+                      # metrics.jsonl and TensorBoard (one PNG per seed cost a second each)
+                      plot_filter=lambda name: not name.startswith("seed_"))
     last = result.history[-1] if result.history else result.metrics
     final_loss = np.array([last[f"seed_{s}/loss"] for s in seeds], np.float32)
     if select is None:

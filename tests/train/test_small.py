@@ -251,3 +251,11 @@ def test_select_survives_a_resume_and_checks_its_arguments(tmp_path):
         _fit(tmp_path / "y", eval_fn=_val_loss, eval_data=val, select=("val_mse", "lowest"))
     with pytest.raises(KeyError, match="not among eval_fn's metrics"):
         _fit(tmp_path / "z", eval_fn=_val_loss, eval_data=val, select=("val_acc", "max"))
+
+
+def test_plots_show_the_means_over_seeds_not_one_figure_per_seed(tmp_path):
+    _fit(tmp_path / "p", num_steps=10)
+    pngs = sorted(os.listdir(tmp_path / "p" / "plots"))
+    assert pngs == ["metrics.png"], pngs  # loss, loss_mean; seed_<s>/... only in metrics.jsonl
+    rows = read_metrics(os.path.join(tmp_path, "p", "metrics.jsonl"))
+    assert "seed_2/loss" in rows[-1]
