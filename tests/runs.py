@@ -68,6 +68,11 @@ def check_smoke_workdir(workdir) -> dict:
             assert stats["n"] == len(res["per_seed"]), name
     for claim in summary["claims"]:
         assert isinstance(claim["passed"], bool) and claim["measured"], claim
+        # protocol claims only (docs/protocol.md): a kind, a status, and an interval's fields
+        assert claim.get("kind") in ("comparative", "threshold", "sanity"), claim
+        assert claim["status"] in ("PASS", "FAIL", "INCONCLUSIVE"), claim
+    assert summary["paper_status"]["status"] in ("REPRODUCED", "NOT REPRODUCED",
+                                                 "INCONCLUSIVE"), summary["paper_status"]
     assert os.path.exists(os.path.join(workdir, "config.json"))
     assert glob.glob(os.path.join(workdir, "**", "plots", "*.png"), recursive=True)
     return summary
