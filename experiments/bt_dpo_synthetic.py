@@ -1,8 +1,9 @@
 """Bradley-Terry reward model and DPO on a synthetic language with a known gold reward.
 
-Papers: Ouyang et al. 2022 (arXiv 2203.02155), reward model with the Bradley-Terry loss (the
-experiment's paper, the first line above); Rafailov et al. 2023 (arXiv 2305.18290), Direct
-Preference Optimization (its claim names `paper="Rafailov et al. 2023 (DPO)"`).
+Papers: Ouyang et al. 2022 (arXiv 2203.02155), reward model with the Bradley-Terry loss;
+Rafailov et al. 2023 (arXiv 2305.18290), Direct
+Preference Optimization (each claim names its paper: `paper="Ouyang et al. 2022 (BT reward
+model)"`, `paper="Rafailov et al. 2023 (DPO)"`).
 
 Setting: a random bigram language over 30 tokens (alignax.tasks.language.BigramLanguage); the gold
 reward of a response is its mean token score; preference labels are Bradley-Terry draws from it
@@ -65,6 +66,7 @@ from alignax.tasks.language import BOS_ID, BigramLanguage
 from alignax.tasks.splits import choose_on_validation, split_seeds
 
 DPO_PAPER = "Rafailov et al. 2023 (DPO)"
+RM_PAPER = "Ouyang et al. 2022 (BT reward model)"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -373,7 +375,7 @@ def claims(results) -> list[Claim]:
     return [
         protocol.threshold(
             f"BT reward model's test gold accuracy is well above chance (>= {threshold})",
-            results, ("default", "test_rm_gold_accuracy"), at_least=threshold,
+            results, ("default", "test_rm_gold_accuracy"), at_least=threshold, paper=RM_PAPER,
             detail="accuracy against the gold ordering of held-out test pairs, at the logged "
                    "step with the best validation label accuracy "
                    f"(mean chosen step {m['rm_chosen_step']:.0f}); test label accuracy "

@@ -34,7 +34,8 @@ def test_bt_dpo_claims_name_the_dpo_paper_and_read_test_metrics():
     claims = m.claims(_results({"default": seeds}))
     assert [c.kind for c in claims] == [protocol.THRESHOLD, protocol.COMPARATIVE]
     assert [c.status for c in claims] == [protocol.PASS, protocol.PASS]
-    assert claims[0].paper == "" and claims[1].paper == m.DPO_PAPER == "Rafailov et al. 2023 (DPO)"
+    assert claims[0].paper == m.RM_PAPER == "Ouyang et al. 2022 (BT reward model)"
+    assert claims[1].paper == m.DPO_PAPER == "Rafailov et al. 2023 (DPO)"
     # DPO no better than the reference: the paired interval straddles 0
     for s, row in seeds.items():
         row["test_dpo_gold_reward"] = row["test_ref_gold_reward"] + (0.01 if s % 2 else -0.01)
