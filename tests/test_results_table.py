@@ -200,3 +200,22 @@ def test_claims_naming_their_paper_decide_that_papers_status(table, tmp_path):
     assert "| `both.py` | Second 2023 | m >= 0.5 |" in page
     assert pr.Claim.from_json(ok.to_json()).paper == "Second 2023"
     assert "paper" not in bad.to_json()
+
+
+def test_the_committed_results_page_is_the_one_its_summaries_give(table, monkeypatch):
+    """experiments/RESULTS.md is generated from experiments/summaries/*.json (the summary.json
+    of each full run, copied in): the page in the repository cannot drift from them, every
+    experiment has exactly one full run there, and none is a smoke run or from a dirty tree."""
+    monkeypatch.chdir(REPO)
+    with open(table.PAGE, encoding="utf-8") as f:
+        page = f.read()
+    runs = table.recorded_runs(page)
+    assert runs and all(r.startswith("experiments/summaries/") for r in runs), runs[:3]
+    summaries = table.collect(runs)
+    assert table.render(summaries, runs) == page
+    experiments = sorted(f for f in os.listdir(os.path.join(REPO, "experiments"))
+                         if f.endswith(".py"))
+    assert sorted(os.path.basename(s["experiment"]) for s in summaries) == experiments
+    for s in summaries:
+        assert s["commit"] and not s["commit"].endswith("-dirty"), (s["experiment"], s["commit"])
+        assert len(s["seeds"]) >= pr.MIN_SEEDS, s["experiment"]
