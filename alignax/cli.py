@@ -211,13 +211,15 @@ def _markdown_tables(results_md: str) -> list[list[dict[str, str]]]:
     return tables
 
 
-def _generated_results(results_md: str) -> tuple[dict[str, str], dict[str, str]] | None:
-    """From a page written by tools/results_table.py: ({experiment name: "STATUS; reason"}
-    of its per-paper status table, {experiment name: "claim | measured | status"} of its last
-    claim row); None when the page has no status table (a hand-written page)."""
+def _generated_results(results_md: str
+                       ) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]] | None:
+    """From a page written by tools/results_table.py: ({experiment name: [(paper,
+    "STATUS; reason")] of its per-paper status table}, {experiment name: "claim | measured |
+    status"} of its last claim row); None when the page has no status table (a hand-written
+    page)."""
     from alignax.protocol import STATUS_COLUMNS
 
-    statuses: dict[str, str] | None = None
+    statuses: dict[str, list[tuple[str, str]]] | None = None
     last: dict[str, str] = {}
     for table in _markdown_tables(results_md):
         for row in table:
@@ -225,8 +227,9 @@ def _generated_results(results_md: str) -> tuple[dict[str, str], dict[str, str]]
                                                                      row.get("experiment", "")))
             if tuple(row) == STATUS_COLUMNS:
                 statuses = {} if statuses is None else statuses
-                for name in names:
-                    statuses.setdefault(name, f"{row['status']}; {row['reason']}")
+                for name in names:  # an experiment covering two papers has two rows
+                    statuses.setdefault(name, []).append(
+                        (row["paper"], f"{row['status']}; {row['reason']}"))
             elif {"claim", "measured", "status"} <= set(row) and names:
                 last[names[0]] = f"{row['claim']} | {row['measured']} | {row['status']}"
     return None if statuses is None else (statuses, last)
@@ -252,9 +255,15 @@ def cmd_list(argv: list[str]) -> int:
             print(f"{name}\n    paper: {paper}\n    last result: {last}")
             continue
         statuses, last_rows = generated
-        status = statuses.get(name, "no recorded run")
+        found = statuses.get(name, [])
+        if len(found) == 1:
+            status = f" {found[0][1]}"
+        elif found:  # one line per paper
+            status = "".join(f"\n      {p}: {st}" for p, st in found)
+        else:
+            status = " no recorded run"
         last = last_rows.get(name, "no recorded result")
-        print(f"{name}\n    paper: {paper}\n    status: {status}\n    last result: {last}")
+        print(f"{name}\n    paper: {paper}\n    status:{status}\n    last result: {last}")
     return 0
 
 

@@ -111,7 +111,8 @@ def test_list_shows_each_papers_status_from_a_generated_page(tmp_path, capsys, m
         (exp / f"{name}.py").write_text(f'"""{doc}: a paper."""\n')
     results = {"a": {"per_seed": {s: {"m": 1.0 + 0.01 * s} for s in range(5)}}}
     passing = protocol.threshold("m >= 0.5", results, ("a", "m"), at_least=0.5)
-    for name, claims in [("foo", [passing, protocol.sanity("planted", True, {"x": 1.0})]),
+    other = protocol.threshold("m >= 2", results, ("a", "m"), at_least=2.0, paper="Other 2022")
+    for name, claims in [("foo", [passing, protocol.sanity("planted", True, {"x": 1.0}), other]),
                          ("bar", [ex.Claim("bar | works", False, {"gap": -0.01})])]:
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps({
@@ -127,8 +128,10 @@ def test_list_shows_each_papers_status_from_a_generated_page(tmp_path, capsys, m
         "    last result: bar | works | gap -0.01 | FAIL\n"
         "baz\n    paper: Baz 2025: a paper.\n    status: no recorded run\n"
         "    last result: no recorded result\n"
-        "foo\n    paper: Foo 2024: a paper.\n    status: REPRODUCED; all 1 claims PASS\n"
-        "    last result: planted | x 1 | PASS\n")
+        "foo\n    paper: Foo 2024: a paper.\n    status:\n"
+        "      foo paper: REPRODUCED; all 1 claims PASS\n"
+        "      Other 2022: NOT REPRODUCED; 1 of 1 claims FAIL\n"
+        "    last result: m >= 2 | a/m 1.02 [1, 1.04] (95% t, n=5; claimed >= 2) | FAIL\n")
 
 
 def test_workdir_with_a_different_config_is_refused(tmp_path):
