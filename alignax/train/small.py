@@ -17,6 +17,12 @@ resume.
     fit.params          # every leaf [S, ...]; fit.seed_params(2) is seed 2's tree
     fit.final_loss      # [S] loss before the last update
 
+Two extensions keep the loops of preference-alignment toys inside this trainer:
+`fit_small(loss_state=...)` carries state the loss updates at every step (BCO's running reward
+shift) in the checkpointed state, and `fit_rounds` iterates "draw fresh data from the current
+models, then train" (iterative / online DPO, self-rewarding, RAFT), one resumable `fit_small`
+run per round.
+
 Equality: the vmapped seeds give the sequential runs' numbers (to float rounding of batched
 matmuls; tests/train/test_small.py), and splitting the scan into logged chunks does not change
 the updates.
@@ -25,6 +31,8 @@ the updates.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import os
 from typing import Any, Callable, Sequence
 
 import jax
@@ -52,6 +60,7 @@ class SmallFit:
       best_step: with `select`, [S] the update count of those params (a multiple of
         `steps_per_log`, or `num_steps`); else None.
       best_score: with `select`, [S] their validation metric; else None.
+      loss_state: with `fit_small(loss_state=...)`, the final loss state, leaves [S, ...].
     """
 
     params: Any
@@ -63,6 +72,7 @@ class SmallFit:
     best_params: Any = None
     best_step: np.ndarray | None = None
     best_score: np.ndarray | None = None
+    loss_state: Any = None
 
     def seed_params(self, i: int) -> Any:
         """The params of the i-th seed (position in `seeds`)."""
@@ -103,6 +113,7 @@ def fit_small(
     progress: bool = False,
     desc: str = "small",
     select: tuple[str, str] | None = None,
+    loss_state: Any = None,
 ) -> SmallFit:
     """Trains a small model for `num_steps` updates of `tx`, every seed at once.
 
@@ -144,6 +155,12 @@ def fit_small(
         run selects the same step. `SmallFit.best_params` / `best_step` / `best_score` hold
         the choice; `params` stays the final params. Give `eval_fn` the validation data (never
         the test data), and every variant the same `select` and `steps_per_log`.
+      loss_state: the initial value of state that the loss carries from update to update (a
+        pytree of arrays, the same for every seed; e.g. BCO's running reward shift,
+        `alignax.losses.direct.RunningMean`). With it, `loss_fn(params, batch, loss_state)`
+        returns `(loss, metrics, new_loss_state)` (metrics a dict of scalars, may be empty);
+        the new state is not differentiated, lives in the checkpointed loop state (a resume
+        continues it exactly) and is returned in `SmallFit.loss_state` ([S, ...] leaves).
 
     Returns:
       SmallFit.
@@ -185,9 +202,19 @@ def fit_small(
                 raise ValueError(f"per_seed_data leaves need a leading axis of {len(seeds)} "
                                  f"seeds, got shape {leaf.shape}")
 
-    def objective(params, batch):
+    stateful = loss_state is not None
+    wrapped = stateful or select is not None  # the loop state is a dict around the TrainState
+
+    def objective(params, batch, carried):
+        if stateful:
+            out = loss_fn(params, batch, carried)
+            if not (isinstance(out, tuple) and len(out) == 3):
+                raise TypeError("with loss_state, loss_fn must return (loss, metrics, "
+                                "new_loss_state)")
+            loss, aux, carried = out
+            return loss, (dict(aux), jax.lax.stop_gradient(carried))
         out = loss_fn(params, batch)
-        return out if has_aux else (out, {})
+        return (out if has_aux else (out, {})), carried
 
     def create(key, seed_params):
         if per_seed_init:
@@ -202,27 +229,43 @@ def fit_small(
             return seed_data
         return batch_fn(seed_data, rng, step) if with_step else batch_fn(seed_data, rng)
 
-    def run_chunk(full, seed_data, seed_eval, length: int):
-        # with `select` the loop state is {"train": TrainState, "best": {params, score, step}}
-        state = full["train"] if select is not None else full
+    def grads_of(params, batch, carried):
+        if stateful:
+            (loss, (aux, carried)), grads = jax.value_and_grad(objective, has_aux=True)(
+                params, batch, carried)
+        else:
+            (loss, aux), grads = jax.value_and_grad(
+                lambda p: objective(p, batch, None)[0], has_aux=True)(params)
+        return loss, aux, carried, grads
 
-        def update(st: TrainState, _):
+    def run_chunk(full, seed_data, seed_eval, length: int):
+        # with `select` and/or `loss_state` the loop state is {"train": TrainState,
+        # "best": {params, score, step}, "loss_state": ...}
+        state = full["train"] if wrapped else full
+        carried = full["loss_state"] if stateful else None
+
+        def update(carry, _):
+            st, carried = carry
             rng = jax.random.fold_in(st.rng, st.step)
             batch = draw(seed_data, rng, st.step)
-            (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(st.params, batch)
+            loss, aux, carried, grads = grads_of(st.params, batch, carried)
             updates, opt_state = tx.update(grads, st.opt_state, st.params)
             params = optax.apply_updates(st.params, updates)
-            return TrainState(params, opt_state, st.step + 1, st.rng), (loss, aux)
+            return (TrainState(params, opt_state, st.step + 1, st.rng), carried), (loss, aux)
 
-        state, (losses, aux) = jax.lax.scan(update, state, None, length=length)
+        (state, carried), (losses, aux) = jax.lax.scan(update, (state, carried), None,
+                                                       length=length)
         metrics = {"loss": losses[-1], "loss_mean": losses.mean(),
                    **{k: v[-1] for k, v in aux.items()}}
         if eval_fn is not None:
             evaluated = (eval_fn(state.params) if eval_data is None
                          else eval_fn(state.params, seed_eval))
             metrics.update({f"eval/{k}": v for k, v in evaluated.items()})
+        out = {"train": state}
+        if stateful:
+            out["loss_state"] = carried
         if select is None:
-            return state, metrics
+            return (out if wrapped else state), metrics
         if select_metric not in evaluated:
             raise KeyError(f"select metric {select_metric!r} is not among eval_fn's "
                            f"metrics {sorted(evaluated)}")
@@ -236,7 +279,7 @@ def fit_small(
                 "step": jnp.where(better, state.step, best["step"])}
         metrics["select/best_score"] = best["score"]
         metrics["select/best_step"] = best["step"].astype(jnp.float32)
-        return {"train": state, "best": best}, metrics
+        return {**out, "best": best}, metrics
 
     compiled = {}
 
@@ -259,18 +302,22 @@ def fit_small(
                 metrics[f"seed_{s}/{name}"] = float(v)
         return state, metrics
 
-    def create_selecting(key, seed_params):
+    def create_wrapped(key, seed_params):
         train = create(key, seed_params)
-        worst = jnp.inf if select_mode == "min" else -jnp.inf
-        return {"train": train,
-                "best": {"params": jax.tree.map(jnp.copy, train.params),
-                         "score": jnp.asarray(worst, jnp.float32),
-                         "step": jnp.zeros((), train.step.dtype)}}
+        full = {"train": train}
+        if stateful:
+            full["loss_state"] = jax.tree.map(jnp.asarray, loss_state)
+        if select is not None:
+            worst = jnp.inf if select_mode == "min" else -jnp.inf
+            full["best"] = {"params": jax.tree.map(jnp.copy, train.params),
+                            "score": jnp.asarray(worst, jnp.float32),
+                            "step": jnp.zeros((), train.step.dtype)}
+        return full
 
     # a copy: the loop donates the state, and the caller's params stay usable
     start = jax.tree.map(lambda x: jnp.array(x, copy=True), init_params) if per_seed_init \
         else None
-    create_all = jax.jit(jax.vmap(create if select is None else create_selecting,
+    create_all = jax.jit(jax.vmap(create_wrapped if wrapped else create,
                                   in_axes=(0, 0 if per_seed_init else None)))
     result = run_loop(workdir, init_state=lambda: create_all(keys, start),
                       step_fn=step_fn,
@@ -281,13 +328,93 @@ def fit_small(
                       plot_filter=lambda name: not name.startswith("seed_"))
     last = result.history[-1] if result.history else result.metrics
     final_loss = np.array([last[f"seed_{s}/loss"] for s in seeds], np.float32)
-    if select is None:
-        return SmallFit(params=result.state.params, seeds=seeds, final_loss=final_loss,
-                        metrics=result.metrics, history=result.history,
-                        resumed_from=result.resumed_from)
-    best = result.state["best"]
-    return SmallFit(params=result.state["train"].params, seeds=seeds, final_loss=final_loss,
-                    metrics=result.metrics, history=result.history,
-                    resumed_from=result.resumed_from, best_params=best["params"],
-                    best_step=np.asarray(best["step"]),
-                    best_score=np.asarray(best["score"], np.float64))
+    train = result.state["train"] if wrapped else result.state
+    fit = SmallFit(params=train.params, seeds=seeds, final_loss=final_loss,
+                   metrics=result.metrics, history=result.history,
+                   resumed_from=result.resumed_from,
+                   loss_state=result.state["loss_state"] if stateful else None)
+    if select is not None:
+        best = result.state["best"]
+        fit.best_params = best["params"]
+        fit.best_step = np.asarray(best["step"])
+        fit.best_score = np.asarray(best["score"], np.float64)
+    return fit
+
+
+_FIT_SMALL_ARGS = frozenset(inspect.signature(fit_small).parameters) - {"workdir"}
+
+
+@dataclasses.dataclass
+class RoundsFit:
+    """What `fit_rounds` returns.
+
+    Attributes:
+      fits: each round's `SmallFit`, in order.
+      inputs: each round's `make_round` output (its data and other fit_small arguments).
+    """
+
+    fits: list[SmallFit]
+    inputs: list[dict]
+
+    @property
+    def final(self) -> SmallFit:
+        """The last round's fit."""
+        return self.fits[-1]
+
+
+def fit_rounds(
+    workdir: str,
+    *,
+    num_rounds: int,
+    make_round: Callable[[int, list[SmallFit]], dict],
+    init_params: Callable[[jax.Array], Any] | Any,
+    carry: Callable[[SmallFit], Any] | None = None,
+    **fit_kwargs: Any,
+) -> RoundsFit:
+    """Iterated training: each round draws fresh data from the previous rounds' models, then
+    trains with `fit_small`, every seed at once (iterative / online DPO, self-rewarding, RAFT,
+    iREPO: sample from the current policy, label, train, repeat).
+
+    Round r calls `make_round(r, fits)` with the list of the earlier rounds' `SmallFit`s (empty
+    for round 0) and gets a dict of `fit_small` arguments for this round (at least `data`; e.g.
+    `eval_data`, `loss_fn`, `num_steps`); they override `fit_kwargs`. Round 0 starts from
+    `init_params` (with `fit_kwargs`' `per_seed_init` meaning as in `fit_small`); round r > 0
+    starts from `carry(fits[-1])` (default: its final `params`; e.g. `lambda f: f.best_params`
+    to continue from the step chosen on validation) with a fresh optimizer state. Each round is
+    one `fit_small` run in `workdir/round_<r>`, with its own metrics, checkpoints and resume: a
+    stopped run restarted with the same arguments restores the finished rounds from their
+    checkpoints, so `make_round` must be a deterministic function of (r, fits), e.g. sampling
+    with keys derived from the seeds and r; it then rebuilds the same data and the run
+    continues exactly.
+
+    Returns:
+      RoundsFit with every round's fit and inputs.
+    """
+    num_rounds = int(num_rounds)
+    if num_rounds < 1:
+        raise ValueError(f"num_rounds must be >= 1, got {num_rounds}")
+    if "data" in fit_kwargs:
+        raise ValueError("fit_rounds: each round's data comes from make_round, not fit_kwargs")
+    carry = carry or (lambda fit: fit.params)
+    fits: list[SmallFit] = []
+    inputs: list[dict] = []
+    for r in range(num_rounds):
+        round_args = make_round(r, list(fits))
+        if not isinstance(round_args, dict) or "data" not in round_args:
+            raise TypeError(f"make_round must return a dict of fit_small arguments with "
+                            f"'data', got {type(round_args).__name__}"
+                            + (f" with keys {sorted(round_args)}"
+                               if isinstance(round_args, dict) else ""))
+        unknown = sorted(set(round_args) - _FIT_SMALL_ARGS)
+        if unknown:
+            raise TypeError(f"make_round returned arguments fit_small does not take: {unknown}")
+        kwargs = {**fit_kwargs, **round_args}
+        if r == 0:
+            kwargs.setdefault("init_params", init_params)
+        else:
+            kwargs["init_params"] = carry(fits[-1])
+            kwargs["per_seed_init"] = True
+        kwargs.setdefault("desc", f"round {r}")
+        fits.append(fit_small(os.path.join(workdir, f"round_{r}"), **kwargs))
+        inputs.append(round_args)
+    return RoundsFit(fits=fits, inputs=inputs)

@@ -11,7 +11,8 @@ import pytest
 
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.train.loop import NonFiniteError
-from alignax.train.small import fit_small, stack_seeds
+from alignax.losses.direct import RunningMean
+from alignax.train.small import fit_rounds, fit_small, stack_seeds
 from alignax.train.writers import read_metrics
 
 MLP = make_mlp(MLPConfig(in_dim=3, hidden=(8,), out_dim=1))
@@ -259,3 +260,89 @@ def test_plots_show_the_means_over_seeds_not_one_figure_per_seed(tmp_path):
     assert pngs == ["metrics.png"], pngs  # loss, loss_mean; seed_<s>/... only in metrics.jsonl
     rows = read_metrics(os.path.join(tmp_path, "p", "metrics.jsonl"))
     assert "seed_2/loss" in rows[-1]
+
+
+def _stateful_loss(params, batch, running):
+    # the loss state is a running mean of the predictions' mean (BCO's reward shift pattern)
+    pred = MLP.apply(params, batch["x"])
+    loss = jnp.mean((pred - batch["y"] - running.mean) ** 2)
+    return loss, {"shift": running.mean}, running.update(pred)
+
+
+def test_loss_state_is_carried_checkpointed_and_resumed_exactly(tmp_path):
+    kw = dict(loss_fn=_stateful_loss, loss_state=RunningMean.create(), checkpoint_every=1)
+    whole = _fit(tmp_path / "whole", **kw)
+    # the reference: a Python loop carrying the state by hand (seed 1)
+    tx = optax.adam(1e-2)
+    params, running, data = MLP.init(jax.random.key(1)), RunningMean.create(), _data()
+    opt = tx.init(params)
+    for _ in range(30):
+        (_, (_, new)), g = jax.value_and_grad(
+            lambda p, r=running: (lambda o: (o[0], (o[1], o[2])))(_stateful_loss(p, data, r)),
+            has_aux=True)(params)
+        updates, opt = tx.update(g, opt, params)
+        params, running = optax.apply_updates(params, updates), new
+    np.testing.assert_allclose(whole.loss_state.mean[1], running.mean, rtol=1e-5)
+    assert whole.loss_state.count[1] == 30 * 64
+    for a, b in zip(jax.tree.leaves(whole.seed_params(1)), jax.tree.leaves(params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert whole.history[-1]["shift"] != 0.0
+    # stopped after 3 of 6 chunks and resumed: the state continues exactly
+    _fit(tmp_path / "part", **{**kw, "num_steps": 15})
+    resumed = _fit(tmp_path / "part", **kw)
+    assert resumed.resumed_from == 3
+    for a, b in zip(jax.tree.leaves((whole.params, whole.loss_state)),
+                    jax.tree.leaves((resumed.params, resumed.loss_state))):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match="new_loss_state"):
+        _fit(tmp_path / "bad", loss_fn=lambda p, b, s: _loss(p, b),
+             loss_state=RunningMean.create())
+
+
+def _round_data(r, fits):
+    """Round r's targets: the data's y plus the previous round's predictions (a chain that
+    depends on the earlier rounds' params, as a policy's fresh samples do)."""
+    data = _data(seed=r)
+    if not fits:
+        return {"data": data}
+    prev = jax.vmap(MLP.apply, in_axes=(0, None))(fits[-1].params, data["x"])  # [S, N]
+    return {"data": {"x": jnp.broadcast_to(data["x"], (3, *data["x"].shape)),
+                     "y": data["y"] + 0.5 * prev},
+            "per_seed_data": True}
+
+
+def test_fit_rounds_equals_chained_fit_small_and_restores_finished_rounds(tmp_path):
+    args = dict(loss_fn=_loss, tx=optax.adam(1e-2), num_steps=10, seeds=[0, 1, 2],
+                steps_per_log=5)
+    rounds = fit_rounds(str(tmp_path / "rounds"), num_rounds=3, make_round=_round_data,
+                        init_params=MLP.init, **args)
+    assert len(rounds.fits) == 3
+    assert os.path.isfile(tmp_path / "rounds" / "round_2" / "metrics.jsonl")
+    # by hand: three fit_small runs, each from the previous params with a fresh optimizer
+    fits = []
+    for r in range(3):
+        extra = _round_data(r, fits)
+        init = MLP.init if r == 0 else fits[-1].params
+        fits.append(fit_small(str(tmp_path / f"hand_{r}"), init_params=init,
+                              per_seed_init=r > 0, **extra, **args))
+    for a, b in zip(jax.tree.leaves(rounds.final.params), jax.tree.leaves(fits[-1].params)):
+        np.testing.assert_array_equal(a, b)
+    # the params moved between rounds
+    assert not np.allclose(jax.tree.leaves(rounds.fits[0].params)[0],
+                           jax.tree.leaves(rounds.fits[2].params)[0])
+    # the same command again restores every round from its checkpoint, with the same result
+    again = fit_rounds(str(tmp_path / "rounds"), num_rounds=3, make_round=_round_data,
+                       init_params=MLP.init, **args)
+    assert [f.resumed_from for f in again.fits] == [2, 2, 2]
+    for a, b in zip(jax.tree.leaves(again.final.params), jax.tree.leaves(rounds.final.params)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="num_rounds"):
+        fit_rounds(str(tmp_path / "x"), num_rounds=0, make_round=_round_data,
+                   init_params=MLP.init, **args)
+    with pytest.raises(TypeError, match="dict of fit_small arguments with 'data'"):
+        fit_rounds(str(tmp_path / "y"), num_rounds=1, make_round=lambda r, f: _data(),
+                   init_params=MLP.init, **args)
+    with pytest.raises(TypeError, match="does not take: \\['batch'\\]"):
+        fit_rounds(str(tmp_path / "z"), num_rounds=1,
+                   make_round=lambda r, f: {"data": _data(), "batch": 1},
+                   init_params=MLP.init, **args)
