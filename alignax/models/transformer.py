@@ -421,12 +421,18 @@ class CausalLM(nnx.Module):
                 cfg.d_model, cfg.vocab_size, use_bias=False, kernel_init=_init(), rngs=rngs
             )
 
-    def __call__(self, input_ids, mask, logits_range: tuple[int, int] | None = None):
+    def __call__(self, input_ids, mask, logits_range: tuple[int, int] | None = None,
+                 return_hidden: bool = False):
         """Logits [B, T, V]; with `logits_range=(start, stop)` (static) only those of positions
-        [start, stop), [B, stop - start, V]: the LM head (and its backward) skips the rest."""
+        [start, stop), [B, stop - start, V]: the LM head (and its backward) skips the rest.
+        With `return_hidden=True` (static), `(logits, hidden)`: hidden the final-layer
+        representations [B, T', D] the LM head reads (after the final norm, the same positions
+        as the logits), e.g. for the spectral metrics of `alignax.eval.geometry`."""
         hidden = self.decoder(input_ids, mask)
         if logits_range is not None:
             hidden = hidden[:, logits_range[0]:logits_range[1]]
+        if return_hidden:
+            return self.logits(hidden), hidden
         return self.logits(hidden)
 
     def logits(self, hidden):

@@ -112,6 +112,21 @@ def test_causality(lm):
     assert np.abs(np.asarray(a[0, 5:] - b[0, 5:])).max() > 1e-4
 
 
+def test_return_hidden_gives_the_final_layer_states_the_head_reads(lm):
+    model, params = lm
+    ids = _rows(jax.random.key(5), 3, 8)
+    mask = jnp.ones((3, 8), bool)
+    logits, hidden = model.apply(params, ids, mask, return_hidden=True)
+    assert hidden.shape == (3, 8, TINY.d_model)
+    np.testing.assert_allclose(logits, model.apply(params, ids, mask), atol=1e-6)
+    # tied embeddings: the logits are the hidden states times the token embedding
+    np.testing.assert_allclose(hidden @ params["decoder"]["embed"]["embedding"].T, logits,
+                               atol=1e-4)
+    part, part_hidden = model.apply(params, ids, mask, logits_range=(2, 5), return_hidden=True)
+    np.testing.assert_allclose(part_hidden, hidden[:, 2:5], atol=1e-6)
+    np.testing.assert_allclose(part, logits[:, 2:5], atol=1e-6)
+
+
 def test_bf16_compute_is_close_to_fp32(lm):
     model, params = lm
     bf = make_lm(TransformerConfig(**{**TINY.__dict__, "dtype": "bfloat16"}))
