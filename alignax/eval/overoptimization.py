@@ -148,3 +148,44 @@ def unseen_mass(probs: jax.Array, seen: jax.Array) -> jax.Array:
     data)."""
     return jnp.sum(jnp.where(jnp.asarray(seen, bool), 0.0, jnp.asarray(probs, jnp.float32)),
                    axis=-1)
+
+
+def first_crossing(x, y, target: float) -> float:
+    """Where a trajectory first reaches a level: the x at which y [K] (e.g. E_pi[gold] at every
+    logged step) first reaches `target`, linearly interpolated between the logged points
+    (x [K], e.g. KL(pi || pi_ref) at those steps); y[0] >= target gives x[0]; inf when y
+    never reaches it. Compares two methods' KL at matched gold along their runs."""
+    x = np.asarray(x, np.float64).ravel()
+    y = np.asarray(y, np.float64).ravel()
+    if x.shape != y.shape or x.size < 1:
+        raise ValueError(f"x and y must be non-empty and of equal length, got {x.shape}, "
+                         f"{y.shape}")
+    hits = np.nonzero(y >= target)[0]
+    if hits.size == 0:
+        return float("inf")
+    k = int(hits[0])
+    if k == 0:
+        return float(x[0])
+    frac = (target - y[k - 1]) / (y[k] - y[k - 1])
+    return float(x[k - 1] + frac * (x[k] - x[k - 1]))
+
+
+def importance_win_rate(policy_logp_a, policy_logp_b, ref_logp_a, ref_logp_b, a_wins, *,
+                        self_normalized: bool = True) -> jax.Array:
+    """An offline estimate of the policy's win rate against pi_ref from labelled pairs drawn
+    from pi_ref (no gold reward needed: a validation proxy for early stopping).
+
+    For a pair (a, b) ~ pi_ref x pi_ref with label 1[a > b], either response stands for a
+    policy sample reweighted by w = pi / pi_ref, and the other for the reference sample:
+    P_{y ~ pi, y' ~ pi_ref}(y > y') = E[w(a) 1[a > b]] = E[w(b) 1[b > a]]. The estimate
+    averages both, over the pairs; `self_normalized` divides by the mean weight instead of 1
+    (lower variance, slightly biased). At pi = pi_ref it is exactly 1/2 (each pair counts
+    once, for its winner). All inputs [B] (a_wins bool or 0/1); returns a scalar.
+    """
+    a_wins = jnp.asarray(a_wins, jnp.float32)
+    wa = jnp.exp(jnp.asarray(policy_logp_a, jnp.float32) - jnp.asarray(ref_logp_a, jnp.float32))
+    wb = jnp.exp(jnp.asarray(policy_logp_b, jnp.float32) - jnp.asarray(ref_logp_b, jnp.float32))
+    total = jnp.sum(wa * a_wins + wb * (1.0 - a_wins))
+    if self_normalized:
+        return total / jnp.sum(wa + wb)
+    return total / (2.0 * a_wins.size)

@@ -75,3 +75,39 @@ def test_unseen_mass():
     seen = np.array([True, False, True, False])
     assert float(unseen_mass(p, seen)) == pytest.approx(0.6)
     assert float(unseen_mass(p, np.ones(4, bool))) == 0.0
+
+
+def test_first_crossing_interpolates_the_first_reach():
+    from alignax.eval.overoptimization import first_crossing
+
+    kl = [0.0, 1.0, 2.0, 3.0, 4.0]
+    gold = [0.0, 0.5, 1.5, 1.0, 2.0]
+    assert first_crossing(kl, gold, 1.0) == pytest.approx(1.5)
+    assert first_crossing(kl, gold, 1.5) == pytest.approx(2.0)  # first, not the later 2.0
+    assert first_crossing(kl, gold, -1.0) == 0.0
+    assert first_crossing(kl, gold, 2.5) == np.inf
+    with pytest.raises(ValueError, match="equal length"):
+        first_crossing([0.0], [0.0, 1.0], 0.5)
+
+
+def test_importance_win_rate_is_unbiased_for_the_exact_win_rate():
+    from alignax.eval.overoptimization import importance_win_rate
+
+    rng = np.random.default_rng(2)
+    n = 6
+    gold = rng.standard_normal(n)
+    ref = rng.dirichlet(np.ones(n) * 3)
+    pol = rng.dirichlet(np.ones(n) * 3)
+    exact = float(exact_win_rate(pol, ref, gold))
+    m = 200_000
+    a, b = rng.choice(n, m, p=ref), rng.choice(n, m, p=ref)
+    a_wins = rng.random(m) < 1 / (1 + np.exp(-(gold[a] - gold[b]) / 1e-3))  # near-deterministic
+    lp, lr = np.log(pol), np.log(ref)
+    est = importance_win_rate(lp[a], lp[b], lr[a], lr[b], a_wins, self_normalized=False)
+    snis = importance_win_rate(lp[a], lp[b], lr[a], lr[b], a_wins)
+    # ties (a == b) get label "b wins"; the exact rate counts them 1/2 either way on average
+    assert float(est) == pytest.approx(exact, abs=0.01)
+    assert float(snis) == pytest.approx(exact, abs=0.01)
+    # at pi = pi_ref every pair counts once for its winner: exactly 1/2
+    same = importance_win_rate(lr[a], lr[b], lr[a], lr[b], a_wins)
+    assert float(same) == pytest.approx(0.5, abs=1e-6)
