@@ -131,6 +131,20 @@ def sequence_log_probs(space: SequenceSpace, params: dict, features=None) -> jax
     return token_log_probs(space, params, features).sum(-1)
 
 
+def path_log_probs(space: SequenceSpace, params: dict, index, features=None) -> jax.Array:
+    """[...] log pi(y | x) of the sequences `index` [...] (int) for prompts with `features`
+    [..., F]: the same values as `gather(sequence_log_probs(...), index[..., None])[..., 0]`, but
+    only the L nodes on each sequence's path are evaluated (cheap for minibatches of pairs)."""
+    index = jnp.asarray(index, jnp.int32)
+    nodes = jnp.asarray(space.prefix_nodes)[index]  # [..., L]
+    tokens = jnp.asarray(space.sequences)[index]  # [..., L]
+    phi = _features(params, features)
+    logits = params["bias"][nodes] + jnp.einsum("...f,...lfv->...lv", phi,
+                                                params["weight"][nodes])
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0].sum(-1)
+
+
 def expectation(space: SequenceSpace, params: dict, values, features=None) -> jax.Array:
     """[...] E_{y ~ pi(.|x)}[values(y)], values [..., N] (e.g. a gold reward of every sequence)."""
     p = jnp.exp(sequence_log_probs(space, params, features))

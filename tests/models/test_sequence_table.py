@@ -116,3 +116,23 @@ def test_samples_follow_the_policy():
     # temperature -> 0 is greedy over whole sequences
     cold = np.asarray(st.sample(SPACE, params, jax.random.key(2), 50, temperature=1e-4))
     assert (cold == int(np.argmax(probs))).all()
+
+
+def test_path_log_probs_match_the_full_table_and_its_gradients():
+    params = _params(3, features=2)
+    phi = jax.random.normal(jax.random.key(4), (5, 2))
+    index = jnp.array([0, 7, 26, 13, 13])
+    full = st.gather(st.sequence_log_probs(SPACE, params, phi), index[:, None])[:, 0]
+    np.testing.assert_allclose(st.path_log_probs(SPACE, params, index, phi), full, atol=1e-5)
+    for i in range(5):
+        tokens = SPACE.sequences[int(index[i])]
+        np.testing.assert_allclose(st.path_log_probs(SPACE, params, index[i], phi[i]),
+                                   _brute_logp(params, np.asarray(phi[i]), tokens), atol=1e-5)
+    g_path = jax.grad(lambda p: st.path_log_probs(SPACE, p, index, phi).sum())(params)
+    g_full = jax.grad(lambda p: st.gather(st.sequence_log_probs(SPACE, p, phi),
+                                          index[:, None]).sum())(params)
+    for k in g_full:
+        np.testing.assert_allclose(g_path[k], g_full[k], atol=1e-5)
+    shared = _params(5, features=0)  # no prompt features
+    np.testing.assert_allclose(st.path_log_probs(SPACE, shared, index),
+                               st.sequence_log_probs(SPACE, shared)[index], atol=1e-5)
