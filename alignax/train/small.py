@@ -114,6 +114,7 @@ def fit_small(
     desc: str = "small",
     select: tuple[str, str] | None = None,
     loss_state: Any = None,
+    plots: bool = True,
 ) -> SmallFit:
     """Trains a small model for `num_steps` updates of `tx`, every seed at once.
 
@@ -161,6 +162,8 @@ def fit_small(
         returns `(loss, metrics, new_loss_state)` (metrics a dict of scalars, may be empty);
         the new state is not differentiated, lives in the checkpointed loop state (a resume
         continues it exactly) and is returned in `SmallFit.loss_state` ([S, ...] leaves).
+      plots: draw the means over seeds in `workdir/plots/` at the end (False: none; e.g. the
+        many short rounds of `fit_rounds`, where each PNG costs about a quarter second).
 
     Returns:
       SmallFit.
@@ -325,7 +328,8 @@ def fit_small(
                       progress=progress, desc=desc,
                       # the plots show the means over seeds; every seed's own value is in
                       # metrics.jsonl and TensorBoard (one PNG per seed cost a second each)
-                      plot_filter=lambda name: not name.startswith("seed_"))
+                      plot_filter=(lambda name: not name.startswith("seed_")) if plots
+                      else (lambda name: False))
     last = result.history[-1] if result.history else result.metrics
     final_loss = np.array([last[f"seed_{s}/loss"] for s in seeds], np.float32)
     train = result.state["train"] if wrapped else result.state

@@ -1,6 +1,7 @@
 """fit_small: vmapped seeds equal sequential runs, chunked logging changes no update, resume is
 exact, NaN halts, per-seed data and minibatches."""
 
+import glob
 import os
 
 import jax
@@ -346,3 +347,12 @@ def test_fit_rounds_equals_chained_fit_small_and_restores_finished_rounds(tmp_pa
         fit_rounds(str(tmp_path / "z"), num_rounds=1,
                    make_round=lambda r, f: {"data": _data(), "batch": 1},
                    init_params=MLP.init, **args)
+
+
+def test_plots_false_writes_no_pngs_and_keeps_metrics(tmp_path):
+    fit = _fit(tmp_path / "quiet", num_steps=10, plots=False)
+    assert fit.history and os.path.isfile(tmp_path / "quiet" / "metrics.jsonl")
+    pngs = glob.glob(str(tmp_path / "quiet" / "plots" / "*.png"))
+    assert pngs == []
+    _fit(tmp_path / "loud", num_steps=10)
+    assert glob.glob(str(tmp_path / "loud" / "plots" / "*.png"))
