@@ -57,8 +57,11 @@ GPM (k = 2) fitted on the training comparisons (early stopping on validation as 
 samples a group of 8 responses per prompt from pi_t, estimates s(y > pi_t) from the GPM on the
 group (`preference_against_group`) and fits pi_{t+1} by 100 Adam steps on `gpo_loss`; the
 output is the average of the iterates (self-play converges on average, not in the last
-iterate). `dpo`: the same tabular policy trained by DPO (`alignax.losses.direct.dpo_loss`,
-uniform reference) on the same training comparisons, 500 Adam steps. Each variant picks its
+iterate). Both go through the trainer: the iterations are `alignax.train.small.fit_rounds`
+(one resumable fit_small run per iteration, every seed vmapped, a fresh Adam state each
+iteration). `dpo`: the same tabular policy trained by DPO (`alignax.losses.direct.dpo_loss`,
+uniform reference) on the same training comparisons, 500 Adam steps (one fit_small, all
+seeds). Each variant picks its
 step size on validation from a grid of three, the same procedure for both: eta in (0.5, 1, 2)
 for GPO, beta in (0.1, 0.5, 2) for DPO (small beta = far from the reference), scored by the
 validation worst-case win rate, min over responses j of sum_i pi(i) P_val(i > j) with P_val the
@@ -106,7 +109,7 @@ from alignax.tasks import simulators as sim
 from alignax.tasks.features import MLPReward
 from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.plots import plot_grouped_bars
-from alignax.train.small import fit_small, stack_seeds
+from alignax.train.small import fit_rounds, fit_small, stack_seeds
 
 VARIANTS = ("bt", "gpm_k2", "gpm_k4", "gpm_gate_k2", "gpo", "dpo")
 DATASETS = ("cyclic", "transitive", "prompted")
@@ -502,86 +505,72 @@ def gpm_loss_from_scores(s, beta: float):
     return -jax.nn.log_sigmoid(beta * s)
 
 
-def make_gpo_iteration(config, gpm):
-    """One jitted GPO iteration (params, logits [M, n], prompts, responses, eta, key) -> new
-    logits: sample a group of responses per prompt from pi_t = softmax(logits), estimate
-    s(y > pi_t) on the group with the GPM, fit pi_{t+1} by Adam steps on `gpo_loss`."""
+def run_gpo(config, workdir: str, gpm, params, tasks: list[dict], seeds, eta: float
+            ) -> np.ndarray:
+    """GPO iterations of every seed's tabular policy [M, n] from uniform, through the trainer
+    (`fit_rounds`: one resumable fit_small per iteration, all seeds vmapped). Iteration t
+    samples a group of responses per prompt from pi_t = softmax(logits_t) (key
+    fold_in(fold_in(key(seed), 1), t)), estimates s(y > pi_t) on the group with the seed's GPM
+    and fits pi_{t+1} by `gpo.fit_steps` Adam steps on `gpo_loss` (a fresh optimizer each
+    iteration). Returns the average iterate [S, M, n]."""
     gc = config.gpo
     group = int(gc.group)
-    tx = optax.adam(float(gc.learning_rate))
+    prompts = jnp.asarray(np.stack([t["prompts"] for t in tasks]))  # [S, M, Pd]
+    responses = jnp.asarray(np.stack([t["responses"] for t in tasks]))  # [S, M, n, Rd]
+    m, n = tasks[0]["gold"].shape[:2]
+    keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 1) for s in seeds])
 
     @jax.jit
-    def iteration(params, logits, prompts, responses, eta, key):
-        m = logits.shape[0]
+    @jax.vmap
+    def group_data(p, logits, prompt, response, key):
         old = jax.nn.log_softmax(logits, -1)  # log pi_t [M, n]
         ys = jax.random.categorical(key, old[:, None, :], axis=-1, shape=(m, group))  # [M, G]
-        v, lam = gpm.embed(params, prompts[:, None, :],
-                           jnp.take_along_axis(responses, ys[..., None], axis=1))
-        pref = preference_against_group(v, lam[:, 0])  # [M, G]: s(y > pi_t)
-        old_y = jnp.take_along_axis(old, ys, -1)
+        v, lam = gpm.embed(p, prompt[:, None, :],
+                           jnp.take_along_axis(response, ys[..., None], axis=1))
+        return {"ys": ys, "old_y": jnp.take_along_axis(old, ys, -1),
+                "pref": preference_against_group(v, lam[:, 0])}  # s(y > pi_t) [M, G]
 
-        def loss(lg):
-            logp = jnp.take_along_axis(jax.nn.log_softmax(lg, -1), ys, -1)
-            return gpo_loss(logp, old_y, pref, eta=eta).mean()
+    def make_round(t, fits):
+        logits = (jnp.zeros((len(seeds), m, n), jnp.float32) if not fits
+                  else fits[-1].params)
+        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(keys)
+        return {"data": group_data(params, logits, prompts, responses, step_keys),
+                "per_seed_data": True}
 
-        def step(carry, _):
-            lg, opt = carry
-            updates, opt = tx.update(jax.grad(loss)(lg), opt, lg)
-            return (optax.apply_updates(lg, updates), opt), None
+    def loss_fn(lg, d):
+        logp = jnp.take_along_axis(jax.nn.log_softmax(lg, -1), d["ys"], -1)
+        return gpo_loss(logp, d["old_y"], d["pref"], eta=eta).mean()
 
-        (new, _), _ = jax.lax.scan(step, (logits, tx.init(logits)), None,
-                                   length=int(gc.fit_steps))
-        return new
-
-    return iteration
-
-
-def run_gpo(config, iteration, params, task: dict, eta: float, key) -> np.ndarray:
-    """GPO iterations of a tabular policy [M, n] from uniform; returns the average iterate."""
-    m, n = task["gold"].shape[:2]
-    prompts, responses = jnp.asarray(task["prompts"]), jnp.asarray(task["responses"])
-    logits = jnp.zeros((m, n), jnp.float32)
-    policies = []
-    for t in range(int(config.gpo.iterations)):
-        logits = iteration(params, logits, prompts, responses, jnp.float32(eta),
-                           jax.random.fold_in(key, t))
-        policies.append(np.asarray(jax.nn.softmax(logits, -1), np.float64))
-    return np.mean(policies, axis=0)
+    steps = int(gc.fit_steps)
+    rounds = fit_rounds(workdir, num_rounds=int(gc.iterations), make_round=make_round,
+                        init_params=jnp.zeros((m, n), jnp.float32), loss_fn=loss_fn,
+                        tx=optax.adam(float(gc.learning_rate)), num_steps=steps,
+                        seeds=list(seeds), steps_per_log=steps)
+    return np.mean([np.asarray(jax.nn.softmax(f.params, -1), np.float64) for f in rounds.fits],
+                   axis=0)
 
 
-def make_dpo_trainer(config, n: int):
-    """A jitted DPO fit of a tabular policy: (prompt, chosen, rejected, beta, logits) -> logits
-    after `dpo.steps` Adam steps (uniform reference)."""
+def run_dpo(config, workdir: str, tasks: list[dict], seeds, beta: float) -> np.ndarray:
+    """Every seed's tabular policy [S, M, n] trained by DPO on its training comparisons
+    (uniform reference; `dpo.steps` full-batch Adam steps, all seeds in one fit_small)."""
     dc = config.dpo
-    tx = optax.adam(float(dc.learning_rate))
+    m, n = tasks[0]["gold"].shape[:2]
+    data = stack_seeds(tasks, ["train_prompt", "train_chosen", "train_rejected"])
+    ref = float(-np.log(n))
 
-    @jax.jit
-    def train(prompt, chosen, rejected, beta, lg):
-        ref = jnp.full(prompt.shape, -np.log(n), jnp.float32)
+    def loss_fn(lg, d):
+        logp = jax.nn.log_softmax(lg, -1)
+        prompt = d["train_prompt"]
+        ref_logps = jnp.full(prompt.shape, ref, jnp.float32)
+        losses, _ = dpo_loss(logp[prompt, d["train_chosen"]], logp[prompt, d["train_rejected"]],
+                             ref_logps, ref_logps, beta=beta)
+        return losses.mean()
 
-        def loss(lg):
-            logp = jax.nn.log_softmax(lg, -1)
-            losses, _ = dpo_loss(logp[prompt, chosen], logp[prompt, rejected], ref, ref,
-                                 beta=beta)
-            return losses.mean()
-
-        def step(carry, _):
-            lg, opt = carry
-            updates, opt = tx.update(jax.grad(loss)(lg), opt, lg)
-            return (optax.apply_updates(lg, updates), opt), None
-        (lg, _), _ = jax.lax.scan(step, (lg, tx.init(lg)), None, length=int(dc.steps))
-        return lg
-
-    return train
-
-
-def run_dpo(train, task: dict, beta: float) -> np.ndarray:
-    """A tabular policy [M, n] trained by DPO on the training comparisons."""
-    m, n = task["gold"].shape[:2]
-    lg = train(jnp.asarray(task["train_prompt"]), jnp.asarray(task["train_chosen"]),
-               jnp.asarray(task["train_rejected"]), jnp.float32(beta),
-               jnp.zeros((m, n), jnp.float32))
-    return np.asarray(jax.nn.softmax(lg, -1), np.float64)
+    steps = int(dc.steps)
+    fit = fit_small(workdir, loss_fn=loss_fn, init_params=jnp.zeros((m, n), jnp.float32),
+                    tx=optax.adam(float(dc.learning_rate)), num_steps=steps, data=data,
+                    seeds=list(seeds), per_seed_data=True, steps_per_log=max(1, steps // 5))
+    return np.asarray(jax.nn.softmax(fit.params, -1), np.float64)
 
 
 def run_policy(config, workdir: str, seeds) -> dict[int, dict[str, float]]:
@@ -593,19 +582,15 @@ def run_policy(config, workdir: str, seeds) -> dict[int, dict[str, float]]:
         gpm, params, info = fit_policy_gpm(config, os.path.join(workdir, "gpm"), tasks, seeds,
                                            keys)
         grid = {f"eta={float(e):g}": float(e) for e in config.gpo.etas}
-        iteration = make_gpo_iteration(config, gpm)
+        stacked = {name: run_gpo(config, os.path.join(workdir, f"gpo_{name}"), gpm, params,
+                                 tasks, seeds, eta) for name, eta in grid.items()}
     else:
         info = [{} for _ in seeds]
         grid = {f"beta={float(b):g}": float(b) for b in config.dpo.betas}
-        train = make_dpo_trainer(config, int(config.policy.num_responses))
+        stacked = {name: run_dpo(config, os.path.join(workdir, f"dpo_{name}"), tasks, seeds,
+                                 beta) for name, beta in grid.items()}
     for i, (s, task) in enumerate(zip(seeds, tasks)):
-        if config.model == "gpo":
-            p_i = jax.tree.map(lambda x, i=i: x[i], params)
-            key = jax.random.fold_in(jax.random.key(s), 1)
-            policies = {name: run_gpo(config, iteration, p_i, task, eta, key)
-                        for name, eta in grid.items()}
-        else:
-            policies = {name: run_dpo(train, task, beta) for name, beta in grid.items()}
+        policies = {name: pis[i] for name, pis in stacked.items()}
         chosen, _ = choose_on_validation(
             policies, lambda pi, task=task: worst_case_win_rate(pi, task["val_win_rate"]))
         pi = policies[chosen]
