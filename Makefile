@@ -25,7 +25,7 @@ lint: install
 	$(BIN)/ruff check alignax experiments tests tools benchmarks
 
 test: install lint
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=25 $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
