@@ -127,11 +127,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.beta = 0.05
     betas = (0.05,) if smoke else BETAS
     c.policy = "table"
-    c.variants = {variant_name(k, b): {"loss": k, "beta": b} for k in DAA_KINDS for b in betas}
-    # the shared-parameter policy at the small betas (see the docstring); :smoke runs DPO's
+    # :smoke runs DPO with both policies only (IPO and SLiC differ by the link g alone, which
+    # tests/losses/test_daa.py covers)
+    losses = ("dpo",) if smoke else DAA_KINDS
+    c.variants = {variant_name(k, b): {"loss": k, "beta": b} for k in losses for b in betas}
+    # the shared-parameter policy at the small betas (see the docstring)
     c.variants.update({variant_name(k, b, "shared"): {"loss": k, "beta": b, "policy": "shared"}
-                       for k in (("dpo",) if smoke else DAA_KINDS)
-                       for b in ((0.05,) if smoke else SMALL_BETAS)})
+                       for k in losses for b in ((0.05,) if smoke else SMALL_BETAS)})
     # the tree MDP: vocab ** length leaves; pi_ref node logits N(0, ref_scale^2); the data cover
     # `support_size` leaves drawn from pi_ref; gold N(0, 1) per leaf, BT labels at temperature 1
     c.task = dict(vocab=3, length=3, ref_scale=1.0, support_size=9, label_temperature=1.0)

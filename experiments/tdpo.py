@@ -48,7 +48,9 @@ token entropy >= DPO's" as intervals: (1, comparative) per seed the second-small
 betas' KL ratios TDPO2 / DPO at matched gold is <= 0.8 (i.e. at >= 2 betas TDPO2 reaches DPO's
 gold at >= 20% lower KL); (2, comparative) per seed the mean over betas of TDPO2's token entropy
 minus DPO's at matched gold is >= 0. TDPO1 and the selected policies' gold / KL / entropy are
-reported in the details.
+reported in the details. Reading them: a method that stops earlier on the same path has a lower
+KL and a higher entropy at its selected step only because it also has a lower gold there; the
+claims therefore compare the KL and entropy at the same gold, along each run.
 
     alignax run experiments/tdpo.py            # full setting, 5 seeds
     alignax run experiments/tdpo.py:smoke      # seconds, for the tests
