@@ -76,7 +76,7 @@ from alignax.tasks.language import BOS_ID, BigramLanguage
 from alignax.tasks.policies import gold_preference_pairs
 from alignax.tasks.splits import split_seeds
 from alignax.train.plots import plot_curves
-from alignax.train.small import fit_small
+from alignax.train.small import fit_small, minibatch_fn, pair_accuracy_selection
 
 AGGREGATIONS = ("mean", "min", "mean_minus_std")
 ENSEMBLES = ("pretrain", "finetune")
@@ -123,14 +123,11 @@ def pretrain_lms(workdir: str, lm, seqs, seeds, *, steps, batch_size, learning_r
         logits = lm.apply(params, ids, mask)[:, :-1]
         return optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:]).mean()
 
-    def batch_fn(seqs, rng):
-        return seqs[jax.random.randint(rng, (batch_size,), 0, seqs.shape[0])]
-
     return fit_small(workdir, loss_fn=loss_fn, init_params=jax.vmap(lm.init)(keys),
                      per_seed_init=True, tx=_adam(learning_rate), num_steps=steps,
                      data=jnp.asarray(seqs), seeds=seeds,
                      seed_keys=jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 1),
-                     per_seed_data=True, batch_fn=batch_fn, desc="pretrain")
+                     per_seed_data=True, batch_fn=minibatch_fn(batch_size), desc="pretrain")
 
 
 def finetune_rms(workdir: str, rm, backbones, seeds, labels, chosen, rejected, *, steps,
@@ -152,26 +149,18 @@ def finetune_rms(workdir: str, rm, backbones, seeds, labels, chosen, rejected, *
         rewards = rm.apply(params, jnp.concatenate([batch["chosen"], batch["rejected"]]), mask)
         return bradley_terry_loss(rewards[:batch_size], rewards[batch_size:]).mean()
 
-    def batch_fn(data, rng):
-        idx = jax.random.randint(rng, (batch_size,), 0, data["chosen"].shape[0])
-        return {"chosen": data["chosen"][idx], "rejected": data["rejected"][idx]}
-
     select = {}
     if val is not None:
         vmask = jnp.ones(val["chosen"].shape[1:], bool)
-
-        def val_metrics(params, v):
-            margin = rm.apply(params, v["chosen"], vmask) - rm.apply(params, v["rejected"], vmask)
-            return {"val_accuracy": jnp.mean((margin > 0).astype(jnp.float32))}
-
-        select = dict(eval_fn=val_metrics, eval_data=jax.tree.map(jnp.asarray, val),
-                      select=("val_accuracy", "max"), steps_per_log=steps_per_log)
+        select = pair_accuracy_selection(lambda params, x: rm.apply(params, x, vmask), val,
+                                         steps_per_log=steps_per_log)
     return fit_small(workdir, loss_fn=loss_fn, init_params={"decoder": backbones, "score": heads},
                      per_seed_init=True, tx=_adam(learning_rate), num_steps=steps,
                      data={"chosen": jnp.asarray(chosen), "rejected": jnp.asarray(rejected)},
                      seeds=labels,
                      seed_keys=jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 2),
-                     per_seed_data=True, batch_fn=batch_fn, desc="finetune", **select)
+                     per_seed_data=True, batch_fn=minibatch_fn(batch_size), desc="finetune",
+                     **select)
 
 
 def score_members(rm, params, ids, chunk: int = 4096):

@@ -81,7 +81,7 @@ from alignax.tasks.simulators import bradley_terry
 from alignax.tasks.policies import sft_policy_config
 from alignax.tasks.splits import split_seeds
 from alignax.train.plots import plot_grouped_bars
-from alignax.train.small import fit_small
+from alignax.train.small import fit_small, minibatch_fn, pair_accuracy_selection
 
 DATASETS = ("chain", "tree", "tree_siblings")
 
@@ -181,25 +181,17 @@ def train_rms(workdir: str, rm, init_params, chosen, rejected, seeds, labels, *,
         rewards = rm.apply(params, jnp.concatenate([batch["chosen"], batch["rejected"]]), mask)
         return bradley_terry_loss(rewards[:batch_size], rewards[batch_size:]).mean()
 
-    def batch_fn(data, rng):
-        idx = jax.random.randint(rng, (batch_size,), 0, data["chosen"].shape[0])
-        return {"chosen": data["chosen"][idx], "rejected": data["rejected"][idx]}
-
     select = {}
     if val is not None:
         vmask = jnp.ones(val["chosen"].shape[1:], bool)
-
-        def val_metrics(params, v):
-            margin = rm.apply(params, v["chosen"], vmask) - rm.apply(params, v["rejected"], vmask)
-            return {"val_accuracy": jnp.mean((margin > 0).astype(jnp.float32))}
-
-        select = dict(eval_fn=val_metrics, eval_data=jax.tree.map(jnp.asarray, val),
-                      select=("val_accuracy", "max"), steps_per_log=steps_per_log)
+        select = pair_accuracy_selection(lambda params, x: rm.apply(params, x, vmask), val,
+                                         steps_per_log=steps_per_log)
     return fit_small(workdir, loss_fn=loss_fn, init_params=init_params, per_seed_init=True,
                      tx=tx, num_steps=steps,
                      data={"chosen": jnp.asarray(chosen), "rejected": jnp.asarray(rejected)},
                      seeds=labels, seed_keys=jnp.stack([jax.random.key(int(s)) for s in seeds]),
-                     per_seed_data=True, batch_fn=batch_fn, desc="reward models", **select)
+                     per_seed_data=True, batch_fn=minibatch_fn(batch_size), desc="reward models",
+                     **select)
 
 
 def _token_counts(seqs, vocab_size: int, prompt_len: int) -> np.ndarray:

@@ -422,3 +422,41 @@ def fit_rounds(
         fits.append(fit_small(os.path.join(workdir, f"round_{r}"), **kwargs))
         inputs.append(round_args)
     return RoundsFit(fits=fits, inputs=inputs)
+
+
+def minibatch_fn(batch_size: int) -> Callable[[Any, jax.Array], Any]:
+    """A `fit_small` batch_fn: `batch_size` rows drawn uniformly with replacement from the
+    leading axis of the data, the same rows of every leaf (e.g. chosen and rejected)."""
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    def draw(data, rng):
+        n = jax.tree.leaves(data)[0].shape[0]
+        idx = jax.random.randint(rng, (batch_size,), 0, n)
+        return jax.tree.map(lambda x: x[idx], data)
+
+    return draw
+
+
+def pair_accuracy_selection(score_fn: Callable[[Any, jax.Array], jax.Array], val: Any, *,
+                            steps_per_log: int) -> dict:
+    """`fit_small` keyword arguments for early stopping on validation pair accuracy.
+
+    `score_fn(params, x) -> [N]` scores a batch of responses; `val` holds the validation
+    pairs {"chosen": [N, ...], "rejected": [N, ...]} (with `per_seed_data`, a leading [S]
+    axis). The eval metric `val_accuracy` is the fraction of pairs with
+    score(chosen) > score(rejected) (ties count as wrong), maximised; every variant that is
+    compared should get the same `steps_per_log`.
+    """
+    for key in ("chosen", "rejected"):
+        if key not in val:
+            raise KeyError(f"validation pairs need {key!r}, got {sorted(val)}")
+
+    def val_metrics(params, v):
+        margin = score_fn(params, v["chosen"]) - score_fn(params, v["rejected"])
+        return {"val_accuracy": jnp.mean((margin > 0).astype(jnp.float32))}
+
+    return dict(eval_fn=val_metrics,
+                eval_data={k: jnp.asarray(val[k]) for k in ("chosen", "rejected")},
+                select=("val_accuracy", "max"), steps_per_log=int(steps_per_log))

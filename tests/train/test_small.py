@@ -13,7 +13,8 @@ import pytest
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.train.loop import NonFiniteError
 from alignax.losses.direct import RunningMean
-from alignax.train.small import fit_rounds, fit_small, stack_seeds
+from alignax.train.small import (fit_rounds, fit_small, minibatch_fn, pair_accuracy_selection,
+                                 stack_seeds)
 from alignax.train.writers import read_metrics
 
 MLP = make_mlp(MLPConfig(in_dim=3, hidden=(8,), out_dim=1))
@@ -356,3 +357,27 @@ def test_plots_false_writes_no_pngs_and_keeps_metrics(tmp_path):
     assert pngs == []
     _fit(tmp_path / "loud", num_steps=10)
     assert glob.glob(str(tmp_path / "loud" / "plots" / "*.png"))
+
+
+def test_minibatch_fn_draws_the_same_rows_of_every_leaf():
+    data = {"a": jnp.arange(10.0), "b": jnp.arange(10.0) * 10}
+    batch = minibatch_fn(4)(data, jax.random.key(0))
+    idx = jax.random.randint(jax.random.key(0), (4,), 0, 10)
+    np.testing.assert_array_equal(batch["a"], idx.astype(jnp.float32))
+    np.testing.assert_array_equal(batch["b"], batch["a"] * 10)
+    np.testing.assert_array_equal(minibatch_fn(4)(data["a"], jax.random.key(0)), batch["a"])
+    with pytest.raises(ValueError, match="batch_size"):
+        minibatch_fn(0)
+
+
+def test_pair_accuracy_selection_counts_pairs_ranked_right_and_selects_on_it(tmp_path):
+    val = {"chosen": jnp.array([[1.0], [2.0], [0.0]]), "rejected": jnp.array([[0.0], [3.0],
+                                                                             [0.0]])}
+    kw = pair_accuracy_selection(lambda w, x: x[:, 0] * w, val, steps_per_log=5)
+    assert kw["select"] == ("val_accuracy", "max") and kw["steps_per_log"] == 5
+    # w = 1: pair 0 right, pair 1 wrong, pair 2 a tie (wrong); w = -1: pair 1 right only
+    assert float(kw["eval_fn"](1.0, kw["eval_data"])["val_accuracy"]) == pytest.approx(1 / 3)
+    assert float(kw["eval_fn"](-1.0, kw["eval_data"])["val_accuracy"]) == pytest.approx(1 / 3)
+    assert float(kw["eval_fn"](0.0, kw["eval_data"])["val_accuracy"]) == 0.0
+    with pytest.raises(KeyError, match="'rejected'"):
+        pair_accuracy_selection(lambda w, x: x, {"chosen": val["chosen"]}, steps_per_log=1)
