@@ -330,7 +330,10 @@ def claims(results) -> list[protocol.Claim]:
                f"KL {m[v]['test_kl']:.2f}, mean chosen beta {m[v]['chosen_beta']:.2f}"
             for v in METHODS}
     common = (f"{desc['dpo_ra']}; {desc['dpo']}; reference gold {ref_gold:.3f}; "
-              f"{both:.0%} of training pairs have both responses with gold >= 7")
+              f"{both:.0%} of training pairs have both responses with gold >= 7. The toy's gold "
+              f"is additive and linear in the prompt features, inside DPO's implicit-reward "
+              f"class; 2-seed pilots with 79% both-good pairs, 256 pairs, and scalar / one-hot "
+              f"/ both score encodings all had DPO ahead by 1.5-4% (module docstring)")
     return [
         protocol.decide(
             "DPO on reward-augmented data raises the test gold by >= 5% over DPO "
