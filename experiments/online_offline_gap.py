@@ -225,7 +225,7 @@ def train_proxy(config, workdir, data):
                     seeds=list(config.seeds), per_seed_data=True,
                     steps_per_log=int(config.rm.eval_every), eval_fn=eval_fn,
                     eval_data={k: data[k] for k in val_keys}, select=("val_accuracy", "max"),
-                    desc="proxy RM")
+                    desc="proxy RM", plots=False)
 
     @jax.jit
     @jax.vmap
@@ -241,6 +241,26 @@ def train_proxy(config, workdir, data):
         "train_z", "test_z", "test_pair_prompt", "test_pair_a", "test_pair_b",
         "test_pair_a_better")})
     return np.asarray(tr), np.asarray(te), np.asarray(acc), fit
+
+
+_SHARED: dict = {}  # the data and the proxy of a run, shared by its variants (one process)
+
+
+def shared_world(config, workdir):
+    """make_data for every seed and the proxy trained on it: computed by the first variant of a
+    run (the proxy in its folder) and reused by the others in the same process (the variants
+    differ in the policy's training only; a resumed run in a new process retrains the proxy,
+    deterministically, in the variant's own folder)."""
+    key = json.dumps({k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k]
+                      for k in ("seeds", "space", "world", "data", "rm")}, sort_keys=True)
+    if key not in _SHARED:
+        seeds = [int(s) for s in config.seeds]
+        per_seed = [make_data(config, s) for s in seeds]
+        data = stack_seeds(per_seed, [k for k in per_seed[0] if k != "ref"])
+        proxy = train_proxy(config, os.path.join(workdir, "proxy"), data)[:3]
+        _SHARED.clear()
+        _SHARED[key] = (per_seed, data, proxy)
+    return _SHARED[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,12 +308,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     """Every seed (and every beta) of one variant: the proxy, then the policies, then the
     KL-budget choice on validation and the test metrics of the chosen checkpoints."""
     seeds = [int(s) for s in config.seeds]
-    per_seed = [make_data(config, s) for s in seeds]
-    keys = [k for k in per_seed[0] if k != "ref"]
-    data = stack_seeds(per_seed, keys)
     space = make_world(config, seeds[0]).space
-    proxy_train, proxy_test, proxy_acc, _ = train_proxy(config, os.path.join(workdir, "proxy"),
-                                                        data)
+    per_seed, data, (proxy_train, proxy_test, proxy_acc) = shared_world(config, workdir)
 
     method = config.method
     betas = [None] if method == "online_sft" else [float(b) for b in config.train.betas]
@@ -328,7 +344,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
                     data=train_data, seeds=ids, per_seed_data=True,
                     seed_keys=jnp.stack([jax.random.key(i // 1000) for i in ids]),
                     batch_fn=rl_batch, has_aux=True, steps_per_log=int(config.train.eval_every),
-                    eval_fn=policy_eval_fn(space), eval_data=eval_data, desc=method)
+                    eval_fn=policy_eval_fn(space), eval_data=eval_data, desc=method,
+                    plots=False)  # metrics.jsonl, TensorBoard and trajectories.json keep all
 
     budgets = [float(b) for b in config.budgets]
     out, trajectories = {}, {}
