@@ -37,9 +37,7 @@ def singular_values(h: jax.Array) -> jax.Array:
 def rankme(h: jax.Array, *, eps: float = RANKME_EPS) -> jax.Array:
     """RankMe of H [N, D] (not centred, as in Garrido et al.): exp of the entropy of the
     normalised singular values. A scalar in [1, min(N, D)] (up to eps)."""
-    s = singular_values(h)
-    p = s / jnp.maximum(jnp.sum(s), 1e-30) + eps
-    return jnp.exp(-jnp.sum(p * jnp.log(p)))
+    return _rankme_of(singular_values(h), eps)
 
 
 def covariance_eigenvalues(h: jax.Array) -> jax.Array:
@@ -84,7 +82,26 @@ def alpha_req(h: jax.Array, *, start: int = 1, stop: int | None = None,
                          rel_floor=rel_floor)[0]
 
 
-def geometry_metrics(h: jax.Array) -> dict[str, jax.Array]:
-    """{"rankme", "alpha_req"} of H [N, D] (or of [..., D], flattened to rows)."""
+def _rankme_of(s: jax.Array, eps: float) -> jax.Array:
+    p = s / jnp.maximum(jnp.sum(s), 1e-30) + eps
+    return jnp.exp(-jnp.sum(p * jnp.log(p)))
+
+
+def geometry_metrics(h: jax.Array, *, eps: float = RANKME_EPS) -> dict[str, jax.Array]:
+    """{"rankme", "alpha_req"} of H [N, D] (or of [..., D], flattened to rows).
+
+    Both come from ONE batched SVD of [H, H - mean(H)] (the covariance eigenvalues are the
+    centred singular values squared over N - 1), so a program holds a single LAPACK call per
+    evaluation. On a 2-core CPU, jaxlib runs a batched (e.g. vmapped over seeds) LAPACK call as
+    a `ParallelBatchMap` that blocks a thread of the intra-op pool until its sub-tasks finish;
+    two such calls that XLA schedules concurrently (an SVD for RankMe and an eigh for alpha-ReQ,
+    independent ops) can block both pool threads and deadlock the program (seen with jax 0.10.2).
+    """
     h = jnp.reshape(jnp.asarray(h, jnp.float32), (-1, jnp.shape(h)[-1]))
-    return {"rankme": rankme(h), "alpha_req": alpha_req(h)}
+    n = h.shape[0]
+    both = jnp.stack([h, h - jnp.mean(h, axis=0, keepdims=True)])
+    s = jnp.linalg.svd(both, compute_uv=False)  # [2, min(N, D)]
+    lam = jnp.square(s[1]) / max(n - 1, 1)
+    if lam.shape[0] < h.shape[1]:  # N < D: the other covariance eigenvalues are 0
+        lam = jnp.concatenate([lam, jnp.zeros((h.shape[1] - lam.shape[0],), lam.dtype)])
+    return {"rankme": _rankme_of(s[0], eps), "alpha_req": power_law_fit(lam)[0]}

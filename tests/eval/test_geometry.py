@@ -73,6 +73,15 @@ def test_metrics_jit_and_vmap_over_a_stack():
                                                                     jnp.float32))
     assert out["rankme"].shape == (2,)
     assert float(out["rankme"][0]) > 7.5 and float(out["rankme"][1]) < 1.01
-    # [..., D] inputs are flattened to rows
+    # [..., D] inputs are flattened to rows; the one-SVD metrics equal the separate functions
     three = geometry.geometry_metrics(iso.reshape(40, 50, 8))
     assert float(three["rankme"]) == pytest.approx(float(geometry.rankme(iso)), rel=1e-5)
+    assert float(three["alpha_req"]) == pytest.approx(float(geometry.alpha_req(iso)), abs=1e-4)
+    lam = 2.0 * np.arange(1, 9) ** -1.3
+    planted = _orthonormal_centred(rng, 300, 8) * np.sqrt(299 * lam) + 5.0  # mean off zero
+    m = geometry.geometry_metrics(planted)
+    assert float(m["alpha_req"]) == pytest.approx(1.3, abs=5e-3)
+    assert float(m["rankme"]) == pytest.approx(float(geometry.rankme(planted)), rel=1e-5)
+    # fewer rows than columns: the missing eigenvalues are zeros, left out of the fit
+    few = geometry.geometry_metrics(planted[:5])
+    assert np.isfinite(float(few["alpha_req"]))
