@@ -86,6 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
+    c.plots = not smoke  # fit_small's per-stage PNGs (most of the smoke run's CPU time)
     c.variants = {"zoo": {}}
     c.task = dict(vocab=4, length=5 if not smoke else 4, interaction=1.0, ref_scale=1.0,
                   label_temperature=1.0)
@@ -198,7 +199,8 @@ def train_zoo(config, workdir, feats, rows: dict, seeds_keys):
         return {"val_loss": bradley_terry_loss(r[d["val_chosen"]], r[d["val_rejected"]]).mean(),
                 "val_accuracy": jnp.mean(margin > 0)}
 
-    fit = fit_small(workdir, loss_fn=loss_fn,
+    fit = fit_small(workdir, plots=bool(config.plots),
+                    loss_fn=loss_fn,
                     init_params=rm_init(feats.shape[1], int(config.rm.hidden)),
                     tx=optax.adam(float(config.rm.learning_rate)),
                     num_steps=int(config.rm.steps),
@@ -242,7 +244,8 @@ def train_policies(config, workdir, space, proxies, gold, refs, seeds_keys):
                 "kl": st.sequence_kl(space, table(bias), table(d["ref_params"]))}
 
     evals = {"proxy": rows["proxy"], "gold": jnp.asarray(gold), "ref_params": refs}
-    fit = fit_small(workdir, loss_fn=loss, init_params=refs, per_seed_init=True,
+    fit = fit_small(workdir, plots=bool(config.plots),
+                    loss_fn=loss, init_params=refs, per_seed_init=True,
                     tx=optax.adam(float(config.rl.learning_rate)),
                     num_steps=int(config.rl.steps), data=rows,
                     seeds=list(range(len(seeds_keys))), seed_keys=seeds_keys,

@@ -89,6 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
+    c.plots = not smoke  # fit_small's per-stage PNGs (most of the smoke run's CPU time)
     c.variants = {"tax": {}}
     c.task = dict(vocab=8, length=4, demo_temperature=1.0)
     c.data = dict(train_prompts=2000 if not smoke else 400, val_prompts=500 if not smoke else 200,
@@ -238,7 +239,8 @@ def train_sft(config, workdir, policy: Policy, data) -> np.ndarray:
         val = jnp.concatenate([d["val_a"], d["val_b"]])
         return {"val_xent": xent(params, val, d["gold"])}
 
-    fit = fit_small(workdir, loss_fn=loss_fn, init_params=policy.mlp.init,
+    fit = fit_small(workdir, plots=bool(config.plots),
+                    loss_fn=loss_fn, init_params=policy.mlp.init,
                     tx=optax.adam(float(config.sft.learning_rate)),
                     num_steps=int(config.sft.steps),
                     data={k: data[k] for k in ("train_a", "train_b", "gold")},
@@ -279,7 +281,8 @@ def train_rl(config, workdir, policy: Policy, data, sft_params, coefs) -> tuple:
     keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 1 + i)
                       for s in seeds for i in range(c)])
     row_ids = [s * 1000 + i for s in seeds for i in range(c)]
-    fit = fit_small(workdir, loss_fn=loss, init_params=rows["ref_params"], per_seed_init=True,
+    fit = fit_small(workdir, plots=bool(config.plots),
+                    loss_fn=loss, init_params=rows["ref_params"], per_seed_init=True,
                     tx=optax.adam(float(config.rl.learning_rate)),
                     num_steps=int(config.rl.steps), data=rows, seeds=row_ids,
                     seed_keys=keys, per_seed_data=True, batch_fn=rl_batch, has_aux=True,
@@ -309,7 +312,8 @@ def train_hma(config, workdir, policy: Policy, data, params0, params1, groups):
                                           {"val_b": d["val_b"]})["val_gold"]}
 
     both = {"params0": params0, "params1": params1, "gold": data["gold"]}
-    fit = fit_small(workdir, loss_fn=loss, init_params=jnp.zeros((k,), jnp.float32),
+    fit = fit_small(workdir, plots=bool(config.plots),
+                    loss_fn=loss, init_params=jnp.zeros((k,), jnp.float32),
                     tx=optax.adam(float(config.hma.learning_rate)),
                     num_steps=int(config.hma.steps), data={**both, "train_b": data["train_b"]},
                     seeds=list(config.seeds), per_seed_data=True, has_aux=True,
