@@ -110,6 +110,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   pair_scale=0.5, ref_scale=0.7)
     c.data = dict(num_train=1024 if not smoke else 128, num_val=256 if not smoke else 32,
                   num_test=1024 if not smoke else 64, majority=0.85)
+    c.fit_plots = not smoke  # each fit's metric PNGs (~1 s each; the smoke run draws its own)
     c.udm = dict(w_min=0.5, w_max=10.0, l2=1e-2)
     c.train = dict(steps=400 if not smoke else 20, batch_size=64 if not smoke else 16,
                    learning_rate=0.1, eval_every=20 if not smoke else 10,
@@ -299,7 +300,8 @@ def train(config, workdir: str, data: dict, beta: float):
                      seeds=list(config.seeds), per_seed_data=True, batch_fn=batch_fn,
                      steps_per_log=int(tr.eval_every), eval_fn=eval_fn,
                      eval_data={k: data[f"val_{k}"] for k in EVAL_KEYS},
-                     select=("val_gold", "max"), loss_state=RunningMean.create())
+                     select=("val_gold", "max"), loss_state=RunningMean.create(),
+                     plots=bool(config.fit_plots))
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:

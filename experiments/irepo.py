@@ -102,6 +102,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                    batch_size=64 if not smoke else 16, learning_rate=0.1,
                    eval_every=12 if not smoke else 10,
                    betas=(0.03, 0.1, 0.3) if not smoke else (0.3,))
+    c.fit_plots = not smoke  # each fit's metric PNGs (~1 s each; the smoke run draws its own)
     c.frontier_budgets = (0.25, 0.5, 1.0, 2.0, 4.0)
     return c
 
@@ -267,7 +268,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
             seeds=seeds, batch_fn=batch_fn, has_aux=True, steps_per_log=int(tr.eval_every),
             eval_fn=lambda p, e: {**eval_metrics(space, p, e["val"], "val"),
                                   **eval_metrics(space, p, e["test"], "test")},
-            eval_data={"val": val_e, "test": test_e}, select=("val_gold", "max"))
+            eval_data={"val": val_e, "test": test_e}, select=("val_gold", "max"),
+            plots=bool(config.fit_plots))
 
     # test pairs from pi_ref for the implicit-reward correlation
     k = int(config.data.pairs_per_test_prompt)
