@@ -337,7 +337,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         out[seed] = r
     # the trajectories, for the plot (means over seeds, per RM)
     with open(os.path.join(workdir, "trajectories.json"), "w") as f:
-        json.dump({k: v.reshape(len(seeds), z, -1).tolist() for k, v in traj.items()}, f)
+        json.dump({"names": [f"{cap}_{n}" for n, cap in members],
+                   **{k: v.reshape(len(seeds), z, -1).tolist() for k, v in traj.items()}}, f)
     return out
 
 
@@ -398,11 +399,12 @@ def plots(results, workdir: str) -> list[str]:
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        traj = {k: np.asarray(v) for k, v in json.load(f).items()}
+        traj = json.load(f)
     out = []
     for key in ("gold", "proxy"):
-        t = traj[key]  # [S, Z, T]
-        curves = {f"RM {j}": (np.arange(t.shape[-1]), t[:, j].mean(0)) for j in range(t.shape[1])}
+        t = np.asarray(traj[key])  # [S, Z, T]
+        curves = {f"RM {name}": (np.arange(t.shape[-1]), t[:, j].mean(0))
+                  for j, name in enumerate(traj["names"])}
         p = os.path.join(workdir, "plots", f"alignment_ceiling_{key}.png")
         plot_curves(curves, p, title=f"{key} reward along RL on each RM of the zoo",
                     xlabel="evaluation (every eval_every updates)", ylabel=f"E_pi[{key}]")
