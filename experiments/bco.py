@@ -65,6 +65,7 @@ and BCE by about 4. The toy (clusters, gold, 85% divergence) was fixed before th
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -278,6 +279,19 @@ def eval_metrics(space, params, e, prefix: str) -> dict:
             f"{prefix}_kl": (p * (lp - e["ref_logp"])).sum(-1).mean()}
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _test_eval(space, params, e):
+    return jax.vmap(lambda p, x: eval_metrics(space, p, x, "test"))(params, e)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _prompt_win_rates(space, params, e):
+    """[S, P] each test prompt's exact win rate vs pi_ref (for the per-cluster rates)."""
+    def one(p, x):
+        return (jnp.exp(st.sequence_log_probs(space, p, x["phi"])) * x["win"]).sum(-1)
+    return jax.vmap(one)(params, e)
+
+
 def train(config, workdir: str, data: dict, beta: float):
     """Every seed at once for one beta, early-stopped on the validation gold."""
     tr, space = config.train, space_of(config)
@@ -321,21 +335,10 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     fits = {float(b): train(config, os.path.join(workdir, f"beta_{b:g}"), data, float(b))
             for b in config.train.betas}
     test_e = {k: data[f"test_{k}"] for k in EVAL_KEYS}
-
-    @jax.jit
-    def test_eval(params):
-        return jax.vmap(lambda p, e: eval_metrics(space, p, e, "test"))(params, test_e)
-
-    @jax.jit
-    def cluster_win(params):
-        def one(p, e):
-            lp = st.sequence_log_probs(space, p, e["phi"])
-            return (jnp.exp(lp) * e["win"]).sum(-1)
-        return jax.vmap(one)(params, test_e)
-
     out = {}
-    tests = {b: jax.device_get(test_eval(f.best_params)) for b, f in fits.items()}
-    wins = {b: np.asarray(cluster_win(f.best_params)) for b, f in fits.items()}
+    tests = {b: jax.device_get(_test_eval(space, f.best_params, test_e)) for b, f in fits.items()}
+    wins = {b: np.asarray(_prompt_win_rates(space, f.best_params, test_e))
+            for b, f in fits.items()}
     for i, seed in enumerate(seeds):
         name, record = choose_on_validation(
             {f"beta={b:g}": b for b in fits}, lambda b, i=i: float(fits[b].best_score[i]))
