@@ -59,6 +59,17 @@ smallest beta (its classifier loss is nearly linear in the log-ratio there) and 
 0.86 of DPO's gold gain; in the divergent setting (lr 0.03) BCO+UDM led BCO by about 2 points
 and BCE by about 4. The toy (clusters, gold, 85% divergence) was fixed before these pilots.
 
+Outcome of the full run (8 seeds; experiments/summaries/bco-114912b.json). Paired: BCO's gain is
+0.87 of DPO's (95% interval 0.81-0.92): the <= 110% half PASSes, the >= 90% half is INCONCLUSIVE
+(the interval straddles 0.9). BCO and BCE choose the grid's smallest beta on every seed; a
+validation-only check with beta = 0.003 added gave BCO a validation gold of 1.19 against 1.17 at
+0.01 (DPO 1.36), so the grid's edge does not explain the gap: at these betas BCO's loss is
+nearly linear in the log-ratio and a smaller beta gives nearly the same Adam updates. Paired
+BCO's mean gain is above BCE's (1.16 vs 1.09; not claimed). Divergent: BCO+UDM leads BCO by 2.5
+points of win rate (-0.5 to 5.4) and BCE without the shift by 4.0 (1.6 to 6.4): both in the
+paper's direction, but neither interval clears the 3-point bar (INCONCLUSIVE); the UDM gain is
+largest on the cluster-A prompts, whose rejected examples are rare and get weights ~4.
+
     alignax run experiments/bco.py            # full setting
     alignax run experiments/bco.py:smoke      # seconds, for the tests
 """

@@ -56,6 +56,14 @@ points all had KL > 2, which made the frontier from selected params alone meanin
 so the frontier now uses every logged step. Pilot test gold: iREPO 1.43, DPO 1.45, IPO 1.02;
 Pearson: iREPO 0.62, DPO 0.57, IPO 0.48. The toy was fixed before the pilot.
 
+Outcome of the full run (8 seeds; experiments/summaries/irepo-b6c85ba.json): iREPO's test gold
+1.61 vs DPO's 1.57 (difference 0.04, interval -0.04 to 0.12: INCONCLUSIVE, the point estimate in
+the paper's direction); the frontier measure is higher for iREPO than for DPO (0.45 vs 0.37, PASS)
+but IPO's is higher still (0.50); the Pearson correlation of iREPO's implicit reward differences
+with the gold differences is 0.69 (0.66 to 0.72: INCONCLUSIVE), above DPO's 0.61 and IPO's 0.54.
+The selected policies sit at KL ~5 nats from pi_ref, so the pi_ref pairs of the correlation test
+lie where the policy has moved most.
+
     alignax run experiments/irepo.py            # full setting
     alignax run experiments/irepo.py:smoke      # seconds, for the tests
 """
