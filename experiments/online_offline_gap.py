@@ -152,6 +152,9 @@ def labelled_pairs(world, ref, z, per_prompt, seed, values, *, stream=0, tempera
     return {**pairs, "a_better": a_better}
 
 
+_log_probs = jax.jit(st.sequence_log_probs, static_argnums=0)
+
+
 def make_data(config, seed: int) -> dict:
     """The world of seed `seed` and its train / validation / test data (`split_seeds`)."""
     world = make_world(config, seed)
@@ -164,7 +167,7 @@ def make_data(config, seed: int) -> dict:
                        ("test", dc.test_prompts, splits.test)):
         z = world.prompts(int(n), s)
         gold = world.gold(z)
-        ref_logp = np.asarray(st.sequence_log_probs(space, ref, jnp.asarray(z)))
+        ref_logp = np.asarray(_log_probs(space, ref, jnp.asarray(z)))
         out[f"{name}_z"], out[f"{name}_gold"], out[f"{name}_ref"] = z, gold, ref_logp
         if name != "train":
             out[f"{name}_wintable"] = np.asarray(frontier.ref_win_table(gold, ref_logp))

@@ -102,6 +102,9 @@ def make_world(config, seed: int) -> PreferenceWorld:
                            **config.world.to_dict())
 
 
+_log_probs = jax.jit(st.sequence_log_probs, static_argnums=0)
+
+
 def make_data(config, seed: int) -> dict:
     """The world of seed `seed`: reference params and, per split (`split_seeds`), the prompts,
     the gold table and the reference's log-probs of every response."""
@@ -115,7 +118,7 @@ def make_data(config, seed: int) -> dict:
         z = world.prompts(int(n), s)
         out[f"{name}_z"] = z
         out[f"{name}_gold"] = world.gold(z)
-        out[f"{name}_ref"] = np.asarray(st.sequence_log_probs(world.space, ref, jnp.asarray(z)))
+        out[f"{name}_ref"] = np.asarray(_log_probs(world.space, ref, jnp.asarray(z)))
     return out
 
 

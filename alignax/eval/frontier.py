@@ -41,6 +41,14 @@ def _win_row(values, ref_probs):
     return cdf[lo] + 0.5 * (cdf[hi] - cdf[lo])
 
 
+@jax.jit
+def _win_table(values, probs):
+    fn = _win_row
+    for _ in range(values.ndim - 1):
+        fn = jax.vmap(fn)
+    return fn(values, probs)
+
+
 def ref_win_table(values, ref_log_probs) -> jax.Array:
     """[..., N] P_{y' ~ pi_ref}(v(y) > v(y')) + 1/2 P_{y' ~ pi_ref}(v(y) = v(y')) for every y.
 
@@ -58,10 +66,7 @@ def ref_win_table(values, ref_log_probs) -> jax.Array:
     if values.shape != probs.shape:
         raise ValueError(f"values and ref_log_probs differ in shape: {values.shape} vs "
                          f"{probs.shape}")
-    fn = _win_row
-    for _ in range(values.ndim - 1):
-        fn = jax.vmap(fn)
-    return fn(values, probs)
+    return _win_table(values, probs)
 
 
 def _check_points(kl, score):

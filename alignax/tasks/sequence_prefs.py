@@ -18,6 +18,7 @@ it is unrelated to the gold and far from uniform. Everything is seeded by the wo
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -94,6 +95,11 @@ def token_features(space: st.SequenceSpace) -> np.ndarray:
     return out
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3, 5))
+def _sample(space, params, key, num, z, temperature):
+    return st.sample(space, params, key, num, z, temperature=temperature)
+
+
 def sample_pairs(space: st.SequenceSpace, params: dict, z: np.ndarray, per_prompt: int,
                  seed: int, *, stream: int = 0, temperature: float = 1.0) -> dict:
     """`per_prompt` response pairs (y, y') drawn i.i.d. from pi(.|x)^(1/temperature) for every
@@ -105,8 +111,8 @@ def sample_pairs(space: st.SequenceSpace, params: dict, z: np.ndarray, per_promp
       indices}, prompt-major.
     """
     key = jax.random.fold_in(jax.random.key(np.uint32(seed % (1 << 32))), int(stream))
-    draws = np.asarray(st.sample(space, params, key, 2 * per_prompt, jnp.asarray(z),
-                                 temperature=temperature))  # [P, 2k]
+    draws = np.asarray(_sample(space, params, key, 2 * per_prompt, jnp.asarray(z),
+                               float(temperature)))  # [P, 2k]
     p = z.shape[0]
     return {"prompt": np.repeat(np.arange(p, dtype=np.int32), per_prompt),
             "a": draws[:, :per_prompt].reshape(-1).astype(np.int32),
