@@ -46,6 +46,12 @@ Claims (5 seeds, paired 95% Student t intervals; the notes' pass criterion as in
   - comparative: the gold is monotone in K: RAFT-8 - RAFT-4 >= 0 and RAFT-16 - RAFT-8 >= 0.
   - sanity: best-of-16 sampling raises the gold over the reference (by construction).
 
+What the toy can and cannot show: RAFT has no KL term; SFT on the best of K samples sharpens the
+policy round after round towards each prompt's best response (KL(pi || pi_ref) tends to
+-log pi_ref of that response), while RLOO's KL penalty, chosen on validation, bounds its drift.
+The paper's "better perplexity / diversity than PPO" comes from LLM runs that stop after a few
+iterations; here every method spends the same sample budget and is stopped on validation gold.
+
     alignax run experiments/raft.py            # full setting, 5 seeds
     alignax run experiments/raft.py:smoke      # seconds, for the tests
 """
