@@ -12,7 +12,10 @@ SMOKE = "experiments/bt_dpo_synthetic.py:smoke"
 
 def env(devices: int = 1, **extra) -> dict:
     e = dict(os.environ)
-    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    # keep the suite's compile flags (tests/conftest.py), add the host device count
+    e["XLA_FLAGS"] = " ".join(f for f in e.get("XLA_FLAGS", "").split()
+                              if not f.startswith("--xla_force_host_platform_device_count")
+                              ) + f" --xla_force_host_platform_device_count={devices}"
     e["JAX_PLATFORMS"] = "cpu"
     e["PYTHONUNBUFFERED"] = "1"
     e.update(extra)
