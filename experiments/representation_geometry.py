@@ -116,6 +116,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
+    c.plots = not smoke  # fit_small's per-stage PNGs (seconds of the smoke run)
     c.method = "pretrain"
     c.variants = {m: {"method": m} for m in METHODS}
     c.cache_dir = ""  # "" -> <workdir>/cache (the shared pretraining run)
@@ -206,7 +207,7 @@ def pretrain(config, workdir: str, data: dict):
         out["test_nll"] = nll(params, e["test_text"])[0]
         return out
 
-    return fit_small(workdir, loss_fn=nll, init_params=lm.init,
+    return fit_small(workdir, plots=bool(config.plots), loss_fn=nll, init_params=lm.init,
                      tx=optax.adamw(schedule, weight_decay=float(pt.weight_decay)),
                      num_steps=steps, data={"text": data["text"]}, seeds=list(config.seeds),
                      per_seed_data=True, batch_fn=batch_fn, has_aux=True,
@@ -337,7 +338,8 @@ def post_train(config, workdir: str, lm, start, data: dict):
 
         train_data = {"prompts": data["train_prompts"], "top": data["top"], "ref_params": start}
         pairs = None
-    fit = fit_small(workdir, loss_fn=loss_fn, init_params=start, per_seed_init=True,
+    fit = fit_small(workdir, plots=bool(config.plots), loss_fn=loss_fn, init_params=start,
+                    per_seed_init=True,
                     tx=optax.adam(float(post.learning_rate)), num_steps=int(post.steps),
                     data=train_data, seeds=list(config.seeds), per_seed_data=True,
                     batch_fn=batch_fn, has_aux=True, steps_per_log=int(post.log_every),
