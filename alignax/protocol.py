@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -536,3 +536,50 @@ def paper_status(claims: Iterable[Claim]) -> str:
     """"REPRODUCED", "NOT REPRODUCED" or "INCONCLUSIVE" (see `paper_verdict` for the rule and
     the reason)."""
     return paper_verdict(claims).status
+
+
+# --- choices made on validation (rule 1) ---------------------------------------------------
+
+def _json_score(x: float) -> float | str:
+    return x if math.isfinite(x) else str(x)
+
+
+def choose_on_validation(candidates: Mapping[Any, Any], score: Callable[[Any], float], *,
+                         maximize: bool = True) -> tuple[Any, dict]:
+    """Picks the candidate with the best validation score, and records how.
+
+    Every candidate is scored (no early exit), so the record shows the whole search. Give each
+    variant (the method and every baseline) the same candidates and the same `score` budget.
+
+    Args:
+      candidates: {name: value} in search order, e.g. {"steps=100": 100, "steps=300": 300} or
+        {name: trained state}.
+      score: value -> validation score (a float; NaN or inf never wins).
+      maximize: True to pick the highest score, False the lowest.
+
+    Returns:
+      (best name, record): record is JSON-able: {"procedure": ..., "maximize": bool,
+      "scores": {str(name): score} in candidate order (non-finite scores as "nan"/"inf"),
+      "chosen": str(best name)}. Ties go to the earliest candidate.
+
+    Raises:
+      ValueError: no candidates, or no finite score.
+    """
+    if not candidates:
+        raise ValueError("choose_on_validation: no candidates")
+    scores = {name: float(score(value)) for name, value in candidates.items()}
+    finite = [(name, s) for name, s in scores.items() if math.isfinite(s)]
+    if not finite:
+        raise ValueError(f"choose_on_validation: no finite validation score ({scores})")
+    best_name, best = finite[0]
+    for name, s in finite[1:]:
+        if (s > best) if maximize else (s < best):
+            best_name, best = name, s
+    record = {
+        "procedure": ("argmax" if maximize else "argmin") + " of the validation score over "
+                     "all candidates (ties: the earliest; non-finite scores never chosen)",
+        "maximize": bool(maximize),
+        "scores": {str(name): _json_score(s) for name, s in scores.items()},
+        "chosen": str(best_name),
+    }
+    return best_name, record

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignax.tasks.splits import choose_on_validation
+from alignax.protocol import choose_on_validation
 
 
 def _win_row(values, ref_probs):
