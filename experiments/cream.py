@@ -182,12 +182,11 @@ def self_judge(space, params, prev, base, x, draws):
     return r_t, r_prev
 
 
-@functools.lru_cache(maxsize=None)
-def _round_program(space: st.SequenceSpace, k: int):
-    """The jitted, seed-vmapped sampling and self-judging of one round (cached per space)."""
+@functools.partial(jax.jit, static_argnames=("space", "k"))
+def round_program(p, q, base, x, key, *, space: st.SequenceSpace, k: int):
+    """The seed-vmapped sampling and self-judging of one round (compiled once per space and k
+    by jit's own cache)."""
 
-    @jax.jit
-    @jax.vmap
     def one(p, q, base, x, key):
         draws = st.sample(space, p, key, k, x)  # [P, K]
         r_t, r_prev = self_judge(space, p, q, base, x, draws)
@@ -201,14 +200,14 @@ def _round_program(space: st.SequenceSpace, k: int):
                 "ref_rejected": st.gather(lp, yr[:, None])[:, 0],
                 "consistency": consistency_weight(tau, valid)}
 
-    return one
+    return jax.vmap(one)(p, q, base, x, key)
 
 
 def round_data(config, method: str, params, prev, data, keys) -> dict:
     """One round's DPO pairs for every seed: sample, self-judge, pick best vs worst, and
     CREAM's consistency C (SRLM trains with C = 1 and only records the measured C)."""
-    one = _round_program(space_of(config), int(config.data.samples))
-    out = one(params, prev, data["base"], data["train_x"], keys)
+    out = round_program(params, prev, data["base"], data["train_x"], keys,
+                        space=space_of(config), k=int(config.data.samples))
     out["measured_consistency"] = out["consistency"]
     if method == "srlm":
         out["consistency"] = jnp.ones_like(out["consistency"])
@@ -266,26 +265,30 @@ def train_rounds(config, workdir: str, method: str, beta: float, steps: int, sft
     return policies, consistency
 
 
-@functools.lru_cache(maxsize=None)
-def _eval_programs(space: st.SequenceSpace, k: int):
-    """Jitted, seed-vmapped evaluators: mean gold, and the (self-consistency, judge-vs-gold)
-    Kendall taus of k samples per prompt."""
-    gold = jax.jit(jax.vmap(lambda p, x, g: mean_gold(space, p, x, g)))
+@functools.partial(jax.jit, static_argnames="space")
+def gold_program(p, x, g, *, space: st.SequenceSpace):
+    """[S] mean gold of the seeds' policies (seed-vmapped)."""
+    return jax.vmap(lambda p, x, g: mean_gold(space, p, x, g))(p, x, g)
 
-    @jax.jit
-    @jax.vmap
-    def taus(p, q, base, x, g, key):
+
+@functools.partial(jax.jit, static_argnames=("space", "k"))
+def taus_program(p, q, base, x, g, key, *, space: st.SequenceSpace, k: int):
+    """[S] (self-consistency, judge-vs-gold) Kendall taus of k samples per prompt."""
+
+    def one(p, q, base, x, g, key):
         draws = st.sample(space, p, key, k, x)
         r_t, r_prev = self_judge(space, p, q, base, x, draws)
         judge = jnp.nanmean(ranking_consistency(r_t, st.gather(g, draws)))
         return jnp.nanmean(ranking_consistency(r_t, r_prev)), judge
 
-    return gold, taus
+    return jax.vmap(one)(p, q, base, x, g, key)
 
 
 def evaluate(config, policies, data, seeds) -> dict[str, np.ndarray]:
     """[S] test and validation metrics of every round's policy."""
-    gold, taus = _eval_programs(space_of(config), int(config.data.samples))
+    space = space_of(config)
+    gold = functools.partial(gold_program, space=space)
+    taus = functools.partial(taus_program, space=space, k=int(config.data.samples))
     out = {"test_gold_base": gold(data["base"], data["test_x"], data["test_gold"])}
     for r, p in enumerate(policies):
         out[f"test_gold_r{r}"] = gold(p, data["test_x"], data["test_gold"])

@@ -147,12 +147,11 @@ def make_world(config, seed: int) -> dict:
     return out
 
 
-@functools.lru_cache(maxsize=None)
-def _programs(k: int):
-    """Jitted, seed-vmapped: one round's pairs and reference samples; evaluation."""
+@functools.partial(jax.jit, static_argnames="k")
+def pairs_program(p, x, gold, opt, key, *, k: int):
+    """Seed-vmapped: one round's pairs (best vs worst of k samples by gold) and fresh
+    reference samples."""
 
-    @jax.jit
-    @jax.vmap
     def pairs(p, x, gold, opt, key):
         k_draw, k_ref = jax.random.split(key)
         draws = st.sample(SPACE, p, k_draw, k, x)  # [P, K]
@@ -166,8 +165,13 @@ def _programs(k: int):
                 "ref_rejected": st.gather(lp, yr)[:, 0], "ref_sample": st.gather(lp, ys)[:, 0],
                 "opt_seen": jnp.any(draws == opt, axis=-1).astype(jnp.float32)}
 
-    @jax.jit
-    @jax.vmap
+    return jax.vmap(pairs)(p, x, gold, opt, key)
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def metrics_program(p, x, gold, opt, *, k: int):
+    """Seed-vmapped evaluation: gold, mass on and coverage of the optimal arm, entropy."""
+
     def metrics(p, x, gold, opt):
         lp = st.sequence_log_probs(SPACE, p, x)  # [P, N]
         prob = jnp.exp(lp)
@@ -175,7 +179,7 @@ def _programs(k: int):
                 "entropy": -(prob * lp).sum(-1).mean(),
                 "opt_cover": (1.0 - (1.0 - prob[:, opt]) ** k).mean()}
 
-    return pairs, metrics
+    return jax.vmap(metrics)(p, x, gold, opt)
 
 
 def make_loss(method: str, beta: float, alpha: float):
@@ -206,7 +210,7 @@ def train_rounds(config, workdir: str, method: str, beta: float, alpha: float, l
     """The online rounds of one candidate; returns the policies [pi_0, ..., pi_T]
     (leaves [S, ...]) and [S] the fraction of (round, training prompt) whose samples held a*."""
     seeds = list(config.seeds)
-    pairs, metrics = _programs(int(config.data.samples))
+    pairs = functools.partial(pairs_program, k=int(config.data.samples))
 
     def make_round(r, fits):
         params = data["init"] if r == 0 else fits[-1].params
@@ -251,7 +255,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     data = stack_seeds(worlds, ["train_x", "train_gold", "val_x", "val_gold", "test_x",
                                 "test_gold", "opt_arm"])
     data["init"] = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *[w["init"] for w in worlds])
-    _, metrics = _programs(int(config.data.samples))
+    metrics = functools.partial(metrics_program, k=int(config.data.samples))
     cands = {}
     steps = int(config.train.steps)
     for name, (beta, alpha, lr) in candidates(config, method).items():
