@@ -413,6 +413,16 @@ def per_seed(results: Mapping, variant: str, metric: str) -> dict:
     return out
 
 
+def seed_mean(results: Mapping, variant: str, metric: str) -> float:
+    """The mean over seeds of one metric of one variant (`per_seed`), for a claim's detail
+    text or a derived threshold; NaN when the variant did not run (e.g. one the smoke setting
+    skips). A missing metric of a present variant is a ValueError, as in `per_seed`."""
+    if variant not in results:
+        return float("nan")
+    values = list(per_seed(results, variant, metric).values())
+    return float(sum(values) / len(values))
+
+
 def compare(name: str, results: Mapping, a: tuple[str, str], b: tuple[str, str], *,
             at_least: float | None = None, at_most: float | None = None,
             level: float = LEVEL, method: str = "t", seed: int = 0,

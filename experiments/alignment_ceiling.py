@@ -70,6 +70,7 @@ import numpy as np
 import optax
 
 from alignax import protocol
+from alignax.protocol import seed_mean
 from alignax.algorithms.prompted_pg import prompted_reinforce_loss
 from alignax.algorithms.small_pg import rl_batch
 from alignax.eval import mismatch
@@ -346,16 +347,12 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
 # Claims and plots
 
 
-def _mean(results, metric):
-    return float(np.mean(list(protocol.per_seed(results, "zoo", metric).values())))
-
-
 def claims(results) -> list[protocol.Claim]:
     per_seed = results["zoo"]["per_seed"]
     names = sorted({k[len("test_rm_accuracy_"):] for m in per_seed.values() for k in m
                     if k.startswith("test_rm_accuracy_")})
     def row(n):
-        m = {k: _mean(results, f"{k}_{n}") for k in (
+        m = {k: seed_mean(results, "zoo", f"{k}_{n}") for k in (
             "test_rm_accuracy", "final_gold_gain", "peak_gold_gain", "proxy_gain", "final_kl",
             "overoptimised")}
         return (f"{n}: RM acc {m['test_rm_accuracy']:.3f}, final gold gain "
@@ -373,8 +370,8 @@ def claims(results) -> list[protocol.Claim]:
             "gold reward peaks then falls (per seed: the fraction of the 8-RM zoo is >= 0.5)",
             frac, kind="threshold", at_least=0.5,
             measured={"frac_overoptimised": float(np.mean(list(frac.values()))),
-                      "frac_proxy_monotone": _mean(results, "frac_proxy_monotone"),
-                      "frac_gold_peak_then_fall": _mean(results, "frac_gold_peak_then_fall")},
+                      **{k: seed_mean(results, "zoo", k)
+                         for k in ("frac_proxy_monotone", "frac_gold_peak_then_fall")}},
             detail="tolerances fixed before the first run (proxy drawdown <= 5% of its range; "
                    "gold end >= 10% of the gain below its peak); per RM, means over seeds: "
                    + table),
@@ -384,8 +381,9 @@ def claims(results) -> list[protocol.Claim]:
             at_most=0.5, measured={"spearman": float(np.mean(list(rho.values())))},
             detail="per seed, over the 8 RMs; accuracy on held-out noisy test pairs; reported: "
                    "Spearman with the RMs' accuracy against the gold ordering "
-                   f"{_mean(results, 'spearman_gold_acc_gain'):.3f}, with the gold gain at the "
-                   f"gold peak {_mean(results, 'spearman_acc_peak_gain'):.3f}"),
+                   f"{seed_mean(results, 'zoo', 'spearman_gold_acc_gain'):.3f}, with the gold "
+                   f"gain at the gold peak "
+                   f"{seed_mean(results, 'zoo', 'spearman_acc_peak_gain'):.3f}"),
         protocol.sanity(
             "every RL run raises its own proxy reward (the optimiser works)",
             min(min_gain.values()) > 0, {"min_proxy_gain": float(min(min_gain.values()))},

@@ -54,6 +54,7 @@ import optax
 import json
 
 from alignax import protocol
+from alignax.protocol import seed_mean
 from alignax.experiment import is_smoke
 from alignax.losses.reward import bradley_terry_loss
 from alignax.models.mlp import MLPConfig, make_mlp
@@ -259,14 +260,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     return out
 
 
-def _mean(results, variant: str, name: str = "test_mm_accuracy") -> float:
-    if variant not in results:
-        return float("nan")
-    return float(np.mean(list(protocol.per_seed(results, variant, name).values())))
-
-
 def claims(results) -> list[protocol.Claim]:
-    acc = {v: _mean(results, v) for v in VARIANTS}
+    acc = {v: seed_mean(results, v, "test_mm_accuracy") for v in VARIANTS}
     return [
         protocol.compare(
             "the two-layer MLP head beats the linear head by >= 2 points of multimodal test "

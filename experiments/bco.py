@@ -86,6 +86,7 @@ import numpy as np
 import optax
 
 from alignax import protocol
+from alignax.protocol import seed_mean
 from alignax.eval.exact import win_probabilities
 from alignax.experiment import is_smoke
 from alignax.losses.direct import RunningMean, bco_loss, dpo_loss
@@ -374,17 +375,11 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
 # Claims and plots
 
 
-def _mean(results, variant: str, name: str) -> float:
-    if variant not in results:
-        return float("nan")
-    return float(np.mean(list(protocol.per_seed(results, variant, name).values())))
-
-
 def claims(results) -> list[protocol.Claim]:
     dpo = protocol.per_seed(results, "paired_dpo", "test_gold_gain")
     bco = protocol.per_seed(results, "paired_bco", "test_gold_gain")
     ratio = {s: bco[s] / dpo[s] for s in bco if s in dpo}
-    m = {v: {k: _mean(results, v, k) for k in ("test_gold_gain", "test_win_rate", "test_kl",
+    m = {v: {k: seed_mean(results, v, k) for k in ("test_gold_gain", "test_win_rate", "test_kl",
                                                 "test_win_rate_a", "test_win_rate_b")}
          for v in results}
     gains = ", ".join(f"{v} {m[v]['test_gold_gain']:.3f} (KL {m[v]['test_kl']:.3f})"
@@ -394,8 +389,8 @@ def claims(results) -> list[protocol.Claim]:
     wins = ", ".join(f"{v} {m[v]['test_win_rate']:.3f} (A {m[v]['test_win_rate_a']:.3f}, "
                      f"B {m[v]['test_win_rate_b']:.3f}; KL {m[v]['test_kl']:.3f})"
                      for v in results if v.startswith("divergent"))
-    wa = _mean(results, "divergent_bco_udm", "udm_weight_a")
-    wb = _mean(results, "divergent_bco_udm", "udm_weight_b")
+    wa = seed_mean(results, "divergent_bco_udm", "udm_weight_a")
+    wb = seed_mean(results, "divergent_bco_udm", "udm_weight_b")
     detail_ii = (f"divergent setting, test gold win rate vs pi_ref (50/50 clusters): {wins}; "
                  f"mean UDM weight of rejected examples from cluster A {wa:.2f}, B {wb:.2f}")
     return [

@@ -56,6 +56,7 @@ import numpy as np
 import optax
 
 from alignax import protocol
+from alignax.protocol import seed_mean
 from alignax.experiment import is_smoke
 from alignax.losses.reward import bradley_terry_loss, curriculum_drop_rate, peer_review_masks
 from alignax.models.mlp import MLPConfig, make_mlp
@@ -266,17 +267,11 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     return out
 
 
-def _mean(results, variant: str, name: str) -> float:
-    if variant not in results:
-        return float("nan")
-    return float(np.mean(list(protocol.per_seed(results, variant, name).values())))
-
-
 def claims(results) -> list[protocol.Claim]:
-    acc = {v: _mean(results, v, "test_gold_accuracy") for v in results}
-    final = {v: _mean(results, v, "test_gold_accuracy_final") for v in results}
-    kept20 = _mean(results, "crm_20", "kept_flip_rate")
-    kept_sl = _mean(results, "small_loss_40", "kept_flip_rate")
+    acc = {v: seed_mean(results, v, "test_gold_accuracy") for v in results}
+    final = {v: seed_mean(results, v, "test_gold_accuracy_final") for v in results}
+    kept20 = seed_mean(results, "crm_20", "kept_flip_rate")
+    kept_sl = seed_mean(results, "small_loss_40", "kept_flip_rate")
     return [
         protocol.compare(
             "at 40% flipped labels CRM's test gold accuracy beats plain BT by >= 3 points "

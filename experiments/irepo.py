@@ -80,6 +80,7 @@ import numpy as np
 import optax
 
 from alignax import protocol
+from alignax.protocol import seed_mean
 from alignax.eval.exact import win_probabilities
 from alignax.experiment import is_smoke
 from alignax.losses.direct import dpo_loss, ipo_loss, irepo_loss
@@ -326,15 +327,9 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     return out
 
 
-def _mean(results, variant: str, name: str) -> float:
-    if variant not in results:
-        return float("nan")
-    return float(np.mean(list(protocol.per_seed(results, variant, name).values())))
-
-
 def claims(results) -> list[protocol.Claim]:
     keys = ("test_gold", "test_kl", "test_frontier", "test_implicit_pearson", "test_win_rate")
-    m = {v: {k: _mean(results, v, k) for k in keys} for v in results}
+    m = {v: {k: seed_mean(results, v, k) for k in keys} for v in results}
     table = "; ".join(f"{v}: gold {m[v]['test_gold']:.3f}, KL {m[v]['test_kl']:.3f}, win rate "
                       f"{m[v]['test_win_rate']:.3f}, frontier {m[v]['test_frontier']:.3f}, "
                       f"Pearson {m[v]['test_implicit_pearson']:.3f}" for v in results)

@@ -81,6 +81,7 @@ import numpy as np
 import optax
 
 from alignax import protocol
+from alignax.protocol import seed_mean
 from alignax.algorithms import small_direct
 from alignax.algorithms.small_pg import rl_batch
 from alignax.eval import frontier
@@ -407,20 +408,14 @@ def ref_value(metric: str) -> float:
 # Claims and plots
 
 
-def _mean(results, variant, metric):
-    if variant not in results:
-        return float("nan")
-    return float(np.mean(list(protocol.per_seed(results, variant, metric).values())))
-
-
 def claims(results) -> list[protocol.Claim]:
     cfg = get_config()
     mid = f"kl{cfg.middle_budget:g}"
     out = []
     for bud in cfg.claim_budgets:
         tag = f"kl{bud:g}"
-        detail = ", ".join(f"{v} {_mean(results, v, f'test_win_{tag}'):.3f} (test KL "
-                           f"{_mean(results, v, f'test_kl_{tag}'):.2f})" for v in results)
+        detail = ", ".join(f"{v} {seed_mean(results, v, f'test_win_{tag}'):.3f} (test KL "
+                           f"{seed_mean(results, v, f'test_kl_{tag}'):.2f})" for v in results)
         out.append(protocol.compare(
             f"at a KL budget of {bud:g} nats online IPO's test gold win rate against pi_ref "
             f"beats offline IPO's by >= 0.10 (checkpoint and beta chosen on validation under "
@@ -430,21 +425,21 @@ def claims(results) -> list[protocol.Claim]:
         f"at a KL budget of {cfg.middle_budget:g} nats the offline policy's implicit reward "
         f"classifies held-out gold-labelled pairs better than the online policy's (>= 0)",
         results, ("offline", f"test_acc_{mid}"), ("online", f"test_acc_{mid}"), at_least=0.0,
-        detail=", ".join(f"{v} {_mean(results, v, f'test_acc_{mid}'):.3f}" for v in results)))
+        detail=", ".join(f"{v} {seed_mean(results, v, f'test_acc_{mid}'):.3f}" for v in results)))
     out.append(protocol.compare(
         f"coverage ablation: at a KL budget of {cfg.middle_budget:g} nats online IPO still "
         f"beats offline IPO on data from a broader policy (pi_ref at temperature 2) (>= 0)",
         results, ("online", f"test_win_{mid}"), ("offline_broad", f"test_win_{mid}"),
         at_least=0.0,
-        detail=f"offline_broad {_mean(results, 'offline_broad', f'test_win_{mid}'):.3f}, "
-               f"offline {_mean(results, 'offline', f'test_win_{mid}'):.3f}, online_sft "
-               f"{_mean(results, 'online_sft', f'test_win_{mid}'):.3f}; test area: "
-               + ", ".join(f"{v} {_mean(results, v, 'test_area'):.3f}" for v in results)))
+        detail=f"offline_broad {seed_mean(results, 'offline_broad', f'test_win_{mid}'):.3f}, "
+               f"offline {seed_mean(results, 'offline', f'test_win_{mid}'):.3f}, online_sft "
+               f"{seed_mean(results, 'online_sft', f'test_win_{mid}'):.3f}; test area: "
+               + ", ".join(f"{v} {seed_mean(results, v, 'test_area'):.3f}" for v in results)))
     if "online" in results:
         out.append(protocol.sanity(
             "the proxy preference model ranks test responses better than chance",
-            _mean(results, "online", "test_proxy_accuracy") > 0.5,
-            {"test_proxy_accuracy": _mean(results, "online", "test_proxy_accuracy")},
+            seed_mean(results, "online", "test_proxy_accuracy") > 0.5,
+            {"test_proxy_accuracy": seed_mean(results, "online", "test_proxy_accuracy")},
             "a BT reward model trained on 2048 gold-labelled pairs"))
     return out
 
@@ -454,8 +449,8 @@ def plots(results, workdir: str) -> list[str]:
     cfg = get_config()
     curves = {}
     for v in results:
-        xs = [0.0] + [_mean(results, v, f"test_kl_kl{b:g}") for b in cfg.budgets]
-        ys = [0.5] + [_mean(results, v, f"test_win_kl{b:g}") for b in cfg.budgets]
+        xs = [0.0] + [seed_mean(results, v, f"test_kl_kl{b:g}") for b in cfg.budgets]
+        ys = [0.5] + [seed_mean(results, v, f"test_win_kl{b:g}") for b in cfg.budgets]
         curves[v] = (xs, np.asarray(ys), np.zeros(len(ys)))
     out = os.path.join(workdir, "plots", "online_offline_frontier.png")
     plot_curves(curves, out, title="gold win rate vs KL at the validation-chosen checkpoints",

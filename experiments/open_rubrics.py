@@ -68,6 +68,7 @@ import optax
 import json
 
 from alignax import protocol
+from alignax.protocol import seed_mean
 from alignax.experiment import is_smoke
 from alignax.losses.reward import bradley_terry_loss
 from alignax.rewards.rubrics import (Rubric, aggregate_rubrics, consistency_filter,
@@ -299,15 +300,9 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     return out
 
 
-def _mean(results, variant: str, name: str = "test_gold_accuracy") -> float:
-    if variant not in results:
-        return float("nan")
-    return float(np.mean(list(protocol.per_seed(results, variant, name).values())))
-
-
 def claims(results) -> list[protocol.Claim]:
-    acc = {m: _mean(results, m) for m in results}
-    n = _mean(results, "rubric_rm", "num_train_pairs")
+    acc = {m: seed_mean(results, m, "test_gold_accuracy") for m in results}
+    n = seed_mean(results, "rubric_rm", "num_train_pairs")
     get = lambda k: acc.get(k, float("nan"))  # noqa: E731
     return [
         protocol.compare(

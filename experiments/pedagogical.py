@@ -81,6 +81,7 @@ import numpy as np
 import optax
 
 from alignax import protocol
+from alignax.protocol import seed_mean
 from alignax.experiment import is_smoke
 from alignax.losses.direct import dpo_loss, ipo_loss, kto_loss
 from alignax.models import sequence_table as st
@@ -256,19 +257,15 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     return out
 
 
-def _mean(results, variant: str, metric: str) -> float:
-    return float(np.mean(list(protocol.per_seed(results, variant, metric).values())))
-
-
 def claims(results) -> list[protocol.Claim]:
     present = [v for v in METHODS if v in results]  # the smoke setting runs SFT and DPO only
-    acc = {v: _mean(results, v, "test_ped_accuracy") for v in present}
-    learn = {v: _mean(results, v, "test_learner_success") for v in present}
-    hint = {v: _mean(results, v, "test_hint_mass") for v in present}
-    scaffold = {v: _mean(results, v, "test_scaffold_prob") for v in present}
-    off = {v: _mean(results, v, "test_offtask_mass") for v in present}
+    acc = {v: seed_mean(results, v, "test_ped_accuracy") for v in present}
+    learn = {v: seed_mean(results, v, "test_learner_success") for v in present}
+    hint = {v: seed_mean(results, v, "test_hint_mass") for v in present}
+    scaffold = {v: seed_mean(results, v, "test_scaffold_prob") for v in present}
+    off = {v: seed_mean(results, v, "test_offtask_mass") for v in present}
     ref_acc = protocol.per_seed(results, "sft", "test_ref_ped_accuracy")
-    ref_learn = _mean(results, "sft", "test_ref_learner_success")
+    ref_learn = seed_mean(results, "sft", "test_ref_learner_success")
     summary = ("; ".join(f"{v}: accuracy {acc[v]:.3f}, learner {learn[v]:.3f}, hint mass "
                          f"{hint[v]:.3f}, scaffold {scaffold[v]:.3f}, off-task {off[v]:.3f}"
                          for v in present)

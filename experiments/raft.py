@@ -67,6 +67,7 @@ import numpy as np
 import optax
 
 from alignax import protocol
+from alignax.protocol import seed_mean
 from alignax.algorithms import small_direct
 from alignax.algorithms.rejection import best_rows
 from alignax.algorithms.small_pg import rl_batch
@@ -285,16 +286,10 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     return out
 
 
-def _mean(results, variant, metric):
-    if variant not in results:
-        return float("nan")
-    return float(np.mean(list(protocol.per_seed(results, variant, metric).values())))
-
-
 def claims(results) -> list[protocol.Claim]:
-    gold = ", ".join(f"{v} {_mean(results, v, 'test_gold'):.3f} (KL "
-                     f"{_mean(results, v, 'test_kl'):.2f})" for v in results)
-    ref = _mean(results, "raft_k16", "test_ref_gold")
+    gold = ", ".join(f"{v} {seed_mean(results, v, 'test_gold'):.3f} (KL "
+                     f"{seed_mean(results, v, 'test_kl'):.2f})" for v in results)
+    ref = seed_mean(results, "raft_k16", "test_ref_gold")
     detail = f"test gold (KL): {gold}; pi_ref {ref:.3f}"
     out = [
         protocol.compare(
@@ -322,8 +317,8 @@ def claims(results) -> list[protocol.Claim]:
 
 
 def plots(results, workdir: str) -> list[str]:
-    curves = {v: ([_mean(results, v, "test_kl")], np.asarray([_mean(results, v, "test_gold")]))
-              for v in results}
+    curves = {v: ([seed_mean(results, v, "test_kl")],
+                  np.asarray([seed_mean(results, v, "test_gold")])) for v in results}
     out = os.path.join(workdir, "plots", "raft_gold_vs_kl.png")
     plot_curves(curves, out, title="test gold vs KL at the validation-chosen checkpoints",
                 xlabel="KL(pi || pi_ref)", ylabel="E_pi[gold] on test prompts")

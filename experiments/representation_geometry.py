@@ -97,6 +97,7 @@ import numpy as np
 import optax
 
 from alignax import protocol
+from alignax.protocol import seed_mean
 from alignax.algorithms import small_lm
 from alignax.algorithms.cached import cached_run
 from alignax.eval import geometry
@@ -409,15 +410,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 # Claims and plots
 
 
-def _mean(results, variant: str, name: str) -> float:
-    if variant not in results:
-        return float("nan")
-    return float(np.mean(list(protocol.per_seed(results, variant, name).values())))
-
-
 def claims(results) -> list[protocol.Claim]:
     pre = "pretrain"
-    m = lambda v, k: _mean(results, v, k)  # noqa: E731
+    m = lambda v, k: seed_mean(results, v, k)  # noqa: E731
     curve = (f"mean RankMe: init {m(pre, 'test_rankme_init'):.2f}, minimum "
              f"{m(pre, 'test_rankme_min'):.2f} at {m(pre, 'test_min_step_fraction'):.3f} of "
              f"the steps, peak {m(pre, 'test_rankme_peak'):.2f} at "

@@ -83,6 +83,7 @@ import numpy as np
 import optax
 
 from alignax import protocol
+from alignax.protocol import seed_mean
 from alignax.data.transforms import (reward_augmented_arrays, score_conditioned_features,
                                      score_feature_count)
 from alignax.experiment import is_smoke
@@ -314,18 +315,14 @@ def _ratio(results, metric: str, minus_one: bool = False) -> dict:
     return {s: a[s] / b[s] - (1.0 if minus_one else 0.0) for s in a if s in b}
 
 
-def _mean(results, variant: str, metric: str) -> float:
-    return float(np.mean(list(protocol.per_seed(results, variant, metric).values())))
-
-
 def claims(results) -> list[protocol.Claim]:
-    m = {v: {k: _mean(results, v, k) for k in ("test_gold", "test_top_decile", "test_kl",
+    m = {v: {k: seed_mean(results, v, k) for k in ("test_gold", "test_top_decile", "test_kl",
                                                  "test_high_rejected_logratio",
                                                  "train_high_rejected_logratio", "chosen_beta")}
          for v in METHODS}
     ref_top = protocol.per_seed(results, "dpo", "test_ref_top_decile")
-    ref_gold = _mean(results, "dpo", "test_ref_gold")
-    both = _mean(results, "dpo", "train_both_good_fraction")
+    ref_gold = seed_mean(results, "dpo", "test_ref_gold")
+    both = seed_mean(results, "dpo", "train_both_good_fraction")
     desc = {v: f"{v}: gold {m[v]['test_gold']:.3f}, top-decile {m[v]['test_top_decile']:.3f}, "
                f"KL {m[v]['test_kl']:.2f}, mean chosen beta {m[v]['chosen_beta']:.2f}"
             for v in METHODS}

@@ -75,6 +75,7 @@ import numpy as np
 import optax
 
 from alignax import protocol
+from alignax.protocol import seed_mean
 from alignax.experiment import is_smoke
 from alignax.losses.metarm import difference_loss, metarm_loss, pair_contrastive_loss
 from alignax.losses.reward import bradley_terry_loss, flip_by_strength, preference_strength
@@ -453,20 +454,14 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     return out
 
 
-def _mean(results, variant: str, name: str) -> float:
-    if variant not in results:
-        return float("nan")
-    return float(np.mean(list(protocol.per_seed(results, variant, name).values())))
-
-
 def claims(results) -> list[protocol.Claim]:
-    acc = {m: _mean(results, m, "test_clean_accuracy") for m in METHODS}
-    bon = {m: _mean(results, m, "test_bon_gold_reward") for m in METHODS}
-    shifted = {m: _mean(results, m, "test_shifted_accuracy") for m in METHODS}
-    sbon = {m: _mean(results, m, "test_shifted_bon_gold_reward") for m in METHODS}
-    steps = {m: _mean(results, m, "chosen_step") for m in METHODS}
+    acc = {m: seed_mean(results, m, "test_clean_accuracy") for m in METHODS}
+    bon = {m: seed_mean(results, m, "test_bon_gold_reward") for m in METHODS}
+    shifted = {m: seed_mean(results, m, "test_shifted_accuracy") for m in METHODS}
+    sbon = {m: seed_mean(results, m, "test_shifted_bon_gold_reward") for m in METHODS}
+    steps = {m: seed_mean(results, m, "chosen_step") for m in METHODS}
     every = ", ".join(f"{m} {acc[m]:.3f}" for m in METHODS)
-    rho_all = _mean(results, "denoised", "test_spearman_strength_gold_all_members")
+    rho_all = seed_mean(results, "denoised", "test_spearman_strength_gold_all_members")
     return [
         protocol.threshold(
             "preference strength tracks the gold margin: Spearman(mu_i, gold margin) >= 0.7",
@@ -504,8 +499,8 @@ def claims(results) -> list[protocol.Claim]:
                    f"{sbon['vanilla']:.3f}; in-distribution clean accuracy "
                    f"{acc['metarm']:.3f} vs {acc['vanilla']:.3f}; difference objective J on "
                    f"the shifted groups "
-                   f"{_mean(results, 'metarm', 'shifted_difference_objective'):.3f} vs "
-                   f"{_mean(results, 'vanilla', 'shifted_difference_objective'):.3f}"),
+                   f"{seed_mean(results, 'metarm', 'shifted_difference_objective'):.3f} vs "
+                   f"{seed_mean(results, 'vanilla', 'shifted_difference_objective'):.3f}"),
     ]
 
 

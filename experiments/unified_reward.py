@@ -65,6 +65,7 @@ import optax
 
 from alignax.data.curation import random_pairs, rank_then_sift
 from alignax import protocol
+from alignax.protocol import seed_mean
 from alignax.experiment import is_smoke
 from alignax.losses.direct import dpo_loss
 from alignax.losses.reward import bradley_terry_loss
@@ -312,12 +313,6 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     return out
 
 
-def _mean(results, variant: str, name: str) -> float:
-    if variant not in results:
-        return float("nan")
-    return float(np.mean(list(protocol.per_seed(results, variant, name).values())))
-
-
 def claims(results) -> list[protocol.Claim]:
     out = []
     for t in TASKS:
@@ -326,11 +321,11 @@ def claims(results) -> list[protocol.Claim]:
             f"task at low data", results, ("unified", f"test_{t}_accuracy"),
             ("task_specific", f"test_{t}_accuracy"), at_least=0.02,
             detail=f"both early-stopped on validation; pointwise head: unified "
-                   f"{_mean(results, 'unified', f'test_{t}_point_accuracy'):.3f} vs "
+                   f"{seed_mean(results, 'unified', f'test_{t}_point_accuracy'):.3f} vs "
                    f"task-specific "
-                   f"{_mean(results, 'task_specific', f'test_{t}_point_accuracy'):.3f}"))
+                   f"{seed_mean(results, 'task_specific', f'test_{t}_point_accuracy'):.3f}"))
     gold = {n: protocol.per_seed(results, "unified", f"test_dpo_gold_{n}") for n in PAIR_SETS}
-    ref = _mean(results, "unified", "test_ref_gold")
+    ref = seed_mean(results, "unified", "test_ref_gold")
     mean = {n: float(np.mean(list(v.values()))) for n, v in gold.items()}
     out.append(protocol.sanity(
         "DPO on rank-then-sift pairs reaches a higher gold reward than DPO on random pairs "
@@ -349,9 +344,9 @@ def claims(results) -> list[protocol.Claim]:
         detail=f"policy gold: rank-then-sift {mean['curated']:.3f}, rank-only (judge's top vs "
                f"bottom) {mean['rank_only']:.3f}, random {mean['random']:.3f}, reference "
                f"{ref:.3f}, best candidate "
-               f"{_mean(results, 'unified', 'test_best_candidate_gold'):.3f}; chosen gold "
-               f"{_mean(results, 'unified', 'test_curated_chosen_gold'):.3f} vs "
-               f"{_mean(results, 'unified', 'test_rank_only_chosen_gold'):.3f}"))
+               f"{seed_mean(results, 'unified', 'test_best_candidate_gold'):.3f}; chosen gold "
+               f"{seed_mean(results, 'unified', 'test_curated_chosen_gold'):.3f} vs "
+               f"{seed_mean(results, 'unified', 'test_rank_only_chosen_gold'):.3f}"))
     return out
 
 

@@ -203,6 +203,14 @@ def test_compare_pairs_the_seeds_both_variants_have():
         pr.compare("x", results, ("a", "m"), ("a", "m"), at_least=0.0)
 
 
+def test_seed_mean_is_the_mean_over_seeds_and_nan_for_a_variant_that_did_not_run():
+    results = _results(rm={"acc": {0: 0.9, 1: 0.8, 3: 0.7}})
+    assert pr.seed_mean(results, "rm", "acc") == pytest.approx(0.8)
+    assert math.isnan(pr.seed_mean(results, "ensemble", "acc"))
+    with pytest.raises(ValueError, match="no metric 'loss' in variant 'rm'"):
+        pr.seed_mean(results, "rm", "loss")
+
+
 def test_threshold_reads_results_and_json_loaded_results():
     results = _results(rm={"acc": [0.90, 0.91, 0.89, 0.92, 0.90]})
     c = pr.threshold("RM accuracy >= 0.75", results, ("rm", "acc"), at_least=0.75)
