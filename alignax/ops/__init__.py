@@ -11,6 +11,7 @@ from alignax.ops.advantages import (
     kl_estimate,
     leave_one_out_advantages,
 )
+from alignax.ops.chunked import chunked_cross_entropy, chunked_token_logprobs
 from alignax.ops.logprobs import (
     sequential_kl,
     sequence_logprobs,
@@ -39,6 +40,8 @@ __all__ = [
     "spearman",
     "transfer_preference_labels",
     "batch_normalized_advantages",
+    "chunked_cross_entropy",
+    "chunked_token_logprobs",
     "beta_normalization_parameters",
     "beta_normalized_advantages",
     "bootstrapped_reference_advantages",
