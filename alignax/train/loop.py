@@ -417,6 +417,7 @@ def fit(
     desc: str = "train",
     extra_init: Any = (),
     extra_update: Callable[[Any, Mapping[str, jax.Array]], Any] | None = None,
+    grad_accum_steps: int = 1,
 ) -> FitResult:
     """Trains `loss_fn` with `tx` for `num_steps` steps, resuming from `workdir` if possible.
 
@@ -445,6 +446,13 @@ def fit(
         pytree of arrays; replicated), e.g. `RunningMean` of BCO's reward shift.
       extra_update: `(extra, metrics) -> extra` after each update; the loss then receives
         `extra=` (see `make_train_step`).
+      grad_accum_steps: k micro-batches per update (`make_train_step`'s accum_steps): each
+        global batch of B rows is split into k micro-batches of B / k rows (still split over
+        data x fsdp), their gradients are summed in float32 inside the one jitted step, and one
+        update applies the mean. Activation memory is that of B / k rows; the update equals
+        the whole batch's for losses that are means over equally sized micro-batches (see
+        `make_train_step` for the exact condition). B / k must be divisible by the mesh's
+        data x fsdp shards.
 
     Raises:
       NonFiniteError: a metric is NaN/inf at some step (the last good checkpoint is kept).
@@ -496,6 +504,7 @@ def fit(
         batch_sharding=batch_sharding,
         frozen_shardings=frozen_shardings,
         extra_update=extra_update,
+        accum_steps=grad_accum_steps,
     )
 
     def train_step(state, local_batch):

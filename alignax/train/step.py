@@ -1,4 +1,5 @@
-"""`make_train_step`: one jitted, donated, explicitly sharded update step."""
+"""`make_train_step`: one jitted, donated, explicitly sharded update step, optionally accumulating
+gradients over micro-batches inside it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,81 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from alignax.train.state import TrainState
 
 # loss_fn(params, batch, rng, *frozen) -> (scalar loss, dict of scalar metrics)
 LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+ACCUM_DTYPES = ("float32", None)
+
+
+def split_microbatches(batch: Any, accum_steps: int, batch_sharding: Any = None) -> Any:
+    """Every leaf [c B, ...] of `batch` -> [k, c B / k, ...]: micro-batch i takes rows
+    i, i + k, i + 2k, ... (k = `accum_steps`).
+
+    The strided split keeps each micro-batch where its rows already are: a batch split by rows
+    over n devices (contiguous blocks of B / n rows) gives micro-batches split the same way
+    over the same devices, with no data moved, when (B / k) is divisible by n. With
+    `batch_sharding` (a NamedSharding of the [B, ...] batch, or a tree of them) the result is
+    constrained to that sharding with a leading unsharded micro-batch axis.
+
+    A leaf may stack c blocks of B rows (c = 1, 2, ...; B the smallest leading dim), e.g.
+    `ref_logps` [2B] (chosen rows, then rejected rows) or stacked rollout rows: since B is
+    divisible by k, micro-batch i of such a leaf holds block by block the rows of the pairs
+    i, i + k, ..., so the stacked layout is kept inside every micro-batch.
+
+    Raises:
+      ValueError (at trace time): a leaf without a leading dim, a leading dim that is not a
+        multiple of B, B not divisible by k, or (with a sharding) B / k rows that do not split
+        over the batch's shards.
+    """
+    leaves = jax.tree.leaves(batch)
+    if not leaves:
+        return jax.tree.map(lambda x: x, batch)
+    dims = [jnp.shape(x)[0] if jnp.ndim(x) else None for x in leaves]
+    if None in dims:
+        raise ValueError("gradient accumulation splits every batch leaf along its leading dim; "
+                         "the batch has a scalar leaf")
+    b = min(dims)
+    if any(d % b for d in dims):
+        raise ValueError(f"gradient accumulation: batch leading dims {sorted(set(dims))} are not "
+                         f"all multiples of the batch size {b}")
+    if b % accum_steps:
+        raise ValueError(f"batch size {b} is not divisible by accum_steps={accum_steps}")
+    if batch_sharding is not None and not isinstance(batch_sharding, NamedSharding):
+        shardings = jax.tree.leaves(batch_sharding,
+                                    is_leaf=lambda s: isinstance(s, NamedSharding))
+    else:
+        shardings = [batch_sharding] * len(leaves)
+
+    def split(x, sharding):
+        k = accum_steps
+        rows = x.shape[0] // k
+        out = jnp.swapaxes(x.reshape(rows, k, *x.shape[1:]), 0, 1)  # [k, rows, ...]
+        if sharding is None:
+            return out
+        spec = tuple(sharding.spec) + (None,) * (x.ndim - len(sharding.spec))
+        shards = _axes_size(sharding.mesh, spec[0])
+        if (b // k) % shards:
+            raise ValueError(f"accum_steps={k}: micro-batches of {b // k} rows do not split "
+                             f"over the batch's {shards} shards")
+        micro = NamedSharding(sharding.mesh, PartitionSpec(None, *spec))
+        return jax.lax.with_sharding_constraint(out, micro)
+
+    out = [split(x, s) for x, s in zip(leaves, shardings)]
+    return jax.tree.unflatten(jax.tree.structure(batch), out)
+
+
+def _axes_size(mesh, axes) -> int:
+    if axes is None:
+        return 1
+    axes = (axes,) if isinstance(axes, str) else axes
+    size = 1
+    for a in axes:
+        size *= mesh.shape[a]
+    return size
 
 
 def make_train_step(
@@ -24,14 +95,42 @@ def make_train_step(
     frozen_shardings: Sequence[Any] = (),
     donate: bool = True,
     extra_update: Callable[[Any, dict[str, jax.Array]], Any] | None = None,
+    accum_steps: int = 1,
+    accum_dtype: str | None = "float32",
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Returns `step(state, batch, *frozen) -> (state, metrics)`, jitted once.
 
-    The step draws its randomness from `fold_in(state.rng, state.step)`, differentiates
-    `loss_fn(params, batch, rng, *frozen)` with respect to `params` only, applies `tx`, and reports
-    the loss function's metrics plus `loss`, `grad_norm` and `param_norm`. `frozen` holds the
-    arguments that are not trained (a reference model's params, a reward model's params); they are
-    neither donated nor differentiated.
+    The step draws its randomness from `rng = fold_in(state.rng, state.step)`, differentiates
+    `loss_fn(params, batch, rng, *frozen)` with respect to `params` only, applies `tx`, and
+    reports the loss function's metrics plus `loss`, `grad_norm` and `param_norm`. `frozen`
+    holds the arguments that are not trained (a reference model's params, a reward model's
+    params); they are neither donated nor differentiated.
+
+    Gradient accumulation (`accum_steps` = k > 1) trades time for memory: the global batch
+    (every leaf [B, ...]) is split into k micro-batches of B / k rows (micro-batch i = rows
+    i, i + k, i + 2k, ...: `split_microbatches`, which keeps each micro-batch sharded over
+    data x fsdp like the batch), a `jax.lax.scan` runs `value_and_grad` on one micro-batch at
+    a time, so activations are held for B / k rows only, and one update applies the mean
+    gradient
+
+        g = (1 / k) sum_i grad L_i(params),   L_i = loss_fn(params, micro-batch i, fold_in(rng, i))
+
+    The loss and every metric are the mean over micro-batches (right for metrics that are
+    means over equally sized micro-batches; a max or a count is averaged too). This equals the
+    k = 1 step on the whole batch (to float rounding) exactly when the loss is a function of
+    the batch that is the plain mean of the micro-batches' losses and uses no randomness:
+    e.g. a mean over rows of per-row terms (SFT token means are per-row means only if every
+    micro-batch holds the same number of target tokens; a mean over all tokens of the batch
+    is not). A weighted mean over a `weight` field, sum(w l) / sum(w), is NOT the mean of the
+    micro-batches' weighted means unless every micro-batch has the same sum of weights; a loss
+    that draws from `rng` sees other keys (fold_in(rng, i) instead of rng). With k = 1 the
+    step is the plain one (no scan, `rng` itself).
+
+    Gradients are summed over micro-batches in `accum_dtype` (float32 by default, so k bf16
+    micro-gradients of bf16 params add without bf16 rounding at every step; None: in the
+    params' dtype), and the mean is cast back to the params' dtype before `tx`, as a plain
+    `jax.grad` would return it (so the optimizer state keeps its dtypes; see
+    alignax.train.optim for moments in float32 with bf16 params).
 
     Args:
       loss_fn: `(params, batch, rng, *frozen) -> (loss, metrics)`, scalar loss, scalar metrics.
@@ -45,18 +144,63 @@ def make_train_step(
         then called as `loss_fn(params, batch, rng, *frozen, extra=state.extra)` and, after the
         update, `state.extra <- extra_update(state.extra, metrics)` with the loss's metrics
         (e.g. a running mean of the batch's rewards). Optax-style: `extra` is a typed pytree
-        made by the matching init and updated by this pure function.
+        made by the matching init and updated by this pure function. With accumulation every
+        micro-batch sees the same `state.extra` and `extra_update` gets the metrics' mean.
+      accum_steps: k, the number of micro-batches per update (1: no accumulation). The
+        batch's leading dim must be divisible by k (ValueError when the step is traced) and,
+        with a mesh, B / k by the data x fsdp shards.
+      accum_dtype: "float32" or None (the params' dtype): the dtype of the gradient sum.
 
     Returns:
       The jitted step. `step._cache_size()` counts its compilations.
+
+    Raises:
+      ValueError: accum_steps is not a positive int, an unknown accum_dtype, or a mesh without
+        shardings.
     """
+    if isinstance(accum_steps, bool) or not isinstance(accum_steps, int) or accum_steps < 1:
+        raise ValueError(f"accum_steps must be a positive int, got {accum_steps!r}")
+    if accum_dtype not in ACCUM_DTYPES:
+        raise ValueError(f"accum_dtype must be one of {ACCUM_DTYPES}, got {accum_dtype!r}")
+    if mesh is not None and (state_sharding is None or batch_sharding is None):
+        raise ValueError("make_train_step with a mesh needs state_sharding and batch_sharding")
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def accumulate(params, batch, rng, frozen, kwargs):
+        """Mean loss, metrics and gradient over `accum_steps` micro-batches (a scan)."""
+        k = accum_steps
+        micro = split_microbatches(batch, k, batch_sharding if mesh is not None else None)
+        params_sharding = None if mesh is None else state_sharding.params
+
+        def zeros(p, sharding=None):
+            z = jnp.zeros(p.shape, accum_dtype or p.dtype)
+            return z if sharding is None else jax.lax.with_sharding_constraint(z, sharding)
+
+        if params_sharding is None:
+            acc = jax.tree.map(zeros, params)
+        else:
+            acc = jax.tree.map(zeros, params, params_sharding)
+
+        def body(acc, xs):
+            i, mb = xs
+            (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(rng, i), *frozen,
+                                             **kwargs)
+            acc = jax.tree.map(lambda a, g: a + g.astype(a.dtype), acc, grads)
+            metrics = {name: jnp.asarray(v, jnp.float32) for name, v in metrics.items()}
+            return acc, (jnp.asarray(loss, jnp.float32), metrics)
+
+        acc, (losses, metrics) = jax.lax.scan(body, acc, (jnp.arange(k), micro))
+        grads = jax.tree.map(lambda a, p: (a / k).astype(p.dtype), acc, params)
+        metrics = {name: v.mean(0) for name, v in metrics.items()}
+        return (losses.mean(), metrics), grads
 
     def step(state: TrainState, batch, *frozen):
         rng = jax.random.fold_in(state.rng, state.step)
         kwargs = {} if extra_update is None else {"extra": state.extra}
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, batch, rng, *frozen, **kwargs
-        )
+        if accum_steps == 1:
+            (loss, metrics), grads = grad_fn(state.params, batch, rng, *frozen, **kwargs)
+        else:
+            (loss, metrics), grads = accumulate(state.params, batch, rng, frozen, kwargs)
         extra = state.extra if extra_update is None else extra_update(state.extra, metrics)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -69,9 +213,7 @@ def make_train_step(
 
     if mesh is None:
         return jax.jit(step, donate_argnums=(0,) if donate else ())
-    if state_sharding is None or batch_sharding is None:
-        raise ValueError("make_train_step with a mesh needs state_sharding and batch_sharding")
-    metrics_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    metrics_sharding = NamedSharding(mesh, PartitionSpec())
     in_shardings = (state_sharding, batch_sharding, *frozen_shardings)
     return jax.jit(
         step,
