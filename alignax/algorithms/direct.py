@@ -15,7 +15,9 @@ The reference enters either as the frozen step argument `ref_params` (recomputed
 stop_gradient) or as precomputed `ref_logps` [2B] in the batch; an optional `weight` [B]
 drops or reweights pairs. A loss declares the per-pair inputs it needs in
 `alignax.losses.DIRECT_LOSS_INPUTS`: response lengths and TDPO's sequential KLs are computed
-here, every other input is read from the batch by its name.
+here, every other input is read from the batch by its name. With `token_logps=True` (set by
+`train` when the model's `logits_chunk > 0`) the model returns token log-probs of the targets
+instead of [2B, T, V] logits (chunked over the vocabulary, `alignax.ops.chunked_token_logprobs`).
 """
 
 from __future__ import annotations
@@ -30,36 +32,69 @@ import numpy as np
 from alignax.algorithms import common
 from alignax.algorithms.online import response_logits
 from alignax.losses import DIRECT_LOSS_INPUTS, DIRECT_LOSSES, REFERENCE_FREE_LOSSES
-from alignax.ops import sequence_logprobs, sequential_kl, shift_for_next_token
+from alignax.ops import (masked_sum, sequence_logprobs, sequential_kl, shift_for_next_token,
+                         token_logprobs)
 from alignax.train.loop import Frozen
 
 COMPUTED_INPUTS = ("chosen_lengths", "rejected_lengths", "chosen_seq_kl", "rejected_seq_kl")
 
 
-def _pair_forward(apply_fn, params, batch):
-    """One forward over the 2B stacked rows (chosen first): (logits, targets, target_mask)."""
+def _pair_rows(batch):
+    """The 2B stacked rows (chosen first) of either layout: (ids, mask, targets, target_mask,
+    logits_range); `logits_range` (static) is the span of predicting positions, None = all."""
     if "ids" in batch:  # stacked rollout rows: [prompt, response], response_mask [2B, R]
         rmask = batch["response_mask"]
-        r = rmask.shape[1]
-        logits = response_logits(apply_fn, params, batch["ids"], batch["mask"], r)
-        return logits, batch["ids"][:, -r:], rmask
+        r, t = rmask.shape[1], batch["ids"].shape[1]
+        return batch["ids"], batch["mask"], batch["ids"][:, -r:], rmask, (t - r - 1, t - 1)
     ids = jnp.concatenate([batch["chosen_ids"], batch["rejected_ids"]], axis=0)
     mask = jnp.concatenate([batch["chosen_mask"], batch["rejected_mask"]], axis=0)
     response = jnp.concatenate(
         [batch["chosen_response_mask"], batch["rejected_response_mask"]], axis=0
     )
     targets, target_mask = shift_for_next_token(ids, response, mask)
+    return ids, mask, targets, target_mask, None
+
+
+def _pair_forward(apply_fn, params, batch):
+    """One forward over the 2B stacked rows (chosen first): (logits, targets, target_mask)."""
+    ids, mask, targets, target_mask, span = _pair_rows(batch)
+    if span is not None:
+        return response_logits(apply_fn, params, ids, mask, span[1] - span[0]), targets, target_mask
     return apply_fn(params, ids, mask), targets, target_mask
+
+
+def _pair_token_logps(apply_fn, params, batch, token_logps: bool):
+    """Token log-probs [2B, T'] of the targets, and (targets, target_mask) [2B, T'].
+
+    With `token_logps` the model returns them itself (`apply_fn(..., targets=...)`, e.g. an
+    alignax causal LM with `logits_chunk > 0`: the [2B, T', V] logits are never formed); else
+    they are read from the full logits.
+    """
+    if not token_logps:
+        logits, targets, target_mask = _pair_forward(apply_fn, params, batch)
+        return token_logprobs(logits, targets), targets, target_mask
+    ids, mask, targets, target_mask, span = _pair_rows(batch)
+    kwargs = {} if span is None else {"logits_range": span}
+    return apply_fn(params, ids, mask, targets=targets, **kwargs), targets, target_mask
+
+
+def _pair_seq_logps(apply_fn, params, batch, token_logps: bool):
+    """Summed response log-probs [2B] of the stacked rows, and the target mask [2B, T']."""
+    logps, _, target_mask = _pair_token_logps(apply_fn, params, batch, token_logps)
+    return masked_sum(logps, target_mask.astype(bool), axis=-1), target_mask
 
 
 def _split(x, b):
     return x[:b], x[b:]
 
 
-def pair_logps(apply_fn, params, batch) -> tuple[jax.Array, jax.Array]:
-    """Summed response log-probs of chosen and rejected, one forward over the 2B stacked rows."""
-    logits, targets, target_mask = _pair_forward(apply_fn, params, batch)
-    seq = sequence_logprobs(logits, targets, target_mask)
+def pair_logps(apply_fn, params, batch, *, token_logps: bool = False
+               ) -> tuple[jax.Array, jax.Array]:
+    """Summed response log-probs of chosen and rejected, one forward over the 2B stacked rows.
+
+    `token_logps=True`: `apply_fn` takes `targets=` and returns token log-probs (see
+    `make_direct_loss`)."""
+    seq, _ = _pair_seq_logps(apply_fn, params, batch, token_logps)
     return _split(seq, seq.shape[0] // 2)
 
 
@@ -69,7 +104,8 @@ def loss_inputs(loss: str) -> tuple[str, ...]:
     return tuple(n for n in DIRECT_LOSS_INPUTS.get(loss, ()) if n not in COMPUTED_INPUTS)
 
 
-def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None):
+def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None, *,
+                     token_logps: bool = False):
     """`loss_fn(params, batch, rng, ref_params=None)` = (weighted) mean over pairs of a direct
     objective.
 
@@ -79,6 +115,14 @@ def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None):
     they are never part of the optimizer's tree. Inputs the loss declares in
     DIRECT_LOSS_INPUTS are computed (lengths, sequential KLs) or read from the batch
     (`loss_inputs(loss)`, e.g. iREPO's `preference_rate`, CREAM's `consistency`).
+
+    `token_logps=True` asks `apply_fn(params, ids, mask, targets=targets [N, T'])` (with
+    `logits_range=` for stacked rollout rows) for the token log-probs [N, T'] instead of the
+    logits [N, T', V]: an alignax causal LM with `logits_chunk > 0` then computes them in
+    vocabulary chunks (`alignax.ops.chunked_token_logprobs`), so neither the policy's nor the
+    reference's [2B, T, V] logits are materialised; the values and gradients are the same.
+    `train` sets it from `config["model"]["logits_chunk"]`. Losses that need the full
+    distributions (TDPO's sequential KL) ignore it and use the logits.
     """
     if loss in DIRECT_LOSSES:
         per_example, uses_ref = DIRECT_LOSSES[loss], True
@@ -101,8 +145,11 @@ def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None):
         if missing:
             raise ValueError(f"loss {loss!r} needs {missing} in each batch (declared in "
                              "alignax.losses.DIRECT_LOSS_INPUTS)")
-        logits, targets, target_mask = _pair_forward(apply_fn, params, batch)
-        seq = sequence_logprobs(logits, targets, target_mask)
+        if needs_seq_kl:  # the sequential KL reads the full distributions
+            logits, targets, target_mask = _pair_forward(apply_fn, params, batch)
+            seq = sequence_logprobs(logits, targets, target_mask)
+        else:
+            seq, target_mask = _pair_seq_logps(apply_fn, params, batch, token_logps)
         b = seq.shape[0] // 2
         pc, pr = _split(seq, b)
         extra = {name: batch[name] for name in from_batch}
@@ -117,12 +164,15 @@ def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None):
                 if ref_params is None:
                     raise ValueError(f"loss {loss!r} needs the reference: pass ref_params to "
                                      "the step or ref_logps in the batch")
-                ref_logits = jax.lax.stop_gradient(_pair_forward(apply_fn, ref_params,
-                                                                 batch)[0])
-                rc, rr = _split(sequence_logprobs(ref_logits, targets, target_mask), b)
                 if needs_seq_kl:
+                    ref_logits = jax.lax.stop_gradient(_pair_forward(apply_fn, ref_params,
+                                                                     batch)[0])
+                    rc, rr = _split(sequence_logprobs(ref_logits, targets, target_mask), b)
                     extra["chosen_seq_kl"], extra["rejected_seq_kl"] = _split(
                         sequential_kl(ref_logits, logits, target_mask), b)
+                else:
+                    ref_seq = _pair_seq_logps(apply_fn, ref_params, batch, token_logps)[0]
+                    rc, rr = _split(jax.lax.stop_gradient(ref_seq), b)
             losses, stats = per_example(pc, pr, rc, rr, **loss_kwargs, **extra)
         else:
             losses, stats = per_example(pc, pr, **loss_kwargs, **extra)
@@ -140,10 +190,12 @@ def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None):
     return loss_fn
 
 
-def make_pair_eval(apply_fn, ref_params, pairs: Mapping[str, Any], *, beta: float):
+def make_pair_eval(apply_fn, ref_params, pairs: Mapping[str, Any], *, beta: float,
+                   token_logps: bool = False):
     """`params -> metrics` of the implicit reward beta log(pi/ref) on fixed held-out pairs.
 
-    `beta` is the trained loss's (read it from its loss_kwargs: `loss_beta`).
+    `beta` is the trained loss's (read it from its loss_kwargs: `loss_beta`); `token_logps` as
+    in `make_direct_loss`.
 
     Metrics: `pair_accuracy` (fraction of pairs whose implicit-reward margin is positive) and
     `pair_margin` (mean margin).
@@ -154,8 +206,8 @@ def make_pair_eval(apply_fn, ref_params, pairs: Mapping[str, Any], *, beta: floa
 
     @jax.jit
     def _evaluate(params, ref_params):
-        pc, pr = pair_logps(apply_fn, params, inputs)
-        rc, rr = pair_logps(apply_fn, ref_params, inputs)
+        pc, pr = pair_logps(apply_fn, params, inputs, token_logps=token_logps)
+        rc, rr = pair_logps(apply_fn, ref_params, inputs, token_logps=token_logps)
         margins = beta * ((pc - rc) - (pr - rr))
         return {"pair_accuracy": (margins > 0).mean(), "pair_margin": margins.mean()}
 
@@ -206,12 +258,15 @@ def train(
     REFERENCE_FREE_LOSSES), loss_kwargs (e.g. beta), train.{steps, batch_size,
     checkpoint_every, eval_every, log_every, progress}, mesh. Unknown keys are an error.
     `eval_fn(params) -> metrics` (e.g. alignax.eval.policy.make_policy_eval) is logged as eval/*.
+    With `model.logits_chunk > 0` the loss asks the model for token log-probs (chunked over
+    the vocabulary) instead of logits (`make_direct_loss(token_logps=True)`).
     """
     config = validate(config)
     model = common.make_model(config["model"], "lm")
     axes = model.logical_axes(jax.eval_shape(model.init, jax.random.key(0)))
     return common.fit_recipe(
         config, workdir, model=model,
-        loss_fn=make_direct_loss(model.apply, config["loss"], config["loss_kwargs"]),
+        loss_fn=make_direct_loss(model.apply, config["loss"], config["loss_kwargs"],
+                                 token_logps=getattr(model.config, "logits_chunk", 0) > 0),
         train_source=train_source, seed=seed, init_params=ref_params,
         frozen=[Frozen(ref_params, axes)], eval_fn=eval_fn, desc="direct")

@@ -10,10 +10,14 @@ from alignax.algorithms import common
 from alignax.ops import shift_for_next_token, token_logprobs
 
 
-def make_sft_loss(apply_fn):
+def make_sft_loss(apply_fn, *, token_logps: bool = False):
     """Token-mean negative log-likelihood over the whole (global) batch.
 
         L = -sum_{b,t} m_{b,t} log pi(y_{b,t+1} | y_{b,<=t}) / sum_{b,t} m_{b,t}
+
+    `token_logps=True`: `apply_fn(params, ids, mask, targets=targets)` returns the token
+    log-probs [B, T] itself (an alignax causal LM with `logits_chunk > 0` computes them in
+    vocabulary chunks, never forming the [B, T, V] logits); same values and gradients.
     """
 
     def loss_fn(params, batch, rng):
@@ -22,7 +26,10 @@ def make_sft_loss(apply_fn):
         mask = batch.get("mask", jnp.ones_like(ids, bool))
         loss_mask = batch.get("loss_mask", mask)
         targets, target_mask = shift_for_next_token(ids, loss_mask, mask)
-        logps = token_logprobs(apply_fn(params, ids, mask), targets)
+        if token_logps:
+            logps = apply_fn(params, ids, mask, targets=targets)
+        else:
+            logps = token_logprobs(apply_fn(params, ids, mask), targets)
         n = jnp.maximum(target_mask.sum(), 1)
         nll = -(logps * target_mask).sum() / n
         return nll, {"nll": nll, "tokens": n.astype(jnp.float32)}
@@ -49,12 +56,15 @@ def train(config: Mapping[str, Any], workdir: str, *, train_source, seed: int = 
 
     Config keys (`default_config()`): model (TransformerConfig fields), optimizer (see
     make_optimizer), train.{steps, batch_size, checkpoint_every, eval_every, log_every,
-    progress}, mesh. Unknown keys are an error.
+    progress}, mesh. Unknown keys are an error. With `model.logits_chunk > 0` the loss asks the
+    model for token log-probs (chunked over the vocabulary) instead of logits.
 
     Returns:
       See `alignax.algorithms.common.fit_recipe`.
     """
     config = validate(config)
     model = common.make_model(config["model"], "lm")
-    return common.fit_recipe(config, workdir, model=model, loss_fn=make_sft_loss(model.apply),
+    loss_fn = make_sft_loss(model.apply,
+                            token_logps=getattr(model.config, "logits_chunk", 0) > 0)
+    return common.fit_recipe(config, workdir, model=model, loss_fn=loss_fn,
                              train_source=train_source, seed=seed, desc="sft")
