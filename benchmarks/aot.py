@@ -1,0 +1,653 @@
+"""Compile the real training steps for pods without the hardware: per-device memory, collectives,
+FLOPs and compile time of the RM, DPO and GRPO-update steps of Llama-3-shaped models.
+
+    python -m benchmarks.aot --model 8b --step dpo --devices 8 --remat full --accum 8 ...
+    python -m benchmarks.aot --table benchmarks/SCALE.md --results /tmp/scale.jsonl
+
+Each case builds the library's own step (`make_train_step` over the loss of
+`make_reward_loss`, `make_direct_loss("dpo")` with the frozen reference as the step's frozen
+argument, or GRPO's `make_policy_loss` on rollout rows) for a real `TransformerConfig`, with
+abstract parameters (`jax.eval_shape`: nothing is allocated), lowers it with
+`jax.ShapeDtypeStruct`s carrying the `NamedSharding`s of `alignax.train.sharding` on a mesh of
+simulated CPU devices (`--xla_force_host_platform_device_count`; this module re-executes itself
+with the flag when jax would otherwise see too few devices), compiles it with XLA:CPU and reads:
+
+- `compiled.memory_analysis()` per device: argument, output, alias (donated inputs reused as
+  outputs) and temp bytes; peak = argument + output - alias + temp (every live buffer of the
+  step at once: its inputs, its outputs not written in place, and XLA's temporaries);
+- fit / no fit of that peak on H100 80 GB, H200 141 GB, TPU v5e 16 GB and TPU v5p 95 GB, in
+  decimal gigabytes (80e9 bytes, ...): a few GiB below each device's real capacity;
+- collectives in the compiled HLO text (`compiled.as_text()`), counted statically: an op inside
+  a loop body (scanned layers, accumulation) counts once, not once per iteration;
+- FLOPs per device per step (`compiled.cost_analysis()["flops"]`) next to the analytic count
+  (6 N per trained token + attention, plus 2 N per reference-forward token) per device;
+- compile time (lowering and compiling).
+
+Shapes: B rows, T tokens, V vocab, D model width, N parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Any
+
+MAX_DEVICES = 256
+_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+
+# Llama-3 shapes (the published configs: Llama-3.2-1B, Llama-3.1-8B, Llama-3.1-70B); "tiny" for
+# tests of the tool itself.
+MODELS: dict[str, dict[str, Any]] = {
+    "tiny": dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=176,
+                 rope_theta=500000.0, norm_eps=1e-5, tie_embeddings=True),
+    "1b": dict(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8,
+               d_ff=8192, rope_theta=500000.0, norm_eps=1e-5, tie_embeddings=True),
+    "8b": dict(vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+               d_ff=14336, rope_theta=500000.0, norm_eps=1e-5, tie_embeddings=False),
+    "70b": dict(vocab_size=128256, d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8,
+                d_ff=28672, rope_theta=500000.0, norm_eps=1e-5, tie_embeddings=False),
+}
+
+# Per-device memory of each target, decimal bytes (the marketed GB).
+TARGETS: dict[str, float] = {"H100": 80e9, "H200": 141e9, "v5e": 16e9, "v5p": 95e9}
+
+COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
+_COLLECTIVE_RE = re.compile(
+    r"\s(" + "|".join(COLLECTIVES) + r")(?:-start)?\(")
+STEPS = ("rm", "dpo", "grpo")
+REMAT = ("none", "full", "dots", "offload")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One compiled step.
+
+    Attributes:
+      model: a key of MODELS.
+      step: "rm" (Bradley-Terry reward model), "dpo" (sigmoid DPO, frozen reference forward in
+        the step) or "grpo" (the PPO-clip/GRPO update on rollout rows, with per-token KL to
+        precomputed reference log-probs in the batch).
+      devices: mesh size (1 to 256 simulated devices).
+      tensor: tensor-parallel ways; the rest of the mesh is fsdp (mesh data=1,
+        fsdp=devices/tensor, tensor).
+      batch: pairs (rm, dpo) or rollout rows (grpo) per optimizer step; None: one pair (two rows
+        for grpo) per row shard per micro-batch, times `accum`.
+      seq: T, tokens per sequence (grpo: prompt + response).
+      response: R, grpo's response tokens (the LM head runs on those only); 0: seq // 2.
+      accum: micro-batches per step (`make_train_step(accum_steps=)`), 1 = none.
+      remat, scan, param_dtype, logits_chunk: TransformerConfig levers (1 = off/defaults).
+      dtype: compute dtype.
+      moment_dtype: Adam moment dtype (None: the optimizer's default, float32).
+      lora_rank: 0 full-parameter training; r > 0 trains LoRA adapters of rank r on every
+        projection, the frozen base (without adapters) is the reference.
+      constrain: what-if, not a library feature: `activation_constraint` while lowering.
+    """
+
+    model: str
+    step: str
+    devices: int
+    tensor: int = 1
+    batch: int | None = None
+    seq: int = 4096
+    response: int = 0
+    accum: int = 1
+    remat: str = "none"
+    scan: bool = False
+    dtype: str = "bfloat16"
+    param_dtype: str = "float32"
+    moment_dtype: str | None = None
+    logits_chunk: int = 0
+    lora_rank: int = 0
+    constrain: bool = False
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
+        if self.step not in STEPS:
+            raise ValueError(f"step must be one of {STEPS}, got {self.step!r}")
+        if not 1 <= self.devices <= MAX_DEVICES:
+            raise ValueError(f"devices must be in [1, {MAX_DEVICES}], got {self.devices}")
+        if self.tensor < 1 or self.devices % self.tensor:
+            raise ValueError(f"tensor={self.tensor} does not divide devices={self.devices}")
+        if self.remat not in REMAT:
+            raise ValueError(f"remat must be one of {REMAT}, got {self.remat!r}")
+        if self.accum < 1:
+            raise ValueError(f"accum must be >= 1, got {self.accum}")
+        if self.step == "rm" and self.lora_rank:
+            raise ValueError("lora_rank applies to the LM steps (dpo, grpo), not rm")
+        if self.batch is not None and (self.batch % self.accum
+                                       or (self.batch // self.accum) % self.row_shards):
+            raise ValueError(f"batch={self.batch} / accum={self.accum} does not split over "
+                             f"{self.row_shards} row shards")
+
+    @property
+    def row_shards(self) -> int:
+        return self.devices // self.tensor
+
+    @property
+    def pairs(self) -> int:
+        """Pairs (rm, dpo) or rows (grpo) per optimizer step."""
+        if self.batch is not None:
+            return self.batch
+        return self.row_shards * self.accum * (2 if self.step == "grpo" else 1)
+
+    @property
+    def response_len(self) -> int:
+        return self.response or self.seq // 2
+
+    @property
+    def layout(self) -> str:
+        return (f"fsdp={self.row_shards}" if self.tensor == 1
+                else f"fsdp={self.row_shards} x tensor={self.tensor}")
+
+    def label(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- levers
+
+
+def available_levers() -> dict[str, bool]:
+    """Which memory levers this checkout of alignax has (they landed separately)."""
+    import inspect
+
+    from alignax.models.transformer import TransformerConfig
+    from alignax.train.step import make_train_step
+
+    fields = {f.name for f in dataclasses.fields(TransformerConfig)}
+    try:
+        import alignax.models.lora  # noqa: F401
+        lora = True
+    except ImportError:
+        lora = False
+    from alignax.train import optim
+    return {
+        "remat": "remat" in fields,
+        "scan": "scan_layers" in fields,
+        "param_dtype": "param_dtype" in fields,
+        "logits_chunk": "logits_chunk" in fields,
+        "accum": "accum_steps" in inspect.signature(make_train_step).parameters,
+        "moment_dtype": "moment_dtype" in inspect.getsource(optim),
+        "lora": lora,
+    }
+
+
+def _requested_levers(case: Case) -> dict[str, bool]:
+    return {"remat": case.remat != "none", "scan": case.scan,
+            "param_dtype": case.param_dtype != "float32", "logits_chunk": bool(case.logits_chunk),
+            "accum": case.accum > 1, "moment_dtype": case.moment_dtype is not None,
+            "lora": bool(case.lora_rank)}
+
+
+def missing_levers(case: Case) -> list[str]:
+    have = available_levers()
+    return [k for k, want in _requested_levers(case).items() if want and not have[k]]
+
+
+def model_config(case: Case):
+    from alignax.models.transformer import TransformerConfig
+
+    kw = dict(MODELS[case.model], dtype=case.dtype, max_len=case.seq)
+    if case.remat != "none":
+        kw["remat"] = case.remat
+    if case.scan:
+        kw["scan_layers"] = True
+    if case.param_dtype != "float32":
+        kw["param_dtype"] = case.param_dtype
+    if case.logits_chunk:
+        kw["logits_chunk"] = case.logits_chunk
+    return TransformerConfig(**kw)
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+def _optimizer(case: Case):
+    from alignax.train.optim import make_optimizer
+
+    cfg = dict(name="adamw", learning_rate=1e-5, clip_norm=1.0, kwargs=dict(weight_decay=0.0))
+    if case.moment_dtype is not None:
+        cfg["moment_dtype"] = case.moment_dtype
+    return make_optimizer(cfg, 1000)
+
+
+def _batch_abstract(case: Case) -> dict:
+    """ShapeDtypeStructs of one optimizer step's batch (no sharding yet)."""
+    import jax
+    import jax.numpy as jnp
+
+    def s(shape, dtype):
+        return jax.ShapeDtypeStruct(shape, jnp.dtype(dtype))
+
+    b, t = case.pairs, case.seq
+    if case.step in ("rm", "dpo"):
+        batch = {f"{side}_{k}": s((b, t), "int32" if k == "ids" else "bool")
+                 for side in ("chosen", "rejected") for k in ("ids", "mask")}
+        if case.step == "dpo":
+            batch["chosen_response_mask"] = s((b, t), "bool")
+            batch["rejected_response_mask"] = s((b, t), "bool")
+        return batch
+    r = case.response_len
+    return {"ids": s((b, t), "int32"), "mask": s((b, t), "bool"),
+            "response_mask": s((b, r), "bool"), "old_logps": s((b, r), "float32"),
+            "advantages": s((b,), "float32"), "ref_logps": s((b, r), "float32")}
+
+
+def build(case: Case, devices=None):
+    """(jitted step, abstract args with shardings, info) of one case; nothing is allocated."""
+    import jax
+    import jax.numpy as jnp
+
+    from alignax.algorithms.direct import make_direct_loss
+    from alignax.algorithms.policy_gradient import make_policy_loss
+    from alignax.algorithms.reward_model import make_reward_loss
+    from alignax.models.transformer import make_lm, make_reward_model
+    from alignax.train import sharding as shd
+    from alignax.train.checkpoint import abstract_like
+    from alignax.train.state import TrainState
+    from alignax.train.step import make_train_step
+
+    missing = missing_levers(case)
+    if missing:
+        raise ValueError(f"levers not in this checkout: {missing}")
+    devices = jax.devices()[:case.devices] if devices is None else devices
+    if len(devices) < case.devices:
+        raise ValueError(f"{case.devices} devices requested, jax has {len(devices)}")
+    mesh = shd.make_mesh(data=1, fsdp=case.row_shards, tensor=case.tensor, devices=devices)
+    cfg = model_config(case)
+    model = (make_reward_model if case.step == "rm" else make_lm)(cfg)
+    base_abs = jax.eval_shape(model.init, jax.random.key(0))
+    base_axes = model.logical_axes(base_abs)
+    if case.step == "rm":
+        loss_fn = make_reward_loss(model.apply)
+    elif case.step == "dpo":
+        loss_fn = make_direct_loss(model.apply, "dpo", dict(beta=0.1))
+    else:  # the KL coefficient as a constant (the recipe passes it as a scalar step argument)
+        policy_loss = make_policy_loss(model.apply, loss="ppo_clip")
+
+        def loss_fn(params, batch, rng, *frozen):
+            return policy_loss(params, batch, rng, *frozen, kl_coef=0.04)
+    if case.lora_rank:  # adapters trained; the base is the one frozen argument (and reference)
+        from alignax.models import lora
+
+        lcfg = lora.LoraConfig(rank=case.lora_rank, alpha=2.0 * case.lora_rank)
+        params_abs = jax.eval_shape(lambda: lora.init_adapters(jax.random.key(1), base_abs, lcfg))
+        axes = lora.adapter_logical_axes(params_abs, base_axes)
+        loss_fn = lora.make_lora_loss(loss_fn, lcfg, reference=case.step == "dpo")
+        frozen_abs, frozen_axes = [base_abs], [base_axes]
+    else:
+        params_abs, axes = base_abs, base_axes
+        # dpo: the frozen reference, a second full copy
+        frozen_abs, frozen_axes = ([base_abs], [base_axes]) if case.step == "dpo" else ([], [])
+
+    tx = _optimizer(case)
+    p_sh = shd.param_shardings(params_abs, axes, mesh)
+    opt_abs = jax.eval_shape(tx.init, params_abs)
+    repl = shd.replicated(mesh)
+    state_sh = TrainState(params=p_sh,
+                          opt_state=shd.tree_shardings_like(opt_abs, params_abs, p_sh, mesh),
+                          step=repl, rng=repl, extra=())
+    state_abs = TrainState(params_abs, opt_abs, jax.ShapeDtypeStruct((), jnp.int32),
+                           jax.eval_shape(lambda: jax.random.key(0)), ())
+    frozen_sh = [shd.param_shardings(fa, ax, mesh) for fa, ax in zip(frozen_abs, frozen_axes)]
+    batch_sh = shd.batch_sharding(mesh)
+    kwargs = {"accum_steps": case.accum} if case.accum > 1 else {}
+    step = make_train_step(loss_fn, tx, mesh=mesh, state_sharding=state_sh,
+                           batch_sharding=batch_sh, frozen_shardings=frozen_sh, **kwargs)
+    batch_abs = _batch_abstract(case)
+    args = (abstract_like(state_abs, state_sh),
+            jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sh),
+                         batch_abs),
+            *[abstract_like(fa, fs) for fa, fs in zip(frozen_abs, frozen_sh)])
+    base_sh = shd.param_shardings(base_abs, base_axes, mesh)
+    info = dict(
+        mesh=mesh, params=_count(base_abs), trainable=_count(params_abs),
+        base_bytes=_nbytes(base_abs), base_bytes_per_device=_shard_bytes(
+            abstract_like(base_abs, base_sh)),
+        args_bytes_per_device=_shard_bytes(args),
+        state_bytes_per_device=_shard_bytes(args[0]),
+        params_bytes_per_device=_shard_bytes(args[0].params),
+        frozen_bytes_per_device=_shard_bytes(args[2:]),
+        batch_bytes_per_device=_shard_bytes(args[1]),
+    )
+    return step, args, info
+
+
+@contextlib.contextmanager
+def activation_constraint(mesh, enabled: bool = True):
+    """What-if (not a library feature): while active, every dense projection of
+    `alignax.models.transformer` constrains its input and output rows to the batch axes
+    (data x fsdp), leaving XLA free on the other dims. Without it XLA's sharding propagation
+    may follow the fsdp-sharded contraction dim of the weights into the activations and hold
+    the whole global batch's activations (and logits) on every device (SCALE.md)."""
+    if not enabled:
+        yield
+        return
+    import jax
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from alignax.models import transformer as tr
+    from alignax.train.sharding import BATCH_AXES
+
+    plain = tr.dense
+
+    def rows(x):
+        spec = P(BATCH_AXES, *([P.UNCONSTRAINED] * (x.ndim - 1)))
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+    def dense(layer, x):
+        return rows(plain(layer, rows(x)))
+
+    tr.dense = dense
+    try:
+        yield
+    finally:
+        tr.dense = plain
+
+
+def _count(tree) -> int:
+    import jax
+    return int(sum(math.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def _nbytes(tree) -> int:
+    import jax
+    return int(sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(tree)))
+
+
+def _shard_bytes(tree) -> int:
+    """Bytes of one device's shards of a tree of ShapeDtypeStructs with shardings."""
+    import jax
+    total = 0
+    for x in jax.tree.leaves(tree):
+        shape = x.sharding.shard_shape(x.shape) if x.sharding is not None else x.shape
+        total += math.prod(shape) * x.dtype.itemsize
+    return int(total)
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def count_collectives(hlo_text: str) -> dict[str, int]:
+    """Collective ops in compiled HLO text, by kind (async -start ops count as their kind)."""
+    counts = dict.fromkeys(COLLECTIVES, 0)
+    for m in _COLLECTIVE_RE.finditer(hlo_text):
+        counts[m.group(1)] += 1
+    return counts
+
+
+_SHAPE_RE = re.compile(r"\b(f32|bf16|f16|s32|pred)\[([0-9,]+)\]")
+_ITEMSIZE = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "pred": 1}
+
+
+def vocab_buffers(hlo_text: str, vocab_local: int) -> tuple[str, int]:
+    """The largest array in the HLO with a dimension of size `vocab_local`: (shape, bytes)."""
+    best, best_bytes = "", 0
+    for m in _SHAPE_RE.finditer(hlo_text):
+        dims = [int(d) for d in m.group(2).split(",")]
+        if vocab_local in dims:
+            n = math.prod(dims) * _ITEMSIZE[m.group(1)]
+            if n > best_bytes:
+                best, best_bytes = f"{m.group(1)}[{m.group(2)}]", n
+    return best, best_bytes
+
+
+def analytic_flops(case: Case, info: dict) -> float:
+    """Matmul FLOPs of one step, whole mesh: 6 N_mm per trained token (forward + backward) plus
+    attention (12 L D T per token, no causal halving), 2 N_mm + 4 L D T per token of the
+    reference forward (dpo). LoRA: the base's backward w.r.t. activations remains (4 N_mm), the
+    weight gradient (2 N_mm) is the adapters' only."""
+    m = MODELS[case.model]
+    d, f, L, v = m["d_model"], m["d_ff"], m["n_layers"], m["vocab_size"]
+    kv = d // m["n_heads"] * m["n_kv_heads"]
+    per_layer = d * d * 2 + d * kv * 2 + 3 * d * f
+    n_body = L * per_layer
+    t = case.seq
+    rows = case.pairs * (1 if case.step == "grpo" else 2)
+    head_tokens = case.response_len if case.step == "grpo" else t
+    tokens = rows * t
+    attn = 4 * L * d * t  # per token, forward
+    body_fwd = 2 * n_body * tokens + attn * tokens
+    head_fwd = 2 * d * v * rows * head_tokens if case.step != "rm" else 2 * d * rows
+    fwd = body_fwd + head_fwd
+    train = 3 * fwd if not case.lora_rank else 2 * fwd + 2 * attn * tokens / 2
+    ref = fwd if case.step == "dpo" else 0.0
+    return float(train + ref)
+
+
+def compile_case(case: Case) -> dict:
+    """Lower and compile one case; the report as a dict of plain values."""
+    import jax
+
+    t0 = time.perf_counter()
+    step, args, info = build(case)
+    with activation_constraint(info["mesh"], case.constrain):
+        lowered = step.lower(*args)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    text = compiled.as_text()
+    fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
+              "temp_size_in_bytes", "generated_code_size_in_bytes")
+    m = {k.replace("_size_in_bytes", ""): int(getattr(mem, k)) for k in fields}
+    peak = m["argument"] + m["output"] - m["alias"] + m["temp"]
+    vocab_local = MODELS[case.model]["vocab_size"] // (case.tensor if MODELS[case.model][
+        "vocab_size"] % case.tensor == 0 else 1)
+    vshape, vbytes = vocab_buffers(text, vocab_local)
+    rows_local = case.pairs // case.accum // case.row_shards * (1 if case.step == "grpo" else 2)
+    head_t = case.response_len if case.step == "grpo" else case.seq
+    full_btv = rows_local * head_t * vocab_local * 4
+    report = dict(
+        case=dataclasses.asdict(case), layout=case.layout, pairs=case.pairs,
+        jax=jax.__version__, backend=jax.default_backend(),
+        params=info["params"], trainable=info["trainable"], base_bytes=info["base_bytes"],
+        expected_args_bytes=info["args_bytes_per_device"],
+        expected_state_bytes=info["state_bytes_per_device"],
+        expected_frozen_bytes=info["frozen_bytes_per_device"],
+        expected_batch_bytes=info["batch_bytes_per_device"],
+        memory=m, peak=peak,
+        fits={k: bool(peak <= cap) for k, cap in TARGETS.items()},
+        collectives=count_collectives(text),
+        flops=float(cost.get("flops", -1.0)),
+        analytic_flops_per_device=analytic_flops(case, info) / case.devices,
+        # copies of the base model's weights among the arguments: the trained params (full
+        # fine-tuning) plus the frozen ones (reference, or LoRA's base), from XLA's count
+        base_copies_in_args=round(
+            (m["argument"] - info["state_bytes_per_device"] - info["batch_bytes_per_device"]
+             + (0 if case.lora_rank else info["params_bytes_per_device"]))
+            / info["base_bytes_per_device"], 3),
+        vocab_buffer=dict(shape=vshape, bytes=vbytes, full_btv_f32_bytes=full_btv,
+                          has_btv=bool(vbytes >= full_btv)),
+        lower_s=round(t1 - t0, 2), compile_s=round(t2 - t1, 2),
+    )
+    return report
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def verdict_cases() -> dict[str, Case]:
+    """The issue's three verdicts (see SCALE.md for the settings)."""
+    levers = dict(remat="full", scan=True, param_dtype="bfloat16", logits_chunk=8192)
+    return {
+        "a: 8B full DPO, 8 x H100": Case("8b", "dpo", 8, batch=64, accum=8, **levers),
+        "b: 8B LoRA DPO, 1 x H100": Case("8b", "dpo", 1, batch=64, accum=64, lora_rank=16,
+                                        **levers),
+        "c: 70B LoRA DPO, 64 x v5p": Case("70b", "dpo", 64, batch=64, accum=1, lora_rank=16,
+                                         **levers),
+    }
+
+
+def sweep_cases(levers: dict | None = None) -> list[Case]:
+    """RM, DPO, GRPO for 1B/8B/70B over 8, 64, 256 devices (fsdp, and fsdp x tensor=8), one
+    pair (two grpo rows) of 4096 tokens per row shard, with the given levers."""
+    levers = dict(levers or {})
+    cases = []
+    for model in ("1b", "8b", "70b"):
+        for step in STEPS:
+            for devices, tensor in ((8, 1), (8, 8), (64, 1), (64, 8), (256, 1), (256, 8)):
+                cases.append(Case(model, step, devices, tensor=tensor, **levers))
+    return cases
+
+
+def _available(case: Case) -> bool:
+    return not missing_levers(case)
+
+
+def run_cases(named: list[tuple[str, Case]], results: str, log=print) -> list[dict]:
+    """Compiles each case not yet in the `results` jsonl, appending one line per case."""
+    done = {}
+    if os.path.exists(results):
+        with open(results) as f:
+            for line in f:
+                r = json.loads(line)
+                done[(r["name"], json.dumps(r["case"], sort_keys=True))] = r
+    out = []
+    for name, case in named:
+        key = (name, case.label())
+        if key in done:
+            out.append(done[key])
+            continue
+        t0 = time.perf_counter()
+        try:
+            r = compile_case(case)
+        except Exception as e:  # recorded in the table: a case that does not build or compile
+            r = dict(case=dataclasses.asdict(case), error=f"{type(e).__name__}: {e}"[:500])
+        r["name"] = name
+        log(f"[{time.strftime('%H:%M:%S')}] {name} {case.model} {case.step} {case.layout} "
+            f"{time.perf_counter() - t0:.1f}s "
+            + (r.get("error") or f"peak {r['peak'] / 2**30:.2f} GiB"))
+        with open(results, "a") as f:
+            f.write(json.dumps(r) + "\n")
+        out.append(r)
+    return out
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f}"
+
+
+def row(r: dict) -> str:
+    c = r["case"]
+    if "error" in r:
+        return (f"| {r['name']} | {c['model']} | {c['step']} | {c['devices']} | "
+                f"{'x'.join(str(v) for v in (c['devices'] // c['tensor'], c['tensor']))} | "
+                f"| | | | | | | | | | | {r['error'][:120]} |")
+    m = r["memory"]
+    coll = r["collectives"]
+    fits = " ".join(k if ok else f"~~{k}~~" for k, ok in r["fits"].items())
+    ag, rs, ar, a2a, cp = (coll[k] for k in COLLECTIVES)
+    return (f"| {r['name']} | {c['model']} | {c['step']} | {c['devices']} | {r['layout']} | "
+            f"{r['pairs']}x{c['seq']} /{c['accum']} | {gib(m['argument'])} | {gib(m['output'])} | "
+            f"{gib(m['alias'])} | {gib(m['temp'])} | **{gib(r['peak'])}** | {fits} | "
+            f"{ag}/{rs}/{ar}/{a2a}/{cp} | {r['flops'] / 1e12:.1f} / "
+            f"{r['analytic_flops_per_device'] / 1e12:.1f} | {r['compile_s'] + r['lower_s']:.0f} | "
+            f"{'yes' if r['vocab_buffer']['has_btv'] else 'no'} |")
+
+
+HEADER = ("| case | model | step | devices | layout | batch (pairs or rows x T / accum) | "
+          "args GiB | out GiB | alias GiB | temp GiB | peak GiB | fits (struck: no) | "
+          "AG/RS/AR/A2A/CP | TFLOP per device: XLA / analytic | compile s | [B,T,V] buffer |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def levers_text(c: dict) -> str:
+    return (f"compute {c['dtype']}, params {c['param_dtype']}, moments "
+            f"{c['moment_dtype'] or 'float32'}, remat {c['remat']}, scan {c['scan']}, "
+            f"logits_chunk {c['logits_chunk'] or 'off'}, accum {c['accum']}, "
+            f"lora_rank {c['lora_rank'] or 'off'}")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _ensure_devices(n: int, argv) -> None:
+    """Re-executes this module with `n` simulated devices unless jax can already see them."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    m = re.search(_DEVICE_FLAG + r"=(\d+)", flags)
+    if m and int(m.group(1)) >= n:
+        return
+    if "jax" in sys.modules:
+        import jax
+        if len(jax.devices()) >= n:
+            return
+    env = dict(os.environ, XLA_FLAGS=(re.sub(_DEVICE_FLAG + r"=\d+", "", flags)
+                                      + f" {_DEVICE_FLAG}={n}").strip(),
+               JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, "-m", "benchmarks.aot", *argv]
+    raise SystemExit(subprocess.call(cmd, env=env))  # noqa: S603 (this module, its own argv)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=sorted(MODELS), default="1b")
+    p.add_argument("--step", choices=STEPS, default="dpo")
+    p.add_argument("--devices", type=int, default=8)
+    p.add_argument("--tensor", type=int, default=1)
+    p.add_argument("--batch", type=int, default=None,
+                   help="pairs (rm, dpo) or rows (grpo) per step; default 1 per row shard x accum")
+    p.add_argument("--seq", type=int, default=4096)
+    p.add_argument("--response", type=int, default=0, help="grpo response tokens (0: seq/2)")
+    p.add_argument("--accum", type=int, default=1)
+    p.add_argument("--remat", choices=REMAT, default="none")
+    p.add_argument("--scan", action="store_true", help="scan over stacked layers")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="bfloat16")
+    p.add_argument("--param-dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--moment-dtype", choices=("float32", "bfloat16"), default=None)
+    p.add_argument("--logits-chunk", type=int, default=0)
+    p.add_argument("--lora-rank", type=int, default=0)
+    p.add_argument("--constrain", action="store_true",
+                   help="what-if: rows of every dense projection's input/output constrained to "
+                        "data x fsdp (not a library feature; see SCALE.md)")
+    p.add_argument("--json", default=None, help="write the report of the one case here")
+    p.add_argument("--table", default=None,
+                   help="run the verdicts and the sweep and write this markdown file")
+    p.add_argument("--results", default="scale_results.jsonl",
+                   help="jsonl of compiled cases, one line each (a table run resumes from it)")
+    p.add_argument("--only", choices=("verdicts", "sweep", "all"), default="all")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    _ensure_devices(MAX_DEVICES if args.table else args.devices, argv)
+    if args.table:
+        return write_table(args, argv)
+    case = Case(args.model, args.step, args.devices, tensor=args.tensor, batch=args.batch,
+                seq=args.seq, response=args.response, accum=args.accum, remat=args.remat,
+                scan=args.scan, dtype=args.dtype, param_dtype=args.param_dtype,
+                moment_dtype=args.moment_dtype, logits_chunk=args.logits_chunk,
+                lora_rank=args.lora_rank, constrain=args.constrain)
+    report = compile_case(case)
+    report["name"] = "cli"
+    text = json.dumps(report, indent=1)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text)
+    print(text)
+
+
+def write_table(args, argv) -> None:
+    raise NotImplementedError
+
+
+if __name__ == "__main__":
+    main()
