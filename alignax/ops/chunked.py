@@ -38,11 +38,16 @@ keeps them in float32 (more accurate, not bit-equal).
 
 A vocabulary size that is not a multiple of the chunk needs no padded copy of W: the last
 chunk starts at V - C (overlapping the previous one) and masks the columns already counted.
+
+Sharding: rows (batch x tokens) may be sharded freely (each device walks the vocabulary for its
+rows; XLA sums the dW partials). The loop slices W along V, so a W sharded over V (vocab tensor
+parallelism) is gathered by XLA; with FSDP the weight is gathered for the matmul anyway.
 """
 
 from __future__ import annotations
 
 import functools
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -50,13 +55,16 @@ import jax.numpy as jnp
 WEIGHT_LAYOUTS = ("vd", "dv")
 
 
+def _positive_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= 1
+
+
 def _check(hidden, weight, targets, chunk, weight_layout, row_chunk):
     if weight_layout not in WEIGHT_LAYOUTS:
         raise ValueError(f"weight_layout must be one of {WEIGHT_LAYOUTS}, got {weight_layout!r}")
-    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
+    if not _positive_int(chunk):
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
-    if row_chunk is not None and (not isinstance(row_chunk, int) or isinstance(row_chunk, bool)
-                                  or row_chunk < 1):
+    if row_chunk is not None and not _positive_int(row_chunk):
         raise ValueError(f"row_chunk must be None or a positive int, got {row_chunk!r}")
     if weight.ndim != 2:
         raise ValueError(f"weight must be 2-D, got shape {weight.shape}")
@@ -219,7 +227,7 @@ def chunked_token_logprobs(hidden: jax.Array, weight: jax.Array, targets: jax.Ar
       hidden: final hidden states [..., D], any float dtype (bfloat16 allowed).
       weight: the LM head: [V, D] when `weight_layout == "vd"` (a tied embedding table), or
         [D, V] when `"dv"` (a Linear kernel).
-      targets: token ids [...] in [0, V).
+      targets: token ids [...] in [0, V) (an id outside it picks no logit: -logsumexp).
       chunk: vocabulary columns per step C (static); a chunk >= V is one step. A C that does not
         divide V is fine (the last chunk overlaps the previous one).
       weight_layout: "vd" or "dv" (static).
@@ -238,8 +246,8 @@ def chunked_token_logprobs(hidden: jax.Array, weight: jax.Array, targets: jax.Ar
     dtype = jnp.result_type(hidden.dtype, weight.dtype)  # flax's promote_dtype
     h = hidden.reshape(-1, hidden.shape[-1]).astype(dtype)
     w = weight.astype(dtype)
-    out = _logprobs(h, w, targets.reshape(-1).astype(jnp.int32), min(chunk, vocab),
-                    weight_layout, row_chunk)
+    out = _logprobs(h, w, targets.reshape(-1).astype(jnp.int32), min(int(chunk), vocab),
+                    weight_layout, None if row_chunk is None else int(row_chunk))
     return out.reshape(lead)
 
 
