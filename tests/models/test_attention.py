@@ -1,0 +1,282 @@
+"""Attention by backend: every implementation that runs here agrees with the plain softmax
+reference (values and gradients, causal and not, GQA, padding, packed rows), fully masked rows
+stay finite, "auto" picks by rule, and the model-level guarantees (padding invariance, sampler
+log-probs == training log-probs) hold per implementation.
+
+Tolerances: float32 rtol = atol = 1e-5 elementwise. bfloat16: relative error in norm
+||x - x_ref|| / ||x_ref|| <= 1e-2 against the float32 reference on the same (bf16) inputs:
+bf16 keeps 8 significant bits (unit roundoff 2^-9 = 2e-3), the probabilities are rounded to
+bf16 before the product with v and the output is rounded once more, so a few roundoffs are
+expected; measured on this CPU 2e-3 (values) and 3.5e-3 (gradients) for "xla" and
+"dot_product"; 1e-2 leaves 3x.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alignax.models import attention as attn
+from alignax.models.attention import (IMPLEMENTATIONS, attention, attention_bias,
+                                      resolve_implementation, segments_from_bias)
+from alignax.models.transformer import causal_attention_mask
+
+BACKEND = jax.default_backend()
+# implementations that run natively on this backend (splash off TPU runs interpreted: its own
+# test below), "reference" excluded (it is what the others are compared with)
+HERE = [n for n in IMPLEMENTATIONS if BACKEND in attn.BACKENDS[n] and n != "reference"]
+FP32 = [n for n in HERE if n != "cudnn"]  # cuDNN takes bf16/fp16 only
+BF16_TOL = 1e-2
+on_gpu = pytest.mark.skipif(BACKEND != "gpu", reason="cuDNN needs an NVIDIA GPU")
+
+
+def _segments(b, t):
+    """Row 0 left-padded, row 1 two packed sequences then right padding (0 = padding)."""
+    seg = np.ones((b, t), np.int32)
+    seg[0, :5] = 0
+    if b > 1:
+        seg[1, t // 2:] = 2
+        seg[1, t - 6:] = 0
+    return seg
+
+
+def _bias(mask):
+    """`attention_bias` in NumPy (no eager jax ops to compile in the tests)."""
+    return np.where(mask, 0.0, -1e30).astype(np.float32)[:, None, None]
+
+
+def _causal_mask(seg):
+    """`causal_attention_mask` in NumPy."""
+    t = seg.shape[1]
+    same = seg[:, :, None] == seg[:, None, :]
+    return np.tril(np.ones((t, t), bool))[None] & same & (seg > 0)[:, None, :]
+
+
+def _case(causal, b=2, kv=2, g=2, t=80, e=8, dtype=jnp.float32, seed=0, tq=5):
+    """(q, k, v, bias, real rows [B, 1, 1, T, 1], cotangent on real rows) as NumPy/jnp arrays.
+
+    Causal: packed and padded self-attention (T = 80 > 64, so "xla" runs its query blocks).
+    Not causal: `tq` queries over T keys with left padding (a decode-like cross shape)."""
+    rng = np.random.default_rng(seed)
+    tq = t if causal else tq
+    if causal:
+        seg = _segments(b, t)
+        mask, real = _causal_mask(seg), (seg > 0)[:, None, None, :, None]
+    else:
+        valid = np.arange(t)[None] >= np.array([7, 0])[:b, None]
+        mask = np.broadcast_to(valid[:, None, :], (b, tq, t))
+        real = np.ones((b, 1, 1, tq, 1), bool)
+    q, w = rng.normal(size=(2, b, kv, g, tq, e))
+    k, v = rng.normal(size=(2, b, kv, t, e))
+    return (*(jnp.asarray(x, dtype) for x in (q, k, v)), jnp.asarray(_bias(mask)), real,
+            jnp.asarray(w * real, jnp.float32))
+
+
+TRACES = []
+
+
+@functools.partial(jax.jit, static_argnames=("name", "causal"))
+def _value_and_grads(q, k, v, bias, w, *, name, causal):
+    """(out, grads of sum(out * w) wrt q, k, v) of `name` and of "reference" on the float32
+    upcast inputs, in one program."""
+    TRACES.append(name)
+
+    def run(impl, q, k, v):
+        def loss(q, k, v):
+            out = attention(q, k, v, bias, causal=causal, implementation=impl)
+            return jnp.sum(out.astype(jnp.float32) * w), out
+        (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+        return out, grads
+
+    return run(name, q, k, v), run("reference", *(x.astype(jnp.float32) for x in (q, k, v)))
+
+
+def _rel(x, ref):
+    x, ref = np.asarray(x, np.float32), np.asarray(ref, np.float32)
+    return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+
+
+def _check(name, causal, dtype=jnp.float32, **shape):
+    """`name` equals the reference: float32 elementwise to 1e-5 on real rows (every gradient),
+    bf16/fp16 in relative norm to BF16_TOL; everything finite, padded rows included."""
+    q, k, v, bias, real, w = _case(causal, dtype=dtype, **shape)
+    (out, grads), (ref_out, ref_grads) = _value_and_grads(q, k, v, bias, w, name=name,
+                                                          causal=causal)
+    assert out.dtype == dtype, (out.dtype, dtype)
+    out32 = np.asarray(out, np.float32)
+    assert all(bool(jnp.isfinite(x.astype(jnp.float32)).all()) for x in (out, *grads))
+    if dtype == jnp.float32:
+        np.testing.assert_allclose(np.where(real, out32, 0), np.where(real, ref_out, 0),
+                                   rtol=1e-5, atol=1e-5)
+        for got, want in zip(grads, ref_grads):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    else:
+        assert _rel(np.where(real, out32, 0), np.where(real, ref_out, 0)) < BF16_TOL
+        for got, want in zip(grads, ref_grads):
+            assert _rel(got, want) < BF16_TOL
+
+
+@pytest.mark.parametrize("name", FP32)
+def test_values_and_gradients_equal_the_reference(name):
+    """float32 causal (packed + padded rows, GQA) and not causal (S != T, left padding), and
+    bfloat16 causal; a second call with new values does not retrace."""
+    _check(name, causal=True)
+    _check(name, causal=False)
+    _check(name, causal=True, dtype=jnp.bfloat16)
+    before = len(TRACES)
+    _check(name, causal=True, seed=1)
+    assert len(TRACES) == before
+
+
+def test_auto_on_cpu_is_the_xla_path_exactly():
+    q, k, v, bias, _, _ = _case(True)
+    assert resolve_implementation("auto", backend="cpu") == "xla"
+    if BACKEND == "cpu":
+        run = jax.jit(attention, static_argnames=("causal", "implementation"))
+        np.testing.assert_array_equal(run(q, k, v, bias, causal=True),
+                                      run(q, k, v, bias, causal=True, implementation="xla"))
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    (dict(backend="cpu"), "xla"),
+    (dict(backend="gpu", dtype=jnp.bfloat16, head_dim=64, q_len=256, compute_capability=(9, 0)),
+     "cudnn"),
+    (dict(backend="gpu", dtype=jnp.float16, head_dim=128, q_len=7, compute_capability=(8, 0)),
+     "cudnn"),
+    (dict(backend="gpu", dtype=jnp.float32, head_dim=64, q_len=256), "dot_product"),
+    (dict(backend="gpu", dtype=jnp.bfloat16, head_dim=12, q_len=256, compute_capability=(9, 0)),
+     "dot_product"),
+    (dict(backend="gpu", dtype=jnp.bfloat16, head_dim=256, q_len=256, compute_capability=(8, 0)),
+     "dot_product"),
+    (dict(backend="gpu", dtype=jnp.bfloat16, head_dim=256, q_len=256, compute_capability=(9, 0)),
+     "cudnn"),
+    (dict(backend="gpu", dtype=jnp.bfloat16, head_dim=64, q_len=1, compute_capability=(9, 0)),
+     "dot_product"),  # a decode step
+    (dict(backend="tpu", causal=True, q_len=256, kv_len=256), "splash"),
+    (dict(backend="tpu", causal=True, q_len=200, kv_len=200), "dot_product"),
+    (dict(backend="tpu", causal=False, q_len=1, kv_len=256), "dot_product"),
+])
+def test_auto_picks_per_backend(kwargs, expected):
+    assert resolve_implementation("auto", **kwargs) == expected
+
+
+def test_explicit_names_are_checked():
+    with pytest.raises(ValueError, match="unknown attention implementation 'flash'; valid"):
+        resolve_implementation("flash")
+    with pytest.raises(ValueError, match="needs an NVIDIA GPU"):
+        resolve_implementation("cudnn", backend="cpu")
+    with pytest.raises(ValueError, match="takes bfloat16 or float16"):
+        resolve_implementation("cudnn", backend="gpu", dtype=jnp.float32, head_dim=64)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        resolve_implementation("cudnn", backend="gpu", dtype=jnp.bfloat16, head_dim=20,
+                               compute_capability=(9, 0))
+    # splash takes causal self-attention only; other calls (decode) run dot_product by rule
+    assert resolve_implementation("splash", backend="tpu", causal=True, q_len=128) == "splash"
+    assert resolve_implementation("splash", backend="tpu", q_len=1, kv_len=128) == "dot_product"
+    assert resolve_implementation("xla", backend="tpu") == "xla"
+    q, k, v, bias, _, _ = _case(True, t=16)
+    with pytest.raises(ValueError, match="attention takes q"):
+        attention(q[0], k, v, bias)
+
+
+def test_segments_from_bias_recover_the_mask():
+    seg = np.array([[0, 0, 1, 1, 1, 2, 2, 0], [1, 1, 0, 1, 1, 1, 1, 1],
+                    [3, 3, 1, 1, 3, 3, 0, 0]], np.int32)  # left/right pad, a gap, reused ids
+    derived = np.asarray(segments_from_bias(jnp.asarray(_bias(_causal_mask(seg)))))
+    padded_rows = ~(seg > 0)[:, :, None]  # their masks differ (meaningless rows)
+    np.testing.assert_array_equal(_causal_mask(seg) | padded_rows,
+                                  _causal_mask(derived) | padded_rows)
+    np.testing.assert_array_equal(derived > 0, seg > 0)
+    # the transformer's own mask and bias give the same ids
+    np.testing.assert_array_equal(derived, segments_from_bias(
+        attention_bias(causal_attention_mask(jnp.asarray(seg)))))
+
+
+def test_splash_equals_the_reference_with_packed_and_padded_rows():
+    """TPU splash attention, natively on TPU and in Pallas interpret mode elsewhere (T = 128,
+    the kernel's block): segment ids derived from the bias, GQA through the MQA kernel."""
+    _check("splash", causal=True, b=2, kv=1, g=2, t=128, e=8)
+
+
+@on_gpu
+@pytest.mark.parametrize("causal,shape", [
+    (True, dict()), (False, dict()), (True, dict(t=81)), (False, dict(t=81)),
+    (True, dict(kv=1, g=4, e=64)), (False, dict(tq=1, e=64))])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_cudnn_equals_the_reference(causal, shape, dtype):
+    """cuDNN flash attention in bf16 / fp16: GQA, padding, packed rows, odd T (padded to even
+    lengths), a decode step (T = 1)."""
+    _check("cudnn", causal, dtype=dtype, **shape)
+
+
+# --------------------------------------------------------------------------------------------
+# model-level guarantees per implementation (the transformer's `attention`, patched)
+# --------------------------------------------------------------------------------------------
+
+def _model_cfg(dtype):
+    from alignax.models.transformer import TransformerConfig
+
+    return TransformerConfig(vocab_size=40, d_model=32, n_layers=1, n_heads=4, n_kv_heads=2,
+                             d_ff=48, max_len=32, dtype=dtype)
+
+
+@pytest.fixture
+def use_implementation(monkeypatch):
+    """Makes the transformer call `attention(..., implementation=name)`."""
+    from alignax.models import transformer
+
+    def set_name(name):
+        monkeypatch.setattr(transformer, "attention",
+                            functools.partial(attention, implementation=name))
+    return set_name
+
+
+MODEL_IMPLS = [n for n in HERE if n not in ("xla",)]  # "xla": tests/models, tests/sampling
+MODEL_DTYPE = {"cudnn": "bfloat16"}
+# bf16 log-probs: logits of |x| <= ~4 with a few bf16 roundoffs (2^-9 relative) per layer
+MODEL_TOL = {"float32": 1e-5, "bfloat16": 5e-2}
+
+
+@pytest.mark.parametrize("name", MODEL_IMPLS)
+def test_padding_invariance_and_sampler_logps_per_implementation(name, use_implementation):
+    from alignax.models.transformer import make_lm
+    from alignax.ops import sequence_logprobs, shift_for_next_token, token_logprobs
+    from alignax.sampling.sampler import sample
+
+    use_implementation(name)
+    dtype = MODEL_DTYPE.get(name, "float32")
+    tol = MODEL_TOL[dtype]
+    model = make_lm(_model_cfg(dtype))
+    params = jax.jit(model.init)(jax.random.key(0))  # jitted: eager init compiles op by op
+
+    @jax.jit
+    def score(ids, mask):
+        targets, target_mask = shift_for_next_token(ids, mask, mask)
+        return sequence_logprobs(model.apply(params, ids, mask), targets, target_mask)
+
+    # one sequence of 7 tokens, alone (B = 1) and among 3 neighbours, padded left and right
+    rng = np.random.default_rng(0)
+    target, t = rng.integers(2, 40, size=7), 12
+    values = []
+    for rows in (1, 4):
+        for side in ("left", "right"):
+            ids, mask = np.zeros((rows, t), np.int32), np.zeros((rows, t), bool)
+            for r in range(rows):
+                seq = target if r == rows - 1 else rng.integers(2, 40, size=rng.integers(1, t))
+                cols = slice(0, len(seq)) if side == "right" else slice(t - len(seq), t)
+                ids[r, cols], mask[r, cols] = seq, True
+            values.append(float(score(jnp.asarray(ids), jnp.asarray(mask))[rows - 1]))
+    np.testing.assert_allclose(values, values[0], atol=tol)
+
+    # sampler log-probs (prefill + KV-cache decode) == the training forward's
+    prompts = jnp.array([[5, 6, 7, 8, 9], [0, 0, 11, 12, 13], [14, 15, 0, 0, 0]], jnp.int32)
+    out = sample(model, params, prompts, prompts != 0, jax.random.key(1), max_new_tokens=4)
+    ids = jnp.concatenate([out.prompt_ids, out.tokens], axis=1)
+    mask = jnp.concatenate([out.prompt_mask, out.mask], axis=1)
+    expected = jax.jit(lambda p, ids, mask, tokens: token_logprobs(
+        model.apply(p, ids, mask)[:, prompts.shape[1] - 1:-1], tokens))(params, ids, mask,
+                                                                         out.tokens)
+    np.testing.assert_allclose(np.where(out.mask, out.logps, 0.0),
+                               np.where(out.mask, expected, 0.0), atol=tol)
