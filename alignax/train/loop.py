@@ -418,6 +418,7 @@ def fit(
     extra_init: Any = (),
     extra_update: Callable[[Any, Mapping[str, jax.Array]], Any] | None = None,
     grad_accum_steps: int = 1,
+    grad_accum_weight: str | None = None,
 ) -> FitResult:
     """Trains `loss_fn` with `tx` for `num_steps` steps, resuming from `workdir` if possible.
 
@@ -453,6 +454,9 @@ def fit(
         the whole batch's for losses that are means over equally sized micro-batches (see
         `make_train_step` for the exact condition). B / k must be divisible by the mesh's
         data x fsdp shards.
+      grad_accum_weight: for a loss normalised by a data-dependent count (tokens, a sum of
+        weights) that it reports as this metric: the micro-batches are weighted by it, which
+        makes the update equal the whole batch's (`make_train_step`'s accum_weight).
 
     Raises:
       NonFiniteError: a metric is NaN/inf at some step (the last good checkpoint is kept).
@@ -505,6 +509,7 @@ def fit(
         frozen_shardings=frozen_shardings,
         extra_update=extra_update,
         accum_steps=grad_accum_steps,
+        accum_weight=grad_accum_weight,
     )
 
     def train_step(state, local_batch):

@@ -97,6 +97,7 @@ def make_train_step(
     extra_update: Callable[[Any, dict[str, jax.Array]], Any] | None = None,
     accum_steps: int = 1,
     accum_dtype: str | None = "float32",
+    accum_weight: str | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Returns `step(state, batch, *frozen) -> (state, metrics)`, jitted once.
 
@@ -116,15 +117,22 @@ def make_train_step(
         g = (1 / k) sum_i grad L_i(params),   L_i = loss_fn(params, micro-batch i, fold_in(rng, i))
 
     The loss and every metric are the mean over micro-batches (right for metrics that are
-    means over equally sized micro-batches; a max or a count is averaged too). This equals the
-    k = 1 step on the whole batch (to float rounding) exactly when the loss is a function of
-    the batch that is the plain mean of the micro-batches' losses and uses no randomness:
-    e.g. a mean over rows of per-row terms (SFT token means are per-row means only if every
-    micro-batch holds the same number of target tokens; a mean over all tokens of the batch
-    is not). A weighted mean over a `weight` field, sum(w l) / sum(w), is NOT the mean of the
-    micro-batches' weighted means unless every micro-batch has the same sum of weights; a loss
-    that draws from `rng` sees other keys (fold_in(rng, i) instead of rng). With k = 1 the
-    step is the plain one (no scan, `rng` itself).
+    means over equally sized micro-batches; a max is averaged too). This equals the k = 1 step
+    on the whole batch (to float rounding) exactly when the loss uses no randomness and is
+    the plain mean of the micro-batches' losses: a mean over rows of per-row terms is; a mean
+    over all target tokens of the batch (SFT) is only if every micro-batch holds the same
+    number of target tokens; a weighted mean over a `weight` field, sum(w l) / sum(w), only if
+    every micro-batch has the same sum of weights. For such normalised losses name the
+    normaliser in `accum_weight`: with the loss reporting W_i (its token count, its sum of
+    weights) as that metric, the step uses
+
+        g = sum_i W_i grad L_i / sum_i W_i,   loss and metrics = sum_i W_i m_i / sum_i W_i,
+
+    and reports the metric `accum_weight` itself summed (sum_i W_i), which for
+    L_i = S_i / W_i is exactly the whole batch's sum_i S_i / sum_i W_i (a loss that clamps its
+    normaliser, S / max(W, 1), differs where a micro-batch has 0 < W_i < 1). A loss that draws
+    from `rng` sees other keys (fold_in(rng, i) instead of rng). With k = 1 the step is the
+    plain one (no scan, `rng` itself, `accum_weight` unused).
 
     Gradients are summed over micro-batches in `accum_dtype` (float32 by default, so k bf16
     micro-gradients of bf16 params add without bf16 rounding at every step; None: in the
@@ -150,6 +158,9 @@ def make_train_step(
         batch's leading dim must be divisible by k (ValueError when the step is traced) and,
         with a mesh, B / k by the data x fsdp shards.
       accum_dtype: "float32" or None (the params' dtype): the dtype of the gradient sum.
+      accum_weight: None (micro-batches weigh equally) or the name of a scalar metric of the
+        loss holding its normaliser (e.g. SFT's "tokens"); ValueError at trace time if the loss
+        does not report it.
 
     Returns:
       The jitted step. `step._cache_size()` counts its compilations.
@@ -167,7 +178,7 @@ def make_train_step(
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def accumulate(params, batch, rng, frozen, kwargs):
-        """Mean loss, metrics and gradient over `accum_steps` micro-batches (a scan)."""
+        """(Weighted) mean loss, metrics and gradient over `accum_steps` micro-batches."""
         k = accum_steps
         micro = split_microbatches(batch, k, batch_sharding if mesh is not None else None)
         params_sharding = None if mesh is None else state_sharding.params
@@ -185,14 +196,25 @@ def make_train_step(
             i, mb = xs
             (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(rng, i), *frozen,
                                              **kwargs)
-            acc = jax.tree.map(lambda a, g: a + g.astype(a.dtype), acc, grads)
             metrics = {name: jnp.asarray(v, jnp.float32) for name, v in metrics.items()}
-            return acc, (jnp.asarray(loss, jnp.float32), metrics)
+            if accum_weight is None:
+                w = jnp.float32(1.0)
+            elif accum_weight in metrics:
+                w = metrics[accum_weight]
+            else:
+                raise ValueError(f"accum_weight={accum_weight!r}: the loss reports no such "
+                                 f"metric (it reports {sorted(metrics)})")
+            acc = jax.tree.map(lambda a, g: a + (w * g).astype(a.dtype), acc, grads)
+            return acc, (jnp.asarray(loss, jnp.float32), metrics, w)
 
-        acc, (losses, metrics) = jax.lax.scan(body, acc, (jnp.arange(k), micro))
-        grads = jax.tree.map(lambda a, p: (a / k).astype(p.dtype), acc, params)
-        metrics = {name: v.mean(0) for name, v in metrics.items()}
-        return (losses.mean(), metrics), grads
+        acc, (losses, metrics, weights) = jax.lax.scan(body, acc, (jnp.arange(k), micro))
+        total = weights.sum()
+        total = jnp.where(total > 0, total, 1.0)  # all weights 0: the gradient sum is 0 too
+        grads = jax.tree.map(lambda a, p: (a / total).astype(p.dtype), acc, params)
+        mean = lambda v: (v * weights).sum(0) / total  # noqa: E731
+        metrics = {name: v.sum(0) if name == accum_weight else mean(v)
+                   for name, v in metrics.items()}
+        return (mean(losses), metrics), grads
 
     def step(state: TrainState, batch, *frozen):
         rng = jax.random.fold_in(state.rng, state.step)

@@ -56,16 +56,23 @@ def _assert_same_update(a, b, skip=()):
         np.testing.assert_allclose(m_a[name], m_b[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_sft_loss_accumulated_over_4_micro_batches_equals_the_whole_batch():
-    # every row has T - 1 targets, so each micro-batch's token mean weighs tokens equally
+def test_token_weighted_accumulation_equals_the_whole_batch_with_unequal_lengths():
+    """SFT's loss is a mean over all target tokens of the batch: with rows of different
+    lengths the micro-batches must be weighted by their token counts (accum_weight)."""
+    batch = _sequences()
+    lengths = np.random.default_rng(1).integers(2, T + 1, B)
+    batch["mask"] = (np.arange(T)[None] < lengths[:, None]).astype(np.int32)
     loss_fn = make_sft_loss(MODEL.apply)
-    whole = _one_step(loss_fn, _sequences(), 1)
-    accum = _one_step(loss_fn, _sequences(), 4)
-    _assert_same_update(whole, accum, skip=("tokens",))
-    # a count is averaged like every metric: the tokens of one micro-batch
-    np.testing.assert_allclose(accum[2]["tokens"], whole[2]["tokens"] / 4)
+    whole = _one_step(loss_fn, batch, 1)
+    weighted = _one_step(loss_fn, batch, 4, accum_weight="tokens")
+    _assert_same_update(whole, weighted)  # tokens too: summed over micro-batches
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), whole[1].params, PARAMS)
     assert max(jax.tree.leaves(moved)) > 1e-3  # the update is not trivially zero
+    # unweighted, micro-batches of fewer tokens would count as much as longer ones
+    unweighted = _one_step(loss_fn, batch, 4)
+    assert abs(float(unweighted[2]["loss"]) - float(whole[2]["loss"])) > 1e-3
+    with pytest.raises(ValueError, match="reports no such metric"):
+        _one_step(loss_fn, batch, 4, accum_weight="pairs")
 
 
 def test_dpo_loss_accumulated_equals_the_whole_batch_and_compiles_once():
