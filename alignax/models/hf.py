@@ -8,10 +8,20 @@ families.
 Only files are read (config.json, *.safetensors); nothing is downloaded. Reading needs only numpy
 and the `safetensors` package, not torch. Linear weights are stored [out, in] by Hugging Face and
 [in, out] here, so they are transposed on the way in and out.
+
+Settings that are not part of the checkpoint (`RUNTIME_FIELDS`: compute and parameter dtype,
+remat, scanned layers, logits chunk) are keywords of `import_hf`:
+
+    model, params = import_hf(path, scan_layers=True, remat="full", param_dtype="bfloat16")
+
+Each tensor is converted once into the dtype of its parameter (so a bfloat16 checkpoint imported
+with param_dtype="bfloat16" is never upcast) and written into its slot of the (stacked, with
+`scan_layers`) tree. `export_hf` takes either layout and writes the parameters' dtype.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -22,13 +32,30 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from alignax.models.transformer import Model, TransformerConfig, make_lm, make_reward_model
+from alignax.models.transformer import (
+    Model,
+    TransformerConfig,
+    layers_stacked,
+    make_lm,
+    make_reward_model,
+    unstack_layers,
+)
 
 SUPPORTED = ("llama", "qwen2", "gpt2")
+# TransformerConfig fields that a checkpoint does not fix: keywords of `import_hf`
+RUNTIME_FIELDS = ("dtype", "scan_layers")
 
 
-def config_from_hf(hf: dict) -> TransformerConfig:
-    """TransformerConfig from a Hugging Face config.json dict (Llama or Qwen2)."""
+def config_from_hf(hf: dict, **overrides) -> TransformerConfig:
+    """TransformerConfig from a Hugging Face config.json dict (Llama, Qwen2 or GPT-2), with
+    `overrides` of `RUNTIME_FIELDS` (e.g. scan_layers=True)."""
+    bad = sorted(set(overrides) - set(RUNTIME_FIELDS))
+    if bad:
+        raise ValueError(f"{bad} cannot be overridden on import; allowed: {RUNTIME_FIELDS}")
+    return dataclasses.replace(_config_from_hf(hf), **overrides)
+
+
+def _config_from_hf(hf: dict) -> TransformerConfig:
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED:
         raise ValueError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED}")
@@ -211,10 +238,21 @@ def _get(tree, path):
     return tree
 
 
-def _set(tree, path, value):
-    for k in path[:-1]:
-        tree = tree[k]
-    tree[path[-1]] = value
+def _slot(params, path, stacked: bool):
+    """(array, index) of the slot of `path`: a stacked layer's leaf is written at [i]."""
+    if stacked and path[:2] == ("decoder", "layers"):
+        return _get(params, path[:2] + path[3:]), path[2]
+    return _get(params, path[:-1]), path[-1]
+
+
+def _assign(params, path, value, stacked: bool, name: str, where: str) -> None:
+    """Writes the checkpoint tensor `value` into its parameter, converted to its dtype."""
+    holder, index = _slot(params, path, stacked)
+    expected = holder[index].shape
+    if value.shape != expected:
+        raise ValueError(f"{where}: {name}: shape {value.shape} does not fit {path} "
+                         f"{expected} (does config.json match the weights?)")
+    holder[index] = np.asarray(value, holder[index].dtype)  # a no-op when the dtypes agree
 
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
@@ -232,13 +270,15 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
     return tensors
 
 
-def import_hf(path: str, *, kind: str = "lm") -> tuple[Model, dict]:
-    """Loads a Llama/Qwen2 checkpoint folder as (Model, params).
+def import_hf(path: str, *, kind: str = "lm", **overrides) -> tuple[Model, dict]:
+    """Loads a Llama/Qwen2/GPT-2 checkpoint folder as (Model, params).
 
     Args:
       path: folder with config.json and *.safetensors.
       kind: "lm" (causal LM) or "reward" (sequence classification with one label: the score head
         reads the last valid token, whatever the padding side).
+      **overrides: `RUNTIME_FIELDS` of the TransformerConfig (e.g. scan_layers=True: params in
+        the stacked layout).
 
     Raises:
       ValueError: unsupported architecture, missing or unexpected tensors, wrong shapes.
@@ -252,7 +292,7 @@ def import_hf(path: str, *, kind: str = "lm") -> tuple[Model, dict]:
                          f"{e.colno})") from None
     except UnicodeDecodeError:
         raise ValueError(f"{config_path}: not UTF-8 text") from None
-    cfg = config_from_hf(hf)
+    cfg = config_from_hf(hf, **overrides)
     labels = hf.get("num_labels", len(hf.get("id2label", {}) or [0, 0]))
     if kind == "reward" and labels != 1:
         raise ValueError(f"{config_path}: a reward model checkpoint needs num_labels == 1, got "
@@ -275,13 +315,8 @@ def import_hf(path: str, *, kind: str = "lm") -> tuple[Model, dict]:
     if unexpected:
         raise ValueError(f"{path}: unexpected tensors {unexpected[:5]}")
     for name, (target, transpose) in names.items():
-        value = np.asarray(tensors[name], np.float32)
-        value = value.T if transpose else value
-        expected = _get(params, target).shape
-        if value.shape != expected:
-            raise ValueError(f"{path}: {name}: shape {value.shape} does not fit {target} "
-                             f"{expected} (does config.json match the weights?)")
-        _set(params, target, value)
+        value = tensors.pop(name)  # drop each tensor once copied: one model in memory
+        _assign(params, target, value.T if transpose else value, cfg.scan_layers, name, path)
     return model, params
 
 
@@ -296,22 +331,17 @@ def _import_gpt2(cfg, kind, tensors, params, path):
     if unexpected:
         raise ValueError(f"{path}: unexpected tensors {unexpected[:5]}")
     for name, (target, transpose, cols) in names.items():
-        value = np.asarray(tensors[name.split("#")[0]], np.float32)
+        value = tensors[name.split("#")[0]]
         if cols is not None:
             value = value[..., cols]
-        value = value.T if transpose else value
-        expected = _get(params, target).shape
-        if value.shape != expected:
-            raise ValueError(f"{path}: {name}: shape {value.shape} does not fit {target} "
-                             f"{expected} (does config.json match the weights?)")
-        _set(params, target, value)
+        _assign(params, target, value.T if transpose else value, cfg.scan_layers, name, path)
 
 
 def _export_gpt2(cfg, kind, params) -> dict[str, np.ndarray]:
     fused: dict[str, list] = {}
     tensors = {}
     for name, (source, transpose, cols) in _gpt2_name_map(cfg, kind).items():
-        value = np.asarray(_get(params, source), np.float32)
+        value = np.asarray(_get(params, source))
         value = value.T if transpose else value
         prefix = "" if name.startswith(("lm_head", "score")) else "transformer."
         if cols is not None:
@@ -324,17 +354,25 @@ def _export_gpt2(cfg, kind, params) -> dict[str, np.ndarray]:
 
 
 def export_hf(model: Model, params: Any, path: str, *, model_type: str = "llama") -> None:
-    """Writes config.json and model.safetensors loadable by transformers' Auto classes."""
+    """Writes config.json and model.safetensors loadable by transformers' Auto classes.
+
+    `params` in either layout (stacked by `scan_layers` or not); tensors are written in the
+    parameters' dtype (torch_dtype in config.json is the embedding's).
+    """
     cfg = model.config
     kind = "reward" if "score" in params else "lm"
     hf_config = config_to_hf(cfg, model_type=model_type, kind=kind)  # validates first
+    params = jax.tree.map(np.asarray, params)  # on the host; layer views below copy nothing
+    if layers_stacked(params):
+        params = unstack_layers(params)
+    hf_config["torch_dtype"] = str(params["decoder"]["embed"]["embedding"].dtype)
     os.makedirs(path, exist_ok=True)
     if model_type == "gpt2":
         tensors = _export_gpt2(cfg, kind, params)
     else:
         tensors = {}
         for name, (source, transpose) in _name_map(cfg, kind).items():
-            value = np.asarray(_get(params, source), np.float32)
+            value = np.asarray(_get(params, source))
             tensors[name] = np.ascontiguousarray(value.T if transpose else value)
     if kind == "reward" and np.any(np.asarray(params["score"]["bias"]) != 0):
         raise ValueError("the score head has a bias; Hugging Face's score layer has none")

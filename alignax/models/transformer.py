@@ -12,6 +12,14 @@ positions then stay within each packed sequence. `make_lm` and
 Every parameter has logical axis names (`model.logical_axes(params)`), mapped onto a device mesh
 by `alignax.train.sharding`.
 
+Parameter tree. Unscanned (the default) the blocks are `params["decoder"]["layers"][i]` for
+i = 0..L-1 (integer keys), each the subtree of one `Block` (attn_norm, attn/{q,k,v,o}, mlp_norm,
+mlp/...). With `scan_layers=True` the L blocks are one subtree with a leading layer axis,
+`params["decoder"]["layers"]` = the subtree of one Block whose every leaf is [L, *shape]
+(e.g. decoder/layers/attn/q/kernel [L, D, H*E]; logical axes ("layers", *axes)).
+`stack_layers` / `unstack_layers` convert between the two exactly; `scanned.init(rng)` equals
+`stack_layers(unscanned.init(rng))`.
+
 Shapes: B batch, T tokens, D model width, H heads, K kv heads, E head dim, F MLP width, V vocab.
 """
 
@@ -23,6 +31,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from alignax.models.attention import attention, attention_bias  # noqa: F401 (re-exported)
@@ -53,6 +62,11 @@ class TransformerConfig:
       positions: "rope" or "learned" (absolute position embeddings added to the tokens).
       linear_bias: biases on the attention output and MLP projections (GPT-2).
       dtype: compute dtype ("float32" or "bfloat16"); parameters are always float32.
+      scan_layers: the L blocks' parameters are stacked along a leading axis (see the module
+        docstring for the tree) and the forward is one `jax.lax.scan` over them, so the traced
+        program, the HLO and the compile time do not grow with depth (use it for deep models
+        and pod compiles; on a 2-core CPU unrolled layers run about 10% faster). KV caches
+        are then stacked too: {"k", "v"} of [L, B, K, S, E] (`init_cache`).
     """
 
     vocab_size: int = 32
@@ -71,6 +85,7 @@ class TransformerConfig:
     positions: str = "rope"
     linear_bias: bool = False
     dtype: str = "float32"
+    scan_layers: bool = False
 
     def __post_init__(self):
         for name, allowed in (("norm", ("rms", "layer")), ("mlp", ("swiglu", "gelu")),
@@ -84,6 +99,8 @@ class TransformerConfig:
                 f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.kv_heads}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if not isinstance(self.scan_layers, bool):
+            raise ValueError(f"scan_layers must be a bool, got {self.scan_layers!r}")
 
     @classmethod
     def gpt2_style(cls, **kwargs) -> "TransformerConfig":
@@ -297,6 +314,14 @@ def causal_attention_mask(mask):
     return causal[None] & same & (seg > 0)[:, None, :]
 
 
+def _stack_blocks(blocks: list) -> nnx.Module:
+    """One module of the structure of `blocks[0]` whose every variable is the [L, ...] stack of
+    the blocks' (built one by one, so the initial values equal the unscanned model's)."""
+    graphdef, _ = nnx.split(blocks[0])
+    states = [nnx.state(b) for b in blocks]
+    return nnx.merge(graphdef, jax.tree.map(lambda *xs: jnp.stack(xs), *states))
+
+
 class Decoder(nnx.Module):
     """Token embedding, decoder blocks, final norm: hidden states [B, T, D]."""
 
@@ -308,7 +333,9 @@ class Decoder(nnx.Module):
         if cfg.positions == "learned":
             self.pos_embed = nnx.Embed(cfg.max_len, cfg.d_model,
                                        embedding_init=nnx.initializers.normal(0.01), rngs=rngs)
-        self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
+        blocks = [Block(cfg, rngs) for _ in range(cfg.n_layers)]
+        # scanned: one Block whose variables are [L, ...] stacks (the scan's xs)
+        self.layers = _stack_blocks(blocks) if cfg.scan_layers else nnx.List(blocks)
         self.final_norm = make_norm(cfg)
 
     def __call__(self, input_ids, mask):
@@ -319,7 +346,7 @@ class Decoder(nnx.Module):
     def forward(self, input_ids, positions, attn_mask, caches=None, cache_index=None,
                 causal=False):
         """Hidden states [B, T, D] from explicit positions [B, T] and attention mask ([B, T, T],
-        or [B, T, S] with `caches`, one {"k", "v"} per layer). Returns (hidden, new caches).
+        or [B, T, S] with `caches` as made by `init_cache`). Returns (hidden, new caches).
 
         `causal=True` promises that `attn_mask` never lets a query see a later key (true of
         `causal_attention_mask`); attention then skips the blocks above the diagonal.
@@ -332,12 +359,52 @@ class Decoder(nnx.Module):
         rope_cs = (rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
                    if self.cfg.positions == "rope" else None)
         bias = attention_bias(attn_mask)
+        if self.cfg.scan_layers:
+            x, new_caches = self._scan(x, rope_cs, bias, caches, cache_index, causal)
+            return self.final_norm(x), new_caches
         new_caches = []
         for i, layer in enumerate(self.layers):
             cache = None if caches is None else caches[i]
             x, new_cache = layer(x, rope_cs, bias, cache, cache_index, causal)
             new_caches.append(new_cache)
         return self.final_norm(x), (None if caches is None else new_caches)
+
+    def _scan(self, x, rope_cs, bias, caches, cache_index, causal):
+        """The blocks as one `lax.scan` over the stacked layer variables.
+
+        With caches ({"k", "v"}: [L, B, K, S, E]) the stacked caches ride in the carry: layer l
+        reads its slice and writes back only the T new slots [cache_index, cache_index + T), so
+        the update stays in place (a scan output of whole caches would copy them every step).
+        """
+        graphdef, state = nnx.split(self.layers)
+
+        def block(layer_state, x, cache=None):
+            return nnx.merge(graphdef, layer_state)(x, rope_cs, bias, cache, cache_index, causal)
+
+        if caches is None:
+            def body(x, layer_state):
+                return block(layer_state, x)[0], None
+
+            x, _ = jax.lax.scan(body, x, state)
+            return x, None
+
+        t = x.shape[1]
+
+        def cached_body(carry, xs):
+            x, ck, cv = carry
+            layer_state, i = xs
+            x, new = block(layer_state, x, {"k": ck[i], "v": cv[i]})
+            start = (i, 0, 0, cache_index, 0)
+            new_k = jax.lax.dynamic_slice_in_dim(new["k"], cache_index, t, axis=2)
+            new_v = jax.lax.dynamic_slice_in_dim(new["v"], cache_index, t, axis=2)
+            ck = jax.lax.dynamic_update_slice(ck, new_k[None], start)
+            cv = jax.lax.dynamic_update_slice(cv, new_v[None], start)
+            return (x, ck, cv), None
+
+        layer_ids = jnp.arange(self.cfg.n_layers)
+        (x, ck, cv), _ = jax.lax.scan(cached_body, (x, caches["k"], caches["v"]),
+                                      (state, layer_ids))
+        return x, {"k": ck, "v": cv}
 
 
 class CausalLM(nnx.Module):
@@ -422,21 +489,34 @@ _LOGICAL_AXES: tuple[tuple[str, tuple[str | None, ...] | None], ...] = (
 )
 
 
+# a leaf of scanned (stacked) decoder blocks: decoder/layers/<not a layer number>/...
+_STACKED = re.compile(r"(^|/)decoder/layers/(?!\d+(/|$))")
+
+
 def logical_axes(params: Params) -> Any:
-    """Tree of logical axis-name tuples with the structure of `params`."""
+    """Tree of logical axis-name tuples with the structure of `params`.
+
+    Leaves of stacked blocks (`scan_layers`) get ("layers", *the axes of one block's leaf).
+    """
 
     def name(path, leaf):
         key = "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
-        for pattern, axes in _LOGICAL_AXES:
-            if re.search(pattern, key):
-                if axes is None:
-                    return (None,) * leaf.ndim
-                if len(axes) != leaf.ndim:
-                    raise ValueError(f"logical axes {axes} do not fit {key} of shape {leaf.shape}")
-                return axes
-        raise ValueError(f"no logical axes for parameter {key!r}; add it to _LOGICAL_AXES")
+        if _STACKED.search(key):
+            return ("layers", *_axes_of(key, leaf.ndim - 1))
+        return _axes_of(key, leaf.ndim)
 
     return jax.tree_util.tree_map_with_path(name, params)
+
+
+def _axes_of(key: str, ndim: int) -> tuple:
+    for pattern, axes in _LOGICAL_AXES:
+        if re.search(pattern, key):
+            if axes is None:
+                return (None,) * ndim
+            if len(axes) != ndim:
+                raise ValueError(f"logical axes {axes} do not fit {key} of rank {ndim}")
+            return axes
+    raise ValueError(f"no logical axes for parameter {key!r}; add it to _LOGICAL_AXES")
 
 
 class Model(NamedTuple):
@@ -453,12 +533,88 @@ class Model(NamedTuple):
     apply_cached: Callable[..., Any] | None = None
 
 
-def init_cache(cfg: TransformerConfig, batch: int, length: int, dtype=None) -> list[dict]:
-    """Zero KV caches, one {"k", "v"} of [B, K, S, E] per layer (compute dtype by default)."""
+def init_cache(cfg: TransformerConfig, batch: int, length: int, dtype=None) -> list[dict] | dict:
+    """Zero KV caches in the compute dtype by default: one {"k", "v"} of [B, K, S, E] per layer,
+    or with `scan_layers` one stacked {"k", "v"} of [L, B, K, S, E]. Either way every array is
+    [..., B, K, S, E] (`repeat_cache` relies on it); `apply_cached` takes and returns the same
+    layout."""
     dtype = jnp.dtype(cfg.dtype if dtype is None else dtype)
     shape = (batch, cfg.kv_heads, length, cfg.head_dim)
+    if cfg.scan_layers:
+        shape = (cfg.n_layers, *shape)
+        return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
     return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
             for _ in range(cfg.n_layers)]
+
+
+def repeat_cache(caches, n: int):
+    """Each cache row repeated n times in place (row b -> rows b*n .. b*n+n-1) along the batch
+    axis of either layout of `init_cache` ([..., B, K, S, E] -> [..., B*n, K, S, E])."""
+    return jax.tree.map(lambda c: jnp.repeat(c, n, axis=c.ndim - 4), caches)
+
+
+def _is_layer_list(layers) -> bool:
+    return isinstance(layers, dict) and len(layers) > 0 and all(
+        isinstance(k, int) for k in layers)
+
+
+def _map_decoders(tree, fn):
+    """`tree` with fn applied to the "layers" of every {"decoder": {"layers": ...}} in it
+    (params, or trees that mirror them such as optimizer moments)."""
+    if isinstance(tree, dict):
+        out = {k: _map_decoders(v, fn) for k, v in tree.items()}
+        dec = tree.get("decoder")
+        if isinstance(dec, dict) and "layers" in dec:
+            out["decoder"] = {**out["decoder"], "layers": fn(dec["layers"])}
+        return out
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # NamedTuple (optax states)
+        return type(tree)(*(_map_decoders(v, fn) for v in tree))
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_map_decoders(v, fn) for v in tree)
+    return tree
+
+
+def _stack(*xs):
+    if all(isinstance(x, np.ndarray) for x in xs):
+        return np.stack(xs)  # host arrays stay on the host (checkpoint conversion)
+    return jnp.stack(xs)
+
+
+def stack_layers(params):
+    """Unscanned params -> the `scan_layers` layout: `decoder/layers/{0..L-1}/<leaf>` becomes
+    `decoder/layers/<leaf>` of [L, *shape] (exact; numpy leaves stay numpy).
+
+    Raises:
+      ValueError: if the layers are already stacked.
+    """
+    def stack(layers):
+        if not _is_layer_list(layers):
+            raise ValueError("stack_layers needs decoder/layers/{0..L-1}; are they stacked "
+                             "already?")
+        return jax.tree.map(_stack, *(layers[i] for i in range(len(layers))))
+
+    return _map_decoders(params, stack)
+
+
+def unstack_layers(params):
+    """`scan_layers` params -> the unscanned layout (the inverse of `stack_layers`; exact).
+
+    Raises:
+      ValueError: if the layers are not stacked.
+    """
+    def unstack(layers):
+        if _is_layer_list(layers):
+            raise ValueError("unstack_layers needs stacked decoder/layers; they are a list of "
+                             "layers already")
+        n = jax.tree.leaves(layers)[0].shape[0]
+        return {i: jax.tree.map(lambda x, i=i: x[i], layers) for i in range(n)}
+
+    return _map_decoders(params, unstack)
+
+
+def layers_stacked(params) -> bool:
+    """Whether `params["decoder"]["layers"]` is in the `scan_layers` layout."""
+    return not _is_layer_list(params["decoder"]["layers"])
 
 
 def make_from_module(module_cls, cfg: TransformerConfig) -> Model:

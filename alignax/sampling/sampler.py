@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from alignax.models.transformer import Model, init_cache, positions_from_mask
+from alignax.models.transformer import Model, init_cache, positions_from_mask, repeat_cache
 
 _NEG_INF = -1e30
 
@@ -172,7 +172,8 @@ def sample(
     def repeat(x):
         return jnp.repeat(x, n, axis=0)
 
-    caches, last, next_pos, key_valid = jax.tree.map(repeat, (caches, last, next_pos, key_valid))
+    last, next_pos, key_valid = jax.tree.map(repeat, (last, next_pos, key_valid))
+    caches = repeat_cache(caches, n)  # the batch axis of stacked (scanned) caches is not 0
     stop = jnp.asarray(stop_tokens if stop_tokens else [-1], jnp.int32)
 
     def step(carry, i):

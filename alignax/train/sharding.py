@@ -5,7 +5,8 @@ are all `AxisType.Auto` (the classic pjit style). Mesh axes are ("data", "fsdp",
 
 - batches are split over data x fsdp (rows), replicated over tensor;
 - parameters carry logical names (e.g. ("embed", "mlp")) that `DEFAULT_RULES` maps to mesh axes:
-  "embed" -> fsdp (ZeRO-3 style parameter sharding), "heads"/"mlp"/"vocab" -> tensor.
+  "embed" -> fsdp (ZeRO-3 style parameter sharding), "heads"/"mlp"/"vocab" -> tensor,
+  "layers" (the leading axis of scanned blocks) -> replicated.
 
 A dimension whose size is not divisible by its mesh axes is replicated instead (so tiny test models
 run on any mesh); `param_shardings` reports such fallbacks through `fallbacks`.
@@ -32,6 +33,7 @@ DEFAULT_RULES: dict[str, Any] = {
     "mlp": "tensor",
     "vocab": "tensor",
     "norm": None,
+    "layers": None,  # the stacked-blocks axis of scan_layers: every device holds all layers
 }
 
 

@@ -102,3 +102,24 @@ def test_unsupported_configs_fail_clearly(tmp_path):
     model, params = import_hf(str(tmp_path / "llama"))
     with pytest.raises(ValueError, match="cannot be written as model_type 'gpt2'"):
         export_hf(model, params, str(tmp_path / "out"), model_type="gpt2")
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_scanned_import_is_stacked_and_exports_back(tmp_path, model_type):
+    hf = _hf_model(model_type, "lm", seed=2)
+    hf.save_pretrained(tmp_path / "in", safe_serialization=True)
+    model, params = import_hf(str(tmp_path / "in"), scan_layers=True)
+    assert model.config.scan_layers
+    first = params["decoder"]["layers"]["attn"]["q"]["kernel"]
+    assert first.shape[0] == 2 and first.dtype == np.float32  # stacked [L, D, H*E]
+    with torch.no_grad():
+        expected = hf(torch.tensor(IDS)).logits.numpy()
+    got = model.apply(params, jnp.asarray(IDS), jnp.ones(IDS.shape, bool))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    export_hf(model, params, str(tmp_path / "out"), model_type=model_type)
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(reloaded(torch.tensor(IDS)).logits.numpy(), expected,
+                                   atol=1e-5)
+    with pytest.raises(ValueError, match="cannot be overridden"):
+        import_hf(str(tmp_path / "in"), n_layers=3)
