@@ -51,11 +51,14 @@ def split_microbatches(batch: Any, accum_steps: int, batch_sharding: Any = None)
                          f"all multiples of the batch size {b}")
     if b % accum_steps:
         raise ValueError(f"batch size {b} is not divisible by accum_steps={accum_steps}")
-    if batch_sharding is not None and not isinstance(batch_sharding, NamedSharding):
-        shardings = jax.tree.leaves(batch_sharding,
-                                    is_leaf=lambda s: isinstance(s, NamedSharding))
-    else:
+    if batch_sharding is None or isinstance(batch_sharding, NamedSharding):
         shardings = [batch_sharding] * len(leaves)
+    else:  # a tree of shardings, possibly a prefix of the batch's tree (None: unconstrained)
+        is_sharding = lambda s: s is None or isinstance(s, NamedSharding)  # noqa: E731
+        spread = jax.tree.map(lambda s, sub: jax.tree.map(lambda _: (s,), sub), batch_sharding,
+                              batch, is_leaf=is_sharding)
+        shardings = [s for (s,) in jax.tree.leaves(spread, is_leaf=lambda x: isinstance(
+            x, tuple) and len(x) == 1 and is_sharding(x[0]))]
 
     def split(x, sharding):
         k = accum_steps
