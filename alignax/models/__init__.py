@@ -8,16 +8,21 @@ from alignax.models.heads import (
     make_token_reward_model,
     yes_token_score,
 )
+from alignax.models.lora import LoraConfig, init_adapters, make_lora_apply, make_lora_loss
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.models.transformer import Model, TransformerConfig, make_lm, make_reward_model
 
 __all__ = [
+    "LoraConfig",
     "MLPConfig",
     "Model",
     "TransformerConfig",
     "gpm_score",
+    "init_adapters",
     "make_gaussian_reward_model",
     "make_lm",
+    "make_lora_apply",
+    "make_lora_loss",
     "make_mlp",
     "make_multi_objective_reward_model",
     "make_preference_embedding_model",
