@@ -10,6 +10,8 @@ loss function, `alignax.sampling.sample`), runs one step to compile, `warmup` mo
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import resource
 import time
 
@@ -20,14 +22,26 @@ import optax
 
 from benchmarks import spec
 
+# The attention implementation of the model (alignax.models.attention), "auto" if unset: set by
+# `benchmarks/gpu.py --attention` for its subprocesses.
+ATTENTION_ENV = "ALIGNAX_BENCH_ATTENTION"
+
 
 def _config(size: str, max_len: int, dtype: str = "float32"):
     from alignax.models.transformer import TransformerConfig
 
     m = spec.SIZES[size]
+    # optional keys of a size (GQA, tying, RoPE base); absent ones keep the config's defaults
+    extra = {k: m[k] for k in ("n_kv_heads", "tie_embeddings", "rope_theta") if k in m}
+    attention = os.environ.get(ATTENTION_ENV, "auto")
+    if attention != "auto":  # benchmarks/gpu.py --attention
+        if "attention" not in {f.name for f in dataclasses.fields(TransformerConfig)}:
+            raise ValueError(f"{ATTENTION_ENV}={attention}: this TransformerConfig has no "
+                             "attention field")
+        extra["attention"] = attention
     return TransformerConfig(vocab_size=m["vocab_size"], d_model=m["d_model"],
                              n_layers=m["n_layers"], n_heads=m["n_heads"], d_ff=m["d_ff"],
-                             max_len=max_len, dtype=dtype)
+                             max_len=max_len, dtype=dtype, **extra)
 
 
 def _result(name, size, first_s, times, notes, dtype="float32"):
@@ -149,6 +163,8 @@ def sampling(size: str, *, steps: int, warmup: int, seed: int = 0, timer=None,
     w = spec.workload("w3", size)
     model = make_lm(_config(size, w.prompt_len + w.new_tokens, dtype))
     params = model.init(jax.random.key(seed))
+    if dtype != "float32":  # inference weights in the compute dtype, as a server holds them
+        params = jax.tree.map(lambda x: x.astype(dtype), params)
     prompts = jnp.asarray(spec.inputs("w3", size, num_batches=1)["prompt_ids"])
     mask = jnp.ones_like(prompts, bool)
 
@@ -158,8 +174,12 @@ def sampling(size: str, *, steps: int, warmup: int, seed: int = 0, timer=None,
         return out.tokens
 
     first, times = (timer or _time_steps)(run_one, 10**9, steps=steps, warmup=warmup)
-    return _result("w3", size, first, times, "sample(): jitted prefill + lax.scan decode, "
-                   "temperature 1, no truncation", dtype)
+    out = _result("w3", size, first, times, "sample(): jitted prefill + lax.scan decode, "
+                  "temperature 1, no truncation", dtype)
+    if dtype != "float32":
+        out["notes"] = out["notes"].replace("float32 parameters", f"{dtype} parameters")
+    out["param_bytes"] = jnp.dtype(dtype).itemsize
+    return out
 
 
 def grpo_iteration(size: str, *, steps: int, warmup: int, seed: int = 0,

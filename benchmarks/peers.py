@@ -3,7 +3,10 @@
 Every peer runs the shapes of `benchmarks.spec.workload(name, size)` on the input arrays of
 `benchmarks.spec.inputs` (data seed 0, the same 4 batches that `benchmarks/ours.py` uses, cycled),
 with a randomly initialised (`torch.manual_seed(seed)`) float32 Llama of `spec.SIZES[size]`
-(`transformers.LlamaConfig`, untied LM head, RMSNorm eps 1e-5, SDPA attention) on the CPU.
+(`transformers.LlamaConfig`, untied LM head unless the size ties it, RMSNorm eps 1e-5, SDPA
+attention) on the CPU, or on the GPU when torch sees one (`DEVICE`). `--dtype bfloat16` trains
+with the Trainer's bf16 autocast over float32 parameters (alignax's bf16 compute, float32
+parameters) and generates (W3) with bfloat16 weights.
 A tiny word-level tokenizer (`<pad>` = 0, `<bos>` = 1, `<eos>` = 2, then "t3" .. "t{V-1}") is
 built locally, so nothing is downloaded. What each peer times:
 
@@ -53,6 +56,9 @@ from transformers import TrainerCallback  # noqa: E402
 
 from benchmarks import spec  # noqa: E402
 
+# The peers run on the GPU when torch sees one (benchmarks/gpu.sh), else on the CPU.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 # The number of distinct input batches, cycled over the steps (as in benchmarks/ours.py).
 NUM_BATCHES = 4
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -92,31 +98,39 @@ def ids_to_text(ids) -> str:
 
 def llama_config(size: str, max_len: int, **kwargs) -> transformers.LlamaConfig:
     m = spec.SIZES[size]
+    if "rope_theta" in m:  # transformers 5 reads the RoPE base from rope_parameters
+        kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": m["rope_theta"]}
     return transformers.LlamaConfig(
         vocab_size=m["vocab_size"], hidden_size=m["d_model"], intermediate_size=m["d_ff"],
         num_hidden_layers=m["n_layers"], num_attention_heads=m["n_heads"],
-        num_key_value_heads=m["n_heads"], max_position_embeddings=max_len, rms_norm_eps=1e-5,
-        tie_word_embeddings=False, pad_token_id=PAD_ID, bos_token_id=BOS_ID,
-        eos_token_id=EOS_ID, attn_implementation="sdpa", **kwargs)
+        num_key_value_heads=m.get("n_kv_heads", m["n_heads"]), max_position_embeddings=max_len,
+        rms_norm_eps=1e-5, tie_word_embeddings=m.get("tie_embeddings", False),
+        pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
+        attn_implementation="sdpa", **kwargs)
 
 
 def build_causal_lm(size: str, max_len: int, seed: int) -> transformers.LlamaForCausalLM:
     torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(llama_config(size, max_len)).float()
+    with torch.device(DEVICE):  # initialised where it runs (a 1B init on the host is slow)
+        return transformers.LlamaForCausalLM(llama_config(size, max_len)).float()
 
 
 def build_reward_model(size: str, max_len: int, seed: int):
     torch.manual_seed(seed)
     config = llama_config(size, max_len, num_labels=1)
-    return transformers.LlamaForSequenceClassification(config).float()
+    with torch.device(DEVICE):
+        return transformers.LlamaForSequenceClassification(config).float()
 
 
-def _common_args(output_dir: str, *, batch: int, max_steps: int, seed: int) -> dict:
-    """TrainingArguments shared by the TRL peers: no logging, no saving, fp32 on the CPU."""
+def _common_args(output_dir: str, *, batch: int, max_steps: int, seed: int,
+                 dtype: str = "float32") -> dict:
+    """TrainingArguments shared by the TRL peers: no logging, no saving, on `DEVICE`; bfloat16
+    `dtype` is the Trainer's bf16 autocast over float32 parameters."""
     return dict(
         output_dir=output_dir, per_device_train_batch_size=batch, max_steps=max_steps,
         learning_rate=LEARNING_RATE, optim="adamw_torch", logging_steps=10**9,
-        save_strategy="no", report_to=[], dataloader_num_workers=0, use_cpu=True, bf16=False,
+        save_strategy="no", report_to=[], dataloader_num_workers=0, use_cpu=DEVICE == "cpu",
+        bf16=dtype == "bfloat16",
         disable_tqdm=True, seed=seed,
         # TRL defaults to gradient checkpointing (recomputing activations in the backward);
         # the alignax side does not checkpoint, so neither do we. (`activation_checkpointing`
@@ -126,17 +140,30 @@ def _common_args(output_dir: str, *, batch: int, max_steps: int, seed: int) -> d
 
 
 class StepTimer(TrainerCallback):
-    """Wall time of each optimizer step, from `on_step_begin` to `on_step_end`."""
+    """Wall time of each optimizer step, from `on_step_begin` to `on_step_end` (on a GPU both
+    ends synchronize, so a step's queued kernels are counted in its own time)."""
 
     def __init__(self):
         self.times: list[float] = []
         self._t0 = 0.0
 
     def on_step_begin(self, args, state, control, **kwargs):
+        _sync()
         self._t0 = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
+        _sync()
         self.times.append(time.perf_counter() - self._t0)
+
+
+def _where(dtype: str) -> str:
+    """How a trainer ran, for the notes: "fp32 cpu" or "bf16 autocast, fp32 params, cuda"."""
+    return f"fp32 {DEVICE}" if dtype == "float32" else f"bf16 autocast, fp32 params, {DEVICE}"
+
+
+def _sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def _result(impl: str, workload: str, size: str, times: list[float], warmup: int, notes: str,
@@ -148,7 +175,7 @@ def _result(impl: str, workload: str, size: str, times: list[float], warmup: int
         "step_times": times[warmup:], "tokens_per_step": spec.tokens_per_step(base, size),
         "flops_per_step": spec.step_flops(base, size) * flops_scale,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "torch_threads": torch.get_num_threads(), "notes": notes,
+        "torch_threads": torch.get_num_threads(), "notes": notes, "device": DEVICE,
     }
 
 
@@ -164,7 +191,8 @@ def _check_trained(trainer, timer: StepTimer, total: int) -> None:
 # W1: reward-model step (TRL RewardTrainer).
 # --------------------------------------------------------------------------------------------
 
-def trl_reward(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
+def trl_reward(size: str, *, steps: int, warmup: int, seed: int = 0,
+               dtype: str = "float32") -> dict:
     """W1 with TRL `RewardTrainer`: one timed step = one optimizer step on B pairs."""
     from trl import RewardConfig, RewardTrainer
 
@@ -182,7 +210,8 @@ def trl_reward(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
     timer = StepTimer()
     try:
         args = RewardConfig(
-            **_common_args(out_dir, batch=w.batch, max_steps=warmup + steps, seed=seed),
+            **_common_args(out_dir, batch=w.batch, max_steps=warmup + steps, seed=seed,
+                           dtype=dtype),
             max_length=w.seq_len, train_sampling_strategy="sequential")
         trainer = RewardTrainer(model=model, args=args, train_dataset=dataset,
                                 processing_class=tokenizer, callbacks=[timer])
@@ -197,7 +226,8 @@ def trl_reward(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     notes = (
-        "TRL RewardTrainer, LlamaForSequenceClassification(num_labels=1), fp32 CPU. Timed: "
+        f"TRL RewardTrainer, LlamaForSequenceClassification(num_labels=1), {_where(dtype)}. "
+        "Timed: "
         "on_step_begin..on_step_end of each optimizer step = forward of the [2B, T] batch "
         "(chosen+rejected), -logsigmoid(r_c - r_r) loss, TRL's reward metrics (.item() syncs), "
         "backward, grad-norm clipping (max_grad_norm=1.0, Trainer default), AdamW (adamw_torch, "
@@ -229,7 +259,7 @@ def _pretokenized_dpo_trainer():
 
 
 def trl_dpo(size: str, *, steps: int, warmup: int, precompute_ref: bool = False,
-            seed: int = 0) -> dict:
+            seed: int = 0, dtype: str = "float32") -> dict:
     """W2 with TRL `DPOTrainer` (sigmoid, beta 0.1): one timed step = one optimizer step."""
     from trl import DPOConfig
 
@@ -255,7 +285,8 @@ def trl_dpo(size: str, *, steps: int, warmup: int, precompute_ref: bool = False,
     timer = StepTimer()
     try:
         args = DPOConfig(
-            **_common_args(out_dir, batch=w.batch, max_steps=warmup + steps, seed=seed),
+            **_common_args(out_dir, batch=w.batch, max_steps=warmup + steps, seed=seed,
+                           dtype=dtype),
             loss_type=["sigmoid"], beta=0.1, precompute_ref_log_probs=precompute_ref,
             precompute_ref_batch_size=w.batch, max_length=w.seq_len,
             train_sampling_strategy="sequential")
@@ -287,7 +318,8 @@ def trl_dpo(size: str, *, steps: int, warmup: int, precompute_ref: bool = False,
         ref_note = ("The frozen reference (a deepcopy of the initial policy, passed as ref_model) "
                     "runs its no-grad forward inside each timed step.")
     notes = (
-        "TRL DPOTrainer (loss_type=['sigmoid'], beta=0.1), LlamaForCausalLM, fp32 CPU, on the "
+        f"TRL DPOTrainer (loss_type=['sigmoid'], beta=0.1), LlamaForCausalLM, {_where(dtype)}, "
+        "on the "
         "spec's token ids (prompt_ids = first prompt_len tokens, chosen_ids/rejected_ids = the "
         "rest; TRL's _prepare_dataset is overridden to a no-op because 1.16 has no skip path for "
         "pre-tokenized data). Timed: on_step_begin..on_step_end of each optimizer step = policy "
@@ -307,25 +339,31 @@ def trl_dpo(size: str, *, steps: int, warmup: int, precompute_ref: bool = False,
 # W3: sampling (transformers generate).
 # --------------------------------------------------------------------------------------------
 
-def hf_generate(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
+def hf_generate(size: str, *, steps: int, warmup: int, seed: int = 0,
+                dtype: str = "float32") -> dict:
     """W3 with `model.generate`: one timed step = one full generate call on the B prompts."""
     _setup_torch()
     w = spec.workload("w3", size)
     model = build_causal_lm(size, w.prompt_len + w.new_tokens, seed).eval()
+    model = model.to(getattr(torch, dtype))  # generation with weights in the compute dtype
     prompts = torch.from_numpy(spec.inputs("w3", size, num_batches=1)["prompt_ids"]).long()
+    prompts = prompts.to(DEVICE)
     mask = torch.ones_like(prompts)
     times = []
     with torch.inference_mode():
         for _ in range(warmup + steps):
+            _sync()
             t0 = time.perf_counter()
             out = model.generate(
                 input_ids=prompts, attention_mask=mask, do_sample=True, temperature=1.0,
                 top_p=1.0, top_k=0, max_new_tokens=w.new_tokens, min_new_tokens=w.new_tokens,
                 use_cache=True, pad_token_id=PAD_ID)
+            _sync()
             times.append(time.perf_counter() - t0)
             assert tuple(out.shape) == (w.batch, w.prompt_len + w.new_tokens), out.shape
     notes = (
-        "transformers LlamaForCausalLM.generate (fp32 CPU, SDPA, dynamic KV cache) under "
+        f"transformers LlamaForCausalLM.generate ({dtype} weights on {DEVICE}, SDPA, dynamic "
+        "KV cache) under "
         "torch.inference_mode(): do_sample, temperature 1, top_k 0, top_p 1, "
         "min_new_tokens = max_new_tokens = new_tokens (EOS suppressed, so exactly new_tokens "
         "per row); each timed step is one full generate call (prefill + decode + sampling). "
@@ -340,7 +378,8 @@ def hf_generate(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
 GRPO_BETA = 0.04
 
 
-def trl_grpo(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
+def trl_grpo(size: str, *, steps: int, warmup: int, seed: int = 0,
+             dtype: str = "float32") -> dict:
     """W4 with TRL `GRPOTrainer`: one timed step = one rollout round + one optimizer step."""
     from trl import GRPOConfig, GRPOTrainer
 
@@ -371,7 +410,8 @@ def trl_grpo(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
         build_causal_lm(size, w.prompt_len + w.new_tokens, seed).save_pretrained(model_dir)
         rows = w.batch * w.samples
         args = GRPOConfig(
-            **_common_args(out_dir, batch=rows, max_steps=warmup + steps, seed=seed),
+            **_common_args(out_dir, batch=rows, max_steps=warmup + steps, seed=seed,
+                           dtype=dtype),
             model_init_kwargs={"dtype": "float32", "attn_implementation": "sdpa"},
             # One optimizer step = one generation round of B prompts x S samples, used once.
             num_generations=w.samples, steps_per_generation=1, num_iterations=1,
@@ -392,7 +432,7 @@ def trl_grpo(size: str, *, steps: int, warmup: int, seed: int = 0) -> dict:
     assert len(lengths) == (warmup + steps) * rows, len(lengths)
     assert set(lengths) == {w.new_tokens}, sorted(set(lengths))
     notes = (
-        "TRL GRPOTrainer, transformers generation (use_vllm=False), fp32 CPU. Timed: "
+        f"TRL GRPOTrainer, transformers generation (use_vllm=False), {_where(dtype)}. Timed: "
         "on_step_begin..on_step_end of each optimizer step = generate B x S completions "
         "(per_device_train_batch_size = generation_batch_size = B*S, steps_per_generation=1, "
         "num_iterations=1; do_sample, temperature 1, top_p 1, top_k 0, "
@@ -429,7 +469,7 @@ WORKLOADS = {
 def main(argv=None) -> None:
     # the first step is the warmup/compile: at least one warmup and one timed step
     spec.run_cli(WORKLOADS, __doc__.splitlines()[0], argv, min_steps=1, setup=_setup_torch,
-                 with_seed=True)
+                 with_seed=True, dtypes=("float32", "bfloat16"))
 
 
 if __name__ == "__main__":

@@ -36,13 +36,14 @@ ALL = ("w1", "w2", "w2_pre", "w3", "w4")
 
 
 def _run(module: str, workload: str, size: str, steps: int, warmup: int, timeout: int,
-         host_memory: str = "reuse"):
-    """Runs `python -m benchmarks.<module>` for one workload; the result dict, or an error."""
+         host_memory: str = "reuse", extra: tuple[str, ...] = ()):
+    """Runs `python -m benchmarks.<module>` for one workload (`extra`: more arguments, e.g.
+    `("--dtype", "bfloat16")`); the result dict, or an error."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "r.json")
         cmd = [sys.executable, "-m", f"benchmarks.{module}", "--workload", workload, "--size",
                size, "--steps", str(steps), "--warmup", str(warmup), "--out", out,
-               "--host-memory", host_memory]
+               "--host-memory", host_memory, *extra]
         try:
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:

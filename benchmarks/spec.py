@@ -26,6 +26,10 @@ SIZES = {
     "base": dict(vocab_size=8192, d_model=512, n_layers=8, n_heads=8, d_ff=1408),
     # for a GPU
     "1b": dict(vocab_size=32000, d_model=2048, n_layers=16, n_heads=16, d_ff=5632),
+    # Llama-3.2-1B's shape (1.24B parameters): grouped-query attention (8 kv heads of 64),
+    # tied embeddings, RoPE base 5e5; benchmarks/gpu.sh runs it in bfloat16
+    "llama1b": dict(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8,
+                    d_ff=8192, tie_embeddings=True, rope_theta=500000.0),
 }
 
 
@@ -62,10 +66,18 @@ def workload(name: str, size: str) -> Workload:
     return w
 
 
+def kv_width(size: str) -> int:
+    """K E: the width of the key (and of the value) projection; d_model without GQA."""
+    m = SIZES[size]
+    return m.get("n_kv_heads", m["n_heads"]) * (m["d_model"] // m["n_heads"])
+
+
 def matmul_params(size: str, *, lm_head: bool) -> int:
+    """Parameters of the matmuls: q, o (D x D), k, v (D x K E), SwiGLU (3 D F) per layer, and
+    the LM head (V x D, tied or not) when `lm_head`."""
     m = SIZES[size]
     d, f, layers = m["d_model"], m["d_ff"], m["n_layers"]
-    per_layer = 4 * d * d + 3 * d * f
+    per_layer = 2 * d * d + 2 * d * kv_width(size) + 3 * d * f
     return layers * per_layer + (m["vocab_size"] * d if lm_head else 0)
 
 

@@ -200,6 +200,28 @@ def test_splash_equals_the_reference_with_packed_and_padded_rows():
     _check("splash", causal=True, b=2, kv=1, g=2, t=128, e=8)
 
 
+def test_cudnn_wrapper_layout_padding_and_bias_clipping(monkeypatch):
+    """The "cudnn" wrapper's own work (BTNH layout, GQA heads, the bias clipped to cuDNN's large
+    negative in bf16, odd T padded to even and sliced off, causal passed on) checked on any
+    backend by running XLA inside in place of cuDNN (bf16: XLA:CPU has no fp16 dot)."""
+    original = jax.nn.dot_product_attention
+    seen = []
+
+    def xla_inside(*args, implementation=None, **kwargs):
+        assert implementation == "cudnn"
+        seen.append((args[0].shape, kwargs["bias"].dtype, kwargs["is_causal"]))
+        jax.debug.callback(lambda m: seen.append(float(m)), kwargs["bias"].min())
+        return original(*args, implementation="xla", **kwargs)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", xla_inside)
+    monkeypatch.setattr(attn, "resolve_implementation", lambda name, **kw: name)
+    _check("cudnn", causal=True, dtype=jnp.bfloat16, t=81)
+    assert seen[0] == ((2, 82, 4, 8), jnp.bfloat16, True) and seen[-1] == -float(2 << 40)
+    seen.clear()
+    _check("cudnn", causal=False, dtype=jnp.bfloat16, tq=1)  # a decode step: T = 1 -> 2
+    assert seen[0] == ((2, 2, 4, 8), jnp.bfloat16, False) and seen[-1] == -float(2 << 40)
+
+
 @on_gpu
 @pytest.mark.parametrize("causal,shape", [
     (True, dict()), (False, dict()), (True, dict(t=81)), (False, dict(t=81)),
