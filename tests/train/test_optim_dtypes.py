@@ -107,10 +107,11 @@ def test_bf16_params_train_with_either_moment_dtype(moment_dtype):
     assert set(jax.tree.leaves(_dtypes((adam.mu, adam.nu)))) == {moment_dtype}
     assert float(metrics["loss"]) < float(first)
     # the first update is fp32 Adam on the upcast gradient, rounded once to bf16
-    g16 = jax.grad(_loss)(params16, batch["x"], batch["y"])
+    g16 = jax.jit(jax.grad(_loss))(params16, batch["x"], batch["y"])
     up = lambda tree: jax.tree.map(lambda x: x.astype(jnp.float32), tree)  # noqa: E731
-    u32, _ = _plain().update(up(g16), _plain().init(up(params16)), up(params16))
-    u16, _ = tx.update(g16, tx.init(params16), params16)
+    u32, _ = jax.jit(lambda g, p: _plain().update(g, _plain().init(p), p))(up(g16),
+                                                                          up(params16))
+    u16, _ = jax.jit(lambda g, p: tx.update(g, tx.init(p), p))(g16, params16)
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b.astype(jnp.bfloat16)), u16,
                  u32)
 
