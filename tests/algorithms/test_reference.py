@@ -14,23 +14,13 @@ from alignax.algorithms.reference import (RefLogpsSource, precompute_ref_logps, 
                                           with_ref_logps)
 from alignax.data.pipeline import make_batch_iterator
 from alignax.models.transformer import TransformerConfig, make_lm
+from tests.train.test_loop import ListSource
 
 MODEL = make_lm(TransformerConfig(vocab_size=32, d_model=32, n_layers=2, n_heads=2, d_ff=64,
                                   max_len=16))
 REF = MODEL.init(jax.random.key(1))
 POLICY = MODEL.init(jax.random.key(2))
 N, T = 22, 8  # 22 = 5 batches of 4 + a partial batch of 2
-
-
-class ListSource:
-    def __init__(self, records):
-        self.records = records
-
-    def __len__(self):
-        return len(self.records)
-
-    def __getitem__(self, i):
-        return self.records[i]
 
 
 def _source(seed=0, n=N):
@@ -60,8 +50,10 @@ def _counting_apply(calls):
 
 
 def test_values_are_the_references_pair_logps_of_each_record():
+    from alignax.train import sharding as shd
+
     src = _source()
-    out = precompute_ref_logps(MODEL.apply, REF, src, batch_size=4)
+    out = precompute_ref_logps(MODEL.apply, REF, src, batch_size=4, mesh=shd.make_mesh())
     assert len(out) == N and out.computed == N and out.directory is None
     one = jax.jit(lambda p, b: jnp.stack(pair_logps(MODEL.apply, p, b), -1))
     for i in range(N):
