@@ -215,10 +215,10 @@ def test_cudnn_wrapper_layout_padding_and_bias_clipping(monkeypatch):
 
     monkeypatch.setattr(jax.nn, "dot_product_attention", xla_inside)
     monkeypatch.setattr(attn, "resolve_implementation", lambda name, **kw: name)
-    _check("cudnn", causal=True, dtype=jnp.bfloat16, t=81)
-    assert seen[0] == ((2, 82, 4, 8), jnp.bfloat16, True) and seen[-1] == -float(2 << 40)
+    _check("cudnn", causal=True, dtype=jnp.bfloat16, t=17)
+    assert seen[0] == ((2, 18, 4, 8), jnp.bfloat16, True) and seen[-1] == -float(2 << 40)
     seen.clear()
-    _check("cudnn", causal=False, dtype=jnp.bfloat16, tq=1)  # a decode step: T = 1 -> 2
+    _check("cudnn", causal=False, dtype=jnp.bfloat16, t=17, tq=1)  # a decode step: T = 1 -> 2
     assert seen[0] == ((2, 2, 4, 8), jnp.bfloat16, False) and seen[-1] == -float(2 << 40)
 
 
@@ -241,7 +241,7 @@ def _model_cfg(dtype):
     from alignax.models.transformer import TransformerConfig
 
     return TransformerConfig(vocab_size=40, d_model=32, n_layers=1, n_heads=4, n_kv_heads=2,
-                             d_ff=48, max_len=32, dtype=dtype)
+                             d_ff=48, max_len=128, dtype=dtype)
 
 
 @pytest.fixture
@@ -257,7 +257,11 @@ def use_implementation(monkeypatch):
 
 MODEL_IMPLS = [n for n in HERE if n not in ("xla",)]  # "xla": tests/models, tests/sampling
 MODEL_DTYPE = {"cudnn": "bfloat16"}
-# bf16 log-probs: logits of |x| <= ~4 with a few bf16 roundoffs (2^-9 relative) per layer
+# bf16 (cuDNN only): the sampler's decode (T = 1, padded to 2) and the training forward (whole
+# rows) tile cuDNN's kernel differently, so their attention outputs differ by bf16 roundoff
+# (2e-3 relative, measured above on CPU for the other paths), which reaches log-probs of
+# |x| <= 4 as ~1e-2; 5e-2 leaves margin (not yet run on a GPU). With one implementation for
+# both, bf16 sampler and training log-probs agree to 2.4e-7 on this CPU.
 MODEL_TOL = {"float32": 1e-5, "bfloat16": 5e-2}
 
 
@@ -279,8 +283,9 @@ def test_padding_invariance_and_sampler_logps_per_implementation(name, use_imple
         return sequence_logprobs(model.apply(params, ids, mask), targets, target_mask)
 
     # one sequence of 7 tokens, alone (B = 1) and among 3 neighbours, padded left and right
+    # (splash takes T a multiple of 128; shorter calls, like the sampler's, run dot_product)
     rng = np.random.default_rng(0)
-    target, t = rng.integers(2, 40, size=7), 12
+    target, t = rng.integers(2, 40, size=7), (128 if name == "splash" else 12)
     values = []
     for rows in (1, 4):
         for side in ("left", "right"):
