@@ -184,14 +184,16 @@ def make_train_step(
         """(Weighted) mean loss, metrics and gradient over `accum_steps` micro-batches."""
         k = accum_steps
         micro = split_microbatches(batch, k, batch_sharding if mesh is not None else None)
-        params_sharding = None if mesh is None else state_sharding.params
+        # the gradient sum is sharded like the params (a TrainState of shardings, or one)
+        params_sharding = None if mesh is None else getattr(state_sharding, "params",
+                                                            state_sharding)
 
         def zeros(p, sharding=None):
             z = jnp.zeros(p.shape, accum_dtype or p.dtype)
             return z if sharding is None else jax.lax.with_sharding_constraint(z, sharding)
 
-        if params_sharding is None:
-            acc = jax.tree.map(zeros, params)
+        if params_sharding is None or isinstance(params_sharding, NamedSharding):
+            acc = jax.tree.map(lambda p: zeros(p, params_sharding), params)
         else:
             acc = jax.tree.map(zeros, params, params_sharding)
 
