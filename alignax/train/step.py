@@ -31,7 +31,10 @@ def split_microbatches(batch: Any, accum_steps: int, batch_sharding: Any = None)
     A leaf may stack c blocks of B rows (c = 1, 2, ...; B the smallest leading dim), e.g.
     `ref_logps` [2B] (chosen rows, then rejected rows) or stacked rollout rows: since B is
     divisible by k, micro-batch i of such a leaf holds block by block the rows of the pairs
-    i, i + k, ..., so the stacked layout is kept inside every micro-batch.
+    i, i + k, ..., so the stacked layout is kept inside every micro-batch. When every leaf is
+    stacked (the rollout rows `ids` [2B] of online DPO) the smallest leading dim is 2B, and
+    the pairs stay aligned only if the pair count B is divisible by k: this function cannot
+    check that, the caller must.
 
     Raises:
       ValueError (at trace time): a leaf without a leading dim, a leading dim that is not a
@@ -133,7 +136,8 @@ def make_train_step(
 
     and reports the metric `accum_weight` itself summed (sum_i W_i), which for
     L_i = S_i / W_i is exactly the whole batch's sum_i S_i / sum_i W_i (a loss that clamps its
-    normaliser, S / max(W, 1), differs where a micro-batch has 0 < W_i < 1). A loss that draws
+    normaliser, S / max(W, 1), and reports the clamped value differs where a micro-batch has
+    W_i < 1, e.g. no target tokens). A loss that draws
     from `rng` sees other keys (fold_in(rng, i) instead of rng). With k = 1 the step is the
     plain one (no scan, `rng` itself, `accum_weight` unused).
 
