@@ -51,11 +51,12 @@ def with_state_dtype(inner: optax.GradientTransformation, state_dtype: Any = jnp
       the update rounded once to bf16;
     - bf16 moments (`state_dtype` bfloat16) with fp32 or bf16 params: half the optimizer
       memory (Adam: 4 bytes per parameter instead of 8); the update is still computed in fp32
-      from the rounded moments. bf16 keeps fp32's exponent range but 8 significant bits, so
-      each stored moment carries a relative rounding error up to 2^-9 per step, and an EMA
-      increment (1 - b2) g^2 smaller than 2^-9 of nu is rounded away (b2 = 0.999: nu only
-      follows gradients that grow by more than ~0.4 x nu / (1 - b2)); prefer fp32 moments
-      when memory allows.
+      from the rounded moments. bf16 keeps fp32's exponent range but 8 significant bits:
+      every store rounds a moment by a relative error up to 2^-8, and an EMA step
+      (1 - b) (x - moment) smaller than half a bf16 ulp (2^-9 to 2^-8 of the moment) is
+      rounded away. With Adam's b2 = 0.999 that is |g^2 - nu| < 2-4 nu: the stored nu cannot
+      decay and grows only for g^2 > 3-5 nu (b2 = 0.99: |g^2 - nu| < 0.2-0.4 nu). Prefer fp32
+      moments when memory allows, or a smaller b2 with bf16 moments.
 
     Args:
       inner: any optax transformation (e.g. a chain ending in `optax.adamw`).
@@ -130,8 +131,8 @@ def make_optimizer(cfg: Mapping[str, Any], num_steps: int) -> optax.GradientTran
     kwargs (extra keyword arguments of the optax alias, e.g. weight_decay, b2), moment_dtype
     ("float32", the default, or "bfloat16"): the dtype the optimizer's state tensors (Adam's
     mu and nu) are stored in; the update is computed in float32 and cast to the params' dtype
-    (see `with_state_dtype`). "bfloat16" halves the optimizer memory (for an 8B model, 32 GB
-    of fp32 Adam moments become 16 GB) at the cost of rounding the moments to 8 significant
+    (see `with_state_dtype`). "bfloat16" halves the optimizer memory (for an 8B model, 64 GB
+    of fp32 Adam moments become 32 GB) at the cost of rounding the moments to 8 significant
     bits; with float32 and fp32 params the optimizer is the plain optax chain, bit for bit.
     """
     check_optimizer_config(cfg)
