@@ -133,9 +133,9 @@ def test_bf16_second_moment_cannot_decay_with_b2_0999():
     for dtype in (jnp.float32, jnp.bfloat16):
         tx = with_state_dtype(optax.scale_by_adam(b2=0.999), dtype)
         _, state = tx.update(g, tx.init(g))
-        first = float(state[0].nu["w"][0])
+        first = float(state.nu["w"][0])
         for _ in range(5):
             _, state = tx.update(zero, state)
-        nus[jnp.dtype(dtype).name] = (first, float(state[0].nu["w"][0]))
+        nus[jnp.dtype(dtype).name] = (first, float(state.nu["w"][0]))
     assert nus["bfloat16"][1] == nus["bfloat16"][0]
     np.testing.assert_allclose(nus["float32"][1], nus["float32"][0] * 0.999**5, rtol=1e-6)
