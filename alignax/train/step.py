@@ -1,5 +1,16 @@
 """`make_train_step`: one jitted, donated, explicitly sharded update step, optionally accumulating
-gradients over micro-batches inside it."""
+gradients over micro-batches inside it.
+
+Accumulation is a `jax.lax.scan` here rather than optax's. `optax.MultiSteps` accumulates
+across k calls of the step (k dispatches, a params-sized accumulator in the optimizer state,
+the loop feeding micro-batches). `optax.microbatching.microbatch` (optax 0.2.8) runs a function
+over micro-batches inside one call with the same strided reshape (`reshape_batch_axis`,
+column-major, so a row-sharded batch stays sharded), but it requires every batch leaf to have
+the same leading dim (so no `ref_logps` [2B] beside [B] pair fields), gives every micro-batch
+the same arguments (no per-micro-batch rng), accumulates by fixed MEAN/SUM rules (no weighting
+by a data-dependent normaliser such as SFT's token count), and adds no sharding constraint on
+meshes with Auto axes. The scan below does those in a few lines.
+"""
 
 from __future__ import annotations
 
