@@ -39,6 +39,35 @@ from alignax.models.attention import attention, attention_bias  # noqa: F401 (re
 Params = dict[str, Any]
 
 
+REMAT_POLICIES = ("none", "full", "dots", "offload")
+
+
+def _has_host_memory() -> bool:
+    """Whether the default backend's devices can address pinned host memory."""
+    return "pinned_host" in {m.kind for m in jax.devices()[0].addressable_memories()}
+
+
+def remat_policy(name: str):
+    """The `jax.checkpoint` policy of a `TransformerConfig.remat` value (None for "none").
+
+    Raises:
+      ValueError: "offload" on a backend without pinned host memory.
+    """
+    if name == "none":
+        return None
+    if name == "full":
+        return jax.checkpoint_policies.nothing_saveable
+    if name == "dots":
+        return jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    if name == "offload":
+        if not _has_host_memory():
+            raise ValueError(f"remat='offload' needs pinned host memory, which the "
+                             f"{jax.default_backend()} backend does not have; use 'dots' or "
+                             f"'full'")
+        return jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host")
+    raise ValueError(f"remat must be one of {REMAT_POLICIES}, got {name!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     """Architecture of a pre-norm decoder: Llama/Qwen2 style by default (RMSNorm, RoPE, SwiGLU,
@@ -67,6 +96,16 @@ class TransformerConfig:
         program, the HLO and the compile time do not grow with depth (use it for deep models
         and pod compiles; on a 2-core CPU unrolled layers run about 10% faster). KV caches
         are then stacked too: {"k", "v"} of [L, B, K, S, E] (`init_cache`).
+      remat: rematerialisation of each decoder block in the backward pass (`jax.checkpoint`
+        around the block, or around the scan body), trading compute for activation memory:
+        "none" keeps every intermediate for the backward; "full" keeps only each block's input
+        [B, T, D] and recomputes the block (about one extra forward, activation memory O(L B T
+        D) instead of O(L B T (D + F + H S))); "dots" also keeps the outputs of the projection
+        matmuls (`dots_with_no_batch_dims_saveable`: q/k/v/o, MLP; attention scores and
+        elementwise ops are recomputed); "offload" keeps those matmul outputs in pinned host
+        memory instead of on the device (`offload_dot_with_no_batch_dims`; needs a backend
+        with host memory, a one-line ValueError at apply time otherwise). Inference
+        (`apply_cached`) never rematerialises.
     """
 
     vocab_size: int = 32
@@ -86,10 +125,11 @@ class TransformerConfig:
     linear_bias: bool = False
     dtype: str = "float32"
     scan_layers: bool = False
+    remat: str = "none"
 
     def __post_init__(self):
         for name, allowed in (("norm", ("rms", "layer")), ("mlp", ("swiglu", "gelu")),
-                              ("positions", ("rope", "learned"))):
+                              ("positions", ("rope", "learned")), ("remat", REMAT_POLICIES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.d_model % self.n_heads:
@@ -314,6 +354,15 @@ def causal_attention_mask(mask):
     return causal[None] & same & (seg > 0)[:, None, :]
 
 
+def _pure_block(graphdef, rope_cs, bias, causal):
+    """One block as a pure function (layer variables, x [B, T, D]) -> x, for `jax.checkpoint`
+    and `lax.scan` (the rotary tables and mask are shared by every layer)."""
+    def apply(state, x):
+        return nnx.merge(graphdef, state)(x, rope_cs, bias, None, None, causal)[0]
+
+    return apply
+
+
 def _stack_blocks(blocks: list) -> nnx.Module:
     """One module of the structure of `blocks[0]` whose every variable is the [L, ...] stack of
     the blocks' (built one by one, so the initial values equal the unscanned model's)."""
@@ -362,6 +411,13 @@ class Decoder(nnx.Module):
         if self.cfg.scan_layers:
             x, new_caches = self._scan(x, rope_cs, bias, caches, cache_index, causal)
             return self.final_norm(x), new_caches
+        policy = remat_policy(self.cfg.remat) if caches is None else None
+        if policy is not None:
+            for layer in self.layers:
+                graphdef, state = nnx.split(layer)
+                x = jax.checkpoint(_pure_block(graphdef, rope_cs, bias, causal),
+                                   policy=policy)(state, x)
+            return self.final_norm(x), None
         new_caches = []
         for i, layer in enumerate(self.layers):
             cache = None if caches is None else caches[i]
@@ -378,22 +434,23 @@ class Decoder(nnx.Module):
         """
         graphdef, state = nnx.split(self.layers)
 
-        def block(layer_state, x, cache=None):
-            return nnx.merge(graphdef, layer_state)(x, rope_cs, bias, cache, cache_index, causal)
-
         if caches is None:
-            def body(x, layer_state):
-                return block(layer_state, x)[0], None
-
-            x, _ = jax.lax.scan(body, x, state)
+            block = _pure_block(graphdef, rope_cs, bias, causal)
+            policy = remat_policy(self.cfg.remat)
+            if policy is not None:  # no CSE barrier needed inside a scan body
+                block = jax.checkpoint(block, policy=policy, prevent_cse=False)
+            x, _ = jax.lax.scan(lambda x, layer_state: (block(layer_state, x), None), x, state)
             return x, None
+
+        def block_cached(layer_state, x, cache):
+            return nnx.merge(graphdef, layer_state)(x, rope_cs, bias, cache, cache_index, causal)
 
         t = x.shape[1]
 
         def cached_body(carry, xs):
             x, ck, cv = carry
             layer_state, i = xs
-            x, new = block(layer_state, x, {"k": ck[i], "v": cv[i]})
+            x, new = block_cached(layer_state, x, {"k": ck[i], "v": cv[i]})
             start = (i, 0, 0, cache_index, 0)
             new_k = jax.lax.dynamic_slice_in_dim(new["k"], cache_index, t, axis=2)
             new_v = jax.lax.dynamic_slice_in_dim(new["v"], cache_index, t, axis=2)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.ad_checkpoint import print_saved_residuals
 
 from alignax.models.transformer import (
     TransformerConfig,
@@ -19,9 +20,8 @@ from alignax.models.transformer import (
 )
 from alignax.sampling import sample
 
-TINY = TransformerConfig(vocab_size=37, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, d_ff=48)
-GPT2 = TransformerConfig.gpt2_style(vocab_size=37, d_model=32, n_layers=2, n_heads=4, d_ff=48,
-                                    max_len=16)
+TINY = TransformerConfig(vocab_size=37, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48)
+L = TINY.n_layers
 
 
 def _batch(t=8, b=3):
@@ -42,22 +42,43 @@ def _loss(model):
     return jax.jit(jax.value_and_grad(loss))
 
 
+def _params(model, seed=0):
+    """Random params of `model` drawn with numpy: no XLA program to compile (an init is the
+    slowest compile of these tiny models)."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        scale = leaf.shape[-2] ** -0.5 if leaf.ndim >= 2 else 0.1
+        base = 1.0 if "scale" in jax.tree_util.keystr(path) else 0.0
+        return jnp.asarray(base + scale * rng.normal(size=leaf.shape), leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, jax.eval_shape(model.init, jax.random.key(0)))
+
+
 @pytest.fixture(scope="module")
 def plain():
     model = make_lm(TINY)
-    return model, model.init(jax.random.key(0))
+    return model, _params(model)
+
+
+@pytest.fixture(scope="module")
+def reference(plain):
+    """(loss, grads) of the plain model on `_batch()`."""
+    model, params = plain
+    return _loss(model)(params, *_batch())
 
 
 # ---------------------------------------------------------------- scan_layers
 
 
-def test_scanned_params_are_the_stacked_unscanned_ones(plain):
-    model, params = plain
+def test_scanned_params_are_the_stacked_unscanned_ones():
+    model = make_lm(TINY)
+    params = model.init(jax.random.key(0))
     scanned = make_lm(dataclasses.replace(TINY, scan_layers=True))
     sparams = scanned.init(jax.random.key(0))
     assert layers_stacked(sparams) and not layers_stacked(params)
-    assert sparams["decoder"]["layers"]["attn"]["q"]["kernel"].shape == (3, 32, 32)
-    assert sparams["decoder"]["layers"]["mlp_norm"]["scale"].shape == (3, 32)
+    assert sparams["decoder"]["layers"]["attn"]["q"]["kernel"].shape == (L, 32, 32)
+    assert sparams["decoder"]["layers"]["mlp_norm"]["scale"].shape == (L, 32)
     _close(sparams, stack_layers(params), 0)  # exact
     _close(unstack_layers(sparams), params, 0)
     axes = scanned.logical_axes(sparams)["decoder"]["layers"]
@@ -72,31 +93,41 @@ def test_scanned_params_are_the_stacked_unscanned_ones(plain):
         TransformerConfig(scan_layers=1)
 
 
-@pytest.mark.parametrize("cfg", [TINY, GPT2], ids=["llama", "gpt2"])
-def test_scanned_logits_and_grads_equal_unscanned(cfg):
-    model = make_lm(cfg)
-    params = model.init(jax.random.key(0))
-    scanned = make_lm(dataclasses.replace(cfg, scan_layers=True))
-    sparams = stack_layers(params)
+@pytest.mark.parametrize("scan,remat", [(True, "none"), (False, "full"), (True, "offload")])
+def test_scan_and_remat_equal_the_plain_model(plain, reference, scan, remat):
+    _, params = plain
+    model = make_lm(dataclasses.replace(TINY, scan_layers=scan, remat=remat))
     ids, mask = _batch()
-    want_v, want_g = _loss(model)(params, ids, mask)
-    step = _loss(scanned)
-    got_v, got_g = step(sparams, ids, mask)
-    _close(got_v, want_v)
-    _close(got_g, stack_layers(want_g))
-    step(sparams, ids, mask)
+    step = _loss(model)
+    got_v, got_g = step(stack_layers(params) if scan else params, ids, mask)
+    _close(got_v, reference[0])
+    _close(got_g, stack_layers(reference[1]) if scan else reference[1])
+    step(stack_layers(params) if scan else params, ids, mask)
     assert step._cache_size() == 1  # no retrace
 
 
-def test_scanned_reward_model_equals_unscanned():
-    model = make_reward_model(TINY)
-    params = model.init(jax.random.key(2))
-    scanned = make_reward_model(dataclasses.replace(TINY, scan_layers=True))
+def test_scanned_full_remat_equals_plain_and_shrinks_compiled_temp_memory(plain, reference):
+    _, params = plain
     ids, mask = _batch()
-    want = _loss(model)(params, ids, mask)
-    got = _loss(scanned)(stack_layers(params), ids, mask)
-    _close(got[0], want[0])
-    _close(got[1], stack_layers(want[1]))
+    temps = {}
+    for remat in ("none", "full"):  # "none" was compiled above: a persistent-cache hit
+        model = make_lm(dataclasses.replace(TINY, scan_layers=True, remat=remat))
+        compiled = _loss(model).lower(stack_layers(params), ids, mask).compile()
+        temps[remat] = compiled.memory_analysis().temp_size_in_bytes
+    got_v, got_g = compiled(stack_layers(params), ids, mask)
+    _close(got_v, reference[0])
+    _close(got_g, stack_layers(reference[1]))
+    # only each block's input [B, T, D] is kept; the rest is recomputed in the backward
+    assert temps["full"] < 0.6 * temps["none"], temps
+
+
+def test_scanned_reward_model_equals_plain():
+    model = make_reward_model(TINY)
+    params = _params(model, 2)
+    scanned = make_reward_model(dataclasses.replace(TINY, scan_layers=True, remat="dots"))
+    ids, mask = _batch()
+    _close(jax.jit(scanned.apply)(stack_layers(params), ids, mask),
+           jax.jit(model.apply)(params, ids, mask))
 
 
 def test_scanned_caches_and_sampling_equal_unscanned(plain):
@@ -104,7 +135,7 @@ def test_scanned_caches_and_sampling_equal_unscanned(plain):
     cfg = dataclasses.replace(TINY, scan_layers=True)
     scanned = make_lm(cfg)
     caches = init_cache(cfg, 2, 5)
-    assert caches["k"].shape == (3, 2, 2, 5, 8)  # [L, B, K, S, E]
+    assert caches["k"].shape == (L, 2, 2, 5, 8)  # [L, B, K, S, E]
     prompts = jax.random.randint(jax.random.key(3), (2, 4), 2, TINY.vocab_size)
     pmask = jnp.ones((2, 4), bool).at[0, 0].set(False)
     kw = dict(max_new_tokens=5, num_samples=2, temperature=1.0)
@@ -129,3 +160,41 @@ def test_scanned_program_does_not_grow_with_depth():
     u1, u5 = _lowered_size(TINY, 1), _lowered_size(TINY, 5)
     assert s5 == s1, (s1, s5)  # only the stacked shapes change
     assert u5 > 2 * u1, (u1, u5)  # one block's program per layer
+
+
+# ---------------------------------------------------------------- remat
+
+
+def _residuals(cfg, params, capsys):
+    """Lines of `print_saved_residuals` of the loss: what the backward pass keeps."""
+    model = make_lm(cfg)
+    params = stack_layers(params) if cfg.scan_layers else params
+    ids, mask = _batch()
+    capsys.readouterr()
+    print_saved_residuals(lambda p: model.apply(p, ids, mask).sum(), params)
+    return capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_remat_policies_change_what_the_backward_keeps(capsys, plain, scan):
+    lines = {r: _residuals(dataclasses.replace(TINY, scan_layers=scan, remat=r), plain[1], capsys)
+             for r in ("none", "full", "dots", "offload")}
+    n = {r: len(v) for r, v in lines.items()}
+    assert n["full"] < n["dots"] < n["none"], n  # full keeps block inputs, dots also matmuls
+    # offload keeps the same matmul outputs, but in host memory
+    assert n["offload"] == n["dots"]
+    assert any("<host>" in line for line in lines["offload"])
+    assert not any("<host>" in line for line in lines["dots"])
+
+
+def test_offload_is_refused_without_host_memory(monkeypatch, plain):
+    from alignax.models import transformer
+
+    _, params = plain
+    model = make_lm(dataclasses.replace(TINY, remat="offload"))
+    monkeypatch.setattr(transformer, "_has_host_memory", lambda: False)
+    ids, mask = _batch()
+    with pytest.raises(ValueError, match="remat='offload' needs pinned host memory"):
+        model.apply(params, ids, mask)
+    with pytest.raises(ValueError, match="remat must be one of"):
+        TransformerConfig(remat="some")
