@@ -215,6 +215,9 @@ def precompute_ref_logps(
     n = len(source)
     if n == 0:
         raise ValueError("source is empty")
+    missing = [k for k in PAIR_FIELDS if k not in source[0]]
+    if missing:
+        raise ValueError(f"record 0 has no {missing}; a pair record needs {PAIR_FIELDS}")
     sharding = None
     if mesh is not None:
         sharding = shd.batch_sharding(mesh)

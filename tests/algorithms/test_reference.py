@@ -158,6 +158,6 @@ def test_bad_arguments_are_one_line_errors():
         precompute_ref_logps(MODEL.apply, REF, ListSource([]), batch_size=4)
     bad = ListSource([{"chosen_ids": np.zeros(T, np.int32)}])
     with pytest.raises(ValueError, match="record 0 has no"):
-        precompute_ref_logps(MODEL.apply, REF, bad, batch_size=4, workdir="/nonexistent-unused")
+        precompute_ref_logps(MODEL.apply, REF, bad, batch_size=4)
     with pytest.raises(ValueError, match="do not match"):
         RefLogpsSource(_source(), np.zeros((3, 2), np.float32))
