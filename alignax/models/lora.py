@@ -46,20 +46,36 @@ plain model (`merge` + `model.apply`), forms a full-size W' per projection per s
 for the backward and produces a full-size dW'; tests/models/test_lora.py checks that the
 factored gradient has no dot of a kernel's shape at all.
 
-Why not qwix (0.1.8, checked against jax 0.10.2 / flax 0.12.8 on this CPU). `qwix.LoraProvider`
-+ `apply_lora_to_model(module, provider, *inputs, rngs=...)` works on an nnx Module *instance*:
-it clones it, swaps its class for one whose `__call__` patches jax's dot_general/einsum and
-finds the weight by walking Python frames for `self`, and runs the model once eagerly to create
-`nnx.LoRAParam` variables `kernel_lora_a`/`kernel_lora_b` inside the matched modules (10 s for
-a 2-layer d=32 model here); the forward is factored like ours. But (1) alignax models are pure
-(init, apply) pairs over dicts with a graphdef fixed at `make_from_module` time: the LoRA params
-would live inside the module's Param tree (LoRAParam subclasses Param), so the base tree, the
-reference path and every `model.apply` user would need a second, qwix-modified graphdef; (2)
-the eager creation call needs real arrays (an abstract 8B/70B AOT plan would have to run it
-under eval_shape), and inside a `lax.scan` over stacked layers the variables would be created
-in a traced body; (3) adapter shardings come from the concrete base array's NamedSharding, not
-from logical axis names; (4) it has no merge, unmerge or export. What is needed here is a few
-dozen lines over our own param trees, so we write it; nothing is copied.
+Why not qwix (0.1.8, tried here with jax 0.10.2 / flax 0.12.8). `qwix.LoraProvider(module_path=
+regex, rank, alpha)` + `apply_lora_to_model(module, provider, *inputs, rngs=...)` works on an nnx
+Module *instance*: it clones it, swaps its class for one whose `__call__` patches jax's
+dot_general/einsum while it runs and finds each weight by walking Python frames for `self`, and
+runs the model once eagerly to create `nnx.LoRAParam` variables `kernel_lora_a`/`kernel_lora_b`
+in the matched modules (10 s for a 2-layer d=32 CausalLM on this CPU). Its forward is factored
+like ours and, on the unscanned CausalLM, `nnx.split(m, nnx.LoRAParam, ...)` + `jax.jit` +
+`jax.grad` gave gradients for the adapters only. What it lacks here: (1) alignax models are
+pure (init, apply) pairs over dicts whose graphdef is fixed by `make_from_module`; LoRAParam
+subclasses Param, so the adapters land inside the model's own Param tree and the base tree,
+the reference forward and every `model.apply` user would need a second, qwix-modified
+graphdef; (2) with `scan_layers=True` `apply_lora_to_model` fails (IndexError in `lax.scan`:
+it attaches an `nnx.Rngs` to every submodule, whose scalar state becomes part of the stacked
+layers the scan slices); (3) its creation call needs concrete inputs and runs eagerly (an
+abstract 8B/70B AOT plan would have to wrap it in eval_shape); (4) adapter shardings are
+derived from the concrete base array's NamedSharding, not from logical axis names; (5) it has
+no merge, unmerge or export. The mechanism needed here is a few dozen lines over our own param
+trees, so it is written here; no qwix code is copied and qwix is not a dependency.
+
+Compiled memory (XLA:CPU `memory_analysis()` temp bytes, fp32, gradient of the summed
+log-probs w.r.t. the trained params, d_model 1024, d_ff 4096, 4 layers, vocab 2048, 8 x 512
+tokens, rank 16 on every projection; factored (this module) / merged in the step / full
+fine-tuning, MiB): scanned layers 3604 / 4055 / 3706; scanned with remat="full" 1045 / 1359 /
+882; unrolled 3272 / 2984 / 2640; unrolled with remat="full" 3080 / 2760 / 2445. The saved
+residuals are those of full fine-tuning plus (x A) [N, r] per projection (checked with
+`print_saved_residuals`); the extra temp is transient: XLA:CPU keeps both dot outputs x W and
+(x A) B [N, O] of a projection before adding them (a GPU GEMM can take the addend in its
+epilogue; not measured here). The merged form instead keeps a full-size W' per projection for
+the backward. Beyond temps, LoRA's arguments are the base once plus the adapters and their Adam
+moments, instead of params, reference, gradients and two moments of the whole model.
 """
 
 from __future__ import annotations

@@ -204,6 +204,26 @@ def test_dropout_only_with_an_rng(setup, adapted):
     assert float(jnp.abs(a - plain).max()) > 1e-3 and float(jnp.abs(a - b).max()) > 1e-3
 
 
+def test_cached_decoding_reads_the_same_adapters(setup, adapted):
+    """The sampler's path (apply_cached, prefill into a KV cache) gives the training forward's
+    logits with the same adapters."""
+    from alignax.models.transformer import (causal_attention_mask, init_cache,
+                                            positions_from_mask)
+
+    model, base, _ = setup
+    adapters, (logits, _) = adapted
+    cached = lora.with_adapters(model.apply_cached)
+
+    @jax.jit
+    def prefill(adapters, base):
+        return cached(lora.lora_params(adapters, base, LORA), IDS, positions_from_mask(MASK),
+                      causal_attention_mask(MASK), init_cache(CFG, 3, 7), 0)[0]
+
+    valid = np.asarray(MASK)
+    np.testing.assert_allclose(np.asarray(prefill(adapters, base))[valid],
+                               np.asarray(logits)[valid], rtol=1e-5, atol=1e-5)
+
+
 def _pairs(n=4, t=8, seed=0):
     rng = np.random.default_rng(seed)
     ids = rng.integers(1, 48, size=(2, n, t))
