@@ -579,6 +579,25 @@ def run_cases(named: list[tuple[str, Case]], results: str, log=print,
     return out
 
 
+def select_results(named: list[tuple[str, Case]], results: str) -> list[dict]:
+    """For each requested case, its result in the `results` jsonl: the one compiled with every
+    lever this checkout has, else the latest one compiled for the same request."""
+    by_request: dict = {}
+    with open(results) as f:
+        for line in f:
+            r = json.loads(line)
+            by_request.setdefault((r["name"], r["requested"]), []).append(r)
+    out = []
+    for name, requested in named:
+        found = by_request.get((name, requested.label()), [])
+        if not found:
+            continue
+        current = json.loads(with_available_levers(requested)[0].label())
+        exact = [r for r in found if r["case"] == current]
+        out.append((exact or found)[-1])
+    return out
+
+
 def calibration() -> dict:
     """Two facts about XLA:CPU's analysis, measured: the f32 temporaries of a bf16 matmul, and
     FLOPs of a loop (the tiny DPO step, layers scanned vs unrolled)."""
@@ -629,19 +648,21 @@ def sweep_row(r: dict) -> str:
     c = r["case"]
     head = (f"| {c['model']} | {c['step']} | {c['devices']} | {r['layout']} | "
             f"{r['pairs']}x{c['seq']} |")
+    dropped = ", ".join(r.get("dropped_levers") or []) or "-"
     if "error" in r:
-        return head + f" error: {r['error'][:150]} |" + " |" * 8
+        return head + f" error: {r['error'][:150]} |" + " |" * 8 + f" {dropped} |"
     m = r["memory"]
     return (head + f" {gib(m['argument'])} | {gib(m['output'] - m['alias'])} | {gib(m['temp'])} | "
             f"**{gib(r['peak'])}** | {_fits(r)} | {_coll(r)} | "
             f"{r['flops'] / 1e12:.1f} / {r['analytic_flops_per_device'] / 1e12:.1f} | "
-            f"{r['lower_s'] + r['compile_s']:.0f} | {_btv(r)} |")
+            f"{r['lower_s'] + r['compile_s']:.0f} | {_btv(r)} | {dropped} |")
 
 
 SWEEP_HEADER = (
     "| model | step | devices | layout | pairs (grpo: rows) x T | args | out - alias | temp | "
     "peak | fits (struck: no) | AG/RS/AR/A2A/CP | TFLOP/device XLA / analytic | compile s | "
-    "[B,T,V] logits |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    "[B,T,V] logits | levers not in this run |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def levers_text(c: dict) -> str:
@@ -704,12 +725,11 @@ def render(results: list[dict], header: str, calib: dict | None) -> str:
             title = ("Sweep" if name == "sweep"
                      else "Sweep with the activation constraint (what-if)")
             parts.append(f"## {title}\n\n"
-                         f"Levers: {levers_text(rows[0]['case'])}"
-                         + (f"; NOT in this run (not in the checkout): "
-                            f"{', '.join(rows[0]['dropped_levers'])}"
-                            if rows[0].get("dropped_levers") else "")
-                         + ". One pair (grpo: two rollout rows, half prompt, half response) "
-                         "of 4096 tokens per row shard; GiB per device.\n\n" + SWEEP_HEADER
+                         f"Levers requested: {levers_text(json.loads(rows[0]['requested']))} "
+                         "(the last column names those a row ran without: not yet in the "
+                         "checkout when it was compiled). One pair (grpo: two rollout rows, "
+                         "half prompt, half response) of 4096 tokens per row shard; GiB per "
+                         "device.\n\n" + SWEEP_HEADER
                          + "\n" + "\n".join(sweep_row(r) for r in rows))
     return "\n\n".join(parts) + "\n"
 
@@ -827,6 +847,8 @@ def parse_args(argv=None):
                    help="run the verdicts and the sweep and write this markdown file")
     p.add_argument("--results", default="scale_results.jsonl",
                    help="jsonl of compiled cases, one line each (a table run resumes from it)")
+    p.add_argument("--render-only", action="store_true",
+                   help="write the table from --results without compiling anything")
     p.add_argument("--only", choices=("verdicts", "sweep", "all"), default="all")
     p.add_argument("--meshes", nargs="+", default=[f"{d}x{t}" for d, t in SWEEP_MESHES],
                    help="meshes of the sweep with the activation constraint, as DEVICESxTENSOR")
@@ -885,7 +907,10 @@ def write_table(args, argv) -> None:
         with open(args.table, "w") as f:
             f.write(render(results, header, calib))
 
-    results = run_cases(named, args.results, after_each=write)
+    if args.render_only:
+        results = select_results(named, args.results)
+    else:
+        results = run_cases(named, args.results, after_each=write)
     write(results)
     print(f"wrote {args.table} ({len(results)} cases)")
 
