@@ -150,12 +150,11 @@ class LoraConfig:
     @classmethod
     def from_mapping(cls, mapping) -> "LoraConfig":
         """From a dict or ConfigDict (e.g. `config.model.lora`), rejecting unknown keys."""
-        mapping = dict(mapping)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(mapping) - known)
+        unknown = sorted(set(mapping) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"unknown LoRA config keys {unknown}; valid: {sorted(known)}")
-        return cls(**mapping)
+            raise ValueError(f"unknown LoRA config keys {unknown}; valid: "
+                             f"{sorted(cls.__dataclass_fields__)}")
+        return cls(**dict(mapping))
 
 
 # --------------------------------------------------------------------------- paths

@@ -272,6 +272,9 @@ def test_scanned_layers_take_stacked_adapters(setup, adapted):
                                                       "b": ("layers", None, "heads")}
     logits, grad = _logits_and_grad(lora.make_lora_apply(scanned, LORA), sadapters, sbase)
     np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+    dropped = jax.jit(lora.make_lora_apply(scanned, dataclasses.replace(LORA, dropout=0.5)))(
+        sadapters, sbase, IDS, MASK, rng=jax.random.key(0))  # one dropout key per layer
+    assert np.isfinite(dropped).all() and float(jnp.abs(dropped - logits).max()) > 1e-3
     _close(grad, stack_layers(jax.tree.map(np.asarray, want_grad)))
     merged = _merge(sbase, sadapters, LORA)
     _close(merged, stack_layers(jax.tree.map(np.asarray, _merge(base, adapters, LORA))))
