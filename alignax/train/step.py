@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -187,8 +188,10 @@ def make_train_step(
       ValueError: accum_steps is not a positive int, an unknown accum_dtype, or a mesh without
         shardings.
     """
-    if isinstance(accum_steps, bool) or not isinstance(accum_steps, int) or accum_steps < 1:
+    if isinstance(accum_steps, bool) or not isinstance(accum_steps, (int, np.integer)) or (
+            accum_steps < 1):
         raise ValueError(f"accum_steps must be a positive int, got {accum_steps!r}")
+    accum_steps = int(accum_steps)
     if accum_dtype not in ACCUM_DTYPES:
         raise ValueError(f"accum_dtype must be one of {ACCUM_DTYPES}, got {accum_dtype!r}")
     if mesh is not None and (state_sharding is None or batch_sharding is None):
