@@ -174,6 +174,7 @@ def precompute_ref_logps(
     key: str | None = None,
     chunk_batches: int = 64,
     mesh: jax.sharding.Mesh | None = None,
+    token_logps: bool = False,
 ) -> RefLogpsSource:
     """The reference's summed response log-probs of every pair of `source`, computed once.
 
@@ -198,6 +199,8 @@ def precompute_ref_logps(
         processes. The same key with other weights would load stale values.
       chunk_batches: batches per stored chunk: how much work an interruption can lose.
       mesh: with a mesh, every batch is split by rows over its data x fsdp axes.
+      token_logps: `apply_fn` takes `targets=` and returns token log-probs instead of logits
+        (a model with chunked log-probs; see `alignax.algorithms.direct.pair_logps`).
 
     Returns:
       A `RefLogpsSource`: the records of `source` plus `ref_chosen_logps` and
@@ -245,7 +248,8 @@ def precompute_ref_logps(
             "precompute_ref_logps computes in one process; run it once in a single process "
             "with the same workdir, then every process of this job loads the stored values")
 
-    forward = jax.jit(lambda params, batch: jnp.stack(pair_logps(apply_fn, params, batch), -1))
+    forward = jax.jit(lambda params, batch: jnp.stack(
+        pair_logps(apply_fn, params, batch, token_logps=token_logps), -1))
 
     def compute(start: int, end: int) -> np.ndarray:
         out = []

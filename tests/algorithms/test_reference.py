@@ -64,6 +64,14 @@ def test_values_are_the_references_pair_logps_of_each_record():
         assert rec["ref_chosen_logps"].dtype == np.float32 and rec["ref_chosen_logps"].shape == ()
         assert rec["gold"] == src[i]["gold"]
     assert (out.logps < 0).all()
+    # a model that returns token log-probs itself (chunked log-probs) gives the same values
+    from alignax.ops import token_logprobs
+
+    def token_apply(params, ids, mask, targets):
+        return token_logprobs(MODEL.apply(params, ids, mask), targets)
+
+    chunked = precompute_ref_logps(token_apply, REF, src, batch_size=8, token_logps=True)
+    np.testing.assert_allclose(chunked.logps, out.logps, rtol=1e-5, atol=1e-5)
 
 
 def test_a_second_call_loads_without_running_the_model(tmp_path):
