@@ -299,8 +299,8 @@ def init_adapters(rng: jax.Array, base_params: Params, cfg: LoraConfig) -> Param
         a = jax.random.normal(jax.random.fold_in(rng, j), (*lead, n_in, cfg.rank), jnp.float32)
         _set(adapters, keys[:-1], {"a": (a / math.sqrt(n_in)).astype(dtype),
                                    "b": jnp.zeros((*lead, cfg.rank, n_out), dtype)})
-    for keys in _full(base_params, cfg).values():
-        _set(adapters, keys, jnp.asarray(_get(base_params, keys)))
+    for keys in _full(base_params, cfg).values():  # a copy: the step donates what it trains
+        _set(adapters, keys, jnp.array(_get(base_params, keys), copy=True))
     return adapters
 
 

@@ -173,6 +173,13 @@ def test_merge_unmerge_round_trip_and_full_params():
     np.testing.assert_allclose(lora._get(merged, q + ("kernel",)), w + 2.0 * ab["a"] @ ab["b"],
                                rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(merged["score"]["kernel"], adapters["score"]["kernel"])
+    assert merged["decoder"]["layers"][0]["mlp"]["up"]["kernel"].dtype == jnp.float32
+    half = jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16), base)
+    assert _merge(half, adapters, cfg)["decoder"]["layers"][0]["mlp"]["up"]["kernel"].dtype == \
+        jnp.bfloat16  # merged in float32, stored in the base's dtype
+    concrete = jax.tree.map(jnp.asarray, base)
+    head = lora.init_adapters(jax.random.key(1), concrete, cfg)["score"]["kernel"]
+    assert head.unsafe_buffer_pointer() != concrete["score"]["kernel"].unsafe_buffer_pointer()
     back = _unmerge(merged, adapters, cfg)
     back["score"] = base["score"]  # trained in full: unmerge keeps the trained head
     _close(back, base)
