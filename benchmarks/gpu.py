@@ -175,8 +175,8 @@ def table(rows: dict, device: dict, args, peer_missing: str | None) -> str:
             f"{sheet['hbm_bytes_s'] / 1e12:.2f} TB/s HBM" if sheet else
             "no datasheet entry for this device (MFU and roofline against measured ceilings "
             "only)")
-    measured = (f"measured: {device['matmul_flops'] / 1e12:.1f} TFLOP/s ({device['matmul']} "
-                f"matmul), {device['copy_bytes_s'] / 1e12:.2f} TB/s copy (read + write)"
+    measured = (f"measured: {device['matmul_flops'] / 1e12:.4g} TFLOP/s ({device['matmul']} "
+                f"matmul), {device['copy_bytes_s'] / 1e12:.4g} TB/s copy (read + write)"
                 if "matmul_flops" in device else f"measured: {device.get('error', 'not run')}")
     lines = [
         f"Run {datetime.date.today().isoformat()} at commit {run.commit()}; size `{args.size}`, "
@@ -296,6 +296,8 @@ def main(argv=None) -> None:
         print(f"benchmarks.gpu: {device['error']}; the workloads run without ceilings",
               flush=True)
     peer_missing = "--peer none" if args.peer == "none" else run._peer_available()
+    if peer_missing and peer_missing != "--peer none":  # run's message minus its first words
+        peer_missing = peer_missing.removeprefix("peer not installed ")
     if peer_missing:
         print(f"peer: not installed ({peer_missing}); only alignax is measured", flush=True)
     extra = ("--dtype", args.dtype)
@@ -306,7 +308,7 @@ def main(argv=None) -> None:
         for side, module in (("ours", "ours"), ("peer", "peers")):
             left = args.budget - (time.perf_counter() - start)
             if side == "peer" and peer_missing:
-                res = {"error": f"peer: not installed ({peer_missing})"}
+                res = {"error": "peer: not installed"}  # the reason is printed below the table
             elif left < 10:
                 res = {"error": f"skipped: time budget of {args.budget} s spent"}
             else:

@@ -43,6 +43,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")  # TRL's reference precompute loop uses tqdm
 
 import copy  # noqa: E402
+import dataclasses  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -134,9 +135,15 @@ def _common_args(output_dir: str, *, batch: int, max_steps: int, seed: int,
         disable_tqdm=True, seed=seed,
         # TRL defaults to gradient checkpointing (recomputing activations in the backward);
         # the alignax side does not checkpoint, so neither do we. (`activation_checkpointing`
-        # is transformers 5's name; it overrides TRL's `gradient_checkpointing=True` default.)
-        activation_checkpointing=False,
+        # is the name of recent transformers 5 releases, 5.25 here; it overrides TRL's
+        # `gradient_checkpointing=True` default. 5.17, a GPU image's, knows only the latter.)
+        **{_CHECKPOINTING_ARG: False},
     )
+
+
+_CHECKPOINTING_ARG = ("activation_checkpointing" if "activation_checkpointing" in {
+    f.name for f in dataclasses.fields(transformers.TrainingArguments)}
+    else "gradient_checkpointing")
 
 
 class StepTimer(TrainerCallback):
@@ -183,7 +190,9 @@ def _check_trained(trainer, timer: StepTimer, total: int) -> None:
     """The trainer ran `total` optimizer steps, without activation checkpointing."""
     if len(timer.times) != total:
         raise RuntimeError(f"expected {total} optimizer steps, the trainer ran {len(timer.times)}")
-    if trainer.args.gradient_checkpointing or trainer.model.is_activation_checkpointing:
+    model = trainer.model
+    if trainer.args.gradient_checkpointing or getattr(
+            model, "is_activation_checkpointing", getattr(model, "is_gradient_checkpointing", 0)):
         raise RuntimeError("activation checkpointing is on")
 
 
