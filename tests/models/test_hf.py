@@ -1,5 +1,8 @@
 """Hugging Face parity: tiny random Llama/Qwen2 models built with transformers in the test."""
 
+import json
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -123,3 +126,25 @@ def test_scanned_import_is_stacked_and_exports_back(tmp_path, model_type):
                                    atol=1e-5)
     with pytest.raises(ValueError, match="cannot be overridden"):
         import_hf(str(tmp_path / "in"), n_layers=3)
+
+
+def test_bf16_checkpoint_imports_as_bf16_and_exports_bf16(tmp_path):
+    from safetensors.numpy import load_file
+
+    hf = _hf_model("llama", "lm", seed=3).to(torch.bfloat16)
+    hf.save_pretrained(tmp_path / "in", safe_serialization=True)
+    model, params = import_hf(str(tmp_path / "in"), param_dtype="bfloat16", scan_layers=True)
+    assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(jnp.bfloat16)}
+    q = hf.model.layers[1].self_attn.q_proj.weight.detach().float().numpy().T
+    np.testing.assert_array_equal(np.float32(params["decoder"]["layers"]["attn"]["q"]["kernel"][1]),
+                                  q)  # the checkpoint's bf16 values, bit for bit
+    export_hf(model, params, str(tmp_path / "out"))
+    tensors = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert {t.dtype for t in tensors.values()} == {np.dtype(jnp.bfloat16)}
+    with open(tmp_path / "out" / "config.json") as f:
+        assert json.load(f)["torch_dtype"] == "bfloat16"
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    for a, b in zip(hf.state_dict().values(), reloaded.state_dict().values()):
+        assert torch.equal(a, b)
+    _, fp32 = import_hf(str(tmp_path / "in"))  # default: fp32 master weights
+    assert {x.dtype for x in jax.tree.leaves(fp32)} == {np.dtype(np.float32)}

@@ -198,3 +198,38 @@ def test_offload_is_refused_without_host_memory(monkeypatch, plain):
         model.apply(params, ids, mask)
     with pytest.raises(ValueError, match="remat must be one of"):
         TransformerConfig(remat="some")
+
+
+# ---------------------------------------------------------------- param_dtype
+
+
+def test_bf16_params_are_created_in_bf16_and_compute_as_their_fp32_values():
+    # untied, so each parameter is used once and its bf16 gradient is one rounding of the fp32
+    # one (a tied embedding sums two separately rounded bf16 cotangents)
+    base = dataclasses.replace(TINY, tie_embeddings=False)
+    model = make_lm(dataclasses.replace(base, param_dtype="bfloat16"))
+    abstract = jax.eval_shape(model.init, jax.random.key(0))
+    assert {x.dtype for x in jax.tree.leaves(abstract)} == {jnp.dtype(jnp.bfloat16)}
+    # bf16 storage, fp32 compute: exactly the fp32 model at the bf16-rounded weights
+    bf16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), _params(make_lm(base)))
+    ids, mask = _batch()
+    want_v, want_g = _loss(make_lm(base))(jax.tree.map(lambda x: x.astype(jnp.float32), bf16),
+                                          ids, mask)
+    got_v, got_g = _loss(model)(bf16, ids, mask)
+    _close(got_v, want_v)
+    assert {x.dtype for x in jax.tree.leaves(got_g)} == {jnp.dtype(jnp.bfloat16)}
+    # the fp32 gradient rounded once to bf16: equal up to one bf16 rounding step (2^-8)
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(
+        np.float32(g), np.float32(w), rtol=2 ** -8, atol=1e-6), got_g, want_g)
+    with pytest.raises(ValueError, match="param_dtype must be"):
+        TransformerConfig(param_dtype="float16")
+
+
+def test_pure_bf16_is_close_to_fp32(plain):
+    model, params = plain
+    pure = make_lm(dataclasses.replace(TINY, param_dtype="bfloat16", dtype="bfloat16"))
+    bf16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+    ids, mask = _batch()
+    out = jax.jit(pure.apply)(bf16, ids, mask)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out, jax.jit(model.apply)(params, ids, mask), atol=0.1)
