@@ -198,6 +198,14 @@ def test_splash_equals_the_reference_with_packed_and_padded_rows():
     """TPU splash attention, natively on TPU and in Pallas interpret mode elsewhere (T = 128,
     the kernel's block): segment ids derived from the bias, GQA through the MQA kernel."""
     _check("splash", causal=True, b=2, kv=1, g=2, t=128, e=8)
+    # the caller's segment ids (the transformer's mask) give the same rows
+    q, k, v, bias, real, _ = _case(True, b=2, kv=1, g=2, t=128, e=8)
+    run = jax.jit(attention, static_argnames=("causal", "implementation"))
+    derived = run(q, k, v, bias, causal=True, implementation="splash")
+    given = run(q, k, v, bias, causal=True, implementation="splash",
+                segment_ids=jnp.asarray(_segments(2, 128)))
+    np.testing.assert_allclose(np.where(real, given, 0), np.where(real, derived, 0),
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_cudnn_wrapper_layout_padding_and_bias_clipping(monkeypatch):
