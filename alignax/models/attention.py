@@ -18,13 +18,14 @@ packed rows (segment ids) are both encoded in it. Implementations (`IMPLEMENTATI
 - "cudnn": `jax.nn.dot_product_attention(..., implementation="cudnn")`: cuDNN's flash attention
   (O(T) memory, causal blocks skipped) on NVIDIA GPUs. Its constraints, read in jax 0.10.2's
   jax/_src/cudnn/fused_attention_stablehlo.py (check_layout, check_is_flash_attention,
-  combine_bias_and_mask; unchanged in 0.11.2, a GPU image's jax): q, k, v float16 or bfloat16 of one dtype; head dim a multiple of 8,
-  <= 128 (<= 256 on compute capability >= 9.0); with a bias and a backward pass, T and S even;
-  the bias is added in the compute dtype, and cuDNN mishandles the difference of two large
-  negative numbers, so jax's own boolean masks use -2^41 (bf16) / -2^15 (fp16). Here: the bias is
-  clipped to that value and cast; an odd T or S is padded by one query row / one masked key and
-  sliced off; `causal=True` becomes cuDNN's causal mask type (blocks above the diagonal
-  skipped) on top of the bias. GQA is native (N = K G query heads in K groups, BTNH layout).
+  combine_bias_and_mask; unchanged in 0.11.2, a GPU image's jax): q, k, v float16 or bfloat16
+  of one dtype; head dim a multiple of 8, <= 128 (<= 256 on compute capability >= 9.0); with a
+  bias and a backward pass, T and S even; the bias is added in the compute dtype, and cuDNN
+  mishandles the difference of two large negative numbers, so jax's own boolean masks use
+  -2^41 (bf16) / -2^15 (fp16). Here: the bias is clipped to that value and cast; an odd T or S
+  is padded by one query row / one masked key and sliced off; `causal=True` becomes cuDNN's
+  causal mask type (blocks above the diagonal skipped) on top of the bias. GQA is native
+  (N = K G query heads in K groups, BTNH layout).
 - "splash": TPU splash attention, `jax.experimental.pallas.ops.tpu.splash_attention` (Pallas
   Mosaic flash kernel with block-sparse causal masks and segment ids), causal self-attention
   only (S = T, T a multiple of 128; other calls, e.g. decode steps, run "dot_product"). The
