@@ -101,6 +101,12 @@ class TransformerConfig:
         program, the HLO and the compile time do not grow with depth (use it for deep models
         and pod compiles; on a 2-core CPU unrolled layers run about 10% faster). KV caches
         are then stacked too: {"k", "v"} of [L, B, K, S, E] (`init_cache`).
+      logits_chunk: 0, or C > 0: token log-probs (`CausalLM(..., targets=...)`) are computed
+        over vocabulary chunks of C columns with a custom backward
+        (`alignax.ops.chunked.chunked_token_logprobs`), so the [B, T, V] float32 logits and
+        their gradient are never materialised (at Llama-3 shape, 2 x 4096 tokens x 128k vocab
+        is 4 GiB); use it whenever the loss needs only log pi(y_t), e.g. DPO and policy
+        gradients. Plain logits (`apply` without targets) are unaffected.
       remat: rematerialisation of each decoder block in the backward pass (`jax.checkpoint`
         around the block, or around the scan body), trading compute for activation memory:
         "none" keeps every intermediate for the backward; "full" keeps only each block's input
@@ -135,6 +141,7 @@ class TransformerConfig:
     param_dtype: str = "float32"
     scan_layers: bool = False
     remat: str = "none"
+    logits_chunk: int = 0
 
     def __post_init__(self):
         for name, allowed in (("norm", ("rms", "layer")), ("mlp", ("swiglu", "gelu")),
@@ -150,6 +157,9 @@ class TransformerConfig:
             if getattr(self, name) not in ("float32", "bfloat16"):
                 raise ValueError(f"{name} must be 'float32' or 'bfloat16', got "
                                  f"{getattr(self, name)!r}")
+        if (not isinstance(self.logits_chunk, int) or isinstance(self.logits_chunk, bool)
+                or self.logits_chunk < 0):
+            raise ValueError(f"logits_chunk must be an int >= 0, got {self.logits_chunk!r}")
         if not isinstance(self.scan_layers, bool):
             raise ValueError(f"scan_layers must be a bool, got {self.scan_layers!r}")
 
@@ -501,18 +511,44 @@ class CausalLM(nnx.Module):
                                       kernel_init=_init(), rngs=rngs)
 
     def __call__(self, input_ids, mask, logits_range: tuple[int, int] | None = None,
-                 return_hidden: bool = False):
+                 return_hidden: bool = False, targets=None):
         """Logits [B, T, V]; with `logits_range=(start, stop)` (static) only those of positions
         [start, stop), [B, stop - start, V]: the LM head (and its backward) skips the rest.
-        With `return_hidden=True` (static), `(logits, hidden)`: hidden the final-layer
-        representations [B, T', D] the LM head reads (after the final norm, the same positions
-        as the logits), e.g. for the spectral metrics of `alignax.eval.geometry`."""
+        With `targets` (int [B, T'], T' = T or stop - start; its presence is static), the token
+        log-probs log softmax(logits)[targets] [B, T'] float32 instead of the logits
+        (`token_logprobs`; with `logits_chunk` > 0 the [B, T', V] logits never exist).
+        With `return_hidden=True` (static), `(logits or log-probs, hidden)`: hidden the
+        final-layer representations [B, T', D] the LM head reads (after the final norm, the
+        same positions as the logits), e.g. for the spectral metrics of
+        `alignax.eval.geometry`."""
         hidden = self.decoder(input_ids, mask)
         if logits_range is not None:
             hidden = hidden[:, logits_range[0]:logits_range[1]]
-        if return_hidden:
-            return self.logits(hidden), hidden
-        return self.logits(hidden)
+        out = self.logits(hidden) if targets is None else self.token_logprobs(hidden, targets)
+        return (out, hidden) if return_hidden else out
+
+    def token_logprobs(self, hidden, targets):
+        """log softmax(LM head(hidden))[targets]: [B, T, D], [B, T] -> [B, T] float32.
+
+        logits_chunk == 0: `alignax.ops.token_logprobs` of the full logits. logits_chunk = C > 0:
+        `alignax.ops.chunked.chunked_token_logprobs` over vocabulary chunks of C with its custom
+        backward (temporaries O(B T C) instead of O(B T V); equal to 1e-5 in float32).
+        """
+        if targets.shape != hidden.shape[:-1]:
+            raise ValueError(f"targets {targets.shape} do not match the positions "
+                             f"{hidden.shape[:-1]} of the logits")
+        if self.cfg.logits_chunk == 0:
+            from alignax.ops.logprobs import token_logprobs
+
+            return token_logprobs(self.logits(hidden), targets)
+        from alignax.ops.chunked import chunked_token_logprobs
+
+        if self.cfg.tie_embeddings:
+            weight, layout = self.decoder.embed.embedding[...], "vd"  # [V, D]
+        else:
+            weight, layout = self.lm_head.kernel[...], "dv"  # [D, V]
+        return chunked_token_logprobs(hidden, weight, targets, chunk=self.cfg.logits_chunk,
+                                      weight_layout=layout)
 
     def logits(self, hidden):
         if self.cfg.tie_embeddings:

@@ -233,3 +233,42 @@ def test_pure_bf16_is_close_to_fp32(plain):
     out = jax.jit(pure.apply)(bf16, ids, mask)
     assert out.dtype == jnp.float32
     np.testing.assert_allclose(out, jax.jit(model.apply)(params, ids, mask), atol=0.1)
+
+
+# ---------------------------------------------------------------- targets / logits_chunk
+
+
+@pytest.mark.parametrize("tie,chunk", [(True, 16), (False, 16), (False, 0)])
+def test_token_logprobs_of_targets_equal_those_of_the_full_logits(tie, chunk):
+    from alignax.ops.logprobs import token_logprobs
+
+    base = dataclasses.replace(TINY, tie_embeddings=tie)
+    model = make_lm(base)
+    params = _params(model, 3)
+    lm = make_lm(dataclasses.replace(base, logits_chunk=chunk))  # 16 does not divide V = 37
+    ids, mask = _batch()
+    targets = jnp.roll(ids, -1, axis=1)
+    w = jnp.cos(jnp.arange(targets.size, dtype=jnp.float32)).reshape(targets.shape)
+
+    def loss(logprobs):
+        def f(params):
+            out = logprobs(params)
+            return jnp.sum(out * w[:, :out.shape[1]]), out
+        return jax.jit(jax.value_and_grad(f, has_aux=True))
+
+    (_, want), want_g = loss(lambda p: token_logprobs(model.apply(p, ids, mask), targets))(params)
+    step = loss(lambda p: lm.apply(p, ids, mask, targets=targets))
+    (_, got), got_g = step(params)
+    assert got.shape == targets.shape and got.dtype == jnp.float32
+    _close(got, want)
+    _close(got_g, want_g)
+    step(params)
+    assert step._cache_size() == 1  # no retrace
+    if tie and chunk:  # composes with logits_range: targets [B, stop - start]
+        part = jax.jit(lambda p: lm.apply(p, ids, mask, logits_range=(2, 6),
+                                          targets=targets[:, 2:6]))(params)
+        _close(part, want[:, 2:6])
+        with pytest.raises(ValueError, match="do not match the positions"):
+            lm.apply(params, ids, mask, logits_range=(2, 6), targets=targets)
+        with pytest.raises(ValueError, match="logits_chunk must be"):
+            TransformerConfig(logits_chunk=-1)
