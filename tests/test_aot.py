@@ -60,6 +60,8 @@ def test_1b_dpo_on_8_devices(tmp_path):
     assert set(r["collectives"]) == set(aot.COLLECTIVES)
     assert r["flops"] > 0 and r["analytic_flops_per_device"] > 0
     assert r["compile_s"] > 0
+    if c["logits_chunk"]:  # chunked log-probs: no [B, T, V] logits buffer in the program
+        assert not r["vocab_buffer"]["has_btv"], r["vocab_buffer"]
 
 
 def test_count_collectives_and_vocab_buffers():
