@@ -267,6 +267,6 @@ def train(
     return common.fit_recipe(
         config, workdir, model=model,
         loss_fn=make_direct_loss(model.apply, config["loss"], config["loss_kwargs"],
-                                 token_logps=getattr(model.config, "logits_chunk", 0) > 0),
+                                 token_logps=model.config.logits_chunk > 0),
         train_source=train_source, seed=seed, init_params=ref_params,
         frozen=[Frozen(ref_params, axes)], eval_fn=eval_fn, desc="direct")

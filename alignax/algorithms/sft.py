@@ -64,7 +64,6 @@ def train(config: Mapping[str, Any], workdir: str, *, train_source, seed: int = 
     """
     config = validate(config)
     model = common.make_model(config["model"], "lm")
-    loss_fn = make_sft_loss(model.apply,
-                            token_logps=getattr(model.config, "logits_chunk", 0) > 0)
+    loss_fn = make_sft_loss(model.apply, token_logps=model.config.logits_chunk > 0)
     return common.fit_recipe(config, workdir, model=model, loss_fn=loss_fn,
                              train_source=train_source, seed=seed, desc="sft")
