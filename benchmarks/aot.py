@@ -949,7 +949,7 @@ def parse_args(argv=None):
     p.add_argument("--json", default=None, help="write the report of the one case here")
     p.add_argument("--table", default=None,
                    help="run the verdicts and the sweep and write this markdown file")
-    p.add_argument("--results", default="scale_results.jsonl",
+    p.add_argument("--results", default="benchmarks/SCALE.jsonl",
                    help="jsonl of compiled cases, one line each (a table run resumes from it)")
     p.add_argument("--render-only", action="store_true",
                    help="write the table from --results without compiling anything")
