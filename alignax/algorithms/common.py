@@ -11,6 +11,7 @@ Tokenized record formats the recipes read (dicts of fixed-shape numpy arrays):
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -20,7 +21,7 @@ from alignax._src.config import recipe_config
 from alignax.data.pipeline import make_batch_iterator
 from alignax.models.transformer import Model, TransformerConfig, make_lm, make_reward_model
 from alignax.train import sharding as shd
-from alignax.train.loop import fit
+from alignax.train.loop import Frozen, fit
 from alignax.train.optim import check_optimizer_config, make_optimizer
 
 MODEL_KINDS = {"lm": make_lm, "reward": make_reward_model}
@@ -30,10 +31,11 @@ MODEL_KINDS = {"lm": make_lm, "reward": make_reward_model}
 OFFLINE_DEFAULTS = dict(
     model={},
     optimizer=dict(name="adamw", learning_rate=1e-3, warmup_steps=0, schedule="constant",
-                   clip_norm=1.0, kwargs={}),
-    train=dict(steps=100, batch_size=16, checkpoint_every=100, eval_every=0, log_every=1,
-               progress=True),
+                   clip_norm=1.0, kwargs={}, moment_dtype="float32"),
+    train=dict(steps=100, batch_size=16, grad_accum_steps=1, checkpoint_every=100, eval_every=0,
+               log_every=1, progress=True),
     mesh=None,
+    lora=None,
 )
 
 
@@ -49,9 +51,25 @@ def offline_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any], la
 
 def check_common(config: Mapping[str, Any], label: str) -> None:
     """The checks every recipe shares, on a resolved config: its optimizer
-    (`check_optimizer_config`) and its mesh against the devices of this process's jax (a mesh
-    of 4 on 2 devices fails here, before any work). Raises ValueError naming `label`."""
+    (`check_optimizer_config`), train.grad_accum_steps (a positive divisor of the batch size),
+    the LoRA config if any, and its mesh against the devices of this process's jax (a mesh of
+    4 on 2 devices fails here, before any work). Raises ValueError naming `label`."""
     check_optimizer_config(config["optimizer"], f"{label}: optimizer")
+    train = config.get("train") or {}
+    if "grad_accum_steps" in train:
+        k, b = train["grad_accum_steps"], train.get("batch_size")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"{label}: train.grad_accum_steps must be a positive int, got {k!r}")
+        if isinstance(b, int) and b % k:
+            raise ValueError(f"{label}: train.batch_size={b} is not divisible by "
+                             f"train.grad_accum_steps={k}")
+    if config.get("lora"):
+        from alignax.models.lora import LoraConfig
+
+        try:
+            LoraConfig.from_mapping(config["lora"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{label}: lora: {e}") from None
     if config.get("mesh") is not None:
         try:
             shd.mesh_from_config(config["mesh"])
@@ -123,26 +141,64 @@ def fit_recipe(
     frozen: Sequence[Any] = (),
     eval_fn=None,
     desc: str = "train",
+    grad_accum_weight: str | None = None,
+    lora_reference: bool = False,
 ) -> dict:
     """Runs `alignax.train.loop.fit` with the optimizer, data, mesh and schedule of a resolved
     offline config (see OFFLINE_DEFAULTS: optimizer, mesh, train.{steps, batch_size,
-    checkpoint_every, eval_every, log_every, progress}). `init_params` None initialises `model`
-    from the seed; otherwise training starts from it.
+    grad_accum_steps, checkpoint_every, eval_every, log_every, progress}). `batch_size` is the
+    global batch of one update; with grad_accum_steps = k it is processed as k micro-batches of
+    batch_size / k inside the one jitted step (`alignax.train.step.make_train_step`).
+    `init_params` None initialises `model` from the seed; otherwise training starts from it.
+    `grad_accum_weight` names the loss's normaliser metric (e.g. SFT's "tokens") so
+    accumulated micro-batches weigh as in the whole batch (`alignax.train.step.make_train_step`'s
+    accum_weight).
+
+    LoRA (`config["lora"]` = {rank, alpha, targets, dropout, full}, see
+    `alignax.models.lora.LoraConfig`): `init_params` is the frozen base; the trained params are
+    the adapters (checkpointed with their optimizer state; the base is not), the base is the
+    step's one frozen argument, and with `lora_reference=True` it is also the loss's reference
+    (DPO: policy = base + adapters, reference = base, one copy of the model). `frozen` must then
+    be empty. `eval_fn` sees the merged params.
 
     Returns:
-      {"params", "model", "metrics" (last train metrics), "eval" (last eval metrics), "fit"}.
+      {"params", "model", "metrics" (last train metrics), "eval" (last eval metrics), "fit"};
+      with LoRA "params" are the merged weights W + (alpha/r) A B and "adapters" the adapters.
     """
     train = config["train"]
     steps = int(train["steps"])
+    logical_axes = model.logical_axes(jax.eval_shape(model.init, jax.random.key(0)))
+    lora_cfg = config.get("lora")
+    if lora_cfg:
+        from alignax.models import lora
+
+        if init_params is None or callable(init_params):
+            raise ValueError("LoRA adapts a given model: pass its params as init_params (e.g. "
+                             "the reference policy)")
+        if frozen:
+            raise ValueError("with LoRA the base is the step's only frozen argument; pass "
+                             "frozen=() and lora_reference=True for a reference loss")
+        lcfg = lora.LoraConfig.from_mapping(lora_cfg)
+        base = init_params
+        loss_fn = lora.make_lora_loss(loss_fn, lcfg, reference=lora_reference)
+        frozen = [Frozen(base, logical_axes)]
+        init_params = functools.partial(lora.init_adapters, base_params=base, cfg=lcfg)
+        logical_axes = lora.adapter_logical_axes(
+            jax.eval_shape(init_params, jax.random.key(0)), logical_axes)
+        if eval_fn is not None:
+            plain_eval = eval_fn
+            eval_fn = lambda adapters: plain_eval(lora.merge(base, adapters, lcfg))  # noqa: E731
     result = fit(
         workdir=workdir,
         loss_fn=loss_fn,
         tx=make_optimizer(config["optimizer"], steps),
         init_params=model.init if init_params is None else init_params,
-        logical_axes=model.logical_axes(jax.eval_shape(model.init, jax.random.key(0))),
+        logical_axes=logical_axes,
         rng=jax.random.key(seed),
         data_iter=make_iterator(train_source, batch_size=int(train["batch_size"]), seed=seed),
         num_steps=steps,
+        grad_accum_steps=int(train["grad_accum_steps"]),
+        grad_accum_weight=grad_accum_weight,
         mesh=mesh_from(config["mesh"]),
         frozen=frozen,
         checkpoint_every=int(train["checkpoint_every"]),
@@ -152,8 +208,12 @@ def fit_recipe(
         progress=bool(train["progress"]),
         desc=desc,
     )
-    return {"params": result.state.params, "model": model, "metrics": result.metrics,
-            "eval": result.eval_metrics, "fit": result}
+    out = {"params": result.state.params, "model": model, "metrics": result.metrics,
+           "eval": result.eval_metrics, "fit": result}
+    if lora_cfg:
+        out["adapters"] = result.state.params
+        out["params"] = lora.merge(base, result.state.params, lcfg)
+    return out
 
 
 def stack_records(source, indices=None) -> dict[str, np.ndarray]:

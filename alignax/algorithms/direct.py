@@ -158,7 +158,9 @@ def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None, *,
             if f"{side}_lengths" in declared:
                 extra[f"{side}_lengths"] = n
         if uses_ref:
-            if "ref_logps" in batch and not needs_seq_kl:
+            if "ref_chosen_logps" in batch and not needs_seq_kl:  # precomputed, per pair
+                rc, rr = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+            elif "ref_logps" in batch and not needs_seq_kl:  # precomputed, stacked rows
                 rc, rr = _split(batch["ref_logps"], b)
             else:
                 if ref_params is None:
@@ -214,7 +216,8 @@ def make_pair_eval(apply_fn, ref_params, pairs: Mapping[str, Any], *, beta: floa
     return lambda params: _evaluate(params, ref_params)
 
 
-DEFAULTS = common.offline_defaults(loss="dpo", loss_kwargs=dict(beta=0.1))
+DEFAULTS = common.offline_defaults(loss="dpo", loss_kwargs=dict(beta=0.1),
+                                   precompute_ref_logps=False)
 
 
 def default_config(**overrides):
@@ -232,6 +235,14 @@ def validate(config: Mapping[str, Any] | None) -> dict:
     config = common.validate_offline(DEFAULTS, config, "direct config",
                                      {**DIRECT_LOSSES, **REFERENCE_FREE_LOSSES})
     make_direct_loss(None, config["loss"], config["loss_kwargs"])  # its own input checks
+    if config["precompute_ref_logps"]:
+        if config["loss"] in REFERENCE_FREE_LOSSES:
+            raise ValueError(f"direct config: precompute_ref_logps with the reference-free loss "
+                             f"{config['loss']!r} has nothing to precompute")
+        if "chosen_seq_kl" in DIRECT_LOSS_INPUTS.get(config["loss"], ()):
+            raise ValueError(f"direct config: loss {config['loss']!r} needs the reference's "
+                             "full logits every step (sequential KL); precompute_ref_logps "
+                             "cannot serve it")
     return config
 
 
@@ -256,17 +267,40 @@ def train(
 
     Config keys (`default_config()`): model, optimizer, loss (name in DIRECT_LOSSES or
     REFERENCE_FREE_LOSSES), loss_kwargs (e.g. beta), train.{steps, batch_size,
-    checkpoint_every, eval_every, log_every, progress}, mesh. Unknown keys are an error.
-    `eval_fn(params) -> metrics` (e.g. alignax.eval.policy.make_policy_eval) is logged as eval/*.
-    With `model.logits_chunk > 0` the loss asks the model for token log-probs (chunked over
-    the vocabulary) instead of logits (`make_direct_loss(token_logps=True)`).
+    grad_accum_steps, checkpoint_every, eval_every, log_every, progress}, mesh, lora,
+    precompute_ref_logps. Unknown keys are an error. `eval_fn(params) -> metrics` (e.g.
+    alignax.eval.policy.make_policy_eval) is logged as eval/*.
+
+    The memory levers: `model.logits_chunk > 0` asks the model for token log-probs (chunked
+    over the vocabulary) instead of logits (`make_direct_loss(token_logps=True)`);
+    `precompute_ref_logps=True` runs the reference once over `train_source` before training
+    (`alignax.algorithms.reference.precompute_ref_logps`, stored under `workdir` and reloaded on
+    resume) and the step carries no reference model at all; `lora={rank, alpha, ...}` trains
+    adapters on `ref_params`, which stay the one frozen copy and the reference
+    (`alignax.models.lora`); `train.grad_accum_steps` splits each batch into micro-batches
+    inside the step (equal to the whole batch for unweighted pairs).
     """
     config = validate(config)
     model = common.make_model(config["model"], "lm")
-    axes = model.logical_axes(jax.eval_shape(model.init, jax.random.key(0)))
+    token_logps = model.config.logits_chunk > 0
+    frozen = []
+    if config["precompute_ref_logps"]:
+        from alignax.algorithms.reference import precompute_ref_logps
+
+        if jax.process_count() > 1:
+            raise ValueError("precompute_ref_logps runs in one process: precompute with one "
+                             "process first (the values are stored in the workdir), then "
+                             "start the multi-process run")
+        train_source = precompute_ref_logps(
+            model.apply, ref_params, train_source, batch_size=int(config["train"]["batch_size"]),
+            workdir=workdir, token_logps=token_logps,
+            mesh=common.mesh_from(config["mesh"]) if config["mesh"] else None)
+    elif not config["lora"] and config["loss"] not in REFERENCE_FREE_LOSSES:
+        axes = model.logical_axes(jax.eval_shape(model.init, jax.random.key(0)))
+        frozen = [Frozen(ref_params, axes)]
     return common.fit_recipe(
         config, workdir, model=model,
         loss_fn=make_direct_loss(model.apply, config["loss"], config["loss_kwargs"],
-                                 token_logps=model.config.logits_chunk > 0),
+                                 token_logps=token_logps),
         train_source=train_source, seed=seed, init_params=ref_params,
-        frozen=[Frozen(ref_params, axes)], eval_fn=eval_fn, desc="direct")
+        frozen=frozen, eval_fn=eval_fn, desc="direct", lora_reference=True)

@@ -51,19 +51,26 @@ def validate(config: Mapping[str, Any] | None) -> dict:
     return common.validate_offline(DEFAULTS, config, "SFT config")
 
 
-def train(config: Mapping[str, Any], workdir: str, *, train_source, seed: int = 0) -> dict:
+def train(config: Mapping[str, Any], workdir: str, *, train_source, seed: int = 0,
+          init_params=None) -> dict:
     """Trains a causal LM on `train_source` sequences.
 
     Config keys (`default_config()`): model (TransformerConfig fields), optimizer (see
-    make_optimizer), train.{steps, batch_size, checkpoint_every, eval_every, log_every,
-    progress}, mesh. Unknown keys are an error. With `model.logits_chunk > 0` the loss asks the
-    model for token log-probs (chunked over the vocabulary) instead of logits.
+    make_optimizer), train.{steps, batch_size, grad_accum_steps, checkpoint_every, eval_every,
+    log_every, progress}, mesh, lora. Unknown keys are an error. With `model.logits_chunk > 0`
+    the loss asks the model for token log-probs (chunked over the vocabulary) instead of
+    logits. Accumulated micro-batches are weighted by their target-token counts, so the update
+    equals the whole batch's token mean. `init_params` (e.g. an imported checkpoint's params)
+    starts training from them instead of a random init; LoRA (`lora={rank, alpha, ...}`) needs
+    them: it trains adapters on that frozen base.
 
     Returns:
       See `alignax.algorithms.common.fit_recipe`.
     """
     config = validate(config)
     model = common.make_model(config["model"], "lm")
-    loss_fn = make_sft_loss(model.apply, token_logps=model.config.logits_chunk > 0)
+    loss_fn = make_sft_loss(model.apply,
+                            token_logps=getattr(model.config, "logits_chunk", 0) > 0)
     return common.fit_recipe(config, workdir, model=model, loss_fn=loss_fn,
-                             train_source=train_source, seed=seed, desc="sft")
+                             train_source=train_source, seed=seed, init_params=init_params,
+                             desc="sft", grad_accum_weight="tokens")
