@@ -100,7 +100,11 @@ class TransformerConfig:
         docstring for the tree) and the forward is one `jax.lax.scan` over them, so the traced
         program, the HLO and the compile time do not grow with depth (use it for deep models
         and pod compiles; on a 2-core CPU unrolled layers run about 10% faster). KV caches
-        are then stacked too: {"k", "v"} of [L, B, K, S, E] (`init_cache`).
+        are then stacked too: {"k", "v"} of [L, B, K, S, E] (`init_cache`); a decode step
+        writes only the new slots of the stacked cache in place, but XLA copies each layer's
+        [B, K, S, E] slice once per step for the attention, so for decode throughput sample
+        with unscanned layers (`unstack_layers` of the same params: per-layer caches updated
+        in place).
       logits_chunk: 0, or C > 0: token log-probs (`CausalLM(..., targets=...)`) are computed
         over vocabulary chunks of C columns with a custom backward
         (`alignax.ops.chunked.chunked_token_logprobs`), so the [B, T, V] float32 logits and

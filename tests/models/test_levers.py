@@ -195,7 +195,7 @@ def test_offload_is_refused_without_host_memory(monkeypatch, plain):
     monkeypatch.setattr(transformer, "_has_host_memory", lambda: False)
     ids, mask = _batch()
     with pytest.raises(ValueError, match="remat='offload' needs pinned host memory"):
-        model.apply(params, ids, mask)
+        jax.eval_shape(model.apply, params, ids, mask)
     with pytest.raises(ValueError, match="remat must be one of"):
         TransformerConfig(remat="some")
 
@@ -238,22 +238,24 @@ def test_pure_bf16_is_close_to_fp32(plain):
 # ---------------------------------------------------------------- targets / logits_chunk
 
 
-@pytest.mark.parametrize("tie,chunk", [(True, 16), (False, 16), (False, 0)])
-def test_token_logprobs_of_targets_equal_those_of_the_full_logits(tie, chunk):
-    from alignax.ops.logprobs import token_logprobs
-
+def _targets_case(tie, seed=3):
     base = dataclasses.replace(TINY, tie_embeddings=tie)
     model = make_lm(base)
-    params = _params(model, 3)
-    lm = make_lm(dataclasses.replace(base, logits_chunk=chunk))  # 16 does not divide V = 37
     ids, mask = _batch()
-    targets = jnp.roll(ids, -1, axis=1)
+    return base, model, _params(model, seed), ids, mask, jnp.roll(ids, -1, axis=1)
+
+
+def test_chunked_token_logprobs_and_grads_equal_those_of_the_full_logits():
+    from alignax.ops.logprobs import token_logprobs
+
+    base, model, params, ids, mask, targets = _targets_case(tie=True)
+    lm = make_lm(dataclasses.replace(base, logits_chunk=16))  # 16 does not divide V = 37
     w = jnp.cos(jnp.arange(targets.size, dtype=jnp.float32)).reshape(targets.shape)
 
     def loss(logprobs):
         def f(params):
             out = logprobs(params)
-            return jnp.sum(out * w[:, :out.shape[1]]), out
+            return jnp.sum(out * w), out
         return jax.jit(jax.value_and_grad(f, has_aux=True))
 
     (_, want), want_g = loss(lambda p: token_logprobs(model.apply(p, ids, mask), targets))(params)
@@ -264,11 +266,22 @@ def test_token_logprobs_of_targets_equal_those_of_the_full_logits(tie, chunk):
     _close(got_g, want_g)
     step(params)
     assert step._cache_size() == 1  # no retrace
-    if tie and chunk:  # composes with logits_range: targets [B, stop - start]
-        part = jax.jit(lambda p: lm.apply(p, ids, mask, logits_range=(2, 6),
-                                          targets=targets[:, 2:6]))(params)
-        _close(part, want[:, 2:6])
-        with pytest.raises(ValueError, match="do not match the positions"):
-            lm.apply(params, ids, mask, logits_range=(2, 6), targets=targets)
-        with pytest.raises(ValueError, match="logits_chunk must be"):
-            TransformerConfig(logits_chunk=-1)
+    # composes with logits_range: targets [B, stop - start]
+    part = jax.jit(lambda p: lm.apply(p, ids, mask, logits_range=(2, 6),
+                                      targets=targets[:, 2:6]))(params)
+    _close(part, want[:, 2:6])
+    with pytest.raises(ValueError, match="do not match the positions"):
+        jax.eval_shape(lambda p: lm.apply(p, ids, mask, logits_range=(2, 6), targets=targets),
+                       params)
+    with pytest.raises(ValueError, match="logits_chunk must be"):
+        TransformerConfig(logits_chunk=-1)
+
+
+def test_untied_head_token_logprobs_plain_and_chunked():
+    from alignax.ops.logprobs import token_logprobs
+
+    base, model, params, ids, mask, targets = _targets_case(tie=False)
+    want = jax.jit(lambda p: token_logprobs(model.apply(p, ids, mask), targets))(params)
+    for chunk in (0, 16):  # the full logits, and the lm_head kernel [D, V] in chunks
+        lm = make_lm(dataclasses.replace(base, logits_chunk=chunk))
+        _close(jax.jit(lambda p: lm.apply(p, ids, mask, targets=targets))(params), want)
