@@ -262,6 +262,7 @@ def build(case: Case, devices=None):
         raise ValueError(f"{case.devices} devices requested, jax has {len(devices)}")
     mesh = shd.make_mesh(data=1, fsdp=case.row_shards, tensor=case.tensor, devices=devices)
     model, base_abs, base_axes = _abstract_model(case.step == "rm", model_config(case))
+    chunk: dict = {}  # token log-probs from the model (chunked), not [B, T, V] logits
     if case.step == "rm":
         loss_fn = make_reward_loss(model.apply)
     elif case.step == "dpo":
@@ -269,7 +270,10 @@ def build(case: Case, devices=None):
         chunk = {"token_logps": True} if case.logits_chunk else {}
         loss_fn = make_direct_loss(model.apply, "dpo", dict(beta=0.1), **chunk)
     else:  # the KL coefficient as a constant (the recipe passes it as a scalar step argument)
-        policy_loss = make_policy_loss(model.apply, loss="ppo_clip")
+        import inspect
+        chunk = ({"token_logps": True} if case.logits_chunk and "token_logps" in
+                 inspect.signature(make_policy_loss).parameters else {})
+        policy_loss = make_policy_loss(model.apply, loss="ppo_clip", **chunk)
 
         def loss_fn(params, batch, rng, *frozen):
             return policy_loss(params, batch, rng, *frozen, kl_coef=0.04)
@@ -307,7 +311,7 @@ def build(case: Case, devices=None):
             *[abstract_like(fa, fs) for fa, fs in zip(frozen_abs, frozen_sh)])
     base_sh = shd.param_shardings(base_abs, base_axes, mesh)
     info = dict(
-        mesh=mesh, params=_count(base_abs), trainable=_count(params_abs),
+        mesh=mesh, token_logps=bool(chunk), params=_count(base_abs), trainable=_count(params_abs),
         base_bytes=_nbytes(base_abs), base_bytes_per_device=_shard_bytes(
             abstract_like(base_abs, base_sh)),
         args_bytes_per_device=_shard_bytes(args),
@@ -507,6 +511,7 @@ def compile_case(case: Case) -> dict:
         vocab_buffer=dict(shape=vshape, bytes=vbytes, full_btv_f32_bytes=full_btv,
                           has_btv=bool(vbytes >= full_btv)),
         global_batch_buffer=dict(shape=gshape, bytes=gbytes, rows=rows_global),
+        token_logps=info["token_logps"],
         lower_s=round(t1 - t0, 2), compile_s=round(t2 - t1, 2),
         xla_flags=os.environ.get("XLA_FLAGS", ""),
     )
