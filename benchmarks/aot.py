@@ -902,8 +902,11 @@ How it differs from the GPU/TPU compilers' analysis of the same program:
   with f32 copies of both operands and an f32 result as temporaries (calibration below: 192 MiB
   of temps for a matmul whose GPU version needs none); GPU/TPU fuse far more elementwise
   chains into their neighbours (fewer materialised temporaries); the attention here is the
-  library's CPU path, which keeps the [B, K, G, T, S] float32 probabilities for the backward
-  of each layer being recomputed (a flash kernel on GPU/TPU keeps O(T) statistics instead);
+  library's CPU path (`TransformerConfig` has no attention-implementation field yet), which
+  keeps the [B, K, G, T, S] float32 probabilities for the backward of the layer being
+  recomputed: 2 rows x 32 heads x 4096^2 x 4 bytes = 4 GiB (8 GiB with 70B's 64 heads, an
+  eighth of that with tensor=8), plus their gradient, in every row of 4096 tokens here; a
+  flash kernel on GPU/TPU keeps O(T) statistics instead;
 - conservative, and large with bf16 parameters and scanned layers: XLA:CPU turns each bf16
   dot into an f32 dot with converts of its operands, and its while-loop-invariant code motion
   then hoists the convert of the whole stacked [L, ...] weights out of the layer scan: an f32
