@@ -45,9 +45,9 @@ from alignax.types import Rollout
 
 __all__ = [
     "ADVANTAGES", "OnlineState", "Rollout", "compute_advantages", "initial_state",
-    "iteration_rollout", "make_reference_logps", "make_rollout", "mean_metrics", "minibatches",
-    "prompt_pool", "response_logits", "response_logps", "rollout_from_config", "run_online",
-    "run_updates", "training_batch",
+    "iteration_rollout", "make_reference_logps", "make_rollout", "make_update_step",
+    "mean_metrics", "minibatches", "prompt_pool", "response_logits", "response_logps",
+    "rollout_from_config", "run_online", "run_updates", "training_batch", "uses_token_logps",
 ]
 
 
@@ -80,15 +80,38 @@ def response_logits(apply_fn, params, ids, mask, response_len: int) -> jax.Array
     return apply_fn(params, ids, mask, logits_range=(t - response_len - 1, t - 1))
 
 
-def response_logps(apply_fn, params, ids, mask, response_len: int) -> jax.Array:
-    """Log-probs of the R response tokens under `params`: [N, R] float32."""
+def response_logps(apply_fn, params, ids, mask, response_len: int, *,
+                   token_logps: bool = False) -> jax.Array:
+    """Log-probs of the R response tokens under `params`: [N, R] float32.
+
+    With `token_logps=True` the model computes them itself: `apply_fn(params, ids, mask,
+    logits_range=(T - R - 1, T - 1), targets=ids[:, -R:])` (an alignax causal LM; with
+    `logits_chunk > 0` in vocabulary chunks, `alignax.ops.chunked_token_logprobs`), so the
+    [N, R, V] logits are never formed, in the forward or the backward. The values and
+    gradients equal the logits path's (float32, 1e-5). Recipes set it with
+    `uses_token_logps(model)`.
+    """
+    if token_logps:
+        t = ids.shape[1]
+        return apply_fn(params, ids, mask, logits_range=(t - response_len - 1, t - 1),
+                        targets=ids[:, -response_len:])
     logits = response_logits(apply_fn, params, ids, mask, response_len)
     return ops.token_logprobs(logits, ids[:, -response_len:])
 
 
-def make_reference_logps(apply_fn, response_len: int) -> Callable:
-    """Jitted `(ref_params, ids, mask) -> [N, R]` log-probs of the frozen reference."""
-    return jax.jit(lambda p, ids, mask: response_logps(apply_fn, p, ids, mask, response_len))
+def make_reference_logps(apply_fn, response_len: int, *, token_logps: bool = False
+                         ) -> Callable:
+    """Jitted `(ref_params, ids, mask) -> [N, R]` log-probs of the frozen reference
+    (`token_logps` as in `response_logps`)."""
+    return jax.jit(lambda p, ids, mask: response_logps(apply_fn, p, ids, mask, response_len,
+                                                       token_logps=token_logps))
+
+
+def uses_token_logps(model) -> bool:
+    """Whether the online losses ask `model` for token log-probs instead of logits: True for a
+    causal LM with `config.logits_chunk > 0` (then no [N, R, V] logits exist in the update or
+    the reference forward)."""
+    return int(getattr(getattr(model, "config", None), "logits_chunk", 0) or 0) > 0
 
 
 def _bnpo(rewards, num_samples: int) -> jax.Array:
@@ -100,9 +123,11 @@ def _bnpo(rewards, num_samples: int) -> jax.Array:
 # Sequence-level advantages [N] from rewards [N] (rows prompt-major, n per prompt):
 def check_config(cfg: Mapping[str, Any], label: str, *, rows_per_prompt: int) -> None:
     """The checks every online recipe shares, on a resolved config (ValueError naming `label`):
-    the optimizer and mesh (`common.check_common`), and that `prompts_per_iteration` and a
-    minibatch (`prompts_per_iteration * rows_per_prompt / minibatches` rows) split evenly over
-    the minibatches and the mesh's row shards."""
+    the optimizer and mesh (`common.check_common`), that `prompts_per_iteration` and a
+    minibatch (`prompts_per_iteration * rows_per_prompt / minibatches` rows; for online DPO,
+    rows_per_prompt = 1, pairs) split evenly over the minibatches and the mesh's row shards,
+    and that `grad_accum_steps` (if the config has it) is a positive int dividing the minibatch
+    into micro-batches that split over the mesh's row shards too."""
     from alignax.algorithms import common
 
     common.check_common(cfg, label)
@@ -111,10 +136,18 @@ def check_config(cfg: Mapping[str, Any], label: str, *, rows_per_prompt: int) ->
     if rows % mb:
         raise ValueError(f"{label}: {rows} rows per iteration do not split into minibatches="
                          f"{mb}")
+    k = cfg.get("grad_accum_steps", 1)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"{label}: grad_accum_steps must be a positive int, got {k!r}")
+    if (rows // mb) % k:
+        raise ValueError(f"{label}: a minibatch of {rows // mb} "
+                         f"{'pairs' if rows_per_prompt == 1 else 'rows'} does not split into "
+                         f"grad_accum_steps={k} micro-batches")
     place = shd.Placement.from_config(cfg["mesh"])
     try:
         place.check_rows(per_iter, "prompts_per_iteration")
         place.check_rows(rows // mb, "minibatch")
+        place.check_rows(rows // mb // k, "micro-batch (minibatch / grad_accum_steps)")
     except ValueError as e:
         raise ValueError(f"{label}: {e}") from None
 
@@ -273,18 +306,24 @@ def initial_state(place: shd.Placement, *, params, logical_axes, tx, seed: int,
 
 
 def make_update_step(place: shd.Placement, loss_fn, tx, train_sharding=None, *,
-                     num_frozen: int = 0, frozen_shardings=None):
+                     num_frozen: int = 0, frozen_shardings=None, accum_steps: int = 1,
+                     accum_weight: str | None = None):
     """The jitted, donated update step of the train state (explicit shardings with a mesh).
 
     `num_frozen` step arguments after the batch (e.g. a KL coefficient) are replicated unless
-    `frozen_shardings` says otherwise."""
+    `frozen_shardings` says otherwise. `accum_steps` = k > 1 (the recipes' `grad_accum_steps`)
+    splits each minibatch into k micro-batches inside the step (`make_train_step`: activations
+    for 1/k of the rows at a time, one optimizer update of the mean gradient); `accum_weight`
+    names the loss's normaliser metric (e.g. "tokens" for a token-mean loss) so that the
+    accumulated gradient equals the whole minibatch's."""
+    kwargs = dict(accum_steps=int(accum_steps), accum_weight=accum_weight)
     if place.mesh is None:
-        return make_train_step(loss_fn, tx)
+        return make_train_step(loss_fn, tx, **kwargs)
     if frozen_shardings is None:
         frozen_shardings = [shd.replicated(place.mesh)] * num_frozen
     return make_train_step(loss_fn, tx, mesh=place.mesh, state_sharding=train_sharding,
                            batch_sharding=shd.batch_sharding(place.mesh),
-                           frozen_shardings=frozen_shardings)
+                           frozen_shardings=frozen_shardings, **kwargs)
 
 
 def run_online(workdir: str, *, init_state: Callable[[], OnlineState], abstract_state,

@@ -12,6 +12,12 @@ With `ref_update_every` = k > 0 the reference becomes the current policy every k
 (iterative DPO rounds). The reference is part of the checkpointed iteration state, so a run
 resumed mid-round continues that round against the same reference, exactly as an uninterrupted
 run would.
+
+Memory levers: with a policy of `logits_chunk > 0` the update (`make_direct_loss(token_logps=
+True)`) and the reference forward take token log-probs from the model: no [2B, R, V] logits.
+`grad_accum_steps` = k splits each minibatch of pairs into k micro-batches of pairs inside the
+step (one update; the pairs per minibatch must divide by k); micro-batches are weighed by
+their valid (untied) pairs ("pairs"), so the update equals the whole minibatch's.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ DEFAULTS = dict(
     iterations=10, prompts_per_iteration=16, num_samples=4, max_new_tokens=16,
     temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), judge="reward_fn",
     loss="dpo", loss_kwargs=dict(beta=0.1), ref_update_every=0, epochs=1, minibatches=1,
+    grad_accum_steps=1,
     optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
                    clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
     checkpoint_every=10, eval_every=0, log_every=1, progress=True, mesh=None,
@@ -95,10 +102,14 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
     every = int(cfg["ref_update_every"])
     init_state, abstract, train_sharding = online.initial_state(
         place, params=init_params, logical_axes=axes, tx=tx, seed=seed, with_ref=every > 0)
+    token_logps = online.uses_token_logps(model)
     step = online.make_update_step(
-        place, make_direct_loss(model.apply, cfg["loss"], cfg["loss_kwargs"]), tx, train_sharding)
+        place, with_pair_count(make_direct_loss(model.apply, cfg["loss"], cfg["loss_kwargs"],
+                                                token_logps=token_logps)),
+        tx, train_sharding, accum_steps=int(cfg["grad_accum_steps"]), accum_weight="pairs")
     rollout_fn = online.rollout_from_config(model, cfg, n)
-    logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]))
+    logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]),
+                                           token_logps=token_logps)
     frozen_ref = None if every else place.put_params(ref_params, axes)
     copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
@@ -137,6 +148,22 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
 
     return online.run_online(workdir, init_state=init_state, abstract_state=abstract,
                              iterate=iterate, cfg=cfg, eval_fn=eval_fn, desc="online dpo")
+
+
+def with_pair_count(loss_fn: Callable) -> Callable:
+    """`loss_fn` (a direct loss: a mean over the batch's pairs weighted by `weight` [B],
+    sum_i w_i l_i / max(sum_i w_i, 1)) that also reports the metric "pairs" = sum_i w_i, its
+    normaliser: gradient accumulation weighs micro-batches by it
+    (`make_train_step(accum_weight="pairs")`), so k micro-batches give the whole minibatch's
+    gradient whatever their share of tied (weight 0) pairs. The weights are 0/1, so a
+    micro-batch's sum is 0 or >= 1 and the clamp changes nothing."""
+
+    def wrapped(params, batch, rng, *args, **kwargs):
+        loss, metrics = loss_fn(params, batch, rng, *args, **kwargs)
+        w = batch["weight"] if "weight" in batch else jnp.ones((batch["ids"].shape[0] // 2,))
+        return loss, {**metrics, "pairs": jnp.asarray(w, jnp.float32).sum()}
+
+    return wrapped
 
 
 def _pair_minibatches(batch, num_minibatches: int, rng):

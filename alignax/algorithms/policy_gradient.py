@@ -21,11 +21,17 @@ Config: `default_config()` lists every key with its default; `train` rejects unk
   stop_tokens, advantage (see online.ADVANTAGES, or "brpo"), loss ("ppo_clip" | "gspo"),
   clip_low, clip_high, aggregation (see losses.AGGREGATIONS), kl_coef, kl_in ("loss" |
   "reward"), kl_estimator, kl_target (adaptive KL; None = fixed), kl_horizon, entropy_coef,
-  epochs, minibatches, optimizer (see train.optim.make_optimizer), checkpoint_every,
+  epochs, minibatches, grad_accum_steps (k: each minibatch is k micro-batches inside the
+  step, one update; exact for PPO-clip with any aggregation, see `policy_accum_weight`),
+  optimizer (see train.optim.make_optimizer), checkpoint_every,
   eval_every, log_every, progress, mesh (None: one device; or {data, fsdp, tensor} sizes),
   objective_weights (None: `reward_fn` returns [N]; K weights: it returns [K, N]),
   objective_aggregation ("weighted" | "log_tamed"), objective_weighting ("fixed" |
   "gradient" | "hypervolume"), objective_step_size.
+
+Memory: with a model of `logits_chunk > 0` the update and the reference forward take token
+log-probs from the model (`make_policy_loss(token_logps=True)`): no [N, R, V] logits; the
+`entropy` metric is then not reported and `entropy_coef` must be 0.
 
 Resume: the whole iteration state (train state, KL coefficient, objective weights and front)
 is checkpointed by the one training loop; prompts and sampling keys are functions of
@@ -61,7 +67,7 @@ DEFAULTS = dict(
     temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), advantage="grpo",
     loss="ppo_clip", clip_low=0.2, clip_high=None, aggregation="token_mean",
     kl_coef=0.04, kl_in="loss", kl_estimator="k3", kl_target=None, kl_horizon=10_000,
-    entropy_coef=0.0, epochs=1, minibatches=1,
+    entropy_coef=0.0, epochs=1, minibatches=1, grad_accum_steps=1,
     optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
                    clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
     checkpoint_every=10, eval_every=0, log_every=1, progress=True, mesh=None,
@@ -81,7 +87,7 @@ POLICY_LOSSES = ("ppo_clip", "gspo")
 def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
                      clip_high: float | None = None, kl_estimator: str = "k3",
                      aggregation: str = "token_mean", entropy_coef: float = 0.0,
-                     max_length: int | None = None) -> Callable:
+                     max_length: int | None = None, token_logps: bool = False) -> Callable:
     """`loss_fn(params, batch, rng, kl_coef=0.0)` of the policy update on a `training_batch`.
 
     loss = aggregate(PPO-clip token losses) [or the mean of GSPO's sequence losses]
@@ -91,18 +97,36 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
     `kl_coef` is an argument of the step (a scalar array), so an adaptive coefficient changes
     without recompiling; the KL term needs `ref_logps` in the batch.
 
-    Metrics: pg_loss, kl (k3 estimate, token mean), entropy (token mean), clip_fraction,
-    ratio (mean over response tokens), advantage mean/std.
+    `token_logps=True` (the recipe sets it for a model with `logits_chunk > 0`:
+    `online.uses_token_logps`) asks the model for the response tokens' log-probs
+    (`online.response_logps(..., token_logps=True)`), so the [N, R, V] logits are never formed;
+    loss, metrics and gradients equal the logits path's. The entropy of the policy needs the
+    whole distribution, so on that path there is no `entropy` metric and `entropy_coef` must
+    be 0 (ValueError otherwise): an entropy bonus on an 8B-70B vocabulary would bring the
+    logits back.
+
+    Metrics: pg_loss, kl (k3 estimate, token mean), entropy (token mean; not with
+    token_logps), clip_fraction, ratio (mean over response tokens), advantage mean/std, tokens
+    (the response tokens of the batch: the normaliser of the token-mean loss, which gradient
+    accumulation weighs micro-batches by, see `accum_weight`).
     """
     if loss not in POLICY_LOSSES:
         raise ValueError(f"unknown policy loss {loss!r}; valid: {POLICY_LOSSES}")
+    if token_logps and entropy_coef:
+        raise ValueError(f"entropy_coef={entropy_coef} needs the logits: use a model with "
+                         "logits_chunk=0 (token_logps=False) for an entropy bonus")
 
     def loss_fn(params, batch, rng, kl_coef=0.0):
         del rng
         rmask = batch["response_mask"]
         r = rmask.shape[1]
-        logits = online.response_logits(apply_fn, params, batch["ids"], batch["mask"], r)
-        logps = ops.token_logprobs(logits, batch["ids"][:, -r:])
+        if token_logps:
+            logits = None
+            logps = online.response_logps(apply_fn, params, batch["ids"], batch["mask"], r,
+                                          token_logps=True)
+        else:
+            logits = online.response_logits(apply_fn, params, batch["ids"], batch["mask"], r)
+            logps = ops.token_logprobs(logits, batch["ids"][:, -r:])
         adv = batch["advantages"]
         if loss == "ppo_clip":
             tok, stats = ppo_clip_loss(logps, batch["old_logps"], adv, rmask,
@@ -118,23 +142,40 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
             clip_fraction, ratio = stats["clipped"].mean(), stats["ratio"].mean()
         total = pg
         metrics = {"pg_loss": pg, "clip_fraction": clip_fraction, "ratio": ratio,
-                   "advantage_mean": adv.mean(), "advantage_std": adv.std()}
+                   "advantage_mean": adv.mean(), "advantage_std": adv.std(),
+                   "tokens": jnp.asarray(rmask, jnp.float32).sum()}
         if "ref_logps" in batch:
             kl_tok = ops.kl_estimate(logps, batch["ref_logps"], kl_estimator)
             kl = aggregate(kl_tok, rmask, aggregation, max_length=max_length)
             metrics["kl"] = ops.masked_mean(ops.kl_estimate(logps, batch["ref_logps"], "k3"),
                                             rmask, axis=None)
             total = total + kl_coef * kl
-        entropy = ops.token_entropy(logits)
-        metrics["entropy"] = ops.masked_mean(entropy, rmask, axis=None)
-        if entropy_coef:
-            total = total - entropy_coef * aggregate(entropy, rmask, aggregation,
-                                                     max_length=max_length)
+        if logits is not None:
+            entropy = ops.token_entropy(logits)
+            metrics["entropy"] = ops.masked_mean(entropy, rmask, axis=None)
+            if entropy_coef:
+                total = total - entropy_coef * aggregate(entropy, rmask, aggregation,
+                                                         max_length=max_length)
         return total, metrics
 
     return loss_fn
 
 
+def policy_accum_weight(loss: str, aggregation: str) -> str | None:
+    """The normaliser metric gradient accumulation weighs micro-batches by, so that k
+    micro-batches give the whole minibatch's gradient (`make_train_step(accum_weight=)`).
+
+    - PPO-clip with "token_mean": "tokens" (every term is a sum over the minibatch's response
+      tokens / their count; a micro-batch weighs by its token count);
+    - every "seq_mean_*" aggregation: None (means over rows; micro-batches hold equally many);
+    - GSPO with "token_mean" and a KL in the loss mixes a row mean (GSPO) with a token mean
+      (the KL): None, exact for the GSPO term, and for the KL only when the micro-batches hold
+      equally many response tokens.
+
+    The token-mean metrics (kl, clip_fraction, ratio, entropy) are exact with "tokens" and
+    micro-batch means otherwise; advantage_mean/std are micro-batch statistics averaged.
+    """
+    return "tokens" if loss == "ppo_clip" and aggregation == "token_mean" else None
 
 
 def group_advantage(name: str, num_samples: int) -> AdvantageFn:
@@ -295,18 +336,25 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
     init_state, abstract, train_sharding = online.initial_state(
         place, params=init_params, logical_axes=axes, tx=tx, seed=seed, controls=controls)
     clip_high = None if cfg["clip_high"] is None else float(cfg["clip_high"])
+    token_logps = online.uses_token_logps(model)
     loss_fn = make_policy_loss(
         model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]), clip_high=clip_high,
         kl_estimator=cfg["kl_estimator"], aggregation=cfg["aggregation"],
-        entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"]))
-    step = online.make_update_step(place, loss_fn, tx, train_sharding, num_frozen=1)
+        entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"]),
+        token_logps=token_logps)
+    step = online.make_update_step(
+        place, loss_fn, tx, train_sharding, num_frozen=1,
+        accum_steps=int(cfg["grad_accum_steps"]),
+        accum_weight=policy_accum_weight(cfg["loss"], cfg["aggregation"]))
     objective_gradients = None
     if mixer is not None and mixer.weighting == "gradient":
         objective_gradients = _objective_gradients(make_policy_loss(
             model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]),
-            aggregation=cfg["aggregation"], max_length=int(cfg["max_new_tokens"])))
+            aggregation=cfg["aggregation"], max_length=int(cfg["max_new_tokens"]),
+            token_logps=token_logps))
     rollout_fn = online.rollout_from_config(model, cfg, n)
-    ref_logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]))
+    ref_logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]),
+                                               token_logps=token_logps)
 
     def iterate(state: online.OnlineState, it: int):
         kl_state = state.controls["kl"]

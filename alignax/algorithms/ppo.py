@@ -11,6 +11,14 @@ token), values V(s_t) from the value model on the rollout, GAE(gamma, lambda) ad
 
 in one jitted step over params {"policy", "value"}. The value model is a `TokenRewardModel`
 (decoder + per-token linear head); V(s_t) is read at the position before token t.
+
+Memory levers: with a policy of `logits_chunk > 0` the update and the reference forward take
+token log-probs from the model (`make_ppo_loss(token_logps=True)`): no [N, R, V] logits; the
+`entropy` metric is then not reported and `entropy_coef` must be 0. `grad_accum_steps` = k
+splits each minibatch into k micro-batches inside the step (one update); with
+aggregation="token_mean" the micro-batches are weighed by their response tokens ("tokens"), so
+the update equals the whole minibatch's; with a "seq_mean_*" aggregation they weigh equally
+(also exact: means over rows), but the token-mean metrics are then micro-batch means.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ DEFAULTS = dict(
     temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), clip_low=0.2, clip_high=None,
     value_clip=0.2, vf_coef=0.5, gamma=1.0, lam=0.95, whiten_advantages=True,
     kl_coef=0.05, kl_target=None, kl_horizon=10_000, entropy_coef=0.0,
-    aggregation="token_mean", epochs=2, minibatches=2,
+    aggregation="token_mean", epochs=2, minibatches=2, grad_accum_steps=1,
     optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
                    clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
     checkpoint_every=10, eval_every=0, log_every=1, progress=True, mesh=None,
@@ -73,32 +81,52 @@ def ppo_advantages(rewards, values, response_mask, *, gamma: float, lam: float,
 
 
 def make_ppo_loss(policy_apply, value_apply, *, clip_low=0.2, clip_high=None, value_clip=0.2,
-                  vf_coef=0.5, entropy_coef=0.0, aggregation="token_mean") -> Callable:
+                  vf_coef=0.5, entropy_coef=0.0, aggregation="token_mean",
+                  token_logps: bool = False) -> Callable:
     """`loss_fn(params, batch, rng)` with params {"policy", "value"} and a batch of ids, mask,
-    response_mask, old_logps, old_values, advantages [N, R], returns [N, R]."""
+    response_mask, old_logps, old_values, advantages [N, R], returns [N, R].
+
+    `token_logps=True`: the policy's log-probs come from the model
+    (`online.response_logps(..., token_logps=True)`, no [N, R, V] logits with
+    `logits_chunk > 0`); no `entropy` metric then, and `entropy_coef` must be 0 (ValueError).
+    Metrics: pg_loss, value_loss, clip_fraction, ratio, entropy, value_mean, tokens (response
+    tokens, the normaliser of the token-mean aggregation).
+    """
+    if token_logps and entropy_coef:
+        raise ValueError(f"entropy_coef={entropy_coef} needs the logits: use a policy with "
+                         "logits_chunk=0 (token_logps=False) for an entropy bonus")
 
     def loss_fn(params, batch, rng):
         del rng
         rmask = batch["response_mask"]
         r = rmask.shape[1]
-        logits = online.response_logits(policy_apply, params["policy"], batch["ids"],
-                                        batch["mask"], r)
-        logps = ops.token_logprobs(logits, batch["ids"][:, -r:])
+        if token_logps:
+            logits = None
+            logps = online.response_logps(policy_apply, params["policy"], batch["ids"],
+                                          batch["mask"], r, token_logps=True)
+        else:
+            logits = online.response_logits(policy_apply, params["policy"], batch["ids"],
+                                            batch["mask"], r)
+            logps = ops.token_logprobs(logits, batch["ids"][:, -r:])
         tok, stats = ppo_clip_loss(logps, batch["old_logps"], batch["advantages"], rmask,
                                    clip_low=clip_low, clip_high=clip_high)
         pg = aggregate(tok, rmask, aggregation)
         values = response_values(value_apply, params["value"], batch["ids"], batch["mask"], r)
         vf = aggregate(clipped_value_loss(values, batch["old_values"], batch["returns"], rmask,
                                           clip=value_clip), rmask, aggregation)
-        entropy = ops.token_entropy(logits)
-        loss = pg + vf_coef * vf - entropy_coef * aggregate(entropy, rmask, aggregation)
-        return loss, {
+        loss = pg + vf_coef * vf
+        metrics = {
             "pg_loss": pg, "value_loss": vf,
             "clip_fraction": ops.masked_mean(stats["clipped"], rmask, axis=None),
             "ratio": ops.masked_mean(stats["ratio"], rmask, axis=None),
-            "entropy": ops.masked_mean(entropy, rmask, axis=None),
             "value_mean": ops.masked_mean(values, rmask, axis=None),
+            "tokens": jnp.asarray(rmask, jnp.float32).sum(),
         }
+        if logits is not None:
+            entropy = ops.token_entropy(logits)
+            metrics["entropy"] = ops.masked_mean(entropy, rmask, axis=None)
+            loss = loss - entropy_coef * aggregate(entropy, rmask, aggregation)
+        return loss, metrics
 
     return loss_fn
 
@@ -144,14 +172,17 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
     init_state, abstract, train_sharding = online.initial_state(
         place, params=params, logical_axes=axes, tx=tx, seed=seed,
         controls={"kl": kl_control.init()})
+    token_logps = online.uses_token_logps(model)
     step = online.make_update_step(place, make_ppo_loss(
         model.apply, value_model.apply, clip_low=float(cfg["clip_low"]),
         clip_high=None if cfg["clip_high"] is None else float(cfg["clip_high"]),
         value_clip=float(cfg["value_clip"]), vf_coef=float(cfg["vf_coef"]),
-        entropy_coef=float(cfg["entropy_coef"]), aggregation=cfg["aggregation"]), tx,
-        train_sharding)
+        entropy_coef=float(cfg["entropy_coef"]), aggregation=cfg["aggregation"],
+        token_logps=token_logps), tx, train_sharding,
+        accum_steps=int(cfg["grad_accum_steps"]),
+        accum_weight="tokens" if cfg["aggregation"] == "token_mean" else None)
     rollout_fn = online.rollout_from_config(model, cfg, n)
-    ref_logps_fn = online.make_reference_logps(model.apply, r_len)
+    ref_logps_fn = online.make_reference_logps(model.apply, r_len, token_logps=token_logps)
     values_fn = jax.jit(lambda p, ids, mask: response_values(value_model.apply, p, ids, mask,
                                                              r_len))
 

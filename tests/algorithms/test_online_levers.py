@@ -1,0 +1,209 @@
+"""The memory levers of the online recipes (GRPO family, PPO, online DPO): token log-probs from a
+`logits_chunk > 0` model (no [N, R, V] logits) equal the logits path, and gradient accumulation
+(`grad_accum_steps`) equals the one-step update, in the losses, the steps and the recipes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from alignax.algorithms import online, online_dpo, policy_gradient, ppo
+from alignax.algorithms.direct import make_direct_loss
+from alignax.models.transformer import TransformerConfig, make_lm
+from alignax.train.state import TrainState
+
+CFG = dict(vocab_size=37, d_model=32, n_layers=2, n_heads=2, d_ff=48, max_len=16)
+MODELS = {tie: (make_lm(TransformerConfig(**CFG, tie_embeddings=tie)),
+                make_lm(TransformerConfig(**CFG, tie_embeddings=tie, logits_chunk=8)))
+          for tie in (True, False)}  # V = 37, C = 8: the last chunk overlaps
+PLAIN, CHUNKED = MODELS[True]
+PARAMS = PLAIN.init(jax.random.key(0))
+P, R, N = 3, 5, 8
+RNG = np.random.default_rng(0)
+IDS = RNG.integers(1, 37, (N, P + R)).astype(np.int32)
+RMASK = (np.arange(R)[None, :] < np.array([5, 3, 1, 4, 5, 2, 5, 1])[:, None]).astype(np.int32)
+MASK = np.concatenate([np.ones((N, P), np.int32), RMASK], 1)
+MASK[1, 0] = MASK[5, :2] = 0  # left-padded prompts
+SGD = dict(name="sgd", learning_rate=0.5, warmup_steps=0, schedule="constant", clip_norm=0.0,
+           kwargs={})
+
+
+def _close(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-5)
+
+
+def _batch(params, ref_params):
+    old = online.response_logps(PLAIN.apply, params, IDS, MASK, R)
+    ref = online.response_logps(PLAIN.apply, ref_params, IDS, MASK, R)
+    return {"ids": IDS, "mask": MASK, "response_mask": RMASK,
+            "old_logps": jnp.where(RMASK > 0, old + 0.05 * RNG.standard_normal((N, R)), 0.0),
+            "advantages": jnp.asarray(RNG.standard_normal(N), jnp.float32),
+            "ref_logps": ref}
+
+
+BATCH = _batch(PARAMS, PLAIN.init(jax.random.key(1)))
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_response_and_reference_logps_equal_the_logits_path(tie):
+    plain, chunked = MODELS[tie]
+    params = plain.init(jax.random.key(2))
+    want = online.response_logps(plain.apply, params, IDS, MASK, R)
+    _close(online.response_logps(chunked.apply, params, IDS, MASK, R, token_logps=True), want)
+    ref_fn = online.make_reference_logps(chunked.apply, R, token_logps=True)
+    _close(ref_fn(params, IDS, MASK), want)
+    assert online.uses_token_logps(chunked) and not online.uses_token_logps(plain)
+
+
+@pytest.mark.parametrize("loss,tie,aggregation", [("ppo_clip", True, "token_mean"),
+                                                  ("gspo", False, "seq_mean_token_sum_norm")])
+def test_policy_loss_metrics_and_grads_equal_the_logits_path(loss, tie, aggregation):
+    plain, chunked = MODELS[tie]
+    params = plain.init(jax.random.key(3))
+
+    def run(model, token_logps):
+        fn = policy_gradient.make_policy_loss(model.apply, loss=loss, aggregation=aggregation,
+                                              clip_low=0.1, max_length=R,
+                                              token_logps=token_logps)
+        return jax.jit(jax.value_and_grad(fn, has_aux=True))(params, BATCH, None,
+                                                             jnp.float32(0.3))
+
+    (want, want_m), want_g = run(plain, False)
+    (got, got_m), got_g = run(chunked, True)
+    assert "entropy" in want_m and "entropy" not in got_m  # documented: no logits, no entropy
+    want_m.pop("entropy")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    _close(got_m, want_m)
+    _close(got_g, want_g)
+
+
+def _value_model():
+    from alignax.models.heads import make_token_reward_model
+
+    return make_token_reward_model(TransformerConfig(**CFG))
+
+
+def test_ppo_loss_metrics_and_grads_equal_the_logits_path():
+    plain, chunked = MODELS[False]
+    value_model = _value_model()
+    params = {"policy": plain.init(jax.random.key(4)),
+              "value": value_model.init(jax.random.key(5))}
+    batch = dict(BATCH, old_values=jnp.asarray(RNG.standard_normal((N, R)), jnp.float32),
+                 returns=jnp.asarray(RNG.standard_normal((N, R)), jnp.float32),
+                 advantages=jnp.asarray(RNG.standard_normal((N, R)), jnp.float32))
+
+    def run(model, token_logps):
+        fn = ppo.make_ppo_loss(model.apply, value_model.apply, token_logps=token_logps)
+        return jax.jit(jax.value_and_grad(fn, has_aux=True))(params, batch, None)
+
+    (want, want_m), want_g = run(plain, False)
+    (got, got_m), got_g = run(chunked, True)
+    want_m.pop("entropy")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    _close(got_m, want_m)
+    _close(got_g, want_g)
+
+
+def test_entropy_bonus_needs_the_logits():
+    with pytest.raises(ValueError, match="entropy_coef=0.01 needs the logits"):
+        policy_gradient.make_policy_loss(CHUNKED.apply, entropy_coef=0.01, token_logps=True)
+    with pytest.raises(ValueError, match="entropy_coef=0.01 needs the logits"):
+        ppo.make_ppo_loss(CHUNKED.apply, None, entropy_coef=0.01, token_logps=True)
+
+
+def _one_update(loss_fn, batch, *, accum_steps, accum_weight, frozen=()):
+    tx = optax.sgd(0.5)
+    step = online.make_update_step(online.shd.Placement.from_config(None), loss_fn, tx,
+                                   accum_steps=accum_steps, accum_weight=accum_weight)
+    state = TrainState.create(jax.tree.map(jnp.copy, PARAMS), tx, jax.random.key(0))
+    state, metrics = step(state, batch, *frozen)
+    params = jax.tree.map(np.asarray, state.params)
+    step(state, batch, *frozen)  # no retrace on a second call
+    assert step._cache_size() == 1
+    return params, metrics
+
+
+def test_policy_update_with_accumulation_equals_one_step(aggregation="token_mean"):
+    """GRPO's PPO-clip loss with the KL in the loss: 2 micro-batches (rows of 5, 1, 5, 5 and 3,
+    4, 2, 1 response tokens) weighed by their tokens (`policy_accum_weight`) give the whole
+    minibatch's update and token-mean metrics."""
+    loss_fn = policy_gradient.make_policy_loss(CHUNKED.apply, aggregation=aggregation,
+                                               token_logps=True)
+    weight = policy_gradient.policy_accum_weight("ppo_clip", aggregation)
+    assert weight == "tokens"
+    assert policy_gradient.policy_accum_weight("ppo_clip", "seq_mean_token_mean") is None
+    want, want_m = _one_update(loss_fn, BATCH, accum_steps=1, accum_weight=weight,
+                               frozen=(jnp.float32(0.3),))
+    got, got_m = _one_update(loss_fn, BATCH, accum_steps=2, accum_weight=weight,
+                             frozen=(jnp.float32(0.3),))
+    _close(got, want)
+    exact = ["loss", "pg_loss", "grad_norm", "param_norm", "kl", "clip_fraction", "ratio",
+             "tokens"]
+    _close({k: got_m[k] for k in exact}, {k: want_m[k] for k in exact})
+
+
+def test_online_dpo_update_with_accumulation_equals_one_step():
+    """Online DPO's stacked rows [chosen 4, rejected 4] with one tied pair (weight 0): 2
+    micro-batches of pairs weighed by their valid pairs ("pairs") equal the whole minibatch,
+    and the token log-probs path equals the logits path."""
+    ref = online.response_logps(PLAIN.apply, PLAIN.init(jax.random.key(1)), IDS, MASK, R)
+    batch = {"ids": IDS, "mask": MASK, "response_mask": RMASK,
+             "ref_logps": (ref * RMASK).sum(-1), "weight": jnp.array([1.0, 0.0, 1.0, 1.0])}
+    plain = online_dpo.with_pair_count(make_direct_loss(PLAIN.apply, "dpo", {"beta": 0.5}))
+    chunked = online_dpo.with_pair_count(make_direct_loss(CHUNKED.apply, "dpo", {"beta": 0.5},
+                                                          token_logps=True))
+    want, want_m = _one_update(plain, batch, accum_steps=1, accum_weight="pairs")
+    got, got_m = _one_update(chunked, batch, accum_steps=2, accum_weight="pairs")
+    _close(got, want)
+    _close(got_m, want_m)
+    assert float(got_m["pairs"]) == 3.0
+
+
+def _pg_run(tmp_path, name, model, **cfg):
+    prompts = np.stack([np.arange(3) + 4 + i for i in range(8)]).astype(np.int32)
+    config = policy_gradient.default_config(
+        iterations=1, prompts_per_iteration=4, num_samples=2, max_new_tokens=4, kl_coef=0.1,
+        minibatches=2, optimizer=SGD, progress=False, checkpoint_every=100, **cfg)
+    return policy_gradient.train(
+        config, str(tmp_path / name), model=model, init_params=PARAMS, ref_params=PARAMS,
+        prompt_ids=prompts, prompt_mask=np.ones_like(prompts, bool),
+        reward_fn=lambda ro: (ro.responses == 5).astype(jnp.float32).mean(-1))
+
+
+def test_grpo_recipe_with_both_levers_equals_the_plain_recipe(tmp_path):
+    """policy_gradient.train with a logits_chunk model and grad_accum_steps=2 (minibatches of 4
+    rows) equals the plain model without accumulation: params and metrics (entropy aside)."""
+    want = _pg_run(tmp_path, "plain", PLAIN)
+    got = _pg_run(tmp_path, "levers", CHUNKED, grad_accum_steps=2)
+    _close(got["params"], want["params"])
+    keys = ["reward", "kl", "pg_loss", "clip_fraction", "ratio", "kl_ref_seq", "tokens"]
+    _close({k: got["metrics"][k] for k in keys}, {k: want["metrics"][k] for k in keys})
+    assert "entropy" not in got["metrics"]
+    with pytest.raises(ValueError, match="minibatch of 4 rows does not split into "
+                                         "grad_accum_steps=3"):
+        policy_gradient.validate({"prompts_per_iteration": 4, "num_samples": 2,
+                                  "minibatches": 2, "grad_accum_steps": 3})
+    with pytest.raises(ValueError, match="grad_accum_steps must be a positive int"):
+        policy_gradient.validate({"grad_accum_steps": 0})
+
+
+def test_online_dpo_recipe_with_both_levers_equals_the_plain_recipe(tmp_path):
+    prompts = np.stack([np.arange(3) + 4 + i for i in range(8)]).astype(np.int32)
+
+    def run(name, model, **cfg):
+        config = online_dpo.default_config(
+            iterations=1, prompts_per_iteration=4, num_samples=3, max_new_tokens=4,
+            optimizer=SGD, progress=False, checkpoint_every=100, **cfg)
+        return online_dpo.train(
+            config, str(tmp_path / name), model=model, init_params=PARAMS, ref_params=PARAMS,
+            prompt_ids=prompts, prompt_mask=np.ones_like(prompts, bool),
+            reward_fn=lambda ro: (ro.responses == 5).astype(jnp.float32).sum(-1))
+
+    want, got = run("plain", PLAIN), run("levers", CHUNKED, grad_accum_steps=2)
+    _close(got["params"], want["params"])
+    _close(got["metrics"]["loss"], want["metrics"]["loss"])
+    with pytest.raises(ValueError, match="minibatch of 4 pairs does not split"):
+        online_dpo.validate({"prompts_per_iteration": 4, "grad_accum_steps": 3})
