@@ -121,6 +121,18 @@ def test_scanned_full_remat_equals_plain_and_shrinks_compiled_temp_memory(plain,
     assert temps["full"] < 0.6 * temps["none"], temps
 
 
+def test_stacked_layer_axis_is_replicated_by_the_default_rules():
+    from types import SimpleNamespace
+
+    from jax.sharding import PartitionSpec
+
+    from alignax.train.sharding import logical_to_spec
+
+    mesh = SimpleNamespace(shape={"data": 1, "fsdp": 2, "tensor": 2})  # only .shape is read
+    assert logical_to_spec(("layers", "embed", "mlp"), (3, 32, 48), mesh) == PartitionSpec(
+        None, "fsdp", "tensor")
+
+
 def test_scanned_reward_model_equals_plain():
     model = make_reward_model(TINY)
     params = _params(model, 2)
