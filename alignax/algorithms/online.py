@@ -326,6 +326,67 @@ def make_update_step(place: shd.Placement, loss_fn, tx, train_sharding=None, *,
                            frozen_shardings=frozen_shardings, **kwargs)
 
 
+class OnlineLora(NamedTuple):
+    """LoRA in an online recipe (`online_lora`): the trained params are the adapters, the base
+    is one frozen array tree that is the adapted policy's weights and the reference.
+
+    Attributes:
+      adapters: the initial adapters (B = 0: the adapted policy starts equal to the base).
+      axes: their logical axes (for the mesh).
+      base: the frozen base params (placed on the mesh).
+      base_shardings: their shardings (None without a mesh), for the step's frozen argument.
+      model: `model` whose `apply_cached` runs the adapted projections (for the rollouts, with
+        `policy(adapters)` as its params).
+      policy: `adapters -> params` of the adapted model (`lora_params`; a valid `params` for
+        `model.apply`/`apply_cached` inside `lora.intercept()`).
+      merge: `adapters -> ` the merged params W + (alpha/r) A B (the recipe's result, eval).
+      cfg: the `LoraConfig`.
+    """
+
+    adapters: Any
+    axes: Any
+    base: Any
+    base_shardings: Any
+    model: Any
+    policy: Callable
+    merge: Callable
+    cfg: Any
+
+
+def online_lora(model, lora_cfg: Mapping[str, Any], place: shd.Placement, base_params,
+                logical_axes, seed: int) -> OnlineLora:
+    """The LoRA pieces of an online recipe whose config has `lora` = {rank, alpha, targets,
+    dropout, full} (`alignax.models.lora.LoraConfig`): adapters drawn from key(seed), the base
+    placed by `logical_axes`. See `OnlineLora`; the loss is wrapped by `lora_loss`."""
+    from alignax.models import lora
+
+    lcfg = lora.LoraConfig.from_mapping(lora_cfg)
+    base = place.put_params(base_params, logical_axes)
+    adapters = lora.init_adapters(jax.random.key(seed), base, lcfg)
+    axes = lora.adapter_logical_axes(adapters, logical_axes)
+    shardings = None if place.mesh is None else place.param_shardings(base, logical_axes)
+    return OnlineLora(
+        adapters=adapters, axes=axes, base=base, base_shardings=shardings,
+        model=model._replace(apply_cached=lora.with_adapters(model.apply_cached)),
+        policy=lambda a: lora.lora_params(a, base, lcfg),
+        merge=lambda a: lora.merge(base, a, lcfg), cfg=lcfg)
+
+
+def lora_loss(loss_fn: Callable, lcfg) -> Callable:
+    """`(adapters, batch, rng, base, *frozen) -> loss_fn(adapted params, batch, rng, *frozen)`:
+    the base is the step's first frozen argument (neither donated nor differentiated), the
+    other frozen arguments (e.g. the KL coefficient) follow it."""
+    from alignax.models import lora
+
+    inner = lora.make_lora_loss(lambda p, b, r, frozen=(): loss_fn(p, b, r, *frozen), lcfg,
+                                reference=False)
+
+    def loss(adapters, batch, rng, base, *frozen):
+        return inner(adapters, batch, rng, base, frozen=frozen)
+
+    return loss
+
+
 def run_online(workdir: str, *, init_state: Callable[[], OnlineState], abstract_state,
                iterate: Callable[[OnlineState, int], tuple[OnlineState, Mapping[str, Any]]],
                cfg: Mapping[str, Any], eval_fn: Callable | None = None,

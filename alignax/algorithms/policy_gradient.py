@@ -27,7 +27,10 @@ Config: `default_config()` lists every key with its default; `train` rejects unk
   eval_every, log_every, progress, mesh (None: one device; or {data, fsdp, tensor} sizes),
   objective_weights (None: `reward_fn` returns [N]; K weights: it returns [K, N]),
   objective_aggregation ("weighted" | "log_tamed"), objective_weighting ("fixed" |
-  "gradient" | "hypervolume"), objective_step_size.
+  "gradient" | "hypervolume"), objective_step_size, lora (None, or {rank, alpha, targets,
+  dropout, full}: `alignax.models.lora.LoraConfig`; the trained state is the adapters, the
+  frozen `init_params` are the adapted policy's base and the reference (`ref_params` is then
+  not used); rollouts run the adapted model; the result's "params" are merged).
 
 Memory: with a model of `logits_chunk > 0` the update and the reference forward take token
 log-probs from the model (`make_policy_loss(token_logps=True)`): no [N, R, V] logits; the
@@ -72,7 +75,7 @@ DEFAULTS = dict(
                    clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
     checkpoint_every=10, eval_every=0, log_every=1, progress=True, mesh=None,
     objective_weights=None, objective_aggregation="weighted", objective_weighting="fixed",
-    objective_step_size=0.1,
+    objective_step_size=0.1, lora=None,
 )
 
 
@@ -323,7 +326,14 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
     use_ref = float(cfg["kl_coef"]) > 0 or cfg["kl_target"] is not None
     kl_in_loss = use_ref and cfg["kl_in"] == "loss"
     axes = model.logical_axes(init_params)
-    ref_params = place.put_params(ref_params, axes)
+    lora = None
+    if cfg["lora"]:
+        if mixer is not None and mixer.weighting == "gradient":
+            raise ValueError("lora does not support objective_weighting='gradient'")
+        lora = online.online_lora(model, cfg["lora"], place, init_params, axes, seed)
+        ref_params, init_params, axes = lora.base, lora.adapters, lora.axes
+    else:
+        ref_params = place.put_params(ref_params, axes)
     kl_control = adaptive_kl_control(float(cfg["kl_coef"]), cfg["kl_target"],
                                      int(cfg["kl_horizon"]))
     controls = {"kl": kl_control.init()}
@@ -342,9 +352,14 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         kl_estimator=cfg["kl_estimator"], aggregation=cfg["aggregation"],
         entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"]),
         token_logps=token_logps)
+    frozen_shardings = None
+    if lora is not None:
+        loss_fn = online.lora_loss(loss_fn, lora.cfg)
+        if place.mesh is not None:
+            frozen_shardings = [lora.base_shardings, shd.replicated(place.mesh)]
     step = online.make_update_step(
-        place, loss_fn, tx, train_sharding, num_frozen=1,
-        accum_steps=int(cfg["grad_accum_steps"]),
+        place, loss_fn, tx, train_sharding, num_frozen=1 + (lora is not None),
+        frozen_shardings=frozen_shardings, accum_steps=int(cfg["grad_accum_steps"]),
         accum_weight=policy_accum_weight(cfg["loss"], cfg["aggregation"]))
     objective_gradients = None
     if mixer is not None and mixer.weighting == "gradient":
@@ -352,15 +367,17 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
             model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]),
             aggregation=cfg["aggregation"], max_length=int(cfg["max_new_tokens"]),
             token_logps=token_logps))
-    rollout_fn = online.rollout_from_config(model, cfg, n)
+    rollout_fn = online.rollout_from_config(model if lora is None else lora.model, cfg, n)
+    policy_of = (lambda p: p) if lora is None else lora.policy
+    frozen = () if lora is None else (lora.base,)
     ref_logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]),
                                                token_logps=token_logps)
 
     def iterate(state: online.OnlineState, it: int):
         kl_state = state.controls["kl"]
         t0 = time.perf_counter()
-        rollout, rng = online.iteration_rollout(rollout_fn, state.train.params, prompt_ids,
-                                                prompt_mask, seed=seed, it=it,
+        rollout, rng = online.iteration_rollout(rollout_fn, policy_of(state.train.params),
+                                                prompt_ids, prompt_mask, seed=seed, it=it,
                                                 per_iteration=per_iter, placement=place)
         metrics: dict[str, float] = {}
         objective_rewards = None
@@ -413,7 +430,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
                                                   gradients=grads)
         kl_coef = kl_state.coef if kl_in_loss else jnp.float32(0.0)
         train_state, update_metrics, t_update = online.run_updates(
-            lambda st, mb: step(st, mb, kl_coef), state.train,
+            lambda st, mb: step(st, mb, *frozen, kl_coef), state.train,
             online.training_batch(rollout, adv, ref_logps=ref_logps),
             epochs=cfg["epochs"], num_minibatches=cfg["minibatches"], rng=rng,
             placement=place)
@@ -432,4 +449,6 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         return state._replace(train=train_state, controls=controls), metrics
 
     return online.run_online(workdir, init_state=init_state, abstract_state=abstract,
-                             iterate=iterate, cfg=cfg, eval_fn=eval_fn, desc="policy gradient")
+                             iterate=iterate, cfg=cfg, eval_fn=eval_fn, desc="policy gradient",
+                             **({} if lora is None else {
+                                 "params_of": lambda train: lora.merge(train.params)}))

@@ -164,9 +164,10 @@ def test_online_dpo_update_with_accumulation_equals_one_step():
 
 def _pg_run(tmp_path, name, model, **cfg):
     prompts = np.stack([np.arange(3) + 4 + i for i in range(8)]).astype(np.int32)
-    config = policy_gradient.default_config(
-        iterations=1, prompts_per_iteration=4, num_samples=2, max_new_tokens=4, kl_coef=0.1,
-        minibatches=2, optimizer=SGD, progress=False, checkpoint_every=100, **cfg)
+    config = policy_gradient.default_config(**{
+        **dict(iterations=1, prompts_per_iteration=4, num_samples=2, max_new_tokens=4,
+               kl_coef=0.1, minibatches=2, optimizer=SGD, progress=False,
+               checkpoint_every=100), **cfg})
     return policy_gradient.train(
         config, str(tmp_path / name), model=model, init_params=PARAMS, ref_params=PARAMS,
         prompt_ids=prompts, prompt_mask=np.ones_like(prompts, bool),
@@ -207,3 +208,23 @@ def test_online_dpo_recipe_with_both_levers_equals_the_plain_recipe(tmp_path):
     _close(got["metrics"]["loss"], want["metrics"]["loss"])
     with pytest.raises(ValueError, match="minibatch of 4 pairs does not split"):
         online_dpo.validate({"prompts_per_iteration": 4, "grad_accum_steps": 3})
+
+
+def test_grpo_recipe_with_lora_trains_adapters_on_the_frozen_base(tmp_path):
+    """lora: the trained state is the adapters (B = 0: iteration 0 runs at the base, so its
+    rollouts and update metrics equal the full-parameter run's); the rollouts of iteration 1
+    run the adapted policy (a KL to the base, the reference); "params" are merged."""
+    from alignax.models import lora
+
+    cfg = dict(rank=4, alpha=8.0, targets="attn/(q|v)")
+    full = _pg_run(tmp_path, "full", PLAIN, iterations=2, minibatches=1)
+    out = _pg_run(tmp_path, "lora", PLAIN, iterations=2, minibatches=1, lora=cfg)
+    keys = ["reward", "loss", "pg_loss", "kl", "clip_fraction", "ratio", "kl_ref_seq"]
+    _close({k: out["history"][0][k] for k in keys}, {k: full["history"][0][k] for k in keys})
+    adapters = out["state"].train.params
+    leaves = jax.tree.leaves(adapters)
+    assert sum(x.size for x in leaves) < sum(x.size for x in jax.tree.leaves(PARAMS)) / 4
+    _close(out["params"], lora.merge(PARAMS, adapters, lora.LoraConfig.from_mapping(cfg)))
+    assert out["history"][1]["kl_ref_seq"] != 0.0  # sampled by the adapted policy
+    with pytest.raises(ValueError, match="lora"):
+        policy_gradient.validate({"lora": {"rank": 0}})
