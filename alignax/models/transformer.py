@@ -26,6 +26,7 @@ Shapes: B batch, T tokens, D model width, H heads, K kv heads, E head dim, F MLP
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any, Callable, NamedTuple
 
@@ -33,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import PartitionSpec
 
 from alignax.models.attention import attention, attention_bias  # noqa: F401 (re-exported)
 
@@ -210,10 +212,37 @@ def dense(layer, x):
     a [B, T, D] activation compiles its backward pass into transposed elementwise copies of the
     [B*T, F] gradients, and flattening to [B*T, D] first roughly halves the time of an MLP's
     forward plus backward (benchmarks/RESULTS.md).
+
+    Under a mesh set with `jax.set_mesh` its input and output rows are pinned to the batch axes
+    (`rows_on_batch_axes`); without one (the default) nothing changes.
     """
+    x = rows_on_batch_axes(x)
     lead = x.shape[:-1]
     y = layer(x.reshape(-1, x.shape[-1]))
-    return y.reshape(*lead, y.shape[-1])
+    return rows_on_batch_axes(y.reshape(*lead, y.shape[-1]))
+
+
+_BATCH_AXES = ("data", "fsdp")  # alignax.train.sharding.BATCH_AXES (not imported: no cycle)
+
+
+def rows_on_batch_axes(x):
+    """`x` [B, ...] with its rows constrained to the mesh's data x fsdp axes, the other dims
+    left to XLA, when a mesh with those axes is set (`jax.set_mesh`) and divides B; else `x`.
+
+    Parameters are sharded on their embed dim over fsdp; left alone, XLA's sharding propagation
+    may follow that dim into the activations (contract each device's slice of D and all-reduce
+    the output) so that every device holds the activations of the whole global batch. Pinning
+    the rows keeps activations per device proportional to the local batch and makes XLA gather
+    the weights instead (ZeRO-3); measured by `benchmarks/aot.py` on Llama-3 shapes.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not set(_BATCH_AXES) <= set(mesh.axis_names):
+        return x
+    shards = math.prod(mesh.shape[a] for a in _BATCH_AXES)
+    if shards == 1 or x.ndim == 0 or x.shape[0] % shards:
+        return x
+    spec = PartitionSpec(_BATCH_AXES, *[PartitionSpec.UNCONSTRAINED] * (x.ndim - 1))
+    return jax.lax.with_sharding_constraint(x, spec)
 
 
 class RMSNorm(nnx.Module):
