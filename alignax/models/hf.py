@@ -43,7 +43,7 @@ from alignax.models.transformer import (
 
 SUPPORTED = ("llama", "qwen2", "gpt2")
 # TransformerConfig fields that a checkpoint does not fix: keywords of `import_hf`
-RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "logits_chunk")
+RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "logits_chunk", "attention")
 
 
 def config_from_hf(hf: dict, **overrides) -> TransformerConfig:

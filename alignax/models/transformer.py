@@ -36,6 +36,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec
 
+from alignax.models.attention import IMPLEMENTATIONS as ATTENTION_IMPLEMENTATIONS
 from alignax.models.attention import attention, attention_bias  # noqa: F401 (re-exported)
 
 Params = dict[str, Any]
@@ -126,6 +127,12 @@ class TransformerConfig:
         each block is recomputed, whereas XLA:CPU schedules the recomputation of unrolled
         blocks early and its compiled temp memory hardly drops (6 layers, D 64, B 4, T 128:
         unrolled 28.2 -> 27.1 MB, scanned 30.7 -> 6.3 MB with "full", 11.7 MB with "dots").
+      attention: the attention kernel (`alignax.models.attention`): "auto" picks per backend
+        (CPU: "xla", the blocked custom-vjp path; GPU: cuDNN flash attention where its dtype and
+        head-dim rules hold, else "dot_product"; TPU: Pallas splash attention where it applies,
+        else "dot_product"), or name one of "xla", "reference", "dot_product", "cudnn",
+        "splash" to override. Every implementation computes the same softmax attention (tests
+        in tests/models/test_attention.py give each one's tolerance against "reference").
     """
 
     vocab_size: int = 32
@@ -148,6 +155,7 @@ class TransformerConfig:
     scan_layers: bool = False
     remat: str = "none"
     logits_chunk: int = 0
+    attention: str = "auto"
 
     def __post_init__(self):
         for name, allowed in (("norm", ("rms", "layer")), ("mlp", ("swiglu", "gelu")),
@@ -168,6 +176,9 @@ class TransformerConfig:
             raise ValueError(f"logits_chunk must be an int >= 0, got {self.logits_chunk!r}")
         if not isinstance(self.scan_layers, bool):
             raise ValueError(f"scan_layers must be a bool, got {self.scan_layers!r}")
+        if self.attention not in ("auto", *ATTENTION_IMPLEMENTATIONS):
+            raise ValueError(f"attention must be 'auto' or one of "
+                             f"{sorted(ATTENTION_IMPLEMENTATIONS)}, got {self.attention!r}")
 
     @classmethod
     def gpt2_style(cls, **kwargs) -> "TransformerConfig":
@@ -352,7 +363,8 @@ class Attention(nnx.Module):
             kk, v = kk.astype(x.dtype), v.astype(x.dtype)
         # query heads grouped by their kv head: [B, K, G, T, E]
         q = q.reshape(b, t, k, h // k, e).transpose(0, 2, 3, 1, 4)
-        out = attention(q, kk, v, bias, causal=causal and cache is None)
+        out = attention(q, kk, v, bias, causal=causal and cache is None,
+                        implementation=cfg.attention)
         out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, h * e)
         return dense(self.o, out), new_cache
 

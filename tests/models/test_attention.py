@@ -242,25 +242,14 @@ def test_cudnn_equals_the_reference(causal, shape, dtype):
 
 
 # --------------------------------------------------------------------------------------------
-# model-level guarantees per implementation (the transformer's `attention`, patched)
+# model-level guarantees per implementation (TransformerConfig.attention)
 # --------------------------------------------------------------------------------------------
 
-def _model_cfg(dtype):
+def _model_cfg(dtype, attention="auto"):
     from alignax.models.transformer import TransformerConfig
 
     return TransformerConfig(vocab_size=40, d_model=32, n_layers=1, n_heads=4, n_kv_heads=2,
-                             d_ff=48, max_len=128, dtype=dtype)
-
-
-@pytest.fixture
-def use_implementation(monkeypatch):
-    """Makes the transformer call `attention(..., implementation=name)`."""
-    from alignax.models import transformer
-
-    def set_name(name):
-        monkeypatch.setattr(transformer, "attention",
-                            functools.partial(attention, implementation=name))
-    return set_name
+                             d_ff=48, max_len=128, dtype=dtype, attention=attention)
 
 
 MODEL_IMPLS = [n for n in HERE if n not in ("xla",)]  # "xla": tests/models, tests/sampling
@@ -274,15 +263,14 @@ MODEL_TOL = {"float32": 1e-5, "bfloat16": 5e-2}
 
 
 @pytest.mark.parametrize("name", MODEL_IMPLS)
-def test_padding_invariance_and_sampler_logps_per_implementation(name, use_implementation):
+def test_padding_invariance_and_sampler_logps_per_implementation(name):
     from alignax.models.transformer import make_lm
     from alignax.ops import sequence_logprobs, shift_for_next_token, token_logprobs
     from alignax.sampling.sampler import sample
 
-    use_implementation(name)
     dtype = MODEL_DTYPE.get(name, "float32")
     tol = MODEL_TOL[dtype]
-    model = make_lm(_model_cfg(dtype))
+    model = make_lm(_model_cfg(dtype, attention=name))
     params = jax.jit(model.init)(jax.random.key(0))  # jitted: eager init compiles op by op
 
     @jax.jit
@@ -315,3 +303,21 @@ def test_padding_invariance_and_sampler_logps_per_implementation(name, use_imple
                                                                          out.tokens)
     np.testing.assert_allclose(np.where(out.mask, out.logps, 0.0),
                                np.where(out.mask, expected, 0.0), atol=tol)
+
+
+def test_the_config_field_selects_the_kernel():
+    from alignax.models.transformer import make_lm
+
+    with pytest.raises(ValueError, match="attention must be 'auto' or one of"):
+        _model_cfg("float32", attention="flash")
+    ids = jnp.array([[3, 4, 5, 6, 0, 0], [7, 8, 9, 10, 11, 12]], jnp.int32)
+    mask = ids != 0
+    plain = make_lm(_model_cfg("float32"))
+    params = jax.jit(plain.init)(jax.random.key(0))
+    expected = plain.apply(params, ids, mask)
+    got = make_lm(_model_cfg("float32", attention="reference")).apply(params, ids, mask)
+    np.testing.assert_allclose(np.where(mask[..., None], got, 0),
+                               np.where(mask[..., None], expected, 0), rtol=1e-5, atol=1e-5)
+    if jax.default_backend() != "gpu":  # the field reaches the kernel: cuDNN refuses off GPU
+        with pytest.raises(ValueError, match="cudnn"):
+            make_lm(_model_cfg("bfloat16", attention="cudnn")).apply(params, ids, mask)
