@@ -10,7 +10,15 @@ from alignax.models.heads import (
 )
 from alignax.models.lora import LoraConfig, init_adapters, make_lora_apply, make_lora_loss
 from alignax.models.mlp import MLPConfig, make_mlp
-from alignax.models.transformer import Model, TransformerConfig, make_lm, make_reward_model
+from alignax.models.transformer import (
+    Model,
+    TransformerConfig,
+    init_cache,
+    make_lm,
+    make_reward_model,
+    stack_layers,
+    unstack_layers,
+)
 
 __all__ = [
     "LoraConfig",
@@ -19,6 +27,7 @@ __all__ = [
     "TransformerConfig",
     "gpm_score",
     "init_adapters",
+    "init_cache",
     "make_gaussian_reward_model",
     "make_lm",
     "make_lora_apply",
@@ -28,5 +37,7 @@ __all__ = [
     "make_preference_embedding_model",
     "make_reward_model",
     "make_token_reward_model",
+    "stack_layers",
+    "unstack_layers",
     "yes_token_score",
 ]
