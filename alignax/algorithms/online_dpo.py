@@ -18,6 +18,10 @@ True)`) and the reference forward take token log-probs from the model: no [2B, R
 `grad_accum_steps` = k splits each minibatch of pairs into k micro-batches of pairs inside the
 step (one update; the pairs per minibatch must divide by k); micro-batches are weighed by
 their valid (untied) pairs ("pairs"), so the update equals the whole minibatch's.
+`lora` = {rank, alpha, targets, dropout, full} (`alignax.models.lora.LoraConfig`) trains
+adapters on the frozen `init_params`, which are also the reference (`ref_params` is then not
+used; `ref_update_every` must be 0: a refreshed reference would be a second full copy); the
+rollouts run the adapted model and the result's "params" are merged.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ DEFAULTS = dict(
     iterations=10, prompts_per_iteration=16, num_samples=4, max_new_tokens=16,
     temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(), judge="reward_fn",
     loss="dpo", loss_kwargs=dict(beta=0.1), ref_update_every=0, epochs=1, minibatches=1,
-    grad_accum_steps=1,
+    grad_accum_steps=1, lora=None,
     optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
                    clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
     checkpoint_every=10, eval_every=0, log_every=1, progress=True, mesh=None,
@@ -76,6 +80,9 @@ def validate(config: Mapping[str, Any] | None) -> dict:
     common.check_name(cfg["judge"], ("reward_fn", "implicit"), label, "judge")
     loss_beta(cfg["loss"], cfg["loss_kwargs"])  # a known direct loss with a beta
     online.check_config(cfg, label, rows_per_prompt=1)
+    if cfg["lora"] and int(cfg["ref_update_every"]):
+        raise ValueError(f"{label}: lora needs ref_update_every=0 (the frozen base is the "
+                         "reference)")
     return cfg
 
 def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_params,
@@ -100,17 +107,32 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
                         * int(cfg["minibatches"]))
     axes = model.logical_axes(init_params)
     every = int(cfg["ref_update_every"])
+    lora = None
+    if cfg["lora"]:
+        lora = online.online_lora(model, cfg["lora"], place, init_params, axes, seed)
+        ref_params, init_params, axes = lora.base, lora.adapters, lora.axes
     init_state, abstract, train_sharding = online.initial_state(
         place, params=init_params, logical_axes=axes, tx=tx, seed=seed, with_ref=every > 0)
     token_logps = online.uses_token_logps(model)
+    loss_fn = with_pair_count(make_direct_loss(model.apply, cfg["loss"], cfg["loss_kwargs"],
+                                               token_logps=token_logps))
+    if lora is not None:
+        loss_fn = online.lora_loss(loss_fn, lora.cfg)
     step = online.make_update_step(
-        place, with_pair_count(make_direct_loss(model.apply, cfg["loss"], cfg["loss_kwargs"],
-                                                token_logps=token_logps)),
-        tx, train_sharding, accum_steps=int(cfg["grad_accum_steps"]), accum_weight="pairs")
-    rollout_fn = online.rollout_from_config(model, cfg, n)
+        place, loss_fn, tx, train_sharding, num_frozen=int(lora is not None),
+        frozen_shardings=None if lora is None or place.mesh is None else [lora.base_shardings],
+        accum_steps=int(cfg["grad_accum_steps"]), accum_weight="pairs")
+    frozen = () if lora is None else (lora.base,)
+    policy_of = (lambda p: p) if lora is None else lora.policy
+    rollout_fn = online.rollout_from_config(model if lora is None else lora.model, cfg, n)
     logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]),
                                            token_logps=token_logps)
-    frozen_ref = None if every else place.put_params(ref_params, axes)
+    if every:
+        frozen_ref = None
+    elif lora is not None:
+        frozen_ref = lora.base
+    else:
+        frozen_ref = place.put_params(ref_params, axes)
     copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
     def iterate(state: online.OnlineState, it: int):
@@ -118,8 +140,8 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
             state = state._replace(ref=copy(state.train.params))
         ref = state.ref if every else frozen_ref
         t0 = time.perf_counter()
-        rollout, rng = online.iteration_rollout(rollout_fn, state.train.params, prompt_ids,
-                                                prompt_mask, seed=seed, it=it,
+        rollout, rng = online.iteration_rollout(rollout_fn, policy_of(state.train.params),
+                                                prompt_ids, prompt_mask, seed=seed, it=it,
                                                 per_iteration=per_iter, placement=place)
         ref_seq = ops.masked_sum(logps_fn(ref, rollout.ids, rollout.mask),
                                  rollout.response_mask)
@@ -135,8 +157,8 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
                  "response_mask": rollout.response_mask[both], "ref_logps": ref_seq[both],
                  "weight": jnp.asarray(valid, jnp.float32)}
         train_state, metrics, t_update = online.run_updates(
-            step, state.train, batch, epochs=cfg["epochs"], num_minibatches=cfg["minibatches"],
-            rng=rng, split=_pair_minibatches, placement=place)
+            lambda st, mb: step(st, mb, *frozen), state.train, batch, epochs=cfg["epochs"],
+            num_minibatches=cfg["minibatches"], rng=rng, split=_pair_minibatches, placement=place)
         metrics.update({
             "score": float(scores.mean()), "score_gap": float(
                 (scores[chosen] - scores[rejected])[valid].mean()) if valid.any() else 0.0,
@@ -147,7 +169,9 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         return state._replace(train=train_state), metrics
 
     return online.run_online(workdir, init_state=init_state, abstract_state=abstract,
-                             iterate=iterate, cfg=cfg, eval_fn=eval_fn, desc="online dpo")
+                             iterate=iterate, cfg=cfg, eval_fn=eval_fn, desc="online dpo",
+                             **({} if lora is None else {
+                                 "params_of": lambda train: lora.merge(train.params)}))
 
 
 def with_pair_count(loss_fn: Callable) -> Callable:

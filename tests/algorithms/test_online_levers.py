@@ -199,23 +199,51 @@ def test_grpo_recipe_with_both_levers_equals_the_plain_recipe(tmp_path, plain_gr
         policy_gradient.validate({"grad_accum_steps": 0})
 
 
-def test_online_dpo_recipe_with_both_levers_equals_the_plain_recipe(tmp_path):
+def _dpo_run(tmp_path, name, model, **cfg):
+    """Two online-DPO iterations of 4 pairs (2 samples per prompt), one minibatch, SGD."""
     prompts = np.stack([np.arange(3) + 4 + i for i in range(8)]).astype(np.int32)
+    config = online_dpo.default_config(
+        iterations=2, prompts_per_iteration=4, num_samples=2, max_new_tokens=4, optimizer=SGD,
+        progress=False, checkpoint_every=100, **cfg)
+    return online_dpo.train(
+        config, str(tmp_path / name), model=model, init_params=PARAMS, ref_params=PARAMS,
+        prompt_ids=prompts, prompt_mask=np.ones_like(prompts, bool),
+        reward_fn=lambda ro: (ro.responses == 5).astype(jnp.float32).sum(-1))
 
-    def run(name, model, **cfg):
-        config = online_dpo.default_config(
-            iterations=1, prompts_per_iteration=4, num_samples=2, max_new_tokens=4,
-            optimizer=SGD, progress=False, checkpoint_every=100, **cfg)
-        return online_dpo.train(
-            config, str(tmp_path / name), model=model, init_params=PARAMS, ref_params=PARAMS,
-            prompt_ids=prompts, prompt_mask=np.ones_like(prompts, bool),
-            reward_fn=lambda ro: (ro.responses == 5).astype(jnp.float32).sum(-1))
 
-    want, got = run("plain", PLAIN), run("levers", CHUNKED, grad_accum_steps=2)
-    _close(got["params"], want["params"])
-    _close(got["metrics"]["loss"], want["metrics"]["loss"])
+@pytest.fixture(scope="module")
+def plain_dpo(tmp_path_factory):
+    return _dpo_run(tmp_path_factory.mktemp("dpo"), "plain", PLAIN)
+
+
+DPO_KEYS = ["loss", "score", "valid_pairs", "pairs", "policy_chosen_logps"]
+
+
+def test_online_dpo_recipe_with_both_levers_equals_the_plain_recipe(tmp_path, plain_dpo):
+    got = _dpo_run(tmp_path, "levers", CHUNKED, grad_accum_steps=2)
+    _close(got["params"], plain_dpo["params"])
+    for g, w in zip(got["history"], plain_dpo["history"], strict=True):
+        _close({k: g[k] for k in DPO_KEYS}, {k: w[k] for k in DPO_KEYS})
     with pytest.raises(ValueError, match="minibatch of 4 pairs does not split"):
         online_dpo.validate({"prompts_per_iteration": 4, "grad_accum_steps": 3})
+
+
+def test_online_dpo_recipe_with_lora(tmp_path, plain_dpo):
+    """Iteration 0 at the base equals the full run; then the adapters moved the policy; the
+    base is the reference (a refreshed reference is refused)."""
+    from alignax.models import lora
+
+    cfg = dict(rank=4, alpha=8.0, targets="attn/(q|v)")
+    out = _dpo_run(tmp_path, "lora", PLAIN, lora=cfg)
+    _close({k: out["history"][0][k] for k in DPO_KEYS},
+           {k: plain_dpo["history"][0][k] for k in DPO_KEYS})
+    _close(out["params"], lora.merge(PARAMS, out["state"].train.params,
+                                     lora.LoraConfig.from_mapping(cfg)))
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(out["params"]),
+                                                            jax.tree.leaves(PARAMS)))
+    assert moved > 1e-4
+    with pytest.raises(ValueError, match="lora needs ref_update_every=0"):
+        online_dpo.validate({"lora": cfg, "ref_update_every": 2})
 
 
 def test_grpo_recipe_with_lora_trains_adapters_on_the_frozen_base(tmp_path, plain_grpo):
