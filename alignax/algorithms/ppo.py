@@ -19,6 +19,10 @@ splits each minibatch into k micro-batches inside the step (one update); with
 aggregation="token_mean" the micro-batches are weighed by their response tokens ("tokens"), so
 the update equals the whole minibatch's; with a "seq_mean_*" aggregation they weigh equally
 (also exact: means over rows), but the token-mean metrics are then micro-batch means.
+`lora` = {rank, alpha, targets, dropout, full} (`alignax.models.lora.LoraConfig`) trains
+adapters of the policy on the frozen `init_params`, which are also the reference (`ref_params`
+is then not used); the value model is trained in full (params {"policy": adapters, "value"});
+the rollouts run the adapted policy and the result's "params" are merged.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ DEFAULTS = dict(
     aggregation="token_mean", epochs=2, minibatches=2, grad_accum_steps=1,
     optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
                    clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
-    checkpoint_every=10, eval_every=0, log_every=1, progress=True, mesh=None,
+    checkpoint_every=10, eval_every=0, log_every=1, progress=True, mesh=None, lora=None,
 )
 
 
@@ -131,6 +135,23 @@ def make_ppo_loss(policy_apply, value_apply, *, clip_low=0.2, clip_high=None, va
     return loss_fn
 
 
+def lora_ppo_loss(loss_fn: Callable, lcfg) -> Callable:
+    """`(params {"policy": adapters, "value"}, batch, rng, base) -> loss_fn({"policy": adapted
+    params, "value"}, batch, rng)`: LoRA on the policy, whose frozen base is the step's frozen
+    argument; the value model's params are trained as they are (its plain kernels take
+    nnx.Linear's own path inside `lora.intercept()`)."""
+    from alignax.models import lora
+
+    def loss(params, batch, rng, base):
+        drop = jax.random.fold_in(rng, 1) if lcfg.dropout > 0 else None
+        adapted = {"policy": lora.lora_params(params["policy"], base, lcfg, drop),
+                   "value": params["value"]}
+        with lora.intercept():
+            return loss_fn(adapted, batch, rng)
+
+    return loss
+
+
 def validate(config: Mapping[str, Any] | None) -> dict:
     """The resolved config (see the module docstring), checked before any work: known keys,
     value types and ranges, the aggregation name, the optimizer, and how the rows split over
@@ -166,22 +187,35 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
     params = {"policy": init_params, "value": init_value_params}
     axes = {"policy": model.logical_axes(init_params),
             "value": value_model.logical_axes(init_value_params)}
-    ref_params = place.put_params(ref_params, axes["policy"])
+    lora = None
+    if cfg["lora"]:
+        lora = online.online_lora(model, cfg["lora"], place, init_params, axes["policy"], seed)
+        ref_params = lora.base
+        params["policy"], axes["policy"] = lora.adapters, lora.axes
+    else:
+        ref_params = place.put_params(ref_params, axes["policy"])
     kl_control = adaptive_kl_control(float(cfg["kl_coef"]), cfg["kl_target"],
                                      int(cfg["kl_horizon"]))
     init_state, abstract, train_sharding = online.initial_state(
         place, params=params, logical_axes=axes, tx=tx, seed=seed,
         controls={"kl": kl_control.init()})
     token_logps = online.uses_token_logps(model)
-    step = online.make_update_step(place, make_ppo_loss(
+    loss_fn = make_ppo_loss(
         model.apply, value_model.apply, clip_low=float(cfg["clip_low"]),
         clip_high=None if cfg["clip_high"] is None else float(cfg["clip_high"]),
         value_clip=float(cfg["value_clip"]), vf_coef=float(cfg["vf_coef"]),
         entropy_coef=float(cfg["entropy_coef"]), aggregation=cfg["aggregation"],
-        token_logps=token_logps), tx, train_sharding,
+        token_logps=token_logps)
+    if lora is not None:
+        loss_fn = lora_ppo_loss(loss_fn, lora.cfg)
+    step = online.make_update_step(
+        place, loss_fn, tx, train_sharding, num_frozen=int(lora is not None),
+        frozen_shardings=None if lora is None or place.mesh is None else [lora.base_shardings],
         accum_steps=int(cfg["grad_accum_steps"]),
         accum_weight="tokens" if cfg["aggregation"] == "token_mean" else None)
-    rollout_fn = online.rollout_from_config(model, cfg, n)
+    rollout_fn = online.rollout_from_config(model if lora is None else lora.model, cfg, n)
+    policy_of = (lambda p: p) if lora is None else lora.policy
+    frozen = () if lora is None else (lora.base,)
     ref_logps_fn = online.make_reference_logps(model.apply, r_len, token_logps=token_logps)
     values_fn = jax.jit(lambda p, ids, mask: response_values(value_model.apply, p, ids, mask,
                                                              r_len))
@@ -189,7 +223,8 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
     def iterate(state: online.OnlineState, it: int):
         kl_state = state.controls["kl"]
         t0 = time.perf_counter()
-        rollout, rng = online.iteration_rollout(rollout_fn, state.train.params["policy"],
+        rollout, rng = online.iteration_rollout(rollout_fn,
+                                                policy_of(state.train.params["policy"]),
                                                 prompt_ids, prompt_mask, seed=seed, it=it,
                                                 per_iteration=per_iter, placement=place)
         scores = jnp.asarray(reward_fn(rollout), jnp.float32)
@@ -205,7 +240,8 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
         batch = online.training_batch(rollout, adv)
         batch.update(old_values=values, returns=returns)
         train_state, metrics, t_update = online.run_updates(
-            step, state.train, batch, epochs=cfg["epochs"], num_minibatches=cfg["minibatches"],
+            lambda st, mb: step(st, mb, *frozen), state.train, batch, epochs=cfg["epochs"],
+            num_minibatches=cfg["minibatches"],
             rng=rng, placement=place)
         seq_kl = ops.masked_sum(rollout.old_logps - ref_logps, rollout.response_mask).mean()
         metrics.update({
@@ -219,6 +255,8 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
 
     out = online.run_online(workdir, init_state=init_state, abstract_state=abstract,
                             iterate=iterate, cfg=cfg, eval_fn=eval_fn,
-                            params_of=lambda train: train.params["policy"], desc="ppo")
+                            params_of=lambda train: (train.params["policy"] if lora is None
+                                                     else lora.merge(train.params["policy"])),
+                            desc="ppo")
     out["value_params"] = out["state"].train.params["value"]
     return out

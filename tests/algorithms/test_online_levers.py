@@ -263,3 +263,34 @@ def test_grpo_recipe_with_lora_trains_adapters_on_the_frozen_base(tmp_path, plai
     assert out["history"][1]["kl_ref_seq"] != 0.0  # sampled by the adapted policy
     with pytest.raises(ValueError, match="lora"):
         policy_gradient.validate({"lora": {"rank": 0}})
+
+
+def test_ppo_recipe_with_lora_and_both_levers(tmp_path):
+    """PPO with LoRA on the policy, a logits_chunk policy and grad_accum_steps=2: iteration 0
+    (adapters at B = 0) equals the plain full-parameter run; its rollouts then come from the
+    adapted policy; "params" are merged, the value model is trained in full."""
+    from alignax.models import lora
+
+    value_model = _value_model()
+    prompts = np.stack([np.arange(3) + 4 + i for i in range(8)]).astype(np.int32)
+    lcfg = dict(rank=4, alpha=8.0, targets="attn/(q|v)")
+
+    def run(name, model, **cfg):
+        config = ppo.default_config(
+            iterations=2, prompts_per_iteration=4, num_samples=2, max_new_tokens=4, epochs=1,
+            minibatches=1, optimizer=SGD, progress=False, checkpoint_every=100, **cfg)
+        return ppo.train(config, str(tmp_path / name), model=model, value_model=value_model,
+                         init_params=PARAMS, init_value_params=value_model.init(
+                             jax.random.key(5)), ref_params=PARAMS, prompt_ids=prompts,
+                         prompt_mask=np.ones_like(prompts, bool),
+                         reward_fn=lambda ro: (ro.responses == 5).astype(jnp.float32).mean(-1))
+
+    want = run("plain", PLAIN)
+    got = run("levers", CHUNKED, grad_accum_steps=2, lora=lcfg)
+    keys = ["reward", "loss", "pg_loss", "value_loss", "clip_fraction", "ratio", "kl_ref_seq",
+            "value_mean", "tokens"]
+    _close({k: got["history"][0][k] for k in keys}, {k: want["history"][0][k] for k in keys})
+    adapters = got["state"].train.params["policy"]
+    _close(got["params"], lora.merge(PARAMS, adapters, lora.LoraConfig.from_mapping(lcfg)))
+    assert got["history"][1]["kl_ref_seq"] != 0.0  # sampled by the adapted policy
+    assert jax.tree.structure(got["value_params"]) == jax.tree.structure(want["value_params"])
