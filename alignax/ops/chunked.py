@@ -126,11 +126,21 @@ def _rows_backward(h, w, targets, lse, g, dw, chunk, vocab, layout):
     """d h [R, D] (float32) of one block of rows, and dW (float32, W's layout) + this block's
     contribution; g [R] is the cotangent of the block's log-probs."""
 
+    def dlogits(logits, valid, hit):  # g (onehot(y) - softmax(z)); invalid columns: exp = 0
+        return g[:, None] * (hit.astype(jnp.float32) - jnp.exp(logits - lse[:, None]))
+
+    return _rows_vjp(h, w, targets, dw, chunk, vocab, layout, dlogits)
+
+
+def _rows_vjp(h, w, targets, dw, chunk, vocab, layout, dlogits_fn):
+    """(d h [R, D] float32, dW + this block's contribution) for the chunk cotangents
+    `dlogits_fn(logits [R, C], valid [C], hit [R, C]) -> d logits [R, C]` (0 where not valid):
+    d h += d logits W_c, d W_c += d logits^T h, chunk by chunk."""
+
     def body(j, carry):
         dh, dw = carry
-        logits, _, hit, start, wc = _chunk_logits(h, w, j, chunk, vocab, layout, targets)
-        dlogits = g[:, None] * (hit.astype(jnp.float32) - jnp.exp(logits - lse[:, None]))
-        dlogits = dlogits.astype(h.dtype)
+        logits, valid, hit, start, wc = _chunk_logits(h, w, j, chunk, vocab, layout, targets)
+        dlogits = dlogits_fn(logits, valid, hit).astype(h.dtype)
         dh = dh + jnp.dot(dlogits, wc, preferred_element_type=jnp.float32)
         if layout == "vd":
             dwc = jax.lax.dot_general(dlogits, h, (((0,), (0,)), ((), ())),
@@ -265,3 +275,88 @@ def chunked_cross_entropy(hidden: jax.Array, weight: jax.Array, targets: jax.Arr
                                    weight_layout=weight_layout, row_chunk=row_chunk)
     m = mask.astype(jnp.float32)
     return -(logps * m).sum() / jnp.maximum(m.sum(), 1.0)
+
+
+def _rows_entropy(h, w, chunk, vocab, layout):
+    """(logsumexp, E_p[z]) [R] of one block of rows: an online logsumexp (running max m, sum
+    s = sum e^(z - m)) with t = sum e^(z - m) z rescaled alongside, E_p[z] = t / s."""
+    r = h.shape[0]
+    no_targets = jnp.full((r,), -1, jnp.int32)
+
+    def body(j, carry):
+        m, s, t = carry
+        logits, valid, _, _, _ = _chunk_logits(h, w, j, chunk, vocab, layout, no_targets)
+        m_new = jnp.maximum(m, logits.max(axis=-1))
+        scale = jnp.exp(m - m_new)
+        e = jnp.exp(logits - m_new[:, None])
+        s = s * scale + e.sum(axis=-1)
+        t = t * scale + jnp.where(valid[None, :], e * logits, 0.0).sum(axis=-1)
+        return m_new, s, t
+
+    init = (jnp.full((r,), -jnp.inf, jnp.float32), jnp.zeros((r,), jnp.float32),
+            jnp.zeros((r,), jnp.float32))
+    m, s, t = jax.lax.fori_loop(0, -(-vocab // chunk), body, init)
+    return m + jnp.log(s), t / s
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _entropy(h, w, chunk, layout):
+    return _entropy_fwd(h, w, chunk, layout)[0]
+
+
+def _entropy_fwd(h, w, chunk, layout):
+    lse, mean = _rows_entropy(h, w, chunk, _vocab(w, layout), layout)
+    return lse - mean, (h, w, lse, mean)
+
+
+def _entropy_bwd(chunk, layout, res, g):
+    # dH/dz_v = p_v (E_p[z] - z_v), p = softmax(z)
+    h, w, lse, mean = res
+    g = g.astype(jnp.float32)
+    no_targets = jnp.full((h.shape[0],), -1, jnp.int32)
+
+    def dlogits(logits, valid, hit):
+        del hit
+        d = g[:, None] * jnp.exp(logits - lse[:, None]) * (mean[:, None] - logits)
+        return jnp.where(valid[None, :], d, 0.0)
+
+    dh, dw = _rows_vjp(h, w, no_targets, jnp.zeros(w.shape, jnp.float32), chunk,
+                       _vocab(w, layout), layout, dlogits)
+    return dh.astype(h.dtype), dw.astype(w.dtype)
+
+
+_entropy.defvjp(_entropy_fwd, _entropy_bwd)
+
+
+def chunked_entropy(hidden: jax.Array, weight: jax.Array, *, chunk: int,
+                    weight_layout: str = "vd") -> jax.Array:
+    """Entropy of softmax(hidden W^T) per position in float32, the vocabulary walked in chunks:
+    [..., D], W -> [...].
+
+        H = logsumexp_v z_v - sum_v p_v z_v,    z = h W^T,  p = softmax(z)
+
+    Equal to `alignax.ops.token_entropy(hidden @ W^T)` (the policy-gradient entropy metric and
+    bonus) without the [..., V] logits: the forward keeps an online logsumexp and the running
+    sum of e^(z - m) z; the custom backward recomputes each chunk's logits and applies
+    dH/dz_v = p_v (E_p[z] - z_v) to d hidden and d W chunk by chunk, so temporaries are
+    O(N C) (N = prod(...) rows, all at once: no row blocks).
+
+    Args:
+      hidden: final hidden states [..., D] (any float dtype).
+      weight: the LM head, [V, D] ("vd") or [D, V] ("dv").
+      chunk: vocabulary columns per step C (static).
+      weight_layout: "vd" or "dv" (static).
+
+    Returns:
+      float32 entropies [...] (nats).
+
+    Raises:
+      ValueError: on a bad layout, chunk or shapes.
+    """
+    lead = hidden.shape[:-1]
+    _check(hidden, weight, jnp.zeros(lead, jnp.int32), chunk, weight_layout, None)
+    vocab = _vocab(weight, weight_layout)
+    dtype = jnp.result_type(hidden.dtype, weight.dtype)
+    h = hidden.reshape(-1, hidden.shape[-1]).astype(dtype)
+    out = _entropy(h, weight.astype(dtype), min(int(chunk), vocab), weight_layout)
+    return out.reshape(lead)
