@@ -1042,9 +1042,9 @@ def _git(*cmd: str) -> str:
         return "?"
 
 
-def write_table(args, argv) -> None:
-    """Compiles the verdicts and the sweep (resuming from `args.results`) and writes the table
-    after every case."""
+def table_cases(args) -> list[tuple[str, Case]]:
+    """The named cases of a table run (the verdicts, the finding's pair, the ablation, the
+    sweeps), as the CLI arguments select them."""
     named: list[tuple[str, Case]] = []
     no_licm = [(f"verdict {key} +constraint {NO_LICM_TAG}",
                 dataclasses.replace(case, constrain=True)) for key, _, _, case in VERDICTS]
@@ -1065,6 +1065,13 @@ def write_table(args, argv) -> None:
             return tuple(tuple(int(v) for v in m.split("x")) for m in meshes)
         named += sweep_cases(parse(args.meshes), constrain=True)
         named += sweep_cases(parse(args.plain_meshes), constrain=False)
+    return named
+
+
+def write_table(args, argv) -> None:
+    """Compiles the verdicts and the sweep (resuming from `args.results`) and writes the table
+    after every case."""
+    named = table_cases(args)
     calib = calibration()
 
     def write(results):
