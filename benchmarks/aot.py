@@ -749,9 +749,10 @@ def verdict_block(key: str, claim: str, target: str, r: dict) -> str:
         f"output {gib(m['output'])}, alias {gib(m['alias'])}, temp {gib(m['temp'])} GiB",
         f"- parameters {r['params'] / 1e9:.2f} B, trained {r['trainable'] / 1e6:.1f} M; "
         f"copies of the base weights among the arguments: {r['base_copies_in_args']:g}",
-        f"- [B,T,V] logits buffer in the compiled HLO: {_btv(r)} (largest buffer with a "
-        f"vocab dim: {r['vocab_buffer']['bytes'] / 2**20:.0f} MiB; a full f32 [B,T,V] of "
-        f"one micro-batch would be {r['vocab_buffer']['full_btv_f32_bytes'] / 2**20:.0f} MiB)",
+        f"- [B,T,V] logits buffer in the compiled HLO: {_btv(r)}: the largest buffer with a "
+        f"vocab dim, logits or a weight (on CPU e.g. the f32 copy of a bf16 [D, V] LM head), "
+        f"is {r['vocab_buffer']['bytes'] / 2**20:.0f} MiB; a full f32 [B,T,V] of one "
+        f"micro-batch would be {r['vocab_buffer']['full_btv_f32_bytes'] / 2**20:.0f} MiB",
         f"- collectives AG/RS/AR/A2A/CP: {_coll(r)}; TFLOP per device: XLA "
         f"{r['flops'] / 1e12:.1f}, analytic {r['analytic_flops_per_device'] / 1e12:.1f}; "
         f"lower + compile {r['lower_s'] + r['compile_s']:.0f} s",
