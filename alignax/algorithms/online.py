@@ -114,6 +114,43 @@ def uses_token_logps(model) -> bool:
     return int(getattr(getattr(model, "config", None), "logits_chunk", 0) or 0) > 0
 
 
+def head_entropy_fn(model) -> Callable | None:
+    """`entropy_fn(params, hidden [N, R, D]) -> [N, R]`: the entropy of the policy at the
+    positions whose final hidden states are `hidden` (`apply_fn(..., return_hidden=True)`),
+    computed from the LM head in vocabulary chunks (`alignax.ops.chunked.chunked_entropy`,
+    chunk = `logits_chunk`), so no [N, R, V] logits exist; None when `model` does not take
+    token log-probs (`uses_token_logps`). Reads the head from an alignax CausalLM's params: the
+    tied embedding table decoder/embed/embedding [V, D] or lm_head/kernel [D, V]."""
+    if not uses_token_logps(model):
+        return None
+    from alignax.ops.chunked import chunked_entropy
+
+    cfg = model.config
+    tie, chunk = bool(cfg.tie_embeddings), int(cfg.logits_chunk)
+
+    def entropy_fn(params, hidden):
+        weight = params["decoder"]["embed"]["embedding"] if tie else params["lm_head"]["kernel"]
+        if not isinstance(weight, jax.Array):
+            raise ValueError(f"the chunked entropy needs the LM head as an array, got "
+                             f"{type(weight).__name__} (LoRA on the head is not supported)")
+        return chunked_entropy(hidden, weight, chunk=chunk, weight_layout="vd" if tie else "dv")
+
+    return entropy_fn
+
+
+def response_logps_entropy(apply_fn, params, ids, mask, response_len: int, entropy_fn, *,
+                           differentiable: bool) -> tuple[jax.Array, jax.Array]:
+    """(log-probs, entropies) [N, R] of the response tokens from one forward with token
+    log-probs (`apply_fn(..., targets=, return_hidden=True)`) and `entropy_fn` (see
+    `head_entropy_fn`) on its hidden states. Without `differentiable` the entropy is a metric
+    only: computed under stop_gradient (its backward is skipped)."""
+    t = ids.shape[1]
+    logps, hidden = apply_fn(params, ids, mask, logits_range=(t - response_len - 1, t - 1),
+                             targets=ids[:, -response_len:], return_hidden=True)
+    entropy = entropy_fn(params, hidden)
+    return logps, entropy if differentiable else jax.lax.stop_gradient(entropy)
+
+
 def _bnpo(rewards, num_samples: int) -> jax.Array:
     rates = rewards.reshape(-1, num_samples).mean(axis=1)
     alpha, beta = ops.beta_normalization_parameters(rates)

@@ -33,8 +33,8 @@ Config: `default_config()` lists every key with its default; `train` rejects unk
   not used); rollouts run the adapted model; the result's "params" are merged).
 
 Memory: with a model of `logits_chunk > 0` the update and the reference forward take token
-log-probs from the model (`make_policy_loss(token_logps=True)`): no [N, R, V] logits; the
-`entropy` metric is then not reported and `entropy_coef` must be 0.
+log-probs from the model (`make_policy_loss(token_logps=True)`) and the entropy comes from the
+LM head in vocabulary chunks (`online.head_entropy_fn`): no [N, R, V] logits.
 
 Resume: the whole iteration state (train state, KL coefficient, objective weights and front)
 is checkpointed by the one training loop; prompts and sampling keys are functions of
@@ -90,7 +90,8 @@ POLICY_LOSSES = ("ppo_clip", "gspo")
 def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
                      clip_high: float | None = None, kl_estimator: str = "k3",
                      aggregation: str = "token_mean", entropy_coef: float = 0.0,
-                     max_length: int | None = None, token_logps: bool = False) -> Callable:
+                     max_length: int | None = None, token_logps: bool = False,
+                     entropy_fn: Callable | None = None) -> Callable:
     """`loss_fn(params, batch, rng, kl_coef=0.0)` of the policy update on a `training_batch`.
 
     loss = aggregate(PPO-clip token losses) [or the mean of GSPO's sequence losses]
@@ -103,33 +104,39 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
     `token_logps=True` (the recipe sets it for a model with `logits_chunk > 0`:
     `online.uses_token_logps`) asks the model for the response tokens' log-probs
     (`online.response_logps(..., token_logps=True)`), so the [N, R, V] logits are never formed;
-    loss, metrics and gradients equal the logits path's. The entropy of the policy needs the
-    whole distribution, so on that path there is no `entropy` metric and `entropy_coef` must
-    be 0 (ValueError otherwise): an entropy bonus on an 8B-70B vocabulary would bring the
-    logits back.
+    loss, metrics and gradients equal the logits path's. The entropy then comes from
+    `entropy_fn(params, hidden) -> [N, R]` on the forward's final hidden states
+    (`online.head_entropy_fn(model)`: the LM head in vocabulary chunks, no logits; the recipe
+    passes it); under stop_gradient when `entropy_coef` is 0 (a metric). Without an
+    `entropy_fn` there is no `entropy` metric and `entropy_coef` must be 0 (ValueError).
 
-    Metrics: pg_loss, kl (k3 estimate, token mean), entropy (token mean; not with
-    token_logps), clip_fraction, ratio (mean over response tokens), advantage mean/std, tokens
-    (the response tokens of the batch: the normaliser of the token-mean loss, which gradient
-    accumulation weighs micro-batches by, see `accum_weight`).
+    Metrics: pg_loss, kl (k3 estimate, token mean), entropy (token mean; with token_logps only
+    given an `entropy_fn`), clip_fraction, ratio (mean over response tokens), advantage
+    mean/std, tokens (the response tokens of the batch: the normaliser of the token-mean loss,
+    which gradient accumulation weighs micro-batches by, see `accum_weight`).
     """
     if loss not in POLICY_LOSSES:
         raise ValueError(f"unknown policy loss {loss!r}; valid: {POLICY_LOSSES}")
-    if token_logps and entropy_coef:
-        raise ValueError(f"entropy_coef={entropy_coef} needs the logits: use a model with "
-                         "logits_chunk=0 (token_logps=False) for an entropy bonus")
+    if token_logps and entropy_coef and entropy_fn is None:
+        raise ValueError(f"entropy_coef={entropy_coef} with token_logps needs an entropy_fn "
+                         "(online.head_entropy_fn) or the logits (logits_chunk=0)")
 
     def loss_fn(params, batch, rng, kl_coef=0.0):
         del rng
         rmask = batch["response_mask"]
         r = rmask.shape[1]
-        if token_logps:
-            logits = None
+        entropy = None
+        if token_logps and entropy_fn is not None:
+            logps, entropy = online.response_logps_entropy(
+                apply_fn, params, batch["ids"], batch["mask"], r, entropy_fn,
+                differentiable=bool(entropy_coef))
+        elif token_logps:
             logps = online.response_logps(apply_fn, params, batch["ids"], batch["mask"], r,
                                           token_logps=True)
         else:
             logits = online.response_logits(apply_fn, params, batch["ids"], batch["mask"], r)
             logps = ops.token_logprobs(logits, batch["ids"][:, -r:])
+            entropy = ops.token_entropy(logits)
         adv = batch["advantages"]
         if loss == "ppo_clip":
             tok, stats = ppo_clip_loss(logps, batch["old_logps"], adv, rmask,
@@ -153,8 +160,7 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
             metrics["kl"] = ops.masked_mean(ops.kl_estimate(logps, batch["ref_logps"], "k3"),
                                             rmask, axis=None)
             total = total + kl_coef * kl
-        if logits is not None:
-            entropy = ops.token_entropy(logits)
+        if entropy is not None:
             metrics["entropy"] = ops.masked_mean(entropy, rmask, axis=None)
             if entropy_coef:
                 total = total - entropy_coef * aggregate(entropy, rmask, aggregation,
@@ -351,7 +357,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]), clip_high=clip_high,
         kl_estimator=cfg["kl_estimator"], aggregation=cfg["aggregation"],
         entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"]),
-        token_logps=token_logps)
+        token_logps=token_logps, entropy_fn=online.head_entropy_fn(model))
     frozen_shardings = None
     if lora is not None:
         loss_fn = online.lora_loss(loss_fn, lora.cfg)

@@ -13,8 +13,8 @@ in one jitted step over params {"policy", "value"}. The value model is a `TokenR
 (decoder + per-token linear head); V(s_t) is read at the position before token t.
 
 Memory levers: with a policy of `logits_chunk > 0` the update and the reference forward take
-token log-probs from the model (`make_ppo_loss(token_logps=True)`): no [N, R, V] logits; the
-`entropy` metric is then not reported and `entropy_coef` must be 0. `grad_accum_steps` = k
+token log-probs from the model (`make_ppo_loss(token_logps=True)`) and the entropy from the LM
+head in vocabulary chunks (`online.head_entropy_fn`): no [N, R, V] logits. `grad_accum_steps` = k
 splits each minibatch into k micro-batches inside the step (one update); with
 aggregation="token_mean" the micro-batches are weighed by their response tokens ("tokens"), so
 the update equals the whole minibatch's; with a "seq_mean_*" aggregation they weigh equally
@@ -86,32 +86,39 @@ def ppo_advantages(rewards, values, response_mask, *, gamma: float, lam: float,
 
 def make_ppo_loss(policy_apply, value_apply, *, clip_low=0.2, clip_high=None, value_clip=0.2,
                   vf_coef=0.5, entropy_coef=0.0, aggregation="token_mean",
-                  token_logps: bool = False) -> Callable:
+                  token_logps: bool = False, entropy_fn: Callable | None = None) -> Callable:
     """`loss_fn(params, batch, rng)` with params {"policy", "value"} and a batch of ids, mask,
     response_mask, old_logps, old_values, advantages [N, R], returns [N, R].
 
     `token_logps=True`: the policy's log-probs come from the model
     (`online.response_logps(..., token_logps=True)`, no [N, R, V] logits with
-    `logits_chunk > 0`); no `entropy` metric then, and `entropy_coef` must be 0 (ValueError).
+    `logits_chunk > 0`); the entropy then comes from `entropy_fn(policy params, hidden)`
+    (`online.head_entropy_fn`, under stop_gradient when `entropy_coef` is 0); without one there
+    is no `entropy` metric and `entropy_coef` must be 0 (ValueError).
     Metrics: pg_loss, value_loss, clip_fraction, ratio, entropy, value_mean, tokens (response
     tokens, the normaliser of the token-mean aggregation).
     """
-    if token_logps and entropy_coef:
-        raise ValueError(f"entropy_coef={entropy_coef} needs the logits: use a policy with "
-                         "logits_chunk=0 (token_logps=False) for an entropy bonus")
+    if token_logps and entropy_coef and entropy_fn is None:
+        raise ValueError(f"entropy_coef={entropy_coef} with token_logps needs an entropy_fn "
+                         "(online.head_entropy_fn) or the logits (logits_chunk=0)")
 
     def loss_fn(params, batch, rng):
         del rng
         rmask = batch["response_mask"]
         r = rmask.shape[1]
-        if token_logps:
-            logits = None
+        entropy = None
+        if token_logps and entropy_fn is not None:
+            logps, entropy = online.response_logps_entropy(
+                policy_apply, params["policy"], batch["ids"], batch["mask"], r, entropy_fn,
+                differentiable=bool(entropy_coef))
+        elif token_logps:
             logps = online.response_logps(policy_apply, params["policy"], batch["ids"],
                                           batch["mask"], r, token_logps=True)
         else:
             logits = online.response_logits(policy_apply, params["policy"], batch["ids"],
                                             batch["mask"], r)
             logps = ops.token_logprobs(logits, batch["ids"][:, -r:])
+            entropy = ops.token_entropy(logits)
         tok, stats = ppo_clip_loss(logps, batch["old_logps"], batch["advantages"], rmask,
                                    clip_low=clip_low, clip_high=clip_high)
         pg = aggregate(tok, rmask, aggregation)
@@ -126,8 +133,7 @@ def make_ppo_loss(policy_apply, value_apply, *, clip_low=0.2, clip_high=None, va
             "value_mean": ops.masked_mean(values, rmask, axis=None),
             "tokens": jnp.asarray(rmask, jnp.float32).sum(),
         }
-        if logits is not None:
-            entropy = ops.token_entropy(logits)
+        if entropy is not None:
             metrics["entropy"] = ops.masked_mean(entropy, rmask, axis=None)
             loss = loss - entropy_coef * aggregate(entropy, rmask, aggregation)
         return loss, metrics
@@ -205,7 +211,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
         clip_high=None if cfg["clip_high"] is None else float(cfg["clip_high"]),
         value_clip=float(cfg["value_clip"]), vf_coef=float(cfg["vf_coef"]),
         entropy_coef=float(cfg["entropy_coef"]), aggregation=cfg["aggregation"],
-        token_logps=token_logps)
+        token_logps=token_logps, entropy_fn=online.head_entropy_fn(model))
     if lora is not None:
         loss_fn = lora_ppo_loss(loss_fn, lora.cfg)
     step = online.make_update_step(

@@ -58,23 +58,27 @@ def test_response_and_reference_logps_equal_the_logits_path(tie):
     assert online.uses_token_logps(chunked) and not online.uses_token_logps(plain)
 
 
-@pytest.mark.parametrize("loss,tie,aggregation", [("ppo_clip", True, "token_mean"),
-                                                  ("gspo", False, "seq_mean_token_sum_norm")])
-def test_policy_loss_metrics_and_grads_equal_the_logits_path(loss, tie, aggregation):
+@pytest.mark.parametrize("loss,tie,aggregation,entropy_coef", [
+    ("ppo_clip", True, "token_mean", 0.0), ("gspo", False, "seq_mean_token_sum_norm", 0.05)])
+def test_policy_loss_metrics_and_grads_equal_the_logits_path(loss, tie, aggregation,
+                                                             entropy_coef):
+    """With token_logps the log-probs come from the model and the entropy (metric, and bonus
+    with entropy_coef > 0) from the LM head in chunks (`online.head_entropy_fn`): loss, every
+    metric and the gradients equal the logits path."""
     plain, chunked = MODELS[tie]
     params = plain.init(jax.random.key(3))
+    assert online.head_entropy_fn(plain) is None
 
     def run(model, token_logps):
-        fn = policy_gradient.make_policy_loss(model.apply, loss=loss, aggregation=aggregation,
-                                              clip_low=0.1, max_length=R,
-                                              token_logps=token_logps)
+        fn = policy_gradient.make_policy_loss(
+            model.apply, loss=loss, aggregation=aggregation, clip_low=0.1, max_length=R,
+            entropy_coef=entropy_coef, token_logps=token_logps,
+            entropy_fn=online.head_entropy_fn(model))
         return jax.jit(jax.value_and_grad(fn, has_aux=True))(params, BATCH, None,
                                                              jnp.float32(0.3))
 
     (want, want_m), want_g = run(plain, False)
     (got, got_m), got_g = run(chunked, True)
-    assert "entropy" in want_m and "entropy" not in got_m  # documented: no logits, no entropy
-    want_m.pop("entropy")
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     _close(got_m, want_m)
     _close(got_g, want_g)
@@ -96,21 +100,21 @@ def test_ppo_loss_metrics_and_grads_equal_the_logits_path():
                  advantages=jnp.asarray(RNG.standard_normal((N, R)), jnp.float32))
 
     def run(model, token_logps):
-        fn = ppo.make_ppo_loss(model.apply, value_model.apply, token_logps=token_logps)
+        fn = ppo.make_ppo_loss(model.apply, value_model.apply, token_logps=token_logps,
+                               entropy_coef=0.05, entropy_fn=online.head_entropy_fn(model))
         return jax.jit(jax.value_and_grad(fn, has_aux=True))(params, batch, None)
 
     (want, want_m), want_g = run(plain, False)
     (got, got_m), got_g = run(chunked, True)
-    want_m.pop("entropy")
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     _close(got_m, want_m)
     _close(got_g, want_g)
 
 
-def test_entropy_bonus_needs_the_logits():
-    with pytest.raises(ValueError, match="entropy_coef=0.01 needs the logits"):
+def test_entropy_bonus_with_token_logps_needs_an_entropy_fn():
+    with pytest.raises(ValueError, match="entropy_coef=0.01 with token_logps needs an"):
         policy_gradient.make_policy_loss(CHUNKED.apply, entropy_coef=0.01, token_logps=True)
-    with pytest.raises(ValueError, match="entropy_coef=0.01 needs the logits"):
+    with pytest.raises(ValueError, match="entropy_coef=0.01 with token_logps needs an"):
         ppo.make_ppo_loss(CHUNKED.apply, None, entropy_coef=0.01, token_logps=True)
 
 
@@ -185,12 +189,12 @@ PG_KEYS = ["reward", "loss", "pg_loss", "kl", "clip_fraction", "ratio", "kl_ref_
 def test_grpo_recipe_with_both_levers_equals_the_plain_recipe(tmp_path, plain_grpo):
     """policy_gradient.train with a logits_chunk model and grad_accum_steps=2 (micro-batches
     of 4 rows) equals the plain model without accumulation: params and every iteration's
-    metrics (entropy aside)."""
+    metrics (the entropy from the chunked LM head)."""
     got = _pg_run(tmp_path, "levers", CHUNKED, grad_accum_steps=2)
     _close(got["params"], plain_grpo["params"])
+    keys = PG_KEYS + ["tokens", "entropy"]
     for g, w in zip(got["history"], plain_grpo["history"], strict=True):
-        _close({k: g[k] for k in PG_KEYS + ["tokens"]}, {k: w[k] for k in PG_KEYS + ["tokens"]})
-    assert "entropy" not in got["metrics"] and "entropy" in plain_grpo["metrics"]
+        _close({k: g[k] for k in keys}, {k: w[k] for k in keys})
     with pytest.raises(ValueError, match="minibatch of 4 rows does not split into "
                                          "grad_accum_steps=3"):
         policy_gradient.validate({"prompts_per_iteration": 4, "num_samples": 2,
@@ -288,7 +292,7 @@ def test_ppo_recipe_with_lora_and_both_levers(tmp_path):
     want = run("plain", PLAIN)
     got = run("levers", CHUNKED, grad_accum_steps=2, lora=lcfg)
     keys = ["reward", "loss", "pg_loss", "value_loss", "clip_fraction", "ratio", "kl_ref_seq",
-            "value_mean", "tokens"]
+            "value_mean", "tokens", "entropy"]
     _close({k: got["history"][0][k] for k in keys}, {k: want["history"][0][k] for k in keys})
     adapters = got["state"].train.params["policy"]
     _close(got["params"], lora.merge(PARAMS, adapters, lora.LoraConfig.from_mapping(lcfg)))
