@@ -29,6 +29,19 @@ SGD = dict(name="sgd", learning_rate=0.5, warmup_steps=0, schedule="constant", c
            kwargs={})
 
 
+def _assert_value_and_grad_equal(make, args, plain, chunked):
+    """value_and_grad of `make(model, token_logps)` on `args`: the chunked model with token
+    log-probs equals the plain model's logits path (loss, every metric, gradients)."""
+    def run(model, token_logps):
+        return jax.jit(jax.value_and_grad(make(model, token_logps), has_aux=True))(*args)
+
+    (want, want_m), want_g = run(plain, False)
+    (got, got_m), got_g = run(chunked, True)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    _close(got_m, want_m)
+    _close(got_g, want_g)
+
+
 def _close(a, b):
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -69,19 +82,13 @@ def test_policy_loss_metrics_and_grads_equal_the_logits_path(loss, tie, aggregat
     params = plain.init(jax.random.key(3))
     assert online.head_entropy_fn(plain) is None
 
-    def run(model, token_logps):
-        fn = policy_gradient.make_policy_loss(
+    def make(model, token_logps):
+        return policy_gradient.make_policy_loss(
             model.apply, loss=loss, aggregation=aggregation, clip_low=0.1, max_length=R,
             entropy_coef=entropy_coef, token_logps=token_logps,
             entropy_fn=online.head_entropy_fn(model))
-        return jax.jit(jax.value_and_grad(fn, has_aux=True))(params, BATCH, None,
-                                                             jnp.float32(0.3))
 
-    (want, want_m), want_g = run(plain, False)
-    (got, got_m), got_g = run(chunked, True)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    _close(got_m, want_m)
-    _close(got_g, want_g)
+    _assert_value_and_grad_equal(make, (params, BATCH, None, jnp.float32(0.3)), plain, chunked)
 
 
 def _value_model():
@@ -99,16 +106,11 @@ def test_ppo_loss_metrics_and_grads_equal_the_logits_path():
                  returns=jnp.asarray(RNG.standard_normal((N, R)), jnp.float32),
                  advantages=jnp.asarray(RNG.standard_normal((N, R)), jnp.float32))
 
-    def run(model, token_logps):
-        fn = ppo.make_ppo_loss(model.apply, value_model.apply, token_logps=token_logps,
-                               entropy_coef=0.05, entropy_fn=online.head_entropy_fn(model))
-        return jax.jit(jax.value_and_grad(fn, has_aux=True))(params, batch, None)
+    def make(model, token_logps):
+        return ppo.make_ppo_loss(model.apply, value_model.apply, token_logps=token_logps,
+                                 entropy_coef=0.05, entropy_fn=online.head_entropy_fn(model))
 
-    (want, want_m), want_g = run(plain, False)
-    (got, got_m), got_g = run(chunked, True)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    _close(got_m, want_m)
-    _close(got_g, want_g)
+    _assert_value_and_grad_equal(make, (params, batch, None), plain, chunked)
 
 
 def test_entropy_bonus_with_token_logps_needs_an_entropy_fn():
@@ -166,16 +168,23 @@ def test_online_dpo_update_with_accumulation_equals_one_step():
     assert float(got_m["pairs"]) == 3.0
 
 
-def _pg_run(tmp_path, name, model, **cfg):
-    """Two GRPO iterations of 8 rows (4 prompts x 2 samples), one minibatch, SGD."""
-    prompts = np.stack([np.arange(3) + 4 + i for i in range(8)]).astype(np.int32)
-    config = policy_gradient.default_config(
-        iterations=2, prompts_per_iteration=4, num_samples=2, max_new_tokens=4, kl_coef=0.1,
-        optimizer=SGD, progress=False, checkpoint_every=100, **cfg)
-    return policy_gradient.train(
+PROMPTS = np.stack([np.arange(3) + 4 + i for i in range(8)]).astype(np.int32)
+
+
+def _run(recipe, tmp_path, name, model, train_kw=(), **cfg):
+    """Two iterations of `recipe` on 4 prompts x 2 samples (rewards: the share of token 5),
+    one minibatch, SGD."""
+    config = recipe.default_config(**{
+        **dict(iterations=2, prompts_per_iteration=4, num_samples=2, max_new_tokens=4,
+               optimizer=SGD, progress=False, checkpoint_every=100), **cfg})
+    return recipe.train(
         config, str(tmp_path / name), model=model, init_params=PARAMS, ref_params=PARAMS,
-        prompt_ids=prompts, prompt_mask=np.ones_like(prompts, bool),
-        reward_fn=lambda ro: (ro.responses == 5).astype(jnp.float32).mean(-1))
+        prompt_ids=PROMPTS, prompt_mask=np.ones_like(PROMPTS, bool),
+        reward_fn=lambda ro: (ro.responses == 5).astype(jnp.float32).mean(-1), **dict(train_kw))
+
+
+def _pg_run(tmp_path, name, model, **cfg):
+    return _run(policy_gradient, tmp_path, name, model, kl_coef=0.1, **cfg)
 
 
 @pytest.fixture(scope="module")
@@ -203,28 +212,16 @@ def test_grpo_recipe_with_both_levers_equals_the_plain_recipe(tmp_path, plain_gr
         policy_gradient.validate({"grad_accum_steps": 0})
 
 
-def _dpo_run(tmp_path, name, model, **cfg):
-    """Two online-DPO iterations of 4 pairs (2 samples per prompt), one minibatch, SGD."""
-    prompts = np.stack([np.arange(3) + 4 + i for i in range(8)]).astype(np.int32)
-    config = online_dpo.default_config(
-        iterations=2, prompts_per_iteration=4, num_samples=2, max_new_tokens=4, optimizer=SGD,
-        progress=False, checkpoint_every=100, **cfg)
-    return online_dpo.train(
-        config, str(tmp_path / name), model=model, init_params=PARAMS, ref_params=PARAMS,
-        prompt_ids=prompts, prompt_mask=np.ones_like(prompts, bool),
-        reward_fn=lambda ro: (ro.responses == 5).astype(jnp.float32).sum(-1))
-
-
 @pytest.fixture(scope="module")
 def plain_dpo(tmp_path_factory):
-    return _dpo_run(tmp_path_factory.mktemp("dpo"), "plain", PLAIN)
+    return _run(online_dpo, tmp_path_factory.mktemp("dpo"), "plain", PLAIN)
 
 
 DPO_KEYS = ["loss", "score", "valid_pairs", "pairs", "policy_chosen_logps"]
 
 
 def test_online_dpo_recipe_with_both_levers_equals_the_plain_recipe(tmp_path, plain_dpo):
-    got = _dpo_run(tmp_path, "levers", CHUNKED, grad_accum_steps=2)
+    got = _run(online_dpo, tmp_path, "levers", CHUNKED, grad_accum_steps=2)
     _close(got["params"], plain_dpo["params"])
     for g, w in zip(got["history"], plain_dpo["history"], strict=True):
         _close({k: g[k] for k in DPO_KEYS}, {k: w[k] for k in DPO_KEYS})
@@ -238,7 +235,7 @@ def test_online_dpo_recipe_with_lora(tmp_path, plain_dpo):
     from alignax.models import lora
 
     cfg = dict(rank=4, alpha=8.0, targets="attn/(q|v)")
-    out = _dpo_run(tmp_path, "lora", PLAIN, lora=cfg)
+    out = _run(online_dpo, tmp_path, "lora", PLAIN, lora=cfg)
     _close({k: out["history"][0][k] for k in DPO_KEYS},
            {k: plain_dpo["history"][0][k] for k in DPO_KEYS})
     _close(out["params"], lora.merge(PARAMS, out["state"].train.params,
@@ -276,21 +273,12 @@ def test_ppo_recipe_with_lora_and_both_levers(tmp_path):
     from alignax.models import lora
 
     value_model = _value_model()
-    prompts = np.stack([np.arange(3) + 4 + i for i in range(8)]).astype(np.int32)
     lcfg = dict(rank=4, alpha=8.0, targets="attn/(q|v)")
-
-    def run(name, model, **cfg):
-        config = ppo.default_config(
-            iterations=2, prompts_per_iteration=4, num_samples=2, max_new_tokens=4, epochs=1,
-            minibatches=1, optimizer=SGD, progress=False, checkpoint_every=100, **cfg)
-        return ppo.train(config, str(tmp_path / name), model=model, value_model=value_model,
-                         init_params=PARAMS, init_value_params=value_model.init(
-                             jax.random.key(5)), ref_params=PARAMS, prompt_ids=prompts,
-                         prompt_mask=np.ones_like(prompts, bool),
-                         reward_fn=lambda ro: (ro.responses == 5).astype(jnp.float32).mean(-1))
-
-    want = run("plain", PLAIN)
-    got = run("levers", CHUNKED, grad_accum_steps=2, lora=lcfg)
+    kw = dict(train_kw=dict(value_model=value_model,
+                            init_value_params=value_model.init(jax.random.key(5))),
+              epochs=1, minibatches=1)
+    want = _run(ppo, tmp_path, "plain", PLAIN, **kw)
+    got = _run(ppo, tmp_path, "levers", CHUNKED, grad_accum_steps=2, lora=lcfg, **kw)
     keys = ["reward", "loss", "pg_loss", "value_loss", "clip_fraction", "ratio", "kl_ref_seq",
             "value_mean", "tokens", "entropy"]
     _close({k: got["history"][0][k] for k in keys}, {k: want["history"][0][k] for k in keys})
