@@ -286,3 +286,24 @@ def test_ppo_recipe_with_lora_and_both_levers(tmp_path):
     _close(got["params"], lora.merge(PARAMS, adapters, lora.LoraConfig.from_mapping(lcfg)))
     assert got["history"][1]["kl_ref_seq"] != 0.0  # sampled by the adapted policy
     assert jax.tree.structure(got["value_params"]) == jax.tree.structure(want["value_params"])
+
+
+def test_compiled_grpo_step_holds_no_vocabulary_sized_activation():
+    """The compiled GRPO update (KL in the loss, entropy bonus) of the logits_chunk model holds
+    no array with the vocabulary dim larger than the LM head itself (V x D); the logits
+    model's holds the [N, R, V] logits (the check sees them)."""
+    from benchmarks.aot import vocab_buffers
+
+    def largest(model, token_logps):
+        loss_fn = policy_gradient.make_policy_loss(
+            model.apply, entropy_coef=0.05, token_logps=token_logps,
+            entropy_fn=online.head_entropy_fn(model))
+        tx = optax.sgd(0.1)
+        step = online.make_update_step(online.shd.Placement.from_config(None), loss_fn, tx)
+        state = TrainState.create(PARAMS, tx, jax.random.key(0))
+        text = step.lower(state, BATCH, jnp.float32(0.3)).compile().as_text()
+        return vocab_buffers(text, CFG["vocab_size"])
+
+    head = CFG["vocab_size"] * CFG["d_model"] * 4
+    assert largest(CHUNKED, True)[1] <= head, largest(CHUNKED, True)
+    assert largest(PLAIN, False)[1] >= N * R * CFG["vocab_size"] * 4
