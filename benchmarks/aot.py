@@ -1,8 +1,11 @@
 """Compile the real training steps for pods without the hardware: per-device memory, collectives,
 FLOPs and compile time of the RM, DPO and GRPO-update steps of Llama-3-shaped models.
 
-    python -m benchmarks.aot --model 8b --step dpo --devices 8 --remat full --accum 8 ...
-    python -m benchmarks.aot --table benchmarks/SCALE.md --results /tmp/scale.jsonl
+    python -m benchmarks.aot --model 8b --step dpo --devices 8 --batch 64 --accum 8 \
+        --remat full --scan --param-dtype bfloat16 --logits-chunk 8192    # one case, JSON
+    python -m benchmarks.aot --table benchmarks/SCALE.md --results benchmarks/SCALE.jsonl
+    python -m benchmarks.aot --table ... --no-licm       # the verdicts' third column
+    python -m benchmarks.aot --table ... --render-only   # the table from the results file
 
 Each case builds the library's own step (`make_train_step` over the loss of
 `make_reward_loss`, `make_direct_loss("dpo")` with the frozen reference as the step's frozen
@@ -21,7 +24,20 @@ with the flag when jax would otherwise see too few devices), compiles it with XL
   a loop body (scanned layers, accumulation) counts once, not once per iteration;
 - FLOPs per device per step (`compiled.cost_analysis()["flops"]`) next to the analytic count
   (6 N per trained token + attention, plus 2 N per reference-forward token) per device;
-- compile time (lowering and compiling).
+- compile time (lowering and compiling);
+- whether a [B, T, V] logits buffer exists (the chunked log-prob path has none), the largest
+  buffer spanning the whole micro-batch's rows, and how many copies of the base weights the
+  arguments hold (LoRA: one, the base is also the reference; full DPO: two).
+
+Two what-ifs, labelled as such wherever they appear: `--constrain` pins the rows of every
+dense projection's activations to the batch axes (a change the library does not make yet;
+SCALE.md says why it matters), and `--no-licm` compiles without XLA:CPU's while-loop-invariant
+code motion, which on CPU hoists f32 copies of stacked bf16 weights out of the layer scan.
+
+The table run compiles its cases in one process with 256 simulated devices (meshes over
+subsets of them), appends each report to the results jsonl (a rerun skips the cases already
+there with the same levers) and rewrites the table after every case. Levers the checkout lacks
+are turned off and named in the row.
 
 Shapes: B rows, T tokens, V vocab, D model width, N parameters.
 """
