@@ -224,8 +224,9 @@ def dense(layer, x):
     [B*T, F] gradients, and flattening to [B*T, D] first roughly halves the time of an MLP's
     forward plus backward (benchmarks/RESULTS.md).
 
-    Under a mesh set with `jax.set_mesh` its input and output rows are pinned to the batch axes
-    (`rows_on_batch_axes`); without one (the default) nothing changes.
+    Under a mesh set with `jax.set_mesh` (or `jax.sharding.use_abstract_mesh`, under which the
+    steps of `alignax.train.step.make_train_step` are traced) its input and output rows are
+    pinned to the batch axes (`rows_on_batch_axes`); without one nothing changes.
     """
     x = rows_on_batch_axes(x)
     lead = x.shape[:-1]

@@ -260,8 +260,17 @@ def make_train_step(
         return jax.jit(step, donate_argnums=(0,) if donate else ())
     metrics_sharding = NamedSharding(mesh, PartitionSpec())
     in_shardings = (state_sharding, batch_sharding, *frozen_shardings)
+
+    def step_on_mesh(state, batch, *frozen):
+        # traced with the mesh as the abstract mesh, so that the model can pin its activations'
+        # rows to the batch axes (`alignax.models.transformer.rows_on_batch_axes`): without it
+        # XLA may follow the params' fsdp-sharded embed dim into the activations and hold the
+        # whole global batch's activations on every device (benchmarks/SCALE.md)
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return step(state, batch, *frozen)
+
     return jax.jit(
-        step,
+        step_on_mesh,
         in_shardings=in_shardings,
         out_shardings=(state_sharding, metrics_sharding),
         donate_argnums=(0,) if donate else (),

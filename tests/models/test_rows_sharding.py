@@ -41,6 +41,23 @@ for name in ("plain", "mesh"):
     out[name] = dict(v=float(v), g=[np.asarray(x).ravel().tolist() for x in jax.tree.leaves(g)],
                      constraints=lowered.as_text().count("sharding_constraint"),
                      temp=compiled.memory_analysis().temp_size_in_bytes)
+
+# make_train_step with a mesh traces under it: the constraints are in its program
+import optax
+from alignax.train.sharding import replicated, tree_shardings_like
+from alignax.train.state import TrainState
+from alignax.train.step import make_train_step
+tx = optax.sgd(0.1)
+state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), jax.random.key(0), ())
+s_sh = TrainState(p_sh, tree_shardings_like(jax.eval_shape(tx.init, params), params, p_sh, mesh),
+                  replicated(mesh), replicated(mesh), ())
+loss = lambda p, b, r: (jnp.mean(model.apply(p, b["ids"], b["mask"]) * w), {})
+train_step = make_train_step(loss, tx, mesh=mesh, state_sharding=s_sh, batch_sharding=b_sh,
+                             donate=False)
+lowered = train_step.lower(jax.device_put(state, s_sh),
+                           {"ids": args[1], "mask": args[2]})
+out["train_step"] = dict(constraints=lowered.as_text().count("sharding_constraint"),
+                         temp=lowered.compile().memory_analysis().temp_size_in_bytes)
 print(json.dumps(out))
 '''
 
@@ -57,3 +74,6 @@ def test_rows_pinned_to_batch_axes_under_a_mesh_keep_the_math_and_shrink_temps()
     for a, b in zip(mesh["g"], plain["g"]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     assert mesh["temp"] < plain["temp"], (mesh["temp"], plain["temp"])
+    step = out["train_step"]  # the trainer's step gets the same constraints
+    assert step["constraints"] >= mesh["constraints"]
+    assert step["temp"] < plain["temp"], (step["temp"], plain["temp"])
