@@ -7,9 +7,11 @@ FLOPs and compile time of the RM, DPO and GRPO-update steps of Llama-3-shaped mo
     python -m benchmarks.aot --table ... --no-licm       # the verdicts' third column
     python -m benchmarks.aot --table ... --render-only   # the table from the results file
 
-Each case builds the library's own step (`make_train_step` over the loss of
+Each case builds the library's own step (`make_train_step(..., mesh=)` over the loss of
 `make_reward_loss`, `make_direct_loss("dpo")` with the frozen reference as the step's frozen
-argument, or GRPO's `make_policy_loss` on rollout rows) for a real `TransformerConfig`, with
+argument, or GRPO's `make_policy_loss` on rollout rows; the step is traced under the mesh, so
+the decoder's `dense` pins its activations' rows to data x fsdp, `rows_on_batch_axes`) for a
+real `TransformerConfig` (attention "auto", which is "xla" on XLA:CPU), with
 abstract parameters (`jax.eval_shape`: nothing is allocated), lowers it with
 `jax.ShapeDtypeStruct`s carrying the `NamedSharding`s of `alignax.train.sharding` on a mesh of
 simulated CPU devices (`--xla_force_host_platform_device_count`; this module re-executes itself
@@ -29,10 +31,11 @@ with the flag when jax would otherwise see too few devices), compiles it with XL
   buffer spanning the whole micro-batch's rows, and how many copies of the base weights the
   arguments hold (LoRA: one, the base is also the reference; full DPO: two).
 
-Two what-ifs, labelled as such wherever they appear: `--constrain` pins the rows of every
-dense projection's activations to the batch axes (a change the library does not make yet;
-SCALE.md says why it matters), and `--no-licm` compiles without XLA:CPU's while-loop-invariant
-code motion, which on CPU hoists f32 copies of stacked bf16 weights out of the layer scan.
+Two what-ifs, labelled as such wherever they appear: `--no-row-constraint` lowers with
+`alignax.models.transformer.rows_on_batch_axes` patched to the identity, i.e. the library
+before commit f2fc2a0 (activations' rows not pinned; SCALE.md's Finding shows what that did),
+and `--no-licm` compiles without XLA:CPU's while-loop-invariant code motion, which on CPU
+hoists f32 copies of stacked bf16 weights out of the layer scan.
 
 The table run compiles its cases in one process with 256 simulated devices (meshes over
 subsets of them), appends each report to the results jsonl (a rerun skips the cases already
@@ -104,7 +107,9 @@ class Case:
       moment_dtype: Adam moment dtype (None: the optimizer's default, float32).
       lora_rank: 0 full-parameter training; r > 0 trains LoRA adapters of rank r on every
         projection, the frozen base (without adapters) is the reference.
-      constrain: what-if, not a library feature: `activation_constraint` while lowering.
+      row_constraint: True (the library): the decoder pins its activations' rows to the batch
+        axes. False: what-if reproducing the library before commit f2fc2a0
+        (`no_row_constraint` while lowering); used for SCALE.md's Finding.
     """
 
     model: str
@@ -122,7 +127,7 @@ class Case:
     moment_dtype: str | None = None
     logits_chunk: int = 0
     lora_rank: int = 0
-    constrain: bool = False
+    row_constraint: bool = True
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -277,7 +282,8 @@ def build(case: Case, devices=None):
     if len(devices) < case.devices:
         raise ValueError(f"{case.devices} devices requested, jax has {len(devices)}")
     mesh = shd.make_mesh(data=1, fsdp=case.row_shards, tensor=case.tensor, devices=devices)
-    model, base_abs, base_axes = _abstract_model(case.step == "rm", model_config(case))
+    cfg = model_config(case)
+    model, base_abs, base_axes = _abstract_model(case.step == "rm", cfg)
     chunk: dict = {}  # token log-probs from the model (chunked), not [B, T, V] logits
     if case.step == "rm":
         loss_fn = make_reward_loss(model.apply)
@@ -327,7 +333,8 @@ def build(case: Case, devices=None):
             *[abstract_like(fa, fs) for fa, fs in zip(frozen_abs, frozen_sh)])
     base_sh = shd.param_shardings(base_abs, base_axes, mesh)
     info = dict(
-        mesh=mesh, token_logps=bool(chunk), params=_count(base_abs), trainable=_count(params_abs),
+        mesh=mesh, token_logps=bool(chunk), attention=_attention(cfg), params=_count(base_abs),
+        trainable=_count(params_abs),
         base_bytes=_nbytes(base_abs), base_bytes_per_device=_shard_bytes(
             abstract_like(base_abs, base_sh)),
         args_bytes_per_device=_shard_bytes(args),
@@ -337,6 +344,13 @@ def build(case: Case, devices=None):
         batch_bytes_per_device=_shard_bytes(args[1]),
     )
     return step, args, info
+
+
+def _attention(cfg) -> str:
+    """The attention implementation the model runs on this backend ("auto" resolved)."""
+    from alignax.models.attention import resolve_implementation
+
+    return resolve_implementation(getattr(cfg, "attention", "auto"))
 
 
 _MODELS: dict = {}
@@ -358,36 +372,24 @@ def _abstract_model(reward: bool, cfg):
 
 
 @contextlib.contextmanager
-def activation_constraint(mesh, enabled: bool = True):
-    """What-if (not a library feature): while active, every dense projection of
-    `alignax.models.transformer` constrains its input and output rows to the batch axes
-    (data x fsdp), leaving XLA free on the other dims. Without it XLA's sharding propagation
-    may follow the fsdp-sharded contraction dim of the weights into the activations and hold
-    the whole global batch's activations (and logits) on every device (SCALE.md)."""
+def no_row_constraint(enabled: bool = True):
+    """What-if: while active, `alignax.models.transformer.rows_on_batch_axes` is the identity, so
+    the decoder's projections no longer pin their activations' rows to data x fsdp: the library
+    before commit f2fc2a0. XLA's sharding propagation may then follow the fsdp-sharded embed dim
+    of the weights into the activations and hold the whole global batch's activations (and
+    logits) on every device (SCALE.md's Finding). `dense` looks the function up at call time,
+    so patching the module attribute while lowering is enough."""
     if not enabled:
         yield
         return
-    import jax
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
     from alignax.models import transformer as tr
-    from alignax.train.sharding import BATCH_AXES
 
-    plain = tr.dense
-
-    def rows(x):
-        spec = P(BATCH_AXES, *([P.UNCONSTRAINED] * (x.ndim - 1)))
-        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
-
-    def dense(layer, x):
-        return rows(plain(layer, rows(x)))
-
-    tr.dense = dense
+    pinned = tr.rows_on_batch_axes
+    tr.rows_on_batch_axes = lambda x: x
     try:
         yield
     finally:
-        tr.dense = plain
+        tr.rows_on_batch_axes = pinned
 
 
 def _count(tree) -> int:
@@ -481,7 +483,7 @@ def compile_case(case: Case) -> dict:
 
     t0 = time.perf_counter()
     step, args, info = build(case)
-    with activation_constraint(info["mesh"], case.constrain):
+    with no_row_constraint(not case.row_constraint):
         lowered = step.lower(*args)
     t1 = time.perf_counter()
     compiled = lowered.compile()
@@ -527,7 +529,7 @@ def compile_case(case: Case) -> dict:
         vocab_buffer=dict(shape=vshape, bytes=vbytes, full_btv_f32_bytes=full_btv,
                           has_btv=bool(vbytes >= full_btv)),
         global_batch_buffer=dict(shape=gshape, bytes=gbytes, rows=rows_global),
-        token_logps=info["token_logps"],
+        token_logps=info["token_logps"], attention=info["attention"],
         lower_s=round(t1 - t0, 2), compile_s=round(t2 - t1, 2),
         xla_flags=os.environ.get("XLA_FLAGS", ""),
     )
@@ -556,7 +558,7 @@ VERDICTS: tuple[tuple[str, str, str, Case], ...] = (
 SWEEP_MESHES = ((8, 1), (64, 1), (64, 8), (256, 8))
 
 # One lever at a time on verdict (a)'s step (8B full DPO, fsdp=8, 64 pairs x 4096 in 8
-# micro-batches, activation constraint on): each row adds one lever to the previous one.
+# micro-batches): each row adds one lever to the previous one.
 ABLATION: tuple[tuple[str, dict], ...] = (
     ("layers scanned, 8 micro-batches", dict(scan=True, accum=8)),
     ("+ remat full", dict(scan=True, accum=8, remat="full")),
@@ -568,15 +570,20 @@ ABLATION: tuple[tuple[str, dict], ...] = (
 )
 
 
+FINDING_NO_ROWS = "finding --no-row-constraint"
+
+
 def finding_cases() -> list[tuple[str, Case]]:
-    """Verdict (a)'s step with one micro-batch of 8 pairs, as it is and with the constraint:
-    where the whole micro-batch's activations live."""
+    """Verdict (a)'s step with one micro-batch of 8 pairs, the library as it is and without the
+    row constraint (the library before f2fc2a0): where the whole micro-batch's activations
+    live."""
     case = Case("8b", "dpo", 8, batch=8, **_LEVERS)
-    return [("finding", case), ("finding +constraint", dataclasses.replace(case, constrain=True))]
+    return [("finding", case),
+            (FINDING_NO_ROWS, dataclasses.replace(case, row_constraint=False))]
 
 
 def ablation_cases() -> list[tuple[str, Case]]:
-    return [(f"ablation {i}", Case("8b", "dpo", 8, batch=64, constrain=True, **levers))
+    return [(f"ablation {i}", Case("8b", "dpo", 8, batch=64, **levers))
             for i, (_, levers) in enumerate(ABLATION)]
 
 
@@ -595,7 +602,7 @@ def with_available_levers(case: Case) -> tuple[Case, list[str]]:
     return dataclasses.replace(case, **changes), missing
 
 
-def sweep_cases(meshes=SWEEP_MESHES, constrain: bool = False) -> list[tuple[str, Case]]:
+def sweep_cases(meshes=SWEEP_MESHES) -> list[tuple[str, Case]]:
     """RM, DPO, GRPO for 1B/8B/70B over `meshes` ((devices, tensor) pairs), one pair (two
     grpo rows) of 4096 tokens per row shard per step, the verdicts' levers without
     accumulation."""
@@ -603,9 +610,7 @@ def sweep_cases(meshes=SWEEP_MESHES, constrain: bool = False) -> list[tuple[str,
     for model in ("1b", "8b", "70b"):
         for step in STEPS:
             for devices, tensor in meshes:
-                cases.append(("sweep" + (" +constraint" if constrain else ""),
-                              Case(model, step, devices, tensor=tensor, constrain=constrain,
-                                   **_LEVERS)))
+                cases.append(("sweep", Case(model, step, devices, tensor=tensor, **_LEVERS)))
     return cases
 
 
@@ -738,7 +743,8 @@ def levers_text(c: dict) -> str:
             f"{c['moment_dtype'] or 'float32'}, remat {c['remat']}, scan_layers {c['scan']}, "
             f"logits_chunk {c['logits_chunk'] or 'off'}, accum {c['accum']}, "
             f"LoRA rank {c['lora_rank'] or 'off'}"
-            + (", activation constraint (what-if)" if c.get("constrain") else ""))
+            + (", rows NOT pinned to the batch axes (what-if: the library before f2fc2a0)"
+               if c.get("row_constraint") is False else ""))
 
 
 def verdict_block(key: str, claim: str, target: str, r: dict) -> str:
@@ -786,25 +792,22 @@ def render(results: list[dict], header: str, calib: dict | None) -> str:
     parts.append("## Verdicts\n\n" + verdict_summary(by_name))
     parts.append(findings_text(by_name))
     for key, claim, target, _ in VERDICTS:
-        for suffix in ("", " +constraint", f" +constraint {NO_LICM_TAG}"):
+        for suffix in ("", f" {NO_LICM_TAG}"):
             for r in by_name.get(f"verdict {key}{suffix}", []):
                 parts.append(verdict_block(key + suffix, claim, target, r))
     ablation = [by_name[f"ablation {i}"][-1] for i in range(len(ABLATION))
                 if f"ablation {i}" in by_name]
     if ablation:
         parts.append(ablation_text(ablation))
-    for name in ("sweep +constraint", "sweep"):
-        rows = by_name.get(name, [])
-        if rows:
-            title = ("Sweep" if name == "sweep"
-                     else "Sweep with the activation constraint (what-if)")
-            parts.append(f"## {title}\n\n"
-                         f"Levers requested: {levers_text(json.loads(rows[0]['requested']))} "
-                         "(the last column names those a row ran without: not yet in the "
-                         "checkout when it was compiled). One pair (grpo: two rollout rows, "
-                         "half prompt, half response) of 4096 tokens per row shard; GiB per "
-                         "device.\n\n" + SWEEP_HEADER
-                         + "\n" + "\n".join(sweep_row(r) for r in rows))
+    rows = by_name.get("sweep", [])
+    if rows:
+        parts.append("## Sweep\n\n"
+                     f"Levers requested: {levers_text(json.loads(rows[0]['requested']))} "
+                     "(the last column names those a row ran without: not yet in the "
+                     "checkout when it was compiled). One pair (grpo: two rollout rows, "
+                     "half prompt, half response) of 4096 tokens per row shard; GiB per "
+                     "device." + _before_fix_note(rows) + "\n\n" + SWEEP_HEADER
+                     + "\n" + "\n".join(sweep_row(r) for r in rows))
     return "\n\n".join(parts) + "\n"
 
 
@@ -817,13 +820,12 @@ def _peak_cell(r: dict | None, target: str) -> str:
 
 
 def verdict_summary(by_name: dict) -> str:
-    lines = ["| verdict | target (GiB) | library as it is | with the activation constraint "
-             "(what-if) | constraint, XLA:CPU's loop-invariant code motion off |",
-             "|---|---|---|---|---|"]
+    lines = ["| verdict | target (GiB) | library now | library, XLA:CPU's loop-invariant "
+             "code motion off |",
+             "|---|---|---|---|"]
     for key, claim, target, _ in VERDICTS:
         cells = [_peak_cell((by_name.get(name) or [None])[-1], target)
-                 for name in (f"verdict {key}", f"verdict {key} +constraint",
-                              f"verdict {key} +constraint {NO_LICM_TAG}")]
+                 for name in (f"verdict {key}", f"verdict {key} {NO_LICM_TAG}")]
         lines.append(f"| ({key}) {claim} | {target} ({gib(TARGETS[target])}) | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + (
@@ -831,53 +833,82 @@ def verdict_summary(by_name: dict) -> str:
         f"`XLA_FLAGS={NO_LICM_FLAG}` (`--no-licm`): XLA:CPU then no longer hoists f32 copies "
         "of the stacked bf16 weights out of the layer scan (see the notes above); a GPU or TPU, "
         "which multiplies bf16 natively, makes no such copies, so this column is the closer "
-        "estimate for bf16 parameters, and the middle one the conservative bound.")
+        "estimate for bf16 parameters, and the library column the conservative bound."
+        + _before_fix_note([r for key, *_ in VERDICTS
+                            for r in by_name.get(f"verdict {key} {NO_LICM_TAG}", [])]))
+
+
+# Records compiled before the library pinned the activations' rows (commit f2fc2a0) with this
+# module's former `--constrain` what-if, which patched `transformer.dense` with the same
+# constraint from outside; SCALE.jsonl marks them with this field.
+BEFORE_FIX = "compiled_as"
+
+
+def _before_fix_note(rows: list[dict]) -> str:
+    n = sum(BEFORE_FIX in r for r in rows)
+    if not n:
+        return ""
+    return (f" {'These' if n == len(rows) else n} {'' if n == len(rows) else 'of these '}"
+            f"{len(rows)} compiles ran before commit f2fc2a0, with this tool's former "
+            "`--constrain` what-if, which patched `transformer.dense` with the constraint that "
+            "the library's `rows_on_batch_axes` now applies by itself (SCALE.jsonl: their "
+            "`compiled_as` field). Six cases were compiled both ways, with the what-if before "
+            "the fix and with the library after it: the four verdicts and the Finding's pinned "
+            "case gave byte-identical memory analyses and the same collectives and FLOPs (as "
+            "did the Finding's unpinned case, by the old library and by "
+            "`--no-row-constraint`), so these rows stand for the library now.")
 
 
 def findings_text(by_name: dict) -> str:
-    plain = (by_name.get("finding") or [None])[-1]
-    fixed = (by_name.get("finding +constraint") or [None])[-1]
+    fixed = (by_name.get("finding") or [None])[-1]
+    before = (by_name.get(FINDING_NO_ROWS) or [None])[-1]
     numbers = ""
-    if plain and fixed and "error" not in plain and "error" not in fixed:
-        g, h = plain["global_batch_buffer"], fixed["global_batch_buffer"]
+    if before and fixed and "error" not in before and "error" not in fixed:
+        g, h = before["global_batch_buffer"], fixed["global_batch_buffer"]
         numbers = (
             f" Measured on verdict (a)'s step with one micro-batch of 8 pairs (16 rows x 4096 "
-            f"tokens, 2 rows per device): as it is, the largest buffer spanning all 16 rows is "
-            f"{g['shape'] or 'none'} ({g['bytes'] / 2**30:.2f} GiB) and the peak "
-            f"{gib(plain['peak'])} GiB; with the constraint the largest such buffer is "
-            f"{h['shape'] or 'none'} ({h['bytes'] / 2**30:.2f} GiB) and the peak "
-            f"{gib(fixed['peak'])} GiB. Collectives AG/RS/AR/A2A/CP: {_coll(plain)} as it is, "
-            f"{_coll(fixed)} with the constraint.")
+            f"tokens, 2 rows per device): before (`--no-row-constraint`), the largest buffer "
+            f"spanning all 16 rows is {g['shape'] or 'none'} ({g['bytes'] / 2**30:.2f} GiB), "
+            f"temp {gib(before['memory']['temp'])} GiB and the peak {gib(before['peak'])} GiB; "
+            f"the library now: the largest such buffer is {h['shape'] or 'none'} "
+            f"({h['bytes'] / 2**30:.2f} GiB), temp {gib(fixed['memory']['temp'])} GiB and the "
+            f"peak {gib(fixed['peak'])} GiB. Collectives AG/RS/AR/A2A/CP: {_coll(before)} "
+            f"before, {_coll(fixed)} now (weights all-gathered instead of activations "
+            "all-reduced).")
     return (
-        "### Finding: the library's FSDP layout does not shard the activations\n\n"
-        "Parameters are sharded on their embed (D) dimension over fsdp and the batch on its "
-        "rows over data x fsdp, and nothing inside the model says where activations go. For "
-        "each projection x W, XLA's sharding propagation then picks between gathering W (ZeRO-3:"
-        " each device keeps its own rows) and contracting over its local slice of D and "
-        "all-reducing the output; in these compiles it picked the second for every projection "
-        "and the LM head: every device computes partial products over all rows of the global "
-        "(micro-)batch and all-reduces them, so each projection's transient output ([all "
-        "rows x T, F]) is full-batch on every device, and the activations kept for the "
-        "backward are split by D instead of by rows. The transients grow with the global "
-        "batch instead of falling with the mesh (verdict (c) as it is: 64 rows of 4096 tokens "
-        "per micro-batch, hundreds of GiB per device), and each projection all-reduces "
-        "activations instead of all-gathering weights." + numbers + " The `--constrain` "
-        "what-if pins the "
-        "rows of every dense projection's input and output to data x fsdp (other dims left to "
-        "XLA). It is not a library feature yet; the proposed change: in "
-        "`alignax/models/transformer.py`, `dense` applies `jax.lax.with_sharding_constraint(x, "
-        "PartitionSpec(BATCH_AXES, *[PartitionSpec.UNCONSTRAINED] * (x.ndim - 1)))` to its "
-        "input and output when `jax.sharding.get_abstract_mesh()` has the data and fsdp axes "
-        "(a no-op otherwise), and `make_train_step` (and the other jitted functions that run "
-        "the model on a mesh) trace under `with jax.set_mesh(mesh):`; checked on the tiny model"
-        " to give the what-if's buffers.")
+        "### Finding: the FSDP layout did not shard the activations by rows (fixed)\n\n"
+        "Found with this tool, fixed in the library by commit f2fc2a0 (with "
+        "`alignax/models/transformer.py`'s `rows_on_batch_axes`). Parameters are sharded on "
+        "their embed (D) dimension over fsdp and the batch on its rows over data x fsdp; before "
+        "the fix nothing inside the model said where activations go. For each projection x W, "
+        "XLA's sharding propagation then picked between gathering W (ZeRO-3: each device keeps "
+        "its own rows) and contracting over its local slice of D and all-reducing the output, "
+        "and in these compiles it picked the second for every projection and the LM head: "
+        "every device computed partial products over all rows of the global (micro-)batch and "
+        "all-reduced them, so each projection's transient output ([all rows x T, F]) was "
+        "full-batch on every device and the activations kept for the backward were split by D "
+        "instead of by rows. The transients grew with the global batch instead of falling with "
+        "the mesh (verdict (c), 64 pairs of 4096 tokens in one micro-batch: 403.89 GiB per "
+        "device, NO FIT, in the superseded compile of SCALE.jsonl; it now fits). The fix: "
+        "`dense` (every projection and the LM head) applies `rows_on_batch_axes` to its "
+        "input and output, a `with_sharding_constraint` of "
+        "the rows to data x fsdp (other dims left to XLA) whenever "
+        "`jax.sharding.get_abstract_mesh()` has those axes and they divide the rows, and "
+        "`make_train_step(..., mesh=)` traces its step under "
+        "`jax.sharding.use_abstract_mesh(mesh.abstract_mesh)`, so the constraint is on in "
+        "every step built on a mesh (this tool's steps included) and a no-op without one."
+        + numbers + " `--no-row-constraint` (a what-if, used only for this pair) lowers with "
+        "`rows_on_batch_axes` patched to the identity, which reproduces the library before the "
+        "fix. The sweep compiled before the fix without any constraint (36 cases) is kept in "
+        "SCALE.jsonl under 'superseded: sweep', e.g. 8B DPO on fsdp=64: 188.24 GiB per device "
+        "then, 15.04 now.")
 
 
 def ablation_text(rows: list[dict]) -> str:
-    lines = ["## One lever at a time (verdict (a)'s step, with the activation constraint)",
+    lines = ["## One lever at a time (verdict (a)'s step)",
              "",
              "8B full-parameter DPO, fsdp=8, 64 pairs x 4096 tokens per step in 8 micro-batches "
-             "of 8 pairs (one per device); GiB per device.", "",
+             "of 8 pairs (one per device); GiB per device." + _before_fix_note(rows), "",
              "| levers | args | temp | peak | H100 | [B,T,V] logits | levers not in this run |",
              "|---|---|---|---|---|---|---|"]
     for (label, _), r in zip(ABLATION, rows):
@@ -922,12 +953,15 @@ How it differs from the GPU/TPU compilers' analysis of the same program:
 - conservative (CPU counts more): XLA:CPU computes a bf16 x bf16 -> bf16 matmul in float32,
   with f32 copies of both operands and an f32 result as temporaries (calibration below: 192 MiB
   of temps for a matmul whose GPU version needs none); GPU/TPU fuse far more elementwise
-  chains into their neighbours (fewer materialised temporaries); the attention here is the
-  library's CPU path (`TransformerConfig` has no attention-implementation field yet), which
-  keeps the [B, K, G, T, S] float32 probabilities for the backward of the layer being
-  recomputed: 2 rows x 32 heads x 4096^2 x 4 bytes = 4 GiB (8 GiB with 70B's 64 heads, an
-  eighth of that with tensor=8), plus their gradient, in every row of 4096 tokens here; a
-  flash kernel on GPU/TPU keeps O(T) statistics instead;
+  chains into their neighbours (fewer materialised temporaries); the attention here is
+  `TransformerConfig.attention="auto"`, which on XLA:CPU is the CPU path "xla"
+  (`alignax.models.attention`: a custom VJP whose causal form splits the queries into 8
+  blocks), and it keeps the float32 probabilities [B, K, G, T, S] (the causal blocks: 9/16 of
+  the T x S square) for the backward of the layer being recomputed: about 2 rows x 32 heads x
+  4096^2 x 4 bytes x 9/16 = 2.25 GiB (twice that with 70B's 64 heads, an eighth with
+  tensor=8), plus their gradient, per 2 rows of 4096 tokens here. On the hardware "auto"
+  picks a flash kernel ("cudnn" on NVIDIA GPUs, "splash" on TPU), which keeps O(T)
+  statistics instead; those kernels need their hardware and cannot be compiled by XLA:CPU;
 - conservative, and large with bf16 parameters and scanned layers: XLA:CPU turns each bf16
   dot into an f32 dot with converts of its operands, and its while-loop-invariant code motion
   then hoists the convert of the whole stacked [L, ...] weights out of the layer scan: an f32
@@ -1013,9 +1047,9 @@ def parse_args(argv=None):
     p.add_argument("--moment-dtype", choices=("float32", "bfloat16"), default=None)
     p.add_argument("--logits-chunk", type=int, default=0)
     p.add_argument("--lora-rank", type=int, default=0)
-    p.add_argument("--constrain", action="store_true",
-                   help="what-if: rows of every dense projection's input/output constrained to "
-                        "data x fsdp (not a library feature; see SCALE.md)")
+    p.add_argument("--no-row-constraint", action="store_true",
+                   help="what-if: rows_on_batch_axes patched to the identity while lowering, "
+                        "the library before commit f2fc2a0 (see SCALE.md's Finding)")
     p.add_argument("--json", default=None, help="write the report of the one case here")
     p.add_argument("--table", default=None,
                    help="run the verdicts and the sweep and write this markdown file")
@@ -1023,14 +1057,12 @@ def parse_args(argv=None):
                    help="jsonl of compiled cases, one line each (a table run resumes from it)")
     p.add_argument("--no-licm", action="store_true",
                    help=f"compile with {NO_LICM_FLAG} (see SCALE.md); with --table: only the "
-                        "verdicts with the constraint, named '... [no LICM]'")
+                        "verdicts, named '... [no LICM]'")
     p.add_argument("--render-only", action="store_true",
                    help="write the table from --results without compiling anything")
     p.add_argument("--only", choices=("verdicts", "sweep", "all"), default="all")
     p.add_argument("--meshes", nargs="+", default=[f"{d}x{t}" for d, t in SWEEP_MESHES],
-                   help="meshes of the sweep with the activation constraint, as DEVICESxTENSOR")
-    p.add_argument("--plain-meshes", nargs="+", default=["8x1", "64x8"],
-                   help="meshes of the sweep of the library as it is (no constraint)")
+                   help="meshes of the sweep, as DEVICESxTENSOR")
     return p.parse_args(argv)
 
 
@@ -1044,7 +1076,7 @@ def main(argv=None) -> None:
                 seq=args.seq, response=args.response, accum=args.accum, remat=args.remat,
                 scan=args.scan, dtype=args.dtype, param_dtype=args.param_dtype,
                 moment_dtype=args.moment_dtype, logits_chunk=args.logits_chunk,
-                lora_rank=args.lora_rank, constrain=args.constrain)
+                lora_rank=args.lora_rank, row_constraint=not args.no_row_constraint)
     report = compile_case(case)
     report["name"] = "cli"
     text = json.dumps(report, indent=1)
@@ -1067,15 +1099,11 @@ def table_cases(args) -> list[tuple[str, Case]]:
     """The named cases of a table run (the verdicts, the finding's pair, the ablation, the
     sweeps), as the CLI arguments select them."""
     named: list[tuple[str, Case]] = []
-    no_licm = [(f"verdict {key} +constraint {NO_LICM_TAG}",
-                dataclasses.replace(case, constrain=True)) for key, _, _, case in VERDICTS]
+    no_licm = [(f"verdict {key} {NO_LICM_TAG}", case) for key, _, _, case in VERDICTS]
     if args.no_licm:  # only these: the process runs with the pass disabled
         named = no_licm
     elif args.only in ("verdicts", "all"):
-        for constrain in (False, True):
-            for key, _, _, case in VERDICTS:
-                named.append((f"verdict {key}" + (" +constraint" if constrain else ""),
-                              dataclasses.replace(case, constrain=constrain)))
+        named += [(f"verdict {key}", case) for key, _, _, case in VERDICTS]
         named += ablation_cases()
         if args.render_only:
             named += no_licm
@@ -1084,8 +1112,7 @@ def table_cases(args) -> list[tuple[str, Case]]:
     if args.only in ("sweep", "all") and not args.no_licm:
         def parse(meshes):
             return tuple(tuple(int(v) for v in m.split("x")) for m in meshes)
-        named += sweep_cases(parse(args.meshes), constrain=True)
-        named += sweep_cases(parse(args.plain_meshes), constrain=False)
+        named += sweep_cases(parse(args.meshes))
     return named
 
 
@@ -1137,7 +1164,11 @@ def _table_header(argv, results=()) -> str:
         + (" (this file rendered with `--render-only` from the results file it wrote; the "
            f"cases compiled between commits {_commit_range(results)} while the library's "
            "levers landed, each recorded with its commit and the alignax files then "
-           "uncommitted; each row names the levers it ran without, if any)"
+           "uncommitted; each row names the levers it ran without, if any; the verdicts and "
+           "the Finding's pair were recompiled after commit f2fc2a0 pinned the activations' "
+           "rows, the rows compiled before it with the same constraint applied from outside "
+           "say so where they appear, and SCALE.jsonl keeps the superseded compiles under "
+           "names starting 'superseded: ', which this file does not show)"
            if "--render-only" in argv else "") + " at commit "
         f"{commit}"
         + (f" (with uncommitted changes in: {', '.join(dirty)})" if dirty else "")

@@ -1,7 +1,8 @@
-"""benchmarks.aot: the real 1B DPO step compiled for 8 simulated devices (FSDP), nothing allocated.
+"""benchmarks.aot: the real 1B DPO step compiled for 8 simulated devices (FSDP), nothing allocated;
+the tiny DPO step with and without the row constraint.
 
 The subprocess compile takes about 25-35 s on the 2-core CPU (1B Llama-3 shape, 8 pairs x 256
-tokens, layers scanned when the checkout has `scan_layers`)."""
+tokens, layers scanned when the checkout has `scan_layers`), the tiny pair about 10 s."""
 
 import json
 import os
@@ -88,3 +89,40 @@ def test_case_validation():
         aot.Case("1b", "dpo", 8, remat="some")
     assert aot.Case("8b", "dpo", 64, tensor=8, accum=4).pairs == 32
     assert aot.Case("8b", "grpo", 8).pairs == 16
+
+
+_ROWS_SCRIPT = """
+import json
+from benchmarks import aot
+out = {}
+for pinned in (True, False):
+    case = aot.Case("tiny", "dpo", 8, batch=8, seq=64, row_constraint=pinned)
+    r = aot.compile_case(case)
+    out[str(pinned)] = dict(buffer=r["global_batch_buffer"], args=r["memory"]["argument"],
+                            temp=r["memory"]["temp"], attention=r["attention"])
+print(json.dumps(out))
+"""
+
+
+def test_row_constraint_and_the_what_if_without_it():
+    """The library's step on a mesh pins the activations' rows (no buffer of the 16 global rows
+    x 64 tokens on a device); `row_constraint=False` (rows_on_batch_axes patched to the identity
+    while lowering) brings back the library before the fix, and the patch is undone after."""
+    from alignax.models import transformer
+
+    pinned = transformer.rows_on_batch_axes
+    with aot.no_row_constraint():
+        assert transformer.rows_on_batch_axes(3) == 3
+    assert transformer.rows_on_batch_axes is pinned
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _ROWS_SCRIPT], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    now, before = r["True"], r["False"]
+    assert now["attention"] == "xla"  # "auto" on CPU
+    assert now["args"] == before["args"]  # same shardings of the arguments
+    assert before["buffer"]["bytes"] > 0 and before["buffer"]["rows"] == 16
+    assert now["buffer"]["bytes"] < before["buffer"]["bytes"], r
+    assert now["temp"] < before["temp"], r
