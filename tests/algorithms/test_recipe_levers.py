@@ -11,8 +11,7 @@ import pytest
 
 from alignax.algorithms import direct, sft
 from alignax.models.transformer import TransformerConfig, make_lm
-from tests.algorithms.test_reference import _source
-from tests.train.test_loop import ListSource
+from tests.test_utils import ListSource, pair_source
 
 MODEL_CFG = dict(vocab_size=32, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=16)
 REF = make_lm(TransformerConfig(**MODEL_CFG)).init(jax.random.key(1))
@@ -35,7 +34,7 @@ def _dpo(tmp_path, name, *, model=None, n=24, **overrides):
                                 optimizer=dict(learning_rate=1e-2), train=_train_cfg(**train),
                                 **overrides)
     workdir = str(tmp_path / name)
-    return direct.train(cfg, workdir, train_source=_source(n=n), ref_params=REF), workdir
+    return direct.train(cfg, workdir, train_source=pair_source(n=n), ref_params=REF), workdir
 
 
 def test_dpo_with_accumulation_and_precomputed_reference_equals_the_plain_step(tmp_path):

@@ -14,7 +14,7 @@ from alignax.algorithms.reference import (RefLogpsSource, precompute_ref_logps, 
                                           with_ref_logps)
 from alignax.data.pipeline import make_batch_iterator
 from alignax.models.transformer import TransformerConfig, make_lm
-from tests.train.test_loop import ListSource
+from tests.test_utils import ListSource, pair_source
 
 MODEL = make_lm(TransformerConfig(vocab_size=32, d_model=32, n_layers=2, n_heads=2, d_ff=64,
                                   max_len=16))
@@ -24,21 +24,7 @@ N, T = 22, 8  # 22 = 5 batches of 4 + a partial batch of 2
 
 
 def _source(seed=0, n=N):
-    rng = np.random.default_rng(seed)
-    records = []
-    for _ in range(n):
-        prompt, lc, lr = rng.integers(1, 4), rng.integers(1, T - 3), rng.integers(1, T - 3)
-        rec = {}
-        for side, length in (("chosen", lc), ("rejected", lr)):
-            valid = prompt + length
-            rec[f"{side}_ids"] = np.where(np.arange(T) < valid, rng.integers(1, 32, T),
-                                          0).astype(np.int32)
-            rec[f"{side}_mask"] = (np.arange(T) < valid).astype(np.int32)
-            rec[f"{side}_response_mask"] = ((np.arange(T) >= prompt) & (np.arange(T) < valid)
-                                            ).astype(np.int32)
-        rec["gold"] = np.float32(rng.normal())  # an extra field passes through
-        records.append(rec)
-    return ListSource(records)
+    return pair_source(seed, n, T)
 
 
 def _counting_apply(calls):

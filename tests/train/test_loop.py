@@ -14,17 +14,7 @@ from alignax.train import sharding as shd
 from alignax.train.checkpoint import CheckpointFallbackWarning, Checkpointer
 from alignax.train.loop import NonFiniteError, fit
 from alignax.train.writers import read_metrics
-
-
-class ListSource:
-    def __init__(self, records):
-        self.records = records
-
-    def __len__(self):
-        return len(self.records)
-
-    def __getitem__(self, i):
-        return self.records[i]
+from tests.test_utils import ListSource
 
 
 def _source(n=64):
