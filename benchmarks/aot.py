@@ -59,6 +59,11 @@ import sys
 import time
 from typing import Any
 
+# no jax import in this module (the simulated device count must be set before jax starts)
+from alignax._src.hlo import ITEMSIZE as _ITEMSIZE
+from alignax._src.hlo import SHAPE_RE as _SHAPE_RE
+from alignax._src.hlo import largest_array_with_dim
+
 MAX_DEVICES = 256
 _DEVICE_FLAG = "--xla_force_host_platform_device_count"
 
@@ -423,20 +428,9 @@ def count_collectives(hlo_text: str) -> dict[str, int]:
     return counts
 
 
-_SHAPE_RE = re.compile(r"\b(f32|bf16|f16|s32|pred)\[([0-9,]+)\]")
-_ITEMSIZE = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "pred": 1}
-
-
 def vocab_buffers(hlo_text: str, vocab_local: int) -> tuple[str, int]:
     """The largest array in the HLO with a dimension of size `vocab_local`: (shape, bytes)."""
-    best, best_bytes = "", 0
-    for m in _SHAPE_RE.finditer(hlo_text):
-        dims = [int(d) for d in m.group(2).split(",")]
-        if vocab_local in dims:
-            n = math.prod(dims) * _ITEMSIZE[m.group(1)]
-            if n > best_bytes:
-                best, best_bytes = f"{m.group(1)}[{m.group(2)}]", n
-    return best, best_bytes
+    return largest_array_with_dim(hlo_text, vocab_local)
 
 
 def batch_buffers(hlo_text: str, rows: int, tokens: int) -> tuple[str, int]:

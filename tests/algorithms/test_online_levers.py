@@ -292,7 +292,7 @@ def test_compiled_grpo_step_holds_no_vocabulary_sized_activation():
     """The compiled GRPO update (KL in the loss, entropy bonus) of the logits_chunk model holds
     no array with the vocabulary dim larger than the LM head itself (V x D); the logits
     model's holds the [N, R, V] logits (the check sees them)."""
-    from benchmarks.aot import vocab_buffers
+    from alignax._src.hlo import largest_array_with_dim
 
     def largest(model, token_logps):
         loss_fn = policy_gradient.make_policy_loss(
@@ -302,7 +302,7 @@ def test_compiled_grpo_step_holds_no_vocabulary_sized_activation():
         step = online.make_update_step(online.shd.Placement.from_config(None), loss_fn, tx)
         state = TrainState.create(PARAMS, tx, jax.random.key(0))
         text = step.lower(state, BATCH, jnp.float32(0.3)).compile().as_text()
-        return vocab_buffers(text, CFG["vocab_size"])
+        return largest_array_with_dim(text, CFG["vocab_size"])
 
     head = CFG["vocab_size"] * CFG["d_model"] * 4
     assert largest(CHUNKED, True)[1] <= head, largest(CHUNKED, True)
