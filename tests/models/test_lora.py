@@ -25,7 +25,6 @@ IDS = jax.random.randint(jax.random.key(2), (3, 7), 1, 48)
 MASK = jnp.asarray(np.arange(7)[None, :] < np.array([[7], [5], [6]]))
 _merge = jax.jit(lora.merge, static_argnums=2)
 _unmerge = jax.jit(lora.unmerge, static_argnums=2)
-HAS_SCAN = "scan_layers" in {f.name for f in dataclasses.fields(TransformerConfig)}
 
 
 def _close(a, b, tol=1e-5):
@@ -264,7 +263,6 @@ def test_dpo_trains_only_adapters_against_the_frozen_base(setup):
     assert float(jnp.abs(b).max()) > 0
 
 
-@pytest.mark.skipif(not HAS_SCAN, reason="TransformerConfig has no scan_layers yet")
 def test_scanned_layers_take_stacked_adapters(setup, adapted):
     from alignax.models.transformer import stack_layers
 
