@@ -150,6 +150,8 @@ def fit_recipe(
     global batch of one update; with grad_accum_steps = k it is processed as k micro-batches of
     batch_size / k inside the one jitted step (`alignax.train.step.make_train_step`).
     `init_params` None initialises `model` from the seed; otherwise training starts from it.
+    A `Frozen` whose logical_axes is None (a copy of the model, e.g. the reference) is sharded
+    like the trained params.
     `grad_accum_weight` names the loss's normaliser metric (e.g. SFT's "tokens") so
     accumulated micro-batches weigh as in the whole batch (`alignax.train.step.make_train_step`'s
     accum_weight).
@@ -168,6 +170,9 @@ def fit_recipe(
     train = config["train"]
     steps = int(train["steps"])
     logical_axes = model.logical_axes(jax.eval_shape(model.init, jax.random.key(0)))
+    # a frozen copy of the model (a reference policy) given without axes shards like the params
+    frozen = [f if f.logical_axes is not None else Frozen(f.params, logical_axes)
+              for f in frozen]
     lora_cfg = config.get("lora")
     if lora_cfg:
         from alignax.models import lora

@@ -296,8 +296,7 @@ def train(
             workdir=workdir, token_logps=token_logps,
             mesh=common.mesh_from(config["mesh"]) if config["mesh"] else None)
     elif not config["lora"] and config["loss"] not in REFERENCE_FREE_LOSSES:
-        axes = model.logical_axes(jax.eval_shape(model.init, jax.random.key(0)))
-        frozen = [Frozen(ref_params, axes)]
+        frozen = [Frozen(ref_params, None)]  # sharded like the policy (fit_recipe)
     return common.fit_recipe(
         config, workdir, model=model,
         loss_fn=make_direct_loss(model.apply, config["loss"], config["loss_kwargs"],
