@@ -14,6 +14,12 @@ checkpointed, early stopping on validation with `select=`), with `batch["rng"]` 
   estimate of the gradient of E_pi[r] - kl_coef * KL(pi || pi_ref).
 - A diagonal Gaussian policy over R^D (`gaussian_init`, `gaussian_sample`,
   `gaussian_log_prob`, `gaussian_kl`).
+- `group_pg_loss`: GRPO-style group policy gradient for prompt-conditioned explicit policies:
+  M prompts per update, G responses each, rewards scored per group, group-relative advantages
+  (any `alignax.algorithms.online.ADVANTAGES` estimator, or a callable for paper-specific
+  advantages such as pairwise or difficulty-scaled ones) and a differentiable KL term.
+  `sequence_table_policy` gives its sample / log-prob / exact-KL functions for the prefix-tree
+  policy of `alignax.models.sequence_table` (the toy LMs of the RL-with-rewards papers).
 - `tabular_rollouts` (jax, on-device episodes of a softmax policy in a tabular MDP) and
   `tabular_reinforce_loss`: REINFORCE with discounted reward-to-go and a per-time-step batch
   mean baseline, for a reward given per transition r(s, a, s') [S, A, S].
@@ -25,6 +31,9 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+from alignax.algorithms.online import compute_advantages
+from alignax.models import sequence_table as st
 
 
 def rl_batch(data: Any, rng: jax.Array) -> dict:
@@ -80,6 +89,110 @@ def reinforce_loss(sample_fn: Callable[[Any, jax.Array, int], jax.Array],
         return loss, {"reward": reward.mean(), "kl": kl.mean(), "objective": shaped.mean()}
 
     return loss_fn
+
+
+# ---------------------------------------------------------------------------------------------
+# Group policy gradient (GRPO) for prompt-conditioned explicit policies
+
+
+def group_pg_loss(sample_fn: Callable[[Any, jax.Array, Any, int], jax.Array],
+                  log_prob_fn: Callable[[Any, Any, jax.Array], jax.Array],
+                  reward_fn: Callable[[Any, jax.Array, Any], Any], *, group_size: int,
+                  advantage: str | Callable[[jax.Array, Any], jax.Array] = "grpo",
+                  kl_coef: float = 0.0,
+                  kl_fn: Callable[[Any, Any, jax.Array, Any], jax.Array] | None = None,
+                  prompt_fn: Callable[[jax.Array, Any], Any] | None = None,
+                  ) -> Callable[[Any, dict], tuple[jax.Array, dict]]:
+    """On-policy group policy gradient (GRPO, Shao et al. 2024, arXiv 2402.03300).
+
+    Each update: prompts x_1..x_M (`prompt_fn(key, data)`, default `data["prompts"]`), G
+    responses y_m1..y_mG ~ pi(.|x_m) each, rewards r [M, G], advantages A [M, G] computed
+    within each prompt's group, and the surrogate
+
+        L = -mean_{m,i} A_mi log pi(y_mi | x_m) + kl_coef * mean(kl_fn(...)).
+
+    With one update per fresh batch the PPO ratio is 1 and its clip is inactive, so this is
+    the GRPO gradient (sequence-level log-probs: the toy policies score whole responses).
+
+    Args:
+      sample_fn: `(params, key, prompts, G) -> responses [M, G, ...]` (no gradient is taken).
+      log_prob_fn: `(params, prompts, responses) -> [M, G]` log pi(y | x), differentiable.
+      reward_fn: `(prompts, responses, data) -> rewards [M, G]`, or `(rewards, metrics)` with
+        a dict of scalar diagnostics (reported with a "reward_" prefix); no gradient.
+      group_size: G >= 2.
+      advantage: a name of `alignax.algorithms.online.ADVANTAGES` ("grpo": (r - mean) / std,
+        "dr_grpo", "rloo", ...) or `(rewards [M, G], data) -> [M, G]` (e.g. BRPO's pairwise
+        advantages or GRPO-S difficulty scaling).
+      kl_coef: weight of the KL term; 0 turns it off.
+      kl_fn: `(params, prompts, responses, data) -> [M] or [M, G]` a differentiable KL
+        estimate to the reference (e.g. the exact `sequence_table.sequence_kl`); needed when
+        kl_coef > 0.
+      prompt_fn: `(key, data) -> prompts` draws the update's prompts (default:
+        `data["prompts"]`, every prompt every update).
+
+    Returns:
+      `loss_fn(params, batch) -> (loss, metrics)` for `fit_small(has_aux=True,
+      batch_fn=rl_batch)`; metrics: "reward" (mean raw reward), "kl" (mean KL term, 0 without
+      kl_fn), "reward_std" (mean within-group std: where it is 0 the advantage vanishes),
+      plus the reward function's metrics.
+    """
+    if group_size < 2:
+        raise ValueError(f"group_size must be >= 2 (group baseline), got {group_size}")
+    if kl_coef and kl_fn is None:
+        raise ValueError("kl_coef > 0 needs kl_fn")
+
+    def loss_fn(params, batch):
+        data = batch.get("data")
+        k_prompt, k_sample = jax.random.split(batch["rng"])
+        prompts = data["prompts"] if prompt_fn is None else prompt_fn(k_prompt, data)
+        responses = jax.lax.stop_gradient(
+            sample_fn(jax.lax.stop_gradient(params), k_sample, prompts, group_size))
+        out = reward_fn(prompts, responses, data)
+        rewards, extra = out if isinstance(out, tuple) else (out, {})
+        rewards = jax.lax.stop_gradient(jnp.asarray(rewards, jnp.float32))
+        if rewards.ndim != 2 or rewards.shape[1] != group_size:
+            raise ValueError(f"reward_fn must return [M, {group_size}] rewards, got "
+                             f"{rewards.shape}")
+        if callable(advantage):
+            adv = advantage(rewards, data)
+        else:
+            adv = compute_advantages(advantage, rewards.reshape(-1), group_size)
+        adv = jax.lax.stop_gradient(jnp.reshape(adv, rewards.shape))
+        logp = log_prob_fn(params, prompts, responses)
+        loss = -jnp.mean(adv * logp)
+        kl = jnp.float32(0.0)
+        if kl_fn is not None:
+            kl = jnp.mean(kl_fn(params, prompts, responses, data))
+            loss = loss + kl_coef * kl
+        metrics = {"reward": rewards.mean(), "kl": jax.lax.stop_gradient(kl),
+                   "reward_std": rewards.std(axis=1).mean()}
+        metrics.update({f"reward_{k}": jax.lax.stop_gradient(v) for k, v in extra.items()})
+        return loss, metrics
+
+    return loss_fn
+
+
+def sequence_table_policy(space, ref_params=None, *, temperature: float = 1.0):
+    """(sample_fn, log_prob_fn, kl_fn) of `group_pg_loss` for a `sequence_table` policy.
+
+    Prompts are feature rows [M, F] (one-hot for a tabular policy, dense for a log-linear one;
+    F = 0 rows for a single shared table); responses are sequence indices [M, G]
+    (`space.sequences[y]` gives the tokens). kl_fn is the exact KL(pi(.|x) || pi_ref(.|x)) [M]
+    to `ref_params`, or, when it is None, to `data["ref_params"]` (a per-seed reference passed
+    through `fit_small`'s data). Sampling uses pi^(1/temperature).
+    """
+    def sample_fn(params, key, prompts, n):
+        return st.sample(space, params, key, n, prompts, temperature=temperature)
+
+    def log_prob_fn(params, prompts, responses):
+        return st.gather(st.sequence_log_probs(space, params, prompts), responses)
+
+    def kl_fn(params, prompts, responses, data):
+        del responses
+        ref = data["ref_params"] if ref_params is None else ref_params
+        return st.sequence_kl(space, params, jax.lax.stop_gradient(ref), prompts)
+
+    return sample_fn, log_prob_fn, kl_fn
 
 
 # ---------------------------------------------------------------------------------------------
