@@ -6,6 +6,7 @@ from alignax.rewards.aggregate import (ensemble, gradient_weight_update, hypervo
 from alignax.rewards.directional import (angle_bins, bin_centers, direction_tokens,
                                          directional_reward, select_by_direction,
                                          unit_directions)
+from alignax.rewards.metrics import bleu, rouge1  # noqa: F401 (jax BLEU / ROUGE-1)
 from alignax.rewards.model import ensemble_reward, reward_model_reward
 from alignax.rewards.rubrics import (Rubric, aggregate_rubrics, consistency_filter,
                                      contrastive_rubrics, rubric_features, rubric_judge_logits,

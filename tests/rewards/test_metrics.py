@@ -1,0 +1,83 @@
+"""Pure-jax BLEU and ROUGE-1 (alignax.rewards.metrics) against the host-side references."""
+
+from collections import Counter
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alignax.rewards import bleu, rouge1, sentence_bleu
+
+
+def _rouge1_reference(hyp, refs, measure="f"):
+    best = 0.0
+    h = Counter(hyp)
+    for ref in refs:
+        o = sum((h & Counter(ref)).values())
+        if not hyp or not ref or o == 0:
+            continue
+        p, r = o / len(hyp), o / len(ref)
+        best = max(best, {"p": p, "r": r, "f": 2 * p * r / (p + r)}[measure])
+    return best
+
+
+def _random_case(rng, n, t, k, r, vocab):
+    hyp = rng.integers(0, vocab, (n, t))
+    refs = rng.integers(0, vocab, (n, k, r))
+    hlen = rng.integers(0, t + 1, n)
+    rlen = rng.integers(1, r + 1, (n, k))
+    hmask = np.arange(t)[None] < hlen[:, None]
+    rmask = np.arange(r)[None, None] < rlen[..., None]
+    return hyp, refs, hmask, rmask
+
+
+def test_bleu_equals_sentence_bleu_with_masks_and_several_references():
+    rng = np.random.default_rng(0)
+    hyp, refs, hmask, rmask = _random_case(rng, 300, 7, 3, 6, vocab=3)
+    # a few exact copies of a reference (BLEU 1) and short hypotheses
+    hyp[:20, :6], hmask[:20] = refs[:20, 0], np.arange(7)[None] < rmask[:20, 0].sum(-1)[:, None]
+    for max_n, smoothing in ((4, 1.0), (2, 0.0), (1, 1.0)):
+        got = np.asarray(jax.jit(lambda *a: bleu(*a, max_n=max_n, smoothing=smoothing))(
+            hyp, refs, hmask, rmask))
+        want = [sentence_bleu(h[m].tolist(), [q[w].tolist() for q, w in zip(rs, rm)],
+                              max_n=max_n, smoothing=smoothing)
+                for h, m, rs, rm in zip(hyp, hmask, refs, rmask)]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.allclose(got[:20], 1.0)
+
+
+def test_bleu_broadcasts_over_groups_without_masks():
+    """[M, G, T] sampled responses against [M, 1, K, R] per-prompt references (a GRPO batch)."""
+    rng = np.random.default_rng(1)
+    hyp = rng.integers(0, 4, (3, 5, 6))
+    refs = rng.integers(0, 4, (3, 2, 6))
+    got = np.asarray(jax.jit(bleu)(hyp, refs[:, None]))
+    assert got.shape == (3, 5)
+    for m in range(3):
+        for g in range(5):
+            assert got[m, g] == pytest.approx(sentence_bleu(hyp[m, g].tolist(),
+                                                            refs[m].tolist()), rel=1e-5)
+    # a hypothesis longer than every n-gram order that fits the references
+    short = np.asarray(jax.jit(bleu)(hyp[:, :, :3], refs[:, None]))
+    want = sentence_bleu(hyp[0, 0, :3].tolist(), refs[0].tolist())
+    assert short[0, 0] == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ValueError, match="references"):
+        bleu(hyp[0, 0], refs[0, 0])
+
+
+def test_rouge1_equals_the_counter_definition():
+    rng = np.random.default_rng(2)
+    hyp, refs, hmask, rmask = _random_case(rng, 200, 6, 2, 5, vocab=5)
+    for measure in ("f", "p", "r"):
+        got = np.asarray(jax.jit(lambda *a: rouge1(*a, measure=measure))(
+            hyp, refs, hmask, rmask))
+        want = [_rouge1_reference(h[m].tolist(), [q[w].tolist() for q, w in zip(rs, rm)],
+                                  measure)
+                for h, m, rs, rm in zip(hyp, hmask, refs, rmask)]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # hand values: hyp (1, 1, 2) vs ref (1, 3, 4, 5): overlap 1, P = 1/3, R = 1/4
+    assert float(rouge1(jnp.array([1, 1, 2]), jnp.array([[1, 3, 4, 5]]))) == pytest.approx(
+        2 * (1 / 3) * (1 / 4) / (1 / 3 + 1 / 4))
+    with pytest.raises(ValueError, match="measure"):
+        rouge1(hyp, refs, measure="x")
