@@ -102,6 +102,7 @@ def group_pg_loss(sample_fn: Callable[[Any, jax.Array, Any, int], jax.Array],
                   kl_coef: float = 0.0,
                   kl_fn: Callable[[Any, Any, jax.Array, Any], jax.Array] | None = None,
                   prompt_fn: Callable[[jax.Array, Any], Any] | None = None,
+                  reward_key: bool = False,
                   ) -> Callable[[Any, dict], tuple[jax.Array, dict]]:
     """On-policy group policy gradient (GRPO, Shao et al. 2024, arXiv 2402.03300).
 
@@ -129,6 +130,9 @@ def group_pg_loss(sample_fn: Callable[[Any, jax.Array, Any, int], jax.Array],
         kl_coef > 0.
       prompt_fn: `(key, data) -> prompts` draws the update's prompts (default:
         `data["prompts"]`, every prompt every update).
+      reward_key: call `reward_fn(prompts, responses, data, key)` with a PRNG key of this
+        update (independent of the prompt and sampling keys) for stochastic rewards: a noisy
+        judge, BRPO's randomly drawn reference (`alignax.rewards.pairwise`).
 
     Returns:
       `loss_fn(params, batch) -> (loss, metrics)` for `fit_small(has_aux=True,
@@ -147,7 +151,10 @@ def group_pg_loss(sample_fn: Callable[[Any, jax.Array, Any, int], jax.Array],
         prompts = data["prompts"] if prompt_fn is None else prompt_fn(k_prompt, data)
         responses = jax.lax.stop_gradient(
             sample_fn(jax.lax.stop_gradient(params), k_sample, prompts, group_size))
-        out = reward_fn(prompts, responses, data)
+        if reward_key:
+            out = reward_fn(prompts, responses, data, jax.random.fold_in(k_sample, 1))
+        else:
+            out = reward_fn(prompts, responses, data)
         rewards, extra = out if isinstance(out, tuple) else (out, {})
         rewards = jax.lax.stop_gradient(jnp.asarray(rewards, jnp.float32))
         if rewards.ndim != 2 or rewards.shape[1] != group_size:

@@ -173,3 +173,26 @@ def test_group_pg_callable_advantage_metrics_and_errors():
                                  group_size=2)
     with pytest.raises(ValueError, match="rewards"):
         bad(params, batch)
+
+
+def test_group_pg_reward_key_gives_the_reward_fn_a_fresh_key():
+    st, space, reward = _space_and_reward()
+    params = st.init_table(space, 0)
+    sample_fn, log_prob_fn, _ = small_pg.sequence_table_policy(space)
+
+    def noisy(x, y, d, key):
+        return reward[y] + jax.random.normal(key, y.shape)
+
+    loss = jax.jit(small_pg.group_pg_loss(sample_fn, log_prob_fn, noisy, group_size=2,
+                                          reward_key=True))
+    batch = {"rng": jax.random.key(0), "data": {"prompts": jnp.zeros((3, 0))}}
+    _, m1 = loss(params, batch)
+    _, m2 = loss(params, {**batch, "rng": jax.random.key(1)})
+    assert float(m1["reward"]) != float(m2["reward"])
+    # the samples do not depend on the flag (the reward key is derived apart from them)
+    plain = jax.jit(small_pg.group_pg_loss(sample_fn, log_prob_fn, lambda x, y, d: reward[y],
+                                           group_size=2))
+    keyed = jax.jit(small_pg.group_pg_loss(sample_fn, log_prob_fn,
+                                           lambda x, y, d, k: reward[y], group_size=2,
+                                           reward_key=True))
+    np.testing.assert_allclose(plain(params, batch)[0], keyed(params, batch)[0])
