@@ -8,6 +8,9 @@ from alignax.rewards.directional import (angle_bins, bin_centers, direction_toke
                                          unit_directions)
 from alignax.rewards.metrics import bleu, rouge1  # noqa: F401 (jax BLEU / ROUGE-1)
 from alignax.rewards.model import ensemble_reward, reward_model_reward
+from alignax.rewards.pairwise import (bootstrapped_reference_outcomes, brpo_advantages,
+                                      expected_judge_outcome, judge_first_prob,
+                                      pairwise_judge, swap_vote)
 from alignax.rewards.rubrics import (Rubric, aggregate_rubrics, consistency_filter,
                                      contrastive_rubrics, rubric_features, rubric_judge_logits,
                                      rubric_score)
@@ -24,4 +27,6 @@ __all__ = [
     "exact_match", "gradient_weight_update", "hypervolume", "hypervolume_multiplier",
     "length_penalty", "log_tamed_sum", "mean_pooled_embeddings", "overlong_penalty",
     "pareto_front", "reward_model_reward", "sentence_bleu", "verifier_reward", "weighted_sum",
+    "bootstrapped_reference_outcomes", "brpo_advantages", "expected_judge_outcome",
+    "judge_first_prob", "pairwise_judge", "swap_vote",
 ]
