@@ -28,7 +28,7 @@ import optax
 from alignax._src import faults
 from alignax.train import sharding as shd
 from alignax.train.checkpoint import Checkpointer, abstract_like, is_checkpointable_iterator
-from alignax.train.plots import plot_metrics
+from alignax.train.plots import plot_metrics, run_plots_enabled
 from alignax.train.progress import ProgressBar
 from alignax.train.writers import (MetricsWriter, atomic_write_text, read_metrics,
                                    with_filename)
@@ -288,7 +288,8 @@ def run_loop(
       progress: show the progress bar.
       desc: its label.
       plot_filter: `metric name -> bool`: the metrics drawn in `workdir/plots/` at the end
-        (None: all of them; metrics.jsonl and TensorBoard always get every metric).
+        (None: all of them; metrics.jsonl and TensorBoard always get every metric). No plots
+        are drawn when `ALIGNAX_RUN_PLOTS=0` (`alignax.train.plots.run_plots_enabled`).
 
     Raises:
       NonFiniteError: a metric is NaN/inf (the last good checkpoint is kept).
@@ -298,6 +299,7 @@ def run_loop(
         raise ValueError(f"num_steps must be positive, got {num_steps}")
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
+    draw_plots = run_plots_enabled()  # read first: a bad value fails before training
     if abstract_state is None:
         abstract_state = single_device_abstract(jax.eval_shape(init_state))
     checkpointable_iter = data_iter if is_checkpointable_iterator(data_iter) else None
@@ -382,7 +384,8 @@ def run_loop(
                    if k != "step" and not k.startswith("eval/") and k.startswith(metric_prefix)}
         eval_metrics = {k: v for k, v in last.items() if k.startswith("eval/")}
     plots_dir = os.path.join(workdir, "plots")
-    if is_main and history and (start < num_steps or not os.path.isdir(plots_dir)):
+    if (is_main and history and draw_plots
+            and (start < num_steps or not os.path.isdir(plots_dir))):
         try:
             keys = None  # every metric
             if plot_filter is not None:

@@ -17,10 +17,24 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_curves", "plot_metrics"]
+__all__ = ["plot_curves", "plot_metrics", "run_plots_enabled"]
 
 _DEFAULT_GROUP = "metrics"
 _MAX_COLS = 3
+
+
+def run_plots_enabled() -> bool:
+    """Whether training runs draw their per-run metric PNGs (`<run>/plots/`) at the end.
+
+    On by default; the environment variable `ALIGNAX_RUN_PLOTS=0` turns them off (metrics.jsonl
+    and TensorBoard still get every metric, and an experiment's own figures are still drawn).
+    A figure of a dozen panels costs about a second of CPU, so a sweep of many short runs, or a
+    test suite that runs hundreds of them, spends much of its time drawing PNGs no one opens.
+    """
+    value = os.environ.get("ALIGNAX_RUN_PLOTS", "1").strip().lower()
+    if value not in ("0", "1", "false", "true", "no", "yes", "off", "on", ""):
+        raise ValueError(f"ALIGNAX_RUN_PLOTS must be 0 or 1, got {value!r}")
+    return value not in ("0", "false", "no", "off")
 
 
 def _number(value: Any) -> float | None:

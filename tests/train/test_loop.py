@@ -56,7 +56,8 @@ def _metrics_text(workdir):
         return f.read()
 
 
-def test_fit_trains_compiles_once_and_writes_outputs(tmp_path):
+def test_fit_trains_compiles_once_and_writes_outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNAX_RUN_PLOTS", "1")  # the suite turns them off (tests/conftest.py)
     eval_fn = jax.jit(lambda p: {"w_err": jnp.sum(jnp.abs(p["w"] - jnp.array([1.0, -2.0, 0.5])))})
     res = _fit(tmp_path, 40, eval_fn=eval_fn)
     assert res.compiles == 1
@@ -70,6 +71,17 @@ def test_fit_trains_compiles_once_and_writes_outputs(tmp_path):
     assert os.path.isdir(os.path.join(tmp_path, "tensorboard"))
     assert any(f.endswith(".png") for f in os.listdir(os.path.join(tmp_path, "plots")))
     assert Checkpointer(os.path.join(tmp_path, "checkpoints"), every=2).latest_step() == 40
+
+
+def test_run_plots_switch(tmp_path, monkeypatch):
+    """ALIGNAX_RUN_PLOTS=0 skips the per-run PNGs and nothing else; a bad value is an error."""
+    monkeypatch.setenv("ALIGNAX_RUN_PLOTS", "0")
+    res = _fit(tmp_path / "off", 4)
+    assert res.history and not os.path.exists(tmp_path / "off" / "plots")
+    assert os.path.isfile(tmp_path / "off" / "metrics.jsonl")
+    monkeypatch.setenv("ALIGNAX_RUN_PLOTS", "maybe")
+    with pytest.raises(ValueError, match="ALIGNAX_RUN_PLOTS"):
+        _fit(tmp_path / "bad", 4)
 
 
 def test_resume_continues_exactly(tmp_path):

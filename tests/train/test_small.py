@@ -256,7 +256,8 @@ def test_select_survives_a_resume_and_checks_its_arguments(tmp_path):
         _fit(tmp_path / "z", eval_fn=_val_loss, eval_data=val, select=("val_acc", "max"))
 
 
-def test_plots_show_the_means_over_seeds_not_one_figure_per_seed(tmp_path):
+def test_plots_show_the_means_over_seeds_not_one_figure_per_seed(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNAX_RUN_PLOTS", "1")  # the suite turns them off (tests/conftest.py)
     _fit(tmp_path / "p", num_steps=10)
     pngs = sorted(os.listdir(tmp_path / "p" / "plots"))
     assert pngs == ["metrics.png"], pngs  # loss, loss_mean; seed_<s>/... only in metrics.jsonl
@@ -350,7 +351,8 @@ def test_fit_rounds_equals_chained_fit_small_and_restores_finished_rounds(tmp_pa
                    init_params=MLP.init, **args)
 
 
-def test_plots_false_writes_no_pngs_and_keeps_metrics(tmp_path):
+def test_plots_false_writes_no_pngs_and_keeps_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNAX_RUN_PLOTS", "1")
     fit = _fit(tmp_path / "quiet", num_steps=10, plots=False)
     assert fit.history and os.path.isfile(tmp_path / "quiet" / "metrics.jsonl")
     pngs = glob.glob(str(tmp_path / "quiet" / "plots" / "*.png"))
