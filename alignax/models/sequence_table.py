@@ -194,6 +194,25 @@ def sample(space: SequenceSpace, params: dict, key: jax.Array, num_samples: int,
     return jnp.moveaxis(draws, 0, -1).astype(jnp.int32)
 
 
+def sample_paths(space: SequenceSpace, params: dict, key: jax.Array, num_samples: int,
+                 features=None) -> jax.Array:
+    """[..., num_samples] int32 sequence indices drawn token by token down the prefix tree:
+    the same distribution as `sample` (temperature 1), at a cost of L node evaluations per
+    sample instead of the whole table of V^L sequences (for large spaces and many prompts)."""
+    phi = _features(params, features)
+    v = space.vocab_size
+    shape = phi.shape[:-1] + (int(num_samples),)
+    node = jnp.zeros(shape, jnp.int32)
+    index = jnp.zeros(shape, jnp.int32)
+    for t, k in enumerate(jax.random.split(key, space.length)):
+        logits = params["bias"][node] + jnp.einsum("...f,...sfv->...sv", phi,
+                                                   params["weight"][node])
+        token = jax.random.categorical(k, logits, axis=-1).astype(jnp.int32)
+        index = index * v + token
+        node = v * node + 1 + token
+    return index
+
+
 def gather(values: jax.Array, index: jax.Array) -> jax.Array:
     """values [..., N] at sequence indices [..., K] -> [..., K] (e.g. the log-probs of sampled
     or paired responses)."""

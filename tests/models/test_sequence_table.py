@@ -136,3 +136,14 @@ def test_path_log_probs_match_the_full_table_and_its_gradients():
     shared = _params(5, features=0)  # no prompt features
     np.testing.assert_allclose(st.path_log_probs(SPACE, shared, index),
                                st.sequence_log_probs(SPACE, shared)[index], atol=1e-5)
+
+
+def test_sample_paths_follow_the_policy():
+    phi = jnp.array([[1.0, -0.5], [0.0, 2.0]])
+    params = _params(5, features=2, scale=1.5)
+    draws = np.asarray(jax.jit(lambda k: st.sample_paths(SPACE, params, k, 10_000, phi))(
+        jax.random.key(0)))
+    assert draws.shape == (2, 10_000) and draws.dtype == np.int32
+    probs = np.exp(np.asarray(st.sequence_log_probs(SPACE, params, phi)))
+    for row, p in zip(draws, probs):
+        np.testing.assert_allclose(np.bincount(row, minlength=27) / row.size, p, atol=0.02)
