@@ -3,6 +3,8 @@
 from alignax.rewards.aggregate import (ensemble, gradient_weight_update, hypervolume,
                                        hypervolume_multiplier, log_tamed_sum, pareto_front,
                                        weighted_sum)
+from alignax.rewards.cost import (cost_reward, outcome_reward, plan_rationality,
+                                  utility_cost_front, utility_cost_reward)
 from alignax.rewards.directional import (angle_bins, bin_centers, direction_tokens,
                                          directional_reward, select_by_direction,
                                          unit_directions)
@@ -25,6 +27,8 @@ __all__ = [
     "rubric_judge_logits", "rubric_score",
     "angle_bins", "bin_centers", "direction_tokens", "directional_reward",
     "select_by_direction", "unit_directions",
+    "cost_reward", "outcome_reward", "plan_rationality", "utility_cost_front",
+    "utility_cost_reward",
     "bleu_reward", "contains_tokens", "cosine_reward", "ensemble", "ensemble_reward",
     "exact_match", "gradient_weight_update", "hypervolume", "hypervolume_multiplier",
     "length_penalty", "log_tamed_sum", "mean_pooled_embeddings", "overlong_penalty",
