@@ -15,7 +15,11 @@ cost is O(T (T + K R) n) per hypothesis and n-gram order, small for the toy leng
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+
+from alignax.losses.reward import contrastive_representation_loss
+from alignax.rewards.rules import cosine_reward
 
 
 def _windows(tokens, mask, n: int):
@@ -115,3 +119,79 @@ def rouge1(hypothesis, references, hypothesis_mask=None, reference_mask=None, *,
     f = jnp.where(overlap > 0, 2 * p * rec / jnp.maximum(p + rec, 1e-12), 0.0)
     out = {"p": p, "r": rec, "f": f}[measure]
     return jnp.max(out, -1).astype(jnp.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Semantic similarity with a learned bag-of-tokens encoder, and concept-set F1
+
+
+def init_bag_encoder(key, vocab_size: int, dim: int, *, scale: float = 1.0) -> dict:
+    """Params {"embedding": [V, dim]} of a bag-of-tokens sentence encoder, N(0, scale^2 / dim)
+    entries (near-orthogonal tokens before training)."""
+    emb = jax.random.normal(key, (int(vocab_size), int(dim)), jnp.float32)
+    return {"embedding": emb * (scale / float(dim) ** 0.5)}
+
+
+def bag_embeddings(params: dict, tokens, mask=None):
+    """[..., dim] sentence embeddings of tokens [..., T]: the mean of the valid tokens'
+    embeddings (a pooled encoder without order: synonyms trained together land together)."""
+    tokens = jnp.asarray(tokens)
+    m = (jnp.ones(tokens.shape, jnp.float32) if mask is None
+         else jnp.asarray(mask, jnp.float32))
+    e = params["embedding"][tokens] * m[..., None]
+    return e.sum(-2) / jnp.maximum(m.sum(-1, keepdims=True), 1.0)
+
+
+def embedding_similarity(params: dict, hypothesis, references, hypothesis_mask=None,
+                         reference_mask=None):
+    """cos(E(y), E(y_ref)) of the bag encoder, hypotheses [..., T] against references
+    [..., K, R]: the best reference's cosine, [...] float32 (the semantic reward of "Shaping
+    Explanations", 2025, with `alignax.rewards.cosine_reward`)."""
+    h = bag_embeddings(params, hypothesis, hypothesis_mask)[..., None, :]
+    r = bag_embeddings(params, references, reference_mask)
+    h, r = jnp.broadcast_arrays(h, r)
+    return jnp.max(cosine_reward(h, r), -1)
+
+
+def bag_encoder_loss(*, temperature: float = 0.1):
+    """`loss_fn(params, batch) -> (loss, metrics)` of contrastive encoder training for
+    `alignax.train.small.fit_small(has_aux=True)`: InfoNCE
+    (`alignax.losses.reward.contrastive_representation_loss`, in-batch negatives, symmetric)
+    between the bag embeddings of batch["anchor"] [B, T] and batch["positive"] [B, T]
+    (paraphrases: the same meaning in other words, e.g. synonyms substituted), with optional
+    masks batch["anchor_mask"], batch["positive_mask"]. Metrics: "accuracy" (each anchor's
+    nearest positive in the batch is its own)."""
+    def loss_fn(params, batch):
+        a = bag_embeddings(params, batch["anchor"], batch.get("anchor_mask"))
+        p = bag_embeddings(params, batch["positive"], batch.get("positive_mask"))
+        loss = 0.5 * (contrastive_representation_loss(a, p, temperature=temperature).mean()
+                      + contrastive_representation_loss(p, a, temperature=temperature).mean())
+        an = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-6)
+        pn = p / jnp.maximum(jnp.linalg.norm(p, axis=-1, keepdims=True), 1e-6)
+        hit = jnp.argmax(an @ pn.T, -1) == jnp.arange(a.shape[0])
+        return loss, {"accuracy": jnp.mean(hit)}
+
+    return loss_fn
+
+
+def concept_f1(hypothesis, references, concept_of, num_concepts: int, hypothesis_mask=None,
+               reference_mask=None):
+    """F1 of the concept sets of hypotheses [..., T] and references [..., K, R] (the best
+    reference): [...] float32. `concept_of` [V] int maps each token to its concept (synonyms
+    share one), or to -1 for tokens without meaning (fillers), which are ignored; precision =
+    |C(y) ∩ C(ref)| / |C(y)|, recall = ... / |C(ref)| over distinct concepts; 0 when either set
+    is empty."""
+    concept_of = jnp.asarray(concept_of, jnp.int32)
+    hyp, refs, hmask, rmask = _prepare(hypothesis, references, hypothesis_mask, reference_mask)
+    ids = jnp.arange(int(num_concepts))
+
+    def present(tokens, mask):
+        c = concept_of[tokens]
+        return jnp.any((c[..., None] == ids) & mask[..., None], -2)  # [..., C]
+
+    h = present(hyp, hmask)[..., None, :]  # [..., 1, C]
+    r = present(refs, rmask)  # [..., K, C]
+    both = jnp.sum(h & r, -1).astype(jnp.float32)
+    nh, nr = jnp.sum(h, -1).astype(jnp.float32), jnp.sum(r, -1).astype(jnp.float32)
+    f1 = jnp.where(both > 0, 2 * both / jnp.maximum(nh + nr, 1.0), 0.0)
+    return jnp.max(f1, -1).astype(jnp.float32)
