@@ -5,6 +5,7 @@ from alignax.rewards.aggregate import (ensemble, gradient_weight_update, hypervo
                                        weighted_sum)
 from alignax.rewards.cost import (cost_reward, outcome_reward, plan_rationality,
                                   utility_cost_front, utility_cost_reward)
+from alignax.rewards.judges import (linear_judge_init, linear_judge_score, pair_agreement_reward, reference_match_features, referee_scores, round_robin_scores)  # noqa: F401,E501
 from alignax.rewards.directional import (angle_bins, bin_centers, direction_tokens,
                                          directional_reward, select_by_direction,
                                          unit_directions)
