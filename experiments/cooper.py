@@ -420,9 +420,7 @@ def plots(results, workdir: str) -> list[str]:
             rows = read_metrics(path)
             ys = np.array([[row[f"seed_{s}/eval/{metric}"] for row in rows]
                            for s in res["per_seed"]])
-            every = int(res.get("eval_every", 0)) or 1
-            xs = [every * (i + 1) for i in range(len(rows))]
-            curves[arm] = (xs, ys.mean(0), ys.std(0))
+            curves[arm] = (list(range(1, len(rows) + 1)), ys.mean(0), ys.std(0))
         out = os.path.join(workdir, "plots", f"cooper_{metric}.png")
         plot_curves(curves, out, title=f"Cooper vs static RM vs rule-only: {label}",
                     xlabel="evaluation (every eval_every updates)", ylabel=label)
