@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
+from alignax.data.chat_template import (
+    SPECIAL_TOKEN_NAMES,
+    load_chat_template,
+    render_chat_template,
+    select_chat_template,
+)
 from alignax.data.readers import render_chat
 
 
@@ -61,6 +67,21 @@ class ByteTokenizer:
                 data.append(i - self.num_special)
         return data.decode("utf-8", errors="replace")
 
+    chat_template = None  # no model template: conversations use alignax's minimal one
+
+    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], *,
+                            add_generation_prompt: bool = False,
+                            tokenize: bool = False) -> str | list[int]:
+        """A conversation in alignax's minimal template (`render_chat`), as text or byte ids.
+
+        Args:
+          messages: a list of `{"role": str, "content": str}`.
+          add_generation_prompt: end with the assistant cue "<|assistant|>\\n".
+          tokenize: return ids (no bos/eos added) instead of the text.
+        """
+        text = render_chat(messages, add_generation_cue=add_generation_prompt)
+        return self.encode(text) if tokenize else text
+
     def __len__(self) -> int:
         return self.vocab_size
 
@@ -73,21 +94,38 @@ class HFTokenizer:
 
     Special tokens are looked up by their strings (`bos_token`, `eos_token`, `pad_token`); when a
     folder has a tokenizer_config.json, its `bos_token`/`eos_token`/`pad_token` are used by
-    default. The chat template is alignax's minimal one (`alignax.data.readers.render_chat`):
-    "<|role|>\\ncontent\\n" per message, then "<|assistant|>\\n".
+    default.
+
+    Chat template: the model's own jinja template when the folder has one (chat_template.jinja,
+    additional_chat_templates/, or tokenizer_config.json's `chat_template`: see
+    `alignax.data.chat_template`), rendered exactly as transformers' `apply_chat_template`;
+    otherwise alignax's minimal one (`alignax.data.readers.render_chat`): "<|role|>\ncontent\n"
+    per message, then "<|assistant|>\n" as the generation prompt.
 
     Absent special tokens (e.g. Qwen2 has no bos_token) leave `bos_id`/`eos_id` None:
     `alignax.data.tokenize.tokenize_pair` then prepends no bos, and refuses a tokenizer without
     eos with a one-line `DataError`. Without a pad token `pad_id` is `eos_id`, else 0 (padding
     is masked out, so any valid id does).
 
+    `encode` never adds the tokenizer's own post-processing specials (the BOS a Llama
+    tokenizer.json's post-processor would prepend): alignax adds bos/eos explicitly
+    (`add_bos`/`add_eos`), and text rendered by a chat template already holds the specials the
+    template writes (Llama-3's `<|begin_of_text|>`), so tokenising it adds no second BOS.
+
     Args:
       tokenizer: a `tokenizers.Tokenizer`.
       bos_token, eos_token, pad_token: special-token strings (None: absent).
+      chat_template: a jinja template string, a dict name -> template (several named ones), or
+        None (the minimal fallback template).
+      special_tokens: every special-token string the template may read (`bos_token`,
+        `eos_token`, `unk_token`, `sep_token`, `pad_token`, `cls_token`, `mask_token`); the
+        three above are filled in from their arguments when absent here.
     """
 
     def __init__(self, tokenizer, *, bos_token: str | None = None,
-                 eos_token: str | None = None, pad_token: str | None = None):
+                 eos_token: str | None = None, pad_token: str | None = None,
+                 chat_template: str | Mapping[str, str] | None = None,
+                 special_tokens: Mapping[str, str] | None = None):
         self._tok = tokenizer
         self.bos_id = self._special_id(bos_token, "bos_token")
         self.eos_id = self._special_id(eos_token, "eos_token")
@@ -95,6 +133,24 @@ class HFTokenizer:
         if self.pad_id is None:
             self.pad_id = self.eos_id if self.eos_id is not None else 0
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        if chat_template is not None and not isinstance(chat_template, (str, Mapping)):
+            raise ValueError(f"chat_template must be a string, a dict of named templates or None, "
+                             f"got {type(chat_template).__name__}")
+        self.chat_template = (dict(chat_template) if isinstance(chat_template, Mapping)
+                              else chat_template)
+        tokens = {k: v for k, v in dict(special_tokens or {}).items() if v is not None}
+        for key, value in (("bos_token", bos_token), ("eos_token", eos_token),
+                           ("pad_token", pad_token)):
+            if value is not None:
+                tokens[key] = value
+            else:
+                tokens.pop(key, None)
+        self.special_tokens = {k: tokens[k] for k in SPECIAL_TOKEN_NAMES if k in tokens}
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the tokenizer carries its own chat template (else the minimal fallback)."""
+        return self.chat_template is not None
 
     def _special_id(self, token, what):
         if token is None:
@@ -105,9 +161,11 @@ class HFTokenizer:
         return i
 
     @classmethod
-    def from_file(cls, path: str, **special_tokens) -> "HFTokenizer":
+    def from_file(cls, path: str, *, chat_template: str | Mapping[str, str] | None = None,
+                  **special_tokens) -> "HFTokenizer":
         """Loads `path` (a tokenizer.json, or a folder holding tokenizer.json and optionally
-        tokenizer_config.json); keyword arguments override the special tokens. A missing or
+        tokenizer_config.json and a chat template); keyword arguments override the special
+        tokens (bos_token, eos_token, pad_token) and the folder's chat template. A missing or
         unreadable tokenizer.json is a one-line ValueError naming it."""
         from tokenizers import Tokenizer  # the HF tokenizers library: only this loader needs it
 
@@ -118,18 +176,26 @@ class HFTokenizer:
         if os.path.exists(config):
             with open(config) as f:
                 cfg = json.load(f)
-            for key in ("bos_token", "eos_token", "pad_token"):
+            for key in SPECIAL_TOKEN_NAMES:
                 value = cfg.get(key)
                 if isinstance(value, dict):  # {"content": ...} form
                     value = value.get("content")
                 if isinstance(value, str):
                     defaults[key] = value
+        named = {k: defaults.pop(k) for k in ("bos_token", "eos_token", "pad_token")
+                 if k in defaults}
         try:
             tokenizer = Tokenizer.from_file(file)
         except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception
             raise ValueError(f"{file}: not a tokenizer.json the tokenizers library can read "
                              f"({e})") from None
-        return cls(tokenizer, **{**defaults, **special_tokens})
+        if chat_template is None:
+            chat_template = load_chat_template(folder)
+        unknown = set(special_tokens) - {"bos_token", "eos_token", "pad_token"}
+        if unknown:
+            raise TypeError(f"HFTokenizer.from_file got unexpected keywords {sorted(unknown)}")
+        return cls(tokenizer, **{**named, **special_tokens}, chat_template=chat_template,
+                   special_tokens=defaults)
 
     def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
         """Ids of `text` without the tokenizer's own post-processing specials."""
@@ -147,9 +213,47 @@ class HFTokenizer:
     def decode(self, ids: Iterable[int], *, skip_special_tokens: bool = True) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
-    def apply_chat_template(self, messages, *, add_generation_prompt: bool = True) -> str:
-        """The prompt text of a conversation (alignax's minimal template)."""
-        return render_chat(messages, add_generation_cue=add_generation_prompt)
+    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], *,
+                            add_generation_prompt: bool = False, tokenize: bool = False,
+                            continue_final_message: bool = False,
+                            chat_template: str | None = None,
+                            tools: Sequence[Mapping[str, Any]] | None = None,
+                            **kwargs: Any) -> str | list[int]:
+        """Renders (and optionally tokenises) a conversation with the tokenizer's chat template.
+
+        Same text and ids as transformers' `tokenizer.apply_chat_template(messages,
+        add_generation_prompt=..., tokenize=...)`; unlike transformers, text is the default
+        (`tokenize=False`), as before. Without a template of its own the tokenizer renders
+        alignax's minimal one (`render_chat`).
+
+        Args:
+          messages: a list of `{"role": str, "content": str, ...}`.
+          add_generation_prompt: end with the header that opens an assistant turn (use it for a
+            prompt to be answered).
+          tokenize: return token ids (the rendered text encoded WITHOUT the tokenizer's own
+            special tokens: a template writes its BOS itself), else the text.
+          continue_final_message: end inside the final message (model template only).
+          chat_template: a template name (among several) or a whole template string, used in
+            place of the tokenizer's own.
+          tools: JSON-schema tool descriptions for templates that render them (model template
+            only).
+          **kwargs: extra template variables (e.g. `enable_thinking=False`).
+
+        Returns:
+          The rendered text, or its token ids with `tokenize=True`.
+        """
+        if chat_template is None and self.chat_template is None:
+            if continue_final_message or tools is not None or kwargs:
+                raise ValueError("continue_final_message, tools and template variables need a "
+                                 "model chat template; this tokenizer has none (minimal fallback)")
+            text = render_chat(messages, add_generation_cue=add_generation_prompt)
+        else:
+            template = select_chat_template(self.chat_template, chat_template, tools=tools)
+            text = render_chat_template(template, messages,
+                                        add_generation_prompt=add_generation_prompt,
+                                        continue_final_message=continue_final_message,
+                                        special_tokens=self.special_tokens, tools=tools, **kwargs)
+        return self.encode(text) if tokenize else text
 
     def __len__(self) -> int:
         return self.vocab_size

@@ -45,5 +45,9 @@ def test_overrides_errors_and_chat_template(folder):
         bare.encode("x", add_bos=True)
     with pytest.raises(ValueError, match="not in the vocabulary"):
         HFTokenizer.from_file(str(folder), bos_token="<nope>")
-    prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}])
+    # no chat template in the folder: alignax's minimal one (transformers' default: no cue)
+    assert tok.chat_template is None
+    prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}],
+                                     add_generation_prompt=True)
     assert prompt == "<|user|>\nhi\n<|assistant|>\n"
+    assert tok.apply_chat_template([{"role": "user", "content": "hi"}]) == "<|user|>\nhi\n"
