@@ -59,14 +59,19 @@ def referee_scores(verdict_log_probs, first_token: int, second_token: int) -> ja
     return jax.nn.sigmoid(lp[..., first_token] - lp[..., second_token])
 
 
-def pair_agreement_reward(verdicts, first_better, first_token: int, second_token: int
-                          ) -> jax.Array:
+def pair_agreement_reward(verdicts, first_better, first_token: int, second_token: int, *,
+                          tie=None) -> jax.Array:
     """[...] 1 where the referee's verdict token agrees with the gold label, 0 otherwise
     (including a verdict that is neither of the two tokens): the GRPO reward of URPO's
-    judging prompts. verdicts [...] int tokens; first_better [...] bool."""
+    judging prompts. verdicts [...] int tokens; first_better [...] bool; tie [...] bool (or
+    None): pairs of equal gold, where every verdict gets 0.5 (no signal, so a referee is not
+    taught a position preference on identical candidates)."""
     verdicts = jnp.asarray(verdicts)
     want = jnp.where(jnp.asarray(first_better, bool), first_token, second_token)
-    return (verdicts == want).astype(jnp.float32)
+    reward = (verdicts == want).astype(jnp.float32)
+    if tie is not None:
+        reward = jnp.where(jnp.asarray(tie, bool), 0.5, reward)
+    return reward
 
 
 def round_robin_scores(prefer_first) -> jax.Array:

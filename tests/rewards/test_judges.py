@@ -35,6 +35,9 @@ def test_referee_scores_and_pair_agreement_reward():
     r = judges.pair_agreement_reward(jnp.array([0, 1, 2, 1]),
                                      jnp.array([True, True, False, False]), 0, 1)
     np.testing.assert_array_equal(r, [1, 0, 0, 1])
+    tied = judges.pair_agreement_reward(jnp.array([[0, 1], [0, 1]]), jnp.array([[True], [False]]),
+                                        0, 1, tie=jnp.array([[False], [True]]))
+    np.testing.assert_array_equal(tied, [[1, 0], [0.5, 0.5]])
 
 
 def test_round_robin_scores_average_both_orders_and_ignore_self():
