@@ -14,6 +14,30 @@ Special tokens come from the tokenizer's `bos_id`, `eos_id` and `pad_id` attribu
 - no pad (`pad_id` None, or no such attribute): padding uses the eos id (padding is masked out,
   so its id only has to be a valid token).
 
+Conversational records (read from chat messages: `record.extras["messages"]`, see
+`alignax.data.readers`) tokenised with a tokenizer that has its own chat template
+(`tokenizer.chat_template` not None, e.g. an `HFTokenizer` of an instruct model) are rendered with
+that template the way TRL's DPOTrainer does (trl 1.16, `DPOTrainer._prepare_dataset`):
+
+- prompt ids: the prompt messages rendered with `add_generation_prompt=True` and tokenised
+  without the tokenizer's own specials (the template writes its BOS, e.g. Llama-3's
+  `<|begin_of_text|>`; Qwen has none);
+- full ids: prompt + response messages rendered without the generation prompt, tokenised the
+  same way;
+- the prompt is the longest common prefix of the prompt ids and BOTH full sequences (Qwen3's
+  template renders an empty `<think>` block into the final turn only, DeepSeek-R1's inserts a
+  token after the generation prompt: the prompt alone is then not a prefix), and each response is
+  its full sequence after that prefix;
+- no bos is prepended and no eos appended: the template closes the turn itself (`<|eot_id|>`,
+  `<|im_end|>\n`), so the sequence is exactly the rendered conversation.
+
+Explicit prompts (`prompt` + one-message `chosen`/`rejected`) and implicit ones (two full
+conversations) give the same ids. `render_conversational_pair` gives the same split as text (TRL's
+`maybe_apply_chat_template`). With `use_chat_template=False`, or a tokenizer without a template
+(`ByteTokenizer`, an `HFTokenizer` whose folder has none), a conversational record is tokenised
+like any other: its prompt string in alignax's minimal template, `[bos] + prompt + response +
+[eos]`.
+
 `check_token_ids` checks token arrays against a model (ids inside its vocabulary, sequences no
 longer than its learned position table) before they reach it: out-of-range ids are not an error
 inside jit, the embedding lookup returns NaN or a clamped row instead.
@@ -21,7 +45,7 @@ inside jit, the embedding lookup returns NaN or a clamped row instead.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -49,19 +73,98 @@ def special_ids(tokenizer) -> tuple[int | None, int, int]:
     return bos, eos, eos if pad is None else pad
 
 
-def tokenize_pair(record: PreferenceRecord, tokenizer, *, max_length: int) -> dict[str, np.ndarray]:
+def _conversation(messages: Mapping[str, Any]) -> tuple[list, list, list]:
+    """(prompt, full chosen, full rejected) messages of a record's `extras["messages"]`.
+
+    Explicit prompt: `chosen`/`rejected` hold the response message(s) only; implicit: they hold
+    the whole conversations, which start with the prompt messages.
+    """
+    prompt = list(messages["prompt"])
+    sides = []
+    for side in ("chosen", "rejected"):
+        conversation = list(messages[side])
+        if not (len(conversation) > len(prompt) and conversation[:len(prompt)] == prompt):
+            conversation = prompt + conversation
+        sides.append(conversation)
+    return prompt, sides[0], sides[1]
+
+
+def _uses_template(record, tokenizer, use_chat_template: bool) -> bool:
+    return (use_chat_template and isinstance(getattr(record, "extras", None), Mapping)
+            and isinstance(record.extras.get("messages"), Mapping)
+            and getattr(tokenizer, "chat_template", None) is not None)
+
+
+def _common_prefix(a: Sequence, b: Sequence) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def render_conversational_pair(messages: Mapping[str, Any], tokenizer) -> tuple[str, str, str]:
+    """A conversational pair as (prompt, chosen, rejected) text with the tokenizer's template.
+
+    TRL's `maybe_apply_chat_template` (after `maybe_extract_prompt` for implicit prompts): the
+    prompt rendered with the generation prompt, cut to its longest common prefix with both
+    rendered full conversations; each response is its full conversation after that prefix.
+
+    Args:
+      messages: `{"prompt": [...], "chosen": [...], "rejected": [...]}` as the reader stores it
+        in `extras["messages"]` (explicit or implicit prompt).
+      tokenizer: has `apply_chat_template(messages, add_generation_prompt=..., tokenize=...)`.
+
+    Returns:
+      (prompt, chosen, rejected) strings; `prompt + chosen` is the rendered chosen conversation.
+    """
+    prompt, chosen, rejected = _conversation(messages)
+    prompt_text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True)
+    full = [tokenizer.apply_chat_template(c) for c in (chosen, rejected)]
+    n = min(_common_prefix(prompt_text, f) for f in full)
+    return prompt_text[:n], full[0][n:], full[1][n:]
+
+
+def _template_ids(record: PreferenceRecord, tokenizer) -> tuple[list[int], list[int], list[int]]:
+    """(prompt, chosen response, rejected response) ids of a conversational record (TRL's way)."""
+    prompt, chosen, rejected = _conversation(record.extras["messages"])
+    prompt_ids = list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True,
+                                                    tokenize=True))
+    full = [list(tokenizer.apply_chat_template(c, tokenize=True)) for c in (chosen, rejected)]
+    n = min(_common_prefix(prompt_ids, f) for f in full)
+    return prompt_ids[:n], full[0][n:], full[1][n:]
+
+
+def tokenize_pair(record: PreferenceRecord, tokenizer, *, max_length: int,
+                  use_chat_template: bool = True) -> dict[str, np.ndarray]:
     """One PreferenceRecord -> dict of [max_length] arrays (see module docstring).
+
+    Args:
+      record: the pair.
+      tokenizer: `encode`, `bos_id`/`eos_id`/`pad_id`, and for conversational records
+        `chat_template`/`apply_chat_template`.
+      max_length: T, the padded length.
+      use_chat_template: render a conversational record with the tokenizer's own chat template
+        (TRL's layout: no added bos/eos) when it has one; False: always `[bos] + prompt +
+        response + [eos]` with the record's prompt string.
 
     Raises:
       DataError: the tokenizer has no eos; a side is longer than `max_length` (its `field` is
         "chosen" or "rejected").
     """
     bos, eos, pad = special_ids(tokenizer)
-    prompt = ([] if bos is None else [bos]) + list(tokenizer.encode(record.prompt))
-    specials = "eos" if bos is None else "bos/eos"
+    if _uses_template(record, tokenizer, use_chat_template):
+        prompt, chosen, rejected = _template_ids(record, tokenizer)
+        responses = (("chosen", chosen), ("rejected", rejected))
+        specials = "the chat template"
+    else:
+        prompt = ([] if bos is None else [bos]) + list(tokenizer.encode(record.prompt))
+        responses = tuple((side, list(tokenizer.encode(text)) + [eos]) for side, text in
+                          (("chosen", record.chosen), ("rejected", record.rejected)))
+        specials = "eos" if bos is None else "bos/eos"
     out = {}
-    for side, text in (("chosen", record.chosen), ("rejected", record.rejected)):
-        response = list(tokenizer.encode(text)) + [eos]
+    for side, response in responses:
         n = len(prompt) + len(response)
         if n > max_length:
             raise DataError(f"{side}: {n} tokens with {specials} exceed max_length={max_length}",
@@ -77,15 +180,16 @@ def tokenize_pair(record: PreferenceRecord, tokenizer, *, max_length: int) -> di
     return out
 
 
-def tokenize_pairs(records: Sequence[PreferenceRecord], tokenizer, *,
-                   max_length: int) -> list[dict[str, np.ndarray]]:
+def tokenize_pairs(records: Sequence[PreferenceRecord], tokenizer, *, max_length: int,
+                   use_chat_template: bool = True) -> list[dict[str, np.ndarray]]:
     """`tokenize_pair` over records; only PreferenceRecords are accepted."""
     special_ids(tokenizer)  # a tokenizer without eos fails once, before any record
     out = []
     for i, record in enumerate(records):
         if not isinstance(record, PreferenceRecord):
             raise DataError(f"record {i} is a {type(record).__name__}, expected a preference pair")
-        out.append(tokenize_pair(record, tokenizer, max_length=max_length))
+        out.append(tokenize_pair(record, tokenizer, max_length=max_length,
+                                 use_chat_template=use_chat_template))
     return out
 
 

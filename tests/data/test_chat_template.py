@@ -6,6 +6,7 @@ constructs: bos_token, strftime_now, namespace, messages[::-1], tojson, reasonin
 enable_thinking, raise_exception); the tokenizer is a tiny byte-level BPE trained in the test.
 """
 
+import functools
 import json
 
 import pytest
@@ -236,8 +237,9 @@ CHATS = {
 }
 
 
-@pytest.fixture(scope="module")
-def raw_tokenizer():
+@functools.lru_cache(maxsize=1)
+def tiny_tokenizer() -> Tokenizer:
+    """A byte-level BPE (vocab 420) with Llama-3's and Qwen's special tokens."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -251,6 +253,11 @@ def raw_tokenizer():
         single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A $B",
         special_tokens=[("<|begin_of_text|>", bos)])
     return tok
+
+
+@pytest.fixture(scope="module")
+def raw_tokenizer():
+    return tiny_tokenizer()
 
 
 def _pair(raw, template, specials):

@@ -1,5 +1,7 @@
 """Text pairs -> fixed-length token arrays."""
 
+import types
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,126 @@ def test_check_token_ids_names_where_the_value_and_the_limit():
         check_token_ids(row, 259, max_len=4, where="batch")
     with pytest.raises(ValueError, match="must be integers"):
         check_token_ids(np.zeros((2, 3)), 10)
+
+
+# --- conversational pairs rendered with the model's chat template (TRL's layout) ---
+
+EXPLICIT = {"prompt": [{"role": "system", "content": "You are a helpful assistant."},
+                       {"role": "user", "content": "What is the capital of France?"}],
+            "chosen": [{"role": "assistant", "content": "Paris is the capital."}],
+            "rejected": [{"role": "assistant", "content": "the cat sat on the mat"}]}
+IMPLICIT = {"chosen": EXPLICIT["prompt"] + EXPLICIT["chosen"],
+            "rejected": EXPLICIT["prompt"] + EXPLICIT["rejected"]}
+
+
+def _templated(template, specials):
+    from tests.data.test_chat_template import tiny_tokenizer
+
+    from alignax.data import HFTokenizer
+
+    return HFTokenizer(tiny_tokenizer(), chat_template=template, **specials)
+
+
+def test_conversational_pair_is_the_rendered_conversation_without_added_specials():
+    from alignax.data.readers import parse_row
+    from tests.data.test_chat_template import LLAMA32, LLAMA_SPECIALS, QWEN3, QWEN_SPECIALS
+
+    for template, specials in ((LLAMA32, LLAMA_SPECIALS), (QWEN3, QWEN_SPECIALS)):
+        tok = _templated(template, specials)
+        explicit = tokenize_pair(parse_row(EXPLICIT), tok, max_length=96)
+        implicit = tokenize_pair(parse_row(IMPLICIT), tok, max_length=96)
+        for key in explicit:  # the two prompt formats give the same arrays
+            np.testing.assert_array_equal(explicit[key], implicit[key], err_msg=key)
+        prompt = tok.apply_chat_template(EXPLICIT["prompt"], add_generation_prompt=True,
+                                         tokenize=True)
+        for side in ("chosen", "rejected"):
+            full = tok.apply_chat_template(EXPLICIT["prompt"] + EXPLICIT[side], tokenize=True)
+            n = len(full)
+            ids, mask = explicit[f"{side}_ids"], explicit[f"{side}_mask"]
+            assert ids[:n].tolist() == full and mask.sum() == n  # no added bos/eos
+            assert (ids[n:] == tok.pad_id).all()
+            response = explicit[f"{side}_response_mask"]
+            assert response[:len(prompt)].sum() == 0 and response[len(prompt):n].all()
+            assert full[:len(prompt)] == prompt  # these templates: the prompt is a prefix
+        bos = tok._tok.token_to_id("<|begin_of_text|>")
+        assert explicit["chosen_ids"].tolist().count(bos) == (1 if tok.bos_id is not None else 0)
+        # use_chat_template=False: the reader's minimal prompt string, [bos] + ... + [eos]
+        plain = tokenize_pair(parse_row(EXPLICIT), tok, max_length=96, use_chat_template=False)
+        assert plain["chosen_ids"][plain["chosen_mask"].sum() - 1] == tok.eos_id
+    short = {**EXPLICIT, "chosen": [{"role": "assistant", "content": "a"}]}
+    n = len(tok.apply_chat_template(short["prompt"] + short["chosen"], tokenize=True))
+    with pytest.raises(DataError, match=f"rejected: .* tokens with the chat template exceed "
+                                        f"max_length={n}") as e:
+        tokenize_pair(parse_row(short), tok, max_length=n)
+    assert e.value.field == "rejected"
+
+
+def test_prompt_that_is_not_a_prefix_of_the_conversation():
+    """A generation prompt the full conversation renders differently: the prompt is the common
+    prefix of the prompt ids and both conversations (TRL's `common_prefix_length`)."""
+    from alignax.data.readers import parse_row
+    from alignax.data.tokenize import render_conversational_pair
+    from tests.data.test_chat_template import QWEN_SPECIALS
+
+    template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n"
+                "{% endif %}")
+    tok = _templated(template, QWEN_SPECIALS)
+    prompt, chosen, rejected = render_conversational_pair(parse_row(EXPLICIT).extras["messages"],
+                                                          tok)
+    assert prompt.endswith("<|im_start|>assistant\n") and not prompt.endswith("<think>\n")
+    assert chosen == "Paris is the capital.<|im_end|>\n"
+    out = tokenize_pair(parse_row(EXPLICIT), tok, max_length=96)
+    full = tok.apply_chat_template(EXPLICIT["prompt"] + EXPLICIT["chosen"], tokenize=True)
+    assert out["chosen_ids"][:len(full)].tolist() == full
+    assert tok.decode(out["chosen_ids"][out["chosen_response_mask"] == 1],
+                      skip_special_tokens=False) == chosen
+
+
+def test_same_texts_and_ids_as_trl():
+    """TRL's maybe_extract_prompt + maybe_apply_chat_template (text) and DPOTrainer's dataset
+    preparation (ids) on the same records, explicit and implicit prompts, Llama-3.2 and Qwen3."""
+    pytest.importorskip("trl")
+    import transformers
+    from datasets import Dataset
+    from trl import DPOTrainer
+    from trl.data_utils import maybe_apply_chat_template, maybe_extract_prompt
+
+    from alignax.data.readers import parse_row
+    from alignax.data.tokenize import render_conversational_pair
+    from tests.data.test_chat_template import (
+        LLAMA32,
+        LLAMA_SPECIALS,
+        QWEN3,
+        QWEN_SPECIALS,
+        tiny_tokenizer,
+    )
+
+    multi_turn = {"chosen": [{"role": "user", "content": "Tell me a joke."},
+                             {"role": "assistant", "content": "the cat sat on the mat"},
+                             {"role": "user", "content": "about dogs?"},
+                             {"role": "assistant", "content": "a dog sat on a log"}],
+                  "rejected": [{"role": "user", "content": "Tell me a joke."},
+                               {"role": "assistant", "content": "the cat sat on the mat"},
+                               {"role": "user", "content": "about dogs?"},
+                               {"role": "assistant", "content": "No."}]}
+    args = types.SimpleNamespace(dataset_num_proc=None, max_length=None,
+                                 truncation_mode="keep_start")
+    for template, specials in ((LLAMA32, LLAMA_SPECIALS), (QWEN3, QWEN_SPECIALS)):
+        ours = _templated(template, specials)
+        ref = transformers.PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer(),
+                                                   chat_template=template, **specials)
+        for example in (EXPLICIT, IMPLICIT, multi_turn):
+            record = parse_row(example)
+            want = maybe_apply_chat_template(maybe_extract_prompt(example), ref)
+            got = render_conversational_pair(record.extras["messages"], ours)
+            assert got == (want["prompt"], want["chosen"], want["rejected"])
+            trl = DPOTrainer._prepare_dataset(types.SimpleNamespace(_tokenizer=ref),
+                                              Dataset.from_list([example]), ref, args, "t")[0]
+            out = tokenize_pair(record, ours, max_length=128)
+            n_prompt = len(trl["prompt_ids"])
+            for side in ("chosen", "rejected"):
+                n = out[f"{side}_mask"].sum()
+                assert out[f"{side}_ids"][:n].tolist() == trl["prompt_ids"] + trl[f"{side}_ids"]
+                assert out[f"{side}_response_mask"][:n_prompt].sum() == 0
+                assert out[f"{side}_response_mask"][n_prompt:n].all()
