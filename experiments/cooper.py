@@ -44,6 +44,15 @@ validation-chosen peak), `test_rm_gain` (E_pi[r_phi] on test problems, last step
 `test_junk_final` (mass on J-first responses), and `test_rm_auc` (the RM's AUC for gold-correct
 vs gold-incorrect responses, over all 512 responses of each test problem, at the end).
 
+Why rule-only can beat Cooper in this toy (the first full run: Cooper 0.925 vs rule-only 0.948
+test gold): the exact format is reachable from pi_0 (about 1% of its responses) and the verifier
+is exactly precise, so its sparse 0/1 reward still gives GRPO a clean signal towards a
+gold-correct response, while Cooper's reward is a learned proxy: the RM also scores the free
+tokens after the answer (weights fitted on noisy labels that no contrastive pair corrects, as y+
+and y- differ only in the answer), and its updates stop once the policy leaves the exact format
+(no more verified positives). The paper's own margin over rule-based reward is small (+0.5 pts
+average accuracy).
+
 Claims (5 seeds, paired 95% t intervals): (1) static-RM GRPO hacks its RM: its RM reward
 rises (test_rm_gain >= 0) while (2) its test gold accuracy falls >= 20 points after its peak;
 (3) Cooper's test gold accuracy >= rule-only's and (4) >= the static-RM run's at its
@@ -393,7 +402,13 @@ def claims(results) -> list[protocol.Claim]:
         protocol.compare(
             "Cooper's test gold accuracy >= rule-only GRPO's (each at its validation-chosen "
             "step)", results, ("cooper", "test_gold"), ("rule_only", "test_gold"),
-            at_least=0.0, detail=summary),
+            at_least=0.0,
+            detail=summary + f"; exact-format rate at the end: Cooper "
+                             f"{seed_mean(results, 'cooper', 'test_rule_final'):.3f}, rule-only "
+                             f"{seed_mean(results, 'rule_only', 'test_rule_final'):.3f} (the "
+                             f"exact format is reachable from pi_0 and the verifier is exactly "
+                             f"precise, so rule-only's sparse reward is a clean signal; Cooper's "
+                             f"RM stops updating once its policy leaves the exact format)"),
         protocol.compare(
             "Cooper's test gold accuracy >= the static-RM run's at its validation-chosen peak",
             results, ("cooper", "test_gold"), ("static_rm", "test_gold"), at_least=0.0,
