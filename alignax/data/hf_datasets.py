@@ -1,0 +1,408 @@
+r"""Hugging Face `datasets` -> alignax records and grain sources, in TRL's dataset formats.
+
+Loading (`load_hf_dataset`): a `datasets.Dataset` or `DatasetDict` object; a folder written by
+`save_to_disk` (a Dataset or a DatasetDict; read with `datasets.load_from_disk`, memory-mapped);
+a local data file or a folder of them (`.arrow`, `.parquet`, `.json`/`.jsonl`, `.csv`; read with
+`datasets.load_dataset`, e.g. a downloaded Hub snapshot); or a Hub dataset name, only where the
+Hub can be reached (with `HF_HUB_OFFLINE=1`, or when the download fails, a one-line `DataError`
+says so).
+
+Row formats (TRL's; detected per row from its keys, values are strings or chat messages
+`{"role", "content"}`):
+
+==========================  =====================================  ==========================
+TRL dataset type            keys                                   record
+==========================  =====================================  ==========================
+preference, explicit        prompt, chosen, rejected               `PreferenceRecord`
+preference, implicit        chosen, rejected                       `PreferenceRecord`
+unpaired preference (KTO)   prompt, completion, label (bool)       `UnpairedRecord`
+prompt-only (online RL)     prompt                                 `PromptRecord`
+pointwise ratings           prompt, response, rating / ratings     `RatingRecord`
+==========================  =====================================  ==========================
+
+Preference and rating rows are validated by `alignax.data.readers.parse_row` (the JSONL/Parquet
+reader's rules: conversational pairs keep their messages in `extras["messages"]`, which
+`alignax.data.tokenize.tokenize_pair` renders with the model's chat template). A standard
+(string) preference row without a prompt gets TRL's implicit prompt (`extract_prompt`): the
+longest common character prefix of chosen and rejected, less a final space, which stays with the
+responses. Conversational KTO and prompt-only rows keep theirs in `extras["messages"]`
+(`{"prompt": [...], "completion": [...]}` / `{"prompt": [...]}`); their `prompt` string is the
+minimal template's (`render_chat`), the generation cue included.
+
+Errors: a bad row raises `DataError` `<dataset>:<index>: field '<field>': <problem>` with
+<dataset> the folder's (or file's) base name, or `name`, and <index> the 0-based row index
+(`dataset[index]` is the culprit). `read_hf_dataset(..., skip_invalid=True)` skips and counts
+bad rows instead.
+
+Pipeline: `HFSource` is a random-access grain source over the dataset (each `source[i]` parses
+and transforms one row when read, e.g. `tokenize_pair`), so `make_batch_iterator` streams it
+with exact resume (its state counts batches; a row is a pure function of its index).
+
+Why `datasets` (not pyarrow alone): it reads every layout a Hub dataset comes in (save_to_disk
+folders with their features, sharded Arrow/Parquet/JSON snapshots, the Hub), memory-maps Arrow so
+a large dataset is not read into host memory, and is what TRL users already hold their data in.
+It is imported lazily, only by `load_hf_dataset`: requirement `datasets>=3,<6`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+from alignax.data.errors import DataError
+from alignax.data.readers import (
+    PreferenceRecord,
+    RatingRecord,
+    ReadResult,
+    _check_length,
+    _kind,
+    _messages,
+    _response,
+    _RowError,
+    _text,
+    parse_row,
+    render_chat,
+)
+
+_DATA_EXTENSIONS = {".arrow": "arrow", ".parquet": "parquet", ".json": "json", ".jsonl": "json",
+                    ".csv": "csv"}
+
+
+@dataclasses.dataclass
+class UnpairedRecord:
+    """One unpaired preference (KTO): `completion` to `prompt` is desirable iff `label`."""
+
+    prompt: str
+    completion: str
+    label: bool
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class PromptRecord:
+    """One prompt to be answered (online RL: GRPO, RLOO, online DPO)."""
+
+    prompt: str
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+Record = PreferenceRecord | RatingRecord | UnpairedRecord | PromptRecord
+
+
+def load_hf_dataset(source: Any, *, split: str | None = "train", cache_dir: str | None = None):
+    """A `datasets.Dataset` from an object, a local folder or file, or a Hub name.
+
+    Args:
+      source: a `datasets.Dataset` (returned as is) or `DatasetDict`; a `save_to_disk` folder;
+        a data file or a folder of data files (.arrow, .parquet, .json/.jsonl, .csv); or a Hub
+        dataset name ("org/name"), read only when the Hub can be reached.
+      split: the split to return from a DatasetDict or a file/Hub load ("train", "test", ...).
+        None: a save_to_disk DatasetDict with exactly one split returns that split.
+      cache_dir: where `datasets.load_dataset` writes its Arrow cache (None: the library's
+        default, `HF_DATASETS_CACHE`); unused by `save_to_disk` folders, read in place.
+
+    Returns:
+      A `datasets.Dataset`.
+
+    Raises:
+      DataError: an unknown split (naming the available ones); a local path that holds no
+        dataset; a Hub name while offline or unreachable (one line).
+    """
+    import datasets
+
+    if isinstance(source, datasets.DatasetDict):
+        return _split(source, split, "the DatasetDict")
+    if isinstance(source, datasets.Dataset):
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a datasets.Dataset/DatasetDict or a path/name, got "
+                        f"{type(source).__name__}")
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        if any(os.path.isfile(os.path.join(path, f)) for f in ("state.json",
+                                                                 "dataset_dict.json")):
+            loaded = datasets.load_from_disk(path)
+            if isinstance(loaded, datasets.DatasetDict):
+                return _split(loaded, split, path)
+            return loaded
+        found = {os.path.splitext(f)[1].lower() for _, _, fs in os.walk(path) for f in fs}
+        if not found & set(_DATA_EXTENSIONS):
+            raise DataError(f"{path}: no dataset here (no save_to_disk files, no "
+                            f"{'/'.join(sorted(_DATA_EXTENSIONS))} files)", path=path)
+        # datasets infers the file type and the splits from the file names (train-*, test-*,
+        # data/train/..., as in a Hub snapshot)
+        return _load(datasets, (path,), {}, split, cache_dir, path)
+    if os.path.isfile(path):
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in _DATA_EXTENSIONS:
+            raise DataError(f"{path}: unsupported file type {ext!r} (expected one of "
+                            f"{sorted(_DATA_EXTENSIONS)})", path=path)
+        return _load(datasets, (_DATA_EXTENSIONS[ext],), {"data_files": {"train": [path]}},
+                     split, cache_dir, path)
+    if os.path.isabs(path) or path.startswith(".") or path.count("/") > 1:
+        raise DataError(f"{path}: no such file or folder", path=path)
+    if datasets.config.HF_HUB_OFFLINE:
+        raise DataError(f"{path!r} is not a local path, and the Hub is offline (HF_HUB_OFFLINE "
+                        f"is set): download the dataset and pass its folder", path=path)
+    try:
+        return datasets.load_dataset(path, split=split, cache_dir=cache_dir)
+    except Exception as e:  # noqa: BLE001 - network, auth and missing-repo errors vary
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path!r} is not a local path, and loading it from the Hub failed "
+                        f"({type(e).__name__}: {first})", path=path) from None
+
+
+def _split(dataset_dict, split: str | None, where: str):
+    if split is None:
+        if len(dataset_dict) != 1:
+            raise DataError(f"{where} has splits {sorted(dataset_dict)}: pass split=...",
+                            path=where)
+        return next(iter(dataset_dict.values()))
+    if split not in dataset_dict:
+        raise DataError(f"{where} has no split {split!r} (splits: {sorted(dataset_dict)})",
+                        path=where)
+    return dataset_dict[split]
+
+
+def _load(datasets, args: tuple, kwargs: dict, split: str | None, cache_dir: str | None,
+          where: str):
+    """`datasets.load_dataset(*args, **kwargs)`, then the split; read errors -> DataError."""
+    try:
+        loaded = datasets.load_dataset(*args, **kwargs, cache_dir=cache_dir)
+    except Exception as e:  # noqa: BLE001 - datasets wraps pyarrow/json errors in several types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DataError(f"{where}: the data files could not be read ({type(e).__name__}: "
+                        f"{first})", path=where) from None
+    return _split(loaded, split, where)
+
+
+def _implicit_text_prompt(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """TRL's `extract_prompt` on strings: the common character prefix, a final space given back
+    to the responses."""
+    n = 0
+    for a, b in zip(chosen, rejected):
+        if a != b:
+            break
+        n += 1
+    if n and n < min(len(chosen), len(rejected)) and chosen[n - 1] == " ":
+        n -= 1
+    return chosen[:n], chosen[n:], rejected[n:]
+
+
+def _parse_unpaired(row: Mapping[str, Any]) -> UnpairedRecord:
+    for field in ("prompt", "completion", "label"):
+        if field not in row:
+            raise _RowError(field, "missing")
+    label = row["label"]
+    if not isinstance(label, bool):
+        raise _RowError("label", f"expected a bool (desirable or not), got {_kind(label)}")
+    extras = {k: v for k, v in row.items() if k not in ("prompt", "completion", "label")}
+    prompt, completion = row["prompt"], row["completion"]
+    if isinstance(prompt, str) or isinstance(completion, str):
+        return UnpairedRecord(_text(prompt, "prompt"), _text(completion, "completion"), label,
+                              extras)
+    if "messages" in extras:
+        raise _RowError("messages", "reserved in chat rows (the reader stores the raw messages "
+                                    "there); rename it")
+    prompt = _messages(prompt, "prompt")
+    completion = _messages(completion, "completion")
+    if len(completion) != 1:
+        raise _RowError("completion", f"expected exactly one assistant message, got "
+                                      f"{len(completion)} messages")
+    response = _response(completion[0], "completion[0]")
+    extras["messages"] = {"prompt": prompt, "completion": completion}
+    return UnpairedRecord(render_chat(prompt), response, label, extras)
+
+
+def _parse_prompt_only(row: Mapping[str, Any]) -> PromptRecord:
+    prompt = row["prompt"]
+    extras = {k: v for k, v in row.items() if k != "prompt"}
+    if isinstance(prompt, str):
+        return PromptRecord(_text(prompt, "prompt"), extras)
+    if not isinstance(prompt, (list, tuple)):
+        raise _RowError("prompt", f"expected a string or a list of messages, got {_kind(prompt)}")
+    if "messages" in extras:
+        raise _RowError("messages", "reserved in chat rows (the reader stores the raw messages "
+                                    "there); rename it")
+    messages = _messages(prompt, "prompt")
+    extras["messages"] = {"prompt": messages}
+    return PromptRecord(render_chat(messages), extras)
+
+
+def parse_hf_row(row: Any) -> Record:
+    """Validates one dataset row and converts it to a record (TRL format detected from keys).
+
+    A null value (Arrow's fill for a column a row does not use) counts as an absent key.
+
+    Raises:
+      _RowError: the field and the problem (`read_hf_dataset`/`HFSource` add dataset and index).
+    """
+    if not isinstance(row, Mapping):
+        raise _RowError(None, f"expected a row mapping column -> value, got {_kind(row)}")
+    row = {k: v for k, v in row.items() if v is not None}
+    if "chosen" in row or "rejected" in row:
+        if ("prompt" not in row and isinstance(row.get("chosen"), str)
+                and isinstance(row.get("rejected"), str)):
+            prompt, chosen, rejected = _implicit_text_prompt(row["chosen"], row["rejected"])
+            row = {**row, "prompt": prompt, "chosen": chosen, "rejected": rejected}
+        return parse_row(row)
+    if "response" in row:
+        return parse_row(row)
+    if "completion" in row or "label" in row:
+        return _parse_unpaired(row)
+    if "prompt" in row:
+        return _parse_prompt_only(row)
+    raise _RowError("prompt", f"missing: no TRL format matches the columns {sorted(row)} "
+                              f"(preference: chosen/rejected; KTO: prompt/completion/label; "
+                              f"prompt-only: prompt; rating: prompt/response/rating)")
+
+
+def _dataset_name(dataset, name: str | None) -> str:
+    if name is not None:
+        return name
+    files = getattr(dataset, "cache_files", None) or []
+    if files:
+        folder = os.path.dirname(files[0].get("filename", ""))
+        if folder:
+            return os.path.basename(folder)
+    return "dataset"
+
+
+def _error(name: str, index: int, e: _RowError) -> DataError:
+    where = f" field '{e.field}':" if e.field is not None else ""
+    return DataError(f"{name}:{index}:{where} {e.problem}", path=name, line=index, field=e.field)
+
+
+def _measure_length(record: Record, max_length: int,
+                    tokenize: Callable[[str], Sequence[int]] | None) -> None:
+    if isinstance(record, (PreferenceRecord, RatingRecord)):
+        _check_length(record, max_length, tokenize)
+        return
+    measure = (lambda s: len(tokenize(s))) if tokenize is not None else len
+    unit = "tokens" if tokenize is not None else "characters"
+    field, length = "prompt", measure(record.prompt)
+    if isinstance(record, UnpairedRecord):
+        field, length = "completion", length + measure(record.completion)
+    if length > max_length:
+        raise _RowError(field, f"too long: {length} {unit} > max_length={max_length}")
+
+
+def read_hf_dataset(
+    source: Any,
+    *,
+    split: str | None = "train",
+    name: str | None = None,
+    skip_invalid: bool = False,
+    max_length: int | None = None,
+    tokenize: Callable[[str], Sequence[int]] | None = None,
+    cache_dir: str | None = None,
+) -> ReadResult:
+    """Reads and validates every row of a dataset into records (see the module docstring).
+
+    Args:
+      source: anything `load_hf_dataset` takes.
+      split: the split (see `load_hf_dataset`).
+      name: the dataset's name in messages (default: its folder's base name).
+      skip_invalid: skip invalid rows, counting them, instead of raising at the first one.
+      max_length: the longest allowed prompt + response (each response with the prompt), in
+        tokens of `tokenize` if given, else characters (as `read_preferences`).
+      tokenize: text -> ids, for `max_length`.
+      cache_dir: see `load_hf_dataset`.
+
+    Returns:
+      A `ReadResult`: `records` in dataset order, `lines` their 0-based row indices (the
+      `indices` an `HFSource` over only the valid rows takes), `path` the dataset's name.
+
+    Raises:
+      DataError: `<dataset>:<index>: field '<field>': <problem>` for the first invalid row
+        (unless `skip_invalid`); `no valid rows in <dataset>` when none is valid.
+    """
+    if max_length is not None and (isinstance(max_length, bool) or max_length <= 0):
+        raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+    dataset = load_hf_dataset(source, split=split, cache_dir=cache_dir)
+    label = _dataset_name(dataset, name if name is not None else (
+        os.path.basename(os.path.normpath(os.fspath(source)))
+        if isinstance(source, (str, os.PathLike)) else None))
+    result = ReadResult(path=label, records=[])
+    for index, row in enumerate(dataset):
+        try:
+            record = parse_hf_row(row)
+            if max_length is not None:
+                _measure_length(record, max_length, tokenize)
+        except _RowError as e:
+            error = _error(label, index, e)
+            if not skip_invalid:
+                raise error from None
+            result.num_skipped += 1
+            result.skipped.append(str(error))
+            continue
+        result.records.append(record)
+        result.lines.append(index)
+    if not result.records:
+        detail = (f": all {result.num_skipped} rows are invalid, the first: {result.skipped[0]}"
+                  if result.num_skipped else " (the dataset is empty)")
+        raise DataError(f"no valid rows in {label}{detail}", path=label)
+    return result
+
+
+class HFSource:
+    """A random-access grain source over a dataset: `source[i] = transform(record of row i)`.
+
+    Rows are parsed (and transformed, e.g. tokenised) when read, so nothing but the Arrow
+    memory map is held; each item is a pure function of its index, so `make_batch_iterator`
+    over this source resumes exactly. A bad row raises `DataError` `<dataset>:<index>: ...`
+    when it is read (validate first with `read_hf_dataset(skip_invalid=True)` and pass its
+    `lines` as `indices` to keep only the valid rows).
+
+    Args:
+      dataset: a `datasets.Dataset` (see `load_hf_dataset`).
+      transform: record -> dict of numpy arrays (same keys and shapes for every record), e.g.
+        `functools.partial(tokenize_pair, tokenizer=tok, max_length=T)`; it runs in grain's
+        reader threads (tokenizers and compiled chat templates are thread-safe).
+      indices: the dataset rows this source holds, in order (default: all).
+      name: the dataset's name in messages.
+      kinds: the record types accepted (default: all); another raises a `DataError` naming the
+        row (e.g. a rating row in a preference source).
+    """
+
+    def __init__(self, dataset, transform: Callable[[Record], Any], *,
+                 indices: Sequence[int] | None = None, name: str | None = None,
+                 kinds: tuple[type, ...] | None = None):
+        self._dataset = dataset
+        self._transform = transform
+        self._indices = None if indices is None else [int(i) for i in indices]
+        if self._indices is not None and self._indices and not (
+                0 <= min(self._indices) and max(self._indices) < len(dataset)):
+            raise ValueError(f"indices must lie in [0, {len(dataset)})")
+        self._name = _dataset_name(dataset, name)
+        self._kinds = kinds
+
+    def __len__(self) -> int:
+        return len(self._dataset) if self._indices is None else len(self._indices)
+
+    def record(self, i: int) -> Record:
+        """The validated record of item `i` (row `indices[i]`)."""
+        index = i if self._indices is None else self._indices[i]
+        try:
+            record = parse_hf_row(self._dataset[index])
+            if self._kinds is not None and not isinstance(record, self._kinds):
+                raise _RowError(None, f"a {type(record).__name__} row; this source takes "
+                                      f"{', '.join(k.__name__ for k in self._kinds)}")
+        except _RowError as e:
+            raise _error(self._name, index, e) from None
+        return record
+
+    def __getitem__(self, i: int) -> Any:
+        index = i if self._indices is None else self._indices[i]
+        try:
+            return self._transform(self.record(i))
+        except DataError as e:
+            if e.line is not None:  # already names the row
+                raise
+            message, field = str(e), ""
+            if e.field is not None:
+                field = f" field '{e.field}':"
+                message = message.removeprefix(f"{e.field}: ")
+            raise DataError(f"{self._name}:{index}:{field} {message}", path=self._name,
+                            line=index, field=e.field) from None
