@@ -56,6 +56,7 @@ from alignax.data.readers import (
     RatingRecord,
     ReadResult,
     _check_length,
+    collect_rows,
     _kind,
     _messages,
     _response,
@@ -271,7 +272,8 @@ def _dataset_name(dataset, name: str | None) -> str:
 
 def _error(name: str, index: int, e: _RowError) -> DataError:
     where = f" field '{e.field}':" if e.field is not None else ""
-    return DataError(f"{name}:{index}:{where} {e.problem}", path=name, line=index, field=e.field)
+    return DataError(f"{name}:{index}:{where} {e.problem}", path=name, line=index,
+                     field=e.field)
 
 
 def _measure_length(record: Record, max_length: int,
@@ -324,26 +326,15 @@ def read_hf_dataset(
     label = _dataset_name(dataset, name if name is not None else (
         os.path.basename(os.path.normpath(os.fspath(source)))
         if isinstance(source, (str, os.PathLike)) else None))
-    result = ReadResult(path=label, records=[])
-    for index, row in enumerate(dataset):
-        try:
-            record = parse_hf_row(row)
-            if max_length is not None:
-                _measure_length(record, max_length, tokenize)
-        except _RowError as e:
-            error = _error(label, index, e)
-            if not skip_invalid:
-                raise error from None
-            result.num_skipped += 1
-            result.skipped.append(str(error))
-            continue
-        result.records.append(record)
-        result.lines.append(index)
-    if not result.records:
-        detail = (f": all {result.num_skipped} rows are invalid, the first: {result.skipped[0]}"
-                  if result.num_skipped else " (the dataset is empty)")
-        raise DataError(f"no valid rows in {label}{detail}", path=label)
-    return result
+
+    def parse(row):
+        record = parse_hf_row(row)
+        if max_length is not None:
+            _measure_length(record, max_length, tokenize)
+        return record
+
+    return collect_rows(enumerate(dataset), parse, path=label, name=label,
+                        skip_invalid=skip_invalid, container="dataset")
 
 
 class HFSource:

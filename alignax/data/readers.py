@@ -423,15 +423,37 @@ def read_preferences(
         raise DataError(f"{path}: unsupported file type {ext!r} (expected .jsonl, .json or "
                         f".parquet)", path=path)
 
+    def parse(row):
+        record = parse_row(row)
+        if max_length is not None:
+            _check_length(record, max_length, tokenize)
+        return record
+
+    return collect_rows(rows, parse, path=path, name=os.path.basename(path),
+                        skip_invalid=skip_invalid, container="file")
+
+
+def collect_rows(rows: Iterator[tuple[int, Any]], parse: Callable[[Any], Any], *, path: str,
+                 name: str, skip_invalid: bool, container: str) -> ReadResult:
+    """Parses numbered rows into a `ReadResult`, raising or skipping bad ones.
+
+    Args:
+      rows: (line or index, row) pairs; a row may be a `_RowError` (e.g. invalid JSON).
+      parse: row -> record, raising `_RowError(field, problem)` for a bad row.
+      path: `ReadResult.path` and the `DataError.path` of errors.
+      name: the name messages start with (`<name>:<line>: field '<field>': <problem>`).
+      skip_invalid: skip and count bad rows instead of raising at the first.
+      container: what holds the rows, for the "empty" message ("file", "dataset").
+
+    Raises:
+      DataError: the first bad row (unless `skip_invalid`); no valid row at all.
+    """
     result = ReadResult(path=path, records=[])
-    name = os.path.basename(path)
     for line, row in rows:
         try:
             if isinstance(row, _RowError):
                 raise row
-            record = parse_row(row)
-            if max_length is not None:
-                _check_length(record, max_length, tokenize)
+            record = parse(row)
         except _RowError as e:
             where = f" field '{e.field}':" if e.field is not None else ""
             message = f"{name}:{line}:{where} {e.problem}"
@@ -444,6 +466,6 @@ def read_preferences(
         result.lines.append(line)
     if not result.records:
         detail = (f": all {result.num_skipped} rows are invalid, the first: {result.skipped[0]}"
-                  if result.num_skipped else " (the file is empty)")
+                  if result.num_skipped else f" (the {container} is empty)")
         raise DataError(f"no valid rows in {path}{detail}", path=path)
     return result
