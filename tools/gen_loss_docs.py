@@ -42,6 +42,8 @@ SECTIONS = [
         losses.preference_strength, losses.flip_by_strength, losses.reference_projection,
         losses.replay_regularizer)),
     ("Direct alignment (with a reference)", losses.DIRECT_LOSSES),
+    ("Direct alignment: TRL's DPOConfig options (docs/trl.md)", _by_name(
+        losses.f_divergence_scores, losses.length_desensitized_logps, losses.wpo_weights)),
     ("Direct alignment (reference-free)", losses.REFERENCE_FREE_LOSSES),
     ("Direct alignment (unpaired)", losses.UNPAIRED_LOSSES),
     ("Policy gradient", {**losses.POLICY_GRADIENT_LOSSES, **_by_name(

@@ -31,7 +31,9 @@ import numpy as np
 
 from alignax.algorithms import common
 from alignax.algorithms.online import response_logits
-from alignax.losses import DIRECT_LOSS_INPUTS, DIRECT_LOSSES, REFERENCE_FREE_LOSSES
+from alignax.losses import (DIRECT_LOSS_INPUTS, DIRECT_LOSSES, F_DIVERGENCE_LOSSES,
+                            F_DIVERGENCES, REFERENCE_FREE_LOSSES, f_divergence_scores,
+                            length_desensitized_logps, wpo_weights)
 from alignax.ops import (masked_sum, sequence_logprobs, sequential_kl, shift_for_next_token,
                          token_logprobs)
 from alignax.train.loop import Frozen
@@ -104,8 +106,45 @@ def loss_inputs(loss: str) -> tuple[str, ...]:
     return tuple(n for n in DIRECT_LOSS_INPUTS.get(loss, ()) if n not in COMPUTED_INPUTS)
 
 
-def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None, *,
-                     token_logps: bool = False):
+def _member(name: str):
+    """(per-example loss, uses the reference) of a mixture member; "sft" is (None, False)."""
+    if name == "sft":
+        return None, False
+    if name in DIRECT_LOSSES:
+        return DIRECT_LOSSES[name], True
+    if name in REFERENCE_FREE_LOSSES:
+        return REFERENCE_FREE_LOSSES[name], False
+    valid = sorted(DIRECT_LOSSES) + sorted(REFERENCE_FREE_LOSSES) + ["sft"]
+    raise ValueError(f"unknown direct loss {name!r}; valid: {valid}")
+
+
+def _member_kwargs(names, fns, loss_kwargs):
+    """loss_kwargs split over a mixture's members by their signatures (a single loss gets all of
+    them, so its own signature reports a bad one); a keyword no member takes is an error."""
+    if len(names) == 1:
+        return [dict(loss_kwargs)]
+    out, used = [], set()
+    for fn in fns:
+        params = inspect.signature(fn).parameters if fn is not None else {}
+        take = {k: v for k, v in loss_kwargs.items() if k in params}
+        used |= set(take)
+        out.append(take)
+    unused = sorted(set(loss_kwargs) - used)
+    if unused:
+        raise ValueError(f"loss_kwargs {unused} are taken by none of the losses {list(names)}")
+    return out
+
+
+def _log_sum_sq_probs(logits):
+    """log sum_v p(v)^2 per position [..., V] -> [...] (WPO's sharpness normaliser)."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jax.nn.logsumexp(2.0 * logp, axis=-1)
+
+
+def make_direct_loss(apply_fn, loss="dpo", loss_kwargs=None, *, token_logps: bool = False,
+                     loss_weights=None, ld_alpha: float | None = None,
+                     f_divergence: str = "reverse_kl", f_alpha: float = 1.0,
+                     use_weighting: bool = False):
     """`loss_fn(params, batch, rng, ref_params=None)` = (weighted) mean over pairs of a direct
     objective.
 
@@ -123,21 +162,64 @@ def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None, *,
     reference's [2B, T, V] logits are materialised; the values and gradients are the same.
     `train` sets it from `config["model"]["logits_chunk"]`. Losses that need the full
     distributions (TDPO's sequential KL) ignore it and use the logits.
+
+    The options of TRL's DPOConfig that change the objective (docs/trl.md):
+
+    - a list of losses with `loss_weights` (TRL's `loss_type` list, e.g. MPO = ["dpo",
+      "bco_pair", "sft"]): sum_k w_k mean_pairs(L_k). "sft" is the negative log-likelihood of
+      the chosen responses averaged over their tokens (RPO's term, Pang et al. 2024, arXiv
+      2404.19733, when mixed with "dpo"); `loss_kwargs` go to the members whose signatures
+      take them.
+    - `ld_alpha` (LD-DPO, `alignax.losses.length_desensitized_logps`): the excess tokens of the
+      longer response of a pair count with weight alpha, for the policy and the reference.
+    - `f_divergence` / `f_alpha` (`alignax.losses.f_divergence_scores`): each log-ratio is
+      replaced by f'(pi/pi_ref) of that divergence, for the losses of F_DIVERGENCE_LOSSES.
+    - `use_weighting` (WPO, `alignax.losses.wpo_weights`): every pair's loss terms are weighted
+      by w(y_c) w(y_r) (needs the logits: not with token_logps).
     """
-    if loss in DIRECT_LOSSES:
-        per_example, uses_ref = DIRECT_LOSSES[loss], True
-    elif loss in REFERENCE_FREE_LOSSES:
-        per_example, uses_ref = REFERENCE_FREE_LOSSES[loss], False
-    else:
-        valid = sorted(DIRECT_LOSSES) + sorted(REFERENCE_FREE_LOSSES)
-        raise ValueError(f"unknown direct loss {loss!r}; valid: {valid}")
+    names = [loss] if isinstance(loss, str) else list(loss)
+    if not names:
+        raise ValueError("loss: an empty list of losses")
+    if len(set(names)) != len(names):
+        raise ValueError(f"loss: {names} names a loss twice")
+    members = [_member(n) for n in names]
+    if names == ["sft"]:
+        raise ValueError("loss 'sft' alone is supervised fine-tuning: use alignax.algorithms.sft")
+    weights = [1.0] * len(names) if loss_weights is None else [float(w) for w in loss_weights]
+    if len(weights) != len(names):
+        raise ValueError(f"loss_weights has {len(weights)} entries for {len(names)} losses")
+    if f_divergence not in F_DIVERGENCES:
+        raise ValueError(f"unknown f_divergence {f_divergence!r}; valid: {list(F_DIVERGENCES)}")
+    if f_divergence != "reverse_kl":
+        bad = [n for n in names if n not in F_DIVERGENCE_LOSSES]
+        if bad:
+            raise ValueError(f"f_divergence {f_divergence!r} applies to the losses "
+                             f"{list(F_DIVERGENCE_LOSSES)} only, not {bad}")
+    if ld_alpha is not None and not 0.0 <= float(ld_alpha) <= 1.0:
+        raise ValueError(f"ld_alpha must lie in [0, 1], got {ld_alpha}")
     loss_kwargs = dict(loss_kwargs or {})
-    declared = DIRECT_LOSS_INPUTS.get(loss, ())
+    declared = tuple(dict.fromkeys(i for n in names for i in DIRECT_LOSS_INPUTS.get(n, ())))
     clash = sorted(set(loss_kwargs) & set(declared))
     if clash:
         raise ValueError(f"loss {loss!r} reads {clash} from each batch, not from loss_kwargs")
-    from_batch = loss_inputs(loss)
+    kwargs_of = _member_kwargs(names, [fn for fn, _ in members], loss_kwargs)
+    from_batch = tuple(n for n in declared if n not in COMPUTED_INPUTS)
     needs_seq_kl = "chosen_seq_kl" in declared
+    uses_ref = any(r for _, r in members)
+    if needs_seq_kl and (ld_alpha is not None or use_weighting or f_divergence != "reverse_kl"):
+        raise ValueError("TDPO's sequential KL does not combine with ld_alpha, use_weighting "
+                         "or f_divergence")
+    if use_weighting and token_logps:
+        raise ValueError("use_weighting (WPO) needs the policy's full distributions: set "
+                         "model.logits_chunk = 0")
+    if use_weighting and any(n in ("aot", "aot_pair") for n in names):
+        raise ValueError("use_weighting (WPO) does not apply to the batch-sorted AOT losses")
+    full_logits = needs_seq_kl or use_weighting
+
+    def seq_logps(tl, mask):
+        if ld_alpha is None:
+            return masked_sum(tl, mask.astype(bool), axis=-1)
+        return length_desensitized_logps(tl, mask, float(ld_alpha))
 
     def loss_fn(params, batch, rng, ref_params=None):
         del rng
@@ -145,19 +227,24 @@ def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None, *,
         if missing:
             raise ValueError(f"loss {loss!r} needs {missing} in each batch (declared in "
                              "alignax.losses.DIRECT_LOSS_INPUTS)")
-        if needs_seq_kl:  # the sequential KL reads the full distributions
+        if full_logits:
             logits, targets, target_mask = _pair_forward(apply_fn, params, batch)
-            seq = sequence_logprobs(logits, targets, target_mask)
+            tl = token_logprobs(logits, targets)
         else:
-            seq, target_mask = _pair_seq_logps(apply_fn, params, batch, token_logps)
+            tl, targets, target_mask = _pair_token_logps(apply_fn, params, batch, token_logps)
+        seq = seq_logps(tl, target_mask)
         b = seq.shape[0] // 2
         pc, pr = _split(seq, b)
         extra = {name: batch[name] for name in from_batch}
         lengths = _split(target_mask.sum(-1), b)
         for side, n in zip(("chosen", "rejected"), lengths):  # response token counts
-            if f"{side}_lengths" in declared:
-                extra[f"{side}_lengths"] = n
+            extra[f"{side}_lengths"] = n
         if uses_ref:
+            precomputed = (("ref_chosen_logps" in batch or "ref_logps" in batch)
+                           and not needs_seq_kl)
+            if precomputed and ld_alpha is not None:
+                raise ValueError("ld_alpha re-weights the reference's tokens: precomputed "
+                                 "reference log-probs (sums) cannot serve it")
             if "ref_chosen_logps" in batch and not needs_seq_kl:  # precomputed, per pair
                 rc, rr = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
             elif "ref_logps" in batch and not needs_seq_kl:  # precomputed, stacked rows
@@ -173,21 +260,50 @@ def make_direct_loss(apply_fn, loss: str = "dpo", loss_kwargs=None, *,
                     extra["chosen_seq_kl"], extra["rejected_seq_kl"] = _split(
                         sequential_kl(ref_logits, logits, target_mask), b)
                 else:
-                    ref_seq = _pair_seq_logps(apply_fn, ref_params, batch, token_logps)[0]
-                    rc, rr = _split(jax.lax.stop_gradient(ref_seq), b)
-            losses, stats = per_example(pc, pr, rc, rr, **loss_kwargs, **extra)
-        else:
-            losses, stats = per_example(pc, pr, **loss_kwargs, **extra)
+                    ref_tl = _pair_token_logps(apply_fn, ref_params, batch, token_logps)[0]
+                    rc, rr = _split(jax.lax.stop_gradient(seq_logps(ref_tl, target_mask)), b)
         if "weight" in batch:
             w = batch["weight"]
             denom = jnp.maximum(w.sum(), 1.0)
             mean = lambda v: (v * w).sum() / denom  # noqa: E731
         else:
+            w = None
             mean = jnp.mean
-        metrics = {k: mean(v) for k, v in stats.items()}
+        pair_w = (wpo_weights(tl, _log_sum_sq_probs(jax.lax.stop_gradient(logits)),
+                              target_mask) if use_weighting else None)
+        total, metrics = 0.0, {}
+        for name, (fn, member_ref), kw, weight in zip(names, members, kwargs_of, weights):
+            inputs = {k: v for k, v in extra.items()
+                      if fn is not None and k in inspect.signature(fn).parameters}
+            if fn is None:  # "sft": token-mean NLL of the chosen responses
+                cmask = _split(target_mask, b)[0].astype(jnp.float32)
+                if w is not None:
+                    cmask = cmask * w[:, None]
+                nll = -(jnp.where(cmask > 0, _split(tl, b)[0], 0.0) * cmask).sum()
+                losses, stats = jnp.broadcast_to(nll / jnp.maximum(cmask.sum(), 1.0), (b,)), {}
+            elif member_ref:
+                if f_divergence != "reverse_kl":
+                    zero = jnp.zeros_like(pc)
+                    sc = f_divergence_scores(pc - rc, f_divergence, alpha=f_alpha)
+                    sr = f_divergence_scores(pr - rr, f_divergence, alpha=f_alpha)
+                    losses, stats = fn(sc, sr, zero, zero, **kw, **inputs)
+                else:
+                    losses, stats = fn(pc, pr, rc, rr, **kw, **inputs)
+            else:
+                losses, stats = fn(pc, pr, **kw, **inputs)
+            if pair_w is not None:
+                losses = losses * pair_w
+            term = mean(losses)
+            total = total + weight * term
+            if not metrics:
+                metrics = {k: mean(v) for k, v in stats.items()}
+            if len(names) > 1:
+                metrics[f"loss_{name}"] = term
         metrics["policy_chosen_logps"] = mean(pc)
         metrics["policy_rejected_logps"] = mean(pr)
-        return mean(losses), metrics
+        if pair_w is not None:
+            metrics["wpo_weight"] = mean(pair_w)
+        return total, metrics
 
     return loss_fn
 
@@ -217,7 +333,36 @@ def make_pair_eval(apply_fn, ref_params, pairs: Mapping[str, Any], *, beta: floa
 
 
 DEFAULTS = common.offline_defaults(loss="dpo", loss_kwargs=dict(beta=0.1),
-                                   precompute_ref_logps=False)
+                                   precompute_ref_logps=False, loss_weight=1.0,
+                                   extra_losses=[], ld_alpha=None, f_divergence="reverse_kl",
+                                   f_alpha=1.0, use_weighting=False)
+# the config keys of `make_direct_loss`'s TRL options (docs/trl.md)
+LOSS_OPTIONS = ("ld_alpha", "f_divergence", "f_alpha", "use_weighting")
+
+
+def loss_spec(config: Mapping[str, Any]) -> tuple[list[str], list[float]]:
+    """(losses, weights) of a direct config: `loss` with `loss_weight`, then `extra_losses`, a
+    list of [name, weight] pairs (TRL's `loss_type` / `loss_weights` lists: MPO is loss "dpo"
+    with weight 0.8 and extra_losses [["bco_pair", 0.2], ["sft", 1.0]]; RPO is "dpo" with
+    [["sft", alpha]])."""
+    names, weights = [config["loss"]], [float(config["loss_weight"])]
+    for item in config["extra_losses"]:
+        if (not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str)
+                or isinstance(item[1], bool) or not isinstance(item[1], (int, float))):
+            raise ValueError(f"direct config: extra_losses entries are [name, weight] pairs, "
+                             f"got {item!r}")
+        names.append(item[0])
+        weights.append(float(item[1]))
+    return names, weights
+
+
+def make_config_loss(apply_fn, config: Mapping[str, Any], *, token_logps: bool = False):
+    """`make_direct_loss` of a resolved direct config (its loss, weights and TRL options)."""
+    names, weights = loss_spec(config)
+    return make_direct_loss(apply_fn, names[0] if len(names) == 1 else names,
+                            config["loss_kwargs"], token_logps=token_logps,
+                            loss_weights=None if len(names) == 1 else weights,
+                            **{k: config[k] for k in LOSS_OPTIONS})
 
 
 def default_config(**overrides):
@@ -232,18 +377,36 @@ def validate(config: Mapping[str, Any] | None) -> dict:
     Raises:
       ValueError: one line naming the bad key or value.
     """
+    names, _ = loss_spec(common.validate_offline(DEFAULTS, config, "direct config"))
+    single = len(names) == 1
     config = common.validate_offline(DEFAULTS, config, "direct config",
-                                     {**DIRECT_LOSSES, **REFERENCE_FREE_LOSSES})
-    make_direct_loss(None, config["loss"], config["loss_kwargs"])  # its own input checks
+                                     {**DIRECT_LOSSES, **REFERENCE_FREE_LOSSES} if single
+                                     else None)
+    if config["loss_weight"] != 1.0 and single:
+        raise ValueError("direct config: loss_weight scales the loss within extra_losses; "
+                         "alone it only rescales the learning rate")
+    try:  # its own checks: names, mixture kwargs, option values and combinations
+        make_config_loss(None, config)
+    except ValueError as e:
+        raise ValueError(f"direct config: {e}") from None
+    if config["precompute_ref_logps"] and config["ld_alpha"] is not None:
+        raise ValueError("direct config: ld_alpha re-weights the reference's tokens; "
+                         "precompute_ref_logps stores their sums and cannot serve it")
     if config["precompute_ref_logps"]:
-        if config["loss"] in REFERENCE_FREE_LOSSES:
+        if not uses_reference(config):
             raise ValueError(f"direct config: precompute_ref_logps with the reference-free loss "
                              f"{config['loss']!r} has nothing to precompute")
-        if "chosen_seq_kl" in DIRECT_LOSS_INPUTS.get(config["loss"], ()):
-            raise ValueError(f"direct config: loss {config['loss']!r} needs the reference's "
-                             "full logits every step (sequential KL); precompute_ref_logps "
-                             "cannot serve it")
+        for name in names:
+            if "chosen_seq_kl" in DIRECT_LOSS_INPUTS.get(name, ()):
+                raise ValueError(f"direct config: loss {name!r} needs the reference's full "
+                                 "logits every step (sequential KL); precompute_ref_logps "
+                                 "cannot serve it")
     return config
+
+
+def uses_reference(config: Mapping[str, Any]) -> bool:
+    """Whether a direct config's loss (or any loss of its mixture) reads the reference."""
+    return any(name in DIRECT_LOSSES for name in loss_spec(config)[0])
 
 
 def loss_beta(loss: str, loss_kwargs: Mapping[str, Any] | None) -> float:
@@ -266,7 +429,9 @@ def train(
     """Trains a policy initialised at `ref_params` with a direct-alignment loss.
 
     Config keys (`default_config()`): model, optimizer, loss (name in DIRECT_LOSSES or
-    REFERENCE_FREE_LOSSES), loss_kwargs (e.g. beta), train.{steps, batch_size,
+    REFERENCE_FREE_LOSSES), loss_kwargs (e.g. beta), loss_weight and extra_losses (a weighted
+    mixture, `loss_spec`), ld_alpha, f_divergence, f_alpha, use_weighting (TRL's options,
+    `make_direct_loss`), train.{steps, batch_size,
     grad_accum_steps, checkpoint_every, eval_every, log_every, progress}, mesh, lora,
     precompute_ref_logps. Unknown keys are an error. `eval_fn(params) -> metrics` (e.g.
     alignax.eval.policy.make_policy_eval) is logged as eval/*.
@@ -295,11 +460,10 @@ def train(
             model.apply, ref_params, train_source, batch_size=int(config["train"]["batch_size"]),
             workdir=workdir, token_logps=token_logps,
             mesh=common.mesh_from(config["mesh"]) if config["mesh"] else None)
-    elif not config["lora"] and config["loss"] not in REFERENCE_FREE_LOSSES:
+    elif not config["lora"] and uses_reference(config):
         frozen = [Frozen(ref_params, None)]  # sharded like the policy (fit_recipe)
     return common.fit_recipe(
         config, workdir, model=model,
-        loss_fn=make_direct_loss(model.apply, config["loss"], config["loss_kwargs"],
-                                 token_logps=token_logps),
+        loss_fn=make_config_loss(model.apply, config, token_logps=token_logps),
         train_source=train_source, seed=seed, init_params=ref_params,
         frozen=frozen, eval_fn=eval_fn, desc="direct", lora_reference=True)

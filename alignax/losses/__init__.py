@@ -2,6 +2,12 @@
 
 from alignax.losses.direct import (
     DPO_LOSS_TYPES,
+    F_DIVERGENCE_LOSSES,
+    F_DIVERGENCES,
+    f_divergence_scores,
+    ipo_norm_loss,
+    length_desensitized_logps,
+    wpo_weights,
     RunningMean,
     bco_loss,
     cream_loss,
@@ -84,6 +90,7 @@ DIRECT_LOSSES = {
     "dpo": dpo_loss,
     # TRL's loss types under their TRL names ("sigmoid" is "dpo")
     **{name: fn for name, fn in DPO_LOSS_TYPES.items() if name != "sigmoid"},
+    "ipo_norm": ipo_norm_loss,
     "rdpo": rdpo_loss,
     "tdpo": tdpo_loss,
     "bco": bco_loss,
@@ -98,6 +105,7 @@ DIRECT_LOSSES = {
 DIRECT_LOSS_INPUTS: dict[str, tuple[str, ...]] = {
     "rdpo": ("chosen_lengths", "rejected_lengths"),
     "sigmoid_norm": ("chosen_lengths", "rejected_lengths"),
+    "ipo_norm": ("chosen_lengths", "rejected_lengths"),
     "tdpo": ("chosen_seq_kl", "rejected_seq_kl"),
     "bco": ("delta",),
     "irepo": ("preference_rate",),
@@ -161,6 +169,12 @@ __all__ = [
     "DIRECT_LOSSES",
     "DIRECT_LOSS_INPUTS",
     "DPO_LOSS_TYPES",
+    "F_DIVERGENCES",
+    "F_DIVERGENCE_LOSSES",
+    "f_divergence_scores",
+    "ipo_norm_loss",
+    "length_desensitized_logps",
+    "wpo_weights",
     "REFERENCE_FREE_LOSSES",
     "RunningMean",
     "bco_loss",

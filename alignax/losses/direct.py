@@ -280,6 +280,97 @@ def sigmoid_norm_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_log
     return -jax.nn.log_sigmoid(beta * (c / lc - r / lr)), _metrics(beta, c, r)
 
 
+def ipo_norm_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                  ref_rejected_logps, *, chosen_lengths, rejected_lengths, beta: float = 0.1):
+    """IPO on per-token average log-ratios: (c / |y_c| - r / |y_r| - 1/(2 beta))^2.
+
+    TRL's DPOTrainer computes its `ipo` loss type this way (the IPO authors' normalisation of
+    Azar et al. 2023, arXiv 2310.12036, eq. 17, so that beta does not scale with length);
+    `ipo_loss` is the unnormalised form of the paper's equation.
+
+    Args:
+      chosen_lengths, rejected_lengths: [B] response token counts (clamped to >= 1).
+    """
+    c, r = _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                       ref_rejected_logps)
+    lc = jnp.maximum(jnp.asarray(chosen_lengths, jnp.float32), 1.0)
+    lr = jnp.maximum(jnp.asarray(rejected_lengths, jnp.float32), 1.0)
+    return (c / lc - r / lr - 1.0 / (2.0 * beta)) ** 2, _metrics(beta, c, r)
+
+
+# f-divergence DPO (Wang et al. 2023, "Beyond Reverse KL", arXiv 2309.16240): the log-ratio
+# u = log pi/pi_ref is replaced by f'(pi/pi_ref) of the divergence that regularises the policy.
+F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+# the losses that read the log-ratios only through c - r (TRL's list), where f' may replace them
+F_DIVERGENCE_LOSSES = ("dpo", "sigmoid_norm", "hinge", "ipo", "ipo_norm", "exo_pair", "robust",
+                       "discopop", "sft")
+
+
+def f_divergence_scores(log_ratios: jax.Array, divergence: str = "reverse_kl", *,
+                        alpha: float = 1.0) -> jax.Array:
+    """f'(t) at t = pi/pi_ref, from the log-ratios u = log t [...] (elementwise).
+
+    .. math::
+        \\text{reverse KL: } u, \\quad \\text{forward KL: } 1 - e^{-u}, \\quad
+        \\text{JS: } \\log 2 + \\log\\sigma(u), \\quad
+        \\alpha\\text{: } (e^{(\\alpha - 1) u} - 1) / (\\alpha - 1)
+
+    (alpha = 1 is the reverse-KL limit; (alpha - 1) u is clipped at 80 so the exponential
+    stays finite in float32, as TRL does). Wang et al. 2023, arXiv 2309.16240, Table 1.
+    """
+    u = jnp.asarray(log_ratios, jnp.float32)
+    if divergence == "reverse_kl":
+        return u
+    if divergence == "forward_kl":
+        return 1.0 - jnp.exp(-u)
+    if divergence == "js_divergence":
+        return jnp.log(2.0) + jax.nn.log_sigmoid(u)
+    if divergence == "alpha_divergence":
+        if abs(alpha - 1.0) < 1e-6:
+            return u
+        return jnp.expm1(jnp.minimum((alpha - 1.0) * u, 80.0)) / (alpha - 1.0)
+    raise ValueError(f"unknown f-divergence {divergence!r}; valid: {list(F_DIVERGENCES)}")
+
+
+def length_desensitized_logps(token_logps: jax.Array, mask: jax.Array, ld_alpha: float
+                              ) -> jax.Array:
+    """LD-DPO sequence log-probs of stacked pair rows (chosen first) [2B, T], [2B, T] -> [2B].
+
+    The first min(|y_c|, |y_r|) response tokens of each row (the length both responses share)
+    count fully, the longer response's excess tokens with weight alpha:
+    log p = sum_{t <= l_s} log p_t + alpha sum_{t > l_s} log p_t. alpha = 1 is the plain sum;
+    alpha < 1 damps DPO's preference for length. Liu et al. 2024, "Length Desensitization in
+    Direct Preference Optimization" (arXiv 2409.06411), eq. 9; TRL's `ld_alpha`.
+    """
+    m = jnp.asarray(mask).astype(jnp.float32)
+    b = m.shape[0] // 2
+    pos = jnp.cumsum(m, axis=-1)
+    lengths = m.sum(-1)
+    shared = jnp.minimum(lengths[:b], lengths[b:])
+    shared = jnp.concatenate([shared, shared])[:, None]
+    lp = jnp.where(m > 0, token_logps, 0.0)
+    head = jnp.where(pos <= shared, lp, 0.0).sum(-1)
+    tail = jnp.where(pos > shared, lp, 0.0).sum(-1)
+    return head + ld_alpha * tail
+
+
+def wpo_weights(token_logps: jax.Array, log_sum_sq_probs: jax.Array, mask: jax.Array
+                ) -> jax.Array:
+    """WPO pair weights from stacked pair rows (chosen first): [2B, T] x 3 -> [B].
+
+    Each response's weight is its geometric-mean token probability under the policy,
+    normalised per position by the policy's own sharpness: w(y) = exp(mean_t (log p(y_t) -
+    log sum_v p(v)^2)); a pair weighs w(y_c) w(y_r), without gradient. Zhou et al. 2024,
+    "WPO: Enhancing RLHF with Weighted Preference Optimization" (arXiv 2406.11827), eq. 2 with
+    the sampling-aligned normalisation; TRL's `use_weighting`.
+    """
+    m = jnp.asarray(mask).astype(jnp.float32)
+    aligned = jnp.where(m > 0, token_logps - log_sum_sq_probs, 0.0)
+    w = jnp.exp(aligned.sum(-1) / jnp.maximum(m.sum(-1), 1.0))
+    b = w.shape[0] // 2
+    return jax.lax.stop_gradient(w[:b] * w[b:])
+
+
 DPO_LOSS_TYPES = {
     "sigmoid": dpo_loss,
     "hinge": hinge_loss,

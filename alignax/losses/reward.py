@@ -13,6 +13,7 @@ def bradley_terry_loss(
     *,
     margin: jax.Array | float = 0.0,
     label_smoothing: float = 0.0,
+    center_coef: float = 0.0,
 ) -> jax.Array:
     """Bradley-Terry negative log-likelihood of the preference, with margin and label smoothing.
 
@@ -23,13 +24,16 @@ def bradley_terry_loss(
     `margin` m (scalar or [B]) is the Llama-2 margin loss (Touvron et al. 2023, arXiv 2307.09288);
     `label_smoothing` epsilon is the conservative soft label of Secrets of RLHF II (Wang et al.
     2024, arXiv 2401.06080). With m = eps = 0 this is the reward-model loss of Ouyang et al. 2022
-    (arXiv 2203.02155).
+    (arXiv 2203.02155). `center_coef` c adds c (r_c + r_r)^2, which pins the rewards' mean
+    near 0 (Eisenstein et al. 2023, "Helping or Herding?", arXiv 2312.09244; TRL's
+    `center_rewards_coefficient`).
 
     Args:
       chosen_rewards: [B] rewards of the preferred responses.
       rejected_rewards: [B] rewards of the other responses.
       margin: scalar or [B] margin m.
       label_smoothing: epsilon in [0, 1), scalar or [B] (e.g. only on ambiguous pairs).
+      center_coef: c >= 0 (0: no centring term).
 
     Returns:
       [B] float32 losses.
@@ -40,7 +44,12 @@ def bradley_terry_loss(
     d = (jnp.asarray(chosen_rewards, jnp.float32) - jnp.asarray(rejected_rewards, jnp.float32)
          - jnp.asarray(margin, jnp.float32))
     eps = jnp.asarray(label_smoothing, jnp.float32)  # scalar or per-example [B]
-    return -(1.0 - eps) * jax.nn.log_sigmoid(d) - eps * jax.nn.log_sigmoid(-d)
+    loss = -(1.0 - eps) * jax.nn.log_sigmoid(d) - eps * jax.nn.log_sigmoid(-d)
+    if center_coef:
+        total = (jnp.asarray(chosen_rewards, jnp.float32)
+                 + jnp.asarray(rejected_rewards, jnp.float32))
+        loss = loss + center_coef * total ** 2
+    return loss
 
 
 def pairwise_accuracy(chosen_rewards: jax.Array, rejected_rewards: jax.Array) -> jax.Array:

@@ -1,0 +1,231 @@
+"""The TRL option map: every field of TRL's DPOConfig, KTOConfig, RewardConfig, GRPOConfig and
+RLOOConfig that is not a plain `transformers.TrainingArguments` field, with what alignax does
+with it. Rendered to docs/trl.md by `python tools/trl_map.py`; tests/test_trl_map.py checks that
+the page is current, that every field of the installed TRL is listed, and that every alignax
+config key named here exists in the recipe's defaults.
+
+Each entry is `(kind, text)`:
+- `("key", "recipe:path")`: the alignax config key (dotted path in that recipe's
+  `default_config()`; `loss_kwargs.<name>` must be a keyword of one of the recipe's losses),
+  optionally followed by " | a note";
+- `("na", reason)`: does not apply to alignax (why);
+- `("todo", what)`: not implemented yet (what is missing).
+"""
+
+from __future__ import annotations
+
+import os
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_NO_MODEL_CODE = ("na", "model families are implemented in alignax.models; no code is loaded "
+                  "from a checkpoint")
+_NO_DROPOUT = ("na", "alignax models have no dropout (LoRA's is `lora.dropout`)")
+_NO_MOE = ("na", "no mixture-of-experts models yet")
+_PIPELINE = ("na", "tokenisation runs in the data pipeline (grain workers)")
+_STATIC = ("na", "XLA compiles one shape: rows are padded to the configured length")
+_INIT = ("na", "models come from a TransformerConfig or `import_hf(path, dtype=..., "
+         "param_dtype=...)`")
+_OFFLOAD = ("key", "direct:model.remat | `remat=\"offload\"` moves saved activations to host")
+_TR_DPO = ("todo", "TR-DPO reference syncing (ref <- alpha pi + (1 - alpha) ref every k steps)")
+_VLLM = ("na", "generation runs in alignax's jitted sampler on the training devices")
+_LOGGING = ("na", "rollout logging: metrics.jsonl / TensorBoard carry the rollout statistics")
+_GEN_KW = ("na", "the sampler's options are recipe keys (temperature, top_k, top_p, "
+           "stop_tokens)")
+
+DPO = {
+    "model_init_kwargs": _INIT,
+    "trust_remote_code": _NO_MODEL_CODE,
+    "router_aux_loss_coef": _NO_MOE,
+    "disable_dropout": _NO_DROPOUT,
+    "dataset_num_proc": _PIPELINE,
+    "max_length": ("key", "direct:model.max_len | pairs are tokenised to this length "
+                   "(alignax.data.tokenize.tokenize_pair(max_length=))"),
+    "truncation_mode": ("todo", "truncation of over-long pairs (today an over-long side is a "
+                        "DataError naming its row and field)"),
+    "padding_free": ("todo", "sequence packing for preference pairs"),
+    "pad_to_multiple_of": _STATIC,
+    "precompute_ref_log_probs": ("key", "direct:precompute_ref_logps"),
+    "precompute_ref_batch_size": ("na", "the reference pass uses train.batch_size"),
+    "loss_type": ("key", "direct:loss | a list is `loss` + `extra_losses`; TRL's \"sigmoid\" "
+                  "is \"dpo\", \"ipo\" (token-averaged) is \"ipo_norm\", \"aot_unpaired\" is "
+                  "\"aot_pair\", every other name is the same"),
+    "loss_weights": ("key", "direct:extra_losses | [name, weight] pairs, with `loss_weight` "
+                     "for the first loss"),
+    "ld_alpha": ("key", "direct:ld_alpha"),
+    "f_divergence_type": ("key", "direct:f_divergence"),
+    "f_alpha_divergence_coef": ("key", "direct:f_alpha"),
+    "label_smoothing": ("key", "direct:loss_kwargs.label_smoothing"),
+    "beta": ("key", "direct:loss_kwargs.beta"),
+    "use_weighting": ("key", "direct:use_weighting"),
+    "discopop_tau": ("key", "direct:loss_kwargs.tau"),
+    "activation_offloading": _OFFLOAD,
+    "sync_ref_model": _TR_DPO,
+    "ref_model_mixup_alpha": _TR_DPO,
+    "ref_model_sync_steps": _TR_DPO,
+    "pad_token": ("na", "the tokenizer's pad token (`HFTokenizer(pad_token=)`); padding is "
+                  "masked"),
+}
+
+KTO = {
+    "model_init_kwargs": _INIT,
+    "trust_remote_code": _NO_MODEL_CODE,
+    "router_aux_loss_coef": _NO_MOE,
+    "disable_dropout": _NO_DROPOUT,
+    "dataset_num_proc": _PIPELINE,
+    "max_length": ("todo", "a KTO recipe (the loss is alignax.losses.kto_loss; the recipe and "
+                   "its unpaired data path are not written yet)"),
+    "pad_to_multiple_of": _STATIC,
+    "precompute_ref_log_probs": ("todo", "a KTO recipe"),
+    "precompute_ref_batch_size": ("todo", "a KTO recipe"),
+    "loss_type": ("todo", "a KTO recipe (\"kto\" is alignax.losses.kto_loss; "
+                  "\"apo_zero_unpaired\" is missing)"),
+    "beta": ("todo", "a KTO recipe (kto_loss(beta=))"),
+    "desirable_weight": ("todo", "a KTO recipe (kto_loss(desirable_weight=))"),
+    "undesirable_weight": ("todo", "a KTO recipe (kto_loss(undesirable_weight=))"),
+    "activation_offloading": _OFFLOAD,
+    "sync_ref_model": _TR_DPO,
+    "ref_model_mixup_alpha": _TR_DPO,
+    "ref_model_sync_steps": _TR_DPO,
+}
+
+REWARD = {
+    "model_init_kwargs": _INIT,
+    "trust_remote_code": _NO_MODEL_CODE,
+    "chat_template_path": ("todo", "the model's own chat template for reward-model data"),
+    "disable_dropout": _NO_DROPOUT,
+    "dataset_num_proc": _PIPELINE,
+    "eos_token": ("na", "the tokenizer's eos token (`HFTokenizer(eos_token=)`)"),
+    "max_length": ("key", "reward_model:model.max_len"),
+    "pad_to_multiple_of": _STATIC,
+    "center_rewards_coefficient": ("key", "reward_model:loss_kwargs.center_coef | the "
+                                   "auxiliary (r_c + r_r)^2 term of Eisenstein et al. 2023"),
+    "activation_offloading": ("key", "reward_model:model.remat"),
+    "pad_token": ("na", "the tokenizer's pad token; padding is masked"),
+}
+
+_GEN = {
+    "num_generations": ("key", "policy_gradient:num_samples"),
+    "num_generations_eval": ("na", "evaluation is the recipe's eval_fn"),
+    "max_completion_length": ("key", "policy_gradient:max_new_tokens"),
+    "ds3_gather_for_generation": _VLLM,
+    "shuffle_dataset": ("na", "prompts are drawn by the recipe's prompt pool (seeded)"),
+    "pad_to_multiple_of": _STATIC,
+    "generation_batch_size": ("key", "policy_gradient:prompts_per_iteration | times "
+                              "num_samples rollouts per iteration"),
+    "steps_per_generation": ("key", "policy_gradient:minibatches"),
+    "temperature": ("key", "policy_gradient:temperature"),
+    "top_p": ("key", "policy_gradient:top_p"),
+    "top_k": ("key", "policy_gradient:top_k"),
+    "min_p": ("todo", "min-p sampling"),
+    "generation_kwargs": _GEN_KW,
+    "chat_template_kwargs": ("todo", "the model's chat template for prompts"),
+    "repetition_penalty": ("todo", "a repetition penalty in the sampler"),
+    "cache_implementation": ("na", "the sampler's KV cache is alignax's own (static shape)"),
+    "use_vllm": _VLLM, "vllm_mode": _VLLM, "vllm_model_impl": _VLLM,
+    "vllm_enable_sleep_mode": _VLLM, "vllm_structured_outputs_regex": _VLLM,
+    "vllm_server_base_url": _VLLM, "vllm_server_host": _VLLM, "vllm_server_port": _VLLM,
+    "vllm_server_timeout": _VLLM, "vllm_group_port": _VLLM,
+    "vllm_gpu_memory_utilization": _VLLM, "vllm_max_model_length": _VLLM,
+    "vllm_tensor_parallel_size": _VLLM,
+    "beta": ("key", "policy_gradient:kl_coef"),
+    "num_iterations": ("key", "policy_gradient:epochs"),
+    "epsilon": ("key", "policy_gradient:clip_low"),
+    "epsilon_high": ("key", "policy_gradient:clip_high"),
+    "reward_weights": ("key", "policy_gradient:objective_weights"),
+    "mask_truncated_completions": ("todo", "dropping completions cut at max_new_tokens from "
+                                   "the loss"),
+    "sync_ref_model": _TR_DPO,
+    "ref_model_mixup_alpha": _TR_DPO,
+    "ref_model_sync_steps": _TR_DPO,
+    "log_completions": _LOGGING, "log_multimodal": _LOGGING,
+    "num_completions_to_print": _LOGGING, "log_unique_prompts": _LOGGING,
+    "use_transformers_continuous_batching": _VLLM,
+    "transformers_continuous_batching_config": _VLLM,
+    "use_transformers_paged": _VLLM,
+    "model_init_kwargs": _INIT,
+    "trust_remote_code": _NO_MODEL_CODE,
+    "router_aux_loss_coef": _NO_MOE,
+    "disable_dropout": _NO_DROPOUT,
+}
+
+GRPO = {
+    **_GEN,
+    "cast_lm_head_to_fp32": ("na", "the LM head computes its logits in float32 whatever the "
+                             "model dtype"),
+    "delta": ("todo", "two-sided clipping of the ratio at delta for negative advantages"),
+    "sapo_temperature_neg": ("todo", "SAPO's soft gates"),
+    "sapo_temperature_pos": ("todo", "SAPO's soft gates"),
+    "vespo_k_pos": ("todo", "VESPO"), "vespo_lambda_pos": ("todo", "VESPO"),
+    "vespo_k_neg": ("todo", "VESPO"), "vespo_lambda_neg": ("todo", "VESPO"),
+    "importance_sampling_level": ("key", "policy_gradient:loss | \"token\" is \"ppo_clip\", "
+                                  "\"sequence\" is \"gspo\""),
+    "multi_objective_aggregation": ("key", "policy_gradient:objective_aggregation"),
+    "scale_rewards": ("key", "policy_gradient:advantage | \"group\" is \"grpo\", \"none\" is "
+                      "\"dr_grpo\", \"batch\" is \"reinforce_pp\""),
+    "loss_type": ("key", "policy_gradient:aggregation | \"grpo\" is \"seq_mean_token_mean\", "
+                  "\"bnpo\"/\"dapo\" are \"token_mean\", \"dr_grpo\" is "
+                  "\"seq_mean_token_sum_norm\""),
+    "top_entropy_quantile": ("todo", "training only on the highest-entropy tokens"),
+    "entropy_coef": ("key", "policy_gradient:entropy_coef"),
+    "use_adaptive_entropy": ("todo", "an adaptive entropy coefficient"),
+    "entropy_coef_min": ("todo", "an adaptive entropy coefficient"),
+    "entropy_coef_max": ("todo", "an adaptive entropy coefficient"),
+    "entropy_coef_delta": ("todo", "an adaptive entropy coefficient"),
+    "entropy_target": ("todo", "an adaptive entropy coefficient"),
+    "max_tool_calling_iterations": ("todo", "multi-turn tool calls in the LM rollouts"),
+    "vllm_importance_sampling_correction": _VLLM,
+    "vllm_importance_sampling_mode": _VLLM,
+    "vllm_importance_sampling_clip_max": _VLLM,
+    "vllm_importance_sampling_clip_min": _VLLM,
+    "vllm_importance_sampling_cap": _VLLM,
+    "off_policy_mask_threshold": ("todo", "masking sequences whose behaviour log-probs drift"),
+    "use_bias_correction_kl": ("todo", "the importance-weighted KL estimate"),
+    "log_completions_hub_repo": _LOGGING,
+}
+
+RLOO = {
+    **_GEN,
+    "normalize_advantages": ("key", "policy_gradient:advantage | \"rloo\" is unnormalised; "
+                             "batch normalisation is \"reinforce_pp\""),
+    "reward_clip_range": ("todo", "clipping rewards before the advantage"),
+}
+
+CONFIGS = {"DPOConfig": DPO, "KTOConfig": KTO, "RewardConfig": REWARD, "GRPOConfig": GRPO,
+           "RLOOConfig": RLOO}
+KINDS = {"key": "alignax", "na": "does not apply", "todo": "not yet"}
+
+
+def render() -> str:
+    lines = ["# TRL options in alignax", "",
+             "Generated by `tools/trl_map.py`. Every field of TRL's configs beyond the plain "
+             "`transformers.TrainingArguments` (optimizer, schedule, batch size, steps and "
+             "logging map to each recipe's `optimizer` and `train` keys), with the alignax "
+             "config key that computes the same thing (`recipe:key`), or why it does not apply, "
+             "or what is not implemented yet.", ""]
+    for name, table in CONFIGS.items():
+        counts = {k: sum(1 for kind, _ in table.values() if kind == k) for k in KINDS}
+        lines += [f"## {name}", "",
+                  f"{counts['key']} mapped, {counts['na']} do not apply, "
+                  f"{counts['todo']} not yet.", "",
+                  "| TRL field | status | alignax |", "|---|---|---|"]
+        for field in sorted(table):
+            kind, text = table[field]
+            text = text.replace("|", "—", 1) if kind == "key" else text
+            if kind == "key":
+                key, _, note = text.partition("—")
+                text = f"`{key.strip()}`" + (f" — {note.strip()}" if note else "")
+            lines.append(f"| `{field}` | {KINDS[kind]} | {text} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> None:
+    path = os.path.join(HERE, "docs", "trl.md")
+    with open(path, "w") as f:
+        f.write(render())
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
