@@ -38,6 +38,9 @@ conversations) give the same ids. `render_conversational_pair` gives the same sp
 like any other: its prompt string in alignax's minimal template, `[bos] + prompt + response +
 [eos]`.
 
+`tokenize_prompt` gives the left-padded prompt arrays online sampling starts from, with the same
+template rule (TRL's GRPOTrainer: prompt rendered with the generation prompt).
+
 `check_token_ids` checks token arrays against a model (ids inside its vocabulary, sequences no
 longer than its learned position table) before they reach it: out-of-range ids are not an error
 inside jit, the embedding lookup returns NaN or a clamped row instead.
@@ -178,6 +181,52 @@ def tokenize_pair(record: PreferenceRecord, tokenizer, *, max_length: int,
         out[f"{side}_ids"], out[f"{side}_mask"] = ids, mask
         out[f"{side}_response_mask"] = response_mask
     return out
+
+
+def tokenize_prompt(record, tokenizer, *, max_length: int,
+                    use_chat_template: bool = True) -> dict[str, np.ndarray]:
+    """A prompt -> left-padded [max_length] arrays for online sampling (GRPO, RLOO, PPO, ...).
+
+    Conversational prompts (`record.extras["messages"]["prompt"]`, e.g. a
+    `hf_datasets.PromptRecord` or a conversational `PreferenceRecord`) with a tokenizer that has
+    its own chat template are rendered with `add_generation_prompt=True` and tokenised without
+    added specials, as TRL's GRPOTrainer does; otherwise the ids are `[bos] + prompt` (no bos
+    when the tokenizer has none). Left padding puts every prompt's last token in the last
+    column, where sampling continues (`alignax.algorithms.online`).
+
+    Args:
+      record: has `prompt` (str) and `extras` (a dict).
+      tokenizer: as for `tokenize_pair`.
+      max_length: P, the padded prompt length.
+      use_chat_template: as for `tokenize_pair`.
+
+    Returns:
+      `prompt_ids` [P] int32 (pad id on the left), `prompt_mask` [P] int32 (1 on real tokens).
+
+    Raises:
+      DataError: the tokenizer has no eos (its id pads); the prompt is longer than
+        `max_length` (field "prompt").
+    """
+    bos, _, pad = special_ids(tokenizer)
+    messages = getattr(record, "extras", {}).get("messages")
+    if (use_chat_template and isinstance(messages, Mapping) and "prompt" in messages
+            and getattr(tokenizer, "chat_template", None) is not None):
+        ids = list(tokenizer.apply_chat_template(messages["prompt"], add_generation_prompt=True,
+                                                 tokenize=True))
+        specials = "the chat template"
+    else:
+        ids = ([] if bos is None else [bos]) + list(tokenizer.encode(record.prompt))
+        specials = "bos" if bos is not None else "no specials"
+    n = len(ids)
+    if n > max_length:
+        raise DataError(f"prompt: {n} tokens with {specials} exceed max_length={max_length}",
+                        field="prompt")
+    out_ids = np.full(max_length, pad, np.int32)
+    mask = np.zeros(max_length, np.int32)
+    if n:
+        out_ids[-n:] = ids
+        mask[-n:] = 1
+    return {"prompt_ids": out_ids, "prompt_mask": mask}
 
 
 def tokenize_pairs(records: Sequence[PreferenceRecord], tokenizer, *, max_length: int,

@@ -216,3 +216,25 @@ def test_same_texts_and_ids_as_trl():
                 assert out[f"{side}_ids"][:n].tolist() == trl["prompt_ids"] + trl[f"{side}_ids"]
                 assert out[f"{side}_response_mask"][:n_prompt].sum() == 0
                 assert out[f"{side}_response_mask"][n_prompt:n].all()
+
+
+def test_prompts_for_sampling_are_left_padded_and_use_the_template():
+    from alignax.data.hf_datasets import parse_hf_row
+    from alignax.data.tokenize import tokenize_prompt
+    from tests.data.test_chat_template import QWEN3, QWEN_SPECIALS
+
+    tok = _templated(QWEN3, QWEN_SPECIALS)
+    record = parse_hf_row({"prompt": EXPLICIT["prompt"]})
+    out = tokenize_prompt(record, tok, max_length=48)
+    ids = tok.apply_chat_template(EXPLICIT["prompt"], add_generation_prompt=True, tokenize=True)
+    n = len(ids)
+    assert out["prompt_ids"][-n:].tolist() == ids and out["prompt_mask"].sum() == n
+    assert (out["prompt_ids"][:-n] == tok.pad_id).all() and not out["prompt_mask"][:-n].any()
+    # the same prompt from a conversational pair; a string prompt: [bos] + prompt
+    pair = tokenize_prompt(parse_hf_row(EXPLICIT), tok, max_length=48)
+    np.testing.assert_array_equal(pair["prompt_ids"], out["prompt_ids"])
+    plain = tokenize_prompt(parse_hf_row({"prompt": "ab"}), ByteTokenizer(), max_length=4)
+    np.testing.assert_array_equal(plain["prompt_ids"], [0, 1, ord("a") + 3, ord("b") + 3])
+    np.testing.assert_array_equal(plain["prompt_mask"], [0, 1, 1, 1])
+    with pytest.raises(DataError, match="prompt: 3 tokens with bos exceed max_length=2"):
+        tokenize_prompt(parse_hf_row({"prompt": "ab"}), ByteTokenizer(), max_length=2)
