@@ -1,6 +1,6 @@
 """Cooper: a policy and its reward model co-optimised against reward hacking.
 
-Paper: Hong, Zhang, Xiao, Lu, Shen, Zhuang 2025, "Cooper: Co-Optimizing Policy and Reward
+Paper: Hong, Yan, Wu, Hou, Zhang, Lu, Shen, Xiao 2025, "Cooper: Co-Optimizing Policy and Reward
 Models in Reinforcement Learning for Large Language Models" (arXiv 2508.05613).
 
 Setting (a toy LM doing arithmetic, every quantity exact): prompts are problems (a, b) with

@@ -1,7 +1,7 @@
 """URPO: one model as player and referee, trained with one GRPO loss.
 
-Paper: Lu, Wang, Li, Li, Zhou 2025, "URPO: A Unified Reward & Policy Optimization Framework for
-Large Language Models" (arXiv 2507.17131).
+Paper: Lu, Wang, Chen, Tang 2025, "URPO: A Unified Reward & Policy Optimization Framework for
+Large Language Models" (arXiv 2507.17515).
 
 Setting (the notes' toy, every expectation exact): one `sequence_table` policy over all
 8^3 = 512 three-token responses, log-linear in the prompt features. Three prompt types share

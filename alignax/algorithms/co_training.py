@@ -154,7 +154,7 @@ def self_judged_grpo_loss(sample_fn: Callable[[Any, jax.Array, Any, int], jax.Ar
                           advantage: Any = "grpo", kl_coef: float = 0.0,
                           kl_fn: Callable[[Any, Any, jax.Array, Any], jax.Array] | None = None,
                           ) -> Callable[[Any, dict], tuple[jax.Array, dict]]:
-    """GRPO for one model in two roles, player and referee (URPO, arXiv 2507.17131).
+    """GRPO for one model in two roles, player and referee (URPO, arXiv 2507.17515).
 
     Like `small_pg.group_pg_loss`, but the update's prompts and the rewards may use the model's
     own current params (under `stop_gradient`): `prompt_fn(key, params, data)` can build

@@ -9,7 +9,7 @@ referee role.
   its training labels (a filler token an LLM judge was fooled by), which is what makes it
   hackable.
 - `referee_scores` and `pair_agreement_reward`: one explicit policy that is also its own
-  referee (URPO, arXiv 2507.17131): its referee role is its next-token distribution at a
+  referee (URPO, arXiv 2507.17515): its referee role is its next-token distribution at a
   judging prompt whose answer tokens mean "the first candidate is better" / "the second is
   better". Its scores of a group of its own responses are rewards (open-ended prompts), and its
   verdicts on labelled pairs are themselves rollouts rewarded by agreement with the label
