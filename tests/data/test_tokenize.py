@@ -170,12 +170,13 @@ def test_prompt_that_is_not_a_prefix_of_the_conversation():
 
 
 def test_same_texts_and_ids_as_trl():
-    """TRL's maybe_extract_prompt + maybe_apply_chat_template (text) and DPOTrainer's dataset
-    preparation (ids) on the same records, explicit and implicit prompts, Llama-3.2 and Qwen3."""
+    """TRL's maybe_extract_prompt + maybe_apply_chat_template (text), and DPOTrainer's and
+    RewardTrainer's dataset preparation (ids) on the same records, explicit and implicit prompts,
+    Llama-3.2 and Qwen3."""
     pytest.importorskip("trl")
     import transformers
     from datasets import Dataset
-    from trl import DPOTrainer
+    from trl import DPOTrainer, RewardTrainer
     from trl.data_utils import maybe_apply_chat_template, maybe_extract_prompt
 
     from alignax.data.readers import parse_row
@@ -209,11 +210,14 @@ def test_same_texts_and_ids_as_trl():
             assert got == (want["prompt"], want["chosen"], want["rejected"])
             trl = DPOTrainer._prepare_dataset(types.SimpleNamespace(_tokenizer=ref),
                                               Dataset.from_list([example]), ref, args, "t")[0]
+            rm = RewardTrainer._prepare_dataset(None, Dataset.from_list([example]), ref, args,
+                                                "t")[0]
             out = tokenize_pair(record, ours, max_length=128)
             n_prompt = len(trl["prompt_ids"])
             for side in ("chosen", "rejected"):
                 n = out[f"{side}_mask"].sum()
                 assert out[f"{side}_ids"][:n].tolist() == trl["prompt_ids"] + trl[f"{side}_ids"]
+                assert out[f"{side}_ids"][:n].tolist() == rm[f"{side}_ids"]  # the RM's sequence
                 assert out[f"{side}_response_mask"][:n_prompt].sum() == 0
                 assert out[f"{side}_response_mask"][n_prompt:n].all()
 
