@@ -15,7 +15,8 @@ from alignax.rewards.pairwise import (bootstrapped_reference_outcomes, brpo_adva
                                       expected_judge_outcome, judge_first_prob,
                                       pairwise_judge, swap_vote)
 from alignax.rewards.relevance import (bag_of_tokens_embedding, capped_length_reward,
-                                       distinct_token_ratio, r3_reward, relevance_reward)
+                                       distinct_token_ratio, r3_product_reward, r3_reward,
+                                       relevance_reward)
 from alignax.rewards.rubrics import (Rubric, aggregate_rubrics, consistency_filter,
                                      contrastive_rubrics, rubric_features, rubric_judge_logits,
                                      rubric_score)
@@ -36,6 +37,6 @@ __all__ = [
     "pareto_front", "reward_model_reward", "sentence_bleu", "verifier_reward", "weighted_sum",
     "bootstrapped_reference_outcomes", "brpo_advantages", "expected_judge_outcome",
     "judge_first_prob", "pairwise_judge", "swap_vote",
-    "bag_of_tokens_embedding", "capped_length_reward", "distinct_token_ratio", "r3_reward",
-    "relevance_reward",
+    "bag_of_tokens_embedding", "capped_length_reward", "distinct_token_ratio",
+    "r3_product_reward", "r3_reward", "relevance_reward",
 ]

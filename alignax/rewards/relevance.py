@@ -4,9 +4,12 @@ R^3 (Kim and Seo 2024, "Preference-free Alignment Learning with Regularized Rele
 arXiv 2402.03469) rewards a response by its relevance to the prompt as a retriever scores it,
 rel(x, y) = cos(E_q(x), E_d(y)), with no preference data. Alone it is hackable (repeating the
 query's own tokens maximises the similarity), so R^3 mixes it with regulariser rewards that
-check each other; the paper's exact terms (a reference-anchored relevance, a length /
-informativeness incentive) are not verified here, and the mixture below is the reproduction
-notes' toy version: relevance + distinct-token ratio + a capped length incentive.
+check each other. For open-ended queries the paper's reward is, as a review of it reports
+(the paper itself not read here), the product r_x * LI(y) * RP(y) of the relevance, a length
+incentive LI = #words / 100 and a repetition penalty RP = unique trigrams / trigrams (closed
+queries use a reference-answer relevance instead): `r3_product_reward`. `r3_reward` is the
+reproduction notes' additive toy version: relevance + distinct-token ratio + a capped length
+incentive.
 
 Token arrays are `[..., T]` ids with a `[..., T]` mask of valid tokens; every function is pure
 jax, vectorised over the leading shape, and returns float32 `[...]`.
@@ -19,6 +22,8 @@ jax, vectorised over the leading shape, and returns float32 `[...]`.
   empty).
 - `capped_length_reward`: min(n, target) / target.
 - `r3_reward`: w_rel rel + w_distinct distinct + w_len length (`aggregate.weighted_sum`).
+- `r3_product_reward`: rel * length * distinct (the paper's open-ended form, with the toy's
+  distinct-token ratio for RP and a length incentive for LI).
 """
 
 from __future__ import annotations
@@ -78,3 +83,12 @@ def r3_reward(relevance, distinct, length, weights: Sequence[float] = (1.0, 1.0,
                                              for x in (relevance, distinct, length))))
     shape = parts.shape[1:]
     return weighted_sum(parts.reshape(3, -1), weights).reshape(shape)
+
+
+def r3_product_reward(relevance, distinct, length) -> jax.Array:
+    """R^3's open-ended form r_x * LI * RP: relevance times a length incentive times a
+    repetition penalty (e.g. `relevance_reward`, `capped_length_reward` with target = the
+    longest response, `distinct_token_ratio`), elementwise."""
+    parts = jnp.broadcast_arrays(*(jnp.asarray(x, jnp.float32)
+                                   for x in (relevance, distinct, length)))
+    return parts[0] * parts[1] * parts[2]

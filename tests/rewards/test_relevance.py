@@ -46,3 +46,9 @@ def test_r3_mixture():
     out = relevance.r3_reward(rel, dist, length, weights=(1.0, 2.0, 0.5))
     np.testing.assert_allclose(out, [[1.0 + 0.5 + 0.5, 0.5 + 2.0 + 0.5]])
     assert out.shape == (1, 2)
+
+
+def test_r3_product():
+    out = relevance.r3_product_reward(jnp.array([1.0, 0.5]), jnp.array([0.25, 1.0]),
+                                      jnp.array([[1.0], [0.4]]))
+    np.testing.assert_allclose(out, [[0.25, 0.5], [0.1, 0.2]], atol=1e-6)
