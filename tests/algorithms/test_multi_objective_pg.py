@@ -54,11 +54,11 @@ def test_fixed_one_hot_weights_are_the_single_reward_grpo_loss():
     single = small_pg.group_pg_loss(sample, log_prob,
                                     lambda p, y, d: _rewards(p, y, d)[1], group_size=G)
     state = mo.init_weight_state([0.0, 1.0, 0.0])
-    g_multi = jax.jit(jax.grad(lambda p: multi(p, _batch(), state)[0]))(_params())
-    g_single = jax.jit(jax.grad(lambda p: single(p, _batch())[0]))(_params())
+    g_multi, g_single, (_, metrics, new) = jax.jit(lambda p: (
+        jax.grad(lambda q: multi(q, _batch(), state)[0])(p),
+        jax.grad(lambda q: single(q, _batch())[0])(p), multi(p, _batch(), state)))(_params())
     for a, b in zip(jax.tree.leaves(g_multi), jax.tree.leaves(g_single)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-    _, metrics, new = jax.jit(multi)(_params(), _batch(), state)
     np.testing.assert_allclose(new.weights, state.weights)  # fixed: the weights stay
     assert int(new.step) == 1 and metrics["weight_1"] == 1.0
 
@@ -80,8 +80,9 @@ def test_log_tamed_aggregation_with_the_global_std_advantage_is_paco_grpo():
                                     advantage=mo.group_centred_global_std)
     state = mo.init_weight_state(w)  # normalised to sum 1: scale the reference the same
     w = w / w.sum()
-    g_multi = jax.jit(jax.grad(lambda p: multi(p, _batch(), state)[0]))(_params())
-    g_single = jax.jit(jax.grad(lambda p: single(p, _batch())[0]))(_params())
+    g_multi, g_single = jax.jit(lambda p: (
+        jax.grad(lambda q: multi(q, _batch(), state)[0])(p),
+        jax.grad(lambda q: single(q, _batch())[0])(p)))(_params())
     for a, b in zip(jax.tree.leaves(g_multi), jax.tree.leaves(g_single)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
@@ -94,13 +95,17 @@ def test_gradient_weights_follow_the_per_objective_gradients_after_each_window()
     state = mo.init_weight_state(jnp.ones(3))
     params = _params()
     # the per-objective gradients by hand: the GRPO surrogate with r_k's advantages alone
-    grads = []
-    for k in range(3):
-        one = small_pg.group_pg_loss(sample, log_prob,
-                                     lambda p, y, d, k=k: _rewards(p, y, d)[k], group_size=G)
-        g = jax.jit(jax.grad(lambda p: one(p, _batch())[0]))(params)
-        grads.append(jnp.concatenate([x.ravel() for x in jax.tree.leaves(g)]))
-    s = mo.influence(jnp.stack(grads))
+    ones = [small_pg.group_pg_loss(sample, log_prob,
+                                   lambda p, y, d, k=k: _rewards(p, y, d)[k], group_size=G)
+            for k in range(3)]
+
+    @jax.jit
+    def by_hand(p):
+        grads = [jax.grad(lambda q, one=one: one(q, _batch())[0])(p) for one in ones]
+        return jnp.stack([jnp.concatenate([x.ravel() for x in jax.tree.leaves(g)])
+                          for g in grads])
+
+    s = mo.influence(by_hand(params))
     assert float(jnp.abs(s).max()) > 0
     _, _, mid = loss(params, _batch(), state)  # first update of the window: accumulate only
     np.testing.assert_allclose(mid.weights, state.weights)
