@@ -133,8 +133,8 @@ _GEN = {
     "epsilon": ("key", "policy_gradient:clip_low"),
     "epsilon_high": ("key", "policy_gradient:clip_high"),
     "reward_weights": ("key", "policy_gradient:objective_weights"),
-    "mask_truncated_completions": ("todo", "dropping completions cut at max_new_tokens from "
-                                   "the loss"),
+    "mask_truncated_completions": ("key", "policy_gradient:mask_truncated_completions | a "
+                                   "response without any of `stop_tokens` is truncated"),
     "sync_ref_model": _TR_DPO,
     "ref_model_mixup_alpha": _TR_DPO,
     "ref_model_sync_steps": _TR_DPO,
@@ -153,7 +153,7 @@ GRPO = {
     **_GEN,
     "cast_lm_head_to_fp32": ("na", "the LM head computes its logits in float32 whatever the "
                              "model dtype"),
-    "delta": ("todo", "two-sided clipping of the ratio at delta for negative advantages"),
+    "delta": ("key", "policy_gradient:delta"),
     "sapo_temperature_neg": ("todo", "SAPO's soft gates"),
     "sapo_temperature_pos": ("todo", "SAPO's soft gates"),
     "vespo_k_pos": ("todo", "VESPO"), "vespo_lambda_pos": ("todo", "VESPO"),
@@ -166,7 +166,7 @@ GRPO = {
     "loss_type": ("key", "policy_gradient:aggregation | \"grpo\" is \"seq_mean_token_mean\", "
                   "\"bnpo\"/\"dapo\" are \"token_mean\", \"dr_grpo\" is "
                   "\"seq_mean_token_sum_norm\""),
-    "top_entropy_quantile": ("todo", "training only on the highest-entropy tokens"),
+    "top_entropy_quantile": ("key", "policy_gradient:top_entropy_quantile"),
     "entropy_coef": ("key", "policy_gradient:entropy_coef"),
     "use_adaptive_entropy": ("todo", "an adaptive entropy coefficient"),
     "entropy_coef_min": ("todo", "an adaptive entropy coefficient"),
@@ -188,7 +188,7 @@ RLOO = {
     **_GEN,
     "normalize_advantages": ("key", "policy_gradient:advantage | \"rloo\" is unnormalised; "
                              "batch normalisation is \"reinforce_pp\""),
-    "reward_clip_range": ("todo", "clipping rewards before the advantage"),
+    "reward_clip_range": ("key", "policy_gradient:reward_clip"),
 }
 
 CONFIGS = {"DPOConfig": DPO, "KTOConfig": KTO, "RewardConfig": REWARD, "GRPOConfig": GRPO,

@@ -30,7 +30,11 @@ Config: `default_config()` lists every key with its default; `train` rejects unk
   "gradient" | "hypervolume"), objective_step_size, lora (None, or {rank, alpha, targets,
   dropout, full}: `alignax.models.lora.LoraConfig`; the trained state is the adapters, the
   frozen `init_params` are the adapted policy's base and the reference (`ref_params` is then
-  not used); rollouts run the adapted model; the result's "params" are merged).
+  not used); rollouts run the adapted model; the result's "params" are merged);
+  TRL's GRPO/RLOO options (docs/trl.md): delta (two-sided clipping of the ratio),
+  top_entropy_quantile (policy gradient on the highest-entropy tokens only),
+  mask_truncated_completions (responses without a stop token leave the loss), reward_clip
+  ([low, high] on the rewards before the advantage).
 
 Memory: with a model of `logits_chunk > 0` the update and the reference forward take token
 log-probs from the model (`make_policy_loss(token_logps=True)`) and the entropy comes from the
@@ -76,6 +80,7 @@ DEFAULTS = dict(
     checkpoint_every=10, eval_every=0, log_every=1, progress=True, mesh=None,
     objective_weights=None, objective_aggregation="weighted", objective_weighting="fixed",
     objective_step_size=0.1, lora=None,
+    delta=None, top_entropy_quantile=1.0, mask_truncated_completions=False, reward_clip=None,
 )
 
 
@@ -91,7 +96,8 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
                      clip_high: float | None = None, kl_estimator: str = "k3",
                      aggregation: str = "token_mean", entropy_coef: float = 0.0,
                      max_length: int | None = None, token_logps: bool = False,
-                     entropy_fn: Callable | None = None) -> Callable:
+                     entropy_fn: Callable | None = None, delta: float | None = None,
+                     top_entropy_quantile: float = 1.0) -> Callable:
     """`loss_fn(params, batch, rng, kl_coef=0.0)` of the policy update on a `training_batch`.
 
     loss = aggregate(PPO-clip token losses) [or the mean of GSPO's sequence losses]
@@ -110,6 +116,12 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
     passes it); under stop_gradient when `entropy_coef` is 0 (a metric). Without an
     `entropy_fn` there is no `entropy` metric and `entropy_coef` must be 0 (ValueError).
 
+    `delta` caps the unclipped ratio (two-sided clipping, `ppo_clip_loss`).
+    `top_entropy_quantile` q < 1 keeps the policy-gradient term of only the response tokens
+    whose entropy is at least the (1 - q) quantile of the minibatch's valid tokens (Wang et al.
+    2025, "Beyond the 80/20 Rule", arXiv 2506.01939; TRL's GRPOConfig.top_entropy_quantile):
+    the other tokens still count in the normaliser, and the KL term is over every token.
+
     Metrics: pg_loss, kl (k3 estimate, token mean), entropy (token mean; with token_logps only
     given an `entropy_fn`), clip_fraction, ratio (mean over response tokens), advantage
     mean/std, tokens (the response tokens of the batch: the normaliser of the token-mean loss,
@@ -120,6 +132,15 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
     if token_logps and entropy_coef and entropy_fn is None:
         raise ValueError(f"entropy_coef={entropy_coef} with token_logps needs an entropy_fn "
                          "(online.head_entropy_fn) or the logits (logits_chunk=0)")
+    if not 0.0 < top_entropy_quantile <= 1.0:
+        raise ValueError(f"top_entropy_quantile must lie in (0, 1], got {top_entropy_quantile}")
+    entropy_mask = top_entropy_quantile < 1.0
+    if entropy_mask and token_logps and entropy_fn is None:
+        raise ValueError("top_entropy_quantile < 1 with token_logps needs an entropy_fn")
+    if entropy_mask and loss != "ppo_clip":
+        raise ValueError("top_entropy_quantile masks token losses: loss must be 'ppo_clip'")
+    if delta is not None and delta <= 1.0 + (clip_low if clip_high is None else clip_high):
+        raise ValueError(f"delta={delta} must exceed 1 + clip_high")
 
     def loss_fn(params, batch, rng, kl_coef=0.0):
         del rng
@@ -140,7 +161,10 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
         adv = batch["advantages"]
         if loss == "ppo_clip":
             tok, stats = ppo_clip_loss(logps, batch["old_logps"], adv, rmask,
-                                       clip_low=clip_low, clip_high=clip_high)
+                                       clip_low=clip_low, clip_high=clip_high, delta=delta)
+            if entropy_mask:
+                tok = tok * high_entropy_mask(jax.lax.stop_gradient(entropy), rmask,
+                                              top_entropy_quantile)
             pg = aggregate(tok, rmask, aggregation, max_length=max_length)
             clip_fraction = ops.masked_mean(stats["clipped"], rmask, axis=None)
             ratio = ops.masked_mean(stats["ratio"], rmask, axis=None)
@@ -168,6 +192,22 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
         return total, metrics
 
     return loss_fn
+
+
+def high_entropy_mask(entropy: jax.Array, mask: jax.Array, quantile: float) -> jax.Array:
+    """[B, T] float mask of the valid tokens whose entropy is >= the (1 - quantile) quantile
+    (linear interpolation) of the entropies of all valid tokens; 0 off the mask."""
+    valid = jnp.asarray(mask) > 0
+    values = jnp.where(valid, jnp.asarray(entropy, jnp.float32), jnp.nan)
+    threshold = jnp.nanquantile(values, 1.0 - quantile)
+    return (valid & (entropy >= threshold)).astype(jnp.float32)
+
+
+def truncated_rows(responses: jax.Array, response_mask: jax.Array, stop_tokens) -> jax.Array:
+    """[N] bool: the responses that hold no stop token among their valid tokens (cut at
+    max_new_tokens rather than finished)."""
+    stops = jnp.isin(responses, jnp.asarray(list(stop_tokens), responses.dtype))
+    return ~jnp.any(stops & (jnp.asarray(response_mask) > 0), axis=-1)
 
 
 def policy_accum_weight(loss: str, aggregation: str) -> str | None:
@@ -266,6 +306,19 @@ def validate(config: Mapping[str, Any] | None) -> dict:
     common.check_name(cfg["kl_in"], KL_PLACEMENTS, label, "kl_in")
     common.check_name(cfg["aggregation"], AGGREGATIONS, label, "aggregation")
     online.check_config(cfg, label, rows_per_prompt=int(cfg["num_samples"]))
+    if cfg["mask_truncated_completions"] and not cfg["stop_tokens"]:
+        raise ValueError(f"{label}: mask_truncated_completions needs stop_tokens (a response "
+                         "is truncated when it holds none)")
+    clip = cfg["reward_clip"]
+    if clip is not None and (len(clip) != 2 or not float(clip[0]) < float(clip[1])):
+        raise ValueError(f"{label}: reward_clip must be [low, high] with low < high, got {clip}")
+    try:
+        make_policy_loss(None, loss=cfg["loss"], clip_low=float(cfg["clip_low"]),
+                         clip_high=None if cfg["clip_high"] is None else float(cfg["clip_high"]),
+                         delta=None if cfg["delta"] is None else float(cfg["delta"]),
+                         top_entropy_quantile=float(cfg["top_entropy_quantile"]))
+    except ValueError as e:
+        raise ValueError(f"{label}: {e}") from None
     return cfg
 
 def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_params,
@@ -357,7 +410,9 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]), clip_high=clip_high,
         kl_estimator=cfg["kl_estimator"], aggregation=cfg["aggregation"],
         entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"]),
-        token_logps=token_logps, entropy_fn=online.head_entropy_fn(model))
+        token_logps=token_logps, entropy_fn=online.head_entropy_fn(model),
+        delta=None if cfg["delta"] is None else float(cfg["delta"]),
+        top_entropy_quantile=float(cfg["top_entropy_quantile"]))
     frozen_shardings = None
     if lora is not None:
         loss_fn = online.lora_loss(loss_fn, lora.cfg)
@@ -407,6 +462,15 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
             rewards = jnp.asarray(score(rollout), jnp.float32)
         else:
             rewards = None
+        if rewards is not None and cfg["reward_clip"] is not None:
+            rewards = jnp.clip(rewards, float(cfg["reward_clip"][0]),
+                               float(cfg["reward_clip"][1]))
+        if cfg["mask_truncated_completions"]:
+            cut = truncated_rows(rollout.responses, rollout.response_mask, cfg["stop_tokens"])
+            keep = jnp.asarray(rollout.response_mask).astype(bool) & ~cut[:, None]
+            rollout = rollout._replace(
+                response_mask=keep.astype(jnp.asarray(rollout.response_mask).dtype))
+            metrics["truncated_fraction"] = float(jnp.mean(cut))
         if rewards is not None:
             jax.block_until_ready(rewards)
         t_rollout = time.perf_counter() - t0

@@ -42,7 +42,8 @@ def aggregate(token_losses: jax.Array, mask: jax.Array, mode: str = "token_mean"
 
 def ppo_clip_loss(logps: jax.Array, old_logps: jax.Array, advantages: jax.Array,
                   mask: jax.Array, *, clip_low: float = 0.2, clip_high: float | None = None,
-                  dual_clip: float | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+                  dual_clip: float | None = None, delta: float | None = None
+                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """PPO clipped surrogate per token (negated, to minimise).
 
     .. math::
@@ -52,7 +53,9 @@ def ppo_clip_loss(logps: jax.Array, old_logps: jax.Array, advantages: jax.Array,
     Off-mask entries are ignored (they may hold anything, even -inf). Schulman et al. 2017
     (arXiv 1707.06347); `clip_high` > `clip_low` is DAPO's clip-higher (Yu
     et al. 2025, arXiv 2503.14476); `dual_clip` c > 1 bounds the loss of negative advantages by
-    -c A (Ye et al. 2020).
+    -c A (Ye et al. 2020); `delta` > 1 + clip_high caps the unclipped ratio at delta
+    (two-sided clipping, so a negative advantage cannot push an already-large ratio without
+    bound: INTELLECT-2, arXiv 2505.07291; TRL's GRPOConfig.delta).
 
     Args:
       logps, old_logps: [B, T] log-probs of the sampled tokens under the current and behaviour
@@ -75,7 +78,7 @@ def ppo_clip_loss(logps: jax.Array, old_logps: jax.Array, advantages: jax.Array,
     # |log ratio| > 20 is far outside any clip range: clamping keeps exp finite (zero gradient
     # there, as the clipped branch has anyway for the advantage's sign that would use it)
     ratio = jnp.exp(jnp.clip(log_ratio, -20.0, 20.0))
-    unclipped = -adv * ratio
+    unclipped = -adv * (ratio if delta is None else jnp.minimum(ratio, delta))
     clipped = -adv * jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high)
     loss = jnp.maximum(unclipped, clipped)
     if dual_clip is not None:
