@@ -58,6 +58,15 @@ variant is chosen on validation HV (`protocol.choose_on_validation`: `val_hv_<co
 `test_conciseness`, `test_format`) and `test_hv` of the chosen configuration's selected policy on
 the test questions; the fixed variant also records every configuration's test vector.
 
+Reading the full run (5 seeds, test HV means): fixed 0.0612, gradient 0.0595, hypervolume
+0.0572, hypervolume_sample 0.0602 (the best single mixture of the Pareto responses reaches
+about 0.067). Validation picks lambda = 0.1 or 1 for the gradient weights, where they barely
+move from equal (it then behaves as the equal fixed weights); at lambda = 0.01 the weights run
+to the format objective (final weights about (0.34, 0.11, 0.55)), whose one-token gradient is
+the largest and saturates first, and validation HV drops to 0.050. The checkpoint meta reward is
+a common factor of an update's rewards, mostly absorbed by Adam, so `hypervolume` follows the
+fixed runs' paths up to chaotic divergence.
+
 Claims (5 seeds, paired 95% t intervals, `protocol.decide`), the notes' pass criterion "the
 dynamic run is not dominated by any fixed run, and its hypervolume is >= 5% above the best
 fixed run" for each dynamic method (gradient-based, the notes' toy comparison, and
