@@ -12,6 +12,7 @@ from alignax.rewards.directional import (angle_bins, bin_centers, direction_toke
 from alignax.rewards.metrics import (bag_embeddings, bag_encoder_loss, bleu, concept_f1, embedding_similarity, init_bag_encoder, rouge1)  # noqa: F401,E501
 from alignax.rewards.hybrid import eos_lengths, generalized_length_penalty, hybrid_reward  # noqa: F401
 from alignax.rewards.model import ensemble_reward, reward_model_reward
+from alignax.rewards.pareto_jax import hypervolume_gains, hypervolume_jax, hypervolume_multipliers  # noqa: F401,E501
 from alignax.rewards.pairwise import (bootstrapped_reference_outcomes, brpo_advantages,
                                       expected_judge_outcome, judge_first_prob,
                                       pairwise_judge, swap_vote)
