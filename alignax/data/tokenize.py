@@ -8,7 +8,10 @@ A sequence is `[bos] + prompt + response + [eos]`, right-padded with pad ids to 
 Special tokens come from the tokenizer's `bos_id`, `eos_id` and `pad_id` attributes (see
 `special_ids`); any of them may be None (e.g. Qwen2's tokenizer has no bos token):
 
-- no bos (`bos_id` None): nothing is prepended, the sequence starts with the prompt;
+- no bos (`bos_id` None, or a tokenizer that does not prepend its bos itself: `add_bos` False,
+  e.g. an `HFTokenizer` whose tokenizer.json post-processor adds none, like GPT-2's, whose
+  bos_token is never added by transformers or TRL): nothing is prepended, the sequence starts
+  with the prompt;
 - no eos (`eos_id` None): a `DataError`, since a reward head reads, and a policy learns to stop
   at, the eos; give the tokenizer one (e.g. `HFTokenizer.from_file(path, eos_token=...)`);
 - no pad (`pad_id` None, or no such attribute): padding uses the eos id (padding is masked out,
@@ -65,7 +68,7 @@ def special_ids(tokenizer) -> tuple[int | None, int, int]:
     Raises:
       DataError: the tokenizer has no eos (`eos_id` None or missing).
     """
-    bos = getattr(tokenizer, "bos_id", None)
+    bos = getattr(tokenizer, "bos_id", None) if getattr(tokenizer, "add_bos", True) else None
     eos = getattr(tokenizer, "eos_id", None)
     if eos is None:
         raise DataError(f"tokenizer {type(tokenizer).__name__} has no eos token (eos_id is None): "

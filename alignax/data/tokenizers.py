@@ -27,6 +27,7 @@ class ByteTokenizer:
     """
 
     pad_id: int = 0
+    add_bos: bool = True  # `tokenize_pair` prepends bos_id
     bos_id: int = 1
     eos_id: int = 2
     num_special: int = 3
@@ -104,7 +105,11 @@ class HFTokenizer:
 
     Absent special tokens (e.g. Qwen2 has no bos_token) leave `bos_id`/`eos_id` None:
     `alignax.data.tokenize.tokenize_pair` then prepends no bos, and refuses a tokenizer without
-    eos with a one-line `DataError`. Without a pad token `pad_id` is `eos_id`, else 0 (padding
+    eos with a one-line `DataError`. `add_bos` says whether the tokenizer prepends its bos to a
+    plain text itself (its tokenizer.json post-processor does: Llama, Mistral, Gemma; not
+    GPT-2, whose bos_token exists but is never added; detected by encoding a probe text, or
+    given): `tokenize_pair` prepends the bos only then, as transformers' `tokenizer(text)` and
+    TRL do. Without a pad token `pad_id` is `eos_id`, else 0 (padding
     is masked out, so any valid id does).
 
     `encode` never adds the tokenizer's own post-processing specials (the BOS a Llama
@@ -120,12 +125,15 @@ class HFTokenizer:
       special_tokens: every special-token string the template may read (`bos_token`,
         `eos_token`, `unk_token`, `sep_token`, `pad_token`, `cls_token`, `mask_token`); the
         three above are filled in from their arguments when absent here.
+      add_bos: whether plain texts get the bos prepended (None: what the tokenizer.json's
+        post-processor does; always False without a bos_token).
     """
 
     def __init__(self, tokenizer, *, bos_token: str | None = None,
                  eos_token: str | None = None, pad_token: str | None = None,
                  chat_template: str | Mapping[str, str] | None = None,
-                 special_tokens: Mapping[str, str] | None = None):
+                 special_tokens: Mapping[str, str] | None = None,
+                 add_bos: bool | None = None):
         self._tok = tokenizer
         self.bos_id = self._special_id(bos_token, "bos_token")
         self.eos_id = self._special_id(eos_token, "eos_token")
@@ -133,6 +141,15 @@ class HFTokenizer:
         if self.pad_id is None:
             self.pad_id = self.eos_id if self.eos_id is not None else 0
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        if add_bos is None:
+            probe = "a"
+            bare = tokenizer.encode(probe, add_special_tokens=False).ids
+            full = tokenizer.encode(probe, add_special_tokens=True).ids
+            add_bos = (self.bos_id is not None and len(full) > len(bare)
+                       and full[0] == self.bos_id)
+        elif add_bos and self.bos_id is None:
+            raise ValueError("add_bos=True needs a bos_token")
+        self.add_bos = bool(add_bos)
         if chat_template is not None and not isinstance(chat_template, (str, Mapping)):
             raise ValueError(f"chat_template must be a string, a dict of named templates or None, "
                              f"got {type(chat_template).__name__}")
@@ -162,10 +179,11 @@ class HFTokenizer:
 
     @classmethod
     def from_file(cls, path: str, *, chat_template: str | Mapping[str, str] | None = None,
-                  **special_tokens) -> "HFTokenizer":
+                  add_bos: bool | None = None, **special_tokens) -> "HFTokenizer":
         """Loads `path` (a tokenizer.json, or a folder holding tokenizer.json and optionally
         tokenizer_config.json and a chat template); keyword arguments override the special
-        tokens (bos_token, eos_token, pad_token) and the folder's chat template. A missing or
+        tokens (bos_token, eos_token, pad_token), the folder's chat template and `add_bos`
+        (see the class docstring). A missing or
         unreadable tokenizer.json is a one-line ValueError naming it."""
         from tokenizers import Tokenizer  # the HF tokenizers library: only this loader needs it
 
@@ -195,7 +213,7 @@ class HFTokenizer:
         if unknown:
             raise TypeError(f"HFTokenizer.from_file got unexpected keywords {sorted(unknown)}")
         return cls(tokenizer, **{**named, **special_tokens}, chat_template=chat_template,
-                   special_tokens=defaults)
+                   special_tokens=defaults, add_bos=add_bos)
 
     def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
         """Ids of `text` without the tokenizer's own post-processing specials."""

@@ -28,6 +28,8 @@ def folder(tmp_path_factory):
 def test_specials_from_tokenizer_config_and_round_trip(folder):
     tok = HFTokenizer.from_file(str(folder))
     assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 1, 2)
+    # this tokenizer.json has no post-processor: its bos is never prepended to plain text
+    assert not tok.add_bos and HFTokenizer.from_file(str(folder), add_bos=True).add_bos
     ids = tok.encode("the cat sat", add_bos=True, add_eos=True)
     assert ids[0] == 1 and ids[-1] == 2 and max(ids) < tok.vocab_size == len(tok)
     assert tok.decode(ids) == "the cat sat"

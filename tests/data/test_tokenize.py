@@ -242,3 +242,31 @@ def test_prompts_for_sampling_are_left_padded_and_use_the_template():
     np.testing.assert_array_equal(plain["prompt_mask"], [0, 1, 1, 1])
     with pytest.raises(DataError, match="prompt: 3 tokens with bos exceed max_length=2"):
         tokenize_prompt(parse_hf_row({"prompt": "ab"}), ByteTokenizer(), max_length=2)
+
+
+def test_standard_pairs_bos_as_the_tokenizer_and_trl_add_it():
+    """String pairs: `[bos] + prompt + response + [eos]` with the bos only when the tokenizer's
+    post-processor prepends it (Llama-like), as TRL's DPOTrainer tokenises them
+    (`tokenizer(prompt + response + eos_token)`); none for a Qwen-like tokenizer.json."""
+    from tokenizers import Tokenizer, processors
+
+    from alignax.data import HFTokenizer
+    from alignax.data.hf_datasets import parse_hf_row
+    from tests.data.test_chat_template import LLAMA_SPECIALS, QWEN_SPECIALS, tiny_tokenizer
+
+    llama = tiny_tokenizer()  # its post-processor prepends <|begin_of_text|>
+    qwen = Tokenizer.from_str(llama.to_str())
+    qwen.post_processor = processors.ByteLevel(trim_offsets=False)  # adds nothing
+    record = parse_hf_row({"prompt": "What is the capital of France?",
+                           "chosen": " Paris is the capital.", "rejected": " the cat sat"})
+    bos = llama.token_to_id("<|begin_of_text|>")
+    for raw, specials, adds in ((llama, LLAMA_SPECIALS, True), (qwen, LLAMA_SPECIALS, False),
+                                (qwen, QWEN_SPECIALS, False)):
+        tok = HFTokenizer(raw, **specials)
+        assert tok.add_bos is adds
+        out = tokenize_pair(record, tok, max_length=40)
+        n = out["chosen_mask"].sum()
+        # transformers' tokenizer(text) on the joined text, eos token appended as text
+        want = raw.encode(record.prompt + record.chosen + specials["eos_token"]).ids
+        assert out["chosen_ids"][:n].tolist() == want
+        assert bool(out["chosen_ids"][0] == bos) is adds
