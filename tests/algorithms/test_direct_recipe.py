@@ -11,18 +11,12 @@ from alignax.algorithms.direct import loss_beta, loss_inputs, make_direct_loss, 
 from alignax.losses import DIRECT_LOSS_INPUTS, DIRECT_LOSSES, REFERENCE_FREE_LOSSES
 from alignax.losses import dpo_loss, sigmoid_norm_loss, simpo_loss
 from alignax.models.transformer import TransformerConfig, make_lm
+from tests.algorithms import tiny_pairs
 
 MODEL = make_lm(TransformerConfig(vocab_size=20, d_model=16, n_layers=1, n_heads=2, d_ff=24))
 PARAMS = MODEL.init(jax.random.key(0))
 REF = MODEL.init(jax.random.key(1))
-RNG = np.random.default_rng(0)
-RESP = np.array([[0, 0, 1, 1, 1, 0], [0, 0, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1]], np.int32)
-BATCH = {
-    "chosen_ids": RNG.integers(1, 20, (3, 6)).astype(np.int32),
-    "rejected_ids": RNG.integers(1, 20, (3, 6)).astype(np.int32),
-    "chosen_mask": np.ones((3, 6), np.int32), "rejected_mask": np.ones((3, 6), np.int32),
-    "chosen_response_mask": RESP, "rejected_response_mask": RESP[::-1].copy(),
-}
+RESP, BATCH = tiny_pairs()
 
 
 def test_dpo_simpo_and_sigmoid_norm_through_the_recipe():
