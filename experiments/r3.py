@@ -25,6 +25,10 @@ prompts per update, group size, updates, learning-rate grid and checkpoints):
     (`relevance.r3_reward`, weights (1, 1, 1) fixed a priori; the notes' toy mixture: the
     paper's exact terms are unverified). The length incentive saturates at 3 tokens, the length
     of a complete answer here: this toy knowledge is planted in the regulariser;
+  - `r3_product`: R^3's open-ended form as a review of the paper reports it (the notes
+    marked the mixture unverified): rel x length incentive n / L x distinct-token ratio
+    (`relevance.r3_product_reward`; the paper's LI is #words / 100 and its RP counts unique
+    trigrams: a response here has at most 5 tokens, so unigrams);
   - `bt_rm`: a Bradley-Terry RM (linear in (on-topic tokens, off-topic tokens, distinct
     tokens) of the response for its prompt) trained on `num_pairs` pairs of SFT responses
     labelled by length-biased annotators, P(a > b) = sigmoid(u_a - u_b), u = gold +
@@ -45,7 +49,8 @@ the reference's.
 Claims (5 seeds, paired 95% Student t intervals; the notes' pass criterion as intervals):
   - comparative: pure relevance raises its proxy after N updates (rel_final - rel_SFT >= 0)
   - comparative: ... while the gold falls (gold_final - gold_SFT <= 0);
-  - threshold: R^3 raises the test gold by >= 20% over SFT (gold / gold_SFT - 1 >= 0.2);
+  - threshold: R^3 raises the test gold by >= 20% over SFT (gold / gold_SFT - 1 >= 0.2), for
+    the notes' additive mixture and for the paper's product form;
   - threshold: the BT-RM ranks a long off-topic response (5 off-topic tokens) above a short
     on-topic one (1-2 on-topic tokens) in more than half of the probe pairs (fraction >= 0.5);
   - comparative: R^3's test gold is >= the BT-RM policy's (the abstract's "outperforming
@@ -88,7 +93,7 @@ from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.plots import plot_curves
 from alignax.train.small import fit_small, stack_seeds
 
-METHODS = ("relevance", "r3", "bt_rm")
+METHODS = ("relevance", "r3", "r3_product", "bt_rm")
 END = 0
 NUM_CONTENT = 6
 TOPIC = np.array([0, 0, 0, 1, 1, 1])  # topic of content token t1..t6
@@ -160,12 +165,15 @@ def rm_features(stats):
 
 
 def rewards_of(tokens, stats, query, table, weights, target):
-    """(relevance, R^3) of responses tokens [..., L] to query tokens [...]."""
+    """(relevance, R^3 additive, R^3 product) of responses tokens [..., L] to query tokens
+    [...]."""
     q = (query + 1)[..., None]
     rel = relevance.relevance_reward(q, jnp.ones_like(q), tokens, stats["mask"], table)
     distinct = relevance.distinct_token_ratio(tokens, stats["mask"])
     length = relevance.capped_length_reward(stats["mask"], target=target)
-    return rel, relevance.r3_reward(rel, distinct, length, weights)
+    incentive = relevance.capped_length_reward(stats["mask"], target=float(tokens.shape[-1]))
+    return (rel, relevance.r3_reward(rel, distinct, length, weights),
+            relevance.r3_product_reward(rel, distinct, incentive))
 
 
 def r3_args(config) -> dict:
@@ -203,10 +211,10 @@ def _kind_tables(table, seqs, *, weights, target):
     seqs = seqs[None]  # an argument, not a constant: XLA would fold it slowly
     query = jnp.arange(NUM_CONTENT)[:, None]
     stats = response_stats(seqs, query)
-    rel, r3 = rewards_of(jnp.broadcast_to(seqs, (NUM_CONTENT,) + seqs.shape[1:]), stats,
-                         query, table, weights, target)
-    return {"gold": gold_of(stats), "rel": rel, "r3": r3, "features": rm_features(stats),
-            "length": stats["length"][0]}
+    rel, r3, r3p = rewards_of(jnp.broadcast_to(seqs, (NUM_CONTENT,) + seqs.shape[1:]), stats,
+                              query, table, weights, target)
+    return {"gold": gold_of(stats), "rel": rel, "r3": r3, "r3p": r3p,
+            "features": rm_features(stats), "length": stats["length"][0]}
 
 
 def kind_tables(config, space, table) -> dict:
@@ -267,7 +275,8 @@ def make_data(config, seed: int, space, ref) -> dict:
     table = embedding_table(config, seed)
     tables = kind_tables(config, space, table)
     out = {"train_kinds": prompt_kinds(int(d.train_prompts), splits.train).astype(np.int32),
-           "table": table, "rel_table": tables["rel"], "r3_table": tables["r3"]}
+           "table": table, "rel_table": tables["rel"], "r3_table": tables["r3"],
+           "r3p_table": tables["r3p"]}
     for name, n, s in (("val", d.val_prompts, splits.validation),
                        ("test", d.test_prompts, splits.test)):
         out[f"{name}_w"] = (np.bincount(prompt_kinds(int(n), s), minlength=NUM_CONTENT)
@@ -324,6 +333,7 @@ def eval_fn_of(space, tables):
         per_kind = {"gold": jnp.sum(p * gold, -1), "length": p @ length,
                     "rel": jnp.sum(p * e["rel_table"], -1),
                     "r3": jnp.sum(p * e["r3_table"], -1),
+                    "r3p": jnp.sum(p * e["r3p_table"], -1),
                     "rm": jnp.sum(p * (feats @ e["theta"]), -1),
                     "kl": jnp.sum(p * (lp - lq), -1)}
         return {f"{split}_{k}": jnp.sum(e[f"{split}_w"] * v)
@@ -352,8 +362,8 @@ def loss_of(config, space, method: str):
         tokens = seqs[responses]  # [M, G, L]
         q = jnp.broadcast_to(query[:, None], responses.shape)
         stats = response_stats(tokens, q)
-        rel, r3 = rewards_of(tokens, stats, q, data["table"], **r3_args(config))
-        reward = {"relevance": rel, "r3": r3,
+        rel, r3, r3p = rewards_of(tokens, stats, q, data["table"], **r3_args(config))
+        reward = {"relevance": rel, "r3": r3, "r3_product": r3p,
                   "bt_rm": rm_features(stats) @ data["theta"]}[method]
         return reward, {"length": stats["length"].mean(), "gold": gold_of(stats).mean(),
                         "rel": rel.mean()}
@@ -364,7 +374,7 @@ def loss_of(config, space, method: str):
 
 
 EVAL_METRICS = tuple(f"{s}_{k}" for s in ("val", "test")
-                     for k in ("gold", "length", "rel", "r3", "rm", "kl"))
+                     for k in ("gold", "length", "rel", "r3", "r3p", "rm", "kl"))
 
 
 def train_rl(config, workdir, data, space, ref, tables, lr: float):
@@ -372,7 +382,8 @@ def train_rl(config, workdir, data, space, ref, tables, lr: float):
     rl = config.rl
     ref_s = jax.tree.map(lambda x: jnp.broadcast_to(x, (len(seeds),) + x.shape), ref)
     train = {"kinds": data["train_kinds"], "table": data["table"], "theta": data["theta"]}
-    evals = {k: data[k] for k in ("val_w", "test_w", "rel_table", "r3_table", "theta")}
+    evals = {k: data[k] for k in ("val_w", "test_w", "rel_table", "r3_table", "r3p_table",
+                                  "theta")}
     evals["ref_params"] = ref_s
     fit = fit_small(workdir, loss_fn=loss_of(config, space, config.method),
                     init_params=ref_s, per_seed_init=True, tx=optax.adam(lr),
@@ -412,7 +423,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
                            "rm_coef_off": float(theta[i, 1]),
                            "rm_coef_distinct": float(theta[i, 2])})
     ref_s = jax.tree.map(lambda x: jnp.broadcast_to(x, (len(seeds),) + x.shape), ref)
-    ev = {k: data[k] for k in ("val_w", "test_w", "rel_table", "r3_table", "theta")}
+    ev = {k: data[k] for k in ("val_w", "test_w", "rel_table", "r3_table", "r3p_table",
+                               "theta")}
     ref_m = {k: np.asarray(v) for k, v in jax.jit(jax.vmap(eval_fn_of(space, tables)))(
         ref_s, {**ev, "ref_params": ref_s}).items()}
     candidates = {}
@@ -420,7 +432,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         for updates, m in train_rl(config, os.path.join(workdir, f"lr_{lr:g}"), data, space,
                                    ref, tables, lr):
             candidates[f"lr={lr:g},updates={updates}"] = (lr, updates, m)
-    signal = {"relevance": "val_rel", "r3": "val_r3", "bt_rm": "val_rm"}[method]
+    signal = {"relevance": "val_rel", "r3": "val_r3", "r3_product": "val_r3p",
+              "bt_rm": "val_rm"}[method]
     for i, s in enumerate(seeds):
         name, record = choose_on_validation(
             {n: float(m[signal][i]) for n, (_, _, m) in candidates.items()}, float)
@@ -467,6 +480,10 @@ def claims(results) -> list[protocol.Claim]:
         protocol.threshold(
             "R^3 raises the test gold by >= 20% over SFT", results,
             ("r3", "test_gold_rel_gain"), at_least=0.2, detail=detail),
+        protocol.threshold(
+            "R^3 in the paper's product form (relevance x length incentive x distinct ratio) "
+            "raises the test gold by >= 20% over SFT", results,
+            ("r3_product", "test_gold_rel_gain"), at_least=0.2, detail=detail),
         protocol.threshold(
             "the BT-RM trained on length-biased preferences ranks a long off-topic response "
             "above a short on-topic one in more than half of the probe pairs", results,
