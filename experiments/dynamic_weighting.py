@@ -72,8 +72,8 @@ dynamic run is not dominated by any fixed run, and its hypervolume is >= 5% abov
 fixed run" for each dynamic method (gradient-based, the notes' toy comparison, and
 hypervolume-guided): (1, 3; comparative) per seed test_hv(dynamic) / test_hv(fixed, the
 configuration chosen on validation) - 1 >= 0.05; (2, 4; comparative) per seed the
-non-domination margin min over the three fixed runs of max_k (v_dyn,k - v_fixed,k) >= 0 (it is
->= 0 exactly when no fixed run's test vector dominates the dynamic one's). Sanity: at the
+non-domination margin min over the three fixed runs of max_k (v_dyn,k - v_fixed,k) >= 0 (> 0:
+no fixed run's test vector dominates the dynamic one's; < 0: one does). Sanity: at the
 largest step size the gradient run's weights moved away from equal (the mechanism ran).
 `:smoke` runs `fixed` and `gradient` with one configuration each, L = 3 and 4 updates.
 
