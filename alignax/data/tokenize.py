@@ -41,8 +41,10 @@ conversations) give the same ids. `render_conversational_pair` gives the same sp
 like any other: its prompt string in alignax's minimal template, `[bos] + prompt + response +
 [eos]`.
 
-`tokenize_prompt` gives the left-padded prompt arrays online sampling starts from, with the same
-template rule (TRL's GRPOTrainer: prompt rendered with the generation prompt).
+`as_conversation` turns a string pair into a one-turn conversation (user prompt, assistant
+responses), so that it too is rendered with the model's template (RewardBench's scoring of chat
+models). `tokenize_prompt` gives the left-padded prompt arrays online sampling starts from,
+with the same template rule (TRL's GRPOTrainer: prompt rendered with the generation prompt).
 
 `check_token_ids` checks token arrays against a model (ids inside its vocabulary, sequences no
 longer than its learned position table) before they reach it: out-of-range ids are not an error
@@ -130,6 +132,30 @@ def render_conversational_pair(messages: Mapping[str, Any], tokenizer) -> tuple[
     full = [tokenizer.apply_chat_template(c) for c in (chosen, rejected)]
     n = min(_common_prefix(prompt_text, f) for f in full)
     return prompt_text[:n], full[0][n:], full[1][n:]
+
+
+def as_conversation(record: PreferenceRecord, *, system: str | None = None) -> PreferenceRecord:
+    """A string pair as a one-turn conversation, so that `tokenize_pair` renders it with the
+    model's chat template (RewardBench's scoring of chat models: the prompt as a user message,
+    each response as the assistant's answer).
+
+    Args:
+      record: a pair; one that already holds messages is returned unchanged.
+      system: an optional system message placed before the user message.
+
+    Returns:
+      A `PreferenceRecord` with the same strings and `extras["messages"]` =
+      `{"prompt": [system?, user], "chosen": [assistant], "rejected": [assistant]}`.
+    """
+    if isinstance(record.extras.get("messages"), Mapping):
+        return record
+    prompt = ([{"role": "system", "content": system}] if system is not None else []) + [
+        {"role": "user", "content": record.prompt}]
+    messages = {"prompt": prompt,
+                "chosen": [{"role": "assistant", "content": record.chosen}],
+                "rejected": [{"role": "assistant", "content": record.rejected}]}
+    return PreferenceRecord(record.prompt, record.chosen, record.rejected,
+                            {**record.extras, "messages": messages})
 
 
 def _template_ids(record: PreferenceRecord, tokenizer) -> tuple[list[int], list[int], list[int]]:

@@ -270,3 +270,19 @@ def test_standard_pairs_bos_as_the_tokenizer_and_trl_add_it():
         want = raw.encode(record.prompt + record.chosen + specials["eos_token"]).ids
         assert out["chosen_ids"][:n].tolist() == want
         assert bool(out["chosen_ids"][0] == bos) is adds
+
+
+def test_as_conversation_renders_a_string_pair_with_the_template():
+    from alignax.data.readers import parse_row
+    from alignax.data.tokenize import as_conversation
+    from tests.data.test_chat_template import LLAMA32, LLAMA_SPECIALS
+
+    tok = _templated(LLAMA32, LLAMA_SPECIALS)
+    pair = PreferenceRecord("What is the capital of France?", "Paris is the capital.",
+                            "the cat sat on the mat")
+    converted = as_conversation(pair, system="You are a helpful assistant.")
+    assert as_conversation(converted) is converted
+    want = tokenize_pair(parse_row(EXPLICIT), tok, max_length=96)
+    got = tokenize_pair(converted, tok, max_length=96)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
