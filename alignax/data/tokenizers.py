@@ -124,7 +124,7 @@ class HFTokenizer:
         None (the minimal fallback template).
       special_tokens: every special-token string the template may read (`bos_token`,
         `eos_token`, `unk_token`, `sep_token`, `pad_token`, `cls_token`, `mask_token`); the
-        three above are filled in from their arguments when absent here.
+        three above always come from their own arguments (None: absent).
       add_bos: whether plain texts get the bos prepended (None: what the tokenizer.json's
         post-processor does; always False without a bos_token).
     """
