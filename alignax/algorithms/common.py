@@ -15,6 +15,7 @@ import functools
 from typing import Any, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from alignax._src.config import recipe_config
@@ -143,6 +144,7 @@ def fit_recipe(
     desc: str = "train",
     grad_accum_weight: str | None = None,
     lora_reference: bool = False,
+    synced_reference: tuple[Any, float, int] | None = None,
 ) -> dict:
     """Runs `alignax.train.loop.fit` with the optimizer, data, mesh and schedule of a resolved
     offline config (see OFFLINE_DEFAULTS: optimizer, mesh, train.{steps, batch_size,
@@ -162,6 +164,13 @@ def fit_recipe(
     step's one frozen argument, and with `lora_reference=True` it is also the loss's reference
     (DPO: policy = base + adapters, reference = base, one copy of the model). `frozen` must then
     be empty. `eval_fn` sees the merged params.
+
+    `synced_reference=(ref_params, alpha, every)` (TR-DPO, Gorbatovski et al. 2024, "Learn
+    Your Reference Model for Real Good Alignment", arXiv 2404.09656; TRL's sync_ref_model):
+    the reference lives in the checkpointed train state (`TrainState.extra["ref"]`, sharded
+    like the params), the loss gets it as its first frozen argument, and after every
+    `every`-th update ref <- alpha * policy + (1 - alpha) * ref (in float32, cast back).
+    Not with LoRA (the reference is then the frozen base).
 
     Returns:
       {"params", "model", "metrics" (last train metrics), "eval" (last eval metrics), "fit"};
@@ -193,6 +202,13 @@ def fit_recipe(
         if eval_fn is not None:
             plain_eval = eval_fn
             eval_fn = lambda adapters: plain_eval(lora.merge(base, adapters, lcfg))  # noqa: E731
+    sync = {}
+    if synced_reference is not None:
+        if lora_cfg:
+            raise ValueError("a synced reference (TR-DPO) moves with the policy; with LoRA the "
+                             "reference is the frozen base")
+        sync = synced_reference_fit_args(loss_fn, logical_axes, *synced_reference)
+        loss_fn = sync.pop("loss_fn")
     result = fit(
         workdir=workdir,
         loss_fn=loss_fn,
@@ -212,6 +228,7 @@ def fit_recipe(
         log_every=int(train["log_every"]),
         progress=bool(train["progress"]),
         desc=desc,
+        **sync,
     )
     out = {"params": result.state.params, "model": model, "metrics": result.metrics,
            "eval": result.eval_metrics, "fit": result}
@@ -219,6 +236,32 @@ def fit_recipe(
         out["adapters"] = result.state.params
         out["params"] = lora.merge(base, result.state.params, lcfg)
     return out
+
+
+def synced_reference_fit_args(loss_fn, logical_axes, ref_params, alpha: float, every: int
+                              ) -> dict:
+    """`fit` keywords of a reference that follows the policy (TR-DPO soft updates): the loss
+    (`loss_fn(params, batch, rng, ref, *frozen)` called with `extra["ref"]`), extra_init,
+    extra_logical_axes and extra_post_update (every `every` steps, ref <- alpha pi + (1 -
+    alpha) ref)."""
+    alpha, every = float(alpha), int(every)
+    if not 0.0 < alpha <= 1.0 or every < 1:
+        raise ValueError(f"synced reference: alpha must lie in (0, 1] and every >= 1, got "
+                         f"{alpha}, {every}")
+
+    def synced_loss(params, batch, rng, *frozen, extra):
+        return loss_fn(params, batch, rng, jax.lax.stop_gradient(extra["ref"]), *frozen)
+
+    def mix(ref, params):
+        return jax.tree.map(lambda q, p: (alpha * p.astype(jnp.float32) + (1.0 - alpha)
+                                          * q.astype(jnp.float32)).astype(q.dtype), ref, params)
+
+    def post_update(extra, params, step):
+        ref = jax.lax.cond(step % every == 0, mix, lambda q, p: q, extra["ref"], params)
+        return {**extra, "ref": ref}
+
+    return {"loss_fn": synced_loss, "extra_init": {"ref": ref_params},
+            "extra_logical_axes": {"ref": logical_axes}, "extra_post_update": post_update}
 
 
 def stack_records(source, indices=None) -> dict[str, np.ndarray]:

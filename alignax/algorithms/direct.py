@@ -335,7 +335,7 @@ def make_pair_eval(apply_fn, ref_params, pairs: Mapping[str, Any], *, beta: floa
 DEFAULTS = common.offline_defaults(loss="dpo", loss_kwargs=dict(beta=0.1),
                                    precompute_ref_logps=False, loss_weight=1.0,
                                    extra_losses=[], ld_alpha=None, f_divergence="reverse_kl",
-                                   f_alpha=1.0, use_weighting=False)
+                                   f_alpha=1.0, use_weighting=False, sync_ref=None)
 # the config keys of `make_direct_loss`'s TRL options (docs/trl.md)
 LOSS_OPTIONS = ("ld_alpha", "f_divergence", "f_alpha", "use_weighting")
 
@@ -389,6 +389,20 @@ def validate(config: Mapping[str, Any] | None) -> dict:
         make_config_loss(None, config)
     except ValueError as e:
         raise ValueError(f"direct config: {e}") from None
+    if config["sync_ref"] is not None:
+        sync = dict(config["sync_ref"])
+        if set(sync) != {"alpha", "steps"}:
+            raise ValueError(f"direct config: sync_ref is {{alpha, steps}}, got {sorted(sync)}")
+        if not 0.0 < float(sync["alpha"]) <= 1.0 or int(sync["steps"]) < 1:
+            raise ValueError(f"direct config: sync_ref needs 0 < alpha <= 1 and steps >= 1, "
+                             f"got {sync}")
+        for key, why in (("precompute_ref_logps", "precomputed log-probs cannot follow it"),
+                         ("lora", "with LoRA the reference is the frozen base")):
+            if config[key]:
+                raise ValueError(f"direct config: sync_ref moves the reference; {why} "
+                                 f"({key})")
+        if not uses_reference(config):
+            raise ValueError("direct config: sync_ref with a reference-free loss")
     if config["precompute_ref_logps"] and config["ld_alpha"] is not None:
         raise ValueError("direct config: ld_alpha re-weights the reference's tokens; "
                          "precompute_ref_logps stores their sums and cannot serve it")
@@ -431,8 +445,9 @@ def train(
     Config keys (`default_config()`): model, optimizer, loss (name in DIRECT_LOSSES or
     REFERENCE_FREE_LOSSES), loss_kwargs (e.g. beta), loss_weight and extra_losses (a weighted
     mixture, `loss_spec`), ld_alpha, f_divergence, f_alpha, use_weighting (TRL's options,
-    `make_direct_loss`), train.{steps, batch_size,
-    grad_accum_steps, checkpoint_every, eval_every, log_every, progress}, mesh, lora,
+    `make_direct_loss`), sync_ref ({alpha, steps}: TR-DPO, the reference moves toward the
+    policy every `steps` updates, `common.fit_recipe(synced_reference=)`), train.{steps,
+    batch_size, grad_accum_steps, checkpoint_every, eval_every, log_every, progress}, mesh, lora,
     precompute_ref_logps. Unknown keys are an error. `eval_fn(params) -> metrics` (e.g.
     alignax.eval.policy.make_policy_eval) is logged as eval/*.
 
@@ -460,10 +475,14 @@ def train(
             model.apply, ref_params, train_source, batch_size=int(config["train"]["batch_size"]),
             workdir=workdir, token_logps=token_logps,
             mesh=common.mesh_from(config["mesh"]) if config["mesh"] else None)
-    elif not config["lora"] and uses_reference(config):
+    elif not config["lora"] and uses_reference(config) and config["sync_ref"] is None:
         frozen = [Frozen(ref_params, None)]  # sharded like the policy (fit_recipe)
+    synced = None
+    if config["sync_ref"] is not None:  # TR-DPO: the reference is train state
+        synced = (ref_params, float(config["sync_ref"]["alpha"]), int(config["sync_ref"]["steps"]))
     return common.fit_recipe(
         config, workdir, model=model,
         loss_fn=make_config_loss(model.apply, config, token_logps=token_logps),
         train_source=train_source, seed=seed, init_params=ref_params,
-        frozen=frozen, eval_fn=eval_fn, desc="direct", lora_reference=True)
+        frozen=frozen, eval_fn=eval_fn, desc="direct", lora_reference=True,
+        synced_reference=synced)

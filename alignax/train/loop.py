@@ -422,6 +422,8 @@ def fit(
     extra_update: Callable[[Any, Mapping[str, jax.Array]], Any] | None = None,
     grad_accum_steps: int = 1,
     grad_accum_weight: str | None = None,
+    extra_post_update: Callable[[Any, Any, jax.Array], Any] | None = None,
+    extra_logical_axes: Any = None,
 ) -> FitResult:
     """Trains `loss_fn` with `tx` for `num_steps` steps, resuming from `workdir` if possible.
 
@@ -450,6 +452,10 @@ def fit(
         pytree of arrays; replicated), e.g. `RunningMean` of BCO's reward shift.
       extra_update: `(extra, metrics) -> extra` after each update; the loss then receives
         `extra=` (see `make_train_step`).
+      extra_post_update: `(extra, new_params, new_step) -> extra` after each optimizer update
+        (see `make_train_step`; e.g. a reference that follows the policy).
+      extra_logical_axes: logical axes of `extra_init` (None: `extra` is replicated); a copy
+        of the model in `extra` (a synced reference) then shards like the params.
       grad_accum_steps: k micro-batches per update (`make_train_step`'s accum_steps): each
         global batch of B rows is split into k micro-batches of B / k rows (still split over
         data x fsdp), their gradients are summed in float32 inside the one jitted step, and one
@@ -484,7 +490,10 @@ def fit(
         opt_state=shd.tree_shardings_like(opt_abstract, params_abstract, params_sharding, mesh),
         step=repl,
         rng=repl,
-        extra=jax.tree.map(lambda _: repl, jax.eval_shape(lambda: extra_init)),
+        extra=(jax.tree.map(lambda _: repl, jax.eval_shape(lambda: extra_init))
+               if extra_logical_axes is None else
+               shd.param_shardings(jax.eval_shape(lambda: extra_init), extra_logical_axes,
+                                   mesh)),
     )
     batch_sharding = shd.batch_sharding(mesh)
     frozen_shardings = [
@@ -498,7 +507,10 @@ def fit(
             params_ = init_params(jax.random.fold_in(rng_, 0))
         else:  # a real copy: the state is donated, the caller's arrays (e.g. a reference) are not
             params_ = jax.tree.map(jnp.copy, params_)
-        return TrainState.create(params_, tx, rng_, extra=jax.tree.map(jnp.asarray, extra_init))
+        # a copy: the state is donated, and an `extra` leaf may be the caller's array (a reference)
+        return TrainState.create(params_, tx, rng_,
+                                 extra=jax.tree.map(lambda x: jnp.array(x, copy=True),
+                                                    extra_init))
 
     start_params = None if callable(init_params) else init_params
     make_state = jax.jit(create, out_shardings=state_sharding)
@@ -513,6 +525,7 @@ def fit(
         extra_update=extra_update,
         accum_steps=grad_accum_steps,
         accum_weight=grad_accum_weight,
+        extra_post_update=extra_post_update,
     )
 
     def train_step(state, local_batch):

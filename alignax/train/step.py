@@ -116,6 +116,7 @@ def make_train_step(
     accum_steps: int = 1,
     accum_dtype: str | None = "float32",
     accum_weight: str | None = None,
+    extra_post_update: Callable[[Any, Any, jax.Array], Any] | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Returns `step(state, batch, *frozen) -> (state, metrics)`, jitted once.
 
@@ -173,6 +174,10 @@ def make_train_step(
         (e.g. a running mean of the batch's rewards). Optax-style: `extra` is a typed pytree
         made by the matching init and updated by this pure function. With accumulation every
         micro-batch sees the same `state.extra` and `extra_update` gets the metrics' mean.
+      extra_post_update: `(extra, new_params, new_step) -> extra`, applied after the optimizer
+        update (and after `extra_update`), for state that follows the trained params, e.g.
+        TR-DPO's reference, moved toward the policy every k steps. The loss receives
+        `extra=` whenever either hook is set.
       accum_steps: k, the number of micro-batches per update (1: no accumulation). The
         batch's leading dim must be divisible by k (ValueError when the step is traced) and,
         with a mesh, B / k by the data x fsdp shards.
@@ -241,7 +246,8 @@ def make_train_step(
 
     def step(state: TrainState, batch, *frozen):
         rng = jax.random.fold_in(state.rng, state.step)
-        kwargs = {} if extra_update is None else {"extra": state.extra}
+        kwargs = ({} if extra_update is None and extra_post_update is None
+                  else {"extra": state.extra})
         if accum_steps == 1:
             (loss, metrics), grads = grad_fn(state.params, batch, rng, *frozen, **kwargs)
         else:
@@ -249,6 +255,8 @@ def make_train_step(
         extra = state.extra if extra_update is None else extra_update(state.extra, metrics)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if extra_post_update is not None:
+            extra = extra_post_update(extra, params, state.step + 1)
         metrics = dict(metrics)
         metrics["loss"] = loss
         metrics["grad_norm"] = optax.tree.norm(grads)

@@ -18,8 +18,8 @@ REF = make_lm(TransformerConfig(**MODEL_CFG)).init(jax.random.key(1))
 
 
 def _train_cfg(**train):
-    return dict(steps=3, batch_size=8, checkpoint_every=100, log_every=1, progress=False,
-                **train)
+    return {**dict(steps=3, batch_size=8, checkpoint_every=100, log_every=1, progress=False),
+            **train}
 
 
 def _losses(workdir):
@@ -87,6 +87,10 @@ def test_sft_accumulation_weighs_micro_batches_by_their_tokens(tmp_path):
     (dict(lora=dict(rank=4, beta=1.0)), "lora: unknown LoRA config keys"),
     (dict(loss="tdpo", loss_kwargs={}, precompute_ref_logps=True), "sequential KL"),
     (dict(loss="simpo", loss_kwargs={}, precompute_ref_logps=True), "nothing to precompute"),
+    (dict(sync_ref={"alpha": 0.5}), "sync_ref is"),
+    (dict(sync_ref={"alpha": 1.5, "steps": 4}), "0 < alpha"),
+    (dict(sync_ref={"alpha": 0.5, "steps": 4}, precompute_ref_logps=True), "precomputed"),
+    (dict(sync_ref={"alpha": 0.5, "steps": 4}, lora={"rank": 2}), "frozen base"),
 ])
 def test_lever_configs_are_checked_before_any_work(overrides, match):
     with pytest.raises(ValueError, match=match):
@@ -97,3 +101,32 @@ def test_lora_needs_a_base_to_adapt(tmp_path):
     cfg = sft.default_config(model=MODEL_CFG, train=_train_cfg(), lora=dict(rank=2))
     with pytest.raises(ValueError, match="LoRA adapts a given model"):
         sft.train(cfg, str(tmp_path / "x"), train_source=ListSource([]))
+
+
+def test_synced_reference_soft_update_every_k_steps():
+    from alignax.algorithms.common import synced_reference_fit_args
+
+    ref = {"w": np.array([1.0, 2.0], np.float32)}
+    args = synced_reference_fit_args(None, None, ref, 0.25, 2)
+    params = {"w": np.array([5.0, -2.0], np.float32)}
+    post = jax.jit(args["extra_post_update"])
+    extra = args["extra_init"]
+    np.testing.assert_array_equal(post(extra, params, 1)["ref"]["w"], ref["w"])  # not yet
+    np.testing.assert_allclose(post(extra, params, 2)["ref"]["w"],
+                               0.25 * params["w"] + 0.75 * ref["w"], rtol=1e-7)
+    with pytest.raises(ValueError, match="alpha"):
+        synced_reference_fit_args(None, None, ref, 0.0, 2)
+
+
+def test_tr_dpo_reference_follows_the_policy_and_resumes(tmp_path):
+    """alpha = 1 every step: each update starts from policy == reference, so every DPO loss is
+    exactly log 2 -- also after a restart, which must restore the synced reference (the frozen
+    initial one would give another loss at step 3)."""
+    sync = {"sync_ref": {"alpha": 1.0, "steps": 1}}
+    _dpo(tmp_path, "tr", train={"steps": 2}, **sync)
+    _, workdir = _dpo(tmp_path, "tr", train={"steps": 4}, **sync)
+    losses = _losses(workdir)
+    assert len(losses) == 4
+    np.testing.assert_allclose(losses, np.log(2.0), rtol=1e-6)
+    plain = _losses(_dpo(tmp_path, "plain", train={"steps": 2})[1])
+    assert abs(plain[1] - np.log(2.0)) > 1e-4  # without syncing the second loss moves

@@ -5,8 +5,8 @@ experiment (GRPO) and one small-model experiment (all seeds vmapped, with a cach
 an uninterrupted reference run records the fault points it passes (`alignax._src.faults`: stage
 starts, logged steps, checkpoints being written, dataset splits half written, seeds done,
 summary.json about to be written). A second workdir is then run again and again, each time
-SIGKILLed at the next of 5 points drawn at random from that trace (every kind of point the
-trace has is drawn at least once: 5 or 6 kills), and finally run to the end. Its metrics.jsonl files,
+SIGKILLed at the next of 5 points drawn at random from that trace (every kind of point
+the trace has is drawn at least once: 5 or 6 kills), and finally run to the end. Its metrics.jsonl files,
 summary.json and config.json must equal the reference's byte for byte.
 """
 
