@@ -27,7 +27,8 @@ _STATIC = ("na", "XLA compiles one shape: rows are padded to the configured leng
 _INIT = ("na", "models come from a TransformerConfig or `import_hf(path, dtype=..., "
          "param_dtype=...)`")
 _OFFLOAD = ("key", "direct:model.remat | `remat=\"offload\"` moves saved activations to host")
-_TR_DPO = ("todo", "TR-DPO reference syncing (ref <- alpha pi + (1 - alpha) ref every k steps)")
+_TR_DPO = ("todo", "reference syncing in this recipe (TR-DPO's soft update exists in the "
+           "direct recipe, `sync_ref`, via `common.fit_recipe(synced_reference=)`)")
 _VLLM = ("na", "generation runs in alignax's jitted sampler on the training devices")
 _LOGGING = ("na", "rollout logging: metrics.jsonl / TensorBoard carry the rollout statistics")
 _GEN_KW = ("na", "the sampler's options are recipe keys (temperature, top_k, top_p, "
@@ -60,9 +61,10 @@ DPO = {
     "use_weighting": ("key", "direct:use_weighting"),
     "discopop_tau": ("key", "direct:loss_kwargs.tau"),
     "activation_offloading": _OFFLOAD,
-    "sync_ref_model": _TR_DPO,
-    "ref_model_mixup_alpha": _TR_DPO,
-    "ref_model_sync_steps": _TR_DPO,
+    "sync_ref_model": ("key", "direct:sync_ref | None: a fixed reference"),
+    "ref_model_mixup_alpha": ("key", "direct:sync_ref | its `alpha` (sync_ref = {alpha, "
+                              "steps})"),
+    "ref_model_sync_steps": ("key", "direct:sync_ref | its `steps`"),
     "pad_token": ("na", "the tokenizer's pad token (`HFTokenizer(pad_token=)`); padding is "
                   "masked"),
 }

@@ -3,15 +3,25 @@
 - `read_preferences`: JSONL/Parquet preference pairs (strings or chat messages) and pointwise
   ratings -> `PreferenceRecord` / `RatingRecord`; bad input raises `DataError` naming file, line
   and field, or is skipped and counted with `skip_invalid=True`.
-- `ByteTokenizer`: dependency-free byte-level tokenizer (vocab 259).
+- `ByteTokenizer`: dependency-free byte-level tokenizer (vocab 259); `HFTokenizer`: a
+  tokenizer.json with the model's own chat template (`render_chat_template`,
+  `load_chat_template`: rendered as transformers renders it, sandboxed).
+- `load_hf_dataset` / `read_hf_dataset` / `HFSource`: Hugging Face `datasets` (local Arrow,
+  Parquet, JSON folders, `save_to_disk`; the Hub where a network exists) in TRL's formats
+  (paired, unpaired, prompt-only, ratings) -> records or a lazy random-access source.
+- `tokenize_prompt` / `as_conversation`: prompts for online sampling rendered as TRL does, and
+  string pairs as one-turn conversations.
 - `write_preference_dataset` / `load_preference_source`: tfds builders writing array_record,
   read back as random-access sources without TensorFlow.
 - `make_batch_iterator`: checkpointable grain iterator of per-process batches whose
   concatenation over processes does not depend on the process count.
 """
 
+from alignax.data.chat_template import load_chat_template, render_chat_template
 from alignax.data.curation import pairwise_win_counts, random_pairs, rank_then_sift
 from alignax.data.errors import DataError
+from alignax.data.hf_datasets import (HFSource, PromptRecord, UnpairedRecord, load_hf_dataset,
+                                      read_hf_dataset)
 from alignax.data.pair_builders import select_top_fraction, tie_disentangled_pairs
 from alignax.data.pipeline import make_batch_iterator
 from alignax.data.readers import (
@@ -26,6 +36,7 @@ from alignax.data.tfds_builder import (
     load_preference_source,
     write_preference_dataset,
 )
+from alignax.data.tokenize import as_conversation, tokenize_prompt
 from alignax.data.tokenizers import ByteTokenizer, HFTokenizer
 
 __all__ = [
@@ -46,4 +57,13 @@ __all__ = [
     "read_preferences",
     "render_chat",
     "write_preference_dataset",
+    "HFSource",
+    "PromptRecord",
+    "UnpairedRecord",
+    "as_conversation",
+    "load_chat_template",
+    "load_hf_dataset",
+    "read_hf_dataset",
+    "render_chat_template",
+    "tokenize_prompt",
 ]
