@@ -63,6 +63,18 @@ import jax.numpy as jnp
 _NEG_INF = -1e30  # finite, so fully masked rows (padding) stay NaN-free
 
 
+def sliding_window_mask(q_len: int, kv_len: int, window: int, offset=0):
+    """[1, T, S] boolean: query slot `offset` + t may see key slot s iff offset + t - s < window.
+
+    Added (and-ed) on top of a causal mask it is sliding-window attention (Mistral; transformers'
+    `sliding_window_overlay`: kv_idx > q_idx - window): each query sees itself and the
+    window - 1 slots before it. `offset` (int or traced scalar) is the slot of the first query,
+    the cache index when decoding.
+    """
+    q = offset + jnp.arange(q_len)[:, None]
+    return (q - jnp.arange(kv_len)[None, :] < window)[None]
+
+
 def attention_bias(attn_mask):
     """Additive float32 bias [B, 1, 1, T, S] of a boolean [B, T, S] mask: 0 or -1e30."""
     return jnp.where(attn_mask, 0.0, _NEG_INF).astype(jnp.float32)[:, None, None]
@@ -282,9 +294,13 @@ def cudnn_unsupported(dtype, head_dim: int, compute_capability=None) -> str | No
     return None
 
 
-def splash_unsupported(causal: bool, q_len: int, kv_len: int) -> str | None:
+def splash_unsupported(causal: bool, q_len: int, kv_len: int, sliding_window: int = 0
+                       ) -> str | None:
     """Why splash cannot run this call, or None: it needs causal self-attention (S = T) with T a
-    multiple of 128 (the kernel's block)."""
+    multiple of 128 (the kernel's block), and no sliding window (its segment ids cannot express
+    one)."""
+    if sliding_window:
+        return f"segment ids cannot express a sliding window ({sliding_window})"
     if not causal or q_len != kv_len:
         return f"needs causal self-attention (causal=True, S = T), got causal={causal}, " \
                f"T={q_len}, S={kv_len}"
@@ -296,7 +312,7 @@ def splash_unsupported(causal: bool, q_len: int, kv_len: int) -> str | None:
 def resolve_implementation(name: str = "auto", *, backend: str | None = None, dtype=None,
                            head_dim: int | None = None, q_len: int | None = None,
                            kv_len: int | None = None, causal: bool = False,
-                           compute_capability=None) -> str:
+                           compute_capability=None, sliding_window: int = 0) -> str:
     """The implementation that `attention` runs for `name` on `backend` (default: jax's).
 
     "auto": cpu -> "xla"; gpu -> "cudnn" when `cudnn_unsupported` finds nothing and T > 1, else
@@ -317,7 +333,8 @@ def resolve_implementation(name: str = "auto", *, backend: str | None = None, dt
                   and cudnn_unsupported(dtype, head_dim, compute_capability) is None)
             return "cudnn" if ok else "dot_product"
         if backend == "tpu":
-            ok = q_len is not None and splash_unsupported(causal, q_len, kv_len) is None
+            ok = q_len is not None and splash_unsupported(causal, q_len, kv_len,
+                                                          sliding_window) is None
             return "splash" if ok else "dot_product"
         return "xla"
     if name == "cudnn":
@@ -330,13 +347,14 @@ def resolve_implementation(name: str = "auto", *, backend: str | None = None, dt
                 raise ValueError(f"attention implementation 'cudnn': {reason}")
     if name == "splash" and q_len is not None:
         # by rule, not an error: a model configured for splash also decodes with a KV cache
-        if splash_unsupported(causal, q_len, q_len if kv_len is None else kv_len):
+        if splash_unsupported(causal, q_len, q_len if kv_len is None else kv_len,
+                              sliding_window):
             return "dot_product"
     return name
 
 
 def attention(q, k, v, bias, *, causal: bool = False, implementation: str = "auto",
-              segment_ids=None):
+              segment_ids=None, sliding_window: int = 0):
     """softmax(q k^T / sqrt(E) + bias) v for grouped queries, by the chosen implementation.
 
     Args:
@@ -352,6 +370,9 @@ def attention(q, k, v, bias, *, causal: bool = False, implementation: str = "aut
       segment_ids: optional [B, T] int (or bool) segment ids of the rows (0 = padding), read by
         "splash" only, which otherwise derives them from `bias` (`segments_from_bias`); they
         must describe the same mask as `bias`.
+      sliding_window: W > 0 when `bias` also carries a sliding window
+        (`sliding_window_mask`): only so that "splash", which cannot express it, is not picked
+        (the call runs "dot_product" instead); the mask itself is in `bias`.
 
     Returns [B, K, G, T, E] in the dtype of `v`. Rows whose keys are all masked (padding) are
     finite and meaningless (each implementation averages a different set of values).
@@ -361,7 +382,8 @@ def attention(q, k, v, bias, *, causal: bool = False, implementation: str = "aut
                          f"[B, 1, 1, T, S]; got {q.shape}, {k.shape}, {bias.shape}")
     t, e = q.shape[3], q.shape[-1]
     name = resolve_implementation(implementation, dtype=q.dtype, head_dim=e, q_len=t,
-                                  kv_len=k.shape[2], causal=causal)
+                                  kv_len=k.shape[2], causal=causal,
+                                  sliding_window=sliding_window)
     scale = 1.0 / float(e) ** 0.5
     return IMPLEMENTATIONS[name](q, k, v, bias, causal=causal, scale=scale,
                                  segment_ids=segment_ids)

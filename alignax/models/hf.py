@@ -1,36 +1,56 @@
-"""Hugging Face interop: import/export safetensors checkpoints of the Llama, Qwen2 and GPT-2
-families.
+"""Hugging Face interop: import/export safetensors checkpoints of the Llama 2/3.x, Mistral,
+Qwen2/2.5, Qwen3 and GPT-2 families (Gemma 2/3 refused by name, `REFUSED_FAMILIES`).
 
     model, params = import_hf("path/to/checkpoint")                 # causal LM
     model, params = import_hf("path/to/rm", kind="reward")          # *ForSequenceClassification
-    export_hf(model, params, "out/", model_type="llama")           # config.json + model.safetensors
+    model, params = import_hf(path, param_dtype="bfloat16", mesh=mesh)  # streamed onto a mesh
+    export_hf(model, params, "out/", model_type="qwen2", dtype="bfloat16",
+              max_shard_size="2GB", tokenizer_dir="path/to/checkpoint")
 
-Only files are read (config.json, *.safetensors); nothing is downloaded. Reading needs only numpy
-and the `safetensors` package, not torch. Linear weights are stored [out, in] by Hugging Face and
-[in, out] here, so they are transposed on the way in and out.
+Only files are read (config.json, *.safetensors, model.safetensors.index.json); nothing is
+downloaded. Reading needs only numpy and the `safetensors` package, not torch. Linear weights
+are stored [out, in] by Hugging Face and [in, out] here, so they are transposed on the way in
+and out.
+
+Config keys. `MATH_KEYS[model_type]` lists every config.json key that changes what a family
+computes, each implemented (a TransformerConfig field: head_dim -> attn_head_dim, Qwen3's q/k
+RMSNorm -> qk_norm, sliding_window/use_sliding_window/max_window_layers/layer_types ->
+sliding_window, rope_parameters/rope_scaling -> rope_scaling with every rope type transformers
+writes but longrope/proportional, see `alignax.models.rope`) or refused with a one-line
+ValueError naming the key; `NON_MATH_KEYS` are the bookkeeping keys. Dropout keys are not
+applied (alignax has no dropout; TRL's trainers disable it by default).
 
 Settings that are not part of the checkpoint (`RUNTIME_FIELDS`: compute and parameter dtype,
-remat, scanned layers, logits chunk) are keywords of `import_hf`:
+remat, scanned layers, logits chunk, attention kernel) are keywords of `import_hf`.
 
-    model, params = import_hf(path, scan_layers=True, remat="full", param_dtype="bfloat16")
-
-Each tensor is converted once into the dtype of its parameter (so a bfloat16 checkpoint imported
-with param_dtype="bfloat16" is never upcast) and written into its slot of the (stacked, with
-`scan_layers`) tree. `export_hf` takes either layout and writes the parameters' dtype.
+Streaming. `import_hf` reads the shards one after the other and each tensor once (safetensors'
+lazy `safe_open`), converts it into its parameter's dtype (a bfloat16 checkpoint imported with
+param_dtype="bfloat16" is never upcast) and puts it in its slot of the (stacked, with
+`scan_layers`) tree: as a host numpy array, or, with `mesh`, directly on the devices with the
+parameter's NamedSharding. `export_hf` takes either layout, fetches one tensor at a time and
+writes shards of at most `max_shard_size` bytes in the chosen dtype, plus the tokenizer files and
+generation_config.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import json
 import os
+import shutil
+import warnings
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from safetensors import SafetensorError
+from jax.sharding import Mesh, PartitionSpec
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
+
+from alignax.models.rope import normalize_scaling
 
 from alignax.models.transformer import (
     Model,
@@ -38,57 +58,218 @@ from alignax.models.transformer import (
     layers_stacked,
     make_lm,
     make_reward_model,
-    unstack_layers,
 )
 
-SUPPORTED = ("llama", "qwen2", "gpt2")
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gpt2")
+_ARCH = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
+# families refused by name, with what they would need
+REFUSED_FAMILIES = {
+    name: "Gemma needs sqrt(D)-scaled embeddings, (1 + w) RMSNorm, pre/post feed-forward "
+          "norms, a GELU-tanh GeGLU, attention and final logit soft-capping, "
+          "query_pre_attn_scalar and alternating local/global layers; not implemented"
+    for name in ("gemma", "gemma2", "gemma3", "gemma3_text")
+}
 # TransformerConfig fields that a checkpoint does not fix: keywords of `import_hf`
 RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "logits_chunk", "attention")
 
+_ROPE = ("implemented (alignax.models.rope): rope_type default, linear, dynamic, yarn, llama3; "
+         "longrope and proportional refused")
+_SLIDING = ("implemented when every layer has one attention type (all full or all sliding, "
+            "TransformerConfig.sliding_window); a mix of full and sliding layers refused")
+# Every config.json key that changes the math, per family: key -> (what alignax does, a value
+# that is refused, or None when every value is implemented). tests/models/test_hf_families.py
+# checks that every key transformers writes for the family is here or in NON_MATH_KEYS, and
+# that each refused value raises a ValueError naming its key.
+_DECODER_KEYS = {
+    "vocab_size": ("implemented: V", None),
+    "hidden_size": ("implemented: D", None),
+    "intermediate_size": ("implemented: F", None),
+    "num_hidden_layers": ("implemented: L", None),
+    "num_attention_heads": ("implemented: H", None),
+    "num_key_value_heads": ("implemented: K (grouped-query attention)", None),
+    "head_dim": ("implemented: E (attn_head_dim when != D / H)", None),
+    "max_position_embeddings": ("implemented: max_len, and M of dynamic/yarn rope", None),
+    "rms_norm_eps": ("implemented: norm_eps", None),
+    "hidden_act": ("implemented for silu (SwiGLU); other activations refused", "gelu"),
+    "rope_theta": ("implemented: rope_theta (older configs; newer nest it)", None),
+    "rope_parameters": (_ROPE, {"rope_type": "longrope", "rope_theta": 1e4,
+                                "long_factor": [1.0], "short_factor": [1.0],
+                                "original_max_position_embeddings": 16}),
+    "rope_scaling": (_ROPE + " (the older name of rope_parameters)",
+                     {"rope_type": "proportional", "factor": 2.0}),
+    "partial_rotary_factor": ("refused unless 1 (rotating part of each head)", 0.5),
+    "tie_word_embeddings": ("implemented: tie_embeddings", None),
+    "attention_dropout": ("not applied: alignax has no dropout (TRL's trainers disable it, "
+                          "disable_dropout=True; eval logits are unaffected)", None),
+    "quantization_config": ("refused: quantized checkpoints are not read", {"quant_method": "x"}),
+}
+_QWEN_SLIDING = {
+    "use_sliding_window": (_SLIDING, None),
+    "sliding_window": (_SLIDING, None),
+    "max_window_layers": ("implemented with use_sliding_window: layers >= it slide; "
+                          "refused when that mixes full and sliding layers", 1),
+    "layer_types": (_SLIDING, ["full_attention", "sliding_attention"]),
+}
+MATH_KEYS = {
+    "llama": {**_DECODER_KEYS,
+              "attention_bias": ("refused when true (biases on q, k, v and o)", True),
+              "mlp_bias": ("refused when true (biases on gate, up, down)", True)},
+    "mistral": {**_DECODER_KEYS,
+                "sliding_window": ("implemented: sliding_window (every layer)", None),
+                "layer_types": ("refused (Ministral's alternating layers)",
+                                ["full_attention", "sliding_attention"])},
+    "qwen2": {**_DECODER_KEYS, **_QWEN_SLIDING},
+    "qwen3": {**_DECODER_KEYS, **_QWEN_SLIDING,
+              "attention_bias": ("refused when true (biases on q, k, v and o)", True)},
+    "gpt2": {
+        "vocab_size": ("implemented: V", None),
+        "n_embd": ("implemented: D", None),
+        "n_layer": ("implemented: L", None),
+        "n_head": ("implemented: H", None),
+        "n_inner": ("implemented: F (None: 4 D)", None),
+        "n_positions": ("implemented: max_len (learned positions)", None),
+        "layer_norm_epsilon": ("implemented: norm_eps", None),
+        "activation_function": ("implemented for gelu_new / gelu_pytorch_tanh; others refused",
+                                "relu"),
+        "tie_word_embeddings": ("implemented: tie_embeddings", None),
+        "scale_attn_weights": ("refused when false (no 1/sqrt(E))", False),
+        "scale_attn_by_inverse_layer_idx": ("refused when true", True),
+        "reorder_and_upcast_attn": ("refused when true", True),
+        "attn_pdrop": ("not applied: no dropout (TRL disables it)", None),
+        "embd_pdrop": ("not applied: no dropout (TRL disables it)", None),
+        "resid_pdrop": ("not applied: no dropout (TRL disables it)", None),
+        "summary_activation": ("not read: GPT2DoubleHeadsModel's head only", None),
+        "summary_first_dropout": ("not read: GPT2DoubleHeadsModel's head only", None),
+        "summary_proj_to_labels": ("not read: GPT2DoubleHeadsModel's head only", None),
+        "summary_type": ("not read: GPT2DoubleHeadsModel's head only", None),
+        "summary_use_proj": ("not read: GPT2DoubleHeadsModel's head only", None),
+        "quantization_config": ("refused: quantized checkpoints are not read",
+                                {"quant_method": "x"}),
+    },
+}
+# keys that do not change what a loaded checkpoint computes (ids, bookkeeping, init, outputs)
+NON_MATH_KEYS = frozenset({
+    "_name_or_path", "architectures", "bos_token_id", "eos_token_id", "pad_token_id",
+    "sep_token_id", "decoder_start_token_id", "chunk_size_feed_forward", "dtype", "torch_dtype",
+    "id2label", "label2id", "num_labels", "initializer_range", "is_encoder_decoder",
+    "model_type", "output_attentions", "output_hidden_states", "problem_type", "return_dict",
+    "transformers_version", "use_cache", "pretraining_tp", "tokenizer_class",
+    "task_specific_params", "auto_map", "_attn_implementation_autoset", "add_cross_attention",
+})
+
 
 def config_from_hf(hf: dict, **overrides) -> TransformerConfig:
-    """TransformerConfig from a Hugging Face config.json dict (Llama, Qwen2 or GPT-2), with
-    `overrides` of `RUNTIME_FIELDS` (e.g. scan_layers=True)."""
+    """TransformerConfig from a Hugging Face config.json dict (`SUPPORTED` families), with
+    `overrides` of `RUNTIME_FIELDS` (e.g. scan_layers=True).
+
+    Every key of `MATH_KEYS[model_type]` is implemented or refused with a one-line ValueError
+    naming it; keys in neither `MATH_KEYS` nor `NON_MATH_KEYS` are reported in a warning.
+    """
     bad = sorted(set(overrides) - set(RUNTIME_FIELDS))
     if bad:
         raise ValueError(f"{bad} cannot be overridden on import; allowed: {RUNTIME_FIELDS}")
     return dataclasses.replace(_config_from_hf(hf), **overrides)
 
 
+def _refuse(cond: bool, message: str) -> None:
+    if cond:
+        raise ValueError(message)
+
+
+def _rope_scaling_from_hf(hf: dict) -> tuple[float, dict]:
+    """(rope_theta, the rope scaling spec without rope_theta) from rope_parameters (newer
+    transformers) or rope_theta + rope_scaling (older)."""
+    params = dict(hf.get("rope_parameters") or {})
+    legacy = dict(hf.get("rope_scaling") or {})
+    key = "rope_parameters" if params else "rope_scaling"
+    spec = params or legacy
+    theta = spec.pop("rope_theta", None)
+    if theta is None:
+        theta = hf.get("rope_theta", 10000.0)
+    partial = spec.pop("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+    _refuse(partial not in (None, 1, 1.0),
+            f"partial_rotary_factor={partial!r} is not supported (rotary on part of each head)")
+    if "rope_type" in spec:
+        spec.pop("type", None)
+    kind = spec.get("rope_type", spec.get("type", "default"))
+    if kind == "dynamic":
+        spec.setdefault("max_position_embeddings", hf.get("max_position_embeddings", 2048))
+    if kind == "yarn":
+        spec.setdefault("original_max_position_embeddings",
+                        hf.get("max_position_embeddings", 2048))
+        if spec.get("factor") is None:
+            spec["max_position_embeddings"] = hf.get("max_position_embeddings", 2048)
+    try:
+        normalize_scaling(spec)
+    except ValueError as e:
+        raise ValueError(f"{key}: {e}") from None
+    return float(theta), spec
+
+
+def _sliding_from_hf(hf: dict, model_type: str, n_layers: int) -> int:
+    """The sliding window W (0: none) of a config whose layers are all of one type."""
+    window = hf.get("sliding_window")
+    if model_type == "mistral":
+        _refuse(bool(hf.get("layer_types")), "layer_types is not supported for mistral "
+                "(alternating full/sliding layers, Ministral)")
+        return int(window or 0)
+    if model_type not in ("qwen2", "qwen3"):
+        return 0
+    types = hf.get("layer_types")
+    if not types:
+        use = bool(hf.get("use_sliding_window")) and window is not None
+        first = hf.get("max_window_layers", n_layers)
+        if first is None:
+            first = n_layers
+        types = ["sliding_attention" if use and i >= first else "full_attention"
+                 for i in range(n_layers)]
+    kinds = set(types)
+    _refuse(not kinds <= {"full_attention", "sliding_attention"},
+            f"layer_types {sorted(kinds)} are not supported")
+    _refuse(len(kinds) > 1, "layer_types / use_sliding_window + max_window_layers mix full and "
+            "sliding attention layers: not supported (one attention type for every layer)")
+    return int(window) if kinds == {"sliding_attention"} else 0
+
+
 def _config_from_hf(hf: dict) -> TransformerConfig:
     model_type = hf.get("model_type")
+    if model_type in REFUSED_FAMILIES:
+        raise ValueError(f"model_type {model_type!r} is not supported: "
+                         f"{REFUSED_FAMILIES[model_type]}")
     if model_type not in SUPPORTED:
         raise ValueError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED}")
+    unknown = sorted(set(hf) - set(MATH_KEYS[model_type]) - NON_MATH_KEYS)
+    if unknown:
+        warnings.warn(f"config.json keys {unknown} are not known to alignax's {model_type} "
+                      f"import and are ignored", stacklevel=3)
+    _refuse(bool(hf.get("quantization_config")),
+            "quantization_config: quantized checkpoints are not supported")
     if model_type == "gpt2":
         return _gpt2_config_from_hf(hf)
-    if hf.get("rope_scaling"):
-        raise ValueError(f"rope_scaling={hf['rope_scaling']!r} is not supported")
-    if hf.get("mlp_bias"):
-        raise ValueError("mlp_bias=True is not supported")
-    if model_type == "llama" and hf.get("attention_bias"):
-        raise ValueError("attention_bias=True is not supported for llama")
+    for flag in ("mlp_bias", "attention_bias"):
+        _refuse(bool(hf.get(flag)), f"{flag}=True is not supported for {model_type}")
     act = hf.get("hidden_act", "silu")
-    if act != "silu":
-        raise ValueError(f"hidden_act={act!r} is not supported (SwiGLU with silu only)")
+    _refuse(act != "silu", f"hidden_act={act!r} is not supported (SwiGLU with silu only)")
     d, heads = hf["hidden_size"], hf["num_attention_heads"]
     head_dim = hf.get("head_dim") or d // heads
-    if head_dim * heads != d:
-        raise ValueError(f"head_dim={head_dim} x heads={heads} != hidden_size={d}")
-    rope_theta = hf.get("rope_theta")
-    if rope_theta is None:  # newer transformers nest it in rope_parameters
-        rope_theta = (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+    theta, scaling = _rope_scaling_from_hf(hf)
+    n_layers = hf["num_hidden_layers"]
     return TransformerConfig(
         vocab_size=hf["vocab_size"],
         d_model=d,
-        n_layers=hf["num_hidden_layers"],
+        n_layers=n_layers,
         n_heads=heads,
         n_kv_heads=hf.get("num_key_value_heads") or heads,
         d_ff=hf["intermediate_size"],
         max_len=hf.get("max_position_embeddings", 2048),
-        rope_theta=float(rope_theta),
+        rope_theta=theta,
         norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         qkv_bias=model_type == "qwen2",
+        attn_head_dim=None if head_dim * heads == d else head_dim,
+        qk_norm=model_type == "qwen3",
+        sliding_window=_sliding_from_hf(hf, model_type, n_layers),
+        rope_scaling=scaling,
     )
 
 
@@ -110,7 +291,8 @@ def _gpt2_config_from_hf(hf: dict) -> TransformerConfig:
 
 
 def config_to_hf(cfg: TransformerConfig, *, model_type: str, kind: str) -> dict:
-    """config.json dict for a Llama, Qwen2 or GPT-2 checkpoint of `cfg`."""
+    """config.json dict of `cfg` as a checkpoint of `model_type` (`SUPPORTED`); a one-line
+    ValueError when the architecture is not that family's."""
     if model_type not in SUPPORTED:
         raise ValueError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED}")
     gpt2_like = (cfg.norm, cfg.mlp, cfg.positions, cfg.linear_bias, cfg.qkv_bias) == (
@@ -120,6 +302,8 @@ def config_to_hf(cfg: TransformerConfig, *, model_type: str, kind: str) -> dict:
     if (model_type == "gpt2" and not gpt2_like) or (model_type != "gpt2" and not llama_like):
         raise ValueError(f"this architecture cannot be written as model_type {model_type!r}")
     if model_type == "gpt2":
+        if cfg.attn_head_dim is not None and cfg.attn_head_dim * cfg.n_heads != cfg.d_model:
+            raise ValueError("gpt2 needs head_dim = d_model / n_heads")
         out = {"model_type": "gpt2",
                "architectures": ["GPT2LMHeadModel" if kind == "lm"
                                  else "GPT2ForSequenceClassification"],
@@ -132,11 +316,16 @@ def config_to_hf(cfg: TransformerConfig, *, model_type: str, kind: str) -> dict:
         return out
     if cfg.qkv_bias != (model_type == "qwen2"):
         raise ValueError(f"qkv_bias={cfg.qkv_bias} does not fit model_type {model_type!r}")
-    arch = {"llama": "Llama", "qwen2": "Qwen2"}[model_type]
+    if cfg.qk_norm != (model_type == "qwen3"):
+        raise ValueError(f"qk_norm={cfg.qk_norm} does not fit model_type {model_type!r}")
+    if cfg.sliding_window and model_type == "llama":
+        raise ValueError("sliding_window does not fit model_type 'llama' (use mistral, qwen2 "
+                         "or qwen3)")
     head = "ForCausalLM" if kind == "lm" else "ForSequenceClassification"
+    rope = {**dict(cfg.rope_scaling or {"rope_type": "default"}), "rope_theta": cfg.rope_theta}
     out = {
         "model_type": model_type,
-        "architectures": [arch + head],
+        "architectures": [_ARCH[model_type] + head],
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.d_model,
         "num_hidden_layers": cfg.n_layers,
@@ -145,32 +334,50 @@ def config_to_hf(cfg: TransformerConfig, *, model_type: str, kind: str) -> dict:
         "head_dim": cfg.head_dim,
         "intermediate_size": cfg.d_ff,
         "max_position_embeddings": cfg.max_len,
-        "rope_theta": cfg.rope_theta,
+        "rope_parameters": rope,
         "rms_norm_eps": cfg.norm_eps,
         "tie_word_embeddings": cfg.tie_embeddings,
         "hidden_act": "silu",
         "torch_dtype": "float32",
     }
+    if model_type in ("llama", "qwen3"):
+        out["attention_bias"] = False
+    if model_type == "mistral":
+        out["sliding_window"] = cfg.sliding_window or None
+    if model_type in ("qwen2", "qwen3"):
+        out["use_sliding_window"] = bool(cfg.sliding_window)
+        out["sliding_window"] = cfg.sliding_window or None
+        out["max_window_layers"] = 0 if cfg.sliding_window else cfg.n_layers
+        out["layer_types"] = [("sliding_attention" if cfg.sliding_window else "full_attention")
+                              for _ in range(cfg.n_layers)]
     if kind == "reward":
         out["num_labels"] = 1
     return out
 
 
-def _layer_map(cfg: TransformerConfig, i: int) -> dict[str, tuple[tuple, bool]]:
-    """HF tensor name -> (alignax path, transpose?) for decoder layer i."""
+# ------------------------------------------------------------------------------------------
+# tensor names: HF name -> (alignax path, transpose?, column slice of a fused tensor or None)
+# ------------------------------------------------------------------------------------------
+
+def _layer_map(cfg: TransformerConfig, i: int) -> dict[str, tuple]:
+    """HF tensor name -> (alignax path, transpose?, None) for decoder layer i."""
     hf, ax = f"model.layers.{i}.", ("decoder", "layers", i)
     m = {
-        hf + "input_layernorm.weight": (ax + ("attn_norm", "scale"), False),
-        hf + "post_attention_layernorm.weight": (ax + ("mlp_norm", "scale"), False),
-        hf + "self_attn.o_proj.weight": (ax + ("attn", "o", "kernel"), True),
-        hf + "mlp.gate_proj.weight": (ax + ("mlp", "gate", "kernel"), True),
-        hf + "mlp.up_proj.weight": (ax + ("mlp", "up", "kernel"), True),
-        hf + "mlp.down_proj.weight": (ax + ("mlp", "down", "kernel"), True),
+        hf + "input_layernorm.weight": (ax + ("attn_norm", "scale"), False, None),
+        hf + "post_attention_layernorm.weight": (ax + ("mlp_norm", "scale"), False, None),
+        hf + "self_attn.o_proj.weight": (ax + ("attn", "o", "kernel"), True, None),
+        hf + "mlp.gate_proj.weight": (ax + ("mlp", "gate", "kernel"), True, None),
+        hf + "mlp.up_proj.weight": (ax + ("mlp", "up", "kernel"), True, None),
+        hf + "mlp.down_proj.weight": (ax + ("mlp", "down", "kernel"), True, None),
     }
     for p in ("q", "k", "v"):
-        m[hf + f"self_attn.{p}_proj.weight"] = (ax + ("attn", p, "kernel"), True)
+        m[hf + f"self_attn.{p}_proj.weight"] = (ax + ("attn", p, "kernel"), True, None)
         if cfg.qkv_bias:
-            m[hf + f"self_attn.{p}_proj.bias"] = (ax + ("attn", p, "bias"), False)
+            m[hf + f"self_attn.{p}_proj.bias"] = (ax + ("attn", p, "bias"), False, None)
+    if cfg.qk_norm:
+        for p in ("q", "k"):
+            m[hf + f"self_attn.{p}_norm.weight"] = (ax + ("attn", f"{p}_norm", "scale"), False,
+                                                    None)
     return m
 
 
@@ -178,7 +385,7 @@ def _gpt2_name_map(cfg: TransformerConfig, kind: str) -> dict[str, tuple]:
     """HF GPT-2 name -> (alignax path, transpose, column slice of a fused c_attn or None).
 
     GPT-2 uses Conv1D layers stored [in, out], like alignax: no transposes. c_attn fuses q, k, v
-    along its output columns.
+    along its output columns (names "<c_attn>#q" etc.).
     """
     d = cfg.d_model
     m = {
@@ -207,28 +414,28 @@ def _gpt2_name_map(cfg: TransformerConfig, kind: str) -> dict[str, tuple]:
     return m
 
 
-def _gpt2_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Strips the "transformer." prefix and drops GPT-2's non-parameter attention buffers."""
-    out = {}
-    for name, value in tensors.items():
-        name = name[len("transformer."):] if name.startswith("transformer.") else name
-        if name.endswith(("attn.bias", "attn.masked_bias")) and value.ndim == 4:
-            continue  # the causal-mask buffer of old checkpoints
-        out[name] = value
-    return out
+def _gpt2_file_name(name: str) -> str | None:
+    """The HF GPT-2 parameter name of a checkpoint tensor name (the "transformer." prefix
+    stripped), or None for the non-parameter attention-mask buffers of old checkpoints."""
+    name = name[len("transformer."):] if name.startswith("transformer.") else name
+    if name.endswith(("attn.bias", "attn.masked_bias")) and name.count(".") == 3:
+        return None  # h.{i}.attn.bias: the causal-mask buffer (c_attn.bias has 4 dots)
+    return name
 
 
-def _name_map(cfg: TransformerConfig, kind: str) -> dict[str, tuple[tuple, bool]]:
+def _name_map(cfg: TransformerConfig, kind: str, model_type: str = "llama") -> dict[str, tuple]:
+    if model_type == "gpt2":
+        return _gpt2_name_map(cfg, kind)
     m = {
-        "model.embed_tokens.weight": (("decoder", "embed", "embedding"), False),
-        "model.norm.weight": (("decoder", "final_norm", "scale"), False),
+        "model.embed_tokens.weight": (("decoder", "embed", "embedding"), False, None),
+        "model.norm.weight": (("decoder", "final_norm", "scale"), False, None),
     }
     for i in range(cfg.n_layers):
         m.update(_layer_map(cfg, i))
     if kind == "lm" and not cfg.tie_embeddings:
-        m["lm_head.weight"] = (("lm_head", "kernel"), True)
+        m["lm_head.weight"] = (("lm_head", "kernel"), True, None)
     if kind == "reward":
-        m["score.weight"] = (("score", "kernel"), True)
+        m["score.weight"] = (("score", "kernel"), True, None)
     return m
 
 
@@ -238,50 +445,158 @@ def _get(tree, path):
     return tree
 
 
-def _slot(params, path, stacked: bool):
-    """(array, index) of the slot of `path`: a stacked layer's leaf is written at [i]."""
-    if stacked and path[:2] == ("decoder", "layers"):
-        return _get(params, path[:2] + path[3:]), path[2]
-    return _get(params, path[:-1]), path[-1]
+# ------------------------------------------------------------------------------------------
+# reading: shard by shard
+# ------------------------------------------------------------------------------------------
+
+def _shard_files(path: str) -> list[str]:
+    """The checkpoint's *.safetensors files: those model.safetensors.index.json names when
+    there is one, else every *.safetensors of the folder; sorted (shard order)."""
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index, encoding="utf-8") as f:
+            weight_map = json.load(f).get("weight_map", {})
+        return [os.path.join(path, f) for f in sorted(set(weight_map.values()))]
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors files in {path}")
+    return files
 
 
-def _assign(params, path, value, stacked: bool, name: str, where: str) -> None:
-    """Writes the checkpoint tensor `value` into its parameter, converted to its dtype."""
-    holder, index = _slot(params, path, stacked)
-    expected = holder[index].shape
-    if value.shape != expected:
-        raise ValueError(f"{where}: {name}: shape {value.shape} does not fit {path} "
-                         f"{expected} (does config.json match the weights?)")
-    holder[index] = np.asarray(value, holder[index].dtype)  # a no-op when the dtypes agree
+def _open_shard(file: str):
+    """A safetensors file opened for reading tensors one at a time (numpy, any dtype)."""
+    try:
+        return safe_open(file, framework="numpy")
+    except (SafetensorError, OSError) as e:  # truncated or corrupt: one line
+        raise ValueError(f"{file}: not a readable safetensors file ({e})") from None
+
+
+def _shard_names(files: list[str]) -> dict[str, list[str]]:
+    """file -> its tensor names (headers only: no tensor data is read)."""
+    out = {}
+    for file in files:
+        with _open_shard(file) as f:
+            out[file] = list(f.keys())
+    return out
 
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
     """All tensors of a checkpoint folder (one or several *.safetensors shards) as numpy; a
-    corrupt or truncated shard is a one-line ValueError naming it."""
-    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
-    if not files:
-        raise FileNotFoundError(f"no *.safetensors files in {path}")
+    corrupt or truncated shard is a one-line ValueError naming it. (`import_hf` does not use
+    it: it reads one tensor at a time.)"""
     tensors: dict[str, np.ndarray] = {}
-    for f in files:
+    for file in _shard_files(path):
         try:
-            tensors.update(load_file(f))
-        except SafetensorError as e:  # a truncated or corrupt file: one line, not a traceback
-            raise ValueError(f"{f}: not a readable safetensors file ({e})") from None
+            tensors.update(load_file(file))
+        except SafetensorError as e:
+            raise ValueError(f"{file}: not a readable safetensors file ({e})") from None
     return tensors
 
 
-def import_hf(path: str, *, kind: str = "lm", **overrides) -> tuple[Model, dict]:
-    """Loads a Llama/Qwen2/GPT-2 checkpoint folder as (Model, params).
+def _convert(value: np.ndarray, dtype) -> np.ndarray:
+    """`value` in `dtype`, C-contiguous: one copy (none when it already is)."""
+    return np.ascontiguousarray(value, dtype=dtype)
+
+
+class _Writer:
+    """Fills the parameter tree leaf by leaf: an unstacked leaf is final when its tensor
+    arrives; a stacked leaf ([L, ...], `scan_layers`) when all L layers have. Final leaves stay
+    numpy on the host without a mesh, else are placed with their NamedSharding (stacked leaves
+    are then built on the devices, one layer slice at a time, by a donated in-place update)."""
+
+    def __init__(self, abstract, shardings, stacked: bool):
+        self.params = abstract  # ShapeDtypeStruct leaves, replaced as they are filled
+        self.shardings = shardings
+        self.stacked = stacked
+        self.pending: dict[tuple, Any] = {}  # stacked leaf path -> [buffer, layers left]
+
+    def _leaf_path(self, path):
+        if self.stacked and path[:2] == ("decoder", "layers"):
+            return path[:2] + path[3:], path[2]
+        return path, None
+
+    def write(self, path, value: np.ndarray, name: str, where: str) -> None:
+        leaf_path, layer = self._leaf_path(path)
+        holder, key = _get(self.params, leaf_path[:-1]), leaf_path[-1]
+        spec = holder[key] if layer is None else self.pending.get(leaf_path, [holder[key]])[0]
+        shape = spec.shape if layer is None else spec.shape[1:]
+        if value.shape != tuple(shape):
+            raise ValueError(f"{where}: {name}: shape {value.shape} does not fit {path} "
+                             f"{tuple(shape)} (does config.json match the weights?)")
+        value = _convert(value, spec.dtype)
+        sharding = None if self.shardings is None else _get(self.shardings, leaf_path)
+        if layer is None:
+            holder[key] = value if sharding is None else jax.device_put(value, sharding)
+            return
+        if leaf_path not in self.pending:
+            n = spec.shape[0]
+            if sharding is None:
+                buf = np.empty(spec.shape, spec.dtype)
+            else:
+                buf = jax.jit(lambda: jnp.zeros(spec.shape, spec.dtype),
+                              out_shardings=sharding)()
+            self.pending[leaf_path] = [buf, n]
+        entry = self.pending[leaf_path]
+        if sharding is None:
+            entry[0][layer] = value
+        else:
+            slice_sharding = jax.sharding.NamedSharding(sharding.mesh,
+                                                        PartitionSpec(*sharding.spec[1:]))
+            entry[0] = _set_layer(entry[0], jax.device_put(value, slice_sharding), layer)
+        entry[1] -= 1
+        if entry[1] == 0:
+            holder[key] = entry[0]
+            del self.pending[leaf_path]
+
+
+    def finish(self):
+        """The tree, with the parameters no checkpoint tensor fills (the score head's bias,
+        which Hugging Face's score layer does not have) set to zeros."""
+        if self.pending:  # unreachable when the name map covers every layer
+            raise ValueError(f"incomplete stacked parameters {sorted(self.pending)}")
+
+        def zeros(spec, sharding=None):
+            if not isinstance(spec, jax.ShapeDtypeStruct):
+                return spec
+            value = np.zeros(spec.shape, spec.dtype)
+            return value if sharding is None else jax.device_put(value, sharding)
+
+        if self.shardings is None:
+            return jax.tree.map(zeros, self.params)
+        return jax.tree.map(zeros, self.params, self.shardings)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _set_layer(buf, value, i):
+    return jax.lax.dynamic_update_index_in_dim(buf, value.astype(buf.dtype), i, 0)
+
+
+def import_hf(path: str, *, kind: str = "lm", mesh: Mesh | None = None, rules=None,
+              **overrides) -> tuple[Model, dict]:
+    """Loads a checkpoint folder of a `SUPPORTED` family as (Model, params), streaming.
+
+    The shards are read one after the other (in the order of model.safetensors.index.json),
+    each tensor once: converted into its parameter's dtype (a bfloat16 checkpoint imported with
+    param_dtype="bfloat16" is never upcast; with the default float32 each tensor is upcast on
+    its own) and put in its slot, so the host never holds more than one shard's open file plus
+    the tensor in hand (and, without a mesh, the result). With `mesh`, each parameter is placed
+    on the devices as it is read, with the NamedSharding of its logical axes
+    (`alignax.train.sharding.param_shardings`): the result is the sharded tree, equal to
+    `jax.device_put` of the host import.
 
     Args:
-      path: folder with config.json and *.safetensors.
+      path: folder with config.json and *.safetensors (one file or index + shards).
       kind: "lm" (causal LM) or "reward" (sequence classification with one label: the score head
         reads the last valid token, whatever the padding side).
+      mesh: a device mesh (`alignax.train.sharding.make_mesh`); None keeps numpy arrays on the
+        host.
+      rules: logical-axis rules for the mesh (default `alignax.train.sharding.DEFAULT_RULES`).
       **overrides: `RUNTIME_FIELDS` of the TransformerConfig (e.g. scan_layers=True: params in
         the stacked layout).
 
     Raises:
-      ValueError: unsupported architecture, missing or unexpected tensors, wrong shapes.
+      ValueError: unsupported architecture or config key, missing or unexpected tensors, wrong
+        shapes, unreadable shards.
     """
     config_path = os.path.join(path, "config.json")
     try:
@@ -297,85 +612,197 @@ def import_hf(path: str, *, kind: str = "lm", **overrides) -> tuple[Model, dict]
     if kind == "reward" and labels != 1:
         raise ValueError(f"{config_path}: a reward model checkpoint needs num_labels == 1, got "
                          f"{labels}")
+    model_type = hf["model_type"]
     model = {"lm": make_lm, "reward": make_reward_model}[kind](cfg)
-    params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
-                          jax.eval_shape(model.init, jax.random.key(0)))
-    tensors = read_safetensors(path)
-    if hf["model_type"] == "gpt2":
-        _import_gpt2(cfg, kind, _gpt2_tensors(tensors), params, path)
-        return model, params
-    names = _name_map(cfg, kind)
-    missing = sorted(set(names) - set(tensors))
+    abstract = jax.eval_shape(model.init, jax.random.key(0))
+    shardings = None
+    if mesh is not None:
+        from alignax.train.sharding import DEFAULT_RULES, param_shardings
+
+        shardings = param_shardings(abstract, model.logical_axes(abstract), mesh,
+                                    DEFAULT_RULES if rules is None else rules)
+    names = _name_map(cfg, kind, model_type)
+    files = _shard_files(path)
+    in_files = _shard_names(files)
+    rename = _gpt2_file_name if model_type == "gpt2" else (lambda n: n)
+    targets: dict[str, list] = {}  # HF name -> its entries of `names` (fused: several)
+    for name, entry in names.items():
+        targets.setdefault(name.split("#")[0], []).append((name, entry))
+    present = {rename(n) for names_ in in_files.values() for n in names_} - {None}
+    missing = sorted(set(targets) - present)
     if missing:
         more = "..." if len(missing) > 5 else ""
         raise ValueError(f"{path}: missing tensors {missing[:5]}{more}")
     ignored = {"lm_head.weight"} if cfg.tie_embeddings or kind == "reward" else set()
-    unexpected = sorted(set(tensors) - set(names) - ignored)
-    unexpected = [n for n in unexpected if not n.endswith("rotary_emb.inv_freq")]
+    unexpected = sorted(n for n in present - set(targets) - ignored
+                        if not n.endswith("rotary_emb.inv_freq"))
     if unexpected:
         raise ValueError(f"{path}: unexpected tensors {unexpected[:5]}")
-    for name, (target, transpose) in names.items():
-        value = tensors.pop(name)  # drop each tensor once copied: one model in memory
-        _assign(params, target, value.T if transpose else value, cfg.scan_layers, name, path)
-    return model, params
+    writer = _Writer(abstract, shardings, cfg.scan_layers)
+    done = set()
+    for file in files:
+        with _open_shard(file) as f:
+            for stored in in_files[file]:
+                name = rename(stored)
+                if name not in targets or name in done:
+                    continue
+                done.add(name)
+                value = f.get_tensor(stored)
+                for full, (target, transpose, cols) in targets[name]:
+                    part = value if cols is None else value[..., cols]
+                    writer.write(target, part.T if transpose else part, full, path)
+                del value
+    return model, writer.finish()
 
 
-def _import_gpt2(cfg, kind, tensors, params, path):
-    names = _gpt2_name_map(cfg, kind)
-    needed = {n.split("#")[0] for n in names}
-    missing = sorted(needed - set(tensors))
-    if missing:
-        raise ValueError(f"{path}: missing tensors {missing[:5]}")
-    ignored = {"lm_head.weight"} if cfg.tie_embeddings or kind == "reward" else set()
-    unexpected = sorted(set(tensors) - needed - ignored)
-    if unexpected:
-        raise ValueError(f"{path}: unexpected tensors {unexpected[:5]}")
-    for name, (target, transpose, cols) in names.items():
-        value = tensors[name.split("#")[0]]
-        if cols is not None:
-            value = value[..., cols]
-        _assign(params, target, value.T if transpose else value, cfg.scan_layers, name, path)
+# ------------------------------------------------------------------------------------------
+# writing: sharded safetensors, tokenizer files, generation config
+# ------------------------------------------------------------------------------------------
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
+                   "chat_template.jinja", "chat_template.json")
+_DTYPES = {"float32": np.float32, "bfloat16": jnp.bfloat16, "float16": np.float16}
 
 
-def _export_gpt2(cfg, kind, params) -> dict[str, np.ndarray]:
+def _parse_size(size) -> int:
+    """Bytes of an int or a string such as "5GB", "500MB", "64KiB"."""
+    if isinstance(size, int) and size > 0:
+        return size
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30,
+             "B": 1}
+    text = str(size).strip().upper()
+    for unit, mult in sorted(units.items(), key=lambda u: -len(u[0])):
+        if text.endswith(unit):
+            try:
+                value = float(text[: -len(unit)])
+            except ValueError:
+                break
+            if value > 0:
+                return int(value * mult)
+    raise ValueError(f"max_shard_size must be a positive int or e.g. '5GB', got {size!r}")
+
+
+def _export_tensors(cfg, kind, params, model_type):
+    """(HF name, host array) pairs in checkpoint order, one parameter fetched at a time (a
+    stacked leaf's layer slice, not the whole stack); GPT-2's q, k, v fused into c_attn."""
+    stacked = layers_stacked(params)
     fused: dict[str, list] = {}
-    tensors = {}
-    for name, (source, transpose, cols) in _gpt2_name_map(cfg, kind).items():
-        value = np.asarray(_get(params, source))
+
+    def fetch(path):
+        if stacked and path[:2] == ("decoder", "layers"):
+            return np.asarray(_get(params, path[:2] + path[3:])[path[2]])
+        return np.asarray(_get(params, path))
+
+    for name, (source, transpose, cols) in _name_map(cfg, kind, model_type).items():
+        value = fetch(source)
         value = value.T if transpose else value
-        prefix = "" if name.startswith(("lm_head", "score")) else "transformer."
-        if cols is not None:
-            fused.setdefault(prefix + name.split("#")[0], []).append(value)
-        else:
-            tensors[prefix + name] = value
-    for name, parts in fused.items():  # q, k, v in order
-        tensors[name] = np.concatenate(parts, axis=-1)
-    return {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        prefix = ("transformer." if model_type == "gpt2"
+                  and not name.startswith(("lm_head", "score")) else "")
+        if cols is not None:  # q, k, v of a fused c_attn, in order
+            parts = fused.setdefault(prefix + name.split("#")[0], [])
+            parts.append(value)
+            if len(parts) == 3:
+                yield prefix + name.split("#")[0], np.concatenate(parts, axis=-1)
+            continue
+        yield prefix + name, value
 
 
-def export_hf(model: Model, params: Any, path: str, *, model_type: str = "llama") -> None:
-    """Writes config.json and model.safetensors loadable by transformers' Auto classes.
+def export_hf(model: Model, params: Any, path: str, *, model_type: str = "llama",
+              dtype: str | None = None, max_shard_size: int | str = "5GB",
+              tokenizer_dir: str | None = None, generation_config: dict | None = None,
+              config_extra: dict | None = None) -> None:
+    """Writes a checkpoint folder that transformers' Auto classes load: config.json, the
+    weights as safetensors shards of at most `max_shard_size` bytes (one model.safetensors, or
+    model-0000i-of-0000n.safetensors + model.safetensors.index.json), the tokenizer files of
+    `tokenizer_dir` and generation_config.json.
 
-    `params` in either layout (stacked by `scan_layers` or not); tensors are written in the
-    parameters' dtype (torch_dtype in config.json is the embedding's).
+    Args:
+      model, params: the model and its parameters in either layout (stacked by `scan_layers`
+        or not), on the host or on devices (fetched one tensor at a time).
+      path: output folder (created).
+      model_type: one of `SUPPORTED`; the architecture must fit it (`config_to_hf`).
+      dtype: "float32", "bfloat16" or "float16" for every tensor; None: each parameter's own
+        dtype. config.json's torch_dtype is the embedding's.
+      max_shard_size: bytes per shard (int, or "5GB", "500MB", ...); a tensor larger than it
+        gets a shard of its own.
+      tokenizer_dir: a folder whose tokenizer files (`TOKENIZER_FILES`, and its
+        generation_config.json unless `generation_config` is given) are copied.
+      generation_config: the generation_config.json dict; by default the tokenizer folder's,
+        else one built from the bos/eos/pad ids of `config_extra`.
+      config_extra: keys added to config.json (e.g. bos_token_id, eos_token_id).
     """
     cfg = model.config
     kind = "reward" if "score" in params else "lm"
     hf_config = config_to_hf(cfg, model_type=model_type, kind=kind)  # validates first
-    params = jax.tree.map(np.asarray, params)  # on the host; layer views below copy nothing
-    if layers_stacked(params):
-        params = unstack_layers(params)
-    hf_config["torch_dtype"] = str(params["decoder"]["embed"]["embedding"].dtype)
-    os.makedirs(path, exist_ok=True)
-    if model_type == "gpt2":
-        tensors = _export_gpt2(cfg, kind, params)
-    else:
-        tensors = {}
-        for name, (source, transpose) in _name_map(cfg, kind).items():
-            value = np.asarray(_get(params, source))
-            tensors[name] = np.ascontiguousarray(value.T if transpose else value)
+    if dtype is not None and dtype not in _DTYPES:
+        raise ValueError(f"dtype must be None or one of {sorted(_DTYPES)}, got {dtype!r}")
+    limit = _parse_size(max_shard_size)
     if kind == "reward" and np.any(np.asarray(params["score"]["bias"]) != 0):
         raise ValueError("the score head has a bias; Hugging Face's score layer has none")
-    save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    embed_dtype = np.asarray(params["decoder"]["embed"]["embedding"][:1]).dtype
+    hf_config["torch_dtype"] = str(np.dtype(_DTYPES[dtype]) if dtype else embed_dtype)
+    hf_config.update(config_extra or {})
+    os.makedirs(path, exist_ok=True)
+    shards: list[dict[str, np.ndarray]] = [{}]
+    sizes = [0]
+    files: list[str] = []
+
+    def flush(final: bool):
+        # a shard is written as soon as it is full; the names get their "of n" at the end
+        if shards[-1]:
+            name = f"model-part-{len(files):05d}.safetensors"
+            save_file(shards[-1], os.path.join(path, name), metadata={"format": "pt"})
+            files.append(name)
+        if not final:
+            shards.append({})
+            sizes.append(0)
+
+    weight_map = {}
+    for name, value in _export_tensors(cfg, kind, params, model_type):
+        value = np.ascontiguousarray(value, dtype=_DTYPES[dtype] if dtype else value.dtype)
+        if sizes[-1] and sizes[-1] + value.nbytes > limit:
+            flush(final=False)
+        shards[-1][name] = value
+        sizes[-1] += value.nbytes
+        weight_map[name] = len(files)
+    flush(final=True)
+    total = sum(os.path.getsize(os.path.join(path, f)) for f in files)
+    for stale in glob.glob(os.path.join(path, "model*.safetensors*")):
+        if os.path.basename(stale) not in files:
+            os.remove(stale)
+    if len(files) == 1:
+        os.replace(os.path.join(path, files[0]), os.path.join(path, "model.safetensors"))
+    else:
+        final = [f"model-{i + 1:05d}-of-{len(files):05d}.safetensors" for i in range(len(files))]
+        for old, new in zip(files, final):
+            os.replace(os.path.join(path, old), os.path.join(path, new))
+        index = {"metadata": {"total_size": total},
+                 "weight_map": {n: final[i] for n, i in sorted(weight_map.items())}}
+        with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
+            json.dump(index, f, indent=2)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(hf_config, f, indent=2)
+    _write_tokenizer_and_generation(path, tokenizer_dir, generation_config, hf_config)
+
+
+def _write_tokenizer_and_generation(path, tokenizer_dir, generation_config, hf_config):
+    if tokenizer_dir is not None:
+        if not os.path.isdir(tokenizer_dir):
+            raise ValueError(f"tokenizer_dir {tokenizer_dir!r} is not a folder")
+        copied = [f for f in TOKENIZER_FILES if os.path.exists(os.path.join(tokenizer_dir, f))]
+        if not copied:
+            raise ValueError(f"tokenizer_dir {tokenizer_dir!r} has none of {TOKENIZER_FILES}")
+        for f in copied:
+            shutil.copyfile(os.path.join(tokenizer_dir, f), os.path.join(path, f))
+        source = os.path.join(tokenizer_dir, "generation_config.json")
+        if generation_config is None and os.path.exists(source):
+            shutil.copyfile(source, os.path.join(path, "generation_config.json"))
+            return
+    if generation_config is None:
+        generation_config = {k: hf_config[k] for k in ("bos_token_id", "eos_token_id",
+                                                       "pad_token_id") if k in hf_config}
+    generation_config = {**generation_config, "transformers_version":
+                         generation_config.get("transformers_version", "4.0.0")}
+    with open(os.path.join(path, "generation_config.json"), "w") as f:
+        json.dump(generation_config, f, indent=2)

@@ -38,6 +38,8 @@ from jax.sharding import PartitionSpec
 
 from alignax.models.attention import IMPLEMENTATIONS as ATTENTION_IMPLEMENTATIONS
 from alignax.models.attention import attention, attention_bias  # noqa: F401 (re-exported)
+from alignax.models.attention import sliding_window_mask
+from alignax.models.rope import apply_rope, normalize_scaling, rope, rope_tables  # noqa: F401
 
 Params = dict[str, Any]
 
@@ -133,6 +135,24 @@ class TransformerConfig:
         else "dot_product"), or name one of "xla", "reference", "dot_product", "cudnn",
         "splash" to override. Every implementation computes the same softmax attention (tests
         in tests/models/test_attention.py give each one's tolerance against "reference").
+      attn_head_dim: E, the per-head width of queries, keys and values; None means D / H
+        (then D must be divisible by H). Set it for checkpoints whose heads are wider or
+        narrower than D / H (Qwen3: D 1024, H 16, E 128): q is [D, H E], o is [H E, D].
+      qk_norm: RMSNorm (eps `norm_eps`, a learned [E] scale each, `attn/q_norm`, `attn/k_norm`)
+        over the head dim of every query and key head before the rotary embedding, as Qwen3:
+        q_h <- q_h / sqrt(mean(q_h^2) + eps) * w_q.
+      sliding_window: 0 (full causal attention) or W > 0: query slot t sees only keys at slots
+        s with t - s < W (W keys including itself), in every layer, on top of the causal and
+        padding mask: Mistral's sliding-window attention, transformers' mask
+        (`kv_idx > q_idx - W`). Slots are indices along the row (the cache slots when
+        decoding), so for a row whose valid tokens are contiguous the window is over the
+        previous W - 1 tokens.
+      rope_scaling: the context-extension variant of the rotary embedding, as the
+        (key, value) pairs of transformers' `rope_parameters` without `rope_theta` (e.g.
+        (("factor", 8.0), ("high_freq_factor", 4.0), ("low_freq_factor", 1.0),
+        ("original_max_position_embeddings", 8192), ("rope_type", "llama3"))); a dict is
+        accepted and normalised. () is the plain embedding. The rope types and their math:
+        `alignax.models.rope`.
     """
 
     vocab_size: int = 32
@@ -156,13 +176,30 @@ class TransformerConfig:
     remat: str = "none"
     logits_chunk: int = 0
     attention: str = "auto"
+    attn_head_dim: int | None = None
+    qk_norm: bool = False
+    sliding_window: int = 0
+    rope_scaling: Any = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "rope_scaling", normalize_scaling(self.rope_scaling))
+        if self.rope_scaling and self.positions != "rope":
+            raise ValueError("rope_scaling needs positions='rope'")
+        if self.attn_head_dim is not None and (
+                not isinstance(self.attn_head_dim, int) or self.attn_head_dim <= 0
+                or self.attn_head_dim % 2):
+            raise ValueError(f"attn_head_dim must be None or an even int > 0, got "
+                             f"{self.attn_head_dim!r}")
+        if (not isinstance(self.sliding_window, int) or isinstance(self.sliding_window, bool)
+                or self.sliding_window < 0):
+            raise ValueError(f"sliding_window must be an int >= 0, got {self.sliding_window!r}")
+        if not isinstance(self.qk_norm, bool):
+            raise ValueError(f"qk_norm must be a bool, got {self.qk_norm!r}")
         for name, allowed in (("norm", ("rms", "layer")), ("mlp", ("swiglu", "gelu")),
                               ("positions", ("rope", "learned")), ("remat", REMAT_POLICIES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.d_model % self.n_heads:
+        if self.attn_head_dim is None and self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.kv_heads:
             raise ValueError(
@@ -193,7 +230,8 @@ class TransformerConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        """E: `attn_head_dim`, or D / H."""
+        return self.attn_head_dim or self.d_model // self.n_heads
 
     @classmethod
     def from_mapping(cls, mapping) -> "TransformerConfig":
@@ -288,32 +326,6 @@ def make_norm(cfg: "TransformerConfig"):
                                                          jnp.dtype(cfg.param_dtype))
 
 
-def rope_tables(positions, head_dim: int, theta: float):
-    """cos and sin of the rotary angles, each [B, T, 1, E/2] float32 (computed once per forward
-    and shared by every layer)."""
-    freqs = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    angles = positions[..., None].astype(jnp.float32) * freqs  # [B, T, E/2]
-    return jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
-
-
-def apply_rope(x, cos, sin):
-    """Rotates [B, T, N, E] by precomputed `rope_tables` (half-split layout, as Llama/HF)."""
-    half = x.shape[-1] // 2
-    x32 = x.astype(jnp.float32)
-    x1, x2 = x32[..., :half], x32[..., half:]
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
-
-
-def rope(x, positions, theta: float):
-    """Rotary position embedding (Su et al. 2021), half-split layout as in Llama/HF.
-
-    Args:
-      x: [B, T, N, E] queries or keys.
-      positions: [B, T] integer positions.
-    """
-    return apply_rope(x, *rope_tables(positions, x.shape[-1], theta))
-
-
 class Attention(nnx.Module):
     def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs):
         d, h, k, e = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_dim
@@ -329,6 +341,9 @@ class Attention(nnx.Module):
         self.k = linear(d, k * e, bias)
         self.v = linear(d, k * e, bias)
         self.o = linear(h * e, d, cfg.linear_bias)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(e, cfg.norm_eps, pdt)
+            self.k_norm = RMSNorm(e, cfg.norm_eps, pdt)
 
     def __call__(self, x, rope_cs, bias, cache=None, cache_index=None, causal=False):
         """Self-attention; with `cache` ({"k", "v"}: [B, K, S, E]) the new keys/values are
@@ -348,6 +363,8 @@ class Attention(nnx.Module):
         h, k, e = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         q = dense(self.q, x).reshape(b, t, h, e)
         kk = dense(self.k, x).reshape(b, t, k, e)
+        if cfg.qk_norm:
+            q, kk = self.q_norm(q), self.k_norm(kk)
         if rope_cs is not None:
             q = apply_rope(q, *rope_cs)
             kk = apply_rope(kk, *rope_cs)
@@ -365,7 +382,7 @@ class Attention(nnx.Module):
         # query heads grouped by their kv head: [B, K, G, T, E]
         q = q.reshape(b, t, k, h // k, e).transpose(0, 2, 3, 1, 4)
         out = attention(q, kk, v, bias, causal=causal and cache is None,
-                        implementation=cfg.attention)
+                        implementation=cfg.attention, sliding_window=cfg.sliding_window)
         out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, h * e)
         return dense(self.o, out), new_cache
 
@@ -486,8 +503,13 @@ class Decoder(nnx.Module):
             x = x + self.pos_embed(positions)
         x = x.astype(jnp.dtype(self.cfg.dtype))
         # shared by every layer: rotary tables and the additive attention mask
-        rope_cs = (rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta)
+        rope_cs = (rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta,
+                               self.cfg.rope_scaling)
                    if self.cfg.positions == "rope" else None)
+        if self.cfg.sliding_window:
+            attn_mask = attn_mask & sliding_window_mask(
+                attn_mask.shape[-2], attn_mask.shape[-1], self.cfg.sliding_window,
+                0 if cache_index is None else cache_index)
         bias = attention_bias(attn_mask)
         if self.cfg.scan_layers:
             x, new_caches = self._scan(x, rope_cs, bias, caches, cache_index, causal)

@@ -321,3 +321,22 @@ def test_the_config_field_selects_the_kernel():
     if jax.default_backend() != "gpu":  # the field reaches the kernel: cuDNN refuses off GPU
         with pytest.raises(ValueError, match="cudnn"):
             make_lm(_model_cfg("bfloat16", attention="cudnn")).apply(params, ids, mask)
+
+
+def test_sliding_window_mask_is_transformers_overlay():
+    """kv_idx > q_idx - W (transformers' sliding_window_overlay), also from a cache offset."""
+    t, s, w = 6, 9, 3
+    got = np.asarray(attn.sliding_window_mask(t, s, w, offset=3))[0]
+    want = np.array([[kv > q + 3 - w for kv in range(s)] for q in range(t)])
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.asarray(attn.sliding_window_mask(4, 4, 2))[0],
+                                  np.triu(np.tril(np.ones((4, 4), bool), 0), -1) | np.triu(
+                                      np.ones((4, 4), bool), 1))
+
+
+def test_a_sliding_window_never_runs_splash():
+    assert resolve_implementation("auto", backend="tpu", q_len=256, kv_len=256, causal=True,
+                                  sliding_window=64) == "dot_product"
+    assert resolve_implementation("splash", backend="tpu", q_len=256, kv_len=256, causal=True,
+                                  sliding_window=64) == "dot_product"
+    assert "sliding window" in attn.splash_unsupported(True, 256, 256, 64)

@@ -96,9 +96,9 @@ def test_unsupported_configs_fail_clearly(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
     with pytest.raises(ValueError, match="unsupported model_type 'gpt_neox'"):
         import_hf(str(tmp_path))
-    cfg = {**TINY, "model_type": "llama", "rope_scaling": {"type": "linear", "factor": 2.0}}
+    cfg = {**TINY, "model_type": "llama", "rope_scaling": {"type": "longrope", "factor": 2.0}}
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="rope_scaling"):
+    with pytest.raises(ValueError, match="rope_scaling: rope_type 'longrope' is not supported"):
         import_hf(str(tmp_path))
     hf = _hf_model("llama", "lm")
     hf.save_pretrained(tmp_path / "llama", safe_serialization=True)

@@ -238,3 +238,106 @@ def test_attention_matches_softmax_reference_values_and_grads(t, groups, causal)
     real = np.asarray(mask)[:, None, None, :, None]
     np.testing.assert_allclose(np.where(real, out, 0), np.where(real, _naive_attention(
         q, k, v, bias), 0), rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoint-family fields: attn_head_dim, qk_norm, sliding_window, rope_scaling
+# --------------------------------------------------------------------------------------------
+
+FAMILY = TransformerConfig(vocab_size=37, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                           d_ff=48, attn_head_dim=16, qk_norm=True, sliding_window=4,
+                           rope_scaling={"rope_type": "yarn", "factor": 4.0,
+                                         "original_max_position_embeddings": 8})
+
+
+def test_defaults_of_the_family_fields_change_nothing():
+    import dataclasses
+
+    plain = TransformerConfig(**{f.name: getattr(TINY, f.name)
+                                 for f in dataclasses.fields(TINY)})
+    assert plain == TINY and TINY.rope_scaling == () and TINY.head_dim == 8
+    model = make_lm(TINY)
+    params = model.init(jax.random.key(0))
+    assert "q_norm" not in params["decoder"]["layers"][0]["attn"]
+    # the rotary tables of rope_scaling=() are the historical formula, bit for bit
+    from alignax.models.rope import rope_tables
+
+    pos = jnp.arange(12)[None]
+    freqs = 1.0 / (10000.0 ** (jnp.arange(0, 8, 2, dtype=jnp.float32) / 8))
+    cos, sin = rope_tables(pos, 8, 10000.0)
+    np.testing.assert_array_equal(cos[0, :, 0], jnp.cos(pos[0, :, None].astype(jnp.float32)
+                                                         * freqs))
+
+
+def test_family_fields_shapes_and_bad_values():
+    params = make_lm(FAMILY).init(jax.random.key(0))
+    attn = params["decoder"]["layers"][0]["attn"]
+    assert attn["q"]["kernel"].shape == (32, 64) and attn["o"]["kernel"].shape == (64, 32)
+    assert attn["q_norm"]["scale"].shape == (16,) and attn["k"]["kernel"].shape == (32, 32)
+    assert dict(FAMILY.rope_scaling)["rope_type"] == "yarn"
+    hash(FAMILY)  # static under jit
+    for kwargs, match in ((dict(sliding_window=-1), "sliding_window"),
+                          (dict(attn_head_dim=7), "attn_head_dim"),
+                          (dict(qk_norm=1), "qk_norm"),
+                          (dict(rope_scaling={"rope_type": "longrope"}), "longrope"),
+                          (dict(rope_scaling={"rope_type": "linear", "factor": 0.5}), ">= 1")):
+        with pytest.raises(ValueError, match=match):
+            TransformerConfig(**kwargs)
+    TransformerConfig(d_model=30, n_heads=4, attn_head_dim=8)  # D / H need not divide
+
+
+def test_family_model_scanned_cached_padded_and_differentiable():
+    """Sliding window + q/k norm + wide heads + yarn: padding invariance, scanned == unscanned,
+    KV-cache decode == full forward, finite gradients equal in both layouts, no retrace."""
+    import dataclasses
+
+    from alignax.models.transformer import causal_attention_mask, init_cache, stack_layers
+
+    model = make_lm(FAMILY)
+    params = model.init(jax.random.key(3))
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(1, 37, size=(2, 12)))
+    ones = jnp.ones(ids.shape, bool)
+    full = model.apply(params, ids, ones)
+    # left padding: the valid tokens' logits are unchanged
+    padded = jnp.concatenate([jnp.zeros((2, 3), ids.dtype), ids], axis=1)
+    pmask = jnp.concatenate([jnp.zeros((2, 3), bool), ones], axis=1)
+    np.testing.assert_allclose(model.apply(params, padded, pmask)[:, 3:], full, rtol=1e-5,
+                               atol=1e-5)
+    # the window acts: without it the late positions differ
+    wide = make_lm(dataclasses.replace(FAMILY, sliding_window=0)).apply(params, ids, ones)
+    np.testing.assert_allclose(wide[:, :4], full[:, :4], rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(wide[:, 4:] - full[:, 4:])).max() > 1e-4
+    # cached decode: prefill 7 then 5 single steps
+    caches = init_cache(FAMILY, 2, 12)
+    slots = jnp.arange(12)
+    pos = positions_from_mask(ones)
+    attn0 = causal_attention_mask(ones)[:, :7, :]
+    out, caches = model.apply_cached(params, ids[:, :7], pos[:, :7], attn0, caches, 0)
+    steps = [out]
+    for i in range(7, 12):
+        step_mask = jnp.broadcast_to((slots <= i)[None, None], (2, 1, 12))
+        out, caches = model.apply_cached(params, ids[:, i:i + 1], pos[:, i:i + 1], step_mask,
+                                         caches, i)
+        steps.append(out)
+    np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, rtol=1e-5, atol=1e-5)
+    # scanned layers: same logits and gradients
+    scanned = make_lm(dataclasses.replace(FAMILY, scan_layers=True))
+    sparams = stack_layers(params)
+    np.testing.assert_allclose(scanned.apply(sparams, ids, ones), full, rtol=1e-5, atol=1e-5)
+
+    traces = []
+
+    def loss(p, m):
+        traces.append(1)
+        return jnp.mean(jax.nn.log_softmax(m.apply(p, ids, ones))[..., 0])
+
+    g = jax.jit(jax.grad(lambda p: loss(p, model)))
+    g1 = g(params)
+    g(params)
+    assert len(traces) == 1
+    gs = jax.grad(lambda p: loss(p, scanned))(sparams)
+    for a, b in zip(jax.tree.leaves(stack_layers(g1)), jax.tree.leaves(gs)):
+        assert np.all(np.isfinite(np.asarray(a)))
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(g1["decoder"]["layers"][0]["attn"]["q_norm"]["scale"])).max() > 0
