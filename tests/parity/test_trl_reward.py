@@ -1,0 +1,116 @@
+"""Same math as TRL's RewardTrainer (trl 1.16): one step on a tiny random Qwen2 reward model.
+
+A random fp32 Qwen2ForSequenceClassification (one label; 2 layers, d_model 32, vocab 64, score
+head N(0, 0.5^2) so the rewards spread) is saved as safetensors with a word-level tokenizer
+(Qwen's special tokens: eos <|im_end|>, pad <|endoftext|>, no bos). TRL's RewardTrainer runs one
+optimizer step on 32 standard pairs as one batch (gradient clipping off: max_grad_norm=1e9); its
+collated batch, loss, logged accuracy/margin/grad_norm and the gradients before the optimizer
+step are recorded. alignax imports the checkpoint with `import_hf(kind="reward")`, tokenises the
+records itself (`tokenize_pair`: the full sequences and masks equal TRL's), and computes
+`make_reward_loss` (Bradley-Terry, `center_coef` = TRL's center_rewards_coefficient) with
+`jax.grad`.
+
+Measured (fp32, CPU; relative to TRL; grad rel per tensor, relative to its largest |g|):
+
+| variant                   | loss | accuracy | margin | grad norm | grad rel (abs)  |
+|---------------------------|------|----------|--------|-----------|-----------------|
+| Bradley-Terry             | 0    | 0        | 5.5e-6 | 3.6e-7    | 2.9e-5 (2.3e-6) |
+| + center coefficient 0.1  | 0    | 0        | 5.5e-6 | 5.7e-9    | 8.6e-7 (1.1e-5) |
+
+Values: loss 0.70959 / 3.07133, accuracy 0.53125, margin 0.012781, grad norm 2.27540 / 330.086.
+
+All within the 1e-4 (relative) the issue asks for; the test asserts that bound.
+
+alignax's reward head has a bias that Hugging Face's `score` layer lacks (imported as 0): its
+gradient, d L / d b = 2 c mean(r_c + r_r) with the centring term, is not part of TRL's model;
+the test compares the gradient norm over the tensors both models have and checks that the bias
+gradient is 0 without centring. With centring it is not (1.93 here): alignax trains a parameter
+TRL's model does not have, includes it in its gradient norm (and clipping), and `export_hf` then
+refuses the nonzero bias.
+"""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from trl import RewardConfig, RewardTrainer  # noqa: E402
+
+from alignax.algorithms.reward_model import make_reward_loss  # noqa: E402
+from alignax.data import HFTokenizer  # noqa: E402
+from alignax.data.hf_datasets import parse_hf_row  # noqa: E402
+from alignax.data.tokenize import tokenize_pair  # noqa: E402
+from alignax.models.hf import _export_tensors, import_hf  # noqa: E402
+from tests.parity.trl_fixtures import (  # noqa: E402
+    grad_report,
+    run_one_step,
+    standard_pairs,
+    write_checkpoint,
+    write_tokenizer,
+)
+
+RTOL = 1e-4
+CENTER = {"bradley_terry": None, "center_0.1": 0.1}  # variant -> center_rewards_coefficient
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rm_parity")
+    tokenizer = write_tokenizer(root / "tokenizer")
+    write_checkpoint(root / "rm", tokenizer, seed=2, kind="reward")
+    model, params = import_hf(str(root / "rm"), kind="reward")
+    return root, tokenizer, model, params
+
+
+def _rel(a, b):
+    return abs(float(a) - float(b)) / max(abs(float(b)), 1e-12)
+
+
+@pytest.mark.parametrize("variant", sorted(CENTER))
+def test_first_step_equals_trl(setup, variant, tmp_path):
+    root, tokenizer, model, params = setup
+    records = standard_pairs(seed=1)
+    center = CENTER[variant]
+    trl = run_one_step(RewardTrainer, RewardConfig, Dataset.from_list(records), tokenizer,
+                       output_dir=tmp_path, model_kwargs={"model": str(root / "rm")},
+                       center_rewards_coefficient=center, max_length=None)
+    ids, mask = trl["inputs"]["input_ids"], trl["inputs"]["attention_mask"]
+    b = ids.shape[0] // 2
+    batch = {"chosen_ids": ids[:b], "rejected_ids": ids[b:], "chosen_mask": mask[:b],
+             "rejected_mask": mask[b:]}
+    tok = HFTokenizer.from_file(str(root / "rm"))
+    for i, row in enumerate(records):  # alignax's own tokenisation = TRL's rows
+        ours = tokenize_pair(parse_hf_row(row), tok, max_length=ids.shape[1])
+        for side in ("chosen", "rejected"):
+            n = int(batch[f"{side}_mask"][i].sum())
+            np.testing.assert_array_equal(ours[f"{side}_mask"], batch[f"{side}_mask"][i])
+            np.testing.assert_array_equal(ours[f"{side}_ids"][:n], batch[f"{side}_ids"][i][:n])
+
+    loss_fn = make_reward_loss(model.apply, "bradley_terry",
+                               {} if center is None else {"center_coef": center})
+    grad_fn = jax.jit(jax.value_and_grad(lambda p, x: loss_fn(p, x, None), has_aux=True))
+    (loss, metrics), grads = grad_fn(params, jax.tree.map(jnp.asarray, batch))
+    grads = jax.device_get(grads)
+    ours = dict(_export_tensors(model.config, "reward", grads, "qwen2"))
+    report = grad_report(ours, trl["grads"])
+    logs = trl["logs"]
+    measured = {
+        "loss": _rel(loss, trl["loss"]),
+        "accuracy": _rel(metrics["accuracy"], logs["accuracy"]),
+        "margin": _rel(metrics["margin"], logs["margin"]),
+        "grad_norm": _rel(report["norm_ours"], logs["grad_norm"]),
+        "grads_max_rel": report["max_rel"],
+    }
+    bias_grad = float(np.abs(grads["score"]["bias"]).max())
+    print(variant, measured, report, {k: logs[k] for k in ("accuracy", "margin", "grad_norm")},
+          trl["loss"], "bias grad", bias_grad)
+    assert _rel(report["norm_theirs"], logs["grad_norm"]) < 1e-6  # the recorded gradients
+    for name, value in measured.items():
+        assert value < RTOL, (variant, name, value)
+    if center is None:
+        assert bias_grad == 0.0
+    grad_fn(params, jax.tree.map(jnp.asarray, batch))
+    assert grad_fn._cache_size() == 1
