@@ -3,12 +3,15 @@
     alignax run experiments/<name>.py[:arg] [--workdir DIR] [--config.a.b=value ...]
     alignax list [--dir experiments]
     alignax eval --model DIR --data FILE [--tokenizer PATH|bytes] [--max-length N]
-                 [--batch-size B] [--skip-invalid] [--json OUT]
+                 [--batch-size B] [--skip-invalid] [--json OUT] [--no-chat-template]
+                 [--system TEXT]
 
 `alignax eval` scores a reward model (a Hugging Face *ForSequenceClassification checkpoint
 folder of the Llama, Qwen2 or GPT-2 family, e.g. one written by alignax.models.hf.export_hf) on a
 preference file in the RewardBench layout (prompt, chosen, rejected, subset) and prints per-subset
-and overall accuracy (alignax.eval.rewardbench); the numbers do not depend on --batch-size. A bad
+and overall accuracy (alignax.eval.rewardbench); the numbers do not depend on --batch-size. With a
+tokenizer that has a chat template (an instruct model's folder), every pair is scored as the
+conversation [user: prompt, assistant: response] in the model's own template. A bad
 row is an error naming <file>:<line>, or with --skip-invalid is skipped and counted; token ids
 outside the model's vocabulary and a --max-length above its learned positions are errors.
 
@@ -282,6 +285,12 @@ def cmd_eval(argv: list[str]) -> int:
                         help="skip bad rows (reported as <file>:<line>) and count them, instead "
                              "of stopping at the first")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--no-chat-template", action="store_true",
+                        help="score plain prompt + response text even when the tokenizer has "
+                             "a chat template (default: the model's template, as RewardBench "
+                             "scores chat models)")
+    parser.add_argument("--system", default=None,
+                        help="a system message before each prompt (with the chat template)")
     args = parser.parse_args(argv)
     from alignax.data.errors import DataError
     from alignax.data.tokenizers import ByteTokenizer, HFTokenizer
@@ -313,7 +322,8 @@ def cmd_eval(argv: list[str]) -> int:
             args.data, rewardbench.reward_score_fn(model, params), tokenizer,
             max_length=args.max_length, batch_size=args.batch_size,
             skip_invalid=args.skip_invalid, vocab_size=cfg.vocab_size,
-            max_positions=max_positions)
+            max_positions=max_positions,
+            chat_template=False if args.no_chat_template else None, system=args.system)
     except (DataError, ValueError, FileNotFoundError, KeyError) as e:
         return _err(str(e).splitlines()[0] if str(e) else type(e).__name__, 2)
     skipped = (f", {result.num_skipped} invalid rows skipped (first: {result.skipped[0]})"

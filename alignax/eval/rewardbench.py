@@ -2,8 +2,11 @@
 
 A row holds `prompt`, `chosen`, `rejected` and `subset` (other fields are ignored); the reader is
 `alignax.data.readers.read_preferences`, so chat-message lists work too. Every response is scored
-alone as `[bos] + prompt + response + [eos]` (`alignax.data.tokenize.tokenize_pair`; no bos when
-the tokenizer has none); a pair is correct when score(chosen) > score(rejected) (ties count as
+alone as `[bos] + prompt + response + [eos]` (`alignax.data.tokenize.tokenize_pair`; a bos only
+when the tokenizer itself adds one), or, for a tokenizer with a chat template (an instruct
+model's `HFTokenizer`), as the conversation [user: prompt, assistant: response] rendered with
+the model's own template (`alignax.data.tokenize.as_conversation`), as RewardBench scores chat
+models; a pair is correct when score(chosen) > score(rejected) (ties count as
 wrong, as in RewardBench).
 
 Bad input. A bad row (one the reader rejects, a rating row, a pair longer than `max_length`)
@@ -41,7 +44,7 @@ import numpy as np
 
 from alignax.data.errors import DataError
 from alignax.data.readers import PreferenceRecord, read_preferences
-from alignax.data.tokenize import check_token_ids, special_ids, tokenize_pair
+from alignax.data.tokenize import as_conversation, check_token_ids, special_ids, tokenize_pair
 
 SECTIONS = {
     "Chat": ("alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy",
@@ -180,7 +183,9 @@ def pairwise_result(chosen: np.ndarray, rejected: np.ndarray,
 def evaluate_preference_file(path: str, score_fn: Callable, tokenizer, *, max_length: int,
                              batch_size: int = 8, skip_invalid: bool = False,
                              vocab_size: int | None = None,
-                             max_positions: int | None = None) -> PairwiseResult:
+                             max_positions: int | None = None,
+                             chat_template: bool | None = None,
+                             system: str | None = None) -> PairwiseResult:
     """Reads `path` (JSONL / JSON lines / Parquet), scores every response and returns the
     accuracies. Rows without a `subset` field go to subset "default".
 
@@ -196,6 +201,9 @@ def evaluate_preference_file(path: str, score_fn: Callable, tokenizer, *, max_le
         `score_fn` is called). None: not checked.
       max_positions: the model's learned position table (e.g. GPT-2's n_positions; None for RoPE
         models): `max_length` must not exceed it.
+      chat_template: render string pairs with the tokenizer's chat template (None: when it has
+        one; True without one is an error; False: plain text).
+      system: a system message before the user turn (with the chat template only).
 
     Raises:
       DataError: one line: `<file>:<line>: <problem>` for the first bad row (unless
@@ -203,6 +211,13 @@ def evaluate_preference_file(path: str, score_fn: Callable, tokenizer, *, max_le
         `max_positions`; a tokenizer without eos; a file without any valid pair.
     """
     special_ids(tokenizer)  # a tokenizer without eos is no row's fault: fail before reading
+    has_template = bool(getattr(tokenizer, "has_chat_template", False))
+    if chat_template is None:
+        chat_template = has_template
+    if chat_template and not has_template:
+        raise ValueError("chat_template=True: the tokenizer has no chat template")
+    if system is not None and not chat_template:
+        raise ValueError("a system message needs the chat template")
     name = os.path.basename(path)
     if max_positions is not None and max_length > max_positions:
         raise DataError(f"max_length={max_length} exceeds the model's {max_positions} learned "
@@ -216,7 +231,10 @@ def evaluate_preference_file(path: str, score_fn: Callable, tokenizer, *, max_le
             if not isinstance(record, PreferenceRecord):
                 raise DataError("a rating row (prompt, response, rating), expected a preference "
                                 "pair (prompt, chosen, rejected)")
-            row = tokenize_pair(record, tokenizer, max_length=max_length)
+            if chat_template:
+                record = as_conversation(record, system=system)
+            row = tokenize_pair(record, tokenizer, max_length=max_length,
+                                use_chat_template=bool(chat_template))
         except DataError as e:
             message = f"{name}:{line}: {e}"
             if not skip_invalid:
