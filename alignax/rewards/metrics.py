@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 
 from alignax.losses.reward import contrastive_representation_loss
-from alignax.rewards.rules import cosine_reward
 
 
 def _windows(tokens, mask, n: int):
@@ -146,11 +145,18 @@ def embedding_similarity(params: dict, hypothesis, references, hypothesis_mask=N
                          reference_mask=None):
     """cos(E(y), E(y_ref)) of the bag encoder, hypotheses [..., T] against references
     [..., K, R]: the best reference's cosine, [...] float32 (the semantic reward of "Shaping
-    Explanations", 2025, with `alignax.rewards.cosine_reward`)."""
-    h = bag_embeddings(params, hypothesis, hypothesis_mask)[..., None, :]
-    r = bag_embeddings(params, references, reference_mask)
-    h, r = jnp.broadcast_arrays(h, r)
-    return jnp.max(cosine_reward(h, r), -1)
+    Explanations", 2025)."""
+    # unit vectors first, then the dot product: XLA:CPU (jax 0.10.2) miscompiles
+    # `alignax.rewards.cosine_reward`'s sum(a b) / (|a| |b|) under jit for some broadcast
+    # shapes (e.g. [1, 1728, 1, 16] x [128, 1, 1, 16]: errors up to 1.5); this form is exact
+    # (tests/rewards/test_metrics.py)
+    h = _unit(bag_embeddings(params, hypothesis, hypothesis_mask))[..., None, :]
+    r = _unit(bag_embeddings(params, references, reference_mask))
+    return jnp.max(jnp.sum(h * r, -1), -1).astype(jnp.float32)
+
+
+def _unit(x):
+    return x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), 1e-12))
 
 
 def bag_encoder_loss(*, temperature: float = 0.1):

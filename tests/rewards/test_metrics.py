@@ -133,3 +133,17 @@ def test_bag_encoder_learns_synonyms_contrastively(tmp_path):
     ref = jnp.array([[0, 2, 4]])
     sim = jax.jit(embedding_similarity)(params, jnp.array([[1, 3, 5], [6, 7, 6]]), ref[None])
     assert float(sim[0]) > 0.9 > float(sim[1])
+
+
+def test_embedding_similarity_is_exact_under_jit_for_broadcast_tables():
+    """Every sequence [1, N, T] against every prompt's reference [P, 1, K, R]: the shapes at
+    which XLA:CPU miscompiled the broadcast cosine sum(a b) / (|a| |b|) (jax 0.10.2)."""
+    rng = np.random.default_rng(3)
+    params = {"embedding": jnp.asarray(rng.standard_normal((12, 16)), jnp.float32)}
+    hyp = rng.integers(0, 12, (1, 1728, 3))
+    refs = rng.integers(0, 12, (128, 1, 1, 3))
+    got = np.asarray(jax.jit(embedding_similarity)(params, hyp, refs))
+    e = np.asarray(params["embedding"])
+    h, r = e[hyp].mean(-2), e[refs].mean(-2)[:, :, 0]  # [1, N, 16], [P, 1, 16]
+    want = (h * r).sum(-1) / np.linalg.norm(h, axis=-1) / np.linalg.norm(r, axis=-1)
+    np.testing.assert_allclose(got, want, atol=1e-5)
