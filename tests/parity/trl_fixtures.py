@@ -88,7 +88,7 @@ class _Recorder(transformers.TrainerCallback):
 
 
 def run_one_step(trainer_cls, config_cls, dataset, tokenizer, *, output_dir, model_kwargs,
-                 **config):
+                 before_train=None, **config):
     """One optimizer step of a TRL trainer on the whole dataset as one batch, rows in the
     dataset's order (sequential sampler).
 
@@ -96,10 +96,12 @@ def run_one_step(trainer_cls, config_cls, dataset, tokenizer, *, output_dir, mod
       dict with `inputs` (the collated batch the trainer's compute_loss received, numpy), `loss`
       (the value compute_loss returned), `grads` ({HF parameter name: float64 array}), `logs`
       (the trainer's first log entry: its metrics and grad_norm) and `trainer`.
-      `model_kwargs` are the trainer's model arguments (`model`, `ref_model`, ...).
+      `model_kwargs` are the trainer's model arguments (`model`, `ref_model`, ...);
+      `before_train(trainer)` may patch the trainer before its step.
     """
     out: dict = {}
-    args = config_cls(output_dir=str(output_dir), per_device_train_batch_size=len(dataset),
+    config.setdefault("per_device_train_batch_size", len(dataset))
+    args = config_cls(output_dir=str(output_dir),
                       max_steps=1, learning_rate=1e-3, max_grad_norm=1e9, report_to="none",
                       logging_steps=1, save_strategy="no", use_cpu=True, bf16=False,
                       disable_tqdm=True, seed=0, train_sampling_strategy="sequential",
@@ -116,6 +118,8 @@ def run_one_step(trainer_cls, config_cls, dataset, tokenizer, *, output_dir, mod
         return loss
 
     trainer.compute_loss = recording
+    if before_train is not None:
+        before_train(trainer)
     trainer.train()
     out["logs"] = trainer.state.log_history[0]
     out["trainer"] = trainer
@@ -128,7 +132,9 @@ def grad_report(ours: dict, theirs: dict) -> dict:
     assert set(ours) == set(theirs), set(ours) ^ set(theirs)
     diffs = {n: np.abs(np.asarray(ours[n], np.float64) - g).max() for n, g in theirs.items()}
     abs_diff = float(max(diffs.values()))
-    rel = float(max(diffs[n] / max(np.abs(g).max(), 1e-30) for n, g in theirs.items()))
+    rels = {n: float(diffs[n] / max(np.abs(g).max(), 1e-30)) for n, g in theirs.items()}
+    rel = max(rels.values())
     norm_ours = float(np.sqrt(sum((np.asarray(v, np.float64) ** 2).sum() for v in ours.values())))
     norm_theirs = float(np.sqrt(sum((g ** 2).sum() for g in theirs.values())))
-    return {"max_abs": abs_diff, "max_rel": rel, "norm_ours": norm_ours, "norm_theirs": norm_theirs}
+    return {"max_abs": abs_diff, "max_rel": rel, "worst": max(rels, key=rels.get),
+            "norm_ours": norm_ours, "norm_theirs": norm_theirs}

@@ -1,0 +1,149 @@
+"""Same math as TRL's GRPOTrainer (trl 1.16): one GRPO update on a tiny random Qwen2 model, the
+same completions fed to both.
+
+A random fp32 Qwen2-style causal LM (policy) and a second one (reference, so the k3 KL term and
+its gradient are not 0) are saved with a word-level tokenizer. TRL's GRPOTrainer runs one step
+on 8 prompts x 4 generations = 32 completions as one batch (beta 0.1, k3 KL, clip 0.2,
+temperature 1, gradient clipping off); its generation is patched to return fixed completions
+(1-8 tokens, some ending with eos, some cut at max_completion_length = 8), rewarded by a
+deterministic function, so the advantages are TRL's own group-normalised ones. alignax computes
+the reference log-probs itself (`online.response_logps` on the imported reference: equal to
+TRL's) and `make_policy_loss` (ppo_clip, k3 KL with kl_coef = beta, old log-probs = the
+policy's own, stop-gradient) with `jax.grad` on TRL's prompt + completion rows and advantages.
+
+TRL's loss_type "grpo" = alignax aggregation "seq_mean_token_mean", "dapo" = "token_mean".
+
+Measured (fp32, CPU; relative to TRL; grad rel per tensor, relative to its largest |g|):
+
+| loss_type (aggregation)      | ref logps | loss   | kl     | grad norm | grad rel (abs)  |
+|------------------------------|-----------|--------|--------|-----------|-----------------|
+| grpo (seq_mean_token_mean)   | 1.1e-7    | 1.0e-5 | 4.0e-7 | 4.3e-8    | 1.2e-5 (4.1e-8) |
+| dapo (token_mean)            | 1.1e-7    | 0      | 7.0e-7 | 6.4e-8    | 8.8e-6 (2.6e-8) |
+
+Values: loss 0.00201 / 0.09407 (grpo's loss is small: the group-normalised advantages cancel
+within each sequence mean), kl 0.0184 / 0.0133, grad norm 0.78440 / 0.70509.
+
+All within the 1e-4 (relative) the issue asks for; the test asserts that bound.
+
+TRL 1.16's default `use_bias_correction_kl=True` (the KL term multiplied by the differentiable
+ratio pi/pi_old, DeepSeek-V3.2) is set to False here: alignax has no such option yet
+(docs/trl.md: "not yet"). With TRL's default the values still agree (loss 1.2e-7, kl equal) but
+the gradients do not: grad norm 1.2e-3 relative, 1.4e-2 on the worst tensor (measured, dapo),
+since the ratio's gradient adds beta * k3 * d log pi even where the ratio is 1.
+"""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import transformers  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+
+from alignax.algorithms.online import response_logps  # noqa: E402
+from alignax.algorithms.policy_gradient import make_policy_loss  # noqa: E402
+from alignax.models.hf import _export_tensors, import_hf  # noqa: E402
+from tests.parity.trl_fixtures import (  # noqa: E402
+    grad_report,
+    run_one_step,
+    standard_pairs,
+    write_checkpoint,
+    write_tokenizer,
+)
+
+RTOL = 1e-4
+AGGREGATION = {"grpo": "seq_mean_token_mean", "dapo": "token_mean"}  # TRL loss_type -> alignax
+PROMPTS, GENERATIONS, MAX_COMPLETION = 8, 4, 8
+BETA = 0.1
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grpo_parity")
+    tokenizer = write_tokenizer(root / "tokenizer")
+    write_checkpoint(root / "policy", tokenizer, seed=0)
+    write_checkpoint(root / "ref", tokenizer, seed=1)
+    model, params = import_hf(str(root / "policy"))
+    _, ref_params = import_hf(str(root / "ref"))
+    return root, tokenizer, model, params, ref_params
+
+
+def _completions(tokenizer, n):
+    """n fixed completions: 1-8 word tokens; every other one ends with eos (if it fits)."""
+    rng = np.random.default_rng(3)
+    words = [i for t, i in tokenizer.get_vocab().items() if not t.startswith(("<", "["))]
+    out = []
+    for k in range(n):
+        ids = [int(i) for i in rng.choice(words, size=int(rng.integers(1, MAX_COMPLETION + 1)))]
+        if k % 2 == 0:
+            ids = ids[:MAX_COMPLETION - 1] + [tokenizer.eos_token_id]
+        out.append(ids)
+    return out
+
+
+def _reward(completions, **kwargs):
+    """A deterministic reward: occurrences of "cat" and "dog" minus a tenth of the length."""
+    return [c.count("cat") + c.count("dog") - 0.1 * len(c.split()) for c in completions]
+
+
+def _rel(a, b):
+    return abs(float(a) - float(b)) / max(abs(float(b)), 1e-12)
+
+
+@pytest.mark.parametrize("loss_type", sorted(AGGREGATION))
+def test_one_update_equals_trl(setup, loss_type, tmp_path):
+    root, tokenizer, model, params, ref_params = setup
+    fixed = _completions(tokenizer, PROMPTS * GENERATIONS)
+    prompts = [{"prompt": p["prompt"]} for p in standard_pairs(seed=2)[:PROMPTS]]
+
+    def patch(trainer):
+        def generate(prompt_ids, *args, **kwargs):
+            assert len(prompt_ids) == len(fixed)
+            return [list(c) for c in fixed], None
+        trainer._generate_single_turn = generate
+        ref = transformers.AutoModelForCausalLM.from_pretrained(str(root / "ref"))
+        if trainer.ref_model is not None:
+            trainer.ref_model.load_state_dict(ref.state_dict())  # keeps TRL's fused-head patch
+
+    trl = run_one_step(GRPOTrainer, GRPOConfig, Dataset.from_list(prompts), tokenizer,
+                       output_dir=tmp_path, before_train=patch,
+                       model_kwargs={"model": str(root / "policy"), "reward_funcs": _reward},
+                       per_device_train_batch_size=PROMPTS * GENERATIONS,
+                       num_generations=GENERATIONS, max_completion_length=MAX_COMPLETION,
+                       beta=BETA, loss_type=loss_type, epsilon=0.2, temperature=1.0,
+                       use_bias_correction_kl=False)
+    x = trl["inputs"]
+    r = x["completion_ids"].shape[1]
+    ids = np.concatenate([x["prompt_ids"], x["completion_ids"]], axis=1)
+    mask = np.concatenate([x["prompt_mask"], x["completion_mask"]], axis=1)
+    rmask = x["completion_mask"]
+    ref_logps = response_logps(model.apply, ref_params, jnp.asarray(ids), jnp.asarray(mask), r)
+    trl_ref = x.get("ref_per_token_logps", np.asarray(ref_logps))
+    ref_rel = float(np.abs(np.where(rmask > 0, ref_logps - trl_ref, 0)).max()
+                    / np.abs(np.where(rmask > 0, trl_ref, 0)).max())
+    old_logps = response_logps(model.apply, params, jnp.asarray(ids), jnp.asarray(mask), r)
+    batch = {"ids": ids, "mask": mask, "response_mask": rmask, "advantages": x["advantages"],
+             "old_logps": old_logps, "ref_logps": ref_logps}
+    loss_fn = make_policy_loss(model.apply, loss="ppo_clip", clip_low=0.2, kl_estimator="k3",
+                               aggregation=AGGREGATION[loss_type])
+    grad_fn = jax.jit(jax.value_and_grad(lambda p, b: loss_fn(p, b, None, kl_coef=BETA),
+                                         has_aux=True))
+    (loss, metrics), grads = grad_fn(params, jax.tree.map(jnp.asarray, batch))
+    ours = dict(_export_tensors(model.config, "lm", jax.device_get(grads), "qwen2"))
+    report = grad_report(ours, trl["grads"])
+    logs = trl["logs"]
+    measured = {"ref_logps": ref_rel, "loss": _rel(loss, trl["loss"]),
+                "kl": _rel(metrics["kl"], logs["kl"]) if BETA else 0.0,
+                "grad_norm": _rel(report["norm_ours"], logs["grad_norm"]),
+                "grads_max_rel": report["max_rel"]}
+    print(loss_type, measured, report, {k: logs.get(k) for k in ("kl", "grad_norm")}, trl["loss"],
+          "adv", np.round(x["advantages"], 3).tolist())
+    assert np.abs(x["advantages"]).max() > 0.1  # the groups are not all ties
+    assert _rel(report["norm_theirs"], logs["grad_norm"]) < 1e-6  # the recorded gradients
+    for name, value in measured.items():
+        assert value < RTOL, (loss_type, name, value)
+    grad_fn(params, jax.tree.map(jnp.asarray, batch))
+    assert grad_fn._cache_size() == 1
