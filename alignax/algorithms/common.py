@@ -54,7 +54,8 @@ def check_common(config: Mapping[str, Any], label: str) -> None:
     """The checks every recipe shares, on a resolved config: its optimizer
     (`check_optimizer_config`), train.grad_accum_steps (a positive divisor of the batch size),
     the LoRA config if any, and its mesh against the devices of this process's jax (a mesh of
-    4 on 2 devices fails here, before any work). Raises ValueError naming `label`."""
+    4 on 2 devices fails here, before any work); `model.path` if set (its config.json against
+    the other model keys, `alignax.algorithms.pretrained`). Raises ValueError naming `label`."""
     check_optimizer_config(config["optimizer"], f"{label}: optimizer")
     train = config.get("train") or {}
     if "grad_accum_steps" in train:
@@ -71,6 +72,10 @@ def check_common(config: Mapping[str, Any], label: str) -> None:
             LoraConfig.from_mapping(config["lora"])
         except (TypeError, ValueError) as e:
             raise ValueError(f"{label}: lora: {e}") from None
+    if isinstance(config.get("model"), Mapping) and config["model"].get("path") is not None:
+        from alignax.algorithms import pretrained  # model.path: an HF checkpoint folder
+
+        pretrained.check_model_config(config["model"], label)
     if config.get("mesh") is not None:
         try:
             shd.mesh_from_config(config["mesh"])

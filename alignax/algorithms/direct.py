@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignax.algorithms import common
+from alignax.algorithms import common, pretrained
 from alignax.algorithms.online import response_logits
 from alignax.losses import (DIRECT_LOSS_INPUTS, DIRECT_LOSSES, F_DIVERGENCE_LOSSES,
                             F_DIVERGENCES, REFERENCE_FREE_LOSSES, f_divergence_scores,
@@ -437,7 +437,7 @@ def loss_beta(loss: str, loss_kwargs: Mapping[str, Any] | None) -> float:
 
 
 def train(
-    config: Mapping[str, Any], workdir: str, *, train_source, ref_params, eval_fn=None,
+    config: Mapping[str, Any], workdir: str, *, train_source, ref_params=None, eval_fn=None,
     seed: int = 0,
 ) -> dict:
     """Trains a policy initialised at `ref_params` with a direct-alignment loss.
@@ -449,7 +449,9 @@ def train(
     policy every `steps` updates, `common.fit_recipe(synced_reference=)`), train.{steps,
     batch_size, grad_accum_steps, checkpoint_every, eval_every, log_every, progress}, mesh, lora,
     precompute_ref_logps. Unknown keys are an error. `eval_fn(params) -> metrics` (e.g.
-    alignax.eval.policy.make_policy_eval) is logged as eval/*.
+    alignax.eval.policy.make_policy_eval) is logged as eval/*. With `model.path` (an HF
+    checkpoint folder, `alignax.algorithms.pretrained`) the policy and the reference both
+    start from the checkpoint and `ref_params` is not passed; otherwise it is required.
 
     The memory levers: `model.logits_chunk > 0` asks the model for token log-probs (chunked
     over the vocabulary) instead of logits (`make_direct_loss(token_logps=True)`);
@@ -461,7 +463,8 @@ def train(
     inside the step (equal to the whole batch for unweighted pairs).
     """
     config = validate(config)
-    model = common.make_model(config["model"], "lm")
+    model, ref_params = pretrained.recipe_model(config, "lm", init_params=ref_params,
+                                                params_name="ref_params", required=True)
     token_logps = model.config.logits_chunk > 0
     frozen = []
     if config["precompute_ref_logps"]:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignax.algorithms import common
+from alignax.algorithms import common, pretrained
 from alignax.eval.metrics import expected_calibration_error
 from alignax.losses import REWARD_LOSSES, pairwise_accuracy
 
@@ -99,20 +99,25 @@ def validate(config: Mapping[str, Any] | None) -> dict:
 
 def train(
     config: Mapping[str, Any], workdir: str, *, train_source, eval_pairs=None, gold_better=None,
-    seed: int = 0,
+    seed: int = 0, init_params=None,
 ) -> dict:
     """Trains a scalar reward model on preference pairs.
 
     Config keys (`default_config()`): model, optimizer, loss (name in REWARD_LOSSES),
     loss_kwargs, train.{steps, batch_size, checkpoint_every, eval_every, log_every, progress},
-    mesh. Unknown keys are an error.
+    mesh, lora. Unknown keys are an error. `init_params` starts from given reward-model params;
+    `model.path` (an HF checkpoint folder) from a checkpoint: a sequence-classification one with
+    its score head, a causal LM's backbone with a new head initialised as transformers does
+    (Normal(0, initializer_range), seeded by `seed`; `alignax.algorithms.pretrained`).
     """
     config = validate(config)
-    model = common.make_model(config["model"], "reward")
+    model, init_params = pretrained.recipe_model(config, "reward", init_params=init_params,
+                                                 seed=seed)
     eval_fn = None
     if eval_pairs is not None:
         eval_fn = make_pairwise_eval(model.apply, eval_pairs, gold_better=gold_better)
     return common.fit_recipe(
         config, workdir, model=model,
         loss_fn=make_reward_loss(model.apply, config["loss"], config["loss_kwargs"]),
-        train_source=train_source, seed=seed, eval_fn=eval_fn, desc="reward model")
+        train_source=train_source, seed=seed, init_params=init_params, eval_fn=eval_fn,
+        desc="reward model")

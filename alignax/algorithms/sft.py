@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
-from alignax.algorithms import common
+from alignax.algorithms import common, pretrained
 from alignax.ops import shift_for_next_token, token_logprobs
 
 
@@ -62,13 +62,14 @@ def train(config: Mapping[str, Any], workdir: str, *, train_source, seed: int = 
     logits. Accumulated micro-batches are weighted by their target-token counts, so the update
     equals the whole batch's token mean. `init_params` (e.g. an imported checkpoint's params)
     starts training from them instead of a random init; LoRA (`lora={rank, alpha, ...}`) needs
-    them: it trains adapters on that frozen base.
+    them: it trains adapters on that frozen base. `model.path` (an HF checkpoint folder,
+    `alignax.algorithms.pretrained`) starts from the checkpoint instead (not with init_params).
 
     Returns:
       See `alignax.algorithms.common.fit_recipe`.
     """
     config = validate(config)
-    model = common.make_model(config["model"], "lm")
+    model, init_params = pretrained.recipe_model(config, "lm", init_params=init_params)
     loss_fn = make_sft_loss(model.apply,
                             token_logps=getattr(model.config, "logits_chunk", 0) > 0)
     return common.fit_recipe(config, workdir, model=model, loss_fn=loss_fn,
