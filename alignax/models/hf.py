@@ -322,7 +322,12 @@ def config_to_hf(cfg: TransformerConfig, *, model_type: str, kind: str) -> dict:
         raise ValueError("sliding_window does not fit model_type 'llama' (use mistral, qwen2 "
                          "or qwen3)")
     head = "ForCausalLM" if kind == "lm" else "ForSequenceClassification"
-    rope = {**dict(cfg.rope_scaling or {"rope_type": "default"}), "rope_theta": cfg.rope_theta}
+    scaling = dict(cfg.rope_scaling)
+    if scaling.get("max_position_embeddings", cfg.max_len) != cfg.max_len:
+        raise ValueError("rope_scaling's max_position_embeddings must equal max_len to be "
+                         "written as a Hugging Face config")
+    scaling.pop("max_position_embeddings", None)  # transformers reads config's own
+    rope = {**(scaling or {"rope_type": "default"}), "rope_theta": cfg.rope_theta}
     out = {
         "model_type": model_type,
         "architectures": [_ARCH[model_type] + head],
@@ -335,6 +340,9 @@ def config_to_hf(cfg: TransformerConfig, *, model_type: str, kind: str) -> dict:
         "intermediate_size": cfg.d_ff,
         "max_position_embeddings": cfg.max_len,
         "rope_parameters": rope,
+        # also the pre-5.0 spelling, for transformers 4.x and other readers (vLLM, llama.cpp)
+        "rope_theta": cfg.rope_theta,
+        "rope_scaling": scaling or None,
         "rms_norm_eps": cfg.norm_eps,
         "tie_word_embeddings": cfg.tie_embeddings,
         "hidden_act": "silu",

@@ -185,6 +185,27 @@ def test_rope_frequencies_match_transformers(name):
         assert got_af == pytest.approx(af)
 
 
+def test_legacy_llama_3_2_config_json_matches_transformers():
+    """A Llama-3.2-1B config.json as published (transformers 4.x: top-level rope_theta and
+    rope_scaling with rope_type llama3), shrunk: same frequencies as transformers reads."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    published = {**BASE, "model_type": "llama", "rope_theta": 500000.0, "head_dim": 8,
+                 "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0,
+                                  "low_freq_factor": 1.0,
+                                  "original_max_position_embeddings": 8192,
+                                  "rope_type": "llama3"},
+                 "torch_dtype": "bfloat16", "attention_bias": False, "mlp_bias": False,
+                 "pretraining_tp": 1, "hidden_act": "silu", "tie_word_embeddings": True}
+    cfg = config_from_hf(published)
+    hf_cfg = transformers.LlamaConfig(**{k: v for k, v in published.items()
+                                         if k != "model_type"})
+    expected, _ = ROPE_INIT_FUNCTIONS["llama3"](hf_cfg, "cpu")
+    got, _ = rope_mod.rope_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+    assert cfg.rope_theta == 500000.0
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-6)
+
+
 def test_yarn_options_match_transformers():
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
@@ -418,3 +439,22 @@ def test_mesh_import_equals_host_import(tmp_path):
     run = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
                          text=True, timeout=300, env=env)
     assert run.returncode == 0 and "OK" in run.stdout, run.stderr[-3000:]
+
+
+def test_qwen3_reward_model_matches_transformers_with_padding(tmp_path):
+    """*ForSequenceClassification (TRL's reward models): the score at the last valid token,
+    left- and right-padded rows (pad id 0 marks padding for transformers)."""
+    torch.manual_seed(4)
+    cfg = transformers.Qwen3Config(**{**BASE, "head_dim": 16}, num_labels=1)
+    cfg._attn_implementation = "eager"
+    hf_model = transformers.Qwen3ForSequenceClassification(cfg).eval()
+    hf_model.save_pretrained(tmp_path)
+    mask = MASKS["padded"]
+    ids = np.where(mask, IDS, 0)
+    pos = np.asarray(positions_from_mask(jnp.asarray(mask)))
+    with torch.no_grad():
+        expected = hf_model(torch.tensor(ids), attention_mask=torch.tensor(mask.astype(np.int64)),
+                            position_ids=torch.tensor(pos)).logits[:, 0].numpy()
+    model, params = import_hf(str(tmp_path), kind="reward")
+    got = model.apply(params, jnp.asarray(ids), jnp.asarray(mask))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
