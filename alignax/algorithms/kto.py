@@ -1,0 +1,230 @@
+"""KTO from unpaired (prompt, completion, label) examples against a frozen reference.
+
+The batch is `alignax.data.unpaired`'s rows: `ids`, `mask`, `response_mask` [B, T] and `label`
+[B] (True = desirable). With r_i = log pi(y_i|x_i) - log pi_ref(y_i|x_i) (summed over the
+completion tokens) and TRL's reference point
+
+    z0 = max(0, sg(mean_i [log pi(y_d(i)|x_i) - log pi_ref(y_d(i)|x_i)]))
+
+on the mismatched pairs of the same batch (`alignax.data.unpaired.mismatched_rows`: each prompt
+with the previous row's completion, d(i) = i - 1 cyclically), the loss is the mean over the batch
+of `alignax.losses.kto_loss`:
+
+    lambda_D (1 - sigma(beta (r - z0)))   desirable,   lambda_U (1 - sigma(beta (z0 - r)))   not.
+
+Ethayarajh et al. 2024, "KTO: Model Alignment as Prospect Theoretic Optimization" (arXiv
+2402.01306), eqs. 7-8; TRL 1.16 `KTOTrainer._compute_loss`. `loss_type="apo_zero_unpaired"`
+(D'Oosterlinck et al. 2024, "Anchored Preference Optimization", arXiv 2408.06266, eq. 7, the
+unpaired variant in TRL) has no reference point and no KL rows (`apo_zero_unpaired_loss`).
+
+The KL mean runs over the rows the loss sees: the global batch of one update, on every mesh (TRL
+averages each device's mean over the processes, the same number for equal per-device batches),
+or each micro-batch with `train.grad_accum_steps` > 1 (as TRL's gradient accumulation: each
+micro-step has its own KL). `kl_group_size` makes the rotation run within groups of that many
+consecutive rows (TRL rotates within each per-device batch of `per_device_train_batch_size`);
+None rotates over the whole (micro-)batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from alignax.algorithms import common
+from alignax.data.unpaired import kl_donors, mismatched_rows
+from alignax.losses import kto_loss
+from alignax.ops import masked_sum, shift_for_next_token, token_logprobs
+from alignax.train.loop import Frozen
+
+LOSS_TYPES = ("kto", "apo_zero_unpaired")
+
+
+def apo_zero_unpaired_loss(policy_logps, ref_logps, desirable, *, beta: float = 0.1,
+                           desirable_weight: float = 1.0, undesirable_weight: float = 1.0):
+    """APO-zero on unpaired examples: push desirable log-ratios up, undesirable ones down.
+
+    With r = log pi(y) - log pi_ref(y):
+
+        L = lambda_D (1 - sigma(beta r)) if desirable, else lambda_U sigma(beta r)
+
+    D'Oosterlinck et al. 2024, "Anchored Preference Optimization and Contrastive Revisions"
+    (arXiv 2408.06266), eq. 7 unpaired, as TRL's KTOTrainer (`loss_type="apo_zero_unpaired"`).
+
+    Args:
+      policy_logps, ref_logps: [B] summed completion log-probs.
+      desirable: [B] bool.
+
+    Returns:
+      (losses [B], {"rewards": beta r [B]}).
+    """
+    r = jnp.asarray(policy_logps, jnp.float32) - jnp.asarray(ref_logps, jnp.float32)
+    loss = jnp.where(jnp.asarray(desirable, bool),
+                     desirable_weight * (1.0 - jax.nn.sigmoid(beta * r)),
+                     undesirable_weight * jax.nn.sigmoid(beta * r))
+    return loss, {"rewards": beta * r}
+
+
+def row_logps(apply_fn, params, ids, mask, response_mask, *, token_logps: bool = False):
+    """Summed completion log-probs [N] of right-padded rows [N, T] (the token at t is read from
+    position t - 1). `token_logps=True`: `apply_fn(params, ids, mask, targets=)` returns the
+    token log-probs itself (an alignax LM with `logits_chunk > 0`)."""
+    targets, target_mask = shift_for_next_token(ids, response_mask, mask)
+    if token_logps:
+        tl = apply_fn(params, ids, mask, targets=targets)
+    else:
+        tl = token_logprobs(apply_fn(params, ids, mask), targets)
+    return masked_sum(tl, target_mask.astype(bool), axis=-1)
+
+
+def make_kto_loss(apply_fn, *, loss_type: str = "kto", beta: float = 0.1,
+                  desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
+                  kl_group_size: int | None = None, token_logps: bool = False):
+    """`loss_fn(params, batch, rng, ref_params)` = mean over the batch of the KTO loss.
+
+    For "kto" the B rows and their B mismatched KL rows run through the policy in one forward
+    of 2B rows, and through the reference (under stop_gradient) in another; z0 is the clamped,
+    detached batch mean of the KL rows' log-ratios (module docstring). "apo_zero_unpaired" runs
+    the B rows only.
+
+    Args:
+      apply_fn: the LM's apply (logits [N, T, V], or token log-probs with `token_logps`).
+      loss_type: "kto" or "apo_zero_unpaired" (TRL's `loss_type`).
+      beta, desirable_weight, undesirable_weight: TRL's; lambda_D and lambda_U weigh the
+        desirable and undesirable examples' losses.
+      kl_group_size: KL rows rotate within groups of this many rows (None: the whole batch).
+      token_logps: see `row_logps`.
+
+    Metrics: kl (z0), rewards_desirable / rewards_undesirable (mean beta r over each class,
+    0 when the batch has none), logps_desirable / logps_undesirable, frac_desirable.
+    """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"unknown KTO loss_type {loss_type!r}; valid: {list(LOSS_TYPES)}")
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    if desirable_weight < 0 or undesirable_weight < 0:
+        raise ValueError(f"desirable_weight and undesirable_weight must be >= 0, got "
+                         f"{desirable_weight}, {undesirable_weight}")
+    weights = dict(beta=beta, desirable_weight=desirable_weight,
+                   undesirable_weight=undesirable_weight)
+    with_kl = loss_type == "kto"
+
+    def logps(params, ids, mask, response):
+        return row_logps(apply_fn, params, ids, mask, response, token_logps=token_logps)
+
+    def loss_fn(params, batch, rng, ref_params=None):
+        del rng
+        if ref_params is None:
+            raise ValueError("KTO needs the reference: pass ref_params to the step")
+        ids, mask, response = batch["ids"], batch["mask"], batch["response_mask"]
+        b = ids.shape[0]
+        desirable = batch["label"].astype(bool)
+        if with_kl:
+            kl_ids, kl_mask, kl_response = mismatched_rows(ids, mask, response,
+                                                           group_size=kl_group_size)
+            ids = jnp.concatenate([ids, kl_ids.astype(ids.dtype)], axis=0)
+            mask = jnp.concatenate([mask, kl_mask.astype(mask.dtype)], axis=0)
+            response = jnp.concatenate([response, kl_response.astype(response.dtype)], axis=0)
+        pol = logps(params, ids, mask, response)
+        ref = jax.lax.stop_gradient(logps(ref_params, ids, mask, response))
+        if with_kl:
+            kl = jax.lax.stop_gradient((pol[b:] - ref[b:]).mean())
+            losses, stats = kto_loss(pol[:b], ref[:b], desirable, kl=kl, **weights)
+        else:
+            losses, stats = apo_zero_unpaired_loss(pol[:b], ref[:b], desirable, **weights)
+            stats["kl"] = jnp.zeros(b)
+        d = desirable.astype(jnp.float32)
+        n_d, n_u = d.sum(), (1.0 - d).sum()
+        per_class = lambda v, w, n: (v * w).sum() / jnp.maximum(n, 1.0)  # noqa: E731
+        metrics = {
+            "kl": stats["kl"][0],
+            "rewards_desirable": per_class(stats["rewards"], d, n_d),
+            "rewards_undesirable": per_class(stats["rewards"], 1.0 - d, n_u),
+            "logps_desirable": per_class(pol[:b], d, n_d),
+            "logps_undesirable": per_class(pol[:b], 1.0 - d, n_u),
+            "frac_desirable": d.mean(),
+        }
+        return losses.mean(), metrics
+
+    return loss_fn
+
+
+DEFAULTS = common.offline_defaults(loss_type="kto", beta=0.1, desirable_weight=1.0,
+                                   undesirable_weight=1.0, kl_group_size=None,
+                                   precompute_ref_logps=False)
+
+
+def default_config(**overrides):
+    """The locked config of the recipe (every key with its default), updated by `overrides`."""
+    return common.offline_config(DEFAULTS, overrides, "kto config")
+
+
+def validate(config: Mapping[str, Any] | None) -> dict:
+    """The resolved config (see `default_config`), checked before any work: known keys, value
+    types and ranges, the loss type, the KL groups against the (micro-)batch, the optimizer and
+    the mesh.
+
+    Raises:
+      ValueError: one line naming the bad key or value.
+    """
+    label = "kto config"
+    config = common.validate_offline(DEFAULTS, config, label)
+    common.check_name(config["loss_type"], LOSS_TYPES, label, "loss_type")
+    try:
+        make_kto_loss(None, loss_type=config["loss_type"], beta=float(config["beta"]),
+                      desirable_weight=float(config["desirable_weight"]),
+                      undesirable_weight=float(config["undesirable_weight"]))
+    except ValueError as e:
+        raise ValueError(f"{label}: {e}") from None
+    if config["precompute_ref_logps"]:
+        raise ValueError(f"{label}: precompute_ref_logps is not supported: the KL rows pair "
+                         f"each prompt with another row of its shuffled batch, so their "
+                         f"reference log-probs cannot be computed before training (use lora "
+                         f"for a reference without a second copy of the model)")
+    micro = int(config["train"]["batch_size"]) // int(config["train"]["grad_accum_steps"])
+    if config["loss_type"] == "kto":
+        group = config["kl_group_size"]
+        if group is not None and (isinstance(group, bool) or not isinstance(group, int)):
+            raise ValueError(f"{label}: kl_group_size must be an int or None, got {group!r}")
+        try:
+            kl_donors(micro, group)
+        except ValueError as e:
+            raise ValueError(f"{label}: kl_group_size with a (micro-)batch of {micro}: "
+                             f"{e}") from None
+    return config
+
+
+def train(
+    config: Mapping[str, Any], workdir: str, *, train_source, ref_params, eval_fn=None,
+    seed: int = 0,
+) -> dict:
+    """Trains a policy initialised at `ref_params` with KTO on unpaired examples.
+
+    Config keys (`default_config()`), TRL's names where they change the math: loss_type ("kto"
+    or "apo_zero_unpaired"), beta, desirable_weight, undesirable_weight, kl_group_size (the
+    rows the KL rotation runs within, `make_kto_loss`), precompute_ref_logps (refused: the KL
+    rows are built from each shuffled batch), model, optimizer, train.{steps, batch_size,
+    grad_accum_steps, checkpoint_every, eval_every, log_every, progress}, mesh, lora. Unknown
+    keys are an error. `train_source` gives `alignax.data.unpaired.tokenize_unpaired` rows
+    (ids, mask, response_mask, label). `eval_fn(params) -> metrics` is logged as eval/*.
+
+    The memory levers, as in `alignax.algorithms.direct`: `model.logits_chunk > 0` asks the
+    model for token log-probs (chunked over the vocabulary) instead of logits; `lora={rank,
+    alpha, ...}` trains adapters on `ref_params`, which stay the one frozen copy and the
+    reference; `train.grad_accum_steps` splits each batch into micro-batches inside the step
+    (each with its own KL estimate, as TRL's gradient accumulation).
+    """
+    config = validate(config)
+    model = common.make_model(config["model"], "lm")
+    token_logps = model.config.logits_chunk > 0
+    loss_fn = make_kto_loss(
+        model.apply, loss_type=config["loss_type"], beta=float(config["beta"]),
+        desirable_weight=float(config["desirable_weight"]),
+        undesirable_weight=float(config["undesirable_weight"]),
+        kl_group_size=config["kl_group_size"], token_logps=token_logps)
+    frozen = [] if config["lora"] else [Frozen(ref_params, None)]
+    return common.fit_recipe(
+        config, workdir, model=model, loss_fn=loss_fn, train_source=train_source, seed=seed,
+        init_params=ref_params, frozen=frozen, eval_fn=eval_fn, desc="kto",
+        lora_reference=True)

@@ -1,0 +1,226 @@
+"""The KTO recipe: its first step is kto_loss on log-probs from the params (with TRL's KL from
+the mismatched pairs of the batch), the weights, APO-zero, resume, config errors, TRL parity."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alignax.algorithms import common, kto
+from alignax.losses import kto_loss
+from alignax.models.transformer import TransformerConfig, make_lm
+from tests.test_utils import ListSource
+
+MODEL_CFG = dict(vocab_size=32, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=16)
+MODEL = make_lm(TransformerConfig(**MODEL_CFG))
+REF = MODEL.init(jax.random.key(1))
+POLICY = MODEL.init(jax.random.key(3))  # its KL on the first batch is > 0
+T = 12
+
+
+def unpaired_source(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        p, c = int(rng.integers(1, 5)), int(rng.integers(1, 7))
+        ids = np.zeros(T, np.int32)
+        ids[:p + c] = rng.integers(3, 32, p + c)
+        mask = (np.arange(T) < p + c).astype(np.int32)
+        resp = ((np.arange(T) >= p) & (np.arange(T) < p + c)).astype(np.int32)
+        rows.append({"ids": ids, "mask": mask, "response_mask": resp,
+                     "label": np.asarray(i % 3 != 0)})
+    return ListSource(rows)
+
+
+def _hand_logps(params, ids, mask, resp):
+    """sum_t log p(ids[t] | ids[<t]) over the completion tokens, one row at a time."""
+    logp = np.asarray(jax.nn.log_softmax(MODEL.apply(params, ids, mask), -1), np.float64)
+    return np.array([sum(logp[i, t - 1, ids[i, t]] for t in range(1, T) if resp[i, t])
+                     for i in range(len(ids))])
+
+
+def _kl_rows(batch):
+    """TRL's mismatched pairs, by hand: prompt i + completion i - 1 (row 0 takes the last)."""
+    ids, mask, resp = (np.asarray(batch[k]) for k in ("ids", "mask", "response_mask"))
+    b = len(ids)
+    kl = np.zeros_like(ids), np.zeros_like(mask), np.zeros_like(resp)
+    for i in range(b):
+        prompt = ids[i][(mask[i] == 1) & (resp[i] == 0)].tolist()
+        comp = ids[(i - 1) % b][resp[(i - 1) % b] == 1].tolist()
+        row = (prompt + comp)[:T]
+        kl[0][i, :len(row)] = row
+        kl[1][i, :len(row)] = 1
+        kl[2][i, len(prompt):len(row)] = 1
+    return kl
+
+
+def _hand_loss(params, batch, kl=None, **weights):
+    pol = _hand_logps(params, batch["ids"], batch["mask"], batch["response_mask"])
+    ref = _hand_logps(REF, batch["ids"], batch["mask"], batch["response_mask"])
+    kl_rows = _kl_rows(batch)
+    mean_kl = (_hand_logps(params, *kl_rows) - _hand_logps(REF, *kl_rows)).mean()
+    losses, _ = kto_loss(jnp.asarray(pol, jnp.float32), jnp.asarray(ref, jnp.float32),
+                         np.asarray(batch["label"]), kl=mean_kl if kl is None else kl, **weights)
+    return float(losses.mean()), mean_kl
+
+
+def _first_batch(n, batch_size, seed=0):
+    it = common.make_iterator(unpaired_source(n), batch_size=batch_size, seed=seed)
+    return {k: np.asarray(v) for k, v in next(iter(it)).items()}
+
+
+def _cfg(steps=1, batch_size=8, **kw):
+    return kto.default_config(model=MODEL_CFG, optimizer=dict(learning_rate=1e-2),
+                              train=dict(steps=steps, batch_size=batch_size,
+                                         checkpoint_every=2, log_every=1, progress=False), **kw)
+
+
+def _losses(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return np.array([r["train/loss"] for r in rows if "train/loss" in r]), rows
+
+
+def test_loss_is_kto_loss_on_logps_from_the_params_with_the_kl_of_mismatched_pairs():
+    batch = _first_batch(16, 8)
+    weights = dict(beta=0.5, desirable_weight=1.0, undesirable_weight=1.0)
+    fn = jax.jit(kto.make_kto_loss(MODEL.apply, **weights))
+    loss, metrics = fn(POLICY, batch, None, REF)
+    expected, kl = _hand_loss(POLICY, batch, **weights)
+    assert kl > 0  # the clamp does not hide the term here, and the term moves the loss
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    np.testing.assert_allclose(metrics["kl"], kl, rtol=1e-5)
+    with_kl0 = _hand_loss(POLICY, batch, **weights, kl=0.0)[0]
+    assert abs(with_kl0 - expected) > 1e-3
+    # a policy whose mismatched log-ratios average below 0: z0 is clamped at 0
+    other = MODEL.init(jax.random.key(2))
+    loss2, metrics2 = fn(other, batch, None, REF)
+    expected2, kl2 = _hand_loss(other, batch, **weights)
+    assert kl2 < 0 and float(metrics2["kl"]) == 0.0
+    np.testing.assert_allclose(loss2, expected2, rtol=1e-5)
+    # the weights, and the chunked log-probs (logits_chunk > 0) give the same loss
+    w = dict(beta=0.5, desirable_weight=2.0, undesirable_weight=0.5)
+    loss, _ = jax.jit(kto.make_kto_loss(MODEL.apply, **w))(POLICY, batch, None, REF)
+    np.testing.assert_allclose(loss, _hand_loss(POLICY, batch, **w)[0], rtol=1e-5)
+    chunked = make_lm(TransformerConfig(**MODEL_CFG, logits_chunk=8))
+    fn_c = jax.jit(kto.make_kto_loss(chunked.apply, **weights, token_logps=True))
+    np.testing.assert_allclose(fn_c(POLICY, batch, None, REF)[0], expected, rtol=1e-5)
+    # gradients: the KL enters detached, as in the hand-written loss of fixed kl
+    grads = jax.grad(lambda p: fn(p, batch, None, REF)[0])(POLICY)
+
+    def fixed_kl(p):
+        pol = kto.row_logps(MODEL.apply, p, batch["ids"], batch["mask"], batch["response_mask"])
+        ref = kto.row_logps(MODEL.apply, REF, batch["ids"], batch["mask"],
+                            batch["response_mask"])
+        return kto_loss(pol, ref, batch["label"], kl=kl, **weights)[0].mean()
+
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(jax.grad(fixed_kl)(POLICY))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_apo_zero_unpaired_has_no_reference_point():
+    batch = _first_batch(16, 8)
+    pol = _hand_logps(POLICY, batch["ids"], batch["mask"], batch["response_mask"])
+    ref = _hand_logps(REF, batch["ids"], batch["mask"], batch["response_mask"])
+    r = 0.5 * (pol - ref)
+    sig = 1.0 / (1.0 + np.exp(-r))
+    expected = np.where(batch["label"], 2.0 * (1.0 - sig), 0.5 * sig).mean()
+    fn = kto.make_kto_loss(MODEL.apply, loss_type="apo_zero_unpaired", beta=0.5,
+                           desirable_weight=2.0, undesirable_weight=0.5)
+    loss, metrics = fn(POLICY, batch, None, REF)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    assert float(metrics["kl"]) == 0.0
+
+
+def test_recipe_first_step_and_resume(tmp_path):
+    """The recipe's first logged loss is the hand-computed one on its first batch; 2 steps then
+    4 equals 4 straight."""
+    for name, steps in (("resumed", 2), ("resumed", 4), ("straight", 4)):
+        kto.train(_cfg(steps=steps, beta=0.5, desirable_weight=1.5, undesirable_weight=0.75),
+                  str(tmp_path / name), train_source=unpaired_source(16), ref_params=REF)
+    a, b = _losses(str(tmp_path / "resumed"))[0], _losses(str(tmp_path / "straight"))[0]
+    expected, _ = _hand_loss(REF, _first_batch(16, 8), beta=0.5, desirable_weight=1.5,
+                             undesirable_weight=0.75)
+    np.testing.assert_allclose(b[0], expected, rtol=1e-5)
+    assert len(b) == 4 and b[-1] < b[0]
+    np.testing.assert_allclose(a[-2:], b[-2:], rtol=1e-5)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="kto config: unknown loss_type 'kt'"):
+        kto.validate(_cfg(loss_type="kt"))
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        kto.validate(_cfg(beta=0.0))
+    with pytest.raises(ValueError, match="desirable_weight and undesirable_weight must be >= 0"):
+        kto.validate(_cfg(undesirable_weight=-1.0))
+    with pytest.raises(ValueError, match="precompute_ref_logps is not supported"):
+        kto.validate(_cfg(precompute_ref_logps=True))
+    with pytest.raises(ValueError, match="kl_group_size with a .micro-.batch of 8"):
+        kto.validate(_cfg(kl_group_size=3))
+    with pytest.raises(ValueError, match="micro-.batch of 1"):
+        kto.validate(kto.default_config(train=dict(batch_size=2, grad_accum_steps=2)))
+    with pytest.raises(ValueError, match="unknown"):
+        kto.default_config(loss="kto")
+    assert kto.validate(_cfg(kl_group_size=4))["kl_group_size"] == 4
+
+
+def test_loss_equals_trl_kto_loss():
+    """TRL's KTOTrainer._compute_loss (TRL has no standalone KTO loss function: its loss code
+    runs here on tensors, with a stub trainer: precomputed reference log-probs, a model stub
+    returning the policy's log-probs, another giving the mismatched rows' log-probs)."""
+    pytest.importorskip("trl")
+    import collections
+    import types
+
+    import torch
+    from trl.trainer.kto_trainer import KTOTrainer
+
+    batch = _first_batch(16, 8)
+    rng = np.random.default_rng(3)
+    pol, ref = rng.normal(-20, 3, 8), rng.normal(-20, 3, 8)
+    pol_kl, ref_kl = rng.normal(-25, 3, 8), rng.normal(-26, 3, 8)
+    labels = np.asarray(batch["label"])
+
+    class _Out:
+        def __init__(self, logps):
+            self.log_probs = torch.tensor(np.stack([np.zeros(8), logps], 1))
+            self.entropy = torch.zeros(8, 2)
+            self.mean_logits = torch.zeros(8, 2)
+
+    def model(input_ids, **kw):  # the policy's forward over the batch's rows
+        return _Out(pol)
+
+    def kl_logps(stub, model, batch):  # the policy's forward over the mismatched rows
+        return torch.tensor(pol_kl)
+
+    class _Acc:
+        device = "cpu"
+
+        @staticmethod
+        def gather_for_metrics(x):
+            return x
+
+    for loss_type in ("kto", "apo_zero_unpaired"):
+        w = dict(beta=0.3, desirable_weight=1.3, undesirable_weight=0.8)
+        stub = types.SimpleNamespace(
+            model=types.SimpleNamespace(training=True), accelerator=_Acc(),
+            aux_loss_enabled=False, precompute_ref_logps=True, calculate_KL=loss_type == "kto",
+            loss_type=loss_type, _metrics={"train": collections.defaultdict(list)},
+            _total_train_tokens=0, _tp_size=1, **w)
+        stub._compute_kl_logps = types.MethodType(kl_logps, stub)
+        inputs = {"input_ids": torch.zeros(8, 3, dtype=torch.long),
+                  "attention_mask": torch.ones(8, 3, dtype=torch.long),
+                  "completion_mask": torch.ones(8, 3, dtype=torch.long),
+                  "label": torch.tensor(labels), "ref_logps": torch.tensor(ref),
+                  "ref_KL_logps": torch.tensor(ref_kl)}
+        trl_loss = float(KTOTrainer._compute_loss(stub, model, inputs, return_outputs=False))
+        if loss_type == "kto":
+            ours = kto_loss(jnp.asarray(pol), jnp.asarray(ref), labels,
+                            kl=jnp.mean(jnp.asarray(pol_kl - ref_kl)), **w)[0].mean()
+        else:
+            ours = kto.apo_zero_unpaired_loss(jnp.asarray(pol), jnp.asarray(ref), labels,
+                                              **w)[0].mean()
+        np.testing.assert_allclose(float(ours), trl_loss, rtol=1e-5, atol=1e-6)
