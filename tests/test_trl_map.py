@@ -18,13 +18,14 @@ def test_page_is_current():
 
 
 def _recipes():
-    from alignax.algorithms import direct, policy_gradient, reward_model
+    from alignax.algorithms import direct, kto, policy_gradient, reward_model
     from alignax.losses import DIRECT_LOSSES, REFERENCE_FREE_LOSSES, REWARD_LOSSES
 
     return {
         "direct": (direct.default_config().to_dict(),
                    {**DIRECT_LOSSES, **REFERENCE_FREE_LOSSES}),
         "reward_model": (reward_model.default_config().to_dict(), REWARD_LOSSES),
+        "kto": (kto.default_config().to_dict(), {}),
         "policy_gradient": (policy_gradient.default_config().to_dict(), {}),
     }
 

@@ -75,16 +75,22 @@ KTO = {
     "router_aux_loss_coef": _NO_MOE,
     "disable_dropout": _NO_DROPOUT,
     "dataset_num_proc": _PIPELINE,
-    "max_length": ("todo", "a KTO recipe (the loss is alignax.losses.kto_loss; the recipe and "
-                   "its unpaired data path are not written yet)"),
+    "max_length": ("key", "kto:model.max_len | examples are tokenised to this length "
+                   "(alignax.data.unpaired.tokenize_unpaired(max_length=)); an over-long one is "
+                   "a DataError (TRL truncates it), the KL rows are cut to it as TRL cuts them"),
     "pad_to_multiple_of": _STATIC,
-    "precompute_ref_log_probs": ("todo", "a KTO recipe"),
-    "precompute_ref_batch_size": ("todo", "a KTO recipe"),
-    "loss_type": ("todo", "a KTO recipe (\"kto\" is alignax.losses.kto_loss; "
-                  "\"apo_zero_unpaired\" is missing)"),
-    "beta": ("todo", "a KTO recipe (kto_loss(beta=))"),
-    "desirable_weight": ("todo", "a KTO recipe (kto_loss(desirable_weight=))"),
-    "undesirable_weight": ("todo", "a KTO recipe (kto_loss(undesirable_weight=))"),
+    "precompute_ref_log_probs": ("todo", "kto:precompute_ref_logps refuses True by name: the "
+                                 "KL rows pair each prompt with another row of its shuffled "
+                                 "batch, so their reference log-probs are not known before "
+                                 "training (TRL fixes the pairs in dataset order)"),
+    "precompute_ref_batch_size": ("na", "no precomputed reference pass in the KTO recipe (see "
+                                  "precompute_ref_log_probs)"),
+    "loss_type": ("key", "kto:loss_type | \"kto\" (alignax.losses.kto_loss, z0 from the "
+                  "batch's mismatched pairs, rotated within `kl_group_size` rows: TRL's "
+                  "per_device_train_batch_size) or \"apo_zero_unpaired\""),
+    "beta": ("key", "kto:beta"),
+    "desirable_weight": ("key", "kto:desirable_weight"),
+    "undesirable_weight": ("key", "kto:undesirable_weight"),
     "activation_offloading": _OFFLOAD,
     "sync_ref_model": _TR_DPO,
     "ref_model_mixup_alpha": _TR_DPO,
