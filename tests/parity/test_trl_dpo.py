@@ -25,7 +25,6 @@ Measured (fp32, CPU; relative to TRL; grad rel: per tensor, relative to its larg
 asserts that bound.
 """
 
-import numpy as np
 import pytest
 
 pytest.importorskip("trl")
@@ -38,21 +37,19 @@ from datasets import Dataset  # noqa: E402
 from trl import DPOConfig, DPOTrainer  # noqa: E402
 
 from alignax.algorithms.direct import make_direct_loss  # noqa: E402
-from alignax.data import HFTokenizer  # noqa: E402
-from alignax.data.hf_datasets import parse_hf_row  # noqa: E402
-from alignax.data.tokenize import tokenize_pair  # noqa: E402
-from alignax.models.hf import _export_tensors, import_hf  # noqa: E402
 from tests.data.test_chat_template import QWEN25  # noqa: E402
 from tests.parity.trl_fixtures import (  # noqa: E402
+    RTOL,
+    assert_same_tokens,
     conversational_pairs,
     grad_report,
+    hf_grads,
+    policy_and_reference,
+    rel,
     run_one_step,
     standard_pairs,
-    write_checkpoint,
-    write_tokenizer,
 )
 
-RTOL = 1e-4
 VARIANTS = {  # name -> (pairs, TRL DPOConfig fields, alignax make_direct_loss arguments)
     "sigmoid": (standard_pairs, {"loss_type": ["sigmoid"]}, {"loss": "dpo"}),
     "conversational": (conversational_pairs, {"loss_type": ["sigmoid"]}, {"loss": "dpo"}),
@@ -65,12 +62,7 @@ VARIANTS = {  # name -> (pairs, TRL DPOConfig fields, alignax make_direct_loss a
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("dpo_parity")
-    tokenizer = write_tokenizer(root / "tokenizer", chat_template=QWEN25)
-    write_checkpoint(root / "policy", tokenizer, seed=0)
-    write_checkpoint(root / "ref", tokenizer, seed=1)
-    model, params = import_hf(str(root / "policy"))
-    _, ref_params = import_hf(str(root / "ref"))
-    return root, tokenizer, model, params, ref_params
+    return (root, *policy_and_reference(root, chat_template=QWEN25))
 
 
 def _alignax_batch(trl_inputs):
@@ -81,24 +73,6 @@ def _alignax_batch(trl_inputs):
     return {"chosen_ids": ids[:b], "rejected_ids": ids[b:], "chosen_mask": mask[:b],
             "rejected_mask": mask[b:], "chosen_response_mask": response[:b],
             "rejected_response_mask": response[b:]}
-
-
-def _check_same_tokens(records, root, batch):
-    """alignax's own tokenisation of the records = the rows TRL trained on."""
-    tok = HFTokenizer.from_file(str(root / "policy"))
-    t = batch["chosen_ids"].shape[1]
-    for i, row in enumerate(records):
-        ours = tokenize_pair(parse_hf_row(row), tok, max_length=t)
-        for side in ("chosen", "rejected"):
-            n = int(batch[f"{side}_mask"][i].sum())
-            np.testing.assert_array_equal(ours[f"{side}_mask"], batch[f"{side}_mask"][i])
-            np.testing.assert_array_equal(ours[f"{side}_ids"][:n], batch[f"{side}_ids"][i][:n])
-            np.testing.assert_array_equal(ours[f"{side}_response_mask"],
-                                          batch[f"{side}_response_mask"][i])
-
-
-def _rel(a, b):
-    return abs(float(a) - float(b)) / max(abs(float(b)), 1e-12)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -112,7 +86,7 @@ def test_first_step_equals_trl(setup, variant, tmp_path):
                                                           "ref_model": ref_model},
                        beta=0.1, max_length=None, **trl_config)
     batch = _alignax_batch(trl["inputs"])
-    _check_same_tokens(records, root, batch)
+    assert_same_tokens(records, root / "policy", batch)
 
     loss_fn = make_direct_loss(model.apply, ours_config["loss"], {"beta": 0.1},
                                loss_weights=ours_config.get("loss_weights"),
@@ -120,19 +94,19 @@ def test_first_step_equals_trl(setup, variant, tmp_path):
     grad_fn = jax.jit(jax.value_and_grad(
         lambda p, b, r: loss_fn(p, b, None, ref_params=r), has_aux=True))
     (loss, metrics), grads = grad_fn(params, jax.tree.map(jnp.asarray, batch), ref_params)
-    ours = dict(_export_tensors(model.config, "lm", jax.device_get(grads), "qwen2"))
+    ours = hf_grads(model, grads)
     report = grad_report(ours, trl["grads"])
     logs = trl["logs"]
     measured = {
-        "loss": _rel(loss, trl["loss"]),
-        "rewards/chosen": _rel(metrics["chosen_rewards"], logs["rewards/chosen"]),
-        "rewards/rejected": _rel(metrics["rejected_rewards"], logs["rewards/rejected"]),
-        "grad_norm": _rel(optax.global_norm(grads), logs["grad_norm"]),
+        "loss": rel(loss, trl["loss"]),
+        "rewards/chosen": rel(metrics["chosen_rewards"], logs["rewards/chosen"]),
+        "rewards/rejected": rel(metrics["rejected_rewards"], logs["rewards/rejected"]),
+        "grad_norm": rel(optax.global_norm(grads), logs["grad_norm"]),
         "grads_max_rel": report["max_rel"],
     }
     print(variant, measured, report, {k: logs[k] for k in ("rewards/chosen", "rewards/rejected",
                                                           "grad_norm")}, trl["loss"])
-    assert _rel(report["norm_theirs"], logs["grad_norm"]) < 1e-6  # the recorded gradients
+    assert rel(report["norm_theirs"], logs["grad_norm"]) < 1e-6  # the recorded gradients
     for name, value in measured.items():
         assert value < RTOL, (variant, name, value)
     # a second call with the same shapes does not retrace

@@ -45,16 +45,16 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from alignax.algorithms.online import response_logps  # noqa: E402
 from alignax.algorithms.policy_gradient import make_policy_loss  # noqa: E402
-from alignax.models.hf import _export_tensors, import_hf  # noqa: E402
 from tests.parity.trl_fixtures import (  # noqa: E402
+    RTOL,
     grad_report,
+    hf_grads,
+    policy_and_reference,
+    rel,
     run_one_step,
     standard_pairs,
-    write_checkpoint,
-    write_tokenizer,
 )
 
-RTOL = 1e-4
 AGGREGATION = {"grpo": "seq_mean_token_mean", "dapo": "token_mean"}  # TRL loss_type -> alignax
 PROMPTS, GENERATIONS, MAX_COMPLETION = 8, 4, 8
 BETA = 0.1
@@ -63,12 +63,7 @@ BETA = 0.1
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("grpo_parity")
-    tokenizer = write_tokenizer(root / "tokenizer")
-    write_checkpoint(root / "policy", tokenizer, seed=0)
-    write_checkpoint(root / "ref", tokenizer, seed=1)
-    model, params = import_hf(str(root / "policy"))
-    _, ref_params = import_hf(str(root / "ref"))
-    return root, tokenizer, model, params, ref_params
+    return (root, *policy_and_reference(root))
 
 
 def _completions(tokenizer, n):
@@ -87,10 +82,6 @@ def _completions(tokenizer, n):
 def _reward(completions, **kwargs):
     """A deterministic reward: occurrences of "cat" and "dog" minus a tenth of the length."""
     return [c.count("cat") + c.count("dog") - 0.1 * len(c.split()) for c in completions]
-
-
-def _rel(a, b):
-    return abs(float(a) - float(b)) / max(abs(float(b)), 1e-12)
 
 
 @pytest.mark.parametrize("loss_type", sorted(AGGREGATION))
@@ -132,17 +123,17 @@ def test_one_update_equals_trl(setup, loss_type, tmp_path):
     grad_fn = jax.jit(jax.value_and_grad(lambda p, b: loss_fn(p, b, None, kl_coef=BETA),
                                          has_aux=True))
     (loss, metrics), grads = grad_fn(params, jax.tree.map(jnp.asarray, batch))
-    ours = dict(_export_tensors(model.config, "lm", jax.device_get(grads), "qwen2"))
+    ours = hf_grads(model, grads)
     report = grad_report(ours, trl["grads"])
     logs = trl["logs"]
-    measured = {"ref_logps": ref_rel, "loss": _rel(loss, trl["loss"]),
-                "kl": _rel(metrics["kl"], logs["kl"]) if BETA else 0.0,
-                "grad_norm": _rel(report["norm_ours"], logs["grad_norm"]),
+    measured = {"ref_logps": ref_rel, "loss": rel(loss, trl["loss"]),
+                "kl": rel(metrics["kl"], logs["kl"]) if BETA else 0.0,
+                "grad_norm": rel(report["norm_ours"], logs["grad_norm"]),
                 "grads_max_rel": report["max_rel"]}
     print(loss_type, measured, report, {k: logs.get(k) for k in ("kl", "grad_norm")}, trl["loss"],
           "adv", np.round(x["advantages"], 3).tolist())
     assert np.abs(x["advantages"]).max() > 0.1  # the groups are not all ties
-    assert _rel(report["norm_theirs"], logs["grad_norm"]) < 1e-6  # the recorded gradients
+    assert rel(report["norm_theirs"], logs["grad_norm"]) < 1e-6  # the recorded gradients
     for name, value in measured.items():
         assert value < RTOL, (loss_type, name, value)
     grad_fn(params, jax.tree.map(jnp.asarray, batch))

@@ -27,6 +27,9 @@ the test compares the gradient norm over the tensors both models have and checks
 gradient is 0 without centring. With centring it is not (1.93 here): alignax trains a parameter
 TRL's model does not have, includes it in its gradient norm (and clipping), and `export_hf` then
 refuses the nonzero bias.
+
+`test_pad_equal_to_eos_pools_like_transformers` (strict xfail) records a mismatch outside the
+loss: when the pad id equals the eos id, transformers scores the token before the trailing eos.
 """
 
 import numpy as np
@@ -40,19 +43,19 @@ from datasets import Dataset  # noqa: E402
 from trl import RewardConfig, RewardTrainer  # noqa: E402
 
 from alignax.algorithms.reward_model import make_reward_loss  # noqa: E402
-from alignax.data import HFTokenizer  # noqa: E402
-from alignax.data.hf_datasets import parse_hf_row  # noqa: E402
-from alignax.data.tokenize import tokenize_pair  # noqa: E402
-from alignax.models.hf import _export_tensors, import_hf  # noqa: E402
+from alignax.models.hf import import_hf  # noqa: E402
 from tests.parity.trl_fixtures import (  # noqa: E402
+    RTOL,
+    assert_same_tokens,
     grad_report,
+    hf_grads,
+    rel,
     run_one_step,
     standard_pairs,
     write_checkpoint,
     write_tokenizer,
 )
 
-RTOL = 1e-4
 CENTER = {"bradley_terry": None, "center_0.1": 0.1}  # variant -> center_rewards_coefficient
 
 
@@ -63,10 +66,6 @@ def setup(tmp_path_factory):
     write_checkpoint(root / "rm", tokenizer, seed=2, kind="reward")
     model, params = import_hf(str(root / "rm"), kind="reward")
     return root, tokenizer, model, params
-
-
-def _rel(a, b):
-    return abs(float(a) - float(b)) / max(abs(float(b)), 1e-12)
 
 
 @pytest.mark.parametrize("variant", sorted(CENTER))
@@ -81,36 +80,54 @@ def test_first_step_equals_trl(setup, variant, tmp_path):
     b = ids.shape[0] // 2
     batch = {"chosen_ids": ids[:b], "rejected_ids": ids[b:], "chosen_mask": mask[:b],
              "rejected_mask": mask[b:]}
-    tok = HFTokenizer.from_file(str(root / "rm"))
-    for i, row in enumerate(records):  # alignax's own tokenisation = TRL's rows
-        ours = tokenize_pair(parse_hf_row(row), tok, max_length=ids.shape[1])
-        for side in ("chosen", "rejected"):
-            n = int(batch[f"{side}_mask"][i].sum())
-            np.testing.assert_array_equal(ours[f"{side}_mask"], batch[f"{side}_mask"][i])
-            np.testing.assert_array_equal(ours[f"{side}_ids"][:n], batch[f"{side}_ids"][i][:n])
+    assert_same_tokens(records, root / "rm", batch, response=False)
 
     loss_fn = make_reward_loss(model.apply, "bradley_terry",
                                {} if center is None else {"center_coef": center})
     grad_fn = jax.jit(jax.value_and_grad(lambda p, x: loss_fn(p, x, None), has_aux=True))
     (loss, metrics), grads = grad_fn(params, jax.tree.map(jnp.asarray, batch))
     grads = jax.device_get(grads)
-    ours = dict(_export_tensors(model.config, "reward", grads, "qwen2"))
+    ours = hf_grads(model, grads, "reward")
     report = grad_report(ours, trl["grads"])
     logs = trl["logs"]
     measured = {
-        "loss": _rel(loss, trl["loss"]),
-        "accuracy": _rel(metrics["accuracy"], logs["accuracy"]),
-        "margin": _rel(metrics["margin"], logs["margin"]),
-        "grad_norm": _rel(report["norm_ours"], logs["grad_norm"]),
+        "loss": rel(loss, trl["loss"]),
+        "accuracy": rel(metrics["accuracy"], logs["accuracy"]),
+        "margin": rel(metrics["margin"], logs["margin"]),
+        "grad_norm": rel(report["norm_ours"], logs["grad_norm"]),
         "grads_max_rel": report["max_rel"],
     }
     bias_grad = float(np.abs(grads["score"]["bias"]).max())
     print(variant, measured, report, {k: logs[k] for k in ("accuracy", "margin", "grad_norm")},
           trl["loss"], "bias grad", bias_grad)
-    assert _rel(report["norm_theirs"], logs["grad_norm"]) < 1e-6  # the recorded gradients
+    assert rel(report["norm_theirs"], logs["grad_norm"]) < 1e-6  # the recorded gradients
     for name, value in measured.items():
         assert value < RTOL, (variant, name, value)
     if center is None:
         assert bias_grad == 0.0
     grad_fn(params, jax.tree.map(jnp.asarray, batch))
     assert grad_fn._cache_size() == 1
+
+
+@pytest.mark.xfail(strict=True, reason="finding: with pad == eos (Llama-3 and Qwen2.5 base "
+                   "tokenizers under TRL, which pads with eos when there is no pad token) "
+                   "transformers' sequence classifier scores the last token that is not the pad "
+                   "id, i.e. the token before the trailing eos; alignax scores the last valid "
+                   "token (the eos). Measured: rewards differ by up to 2.55 on 8 sequences.")
+def test_pad_equal_to_eos_pools_like_transformers(tmp_path):
+    import torch
+
+    from tests.parity.trl_fixtures import EOS
+
+    tokenizer = write_tokenizer(tmp_path / "tokenizer")
+    tokenizer.pad_token = EOS
+    hf = write_checkpoint(tmp_path / "rm", tokenizer, seed=2, kind="reward").eval()
+    hf.config.pad_token_id = tokenizer.pad_token_id  # what RewardTrainer sets
+    texts = [p["prompt"] + p["chosen"] + EOS for p in standard_pairs(seed=1)[:8]]
+    enc = tokenizer(texts, padding=True, return_tensors="pt")  # right-padded with eos
+    with torch.no_grad():
+        want = hf(**enc).logits[:, 0].numpy()
+    model, params = import_hf(str(tmp_path / "rm"), kind="reward")
+    got = model.apply(params, jnp.asarray(enc["input_ids"].numpy()),
+                      jnp.asarray(enc["attention_mask"].numpy()))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=RTOL, atol=1e-6)

@@ -7,10 +7,16 @@ Only the tests import this module, after `pytest.importorskip("trl")`.
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import torch
 import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+from alignax.data import HFTokenizer
+from alignax.data.hf_datasets import parse_hf_row
+from alignax.data.tokenize import tokenize_pair
+from alignax.models.hf import _export_tensors, import_hf
 
 EOS, PAD = "<|im_end|>", "<|endoftext|>"
 SPECIALS = [PAD, "<|im_start|>", EOS, "[UNK]"]
@@ -21,6 +27,7 @@ MODEL = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_lay
              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
              rms_norm_eps=1e-6, attention_dropout=0.0, tie_word_embeddings=False)
 N_PAIRS = 32
+RTOL = 1e-4  # the issue's bound (relative, fp32)
 
 
 def _sentence(rng, low, high):
@@ -138,3 +145,40 @@ def grad_report(ours: dict, theirs: dict) -> dict:
     norm_theirs = float(np.sqrt(sum((g ** 2).sum() for g in theirs.values())))
     return {"max_abs": abs_diff, "max_rel": rel, "worst": max(rels, key=rels.get),
             "norm_ours": norm_ours, "norm_theirs": norm_theirs}
+
+
+def rel(a, b) -> float:
+    """|a - b| / |b| (b the TRL value)."""
+    return abs(float(a) - float(b)) / max(abs(float(b)), 1e-12)
+
+
+def policy_and_reference(root, chat_template: str | None = None):
+    """Tokenizer, policy (seed 0) and reference (seed 1) checkpoints under `root`, and their
+    alignax imports: (tokenizer, model, params, ref_params)."""
+    tokenizer = write_tokenizer(root / "tokenizer", chat_template=chat_template)
+    write_checkpoint(root / "policy", tokenizer, seed=0)
+    write_checkpoint(root / "ref", tokenizer, seed=1)
+    model, params = import_hf(str(root / "policy"))
+    _, ref_params = import_hf(str(root / "ref"))
+    return tokenizer, model, params, ref_params
+
+
+def hf_grads(model, grads, kind: str = "lm") -> dict:
+    """alignax gradients as {HF Qwen2 parameter name: array} (the export name map)."""
+    return dict(_export_tensors(model.config, kind, jax.device_get(grads), "qwen2"))
+
+
+def assert_same_tokens(records, folder, batch, *, response: bool = True):
+    """alignax's own tokenisation of the records (`tokenize_pair` with the folder's tokenizer and
+    template) equals the pair batch built from TRL's rows: ids, masks (and response masks)."""
+    tok = HFTokenizer.from_file(str(folder))
+    t = batch["chosen_ids"].shape[1]
+    for i, row in enumerate(records):
+        ours = tokenize_pair(parse_hf_row(row), tok, max_length=t)
+        for side in ("chosen", "rejected"):
+            n = int(batch[f"{side}_mask"][i].sum())
+            np.testing.assert_array_equal(ours[f"{side}_mask"], batch[f"{side}_mask"][i])
+            np.testing.assert_array_equal(ours[f"{side}_ids"][:n], batch[f"{side}_ids"][i][:n])
+            if response:
+                np.testing.assert_array_equal(ours[f"{side}_response_mask"],
+                                              batch[f"{side}_response_mask"][i])
