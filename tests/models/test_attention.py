@@ -340,3 +340,20 @@ def test_a_sliding_window_never_runs_splash():
     assert resolve_implementation("splash", backend="tpu", q_len=256, kv_len=256, causal=True,
                                   sliding_window=64) == "dot_product"
     assert "sliding window" in attn.splash_unsupported(True, 256, 256, 64)
+
+
+def test_sliding_window_bias_through_the_causal_query_blocks():
+    """T = 150 > the causal block: "xla" splits the queries into blocks and must still apply
+    the window carried by the bias (values equal the reference)."""
+    rng = np.random.default_rng(0)
+    b, kv, g, t, e = 1, 1, 2, 150, 8
+    q = jnp.asarray(rng.normal(size=(b, kv, g, t, e)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(b, kv, t, e)), jnp.float32) for _ in range(2))
+    mask = causal_attention_mask(jnp.ones((b, t), bool)) & attn.sliding_window_mask(t, t, 20)
+    bias = attention_bias(mask)
+    want = attention(q, k, v, bias, implementation="reference")
+    got = attention(q, k, v, bias, causal=True, implementation="xla", sliding_window=20)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    full = attention(q, k, v, attention_bias(causal_attention_mask(jnp.ones((b, t), bool))),
+                     causal=True, implementation="xla")
+    assert np.abs(np.asarray(full - got))[..., 20:, :].max() > 1e-3
