@@ -19,6 +19,7 @@ MODEL = make_lm(TransformerConfig(**MODEL_CFG))
 REF = MODEL.init(jax.random.key(1))
 POLICY = MODEL.init(jax.random.key(3))  # its KL on the first batch is > 0
 T = 12
+APPLY = jax.jit(MODEL.apply)
 
 
 def unpaired_source(n=16, seed=0):
@@ -37,7 +38,7 @@ def unpaired_source(n=16, seed=0):
 
 def _hand_logps(params, ids, mask, resp):
     """sum_t log p(ids[t] | ids[<t]) over the completion tokens, one row at a time."""
-    logp = np.asarray(jax.nn.log_softmax(MODEL.apply(params, ids, mask), -1), np.float64)
+    logp = np.asarray(jax.nn.log_softmax(APPLY(params, ids, mask), -1), np.float64)
     return np.array([sum(logp[i, t - 1, ids[i, t]] for t in range(1, T) if resp[i, t])
                      for i in range(len(ids))])
 
@@ -135,16 +136,30 @@ def test_apo_zero_unpaired_has_no_reference_point():
     assert float(metrics["kl"]) == 0.0
 
 
+def _grad_norm(batch, **w):
+    """|grad| at the reference (where z0 = 0) of the hand-written loss."""
+    def loss(p, part):
+        pol = kto.row_logps(MODEL.apply, p, part["ids"], part["mask"], part["response_mask"])
+        return kto_loss(pol, jax.lax.stop_gradient(pol), part["label"], kl=0.0, **w)[0].mean()
+
+    grads = jax.jit(jax.grad(loss))(REF, batch)
+    return float(jnp.sqrt(sum((x ** 2).sum() for x in jax.tree.leaves(grads))))
+
+
 def test_recipe_first_step_and_resume(tmp_path):
-    """The recipe's first logged loss is the hand-computed one on its first batch; 2 steps then
-    4 equals 4 straight."""
+    """The recipe's first logged loss and gradient norm are the hand-computed ones on its first
+    batch (the policy starts at the reference: every log-ratio and z0 are 0); 2 steps then 4
+    equals 4 straight."""
+    w = dict(beta=0.5, desirable_weight=1.5, undesirable_weight=0.75)
     for name, steps in (("resumed", 2), ("resumed", 4), ("straight", 4)):
-        kto.train(_cfg(steps=steps, beta=0.5, desirable_weight=1.5, undesirable_weight=0.75),
-                  str(tmp_path / name), train_source=unpaired_source(16), ref_params=REF)
-    a, b = _losses(str(tmp_path / "resumed"))[0], _losses(str(tmp_path / "straight"))[0]
-    expected, _ = _hand_loss(REF, _first_batch(16, 8), beta=0.5, desirable_weight=1.5,
-                             undesirable_weight=0.75)
+        kto.train(_cfg(steps=steps, **w), str(tmp_path / name),
+                  train_source=unpaired_source(16), ref_params=REF)
+    (a, _), (b, rows) = _losses(str(tmp_path / "resumed")), _losses(str(tmp_path / "straight"))
+    batch = _first_batch(16, 8)
+    expected, kl = _hand_loss(REF, batch, **w)
+    assert kl == 0.0
     np.testing.assert_allclose(b[0], expected, rtol=1e-5)
+    np.testing.assert_allclose(rows[0]["train/grad_norm"], _grad_norm(batch, **w), rtol=1e-5)
     assert len(b) == 4 and b[-1] < b[0]
     np.testing.assert_allclose(a[-2:], b[-2:], rtol=1e-5)
 
