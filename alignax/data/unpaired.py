@@ -22,6 +22,8 @@ The token layout is `alignax.data.tokenize.tokenize_pair`'s for one side:
   `common_prefix_length`); nothing is added, the template closes the turn itself.
 
 An example longer than T is a `DataError` naming the field "completion" (TRL would truncate it).
+A dataset streams as `HFSource(dataset, functools.partial(tokenize_unpaired, tokenizer=tok,
+max_length=T), kinds=(UnpairedRecord,))`, the `train_source` of `alignax.algorithms.kto.train`.
 
 TRL's KL batch (`mismatched_rows`): KTO's reference point z0 = KL(pi || pi_ref) is estimated on
 mismatched (prompt, completion) pairs of the same batch. TRL rotates the completions by one

@@ -125,3 +125,23 @@ def test_mismatched_rows_equal_trl_collator():
     np.testing.assert_array_equal(np.where(out["attention_mask"].numpy() == 1,
                                            ids[:, :out["input_ids"].shape[1]], 0),
                                   out["input_ids"].numpy())
+
+
+def test_hf_dataset_of_unpaired_rows_streams_tokenized_rows():
+    datasets = pytest.importorskip("datasets")
+    import functools
+
+    from alignax.data import HFSource
+
+    ds = datasets.Dataset.from_list([{"prompt": "ab", "completion": "c", "label": True},
+                                     {"prompt": "ab", "completion": "cdefgh", "label": False}])
+    source = HFSource(ds, functools.partial(tokenize_unpaired, tokenizer=ByteTokenizer(),
+                                            max_length=8),
+                      name="kto", kinds=(UnpairedRecord,))
+    row = source[0]
+    expected = tokenize_unpaired(UnpairedRecord("ab", "c", True), ByteTokenizer(), max_length=8)
+    for key in expected:
+        np.testing.assert_array_equal(row[key], expected[key], err_msg=key)
+    with pytest.raises(DataError, match="kto:1: field 'completion': 10 tokens with bos/eos "
+                                        "exceed max_length=8"):
+        source[1]
