@@ -625,7 +625,7 @@ def import_hf(path: str, *, kind: str = "lm", mesh: Mesh | None = None, rules=No
     abstract = jax.eval_shape(model.init, jax.random.key(0))
     shardings = None
     if mesh is not None:
-        from alignax.train.sharding import DEFAULT_RULES, param_shardings
+        from alignax._src.logical import DEFAULT_RULES, param_shardings
 
         shardings = param_shardings(abstract, model.logical_axes(abstract), mesh,
                                     DEFAULT_RULES if rules is None else rules)

@@ -15,27 +15,22 @@ run on any mesh); `param_shardings` reports such fallbacks through `fallbacks`.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-MESH_AXES = ("data", "fsdp", "tensor")
-BATCH_AXES = ("data", "fsdp")
-
-# logical name -> mesh axis (or tuple of axes, or None for replicated)
-DEFAULT_RULES: dict[str, Any] = {
-    "batch": BATCH_AXES,
-    "embed": "fsdp",
-    "heads": "tensor",
-    "kv_heads": "tensor",
-    "mlp": "tensor",
-    "vocab": "tensor",
-    "norm": None,
-    "layers": None,  # the stacked-blocks axis of scan_layers: every device holds all layers
-}
-
+# the logical-axis rules live in a bottom-layer module so that models (HF import onto a mesh)
+# can use them; they are this module's API
+from alignax._src.logical import (  # noqa: F401
+    BATCH_AXES,
+    DEFAULT_RULES,
+    MESH_AXES,
+    _axis_size,
+    logical_to_spec,
+    param_shardings,
+)
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, *, devices=None) -> Mesh:
     """Mesh with axes (data, fsdp, tensor) over all (global) devices; one size may be -1.
@@ -69,64 +64,6 @@ def mesh_from_config(mesh_config: Mapping[str, int] | None) -> Mesh:
     if unknown:
         raise ValueError(f"unknown mesh axes {sorted(unknown)}; valid: {MESH_AXES}")
     return make_mesh(**mesh_config)
-
-
-def _axis_size(mesh: Mesh, axes) -> int:
-    if axes is None:
-        return 1
-    if isinstance(axes, str):
-        axes = (axes,)
-    return math.prod(mesh.shape[a] for a in axes)
-
-
-def logical_to_spec(
-    names: Sequence[str | None],
-    shape: Sequence[int],
-    mesh: Mesh,
-    rules: Mapping[str, Any] = DEFAULT_RULES,
-    fallbacks: list | None = None,
-) -> PartitionSpec:
-    """PartitionSpec for one array from its logical axis names.
-
-    A mesh axis is used at most once per array; a dimension not divisible by its mesh axes is
-    replicated (recorded in `fallbacks` as (names, shape, dim)).
-    """
-    used: set[str] = set()
-    spec = []
-    for dim, (name, size) in enumerate(zip(names, shape)):
-        axes = rules.get(name) if name is not None else None
-        if isinstance(axes, str):
-            axes = (axes,)
-        if axes is not None:
-            axes = tuple(a for a in axes if a not in used and mesh.shape.get(a, 1) > 1)
-            if not axes or size % _axis_size(mesh, axes):
-                if axes and fallbacks is not None:
-                    fallbacks.append((tuple(names), tuple(shape), dim))
-                axes = None
-        if axes:
-            used.update(axes)
-            spec.append(axes[0] if len(axes) == 1 else axes)
-        else:
-            spec.append(None)
-    return PartitionSpec(*spec)
-
-
-def param_shardings(
-    abstract_params: Any,
-    axes_tree: Any,
-    mesh: Mesh,
-    rules: Mapping[str, Any] = DEFAULT_RULES,
-    fallbacks: list | None = None,
-) -> Any:
-    """NamedSharding tree for params from their shapes and logical axis names."""
-    return jax.tree.map(
-        lambda leaf, names: NamedSharding(
-            mesh, logical_to_spec(names, leaf.shape, mesh, rules, fallbacks)
-        ),
-        abstract_params,
-        axes_tree,
-        is_leaf=lambda x: isinstance(x, tuple),
-    )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
