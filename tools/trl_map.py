@@ -169,8 +169,9 @@ GRPO = {
     "importance_sampling_level": ("key", "policy_gradient:loss | \"token\" is \"ppo_clip\", "
                                   "\"sequence\" is \"gspo\""),
     "multi_objective_aggregation": ("key", "policy_gradient:objective_aggregation"),
-    "scale_rewards": ("key", "policy_gradient:advantage | \"group\" is \"grpo\", \"none\" is "
-                      "\"dr_grpo\", \"batch\" is \"reinforce_pp\""),
+    "scale_rewards": ("key", "policy_gradient:advantage | \"group\" is \"grpo_unbiased\" "
+                      "(Bessel std + 1e-4; \"grpo\" uses the population std + 1e-6), "
+                      "\"batch\" is \"grpo_batch_std\", \"none\" is \"dr_grpo\""),
     "loss_type": ("key", "policy_gradient:aggregation | \"grpo\" is \"seq_mean_token_mean\", "
                   "\"bnpo\"/\"dapo\" are \"token_mean\", \"dr_grpo\" is "
                   "\"seq_mean_token_sum_norm\""),
@@ -188,7 +189,8 @@ GRPO = {
     "vllm_importance_sampling_clip_min": _VLLM,
     "vllm_importance_sampling_cap": _VLLM,
     "off_policy_mask_threshold": ("todo", "masking sequences whose behaviour log-probs drift"),
-    "use_bias_correction_kl": ("todo", "the importance-weighted KL estimate"),
+    "use_bias_correction_kl": ("key", "policy_gradient:kl_bias_correction | False by "
+                               "default here, True in TRL"),
     "log_completions_hub_repo": _LOGGING,
 }
 

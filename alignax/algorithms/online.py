@@ -194,6 +194,11 @@ ADVANTAGES: dict[str, Callable[[jax.Array, int], jax.Array]] = {
     "grpo": lambda r, n: ops.group_normalized_advantages(r, n),
     # r - group mean (Liu et al. 2025, arXiv 2503.20783)
     "dr_grpo": lambda r, n: ops.group_normalized_advantages(r, n, scale_by_std=False),
+    # TRL GRPOTrainer's scale_rewards="group" / "batch": group-centred, divided by the
+    # Bessel-corrected std of the group / of the whole batch, + 1e-4
+    "grpo_unbiased": lambda r, n: ops.group_normalized_advantages(r, n, ddof=1, eps=1e-4),
+    "grpo_batch_std": lambda r, n: ops.group_normalized_advantages(
+        r, n, ddof=1, eps=1e-4, std_scope="batch"),
     # r - mean of the group's other samples (Ahmadian et al. 2024, arXiv 2402.14740)
     "rloo": ops.leave_one_out_advantages,
     # batch-normalised r (Hu 2025, arXiv 2501.03262)

@@ -34,7 +34,8 @@ Config: `default_config()` lists every key with its default; `train` rejects unk
   TRL's GRPO/RLOO options (docs/trl.md): delta (two-sided clipping of the ratio),
   top_entropy_quantile (policy gradient on the highest-entropy tokens only),
   mask_truncated_completions (responses without a stop token leave the loss), reward_clip
-  ([low, high] on the rewards before the advantage).
+  ([low, high] on the rewards before the advantage), kl_bias_correction (the KL term weighted
+  by pi / pi_old).
 
 Memory: with a model of `logits_chunk > 0` the update and the reference forward take token
 log-probs from the model (`make_policy_loss(token_logps=True)`) and the entropy comes from the
@@ -81,6 +82,7 @@ DEFAULTS = dict(
     objective_weights=None, objective_aggregation="weighted", objective_weighting="fixed",
     objective_step_size=0.1, lora=None,
     delta=None, top_entropy_quantile=1.0, mask_truncated_completions=False, reward_clip=None,
+    kl_bias_correction=False,
 )
 
 
@@ -97,7 +99,8 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
                      aggregation: str = "token_mean", entropy_coef: float = 0.0,
                      max_length: int | None = None, token_logps: bool = False,
                      entropy_fn: Callable | None = None, delta: float | None = None,
-                     top_entropy_quantile: float = 1.0) -> Callable:
+                     top_entropy_quantile: float = 1.0,
+                     kl_bias_correction: bool = False) -> Callable:
     """`loss_fn(params, batch, rng, kl_coef=0.0)` of the policy update on a `training_batch`.
 
     loss = aggregate(PPO-clip token losses) [or the mean of GSPO's sequence losses]
@@ -121,6 +124,10 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
     whose entropy is at least the (1 - q) quantile of the minibatch's valid tokens (Wang et al.
     2025, "Beyond the 80/20 Rule", arXiv 2506.01939; TRL's GRPOConfig.top_entropy_quantile):
     the other tokens still count in the normaliser, and the KL term is over every token.
+    `kl_bias_correction` multiplies each token's KL estimate by the (differentiable) ratio
+    pi / pi_old, which makes the k3 estimate unbiased for the KL of the current policy when the
+    samples come from the old one (TRL's GRPOConfig.use_bias_correction_kl, on by default
+    there).
 
     Metrics: pg_loss, kl (k3 estimate, token mean), entropy (token mean; with token_logps only
     given an `entropy_fn`), clip_fraction, ratio (mean over response tokens), advantage
@@ -180,6 +187,9 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
                    "tokens": jnp.asarray(rmask, jnp.float32).sum()}
         if "ref_logps" in batch:
             kl_tok = ops.kl_estimate(logps, batch["ref_logps"], kl_estimator)
+            if kl_bias_correction:
+                log_ratio = jnp.where(jnp.asarray(rmask) > 0, logps - batch["old_logps"], 0.0)
+                kl_tok = kl_tok * jnp.exp(jnp.clip(log_ratio, -20.0, 20.0))
             kl = aggregate(kl_tok, rmask, aggregation, max_length=max_length)
             metrics["kl"] = ops.masked_mean(ops.kl_estimate(logps, batch["ref_logps"], "k3"),
                                             rmask, axis=None)
@@ -412,7 +422,8 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         entropy_coef=float(cfg["entropy_coef"]), max_length=int(cfg["max_new_tokens"]),
         token_logps=token_logps, entropy_fn=online.head_entropy_fn(model),
         delta=None if cfg["delta"] is None else float(cfg["delta"]),
-        top_entropy_quantile=float(cfg["top_entropy_quantile"]))
+        top_entropy_quantile=float(cfg["top_entropy_quantile"]),
+        kl_bias_correction=bool(cfg["kl_bias_correction"]))
     frozen_shardings = None
     if lora is not None:
         loss_fn = online.lora_loss(loss_fn, lora.cfg)

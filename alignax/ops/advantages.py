@@ -57,16 +57,23 @@ def _groups(rewards, num_samples):
 
 
 def group_normalized_advantages(rewards: jax.Array, num_samples: int, *,
-                                scale_by_std: bool = True, eps: float = 1e-6) -> jax.Array:
-    """GRPO: A_i = (r_i - mean_group) / (std_group + eps); Dr. GRPO: scale_by_std=False.
+                                scale_by_std: bool = True, eps: float = 1e-6, ddof: int = 0,
+                                std_scope: str = "group") -> jax.Array:
+    """GRPO: A_i = (r_i - mean_group) / (std + eps); Dr. GRPO: scale_by_std=False.
 
     Shao et al. 2024 (DeepSeekMath, arXiv 2402.03300); Liu et al. 2025 (Dr. GRPO,
-    arXiv 2503.20783) drop the std. The std is the population std of the group. [B] -> [B].
+    arXiv 2503.20783) drop the std. The std is the group's (`std_scope="group"`) or the whole
+    batch's ("batch"), with `ddof` (0: population std; TRL's GRPOTrainer uses ddof=1 and
+    eps=1e-4, `scale_rewards` "group" / "batch"). [B] -> [B].
     """
+    if std_scope not in ("group", "batch"):
+        raise ValueError(f"std_scope must be 'group' or 'batch', got {std_scope!r}")
     g = _groups(rewards, num_samples)
     centred = g - g.mean(axis=1, keepdims=True)
     if scale_by_std:
-        centred = centred / (g.std(axis=1, keepdims=True) + eps)
+        std = (g.std(axis=1, keepdims=True, ddof=ddof) if std_scope == "group"
+               else g.std(ddof=ddof))
+        centred = centred / (std + eps)
     return centred.reshape(-1)
 
 

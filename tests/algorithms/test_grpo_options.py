@@ -103,3 +103,45 @@ def test_recipe_runs_with_every_option(tmp_path):
     for m in out["history"]:
         assert 0.0 <= m["truncated_fraction"] <= 1.0
         assert 0.0 <= m["reward"] <= 0.5  # clipped before anything else sees it
+
+
+def test_trl_style_advantages_and_kl_bias_correction():
+    from alignax import ops
+    from alignax.algorithms.online import compute_advantages
+
+    r = np.random.default_rng(1).normal(size=12)
+    g = r.reshape(3, 4)
+    centred = g - g.mean(1, keepdims=True)
+    np.testing.assert_allclose(compute_advantages("grpo_unbiased", r, 4),
+                               (centred / (g.std(1, ddof=1, keepdims=True) + 1e-4)).reshape(-1),
+                               rtol=1e-5)
+    np.testing.assert_allclose(compute_advantages("grpo_batch_std", r, 4),
+                               (centred / (r.std(ddof=1) + 1e-4)).reshape(-1), rtol=1e-5)
+    with pytest.raises(ValueError, match="std_scope"):
+        ops.group_normalized_advantages(jnp.asarray(r), 4, std_scope="prompt")
+    # the KL term weighted by pi / pi_old: equal values at ratio 1, different gradients
+    from alignax.models.transformer import TransformerConfig, make_lm
+
+    model = make_lm(TransformerConfig(vocab_size=16, d_model=16, n_layers=1, n_heads=2,
+                                      d_ff=24))
+    params = model.init(jax.random.key(0))
+    ids = np.random.default_rng(0).integers(1, 16, (2, 6)).astype(np.int32)
+    from alignax.algorithms import online
+
+    old = online.response_logps(model.apply, params, ids, np.ones_like(ids), 3)
+    batch = {"ids": ids, "mask": np.ones_like(ids), "response_mask": np.ones((2, 3), bool),
+             "old_logps": old, "ref_logps": old - 0.3,
+             "advantages": np.zeros(2, np.float32)}
+    plain = pg.make_policy_loss(model.apply)
+    corrected = pg.make_policy_loss(model.apply, kl_bias_correction=True)
+    (lp, _), gp = jax.value_and_grad(lambda p: plain(p, batch, None, kl_coef=1.0),
+                                     has_aux=True)(params)
+    (lc, _), gc = jax.value_and_grad(lambda p: corrected(p, batch, None, kl_coef=1.0),
+                                     has_aux=True)(params)
+    np.testing.assert_allclose(lc, lp, rtol=1e-6)
+    k3 = np.exp(-0.3) - 1 + 0.3  # the k3 estimate at log(ref/pi) = -0.3
+    # d/dtheta [k3(theta) * ratio] = dk3 + k3 * dlogpi at ratio 1
+    glp = jax.grad(lambda p: online.response_logps(model.apply, p, ids, np.ones_like(ids),
+                                                   3).sum() / 6)(params)
+    for a, b, c in zip(jax.tree.leaves(gc), jax.tree.leaves(gp), jax.tree.leaves(glp)):
+        np.testing.assert_allclose(a, b + k3 * c, rtol=1e-4, atol=1e-6)
