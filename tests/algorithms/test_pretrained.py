@@ -190,3 +190,48 @@ def test_bad_model_configs_fail_in_one_line(ckpts, tmp_path):
                            str(tmp_path / "b"), train_source=pairs, init_params={})
     with pytest.raises(ValueError, match="sequence-classification checkpoint"):
         pretrained.load_pretrained({"path": ckpts["qwen2_rm"]}, "lm")
+
+
+def test_the_byom_example_runs_dpo_from_a_checkpoint_and_a_dataset(ckpts, tmp_path):
+    """examples/byom.py (docs/byom.md) end to end: tokenizer.json + ChatML template in the
+    checkpoint folder, a conversational save_to_disk dataset, one DPO step."""
+    datasets = pytest.importorskip("datasets")
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+
+    from alignax import experiment
+
+    ckpt = tmp_path / "ckpt"
+    ckpts["qwen2_hf"].save_pretrained(ckpt, safe_serialization=True)
+    words = ["<pad>", "<|im_start|>", "<|im_end|>", "user", "assistant"] + [
+        f"w{i}" for i in range(20)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens([AddedToken("<|im_start|>", special=True),
+                            AddedToken("<|im_end|>", special=True)])
+    tok.save(str(ckpt / "tokenizer.json"))
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                "{% endif %}")
+    (ckpt / "tokenizer_config.json").write_text(json.dumps(
+        {"eos_token": "<|im_end|>", "pad_token": "<pad>", "chat_template": template}))
+    rng = np.random.default_rng(0)
+
+    def text(n):
+        return " ".join(f"w{i}" for i in rng.integers(0, 20, n))
+
+    datasets.Dataset.from_list([
+        {"prompt": [{"role": "user", "content": text(3)}],
+         "chosen": [{"role": "assistant", "content": text(2)}],
+         "rejected": [{"role": "assistant", "content": text(2)}]} for _ in range(8)]
+    ).save_to_disk(str(tmp_path / "prefs"))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    module = experiment.load_module(os.path.join(root, "examples", "byom.py"))
+    config = experiment.load_config(module, "dpo")
+    experiment.apply_overrides(config, [
+        f"model.path={ckpt}", f"data.path={tmp_path / 'prefs'}", "data.max_length=16",
+        "train.steps=1", "train.batch_size=8", "train.progress=False", "model.logits_chunk=8"])
+    with config.unlocked():
+        config.seed = 0
+    metrics = module.run(config, str(tmp_path / "run"))
+    assert metrics["loss"] == pytest.approx(np.log(2.0), abs=1e-6)
+    assert metrics["policy_chosen_logps"] < 0  # the responses were tokenised, not padding

@@ -1,0 +1,108 @@
+"""Bring your own model (docs/byom.md): SFT, a reward model, DPO or GRPO from a Hugging Face
+checkpoint folder and a Hugging Face dataset, with the memory levers as config fields.
+
+    alignax run examples/byom.py:dpo --workdir runs/dpo \
+        --config.model.path=/ckpt/Qwen2.5-0.5B-Instruct --config.data.path=/data/prefs
+
+`:sft` trains on the chosen responses of preference rows (completion-only loss), `:rm` a
+Bradley-Terry reward model (the checkpoint's backbone and a new score head, or a
+sequence-classification checkpoint's own), `:dpo` DPO with policy and reference from the
+checkpoint, `:grpo` GRPO on the dataset's prompts rewarded by the reward model at
+`grpo.reward_model` (one process; see docs/byom.md). Rows are rendered with the tokenizer's own
+chat template when they are conversational (`alignax.data.tokenize`).
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from alignax.algorithms import direct, policy_gradient, pretrained, reward_model, sft
+from alignax.data import HFSource, HFTokenizer, PreferenceRecord, load_hf_dataset
+from alignax.data.tokenize import tokenize_pair, tokenize_prompt
+
+RECIPES = {"sft": sft, "rm": reward_model, "dpo": direct}
+
+
+def get_config(arg=None):
+    c = ml_collections.ConfigDict()
+    c.seeds = [0]
+    c.recipe = arg or "dpo"
+    # model: an HF folder plus the runtime fields (the architecture comes from its config.json)
+    c.model = dict(path="", dtype="float32", param_dtype="float32", remat="none",
+                   scan_layers=False, logits_chunk=0, attention="auto")
+    c.tokenizer = ""  # a folder with tokenizer.json (and its chat template); "" = model.path
+    c.data = dict(path="", split="train", max_length=1024)
+    c.train = dict(steps=1000, batch_size=64, grad_accum_steps=1, checkpoint_every=200,
+                   eval_every=0, log_every=10, progress=True)
+    c.optimizer = dict(name="adamw", learning_rate=5e-7, warmup_steps=0, schedule="constant",
+                       clip_norm=1.0, kwargs={}, moment_dtype="float32")
+    c.mesh = dict(data=-1, fsdp=1, tensor=1)
+    c.lora = dict(rank=0, alpha=16.0)  # rank 0 = full fine-tuning
+    c.beta = 0.1  # DPO's beta
+    c.grpo = dict(reward_model="", iterations=100, prompts_per_iteration=8, num_samples=8,
+                  max_prompt_length=256, max_new_tokens=256, temperature=1.0, kl_coef=0.04,
+                  stop_tokens=[-1])  # -1: the tokenizer's eos
+    return c
+
+
+def _as_sequence(pair):  # SFT on the chosen responses (completion-only loss)
+    return {"input_ids": pair["chosen_ids"], "mask": pair["chosen_mask"],
+            "loss_mask": pair["chosen_response_mask"]}
+
+
+def _grpo(config, workdir, tokenizer, dataset):
+    g = config.grpo
+    records = HFSource(dataset, lambda r: r)
+    rows = [tokenize_prompt(records.record(i), tokenizer, max_length=int(g.max_prompt_length))
+            for i in range(len(records))]
+    prompt_ids = np.stack([r["prompt_ids"] for r in rows])
+    prompt_mask = np.stack([r["prompt_mask"] for r in rows])
+    model, params = pretrained.model_and_params(config.model.to_dict(), "lm")
+    rm_cfg = {**config.model.to_dict(), "path": g.reward_model or config.model.path}
+    rm, rm_params = pretrained.model_and_params(rm_cfg, "reward", seed=int(config.seed))
+    score = jax.jit(rm.apply)
+
+    def reward_fn(rollout):  # the reward model reads the last valid token of prompt + response
+        return score(rm_params, rollout.ids, rollout.mask.astype(bool))
+
+    stops = [tokenizer.eos_id if s == -1 else int(s) for s in g.stop_tokens]
+    pg = policy_gradient.default_config(
+        iterations=int(g.iterations), prompts_per_iteration=int(g.prompts_per_iteration),
+        num_samples=int(g.num_samples), max_new_tokens=int(g.max_new_tokens),
+        temperature=float(g.temperature), kl_coef=float(g.kl_coef), stop_tokens=tuple(stops),
+        grad_accum_steps=int(config.train.grad_accum_steps),
+        optimizer={k: v for k, v in config.optimizer.to_dict().items() if k != "moment_dtype"},
+        mesh=config.mesh.to_dict(),
+        checkpoint_every=int(config.train.checkpoint_every),
+        log_every=int(config.train.log_every), progress=bool(config.train.progress),
+        lora=(dict(rank=int(config.lora.rank), alpha=float(config.lora.alpha))
+              if config.lora.rank > 0 else None))
+    out = policy_gradient.train(pg, workdir, model=model, init_params=params, ref_params=params,
+                                prompt_ids=prompt_ids, prompt_mask=prompt_mask,
+                                reward_fn=reward_fn, seed=int(config.seed))
+    return {k: float(jnp.asarray(v)) for k, v in out["metrics"].items()
+            if np.ndim(v) == 0}
+
+
+def run(config, workdir):
+    tokenizer = HFTokenizer.from_file(config.tokenizer or config.model.path)
+    t = int(config.data.max_length)
+
+    def transform(record):
+        pair = tokenize_pair(record, tokenizer, max_length=t)
+        return _as_sequence(pair) if config.recipe == "sft" else pair
+
+    dataset = load_hf_dataset(config.data.path, split=config.data.split)
+    if config.recipe == "grpo":
+        return _grpo(config, workdir, tokenizer, dataset)
+    source = HFSource(dataset, transform, kinds=(PreferenceRecord,))
+    recipe = RECIPES[config.recipe]
+    overrides = dict(model=config.model.to_dict(), train=config.train.to_dict(),
+                     optimizer=config.optimizer.to_dict(), mesh=config.mesh.to_dict())
+    if config.lora.rank > 0:
+        overrides["lora"] = dict(rank=int(config.lora.rank), alpha=float(config.lora.alpha))
+    if config.recipe == "dpo":
+        overrides["loss_kwargs"] = dict(beta=float(config.beta))
+    out = recipe.train(recipe.default_config(**overrides), workdir, train_source=source,
+                       seed=int(config.seed))
+    return {k: float(v) for k, v in out["metrics"].items()}
