@@ -10,7 +10,8 @@
   Parquet, JSON folders, `save_to_disk`; the Hub where a network exists) in TRL's formats
   (paired, unpaired, prompt-only, ratings) -> records or a lazy random-access source.
 - `tokenize_prompt` / `as_conversation`: prompts for online sampling rendered as TRL does, and
-  string pairs as one-turn conversations.
+  string pairs as one-turn conversations; `tokenize_unpaired` / `mismatched_rows`: KTO rows and
+  TRL's KL rows (each prompt with another row's completion).
 - `write_preference_dataset` / `load_preference_source`: tfds builders writing array_record,
   read back as random-access sources without TensorFlow.
 - `make_batch_iterator`: checkpointable grain iterator of per-process batches whose
@@ -38,6 +39,7 @@ from alignax.data.tfds_builder import (
 )
 from alignax.data.tokenize import as_conversation, tokenize_prompt
 from alignax.data.tokenizers import ByteTokenizer, HFTokenizer
+from alignax.data.unpaired import mismatched_rows, tokenize_unpaired
 
 __all__ = [
     "pairwise_win_counts",
@@ -66,4 +68,6 @@ __all__ = [
     "read_hf_dataset",
     "render_chat_template",
     "tokenize_prompt",
+    "tokenize_unpaired",
+    "mismatched_rows",
 ]
