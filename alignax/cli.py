@@ -7,7 +7,8 @@
                  [--system TEXT]
 
 `alignax eval` scores a reward model (a Hugging Face *ForSequenceClassification checkpoint
-folder of the Llama, Qwen2 or GPT-2 family, e.g. one written by alignax.models.hf.export_hf) on a
+folder of the Llama 2/3.x, Mistral, Qwen2/2.5, Qwen3 or GPT-2 family (Gemma is refused by name;
+alignax.models.hf), e.g. one written by alignax.models.hf.export_hf) on a
 preference file in the RewardBench layout (prompt, chosen, rejected, subset) and prints per-subset
 and overall accuracy (alignax.eval.rewardbench); the numbers do not depend on --batch-size. With a
 tokenizer that has a chat template (an instruct model's folder), every pair is scored as the

@@ -513,8 +513,11 @@ def unmerge(merged: Params, adapters: Params, cfg: LoraConfig) -> Params:
 
 
 def export_merged(model, base_params: Params, adapters: Params, cfg: LoraConfig, path: str,
-                  *, model_type: str = "llama") -> None:
-    """Writes the merged model as a Hugging Face checkpoint (`alignax.models.hf.export_hf`)."""
+                  *, model_type: str = "llama", **export_kwargs) -> None:
+    """Writes the merged model as a Hugging Face checkpoint (`alignax.models.hf.export_hf`;
+    `export_kwargs` are its options: dtype, max_shard_size, tokenizer_dir, generation_config,
+    ...)."""
     from alignax.models.hf import export_hf
 
-    export_hf(model, merge(base_params, adapters, cfg), path, model_type=model_type)
+    export_hf(model, merge(base_params, adapters, cfg), path, model_type=model_type,
+              **export_kwargs)
