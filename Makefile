@@ -22,7 +22,7 @@ run: install
 	$(BIN)/alignax run experiments/bt_dpo_synthetic.py
 
 lint: install
-	$(BIN)/ruff check alignax experiments tests tools benchmarks
+	$(BIN)/ruff check alignax experiments examples tests tools benchmarks
 
 test: install lint
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=25 $(PYTEST_ARGS)

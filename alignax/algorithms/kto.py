@@ -196,10 +196,11 @@ def validate(config: Mapping[str, Any] | None) -> dict:
 
 
 def train(
-    config: Mapping[str, Any], workdir: str, *, train_source, ref_params, eval_fn=None,
+    config: Mapping[str, Any], workdir: str, *, train_source, ref_params=None, eval_fn=None,
     seed: int = 0,
 ) -> dict:
-    """Trains a policy initialised at `ref_params` with KTO on unpaired examples.
+    """Trains a policy initialised at `ref_params` (or at the `model.path` checkpoint, which is
+    then also the reference) with KTO on unpaired examples.
 
     Config keys (`default_config()`), TRL's names where they change the math: loss_type ("kto"
     or "apo_zero_unpaired"), beta, desirable_weight, undesirable_weight, kl_group_size (the
@@ -215,8 +216,11 @@ def train(
     reference; `train.grad_accum_steps` splits each batch into micro-batches inside the step
     (each with its own KL estimate, as TRL's gradient accumulation).
     """
+    from alignax.algorithms import pretrained
+
     config = validate(config)
-    model = common.make_model(config["model"], "lm")
+    model, ref_params = pretrained.recipe_model(config, "lm", init_params=ref_params,
+                                                params_name="ref_params", required=True)
     token_logps = model.config.logits_chunk > 0
     loss_fn = make_kto_loss(
         model.apply, loss_type=config["loss_type"], beta=float(config["beta"]),

@@ -6,8 +6,8 @@ an uninterrupted reference run records the fault points it passes (`alignax._src
 starts, logged steps, checkpoints being written, dataset splits half written, seeds done,
 summary.json about to be written). A second workdir is then run again and again, each time
 SIGKILLed at the next of 5 points drawn at random from that trace (every kind of point
-the trace has is drawn at least once: 5 or 6 kills), and finally run to the end. Its metrics.jsonl files,
-summary.json and config.json must equal the reference's byte for byte.
+the trace has is drawn at least once: 5 or 6 kills), and finally run to the end. Its
+metrics.jsonl files, summary.json and config.json must equal the reference's byte for byte.
 """
 
 from __future__ import annotations
