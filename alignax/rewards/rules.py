@@ -116,8 +116,11 @@ def cosine_reward(embeddings, reference_embeddings) -> jax.Array:
     frozen encoder E, as in "Shaping Explanations")."""
     a = jnp.asarray(embeddings, jnp.float32)
     b = jnp.asarray(reference_embeddings, jnp.float32)
-    norm = lambda x: jnp.sqrt(jnp.maximum(jnp.sum(x * x, -1), 1e-12))  # noqa: E731
-    return jnp.sum(a * b, -1) / (norm(a) * norm(b))
+    unit = lambda x: x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), 1e-12))  # noqa: E731
+    # unit vectors first, then the dot product: the equal sum(a b) / (|a| |b|) came out wrong
+    # under jit on XLA:CPU (jax 0.10.2) for broadcast shapes such as [1, 1728, 1, 16] x
+    # [128, 1, 1, 16] (errors up to 1.5; tests/rewards/test_rules.py)
+    return jnp.sum(unit(a) * unit(b), -1)
 
 
 def mean_pooled_embeddings(apply_hidden: Callable, params, ids, mask) -> jax.Array:

@@ -121,3 +121,18 @@ def test_reward_model_and_ensemble_rewards():
     np.testing.assert_allclose(ensemble_reward(apply, members, mode="mean_minus_std",
                                                lam=1.0)(rollout), [3.0, 7.0])
     assert jax.jit(lambda ids: apply({"w": 1.0}, ids, None))(rollout.ids).shape == (2,)
+
+
+def test_cosine_reward_under_jit_with_broadcasting():
+    """The broadcast shapes where sum(a b) / (|a| |b|) was miscompiled on XLA:CPU (jax 0.10.2)."""
+    import jax
+    import numpy as np
+
+    from alignax.rewards import cosine_reward
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(1, 1728, 1, 16)).astype(np.float32)
+    b = rng.normal(size=(128, 1, 1, 16)).astype(np.float32)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    np.testing.assert_allclose(jax.jit(cosine_reward)(a, b), (unit(a) * unit(b)).sum(-1),
+                               atol=1e-5)
