@@ -34,8 +34,11 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL semanti
 
 
 def _run(spec: str, workdir: str, *, trace: str | None = None, kill: str | None = None):
+    # the reference run is also the experiment's smoke test, which checks its per-run plots;
+    # the killed and resumed runs compare metrics, summary and config only
     env = dict(os.environ, JAX_PLATFORMS="cpu", ALIGNAX_FAULT_ROOT=workdir,
-               ALIGNAX_CACHE=os.path.join(workdir, "cache"), PYTHONPATH=REPO)
+               ALIGNAX_CACHE=os.path.join(workdir, "cache"), PYTHONPATH=REPO,
+               ALIGNAX_RUN_PLOTS="1" if trace else "0")
     env.pop("ALIGNAX_FAULT_TRACE", None)
     env.pop("ALIGNAX_FAULT_KILL", None)
     if trace:

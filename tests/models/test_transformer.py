@@ -293,19 +293,22 @@ def test_family_model_scanned_cached_padded_and_differentiable():
 
     from alignax.models.transformer import causal_attention_mask, init_cache, stack_layers
 
+    # every forward jitted: eagerly, each of the model's primitives compiles on its own
     model = make_lm(FAMILY)
     params = model.init(jax.random.key(3))
+    apply = jax.jit(model.apply)
     rng = np.random.default_rng(0)
     ids = jnp.asarray(rng.integers(1, 37, size=(2, 12)))
     ones = jnp.ones(ids.shape, bool)
-    full = model.apply(params, ids, ones)
+    full = apply(params, ids, ones)
     # left padding: the valid tokens' logits are unchanged
     padded = jnp.concatenate([jnp.zeros((2, 3), ids.dtype), ids], axis=1)
     pmask = jnp.concatenate([jnp.zeros((2, 3), bool), ones], axis=1)
-    np.testing.assert_allclose(model.apply(params, padded, pmask)[:, 3:], full, rtol=1e-5,
+    np.testing.assert_allclose(apply(params, padded, pmask)[:, 3:], full, rtol=1e-5,
                                atol=1e-5)
     # the window acts: without it the late positions differ
-    wide = make_lm(dataclasses.replace(FAMILY, sliding_window=0)).apply(params, ids, ones)
+    wide = jax.jit(make_lm(dataclasses.replace(FAMILY, sliding_window=0)).apply)(params, ids,
+                                                                                 ones)
     np.testing.assert_allclose(wide[:, :4], full[:, :4], rtol=1e-5, atol=1e-5)
     assert np.abs(np.asarray(wide[:, 4:] - full[:, 4:])).max() > 1e-4
     # cached decode: prefill 7 then 5 single steps
@@ -313,18 +316,20 @@ def test_family_model_scanned_cached_padded_and_differentiable():
     slots = jnp.arange(12)
     pos = positions_from_mask(ones)
     attn0 = causal_attention_mask(ones)[:, :7, :]
-    out, caches = model.apply_cached(params, ids[:, :7], pos[:, :7], attn0, caches, 0)
+    cached = jax.jit(model.apply_cached)
+    out, caches = cached(params, ids[:, :7], pos[:, :7], attn0, caches, jnp.int32(0))
     steps = [out]
     for i in range(7, 12):
         step_mask = jnp.broadcast_to((slots <= i)[None, None], (2, 1, 12))
-        out, caches = model.apply_cached(params, ids[:, i:i + 1], pos[:, i:i + 1], step_mask,
-                                         caches, i)
+        out, caches = cached(params, ids[:, i:i + 1], pos[:, i:i + 1], step_mask, caches,
+                             jnp.int32(i))
         steps.append(out)
     np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, rtol=1e-5, atol=1e-5)
     # scanned layers: same logits and gradients
     scanned = make_lm(dataclasses.replace(FAMILY, scan_layers=True))
     sparams = stack_layers(params)
-    np.testing.assert_allclose(scanned.apply(sparams, ids, ones), full, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(scanned.apply)(sparams, ids, ones), full, rtol=1e-5,
+                               atol=1e-5)
 
     traces = []
 
@@ -336,7 +341,7 @@ def test_family_model_scanned_cached_padded_and_differentiable():
     g1 = g(params)
     g(params)
     assert len(traces) == 1
-    gs = jax.grad(lambda p: loss(p, scanned))(sparams)
+    gs = jax.jit(jax.grad(lambda p: loss(p, scanned)))(sparams)
     for a, b in zip(jax.tree.leaves(stack_layers(g1)), jax.tree.leaves(gs)):
         assert np.all(np.isfinite(np.asarray(a)))
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
