@@ -106,7 +106,7 @@ IMPLICIT = {"chosen": EXPLICIT["prompt"] + EXPLICIT["chosen"],
 
 
 def _templated(template, specials):
-    from tests.data.test_chat_template import tiny_tokenizer
+    from tests.data import tiny_tokenizer
 
     from alignax.data import HFTokenizer
 
@@ -115,7 +115,7 @@ def _templated(template, specials):
 
 def test_conversational_pair_is_the_rendered_conversation_without_added_specials():
     from alignax.data.readers import parse_row
-    from tests.data.test_chat_template import LLAMA32, LLAMA_SPECIALS, QWEN3, QWEN_SPECIALS
+    from tests.data import LLAMA32, LLAMA_SPECIALS, QWEN3, QWEN_SPECIALS
 
     for template, specials in ((LLAMA32, LLAMA_SPECIALS), (QWEN3, QWEN_SPECIALS)):
         tok = _templated(template, specials)
@@ -152,7 +152,7 @@ def test_prompt_that_is_not_a_prefix_of_the_conversation():
     prefix of the prompt ids and both conversations (TRL's `common_prefix_length`)."""
     from alignax.data.readers import parse_row
     from alignax.data.tokenize import render_conversational_pair
-    from tests.data.test_chat_template import QWEN_SPECIALS
+    from tests.data import QWEN_SPECIALS
 
     template = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
                 "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n"
@@ -181,7 +181,7 @@ def test_same_texts_and_ids_as_trl():
 
     from alignax.data.readers import parse_row
     from alignax.data.tokenize import render_conversational_pair
-    from tests.data.test_chat_template import (
+    from tests.data import (
         LLAMA32,
         LLAMA_SPECIALS,
         QWEN3,
@@ -225,7 +225,7 @@ def test_same_texts_and_ids_as_trl():
 def test_prompts_for_sampling_are_left_padded_and_use_the_template():
     from alignax.data.hf_datasets import parse_hf_row
     from alignax.data.tokenize import tokenize_prompt
-    from tests.data.test_chat_template import QWEN3, QWEN_SPECIALS
+    from tests.data import QWEN3, QWEN_SPECIALS
 
     tok = _templated(QWEN3, QWEN_SPECIALS)
     record = parse_hf_row({"prompt": EXPLICIT["prompt"]})
@@ -252,7 +252,7 @@ def test_standard_pairs_bos_as_the_tokenizer_and_trl_add_it():
 
     from alignax.data import HFTokenizer
     from alignax.data.hf_datasets import parse_hf_row
-    from tests.data.test_chat_template import LLAMA_SPECIALS, QWEN_SPECIALS, tiny_tokenizer
+    from tests.data import LLAMA_SPECIALS, QWEN_SPECIALS, tiny_tokenizer
 
     llama = tiny_tokenizer()  # its post-processor prepends <|begin_of_text|>
     qwen = Tokenizer.from_str(llama.to_str())
@@ -275,7 +275,7 @@ def test_standard_pairs_bos_as_the_tokenizer_and_trl_add_it():
 def test_as_conversation_renders_a_string_pair_with_the_template():
     from alignax.data.readers import parse_row
     from alignax.data.tokenize import as_conversation
-    from tests.data.test_chat_template import LLAMA32, LLAMA_SPECIALS
+    from tests.data import LLAMA32, LLAMA_SPECIALS
 
     tok = _templated(LLAMA32, LLAMA_SPECIALS)
     pair = PreferenceRecord("What is the capital of France?", "Paris is the capital.",

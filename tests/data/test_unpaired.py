@@ -29,8 +29,8 @@ def test_layout_of_a_standard_row():
 
 def test_conversational_row_is_the_rendered_conversation():
     from alignax.data.hf_datasets import parse_hf_row
-    from tests.data.test_chat_template import LLAMA32, LLAMA_SPECIALS, QWEN3, QWEN_SPECIALS
-    from tests.data.test_tokenize import _templated
+    from tests.data import LLAMA32, LLAMA_SPECIALS, QWEN3, QWEN_SPECIALS
+    from tests.data import templated as _templated
 
     record = parse_hf_row(MESSAGES)
     assert isinstance(record, UnpairedRecord) and record.label

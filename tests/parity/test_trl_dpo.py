@@ -37,7 +37,7 @@ from datasets import Dataset  # noqa: E402
 from trl import DPOConfig, DPOTrainer  # noqa: E402
 
 from alignax.algorithms.direct import make_direct_loss  # noqa: E402
-from tests.data.test_chat_template import QWEN25  # noqa: E402
+from tests.data import QWEN25  # noqa: E402
 from tests.parity.trl_fixtures import (  # noqa: E402
     RTOL,
     assert_same_tokens,
