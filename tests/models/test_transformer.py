@@ -227,14 +227,16 @@ def test_attention_matches_softmax_reference_values_and_grads(t, groups, causal)
     def loss(fn, q, k, v):
         return jnp.sum(fn(q, k, v) * w)
 
-    got = jax.value_and_grad(lambda *a: loss(
-        lambda q, k, v: attention(q, k, v, bias, causal=causal), *a), argnums=(0, 1, 2))(q, k, v)
-    want = jax.value_and_grad(lambda *a: loss(
-        lambda q, k, v: _naive_attention(q, k, v, bias), *a), argnums=(0, 1, 2))(q, k, v)
+    # jitted: eagerly every primitive of the blockwise kernel compiles on its own
+    got = jax.jit(jax.value_and_grad(lambda *a: loss(
+        lambda q, k, v: attention(q, k, v, bias, causal=causal), *a), argnums=(0, 1, 2)))(
+            q, k, v)
+    want = jax.jit(jax.value_and_grad(lambda *a: loss(
+        lambda q, k, v: _naive_attention(q, k, v, bias), *a), argnums=(0, 1, 2)))(q, k, v)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-4)
     for g, r in zip(got[1], want[1]):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
-    out = attention(q, k, v, bias, causal=causal)
+    out = jax.jit(lambda q, k, v: attention(q, k, v, bias, causal=causal))(q, k, v)
     real = np.asarray(mask)[:, None, None, :, None]
     np.testing.assert_allclose(np.where(real, out, 0), np.where(real, _naive_attention(
         q, k, v, bias), 0), rtol=1e-5, atol=1e-5)
