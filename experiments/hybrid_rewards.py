@@ -81,7 +81,6 @@ penalty's scale, band and power were fixed before the run and not retuned on the
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
@@ -144,12 +143,7 @@ def space_of(config) -> st.SequenceSpace:
 def response_table(config) -> dict:
     """Per response (all V^L rows): content length, first token, and the RM's features
     (content-token-by-position one-hot and length one-hot)."""
-    return _response_table(int(config.space.vocab_size), int(config.space.length))
-
-
-@functools.lru_cache(maxsize=4)
-def _response_table(vocab_size: int, length: int) -> dict:
-    space = st.SequenceSpace(vocab_size, length)
+    space = space_of(config)
     seq = space.sequences
     length = np.asarray(hybrid.eos_lengths(seq, EOS))
     v, n_len = space.vocab_size, space.length
@@ -222,9 +216,9 @@ def preference_pairs(config, space, ref: dict, prompts: dict, rng) -> dict:
             "rejected": np.where(a_wins, b, a).astype(np.int32)}
 
 
-def make_data(config, seed: int) -> dict:
+def make_data(config, seed: int, table: dict) -> dict:
+    """One seed's world and splits; `table` is `response_table(config)` (built once per run)."""
     world = world_draws(config, seed)
-    table = response_table(config)
     space = space_of(config)
     splits = split_seeds(seed)
     dc = config.data
@@ -381,8 +375,9 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     seeds = [int(s) for s in config.seeds]
     space = space_of(config)
     nm = len(METHODS)
-    table = {k: jnp.asarray(v) for k, v in response_table(config).items()}
-    per_seed = [make_data(config, s) for s in seeds]
+    host_table = response_table(config)
+    table = {k: jnp.asarray(v) for k, v in host_table.items()}
+    per_seed = [make_data(config, s, host_table) for s in seeds]
     data = stack_seeds(per_seed, list(per_seed[0]))
     rm_fit = train_reward_model(config, os.path.join(workdir, "reward_model"), data,
                                 table["phi"])
