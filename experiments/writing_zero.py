@@ -92,7 +92,7 @@ from alignax.rewards import pairwise
 from alignax.tasks.simulators import bradley_terry
 from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.plots import plot_curves
-from alignax.train.small import fit_small, stack_seeds
+from alignax.train.small import fit_small, pair_accuracy_selection, stack_seeds
 
 METHODS = ("grpo_rm", "brpo_judge")
 END = 0
@@ -255,17 +255,14 @@ def train_rm(config, workdir, data):
         return jnp.mean(bradley_terry_loss(batch["train_chosen"] @ theta,
                                            batch["train_rejected"] @ theta))
 
-    def eval_fn(theta, v):
-        margin = v["val_chosen"] @ theta - v["val_rejected"] @ theta
-        return {"val_accuracy": jnp.mean((margin > 0).astype(jnp.float32))}
-
+    selection = pair_accuracy_selection(
+        lambda theta, x: x @ theta,
+        {"chosen": data["val_chosen"], "rejected": data["val_rejected"]},
+        steps_per_log=int(rc.eval_every))
     return fit_small(workdir, loss_fn=loss_fn, init_params=jnp.zeros(3, jnp.float32),
                      tx=optax.adam(float(rc.learning_rate)), num_steps=int(rc.steps),
                      data={k: data[k] for k in ("train_chosen", "train_rejected")},
-                     seeds=list(config.seeds), per_seed_data=True,
-                     steps_per_log=int(rc.eval_every), eval_fn=eval_fn,
-                     eval_data={k: data[k] for k in ("val_chosen", "val_rejected")},
-                     select=("val_accuracy", "max"), plots=False)
+                     seeds=list(config.seeds), per_seed_data=True, plots=False, **selection)
 
 
 # ---------------------------------------------------------------------------------------------
