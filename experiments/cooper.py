@@ -80,9 +80,8 @@ from alignax.models import sequence_table as st
 from alignax.protocol import seed_mean
 from alignax.rewards import judges
 from alignax.tasks.splits import check_disjoint, split_seeds
-from alignax.train.plots import plot_curves
+from alignax.train.plots import plot_curves, seed_mean_curve
 from alignax.train.small import fit_small, stack_seeds
-from alignax.train.writers import read_metrics
 
 DIGITS = 5  # answers are (a + b) mod 5, tokens 0..4
 END, FILLER, OTHER = 5, 6, 7
@@ -429,13 +428,10 @@ def plots(results, workdir: str) -> list[str]:
     for metric, label in (("test_gold", "test gold accuracy"), ("test_rm", "E_pi[RM score]")):
         curves = {}
         for arm, res in results.items():
-            path = os.path.join(workdir, arm, "grpo", "metrics.jsonl")
-            if not os.path.exists(path):
-                continue
-            rows = read_metrics(path)
-            ys = np.array([[row[f"seed_{s}/eval/{metric}"] for row in rows]
-                           for s in res["per_seed"]])
-            curves[arm] = (list(range(1, len(rows) + 1)), ys.mean(0), ys.std(0))
+            curve = seed_mean_curve(os.path.join(workdir, arm, "grpo", "metrics.jsonl"),
+                                    f"eval/{metric}", res["per_seed"])
+            if curve is not None:
+                curves[arm] = curve
         out = os.path.join(workdir, "plots", f"cooper_{metric}.png")
         plot_curves(curves, out, title=f"Cooper vs static RM vs rule-only: {label}",
                     xlabel="evaluation (every eval_every updates)", ylabel=label)

@@ -78,9 +78,8 @@ from alignax.models import sequence_table as st
 from alignax.protocol import seed_mean
 from alignax.rewards import judges
 from alignax.tasks.splits import check_disjoint, split_seeds
-from alignax.train.plots import plot_curves
+from alignax.train.plots import plot_curves, seed_mean_curve
 from alignax.train.small import fit_small, stack_seeds
-from alignax.train.writers import read_metrics
 
 VOCAB, LENGTH = 8, 3
 MOD = 7  # verifiable answers (a + b) mod 7, tokens 0..6
@@ -505,13 +504,10 @@ def plots(results, workdir: str) -> list[str]:
     """Open-ended gold reward on test topics along training, per arm."""
     curves = {}
     for arm, res in results.items():
-        path = os.path.join(workdir, arm, "grpo", "metrics.jsonl")
-        if not os.path.exists(path):
-            continue
-        rows = read_metrics(path)
-        ys = np.array([[row[f"seed_{s}/eval/test_open_gold"] for row in rows]
-                       for s in res["per_seed"]])
-        curves[arm] = (list(range(1, len(rows) + 1)), ys.mean(0), ys.std(0))
+        curve = seed_mean_curve(os.path.join(workdir, arm, "grpo", "metrics.jsonl"),
+                                "eval/test_open_gold", res["per_seed"])
+        if curve is not None:
+            curves[arm] = curve
     out = os.path.join(workdir, "plots", "urpo_open_gold.png")
     plot_curves(curves, out, title="URPO vs frozen judge: open-ended gold reward (test topics)",
                 xlabel="evaluation (every eval_every updates)", ylabel="E_pi[gold]")

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_curves", "plot_metrics", "run_plots_enabled"]
+__all__ = ["plot_curves", "plot_metrics", "run_plots_enabled", "seed_mean_curve"]
 
 _DEFAULT_GROUP = "metrics"
 _MAX_COLS = 3
@@ -319,3 +319,17 @@ def _save(fig, path: str) -> str:
         os.makedirs(parent, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
+
+
+def seed_mean_curve(metrics_path: str, key: str, seeds) -> tuple | None:
+    """(x, mean, std) over `seeds` of a `fit_small` run's per-seed metric `seed_<s>/<key>`
+    along its logged rows (x = 1, 2, ...), for `plot_curves`; None when the run has no
+    metrics.jsonl (e.g. a variant that was not run)."""
+    from alignax.train.writers import read_metrics
+
+    if not os.path.exists(metrics_path):
+        return None
+    rows = read_metrics(metrics_path)
+    ys = np.array([[row[f"seed_{s}/{key}"] for row in rows] for s in seeds])
+    return list(range(1, len(rows) + 1)), ys.mean(0), ys.std(0)
+

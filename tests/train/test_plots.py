@@ -159,3 +159,16 @@ def test_plot_scatter_groups_drop_non_finite_points_and_reject_ragged_input(tmp_
     with pytest.raises(ValueError, match="'flat'"):
         plot_scatter({"flat": (x.reshape(30, 10), x.reshape(30, 10))}, path, title="t",
                      xlabel="x", ylabel="y")
+
+
+def test_seed_mean_curve_reads_per_seed_metrics(tmp_path):
+    from alignax.train.plots import seed_mean_curve
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 5, "seed_0/eval/x": 1.0, "seed_1/eval/x": 3.0}\n'
+                    '{"step": 10, "seed_0/eval/x": 2.0, "seed_1/eval/x": 2.0}\n')
+    x, mean, std = seed_mean_curve(str(path), "eval/x", [0, 1])
+    assert x == [1, 2]
+    np.testing.assert_allclose(mean, [2.0, 2.0])
+    np.testing.assert_allclose(std, [1.0, 0.0])
+    assert seed_mean_curve(str(tmp_path / "none.jsonl"), "eval/x", [0]) is None
