@@ -84,9 +84,8 @@ from alignax.rewards import bleu
 from alignax.tasks.sequence_prefs import PreferenceWorld
 from alignax.tasks.simulators import bradley_terry
 from alignax.tasks.splits import choose_on_validation, split_seeds
-from alignax.train.plots import plot_curves
+from alignax.train.plots import plot_curves, seed_mean_curve
 from alignax.train.small import fit_small, stack_seeds
-from alignax.train.writers import read_metrics
 
 METHODS = ("bleu_grpo", "bleu_hard", "rm_grpo", "sft")
 
@@ -456,16 +455,11 @@ def plots(results, workdir: str) -> list[str]:
     """Validation gold along training at each variant's chosen KL coefficient (seed mean)."""
     curves = {}
     for variant, res in results.items():
-        path = os.path.join(workdir, variant, "policy", "metrics.jsonl")
-        if not os.path.exists(path):
-            continue
-        rows = read_metrics(path)
-        ys = []
-        for s, m in res["per_seed"].items():
-            key = f"seed_{1000 * int(s) + int(m['chosen_kl_index'])}/eval/val_gold"
-            ys.append([row.get(key, np.nan) for row in rows])
-        ys = np.asarray(ys)
-        curves[variant] = (list(range(1, len(rows) + 1)), np.nanmean(ys, 0), np.nanstd(ys, 0))
+        rows = [1000 * int(s) + int(m["chosen_kl_index"]) for s, m in res["per_seed"].items()]
+        curve = seed_mean_curve(os.path.join(workdir, variant, "policy", "metrics.jsonl"),
+                                "eval/val_gold", rows)
+        if curve is not None:
+            curves[variant] = curve
     out = os.path.join(workdir, "plots", "bleuberi_val_gold.png")
     plot_curves(curves, out, title="BLEUBERI toy: validation gold at the chosen KL coefficient",
                 xlabel="logged step", ylabel="E_pi[gold] on validation prompts")

@@ -76,9 +76,8 @@ from alignax.protocol import seed_mean
 from alignax.rewards import (bag_embeddings, bag_encoder_loss, bleu, concept_f1,
                              embedding_similarity, init_bag_encoder, rouge1)
 from alignax.tasks.splits import choose_on_validation, split_seeds
-from alignax.train.plots import plot_curves
+from alignax.train.plots import plot_curves, seed_mean_curve
 from alignax.train.small import fit_small, stack_seeds
-from alignax.train.writers import read_metrics
 
 REWARDS = ("cosine", "rouge1", "bleu", "exact_match")
 
@@ -387,14 +386,11 @@ def plots(results, workdir: str) -> list[str]:
     """Validation concept F1 along training at each reward's chosen KL coefficient."""
     curves = {}
     for variant, res in results.items():
-        path = os.path.join(workdir, variant, "policy", "metrics.jsonl")
-        if not os.path.exists(path):
-            continue
-        rows = read_metrics(path)
-        ys = np.asarray([[row.get(f"seed_{1000 * int(s) + int(m['chosen_kl_index'])}"
-                                  f"/eval/val_gold", np.nan) for row in rows]
-                         for s, m in res["per_seed"].items()])
-        curves[variant] = (list(range(1, len(rows) + 1)), np.nanmean(ys, 0), np.nanstd(ys, 0))
+        rows = [1000 * int(s) + int(m["chosen_kl_index"]) for s, m in res["per_seed"].items()]
+        curve = seed_mean_curve(os.path.join(workdir, variant, "policy", "metrics.jsonl"),
+                                "eval/val_gold", rows)
+        if curve is not None:
+            curves[variant] = curve
     out = os.path.join(workdir, "plots", "semantic_rewards_val_gold.png")
     plot_curves(curves, out, title="GRPO with semantic vs lexical rewards",
                 xlabel="logged step", ylabel="E_pi[concept F1] on validation prompts")

@@ -323,13 +323,15 @@ def _save(fig, path: str) -> str:
 
 def seed_mean_curve(metrics_path: str, key: str, seeds) -> tuple | None:
     """(x, mean, std) over `seeds` of a `fit_small` run's per-seed metric `seed_<s>/<key>`
-    along its logged rows (x = 1, 2, ...), for `plot_curves`; None when the run has no
-    metrics.jsonl (e.g. a variant that was not run)."""
+    along its logged rows (x = 1, 2, ...), for `plot_curves`; `seeds` are the run's row ids
+    (e.g. one chosen configuration per seed). A row without the metric counts as missing (NaN,
+    left out of the mean). None when the run has no metrics.jsonl (a variant not run)."""
     from alignax.train.writers import read_metrics
 
     if not os.path.exists(metrics_path):
         return None
     rows = read_metrics(metrics_path)
-    ys = np.array([[row[f"seed_{s}/{key}"] for row in rows] for s in seeds])
-    return list(range(1, len(rows) + 1)), ys.mean(0), ys.std(0)
+    ys = np.array([[row.get(f"seed_{s}/{key}", np.nan) for row in rows] for s in seeds],
+                  np.float64)
+    return list(range(1, len(rows) + 1)), np.nanmean(ys, 0), np.nanstd(ys, 0)
 
