@@ -638,6 +638,21 @@ def last_token_index(mask):
     return (t - 1 - jnp.argmax(mask[:, ::-1].astype(jnp.int32), axis=-1)).astype(jnp.int32)
 
 
+def _rewards_at(score, hidden, reward_positions):
+    """score(hidden[b, p[b, s]]) for p = reward_positions [B, S] int (< 0: absent -> 0):
+    [B, T, D] -> [B, S] float32."""
+    b = hidden.shape[0]
+    if (reward_positions.ndim != 2 or reward_positions.shape[0] != b
+            or not jnp.issubdtype(reward_positions.dtype, jnp.integer)):
+        raise ValueError(f"reward_positions must be int [B={b}, S], got "
+                         f"{reward_positions.dtype} {reward_positions.shape}")
+    present = reward_positions >= 0
+    idx = jnp.where(present, reward_positions, 0).astype(jnp.int32)
+    at = jnp.take_along_axis(hidden, idx[:, :, None], axis=1)  # [B, S, D]
+    rewards = score(at)[..., 0].astype(jnp.float32)
+    return jnp.where(present, rewards, 0.0)
+
+
 class ScalarRewardModel(nnx.Module):
     """Decoder + linear score head read at the last valid token: rewards [B] (float32)."""
 
@@ -647,11 +662,28 @@ class ScalarRewardModel(nnx.Module):
                                 param_dtype=jnp.dtype(cfg.param_dtype),
                                 kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
 
-    def __call__(self, input_ids, mask):
+    def __call__(self, input_ids, mask, *, reward_positions=None):
+        """Rewards [B] float32: the score head at each row's last valid token.
+
+        Args:
+          input_ids: [B, T] int tokens.
+          mask: [B, T] boolean (padding on either side) or integer segment ids of packed rows
+            (0 padding, 1..k sequences; see `positions_from_mask`).
+          reward_positions: None (the default: one reward per row, at `last_token_index(mask)`),
+            or [B, S] int: for packed rows, the slot of each segment's last token (-1 = no
+            segment there). The rewards are then [B, S] float32, r[b, s] =
+            score(hidden[b, reward_positions[b, s]]), and 0 where reward_positions[b, s] < 0.
+            With segment-id masks each segment attends only to itself and its positions restart
+            at 0, so r[b, s] equals the reward of that segment run alone (its pooled reward).
+            Use it to score many short sequences (e.g. chosen and rejected of several pairs)
+            packed into one row; the S slots are static, the positions traced (no retrace).
+        """
         hidden = self.decoder(input_ids, mask)  # [B, T, D]
-        idx = last_token_index(mask)
-        last = jnp.take_along_axis(hidden, idx[:, None, None], axis=1)[:, 0]  # [B, D]
-        return self.score(last)[:, 0].astype(jnp.float32)
+        if reward_positions is None:
+            idx = last_token_index(mask)
+            last = jnp.take_along_axis(hidden, idx[:, None, None], axis=1)[:, 0]  # [B, D]
+            return self.score(last)[:, 0].astype(jnp.float32)
+        return _rewards_at(self.score, hidden, reward_positions)
 
 
 # Logical axis names of every parameter, by path suffix. The first matching pattern wins.
@@ -843,5 +875,7 @@ def make_lm(cfg: TransformerConfig) -> Model:
 
 
 def make_reward_model(cfg: TransformerConfig) -> Model:
-    """Scalar reward model: `apply(params, input_ids [B,T], mask [B,T]) -> rewards [B]`."""
+    """Scalar reward model: `apply(params, input_ids [B,T], mask [B,T]) -> rewards [B]`;
+    `apply(params, input_ids, segment_ids, reward_positions=[B, S]) -> rewards [B, S]` for
+    packed rows (see `ScalarRewardModel.__call__`)."""
     return make_from_module(ScalarRewardModel, cfg)

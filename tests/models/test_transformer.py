@@ -348,3 +348,32 @@ def test_family_model_scanned_cached_padded_and_differentiable():
         assert np.all(np.isfinite(np.asarray(a)))
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert np.abs(np.asarray(g1["decoder"]["layers"][0]["attn"]["q_norm"]["scale"])).max() > 0
+
+
+def test_reward_positions_of_packed_rows_equal_each_segment_run_alone(rm):
+    model, params = rm
+    a, b, c = (_rows(jax.random.key(k), 1, n) for k, n in ((11, 4), (12, 3), (13, 5)))
+    # row 0: segments a, b then padding; row 1: segment c then padding
+    ids = jnp.concatenate([jnp.concatenate([a, b, jnp.zeros((1, 2), a.dtype)], axis=1),
+                           jnp.concatenate([c, jnp.zeros((1, 4), a.dtype)], axis=1)])
+    seg = jnp.array([[1, 1, 1, 1, 2, 2, 2, 0, 0], [1, 1, 1, 1, 1, 0, 0, 0, 0]])
+    where = jnp.array([[3, 6], [4, -1]], jnp.int32)
+    # a, b, c alone: one per row, right-padded (the default reward is padding-invariant)
+    alone_ids = jnp.concatenate([jnp.pad(x, ((0, 0), (0, 5 - x.shape[1]))) for x in (a, b, c)])
+    alone_mask = jnp.arange(5)[None, :] < jnp.array([[4], [3], [5]])
+    apply = jax.jit(model.apply)
+    packed = jax.jit(lambda p, i, m, w: model.apply(p, i, m, reward_positions=w))
+    alone = np.asarray(apply(params, alone_ids, alone_mask))
+    out = packed(params, ids, seg, where)
+    assert out.shape == (2, 2) and out.dtype == jnp.float32
+    np.testing.assert_allclose(out, [[alone[0], alone[1]], [alone[2], 0.0]], atol=1e-5)
+    # the default is unchanged: one reward per row, at its last valid token (segment b, c)
+    np.testing.assert_allclose(apply(params, ids, seg), [alone[1], alone[2]], atol=1e-5)
+    # gradients: the sum of the packed rewards is the sum of the three rewards run alone
+    grads = jax.jit(jax.grad(lambda p: packed(p, ids, seg, where).sum()))(params)
+    want = jax.jit(jax.grad(lambda p: apply(p, alone_ids, alone_mask).sum()))(params)
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5), grads, want)
+    packed(params, ids, seg, where.at[0, 0].set(2))  # new positions: no retrace
+    assert packed._cache_size() == 1
+    with pytest.raises(ValueError, match="reward_positions must be int"):
+        model.apply(params, ids, seg, reward_positions=where[0])
