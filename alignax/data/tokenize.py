@@ -41,6 +41,18 @@ conversations) give the same ids. `render_conversational_pair` gives the same sp
 like any other: its prompt string in alignax's minimal template, `[bos] + prompt + response +
 [eos]`.
 
+Over-long pairs (`truncation_mode`). A side longer than `max_length` is refused by default
+(`"error"`: a `DataError` naming the side, which a reader's `skip_invalid` turns into a skipped
+row, as TRL's RewardTrainer drops such pairs). TRL's DPOTrainer (trl 1.16,
+`DataCollatorForPreference`) truncates instead, each side's whole sequence s = prompt + response
+on its own, after tokenisation: `"keep_start"` keeps s[:max_length] (TRL's default; a pair whose
+prompt alone has >= max_length tokens is still a `DataError` on field "prompt": TRL drops it,
+`DPOTrainer._prepare_dataset`, since no response token would be left), `"keep_end"` keeps
+s[-max_length:] (TRL's deprecated mode, and RewardBench's: its pipeline tokenizer truncates on the
+left). The masks are cut with the ids. trl 1.16 has no `max_prompt_length` /
+`max_completion_length` (older TRL truncated the prompt and the completion first); `max_length`
+is its only length key.
+
 `as_conversation` turns a string pair into a one-turn conversation (user prompt, assistant
 responses), so that it too is rendered with the model's template (RewardBench's scoring of chat
 models). `tokenize_prompt` gives the left-padded prompt arrays online sampling starts from,
@@ -168,8 +180,20 @@ def _template_ids(record: PreferenceRecord, tokenizer) -> tuple[list[int], list[
     return prompt_ids[:n], full[0][n:], full[1][n:]
 
 
+TRUNCATION_MODES = ("error", "keep_start", "keep_end")
+
+
+def check_truncation_mode(truncation_mode: str) -> str:
+    """`truncation_mode` if it is one of `TRUNCATION_MODES`, else a one-line ValueError."""
+    if truncation_mode not in TRUNCATION_MODES:
+        raise ValueError(f"truncation_mode must be one of {TRUNCATION_MODES}, got "
+                         f"{truncation_mode!r}")
+    return truncation_mode
+
+
 def tokenize_pair(record: PreferenceRecord, tokenizer, *, max_length: int,
-                  use_chat_template: bool = True) -> dict[str, np.ndarray]:
+                  use_chat_template: bool = True,
+                  truncation_mode: str = "error") -> dict[str, np.ndarray]:
     """One PreferenceRecord -> dict of [max_length] arrays (see module docstring).
 
     Args:
@@ -180,11 +204,20 @@ def tokenize_pair(record: PreferenceRecord, tokenizer, *, max_length: int,
       use_chat_template: render a conversational record with the tokenizer's own chat template
         (TRL's layout: no added bos/eos) when it has one; False: always `[bos] + prompt +
         response + [eos]` with the record's prompt string.
+      truncation_mode: what a side s = prompt + response longer than T becomes (TRL's
+        DPOConfig.truncation_mode, trl 1.16): "error" (the default: a DataError), "keep_start"
+        (s[:T], TRL's default; use it to tokenise like TRL's DPOTrainer) or "keep_end" (s[-T:],
+        the end of the prompt and the whole response when it fits; RewardBench's left
+        truncation). The masks are cut like the ids.
 
     Raises:
-      DataError: the tokenizer has no eos; a side is longer than `max_length` (its `field` is
-        "chosen" or "rejected").
+      DataError: the tokenizer has no eos; with "error", a side is longer than `max_length` (its
+        `field` is "chosen" or "rejected"); with "keep_start", the prompt alone has
+        >= `max_length` tokens (field "prompt": no response token would be left; TRL drops
+        such pairs).
+      ValueError: an unknown `truncation_mode`.
     """
+    check_truncation_mode(truncation_mode)
     bos, eos, pad = special_ids(tokenizer)
     if _uses_template(record, tokenizer, use_chat_template):
         prompt, chosen, rejected = _template_ids(record, tokenizer)
@@ -195,18 +228,28 @@ def tokenize_pair(record: PreferenceRecord, tokenizer, *, max_length: int,
         responses = tuple((side, list(tokenizer.encode(text)) + [eos]) for side, text in
                           (("chosen", record.chosen), ("rejected", record.rejected)))
         specials = "eos" if bos is None else "bos/eos"
+    if truncation_mode == "keep_start" and len(prompt) >= max_length:
+        raise DataError(f"prompt: {len(prompt)} tokens with {specials} leave no response token "
+                        f"within max_length={max_length} (truncation_mode='keep_start')",
+                        field="prompt")
     out = {}
     for side, response in responses:
-        n = len(prompt) + len(response)
-        if n > max_length:
-            raise DataError(f"{side}: {n} tokens with {specials} exceed max_length={max_length}",
-                            field=side)
+        seq = prompt + response
+        is_response = [0] * len(prompt) + [1] * len(response)
+        if len(seq) > max_length:
+            if truncation_mode == "error":
+                raise DataError(f"{side}: {len(seq)} tokens with {specials} exceed "
+                                f"max_length={max_length}", field=side)
+            cut = slice(None, max_length) if truncation_mode == "keep_start" else slice(
+                len(seq) - max_length, None)
+            seq, is_response = seq[cut], is_response[cut]
+        n = len(seq)
         ids = np.full(max_length, pad, np.int32)
-        ids[:n] = prompt + response
+        ids[:n] = seq
         mask = np.zeros(max_length, np.int32)
         mask[:n] = 1
         response_mask = np.zeros(max_length, np.int32)
-        response_mask[len(prompt):n] = 1
+        response_mask[:n] = is_response
         out[f"{side}_ids"], out[f"{side}_mask"] = ids, mask
         out[f"{side}_response_mask"] = response_mask
     return out
@@ -259,15 +302,18 @@ def tokenize_prompt(record, tokenizer, *, max_length: int,
 
 
 def tokenize_pairs(records: Sequence[PreferenceRecord], tokenizer, *, max_length: int,
-                   use_chat_template: bool = True) -> list[dict[str, np.ndarray]]:
+                   use_chat_template: bool = True,
+                   truncation_mode: str = "error") -> list[dict[str, np.ndarray]]:
     """`tokenize_pair` over records; only PreferenceRecords are accepted."""
+    check_truncation_mode(truncation_mode)
     special_ids(tokenizer)  # a tokenizer without eos fails once, before any record
     out = []
     for i, record in enumerate(records):
         if not isinstance(record, PreferenceRecord):
             raise DataError(f"record {i} is a {type(record).__name__}, expected a preference pair")
         out.append(tokenize_pair(record, tokenizer, max_length=max_length,
-                                 use_chat_template=use_chat_template))
+                                 use_chat_template=use_chat_template,
+                                 truncation_mode=truncation_mode))
     return out
 
 

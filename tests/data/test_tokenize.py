@@ -286,3 +286,42 @@ def test_as_conversation_renders_a_string_pair_with_the_template():
     got = tokenize_pair(converted, tok, max_length=96)
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_truncation_modes_cut_each_side_and_its_masks():
+    tok = ByteTokenizer()
+    record = PreferenceRecord("abc", "d", "efghi")  # chosen 6 tokens, rejected 10 with bos/eos
+    a, b, c, d, e, f, g, h, i = (ord(ch) + 3 for ch in "abcdefghi")
+    start = tokenize_pair(record, tok, max_length=7, truncation_mode="keep_start")
+    np.testing.assert_array_equal(start["chosen_ids"], [1, a, b, c, d, 2, 0])  # fits: as before
+    np.testing.assert_array_equal(start["rejected_ids"], [1, a, b, c, e, f, g])
+    np.testing.assert_array_equal(start["rejected_mask"], [1] * 7)
+    np.testing.assert_array_equal(start["rejected_response_mask"], [0, 0, 0, 0, 1, 1, 1])
+    end = tokenize_pair(record, tok, max_length=7, truncation_mode="keep_end")
+    np.testing.assert_array_equal(end["chosen_ids"], [1, a, b, c, d, 2, 0])
+    np.testing.assert_array_equal(end["rejected_ids"], [c, e, f, g, h, i, 2])
+    np.testing.assert_array_equal(end["rejected_response_mask"], [0, 1, 1, 1, 1, 1, 1])
+    fits = tokenize_pair(PreferenceRecord("ab", "c", "de"), tok, max_length=8)
+    for mode in ("keep_start", "keep_end"):  # nothing to cut: the default layout
+        same = tokenize_pair(PreferenceRecord("ab", "c", "de"), tok, max_length=8,
+                             truncation_mode=mode)
+        assert all(np.array_equal(same[k], fits[k]) for k in fits)
+    with pytest.raises(DataError, match="rejected: 10 tokens with bos/eos exceed max_length=7"):
+        tokenize_pair(record, tok, max_length=7)  # the default mode: "error"
+
+
+def test_keep_start_refuses_a_prompt_that_fills_max_length_and_modes_are_checked():
+    tok = ByteTokenizer()
+    with pytest.raises(DataError, match=r"prompt: 4 tokens with bos/eos leave no response token "
+                                        r"within max_length=4") as e:
+        tokenize_pair(PreferenceRecord("abc", "d", "e"), tok, max_length=4,
+                      truncation_mode="keep_start")
+    assert e.value.field == "prompt"
+    end = tokenize_pair(PreferenceRecord("abc", "d", "e"), tok, max_length=4,
+                        truncation_mode="keep_end")
+    np.testing.assert_array_equal(end["chosen_response_mask"], [0, 0, 1, 1])
+    with pytest.raises(ValueError, match=r"truncation_mode must be one of \('error', "
+                                         r"'keep_start', 'keep_end'\), got 'left'"):
+        tokenize_pair(PreferenceRecord("a", "b", "c"), tok, max_length=8, truncation_mode="left")
+    with pytest.raises(ValueError, match="truncation_mode"):
+        tokenize_pairs([], tok, max_length=8, truncation_mode="keep_middle")
