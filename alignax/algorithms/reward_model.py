@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alignax.algorithms import common, pretrained
+from alignax.data.packing import PACKING_DEFAULTS, check_packing, packed_train_source
 from alignax.eval.metrics import expected_calibration_error
 from alignax.losses import REWARD_LOSSES, pairwise_accuracy
 
@@ -22,8 +23,39 @@ def pair_rewards(apply_fn, params, batch) -> tuple[jax.Array, jax.Array]:
     return rewards[:b], rewards[b:]
 
 
+def packed_pair_rewards(apply_fn, params, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Rewards of the pairs packed in rows (`alignax.data.packing.pack_pairs`), one forward.
+
+    Each row holds several pairs, pair j's chosen and rejected as segments 2j + 1, 2j + 2 of the
+    integer segment-id `mask`; the reward model is read at each segment's last token
+    (`ScalarRewardModel`'s `reward_positions`), which equals the reward of that sequence alone
+    in a padded row (segments attend only to themselves, positions restart per segment).
+
+    Args:
+      apply_fn: reward model apply taking `reward_positions` ([B, S'] -> rewards [B, S']).
+      params: its params.
+      batch: `input_ids`, `mask` [B, T] int; `chosen_end`, `rejected_end` [B, S] int (-1: no
+        pair in that slot).
+
+    Returns:
+      (chosen [B*S], rejected [B*S] float32 rewards, valid [B*S] float32: 1 where a pair is).
+    """
+    chosen_end, rejected_end = batch["chosen_end"], batch["rejected_end"]
+    s = chosen_end.shape[1]
+    positions = jnp.concatenate([chosen_end, rejected_end], axis=1)  # [B, 2S]
+    rewards = apply_fn(params, batch["input_ids"], batch["mask"], reward_positions=positions)
+    valid = (chosen_end >= 0).reshape(-1).astype(jnp.float32)
+    return rewards[:, :s].reshape(-1), rewards[:, s:].reshape(-1), valid
+
+
 def make_reward_loss(apply_fn, loss: str = "bradley_terry", loss_kwargs=None) -> Callable:
-    """`loss_fn(params, batch, rng)` = mean over pairs of `REWARD_LOSSES[loss]`."""
+    """`loss_fn(params, batch, rng)` = mean over pairs of `REWARD_LOSSES[loss]`.
+
+    A batch of packed rows (it has `chosen_end`: `alignax.data.packing.pack_pairs`) is scored
+    with `packed_pair_rewards`; the loss and metrics are then means over the batch's valid pairs
+    (sum over pairs / number of pairs, reported as the metric `pairs`, the normaliser gradient
+    accumulation weighs micro-batches by), which equal the unpacked ones over the same pairs.
+    """
     if loss not in REWARD_LOSSES:
         raise ValueError(f"unknown reward loss {loss!r}; valid: {sorted(REWARD_LOSSES)}")
     per_example = REWARD_LOSSES[loss]
@@ -31,13 +63,22 @@ def make_reward_loss(apply_fn, loss: str = "bradley_terry", loss_kwargs=None) ->
 
     def loss_fn(params, batch, rng):
         del rng
-        chosen, rejected = pair_rewards(apply_fn, params, batch)
+        if "chosen_end" in batch:
+            chosen, rejected, valid = packed_pair_rewards(apply_fn, params, batch)
+            n = valid.sum()
+            mean = lambda x: (x * valid).sum() / jnp.maximum(n, 1.0)  # noqa: E731
+        else:
+            chosen, rejected = pair_rewards(apply_fn, params, batch)
+            n, mean = None, jnp.mean
         losses = per_example(chosen, rejected, **loss_kwargs)
-        return losses.mean(), {
-            "accuracy": pairwise_accuracy(chosen, rejected).mean(),
-            "margin": (chosen - rejected).mean(),
-            "reward_mean": 0.5 * (chosen + rejected).mean(),
+        metrics = {
+            "accuracy": mean(pairwise_accuracy(chosen, rejected)),
+            "margin": mean(chosen - rejected),
+            "reward_mean": 0.5 * mean(chosen + rejected),
         }
+        if n is not None:
+            metrics["pairs"] = n
+        return mean(losses), metrics
 
     return loss_fn
 
@@ -78,7 +119,8 @@ def make_pairwise_eval(apply_fn, pairs: Mapping[str, Any], *, gold_better=None):
     return evaluate
 
 
-DEFAULTS = common.offline_defaults(loss="bradley_terry", loss_kwargs={})
+DEFAULTS = common.offline_defaults(loss="bradley_terry", loss_kwargs={},
+                                   packing=dict(PACKING_DEFAULTS, max_pairs=0))
 
 
 def default_config(**overrides):
@@ -93,8 +135,10 @@ def validate(config: Mapping[str, Any] | None) -> dict:
     Raises:
       ValueError: one line naming the bad key or value.
     """
-    return common.validate_offline(DEFAULTS, config, "reward-model config", REWARD_LOSSES,
-                                   positional=2)
+    config = common.validate_offline(DEFAULTS, config, "reward-model config", REWARD_LOSSES,
+                                     positional=2)
+    check_packing(config["packing"], "reward-model config")
+    return config
 
 
 def train(
@@ -109,8 +153,18 @@ def train(
     `model.path` (an HF checkpoint folder) from a checkpoint: a sequence-classification one with
     its score head, a causal LM's backbone with a new head initialised as transformers does
     (Normal(0, initializer_range), seeded by `seed`; `alignax.algorithms.pretrained`).
+
+    `packing.enabled` (`alignax.data.packing.PACKING_DEFAULTS` plus `max_pairs`) packs whole
+    pairs of `train_source` into rows of `packing.length` tokens (default twice the pairs' row
+    length), chosen and rejected as adjacent segments, rewards read at each segment's last
+    token (`packed_pair_rewards`); `train.batch_size` then counts packed rows, the loss is the
+    mean over the batch's pairs and accumulated micro-batches weigh by their pair counts. Use it
+    when pair lengths vary a lot: fewer pad tokens are computed for the same update.
     """
     config = validate(config)
+    packing = config["packing"]
+    if packing["enabled"]:
+        train_source = packed_train_source(train_source, packing, "pair")
     model, init_params = pretrained.recipe_model(config, "reward", init_params=init_params,
                                                  seed=seed)
     eval_fn = None
@@ -120,4 +174,4 @@ def train(
         config, workdir, model=model,
         loss_fn=make_reward_loss(model.apply, config["loss"], config["loss_kwargs"]),
         train_source=train_source, seed=seed, init_params=init_params, eval_fn=eval_fn,
-        desc="reward model")
+        desc="reward model", grad_accum_weight="pairs" if packing["enabled"] else None)

@@ -529,3 +529,60 @@ class _PackIterator(grain.DatasetIterator):
         self._window_state = state["parent"]
         self._load_window()
         self._emitted = int(state["emitted"])
+
+
+# ----------------------------------------------------------------------------- recipe config
+
+PACKING_DEFAULTS = dict(enabled=False, length=0, strategy="bfd", window=1000)
+"""The `packing` section of the SFT and reward-model recipes (see `packed_train_source`; the
+reward model's adds `max_pairs`):
+
+- enabled: pack the training examples into rows (False: one padded example per row).
+- length: T of a packed row; 0 = the source's own row length (SFT: len(input_ids); RM: twice
+  len(chosen_ids), so that any pair fits), which needs fixed-length rows.
+- strategy, window: the bin plan (`plan_bins`): "bfd" (best-fit decreasing, TRL's) or
+  "first_fit", over windows of `window` examples.
+- max_pairs: RM only, S pair slots per row (0: the plan's largest bin).
+"""
+
+
+def check_packing(cfg: Mapping[str, Any] | None, label: str) -> None:
+    """Checks a resolved `packing` section; ValueError (one line, naming `label`) if bad."""
+    if not cfg:
+        return
+    if cfg["strategy"] not in STRATEGIES:
+        raise ValueError(f"{label}: unknown packing.strategy {cfg['strategy']!r}; valid: "
+                         f"{list(STRATEGIES)}")
+    for key, low in (("length", 0), ("window", 1), ("max_pairs", 0)):
+        if key not in cfg:
+            continue
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{label}: packing.{key} must be an int >= {low}, got {value!r}")
+
+
+def packed_train_source(source, cfg: Mapping[str, Any], kind: str, *, pad_id: int = 0):
+    """The recipes' training source with packing on: `PackedSource(source, T, kind=kind, ...)`
+    with T = `cfg["length"]` or, when 0, the source's own row length (see PACKING_DEFAULTS).
+
+    Args:
+      source: the recipe's train_source (fixed-length rows, or unpadded examples with `length`
+        set, e.g. a `TokenCache`).
+      cfg: a resolved `packing` section.
+      kind: "sequence" (SFT) or "pair" (RM).
+      pad_id: the padding token id (masked out; 0 fits any vocabulary).
+
+    Raises:
+      ValueError: length 0 with a source of unpadded examples.
+    """
+    length = int(cfg["length"])
+    if length == 0:
+        first = source[0]
+        key, mask = (("input_ids", "mask") if kind == "sequence" else ("chosen_ids", "chosen_mask"))
+        if mask not in first:
+            raise ValueError(f"packing.length=0 takes the rows' padded length, but the source's "
+                             f"examples are unpadded (no {mask!r}): set packing.length")
+        length = int(np.asarray(first[key]).shape[-1]) * (1 if kind == "sequence" else 2)
+    max_pairs = int(cfg.get("max_pairs", 0)) or None
+    return PackedSource(source, length, kind=kind, strategy=cfg["strategy"],
+                        window=int(cfg["window"]), pad_id=pad_id, max_pairs=max_pairs)
