@@ -41,6 +41,22 @@ and the metrics are pair accuracies on the last `data.eval_fraction` of the file
 
     alignax run experiments/bt_dpo_synthetic.py --config.data.path=prefs.jsonl \
         --config.model.max_len=512 --config.data.skip_invalid=True
+
+`:real` runs the same three stages and the same validation choices on a Hugging Face checkpoint
+and dataset (docs/byom.md): SFT on the chosen responses from `model.path` (the reference; or
+`reference=checkpoint`: the checkpoint itself is the reference, as for an instruct model), a
+Bradley-Terry reward model on the checkpoint's backbone with a new score head
+(`alignax.algorithms.pretrained`), and DPO from the reference. The pairs are the paired rows of
+`data.path` (TRL's explicit / implicit prompt, standard or conversational, rendered with the
+checkpoint's chat template); the last `data.eval_fraction` of the rows are test, the
+`data.eval_fraction` before them validation. The metrics are the held-out label accuracy of the
+RM and the implicit-reward pair accuracy of DPO at the steps chosen on validation; a user's
+pairs have no gold reward, so no claim is evaluated. The memory levers are `model.*` (dtype,
+remat, scan_layers, logits_chunk), `lora.rank` and `mesh.*`:
+
+    alignax run experiments/bt_dpo_synthetic.py:real --workdir runs/bt_real \
+        --config.model.path=/ckpt/Qwen2.5-0.5B-Instruct --config.data.path=/data/prefs \
+        --config.model.dtype=bfloat16 --config.model.remat=full --config.model.logits_chunk=8192
 """
 
 from __future__ import annotations
@@ -54,13 +70,13 @@ import ml_collections
 import numpy as np
 
 from alignax import protocol
-from alignax.algorithms import common, direct, reward_model, sft
+from alignax.algorithms import common, direct, pretrained, real, reward_model, sft
 from alignax.algorithms.common import stack_records
 from alignax.data import (ByteTokenizer, DataError, load_preference_source, read_preferences,
                           write_preference_dataset)
 from alignax.data.tokenize import tokenize_pairs
 from alignax.eval.policy import make_policy_eval
-from alignax.experiment import Claim, is_smoke
+from alignax.experiment import Claim
 from alignax.losses import pairwise_accuracy
 from alignax.tasks.language import BOS_ID, BigramLanguage
 from alignax.tasks.splits import choose_on_validation, split_seeds
@@ -70,7 +86,8 @@ RM_PAPER = "Ouyang et al. 2022 (BT reward model)"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = is_smoke(arg)
+    mode = real.config_mode(arg)
+    smoke = mode == "smoke"
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.task = dict(vocab_size=32, prompt_len=4, response_len=12, concentration=0.5,
@@ -102,6 +119,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dpo.train.eval_every = 25 if not smoke else 5
     c.dpo.loss = "dpo"
     c.dpo.loss_kwargs = dict(beta=0.1)
+    if mode == "real":  # a user's checkpoint and pairs: see the module docstring
+        del c.task
+        real.add_real_fields(c, max_length=1024)
+        c.seeds = [0]
+        c.reference = "sft"  # or "checkpoint": DPO's reference is model.path itself
+        c.sft = stage(200, 32, 1e-5, 100)
+        c.rm = stage(200, 32, 1e-5, 50)
+        c.rm.loss, c.rm.loss_kwargs = "bradley_terry", dict()
+        c.dpo = stage(200, 32, 5e-7, 50)
+        c.dpo.loss, c.dpo.loss_kwargs = "dpo", dict(beta=0.1)
     return c
 
 
@@ -184,8 +211,20 @@ def _stage_cfg(config, stage, vocab_size: int | None = None) -> dict:
     return {**stage.to_dict(), "model": model_cfg, "mesh": config.mesh.to_dict()}
 
 
+def _real_stage_cfg(config, stage) -> dict:
+    return {**stage.to_dict(), **real.levers(config)}
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks the three stages' configs and the data file before anything trains."""
+    if "path" in config.model:  # :real
+        real.require(config, "model.path", "data.path")
+        if config.reference not in ("sft", "checkpoint"):
+            raise ValueError(f"reference={config.reference!r} must be 'sft' or 'checkpoint'")
+        for recipe, stage in ((sft, config.sft), (reward_model, config.rm),
+                              (direct, config.dpo)):
+            recipe.validate(_real_stage_cfg(config, stage))
+        return
     sft.validate(_stage_cfg(config, config.sft))
     reward_model.validate(_stage_cfg(config, config.rm))
     direct.validate(_stage_cfg(config, config.dpo))
@@ -196,6 +235,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    if "path" in config.model:
+        return _run_real(config, workdir)
     seed = int(config.seed)
     data_dir = os.path.join(workdir, "data")
     from_file = bool(config.data.path)
@@ -237,14 +278,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
     # reward_model.train with an eval_fn of both held-out splits
     rm_cfg = reward_model.validate(stage_cfg(config.rm))
-    rm_model = common.make_model(rm_cfg["model"], "reward")
-    rm = common.fit_recipe(
-        rm_cfg, os.path.join(workdir, "rm"), model=rm_model,
-        loss_fn=reward_model.make_reward_loss(rm_model.apply, rm_cfg["loss"],
-                                              rm_cfg["loss_kwargs"]),
-        train_source=pair_source, seed=seed, desc="reward model",
-        eval_fn=_make_rm_eval(rm_model.apply, held_out, n_val,
-                              None if from_file else test_pairs["label_correct"]))
+    rm = _fit_rm(rm_cfg, workdir, common.make_model(rm_cfg["model"], "reward"), None,
+                 pair_source, held_out, n_val, seed,
+                 None if from_file else test_pairs["label_correct"])
 
     beta = direct.loss_beta(config.dpo.loss, config.dpo.loss_kwargs)
     pair_eval = _make_dpo_pair_eval(ref["model"].apply, ref["params"], held_out, n_val, beta)
@@ -267,21 +303,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         stage_cfg(config.dpo), os.path.join(workdir, "dpo"), train_source=pair_source,
         ref_params=ref["params"], eval_fn=eval_fn, seed=seed)
 
-    # the steps, chosen on validation pairs only; the test numbers of the chosen step reported
-    rm_row, rm_record = _choose_step(rm["fit"].history, "eval/val_label_accuracy")
-    dpo_row, dpo_record = _choose_step(dpo["fit"].history, "eval/val_pair_accuracy")
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "selection.json"), "w") as f:
-            json.dump({"rm": rm_record, "dpo": dpo_record}, f, indent=1)
-    out = {
-        "sft_nll": ref["metrics"]["nll"],
-        "rm_chosen_step": rm_row["step"],
-        "val_rm_label_accuracy": rm_row["eval/val_label_accuracy"],
-        "test_rm_label_accuracy": rm_row["eval/test_label_accuracy"],
-        "dpo_chosen_step": dpo_row["step"],
-        "val_dpo_pair_accuracy": dpo_row["eval/val_pair_accuracy"],
-        "test_dpo_pair_accuracy": dpo_row["eval/test_pair_accuracy"],
-    }
+    out, rm_row, dpo_row = _selected(workdir, ref, rm, dpo)
     if from_file:
         out["data_skipped"] = float(info["num_skipped"])
     else:
@@ -297,6 +319,70 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             "test_dpo_kl_ref_last_step": last["eval/test_kl_ref"],
         })
     return out
+
+
+def _selected(workdir: str, ref, rm, dpo):
+    """The RM's and DPO's steps, chosen on validation pairs only, and the held-out metrics of
+    the chosen steps (selection.json records the choice); returns (metrics, rm row, dpo row)."""
+    rm_row, rm_record = _choose_step(rm["fit"].history, "eval/val_label_accuracy")
+    dpo_row, dpo_record = _choose_step(dpo["fit"].history, "eval/val_pair_accuracy")
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "selection.json"), "w") as f:
+            json.dump({"rm": rm_record, "dpo": dpo_record}, f, indent=1)
+    out = {
+        "rm_chosen_step": rm_row["step"],
+        "val_rm_label_accuracy": rm_row["eval/val_label_accuracy"],
+        "test_rm_label_accuracy": rm_row["eval/test_label_accuracy"],
+        "dpo_chosen_step": dpo_row["step"],
+        "val_dpo_pair_accuracy": dpo_row["eval/val_pair_accuracy"],
+        "test_dpo_pair_accuracy": dpo_row["eval/test_pair_accuracy"],
+    }
+    if ref is not None:
+        out["sft_nll"] = ref["metrics"]["nll"]
+    return out, rm_row, dpo_row
+
+
+def _fit_rm(rm_cfg, workdir, model, init_params, pair_source, held_out, n_val, seed,
+            gold_better_test=None):
+    """The BT reward model with the held-out eval (label accuracy on [validation; test])."""
+    return common.fit_recipe(
+        rm_cfg, os.path.join(workdir, "rm"), model=model, init_params=init_params,
+        loss_fn=reward_model.make_reward_loss(model.apply, rm_cfg["loss"],
+                                              rm_cfg["loss_kwargs"]),
+        train_source=pair_source, seed=seed, desc="reward model",
+        eval_fn=_make_rm_eval(model.apply, held_out, n_val, gold_better_test))
+
+
+def _run_real(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """`:real`: SFT (or the checkpoint) as the reference, a BT RM on the checkpoint's backbone
+    and DPO, on the pairs of `data.path` (module docstring)."""
+    import dataclasses
+
+    seed = int(config.seed)
+    tok = real.tokenizer(config)
+    data = real.pair_data(config, tok)
+    n_val = len(data["validation"]["chosen_ids"])
+    held_out = {k: np.concatenate([data["validation"][k], data["test"][k]])
+                for k in data["validation"]}
+    ref = None
+    if config.reference == "sft":
+        ref = sft.train(_real_stage_cfg(config, config.sft), os.path.join(workdir, "sft"),
+                        train_source=_ChosenAsSequences(data["train"]), seed=seed)
+    rm_cfg = reward_model.validate(_real_stage_cfg(config, config.rm))
+    rm_model, rm_init = pretrained.recipe_model(rm_cfg, "reward", seed=seed)
+    rm = _fit_rm(rm_cfg, workdir, rm_model, rm_init, data["train"], held_out, n_val, seed)
+    dpo_cfg = _real_stage_cfg(config, config.dpo)
+    # the reference (and DPO's start): the SFT policy, or the checkpoint (one import)
+    model, ref_params = ((ref["model"], ref["params"]) if ref is not None else
+                         pretrained.load_pretrained(dpo_cfg["model"], "lm"))
+    dpo_cfg["model"] = {f.name: getattr(model.config, f.name)
+                        for f in dataclasses.fields(model.config)}
+    beta = direct.loss_beta(config.dpo.loss, config.dpo.loss_kwargs)
+    dpo = direct.train(dpo_cfg, os.path.join(workdir, "dpo"), train_source=data["train"],
+                       ref_params=ref_params, seed=seed,
+                       eval_fn=_make_dpo_pair_eval(model.apply, ref_params, held_out, n_val,
+                                                   beta))
+    return _selected(workdir, ref, rm, dpo)[0]
 
 
 def _make_rm_eval(apply_fn, pairs, n_val: int, gold_better_test=None):

@@ -35,6 +35,24 @@ minus the SFT policy's (each at its validation-chosen checkpoint) is >= 0 (the w
 
     alignax run experiments/grpo_arithmetic.py            # full setting, 5 seeds
     alignax run experiments/grpo_arithmetic.py:smoke      # seconds, for the tests
+
+`:real` runs the same GRPO and the same validation choice of the iteration on a Hugging Face
+checkpoint and a prompt-only dataset with a reference answer column (TRL's prompt-only format
+plus `data.answer_field`, e.g. GSM8K as {"prompt", "answer"}): the reward is 1 when the
+completion's final answer (the text after the last `reward.answer_marker`, e.g. "####"; the
+whole completion when it is "") equals the row's answer after stripping whitespace
+(`alignax.algorithms.real.final_answer`), the verifiable exact-match reward of the toy. The
+checkpoint is the starting policy and the reference (the toy's SFT stage and its step grid
+exist to teach a random LM the chain format; a pretrained model is the SFT policy here). The
+last `data.eval_fraction` of the rows are test, the fraction before them validation; greedy
+exact-match accuracy on both is measured before training and every `grpo.eval_every`
+iterations. The claim is evaluated on the user's data too (exact match is verifiable): GRPO's
+test accuracy at the validation-chosen iteration minus the checkpoint's, over the seeds.
+
+    alignax run experiments/grpo_arithmetic.py:real --workdir runs/grpo_real \
+        --config.model.path=/ckpt/Qwen2.5-0.5B-Instruct --config.data.path=/data/gsm8k \
+        --config.reward.answer_marker='####' --config.model.dtype=bfloat16 \
+        --config.model.logits_chunk=8192 --config.lora.rank=16
 """
 
 from __future__ import annotations
@@ -47,14 +65,17 @@ import ml_collections
 import numpy as np
 
 from alignax import protocol
-from alignax.algorithms import online, policy_gradient, sft
-from alignax.experiment import Claim, is_smoke
+from alignax.algorithms import online, policy_gradient, pretrained, real, sft
+from alignax.experiment import Claim
 from alignax.tasks import arithmetic
 from alignax.tasks.splits import choose_on_validation, split_seeds
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = is_smoke(arg)
+    mode = real.config_mode(arg)
+    if mode == "real":
+        return _real_config()
+    smoke = mode == "smoke"
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.task = dict(modulus=10, min_steps=1, max_steps=4, seed=0)
@@ -82,7 +103,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     return c
 
 
+def _real_config() -> ml_collections.ConfigDict:
+    """`:real` (module docstring): GRPO from `model.path` on the prompts of `data.path`."""
+    c = ml_collections.ConfigDict()
+    c.seeds = [0]
+    real.add_real_fields(c, max_length=512, answer_field="answer")  # max_length: the prompt's
+    c.reward = dict(answer_marker="")
+    c.grpo = policy_gradient.default_config(
+        iterations=200, prompts_per_iteration=16, num_samples=8, max_new_tokens=512,
+        temperature=1.0, advantage="grpo", kl_coef=0.02, epochs=1, minibatches=1,
+        checkpoint_every=20, log_every=1, eval_every=20,
+        optimizer=dict(name="adamw", learning_rate=1e-6, warmup_steps=0, schedule="constant",
+                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)))
+    c.grpo.stop_tokens = (-1,)  # -1: the tokenizer's eos
+    return c
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
+    if "path" in config.model:  # :real
+        real.require(config, "model.path", "data.path")
+        policy_gradient.validate({**config.grpo.to_dict(), "mesh": real.mesh_config(config),
+                                  "lora": real.lora_config(config)})
+        return
     grid = list(config.sft_steps_grid)
     if not grid or any(int(s) <= 0 for s in grid) or len(set(grid)) != len(grid):
         raise ValueError(f"sft_steps_grid={grid} must be distinct positive step counts")
@@ -104,21 +146,33 @@ def make_accuracy_eval(model, task, splits: dict):
     """
     names = list(splits)
     problems = [p for name in names for p in splits[name]]
-    which = np.concatenate([np.full(len(splits[name]), i) for i, name in enumerate(names)])
     ids, mask = arithmetic.prompt_ids(problems, max_len=task.max_prompt_len())
+    return greedy_accuracy_eval(
+        model, ids, mask, [len(splits[name]) for name in names], names,
+        lambda rollout: arithmetic.exact_match_reward(problems, np.asarray(rollout.responses)),
+        max_new_tokens=task.max_solution_len(), stop_tokens=(arithmetic.EOS_ID,),
+        steps=np.array([p.num_steps for p in problems]))
+
+
+def greedy_accuracy_eval(model, ids, mask, sizes, names, correct_fn, *, max_new_tokens: int,
+                         stop_tokens, steps=None, pad_id: int = 0):
+    """`params -> metrics`: greedy exact-match accuracy of the prompts ids / mask [N, P]
+    (the splits `names` of `sizes` rows, concatenated), "<split>_accuracy", and with `steps`
+    [N] per number of steps k, "<split>_accuracy_steps_<k>". `correct_fn(rollout) -> [N]`
+    scores the greedy rollout; one compiled program for all splits."""
+    which = np.concatenate([np.full(n, i) for i, n in enumerate(sizes)])
     greedy = jax.jit(online.make_rollout(model, num_samples=1, temperature=0.0,
-                                         max_new_tokens=task.max_solution_len(),
-                                         stop_tokens=(arithmetic.EOS_ID,)))
-    steps = np.array([p.num_steps for p in problems])
+                                         max_new_tokens=max_new_tokens,
+                                         stop_tokens=tuple(stop_tokens), pad_id=pad_id))
 
     def evaluate(params):
         rollout = greedy(params, ids, mask.astype(bool), jax.random.key(0))
-        correct = arithmetic.exact_match_reward(problems, np.asarray(rollout.responses))
+        correct = np.asarray(correct_fn(rollout))
         out = {}
         for i, name in enumerate(names):
             part = which == i
             out[f"{name}_accuracy"] = float(correct[part].mean())
-            for k in np.unique(steps[part]):
+            for k in [] if steps is None else np.unique(steps[part]):
                 out[f"{name}_accuracy_steps_{k}"] = float(correct[part & (steps == k)].mean())
         return out
 
@@ -126,6 +180,8 @@ def make_accuracy_eval(model, task, splits: dict):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    if "path" in config.model:
+        return _run_real(config, workdir)
     seed = int(config.seed)
     data_seeds = split_seeds(seed)
     task = arithmetic.ArithmeticTask(**config.task)
@@ -166,15 +222,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                                 init_params=ref_params, ref_params=ref_params,
                                 prompt_ids=prompt_ids, prompt_mask=prompt_mask.astype(bool),
                                 reward_fn=reward_fn, eval_fn=evaluate, seed=seed)
-    history = out["history"]
-    # GRPO: the evaluated iteration with the best validation accuracy
+    result = _grpo_results(workdir, out["history"], before, "sft", {"sft": sft_record})
+    result["sft_chosen_steps"] = float(sft_steps)
+    return result
+
+
+def _grpo_results(workdir: str, history, before: dict, start: str, records: dict) -> dict:
+    """GRPO's evaluated iteration with the best validation accuracy (selection.json) and the
+    metrics: the starting policy's (`before`, named "<split>_<start>_*"), GRPO's at the chosen
+    iteration ("<split>_grpo_*") and at the last, and the training curve's ends."""
     rows = {f"iteration={r['step']}": r for r in history if "eval/val_accuracy" in r}
     grpo_name, grpo_record = choose_on_validation(rows, lambda r: r["eval/val_accuracy"])
     chosen, last = rows[grpo_name], history[-1]
-    _write_selection(workdir, {"sft": sft_record, "grpo": grpo_record})
+    _write_selection(workdir, {**records, "grpo": grpo_record})
 
-    result = {"sft_chosen_steps": float(sft_steps), "grpo_chosen_iteration": chosen["step"]}
-    result.update({f"{k.split('_', 1)[0]}_sft_{k.split('_', 1)[1]}": v
+    result = {"grpo_chosen_iteration": chosen["step"]}
+    result.update({f"{k.split('_', 1)[0]}_{start}_{k.split('_', 1)[1]}": v
                    for k, v in before.items()})
     result.update({f"{k.split('_', 1)[0]}_grpo_{k.split('_', 1)[1]}": v
                    for k, v in ((k[len("eval/"):], v) for k, v in chosen.items()
@@ -189,6 +252,41 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     return result
 
 
+def _run_real(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """`:real`: GRPO from `model.path` with the exact-match reward of `data.answer_field`
+    (module docstring); the checkpoint is the starting policy ("ref") and the reference."""
+    seed = int(config.seed)
+    tok = real.tokenizer(config)
+    field, marker = config.data.answer_field, config.reward.answer_marker
+    data = real.prompt_data(config, tok, int(config.data.max_length), fields=(field,))
+    model, params = pretrained.model_and_params(real.model_config(config), "lm", seed=seed)
+    stops = real.stop_tokens(tok, config.grpo.stop_tokens)
+
+    def matches(answers):
+        def correct(rollout):
+            texts = real.decode_responses(tok, rollout.responses, rollout.response_mask)
+            rows = np.asarray(rollout.prompt_index)
+            return np.array([float(real.final_answer(t, marker) == str(answers[i]).strip())
+                             for t, i in zip(texts, rows)], np.float32)
+        return correct
+
+    held = [data["validation"], data["test"]]
+    evaluate = greedy_accuracy_eval(
+        model, np.concatenate([d["prompt_ids"] for d in held]),
+        np.concatenate([d["prompt_mask"] for d in held]), [len(d[field]) for d in held],
+        ["val", "test"], matches([a for d in held for a in d[field]]),
+        max_new_tokens=int(config.grpo.max_new_tokens), stop_tokens=stops, pad_id=tok.pad_id)
+    before = evaluate(params)
+    cfg = {**config.grpo.to_dict(), "stop_tokens": stops, "mesh": real.mesh_config(config),
+           "lora": real.lora_config(config)}
+    train = data["train"]
+    out = policy_gradient.train(cfg, os.path.join(workdir, "grpo"), model=model,
+                                init_params=params, ref_params=params,
+                                prompt_ids=train["prompt_ids"], prompt_mask=train["prompt_mask"],
+                                reward_fn=matches(train[field]), eval_fn=evaluate, seed=seed)
+    return _grpo_results(workdir, out["history"], before, "ref", {})
+
+
 def _write_selection(workdir: str, records: dict) -> None:
     """The validation choices of a seed, with every candidate's score (selection.json)."""
     if jax.process_index() == 0:
@@ -198,6 +296,16 @@ def _write_selection(workdir: str, records: dict) -> None:
 
 def claims(results) -> list[Claim]:
     m = {k: v["mean"] for k, v in results["default"]["metrics"].items()}
+    if "test_ref_accuracy" in m:  # :real, on the user's held-out problems
+        return [protocol.compare(
+            "GRPO raises test exact-match accuracy above the checkpoint it starts from",
+            results, ("default", "test_grpo_accuracy"), ("default", "test_ref_accuracy"),
+            at_least=0.0,
+            detail="greedy exact match of the final answer on the held-out test rows of the "
+                   "user's dataset; GRPO at the evaluated iteration with the best validation "
+                   f"accuracy (mean {m['grpo_chosen_iteration']:.0f}; at the last iteration "
+                   f"{m['test_grpo_accuracy_last_iteration']:.3f}); baseline: the checkpoint "
+                   "(the reference)")]
     return [protocol.compare(
         "GRPO raises test exact-match accuracy above the SFT policy it starts from", results,
         ("default", "test_grpo_accuracy"), ("default", "test_sft_accuracy"), at_least=0.0,

@@ -1,0 +1,270 @@
+"""The `:real` configs of the experiment modules: the same module on a user's Hugging Face
+checkpoint and dataset (docs/byom.md, ":real configs").
+
+`alignax run experiments/<paper>.py:real --config.model.path=/ckpt --config.data.path=/data`
+runs a paper's mechanism with the recipes' `model.path` (alignax.algorithms.pretrained) and an
+HF dataset in one of TRL's formats (alignax.data.hf_datasets) instead of its toy world. The
+pieces every such config shares live here, so that each module adds only its own keys:
+
+- `config_mode(arg)`: "" (the full toy run), "smoke" or "real" (`get_config`'s argument);
+- `add_real_fields(c, max_length)`: the keys of a real run, with the memory levers as fields:
+
+      model = {path, dtype, param_dtype, remat, scan_layers, logits_chunk, attention}
+      tokenizer = ""                      # a folder with tokenizer.json; "" = model.path
+      data = {path, split, max_length, eval_fraction}
+      lora = {rank, alpha}                # rank 0: full fine-tuning
+      mesh = {data, fsdp, tensor}         # data -1: the rest of the devices
+
+- `require(config, *keys)`: the required path keys, one-line ValueError naming the flag;
+- `model_config`, `lora_config`, `mesh_config`: the recipe mappings of those fields;
+- `held_out_split(n, eval_fraction)`: train / validation / test rows of a dataset (the last
+  `eval_fraction` rows are test, the `eval_fraction` before them validation: the toy protocol's
+  three disjoint splits, taken from the user's one file);
+- `pair_data` / `prompt_data`: the dataset's rows tokenised with the checkpoint's tokenizer and
+  chat template (`tokenize_pair`, `tokenize_prompt`), as a lazy grain source (train pairs) or
+  stacked arrays (held-out pairs, prompts);
+- `decode_responses`: the generated tokens of a rollout as text (up to the first stop token).
+
+A `:real` run reports metrics; the toy claims are not evaluated on it unless a module says so
+(a user's data has no gold reward).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+MODES = ("", "smoke", "real")
+
+# the runtime fields of a checkpoint model (alignax.models.hf.RUNTIME_FIELDS) and the path
+MODEL_DEFAULTS = dict(path="", dtype="float32", param_dtype="float32", remat="none",
+                      scan_layers=False, logits_chunk=0, attention="auto")
+
+
+def config_mode(arg: str | None) -> str:
+    """`get_config`'s argument -> "" (the full toy setting), "smoke" or "real".
+
+    Raises:
+      ValueError: any other argument.
+    """
+    mode = arg or ""
+    if mode not in MODES:
+        raise ValueError(f"unknown argument {arg!r}; use nothing, 'smoke' or 'real'")
+    return mode
+
+
+def add_real_fields(c, *, max_length: int = 1024, eval_fraction: float = 0.1,
+                    **data_extra) -> None:
+    """Adds the `:real` keys (see the module docstring) to ConfigDict `c` (unlocked).
+
+    Args:
+      c: the experiment's config.
+      max_length: `data.max_length`, T of the tokenised rows (prompt + response).
+      eval_fraction: `data.eval_fraction`, the share of the rows held out for each of
+        validation and test.
+      **data_extra: more `data` keys of the module (e.g. `answer_field`).
+    """
+    c.model = dict(MODEL_DEFAULTS)
+    c.tokenizer = ""
+    c.data = dict(path="", split="train", max_length=int(max_length),
+                  eval_fraction=float(eval_fraction), **data_extra)
+    c.lora = dict(rank=0, alpha=16.0)
+    c.mesh = dict(data=-1, fsdp=1, tensor=1)
+
+
+def _get(config, key: str):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def require(config, *keys: str, what: Mapping[str, str] | None = None) -> None:
+    """Raises a one-line ValueError for the first of the dotted `keys` that is empty.
+
+    Args:
+      config: the experiment config.
+      keys: dotted keys that a `:real` run needs (e.g. "model.path", "data.path").
+      what: optional description of each key's value for the message.
+    """
+    what = dict(what or {})
+    default = {"model.path": "an HF checkpoint folder", "data.path": "an HF dataset folder or "
+               "file in a TRL format"}
+    for key in keys:
+        if not _get(config, key):
+            desc = what.get(key, default.get(key, "a path"))
+            raise ValueError(f"{key} is required by the :real config ({desc}); pass "
+                             f"--config.{key}=...")
+    fraction = float(config.data.eval_fraction)
+    if not 0 < fraction < 0.5:
+        raise ValueError(f"data.eval_fraction={fraction} must be in (0, 0.5)")
+
+
+def model_config(config, path: str | None = None) -> dict:
+    """The recipe `model` mapping of a `:real` config: `model.*` (with `path` replaced by
+    `path` when given, e.g. a reward model's checkpoint sharing the runtime fields)."""
+    out = config.model.to_dict()
+    if path is not None:
+        out["path"] = path
+    return out
+
+
+def lora_config(config) -> dict | None:
+    """The recipes' `lora` mapping (None when `lora.rank` is 0: full fine-tuning)."""
+    rank = int(config.lora.rank)
+    if rank < 0:
+        raise ValueError(f"lora.rank={rank} must be >= 0 (0: full fine-tuning)")
+    return dict(rank=rank, alpha=float(config.lora.alpha)) if rank else None
+
+
+def mesh_config(config) -> dict:
+    """The recipes' `mesh` mapping ({data, fsdp, tensor} sizes)."""
+    return config.mesh.to_dict()
+
+
+def levers(config) -> dict:
+    """The recipe keys every stage of a `:real` run shares: model, mesh and lora."""
+    return {"model": model_config(config), "mesh": mesh_config(config),
+            "lora": lora_config(config)}
+
+
+def held_out_split(n: int, eval_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices (train, validation, test) of a dataset of `n` rows: the last
+    k = max(1, round(eval_fraction n)) rows are test, the k before them validation.
+
+    Raises:
+      ValueError: fewer than one training row would remain.
+    """
+    k = max(1, int(round(float(eval_fraction) * n)))
+    if n - 2 * k < 1:
+        raise ValueError(f"{n} rows are too few to hold out {k} for validation and {k} for test")
+    rows = np.arange(n)
+    return rows[:n - 2 * k], rows[n - 2 * k:n - k], rows[n - k:]
+
+
+def tokenizer(config):
+    """The HFTokenizer of `tokenizer` (or `model.path`), with its chat template."""
+    from alignax.data import HFTokenizer
+
+    return HFTokenizer.from_file(config.tokenizer or config.model.path)
+
+
+def dataset(config):
+    """The `datasets.Dataset` at `data.path` (split `data.split`)."""
+    from alignax.data import load_hf_dataset
+
+    return load_hf_dataset(config.data.path, split=config.data.split or None)
+
+
+def stack(rows: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """A list of same-keyed records -> one dict of stacked arrays."""
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def pair_data(config, tok, data=None) -> dict[str, Any]:
+    """The paired rows of `data.path`, tokenised (`tokenize_pair`, the chat template for
+    conversational rows) to `data.max_length`, split by `held_out_split`.
+
+    Returns:
+      {"train": an HFSource of the training pairs (lazy, resumable), "validation" and "test":
+      stacked pair arrays [N, T] (chosen/rejected ids, masks, response masks)}.
+    """
+    import functools
+
+    from alignax.data import HFSource, PreferenceRecord
+    from alignax.data.tokenize import tokenize_pair
+
+    data = dataset(config) if data is None else data
+    transform = functools.partial(tokenize_pair, tokenizer=tok,
+                                  max_length=int(config.data.max_length))
+    train, val, test = held_out_split(len(data), config.data.eval_fraction)
+
+    def source(rows):
+        return HFSource(data, transform, indices=rows, kinds=(PreferenceRecord,))
+
+    return {"train": source(train),
+            "validation": stack([source(val)[i] for i in range(len(val))]),
+            "test": stack([source(test)[i] for i in range(len(test))])}
+
+
+def prompt_data(config, tok, max_prompt_length: int, data=None,
+                fields: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """The prompts of `data.path` (prompt-only rows, or the prompts of any TRL format),
+    left-padded for sampling (`tokenize_prompt`), split by `held_out_split`.
+
+    Args:
+      config: the `:real` config.
+      tok: its tokenizer.
+      max_prompt_length: P.
+      data: the dataset (default: `dataset(config)`).
+      fields: extra columns each row must have (e.g. the reference answer), returned per split.
+
+    Returns:
+      {split: {"prompt_ids" [N, P] int32, "prompt_mask" [N, P] bool, "records": [N] records,
+      <field>: [N] values}} for split in train / validation / test.
+
+    Raises:
+      DataError: a row without one of `fields` (dataset:index: field '<field>': missing).
+    """
+    from alignax.data import DataError, HFSource
+    from alignax.data.tokenize import tokenize_prompt
+
+    data = dataset(config) if data is None else data
+    source = HFSource(data, lambda r: r)
+    splits = dict(zip(("train", "validation", "test"),
+                      held_out_split(len(data), config.data.eval_fraction)))
+    out = {}
+    for name, rows in splits.items():
+        records, tokens = [], []
+        for i in rows:
+            record = source.record(int(i))
+            for field in fields:
+                if record.extras.get(field) is None:
+                    raise DataError(f"{source._name}:{int(i)}: field '{field}': missing (the "
+                                    f":real config reads it)", path=source._name, line=int(i),
+                                    field=field)
+            records.append(record)
+            tokens.append(tokenize_prompt(record, tok, max_length=int(max_prompt_length)))
+        arrays = stack(tokens)
+        out[name] = {"prompt_ids": arrays["prompt_ids"],
+                     "prompt_mask": arrays["prompt_mask"].astype(bool), "records": records,
+                     **{f: [r.extras[f] for r in records] for f in fields}}
+    return out
+
+
+def decode_responses(tok, responses, response_mask) -> list[str]:
+    """Generated tokens [N, R] with their valid mask [N, R] -> N strings (special tokens
+    skipped)."""
+    responses, response_mask = np.asarray(responses), np.asarray(response_mask, bool)
+    return [tok.decode([int(t) for t in row[m]]) for row, m in zip(responses, response_mask)]
+
+
+def stop_tokens(tok, configured: Sequence[int] = (-1,)) -> tuple[int, ...]:
+    """Stop token ids: -1 stands for the tokenizer's eos."""
+    out = []
+    for t in configured:
+        t = int(t)
+        if t == -1:
+            if tok.eos_id is None:
+                raise ValueError("stop token -1 (the tokenizer's eos) but the tokenizer has no "
+                                 "eos token")
+            out.append(int(tok.eos_id))
+        else:
+            out.append(t)
+    return tuple(out)
+
+
+def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The scalar entries of a metrics dict as floats (arrays of other shapes dropped)."""
+    return {k: float(np.asarray(v)) for k, v in metrics.items() if np.ndim(v) == 0}
+
+
+def final_answer(text: str, marker: str = "") -> str | None:
+    """The answer a completion ends with: the stripped text after the last `marker` (e.g.
+    GSM8K's "####"), or the whole stripped completion when `marker` is ""; None when the
+    marker does not occur (no answer given)."""
+    if not marker:
+        return text.strip()
+    head, sep, tail = text.rpartition(marker)
+    return tail.strip() if sep else None

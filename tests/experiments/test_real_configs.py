@@ -1,0 +1,99 @@
+"""The `:real` configs of the experiment modules (issue 22 item 7): each runs its module's
+mechanism from a tiny random Qwen2-style checkpoint and small HF datasets written once by the
+session fixture (no torch: alignax's export_hf writes the checkpoint), for 1-2 steps through
+`alignax run`; plus the one-line errors of a :real config without its paths."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from alignax import cli
+from alignax.algorithms import real
+from tests.test_utils import write_tiny_checkpoint
+
+datasets = pytest.importorskip("datasets")
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _words(rng, n):
+    return " ".join(f"w{i}" for i in rng.integers(0, 26, n))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """One LM checkpoint, one reward (sequence-classification) checkpoint, and datasets in
+    TRL's paired (conversational) and prompt-only (with answer / reference columns) formats."""
+    root = tmp_path_factory.mktemp("real")
+    out = {"lm": write_tiny_checkpoint(root / "lm"),
+           "rm": write_tiny_checkpoint(root / "rm", kind="reward", seed=1)}
+    rng = np.random.default_rng(0)
+    datasets.Dataset.from_list([
+        {"prompt": [{"role": "user", "content": _words(rng, 3)}],
+         "chosen": [{"role": "assistant", "content": _words(rng, 2)}],
+         "rejected": [{"role": "assistant", "content": _words(rng, 2)}]} for _ in range(16)]
+    ).save_to_disk(str(root / "pairs"))
+    datasets.Dataset.from_list([
+        {"prompt": [{"role": "user", "content": _words(rng, 3)}], "answer": _words(rng, 1),
+         "reference": _words(rng, 3)} for _ in range(16)]
+    ).save_to_disk(str(root / "prompts"))
+    out["pairs"], out["prompts"] = str(root / "pairs"), str(root / "prompts")
+    return out
+
+
+def _run(name, world, tmp_path, data, *overrides):
+    """`alignax run experiments/<name>.py:real` on the tiny world; returns summary.json."""
+    argv = ["run", os.path.join(REPO, "experiments", f"{name}.py:real"),
+            "--workdir", str(tmp_path / name), f"--config.model.path={world['lm']}",
+            f"--config.data.path={world[data]}", "--config.data.eval_fraction=0.125", *overrides]
+    assert cli.main(argv) == 0
+    with open(tmp_path / name / "summary.json") as f:
+        return json.load(f)
+
+
+def _metrics(summary, variant="default"):
+    return {k: v["mean"] for k, v in summary["results"][variant]["metrics"].items()}
+
+
+def test_bt_dpo_synthetic_real(world, tmp_path):
+    stages = [f"--config.{s}.{k}" for s in ("sft", "rm", "dpo") for k in
+              ("train.steps=2", "train.batch_size=4", "train.eval_every=1",
+               "train.progress=False")]
+    summary = _run("bt_dpo_synthetic", world, tmp_path, "pairs", "--config.data.max_length=16",
+                   *stages)
+    m = _metrics(summary)
+    assert summary["claims"] == []
+    for key in ("val_rm_label_accuracy", "test_rm_label_accuracy", "test_dpo_pair_accuracy",
+                "sft_nll"):
+        assert np.isfinite(m[key]), key
+
+
+def test_grpo_arithmetic_real(world, tmp_path):
+    summary = _run("grpo_arithmetic", world, tmp_path, "prompts", "--config.data.max_length=12",
+                   "--config.grpo.iterations=2", "--config.grpo.prompts_per_iteration=2",
+                   "--config.grpo.num_samples=2", "--config.grpo.max_new_tokens=4",
+                   "--config.grpo.eval_every=1", "--config.grpo.progress=False")
+    m = _metrics(summary)
+    assert 0 <= m["test_ref_accuracy"] <= 1 and 0 <= m["test_grpo_accuracy"] <= 1
+    assert [c["kind"] for c in summary["claims"]] == ["comparative"]
+
+
+def test_real_helpers_and_missing_paths(world, tmp_path, capsys):
+    assert real.config_mode(None) == "" and real.config_mode("real") == "real"
+    with pytest.raises(ValueError, match="use nothing, 'smoke' or 'real'"):
+        real.config_mode("reel")
+    train, val, test = real.held_out_split(10, 0.1)
+    assert list(val) == [8] and list(test) == [9] and list(train) == list(range(8))
+    with pytest.raises(ValueError, match="too few"):
+        real.held_out_split(2, 0.4)
+    assert real.final_answer("so #### 42 ", "####") == "42"
+    assert real.final_answer("42", "####") is None and real.final_answer(" 4 ", "") == "4"
+    spec = os.path.join(REPO, "experiments", "grpo_arithmetic.py:real")
+    assert cli.main(["run", spec, "--workdir", str(tmp_path / "a")]) != 0
+    err = capsys.readouterr().err
+    assert "model.path is required by the :real config" in err and len(err.splitlines()) == 1
+    assert cli.main(["run", spec, "--workdir", str(tmp_path / "b"),
+                     f"--config.model.path={world['lm']}"]) != 0
+    assert "data.path is required" in capsys.readouterr().err
