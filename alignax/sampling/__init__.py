@@ -10,6 +10,7 @@ from alignax.sampling.sampler import (
     left_align,
     process_logits,
     rejection_sample,
+    repetition_penalty_logits,
     sample,
 )
 from alignax.sampling.tree import PAIR_STRATEGIES, TreeOutput, sample_tree, shared_depth, tree_pairs
@@ -27,6 +28,7 @@ __all__ = [
     "left_align",
     "process_logits",
     "rejection_sample",
+    "repetition_penalty_logits",
     "sample",
     "sample_continuations",
 ]

@@ -2,11 +2,16 @@
 
 Log-probs come in two kinds, named so they cannot be confused:
 
-- `logps`: log pi(token) under the model itself (temperature 1, no truncation) -- exactly what a
-  training forward over the same tokens computes (tested to 1e-5 in float32), so rollouts and
-  updates agree;
+- `logps`: log pi(token) under the model itself (temperature 1, no repetition penalty, no
+  truncation) -- exactly what a training forward over the same tokens computes (tested to 1e-5
+  in float32), so rollouts and updates agree whatever the sampling options;
 - `sampling_logps`: log-probs under the processed distribution the token was drawn from (after
-  temperature, top-k, top-p, min-p); equal to `logps` when no processing is asked for.
+  the repetition penalty, temperature, top-k, top-p and min-p, in that order: transformers'
+  `generate` order of its logits processors); equal to `logps` when no processing is asked for.
+
+The policy-gradient recipes use `logps` as the behaviour policy's log-probs (`old_logps`), as
+TRL's GRPOTrainer does without vLLM (it recomputes them with the training model): the sampling
+options change which tokens are drawn, not the log-probs the update's ratios are taken against.
 
 Shapes: B prompts, n samples per prompt, P prompt length, N new tokens, S = P + N cache slots.
 """
@@ -53,15 +58,57 @@ def left_align(ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.take_along_axis(ids, order, axis=-1), jnp.take_along_axis(mask, order, axis=-1)
 
 
-def process_logits(logits: jax.Array, *, temperature: float = 1.0, top_k: int = 0,
-                   top_p: float = 1.0, min_p: float = 0.0) -> jax.Array:
-    """Temperature, then top-k, top-p (nucleus) and min-p truncation, as masked logits [.., V].
+def repetition_penalty_logits(logits: jax.Array, seen: jax.Array, penalty: float) -> jax.Array:
+    r"""CTRL's repetition penalty: the logits of tokens already in the sequence pushed down.
 
-    top_k=0, top_p=1 and min_p=0 disable their truncation. Removed tokens get a logit of -1e30.
+    .. math::
+        \ell'_v = \ell_v / \theta \text{ if } \ell_v > 0, \quad \ell_v \theta
+        \text{ otherwise}, \quad \text{for every } v \text{ with seen}_v
+
+    (theta > 1 discourages repeats, theta < 1 encourages them). Keskar et al. 2019, "CTRL"
+    (arXiv 1909.05858); transformers' RepetitionPenaltyLogitsProcessor (`generate(
+    repetition_penalty=)`, which TRL's GRPO/RLOO pass on), applied to the raw logits before
+    temperature. `seen` holds the prompt's valid tokens and every token generated so far; a
+    padded prompt's padding is not counted (transformers counts the pad id of a left-padded
+    batch too, an artefact of padding; vLLM does not).
+
+    Args:
+      logits: [.., V] logits.
+      seen: [.., V] bool, the tokens that occurred.
+      penalty: theta > 0 (1 leaves the logits unchanged).
+
+    Returns:
+      [.., V] float32 logits.
+    """
+    if penalty <= 0:
+        raise ValueError(f"repetition_penalty must be > 0, got {penalty}")
+    logits = logits.astype(jnp.float32)
+    penalised = jnp.where(logits < 0, logits * penalty, logits / penalty)
+    return jnp.where(seen, penalised, logits)
+
+
+def process_logits(logits: jax.Array, *, temperature: float = 1.0, top_k: int = 0,
+                   top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+                   seen: jax.Array | None = None) -> jax.Array:
+    """The repetition penalty, temperature, then top-k, top-p (nucleus) and min-p truncation, as
+    masked logits [.., V].
+
+    repetition_penalty=1, top_k=0, top_p=1 and min_p=0 disable their step. Removed tokens get a
+    logit of -1e30. min-p keeps the tokens with p >= min_p * max_v p_v under the distribution
+    after temperature, top-k and top-p (Nguyen et al. 2024, "Turning Up the Heat: Min-p
+    Sampling", arXiv 2407.01082; transformers' MinPLogitsWarper); the most likely token is
+    always kept. `seen` [.., V] bool (the tokens that occurred) is needed with a repetition
+    penalty (`repetition_penalty_logits`).
     """
     logits = logits.astype(jnp.float32)
     if temperature <= 0:
         raise ValueError("process_logits needs temperature > 0 (temperature 0 is greedy)")
+    if not 0.0 <= min_p <= 1.0:
+        raise ValueError(f"min_p must lie in [0, 1], got {min_p}")
+    if repetition_penalty != 1.0:
+        if seen is None:
+            raise ValueError("a repetition_penalty needs `seen`, the tokens that occurred")
+        logits = repetition_penalty_logits(logits, seen, repetition_penalty)
     logits = logits / temperature
     if top_k and top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
@@ -118,7 +165,7 @@ def categorical(key: jax.Array, logits: jax.Array) -> jax.Array:
 @functools.partial(
     jax.jit,
     static_argnames=("model", "max_new_tokens", "num_samples", "temperature", "top_k", "top_p",
-                     "min_p", "stop_tokens", "pad_id"),
+                     "min_p", "repetition_penalty", "stop_tokens", "pad_id"),
 )
 def sample(
     model: Model,
@@ -133,6 +180,7 @@ def sample(
     top_k: int = 0,
     top_p: float = 1.0,
     min_p: float = 0.0,
+    repetition_penalty: float = 1.0,
     stop_tokens: Sequence[int] = (),
     pad_id: int = 0,
 ) -> SampleOutput:
@@ -148,6 +196,10 @@ def sample(
       num_samples: n continuations per prompt, all sharing one prefill.
       temperature: 0 is greedy; otherwise the softmax temperature.
       top_k, top_p, min_p: truncation (see `process_logits`).
+      repetition_penalty: theta != 1 penalises the logits of the prompt's valid tokens and of
+        the tokens generated so far (`repetition_penalty_logits`), before temperature and
+        truncation; with temperature 0 greedy decoding takes the argmax of the penalised
+        logits (as transformers). `logps` stay the model's own (the docstring of this module).
       stop_tokens: ids that end a sample (the stop token is kept, with mask True).
       pad_id: id written after a sample has stopped.
 
@@ -172,38 +224,47 @@ def sample(
     def repeat(x):
         return jnp.repeat(x, n, axis=0)
 
-    last, next_pos, key_valid = jax.tree.map(repeat, (last, next_pos, key_valid))
+    penalise = repetition_penalty != 1.0
+    seen = None
+    if penalise:  # [B, V]: the prompt's valid tokens
+        rows = jnp.arange(b)[:, None]
+        seen = jnp.zeros(last.shape, jnp.int32).at[rows, ids].max(mask.astype(jnp.int32)) > 0
+    last, next_pos, key_valid, seen = jax.tree.map(repeat, (last, next_pos, key_valid, seen))
     caches = repeat_cache(caches, n)  # the batch axis of stacked (scanned) caches is not 0
     stop = jnp.asarray(stop_tokens if stop_tokens else [-1], jnp.int32)
 
     def step(carry, i):
-        caches, last, next_pos, key_valid, done, rng = carry
+        caches, last, next_pos, key_valid, done, rng, seen = carry
         rng, key = jax.random.split(rng)
         model_logp = jax.nn.log_softmax(last.astype(jnp.float32), axis=-1)
         if temperature == 0:
-            tok = jnp.argmax(last, axis=-1).astype(jnp.int32)
+            scores = repetition_penalty_logits(last, seen, repetition_penalty) if penalise else last
+            tok = jnp.argmax(scores, axis=-1).astype(jnp.int32)
             sampling_logp = jnp.zeros(tok.shape, jnp.float32)
         else:
             processed = jax.nn.log_softmax(
                 process_logits(last, temperature=temperature, top_k=top_k, top_p=top_p,
-                               min_p=min_p), axis=-1)
+                               min_p=min_p, repetition_penalty=repetition_penalty, seen=seen),
+                axis=-1)
             tok = categorical(key, processed)
             sampling_logp = jnp.take_along_axis(processed, tok[:, None], axis=-1)[:, 0]
         logp = jnp.take_along_axis(model_logp, tok[:, None], axis=-1)[:, 0]
         live = ~done
         tok = jnp.where(live, tok, pad_id)
         done = done | (live & jnp.isin(tok, stop))
+        if penalise:
+            seen = seen.at[jnp.arange(tok.shape[0]), tok].max(live)
         slot = p + i
         key_valid = key_valid.at[:, slot].set(live)
         attn = ((slots <= slot)[None, :] & key_valid)[:, None, :]  # [B*n, 1, S]
         logits, caches = model.apply_cached(params, tok[:, None], next_pos[:, None], attn,
                                             caches, slot)
         out = (tok, live, jnp.where(live, logp, 0.0), jnp.where(live, sampling_logp, 0.0))
-        return (caches, logits[:, 0], next_pos + live, key_valid, done, rng), out
+        return (caches, logits[:, 0], next_pos + live, key_valid, done, rng, seen), out
 
     done0 = jnp.zeros((b * n,), bool)
     _, (tokens, live, logps, sampling_logps) = jax.lax.scan(
-        step, (caches, last, next_pos, key_valid, done0, rng), jnp.arange(max_new_tokens))
+        step, (caches, last, next_pos, key_valid, done0, rng, seen), jnp.arange(max_new_tokens))
     return SampleOutput(
         prompt_ids=repeat(ids), prompt_mask=repeat(mask), tokens=tokens.T, mask=live.T,
         logps=logps.T, sampling_logps=sampling_logps.T,

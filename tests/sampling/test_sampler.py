@@ -9,7 +9,7 @@ from alignax.models.transformer import TransformerConfig, make_lm
 from alignax.ops import token_logprobs
 from alignax.sampling.naive import sample_continuations
 from alignax.sampling.sampler import (best_of_n, categorical, left_align, process_logits,
-                                      rejection_sample, sample)
+                                      rejection_sample, repetition_penalty_logits, sample)
 
 CFG = TransformerConfig(vocab_size=40, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48)
 MODEL = make_lm(CFG)
@@ -127,6 +127,71 @@ def test_process_logits_golden():
                                    [0.5, 0.25, 0.15, 0.1]).sum(), rtol=1e-5)
     with pytest.raises(ValueError, match="temperature > 0"):
         process_logits(logits, temperature=0.0)
+
+
+def test_repetition_penalty_golden():
+    logits = jnp.array([[2.0, -1.0, 0.5, -3.0], [2.0, -1.0, 0.5, -3.0]])
+    seen = jnp.array([[True, True, False, False], [False, False, True, True]])
+    # seen tokens: positive logits divided by theta, negative ones multiplied (CTRL)
+    np.testing.assert_allclose(repetition_penalty_logits(logits, seen, 2.0),
+                               [[1.0, -2.0, 0.5, -3.0], [2.0, -1.0, 0.25, -6.0]])
+    np.testing.assert_allclose(repetition_penalty_logits(logits, seen, 0.5),
+                               [[4.0, -0.5, 0.5, -3.0], [2.0, -1.0, 1.0, -1.5]])
+    # the penalty comes before temperature and truncation (transformers' order): token 0
+    # (p = 0.5 unpenalised) falls under min_p once penalised
+    probs = jnp.log(jnp.array([[0.5, 0.25, 0.15, 0.1]]))
+    out = process_logits(probs, min_p=0.7, repetition_penalty=3.0,
+                         seen=jnp.array([[True, False, False, False]]))
+    np.testing.assert_array_equal(np.asarray(out) > -1e29, [[0, 1, 0, 0]])
+    with pytest.raises(ValueError, match="seen"):
+        process_logits(probs, repetition_penalty=1.2)
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        repetition_penalty_logits(probs, seen[:1], 0.0)
+    with pytest.raises(ValueError, match="min_p"):
+        process_logits(probs, min_p=1.5)
+
+
+def _processed_logps(out, prompt_len, **options):
+    """The processed distribution's log-prob of each sampled token, recomputed from a training
+    forward (seen = the prompt's valid tokens + the tokens generated before), its argmax, and
+    the argmax of the unprocessed logits: [R, N] x3."""
+    ids = jnp.concatenate([out.prompt_ids, out.tokens], axis=1)
+    mask = jnp.concatenate([out.prompt_mask, out.mask], axis=1)
+    logits = np.asarray(jax.jit(MODEL.apply)(PARAMS, ids, mask))[:, prompt_len - 1:-1]
+    seen = np.zeros((ids.shape[0], CFG.vocab_size), bool)
+    for r in range(ids.shape[0]):
+        seen[r, np.asarray(out.prompt_ids[r])[np.asarray(out.prompt_mask[r])]] = True
+    process = jax.jit(lambda x, s: jax.nn.log_softmax(process_logits(x, seen=s, **options), -1))
+    tokens, result, argmax = np.asarray(out.tokens), [], []
+    for t in range(tokens.shape[1]):
+        logp = np.asarray(process(logits[:, t], seen))
+        result.append(logp[np.arange(len(tokens)), tokens[:, t]])
+        argmax.append(logp.argmax(-1))
+        seen[np.arange(len(tokens)), tokens[:, t]] = True
+    return np.stack(result, 1), np.stack(argmax, 1), logits.argmax(-1)
+
+
+def test_repetition_penalty_and_min_p_keep_logps_the_models_own():
+    options = dict(temperature=0.8, min_p=0.05, repetition_penalty=1.8)
+    out = sample(MODEL, PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(4), max_new_tokens=6,
+                 num_samples=2, stop_tokens=(3,), **options)
+    valid = np.asarray(out.mask)
+    # the guarantee: `logps` are the model's own, what the training forward recomputes
+    expected = _training_logps(out, PROMPTS.shape[1])
+    np.testing.assert_allclose(np.where(valid, out.logps, 0), np.where(valid, expected, 0),
+                               atol=1e-5)
+    # `sampling_logps` are those of the penalised, tempered, min-p-truncated distribution
+    processed, _, _ = _processed_logps(out, PROMPTS.shape[1], **options)
+    np.testing.assert_allclose(np.where(valid, out.sampling_logps, 0),
+                               np.where(valid, processed, 0), atol=1e-5)
+    assert not np.allclose(out.sampling_logps, out.logps)
+    # greedy decoding takes the argmax of the penalised logits
+    greedy = sample(MODEL, PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(0), max_new_tokens=6,
+                    temperature=0.0, repetition_penalty=5.0)
+    _, argmax, raw_argmax = _processed_logps(greedy, PROMPTS.shape[1], temperature=1.0,
+                                             repetition_penalty=5.0)
+    np.testing.assert_array_equal(greedy.tokens, argmax)
+    assert not np.array_equal(greedy.tokens, raw_argmax)  # the penalty changed some choices
 
 
 def test_left_align():
