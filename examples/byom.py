@@ -10,7 +10,18 @@ sequence-classification checkpoint's own), `:dpo` DPO with policy and reference 
 checkpoint, `:grpo` GRPO on the dataset's prompts rewarded by the reward model at
 `grpo.reward_model` (one process; see docs/byom.md). Rows are rendered with the tokenizer's own
 chat template when they are conversational (`alignax.data.tokenize`).
+
+Data (`data.*`): the rows are tokenised once into an on-disk cache (`data.cache`, in
+`data.cache_dir`, default `<workdir>/token_cache`; `alignax.data.token_cache`), keyed by the
+dataset, the tokenizer and its chat template, and `data.max_length`: a restarted or repeated run
+reads the tokens instead of tokenising again, and a killed tokenisation resumes at its last
+finished chunk. `data.packing=True` (:sft and :rm) packs several examples per row of
+`data.pack_length` tokens (0: max_length for :sft, 2 * max_length for :rm) with integer segment
+ids (`alignax.data.packing`, best-fit decreasing as TRL's packing=True); `train.batch_size` then
+counts packed rows.
 """
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -18,7 +29,9 @@ import numpy as np
 
 from alignax.algorithms import direct, policy_gradient, pretrained, reward_model, sft
 from alignax.data import HFSource, HFTokenizer, PreferenceRecord, load_hf_dataset
-from alignax.data.tokenize import tokenize_pair, tokenize_prompt
+from alignax.data.packing import PaddedSource, unpad_pair
+from alignax.data.token_cache import build_token_cache, cache_key
+from alignax.data.tokenize import special_ids, tokenize_pair, tokenize_prompt
 
 RECIPES = {"sft": sft, "rm": reward_model, "dpo": direct}
 
@@ -31,7 +44,10 @@ def get_config(arg=None):
     c.model = dict(path="", dtype="float32", param_dtype="float32", remat="none",
                    scan_layers=False, logits_chunk=0, attention="auto")
     c.tokenizer = ""  # a folder with tokenizer.json (and its chat template); "" = model.path
-    c.data = dict(path="", split="train", max_length=1024)
+    # cache: tokenise once into cache_dir ("" = <workdir>/token_cache); packing (sft, rm): rows of
+    # pack_length tokens (0 = max_length for sft, 2 * max_length for rm)
+    c.data = dict(path="", split="train", max_length=1024, cache=True, cache_dir="",
+                  cache_chunk_size=1000, packing=False, pack_length=0)
     c.train = dict(steps=1000, batch_size=64, grad_accum_steps=1, checkpoint_every=200,
                    eval_every=0, log_every=10, progress=True)
     c.optimizer = dict(name="adamw", learning_rate=5e-7, warmup_steps=0, schedule="constant",
@@ -45,9 +61,44 @@ def get_config(arg=None):
     return c
 
 
-def _as_sequence(pair):  # SFT on the chosen responses (completion-only loss)
-    return {"input_ids": pair["chosen_ids"], "mask": pair["chosen_mask"],
-            "loss_mask": pair["chosen_response_mask"]}
+class _ChosenSequences:
+    """SFT examples from pair examples: the chosen sequence, loss on its response (TRL's
+    completion-only loss)."""
+
+    def __init__(self, pairs):
+        self._pairs = pairs
+
+    def __len__(self):
+        return len(self._pairs)
+
+    def __getitem__(self, i):
+        pair = self._pairs[i]
+        return {"input_ids": pair["chosen_ids"], "loss_mask": pair["chosen_response_mask"]}
+
+
+def train_data(config, workdir, tokenizer, dataset):
+    """(train_source, recipe overrides) of :sft, :rm or :dpo: the dataset's pairs tokenised
+    (through the token cache unless data.cache is False), as padded rows or, with data.packing,
+    unpadded examples the recipe packs."""
+    d, recipe = config.data, config.recipe
+    t = int(d.max_length)
+    if d.packing and recipe not in ("sft", "rm"):
+        raise ValueError(f"data.packing applies to the sft and rm recipes, not {recipe!r}")
+
+    def transform(record):  # the valid tokens only: what the cache stores and packing reads
+        return unpad_pair(tokenize_pair(record, tokenizer, max_length=t))
+
+    pairs = HFSource(dataset, transform, kinds=(PreferenceRecord,))
+    if d.cache:
+        key = cache_key(source=dataset, tokenizer=tokenizer, format="pair", max_length=t,
+                        use_chat_template=True, transform="tokenize_pair+unpad_pair")
+        root = d.cache_dir or os.path.join(workdir, "token_cache")
+        pairs = build_token_cache(pairs, root, key, chunk_size=int(d.cache_chunk_size))
+    examples = _ChosenSequences(pairs) if recipe == "sft" else pairs
+    if not d.packing:
+        return PaddedSource(examples, t, pad_id=special_ids(tokenizer)[2]), {}
+    length = int(d.pack_length) or (t if recipe == "sft" else 2 * t)
+    return examples, {"packing": dict(enabled=True, length=length)}
 
 
 def _grpo(config, workdir, tokenizer, dataset):
@@ -86,19 +137,14 @@ def _grpo(config, workdir, tokenizer, dataset):
 
 def run(config, workdir):
     tokenizer = HFTokenizer.from_file(config.tokenizer or config.model.path)
-    t = int(config.data.max_length)
-
-    def transform(record):
-        pair = tokenize_pair(record, tokenizer, max_length=t)
-        return _as_sequence(pair) if config.recipe == "sft" else pair
-
     dataset = load_hf_dataset(config.data.path, split=config.data.split)
     if config.recipe == "grpo":
         return _grpo(config, workdir, tokenizer, dataset)
-    source = HFSource(dataset, transform, kinds=(PreferenceRecord,))
+    source, data_overrides = train_data(config, workdir, tokenizer, dataset)
     recipe = RECIPES[config.recipe]
     overrides = dict(model=config.model.to_dict(), train=config.train.to_dict(),
-                     optimizer=config.optimizer.to_dict(), mesh=config.mesh.to_dict())
+                     optimizer=config.optimizer.to_dict(), mesh=config.mesh.to_dict(),
+                     **data_overrides)
     if config.lora.rank > 0:
         overrides["lora"] = dict(rank=int(config.lora.rank), alpha=float(config.lora.alpha))
     if config.recipe == "dpo":
