@@ -217,7 +217,7 @@ def _real_stage_cfg(config, stage) -> dict:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks the three stages' configs and the data file before anything trains."""
-    if "path" in config.model:  # :real
+    if real.is_real(config):  # :real
         real.require(config, "model.path", "data.path")
         if config.reference not in ("sft", "checkpoint"):
             raise ValueError(f"reference={config.reference!r} must be 'sft' or 'checkpoint'")
@@ -235,7 +235,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    if "path" in config.model:
+    if real.is_real(config):
         return _run_real(config, workdir)
     seed = int(config.seed)
     data_dir = os.path.join(workdir, "data")

@@ -120,7 +120,7 @@ def _real_config() -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    if "path" in config.model:  # :real
+    if real.is_real(config):  # :real
         real.require(config, "model.path", "data.path")
         policy_gradient.validate({**config.grpo.to_dict(), "mesh": real.mesh_config(config),
                                   "lora": real.lora_config(config)})
@@ -180,7 +180,7 @@ def greedy_accuracy_eval(model, ids, mask, sizes, names, correct_fn, *, max_new_
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    if "path" in config.model:
+    if real.is_real(config):
         return _run_real(config, workdir)
     seed = int(config.seed)
     data_seeds = split_seeds(seed)

@@ -42,6 +42,24 @@ Claims (5 seeds, 95% Student t intervals over seeds):
 
     alignax run experiments/rlhf_frontier.py              # full setting, 5 seeds
     alignax run experiments/rlhf_frontier.py:smoke        # seconds, for the tests
+
+`:real` runs one method (`method`: ppo, grpo, rloo, raft, online_dpo or bon) of the same code
+on a Hugging Face policy checkpoint (`model.path`, also the reference), a proxy reward
+checkpoint (`proxy.path`, required: a one-label `*ForSequenceClassification` folder, e.g. one
+trained by `examples/byom.py:rm`) and the prompts of `data.path` (any TRL format; the last
+`data.eval_fraction` of the rows are test prompts, the fraction before them validation). Gao et
+al.'s setting has a gold RM next to the proxy: with `gold.path` (another reward checkpoint) the
+run reports the gold reward along training, the validation-chosen gold peak and the drop from
+it (`test_gold_at_peak`, `test_final_gold`, `test_gold_drop_from_peak`: the claims' metrics);
+without it the gold entries are NaN and only the proxy and KL(pi || ref) are measured. Policy
+and reward checkpoints must share the tokenizer (rollout ids are scored as they are). PPO's
+value model is the policy's backbone with a new value head. No claim is evaluated on a :real
+run (one method, no toy comparison across methods).
+
+    alignax run experiments/rlhf_frontier.py:real --workdir runs/frontier_real \
+        --config.method=grpo --config.model.path=/ckpt/policy --config.proxy.path=/ckpt/rm \
+        --config.gold.path=/ckpt/gold_rm --config.data.path=/data/prompts \
+        --config.model.dtype=bfloat16 --config.model.logits_chunk=8192 --config.lora.rank=16
 """
 
 from __future__ import annotations
@@ -50,13 +68,16 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from typing import Any, Callable, NamedTuple
+
 from alignax import ops, protocol
-from alignax.algorithms import online, online_dpo, policy_gradient, ppo, rejection
+from alignax.algorithms import online, online_dpo, policy_gradient, ppo, pretrained, real, rejection
 from alignax.algorithms.cached import make_proxy_rm, make_sft_policy
-from alignax.experiment import Claim, is_smoke
+from alignax.experiment import Claim
 from alignax.tasks.language import BOS_ID
 from alignax.tasks.policies import proxy_rm_config, sft_policy_config
 from alignax.tasks.splits import choose_on_validation, split_seeds
@@ -66,7 +87,10 @@ METHODS = ("ppo", "grpo", "rloo", "raft", "online_dpo", "bon")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = is_smoke(arg)
+    mode = real.config_mode(arg)
+    if mode == "real":
+        return _real_config()
+    smoke = mode == "smoke"
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.method = "grpo"
@@ -117,6 +141,121 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     return c
 
 
+def _real_config() -> ml_collections.ConfigDict:
+    """`:real` (module docstring): one method from `model.path` on the prompts of `data.path`,
+    rewarded by the checkpoint at `proxy.path`, with the gold RM at `gold.path` if given."""
+    c = ml_collections.ConfigDict()
+    c.seeds = [0]
+    c.method = "grpo"
+    real.add_real_fields(c, max_length=256)  # data.max_length: the prompt length P
+    c.proxy = dict(path="")
+    c.gold = dict(path="")  # "" = no gold RM: the gold metrics are NaN
+    c.eval_every = 10
+    opt = dict(name="adamw", learning_rate=1e-6, warmup_steps=0, schedule="constant",
+               clip_norm=1.0, kwargs=dict(weight_decay=0.0))
+    common = dict(iterations=100, prompts_per_iteration=16, max_new_tokens=256,
+                  checkpoint_every=10, optimizer=opt, stop_tokens=(-1,))  # -1: the eos
+    c.ppo = ppo.default_config(**common, kl_coef=0.05, epochs=2, minibatches=2)
+    c.grpo = policy_gradient.default_config(**common, num_samples=8, advantage="grpo",
+                                            kl_coef=0.04)
+    c.rloo = policy_gradient.default_config(**common, num_samples=8, advantage="rloo",
+                                            kl_in="reward", kl_coef=0.05)
+    c.raft = rejection.default_config(**common, num_samples=8, epochs=1)
+    c.online_dpo = online_dpo.default_config(**common, num_samples=2,
+                                             loss_kwargs=dict(beta=0.1))
+    c.bon = dict(ns=[1, 2, 4, 8, 16])
+    return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """The method name, and for :real the required paths and the method's recipe config."""
+    if config.method not in METHODS:
+        raise ValueError(f"unknown method {config.method!r}; valid: {METHODS}")
+    if not real.is_real(config):
+        return
+    real.require(config, "model.path", "data.path", "proxy.path",
+                 what={"proxy.path": "a reward-model checkpoint folder"})
+    if config.method != "bon":
+        recipe = {"ppo": ppo, "grpo": policy_gradient, "rloo": policy_gradient,
+                  "raft": rejection, "online_dpo": online_dpo}[config.method]
+        recipe.validate(_method_cfg(config, config.method))
+
+
+def _method_cfg(config, method: str, stops=None) -> dict:
+    cfg = config[method].to_dict()
+    cfg["eval_every"] = int(config.eval_every)
+    if real.is_real(config):  # :real: the memory levers and the tokenizer's stop tokens
+        cfg["mesh"] = real.mesh_config(config)
+        if method != "raft":
+            cfg["lora"] = real.lora_config(config)
+        if stops is not None:
+            cfg["stop_tokens"] = stops
+    return cfg
+
+
+class World(NamedTuple):
+    """What a run optimises and measures: the policy (model, reference params), the prompts
+    of each split (left-padded ids [N, P], mask [N, P] bool), `proxy(proxy_params, ids, mask)
+    -> [N]`, `gold(gold_params, rollout) -> [N]` (None: no gold), the response length R and
+    the stop tokens. Params travel as arguments of the jitted programs, never as constants."""
+    model: Any
+    ref_params: Any
+    prompts: dict
+    proxy: Callable
+    proxy_params: Any
+    gold: Callable | None
+    gold_params: Any
+    response_len: int
+    stop_tokens: tuple
+    pad_id: int
+    info: dict
+
+
+def _toy_world(config, workdir: str, seed: int) -> World:
+    """The bigram language: the cached SFT policy, the planted-flaw proxy and the gold."""
+    # workdir is <root>/<variant>/seed_<s>
+    cache = config.cache_dir or os.path.join(os.path.dirname(os.path.dirname(workdir)), "cache")
+    policy = make_sft_policy(config.policy.to_dict(), cache_dir=cache)
+    rm = make_proxy_rm(config.proxy.to_dict(), cache_dir=cache)
+    task = policy.task
+    data_seeds = split_seeds(seed)
+
+    def with_bos(prompts):
+        ids = np.concatenate([np.full((len(prompts), 1), BOS_ID, np.int32), prompts], axis=1)
+        return {"prompt_ids": ids, "prompt_mask": np.ones_like(ids, bool)}
+
+    prompts = {
+        "train": with_bos(task.sample_prompts(np.random.default_rng([data_seeds.train, 5]),
+                                              int(config.num_prompts))),
+        "validation": with_bos(task.eval_prompts(int(config.num_val_prompts),
+                                                 data_seeds.validation)),
+        "test": with_bos(task.eval_prompts(int(config.num_test_prompts), data_seeds.test))}
+    return World(policy.model, policy.params, prompts, rm.model.apply, rm.params,
+                 # the gold reads the prompts without the bos
+                 lambda _, rollout: rm.gold(rollout.responses, rollout.prompts[:, 1:]), None,
+                 task.response_len, (), 0, {"proxy_rm_gold_accuracy": rm.gold_accuracy})
+
+
+def _real_world(config, seed: int) -> World:
+    """`:real`: the checkpoints at model.path / proxy.path / gold.path, the dataset's prompts."""
+    tok = real.tokenizer(config)
+    prompts = real.prompt_data(config, tok, int(config.data.max_length))
+    model, params = pretrained.model_and_params(real.model_config(config), "lm", seed=seed)
+    proxy_model, proxy_params = pretrained.model_and_params(
+        real.model_config(config, config.proxy.path), "reward", seed=seed)
+    gold, gold_params = None, None
+    if config.gold.path:
+        gold_model, gold_params = pretrained.model_and_params(
+            real.model_config(config, config.gold.path), "reward", seed=seed)
+
+        def gold(params, rollout):
+            return gold_model.apply(params, rollout.ids, rollout.mask)
+    method_cfg = config["grpo" if config.method == "bon" else config.method]
+    return World(model, params, prompts, proxy_model.apply, proxy_params, gold, gold_params,
+                 int(method_cfg.max_new_tokens), real.stop_tokens(tok, method_cfg.stop_tokens),
+                 int(tok.pad_id), {})
+
+
 def _spurious_token(task_cfg) -> int:
     """The most frequent token (in chain responses) among those with gold score below -1."""
     from alignax.tasks.language import BigramLanguage
@@ -130,24 +269,26 @@ def _spurious_token(task_cfg) -> int:
     return int(bad[int(np.argmax(counts))])
 
 
-def _eval_fn(policy, rm, val_prompts, test_prompts):
+def _eval_fn(world: World):
     """`params -> {val,test}_{gold, proxy, kl}` on validation and test prompts (one sample each,
-    fixed key; both splits in one program)."""
-    task = policy.task
-    n_val = len(val_prompts)
-    prompts = np.concatenate([val_prompts, test_prompts])
-    ids = np.concatenate([np.full((len(prompts), 1), BOS_ID, np.int32), prompts], axis=1)
-    mask = np.ones_like(ids, bool)
-    r = task.response_len
-    rollout_fn = online.make_rollout(policy.model, num_samples=1, max_new_tokens=r)
+    fixed key; both splits in one program; gold NaN without a gold RM)."""
+    val, test = world.prompts["validation"], world.prompts["test"]
+    n_val = len(val["prompt_ids"])
+    ids = np.concatenate([val["prompt_ids"], test["prompt_ids"]])
+    mask = np.concatenate([val["prompt_mask"], test["prompt_mask"]])
+    r = world.response_len
+    model = world.model
+    rollout_fn = online.make_rollout(model, num_samples=1, max_new_tokens=r,
+                                     stop_tokens=world.stop_tokens, pad_id=world.pad_id)
 
     @jax.jit
-    def evaluate(params):
+    def _evaluate(params, ref_params, proxy_params, gold_params):
         rollout = rollout_fn(params, ids, mask, jax.random.key(123))
-        gold = rm.gold(rollout.responses, rollout.prompts[:, 1:])  # prompts without the bos
-        proxy = rm.model.apply(rm.params, rollout.ids, rollout.mask)
-        logits = online.response_logits(policy.model.apply, params, rollout.ids, rollout.mask, r)
-        ref_logits = online.response_logits(policy.model.apply, policy.params, rollout.ids,
+        proxy = world.proxy(proxy_params, rollout.ids, rollout.mask)
+        gold = (jnp.full_like(proxy, jnp.nan) if world.gold is None
+                else world.gold(gold_params, rollout))
+        logits = online.response_logits(model.apply, params, rollout.ids, rollout.mask, r)
+        ref_logits = online.response_logits(model.apply, ref_params, rollout.ids,
                                             rollout.mask, r)
         kl = ops.sequential_kl(logits, ref_logits, rollout.response_mask)  # KL(pi || ref)
         out = {}
@@ -156,19 +297,23 @@ def _eval_fn(policy, rm, val_prompts, test_prompts):
                         f"{name}_kl": kl[part].mean()})
         return out
 
-    return evaluate
+    return lambda params: _evaluate(params, world.ref_params, world.proxy_params,
+                                    world.gold_params)
 
 
-def _best_of_n(policy, rm, prompts, ns, seed):
-    """Best-of-N by the proxy from the reference: gold/proxy of the chosen sample for each N."""
-    task = policy.task
-    ids = np.concatenate([np.full((len(prompts), 1), BOS_ID, np.int32), prompts], axis=1)
+def _best_of_n(world: World, ns, seed):
+    """Best-of-N by the proxy from the reference on the test prompts: gold/proxy of the chosen
+    sample for each N."""
+    test = world.prompts["test"]
     n_max = max(ns)
-    rollout = jax.jit(online.make_rollout(policy.model, num_samples=n_max,
-                                          max_new_tokens=task.response_len))(
-        policy.params, ids, np.ones_like(ids, bool), jax.random.key(seed))
-    proxy = np.asarray(rm.model.apply(rm.params, rollout.ids, rollout.mask)).reshape(-1, n_max)
-    gold = np.asarray(rm.gold(rollout.responses, rollout.prompts[:, 1:])).reshape(-1, n_max)
+    rollout = jax.jit(online.make_rollout(world.model, num_samples=n_max,
+                                          max_new_tokens=world.response_len,
+                                          stop_tokens=world.stop_tokens, pad_id=world.pad_id))(
+        world.ref_params, test["prompt_ids"], test["prompt_mask"], jax.random.key(seed))
+    proxy = np.asarray(jax.jit(world.proxy)(world.proxy_params, rollout.ids, rollout.mask)
+                       ).reshape(-1, n_max)
+    gold = (np.full_like(proxy, np.nan) if world.gold is None
+            else np.asarray(jax.jit(world.gold)(world.gold_params, rollout)).reshape(-1, n_max))
     out = []
     for n in ns:
         pick = np.argmax(proxy[:, :n], axis=1)
@@ -183,23 +328,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     seed, method = int(config.seed), config.method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {METHODS}")
-    # workdir is <root>/<variant>/seed_<s>
-    cache = config.cache_dir or os.path.join(os.path.dirname(os.path.dirname(workdir)), "cache")
-    policy = make_sft_policy(config.policy.to_dict(), cache_dir=cache)
-    rm = make_proxy_rm(config.proxy.to_dict(), cache_dir=cache)
-    task = policy.task
-    data_seeds = split_seeds(seed)
-    prompts = task.sample_prompts(np.random.default_rng([data_seeds.train, 5]),
-                                  int(config.num_prompts))
-    val_prompts = task.eval_prompts(int(config.num_val_prompts), data_seeds.validation)
-    test_prompts = task.eval_prompts(int(config.num_test_prompts), data_seeds.test)
-    evaluate = _eval_fn(policy, rm, val_prompts, test_prompts)
-    ref = {k: float(v) for k, v in evaluate(policy.params).items()}
+    world = (_real_world(config, seed) if real.is_real(config)
+             else _toy_world(config, workdir, seed))
+    evaluate = _eval_fn(world)
+    ref = {k: float(v) for k, v in evaluate(world.ref_params).items()}
     result = {"test_ref_gold": ref["test_gold"], "test_ref_proxy": ref["test_proxy"],
-              "proxy_rm_gold_accuracy": rm.gold_accuracy}
+              **world.info}
 
     if method == "bon":  # no step to choose: N = 1 .. max(ns) from the reference, on test
-        curve = _best_of_n(policy, rm, test_prompts, list(config.bon.ns), seed)
+        curve = _best_of_n(world, list(config.bon.ns), seed)
         _save_curve(workdir, curve)
         best = curve[-1]
         result.update({"test_final_gold": best["test_gold"],
@@ -208,31 +345,32 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
                        "test_proxy_gain": best["test_proxy"] - ref["test_proxy"]})
         return result
 
-    ids = np.concatenate([np.full((len(prompts), 1), BOS_ID, np.int32), prompts], axis=1)
-    mask = np.ones_like(ids, bool)
-    proxy_score = jax.jit(rm.model.apply)
+    proxy_score = jax.jit(world.proxy)
 
     def reward_fn(rollout):
-        return proxy_score(rm.params, rollout.ids, rollout.mask)
+        return proxy_score(world.proxy_params, rollout.ids, rollout.mask)
 
-    cfg = config[method].to_dict()
-    cfg["eval_every"] = int(config.eval_every)
-    common = dict(model=policy.model, init_params=policy.params, prompt_ids=ids,
-                  prompt_mask=mask, reward_fn=reward_fn, eval_fn=evaluate, seed=seed)
+    cfg = _method_cfg(config, method, world.stop_tokens)
+    train = world.prompts["train"]
+    common = dict(model=world.model, init_params=world.ref_params,
+                  prompt_ids=train["prompt_ids"], prompt_mask=train["prompt_mask"],
+                  reward_fn=reward_fn, eval_fn=evaluate, seed=seed)
     wd = os.path.join(workdir, method)
     if method == "ppo":
         from alignax.models.heads import make_token_reward_model
 
-        value_model = make_token_reward_model(policy.model.config)
-        out = ppo.train(cfg, wd, value_model=value_model,
-                        init_value_params=value_model.init(jax.random.key(seed)),
-                        ref_params=policy.params, **common)
+        value_model = make_token_reward_model(world.model.config)
+        value_params = value_model.init(jax.random.key(seed))
+        if real.is_real(config):  # the policy's backbone with a new value head
+            value_params = {**value_params, "decoder": world.ref_params["decoder"]}
+        out = ppo.train(cfg, wd, value_model=value_model, init_value_params=value_params,
+                        ref_params=world.ref_params, **common)
     elif method in ("grpo", "rloo"):
-        out = policy_gradient.train(cfg, wd, ref_params=policy.params, **common)
+        out = policy_gradient.train(cfg, wd, ref_params=world.ref_params, **common)
     elif method == "raft":
         out = rejection.train(cfg, wd, **common)
     else:
-        out = online_dpo.train(cfg, wd, ref_params=policy.params, **common)
+        out = online_dpo.train(cfg, wd, ref_params=world.ref_params, **common)
     keys = [f"{split}_{k}" for split in ("val", "test") for k in ("gold", "proxy", "kl")]
     curve = [{"iteration": m["step"], **{k: m[f"eval/{k}"] for k in keys}}
              for m in out["history"] if "eval/val_gold" in m]
@@ -278,6 +416,8 @@ DROP_FRACTION = 0.1  # the final gold falls below the peak by >= 10% of the peak
 
 
 def claims(results) -> list[Claim]:
+    if "default" in results:  # :real: one method on a user's checkpoints, metrics only
+        return []
     gains = {v: protocol.per_seed(results, v, "test_proxy_gain") for v in results}
     shown = {f"{v}_test_proxy_gain": float(np.mean(list(g.values()))) for v, g in gains.items()}
     lowest = min(min(g.values()) for g in gains.values())

@@ -70,10 +70,37 @@ so the splits differ in their prompt draws and RM pairs, not in the kinds of pro
 
     alignax run experiments/writing_zero.py            # full setting, 5 seeds
     alignax run experiments/writing_zero.py:smoke      # seconds, for the tests
+
+`:real` runs the same two methods with the library's GRPO recipe (`policy_gradient.train`, its
+`advantage="brpo"` with a `judge_fn` is BRPO's bootstrapped reference) on a Hugging Face policy
+checkpoint (`model.path`, also the reference) and the prompts of `data.path` (any TRL format;
+the last `data.eval_fraction` of the rows are test prompts, the fraction before them
+validation), one method per run (`method`):
+  - `grpo_rm`: GRPO on the scalar reward checkpoint at `rm.path` (a one-label
+    `*ForSequenceClassification` folder);
+  - `brpo_judge`: BRPO with a pairwise judge checkpoint at `judge.path`: a one-label
+    sequence-classification model that reads the token concatenation prompt + response a +
+    response b (each response as generated, up to and with its stop token) and scores > 0 when
+    a is better (a pairwise RM; the paper's GenRM is a generative judge with the same role).
+    Both orders are scored and swap-voted into +1 / 0 / -1 (`alignax.rewards.pairwise.
+    swap_vote`), each group's bootstrapped reference drawn anew every iteration.
+As in the toy there is no KL term in the loss (`rl.kl_coef` = 0; set it to add one). Every
+`rl.eval_every` iterations the policy and the reference answer each held-out prompt once (fixed
+keys); the run keeps the evaluated iteration with the best validation value of its OWN signal
+(`val_rm`: the mean RM score; `val_judge`: the mean swap-voted outcome against the reference's
+answer) and reports its test metrics (`test_rm` / `test_judge`, `test_length` and the
+reference's `test_ref_length`, `test_length_ratio`). A user's prompts have no gold, so no claim
+is evaluated. The checkpoints must share the policy's tokenizer.
+
+    alignax run experiments/writing_zero.py:real --workdir runs/brpo_real \
+        --config.method=brpo_judge --config.model.path=/ckpt/policy \
+        --config.judge.path=/ckpt/pairwise_rm --config.data.path=/data/prompts \
+        --config.model.dtype=bfloat16 --config.model.logits_chunk=8192 --config.lora.rank=16
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -83,8 +110,7 @@ import numpy as np
 import optax
 
 from alignax import protocol
-from alignax.algorithms import small_pg
-from alignax.experiment import is_smoke
+from alignax.algorithms import online, policy_gradient, pretrained, real, small_pg
 from alignax.losses.reward import bradley_terry_loss
 from alignax.models import sequence_table as st
 from alignax.protocol import seed_mean
@@ -101,7 +127,10 @@ KEY_SETS = np.array([[i, j] for i in range(NUM_CONTENT) for j in range(i + 1, NU
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = is_smoke(arg)
+    mode = real.config_mode(arg)
+    if mode == "real":
+        return _real_config()
+    smoke = mode == "smoke"
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.method = "brpo_judge"
@@ -119,6 +148,144 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 group_size=8, eval_every=5 if smoke else 20)
     c.learning_rates = (0.1,) if smoke else (0.03, 0.1)
     return c
+
+
+# ---------------------------------------------------------------------------------------------
+# :real: GRPO on a reward checkpoint or BRPO with a pairwise judge checkpoint
+
+
+def _real_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seeds = [0]
+    c.method = "brpo_judge"
+    real.add_real_fields(c, max_length=512)  # data.max_length: the prompt length P
+    c.rm = dict(path="")     # grpo_rm: a scalar reward checkpoint
+    c.judge = dict(path="")  # brpo_judge: a pairwise judge checkpoint (prompt + a + b -> score)
+    c.rl = policy_gradient.default_config(
+        iterations=200, prompts_per_iteration=16, num_samples=8, max_new_tokens=512,
+        kl_coef=0.0, eval_every=20, checkpoint_every=20,
+        optimizer=dict(name="adamw", learning_rate=1e-6, warmup_steps=0, schedule="constant",
+                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)))
+    c.rl.stop_tokens = (-1,)  # -1: the tokenizer's eos
+    return c
+
+
+def _real_rl_cfg(config, stops=None) -> dict:
+    cfg = {**config.rl.to_dict(), "mesh": real.mesh_config(config),
+           "lora": real.lora_config(config),
+           "advantage": "grpo" if config.method == "grpo_rm" else "brpo"}
+    if stops is not None:
+        cfg["stop_tokens"] = stops
+    return cfg
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    if config.method not in METHODS:
+        raise ValueError(f"unknown method {config.method!r}; valid: {METHODS}")
+    if real.is_real(config):
+        key = "rm.path" if config.method == "grpo_rm" else "judge.path"
+        real.require(config, "model.path", "data.path", key, what={
+            "rm.path": "a reward checkpoint folder, for method grpo_rm",
+            "judge.path": "a pairwise judge checkpoint folder, for method brpo_judge"})
+        policy_gradient.validate(_real_rl_cfg(config))
+
+
+def pair_inputs(prompt_ids, prompt_mask, resp_a, mask_a, resp_b, mask_b, pad_id: int = 0):
+    """The judge's inputs: row k = the valid tokens of prompt k, response a_k and response b_k,
+    left-aligned and right-padded: ids [M, P + 2R] int32 and mask [M, P + 2R] bool, from
+    prompts [M, P] (mask [M, P]) and responses [M, R] (masks [M, R])."""
+    prompt_ids, resp_a, resp_b = map(np.asarray, (prompt_ids, resp_a, resp_b))
+    prompt_mask, mask_a, mask_b = (np.asarray(m, bool) for m in (prompt_mask, mask_a, mask_b))
+    m, width = len(prompt_ids), prompt_ids.shape[1] + resp_a.shape[1] + resp_b.shape[1]
+    ids = np.full((m, width), pad_id, np.int32)
+    mask = np.zeros((m, width), bool)
+    for k in range(m):
+        seq = np.concatenate([prompt_ids[k][prompt_mask[k]], resp_a[k][mask_a[k]],
+                              resp_b[k][mask_b[k]]])
+        ids[k, :len(seq)], mask[k, :len(seq)] = seq, True
+    return ids, mask
+
+
+def swap_voted_judge(judge_apply, judge_params, pad_id: int = 0):
+    """`(prompt_ids, prompt_mask, resp_a, mask_a, resp_b, mask_b) -> [M]` outcomes of a pairwise
+    judge checkpoint: score(prompt + a + b) > 0 means a wins; both orders, swap-voted
+    (+1 a wins in both, -1 b wins in both, 0 otherwise)."""
+    score = jax.jit(judge_apply)
+
+    def outcomes(prompt_ids, prompt_mask, resp_a, mask_a, resp_b, mask_b):
+        ab = score(judge_params, *pair_inputs(prompt_ids, prompt_mask, resp_a, mask_a, resp_b,
+                                              mask_b, pad_id))
+        ba = score(judge_params, *pair_inputs(prompt_ids, prompt_mask, resp_b, mask_b, resp_a,
+                                              mask_a, pad_id))
+        return np.asarray(pairwise.swap_vote(ab > 0, ba > 0))
+
+    return outcomes
+
+
+def _run_real(config, workdir: str, seed: int) -> dict[str, float]:
+    """`:real` (module docstring): one method from `model.path`, chosen on its own signal."""
+    tok = real.tokenizer(config)
+    data = real.prompt_data(config, tok, int(config.data.max_length))
+    model, params = pretrained.model_and_params(real.model_config(config), "lm", seed=seed)
+    stops = real.stop_tokens(tok, config.rl.stop_tokens)
+    grpo = config.method == "grpo_rm"
+    path = config.rm.path if grpo else config.judge.path
+    scorer, scorer_params = pretrained.model_and_params(real.model_config(config, path),
+                                                        "reward", seed=seed)
+    score = jax.jit(scorer.apply)
+    judge = None if grpo else swap_voted_judge(scorer.apply, scorer_params, tok.pad_id)
+
+    def reward_fn(rollout):
+        return score(scorer_params, rollout.ids, rollout.mask)
+
+    def judge_fn(rollout, ref_rows):
+        prompts, mask = np.asarray(rollout.prompts), np.asarray(rollout.mask)
+        resp, rmask = np.asarray(rollout.responses), np.asarray(rollout.response_mask)
+        return judge(prompts, mask[:, :prompts.shape[1]], resp, rmask, resp[ref_rows],
+                     rmask[ref_rows])
+
+    held = [data["validation"], data["test"]]
+    n_val = len(held[0]["prompt_ids"])
+    ids = np.concatenate([d["prompt_ids"] for d in held])
+    pmask = np.concatenate([d["prompt_mask"] for d in held])
+    sample = jax.jit(online.make_rollout(model, num_samples=1,
+                                         max_new_tokens=int(config.rl.max_new_tokens),
+                                         stop_tokens=stops, pad_id=tok.pad_id))
+    reference = sample(params, ids, pmask, jax.random.key(1))
+
+    def summarise(values, name, out):
+        out[f"val_{name}"] = float(np.mean(values[:n_val]))
+        out[f"test_{name}"] = float(np.mean(values[n_val:]))
+
+    def evaluate(policy_params):
+        rollout = sample(policy_params, ids, pmask, jax.random.key(2))
+        out = {}
+        summarise(np.asarray(rollout.response_mask).sum(-1), "length", out)
+        if grpo:
+            summarise(np.asarray(reward_fn(rollout)), "rm", out)
+        else:
+            summarise(judge(ids, pmask, rollout.responses, rollout.response_mask,
+                            reference.responses, reference.response_mask), "judge", out)
+        return out
+
+    out = policy_gradient.train(_real_rl_cfg(config, stops), os.path.join(workdir, "rl"),
+                                model=model, init_params=params, ref_params=params,
+                                prompt_ids=data["train"]["prompt_ids"],
+                                prompt_mask=data["train"]["prompt_mask"],
+                                reward_fn=reward_fn if grpo else None,
+                                judge_fn=None if grpo else judge_fn, eval_fn=evaluate,
+                                seed=seed)
+    signal = "eval/val_rm" if grpo else "eval/val_judge"
+    rows = {f"iteration={r['step']}": r for r in out["history"] if signal in r}
+    name, record = choose_on_validation(rows, lambda r: r[signal])
+    with open(os.path.join(workdir, "selection.json"), "w") as f:
+        json.dump({**record, "metric": signal}, f, indent=1)
+    chosen = rows[name]
+    result = {k[len("eval/"):]: float(v) for k, v in chosen.items() if k.startswith("eval/")}
+    ref_length = float(np.asarray(reference.response_mask)[n_val:].sum(-1).mean())
+    result.update({"chosen_iteration": float(chosen["step"]), "test_ref_length": ref_length,
+                   "test_length_ratio": result["test_length"] / max(ref_length, 1e-9)})
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,6 +561,9 @@ def judge_gold_agreement(config, data) -> np.ndarray:
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    if real.is_real(config):
+        return {int(s): _run_real(config, os.path.join(workdir, f"seed_{s}"), int(s))
+                for s in config.seeds}
     method = config.method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {METHODS}")
@@ -450,6 +620,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
 
 
 def claims(results) -> list[protocol.Claim]:
+    if "default" in results:  # :real: one method on a user's checkpoints, metrics only
+        return []
     def show(v):
         return (f"{v}: gold {seed_mean(results, v, 'test_gold'):.2f}, length "
                 f"{seed_mean(results, v, 'test_length'):.2f}")
@@ -497,6 +669,8 @@ def claims(results) -> list[protocol.Claim]:
 
 
 def plots(results, workdir: str) -> list[str]:
+    if "default" in results:
+        return []
     curves = {v: ([seed_mean(results, v, "test_length")],
                   np.asarray([seed_mean(results, v, "test_gold")])) for v in results}
     out = os.path.join(workdir, "plots", "writing_zero_gold_vs_length.png")

@@ -15,6 +15,7 @@ pieces every such config shares live here, so that each module adds only its own
       lora = {rank, alpha}                # rank 0: full fine-tuning
       mesh = {data, fsdp, tensor}         # data -1: the rest of the devices
 
+- `is_real(config)`: whether a config is a `:real` one (it has `model.path`);
 - `require(config, *keys)`: the required path keys, one-line ValueError naming the flag;
 - `model_config`, `lora_config`, `mesh_config`: the recipe mappings of those fields;
 - `held_out_split(n, eval_fraction)`: train / validation / test rows of a dataset (the last
@@ -52,6 +53,12 @@ def config_mode(arg: str | None) -> str:
     if mode not in MODES:
         raise ValueError(f"unknown argument {arg!r}; use nothing, 'smoke' or 'real'")
     return mode
+
+
+def is_real(config) -> bool:
+    """Whether an experiment config is a `:real` one (it has `model.path`)."""
+    model = config.get("model") if hasattr(config, "get") else None
+    return model is not None and hasattr(model, "keys") and "path" in model
 
 
 def add_real_fields(c, *, max_length: int = 1024, eval_fraction: float = 0.1,

@@ -97,3 +97,28 @@ def test_real_helpers_and_missing_paths(world, tmp_path, capsys):
     assert cli.main(["run", spec, "--workdir", str(tmp_path / "b"),
                      f"--config.model.path={world['lm']}"]) != 0
     assert "data.path is required" in capsys.readouterr().err
+
+
+def test_rlhf_frontier_real(world, tmp_path):
+    summary = _run("rlhf_frontier", world, tmp_path, "prompts", "--config.data.max_length=12",
+                   f"--config.proxy.path={world['rm']}", f"--config.gold.path={world['rm']}",
+                   "--config.grpo.iterations=2", "--config.grpo.prompts_per_iteration=2",
+                   "--config.grpo.num_samples=2", "--config.grpo.max_new_tokens=4",
+                   "--config.eval_every=1", "--config.grpo.progress=False")
+    m = _metrics(summary)
+    assert summary["claims"] == []
+    # the gold RM is the proxy here: both measured on the same samples
+    assert m["test_ref_gold"] == pytest.approx(m["test_ref_proxy"], rel=1e-5)
+    for key in ("test_gold_at_peak", "test_final_proxy", "test_final_kl", "peak_iteration"):
+        assert np.isfinite(m[key]), key
+
+
+def test_writing_zero_real(world, tmp_path):
+    summary = _run("writing_zero", world, tmp_path, "prompts", "--config.data.max_length=12",
+                   f"--config.judge.path={world['rm']}", "--config.rl.iterations=2",
+                   "--config.rl.prompts_per_iteration=2", "--config.rl.num_samples=2",
+                   "--config.rl.max_new_tokens=4", "--config.rl.eval_every=1",
+                   "--config.rl.progress=False")
+    m = _metrics(summary)
+    assert summary["claims"] == []
+    assert -1 <= m["test_judge"] <= 1 and m["test_length"] <= 4 and m["test_ref_length"] <= 4
