@@ -18,7 +18,8 @@ The variants compose as functions rather than flags:
 
 Config: `default_config()` lists every key with its default; `train` rejects unknown keys.
   iterations, prompts_per_iteration, num_samples, max_new_tokens, temperature, top_k, top_p,
-  stop_tokens, advantage (see online.ADVANTAGES, or "brpo"), loss ("ppo_clip" | "gspo"),
+  stop_tokens, advantage (see online.ADVANTAGES, or "brpo"), loss (POLICY_LOSSES: "ppo_clip" |
+  "gspo" | "sapo" | "vespo"),
   clip_low, clip_high, aggregation (see losses.AGGREGATIONS), kl_coef, kl_in ("loss" |
   "reward"), kl_estimator, kl_target (adaptive KL; None = fixed), kl_horizon, entropy_coef,
   epochs, minibatches, grad_accum_steps (k: each minibatch is k micro-batches inside the
@@ -35,16 +36,25 @@ Config: `default_config()` lists every key with its default; `train` rejects unk
   top_entropy_quantile (policy gradient on the highest-entropy tokens only),
   mask_truncated_completions (responses without a stop token leave the loss), reward_clip
   ([low, high] on the rewards before the advantage), kl_bias_correction (the KL term weighted
-  by pi / pi_old).
+  by pi / pi_old), min_p and repetition_penalty (the sampler's, `alignax.sampling.sample`),
+  sapo_temperature_pos/neg (loss "sapo": `losses.policy_gradient.sapo_loss`),
+  vespo_k_pos/lambda_pos/k_neg/lambda_neg (loss "vespo": `vespo_loss`),
+  off_policy_mask_threshold (None, or delta: negative-advantage responses whose mean
+  log(pi_old / pi) exceeds it leave the policy term, `off_policy_sequence_mask`),
+  adaptive_entropy (None, or {target, min, max, delta}: `entropy_coef` becomes the initial
+  value of a coefficient that evolves every update, `kl_control.adaptive_entropy_control`),
+  sync_ref (None, or {alpha, steps}: TR-DPO, every `steps` updates the reference moves to
+  alpha * policy + (1 - alpha) * reference, `synced_reference`; the reference is then part of
+  the checkpointed state).
 
 Memory: with a model of `logits_chunk > 0` the update and the reference forward take token
 log-probs from the model (`make_policy_loss(token_logps=True)`) and the entropy comes from the
 LM head in vocabulary chunks (`online.head_entropy_fn`): no [N, R, V] logits.
 
-Resume: the whole iteration state (train state, KL coefficient, objective weights and front)
-is checkpointed by the one training loop; prompts and sampling keys are functions of
-(seed, iteration), so a restarted run repeats exactly the iterations an uninterrupted one
-would have run.
+Resume: the whole iteration state (train state, KL coefficient, entropy coefficient,
+objective weights and front, a synced reference) is checkpointed by the one training loop;
+prompts and sampling keys are functions of (seed, iteration), so a restarted run repeats
+exactly the iterations an uninterrupted one would have run.
 """
 
 from __future__ import annotations
@@ -59,10 +69,12 @@ import numpy as np
 from alignax import ops
 from alignax._src.config import recipe_config, resolve_config
 from alignax.algorithms import online
-from alignax.algorithms.kl_control import (KL_PLACEMENTS, adaptive_kl_control,
-                                           kl_penalized_rewards)
+from alignax.algorithms.kl_control import (KL_PLACEMENTS, adaptive_entropy_control,
+                                           adaptive_kl_control, kl_penalized_rewards)
 from alignax.algorithms.objectives import objective_mixer
 from alignax.losses import aggregate, gspo_loss, ppo_clip_loss
+from alignax.losses.policy_gradient import off_policy_sequence_mask, sapo_loss, vespo_loss
+from alignax.sampling import sample
 from alignax.train import sharding as shd
 from alignax.train.optim import make_optimizer
 from alignax.types import Rollout
@@ -82,8 +94,12 @@ DEFAULTS = dict(
     objective_weights=None, objective_aggregation="weighted", objective_weighting="fixed",
     objective_step_size=0.1, lora=None,
     delta=None, top_entropy_quantile=1.0, mask_truncated_completions=False, reward_clip=None,
-    kl_bias_correction=False,
+    kl_bias_correction=False, min_p=0.0, repetition_penalty=1.0,
+    sapo_temperature_pos=1.0, sapo_temperature_neg=1.05,
+    vespo_k_pos=2.0, vespo_lambda_pos=3.0, vespo_k_neg=3.0, vespo_lambda_neg=2.0,
+    off_policy_mask_threshold=None, adaptive_entropy=None, sync_ref=None,
 )
+ADAPTIVE_ENTROPY_KEYS = ("target", "min", "max", "delta")
 
 
 def default_config(**overrides):
@@ -91,7 +107,9 @@ def default_config(**overrides):
     return recipe_config(DEFAULTS, overrides, "policy-gradient config")
 
 
-POLICY_LOSSES = ("ppo_clip", "gspo")
+POLICY_LOSSES = ("ppo_clip", "gspo", "sapo", "vespo")
+# the losses of [B, T] token terms (GSPO's are per sequence)
+TOKEN_LOSSES = ("ppo_clip", "sapo", "vespo")
 
 
 def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
@@ -100,12 +118,30 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
                      max_length: int | None = None, token_logps: bool = False,
                      entropy_fn: Callable | None = None, delta: float | None = None,
                      top_entropy_quantile: float = 1.0,
-                     kl_bias_correction: bool = False) -> Callable:
-    """`loss_fn(params, batch, rng, kl_coef=0.0)` of the policy update on a `training_batch`.
+                     kl_bias_correction: bool = False, loss_kwargs: Mapping | None = None,
+                     off_policy_mask_threshold: float | None = None,
+                     dynamic_entropy_coef: bool = False) -> Callable:
+    """`loss_fn(params, batch, rng, kl_coef=0.0[, entropy_coef_now])` of the policy update on
+    a `training_batch`.
 
-    loss = aggregate(PPO-clip token losses) [or the mean of GSPO's sequence losses]
+    loss = aggregate(token losses of PPO-clip / SAPO / VESPO) [or the mean of GSPO's sequence
+           losses]
            + kl_coef * aggregate(KL estimate to the reference)   (KL in the loss, GRPO style)
            - entropy_coef * aggregate(entropy)
+
+    `loss` picks the policy term: "ppo_clip" (`ppo_clip_loss`), "gspo" (`gspo_loss`), "sapo"
+    (`sapo_loss`: a soft sigmoid gate instead of the clip) or "vespo" (`vespo_loss`: the
+    policy gradient weighted by a gamma function of the sequence ratio); `loss_kwargs` are the
+    SAPO / VESPO keywords (temperature_pos/neg; k_pos, lambda_pos, k_neg, lambda_neg).
+    `off_policy_mask_threshold` delta multiplies the policy term of each response by
+    `off_policy_sequence_mask` (0 for a negative advantage whose mean log(pi_old / pi) over
+    its tokens exceeds delta; DeepSeek-V3.2), with the batch's `old_logps` as the behaviour
+    policy (the sampler's own log-probs).
+    `dynamic_entropy_coef=True` (adaptive entropy control) takes the entropy coefficient as
+    the step argument `entropy_coef_now` after `kl_coef` (a scalar array, so it evolves without
+    recompiling; `entropy_coef` here is then unused) and reports `entropy_active`, the mean
+    entropy of the tokens the policy term acts on (those the entropy-quantile mask keeps),
+    which `kl_control.adaptive_entropy_control` measures.
 
     `kl_coef` is an argument of the step (a scalar array), so an adaptive coefficient changes
     without recompiling; the KL term needs `ref_logps` in the batch.
@@ -136,7 +172,19 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
     """
     if loss not in POLICY_LOSSES:
         raise ValueError(f"unknown policy loss {loss!r}; valid: {POLICY_LOSSES}")
-    if token_logps and entropy_coef and entropy_fn is None:
+    loss_kwargs = dict(loss_kwargs or {})
+    if loss_kwargs and loss not in ("sapo", "vespo"):
+        raise ValueError(f"loss_kwargs are SAPO's / VESPO's; loss {loss!r} takes none")
+    if loss == "sapo" and min(loss_kwargs.get("temperature_pos", 1.0),
+                              loss_kwargs.get("temperature_neg", 1.0)) <= 0:
+        raise ValueError(f"sapo temperatures must be > 0, got {loss_kwargs}")
+    if off_policy_mask_threshold is not None and off_policy_mask_threshold < 0:
+        raise ValueError(f"off_policy_mask_threshold must be >= 0, got "
+                         f"{off_policy_mask_threshold}")
+    if delta is not None and loss in ("sapo", "vespo"):
+        raise ValueError(f"delta caps the clipped ratio of 'ppo_clip'; loss {loss!r} has none")
+    entropy_grad = bool(entropy_coef) or dynamic_entropy_coef
+    if token_logps and entropy_grad and entropy_fn is None:
         raise ValueError(f"entropy_coef={entropy_coef} with token_logps needs an entropy_fn "
                          "(online.head_entropy_fn) or the logits (logits_chunk=0)")
     if not 0.0 < top_entropy_quantile <= 1.0:
@@ -144,20 +192,23 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
     entropy_mask = top_entropy_quantile < 1.0
     if entropy_mask and token_logps and entropy_fn is None:
         raise ValueError("top_entropy_quantile < 1 with token_logps needs an entropy_fn")
-    if entropy_mask and loss != "ppo_clip":
-        raise ValueError("top_entropy_quantile masks token losses: loss must be 'ppo_clip'")
+    if entropy_mask and loss not in TOKEN_LOSSES:
+        raise ValueError(f"top_entropy_quantile masks token losses: loss must be one of "
+                         f"{TOKEN_LOSSES}")
     if delta is not None and delta <= 1.0 + (clip_low if clip_high is None else clip_high):
         raise ValueError(f"delta={delta} must exceed 1 + clip_high")
 
-    def loss_fn(params, batch, rng, kl_coef=0.0):
+    def loss_fn(params, batch, rng, kl_coef=0.0, entropy_coef_now=None):
         del rng
+        ent_coef = (entropy_coef_now if dynamic_entropy_coef and entropy_coef_now is not None
+                    else (0.0 if dynamic_entropy_coef else entropy_coef))
         rmask = batch["response_mask"]
         r = rmask.shape[1]
         entropy = None
         if token_logps and entropy_fn is not None:
             logps, entropy = online.response_logps_entropy(
                 apply_fn, params, batch["ids"], batch["mask"], r, entropy_fn,
-                differentiable=bool(entropy_coef))
+                differentiable=entropy_grad)
         elif token_logps:
             logps = online.response_logps(apply_fn, params, batch["ids"], batch["mask"], r,
                                           token_logps=True)
@@ -166,25 +217,45 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
             logps = ops.token_logprobs(logits, batch["ids"][:, -r:])
             entropy = ops.token_entropy(logits)
         adv = batch["advantages"]
-        if loss == "ppo_clip":
-            tok, stats = ppo_clip_loss(logps, batch["old_logps"], adv, rmask,
-                                       clip_low=clip_low, clip_high=clip_high, delta=delta)
+        metrics = {}
+        keep_seq = None
+        if off_policy_mask_threshold is not None:
+            keep_seq = off_policy_sequence_mask(logps, batch["old_logps"], adv, rmask,
+                                                threshold=off_policy_mask_threshold)
+            metrics["off_policy_masked"] = 1.0 - keep_seq.mean()
+        active = rmask  # the tokens the policy term acts on (adaptive entropy measures them)
+        if loss in TOKEN_LOSSES:
+            if loss == "ppo_clip":
+                tok, stats = ppo_clip_loss(logps, batch["old_logps"], adv, rmask,
+                                           clip_low=clip_low, clip_high=clip_high, delta=delta)
+                metrics["clip_fraction"] = ops.masked_mean(stats["clipped"], rmask, axis=None)
+            elif loss == "sapo":
+                tok, stats = sapo_loss(logps, batch["old_logps"], adv, rmask, **loss_kwargs)
+                metrics["sapo_gate"] = ops.masked_mean(stats["gate"], rmask, axis=None)
+            else:
+                tok, stats = vespo_loss(logps, batch["old_logps"], adv, rmask, **loss_kwargs)
+                metrics["vespo_phi"] = stats["phi"].mean()
+            if keep_seq is not None:
+                tok = tok * (keep_seq[:, None] if keep_seq.ndim == 1 else keep_seq)
             if entropy_mask:
-                tok = tok * high_entropy_mask(jax.lax.stop_gradient(entropy), rmask,
-                                              top_entropy_quantile)
+                keep = high_entropy_mask(jax.lax.stop_gradient(entropy), rmask,
+                                         top_entropy_quantile)
+                tok, active = tok * keep, keep
             pg = aggregate(tok, rmask, aggregation, max_length=max_length)
-            clip_fraction = ops.masked_mean(stats["clipped"], rmask, axis=None)
-            ratio = ops.masked_mean(stats["ratio"], rmask, axis=None)
+            ratio = (stats["ratio"].mean() if loss == "vespo"  # VESPO's ratio is per sequence
+                     else ops.masked_mean(stats["ratio"], rmask, axis=None))
         else:
             seq, stats = gspo_loss(logps, batch["old_logps"], adv, rmask,
                                    **({} if clip_high is None else {"clip_high": clip_high}),
                                    clip_low=clip_low)
+            if keep_seq is not None:
+                seq = seq * keep_seq
             pg = seq.mean()
-            clip_fraction, ratio = stats["clipped"].mean(), stats["ratio"].mean()
+            metrics["clip_fraction"], ratio = stats["clipped"].mean(), stats["ratio"].mean()
         total = pg
-        metrics = {"pg_loss": pg, "clip_fraction": clip_fraction, "ratio": ratio,
-                   "advantage_mean": adv.mean(), "advantage_std": adv.std(),
-                   "tokens": jnp.asarray(rmask, jnp.float32).sum()}
+        metrics.update({"pg_loss": pg, "ratio": ratio,
+                        "advantage_mean": adv.mean(), "advantage_std": adv.std(),
+                        "tokens": jnp.asarray(rmask, jnp.float32).sum()})
         if "ref_logps" in batch:
             kl_tok = ops.kl_estimate(logps, batch["ref_logps"], kl_estimator)
             if kl_bias_correction:
@@ -196,9 +267,12 @@ def make_policy_loss(apply_fn, *, loss: str = "ppo_clip", clip_low: float = 0.2,
             total = total + kl_coef * kl
         if entropy is not None:
             metrics["entropy"] = ops.masked_mean(entropy, rmask, axis=None)
-            if entropy_coef:
-                total = total - entropy_coef * aggregate(entropy, rmask, aggregation,
-                                                         max_length=max_length)
+            if dynamic_entropy_coef:
+                metrics["entropy_active"] = ops.masked_mean(jax.lax.stop_gradient(entropy),
+                                                            active, axis=None)
+            if entropy_grad:
+                total = total - ent_coef * aggregate(entropy, rmask, aggregation,
+                                                     max_length=max_length)
         return total, metrics
 
     return loss_fn
@@ -224,8 +298,9 @@ def policy_accum_weight(loss: str, aggregation: str) -> str | None:
     """The normaliser metric gradient accumulation weighs micro-batches by, so that k
     micro-batches give the whole minibatch's gradient (`make_train_step(accum_weight=)`).
 
-    - PPO-clip with "token_mean": "tokens" (every term is a sum over the minibatch's response
-      tokens / their count; a micro-batch weighs by its token count);
+    - a token loss (PPO-clip, SAPO, VESPO) with "token_mean": "tokens" (every term is a sum
+      over the minibatch's response tokens / their count; a micro-batch weighs by its token
+      count);
     - every "seq_mean_*" aggregation: None (means over rows; micro-batches hold equally many);
     - GSPO with "token_mean" and a KL in the loss mixes a row mean (GSPO) with a token mean
       (the KL): None, exact for the GSPO term, and for the KL only when the micro-batches hold
@@ -234,7 +309,59 @@ def policy_accum_weight(loss: str, aggregation: str) -> str | None:
     The token-mean metrics (kl, clip_fraction, ratio, entropy) are exact with "tokens" and
     micro-batch means otherwise; advantage_mean/std are micro-batch statistics averaged.
     """
-    return "tokens" if loss == "ppo_clip" and aggregation == "token_mean" else None
+    return "tokens" if loss in TOKEN_LOSSES and aggregation == "token_mean" else None
+
+
+def synced_reference(ref, params, step, *, alpha: float, every: int):
+    """TR-DPO's soft reference update after an optimizer update: every `every`-th update
+    (`step`, the update count after it, a multiple of `every`)
+
+        ref <- alpha * params + (1 - alpha) * ref      (in float32, cast back to ref's dtypes)
+
+    else ref unchanged. Gorbatovski et al. 2024, "Learn Your Reference Model for Real Good
+    Alignment" (arXiv 2404.09656); TRL's sync_ref_model / ref_model_mixup_alpha /
+    ref_model_sync_steps (SyncRefModelCallback, on the step end of global steps that are
+    multiples of ref_model_sync_steps). Jittable; `step` an int scalar array."""
+
+    def mix(q, p):
+        return jax.tree.map(lambda a, b: (alpha * b.astype(jnp.float32) + (1.0 - alpha)
+                                          * a.astype(jnp.float32)).astype(a.dtype), q, p)
+
+    return jax.lax.cond(jnp.asarray(step) % every == 0, mix, lambda q, p: q, ref, params)
+
+
+def check_sync_ref(sync: Mapping[str, Any], label: str) -> tuple[float, int]:
+    """(alpha, steps) of a `sync_ref` config value {alpha, steps}; ValueError naming `label`."""
+    if not isinstance(sync, Mapping) or set(sync) != {"alpha", "steps"}:
+        raise ValueError(f"{label}: sync_ref is {{alpha, steps}}, got {sync!r}")
+    alpha, steps = float(sync["alpha"]), sync["steps"]
+    if not 0.0 < alpha <= 1.0 or isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"{label}: sync_ref needs 0 < alpha <= 1 and an int steps >= 1, "
+                         f"got {dict(sync)}")
+    return alpha, int(steps)
+
+
+def sampler_rollout(model, cfg: Mapping[str, Any], num_samples: int) -> Callable:
+    """The jitted rollout of a policy-gradient config: `online.rollout_from_config`, or, with
+    `min_p` > 0 or `repetition_penalty` != 1, the same rollout with those sampler options
+    (`online.make_rollout` does not pass them on yet)."""
+    if float(cfg["min_p"]) == 0.0 and float(cfg["repetition_penalty"]) == 1.0:
+        return online.rollout_from_config(model, cfg, num_samples)
+    options = dict(max_new_tokens=int(cfg["max_new_tokens"]), num_samples=num_samples,
+                   temperature=float(cfg["temperature"]), top_k=int(cfg["top_k"]),
+                   top_p=float(cfg["top_p"]), min_p=float(cfg["min_p"]),
+                   repetition_penalty=float(cfg["repetition_penalty"]),
+                   stop_tokens=tuple(int(t) for t in cfg["stop_tokens"]))
+
+    def rollout(params, prompt_ids, prompt_mask, rng) -> Rollout:
+        out = sample(model, params, jnp.asarray(prompt_ids), jnp.asarray(prompt_mask), rng,
+                     **options)
+        return Rollout(ids=jnp.concatenate([out.prompt_ids, out.tokens], axis=1),
+                       mask=jnp.concatenate([out.prompt_mask, out.mask], axis=1),
+                       response_mask=out.mask, old_logps=jnp.where(out.mask, out.logps, 0.0),
+                       prompt_index=out.prompt_index)
+
+    return jax.jit(rollout)
 
 
 def group_advantage(name: str, num_samples: int) -> AdvantageFn:
@@ -322,14 +449,59 @@ def validate(config: Mapping[str, Any] | None) -> dict:
     clip = cfg["reward_clip"]
     if clip is not None and (len(clip) != 2 or not float(clip[0]) < float(clip[1])):
         raise ValueError(f"{label}: reward_clip must be [low, high] with low < high, got {clip}")
+    if not 0.0 <= float(cfg["min_p"]) <= 1.0:
+        raise ValueError(f"{label}: min_p must lie in [0, 1], got {cfg['min_p']}")
+    if float(cfg["repetition_penalty"]) <= 0:
+        raise ValueError(f"{label}: repetition_penalty must be > 0, got "
+                         f"{cfg['repetition_penalty']}")
+    if cfg["sync_ref"] is not None:
+        check_sync_ref(cfg["sync_ref"], label)
+        if cfg["lora"]:
+            raise ValueError(f"{label}: sync_ref moves the reference; with LoRA the reference "
+                             "is the frozen base")
+        if not (float(cfg["kl_coef"]) > 0 or cfg["kl_target"] is not None):
+            raise ValueError(f"{label}: sync_ref with kl_coef=0 (no reference in use)")
     try:
+        entropy_control(cfg)
         make_policy_loss(None, loss=cfg["loss"], clip_low=float(cfg["clip_low"]),
                          clip_high=None if cfg["clip_high"] is None else float(cfg["clip_high"]),
                          delta=None if cfg["delta"] is None else float(cfg["delta"]),
-                         top_entropy_quantile=float(cfg["top_entropy_quantile"]))
+                         top_entropy_quantile=float(cfg["top_entropy_quantile"]),
+                         loss_kwargs=loss_kwargs(cfg),
+                         off_policy_mask_threshold=_optional_float(
+                             cfg["off_policy_mask_threshold"]))
     except ValueError as e:
         raise ValueError(f"{label}: {e}") from None
     return cfg
+
+
+def _optional_float(x):
+    return None if x is None else float(x)
+
+
+def loss_kwargs(cfg: Mapping[str, Any]) -> dict[str, float]:
+    """The keywords of a config's SAPO / VESPO loss (`sapo_loss` / `vespo_loss`); {} for the
+    other losses."""
+    if cfg["loss"] == "sapo":
+        return {"temperature_pos": float(cfg["sapo_temperature_pos"]),
+                "temperature_neg": float(cfg["sapo_temperature_neg"])}
+    if cfg["loss"] == "vespo":
+        return {name: float(cfg[f"vespo_{name}"])
+                for name in ("k_pos", "lambda_pos", "k_neg", "lambda_neg")}
+    return {}
+
+
+def entropy_control(cfg: Mapping[str, Any]):
+    """The config's `kl_control.adaptive_entropy_control` (initial coefficient `entropy_coef`),
+    or None without `adaptive_entropy`."""
+    ae = cfg["adaptive_entropy"]
+    if ae is None:
+        return None
+    if not isinstance(ae, Mapping) or set(ae) != set(ADAPTIVE_ENTROPY_KEYS):
+        raise ValueError(f"adaptive_entropy is {{{', '.join(ADAPTIVE_ENTROPY_KEYS)}}}, got {ae!r}")
+    return adaptive_entropy_control(float(cfg["entropy_coef"]), target=float(ae["target"]),
+                                    coef_min=float(ae["min"]), coef_max=float(ae["max"]),
+                                    delta=float(ae["delta"]))
 
 def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_params,
           prompt_ids: np.ndarray, prompt_mask: np.ndarray,
@@ -388,7 +560,6 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
                                 step_size=float(cfg["objective_step_size"]))
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
     place = shd.Placement.from_config(cfg["mesh"])
-    reward_fn = online.rewards_where_sampled(reward_fn, place)
     place.check_rows(per_iter, "prompts_per_iteration")
     place.check_rows(per_iter * n // int(cfg["minibatches"]), "minibatch")
     tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
@@ -407,6 +578,10 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
     kl_control = adaptive_kl_control(float(cfg["kl_coef"]), cfg["kl_target"],
                                      int(cfg["kl_horizon"]))
     controls = {"kl": kl_control.init()}
+    ent_control = entropy_control(cfg)
+    if ent_control is not None:
+        controls["entropy"] = ent_control.init()
+    sync = None if cfg["sync_ref"] is None else check_sync_ref(cfg["sync_ref"], "sync_ref")
     if reward_state is not None:
         if reward_fn is None:
             raise ValueError("reward_state needs a reward_fn(rollout, state) -> (rewards, state)")
@@ -414,7 +589,15 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
     if mixer is not None:
         controls["objectives"] = mixer.init()
     init_state, abstract, train_sharding = online.initial_state(
-        place, params=init_params, logical_axes=axes, tx=tx, seed=seed, controls=controls)
+        place, params=init_params, logical_axes=axes, tx=tx, seed=seed, controls=controls,
+        with_ref=sync is not None)
+    sync_fn = None
+    if sync is not None:  # TR-DPO: the reference is state, starting from ref_params
+        fresh_state = init_state
+        init_state = lambda: fresh_state()._replace(  # noqa: E731
+            ref=jax.tree.map(jnp.copy, ref_params))
+        sync_fn = jax.jit(lambda ref, params, step: synced_reference(
+            ref, params, step, alpha=sync[0], every=sync[1]), donate_argnums=0)
     clip_high = None if cfg["clip_high"] is None else float(cfg["clip_high"])
     token_logps = online.uses_token_logps(model)
     loss_fn = make_policy_loss(
@@ -424,14 +607,17 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         token_logps=token_logps, entropy_fn=online.head_entropy_fn(model),
         delta=None if cfg["delta"] is None else float(cfg["delta"]),
         top_entropy_quantile=float(cfg["top_entropy_quantile"]),
-        kl_bias_correction=bool(cfg["kl_bias_correction"]))
+        kl_bias_correction=bool(cfg["kl_bias_correction"]), loss_kwargs=loss_kwargs(cfg),
+        off_policy_mask_threshold=_optional_float(cfg["off_policy_mask_threshold"]),
+        dynamic_entropy_coef=ent_control is not None)
+    num_scalars = 1 + (ent_control is not None)  # kl_coef [, entropy coefficient]
     frozen_shardings = None
     if lora is not None:
         loss_fn = online.lora_loss(loss_fn, lora.cfg)
         if place.mesh is not None:
-            frozen_shardings = [lora.base_shardings, shd.replicated(place.mesh)]
+            frozen_shardings = [lora.base_shardings] + [shd.replicated(place.mesh)] * num_scalars
     step = online.make_update_step(
-        place, loss_fn, tx, train_sharding, num_frozen=1 + (lora is not None),
+        place, loss_fn, tx, train_sharding, num_frozen=num_scalars + (lora is not None),
         frozen_shardings=frozen_shardings, accum_steps=int(cfg["grad_accum_steps"]),
         accum_weight=policy_accum_weight(cfg["loss"], cfg["aggregation"]))
     objective_gradients = None
@@ -439,8 +625,8 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         objective_gradients = _objective_gradients(make_policy_loss(
             model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]),
             aggregation=cfg["aggregation"], max_length=int(cfg["max_new_tokens"]),
-            token_logps=token_logps))
-    rollout_fn = online.rollout_from_config(model if lora is None else lora.model, cfg, n)
+            token_logps=token_logps, loss_kwargs=loss_kwargs(cfg)))
+    rollout_fn = sampler_rollout(model if lora is None else lora.model, cfg, n)
     policy_of = (lambda p: p) if lora is None else lora.policy
     frozen = () if lora is None else (lora.base,)
     ref_logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]),
@@ -486,7 +672,8 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         if rewards is not None:
             jax.block_until_ready(rewards)
         t_rollout = time.perf_counter() - t0
-        ref_logps = ref_logps_fn(ref_params, rollout.ids, rollout.mask) if use_ref else None
+        reference = state.ref if sync is not None else ref_params
+        ref_logps = ref_logps_fn(reference, rollout.ids, rollout.mask) if use_ref else None
         shaped = rewards
         if use_ref and cfg["kl_in"] == "reward":
             shaped = kl_penalized_rewards(rewards, rollout.old_logps, ref_logps,
@@ -511,15 +698,31 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
             controls["objectives"] = mixer.update(objective_rewards, state.controls["objectives"],
                                                   gradients=grads)
         kl_coef = kl_state.coef if kl_in_loss else jnp.float32(0.0)
+        ent_state = state.controls.get("entropy")
+
+        def update(st, mb):
+            # the entropy controller and the synced reference move after every update
+            nonlocal ent_state, reference
+            scalars = (kl_coef,) if ent_control is None else (
+                kl_coef, ent_control.applied(ent_state))
+            st, m = step(st, mb, *frozen, *scalars)
+            if ent_control is not None:
+                ent_state = ent_control.update(ent_state, m["entropy_active"])
+            if sync_fn is not None:
+                reference = sync_fn(reference, st.params, st.step)
+            return st, m
+
         train_state, update_metrics, t_update = online.run_updates(
-            lambda st, mb: step(st, mb, *frozen, kl_coef), state.train,
-            online.training_batch(rollout, adv, ref_logps=ref_logps),
+            update, state.train, online.training_batch(rollout, adv, ref_logps=ref_logps),
             epochs=cfg["epochs"], num_minibatches=cfg["minibatches"], rng=rng,
             placement=place)
         metrics.update(update_metrics)
+        if ent_control is not None:
+            controls["entropy"] = ent_state
+            metrics["entropy_coef"] = float(ent_state.coef)
         metrics.update({
             "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
-            "response_length": online.mean_response_length(rollout),
+            "response_length": float(np.asarray(rollout.lengths, np.float32).mean()),
             "kl_coef": float(kl_state.coef),
             "time/rollout_s": t_rollout, "time/update_s": t_update,
         })
@@ -528,7 +731,8 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
                                     rollout.response_mask).mean()
             metrics["kl_ref_seq"] = float(seq_kl)
             controls["kl"] = kl_control.update(kl_state, seq_kl, per_iter * n)
-        return state._replace(train=train_state, controls=controls), metrics
+        new = state._replace(train=train_state, controls=controls)
+        return (new if sync is None else new._replace(ref=reference)), metrics
 
     return online.run_online(workdir, init_state=init_state, abstract_state=abstract,
                              iterate=iterate, cfg=cfg, eval_fn=eval_fn, desc="policy gradient",

@@ -145,3 +145,212 @@ def test_trl_style_advantages_and_kl_bias_correction():
                                                    3).sum() / 6)(params)
     for a, b, c in zip(jax.tree.leaves(gc), jax.tree.leaves(gp), jax.tree.leaves(glp)):
         np.testing.assert_allclose(a, b + k3 * c, rtol=1e-4, atol=1e-6)
+
+
+# --- SAPO, VESPO, the off-policy mask, adaptive entropy, TR-DPO syncing, sampler options ---
+
+def _tiny_batch(seed=0):
+    from alignax.algorithms import online
+    from alignax.models.transformer import TransformerConfig, make_lm
+
+    model = make_lm(TransformerConfig(vocab_size=16, d_model=16, n_layers=1, n_heads=2,
+                                      d_ff=24))
+    params = model.init(jax.random.key(0))
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, 16, (4, 7)).astype(np.int32)
+    rmask = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], bool)
+    cur = jax.jit(lambda p: online.response_logps(model.apply, p, ids, np.ones_like(ids), 4))(
+        params)
+    old = np.asarray(cur) + rng.normal(0.0, 0.5, (4, 4)).astype(np.float32)
+    batch = {"ids": ids, "mask": np.ones_like(ids), "response_mask": rmask,
+             "old_logps": old, "advantages": np.array([1.0, -0.6, -1.2, 0.4], np.float32)}
+    return model, params, batch
+
+
+def _by_hand(model, params, batch, token_loss, keep_seq=None, aggregation="token_mean"):
+    """aggregate(token_loss(logps) * keep) computed outside the recipe, with its gradient."""
+    from alignax.algorithms import online
+    from alignax.losses import aggregate
+
+    def f(p):
+        logps = online.response_logps(model.apply, p, batch["ids"], batch["mask"], 4)
+        tok = token_loss(logps)
+        if keep_seq is not None:
+            tok = tok * keep_seq[:, None]
+        return aggregate(tok, batch["response_mask"], aggregation)
+
+    return jax.jit(jax.value_and_grad(f))(params)
+
+
+@pytest.mark.parametrize("loss,kwargs", [
+    ("sapo", dict(temperature_pos=1.0, temperature_neg=1.05)),
+    ("vespo", dict(k_pos=2.0, lambda_pos=3.0, k_neg=3.0, lambda_neg=2.0)),
+])
+def test_sapo_and_vespo_through_the_recipe_loss(loss, kwargs):
+    from alignax.losses.policy_gradient import sapo_loss, vespo_loss
+
+    model, params, batch = _tiny_batch()
+    fn = {"sapo": sapo_loss, "vespo": vespo_loss}[loss]
+    loss_fn = pg.make_policy_loss(model.apply, loss=loss, loss_kwargs=kwargs,
+                                  aggregation="seq_mean_token_mean")
+    (value, metrics), grads = jax.jit(jax.value_and_grad(
+        lambda p: loss_fn(p, batch, None), has_aux=True))(params)
+    want, want_grads = _by_hand(
+        model, params, batch,
+        lambda lp: fn(lp, batch["old_logps"], batch["advantages"], batch["response_mask"],
+                      **kwargs)[0], aggregation="seq_mean_token_mean")
+    np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-7)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert ("sapo_gate" if loss == "sapo" else "vespo_phi") in metrics
+    assert pg.policy_accum_weight(loss, "token_mean") == "tokens"
+
+
+def test_off_policy_mask_through_the_recipe_loss():
+    from alignax.losses.policy_gradient import off_policy_sequence_mask
+
+    model, params, batch = _tiny_batch(1)
+    # make row 1 (A < 0) drift: its behaviour log-probs far above the current ones
+    batch["old_logps"] = batch["old_logps"].copy()
+    batch["old_logps"][1] += 3.0
+    loss_fn = pg.make_policy_loss(model.apply, off_policy_mask_threshold=1.0)
+    (value, metrics), grads = jax.jit(jax.value_and_grad(
+        lambda p: loss_fn(p, batch, None), has_aux=True))(params)
+    from alignax.algorithms import online
+
+    logps = jax.jit(lambda p: online.response_logps(model.apply, p, batch["ids"],
+                                                    batch["mask"], 4))(params)
+    keep = off_policy_sequence_mask(logps, batch["old_logps"], batch["advantages"],
+                                    batch["response_mask"], threshold=1.0)
+    assert keep[1] == 0 and keep[0] == 1 and keep[3] == 1  # A >= 0 rows are always kept
+    np.testing.assert_allclose(metrics["off_policy_masked"], 1.0 - float(keep.mean()))
+    want, want_grads = _by_hand(
+        model, params, batch,
+        lambda lp: ppo_clip_loss(lp, batch["old_logps"], batch["advantages"],
+                                 batch["response_mask"])[0], keep_seq=keep)
+    np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-7)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_dynamic_entropy_coefficient_is_a_step_argument():
+    model, params, batch = _tiny_batch()
+    traces = []
+    dynamic = pg.make_policy_loss(model.apply, dynamic_entropy_coef=True,
+                                  top_entropy_quantile=0.5)
+
+    @jax.jit
+    def run(p, coef):
+        traces.append(1)
+        return jax.value_and_grad(lambda q: dynamic(q, batch, None, 0.0, coef),
+                                  has_aux=True)(p)
+
+    run(params, jnp.float32(0.0))
+    (value, metrics), grads = run(params, jnp.float32(0.3))
+    assert len(traces) == 1  # a new coefficient does not recompile
+    static = pg.make_policy_loss(model.apply, entropy_coef=0.3, top_entropy_quantile=0.5)
+    (want, _), want_grads = jax.jit(jax.value_and_grad(
+        lambda q: static(q, batch, None, 0.0), has_aux=True))(params)
+    np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-7)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # entropy_active: the mean entropy of the tokens the policy term keeps
+    from alignax import ops
+    from alignax.algorithms import online
+
+    ent = jax.jit(lambda p: ops.token_entropy(online.response_logits(
+        model.apply, p, batch["ids"], batch["mask"], 4)))(params)
+    keep = pg.high_entropy_mask(ent, batch["response_mask"], 0.5)
+    np.testing.assert_allclose(metrics["entropy_active"], (ent * keep).sum() / keep.sum(),
+                               rtol=1e-5)
+
+
+def test_adaptive_entropy_control_follows_trl():
+    from alignax.algorithms.kl_control import adaptive_entropy_control
+
+    ctrl = adaptive_entropy_control(0.01, target=0.5, coef_min=0.0, coef_max=0.02, delta=0.004)
+    state = ctrl.init()
+    applied, coefs = [], []
+    for h in (0.7, 0.4, 0.3, 0.2, 0.9, 0.45):
+        applied.append(float(ctrl.applied(state)))
+        state = ctrl.update(state, jnp.float32(h))
+        coefs.append(float(state.coef))
+    # by hand: H > target lowers c by delta (>= min), H <= target raises it (<= max); the next
+    # update applies c only if the last H <= target (nothing before the first measurement)
+    np.testing.assert_allclose(coefs, [0.006, 0.010, 0.014, 0.018, 0.014, 0.018], rtol=1e-6)
+    np.testing.assert_allclose(applied, [0.0, 0.0, 0.010, 0.014, 0.018, 0.0], rtol=1e-6)
+    state = ctrl.init()
+    for _ in range(6):
+        state = ctrl.update(state, jnp.float32(0.1))
+    assert float(state.coef) == pytest.approx(0.02)  # capped at max
+    with pytest.raises(ValueError, match="delta"):
+        adaptive_entropy_control(0.0, target=0.5, delta=0.0)
+    with pytest.raises(ValueError, match="min <= max"):
+        adaptive_entropy_control(0.0, target=0.5, coef_min=0.5, coef_max=0.1)
+
+
+def test_synced_reference_mixes_every_k_updates():
+    ref = {"w": jnp.array([1.0, 2.0]), "b": jnp.array([0.5], jnp.bfloat16)}
+    params = {"w": jnp.array([3.0, -2.0]), "b": jnp.array([1.5], jnp.bfloat16)}
+    sync = jax.jit(lambda r, p, s: pg.synced_reference(r, p, s, alpha=0.25, every=2))
+    same = sync(ref, params, jnp.int32(3))
+    np.testing.assert_array_equal(same["w"], ref["w"])
+    mixed = sync(ref, params, jnp.int32(4))
+    np.testing.assert_allclose(mixed["w"], [0.25 * 3 + 0.75 * 1, 0.25 * -2 + 0.75 * 2])
+    assert mixed["b"].dtype == jnp.bfloat16 and float(mixed["b"][0]) == 0.75
+
+
+def test_recipe_config_checks_the_new_options():
+    cfg = pg.validate({"loss": "vespo", "off_policy_mask_threshold": 0.5, "min_p": 0.1,
+                       "repetition_penalty": 1.3, "sync_ref": {"alpha": 0.6, "steps": 4},
+                       "adaptive_entropy": {"target": 2.0, "min": 0.0, "max": 0.1,
+                                            "delta": 0.01}})
+    assert pg.loss_kwargs(cfg) == {"k_pos": 2.0, "lambda_pos": 3.0, "k_neg": 3.0,
+                                   "lambda_neg": 2.0}
+    for bad, match in [({"loss": "sapo", "sapo_temperature_neg": 0.0}, "temperatures"),
+                       ({"loss": "sapo", "delta": 2.0}, "delta"),
+                       ({"off_policy_mask_threshold": -0.1}, "off_policy_mask_threshold"),
+                       ({"min_p": 1.5}, "min_p"), ({"repetition_penalty": 0.0},
+                                                    "repetition_penalty"),
+                       ({"sync_ref": {"alpha": 0.0, "steps": 1}}, "sync_ref"),
+                       ({"sync_ref": {"alpha": 0.5}}, "sync_ref"),
+                       ({"sync_ref": {"alpha": 0.5, "steps": 2}, "kl_coef": 0.0}, "kl_coef=0"),
+                       ({"adaptive_entropy": {"target": 1.0}}, "adaptive_entropy"),
+                       ({"adaptive_entropy": {"target": 1.0, "min": 0.0, "max": 0.1,
+                                              "delta": 0.01}, "entropy_coef": 0.5},
+                        "entropy_coef")]:
+        with pytest.raises(ValueError, match=match):
+            pg.validate(bad)
+
+
+def test_recipe_with_sapo_adaptive_entropy_synced_reference_and_sampler_options(tmp_path):
+    """One run with every new option: the entropy coefficient evolves as the controller says
+    on the measured entropies, the reference is alpha * policy + (1 - alpha) * ref after the
+    2nd update, and the rollouts honour min_p / repetition_penalty."""
+    from alignax.models.transformer import TransformerConfig, make_lm
+
+    model = make_lm(TransformerConfig(vocab_size=16, d_model=16, n_layers=1, n_heads=2,
+                                      d_ff=24, max_len=12))
+    params = model.init(jax.random.key(0))
+    prompts = np.tile(np.array([[4, 5, 6]], np.int32), (4, 1))
+    ae = {"target": 5.0, "min": 0.0, "max": 0.05, "delta": 0.01}
+    config = pg.default_config(
+        iterations=2, prompts_per_iteration=2, num_samples=4, max_new_tokens=4, kl_coef=0.01,
+        loss="sapo", off_policy_mask_threshold=0.5, entropy_coef=0.02, adaptive_entropy=ae,
+        sync_ref={"alpha": 0.6, "steps": 2}, min_p=0.05, repetition_penalty=1.5,
+        progress=False)
+    out = pg.train(config, str(tmp_path), model=model, init_params=params, ref_params=params,
+                   prompt_ids=prompts, prompt_mask=np.ones_like(prompts, bool),
+                   reward_fn=lambda r: (r.responses == 7).astype(jnp.float32).sum(-1))
+    hist = out["history"]
+    coef = 0.02
+    for m in hist:  # one update per iteration: the controller sees that update's entropy
+        h = m["entropy_active"]
+        coef = min(coef + 0.01, 0.05) if h <= 5.0 else max(coef - 0.01, 0.0)
+        assert m["entropy_coef"] == pytest.approx(coef, abs=1e-7)
+        assert 0.0 <= m["off_policy_masked"] <= 1.0
+    state = out["state"]
+    want = jax.tree.map(lambda p, r: 0.6 * p + 0.4 * r, out["params"], params)
+    for a, b in zip(jax.tree.leaves(state.ref), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert float(state.controls["entropy"].coef) == pytest.approx(coef, abs=1e-7)
