@@ -56,6 +56,26 @@ Claims (5 seeds, paired 95% t intervals):
 
     alignax run experiments/semantic_rewards.py            # full setting, 5 seeds
     alignax run experiments/semantic_rewards.py:smoke      # seconds, for the tests
+
+`:real` runs GRPO with one of the same four rewards (`reward`) through the library's recipe
+(`policy_gradient.train`) on a Hugging Face checkpoint (`model.path`, also the reference) and a
+prompt-only dataset with a reference-answer column (`data.reference_field`, default
+"reference"; the last `data.eval_fraction` of the rows are test prompts, the fraction before
+them validation). The references are tokenised with the checkpoint's tokenizer (no specials).
+`cosine`: the frozen encoder is the checkpoint at `encoder.path` ("" = `model.path`): E(y) is
+the mean of its final-layer hidden states over the valid tokens of y, the reward
+cos(E(y), E(y_ref)) (unit vectors first, as `alignax.rewards.embedding_similarity`); the toy's
+contrastive encoder training is replaced by this pretrained encoder (the paper's encoder is a
+pretrained sentence encoder too). `rouge1`, `bleu`, `exact_match`: the toy's metrics on token
+ids. A user's dataset has no concept gold: every `rl.eval_every` iterations the policy answers
+each held-out prompt once (fixed key) and the run reports the cosine, ROUGE-1 and length of the
+answers; the iteration is chosen on the validation value of the run's own reward (the toy
+chooses on the validation gold, which does not exist here), its test metrics reported. No claim
+is evaluated (the claims compare the concept F1 of the toy's gold).
+
+    alignax run experiments/semantic_rewards.py:real --workdir runs/semantic_real \
+        --config.reward=cosine --config.model.path=/ckpt/policy --config.data.path=/data/qa \
+        --config.encoder.path=/ckpt/encoder --config.model.dtype=bfloat16 --config.lora.rank=16
 """
 
 from __future__ import annotations
@@ -69,8 +89,8 @@ import numpy as np
 import optax
 
 from alignax import protocol
+from alignax.algorithms import online, policy_gradient, pretrained, real
 from alignax.algorithms.small_pg import group_pg_loss, rl_batch, sequence_table_policy
-from alignax.experiment import is_smoke
 from alignax.models import sequence_table as st
 from alignax.protocol import seed_mean
 from alignax.rewards import (bag_embeddings, bag_encoder_loss, bleu, concept_f1,
@@ -83,7 +103,10 @@ REWARDS = ("cosine", "rouge1", "bleu", "exact_match")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = is_smoke(arg)
+    mode = real.config_mode(arg)
+    if mode == "real":
+        return _real_config()
+    smoke = mode == "smoke"
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.reward = "cosine"
@@ -101,6 +124,133 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                    learning_rate=0.05, kl_coefs=(0.0, 0.05))
     c.grpo = dict(prompts_per_update=8 if smoke else 16, group_size=8)
     return c
+
+
+def _real_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seeds = [0]
+    c.reward = "cosine"
+    # data.max_length: the prompt length P; data.reference_length: the references' length
+    real.add_real_fields(c, max_length=512, reference_field="reference", reference_length=256)
+    c.encoder = dict(path="")  # "" = model.path
+    c.rl = policy_gradient.default_config(
+        iterations=200, prompts_per_iteration=16, num_samples=8, max_new_tokens=256,
+        advantage="grpo", kl_coef=0.04, eval_every=20, checkpoint_every=20,
+        optimizer=dict(name="adamw", learning_rate=1e-6, warmup_steps=0, schedule="constant",
+                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)))
+    c.rl.stop_tokens = (-1,)  # -1: the tokenizer's eos
+    return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    if config.reward not in REWARDS:
+        raise ValueError(f"unknown reward {config.reward!r}; valid: {REWARDS}")
+    if real.is_real(config):
+        real.require(config, "model.path", "data.path")
+        policy_gradient.validate(_real_rl_cfg(config))
+
+
+def _real_rl_cfg(config, stops=None) -> dict:
+    cfg = {**config.rl.to_dict(), "mesh": real.mesh_config(config),
+           "lora": real.lora_config(config)}
+    if stops is not None:
+        cfg["stop_tokens"] = stops
+    return cfg
+
+
+def mean_hidden(apply_fn, params, ids, mask):
+    """E(y): the mean of an LM's final-layer hidden states over the valid tokens, [N, D]
+    float32 from ids / mask [N, T]."""
+    _, hidden = apply_fn(params, ids, mask, return_hidden=True, targets=ids)
+    m = jnp.asarray(mask, jnp.float32)[..., None]
+    return (hidden.astype(jnp.float32) * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+
+
+def _unit(x):
+    return x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), 1e-12))
+
+
+def real_rewards(encoder_apply, ref_ids, ref_mask, stop_tokens=()):
+    """`(encoder_params, responses [N, R], mask [N, R], rows [N]) -> {reward name: [N]}`
+    (jitted) of responses against the references `ref_ids` / `ref_mask` [M, L] of prompt rows
+    `rows`: the encoder's cosine, ROUGE-1 F1, BLEU and exact match on token ids. The stop
+    tokens of a response are not part of its text (the references have none)."""
+    ref_ids, ref_mask = jnp.asarray(ref_ids), jnp.asarray(ref_mask, bool)
+    stops = jnp.asarray(list(stop_tokens) or [-1], jnp.int32)
+
+    @jax.jit
+    def rewards(encoder_params, responses, mask, rows):
+        refs, rmask = ref_ids[rows], ref_mask[rows]
+        mask = jnp.asarray(mask, bool) & ~jnp.isin(responses, stops)
+        cosine = jnp.sum(_unit(mean_hidden(encoder_apply, encoder_params, responses, mask))
+                         * _unit(mean_hidden(encoder_apply, encoder_params, refs, rmask)), -1)
+        width = max(responses.shape[1], refs.shape[1])
+        pad = lambda x: jnp.pad(x, ((0, 0), (0, width - x.shape[1])))  # noqa: E731
+        same = (pad(jnp.where(mask, responses, -1)) == pad(jnp.where(rmask, refs, -1)))
+        exact = jnp.all(same | ~(pad(mask) | pad(rmask)), -1)
+        return {"cosine": cosine,
+                "rouge1": rouge1(responses, refs[:, None], mask, rmask[:, None]),
+                "bleu": bleu(responses, refs[:, None], mask, rmask[:, None]),
+                "exact_match": exact.astype(jnp.float32)}
+
+    return rewards
+
+
+def _run_real(config, workdir: str, seed: int) -> dict[str, float]:
+    """`:real` (module docstring): GRPO with `reward` from `model.path`."""
+    tok = real.tokenizer(config)
+    field = config.data.reference_field
+    data = real.prompt_data(config, tok, int(config.data.max_length), fields=(field,))
+    model, params = pretrained.model_and_params(real.model_config(config), "lm", seed=seed)
+    if config.encoder.path:
+        encoder, encoder_params = pretrained.model_and_params(
+            real.model_config(config, config.encoder.path), "lm", seed=seed)
+    else:
+        encoder, encoder_params = model, params
+    stops = real.stop_tokens(tok, config.rl.stop_tokens)
+    length = int(config.data.reference_length)
+
+    def references(split):
+        rows = [tok.encode(str(text))[:length] for text in data[split][field]]
+        ids = np.full((len(rows), length), tok.pad_id, np.int32)
+        mask = np.zeros((len(rows), length), bool)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)], mask[i, :len(r)] = r, True
+        return ids, mask
+
+    train_rewards = real_rewards(encoder.apply, *references("train"), stops)
+
+    def reward_fn(rollout):
+        return train_rewards(encoder_params, rollout.responses, rollout.response_mask,
+                             rollout.prompt_index)[config.reward]
+
+    ids, pmask, n_val = real.held_out_prompts(data)
+    val_refs, test_refs = references("validation"), references("test")
+    held_rewards = real_rewards(encoder.apply, *(np.concatenate([a, b])
+                                                 for a, b in zip(val_refs, test_refs)), stops)
+    sample = jax.jit(online.make_rollout(model, num_samples=1,
+                                         max_new_tokens=int(config.rl.max_new_tokens),
+                                         stop_tokens=stops, pad_id=tok.pad_id))
+
+    def evaluate(policy_params):
+        rollout = sample(policy_params, ids, pmask, jax.random.key(2))
+        values = held_rewards(encoder_params, rollout.responses, rollout.response_mask,
+                              jnp.arange(len(ids)))
+        out = real.split_means(np.asarray(rollout.response_mask).sum(-1), n_val, "length")
+        for name in sorted({"cosine", "rouge1", config.reward}):
+            out.update(real.split_means(values[name], n_val, name))
+        return out
+
+    before = evaluate(params)
+    out = policy_gradient.train(_real_rl_cfg(config, stops), os.path.join(workdir, "policy"),
+                                model=model, init_params=params, ref_params=params,
+                                prompt_ids=data["train"]["prompt_ids"],
+                                prompt_mask=data["train"]["prompt_mask"], reward_fn=reward_fn,
+                                eval_fn=evaluate, seed=seed)
+    result = real.choose_iteration(out["history"], f"eval/val_{config.reward}", workdir)
+    result.update({f"test_ref_{k[len('test_'):]}": v for k, v in before.items()
+                   if k.startswith("test_")})
+    return result
 
 
 def space_of(config) -> st.SequenceSpace:
@@ -252,6 +402,9 @@ def expected(space, params, z, table):
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    if real.is_real(config):
+        return {int(s): _run_real(config, os.path.join(workdir, f"seed_{s}"), int(s))
+                for s in config.seeds}
     reward = config.reward
     if reward not in REWARDS:
         raise ValueError(f"unknown reward {reward!r}; one of {REWARDS}")
@@ -347,6 +500,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
 
 
 def claims(results) -> list[protocol.Claim]:
+    if "default" in results:  # :real: one reward on a user's checkpoint, metrics only
+        return []
     gold = ", ".join(f"{v} {seed_mean(results, v, 'test_gold'):.3f} (KL "
                      f"{seed_mean(results, v, 'test_kl'):.2f}, ROUGE-1 "
                      f"{seed_mean(results, v, 'test_rouge1'):.3f}, cosine "
@@ -384,6 +539,8 @@ def claims(results) -> list[protocol.Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """Validation concept F1 along training at each reward's chosen KL coefficient."""
+    if "default" in results:  # :real
+        return []
     curves = {}
     for variant, res in results.items():
         rows = [1000 * int(s) + int(m["chosen_kl_index"]) for s, m in res["per_seed"].items()]

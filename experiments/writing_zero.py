@@ -100,7 +100,6 @@ is evaluated. The checkpoints must share the policy's tokenizer.
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -244,28 +243,21 @@ def _run_real(config, workdir: str, seed: int) -> dict[str, float]:
         return judge(prompts, mask[:, :prompts.shape[1]], resp, rmask, resp[ref_rows],
                      rmask[ref_rows])
 
-    held = [data["validation"], data["test"]]
-    n_val = len(held[0]["prompt_ids"])
-    ids = np.concatenate([d["prompt_ids"] for d in held])
-    pmask = np.concatenate([d["prompt_mask"] for d in held])
+    ids, pmask, n_val = real.held_out_prompts(data)
     sample = jax.jit(online.make_rollout(model, num_samples=1,
                                          max_new_tokens=int(config.rl.max_new_tokens),
                                          stop_tokens=stops, pad_id=tok.pad_id))
     reference = sample(params, ids, pmask, jax.random.key(1))
 
-    def summarise(values, name, out):
-        out[f"val_{name}"] = float(np.mean(values[:n_val]))
-        out[f"test_{name}"] = float(np.mean(values[n_val:]))
-
     def evaluate(policy_params):
         rollout = sample(policy_params, ids, pmask, jax.random.key(2))
-        out = {}
-        summarise(np.asarray(rollout.response_mask).sum(-1), "length", out)
+        out = real.split_means(np.asarray(rollout.response_mask).sum(-1), n_val, "length")
         if grpo:
-            summarise(np.asarray(reward_fn(rollout)), "rm", out)
+            out.update(real.split_means(reward_fn(rollout), n_val, "rm"))
         else:
-            summarise(judge(ids, pmask, rollout.responses, rollout.response_mask,
-                            reference.responses, reference.response_mask), "judge", out)
+            out.update(real.split_means(judge(
+                ids, pmask, rollout.responses, rollout.response_mask, reference.responses,
+                reference.response_mask), n_val, "judge"))
         return out
 
     out = policy_gradient.train(_real_rl_cfg(config, stops), os.path.join(workdir, "rl"),
@@ -275,15 +267,10 @@ def _run_real(config, workdir: str, seed: int) -> dict[str, float]:
                                 reward_fn=reward_fn if grpo else None,
                                 judge_fn=None if grpo else judge_fn, eval_fn=evaluate,
                                 seed=seed)
-    signal = "eval/val_rm" if grpo else "eval/val_judge"
-    rows = {f"iteration={r['step']}": r for r in out["history"] if signal in r}
-    name, record = choose_on_validation(rows, lambda r: r[signal])
-    with open(os.path.join(workdir, "selection.json"), "w") as f:
-        json.dump({**record, "metric": signal}, f, indent=1)
-    chosen = rows[name]
-    result = {k[len("eval/"):]: float(v) for k, v in chosen.items() if k.startswith("eval/")}
+    result = real.choose_iteration(out["history"], "eval/val_rm" if grpo else "eval/val_judge",
+                                   workdir)
     ref_length = float(np.asarray(reference.response_mask)[n_val:].sum(-1).mean())
-    result.update({"chosen_iteration": float(chosen["step"]), "test_ref_length": ref_length,
+    result.update({"test_ref_length": ref_length,
                    "test_length_ratio": result["test_length"] / max(ref_length, 1e-9)})
     return result
 

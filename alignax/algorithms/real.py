@@ -275,3 +275,46 @@ def final_answer(text: str, marker: str = "") -> str | None:
         return text.strip()
     head, sep, tail = text.rpartition(marker)
     return tail.strip() if sep else None
+
+
+def held_out_prompts(data: Mapping[str, Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray, int]:
+    """The validation then test prompts of `prompt_data` as one batch: ids [N, P], mask [N, P]
+    and the number of validation rows (the rest are test), for one compiled eval program."""
+    held = [data["validation"], data["test"]]
+    return (np.concatenate([d["prompt_ids"] for d in held]),
+            np.concatenate([d["prompt_mask"] for d in held]), len(held[0]["prompt_ids"]))
+
+
+def split_means(values, n_val: int, name: str) -> dict[str, float]:
+    """{"val_<name>", "test_<name>"}: the means of `values` [N] over the first `n_val` rows
+    and over the rest."""
+    values = np.asarray(values, np.float64)
+    return {f"val_{name}": float(values[:n_val].mean()),
+            f"test_{name}": float(values[n_val:].mean())}
+
+
+def choose_iteration(history: Sequence[Mapping[str, Any]], signal: str, workdir: str
+                     ) -> dict[str, float]:
+    """The evaluated row of an online recipe's history with the best validation `signal`
+    (e.g. "eval/val_rm"; max, ties to the earliest, `choose_on_validation`), recorded in
+    `<workdir>/selection.json` (process 0): its eval metrics without the "eval/" prefix, and
+    "chosen_iteration"."""
+    import json
+    import os
+
+    import jax
+
+    from alignax.tasks.splits import choose_on_validation
+
+    rows = {f"iteration={r['step']}": r for r in history if signal in r}
+    if not rows:
+        raise ValueError(f"no evaluated iteration has {signal!r}: set eval_every > 0")
+    name, record = choose_on_validation(rows, lambda r: r[signal])
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "selection.json"), "w") as f:
+            json.dump({**record, "metric": signal}, f, indent=1)
+    chosen = rows[name]
+    out = {k[len("eval/"):]: float(v) for k, v in chosen.items() if k.startswith("eval/")}
+    out["chosen_iteration"] = float(chosen["step"])
+    return out

@@ -122,3 +122,15 @@ def test_writing_zero_real(world, tmp_path):
     m = _metrics(summary)
     assert summary["claims"] == []
     assert -1 <= m["test_judge"] <= 1 and m["test_length"] <= 4 and m["test_ref_length"] <= 4
+
+
+def test_semantic_rewards_real(world, tmp_path):
+    summary = _run("semantic_rewards", world, tmp_path, "prompts", "--config.data.max_length=12",
+                   "--config.data.reference_length=4", "--config.rl.iterations=2",
+                   "--config.rl.prompts_per_iteration=2", "--config.rl.num_samples=2",
+                   "--config.rl.max_new_tokens=4", "--config.rl.eval_every=1",
+                   "--config.rl.progress=False")
+    m = _metrics(summary)
+    assert summary["claims"] == []
+    assert -1 <= m["test_cosine"] <= 1 and 0 <= m["test_rouge1"] <= 1
+    assert m["chosen_iteration"] in (1.0, 2.0)
