@@ -124,22 +124,26 @@ def check_model_config(model_cfg: Mapping[str, Any], label: str) -> None:
         raise ValueError(f"{label}: {e}") from None
 
 
-def init_score_head(key: jax.Array, d_model: int, std: float, dtype=jnp.float32) -> dict:
+def init_score_head(key: jax.Array, d_model: int, std: float, dtype=jnp.float32,
+                    bias: bool = False) -> dict:
     """The score head of a sequence-classification model built on a causal LM, as transformers
     initialises `nn.Linear(D, 1, bias=False)` (`_init_weights`): kernel ~ Normal(0, std^2)
-    [D, 1], bias 0 [1] (alignax's head has a bias; transformers' has none).
+    [D, 1]; no bias, as transformers (imported configs have `score_bias=False`), unless `bias`
+    (then 0 [1], for a config with score_bias=True).
 
     Args:
       key: a jax PRNG key.
       d_model: D.
       std: the checkpoint's initializer_range (0.02 when 0 or missing).
       dtype: the parameter dtype.
+      bias: add a zero bias [1] (`TransformerConfig.score_bias`).
 
     Returns:
-      {"kernel": [D, 1], "bias": [1]} numpy arrays of `dtype`.
+      {"kernel": [D, 1]} (and "bias": [1]) numpy arrays of `dtype`.
     """
     kernel = std * jax.random.normal(key, (d_model, 1), jnp.float32)
-    return {"kernel": np.asarray(kernel.astype(dtype)), "bias": np.zeros((1,), dtype)}
+    head = {"kernel": np.asarray(kernel.astype(dtype))}
+    return {**head, "bias": np.zeros((1,), dtype)} if bias else head
 
 
 def load_pretrained(model_cfg: Mapping[str, Any], kind: str, *, seed: int = 0,
@@ -169,7 +173,8 @@ def load_pretrained(model_cfg: Mapping[str, Any], kind: str, *, seed: int = 0,
         return model, params
     _, lm_params = import_hf(path, kind="lm", mesh=mesh, **runtime)
     std = float(hf.get("initializer_range") or DEFAULT_INIT_STD)
-    score = init_score_head(jax.random.key(seed), cfg.d_model, std, jnp.dtype(cfg.param_dtype))
+    score = init_score_head(jax.random.key(seed), cfg.d_model, std, jnp.dtype(cfg.param_dtype),
+                            bias=cfg.score_bias)
     return make_reward_model(cfg), {"decoder": lm_params["decoder"], "score": score}
 
 

@@ -87,31 +87,42 @@ def attention_bias(attn_mask):
 _CAUSAL_BLOCK = 64  # smallest query block of causal attention
 
 
-def _probs(q, k, bias, scale):
-    scores = jnp.einsum("bkgte,bkse->bkgts", q, k).astype(jnp.float32) * scale + bias
+def softcap_scores(scores, softcap: float):
+    """c tanh(s / c) for c = softcap > 0 (Gemma 2's attention logit soft-capping), else s."""
+    return softcap * jnp.tanh(scores / softcap) if softcap else scores
+
+
+def _probs(q, k, bias, scale, softcap):
+    scores = jnp.einsum("bkgte,bkse->bkgts", q, k).astype(jnp.float32) * scale
+    scores = softcap_scores(scores, softcap) + bias
     scores = jnp.exp(scores - scores.max(-1, keepdims=True))
     return scores / scores.sum(-1, keepdims=True)
 
 
-def _attend_fwd(q, k, v, bias, scale):
-    probs = _probs(q, k, bias, scale)
+def _attend_fwd(q, k, v, bias, scale, softcap):
+    probs = _probs(q, k, bias, scale, softcap)
     out = jnp.einsum("bkgts,bkse->bkgte", probs.astype(v.dtype), v)
     return out, (q, k, v, probs, out)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _attend(q, k, v, bias, scale):
-    return _attend_fwd(q, k, v, bias, scale)[0]  # the residuals are dead code without a grad
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _attend(q, k, v, bias, scale, softcap=0.0):
+    return _attend_fwd(q, k, v, bias, scale, softcap)[0]  # residuals: dead code without a grad
 
 
-def _attend_bwd(scale, res, d_out):
+def _attend_bwd(scale, softcap, res, d_out):
     # the softmax backward through the output: dS = P * (dP - rowsum(dO * O)), which reads
-    # [B, K, G, T, E] for the row sums instead of the [.., T, S] product P * dP
+    # [B, K, G, T, E] for the row sums instead of the [.., T, S] product P * dP; with a soft
+    # cap, times its derivative 1 - tanh(s / c)^2 (the scores recomputed, not stored)
     q, k, v, probs, out = res
     d_v = jnp.einsum("bkgts,bkgte->bkse", probs.astype(v.dtype), d_out)
     d_probs = jnp.einsum("bkgte,bkse->bkgts", d_out, v).astype(jnp.float32)
     delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1, keepdims=True)
-    d_scores = (probs * (d_probs - delta) * scale).astype(q.dtype)
+    d_scores = probs * (d_probs - delta) * scale
+    if softcap:
+        raw = jnp.einsum("bkgte,bkse->bkgts", q, k).astype(jnp.float32) * scale
+        d_scores = d_scores * (1.0 - jnp.square(jnp.tanh(raw / softcap)))
+    d_scores = d_scores.astype(q.dtype)
     d_q = jnp.einsum("bkgts,bkse->bkgte", d_scores, k)
     d_k = jnp.einsum("bkgts,bkgte->bkse", d_scores, q)
     return d_q, d_k, d_v, None  # the mask is not differentiated
@@ -120,7 +131,7 @@ def _attend_bwd(scale, res, d_out):
 _attend.defvjp(_attend_fwd, _attend_bwd)
 
 
-def _xla(q, k, v, bias, *, causal, scale, segment_ids):
+def _xla(q, k, v, bias, *, causal, scale, segment_ids, softcap=0.0):
     """The custom-vjp path; causal: queries in <= 8 blocks, each attends keys up to its end.
 
     Rows whose keys are all masked (padding) average a different set of values than without
@@ -129,12 +140,12 @@ def _xla(q, k, v, bias, *, causal, scale, segment_ids):
     t = q.shape[3]
     block = max(_CAUSAL_BLOCK, -(-t // 8))
     if not causal or t <= block or k.shape[2] != t:
-        return _attend(q, k, v, bias, scale)
+        return _attend(q, k, v, bias, scale, softcap)
     outs = []
     for start in range(0, t, block):
         stop = min(start + block, t)
         outs.append(_attend(q[:, :, :, start:stop], k[:, :, :stop], v[:, :, :stop],
-                            bias[..., start:stop, :stop], scale))
+                            bias[..., start:stop, :stop], scale, softcap))
     return jnp.concatenate(outs, axis=3)
 
 
@@ -142,11 +153,11 @@ def _xla(q, k, v, bias, *, causal, scale, segment_ids):
 # "reference" and the two jax.nn.dot_product_attention paths
 # --------------------------------------------------------------------------------------------
 
-def _reference(q, k, v, bias, *, causal, scale, segment_ids):
-    """softmax(q k^T scale + bias) v with scores and probabilities in float32, autodiff."""
+def _reference(q, k, v, bias, *, causal, scale, segment_ids, softcap=0.0):
+    """softmax(cap(q k^T scale) + bias) v with scores and probabilities in float32, autodiff."""
     del causal, segment_ids
     scores = jnp.einsum("bkgte,bkse->bkgts", q.astype(jnp.float32), k.astype(jnp.float32))
-    probs = jax.nn.softmax(scores * scale + bias, axis=-1)
+    probs = jax.nn.softmax(softcap_scores(scores * scale, softcap) + bias, axis=-1)
     return jnp.einsum("bkgts,bkse->bkgte", probs, v.astype(jnp.float32)).astype(v.dtype)
 
 
@@ -270,6 +281,8 @@ IMPLEMENTATIONS = {
     "cudnn": _cudnn,
     "splash": _splash,
 }
+# those that take a soft cap on the scores (`attention(..., softcap=c)`)
+SOFTCAP_IMPLEMENTATIONS = ("xla", "reference")
 # where each runs natively; "splash" also runs elsewhere in Pallas interpret mode (tests)
 BACKENDS = {"xla": ("cpu", "gpu", "tpu"), "reference": ("cpu", "gpu", "tpu"),
             "dot_product": ("cpu", "gpu", "tpu"), "cudnn": ("gpu",), "splash": ("tpu",)}
@@ -312,7 +325,8 @@ def splash_unsupported(causal: bool, q_len: int, kv_len: int, sliding_window: in
 def resolve_implementation(name: str = "auto", *, backend: str | None = None, dtype=None,
                            head_dim: int | None = None, q_len: int | None = None,
                            kv_len: int | None = None, causal: bool = False,
-                           compute_capability=None, sliding_window: int = 0) -> str:
+                           compute_capability=None, sliding_window: int = 0,
+                           softcap: float = 0.0) -> str:
     """The implementation that `attention` runs for `name` on `backend` (default: jax's).
 
     "auto": cpu -> "xla"; gpu -> "cudnn" when `cudnn_unsupported` finds nothing and T > 1, else
@@ -326,6 +340,11 @@ def resolve_implementation(name: str = "auto", *, backend: str | None = None, dt
     valid = ("auto",) + tuple(IMPLEMENTATIONS)
     if name not in valid:
         raise ValueError(f"unknown attention implementation {name!r}; valid: {list(valid)}")
+    if softcap:  # only "xla" and "reference" cap the scores; "auto" runs "xla" everywhere
+        if name not in SOFTCAP_IMPLEMENTATIONS + ("auto",):
+            raise ValueError(f"attention implementation {name!r} has no logit soft cap; use "
+                             f"one of {list(SOFTCAP_IMPLEMENTATIONS)} or 'auto'")
+        return "xla" if name == "auto" else name
     backend = backend or jax.default_backend()
     if name == "auto":
         if backend == "gpu":
@@ -354,7 +373,8 @@ def resolve_implementation(name: str = "auto", *, backend: str | None = None, dt
 
 
 def attention(q, k, v, bias, *, causal: bool = False, implementation: str = "auto",
-              segment_ids=None, sliding_window: int = 0):
+              segment_ids=None, sliding_window: int = 0, scale: float | None = None,
+              softcap: float = 0.0):
     """softmax(q k^T / sqrt(E) + bias) v for grouped queries, by the chosen implementation.
 
     Args:
@@ -373,6 +393,12 @@ def attention(q, k, v, bias, *, causal: bool = False, implementation: str = "aut
       sliding_window: W > 0 when `bias` also carries a sliding window
         (`sliding_window_mask`): only so that "splash", which cannot express it, is not picked
         (the call runs "dot_product" instead); the mask itself is in `bias`.
+      scale: the factor of the scores, q k^T * scale; None means 1 / sqrt(E) (Gemma:
+        query_pre_attn_scalar^-1/2).
+      softcap: 0, or c > 0: the scaled scores are soft-capped before the mask,
+        s <- c tanh(s / c) (Gemma 2). Only "xla" (custom backward: times 1 - tanh^2) and
+        "reference" (autodiff) take it; "auto" then runs "xla" on every backend, and naming
+        another implementation is a ValueError.
 
     Returns [B, K, G, T, E] in the dtype of `v`. Rows whose keys are all masked (padding) are
     finite and meaningless (each implementation averages a different set of values).
@@ -383,7 +409,8 @@ def attention(q, k, v, bias, *, causal: bool = False, implementation: str = "aut
     t, e = q.shape[3], q.shape[-1]
     name = resolve_implementation(implementation, dtype=q.dtype, head_dim=e, q_len=t,
                                   kv_len=k.shape[2], causal=causal,
-                                  sliding_window=sliding_window)
-    scale = 1.0 / float(e) ** 0.5
+                                  sliding_window=sliding_window, softcap=softcap)
+    scale = 1.0 / float(e) ** 0.5 if scale is None else float(scale)
+    extra = {"softcap": float(softcap)} if softcap else {}
     return IMPLEMENTATIONS[name](q, k, v, bias, causal=causal, scale=scale,
-                                 segment_ids=segment_ids)
+                                 segment_ids=segment_ids, **extra)

@@ -1,5 +1,6 @@
 """Hugging Face interop: import/export safetensors checkpoints of the Llama 2/3.x, Mistral,
-Qwen2/2.5, Qwen3 and GPT-2 families (Gemma 2/3 refused by name, `REFUSED_FAMILIES`).
+Qwen2/2.5, Qwen3, Gemma 2, Gemma 3 (text: model_type gemma3_text) and GPT-2 families (Gemma 1
+and the multimodal gemma3 refused by name, `REFUSED_FAMILIES`).
 
     model, params = import_hf("path/to/checkpoint")                 # causal LM
     model, params = import_hf("path/to/rm", kind="reward")          # *ForSequenceClassification
@@ -21,7 +22,22 @@ ValueError naming the key; `NON_MATH_KEYS` are the bookkeeping keys. Dropout key
 applied (alignax has no dropout; TRL's trainers disable it by default).
 
 Settings that are not part of the checkpoint (`RUNTIME_FIELDS`: compute and parameter dtype,
-remat, scanned layers, logits chunk, attention kernel) are keywords of `import_hf`.
+remat, scanned layers, logits chunk, attention kernel, reward pooling) are keywords of
+`import_hf`.
+
+Gemma 2 / 3 (transformers 5.25's modeling_gemma2.py / modeling_gemma3.py): embeddings times
+sqrt(D) rounded to the weight dtype (`scale_embeddings`), RMSNorm x (1 + w) in float32
+(norm="rms_offset", also for Gemma 3's q/k norms), GeLU-tanh gated MLP (mlp="geglu"), norms on
+the attention and MLP outputs (`post_norms`: post_attention_layernorm -> attn_post_norm,
+pre_feedforward_layernorm -> mlp_norm, post_feedforward_layernorm -> mlp_post_norm), scores
+scaled by query_pre_attn_scalar^-1/2 (`attn_scale`), Gemma 2's attention and final logit
+soft caps (`attn_softcap`, `logits_softcap`), `layer_types` (`sliding_layers`, one flag per
+layer, scanned along), Gemma 3's local rope base (`rope_local_theta`) with rope scaling only on
+the full layers.
+
+The score head. Hugging Face's `score` layer has no bias, so every imported config has
+`score_bias=False`: an imported reward model is exactly transformers' (and exports back); a
+causal LM imported as a reward backbone gets a bias-free head too.
 
 Streaming. `import_hf` reads the shards one after the other and each tensor once (safetensors'
 lazy `safe_open`), converts it into its parameter's dtype (a bfloat16 checkpoint imported with
@@ -60,17 +76,23 @@ from alignax.models.transformer import (
     make_reward_model,
 )
 
-SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gpt2")
-_ARCH = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}
-# families refused by name, with what they would need
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gpt2")
+GEMMA = ("gemma2", "gemma3_text")
+_ARCH = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3",
+         "gemma2": "Gemma2", "gemma3_text": "Gemma3"}
+# families refused by name, with the reason
 REFUSED_FAMILIES = {
-    name: "Gemma needs sqrt(D)-scaled embeddings, (1 + w) RMSNorm, pre/post feed-forward "
-          "norms, a GELU-tanh GeGLU, attention and final logit soft-capping, "
-          "query_pre_attn_scalar and alternating local/global layers; not implemented"
-    for name in ("gemma", "gemma2", "gemma3", "gemma3_text")
+    "gemma": "Gemma 1 (no post-norms, attention scale 1/sqrt(E)) is not implemented; Gemma 2 "
+             "(gemma2) and Gemma 3 text (gemma3_text) are",
+    "gemma3": "Gemma 3 multimodal (Gemma3ForConditionalGeneration: a vision tower and "
+              "model.language_model.* weights) is not read; Gemma 3 text checkpoints "
+              "(model_type gemma3_text, Gemma3ForCausalLM) are",
 }
-# TransformerConfig fields that a checkpoint does not fix: keywords of `import_hf`
-RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "logits_chunk", "attention")
+# TransformerConfig fields that a checkpoint does not fix: keywords of `import_hf` (pool and
+# pad_token_id: the reward model's pooling; pool="last_non_pad" takes config.json's
+# pad_token_id unless one is given)
+RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat", "logits_chunk", "attention",
+                  "pool", "pad_token_id")
 
 _ROPE = ("implemented (alignax.models.rope): rope_type default, linear, dynamic, yarn, llama3; "
          "longrope and proportional refused")
@@ -110,7 +132,63 @@ _QWEN_SLIDING = {
                           "refused when that mixes full and sliding layers", 1),
     "layer_types": (_SLIDING, ["full_attention", "sliding_attention"]),
 }
+_GEMMA_KEYS = {
+    "vocab_size": ("implemented: V", None),
+    "hidden_size": ("implemented: D (embeddings times sqrt(D): scale_embeddings)", None),
+    "intermediate_size": ("implemented: F", None),
+    "num_hidden_layers": ("implemented: L", None),
+    "num_attention_heads": ("implemented: H", None),
+    "num_key_value_heads": ("implemented: K (grouped-query attention)", None),
+    "head_dim": ("implemented: E (attn_head_dim)", None),
+    "hidden_activation": ("implemented for gelu_pytorch_tanh / gelu_new (GeGLU, mlp='geglu'); "
+                          "others refused", "gelu"),
+    "hidden_act": ("not read by transformers' Gemma 2/3 (hidden_activation is); ignored", None),
+    "max_position_embeddings": ("implemented: max_len", None),
+    "rms_norm_eps": ("implemented: norm_eps of the (1 + w) RMSNorms", None),
+    "tie_word_embeddings": ("implemented: tie_embeddings", None),
+    "attention_bias": ("refused when true (biases on q, k, v and o)", True),
+    "attention_dropout": ("not applied: alignax has no dropout (TRL disables it)", None),
+    "query_pre_attn_scalar": ("implemented: attn_scale = query_pre_attn_scalar^-1/2", None),
+    "sliding_window": ("implemented: sliding_window of the sliding layers", None),
+    "layer_types": ("implemented: sliding_layers (per-layer flags); types other than "
+                    "full_attention / sliding_attention refused", ["chunked_attention"] * 2),
+    "sliding_window_pattern": ("implemented when layer_types is absent: every n-th layer "
+                               "full (older configs)", None),
+    "_sliding_window_pattern": ("implemented as sliding_window_pattern", None),
+    "final_logit_softcapping": ("implemented: logits_softcap (null: none)", None),
+    "use_bidirectional_attention": ("refused when true (non-causal attention)", True),
+    "quantization_config": ("refused: quantized checkpoints are not read", {"quant_method": "x"}),
+    "cache_implementation": ("not applied: a generation setting", None),
+}
+_GEMMA_ROPE = ("implemented (alignax.models.rope): rope_type default, linear, dynamic, yarn, "
+               "llama3; longrope and proportional refused")
 MATH_KEYS = {
+    "gemma2": {**_GEMMA_KEYS,
+               "attn_logit_softcapping": ("implemented: attn_softcap (null: none)", None),
+               "rope_parameters": (_GEMMA_ROPE + " (every layer)",
+                                   {"rope_type": "longrope", "rope_theta": 1e4,
+                                    "long_factor": [1.0], "short_factor": [1.0],
+                                    "original_max_position_embeddings": 16}),
+               "rope_theta": ("implemented: rope_theta (older configs)", None),
+               "rope_scaling": (_GEMMA_ROPE + " (older name of rope_parameters)",
+                                {"rope_type": "proportional", "factor": 2.0})},
+    "gemma3_text": {**_GEMMA_KEYS,
+                    "attn_logit_softcapping": ("refused when set: transformers' Gemma 3 "
+                                               "attention does not apply it", 50.0),
+                    "rope_parameters": ("implemented: full_attention -> rope_theta and "
+                                        "rope_scaling (" + _GEMMA_ROPE + "); "
+                                        "sliding_attention -> rope_local_theta (default type "
+                                        "only; others refused)",
+                                        {"full_attention": {"rope_type": "default",
+                                                            "rope_theta": 1e6},
+                                         "sliding_attention": {"rope_type": "linear",
+                                                               "factor": 2.0,
+                                                               "rope_theta": 1e4}}),
+                    "rope_theta": ("implemented: the full layers' base (older configs)", None),
+                    "rope_local_base_freq": ("implemented: rope_local_theta (older configs)",
+                                             None),
+                    "rope_scaling": ("implemented: the full layers' scaling (older configs)",
+                                     {"rope_type": "longrope", "factor": 2.0})},
     "llama": {**_DECODER_KEYS,
               "attention_bias": ("refused when true (biases on q, k, v and o)", True),
               "mlp_bias": ("refused when true (biases on gate, up, down)", True)},
@@ -156,6 +234,7 @@ NON_MATH_KEYS = frozenset({
     "transformers_version", "use_cache", "pretraining_tp", "tokenizer_class",
     "task_specific_params", "auto_map", "_attn_implementation_autoset", "add_cross_attention",
 })
+_GELU_TANH = ("gelu_pytorch_tanh", "gelu_new")  # both the tanh approximation of GELU
 
 
 def config_from_hf(hf: dict, **overrides) -> TransformerConfig:
@@ -168,6 +247,8 @@ def config_from_hf(hf: dict, **overrides) -> TransformerConfig:
     bad = sorted(set(overrides) - set(RUNTIME_FIELDS))
     if bad:
         raise ValueError(f"{bad} cannot be overridden on import; allowed: {RUNTIME_FIELDS}")
+    if overrides.get("pool") == "last_non_pad" and overrides.get("pad_token_id") is None:
+        overrides = {**overrides, "pad_token_id": hf.get("pad_token_id")}
     return dataclasses.replace(_config_from_hf(hf), **overrides)
 
 
@@ -246,6 +327,8 @@ def _config_from_hf(hf: dict) -> TransformerConfig:
             "quantization_config: quantized checkpoints are not supported")
     if model_type == "gpt2":
         return _gpt2_config_from_hf(hf)
+    if model_type in GEMMA:
+        return _gemma_config_from_hf(hf, model_type)
     for flag in ("mlp_bias", "attention_bias"):
         _refuse(bool(hf.get(flag)), f"{flag}=True is not supported for {model_type}")
     act = hf.get("hidden_act", "silu")
@@ -270,6 +353,109 @@ def _config_from_hf(hf: dict) -> TransformerConfig:
         qk_norm=model_type == "qwen3",
         sliding_window=_sliding_from_hf(hf, model_type, n_layers),
         rope_scaling=scaling,
+        score_bias=False,
+    )
+
+
+def _gemma_layer_types(hf: dict, model_type: str, n_layers: int) -> list[str]:
+    """config.json's layer_types, or the default pattern transformers builds without it (Gemma
+    2: sliding, full, ...; Gemma 3: every `sliding_window_pattern`-th layer full, default 6)."""
+    types = hf.get("layer_types")
+    if types:
+        _refuse(len(types) != n_layers, f"layer_types has {len(types)} entries for "
+                f"num_hidden_layers={n_layers}")
+        return list(types)
+    every = 2 if model_type == "gemma2" else int(
+        hf.get("sliding_window_pattern") or hf.get("_sliding_window_pattern") or 6)
+    return ["sliding_attention" if (i + 1) % every else "full_attention"
+            for i in range(n_layers)]
+
+
+def _gemma3_rope_from_hf(hf: dict) -> tuple[float, dict, float]:
+    """(full-layer theta, full-layer scaling, sliding-layer theta) of a gemma3_text config:
+    rope_parameters nested by layer type (transformers 5), or rope_theta + rope_scaling +
+    rope_local_base_freq (older)."""
+    params = hf.get("rope_parameters") or {}
+    if "full_attention" in params or "sliding_attention" in params:
+        full = dict(params.get("full_attention") or {})
+        local = dict(params.get("sliding_attention") or {})
+        key = "rope_parameters"
+    else:
+        full = {**(hf.get("rope_scaling") or {}), **params}
+        full.setdefault("rope_theta", hf.get("rope_theta", 1e6))
+        local = {"rope_type": "default", "rope_theta": hf.get("rope_local_base_freq", 1e4)}
+        key = "rope_scaling"
+    local_type = local.get("rope_type", local.get("type", "default"))
+    _refuse(local_type != "default", f"rope_parameters: sliding_attention rope_type "
+            f"{local_type!r} is not supported (only the full layers' rope may be scaled)")
+    try:
+        theta, scaling = _rope_scaling_from_hf({"rope_parameters": full,
+                                                "max_position_embeddings":
+                                                    hf.get("max_position_embeddings", 2048)})
+    except ValueError as e:
+        raise ValueError(f"{key}: {e}") from None
+    return theta, scaling, float(local.get("rope_theta", 1e4))
+
+
+# transformers' class defaults of the Gemma keys a config.json may leave out
+_GEMMA_DEFAULTS = {
+    "gemma2": {"head_dim": 256, "query_pre_attn_scalar": 256, "sliding_window": 4096,
+               "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+               "max_position_embeddings": 8192, "num_key_value_heads": 4},
+    "gemma3_text": {"head_dim": 256, "query_pre_attn_scalar": 256, "sliding_window": 4096,
+                    "attn_logit_softcapping": None, "final_logit_softcapping": None,
+                    "max_position_embeddings": 131072, "num_key_value_heads": 4},
+}
+
+
+def _gemma_config_from_hf(hf: dict, model_type: str) -> TransformerConfig:
+    """Gemma 2 / Gemma 3 text: see the module docstring for the math. Keys left out take
+    transformers' class defaults (`_GEMMA_DEFAULTS`, e.g. Gemma 2's soft caps 50 and 30)."""
+    hf = {**_GEMMA_DEFAULTS[model_type], **hf}
+    _refuse(bool(hf.get("attention_bias")), f"attention_bias=True is not supported for "
+            f"{model_type}")
+    _refuse(bool(hf.get("use_bidirectional_attention")),
+            "use_bidirectional_attention=True is not supported (causal decoders only)")
+    act = hf.get("hidden_activation") or "gelu_pytorch_tanh"
+    _refuse(act not in _GELU_TANH, f"hidden_activation={act!r} is not supported (GeGLU with "
+            f"the tanh GELU only: {_GELU_TANH})")
+    if model_type == "gemma3_text":
+        _refuse(hf.get("attn_logit_softcapping") is not None,
+                "attn_logit_softcapping is set, but transformers' Gemma 3 attention does not "
+                "apply it; refused as ambiguous")
+        theta, scaling, local_theta = _gemma3_rope_from_hf(hf)
+    else:
+        theta, scaling = _rope_scaling_from_hf(hf)
+        local_theta = 0.0
+    n_layers = hf["num_hidden_layers"]
+    types = _gemma_layer_types(hf, model_type, n_layers)
+    _refuse(not set(types) <= {"full_attention", "sliding_attention"},
+            f"layer_types {sorted(set(types))} are not supported")
+    sliding = tuple(t == "sliding_attention" for t in types)
+    window = hf.get("sliding_window")
+    _refuse(any(sliding) and not window, "layer_types has sliding layers but sliding_window is "
+            "not set")
+    if not any(sliding):
+        sliding, window, local_theta = (), 0, 0.0
+    if local_theta == theta and not scaling:
+        local_theta = 0.0  # one rotary table serves every layer
+    d, heads = hf["hidden_size"], hf["num_attention_heads"]
+    head_dim = hf["head_dim"] or d // heads
+    qpas = hf["query_pre_attn_scalar"]
+    return TransformerConfig(
+        vocab_size=hf["vocab_size"], d_model=d, n_layers=n_layers, n_heads=heads,
+        n_kv_heads=hf.get("num_key_value_heads") or heads, d_ff=hf["intermediate_size"],
+        max_len=hf.get("max_position_embeddings", 8192), rope_theta=theta,
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        norm="rms_offset", mlp="geglu", scale_embeddings=True, post_norms=True,
+        attn_head_dim=None if head_dim * heads == d else head_dim,
+        qk_norm=model_type == "gemma3_text",
+        attn_scale=float(qpas) ** -0.5,
+        attn_softcap=float(hf.get("attn_logit_softcapping") or 0.0),
+        logits_softcap=float(hf.get("final_logit_softcapping") or 0.0),
+        sliding_window=int(window or 0) if any(sliding) else 0, sliding_layers=sliding,
+        rope_local_theta=local_theta, rope_scaling=scaling, score_bias=False,
     )
 
 
@@ -287,7 +473,7 @@ def _gpt2_config_from_hf(hf: dict) -> TransformerConfig:
         vocab_size=hf["vocab_size"], d_model=d, n_layers=hf["n_layer"], n_heads=hf["n_head"],
         d_ff=hf.get("n_inner") or 4 * d, max_len=hf["n_positions"],
         norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
-        tie_embeddings=bool(hf.get("tie_word_embeddings", True)))
+        tie_embeddings=bool(hf.get("tie_word_embeddings", True)), score_bias=False)
 
 
 def config_to_hf(cfg: TransformerConfig, *, model_type: str, kind: str) -> dict:
@@ -295,6 +481,12 @@ def config_to_hf(cfg: TransformerConfig, *, model_type: str, kind: str) -> dict:
     ValueError when the architecture is not that family's."""
     if model_type not in SUPPORTED:
         raise ValueError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED}")
+    if model_type in GEMMA:
+        return _gemma_config_to_hf(cfg, model_type, kind)
+    gemma_fields = [f for f in _GEMMA_FIELDS if getattr(cfg, f) != _DEFAULT_CONFIG[f]]
+    if gemma_fields:
+        raise ValueError(f"{gemma_fields} cannot be written as model_type {model_type!r} (Gemma "
+                         f"fields: use gemma2 or gemma3_text)")
     gpt2_like = (cfg.norm, cfg.mlp, cfg.positions, cfg.linear_bias, cfg.qkv_bias) == (
         "layer", "gelu", "learned", True, True)
     llama_like = (cfg.norm, cfg.mlp, cfg.positions, cfg.linear_bias) == (
@@ -363,6 +555,75 @@ def config_to_hf(cfg: TransformerConfig, *, model_type: str, kind: str) -> dict:
     return out
 
 
+_GEMMA_FIELDS = ("scale_embeddings", "post_norms", "attn_scale", "attn_softcap",
+                 "logits_softcap", "sliding_layers", "rope_local_theta")
+_DEFAULT_CONFIG = {f.name: f.default for f in dataclasses.fields(TransformerConfig)}
+
+
+def _query_pre_attn_scalar(cfg: TransformerConfig) -> int | float:
+    """query_pre_attn_scalar q with q^-1/2 == cfg.attn_scale (an int when one fits)."""
+    scale = cfg.attn_scale if cfg.attn_scale is not None else cfg.head_dim ** -0.5
+    q = 1.0 / scale ** 2
+    return int(round(q)) if abs(q - round(q)) < 1e-9 * q and round(q) ** -0.5 == scale else q
+
+
+def _gemma_config_to_hf(cfg: TransformerConfig, model_type: str, kind: str) -> dict:
+    """config.json of a Gemma 2 / Gemma 3 text checkpoint (see `config_to_hf`)."""
+    gemma_like = (cfg.norm, cfg.mlp, cfg.positions, cfg.linear_bias, cfg.qkv_bias,
+                  cfg.scale_embeddings, cfg.post_norms) == (
+        "rms_offset", "geglu", "rope", False, False, True, True)
+    if not gemma_like:
+        raise ValueError(f"this architecture cannot be written as model_type {model_type!r} "
+                         f"(needs norm='rms_offset', mlp='geglu', rope, no biases, "
+                         f"scale_embeddings and post_norms)")
+    gemma3 = model_type == "gemma3_text"
+    if cfg.qk_norm != gemma3:
+        raise ValueError(f"qk_norm={cfg.qk_norm} does not fit model_type {model_type!r}")
+    if gemma3 and cfg.attn_softcap:
+        raise ValueError("attn_softcap does not fit model_type 'gemma3_text' (transformers' "
+                         "Gemma 3 does not apply it)")
+    if not gemma3 and cfg.rope_local_theta:
+        raise ValueError("rope_local_theta does not fit model_type 'gemma2' (one rope for "
+                         "every layer)")
+    scaling = dict(cfg.rope_scaling)
+    if scaling.get("max_position_embeddings", cfg.max_len) != cfg.max_len:
+        raise ValueError("rope_scaling's max_position_embeddings must equal max_len to be "
+                         "written as a Hugging Face config")
+    scaling.pop("max_position_embeddings", None)
+    full_rope = {**(scaling or {"rope_type": "default"}), "rope_theta": cfg.rope_theta}
+    if gemma3:
+        local = {"rope_type": "default", "rope_theta": cfg.rope_local_theta or cfg.rope_theta}
+        if not cfg.rope_local_theta and scaling:
+            raise ValueError("gemma3_text scales the rope of the full layers only; set "
+                             "rope_local_theta (e.g. rope_theta) for the sliding layers")
+        rope = {"full_attention": full_rope, "sliding_attention": local}
+    else:
+        rope = full_rope
+    sliding = cfg.layer_sliding
+    head = ("ForCausalLM" if kind == "lm" else
+            ("TextForSequenceClassification" if gemma3 else "ForSequenceClassification"))
+    out = {
+        "model_type": model_type,
+        "architectures": [_ARCH[model_type] + head],
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_ff, "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.kv_heads,
+        "head_dim": cfg.head_dim, "hidden_activation": "gelu_pytorch_tanh",
+        "max_position_embeddings": cfg.max_len, "rms_norm_eps": cfg.norm_eps,
+        "tie_word_embeddings": cfg.tie_embeddings, "rope_parameters": rope,
+        "attention_bias": False, "query_pre_attn_scalar": _query_pre_attn_scalar(cfg),
+        "sliding_window": cfg.sliding_window or None,
+        "layer_types": ["sliding_attention" if f else "full_attention" for f in sliding],
+        "final_logit_softcapping": cfg.logits_softcap or None,
+        "attn_logit_softcapping": cfg.attn_softcap or None,
+        "use_bidirectional_attention": False,
+        "torch_dtype": "float32",
+    }
+    if kind == "reward":
+        out["num_labels"] = 1
+    return out
+
+
 # ------------------------------------------------------------------------------------------
 # tensor names: HF name -> (alignax path, transpose?, column slice of a fused tensor or None)
 # ------------------------------------------------------------------------------------------
@@ -370,14 +631,20 @@ def config_to_hf(cfg: TransformerConfig, *, model_type: str, kind: str) -> dict:
 def _layer_map(cfg: TransformerConfig, i: int) -> dict[str, tuple]:
     """HF tensor name -> (alignax path, transpose?, None) for decoder layer i."""
     hf, ax = f"model.layers.{i}.", ("decoder", "layers", i)
-    m = {
-        hf + "input_layernorm.weight": (ax + ("attn_norm", "scale"), False, None),
-        hf + "post_attention_layernorm.weight": (ax + ("mlp_norm", "scale"), False, None),
+    if cfg.post_norms:  # Gemma: post_attention_layernorm normalises the attention output
+        norms = {"input_layernorm": "attn_norm", "post_attention_layernorm": "attn_post_norm",
+                 "pre_feedforward_layernorm": "mlp_norm",
+                 "post_feedforward_layernorm": "mlp_post_norm"}
+    else:
+        norms = {"input_layernorm": "attn_norm", "post_attention_layernorm": "mlp_norm"}
+    m = {hf + f"{name}.weight": (ax + (ours, "scale"), False, None)
+         for name, ours in norms.items()}
+    m.update({
         hf + "self_attn.o_proj.weight": (ax + ("attn", "o", "kernel"), True, None),
         hf + "mlp.gate_proj.weight": (ax + ("mlp", "gate", "kernel"), True, None),
         hf + "mlp.up_proj.weight": (ax + ("mlp", "up", "kernel"), True, None),
         hf + "mlp.down_proj.weight": (ax + ("mlp", "down", "kernel"), True, None),
-    }
+    })
     for p in ("q", "k", "v"):
         m[hf + f"self_attn.{p}_proj.weight"] = (ax + ("attn", p, "kernel"), True, None)
         if cfg.qkv_bias:
@@ -746,7 +1013,8 @@ def export_hf(model: Model, params: Any, path: str, *, model_type: str = "llama"
     if dtype is not None and dtype not in _DTYPES:
         raise ValueError(f"dtype must be None or one of {sorted(_DTYPES)}, got {dtype!r}")
     limit = _parse_size(max_shard_size)
-    if kind == "reward" and np.any(np.asarray(params["score"]["bias"]) != 0):
+    if kind == "reward" and "bias" in params["score"] and np.any(
+            np.asarray(params["score"]["bias"]) != 0):
         raise ValueError("the score head has a bias; Hugging Face's score layer has none")
     embed_dtype = np.asarray(params["decoder"]["embed"]["embedding"][:1]).dtype
     hf_config["torch_dtype"] = str(np.dtype(_DTYPES[dtype]) if dtype else embed_dtype)

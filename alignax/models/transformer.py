@@ -45,6 +45,9 @@ Params = dict[str, Any]
 
 
 REMAT_POLICIES = ("none", "full", "dots", "offload")
+NORMS = ("rms", "layer", "rms_offset")
+MLPS = ("swiglu", "gelu", "geglu")
+POOLS = ("last", "last_non_pad")
 
 
 def _has_host_memory() -> bool:
@@ -153,6 +156,45 @@ class TransformerConfig:
         ("original_max_position_embeddings", 8192), ("rope_type", "llama3"))); a dict is
         accepted and normalised. () is the plain embedding. The rope types and their math:
         `alignax.models.rope`.
+      norm: (also) "rms_offset": RMSNorm whose learned scale is stored as an offset from 1,
+        y = x / sqrt(mean(x^2) + eps) * (1 + w) with w initialised at 0, computed in float32
+        and cast back (Gemma 2/3; the q/k norms of `qk_norm` then use it too).
+      mlp: (also) "geglu": down(gelu_tanh(gate x) * up x), the gated MLP of Gemma 2/3
+        (`hidden_activation` gelu_pytorch_tanh).
+      scale_embeddings: the token embeddings are multiplied by sqrt(D), the constant rounded to
+        the embedding's dtype first (Gemma: sqrt(2304) = 48.0 in bfloat16).
+      post_norms: each block also normalises the attention output and the MLP output before
+        adding them to the residual stream (Gemma 2/3's post_attention_layernorm and
+        post_feedforward_layernorm; params attn_post_norm, mlp_post_norm):
+        x += post_attn(attn(attn_norm(x))); x += post_mlp(mlp(mlp_norm(x))).
+      attn_scale: the factor of the attention scores q k^T * attn_scale; None means
+        1 / sqrt(E). Gemma sets query_pre_attn_scalar^-1/2.
+      attn_softcap: 0, or c > 0: attention scores are soft-capped before the mask,
+        s <- c tanh(s / c) (Gemma 2's attn_logit_softcapping). Runs the "xla" or "reference"
+        attention ("auto" picks "xla" on every backend; the fused kernels have no cap).
+      logits_softcap: 0, or c > 0: the LM logits are soft-capped, z <- c tanh(z / c), in
+        float32 (Gemma 2's final_logit_softcapping); not with `logits_chunk` (the chunked
+        log-softmax has no cap).
+      sliding_layers: which layers use `sliding_window`: () means every layer when
+        sliding_window > 0 (Mistral), else a tuple of L bools, True for a sliding (local) layer
+        and False for a full (global) one (Gemma 2/3's `layer_types`). With scanned layers the
+        flags are an [L] array scanned along with the blocks: each layer selects its mask (and
+        its rotary table, `rope_local_theta`) from the two computed once.
+      rope_local_theta: 0, or the RoPE base of the sliding layers (Gemma 3's
+        rope_local_base_freq), which then use the plain rotary embedding while the full layers
+        use `rope_theta` and `rope_scaling`. Needs sliding layers.
+      score_bias: the scalar reward head (`make_reward_model`) has a bias. True for the
+        from-scratch reward models; False for checkpoints from Hugging Face, whose `score`
+        layer has none (`alignax.models.hf` sets it), so the model and its export match
+        transformers exactly.
+      pool: where the scalar reward model reads the hidden state: "last" (default: the last
+        valid token of the mask) or "last_non_pad": the last slot whose token id differs from
+        `pad_token_id`, whatever the mask (transformers' sequence classifiers). They differ only
+        when the pad id also occurs as a real token, e.g. pad == eos (TRL pads with eos when a
+        tokenizer has no pad token): "last" scores the trailing eos, "last_non_pad" the token
+        before it. Use "last_non_pad" to reproduce the scores of such a checkpoint in
+        transformers (RewardBench); train with "last".
+      pad_token_id: the pad id of pool="last_non_pad" (None otherwise).
     """
 
     vocab_size: int = 32
@@ -180,9 +222,21 @@ class TransformerConfig:
     qk_norm: bool = False
     sliding_window: int = 0
     rope_scaling: Any = ()
+    scale_embeddings: bool = False
+    post_norms: bool = False
+    attn_scale: float | None = None
+    attn_softcap: float = 0.0
+    logits_softcap: float = 0.0
+    sliding_layers: tuple = ()
+    rope_local_theta: float = 0.0
+    score_bias: bool = True
+    pool: str = "last"
+    pad_token_id: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "rope_scaling", normalize_scaling(self.rope_scaling))
+        if isinstance(self.sliding_layers, (list, tuple)):
+            object.__setattr__(self, "sliding_layers", tuple(self.sliding_layers))
         if self.rope_scaling and self.positions != "rope":
             raise ValueError("rope_scaling needs positions='rope'")
         if self.attn_head_dim is not None and (
@@ -195,7 +249,7 @@ class TransformerConfig:
             raise ValueError(f"sliding_window must be an int >= 0, got {self.sliding_window!r}")
         if not isinstance(self.qk_norm, bool):
             raise ValueError(f"qk_norm must be a bool, got {self.qk_norm!r}")
-        for name, allowed in (("norm", ("rms", "layer")), ("mlp", ("swiglu", "gelu")),
+        for name, allowed in (("norm", NORMS), ("mlp", MLPS), ("pool", POOLS),
                               ("positions", ("rope", "learned")), ("remat", REMAT_POLICIES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -216,6 +270,42 @@ class TransformerConfig:
         if self.attention not in ("auto", *ATTENTION_IMPLEMENTATIONS):
             raise ValueError(f"attention must be 'auto' or one of "
                              f"{sorted(ATTENTION_IMPLEMENTATIONS)}, got {self.attention!r}")
+        self._check_gemma_fields()
+
+    def _check_gemma_fields(self):
+        for name in ("scale_embeddings", "post_norms", "score_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        for name in ("attn_softcap", "logits_softcap", "rope_local_theta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.attn_scale is not None and (isinstance(self.attn_scale, bool) or not isinstance(
+                self.attn_scale, (int, float)) or self.attn_scale <= 0):
+            raise ValueError(f"attn_scale must be None or a number > 0, got {self.attn_scale!r}")
+        layers = self.sliding_layers
+        if not isinstance(layers, tuple) or any(not isinstance(f, bool) for f in layers):
+            raise ValueError(f"sliding_layers must be () or a tuple of bools, got {layers!r}")
+        if layers and len(layers) != self.n_layers:
+            raise ValueError(f"sliding_layers has {len(layers)} flags for n_layers="
+                             f"{self.n_layers}")
+        if any(layers) and not self.sliding_window:
+            raise ValueError("sliding_layers marks sliding layers but sliding_window is 0")
+        if self.rope_local_theta and not any(self.layer_sliding):
+            raise ValueError("rope_local_theta needs sliding layers (sliding_window > 0)")
+        if self.logits_softcap and self.logits_chunk:
+            raise ValueError("logits_softcap does not work with logits_chunk > 0 (the chunked "
+                             "log-softmax has no soft cap); set logits_chunk=0")
+        if self.pool == "last_non_pad" and (not isinstance(self.pad_token_id, int)
+                                            or isinstance(self.pad_token_id, bool)):
+            raise ValueError(f"pool='last_non_pad' needs an int pad_token_id, got "
+                             f"{self.pad_token_id!r}")
+
+    @property
+    def layer_sliding(self) -> tuple[bool, ...]:
+        """Per layer: whether it uses the sliding window (`sliding_layers`, or every layer
+        when sliding_window > 0 and sliding_layers is ())."""
+        return self.sliding_layers or (bool(self.sliding_window),) * self.n_layers
 
     @classmethod
     def gpt2_style(cls, **kwargs) -> "TransformerConfig":
@@ -296,14 +386,19 @@ def rows_on_batch_axes(x):
 
 
 class RMSNorm(nnx.Module):
-    def __init__(self, dim: int, eps: float, param_dtype=jnp.float32):
-        self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+    """x / sqrt(mean(x^2) + eps) * w in float32, cast back to x's dtype; with `offset` the
+    stored parameter is w - 1 (initialised at 0): * (1 + scale) (Gemma)."""
+
+    def __init__(self, dim: int, eps: float, param_dtype=jnp.float32, offset: bool = False):
+        self.scale = nnx.Param((jnp.zeros if offset else jnp.ones)((dim,), param_dtype))
         self.eps = eps
+        self.offset = offset
 
     def __call__(self, x):
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+        w = self.scale[...].astype(jnp.float32)
+        return (y * (1.0 + w if self.offset else w)).astype(x.dtype)
 
 
 class LayerNorm(nnx.Module):
@@ -321,9 +416,12 @@ class LayerNorm(nnx.Module):
                 + self.bias[...].astype(jnp.float32)).astype(x.dtype)
 
 
-def make_norm(cfg: "TransformerConfig"):
-    return (RMSNorm if cfg.norm == "rms" else LayerNorm)(cfg.d_model, cfg.norm_eps,
-                                                         jnp.dtype(cfg.param_dtype))
+def make_norm(cfg: "TransformerConfig", dim: int | None = None):
+    """The norm of `cfg.norm` over `dim` features (default D)."""
+    dim = cfg.d_model if dim is None else dim
+    if cfg.norm == "layer":
+        return LayerNorm(dim, cfg.norm_eps, jnp.dtype(cfg.param_dtype))
+    return RMSNorm(dim, cfg.norm_eps, jnp.dtype(cfg.param_dtype), offset=cfg.norm == "rms_offset")
 
 
 class Attention(nnx.Module):
@@ -341,9 +439,10 @@ class Attention(nnx.Module):
         self.k = linear(d, k * e, bias)
         self.v = linear(d, k * e, bias)
         self.o = linear(h * e, d, cfg.linear_bias)
-        if cfg.qk_norm:
-            self.q_norm = RMSNorm(e, cfg.norm_eps, pdt)
-            self.k_norm = RMSNorm(e, cfg.norm_eps, pdt)
+        if cfg.qk_norm:  # RMSNorm (with cfg.norm's offset)
+            offset = cfg.norm == "rms_offset"
+            self.q_norm = RMSNorm(e, cfg.norm_eps, pdt, offset)
+            self.k_norm = RMSNorm(e, cfg.norm_eps, pdt, offset)
 
     def __call__(self, x, rope_cs, bias, cache=None, cache_index=None, causal=False):
         """Self-attention; with `cache` ({"k", "v"}: [B, K, S, E]) the new keys/values are
@@ -382,13 +481,15 @@ class Attention(nnx.Module):
         # query heads grouped by their kv head: [B, K, G, T, E]
         q = q.reshape(b, t, k, h // k, e).transpose(0, 2, 3, 1, 4)
         out = attention(q, kk, v, bias, causal=causal and cache is None,
-                        implementation=cfg.attention, sliding_window=cfg.sliding_window)
+                        implementation=cfg.attention, sliding_window=cfg.sliding_window,
+                        scale=cfg.attn_scale, softcap=cfg.attn_softcap)
         out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, h * e)
         return dense(self.o, out), new_cache
 
 
 class MLP(nnx.Module):
-    """SwiGLU: down(silu(gate x) * up x); or GELU: proj(gelu(fc x)) (GPT-2)."""
+    """SwiGLU: down(silu(gate x) * up x); GeGLU: down(gelu_tanh(gate x) * up x) (Gemma); or
+    GELU: proj(gelu_tanh(fc x)) (GPT-2)."""
 
     def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs):
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
@@ -399,7 +500,7 @@ class MLP(nnx.Module):
             return nnx.Linear(a, b, use_bias=bias, dtype=dt, param_dtype=pdt, kernel_init=_init(),
                               rngs=rngs)
 
-        if cfg.mlp == "swiglu":
+        if cfg.mlp in ("swiglu", "geglu"):
             self.gate, self.up, self.down = linear(d, f), linear(d, f), linear(f, d)
         else:
             self.fc, self.proj = linear(d, f), linear(f, d)
@@ -407,6 +508,9 @@ class MLP(nnx.Module):
     def __call__(self, x):
         if self.kind == "swiglu":
             return dense(self.down, jax.nn.silu(dense(self.gate, x)) * dense(self.up, x))
+        if self.kind == "geglu":
+            gate = jax.nn.gelu(dense(self.gate, x), approximate=True)
+            return dense(self.down, gate * dense(self.up, x))
         return dense(self.proj, jax.nn.gelu(dense(self.fc, x), approximate=True))
 
 
@@ -416,11 +520,20 @@ class Block(nnx.Module):
         self.attn = Attention(cfg, rngs)
         self.mlp_norm = make_norm(cfg)
         self.mlp = MLP(cfg, rngs)
+        self.post_norms = cfg.post_norms
+        if cfg.post_norms:
+            self.attn_post_norm = make_norm(cfg)
+            self.mlp_post_norm = make_norm(cfg)
 
     def __call__(self, x, rope_cs, bias, cache=None, cache_index=None, causal=False):
         y, new_cache = self.attn(self.attn_norm(x), rope_cs, bias, cache, cache_index, causal)
+        if self.post_norms:
+            y = self.attn_post_norm(y)
         x = x + y
-        return x + self.mlp(self.mlp_norm(x)), new_cache
+        y = self.mlp(self.mlp_norm(x))
+        if self.post_norms:
+            y = self.mlp_post_norm(y)
+        return x + y, new_cache
 
 
 def positions_from_mask(mask):
@@ -498,62 +611,106 @@ class Decoder(nnx.Module):
         `causal=True` promises that `attn_mask` never lets a query see a later key (true of
         `causal_attention_mask`); attention then skips the blocks above the diagonal.
         """
+        cfg = self.cfg
         x = self.embed(input_ids)
-        if self.cfg.positions == "learned":
+        if cfg.scale_embeddings:  # sqrt(D) rounded to the embedding's dtype, as Gemma
+            scale = jnp.asarray(math.sqrt(cfg.d_model), jnp.dtype(cfg.param_dtype))
+            x = x * scale.astype(x.dtype)
+        if cfg.positions == "learned":
             x = x + self.pos_embed(positions)
-        x = x.astype(jnp.dtype(self.cfg.dtype))
-        # shared by every layer: rotary tables and the additive attention mask
-        rope_cs = (rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta,
-                               self.cfg.rope_scaling)
-                   if self.cfg.positions == "rope" else None)
-        if self.cfg.sliding_window:
-            attn_mask = attn_mask & sliding_window_mask(
-                attn_mask.shape[-2], attn_mask.shape[-1], self.cfg.sliding_window,
-                0 if cache_index is None else cache_index)
-        bias = attention_bias(attn_mask)
-        if self.cfg.scan_layers:
-            x, new_caches = self._scan(x, rope_cs, bias, caches, cache_index, causal)
+        x = x.astype(jnp.dtype(cfg.dtype))
+        pick = self._layer_inputs(positions, attn_mask, cache_index)
+        if cfg.scan_layers:
+            x, new_caches = self._scan(x, pick, caches, cache_index, causal)
             return self.final_norm(x), new_caches
-        policy = remat_policy(self.cfg.remat) if caches is None else None
+        sliding = cfg.layer_sliding
+        policy = remat_policy(cfg.remat) if caches is None else None
         if policy is not None:
-            for layer in self.layers:
+            for layer, flag in zip(self.layers, sliding):
                 graphdef, state = nnx.split(layer)
-                x = jax.checkpoint(_pure_block(graphdef, rope_cs, bias, causal),
+                x = jax.checkpoint(_pure_block(graphdef, *pick(flag), causal),
                                    policy=policy)(state, x)
             return self.final_norm(x), None
         new_caches = []
         for i, layer in enumerate(self.layers):
             cache = None if caches is None else caches[i]
-            x, new_cache = layer(x, rope_cs, bias, cache, cache_index, causal)
+            x, new_cache = layer(x, *pick(sliding[i]), cache, cache_index, causal)
             new_caches.append(new_cache)
         return self.final_norm(x), (None if caches is None else new_caches)
 
-    def _scan(self, x, rope_cs, bias, caches, cache_index, causal):
-        """The blocks as one `lax.scan` over the stacked layer variables.
+    def _layer_inputs(self, positions, attn_mask, cache_index):
+        """`pick(flag) -> (rope_cs, bias)`: a layer's rotary tables (None without rotary
+        positions) and additive mask [B, 1, 1, T, S], computed once for the full (global) and
+        once for the sliding (local) layers. `flag` is a layer's `layer_sliding` entry: a
+        python bool (unrolled layers: a static choice) or a traced bool (scanned layers:
+        selected elementwise, `jnp.where`)."""
+        cfg = self.cfg
+        sliding = cfg.layer_sliding
+        full_rope = local_rope = None
+        if cfg.positions == "rope":
+            full_rope = rope_tables(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+            local_rope = (rope_tables(positions, cfg.head_dim, cfg.rope_local_theta, ())
+                          if cfg.rope_local_theta else full_rope)
+        full_bias = local_bias = None
+        if not all(sliding):
+            full_bias = attention_bias(attn_mask)
+        if any(sliding):
+            local_bias = attention_bias(attn_mask & sliding_window_mask(
+                attn_mask.shape[-2], attn_mask.shape[-1], cfg.sliding_window,
+                0 if cache_index is None else cache_index))
+        full, local = (full_rope, full_bias), (local_rope, local_bias)
+
+        def pick(flag):
+            if len(set(sliding)) == 1:
+                return local if sliding[0] else full
+            if isinstance(flag, (bool, np.bool_)):
+                return local if flag else full
+            return jax.tree.map(lambda a, b: jnp.where(flag, a, b), local, full)
+
+        return pick
+
+    def _sliding_flags(self):
+        """[L] bool array of `layer_sliding`, scanned along with the stacked blocks, or None when
+        every layer is of one kind (nothing to select)."""
+        sliding = self.cfg.layer_sliding
+        return None if len(set(sliding)) == 1 else jnp.asarray(sliding)
+
+    def _scan(self, x, pick, caches, cache_index, causal):
+        """The blocks as one `lax.scan` over the stacked layer variables (and, with layers of
+        both kinds, the [L] sliding flags: each step selects its rotary table and mask).
 
         With caches ({"k", "v"}: [L, B, K, S, E]) the stacked caches ride in the carry: layer l
         reads its slice and writes back only the T new slots [cache_index, cache_index + T), so
         the update stays in place (a scan output of whole caches would copy them every step).
         """
         graphdef, state = nnx.split(self.layers)
+        flags = self._sliding_flags()
+        uniform = self.cfg.layer_sliding[0]
+
+        def inputs(flag):
+            return pick(uniform if flags is None else flag)
 
         if caches is None:
-            block = _pure_block(graphdef, rope_cs, bias, causal)
             policy = remat_policy(self.cfg.remat)
-            if policy is not None:  # no CSE barrier needed inside a scan body
-                block = jax.checkpoint(block, policy=policy, prevent_cse=False)
-            x, _ = jax.lax.scan(lambda x, layer_state: (block(layer_state, x), None), x, state)
-            return x, None
 
-        def block_cached(layer_state, x, cache):
-            return nnx.merge(graphdef, layer_state)(x, rope_cs, bias, cache, cache_index, causal)
+            def body(x, xs):
+                layer_state, flag = xs
+                block = _pure_block(graphdef, *inputs(flag), causal)
+                if policy is not None:  # no CSE barrier needed inside a scan body
+                    block = jax.checkpoint(block, policy=policy, prevent_cse=False)
+                return block(layer_state, x), None
+
+            x, _ = jax.lax.scan(body, x, (state, flags))
+            return x, None
 
         t = x.shape[1]
 
         def cached_body(carry, xs):
             x, ck, cv = carry
-            layer_state, i = xs
-            x, new = block_cached(layer_state, x, {"k": ck[i], "v": cv[i]})
+            layer_state, i, flag = xs
+            rope_cs, bias = inputs(flag)
+            x, new = nnx.merge(graphdef, layer_state)(x, rope_cs, bias, {"k": ck[i], "v": cv[i]},
+                                                      cache_index, causal)
             start = (i, 0, 0, cache_index, 0)
             new_k = jax.lax.dynamic_slice_in_dim(new["k"], cache_index, t, axis=2)
             new_v = jax.lax.dynamic_slice_in_dim(new["v"], cache_index, t, axis=2)
@@ -563,7 +720,7 @@ class Decoder(nnx.Module):
 
         layer_ids = jnp.arange(self.cfg.n_layers)
         (x, ck, cv), _ = jax.lax.scan(cached_body, (x, caches["k"], caches["v"]),
-                                      (state, layer_ids))
+                                      (state, layer_ids, flags))
         return x, {"k": ck, "v": cv}
 
 
@@ -619,11 +776,14 @@ class CausalLM(nnx.Module):
                                       weight_layout=layout)
 
     def logits(self, hidden):
+        """LM head: [B, T, D] -> [B, T, V] float32 (soft-capped with `logits_softcap`)."""
         if self.cfg.tie_embeddings:
             logits = dense(self.decoder.embed.attend, hidden)
         else:
             logits = dense(self.lm_head, hidden)
-        return logits.astype(jnp.float32)
+        logits = logits.astype(jnp.float32)
+        cap = self.cfg.logits_softcap
+        return cap * jnp.tanh(logits / cap) if cap else logits
 
     def forward_cached(self, input_ids, positions, attn_mask, caches, cache_index):
         """Logits [B, T, V] of T new tokens written into the KV caches at `cache_index`."""
@@ -636,6 +796,13 @@ def last_token_index(mask):
     """Index of the last valid token of each row (left or right padding). [B] int32."""
     t = mask.shape[-1]
     return (t - 1 - jnp.argmax(mask[:, ::-1].astype(jnp.int32), axis=-1)).astype(jnp.int32)
+
+
+def last_non_pad_index(input_ids, pad_token_id: int):
+    """Index of the last slot whose token is not `pad_token_id`, 0 if none: [B, T] -> [B]
+    int32 (transformers' sequence-classification pooling: max_t t * [id_t != pad])."""
+    t = input_ids.shape[-1]
+    return jnp.argmax(jnp.arange(t) * (input_ids != pad_token_id), axis=-1).astype(jnp.int32)
 
 
 def _rewards_at(score, hidden, reward_positions):
@@ -654,16 +821,19 @@ def _rewards_at(score, hidden, reward_positions):
 
 
 class ScalarRewardModel(nnx.Module):
-    """Decoder + linear score head read at the last valid token: rewards [B] (float32)."""
+    """Decoder + linear score head (a bias with `score_bias`) read at the last valid token
+    (`pool`): rewards [B] (float32)."""
 
     def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs):
         self.decoder = Decoder(cfg, rngs)
-        self.score = nnx.Linear(cfg.d_model, 1, use_bias=True, dtype=head_dtype(cfg),
+        self.cfg = cfg
+        self.score = nnx.Linear(cfg.d_model, 1, use_bias=cfg.score_bias, dtype=head_dtype(cfg),
                                 param_dtype=jnp.dtype(cfg.param_dtype),
                                 kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
 
     def __call__(self, input_ids, mask, *, reward_positions=None):
-        """Rewards [B] float32: the score head at each row's last valid token.
+        """Rewards [B] float32: the score head at each row's last valid token (`pool`
+        "last"; "last_non_pad": the last token that is not `pad_token_id`).
 
         Args:
           input_ids: [B, T] int tokens.
@@ -680,7 +850,8 @@ class ScalarRewardModel(nnx.Module):
         """
         hidden = self.decoder(input_ids, mask)  # [B, T, D]
         if reward_positions is None:
-            idx = last_token_index(mask)
+            idx = (last_token_index(mask) if self.cfg.pool == "last"
+                   else last_non_pad_index(input_ids, self.cfg.pad_token_id))
             last = jnp.take_along_axis(hidden, idx[:, None, None], axis=1)[:, 0]  # [B, D]
             return self.score(last)[:, 0].astype(jnp.float32)
         return _rewards_at(self.score, hidden, reward_positions)

@@ -21,15 +21,13 @@ Values: loss 0.70959 / 3.07133, accuracy 0.53125, margin 0.012781, grad norm 2.2
 
 All within the 1e-4 (relative) the issue asks for; the test asserts that bound.
 
-alignax's reward head has a bias that Hugging Face's `score` layer lacks (imported as 0): its
-gradient, d L / d b = 2 c mean(r_c + r_r) with the centring term, is not part of TRL's model;
-the test compares the gradient norm over the tensors both models have and checks that the bias
-gradient is 0 without centring. With centring it is not (1.93 here): alignax trains a parameter
-TRL's model does not have, includes it in its gradient norm (and clipping), and `export_hf` then
-refuses the nonzero bias.
+The imported reward head has no bias (`TransformerConfig.score_bias=False`), as Hugging Face's
+`score` layer: with centring, a bias would get the gradient d L / d b = 2 c mean(r_c + r_r)
+(1.93 here), a parameter TRL's model does not have, in the gradient norm and clipping, and
+`export_hf` would refuse it once nonzero. So both models have the same parameters.
 
-`test_pad_equal_to_eos_pools_like_transformers` (strict xfail) records a mismatch outside the
-loss: when the pad id equals the eos id, transformers scores the token before the trailing eos.
+`test_pad_equal_to_eos_pools_like_transformers`: when the pad id equals the eos id,
+transformers scores the token before the trailing eos; `pool="last_non_pad"` reproduces it.
 """
 
 import numpy as np
@@ -97,24 +95,28 @@ def test_first_step_equals_trl(setup, variant, tmp_path):
         "grad_norm": rel(report["norm_ours"], logs["grad_norm"]),
         "grads_max_rel": report["max_rel"],
     }
-    bias_grad = float(np.abs(grads["score"]["bias"]).max())
+    assert set(grads["score"]) == {"kernel"}  # no bias: the parameters of TRL's model
     print(variant, measured, report, {k: logs[k] for k in ("accuracy", "margin", "grad_norm")},
-          trl["loss"], "bias grad", bias_grad)
+          trl["loss"])
     assert rel(report["norm_theirs"], logs["grad_norm"]) < 1e-6  # the recorded gradients
     for name, value in measured.items():
         assert value < RTOL, (variant, name, value)
-    if center is None:
-        assert bias_grad == 0.0
     grad_fn(params, jax.tree.map(jnp.asarray, batch))
     assert grad_fn._cache_size() == 1
 
 
-@pytest.mark.xfail(strict=True, reason="finding: with pad == eos (Llama-3 and Qwen2.5 base "
-                   "tokenizers under TRL, which pads with eos when there is no pad token) "
-                   "transformers' sequence classifier scores the last token that is not the pad "
-                   "id, i.e. the token before the trailing eos; alignax scores the last valid "
-                   "token (the eos). Measured: rewards differ by up to 2.55 on 8 sequences.")
 def test_pad_equal_to_eos_pools_like_transformers(tmp_path):
+    """With pad == eos (Llama-3 and Qwen2.5 base tokenizers under TRL, which pads with eos when
+    there is no pad token) transformers' sequence classifier scores the last token that is not
+    the pad id, i.e. the token before the trailing eos; alignax's default pooling (the last
+    valid token of the attention mask) scores the eos itself (rewards differ by up to 2.55 on
+    these 8 sequences).
+
+    Decision: the mask stays the default (it is what the model is trained on, is defined for
+    packed rows and left padding, and does not depend on which id pads), and
+    `pool="last_non_pad"` (a keyword of `import_hf`, `TransformerConfig.pool`, with the
+    checkpoint's or the given `pad_token_id`) reproduces transformers exactly, so a published
+    reward model whose pad id is its eos scores as in RewardBench / TRL."""
     import torch
 
     from tests.parity.trl_fixtures import EOS
@@ -127,7 +129,10 @@ def test_pad_equal_to_eos_pools_like_transformers(tmp_path):
     enc = tokenizer(texts, padding=True, return_tensors="pt")  # right-padded with eos
     with torch.no_grad():
         want = hf(**enc).logits[:, 0].numpy()
-    model, params = import_hf(str(tmp_path / "rm"), kind="reward")
-    got = model.apply(params, jnp.asarray(enc["input_ids"].numpy()),
-                      jnp.asarray(enc["attention_mask"].numpy()))
+    ids, mask = (jnp.asarray(enc[k].numpy()) for k in ("input_ids", "attention_mask"))
+    model, params = import_hf(str(tmp_path / "rm"), kind="reward", pool="last_non_pad",
+                              pad_token_id=tokenizer.pad_token_id)
+    got = jax.jit(model.apply)(params, ids, mask)
     np.testing.assert_allclose(np.asarray(got), want, rtol=RTOL, atol=1e-6)
+    default, _ = import_hf(str(tmp_path / "rm"), kind="reward")  # the mask: scores the eos
+    assert np.abs(np.asarray(jax.jit(default.apply)(params, ids, mask)) - want).max() > 0.1
