@@ -4,7 +4,8 @@
     alignax list [--dir experiments]
     alignax eval --model DIR --data FILE [--tokenizer PATH|bytes] [--max-length N]
                  [--batch-size B] [--skip-invalid] [--json OUT] [--no-chat-template]
-                 [--system TEXT]
+                 [--system TEXT] [--dtype float32|bfloat16] [--mesh data=D,fsdp=F,tensor=T]
+                 [--truncation error|keep_end|keep_start] [--scores OUT]
 
 `alignax eval` scores a reward model (a Hugging Face *ForSequenceClassification checkpoint
 folder of the Llama 2/3.x, Mistral, Qwen2/2.5, Qwen3 or GPT-2 family (Gemma is refused by name;
@@ -15,6 +16,12 @@ tokenizer that has a chat template (an instruct model's folder), every pair is s
 conversation [user: prompt, assistant: response] in the model's own template. A bad
 row is an error naming <file>:<line>, or with --skip-invalid is skipped and counted; token ids
 outside the model's vocabulary and a --max-length above its learned positions are errors.
+--dtype sets the parameter and compute dtype (default: the checkpoint's, config.json torch_dtype;
+float16 checkpoints run in float32); --mesh streams the checkpoint straight onto a device mesh
+(the axes of alignax.train.sharding.make_mesh; one size may be -1) and splits every batch by rows
+over data x fsdp (--batch-size must be divisible by data x fsdp); the scores equal the one-device
+scores. --truncation keep_end scores an over-long sequence by its last --max-length tokens, as
+RewardBench's pipeline does (default: error, a bad row). --scores writes the per-pair scores.
 
 Multi-process (one command per process, e.g. 2 processes on localhost):
     alignax run ... --coordinator 127.0.0.1:12345 --num-processes 2 --process-id 0
@@ -292,6 +299,19 @@ def cmd_eval(argv: list[str]) -> int:
                              "scores chat models)")
     parser.add_argument("--system", default=None,
                         help="a system message before each prompt (with the chat template)")
+    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
+                        help="parameter and compute dtype (default: the checkpoint's; float16 "
+                             "checkpoints run in float32)")
+    parser.add_argument("--mesh", default=None, metavar="data=D,fsdp=F,tensor=T",
+                        help="shard the model and the batches over a device mesh (axes data, "
+                             "fsdp, tensor; omitted axes are 1, one size may be -1)")
+    parser.add_argument("--truncation", default="error",
+                        choices=("error", "keep_end", "keep_start"),
+                        help="an over-long sequence: error (a bad row), keep_end (its last "
+                             "--max-length tokens, as RewardBench) or keep_start")
+    parser.add_argument("--scores", default=None,
+                        help="write the per-pair scores (JSON: chosen_scores, rejected_scores, "
+                             "in file order) to this file")
     args = parser.parse_args(argv)
     from alignax.data.errors import DataError
     from alignax.data.tokenizers import ByteTokenizer, HFTokenizer
@@ -300,8 +320,19 @@ def cmd_eval(argv: list[str]) -> int:
 
     if not os.path.isdir(args.model):
         return _err(f"{args.model}: no such model folder", 2)
-    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
-        return _err(f"--json {args.json}: no such folder to write it in", 2)  # before scoring
+    for flag, out in (("--json", args.json), ("--scores", args.scores)):
+        if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+            return _err(f"{flag} {out}: no such folder to write it in", 2)  # before scoring
+    mesh = None
+    if args.mesh is not None:
+        try:
+            mesh = _parse_mesh(args.mesh)
+        except ValueError as e:
+            return _err(f"--mesh {args.mesh}: {e}", 2)
+        shards = int(mesh.shape["data"]) * int(mesh.shape["fsdp"])
+        if args.batch_size % shards:
+            return _err(f"--batch-size {args.batch_size} does not split over the mesh's "
+                        f"data x fsdp = {shards} shards; pass a multiple of {shards}", 2)
     tok_path = args.model if args.tokenizer is None else args.tokenizer
     try:
         if tok_path == "bytes":
@@ -312,7 +343,9 @@ def cmd_eval(argv: list[str]) -> int:
                 return _err(f"{tok_path}: no tokenizer.json (pass --tokenizer PATH or "
                             f"--tokenizer bytes)", 2)
             tokenizer = HFTokenizer.from_file(tok_path)
-        model, params = import_hf(args.model, kind="reward")
+        dtype = args.dtype or _checkpoint_dtype(args.model)
+        model, params = import_hf(args.model, kind="reward", mesh=mesh, dtype=dtype,
+                                  param_dtype=dtype)
         cfg = model.config
         max_positions = cfg.max_len if cfg.positions == "learned" else None
         if max_positions is not None and args.max_length > max_positions:
@@ -320,21 +353,62 @@ def cmd_eval(argv: list[str]) -> int:
                         f"positions of the model in {args.model} (config.json); pass "
                         f"--max-length {max_positions} or less", 2)
         result = rewardbench.evaluate_preference_file(
-            args.data, rewardbench.reward_score_fn(model, params), tokenizer,
+            args.data, rewardbench.reward_score_fn(model, params, mesh=mesh), tokenizer,
             max_length=args.max_length, batch_size=args.batch_size,
             skip_invalid=args.skip_invalid, vocab_size=cfg.vocab_size,
             max_positions=max_positions,
-            chat_template=False if args.no_chat_template else None, system=args.system)
+            chat_template=False if args.no_chat_template else None, system=args.system,
+            truncation_mode=args.truncation)
     except (DataError, ValueError, FileNotFoundError, KeyError) as e:
         return _err(str(e).splitlines()[0] if str(e) else type(e).__name__, 2)
     skipped = (f", {result.num_skipped} invalid rows skipped (first: {result.skipped[0]})"
                if result.num_skipped else "")
-    print(f"model {args.model}\ndata {args.data}: {result.num_pairs} pairs{skipped}")
+    placed = f" on mesh {dict(mesh.shape)}" if mesh is not None else ""
+    print(f"model {args.model} ({dtype}{placed})\ndata {args.data}: {result.num_pairs} "
+          f"pairs{skipped}")
     print(result.table())
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result.to_json(), f, indent=2)
+    if args.scores:
+        with open(args.scores, "w") as f:
+            json.dump({"chosen_scores": result.chosen_scores.tolist(),
+                       "rejected_scores": result.rejected_scores.tolist()}, f)
     return 0
+
+
+def _parse_mesh(text: str):
+    """`data=2,fsdp=2,tensor=2` -> `alignax.train.sharding.make_mesh` (omitted axes: data -1,
+    fsdp 1, tensor 1, as `mesh_from_config`); ValueError with the reason."""
+    from alignax.train.sharding import mesh_from_config
+
+    sizes = {}
+    for part in text.split(","):
+        name, eq, value = part.partition("=")
+        name = name.strip()
+        if not eq or name in sizes:
+            raise ValueError(f"expected axis=size pairs like data=2,fsdp=2,tensor=2, got {part!r}")
+        try:
+            sizes[name] = int(value)
+        except ValueError:
+            raise ValueError(f"size of {name} must be an integer, got {value!r}") from None
+        if sizes[name] == 0 or sizes[name] < -1:
+            raise ValueError(f"size of {name} must be positive or -1, got {sizes[name]}")
+    return mesh_from_config(sizes)
+
+
+def _checkpoint_dtype(path: str) -> str:
+    """The dtype a checkpoint folder is stored in (config.json `torch_dtype`, or `dtype` in newer
+    transformers): "bfloat16", else "float32" (float16 and unknown ones run in float32)."""
+    import json
+
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            hf = json.load(f)
+    except (OSError, ValueError):
+        return "float32"  # import_hf reports the unreadable config.json
+    stored = hf.get("torch_dtype") or hf.get("dtype")
+    return "bfloat16" if stored == "bfloat16" else "float32"
 
 
 def main(argv: list[str] | None = None) -> int:

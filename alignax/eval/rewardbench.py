@@ -23,6 +23,28 @@ its last real token, and a short final batch is padded with copies of a real row
 are dropped. (Lambert et al. 2024, "RewardBench" (arXiv 2403.13787); users report accuracies that
 change with the batch size when padding tokens leak into the score.)
 
+Sharded and in bfloat16. `reward_score_fn(model, params, mesh=mesh)` scores on a (data, fsdp,
+tensor) mesh: the parameters placed by their logical axes (`alignax.models.hf.import_hf(path,
+mesh=mesh)` streams a checkpoint straight onto the devices), every batch split by rows over
+data x fsdp. A row's score depends only on that row, so the scores equal the one-device scores
+(fp32: within 1e-5, tests/eval/test_eval_sharded.py). Imported with dtype = param_dtype =
+"bfloat16", every weight and activation is rounded to 8 significant bits; the score of a
+sequence then moves by about sigma = 0.74 u ||theta * ds/dtheta||_2 (u = 2^-8, the gradient of
+the fp32 model; the derivation and the measurement are in that test) and pairs whose fp32 margin
+exceeds 6 sigma on each side are decided as in fp32.
+
+Matches RewardBench (rewardbench 0.1.4 `scripts/run_rm.py`, tests/parity/
+test_rewardbench_parity.py): with the model's chat template, each pair is the rendered
+conversation [user, assistant] as RewardBench renders it, the score is the classifier's raw
+logit at the last non-padding token, ties are wrong, the subsets and sections are
+RewardBench's (`EXAMPLE_COUNTS`, `SECTIONS` equal its constants), summed in its order so the
+section scores are the same floats. RewardBench's pipeline truncates an over-long conversation
+on the left: `truncation_mode="keep_end"` does the same (the default refuses it). Differences:
+a section without any subset in the file is left out here (RewardBench reports 0 for it); a
+tokenizer whose post-processor adds a bos gets it twice in RewardBench (the template writes
+one, the pipeline's tokenizer adds one) and once here; RewardBench pads with the eos when the
+tokenizer has no pad token, and transformers then scores the token before the trailing eos.
+
 Scores reported:
 - `accuracy`: over all pairs (every pair weighs the same);
 - `subsets[name]`: accuracy, pairs and ties of each subset;
@@ -44,7 +66,13 @@ import numpy as np
 
 from alignax.data.errors import DataError
 from alignax.data.readers import PreferenceRecord, read_preferences
-from alignax.data.tokenize import as_conversation, check_token_ids, special_ids, tokenize_pair
+from alignax.data.tokenize import (
+    as_conversation,
+    check_token_ids,
+    check_truncation_mode,
+    special_ids,
+    tokenize_pair,
+)
 
 SECTIONS = {
     "Chat": ("alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy",
@@ -135,16 +163,52 @@ def score_sequences(score_fn: Callable, ids: np.ndarray, mask: np.ndarray, *,
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def reward_score_fn(model, params) -> Callable:
-    """A jitted `(ids, mask) -> [B]` scalar score of a reward model from `alignax.models`
-    (a dict output uses its "rewards")."""
+def reward_score_fn(model, params, *, mesh=None) -> Callable:
+    """A jitted `(ids [B, T], mask [B, T]) -> [B]` float32 score of a reward model from
+    `alignax.models` (a dict output uses its "rewards").
 
-    @jax.jit
-    def score(ids, mask):
+    Args:
+      model: the reward model (`apply(params, ids, mask)`).
+      params: its parameters; with `mesh`, already placed on it (e.g. `import_hf(path,
+        mesh=mesh)`, which streams the checkpoint onto the devices).
+      mesh: None (one device), or a (data, fsdp, tensor) mesh (`alignax.train.sharding`): every
+        batch is split by rows over data x fsdp (B must be divisible by data x fsdp) and the
+        forward is traced under the mesh, so the decoder keeps each device's activations to its
+        own rows (`alignax.models.transformer.rows_on_batch_axes`) while the parameters are
+        sharded by their logical axes. Each row's score is computed from that row alone
+        (attention is masked per row), so the scores equal the one-device scores up to the
+        order of the sharded reductions (fp32: within 1e-6 here).
+
+    Raises:
+      ValueError (when called): B does not split over the mesh's data x fsdp shards.
+    """
+
+    def forward(params, ids, mask):
         out = model.apply(params, ids, mask.astype(bool))
         if isinstance(out, dict):
             out = out["rewards"]
         return jnp.asarray(out, jnp.float32)
+
+    if mesh is None:
+        jitted = jax.jit(forward)
+        return lambda ids, mask: jitted(params, ids, mask)
+
+    from alignax._src.logical import BATCH_AXES
+
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(BATCH_AXES))
+    shards = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+
+    @jax.jit
+    def sharded(params, ids, mask):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return forward(params, ids, mask)
+
+    def score(ids, mask):
+        if ids.shape[0] % shards:
+            raise ValueError(f"batch_size={ids.shape[0]} does not split over the mesh's "
+                             f"data x fsdp = {shards} shards")
+        return sharded(params, jax.device_put(np.asarray(ids), rows),
+                       jax.device_put(np.asarray(mask), rows))
 
     return score
 
@@ -168,11 +232,13 @@ def pairwise_result(chosen: np.ndarray, rejected: np.ndarray,
     if set(per_subset) <= set(EXAMPLE_COUNTS):
         sections = {}
         for section, names in SECTIONS.items():
-            present = [s for s in names if s in per_subset]
-            if present:
-                w = np.array([EXAMPLE_COUNTS[s] for s in present], np.float64)
-                acc = np.array([per_subset[s]["accuracy"] for s in present])
-                sections[section] = float((w * acc).sum() / w.sum())
+            weighted, count = 0.0, 0  # summed in RewardBench's order: the same float
+            for name in names:
+                if name in per_subset:
+                    weighted += per_subset[name]["accuracy"] * EXAMPLE_COUNTS[name]
+                    count += EXAMPLE_COUNTS[name]
+            if count:
+                sections[section] = weighted / count
         score = float(np.mean(list(sections.values())))
     return PairwiseResult(accuracy=float(correct.mean()), num_pairs=int(len(correct)),
                           subsets=per_subset, sections=sections, score=score,
@@ -185,7 +251,8 @@ def evaluate_preference_file(path: str, score_fn: Callable, tokenizer, *, max_le
                              vocab_size: int | None = None,
                              max_positions: int | None = None,
                              chat_template: bool | None = None,
-                             system: str | None = None) -> PairwiseResult:
+                             system: str | None = None,
+                             truncation_mode: str = "error") -> PairwiseResult:
     """Reads `path` (JSONL / JSON lines / Parquet), scores every response and returns the
     accuracies. Rows without a `subset` field go to subset "default".
 
@@ -204,12 +271,16 @@ def evaluate_preference_file(path: str, score_fn: Callable, tokenizer, *, max_le
       chat_template: render string pairs with the tokenizer's chat template (None: when it has
         one; True without one is an error; False: plain text).
       system: a system message before the user turn (with the chat template only).
+      truncation_mode: an over-long sequence (`alignax.data.tokenize.tokenize_pair`): "error"
+        (the default: a bad row), "keep_end" (its last `max_length` tokens: RewardBench's
+        pipeline truncates on the left) or "keep_start".
 
     Raises:
       DataError: one line: `<file>:<line>: <problem>` for the first bad row (unless
         `skip_invalid`) or a token id outside [0, vocab_size); `max_length` above
         `max_positions`; a tokenizer without eos; a file without any valid pair.
     """
+    check_truncation_mode(truncation_mode)
     special_ids(tokenizer)  # a tokenizer without eos is no row's fault: fail before reading
     has_template = bool(getattr(tokenizer, "has_chat_template", False))
     if chat_template is None:
@@ -234,7 +305,8 @@ def evaluate_preference_file(path: str, score_fn: Callable, tokenizer, *, max_le
             if chat_template:
                 record = as_conversation(record, system=system)
             row = tokenize_pair(record, tokenizer, max_length=max_length,
-                                use_chat_template=bool(chat_template))
+                                use_chat_template=bool(chat_template),
+                                truncation_mode=truncation_mode)
         except DataError as e:
             message = f"{name}:{line}: {e}"
             if not skip_invalid:
