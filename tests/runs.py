@@ -90,3 +90,30 @@ def load_tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_processes(argv, num_processes: int = 2, devices: int = 1, timeout=600,
+                  extra_env=None) -> list[tuple[str, str]]:
+    """Runs `argv` as the `num_processes` processes of one jax.distributed job on this machine
+    (each given `--coordinator 127.0.0.1:PORT --num-processes N --process-id i`, as `alignax
+    run` takes them, and `devices` CPU devices); returns each one's (stdout, stderr), raising
+    AssertionError with the output of any that failed."""
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            list(argv) + ["--coordinator", f"127.0.0.1:{port}",
+                          "--num-processes", str(num_processes), "--process-id", str(i)],
+            cwd=REPO, env=env(devices, **(extra_env or {})), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        for i in range(num_processes)
+    ]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for i, (p, (out, err)) in enumerate(zip(procs, outs)):
+        if p.returncode != 0:
+            raise AssertionError(f"process {i} failed ({p.returncode}):\n{out}\n{err[-4000:]}")
+    return outs

@@ -22,7 +22,13 @@ The sampler reports the same log-probs (fp32, <= 1e-5), so the behaviour policy'
 Every recipe's config has `mesh`: None runs on one device; {"data": d, "fsdp": f, "tensor": t}
 shards the rollout, the reference forward and the update over a device mesh
 (`alignax.train.sharding.Placement`): params by their logical axes, rows over data x fsdp.
-The results match the one-device run (tests/algorithms/test_online_mesh.py).
+The results match the one-device run (tests/algorithms/test_online_mesh.py). On several
+processes (`jax.distributed.initialize`; a mesh is then required) the mesh spans every process's
+devices: each process places and samples only its rows of the iteration's prompts (whole prompt
+groups), scores its own rollouts (`rewards_where_sampled`), and the advantages, the reference
+forward, the update and the logged metrics are computed on the global arrays (process 0 writes
+them); checkpoints are collective. The results equal one process's on the same mesh
+(tests/test_distributed_online.py).
 """
 
 from __future__ import annotations
@@ -44,10 +50,11 @@ from alignax.train.step import make_train_step
 from alignax.types import Rollout
 
 __all__ = [
-    "ADVANTAGES", "OnlineState", "Rollout", "compute_advantages", "initial_state",
-    "iteration_rollout", "make_reference_logps", "make_rollout", "make_update_step",
-    "mean_metrics", "minibatches", "prompt_pool", "response_logits", "response_logps",
-    "rollout_from_config", "run_online", "run_updates", "training_batch", "uses_token_logps",
+    "ADVANTAGES", "OnlineState", "Rollout", "compute_advantages", "global_reward",
+    "initial_state", "iteration_rollout", "make_reference_logps", "make_rollout",
+    "make_update_step", "mean_metrics", "mean_response_length", "minibatches", "prompt_pool",
+    "response_logits", "response_logps", "rewards_where_sampled", "rollout_from_config",
+    "run_online", "run_updates", "training_batch", "uses_token_logps",
 ]
 
 
@@ -236,6 +243,12 @@ def minibatches(batch: Mapping[str, Any], num_minibatches: int, rng: np.random.G
     return [{k: v[idx] for k, v in batch.items()} for idx in order]
 
 
+def mean_response_length(rollout: Rollout) -> float:
+    """The mean number of valid response tokens per row (on device: the rollout may be a global
+    array over several processes)."""
+    return float(jnp.mean(jnp.asarray(rollout.response_mask, jnp.float32).sum(-1)))
+
+
 def mean_metrics(step_metrics: list) -> dict[str, float]:
     """Mean over the update steps of an iteration of each metric."""
     return {k: float(np.mean([float(m[k]) for m in step_metrics])) for k in step_metrics[0]}
@@ -270,7 +283,55 @@ def iteration_rollout(rollout_fn, params, prompt_ids, prompt_mask, *, seed: int,
     if placement is not None:
         ids, mask = placement.put_rows((ids, mask))
     rollout = rollout_fn(params, ids, mask, jax.random.fold_in(jax.random.key(seed), it))
-    return rollout._replace(prompt_index=jnp.asarray(rows)[rollout.prompt_index]), rng
+    return rollout._replace(prompt_index=_take_rows(rows, rollout.prompt_index)), rng
+
+
+@jax.jit
+def _take_rows(rows, index):
+    """rows[index] on device (jitted: `index` may be a global array over several processes)."""
+    return jnp.asarray(rows)[index]
+
+
+def global_reward(reward_fn: Callable) -> Callable:
+    """Marks `reward_fn` as taking the global rollout (jitted code, e.g. a reward model's
+    forward on the sharded `rollout.ids`) rather than this process's rows in numpy: see
+    `rewards_where_sampled`. Returns `reward_fn`."""
+    reward_fn.global_rollout = True
+    return reward_fn
+
+
+def rewards_where_sampled(reward_fn: Callable | None, place: shd.Placement
+                          ) -> Callable | None:
+    """`reward_fn` on several processes: each process scores the rows it sampled.
+
+    One process (or no mesh): `reward_fn` itself. Several processes: the returned
+    `rollout -> rewards` calls `reward_fn` on a Rollout of this process's rows as numpy arrays
+    (`Placement.local_rows`: the N / processes rows its devices generated, whole prompt groups
+    because prompts split over the row shards before the n samples are drawn; `prompt_index`
+    holds pool rows as always), and assembles the global row-sharded rewards [N] (or [K, N]
+    for K objectives: rows on the last axis) from every process's [N_local] with
+    `Placement.from_local_rows`. So a reward in python/numpy (rules, verifiers, a tokenizer's
+    decode) runs on the host that holds the rollouts, with no gather, and the advantages that
+    follow are computed on the global array: over whole groups, and over the whole batch for
+    batch-normalised estimators. A reward marked with `global_reward` (jitted, on sharded
+    arrays) gets the global rollout instead. A stateful reward (extra arguments) is only
+    supported in one process (NotImplementedError).
+    """
+    if reward_fn is None or not place.multiprocess or getattr(reward_fn, "global_rollout",
+                                                              False):
+        return reward_fn
+
+    def local_reward(rollout: Rollout, *state):
+        if state:
+            raise NotImplementedError("a stateful reward (reward_state) runs in one process "
+                                      "only: its state would differ between processes")
+        rows = rollout.ids.shape[0]
+        out = np.asarray(reward_fn(place.local_rows(rollout)), np.float32)
+        if out.ndim == 2:  # [K, N_local] objectives
+            return place.from_local_rows(out.T, rows).T
+        return place.from_local_rows(out, rows)
+
+    return local_reward
 
 
 def run_updates(step, state, batch, *, epochs: int, num_minibatches: int,

@@ -100,6 +100,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         raise ValueError("judge='reward_fn' needs a reward_fn")
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
     place = shd.Placement.from_config(cfg["mesh"])
+    reward_fn = online.rewards_where_sampled(reward_fn, place)
     place.check_rows(per_iter, "prompts_per_iteration")
     place.check_rows(per_iter // int(cfg["minibatches"]), "minibatch (pairs)")
     beta = loss_beta(cfg["loss"], cfg["loss_kwargs"])
@@ -149,7 +150,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
             scores = beta * (ops.masked_sum(rollout.old_logps, rollout.response_mask) - ref_seq)
         else:
             scores = jnp.asarray(reward_fn(rollout), jnp.float32)
-        scores = np.asarray(scores, np.float32)
+        scores = np.asarray(place.to_host(scores), np.float32)  # [N] on every process
         t_rollout = time.perf_counter() - t0
         chosen, rejected, valid = pick_pairs(scores, n)
         both = np.concatenate([chosen, rejected])
@@ -163,7 +164,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
             "score": float(scores.mean()), "score_gap": float(
                 (scores[chosen] - scores[rejected])[valid].mean()) if valid.any() else 0.0,
             "valid_pairs": float(valid.mean()),
-            "response_length": float(np.asarray(rollout.lengths).mean()),
+            "response_length": online.mean_response_length(rollout),
             "time/rollout_s": t_rollout, "time/update_s": t_update,
         })
         return state._replace(train=train_state), metrics

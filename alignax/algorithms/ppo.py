@@ -32,7 +32,6 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from alignax import ops
 from alignax._src.config import recipe_config, resolve_config
@@ -186,6 +185,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
     r_len = int(cfg["max_new_tokens"])
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
     place = shd.Placement.from_config(cfg["mesh"])
+    reward_fn = online.rewards_where_sampled(reward_fn, place)
     place.check_rows(per_iter, "prompts_per_iteration")
     place.check_rows(per_iter * n // int(cfg["minibatches"]), "minibatch")
     tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
@@ -253,7 +253,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, value_model, init_p
         metrics.update({
             "reward": float(scores.mean()), "reward_std": float(scores.std()),
             "kl_ref_seq": float(seq_kl), "kl_coef": float(kl_state.coef),
-            "response_length": float(np.asarray(rollout.lengths).mean()),
+            "response_length": online.mean_response_length(rollout),
             "time/rollout_s": t_rollout, "time/update_s": t_update,
         })
         controls = {"kl": kl_control.update(kl_state, seq_kl, per_iter * n)}

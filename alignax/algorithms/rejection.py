@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Mapping
 
+import jax.numpy as jnp
 import numpy as np
 
 from alignax import ops
@@ -71,6 +72,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, prompt
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
     place = shd.Placement.from_config(cfg["mesh"])
+    reward_fn = online.rewards_where_sampled(reward_fn, place)
     place.check_rows(per_iter, "prompts_per_iteration")
     place.check_rows(per_iter // int(cfg["minibatches"]), "minibatch")
     tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
@@ -87,7 +89,8 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, prompt
         rollout, rng = online.iteration_rollout(rollout_fn, state.train.params, prompt_ids,
                                                 prompt_mask, seed=seed, it=it,
                                                 per_iteration=per_iter, placement=place)
-        rewards = np.asarray(reward_fn(rollout), np.float32)
+        # [N] on every process
+        rewards = np.asarray(place.to_host(jnp.asarray(reward_fn(rollout), jnp.float32)))
         t_rollout = time.perf_counter() - t0
         keep = best_rows(rewards, n)
         batch = {"ids": rollout.ids[keep], "mask": rollout.mask[keep],
@@ -98,7 +101,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, prompt
         metrics.update({
             "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
             "reward_kept": float(rewards[keep].mean()),
-            "response_length": float(np.asarray(rollout.lengths).mean()),
+            "response_length": online.mean_response_length(rollout),
             "time/rollout_s": t_rollout, "time/update_s": t_update,
         })
         return state._replace(train=train_state), metrics

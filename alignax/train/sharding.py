@@ -14,6 +14,7 @@ run on any mesh); `param_shardings` reports such fallbacks through `fallbacks`.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Mapping
 
@@ -120,15 +121,28 @@ class Placement:
     likewise, and every row-major array (prompts, rollouts, training minibatches) is split by
     rows over data x fsdp. The jitted sampler and reference forward follow their inputs'
     shardings; the update step is compiled with explicit shardings (`make_train_step`).
-    Online recipes run in one process; the mesh spans its devices.
+
+    Several processes (`jax.process_count() > 1`, `jax.distributed.initialize`): the mesh
+    spans the devices of every process and each row-sharded array is global, each process
+    holding the rows of its devices' shards. Host code meets only this process's rows
+    (`local_rows` / `from_local_rows`: a reward function in numpy scores the rollouts where
+    they were sampled) or whole small arrays gathered on purpose (`to_host`); everything
+    jitted (sampler, reference, advantages, update) runs on the global arrays, so the result
+    equals one process's run on the same mesh. A mesh is required then (ValueError): without
+    one every process would run a separate copy of the recipe into the same workdir.
     """
 
     def __init__(self, mesh: Mesh | None = None):
-        if mesh is not None and jax.process_count() > 1:
-            raise NotImplementedError(
-                "online recipes run in one process (a mesh over its local devices); "
-                f"this job has {jax.process_count()} processes")
+        if mesh is None and jax.process_count() > 1:
+            raise ValueError(
+                f"an online recipe on {jax.process_count()} processes needs a mesh over all "
+                "their devices (config mesh, e.g. {'data': -1})")
         self.mesh = mesh
+
+    @property
+    def multiprocess(self) -> bool:
+        """Whether the mesh spans several processes (host arrays then hold local rows)."""
+        return self.mesh is not None and jax.process_count() > 1
 
     @classmethod
     def from_config(cls, mesh_config: Mapping[str, int] | None) -> "Placement":
@@ -148,10 +162,89 @@ class Placement:
                              f"data x fsdp = {self.row_shards} shards")
 
     def put_rows(self, tree):
-        """Row-sharded copies of a tree of [rows, ...] arrays (unchanged without a mesh)."""
+        """Row-sharded copies of a tree of [rows, ...] arrays (unchanged without a mesh).
+
+        On several processes a host leaf (numpy, or a jax.Array on this process's devices) is
+        the whole array, the same on every process (e.g. the iteration's prompts, drawn from a
+        shared seed): each process places only the rows of its own devices; a global jax.Array
+        leaf is resharded by a jitted identity.
+        """
         if self.mesh is None:
             return tree
-        return jax.device_put(tree, batch_sharding(self.mesh))
+        sharding = batch_sharding(self.mesh)
+        if not self.multiprocess:
+            return jax.device_put(tree, sharding)
+
+        def put(x):
+            if isinstance(x, jax.Array) and not x.is_fully_addressable:  # global
+                return x if x.sharding == sharding else _reshard(x, sharding)
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+        return jax.tree.map(put, tree)
+
+    def row_range(self, rows: int) -> tuple[int, int]:
+        """[start, stop) of the rows of a row-sharded [rows, ...] array this process holds:
+        (0, rows) in one process. Raises ValueError if its shards are not one contiguous
+        block (a mesh whose batch axes interleave the processes' devices)."""
+        if not self.multiprocess:
+            return 0, rows
+        index_map = batch_sharding(self.mesh).addressable_devices_indices_map((rows,))
+        ranges = sorted({idx[0].indices(rows)[:2] for idx in index_map.values()})
+        for (_, stop), (start, _) in zip(ranges, ranges[1:]):
+            if start != stop:
+                raise ValueError(
+                    f"process {jax.process_index()} holds the rows {ranges} of a batch, not one "
+                    "block: order the mesh's devices by process (make_mesh does)")
+        return ranges[0][0], ranges[-1][1]
+
+    def local_rows(self, tree):
+        """This process's rows (`row_range`) of a tree of row-sharded [rows, ...] arrays, as
+        numpy arrays; the whole arrays (np.asarray) in one process."""
+        if not self.multiprocess:
+            return jax.tree.map(np.asarray, tree)
+
+        def local(x):
+            start, stop = self.row_range(x.shape[0])
+            shards = {s.index[0].indices(x.shape[0])[0]: s.data for s in x.addressable_shards}
+            block = np.concatenate([np.asarray(shards[k]) for k in sorted(shards)], axis=0)
+            if block.shape[0] != stop - start:  # a replicated (not row-sharded) array
+                block = np.asarray(x.addressable_shards[0].data)[start:stop]
+            return block
+
+        return jax.tree.map(local, tree)
+
+    def from_local_rows(self, tree, rows: int):
+        """The global row-sharded arrays whose rows `row_range(rows)` are this process's
+        numpy leaves [stop - start, ...] (the inverse of `local_rows`); in one process the
+        leaves are the whole arrays, placed like `put_rows`."""
+        if not self.multiprocess:
+            return self.put_rows(jax.tree.map(np.asarray, tree))
+        sharding = batch_sharding(self.mesh)
+        start, stop = self.row_range(rows)
+
+        def glob(x):
+            x = np.asarray(x)
+            if x.shape[0] != stop - start:
+                raise ValueError(f"process {jax.process_index()} must give rows [{start}, "
+                                 f"{stop}) of {rows}, got {x.shape[0]} rows")
+            return jax.make_array_from_process_local_data(sharding, x, (rows, *x.shape[1:]))
+
+        return jax.tree.map(glob, tree)
+
+    def to_host(self, tree):
+        """The whole arrays as numpy on every process (an all-gather across processes; for
+        small arrays: rewards, scores, metrics)."""
+        if not self.multiprocess:
+            return jax.tree.map(np.asarray, tree)
+        def host(x):
+            if not isinstance(x, jax.Array) or x.is_fully_addressable:
+                return np.asarray(x)
+            if not x.is_fully_replicated:
+                x = _replicate(x)
+            return np.asarray(x.addressable_shards[0].data)
+
+        return jax.tree.map(host, tree)
 
     def param_shardings(self, params, logical_axes):
         return param_shardings(jax.eval_shape(lambda: params), logical_axes, self.mesh)
@@ -174,3 +267,20 @@ class Placement:
             opt_state=tree_shardings_like(abstract_state.opt_state, abstract_state.params, p_sh,
                                           self.mesh),
             step=repl, rng=repl)
+
+
+
+def _replicate(x: jax.Array) -> jax.Array:
+    """`x` fully replicated over its mesh (a collective: every process calls it)."""
+    return _reshard(x, NamedSharding(x.sharding.mesh, PartitionSpec()))
+
+
+@functools.lru_cache(maxsize=64)
+def _identity_to(sharding: NamedSharding):
+    return jax.jit(lambda a: a, out_shardings=sharding)
+
+
+def _reshard(x: jax.Array, sharding: NamedSharding) -> jax.Array:
+    """`x` with `sharding` (a jitted identity, compiled once per sharding and shape: works
+    across processes, where device_put of a global array may not)."""
+    return _identity_to(sharding)(x)
