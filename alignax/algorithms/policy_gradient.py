@@ -560,6 +560,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
                                 step_size=float(cfg["objective_step_size"]))
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
     place = shd.Placement.from_config(cfg["mesh"])
+    reward_fn = online.rewards_where_sampled(reward_fn, place)
     place.check_rows(per_iter, "prompts_per_iteration")
     place.check_rows(per_iter * n // int(cfg["minibatches"]), "minibatch")
     tx = make_optimizer(cfg["optimizer"], int(cfg["iterations"]) * int(cfg["epochs"])
@@ -722,7 +723,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
             metrics["entropy_coef"] = float(ent_state.coef)
         metrics.update({
             "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
-            "response_length": float(np.asarray(rollout.lengths, np.float32).mean()),
+            "response_length": online.mean_response_length(rollout),
             "kl_coef": float(kl_state.coef),
             "time/rollout_s": t_rollout, "time/update_s": t_update,
         })
