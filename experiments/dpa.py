@@ -77,6 +77,31 @@ Claims (test prompts, chosen rounds, 5 seeds, 95% t intervals):
 
     alignax run experiments/dpa.py            # full setting, 5 seeds
     alignax run experiments/dpa.py:smoke      # seconds, for the tests
+
+`:real` runs DPA's mechanism, direction-conditioned rejection-sampling fine-tuning, through the
+library's RAFT recipe (`alignax.algorithms.rejection`: per prompt the best of `rsf.num_samples`
+samples under the prompt's reward, SFT on the kept ones, `rsf.rounds` iterations) on a Hugging
+Face checkpoint (`model.path`) and the prompts of `data.path` (any TRL format; the last
+`data.eval_fraction` of the rows are test prompts, the fraction before them validation). Every
+prompt is paired with each of the `task.num_bins` direction bins theta_j in [angle_low,
+angle_high]; the direction is given to the policy as a system message
+(`direction_prompt.format(help=cos theta, verbosity=sin theta)`, the paper's "user preference"
+prompt; for string prompts it is prepended to the text), and a sample y is scored v_j^T r(x,
+y) with the two objectives r = (helpfulness, verbosity): helpfulness is the score of the reward
+checkpoint at `rm.path` (required; the paper's multi-objective RM has a helpfulness head),
+verbosity the number of response tokens divided by `rsf.max_new_tokens` (the toy's gold
+verbosity is the response length too; the toy's learned 2-head RM on simulated ratings has no
+counterpart in a user's data, so the length is measured, not learned), each multiplied by
+`rm.scales`. Every `eval_every` rounds the policy answers every (held-out prompt, direction)
+once (fixed key) and the run reports per-direction means and the claims' statistics on them:
+Spearman(theta, mean length) and Spearman(theta, mean helpfulness) over the bins, on
+validation and test, at the round chosen by the validation mean directional reward (the toy's
+rule). No claim is evaluated (a single run; the toy's claims need the seeds and the fronts of
+the baselines).
+
+    alignax run experiments/dpa.py:real --workdir runs/dpa_real --config.model.path=/ckpt/sft \
+        --config.rm.path=/ckpt/rm --config.data.path=/data/prompts \
+        --config.model.dtype=bfloat16 --config.model.logits_chunk=8192
 """
 
 from __future__ import annotations
@@ -91,8 +116,7 @@ import numpy as np
 import optax
 
 from alignax import protocol
-from alignax.algorithms import common, sft
-from alignax.experiment import is_smoke
+from alignax.algorithms import common, online, pretrained, real, rejection, sft
 from alignax.models.heads import make_multi_objective_reward_model
 from alignax.models.transformer import TransformerConfig
 from alignax.ops import spearman
@@ -110,7 +134,10 @@ METHODS = ("dpa", "scalar", "scalar_front")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = is_smoke(arg)
+    mode = real.config_mode(arg)
+    if mode == "real":
+        return _real_config()
+    smoke = mode == "smoke"
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.method = "dpa"  # "dpa" | "scalar" (one fixed direction) | "scalar_front" (8 runs)
@@ -138,6 +165,134 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if smoke:
         c.variants = dict(dpa=dict(method="dpa"), scalar_front=dict(method="scalar_front"))
     return c
+
+
+# ----------------------------------------------------------------------------- :real
+
+DIRECTION_PROMPT = ("Answer so as to maximise helpfulness x {help:.2f} + verbosity x "
+                    "{verbosity:.2f}.")
+
+
+def _real_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seeds = [0]
+    c.task = dict(num_bins=8, angle_low=0.0, angle_high=math.pi / 2)
+    c.direction_prompt = DIRECTION_PROMPT
+    real.add_real_fields(c, max_length=512)  # data.max_length: the prompt length P
+    c.rm = dict(path="", scales=(1.0, 1.0))  # helpfulness checkpoint; (help, verbosity) scales
+    c.rsf = rejection.default_config(
+        iterations=3, prompts_per_iteration=64, num_samples=16, max_new_tokens=256, epochs=1,
+        minibatches=1, checkpoint_every=1, eval_every=1,
+        optimizer=dict(name="adamw", learning_rate=1e-6, warmup_steps=0, schedule="constant",
+                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)))
+    c.rsf.stop_tokens = (-1,)  # -1: the tokenizer's eos
+    return c
+
+
+def _real_rsf_cfg(config, stops=None) -> dict:
+    cfg = {**config.rsf.to_dict(), "mesh": real.mesh_config(config)}
+    if stops is not None:
+        cfg["stop_tokens"] = stops
+    return cfg
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    if real.is_real(config):
+        real.require(config, "model.path", "data.path", "rm.path",
+                     what={"rm.path": "a reward checkpoint folder (helpfulness)"})
+        if real.lora_config(config):
+            raise ValueError("lora: the RAFT recipe trains the full model (lora.rank=0)")
+        if len(config.rm.scales) != 2:
+            raise ValueError(f"rm.scales={config.rm.scales} must be (helpfulness, verbosity)")
+        rejection.validate(_real_rsf_cfg(config))
+
+
+def directed_prompts(config, records, tok, max_length: int):
+    """Each record x with each direction bin j: (ids [N J, P], mask [N J, P] bool, the bin of
+    each row [N J]); the direction is a system message (conversational prompts) or a line
+    before the prompt text."""
+    from alignax.data import PromptRecord
+    from alignax.data.tokenize import tokenize_prompt
+
+    nb = int(config.task.num_bins)
+    centers = np.asarray(bin_centers(nb, config.task.angle_low, config.task.angle_high))
+    rows, bins = [], []
+    for record in records:
+        for j, theta in enumerate(centers):
+            text = config.direction_prompt.format(help=math.cos(theta),
+                                                  verbosity=math.sin(theta))
+            messages = record.extras.get("messages", {}).get("prompt")
+            if messages is not None:
+                extras = {**record.extras, "messages": {"prompt": [
+                    {"role": "system", "content": text}, *messages]}}
+                directed = PromptRecord(record.prompt, extras)
+            else:
+                directed = PromptRecord(f"{text}\n{record.prompt}", dict(record.extras))
+            rows.append(tokenize_prompt(directed, tok, max_length=max_length))
+            bins.append(j)
+    arrays = real.stack(rows)
+    return arrays["prompt_ids"], arrays["prompt_mask"].astype(bool), np.asarray(bins)
+
+
+def _run_real(config, workdir: str, seed: int) -> dict[str, float]:
+    """`:real` (module docstring): RAFT with the prompt's direction from `model.path`."""
+    tok = real.tokenizer(config)
+    data = real.prompt_data(config, tok, int(config.data.max_length))
+    p = int(config.data.max_length)
+    model, params = pretrained.model_and_params(real.model_config(config), "lm", seed=seed)
+    rm, rm_params = pretrained.model_and_params(real.model_config(config, config.rm.path),
+                                                "reward", seed=seed)
+    score = jax.jit(rm.apply)
+    nb = int(config.task.num_bins)
+    centers = np.asarray(bin_centers(nb, config.task.angle_low, config.task.angle_high))
+    dirs = np.asarray(unit_directions(jnp.asarray(centers)))
+    stops = real.stop_tokens(tok, config.rsf.stop_tokens)
+    scales = np.asarray(config.rm.scales, np.float32)
+    max_new = int(config.rsf.max_new_tokens)
+
+    def objectives(rollout):  # [N, 2]: (helpfulness, verbosity), scaled
+        help_ = np.asarray(score(rm_params, rollout.ids, rollout.mask))
+        length = np.asarray(rollout.response_mask).sum(-1) / max_new
+        return np.stack([help_, length], -1) * scales
+
+    train_ids, train_mask, train_bins = directed_prompts(config, data["train"]["records"], tok,
+                                                         p)
+
+    def reward_fn(rollout):
+        r = objectives(rollout)
+        return (r * dirs[train_bins[np.asarray(rollout.prompt_index)]]).sum(-1)
+
+    held = {s: directed_prompts(config, data[s]["records"], tok, p)
+            for s in ("validation", "test")}
+    ids = np.concatenate([held[s][0] for s in held])
+    mask = np.concatenate([held[s][1] for s in held])
+    bins = np.concatenate([held[s][2] for s in held])
+    split = np.concatenate([np.full(len(held[s][2]), i) for i, s in enumerate(held)])
+    answer = jax.jit(online.make_rollout(model, num_samples=1, max_new_tokens=max_new,
+                                         stop_tokens=stops, pad_id=tok.pad_id))
+
+    def evaluate(policy_params):
+        r = objectives(answer(policy_params, ids, mask, jax.random.key(2)))
+        out = {}
+        for i, name in enumerate(("val", "test")):
+            part = split == i
+            means = np.stack([r[part & (bins == j)].mean(0) for j in range(nb)])  # [J, 2]
+            out[f"{name}_directional_reward"] = float((means * dirs).sum(-1).mean())
+            out[f"{name}_spearman_theta_length"] = float(spearman(centers, means[:, 1]))
+            out[f"{name}_spearman_theta_help"] = float(spearman(centers, means[:, 0]))
+            out[f"{name}_length"] = float(means[:, 1].mean())
+            out[f"{name}_help"] = float(means[:, 0].mean())
+        return out
+
+    before = evaluate(params)
+    out = rejection.train(_real_rsf_cfg(config, stops), os.path.join(workdir, "rsf"),
+                          model=model, init_params=params, prompt_ids=train_ids,
+                          prompt_mask=train_mask, reward_fn=reward_fn, eval_fn=evaluate,
+                          seed=seed)
+    result = real.choose_iteration(out["history"], "eval/val_directional_reward", workdir)
+    result.update({f"test_ref_{k[len('test_'):]}": v for k, v in before.items()
+                   if k.startswith("test_")})
+    return result
 
 
 # ----------------------------------------------------------------------------- the toy task
@@ -359,6 +514,9 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     """Every seed of one variant. A run is one policy: one per seed (`dpa`, `scalar`) or one
     per (seed, direction) (`scalar_front`); the reference SFT, the RM and each RSF round train
     all runs in one `fit_small` program; sampling, selection and evaluation per run."""
+    if real.is_real(config):
+        return {int(s): _run_real(config, os.path.join(workdir, f"seed_{s}"), int(s))
+                for s in config.seeds}
     seeds = [int(s) for s in config.seeds]
     task, method = config.task, config.method
     if method not in METHODS:
@@ -538,6 +696,8 @@ def _fmt(values: dict) -> str:
 
 
 def claims(results) -> list[protocol.Claim]:
+    if "default" in results:  # :real: one run on a user's checkpoints, metrics only
+        return []
     rho_len = protocol.per_seed(results, "dpa", "test_spearman_theta_length")
     rho_help = protocol.per_seed(results, "dpa", "test_spearman_theta_help")
     rm = {k: results["dpa"]["metrics"][f"test_rm_{k}"]["mean"]

@@ -134,3 +134,16 @@ def test_semantic_rewards_real(world, tmp_path):
     assert summary["claims"] == []
     assert -1 <= m["test_cosine"] <= 1 and 0 <= m["test_rouge1"] <= 1
     assert m["chosen_iteration"] in (1.0, 2.0)
+
+
+def test_dpa_real(world, tmp_path):
+    summary = _run("dpa", world, tmp_path, "prompts", "--config.data.max_length=24",
+                   f"--config.rm.path={world['rm']}", "--config.task.num_bins=2",
+                   "--config.rsf.iterations=1", "--config.rsf.prompts_per_iteration=2",
+                   "--config.rsf.num_samples=2", "--config.rsf.max_new_tokens=4",
+                   "--config.rsf.progress=False")
+    m = _metrics(summary)
+    assert summary["claims"] == []
+    rho = float(m["test_spearman_theta_help"])  # "nan" (a tie over the 2 bins) is allowed
+    assert np.isnan(rho) or abs(rho) <= 1
+    assert 0 <= m["test_length"] <= 1 and np.isfinite(m["test_directional_reward"])
