@@ -110,6 +110,8 @@ def test_rm_packed_rewards_loss_and_grads_equal_unpacked(rm):
     for flat, j in order:
         np.testing.assert_allclose(chosen[flat], ref[0][j], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(rejected[flat], ref[1][j], rtol=1e-5, atol=1e-5)
+    both(params, padded, {k: v[::-1] for k, v in packed.items()})  # other rows: no retrace
+    assert both._cache_size() == 1
 
 
 def test_packing_config_errors():
@@ -151,25 +153,16 @@ def test_byom_data_cached_padded_and_packed(tmp_path):
     datasets = pytest.importorskip("datasets")
     import os
 
-    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
-
     from alignax import experiment
-    from alignax.data import HFSource, HFTokenizer
+    from alignax.data import HFSource
     from alignax.data.token_cache import TokenCache
     from alignax.data.tokenize import tokenize_pair
+    from tests.data import QWEN25, QWEN_SPECIALS, templated
 
-    words = ["<pad>", "<|im_start|>", "<|im_end|>", "user", "assistant"] + [
-        f"w{i}" for i in range(20)]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.add_special_tokens([AddedToken("<|im_start|>", special=True),
-                                AddedToken("<|im_end|>", special=True)])
-    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
-                "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-                "{% endif %}")
-    tok = HFTokenizer(backend, eos_token="<|im_end|>", pad_token="<pad>", chat_template=template)
+    tok = templated(QWEN25, QWEN_SPECIALS)  # a tiny BPE with a Qwen2.5-style template
     rng = np.random.default_rng(0)
-    text = lambda n: " ".join(f"w{i}" for i in rng.integers(0, 20, n))  # noqa: E731
+    words = np.array(["the", "capital", "of", "Paris"])
+    text = lambda n: " ".join(words[rng.integers(0, 4, n)])  # noqa: E731
     dataset = datasets.Dataset.from_list([
         {"prompt": [{"role": "user", "content": text(int(rng.integers(1, 6)))}],
          "chosen": [{"role": "assistant", "content": text(int(rng.integers(1, 5)))}],
@@ -179,25 +172,25 @@ def test_byom_data_cached_padded_and_packed(tmp_path):
 
     def data(recipe, *overrides):
         config = experiment.load_config(module, recipe)
-        experiment.apply_overrides(config, ["data.max_length=24", *overrides])
+        experiment.apply_overrides(config, ["data.max_length=96", *overrides])
         return module.train_data(config, str(tmp_path), tok, dataset)
 
     records = [HFSource(dataset, lambda r: r).record(i) for i in range(6)]
     source, overrides = data("dpo")
     assert overrides == {}
     for i, record in enumerate(records):
-        expected = tokenize_pair(record, tok, max_length=24)
+        expected = tokenize_pair(record, tok, max_length=96)
         assert sorted(source[i]) == sorted(expected)
         for k, v in expected.items():
             np.testing.assert_array_equal(source[i][k], v)
     sft_rows, _ = data("sft")
-    expected = tokenize_pair(records[2], tok, max_length=24)
+    expected = tokenize_pair(records[2], tok, max_length=96)
     for a, b in (("input_ids", "chosen_ids"), ("mask", "chosen_mask"),
                  ("loss_mask", "chosen_response_mask")):
         np.testing.assert_array_equal(sft_rows[2][a], expected[b])
     pairs, overrides = data("rm", "data.packing=True")
     assert isinstance(pairs, TokenCache) and overrides == {
-        "packing": {"enabled": True, "length": 48}}
+        "packing": {"enabled": True, "length": 192}}
     assert os.path.dirname(pairs.folder) == str(tmp_path / "token_cache")
     assert len(os.listdir(tmp_path / "token_cache")) == 1  # one cache for every recipe
     with pytest.raises(ValueError, match="data.packing applies to the sft and rm"):

@@ -10,11 +10,13 @@ import pytest
 from alignax.data import ByteTokenizer, PreferenceRecord
 from alignax.data.packing import (
     PackedSource,
+    PACKING_DEFAULTS,
     PackIterDataset,
     PaddedSource,
     pack_pairs,
     pack_sequences,
     pad_example,
+    packed_train_source,
     plan_bins,
     unpad_pair,
     unpad_sequence,
@@ -195,3 +197,17 @@ def test_packed_source_batches_resume_through_the_pipeline():
     resumed = make()
     resumed.set_state(state)
     _assert_rows_equal([next(resumed) for _ in range(3)], expected)
+
+
+def test_packed_train_source_lengths():
+    examples = _sequences(12)
+    rows = [pad_example(e, 12, pad_id=0) for e in examples]
+    cfg = dict(PACKING_DEFAULTS, enabled=True)
+    assert packed_train_source(rows, cfg, "sequence")[0]["input_ids"].shape == (12,)
+    pairs = [{"chosen_ids": [1, 2], "rejected_ids": [3]}] * 4
+    padded_pairs = [pad_example(p, 5, pad_id=0) for p in pairs]
+    packed = packed_train_source(padded_pairs, dict(cfg, max_pairs=0), "pair")
+    assert packed[0]["input_ids"].shape == (10,) and packed.max_pairs == 3
+    with pytest.raises(ValueError, match="examples are unpadded .* set packing.length"):
+        packed_train_source(examples, cfg, "sequence")
+    assert packed_train_source(examples, dict(cfg, length=20), "sequence")[0]["mask"].max() > 1
