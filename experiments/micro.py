@@ -54,6 +54,13 @@ the gate and lands near stage 1 (see RESULTS).
 
     alignax run experiments/micro.py            # full setting, 3 seeds
     alignax run experiments/micro.py:smoke      # seconds, for the tests
+
+No `:real` config: MiCRo's mechanism needs, for every comparison, the annotator's context
+(the gate's input c) and, for the online routing stage, per-user label streams; TRL's paired
+format has neither a user id nor a context column, so a user's HF preference dataset does not
+carry what stage 2 adapts to. The mixture of BT heads and the gate are functions of frozen
+embeddings and would apply to a checkpoint's hidden states given such columns; that needs a
+data format with user ids (not in alignax.data.hf_datasets) and is not provided.
 """
 
 from __future__ import annotations
@@ -80,7 +87,13 @@ from alignax.train.small import fit_small
 METHODS = ("micro", "bt", "bt_prompt")
 
 
+NO_REAL = ("micro has no :real config: its routing needs per-comparison user contexts and per-"
+           "user label streams, which TRL's formats do not carry (see its docstring)")
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    if arg == "real":
+        raise ValueError(NO_REAL)
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]

@@ -43,6 +43,12 @@ unseen users fitted on 10 comparisons reach >= 85% of PAL's seen-user accuracy (
 
     alignax run experiments/pal.py              # full setting, 3 seeds
     alignax run experiments/pal.py:smoke        # seconds, for the tests
+
+No `:real` config: PAL's ideal-point mixture is fitted per user (`softmax(w_u)` over shared
+prototypes) and the claims compare seen and unseen users; TRL's paired format carries no user
+id, so a user's HF preference dataset cannot identify whose preference a pair is. With a user
+column the mixture would run on a checkpoint's frozen embeddings (PAL-A's f on top of them);
+that data format is not in alignax.data.hf_datasets, so no :real config is provided.
 """
 
 from __future__ import annotations
@@ -67,7 +73,13 @@ from alignax.train.plots import plot_curves
 from alignax.train.small import fit_small
 
 
+NO_REAL = ("pal has no :real config: the ideal-point mixture is fitted per user and TRL's "
+           "formats carry no user id (see its docstring)")
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    if arg == "real":
+        raise ValueError(NO_REAL)
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]

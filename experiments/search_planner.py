@@ -76,6 +76,12 @@ questions. The per-seed utility-cost front over alpha (points on it, hypervolume
 
     alignax run experiments/search_planner.py            # full setting, 5 seeds
     alignax run experiments/search_planner.py:smoke      # seconds, for the tests
+
+No `:real` config: the planner's actions call a retrieval environment inside the trajectory
+(query a knowledge base, read the result, decide to stop), and the frozen generator answers
+from what was retrieved. The library's online recipes sample one completion per prompt with no
+environment in the loop (no multi-turn tool calls), so the mechanism cannot run on a user's
+checkpoint and dataset without a rollout-with-environment piece in the trainer.
 """
 
 from __future__ import annotations
@@ -106,7 +112,13 @@ QUESTION_KEYS = ("features", "chain", "hops", "naive_correct")
 WEIGHT_KEYS = ("alpha", "process_weight")
 
 
+NO_REAL = ("search_planner has no :real config: the planner needs a retrieval environment inside"
+           " the rollout, which the online recipes lack (see its docstring)")
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    if arg == "real":
+        raise ValueError(NO_REAL)
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [1, 2, 3, 4, 5]  # seed 0 was the pilots' (module doc)
