@@ -1,5 +1,7 @@
 """Decoder LM and scalar reward model: shapes, logical axes, padding and batch invariance."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -377,3 +379,23 @@ def test_reward_positions_of_packed_rows_equal_each_segment_run_alone(rm):
     assert packed._cache_size() == 1
     with pytest.raises(ValueError, match="reward_positions must be int"):
         model.apply(params, ids, seg, reward_positions=where[0])
+
+
+def test_score_bias_and_last_non_pad_pooling():
+    cfg = dataclasses.replace(TINY, score_bias=False, pool="last_non_pad", pad_token_id=5)
+    model = make_reward_model(cfg)
+    params = model.init(jax.random.key(2))
+    assert set(params["score"]) == {"kernel"}
+    assert set(jax.eval_shape(make_reward_model(TINY).init, jax.random.key(0))["score"]) == {
+        "kernel", "bias"}  # the default keeps the from-scratch head's bias
+    ids = jnp.array([[1, 2, 5, 5], [5, 3, 4, 5], [5, 5, 5, 5]])
+    mask = jnp.ones(ids.shape, bool)  # transformers' rule ignores the mask
+    from alignax.models.transformer import last_non_pad_index
+
+    np.testing.assert_array_equal(last_non_pad_index(ids, 5), [1, 2, 0])
+    plain = make_reward_model(dataclasses.replace(cfg, pool="last"))
+    # "last_non_pad" at a row equals "last" on that row cut after its last non-pad token
+    got = jax.jit(model.apply)(params, ids, mask)
+    for row, end in ((0, 2), (1, 3)):
+        want = plain.apply(params, ids[row:row + 1, :end], mask[row:row + 1, :end])
+        np.testing.assert_allclose(got[row], want[0], rtol=1e-5, atol=1e-6)
