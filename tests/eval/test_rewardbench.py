@@ -294,3 +294,25 @@ def test_cli_tokenizer_without_eos_is_one_line(model_dir, data_file, tmp_path, c
         "alignax: tokenizer HFTokenizer has no eos token (eos_id is None): every sequence ends "
         "with eos; set eos_token in the tokenizer's tokenizer_config.json or pass "
         "HFTokenizer.from_file(path, eos_token=...)\n")
+
+
+def test_truncation_keep_end_scores_the_last_tokens_of_an_over_long_row(bad_file):
+    seen = []
+
+    def score_fn(ids, mask):
+        seen.extend(np.asarray(i)[np.asarray(m) > 0].tolist() for i, m in zip(ids, mask))
+        return np.zeros(len(ids), np.float32)
+
+    rows = [r for r in BAD_FILE_ROWS if isinstance(r, dict) and "rejected" in r]
+    path = bad_file.parent / "long.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = rewardbench.evaluate_preference_file(str(path), score_fn, ByteTokenizer(),
+                                                  max_length=64, batch_size=4,
+                                                  truncation_mode="keep_end")
+    assert result.num_pairs == 4 and result.num_skipped == 0
+    tok = ByteTokenizer()
+    full = [tok.bos_id] + tok.encode("p") + tok.encode("x" * 80) + [tok.eos_id]
+    assert seen[2] == full[-64:]  # the long chosen side: its last 64 tokens
+    with pytest.raises(ValueError, match="truncation_mode must be one of"):
+        rewardbench.evaluate_preference_file(str(path), score_fn, ByteTokenizer(),
+                                             max_length=64, truncation_mode="left")
