@@ -36,6 +36,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec
 
+from alignax._src.eager import jit_when_concrete
 from alignax.models.attention import IMPLEMENTATIONS as ATTENTION_IMPLEMENTATIONS
 from alignax.models.attention import attention, attention_bias  # noqa: F401 (re-exported)
 from alignax.models.attention import sliding_window_mask
@@ -1009,6 +1010,10 @@ def layers_stacked(params) -> bool:
 def make_from_module(module_cls, cfg: TransformerConfig) -> Model:
     """Pure (init, apply) pair of `module_cls(cfg, rngs)` (any callable building an nnx module),
     e.g. a decoder with a custom head: `make_from_module(lambda c, rngs: MyRM(c, rngs), cfg)`.
+
+    `apply` called outside any trace runs as one jitted program per input shapes (and static
+    keyword values); under an enclosing jit, grad or vmap it is traced inline
+    (`alignax._src.eager.jit_when_concrete`).
     """
     abstract = nnx.eval_shape(lambda: module_cls(cfg, nnx.Rngs(0)))
     graphdef, abstract_state = nnx.split(abstract, nnx.Param)
@@ -1022,13 +1027,19 @@ def make_from_module(module_cls, cfg: TransformerConfig) -> Model:
         nnx.replace_by_pure_dict(state, params)
         return nnx.merge(graphdef, state)
 
+    # outside a trace the forward is one compiled program, not a few hundred op-by-op ones
+    # (alignax._src.eager); under an enclosing jit/grad/vmap it is inlined as before
+    @jit_when_concrete
+    def forward(params: Params, input_ids, mask, **kwargs):
+        return merge(params)(input_ids, mask, **kwargs)
+
     def apply(params: Params, input_ids, mask, **kwargs):
         if input_ids.ndim != 2 or mask.shape != input_ids.shape:
             raise ValueError(
                 f"expected input_ids [B, T] and mask of the same shape, got {input_ids.shape} "
                 f"and {mask.shape}"
             )
-        return merge(params)(input_ids, mask, **kwargs)
+        return forward(params, input_ids, mask, **kwargs)
 
     apply_cached = None
     if hasattr(module_cls, "forward_cached"):
