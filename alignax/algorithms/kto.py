@@ -23,6 +23,10 @@ or each micro-batch with `train.grad_accum_steps` > 1 (as TRL's gradient accumul
 micro-step has its own KL). `kl_group_size` makes the rotation run within groups of that many
 consecutive rows (TRL rotates within each per-device batch of `per_device_train_batch_size`);
 None rotates over the whole (micro-)batch.
+
+`sync_ref` = {alpha, steps} moves the reference toward the policy (Gorbatovski et al. 2024,
+"Learn Your Reference Model for Real Good Alignment", arXiv 2404.09656, as TRL's KTOConfig
+sync_ref_model): after every `steps`-th update ref <- alpha * policy + (1 - alpha) * ref.
 """
 
 from __future__ import annotations
@@ -152,7 +156,23 @@ def make_kto_loss(apply_fn, *, loss_type: str = "kto", beta: float = 0.1,
 
 DEFAULTS = common.offline_defaults(loss_type="kto", beta=0.1, desirable_weight=1.0,
                                    undesirable_weight=1.0, kl_group_size=None,
-                                   precompute_ref_logps=False)
+                                   precompute_ref_logps=False, sync_ref=None)
+
+
+def check_sync_ref(sync_ref, label: str) -> tuple[float, int] | None:
+    """(alpha, steps) of a `sync_ref` config value ({alpha, steps}, or None: a fixed
+    reference), checked: 0 < alpha <= 1 and steps >= 1. Raises ValueError naming `label`."""
+    if sync_ref is None:
+        return None
+    sync = dict(sync_ref)
+    if set(sync) != {"alpha", "steps"}:
+        raise ValueError(f"{label}: sync_ref is {{alpha, steps}}, got {sorted(sync)}")
+    alpha, steps = float(sync["alpha"]), sync["steps"]
+    if (not 0.0 < alpha <= 1.0 or isinstance(steps, bool) or not isinstance(steps, int)
+            or steps < 1):
+        raise ValueError(f"{label}: sync_ref needs 0 < alpha <= 1 and an int steps >= 1, "
+                         f"got {sync}")
+    return alpha, steps
 
 
 def default_config(**overrides):
@@ -182,6 +202,9 @@ def validate(config: Mapping[str, Any] | None) -> dict:
                          f"each prompt with another row of its shuffled batch, so their "
                          f"reference log-probs cannot be computed before training (use lora "
                          f"for a reference without a second copy of the model)")
+    if check_sync_ref(config["sync_ref"], label) is not None and config["lora"]:
+        raise ValueError(f"{label}: sync_ref moves the reference; with LoRA the reference is "
+                         "the frozen base (lora)")
     micro = int(config["train"]["batch_size"]) // int(config["train"]["grad_accum_steps"])
     if config["loss_type"] == "kto":
         group = config["kl_group_size"]
@@ -205,7 +228,12 @@ def train(
     Config keys (`default_config()`), TRL's names where they change the math: loss_type ("kto"
     or "apo_zero_unpaired"), beta, desirable_weight, undesirable_weight, kl_group_size (the
     rows the KL rotation runs within, `make_kto_loss`), precompute_ref_logps (refused: the KL
-    rows are built from each shuffled batch), model, optimizer, train.{steps, batch_size,
+    rows are built from each shuffled batch), sync_ref (None, or {alpha, steps}: TR-DPO's
+    reference syncing, TRL's sync_ref_model with ref_model_mixup_alpha and
+    ref_model_sync_steps: after every `steps`-th update ref <- alpha * policy + (1 - alpha) *
+    ref, in float32; the reference then lives in the checkpointed train state and the loss
+    and its KL rows use the current one; `common.fit_recipe(synced_reference=)`; not with
+    lora), model, optimizer, train.{steps, batch_size,
     grad_accum_steps, checkpoint_every, eval_every, log_every, progress}, mesh, lora. Unknown
     keys are an error. `train_source` gives `alignax.data.unpaired.tokenize_unpaired` rows
     (ids, mask, response_mask, label). `eval_fn(params) -> metrics` is logged as eval/*.
@@ -227,8 +255,9 @@ def train(
         desirable_weight=float(config["desirable_weight"]),
         undesirable_weight=float(config["undesirable_weight"]),
         kl_group_size=config["kl_group_size"], token_logps=token_logps)
-    frozen = [] if config["lora"] else [Frozen(ref_params, None)]
+    sync = check_sync_ref(config["sync_ref"], "kto config")
+    frozen = [] if config["lora"] or sync else [Frozen(ref_params, None)]
     return common.fit_recipe(
         config, workdir, model=model, loss_fn=loss_fn, train_source=train_source, seed=seed,
         init_params=ref_params, frozen=frozen, eval_fn=eval_fn, desc="kto",
-        lora_reference=True)
+        lora_reference=True, synced_reference=None if sync is None else (ref_params, *sync))
