@@ -133,19 +133,15 @@ _QWEN_SLIDING = {
     "layer_types": (_SLIDING, ["full_attention", "sliding_attention"]),
 }
 _GEMMA_KEYS = {
-    "vocab_size": ("implemented: V", None),
+    **{k: _DECODER_KEYS[k] for k in (
+        "vocab_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "num_key_value_heads", "head_dim", "tie_word_embeddings", "quantization_config")},
     "hidden_size": ("implemented: D (embeddings times sqrt(D): scale_embeddings)", None),
-    "intermediate_size": ("implemented: F", None),
-    "num_hidden_layers": ("implemented: L", None),
-    "num_attention_heads": ("implemented: H", None),
-    "num_key_value_heads": ("implemented: K (grouped-query attention)", None),
-    "head_dim": ("implemented: E (attn_head_dim)", None),
     "hidden_activation": ("implemented for gelu_pytorch_tanh / gelu_new (GeGLU, mlp='geglu'); "
                           "others refused", "gelu"),
     "hidden_act": ("not read by transformers' Gemma 2/3 (hidden_activation is); ignored", None),
     "max_position_embeddings": ("implemented: max_len", None),
     "rms_norm_eps": ("implemented: norm_eps of the (1 + w) RMSNorms", None),
-    "tie_word_embeddings": ("implemented: tie_embeddings", None),
     "attention_bias": ("refused when true (biases on q, k, v and o)", True),
     "attention_dropout": ("not applied: alignax has no dropout (TRL disables it)", None),
     "query_pre_attn_scalar": ("implemented: attn_scale = query_pre_attn_scalar^-1/2", None),
@@ -157,7 +153,6 @@ _GEMMA_KEYS = {
     "_sliding_window_pattern": ("implemented as sliding_window_pattern", None),
     "final_logit_softcapping": ("implemented: logits_softcap (null: none)", None),
     "use_bidirectional_attention": ("refused when true (non-causal attention)", True),
-    "quantization_config": ("refused: quantized checkpoints are not read", {"quant_method": "x"}),
     "cache_implementation": ("not applied: a generation setting", None),
 }
 _GEMMA_ROPE = ("implemented (alignax.models.rope): rope_type default, linear, dynamic, yarn, "
