@@ -107,6 +107,12 @@ SCRIPT = textwrap.dedent("""
                 "--max-length", "%d", "--batch-size", str(batch), "--json",
                 f"{root}/run{i}.json", "--scores", f"{root}/run{i}.scores.json"]
         assert cli.main(args + ["--mesh", mesh]) == 0, (mesh, batch)
+    # the streaming import places each weight with its logical axes' sharding
+    from alignax.models.hf import import_hf
+    from alignax.train.sharding import make_mesh
+    _, params = import_hf(root + "/rm", kind="reward", mesh=make_mesh(2, 2, 2))
+    up = params["decoder"]["layers"][0]["mlp"]["up"]["kernel"]  # [D, F]: (fsdp, tensor)
+    print("up kernel", up.shape, up.sharding.spec, up.addressable_shards[0].data.shape)
     # a batch that does not split over the mesh's rows: one line, before any import
     assert cli.main(["eval", "--model", root + "/rm", "--data", data, "--tokenizer", "bytes",
                      "--mesh", "data=4,fsdp=2", "--batch-size", "12"]) == 2
@@ -124,6 +130,7 @@ def test_mesh_scores_equal_the_one_device_scores(files, one_device):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "on mesh {'data': 2, 'fsdp': 2, 'tensor': 2}" in proc.stdout
+    assert "up kernel (32, 64) P('fsdp', 'tensor') (16, 32)" in proc.stdout
     errors = [line for line in proc.stderr.splitlines() if line.startswith("alignax:")]
     assert errors == [
         "alignax: --batch-size 12 does not split over the mesh's data x fsdp = 8 shards; pass "
