@@ -47,16 +47,23 @@ def _assert_trees_close(a, b):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5), a, b)
 
 
+def _random_params(model, seed):
+    """Params of the model's shapes drawn in numpy (no init compile; any params show equality)."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
+    return jax.tree.map(lambda s: (0.2 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+
+
 @pytest.fixture(scope="module")
 def lm():
     model = make_lm(TransformerConfig(**MODEL))
-    return model, jax.jit(model.init)(jax.random.key(0))
+    return model, _random_params(model, 0)
 
 
 @pytest.fixture(scope="module")
 def rm():
     model = make_reward_model(TransformerConfig(**MODEL))
-    return model, jax.jit(model.init)(jax.random.key(1))
+    return model, _random_params(model, 1)
 
 
 def test_sft_packed_loss_and_grads_equal_unpacked(lm):
@@ -131,10 +138,20 @@ def _train_config(recipe, accum, **packing):  # one layer: these only show the w
         packing=dict(enabled=True, **packing))
 
 
-def test_sft_recipe_trains_on_packed_rows(tmp_path):
+def test_sft_recipe_packs_its_source(tmp_path, monkeypatch):
+    """sft.train hands fit_recipe the packed rows (the loss on them: the equality test above;
+    a packed training run: the reward-model test below and docs/byom.md's checks)."""
+    from alignax.algorithms import common
+
+    seen = {}
+    monkeypatch.setattr(common, "fit_recipe", lambda *a, **k: seen.update(k) or {})
     rows = [pad_example(e, T, pad_id=0) for e in _sequences(16, seed=3)]
-    out = sft.train(_train_config(sft, 1), str(tmp_path), train_source=rows)
-    assert np.isfinite(out["metrics"]["loss"]) and out["metrics"]["tokens"] > 0
+    sft.train(_train_config(sft, 1), str(tmp_path), train_source=rows)
+    source = seen["train_source"]
+    assert isinstance(source, PackedSource) and len(source) < len(rows)
+    assert source[0]["input_ids"].shape == (T,)
+    assert max(source[i]["mask"].max() for i in range(len(source))) > 1
+    assert seen["grad_accum_weight"] == "tokens"
 
 
 def test_rm_recipe_trains_on_packed_rows(tmp_path):
