@@ -343,14 +343,14 @@ def _selected(workdir: str, ref, rm, dpo):
 
 
 def _fit_rm(rm_cfg, workdir, model, init_params, pair_source, held_out, n_val, seed,
-            gold_better_test=None):
+            gold_better_test=None, chunk: int = 0):
     """The BT reward model with the held-out eval (label accuracy on [validation; test])."""
     return common.fit_recipe(
         rm_cfg, os.path.join(workdir, "rm"), model=model, init_params=init_params,
         loss_fn=reward_model.make_reward_loss(model.apply, rm_cfg["loss"],
                                               rm_cfg["loss_kwargs"]),
         train_source=pair_source, seed=seed, desc="reward model",
-        eval_fn=_make_rm_eval(model.apply, held_out, n_val, gold_better_test))
+        eval_fn=_make_rm_eval(model.apply, held_out, n_val, gold_better_test, chunk))
 
 
 def _run_real(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -370,7 +370,9 @@ def _run_real(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
                         train_source=_ChosenAsSequences(data["train"]), seed=seed)
     rm_cfg = reward_model.validate(_real_stage_cfg(config, config.rm))
     rm_model, rm_init = pretrained.recipe_model(rm_cfg, "reward", seed=seed)
-    rm = _fit_rm(rm_cfg, workdir, rm_model, rm_init, data["train"], held_out, n_val, seed)
+    chunk = int(config.data.eval_batch_size)
+    rm = _fit_rm(rm_cfg, workdir, rm_model, rm_init, data["train"], held_out, n_val, seed,
+                 chunk=chunk)
     dpo_cfg = _real_stage_cfg(config, config.dpo)
     # the reference (and DPO's start): the SFT policy, or the checkpoint (one import)
     model, ref_params = ((ref["model"], ref["params"]) if ref is not None else
@@ -381,21 +383,23 @@ def _run_real(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
     dpo = direct.train(dpo_cfg, os.path.join(workdir, "dpo"), train_source=data["train"],
                        ref_params=ref_params, seed=seed,
                        eval_fn=_make_dpo_pair_eval(model.apply, ref_params, held_out, n_val,
-                                                   beta))
+                                                   beta, chunk, model.config.logits_chunk > 0))
     return _selected(workdir, ref, rm, dpo)[0]
 
 
-def _make_rm_eval(apply_fn, pairs, n_val: int, gold_better_test=None):
+def _make_rm_eval(apply_fn, pairs, n_val: int, gold_better_test=None, chunk: int = 0):
     """Jitted `params -> metrics` of a reward model on [validation; test] pairs (the first
     `n_val` are validation): label accuracy on each, and on test the agreement with the gold
-    ordering (`gold_better_test` [N_test], 1 where the chosen response has the higher gold)."""
+    ordering (`gold_better_test` [N_test], 1 where the chosen response has the higher gold).
+    `chunk` > 0 scores the pairs in chunks of that many (`real.map_in_chunks`)."""
     inputs = {k: np.asarray(pairs[k]) for k in
               ("chosen_ids", "chosen_mask", "rejected_ids", "rejected_mask")}
     gold = None if gold_better_test is None else np.asarray(gold_better_test, np.float32)
 
     @jax.jit
     def evaluate(params):
-        chosen, rejected = reward_model.pair_rewards(apply_fn, params, inputs)
+        chosen, rejected = real.map_in_chunks(
+            lambda x: reward_model.pair_rewards(apply_fn, params, x), inputs, chunk)
         right = pairwise_accuracy(chosen, rejected)
         out = {"val_label_accuracy": right[:n_val].mean(),
                "test_label_accuracy": right[n_val:].mean()}
@@ -407,17 +411,23 @@ def _make_rm_eval(apply_fn, pairs, n_val: int, gold_better_test=None):
     return evaluate
 
 
-def _make_dpo_pair_eval(apply_fn, ref_params, pairs, n_val: int, beta: float):
+def _make_dpo_pair_eval(apply_fn, ref_params, pairs, n_val: int, beta: float, chunk: int = 0,
+                        token_logps: bool = False):
     """`params -> metrics` of the implicit reward beta log(pi / ref) on [validation; test] pairs
-    (the first `n_val` are validation): pair accuracy (margin > 0) and mean margin of each."""
+    (the first `n_val` are validation): pair accuracy (margin > 0) and mean margin of each.
+    `chunk` > 0 scores the pairs in chunks of that many (`real.map_in_chunks`);
+    `token_logps` asks the model for token log-probs (a model with `logits_chunk` > 0)."""
     keys = ("chosen_ids", "rejected_ids", "chosen_mask", "rejected_mask",
             "chosen_response_mask", "rejected_response_mask")
     inputs = {k: np.asarray(pairs[k]) for k in keys}
 
     @jax.jit
     def _evaluate(params, ref_params):
-        pc, pr = direct.pair_logps(apply_fn, params, inputs)
-        rc, rr = direct.pair_logps(apply_fn, ref_params, inputs)
+        def logps(x):
+            return (*direct.pair_logps(apply_fn, params, x, token_logps=token_logps),
+                    *direct.pair_logps(apply_fn, ref_params, x, token_logps=token_logps))
+
+        pc, pr, rc, rr = real.map_in_chunks(logps, inputs, chunk)
         margins = beta * ((pc - rc) - (pr - rr))
         right = (margins > 0).astype(jnp.float32)
         return {"val_pair_accuracy": right[:n_val].mean(),

@@ -176,6 +176,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         return
     real.require(config, "model.path", "data.path", "proxy.path",
                  what={"proxy.path": "a reward-model checkpoint folder"})
+    if config.method in ("raft", "bon") and real.lora_config(config):
+        raise ValueError(f"lora: method {config.method!r} has no adapters (RAFT trains the "
+                         "full model, best-of-N trains nothing); set lora.rank=0")
     if config.method != "bon":
         recipe = {"ppo": ppo, "grpo": policy_gradient, "rloo": policy_gradient,
                   "raft": rejection, "online_dpo": online_dpo}[config.method]

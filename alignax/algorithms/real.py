@@ -24,6 +24,7 @@ pieces every such config shares live here, so that each module adds only its own
 - `pair_data` / `prompt_data`: the dataset's rows tokenised with the checkpoint's tokenizer and
   chat template (`tokenize_pair`, `tokenize_prompt`), as a lazy grain source (train pairs) or
   stacked arrays (held-out pairs, prompts);
+- `map_in_chunks`: an offline held-out evaluation in row chunks (bounded memory);
 - `decode_responses`: the generated tokens of a rollout as text (up to the first stop token).
 
 A `:real` run reports metrics; the toy claims are not evaluated on it unless a module says so
@@ -62,6 +63,7 @@ def is_real(config) -> bool:
 
 
 def add_real_fields(c, *, max_length: int = 1024, eval_fraction: float = 0.1,
+                    max_eval_rows: int = 256, eval_batch_size: int = 16,
                     **data_extra) -> None:
     """Adds the `:real` keys (see the module docstring) to ConfigDict `c` (unlocked).
 
@@ -70,12 +72,17 @@ def add_real_fields(c, *, max_length: int = 1024, eval_fraction: float = 0.1,
       max_length: `data.max_length`, T of the tokenised rows (prompt + response).
       eval_fraction: `data.eval_fraction`, the share of the rows held out for each of
         validation and test.
+      max_eval_rows: `data.max_eval_rows`, at most this many rows in each held-out split (the
+        held-out evaluations run as one program; this bounds their memory).
+      eval_batch_size: `data.eval_batch_size`, rows per chunk of an offline held-out
+        evaluation (`map_in_chunks`; 0: all rows at once).
       **data_extra: more `data` keys of the module (e.g. `answer_field`).
     """
     c.model = dict(MODEL_DEFAULTS)
     c.tokenizer = ""
     c.data = dict(path="", split="train", max_length=int(max_length),
-                  eval_fraction=float(eval_fraction), **data_extra)
+                  eval_fraction=float(eval_fraction), max_eval_rows=int(max_eval_rows),
+                  eval_batch_size=int(eval_batch_size), **data_extra)
     c.lora = dict(rank=0, alpha=16.0)
     c.mesh = dict(data=-1, fsdp=1, tensor=1)
 
@@ -106,6 +113,12 @@ def require(config, *keys: str, what: Mapping[str, str] | None = None) -> None:
     fraction = float(config.data.eval_fraction)
     if not 0 < fraction < 0.5:
         raise ValueError(f"data.eval_fraction={fraction} must be in (0, 0.5)")
+    for key in ("max_eval_rows", "eval_batch_size"):
+        value = config.data[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < (
+                1 if key == "max_eval_rows" else 0):
+            raise ValueError(f"data.{key}={value!r} must be an int >= "
+                             f"{1 if key == 'max_eval_rows' else 0}")
 
 
 def model_config(config, path: str | None = None) -> dict:
@@ -136,14 +149,18 @@ def levers(config) -> dict:
             "lora": lora_config(config)}
 
 
-def held_out_split(n: int, eval_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def held_out_split(n: int, eval_fraction: float, max_rows: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row indices (train, validation, test) of a dataset of `n` rows: the last
-    k = max(1, round(eval_fraction n)) rows are test, the k before them validation.
+    k = max(1, round(eval_fraction n)) rows (at most `max_rows`) are test, the k before them
+    validation, the rest train.
 
     Raises:
       ValueError: fewer than one training row would remain.
     """
     k = max(1, int(round(float(eval_fraction) * n)))
+    if max_rows is not None:
+        k = min(k, int(max_rows))
     if n - 2 * k < 1:
         raise ValueError(f"{n} rows are too few to hold out {k} for validation and {k} for test")
     rows = np.arange(n)
@@ -185,7 +202,8 @@ def pair_data(config, tok, data=None) -> dict[str, Any]:
     data = dataset(config) if data is None else data
     transform = functools.partial(tokenize_pair, tokenizer=tok,
                                   max_length=int(config.data.max_length))
-    train, val, test = held_out_split(len(data), config.data.eval_fraction)
+    train, val, test = held_out_split(len(data), config.data.eval_fraction,
+                                      config.data.max_eval_rows)
 
     def source(rows):
         return HFSource(data, transform, indices=rows, kinds=(PreferenceRecord,))
@@ -220,7 +238,8 @@ def prompt_data(config, tok, max_prompt_length: int, data=None,
     data = dataset(config) if data is None else data
     source = HFSource(data, lambda r: r)
     splits = dict(zip(("train", "validation", "test"),
-                      held_out_split(len(data), config.data.eval_fraction)))
+                      held_out_split(len(data), config.data.eval_fraction,
+                                     config.data.max_eval_rows)))
     out = {}
     for name, rows in splits.items():
         records, tokens = [], []
@@ -318,3 +337,25 @@ def choose_iteration(history: Sequence[Mapping[str, Any]], signal: str, workdir:
     out = {k[len("eval/"):]: float(v) for k, v in chosen.items() if k.startswith("eval/")}
     out["chosen_iteration"] = float(chosen["step"])
     return out
+
+
+def map_in_chunks(fn, inputs: Mapping[str, Any], chunk: int):
+    """`fn` over row chunks of `inputs` (inside jit: `jax.lax.map`, one chunk's activations
+    live at a time): `fn(dict of [C, ...]) -> pytree of [C, ...]` applied to chunks of `chunk`
+    rows of the [N, ...] arrays (the last chunk padded by repeating the last row, padding
+    dropped from the result) -> pytree of [N, ...]. chunk 0 or >= N: `fn(inputs)`, one call."""
+    import jax
+    import jax.numpy as jnp
+
+    n = next(iter(inputs.values())).shape[0]
+    if chunk <= 0 or chunk >= n:
+        return fn(dict(inputs))
+    m = -(-n // chunk)
+
+    def split(v):
+        v = jnp.asarray(v)
+        v = jnp.concatenate([v, jnp.repeat(v[-1:], m * chunk - n, 0)])
+        return v.reshape(m, chunk, *v.shape[1:])
+
+    out = jax.lax.map(fn, {k: split(v) for k, v in inputs.items()})
+    return jax.tree.map(lambda o: o.reshape(m * chunk, *o.shape[2:])[:n], out)

@@ -6,6 +6,7 @@ session fixture (no torch: alignax's export_hf writes the checkpoint), for 1-2 s
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -27,8 +28,9 @@ def world(tmp_path_factory):
     """One LM checkpoint, one reward (sequence-classification) checkpoint, and datasets in
     TRL's paired (conversational) and prompt-only (with answer / reference columns) formats."""
     root = tmp_path_factory.mktemp("real")
-    out = {"lm": write_tiny_checkpoint(root / "lm"),
-           "rm": write_tiny_checkpoint(root / "rm", kind="reward", seed=1)}
+    # one layer: every program compiles about twice as fast as with two
+    out = {"lm": write_tiny_checkpoint(root / "lm", n_layers=1),
+           "rm": write_tiny_checkpoint(root / "rm", kind="reward", seed=1, n_layers=1)}
     rng = np.random.default_rng(0)
     datasets.Dataset.from_list([
         {"prompt": [{"role": "user", "content": _words(rng, 3)}],
@@ -53,6 +55,15 @@ def _run(name, world, tmp_path, data, *overrides):
         return json.load(f)
 
 
+def _online(group):
+    """The same tiny online-recipe settings for every module (2 iterations of 2 prompts x 2
+    samples, 4 new tokens, evaluated every iteration, one KL coefficient): identical update
+    and rollout programs, compiled once for the file through the persistent cache."""
+    return [f"--config.{group}.{k}" for k in (
+        "iterations=2", "prompts_per_iteration=2", "num_samples=2", "max_new_tokens=4",
+        "kl_coef=0.04", "progress=False")]
+
+
 def _metrics(summary, variant="default"):
     return {k: v["mean"] for k, v in summary["results"][variant]["metrics"].items()}
 
@@ -72,9 +83,7 @@ def test_bt_dpo_synthetic_real(world, tmp_path):
 
 def test_grpo_arithmetic_real(world, tmp_path):
     summary = _run("grpo_arithmetic", world, tmp_path, "prompts", "--config.data.max_length=12",
-                   "--config.grpo.iterations=2", "--config.grpo.prompts_per_iteration=2",
-                   "--config.grpo.num_samples=2", "--config.grpo.max_new_tokens=4",
-                   "--config.grpo.eval_every=1", "--config.grpo.progress=False")
+                   "--config.grpo.eval_every=1", *_online("grpo"))
     m = _metrics(summary)
     assert 0 <= m["test_ref_accuracy"] <= 1 and 0 <= m["test_grpo_accuracy"] <= 1
     assert [c["kind"] for c in summary["claims"]] == ["comparative"]
@@ -88,6 +97,14 @@ def test_real_helpers_and_missing_paths(world, tmp_path, capsys):
     assert list(val) == [8] and list(test) == [9] and list(train) == list(range(8))
     with pytest.raises(ValueError, match="too few"):
         real.held_out_split(2, 0.4)
+    x = {"a": np.arange(10.0), "b": np.arange(20.0).reshape(10, 2)}
+    f = jax.jit(lambda d, c: real.map_in_chunks(
+        lambda y: (y["a"] * 2, y["b"].sum(-1)), d, c), static_argnums=1)
+    for chunk in (0, 3, 5, 10):  # padded, exact, one chunk
+        a, b = f(x, chunk)
+        np.testing.assert_array_equal(a, x["a"] * 2)
+        np.testing.assert_array_equal(b, x["b"].sum(-1))
+    assert real.held_out_split(100, 0.1, 4)[2].tolist() == [96, 97, 98, 99]
     assert real.final_answer("so #### 42 ", "####") == "42"
     assert real.final_answer("42", "####") is None and real.final_answer(" 4 ", "") == "4"
     spec = os.path.join(REPO, "experiments", "grpo_arithmetic.py:real")
@@ -102,9 +119,7 @@ def test_real_helpers_and_missing_paths(world, tmp_path, capsys):
 def test_rlhf_frontier_real(world, tmp_path):
     summary = _run("rlhf_frontier", world, tmp_path, "prompts", "--config.data.max_length=12",
                    f"--config.proxy.path={world['rm']}", f"--config.gold.path={world['rm']}",
-                   "--config.grpo.iterations=2", "--config.grpo.prompts_per_iteration=2",
-                   "--config.grpo.num_samples=2", "--config.grpo.max_new_tokens=4",
-                   "--config.eval_every=1", "--config.grpo.progress=False")
+                   "--config.eval_every=1", *_online("grpo"))
     m = _metrics(summary)
     assert summary["claims"] == []
     # the gold RM is the proxy here: both measured on the same samples
@@ -113,23 +128,25 @@ def test_rlhf_frontier_real(world, tmp_path):
         assert np.isfinite(m[key]), key
 
 
-def test_writing_zero_real(world, tmp_path):
+@pytest.mark.parametrize("method", ["brpo_judge", "grpo_rm"])
+def test_writing_zero_real(world, tmp_path, method):
+    scorer = "judge" if method == "brpo_judge" else "rm"
     summary = _run("writing_zero", world, tmp_path, "prompts", "--config.data.max_length=12",
-                   f"--config.judge.path={world['rm']}", "--config.rl.iterations=2",
-                   "--config.rl.prompts_per_iteration=2", "--config.rl.num_samples=2",
-                   "--config.rl.max_new_tokens=4", "--config.rl.eval_every=1",
-                   "--config.rl.progress=False")
+                   f"--config.method={method}", f"--config.{scorer}.path={world['rm']}",
+                   "--config.rl.eval_every=1", *_online("rl"))
     m = _metrics(summary)
     assert summary["claims"] == []
-    assert -1 <= m["test_judge"] <= 1 and m["test_length"] <= 4 and m["test_ref_length"] <= 4
+    assert m["test_length"] <= 4 and m["test_ref_length"] <= 4
+    if method == "brpo_judge":
+        assert -1 <= m["test_judge"] <= 1
+    else:
+        assert np.isfinite(m["test_rm"])
 
 
 def test_semantic_rewards_real(world, tmp_path):
     summary = _run("semantic_rewards", world, tmp_path, "prompts", "--config.data.max_length=12",
-                   "--config.data.reference_length=4", "--config.rl.iterations=2",
-                   "--config.rl.prompts_per_iteration=2", "--config.rl.num_samples=2",
-                   "--config.rl.max_new_tokens=4", "--config.rl.eval_every=1",
-                   "--config.rl.progress=False")
+                   "--config.data.reference_length=4", "--config.rl.eval_every=1",
+                   *_online("rl"))
     m = _metrics(summary)
     assert summary["claims"] == []
     assert -1 <= m["test_cosine"] <= 1 and 0 <= m["test_rouge1"] <= 1
