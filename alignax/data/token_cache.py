@@ -60,6 +60,7 @@ import hashlib
 import json
 import os
 import threading
+import uuid
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -161,15 +162,19 @@ def cache_key(*, source: Any, tokenizer, **settings) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- writing
 
 
+def _tmp(path: str) -> str:  # unique per writer, also across hosts sharing the folder
+    return f"{path}.tmp-{uuid.uuid4().hex}"
+
+
 def _save(path: str, array: np.ndarray) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = _tmp(path)
     with open(tmp, "wb") as f:
         np.save(f, array, allow_pickle=False)
     os.replace(tmp, path)
 
 
 def _write_json(path: str, value: Any) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = _tmp(path)
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(value, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
