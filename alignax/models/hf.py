@@ -1,6 +1,9 @@
 """Hugging Face interop: import/export safetensors checkpoints of the Llama 2/3.x, Mistral,
-Qwen2/2.5, Qwen3, Gemma 2, Gemma 3 (text: model_type gemma3_text) and GPT-2 families (Gemma 1
-and the multimodal gemma3 refused by name, `REFUSED_FAMILIES`).
+Qwen2/2.5, Qwen3, Gemma 2, Gemma 3 (model_type gemma3_text) and GPT-2 families; the language
+model of a multimodal Gemma 3 checkpoint (model_type gemma3, Gemma3ForConditionalGeneration:
+Gemma 3 4B/12B/27B) is imported as gemma3_text (`TEXT_MODEL_OF`: its text_config and
+language_model.* tensors; the vision tower and projector are skipped) and exports as
+gemma3_text. Gemma 1 is refused by name (`REFUSED_FAMILIES`).
 
     model, params = import_hf("path/to/checkpoint")                 # causal LM
     model, params = import_hf("path/to/rm", kind="reward")          # *ForSequenceClassification
@@ -83,11 +86,16 @@ _ARCH = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwe
 # families refused by name, with the reason
 REFUSED_FAMILIES = {
     "gemma": "Gemma 1 (no post-norms, attention scale 1/sqrt(E)) is not implemented; Gemma 2 "
-             "(gemma2) and Gemma 3 text (gemma3_text) are",
-    "gemma3": "Gemma 3 multimodal (Gemma3ForConditionalGeneration: a vision tower and "
-              "model.language_model.* weights) is not read; Gemma 3 text checkpoints "
-              "(model_type gemma3_text, Gemma3ForCausalLM) are",
+             "(gemma2) and Gemma 3 (gemma3, gemma3_text) are",
 }
+# multimodal model types whose language model is imported (text only): -> its model_type
+TEXT_MODEL_OF = {"gemma3": "gemma3_text"}
+# tensor-name prefixes of the language model in such checkpoints (published: language_model.
+# model.*; transformers' own module tree: model.language_model.*), and of the parts skipped
+_TEXT_PREFIXES = (("language_model.model.", "model."), ("model.language_model.", "model."),
+                  ("language_model.lm_head.", "lm_head."))
+_SKIPPED_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.",
+                     "model.multi_modal_projector.")
 # TransformerConfig fields that a checkpoint does not fix: keywords of `import_hf` (pool and
 # pad_token_id: the reward model's pooling; pool="last_non_pad" takes config.json's
 # pad_token_id unless one is given)
@@ -158,6 +166,18 @@ _GEMMA_KEYS = {
 _GEMMA_ROPE = ("implemented (alignax.models.rope): rope_type default, linear, dynamic, yarn, "
                "llama3; longrope and proportional refused")
 MATH_KEYS = {
+    "gemma3": {
+        "text_config": ("implemented: the gemma3_text config of the language model (its keys: "
+                        "MATH_KEYS['gemma3_text'])", None),
+        "vision_config": ("not read: text-only import (the vision tower is skipped)", None),
+        "mm_tokens_per_image": ("not read: image inputs only", None),
+        "boi_token_index": ("not read: image inputs only", None),
+        "eoi_token_index": ("not read: image inputs only", None),
+        "image_token_index": ("not read: image inputs only", None),
+        "tie_word_embeddings": ("implemented: text_config's tie_word_embeddings", None),
+        "quantization_config": ("refused: quantized checkpoints are not read",
+                                {"quant_method": "x"}),
+    },
     "gemma2": {**_GEMMA_KEYS,
                "attn_logit_softcapping": ("implemented: attn_softcap (null: none)", None),
                "rope_parameters": (_GEMMA_ROPE + " (every layer)",
@@ -243,7 +263,8 @@ def config_from_hf(hf: dict, **overrides) -> TransformerConfig:
     if bad:
         raise ValueError(f"{bad} cannot be overridden on import; allowed: {RUNTIME_FIELDS}")
     if overrides.get("pool") == "last_non_pad" and overrides.get("pad_token_id") is None:
-        overrides = {**overrides, "pad_token_id": hf.get("pad_token_id")}
+        pad = hf.get("pad_token_id", (hf.get("text_config") or {}).get("pad_token_id"))
+        overrides = {**overrides, "pad_token_id": pad}
     return dataclasses.replace(_config_from_hf(hf), **overrides)
 
 
@@ -309,6 +330,16 @@ def _sliding_from_hf(hf: dict, model_type: str, n_layers: int) -> int:
 
 def _config_from_hf(hf: dict) -> TransformerConfig:
     model_type = hf.get("model_type")
+    if model_type in TEXT_MODEL_OF:
+        _refuse(bool(hf.get("quantization_config")),
+                "quantization_config: quantized checkpoints are not supported")
+        unknown = sorted(set(hf) - set(MATH_KEYS[model_type]) - NON_MATH_KEYS)
+        if unknown:
+            warnings.warn(f"config.json keys {unknown} are not known to alignax's {model_type} "
+                          f"import and are ignored", stacklevel=3)
+        text = dict(hf.get("text_config") or {})
+        _refuse(not text, f"model_type {model_type!r}: config.json has no text_config")
+        return _config_from_hf({**text, "model_type": TEXT_MODEL_OF[model_type]})
     if model_type in REFUSED_FAMILIES:
         raise ValueError(f"model_type {model_type!r} is not supported: "
                          f"{REFUSED_FAMILIES[model_type]}")
@@ -474,6 +505,9 @@ def _gpt2_config_from_hf(hf: dict) -> TransformerConfig:
 def config_to_hf(cfg: TransformerConfig, *, model_type: str, kind: str) -> dict:
     """config.json dict of `cfg` as a checkpoint of `model_type` (`SUPPORTED`); a one-line
     ValueError when the architecture is not that family's."""
+    if model_type in TEXT_MODEL_OF:
+        raise ValueError(f"model_type {model_type!r} is imported as its language model only; "
+                         f"export it as {TEXT_MODEL_OF[model_type]!r}")
     if model_type not in SUPPORTED:
         raise ValueError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED}")
     if model_type in GEMMA:
@@ -693,6 +727,17 @@ def _gpt2_file_name(name: str) -> str | None:
     return name
 
 
+def _text_model_name(name: str) -> str | None:
+    """The text-model (gemma3_text) name of a multimodal checkpoint's tensor, or None for the
+    vision tower and projector (skipped)."""
+    if name.startswith(_SKIPPED_PREFIXES):
+        return None
+    for prefix, new in _TEXT_PREFIXES:
+        if name.startswith(prefix):
+            return new + name[len(prefix):]
+    return name
+
+
 def _name_map(cfg: TransformerConfig, kind: str, model_type: str = "llama") -> dict[str, tuple]:
     if model_type == "gpt2":
         return _gpt2_name_map(cfg, kind)
@@ -894,7 +939,8 @@ def import_hf(path: str, *, kind: str = "lm", mesh: Mesh | None = None, rules=No
     names = _name_map(cfg, kind, model_type)
     files = _shard_files(path)
     in_files = _shard_names(files)
-    rename = _gpt2_file_name if model_type == "gpt2" else (lambda n: n)
+    rename = (_gpt2_file_name if model_type == "gpt2" else
+              _text_model_name if model_type in TEXT_MODEL_OF else (lambda n: n))
     targets: dict[str, list] = {}  # HF name -> its entries of `names` (fused: several)
     for name, entry in names.items():
         targets.setdefault(name.split("#")[0], []).append((name, entry))

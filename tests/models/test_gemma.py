@@ -279,3 +279,31 @@ def test_soft_cap_runs_only_where_implemented():
     with pytest.raises(ValueError, match="'dot_product' has no logit soft cap"):
         attention(q, k, k, jnp.zeros((1, 1, 1, 4, 4)), implementation="dot_product",
                   softcap=2.0)
+
+
+def test_multimodal_gemma3_imports_its_language_model(saved, tmp_path):
+    """A Gemma3ForConditionalGeneration checkpoint (Gemma 3 4B and up; a tiny SigLIP tower
+    here): text_config and the language_model.* tensors are read, the vision tower and the
+    projector skipped; text-only logits equal transformers' and it exports as gemma3_text."""
+    text = {k: v for k, v in _hf_config("gemma3_text").to_dict().items()
+            if k not in ("architectures", "model_type")}
+    vision = dict(model_type="siglip_vision_model", hidden_size=16, intermediate_size=32,
+                  num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14)
+    torch.manual_seed(0)
+    cfg = transformers.Gemma3Config(text_config=text, vision_config=vision,
+                                    mm_tokens_per_image=4)
+    cfg._attn_implementation = "eager"
+    cfg.text_config._attn_implementation = "eager"
+    hf_model = _perturb_norms(transformers.Gemma3ForConditionalGeneration(cfg).eval())
+    hf_model.save_pretrained(tmp_path / "mm")
+    want = _hf_out(hf_model, IDS, MASK)
+    model, params = import_hf(str(tmp_path / "mm"), scan_layers=True)
+    _, text_folder, _ = saved["gemma3_text"]
+    assert model.config == import_hf(str(text_folder), scan_layers=True)[0].config
+    _close(_logits(model, params), want, rtol=1e-5, atol=1e-5)
+    export_hf(model, params, str(tmp_path / "out"), model_type="gemma3_text")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path / "out", attn_implementation="eager").eval()
+    _close(_hf_out(reloaded, IDS, MASK), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="export it as 'gemma3_text'"):
+        export_hf(model, params, str(tmp_path / "x"), model_type="gemma3")
