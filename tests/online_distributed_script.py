@@ -19,7 +19,8 @@ def main():
     ap.add_argument("--coordinator", default=None)
     ap.add_argument("--num-processes", type=int, default=1)
     ap.add_argument("--process-id", type=int, default=0)
-    ap.add_argument("--recipe", default="grpo", choices=("grpo", "ppo", "raft", "dpo"))
+    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--recipe", default="grpo", choices=("grpo", "grpo2", "ppo", "raft", "dpo"))
     args = ap.parse_args()
     if args.coordinator:
         jax.distributed.initialize(coordinator_address=args.coordinator,
@@ -45,14 +46,20 @@ def main():
         return (responses == targets[index][:, None]).mean(-1).astype(np.float32)
 
     common = dict(
-        iterations=3, prompts_per_iteration=4, num_samples=4, max_new_tokens=4, minibatches=2,
-        optimizer=dict(name="adamw", learning_rate=3e-3), checkpoint_every=2, progress=False,
-        mesh=dict(data=2, fsdp=1, tensor=2))
+        iterations=args.iterations, prompts_per_iteration=4, num_samples=4, max_new_tokens=4,
+        minibatches=2, optimizer=dict(name="adamw", learning_rate=3e-3), checkpoint_every=2,
+        progress=False, mesh=dict(data=2, fsdp=1, tensor=2))
     workdir = args.workdir or tempfile.mkdtemp()
     data = dict(prompt_ids=prompts, prompt_mask=np.ones_like(prompts, bool), reward_fn=reward)
     if args.recipe == "grpo":
         out = policy_gradient.train(policy_gradient.default_config(**common), workdir,
                                     model=model, init_params=params, ref_params=params, **data)
+    elif args.recipe == "grpo2":  # two objectives: the reward returns [2, N_local]
+        data["reward_fn"] = lambda r: np.stack([reward(r), (np.asarray(r.responses) < 8).mean(
+            -1).astype(np.float32)])
+        out = policy_gradient.train(
+            policy_gradient.default_config(**common, objective_weights=[0.7, 0.3]), workdir,
+            model=model, init_params=params, ref_params=params, **data)
     elif args.recipe == "ppo":
         vm = make_token_reward_model(cfg)
         out = ppo.train(ppo.default_config(**common), workdir, model=model, value_model=vm,
