@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k resume"`.
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint bazel-test bench bench-tiny clean
+.PHONY: install run test test-slow test-all lint bazel-test bench bench-tiny clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,16 @@ run: install
 lint: install
 	$(BIN)/ruff check alignax experiments examples tests tools benchmarks
 
+# Unit tests, every experiment's smoke run and the notebooks.
 test: install lint
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not slow" --durations=25 $(PYTEST_ARGS)
 
-test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+# System tests (marker `slow`): whole programs in subprocesses, on several processes or
+# simulated devices, killed with SIGKILL/SIGTERM or out of disk. CI runs them after `make test`.
+test-slow: install
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m slow --durations=25 $(PYTEST_ARGS)
+
+test-all: test test-slow
 
 # Benchmarks against the PyTorch peers (TRL, transformers): installs the `peers` extra, runs
 # W1-W4 alternating with the peers and appends the table to benchmarks/RESULTS.md.

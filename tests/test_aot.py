@@ -30,6 +30,7 @@ def _lever_flags() -> list[str]:
     return flags
 
 
+@pytest.mark.slow
 def test_1b_dpo_on_8_devices(tmp_path):
     out = tmp_path / "report.json"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",

@@ -42,6 +42,7 @@ def _wait_for_lines(proc, workdir, n, timeout=300):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_then_resumes(reference_run, tmp_path):
     proc = _start(tmp_path)
     _wait_for_lines(proc, tmp_path, 8)

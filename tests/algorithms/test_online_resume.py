@@ -45,6 +45,7 @@ def _kill_after(cmd, workdir, lines, timeout=300):
 
 # GRPO (through grpo_arithmetic) and a small-model experiment are killed at random points of
 # whole runs in tests/faults/test_kill_resume.py
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["ppo", "dpo"])
 def test_sigkill_at_a_random_iteration_then_resume_is_byte_identical(recipe, tmp_path):
     seed = random.SystemRandom().randrange(10**6)

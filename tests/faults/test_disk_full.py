@@ -56,6 +56,7 @@ def _full_disk_then_resume(tmp_path, overrides, fsize):
     return path, workdir / "default" / "seed_0", _tiny.resumed_from(out.stdout)
 
 
+@pytest.mark.slow
 def test_checkpoint_write_past_the_limit_is_one_line_then_resumes_from_the_last_one(tmp_path):
     # state of 64K float32 filled 1/8 per step; compressed checkpoints of about 60 KB at step 2,
     # 120 KB at step 4: the step-4 save fails in orbax's background thread
@@ -66,6 +67,7 @@ def test_checkpoint_write_past_the_limit_is_one_line_then_resumes_from_the_last_
     assert resumed == 2  # steps 1-2 were not run again
 
 
+@pytest.mark.slow
 def test_metrics_jsonl_write_past_the_limit_is_one_line_then_resumes(tmp_path):
     # 4 metrics: about 125 bytes a line, line 5 crosses 560 bytes; checkpoints and the event
     # file stay below it
@@ -104,6 +106,7 @@ def _write_events(workdir, start, stop, fsize=None):
                           text=True, timeout=60, preexec_fn=preexec)
 
 
+@pytest.mark.slow
 def test_tensorboard_event_file_past_the_limit_names_it_and_a_resume_hides_the_torn_end(
         tmp_path):
     from tensorboard.backend.event_processing import event_accumulator as ea

@@ -34,8 +34,8 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL semanti
 
 
 def _run(spec: str, workdir: str, *, trace: str | None = None, kill: str | None = None):
-    # the reference run is also the experiment's smoke test, which checks its per-run plots;
-    # the killed and resumed runs compare metrics, summary and config only
+    # the reference run gets the smoke test's checks (per-run plots included); the killed and
+    # resumed runs compare metrics, summary and config only
     env = dict(os.environ, JAX_PLATFORMS="cpu", ALIGNAX_FAULT_ROOT=workdir,
                ALIGNAX_CACHE=os.path.join(workdir, "cache"), PYTHONPATH=REPO,
                ALIGNAX_RUN_PLOTS="1" if trace else "0")
@@ -97,12 +97,13 @@ EXPERIMENTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec,seed", EXPERIMENTS)
 def test_kill_anywhere_and_resume_byte_identical(tmp_path, spec, seed):
     ref_dir, trace_file = str(tmp_path / "reference"), str(tmp_path / "trace.txt")
     done = _run(spec, ref_dir, trace=trace_file)
     assert done.returncode == 0, done.stderr[-3000:]
-    runs.check_smoke_workdir(ref_dir)  # the smoke test of these experiments (test_smoke.py)
+    runs.check_smoke_workdir(ref_dir)  # as test_smoke.py checks a smoke run
     with open(trace_file) as f:
         trace = f.read().split()
     kinds = {_kind(p) for p in trace}

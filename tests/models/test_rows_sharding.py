@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.runs import REPO, env
 
@@ -62,6 +63,7 @@ print(json.dumps(out))
 '''
 
 
+@pytest.mark.slow
 def test_rows_pinned_to_batch_axes_under_a_mesh_keep_the_math_and_shrink_temps():
     res = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env(4),
                          capture_output=True, text=True, timeout=300)
