@@ -5,6 +5,7 @@ trips of the LM and of the reward model (Gemma*ForSequenceClassification, no sco
 
 import copy
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -66,8 +67,15 @@ def saved(tmp_path_factory):
     return out
 
 
-def _logits(model, params, ids=IDS, mask=MASK):  # one jit per model
-    return np.asarray(jax.jit(model.apply)(params, jnp.asarray(ids), jnp.asarray(mask)))
+@functools.lru_cache(maxsize=None)
+def _jit_apply(cfg):
+    """One jitted forward per architecture, shared by the tests (equal configs compile once)."""
+    return jax.jit(make_lm(cfg).apply)
+
+
+def _logits(model, params, ids=IDS, mask=MASK):
+    apply = jax.jit(model.apply) if "score" in params else _jit_apply(model.config)
+    return np.asarray(apply(params, jnp.asarray(ids), jnp.asarray(mask)))
 
 
 def _close(got, want, mask=MASK, **tol):
@@ -86,7 +94,7 @@ def test_logits_match_transformers_fp32_with_padding(saved, name, scan):
             cfg.sliding_layers) == ("rms_offset", "geglu", True, True, 4, (True, False, True))
     assert cfg.attn_scale == 24 ** -0.5 and not cfg.score_bias
     jax.tree.leaves(model.logical_axes(params))  # the new norms have logical axes (mesh import)
-    apply = jax.jit(model.apply)
+    apply = _jit_apply(cfg)
     got = np.asarray(apply(params, jnp.asarray(IDS), jnp.asarray(MASK)))
     _close(got, want, rtol=1e-5, atol=1e-5)
     apply(params, jnp.asarray(IDS[::-1]), jnp.asarray(MASK[::-1]))
