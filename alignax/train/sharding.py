@@ -177,7 +177,7 @@ class Placement:
 
         def put(x):
             if isinstance(x, jax.Array) and not x.is_fully_addressable:  # global
-                return x if x.sharding == sharding else _reshard(x, sharding)
+                return _with_sharding(x, sharding)
             x = np.asarray(x)
             return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
@@ -199,18 +199,21 @@ class Placement:
         return ranges[0][0], ranges[-1][1]
 
     def local_rows(self, tree):
-        """This process's rows (`row_range`) of a tree of row-sharded [rows, ...] arrays, as
-        numpy arrays; the whole arrays (np.asarray) in one process."""
+        """This process's rows (`row_range`) of a tree of [rows, ...] arrays, as numpy arrays;
+        the whole arrays (np.asarray) in one process. A global array that XLA laid out
+        otherwise is first resharded by rows (a collective: every process calls this on the
+        same tree); a host leaf is the whole array, the same on every process."""
         if not self.multiprocess:
             return jax.tree.map(np.asarray, tree)
+        sharding = batch_sharding(self.mesh)
 
         def local(x):
             start, stop = self.row_range(x.shape[0])
+            if not isinstance(x, jax.Array) or x.is_fully_addressable:
+                return np.asarray(x)[start:stop]
+            x = _with_sharding(x, sharding)
             shards = {s.index[0].indices(x.shape[0])[0]: s.data for s in x.addressable_shards}
-            block = np.concatenate([np.asarray(shards[k]) for k in sorted(shards)], axis=0)
-            if block.shape[0] != stop - start:  # a replicated (not row-sharded) array
-                block = np.asarray(x.addressable_shards[0].data)[start:stop]
-            return block
+            return np.concatenate([np.asarray(shards[k]) for k in sorted(shards)], axis=0)
 
         return jax.tree.map(local, tree)
 
@@ -278,6 +281,11 @@ def _replicate(x: jax.Array) -> jax.Array:
 @functools.lru_cache(maxsize=64)
 def _identity_to(sharding: NamedSharding):
     return jax.jit(lambda a: a, out_shardings=sharding)
+
+
+def _with_sharding(x: jax.Array, sharding: NamedSharding) -> jax.Array:
+    """`x` itself if it is laid out as `sharding`, else resharded (`_reshard`)."""
+    return x if x.sharding.is_equivalent_to(sharding, x.ndim) else _reshard(x, sharding)
 
 
 def _reshard(x: jax.Array, sharding: NamedSharding) -> jax.Array:
