@@ -28,11 +28,13 @@ _INIT = ("na", "models come from a TransformerConfig or `import_hf(path, dtype=.
          "param_dtype=...)`")
 _OFFLOAD = ("key", "direct:model.remat | `remat=\"offload\"` moves saved activations to host")
 _TR_DPO = ("todo", "reference syncing in this recipe (TR-DPO's soft update exists in the "
-           "direct recipe, `sync_ref`, via `common.fit_recipe(synced_reference=)`)")
+           "direct recipe, `sync_ref`, via `common.fit_recipe(synced_reference=)`, and in the "
+           "policy-gradient recipe, `sync_ref`)")
 _VLLM = ("na", "generation runs in alignax's jitted sampler on the training devices")
 _LOGGING = ("na", "rollout logging: metrics.jsonl / TensorBoard carry the rollout statistics")
-_GEN_KW = ("na", "the sampler's options are recipe keys (temperature, top_k, top_p, "
-           "stop_tokens)")
+_GEN_KW = ("na", "the sampler's options are recipe keys (temperature, top_k, top_p, min_p, "
+           "repetition_penalty, stop_tokens)")
+_PG_SYNC = "policy_gradient:sync_ref"  # TR-DPO in the online recipe (OnlineState.ref)
 
 DPO = {
     "model_init_kwargs": _INIT,
@@ -125,10 +127,17 @@ _GEN = {
     "temperature": ("key", "policy_gradient:temperature"),
     "top_p": ("key", "policy_gradient:top_p"),
     "top_k": ("key", "policy_gradient:top_k"),
-    "min_p": ("todo", "min-p sampling"),
+    "min_p": ("key", "policy_gradient:min_p | keeps tokens with p >= min_p * p_max after "
+              "temperature, top-k and top-p (transformers' MinPLogitsWarper)"),
     "generation_kwargs": _GEN_KW,
-    "chat_template_kwargs": ("todo", "the model's chat template for prompts"),
-    "repetition_penalty": ("todo", "a repetition penalty in the sampler"),
+    "chat_template_kwargs": ("todo", "template variables for the prompts (e.g. "
+                             "enable_thinking): `HFTokenizer.apply_chat_template(**kwargs)` "
+                             "takes them, `alignax.data.tokenize.tokenize_prompt` does not pass "
+                             "them on yet"),
+    "repetition_penalty": ("key", "policy_gradient:repetition_penalty | transformers' "
+                           "RepetitionPenaltyLogitsProcessor on the prompt's and the generated "
+                           "tokens, before temperature (the prompt's padding is not counted); "
+                           "the rollout's log-probs stay the policy's own"),
     "cache_implementation": ("na", "the sampler's KV cache is alignax's own (static shape)"),
     "use_vllm": _VLLM, "vllm_mode": _VLLM, "vllm_model_impl": _VLLM,
     "vllm_enable_sleep_mode": _VLLM, "vllm_structured_outputs_regex": _VLLM,
@@ -143,9 +152,9 @@ _GEN = {
     "reward_weights": ("key", "policy_gradient:objective_weights"),
     "mask_truncated_completions": ("key", "policy_gradient:mask_truncated_completions | a "
                                    "response without any of `stop_tokens` is truncated"),
-    "sync_ref_model": _TR_DPO,
-    "ref_model_mixup_alpha": _TR_DPO,
-    "ref_model_sync_steps": _TR_DPO,
+    "sync_ref_model": ("key", f"{_PG_SYNC} | None: a fixed reference"),
+    "ref_model_mixup_alpha": ("key", f"{_PG_SYNC} | its `alpha` (sync_ref = {{alpha, steps}})"),
+    "ref_model_sync_steps": ("key", f"{_PG_SYNC} | its `steps` (optimizer updates)"),
     "log_completions": _LOGGING, "log_multimodal": _LOGGING,
     "num_completions_to_print": _LOGGING, "log_unique_prompts": _LOGGING,
     "use_transformers_continuous_batching": _VLLM,
@@ -162,10 +171,14 @@ GRPO = {
     "cast_lm_head_to_fp32": ("na", "the LM head computes its logits in float32 whatever the "
                              "model dtype"),
     "delta": ("key", "policy_gradient:delta"),
-    "sapo_temperature_neg": ("todo", "SAPO's soft gates"),
-    "sapo_temperature_pos": ("todo", "SAPO's soft gates"),
-    "vespo_k_pos": ("todo", "VESPO"), "vespo_lambda_pos": ("todo", "VESPO"),
-    "vespo_k_neg": ("todo", "VESPO"), "vespo_lambda_neg": ("todo", "VESPO"),
+    "sapo_temperature_neg": ("key", "policy_gradient:sapo_temperature_neg | with loss "
+                             "\"sapo\""),
+    "sapo_temperature_pos": ("key", "policy_gradient:sapo_temperature_pos | with loss "
+                             "\"sapo\""),
+    "vespo_k_pos": ("key", "policy_gradient:vespo_k_pos | with loss \"vespo\""),
+    "vespo_lambda_pos": ("key", "policy_gradient:vespo_lambda_pos | with loss \"vespo\""),
+    "vespo_k_neg": ("key", "policy_gradient:vespo_k_neg | with loss \"vespo\""),
+    "vespo_lambda_neg": ("key", "policy_gradient:vespo_lambda_neg | with loss \"vespo\""),
     "importance_sampling_level": ("key", "policy_gradient:loss | \"token\" is \"ppo_clip\", "
                                   "\"sequence\" is \"gspo\""),
     "multi_objective_aggregation": ("key", "policy_gradient:objective_aggregation"),
@@ -174,21 +187,33 @@ GRPO = {
                       "\"batch\" is \"grpo_batch_std\", \"none\" is \"dr_grpo\""),
     "loss_type": ("key", "policy_gradient:aggregation | \"grpo\" is \"seq_mean_token_mean\", "
                   "\"bnpo\"/\"dapo\" are \"token_mean\", \"dr_grpo\" is "
-                  "\"seq_mean_token_sum_norm\""),
+                  "\"seq_mean_token_sum_norm\"; \"sapo\" is `loss` \"sapo\" with "
+                  "\"seq_mean_token_mean\", \"vespo\" is `loss` \"vespo\" with "
+                  "\"token_mean\""),
     "top_entropy_quantile": ("key", "policy_gradient:top_entropy_quantile"),
-    "entropy_coef": ("key", "policy_gradient:entropy_coef"),
-    "use_adaptive_entropy": ("todo", "an adaptive entropy coefficient"),
-    "entropy_coef_min": ("todo", "an adaptive entropy coefficient"),
-    "entropy_coef_max": ("todo", "an adaptive entropy coefficient"),
-    "entropy_coef_delta": ("todo", "an adaptive entropy coefficient"),
-    "entropy_target": ("todo", "an adaptive entropy coefficient"),
-    "max_tool_calling_iterations": ("todo", "multi-turn tool calls in the LM rollouts"),
+    "entropy_coef": ("key", "policy_gradient:entropy_coef | the bonus is aggregated like the "
+                     "policy term (`aggregation`) over all response tokens; TRL's is the token "
+                     "mean over the tokens the policy term keeps: the same with \"token_mean\" "
+                     "and top_entropy_quantile 1"),
+    "use_adaptive_entropy": ("key", "policy_gradient:adaptive_entropy | None: off; "
+                             "{target, min, max, delta}: on, from `entropy_coef`, the "
+                             "coefficient checkpointed with the controls"),
+    "entropy_coef_min": ("key", "policy_gradient:adaptive_entropy | its `min`"),
+    "entropy_coef_max": ("key", "policy_gradient:adaptive_entropy | its `max`"),
+    "entropy_coef_delta": ("key", "policy_gradient:adaptive_entropy | its `delta`"),
+    "entropy_target": ("key", "policy_gradient:adaptive_entropy | its `target`"),
+    "max_tool_calling_iterations": ("todo", "a limit on tool-calling turns: the rollouts are "
+                                    "single-turn (one sampled response per prompt, no tool "
+                                    "execution between turns), so there is nothing to limit "
+                                    "until multi-turn tool rollouts exist"),
     "vllm_importance_sampling_correction": _VLLM,
     "vllm_importance_sampling_mode": _VLLM,
     "vllm_importance_sampling_clip_max": _VLLM,
     "vllm_importance_sampling_clip_min": _VLLM,
     "vllm_importance_sampling_cap": _VLLM,
-    "off_policy_mask_threshold": ("todo", "masking sequences whose behaviour log-probs drift"),
+    "off_policy_mask_threshold": ("key", "policy_gradient:off_policy_mask_threshold | the "
+                                  "behaviour log-probs are the sampler's own (TRL's "
+                                  "old_per_token_logps without vLLM)"),
     "use_bias_correction_kl": ("key", "policy_gradient:kl_bias_correction | False by "
                                "default here, True in TRL"),
     "log_completions_hub_repo": _LOGGING,

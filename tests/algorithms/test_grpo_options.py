@@ -326,7 +326,7 @@ def test_recipe_config_checks_the_new_options():
 def test_recipe_with_sapo_adaptive_entropy_synced_reference_and_sampler_options(tmp_path):
     """One run with every new option: the entropy coefficient evolves as the controller says
     on the measured entropies, the reference is alpha * policy + (1 - alpha) * ref after the
-    2nd update, and the rollouts honour min_p / repetition_penalty."""
+    2nd update, and a restarted run continues both exactly."""
     from alignax.models.transformer import TransformerConfig, make_lm
 
     model = make_lm(TransformerConfig(vocab_size=16, d_model=16, n_layers=1, n_heads=2,
@@ -339,9 +339,13 @@ def test_recipe_with_sapo_adaptive_entropy_synced_reference_and_sampler_options(
         loss="sapo", off_policy_mask_threshold=0.5, entropy_coef=0.02, adaptive_entropy=ae,
         sync_ref={"alpha": 0.6, "steps": 2}, min_p=0.05, repetition_penalty=1.5,
         progress=False)
-    out = pg.train(config, str(tmp_path), model=model, init_params=params, ref_params=params,
-                   prompt_ids=prompts, prompt_mask=np.ones_like(prompts, bool),
-                   reward_fn=lambda r: (r.responses == 7).astype(jnp.float32).sum(-1))
+    def run(workdir, iterations):
+        return pg.train(config.to_dict() | {"iterations": iterations}, str(workdir),
+                        model=model, init_params=params, ref_params=params,
+                        prompt_ids=prompts, prompt_mask=np.ones_like(prompts, bool),
+                        reward_fn=lambda r: (r.responses == 7).astype(jnp.float32).sum(-1))
+
+    out = run(tmp_path / "a", 2)
     hist = out["history"]
     coef = 0.02
     for m in hist:  # one update per iteration: the controller sees that update's entropy
@@ -354,3 +358,13 @@ def test_recipe_with_sapo_adaptive_entropy_synced_reference_and_sampler_options(
     for a, b in zip(jax.tree.leaves(state.ref), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert float(state.controls["entropy"].coef) == pytest.approx(coef, abs=1e-7)
+    # resume: the entropy controller and the synced reference are checkpointed state, so 2
+    # iterations then a restart to 3 equal 3 uninterrupted ones
+    resumed, whole = run(tmp_path / "a", 3), run(tmp_path / "b", 3)
+    assert resumed["resumed_from"] == 2
+    for key in ("entropy_coef", "entropy_active", "loss", "reward", "kl_ref_seq"):
+        assert [m[key] for m in resumed["history"]] == [m[key] for m in whole["history"]], key
+    for a, b in zip(jax.tree.leaves(resumed["state"]), jax.tree.leaves(whole["state"])):
+        np.testing.assert_array_equal(jax.random.key_data(a) if jnp.issubdtype(
+            a.dtype, jax.dtypes.prng_key) else a, jax.random.key_data(b) if jnp.issubdtype(
+            b.dtype, jax.dtypes.prng_key) else b)
