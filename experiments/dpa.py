@@ -148,9 +148,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         scores=(1.5, 1.0, 0.5, 0.2, -0.2, -0.4, -0.7, -1.0, -1.5, -2.5, -3.0, -3.5),
         repeat_cost=4.0, scalar_angle=math.pi / 4,
     )
-    # the smoke test is compile-bound: one narrow layer (the same programs, smaller)
-    c.model = (dict(d_model=64, n_layers=2, n_heads=4, d_ff=128, max_len=32) if not smoke
-               else dict(d_model=32, n_layers=1, n_heads=2, d_ff=64, max_len=32))
+    c.model = dict(d_model=64, n_layers=2 if not smoke else 1, n_heads=4, d_ff=128, max_len=32)
     c.rm = dict(examples=4096 if not smoke else 128, val_examples=512 if not smoke else 64,
                 test_examples=1024 if not smoke else 64, steps=600 if not smoke else 10,
                 steps_per_log=50 if not smoke else 5, batch_size=128 if not smoke else 16,
