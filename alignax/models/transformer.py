@@ -14,7 +14,8 @@ by `alignax.train.sharding`.
 
 Parameter tree. Unscanned (the default) the blocks are `params["decoder"]["layers"][i]` for
 i = 0..L-1 (integer keys), each the subtree of one `Block` (attn_norm, attn/{q,k,v,o}, mlp_norm,
-mlp/..., and with `post_norms` attn_post_norm, mlp_post_norm). With `scan_layers=True` the L blocks are one subtree with a leading layer axis,
+mlp/..., and with `post_norms` attn_post_norm, mlp_post_norm). With `scan_layers=True` the L
+blocks are one subtree with a leading layer axis,
 `params["decoder"]["layers"]` = the subtree of one Block whose every leaf is [L, *shape]
 (e.g. decoder/layers/attn/q/kernel [L, D, H*E]; logical axes ("layers", *axes)).
 `stack_layers` / `unstack_layers` convert between the two exactly; `scanned.init(rng)` equals
