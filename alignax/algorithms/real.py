@@ -11,21 +11,24 @@ pieces every such config shares live here, so that each module adds only its own
 
       model = {path, dtype, param_dtype, remat, scan_layers, logits_chunk, attention}
       tokenizer = ""                      # a folder with tokenizer.json; "" = model.path
-      data = {path, split, max_length, eval_fraction}
+      data = {path, split, max_length, eval_fraction, max_eval_rows, eval_batch_size}
       lora = {rank, alpha}                # rank 0: full fine-tuning
       mesh = {data, fsdp, tensor}         # data -1: the rest of the devices
 
 - `is_real(config)`: whether a config is a `:real` one (it has `model.path`);
 - `require(config, *keys)`: the required path keys, one-line ValueError naming the flag;
 - `model_config`, `lora_config`, `mesh_config`: the recipe mappings of those fields;
-- `held_out_split(n, eval_fraction)`: train / validation / test rows of a dataset (the last
-  `eval_fraction` rows are test, the `eval_fraction` before them validation: the toy protocol's
-  three disjoint splits, taken from the user's one file);
+- `held_out_split(n, eval_fraction, max_rows)`: train / validation / test rows of a dataset
+  (the last `eval_fraction` rows, at most `data.max_eval_rows`, are test, as many before them
+  validation: the toy protocol's three disjoint splits, taken from the user's one file);
 - `pair_data` / `prompt_data`: the dataset's rows tokenised with the checkpoint's tokenizer and
   chat template (`tokenize_pair`, `tokenize_prompt`), as a lazy grain source (train pairs) or
   stacked arrays (held-out pairs, prompts);
 - `map_in_chunks`: an offline held-out evaluation in row chunks (bounded memory);
-- `decode_responses`: the generated tokens of a rollout as text (up to the first stop token).
+- `decode_responses`, `stop_tokens`, `final_answer`: rollout text, stop ids (-1: the eos) and a
+  completion's final answer;
+- `held_out_prompts`, `split_means`, `choose_iteration`: the online runs' held-out evaluation
+  and their validation choice of the iteration (selection.json).
 
 A `:real` run reports metrics; the toy claims are not evaluated on it unless a module says so
 (a user's data has no gold reward).
@@ -279,11 +282,6 @@ def stop_tokens(tok, configured: Sequence[int] = (-1,)) -> tuple[int, ...]:
         else:
             out.append(t)
     return tuple(out)
-
-
-def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The scalar entries of a metrics dict as floats (arrays of other shapes dropped)."""
-    return {k: float(np.asarray(v)) for k, v in metrics.items() if np.ndim(v) == 0}
 
 
 def final_answer(text: str, marker: str = "") -> str | None:
