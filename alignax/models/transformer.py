@@ -807,14 +807,17 @@ def last_non_pad_index(input_ids, pad_token_id: int):
     return jnp.argmax(jnp.arange(t) * (input_ids != pad_token_id), axis=-1).astype(jnp.int32)
 
 
-def _rewards_at(score, hidden, reward_positions):
-    """score(hidden[b, p[b, s]]) for p = reward_positions [B, S] int (< 0: absent -> 0):
-    [B, T, D] -> [B, S] float32."""
-    b = hidden.shape[0]
+def _check_reward_positions(reward_positions, b: int) -> None:
     if (reward_positions.ndim != 2 or reward_positions.shape[0] != b
             or not jnp.issubdtype(reward_positions.dtype, jnp.integer)):
         raise ValueError(f"reward_positions must be int [B={b}, S], got "
                          f"{reward_positions.dtype} {reward_positions.shape}")
+
+
+def _rewards_at(score, hidden, reward_positions):
+    """score(hidden[b, p[b, s]]) for p = reward_positions [B, S] int (< 0: absent -> 0):
+    [B, T, D] -> [B, S] float32."""
+    _check_reward_positions(reward_positions, hidden.shape[0])
     present = reward_positions >= 0
     idx = jnp.where(present, reward_positions, 0).astype(jnp.int32)
     at = jnp.take_along_axis(hidden, idx[:, :, None], axis=1)  # [B, S, D]
@@ -850,6 +853,8 @@ class ScalarRewardModel(nnx.Module):
             Use it to score many short sequences (e.g. chosen and rejected of several pairs)
             packed into one row; the S slots are static, the positions traced (no retrace).
         """
+        if reward_positions is not None:
+            _check_reward_positions(reward_positions, input_ids.shape[0])
         hidden = self.decoder(input_ids, mask)  # [B, T, D]
         if reward_positions is None:
             idx = (last_token_index(mask) if self.cfg.pool == "last"

@@ -365,18 +365,20 @@ def test_reward_positions_of_packed_rows_equal_each_segment_run_alone(rm):
     alone_mask = jnp.arange(5)[None, :] < jnp.array([[4], [3], [5]])
     apply = jax.jit(model.apply)
     packed = jax.jit(lambda p, i, m, w: model.apply(p, i, m, reward_positions=w))
+    both = jax.jit(lambda p, i, m, w: (model.apply(p, i, m, reward_positions=w),
+                                       model.apply(p, i, m)))
     alone = np.asarray(apply(params, alone_ids, alone_mask))
-    out = packed(params, ids, seg, where)
+    out, default = both(params, ids, seg, where)
     assert out.shape == (2, 2) and out.dtype == jnp.float32
     np.testing.assert_allclose(out, [[alone[0], alone[1]], [alone[2], 0.0]], atol=1e-5)
     # the default is unchanged: one reward per row, at its last valid token (segment b, c)
-    np.testing.assert_allclose(apply(params, ids, seg), [alone[1], alone[2]], atol=1e-5)
+    np.testing.assert_allclose(default, [alone[1], alone[2]], atol=1e-5)
     # gradients: the sum of the packed rewards is the sum of the three rewards run alone
     grads = jax.jit(jax.grad(lambda p: packed(p, ids, seg, where).sum()))(params)
     want = jax.jit(jax.grad(lambda p: apply(p, alone_ids, alone_mask).sum()))(params)
     jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5), grads, want)
-    packed(params, ids, seg, where.at[0, 0].set(2))  # new positions: no retrace
-    assert packed._cache_size() == 1
+    both(params, ids, seg, where.at[0, 0].set(2))  # new positions: no retrace
+    assert both._cache_size() == 1
     with pytest.raises(ValueError, match="reward_positions must be int"):
         model.apply(params, ids, seg, reward_positions=where[0])
 
@@ -394,8 +396,9 @@ def test_score_bias_and_last_non_pad_pooling():
 
     np.testing.assert_array_equal(last_non_pad_index(ids, 5), [1, 2, 0])
     plain = make_reward_model(dataclasses.replace(cfg, pool="last"))
-    # "last_non_pad" at a row equals "last" on that row cut after its last non-pad token
+    # "last_non_pad" equals "last" with the mask cut after each row's last non-pad token
+    # (causal: the slots after it are not seen there)
     got = jax.jit(model.apply)(params, ids, mask)
-    for row, end in ((0, 2), (1, 3)):
-        want = plain.apply(params, ids[row:row + 1, :end], mask[row:row + 1, :end])
-        np.testing.assert_allclose(got[row], want[0], rtol=1e-5, atol=1e-6)
+    cut = jnp.arange(4)[None, :] <= jnp.array([[1], [2], [0]])
+    np.testing.assert_allclose(got, jax.jit(plain.apply)(params, ids, cut), rtol=1e-5,
+                               atol=1e-6)
