@@ -14,6 +14,10 @@
   TRL's KL rows (each prompt with another row's completion).
 - `write_preference_dataset` / `load_preference_source`: tfds builders writing array_record,
   read back as random-access sources without TensorFlow.
+- `build_token_cache` / `TokenCache` / `cache_key`: tokenisation streamed into an on-disk cache
+  keyed by dataset, tokenizer, chat template and settings, resumable chunk by chunk;
+  `PackedSource` / `PackIterDataset` / `plan_bins`: sequence packing (best-fit decreasing) for SFT
+  and reward-model pairs, with segment ids and each segment's end for pooling.
 - `make_batch_iterator`: checkpointable grain iterator of per-process batches whose
   concatenation over processes does not depend on the process count.
 """
@@ -23,6 +27,7 @@ from alignax.data.curation import pairwise_win_counts, random_pairs, rank_then_s
 from alignax.data.errors import DataError
 from alignax.data.hf_datasets import (HFSource, PromptRecord, UnpairedRecord, load_hf_dataset,
                                       read_hf_dataset)
+from alignax.data.packing import PackedSource, PackIterDataset, PaddedSource, plan_bins
 from alignax.data.pair_builders import select_top_fraction, tie_disentangled_pairs
 from alignax.data.pipeline import make_batch_iterator
 from alignax.data.readers import (
@@ -37,11 +42,19 @@ from alignax.data.tfds_builder import (
     load_preference_source,
     write_preference_dataset,
 )
+from alignax.data.token_cache import TokenCache, build_token_cache, cache_key
 from alignax.data.tokenize import as_conversation, tokenize_prompt
 from alignax.data.tokenizers import ByteTokenizer, HFTokenizer
 from alignax.data.unpaired import mismatched_rows, tokenize_unpaired
 
 __all__ = [
+    "PackIterDataset",
+    "PackedSource",
+    "PaddedSource",
+    "TokenCache",
+    "build_token_cache",
+    "cache_key",
+    "plan_bins",
     "pairwise_win_counts",
     "random_pairs",
     "rank_then_sift",

@@ -88,7 +88,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
     pre-tokeniser, added tokens), special tokens and their ids, `add_bos` and chat template. Any
     other tokenizer (e.g. `ByteTokenizer`): its class and its public attributes.
     """
-    backend = getattr(tokenizer, "_tok", None)
+    backend = getattr(tokenizer, "backend", None)
     parts: dict[str, Any] = {"class": f"{type(tokenizer).__module__}.{type(tokenizer).__name__}"}
     if backend is not None and callable(getattr(backend, "to_str", None)):
         parts["tokenizer_json"] = hashlib.sha256(backend.to_str().encode()).hexdigest()

@@ -165,6 +165,12 @@ class HFTokenizer:
         self.special_tokens = {k: tokens[k] for k in SPECIAL_TOKEN_NAMES if k in tokens}
 
     @property
+    def backend(self):
+        """The underlying `tokenizers.Tokenizer` (e.g. its `to_str()` serialisation fingerprints
+        a token cache: alignax.data.token_cache.tokenizer_fingerprint)."""
+        return self._tok
+
+    @property
     def has_chat_template(self) -> bool:
         """Whether the tokenizer carries its own chat template (else the minimal fallback)."""
         return self.chat_template is not None
