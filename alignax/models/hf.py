@@ -40,7 +40,11 @@ the full layers.
 
 The score head. Hugging Face's `score` layer has no bias, so every imported config has
 `score_bias=False`: an imported reward model is exactly transformers' (and exports back); a
-causal LM imported as a reward backbone gets a bias-free head too.
+causal LM imported as a reward backbone gets a bias-free head too. Pooling: alignax reads the
+reward at the last valid token of the mask; transformers reads it at the last token that is not
+the pad id, which differs when pad == eos (TRL pads with eos when a tokenizer has no pad token).
+`import_hf(..., kind="reward", pool="last_non_pad")` reproduces transformers (pad id from
+config.json, or `pad_token_id=`), e.g. to score such a published reward model as RewardBench.
 
 Streaming. `import_hf` reads the shards one after the other and each tensor once (safetensors'
 lazy `safe_open`), converts it into its parameter's dtype (a bfloat16 checkpoint imported with
