@@ -182,55 +182,41 @@ def _by_hand(model, params, batch, token_loss, keep_seq=None, aggregation="token
     return jax.jit(jax.value_and_grad(f))(params)
 
 
-@pytest.mark.parametrize("loss,kwargs", [
-    ("sapo", dict(temperature_pos=1.0, temperature_neg=1.05)),
-    ("vespo", dict(k_pos=2.0, lambda_pos=3.0, k_neg=3.0, lambda_neg=2.0)),
+@pytest.mark.parametrize("loss,kwargs,threshold", [
+    ("sapo", dict(temperature_pos=1.0, temperature_neg=1.05), None),
+    ("vespo", dict(k_pos=2.0, lambda_pos=3.0, k_neg=3.0, lambda_neg=2.0), 1.0),
 ])
-def test_sapo_and_vespo_through_the_recipe_loss(loss, kwargs):
-    from alignax.losses.policy_gradient import sapo_loss, vespo_loss
+def test_sapo_vespo_and_the_off_policy_mask_through_the_recipe_loss(loss, kwargs, threshold):
+    from alignax.algorithms import online
+    from alignax.losses.policy_gradient import off_policy_sequence_mask, sapo_loss, vespo_loss
 
     model, params, batch = _tiny_batch()
+    # row 1 (A < 0) drifts: its behaviour log-probs far above the current ones
+    batch["old_logps"] = batch["old_logps"].copy()
+    batch["old_logps"][1] += 3.0
     fn = {"sapo": sapo_loss, "vespo": vespo_loss}[loss]
     loss_fn = pg.make_policy_loss(model.apply, loss=loss, loss_kwargs=kwargs,
-                                  aggregation="seq_mean_token_mean")
+                                  aggregation="seq_mean_token_mean",
+                                  off_policy_mask_threshold=threshold)
     (value, metrics), grads = jax.jit(jax.value_and_grad(
         lambda p: loss_fn(p, batch, None), has_aux=True))(params)
+    keep = None
+    if threshold is not None:
+        logps = jax.jit(lambda p: online.response_logps(model.apply, p, batch["ids"],
+                                                        batch["mask"], 4))(params)
+        keep = off_policy_sequence_mask(logps, batch["old_logps"], batch["advantages"],
+                                        batch["response_mask"], threshold=threshold)
+        np.testing.assert_array_equal(keep, [1, 0, 1, 1])  # A >= 0 rows are always kept
+        np.testing.assert_allclose(metrics["off_policy_masked"], 0.25)
     want, want_grads = _by_hand(
         model, params, batch,
         lambda lp: fn(lp, batch["old_logps"], batch["advantages"], batch["response_mask"],
-                      **kwargs)[0], aggregation="seq_mean_token_mean")
+                      **kwargs)[0], keep_seq=keep, aggregation="seq_mean_token_mean")
     np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-7)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert ("sapo_gate" if loss == "sapo" else "vespo_phi") in metrics
     assert pg.policy_accum_weight(loss, "token_mean") == "tokens"
-
-
-def test_off_policy_mask_through_the_recipe_loss():
-    from alignax.losses.policy_gradient import off_policy_sequence_mask
-
-    model, params, batch = _tiny_batch(1)
-    # make row 1 (A < 0) drift: its behaviour log-probs far above the current ones
-    batch["old_logps"] = batch["old_logps"].copy()
-    batch["old_logps"][1] += 3.0
-    loss_fn = pg.make_policy_loss(model.apply, off_policy_mask_threshold=1.0)
-    (value, metrics), grads = jax.jit(jax.value_and_grad(
-        lambda p: loss_fn(p, batch, None), has_aux=True))(params)
-    from alignax.algorithms import online
-
-    logps = jax.jit(lambda p: online.response_logps(model.apply, p, batch["ids"],
-                                                    batch["mask"], 4))(params)
-    keep = off_policy_sequence_mask(logps, batch["old_logps"], batch["advantages"],
-                                    batch["response_mask"], threshold=1.0)
-    assert keep[1] == 0 and keep[0] == 1 and keep[3] == 1  # A >= 0 rows are always kept
-    np.testing.assert_allclose(metrics["off_policy_masked"], 1.0 - float(keep.mean()))
-    want, want_grads = _by_hand(
-        model, params, batch,
-        lambda lp: ppo_clip_loss(lp, batch["old_logps"], batch["advantages"],
-                                 batch["response_mask"])[0], keep_seq=keep)
-    np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-7)
-    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_dynamic_entropy_coefficient_is_a_step_argument():
