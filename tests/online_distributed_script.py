@@ -20,14 +20,15 @@ def main():
     ap.add_argument("--num-processes", type=int, default=1)
     ap.add_argument("--process-id", type=int, default=0)
     ap.add_argument("--iterations", type=int, default=3)
-    ap.add_argument("--recipe", default="grpo", choices=("grpo", "grpo2", "ppo", "raft", "dpo"))
+    ap.add_argument("--recipe", default="grpo",
+                    choices=("grpo", "grpo2", "grpo_global", "ppo", "raft", "dpo"))
     args = ap.parse_args()
     if args.coordinator:
         jax.distributed.initialize(coordinator_address=args.coordinator,
                                    num_processes=args.num_processes,
                                    process_id=args.process_id)
 
-    from alignax.algorithms import online_dpo, policy_gradient, ppo, rejection
+    from alignax.algorithms import online, online_dpo, policy_gradient, ppo, rejection
     from alignax.models.heads import make_token_reward_model
     from alignax.models.transformer import TransformerConfig, make_lm
 
@@ -52,6 +53,12 @@ def main():
     workdir = args.workdir or tempfile.mkdtemp()
     data = dict(prompt_ids=prompts, prompt_mask=np.ones_like(prompts, bool), reward_fn=reward)
     if args.recipe == "grpo":
+        out = policy_gradient.train(policy_gradient.default_config(**common), workdir,
+                                    model=model, init_params=params, ref_params=params, **data)
+    elif args.recipe == "grpo_global":  # the same reward, jitted on the global rollout
+        table = jax.numpy.asarray(targets)
+        data["reward_fn"] = online.global_reward(jax.jit(lambda r: (
+            r.responses == table[r.prompt_index][:, None]).mean(-1)))
         out = policy_gradient.train(policy_gradient.default_config(**common), workdir,
                                     model=model, init_params=params, ref_params=params, **data)
     elif args.recipe == "grpo2":  # two objectives: the reward returns [2, N_local]

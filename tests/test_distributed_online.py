@@ -6,7 +6,9 @@ on its devices, scores its rollouts with the host (numpy) reward function, and t
 update and metrics are computed on the global arrays; checkpoints are collective. The one-process
 run of the same mesh is the reference (the one-device equality of the mesh run is
 tests/algorithms/test_online_mesh.py). PPO, RAFT and online DPO take the same paths
-(`online.rewards_where_sampled`, `Placement.to_host`); the script runs them with `--recipe`.
+(`online.rewards_where_sampled`, `Placement.to_host`); the script runs them, two objectives and
+a jitted reward on the global rollout (`online.global_reward`) with `--recipe` (checked by hand:
+equal to one process too).
 """
 
 import json
@@ -35,6 +37,9 @@ def test_one_process_paths_are_the_plain_ones():
         return rollout
 
     assert online.rewards_where_sampled(reward, place) is reward
+    marked = online.global_reward(reward)
+    assert marked.global_rollout and marked(3) == 3
+    assert online.rewards_where_sampled(marked, place) is marked
     x = np.arange(8.0, dtype=np.float32)
     g = place.from_local_rows(x, 8)
     assert g.sharding == shd.batch_sharding(place.mesh)

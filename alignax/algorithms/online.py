@@ -293,11 +293,15 @@ def _take_rows(rows, index):
 
 
 def global_reward(reward_fn: Callable) -> Callable:
-    """Marks `reward_fn` as taking the global rollout (jitted code, e.g. a reward model's
-    forward on the sharded `rollout.ids`) rather than this process's rows in numpy: see
-    `rewards_where_sampled`. Returns `reward_fn`."""
-    reward_fn.global_rollout = True
-    return reward_fn
+    """`reward_fn` marked as taking the global rollout (jitted code, e.g. a reward model's
+    forward on the sharded `rollout.ids`, params on the mesh) rather than this process's rows
+    in numpy: see `rewards_where_sampled`. Returns a wrapper that calls `reward_fn`."""
+
+    def reward(*args, **kwargs):
+        return reward_fn(*args, **kwargs)
+
+    reward.global_rollout = True
+    return reward
 
 
 def rewards_where_sampled(reward_fn: Callable | None, place: shd.Placement
