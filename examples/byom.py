@@ -8,8 +8,9 @@ checkpoint folder and a Hugging Face dataset, with the memory levers as config f
 Bradley-Terry reward model (the checkpoint's backbone and a new score head, or a
 sequence-classification checkpoint's own), `:dpo` DPO with policy and reference from the
 checkpoint, `:grpo` GRPO on the dataset's prompts rewarded by the reward model at
-`grpo.reward_model` (one process; see docs/byom.md). Rows are rendered with the tokenizer's own
-chat template when they are conversational (`alignax.data.tokenize`).
+`grpo.reward_model` (on one process or several: each process scores its own rollouts with its
+copy of the reward model; alignax.algorithms.online.rewards_where_sampled). Rows are rendered
+with the tokenizer's own chat template when they are conversational (`alignax.data.tokenize`).
 
 Data (`data.*`): the rows are tokenised once into an on-disk cache (`data.cache`, in
 `data.cache_dir`, default `<workdir>/token_cache`; `alignax.data.token_cache`), keyed by the
