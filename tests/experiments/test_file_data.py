@@ -29,8 +29,13 @@ def test_skip_invalid_skips_counts_and_trains(tmp_path, capsys):
     data = tmp_path / "prefs.jsonl"
     _write(data, bad_line=3)
     workdir = tmp_path / "w"
+    # The smallest transformer (one layer, d_model 32): the property (bad rows skipped and
+    # counted, the three stages train and evaluate) does not depend on its size, and every
+    # program the run compiles (SFT, RM and DPO steps, their evaluations) is about half as big.
     code = cli.main(["run", "experiments/bt_dpo_synthetic.py:smoke", "--workdir", str(workdir),
                      f"--config.data.path={data}", "--config.model.max_len=32",
+                     "--config.model.n_layers=1", "--config.model.d_model=32",
+                     "--config.model.n_heads=2", "--config.model.d_ff=64",
                      "--config.data.skip_invalid=True"])
     out = capsys.readouterr()
     assert code == 0, out.err
