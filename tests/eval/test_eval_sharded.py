@@ -1,10 +1,10 @@
 """`alignax eval` sharded over a device mesh and in bfloat16.
 
 Mesh: one subprocess with 8 simulated CPU devices (XLA_FLAGS is read when jax is imported) runs
-the CLI on several meshes (the checkpoint streamed onto the mesh by
-`import_hf(mesh=)`, the batches split by rows); every per-pair score equals the score of the
-one-device run (in the test process)
-in fp32 (rtol/atol 1e-5) and the accuracies, subsets and sections are identical.
+the CLI on two meshes (the checkpoint streamed onto the mesh by `import_hf(mesh=)`, the batches
+split by rows, other batch sizes than the one-device run's); every per-pair score equals the
+one-device run's (in the test process) in fp32 (rtol/atol 1e-5; measured 9e-8) and the
+accuracies, subsets and sections are identical.
 
 bfloat16: `--dtype bfloat16` rounds every parameter and every activation to bf16 (8 significant
 bits: the relative rounding error of round-to-nearest is delta = e / m with e uniform in
@@ -17,12 +17,15 @@ projection also rounds its input and its output, terms of the same size as its w
 
     sigma = u ||theta * ds/dtheta||_2 sqrt(3 / (8 ln 2)) ~= 0.74 u ||c||_2,   bound = 6 sigma
 
-per score, with the gradient of the fp32 model. Measured on this model (48 scores): the largest
-|s_bf16 - s_fp32| is 1.8 sigma (mean 0.57 sigma). On an earlier model (weights N(0, 0.02^2)),
-rounding the weights alone (fp32 compute) gave at most 0.8 sigma and the full bf16 run about 1.8x
-the weights-only error, as the sqrt(3) above says. A pair is a clear margin when |s_c - s_r| in
-fp32 exceeds the sum of its two bounds (19 of the 24 pairs here); the bf16 run must decide each
-of them as fp32 does (so the accuracy on them is unchanged).
+per score, with the gradient of the fp32 model (each row's own jit(grad): jit(jacrev) of the
+whole batch returns wrong rows on XLA:CPU, jax 0.10.2, for batches of this size). Measured on
+this model (48 scores): |s_bf16 - s_fp32| / sigma has rms about 0.8 and max 2.4 (the normal law
+predicts rms 1, max about 2.3 of 48). Rounding only the weights (fp32 compute) gives rms
+0.67 sigma_w, and the full bf16 error's rms is 2.1x the weights-only one (not sqrt(3) = 1.7:
+the activations add a little more than the weights' variance twice), so the 6 sigma bound has
+room. A pair is a clear margin when |s_c - s_r| in fp32 exceeds the sum of its two bounds
+(20 of the 24 pairs here); the bf16 run must decide each of them as fp32 does (so the accuracy
+on them is unchanged).
 """
 
 import json
@@ -159,15 +162,19 @@ def test_bf16_scores_within_the_rounding_bound_and_clear_margins_decided_alike(
     rows = [tokenize_pair(r, ByteTokenizer(), max_length=MAX_LENGTH) for r in records]
     ids = np.stack([r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows])
     mask = np.stack([r["chosen_mask"] for r in rows] + [r["rejected_mask"] for r in rows])
-    score = lambda p: model.apply(p, ids, mask.astype(bool))  # noqa: E731
-    jac = jax.jit(jax.jacrev(score))(params)
-    c2 = sum(((np.asarray(j, np.float64) * np.asarray(p, np.float64)[None]) ** 2).reshape(
-        len(ids), -1).sum(1) for j, p in zip(jax.tree.leaves(jac), jax.tree.leaves(params)))
+    # one row at a time: jit(jacrev) of the batch gives wrong rows on XLA:CPU (jax 0.10.2) for
+    # batches this large, while jit(grad) of one row equals the eager gradient
+    grad = jax.jit(jax.grad(lambda p, i, m: model.apply(p, i, m)[0]))
+    c2 = np.zeros(len(ids))
+    for r in range(len(ids)):
+        g = grad(params, ids[r:r + 1], mask[r:r + 1].astype(bool))
+        c2[r] = sum(((np.asarray(a, np.float64) * np.asarray(b, np.float64)) ** 2).sum()
+                    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(params)))
     sigma = U * BF16_SIGMA * np.sqrt(c2)
     s32 = np.concatenate([fp32_scores["chosen_scores"], fp32_scores["rejected_scores"]])
     s16 = np.concatenate([bf16_scores["chosen_scores"], bf16_scores["rejected_scores"]])
     z = np.abs(s16 - s32) / sigma
-    assert z.max() <= 6.0, z.max()  # measured: 1.8
+    assert z.max() <= 6.0, z.max()  # measured: 2.4
     assert 0 < np.mean(z) < 2  # bf16 does round (not an fp32 run); errors of the expected size
     # clear margins: the bf16 run decides them as fp32 does
     n = len(records)
