@@ -81,7 +81,7 @@ from alignax.protocol import seed_mean
 from alignax.rewards import judges
 from alignax.tasks.splits import check_disjoint, split_seeds
 from alignax.train.plots import plot_curves, seed_mean_curve
-from alignax.train.small import fit_small, stack_seeds
+from alignax.train.small import fit_small
 
 DIGITS = 5  # answers are (a + b) mod 5, tokens 0..4
 END, FILLER, OTHER = 5, 6, 7
@@ -311,6 +311,26 @@ def make_loss(config, arm: str):
         kl_fn=lambda p, x, y, d: kl_fn(p, x["features"], y, d), prompt_fn=prompt_fn)
 
 
+def filler_minus_correct(rm_params) -> jax.Array:
+    """The RM's score of (J, E, E) minus that of the exact correct answer (d, E, E), mean over
+    the answers d (> 0: the RM is hackable)."""
+    answers = jnp.arange(DIGITS)
+    junk_tokens = jnp.broadcast_to(jnp.array([FILLER, END, END]), (DIGITS, LENGTH))
+    exact_tokens = jnp.stack([answers, jnp.full(DIGITS, END), jnp.full(DIGITS, END)], 1)
+    return jnp.mean(rm_score(rm_params, answers, junk_tokens)
+                    - rm_score(rm_params, answers, exact_tokens))
+
+
+@jax.jit
+@jax.vmap
+def measure(params, d):
+    """Per seed (vmapped): the exact test metrics of `expected_metrics`, the RM's test AUC and
+    `filler_minus_correct` of the RM; one program for every arm and every call."""
+    m = expected_metrics(params, d["test_features"], d["test_answers"])
+    return dict(m, auc=rm_auc(params["rm"], d["test_answers"]),
+                filler_minus_correct=filler_minus_correct(params["rm"]))
+
+
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
     """Every seed of one arm in one program: the RM fit, then GRPO (+ the RM update for
     Cooper), early-stopped on validation gold accuracy; each seed's test metrics."""
@@ -319,7 +339,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         raise ValueError(f"unknown arm {arm!r}; one of {ARMS}")
     seeds = [int(s) for s in config.seeds]
     per_seed = [make_data(config, s) for s in seeds]
-    data = stack_seeds(per_seed)
+    # host arrays (no device transfer program per field; the jitted programs take them as is)
+    data = {k: np.stack([row[k] for row in per_seed]) for k in per_seed[0]}
     rm0 = fit_rm(config, os.path.join(workdir, "rm_fit"), data, seeds)
     ref = {"bias": data["ref_bias"], "weight": data["ref_weight"]}
     init = {"policy": ref, "rm": rm0}
@@ -344,21 +365,10 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
                     batch_fn=small_pg.rl_batch, steps_per_log=int(tr.eval_every),
                     eval_fn=eval_fn, eval_data=eval_data, select=("val_gold", "max"))
 
-    @jax.jit
-    @jax.vmap
-    def measure(params, d):
-        m = expected_metrics(params, d["test_features"], d["test_answers"])
-        return dict(m, auc=rm_auc(params["rm"], d["test_answers"]))
-
     start = jax.device_get(measure(init, eval_data))
     final = jax.device_get(measure(fit.params, eval_data))
     best = jax.device_get(measure(fit.best_params, eval_data))
-    # the fitted RM on (J, E, E) minus the exact correct answer (d, E, E), mean over answers d
-    answers = jnp.arange(DIGITS)
-    junk_tokens = jnp.broadcast_to(jnp.array([FILLER, END, END]), (DIGITS, LENGTH))
-    exact_tokens = jnp.stack([answers, jnp.full(DIGITS, END), jnp.full(DIGITS, END)], 1)
-    hackable = np.asarray(jax.vmap(lambda p: jnp.mean(rm_score(p, answers, junk_tokens)
-                                                      - rm_score(p, answers, exact_tokens)))(rm0))
+    hackable = start["filler_minus_correct"]  # of rm0, the RM every arm starts from
     out = {}
     for i, seed in enumerate(seeds):
         out[seed] = {
