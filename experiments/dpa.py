@@ -183,17 +183,13 @@ def _real_config() -> ml_collections.ConfigDict:
     c.rsf = rejection.default_config(
         iterations=3, prompts_per_iteration=64, num_samples=16, max_new_tokens=256, epochs=1,
         minibatches=1, checkpoint_every=1, eval_every=1,
-        optimizer=dict(name="adamw", learning_rate=1e-6, warmup_steps=0, schedule="constant",
-                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)))
+        optimizer=real.optimizer(1e-6))
     c.rsf.stop_tokens = (-1,)  # -1: the tokenizer's eos
     return c
 
 
 def _real_rsf_cfg(config, stops=None) -> dict:
-    cfg = {**config.rsf.to_dict(), "mesh": real.mesh_config(config)}
-    if stops is not None:
-        cfg["stop_tokens"] = stops
-    return cfg
+    return real.online_config(config, "rsf", stops, lora=False)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -113,8 +113,7 @@ def _real_config() -> ml_collections.ConfigDict:
         iterations=200, prompts_per_iteration=16, num_samples=8, max_new_tokens=512,
         temperature=1.0, advantage="grpo", kl_coef=0.02, epochs=1, minibatches=1,
         checkpoint_every=20, log_every=1, eval_every=20,
-        optimizer=dict(name="adamw", learning_rate=1e-6, warmup_steps=0, schedule="constant",
-                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)))
+        optimizer=real.optimizer(1e-6))
     c.grpo.stop_tokens = (-1,)  # -1: the tokenizer's eos
     return c
 
@@ -122,8 +121,7 @@ def _real_config() -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> None:
     if real.is_real(config):  # :real
         real.require(config, "model.path", "data.path")
-        policy_gradient.validate({**config.grpo.to_dict(), "mesh": real.mesh_config(config),
-                                  "lora": real.lora_config(config)})
+        policy_gradient.validate(real.online_config(config, "grpo"))
         return
     grid = list(config.sft_steps_grid)
     if not grid or any(int(s) <= 0 for s in grid) or len(set(grid)) != len(grid):
@@ -277,8 +275,7 @@ def _run_real(config: ml_collections.ConfigDict, workdir: str) -> dict[str, floa
         ["val", "test"], matches([a for d in held for a in d[field]]),
         max_new_tokens=int(config.grpo.max_new_tokens), stop_tokens=stops, pad_id=tok.pad_id)
     before = evaluate(params)
-    cfg = {**config.grpo.to_dict(), "stop_tokens": stops, "mesh": real.mesh_config(config),
-           "lora": real.lora_config(config)}
+    cfg = real.online_config(config, "grpo", stops)
     train = data["train"]
     out = policy_gradient.train(cfg, os.path.join(workdir, "grpo"), model=model,
                                 init_params=params, ref_params=params,

@@ -152,10 +152,9 @@ def _real_config() -> ml_collections.ConfigDict:
     c.proxy = dict(path="")
     c.gold = dict(path="")  # "" = no gold RM: the gold metrics are NaN
     c.eval_every = 10
-    opt = dict(name="adamw", learning_rate=1e-6, warmup_steps=0, schedule="constant",
-               clip_norm=1.0, kwargs=dict(weight_decay=0.0))
     common = dict(iterations=100, prompts_per_iteration=16, max_new_tokens=256,
-                  checkpoint_every=10, optimizer=opt, stop_tokens=(-1,))  # -1: the eos
+                  checkpoint_every=10, optimizer=real.optimizer(1e-6),
+                  stop_tokens=(-1,))  # -1: the eos
     c.ppo = ppo.default_config(**common, kl_coef=0.05, epochs=2, minibatches=2)
     c.grpo = policy_gradient.default_config(**common, num_samples=8, advantage="grpo",
                                             kl_coef=0.04)
@@ -186,15 +185,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _method_cfg(config, method: str, stops=None) -> dict:
-    cfg = config[method].to_dict()
-    cfg["eval_every"] = int(config.eval_every)
     if real.is_real(config):  # :real: the memory levers and the tokenizer's stop tokens
-        cfg["mesh"] = real.mesh_config(config)
-        if method != "raft":
-            cfg["lora"] = real.lora_config(config)
-        if stops is not None:
-            cfg["stop_tokens"] = stops
-    return cfg
+        return real.online_config(config, method, stops, lora=method != "raft",
+                                  eval_every=int(config.eval_every))
+    return {**config[method].to_dict(), "eval_every": int(config.eval_every)}
 
 
 class World(NamedTuple):

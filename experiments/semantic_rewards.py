@@ -136,8 +136,7 @@ def _real_config() -> ml_collections.ConfigDict:
     c.rl = policy_gradient.default_config(
         iterations=200, prompts_per_iteration=16, num_samples=8, max_new_tokens=256,
         advantage="grpo", kl_coef=0.04, eval_every=20, checkpoint_every=20,
-        optimizer=dict(name="adamw", learning_rate=1e-6, warmup_steps=0, schedule="constant",
-                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)))
+        optimizer=real.optimizer(1e-6))
     c.rl.stop_tokens = (-1,)  # -1: the tokenizer's eos
     return c
 
@@ -151,11 +150,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _real_rl_cfg(config, stops=None) -> dict:
-    cfg = {**config.rl.to_dict(), "mesh": real.mesh_config(config),
-           "lora": real.lora_config(config)}
-    if stops is not None:
-        cfg["stop_tokens"] = stops
-    return cfg
+    return real.online_config(config, "rl", stops)
 
 
 def mean_hidden(apply_fn, params, ids, mask):

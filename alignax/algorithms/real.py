@@ -357,3 +357,23 @@ def map_in_chunks(fn, inputs: Mapping[str, Any], chunk: int):
 
     out = jax.lax.map(fn, {k: split(v) for k, v in inputs.items()})
     return jax.tree.map(lambda o: o.reshape(m * chunk, *o.shape[2:])[:n], out)
+
+
+def optimizer(learning_rate: float = 1e-6) -> dict:
+    """The online `:real` recipes' optimizer: AdamW, constant `learning_rate`, no weight decay,
+    gradient norm clipped at 1."""
+    return dict(name="adamw", learning_rate=float(learning_rate), warmup_steps=0,
+                schedule="constant", clip_norm=1.0, kwargs=dict(weight_decay=0.0))
+
+
+def online_config(config, group: str, stops: Sequence[int] | None = None, *,
+                  lora: bool = True, **extra) -> dict:
+    """An online recipe's config from the `:real` config's group `group` (e.g. "rl"), with
+    the run's mesh, its LoRA (`lora=False` for a recipe without adapters), the resolved stop
+    tokens (None: keep the group's, e.g. -1 before the tokenizer is read) and `extra` keys."""
+    cfg = {**config[group].to_dict(), "mesh": mesh_config(config), **extra}
+    if lora:
+        cfg["lora"] = lora_config(config)
+    if stops is not None:
+        cfg["stop_tokens"] = tuple(stops)
+    return cfg
