@@ -94,7 +94,7 @@ from alignax.tasks.sequence_prefs import PreferenceWorld, sample_pairs
 from alignax.tasks.simulators import bradley_terry
 from alignax.tasks.splits import split_seeds
 from alignax.train.plots import plot_curves
-from alignax.train.small import fit_small, stack_seeds
+from alignax.train.small import fit_small
 
 METHODS = ("online", "offline", "online_sft")
 EVAL_METRICS = ("kl", "win", "acc", "gold", "proxy")
@@ -111,14 +111,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   "online_sft": {"method": "online_sft"}}
     c.space = dict(vocab_size=4 if smoke else 8, length=3 if smoke else 4)
     c.world = dict(dim=4, unary_scale=1.0, pair_scale=0.5, ref_scale=2.0)
-    c.data = dict(train_prompts=16 if smoke else 64, val_prompts=8 if smoke else 32,
-                  test_prompts=8 if smoke else 64, rm_pairs_per_prompt=32,
-                  rm_val_pairs_per_prompt=8 if smoke else 16, eval_pairs_per_prompt=16,
+    # smoke: 16 prompts per split and 16 pairs per prompt everywhere (the offline data too:
+    # steps * batch_size / train_prompts = 16), so that every split's log-prob table and every
+    # pair draw of one temperature is one compiled program
+    c.data = dict(train_prompts=16 if smoke else 64, val_prompts=16 if smoke else 32,
+                  test_prompts=16 if smoke else 64, rm_pairs_per_prompt=16 if smoke else 32,
+                  rm_val_pairs_per_prompt=16, eval_pairs_per_prompt=16,
                   label_temperature=1.0)
     c.rm = dict(hidden=16 if smoke else 64, steps=20 if smoke else 400,
                 learning_rate=1e-2, eval_every=10 if smoke else 20)
-    c.train = dict(steps=20 if smoke else 240, batch_size=16 if smoke else 32,
-                   learning_rate=0.05, eval_every=10 if smoke else 12,
+    c.train = dict(steps=16 if smoke else 240, batch_size=16 if smoke else 32,
+                   learning_rate=0.05, eval_every=8 if smoke else 12,
                    betas=(0.25, 1.0) if smoke else (0.05, 0.1, 0.25, 0.5))
     c.budgets = (0.5, 1.0, 2.0, 3.0)  # KL budgets (nats) at which the variants are compared
     c.claim_budgets = (0.5, 1.0, 2.0)
@@ -260,7 +263,9 @@ def shared_world(config, workdir):
     if key not in _SHARED:
         seeds = [int(s) for s in config.seeds]
         per_seed = [make_data(config, s) for s in seeds]
-        data = stack_seeds(per_seed, [k for k in per_seed[0] if k != "ref"])
+        # host arrays: no device transfer program per field (the jitted programs take them)
+        data = {k: np.stack([np.asarray(d[k]) for d in per_seed])
+                for k in per_seed[0] if k != "ref"}
         proxy = train_proxy(config, os.path.join(workdir, "proxy"), data)[:3]
         _SHARED.clear()
         _SHARED[key] = (per_seed, data, proxy)
