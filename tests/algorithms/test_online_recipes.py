@@ -25,13 +25,24 @@ def _value_model():
     return make_token_reward_model(CFG)
 
 
+VALUE_MODEL = _value_model()
+VALUE_PARAMS = VALUE_MODEL.init(jax.random.key(1))
+
+
 def _reward(rollout):
     return (rollout.responses == 3).astype(jnp.float32).mean(-1)
 
 
-def _rollout(n=2, r=4, key=2):
-    return online.make_rollout(MODEL, num_samples=n, max_new_tokens=r)(
-        PARAMS, PROMPTS[:2], PMASK[:2], jax.random.key(key))
+@pytest.fixture(scope="module")
+def rollout():
+    """2 prompts x 2 samples of 4 tokens from PARAMS: one sampler compile for the module."""
+    return online.make_rollout(MODEL, num_samples=2, max_new_tokens=4)(
+        PARAMS, PROMPTS[:2], PMASK[:2], jax.random.key(2))
+
+
+# The evaluations as one jitted program each (not op by op): the same values, one compile.
+_logps = jax.jit(lambda p, ids, mask: online.response_logps(MODEL.apply, p, ids, mask, 4))
+_values = jax.jit(lambda p, ids, mask: ppo.response_values(VALUE_MODEL.apply, p, ids, mask, 4))
 
 
 def _fresh(params):
@@ -46,11 +57,9 @@ def test_ppo_token_rewards_put_the_score_on_the_last_valid_token():
     np.testing.assert_allclose(r, [[-0.05, 0.0, 1.05], [0.0, 2.0, 0.0]], rtol=1e-6)
 
 
-def test_ppo_update_moves_policy_with_the_advantage_and_fits_the_value():
-    value_model = _value_model()
-    vparams = value_model.init(jax.random.key(1))
-    rollout = _rollout()
-    values = ppo.response_values(value_model.apply, vparams, rollout.ids, rollout.mask, 4)
+def test_ppo_update_moves_policy_with_the_advantage_and_fits_the_value(rollout):
+    value_model, vparams = VALUE_MODEL, VALUE_PARAMS
+    values = _values(vparams, rollout.ids, rollout.mask)
     adv = jnp.where(rollout.response_mask, jnp.array([1.0, -1.0, -1.0, 1.0])[:, None], 0.0)
     returns = values + 1.0
     batch = online.training_batch(rollout, adv)
@@ -59,13 +68,11 @@ def test_ppo_update_moves_policy_with_the_advantage_and_fits_the_value():
     step = make_train_step(ppo.make_ppo_loss(MODEL.apply, value_model.apply), tx)
     params = {"policy": _fresh(PARAMS), "value": _fresh(vparams)}
     state, m = step(TrainState.create(params, tx, jax.random.key(0)), batch)
-    before = online.response_logps(MODEL.apply, PARAMS, rollout.ids, rollout.mask, 4)
-    after = online.response_logps(MODEL.apply, state.params["policy"], rollout.ids,
-                                  rollout.mask, 4)
+    before = _logps(PARAMS, rollout.ids, rollout.mask)
+    after = _logps(state.params["policy"], rollout.ids, rollout.mask)
     delta = np.asarray(jnp.where(rollout.response_mask, after - before, 0).sum(-1))
     assert (np.sign(delta) == [1, -1, -1, 1]).all(), delta
-    new_values = ppo.response_values(value_model.apply, state.params["value"], rollout.ids,
-                                     rollout.mask, 4)
+    new_values = _values(state.params["value"], rollout.ids, rollout.mask)
     m_ = rollout.response_mask
     assert float(jnp.where(m_, (new_values - returns) ** 2, 0).sum()) < float(
         jnp.where(m_, (values - returns) ** 2, 0).sum())
@@ -73,11 +80,11 @@ def test_ppo_update_moves_policy_with_the_advantage_and_fits_the_value():
 
 
 def test_ppo_smoke(tmp_path):
-    value_model = _value_model()
+    value_model = VALUE_MODEL
     out = ppo.train(ppo.default_config(iterations=3, prompts_per_iteration=4, max_new_tokens=4,
                                        minibatches=2),
                     str(tmp_path), model=MODEL, value_model=value_model, init_params=PARAMS,
-                    init_value_params=value_model.init(jax.random.key(1)), ref_params=PARAMS,
+                    init_value_params=VALUE_PARAMS, ref_params=PARAMS,
                     prompt_ids=PROMPTS, prompt_mask=PMASK, reward_fn=_reward)
     for key in ("reward", "kl_ref_seq", "value_loss", "clip_fraction", "entropy",
                 "response_length"):
@@ -85,17 +92,15 @@ def test_ppo_smoke(tmp_path):
     assert len(out["history"]) == 3
 
 
-def test_raft_keeps_the_best_sample_and_fine_tunes_toward_it(tmp_path):
+def test_raft_keeps_the_best_sample_and_fine_tunes_toward_it(tmp_path, rollout):
     np.testing.assert_array_equal(rejection.best_rows([0.1, 0.5, 0.2, 0.9, 0.9, 0.0], 3),
                                   [1, 3])
-    rollout = _rollout(n=2)
     batch = {"ids": rollout.ids[:1], "mask": rollout.mask[:1],
              "response_mask": rollout.response_mask[:1]}
     tx = optax.sgd(0.5)
     step = make_train_step(rejection.make_response_nll_loss(MODEL.apply), tx)
     state, _ = step(TrainState.create(_fresh(PARAMS), tx, jax.random.key(0)), batch)
-    lp = lambda p: float(online.response_logps(MODEL.apply, p, batch["ids"], batch["mask"],  # noqa
-                                               4).sum())
+    lp = lambda p: float(_logps(p, batch["ids"], batch["mask"]).sum())  # noqa: E731
     assert lp(state.params) > lp(PARAMS)
     out = rejection.train(rejection.default_config(iterations=2, prompts_per_iteration=2,
                                                    num_samples=3, max_new_tokens=4),
@@ -104,29 +109,29 @@ def test_raft_keeps_the_best_sample_and_fine_tunes_toward_it(tmp_path):
     assert out["metrics"]["reward_kept"] >= out["metrics"]["reward"]
 
 
-def test_online_dpo_pairs_loss_and_smoke(tmp_path):
+def test_online_dpo_pairs_loss_and_smoke(tmp_path, rollout):
     chosen, rejected, valid = online_dpo.pick_pairs([0.1, 0.5, 0.2, 1.0, 1.0, 1.0], 3)
     np.testing.assert_array_equal(chosen, [1, 3])
     np.testing.assert_array_equal(rejected, [0, 3])
     np.testing.assert_array_equal(valid, [True, False])
-    rollout = _rollout(n=2)
     ref_seq = jnp.zeros(4)
     rows = np.array([0, 2, 1, 3])  # pairs (0, 1) and (2, 3)
     batch = {"ids": rollout.ids[rows], "mask": rollout.mask[rows],
              "response_mask": rollout.response_mask[rows], "ref_logps": ref_seq,
              "weight": jnp.array([1.0, 0.0])}
     loss_fn = make_direct_loss(MODEL.apply, "dpo", {"beta": 0.5})  # the offline wrapper
-    loss, _ = loss_fn(PARAMS, batch, None)
+    jit_loss = jax.jit(loss_fn)
+    loss, _ = jit_loss(PARAMS, batch, None)
     # the zero-weight pair does not count
     only_first = {k: (v[:1] if k == "weight" else v[np.array([0, 2])])
                   for k, v in batch.items()}
-    np.testing.assert_allclose(loss, loss_fn(PARAMS, only_first, None)[0], rtol=1e-5)
+    np.testing.assert_allclose(loss, jit_loss(PARAMS, only_first, None)[0], rtol=1e-5)
     tx = optax.sgd(0.3)
     state, _ = make_train_step(loss_fn, tx)(TrainState.create(_fresh(PARAMS), tx,
                                                               jax.random.key(0)), batch)
 
     def margin(p):
-        lp = online.response_logps(MODEL.apply, p, batch["ids"], batch["mask"], 4)
+        lp = _logps(p, batch["ids"], batch["mask"])
         seq = jnp.where(batch["response_mask"], lp, 0).sum(-1)
         return float(seq[0] - seq[2])
 
