@@ -309,6 +309,11 @@ def cmd_eval(argv: list[str]) -> int:
                         choices=("error", "keep_end", "keep_start"),
                         help="an over-long sequence: error (a bad row), keep_end (its last "
                              "--max-length tokens, as RewardBench) or keep_start")
+    parser.add_argument("--pool", default="last", choices=("last", "last_non_pad"),
+                        help="the token the score is read at: last (the last real token, as "
+                             "alignax trains reward models) or last_non_pad (the last token "
+                             "that is not config.json's pad_token_id, as transformers and "
+                             "RewardBench read it: they differ when pad == eos)")
     parser.add_argument("--scores", default=None,
                         help="write the per-pair scores (JSON: chosen_scores, rejected_scores, "
                              "in file order) to this file")
@@ -345,7 +350,7 @@ def cmd_eval(argv: list[str]) -> int:
             tokenizer = HFTokenizer.from_file(tok_path)
         dtype = args.dtype or _checkpoint_dtype(args.model)
         model, params = import_hf(args.model, kind="reward", mesh=mesh, dtype=dtype,
-                                  param_dtype=dtype)
+                                  param_dtype=dtype, pool=args.pool)
         cfg = model.config
         max_positions = cfg.max_len if cfg.positions == "learned" else None
         if max_positions is not None and args.max_length > max_positions:

@@ -800,11 +800,18 @@ def last_token_index(mask):
     return (t - 1 - jnp.argmax(mask[:, ::-1].astype(jnp.int32), axis=-1)).astype(jnp.int32)
 
 
-def last_non_pad_index(input_ids, pad_token_id: int):
+def last_non_pad_index(input_ids, pad_token_id: int, mask=None):
     """Index of the last slot whose token is not `pad_token_id`, 0 if none: [B, T] -> [B]
-    int32 (transformers' sequence-classification pooling: max_t t * [id_t != pad])."""
+    int32 (transformers' sequence-classification pooling: max_t t * [id_t != pad]).
+
+    With `mask` [B, T] only valid slots count: a row padded with another id than
+    `pad_token_id` (alignax pads with the tokenizer's pad id, transformers with
+    config.pad_token_id) pools the same token as transformers' padding would."""
     t = input_ids.shape[-1]
-    return jnp.argmax(jnp.arange(t) * (input_ids != pad_token_id), axis=-1).astype(jnp.int32)
+    keep = input_ids != pad_token_id
+    if mask is not None:
+        keep = keep & (mask > 0)
+    return jnp.argmax(jnp.arange(t) * keep, axis=-1).astype(jnp.int32)
 
 
 def _check_reward_positions(reward_positions, b: int) -> None:
@@ -858,7 +865,7 @@ class ScalarRewardModel(nnx.Module):
         hidden = self.decoder(input_ids, mask)  # [B, T, D]
         if reward_positions is None:
             idx = (last_token_index(mask) if self.cfg.pool == "last"
-                   else last_non_pad_index(input_ids, self.cfg.pad_token_id))
+                   else last_non_pad_index(input_ids, self.cfg.pad_token_id, mask))
             last = jnp.take_along_axis(hidden, idx[:, None, None], axis=1)[:, 0]  # [B, D]
             return self.score(last)[:, 0].astype(jnp.float32)
         return _rewards_at(self.score, hidden, reward_positions)

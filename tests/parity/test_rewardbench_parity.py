@@ -131,3 +131,57 @@ def test_alignax_eval_scores_like_rewardbench(setup, tmp_path):
     assert ours["sections"] == theirs["sections"]
     assert ours["score"] == theirs["score"]
     assert ours["subsets"]["mt-bench-med"]["ties"] == 1
+
+
+def test_pad_equal_to_eos_scores_like_rewardbench_with_pool_last_non_pad(setup, tmp_path):
+    """A checkpoint whose pad id is its eos (RewardBench's fallback for a tokenizer without a
+    pad token): on the ids `alignax eval` scores (`[bos] + prompt + response + [eos]`, plain
+    text), transformers' classifier with pad == eos reads the token before the trailing eos;
+    `--pool last_non_pad` reads that token too, the default `--pool last` reads the eos."""
+    import shutil
+
+    from alignax.data.readers import PreferenceRecord
+    from alignax.data.tokenize import tokenize_pair
+    from alignax.data.tokenizers import HFTokenizer
+
+    root, _ = setup
+    rm = tmp_path / "rm"
+    shutil.copytree(root / "rm", rm)
+    config = json.loads((rm / "config.json").read_text())
+    ours_tok = HFTokenizer.from_file(str(root / "tokenizer"))
+    config["pad_token_id"] = ours_tok.eos_id
+    (rm / "config.json").write_text(json.dumps(config))
+    rows = _rows()[:6]
+    data = tmp_path / "eos.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(rm),
+                                                                            dtype=torch.float32)
+    theirs = {"chosen": [], "rejected": []}
+    for r in rows:
+        pair = tokenize_pair(PreferenceRecord(prompt=r["prompt"], chosen=r["chosen"],
+                                              rejected=r["rejected"]), ours_tok,
+                             max_length=MAX_LENGTH, use_chat_template=False)
+        for side in ("chosen", "rejected"):
+            ids = pair[f"{side}_ids"][pair[f"{side}_mask"].astype(bool)]
+            assert ids[-1] == ours_tok.eos_id
+            # right-padded with the eos as RewardBench pads when pad == eos
+            padded = np.full((1, MAX_LENGTH), ours_tok.eos_id)
+            padded[0, :len(ids)] = ids
+            mask = np.zeros_like(padded)
+            mask[0, :len(ids)] = 1
+            with torch.no_grad():
+                logit = model(input_ids=torch.tensor(padded),
+                              attention_mask=torch.tensor(mask)).logits[0, 0]
+            theirs[side].append(float(logit))
+    out = {}
+    for pool in ("last", "last_non_pad"):
+        code = cli.main(["eval", "--model", str(rm), "--data", str(data), "--tokenizer",
+                         str(root / "tokenizer"), "--max-length", str(MAX_LENGTH),
+                         "--no-chat-template", "--pool", pool, "--scores",
+                         str(tmp_path / f"{pool}.json")])
+        assert code == 0
+        out[pool] = json.loads((tmp_path / f"{pool}.json").read_text())
+    for side in ("chosen", "rejected"):
+        np.testing.assert_allclose(out["last_non_pad"][f"{side}_scores"], theirs[side],
+                                   rtol=1e-5, atol=1e-5)
+        assert np.max(np.abs(np.subtract(out["last"][f"{side}_scores"], theirs[side]))) > 1e-3
