@@ -97,7 +97,7 @@ from alignax.rewards import relevance
 from alignax.tasks.simulators import bradley_terry
 from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.plots import plot_curves
-from alignax.train.small import fit_small, pair_accuracy_selection, stack_seeds
+from alignax.train.small import fit_small, pair_accuracy_selection
 
 METHODS = ("relevance", "r3", "r3_product", "bt_rm")
 END = 0
@@ -209,7 +209,7 @@ def reference_params(config, space) -> dict:
         weight[:, q, 1:] = a * (TOPIC == TOPIC[q])
     bias[ended, END] = np.log(99.0 * NUM_CONTENT)
     weight[ended] = 0.0
-    return {"bias": jnp.asarray(bias), "weight": jnp.asarray(weight)}
+    return {"bias": bias, "weight": weight}  # host arrays: the jitted programs take them
 
 
 @functools.partial(jax.jit, static_argnames=("weights", "target"))
@@ -226,7 +226,7 @@ def _kind_tables(table, seqs, *, weights, target):
 def kind_tables(config, space, table) -> dict:
     """Per query kind, every sequence's gold, rel, R^3 [6, N], RM features [6, N, 3] and length
     [N] (numpy)."""
-    out = _kind_tables(jnp.asarray(table), jnp.asarray(space.sequences), **r3_args(config))
+    out = _kind_tables(table, space.sequences, **r3_args(config))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -241,7 +241,7 @@ def preference_pairs(config, space, ref, tables, n: int, seed: int) -> dict:
     """n pairs of SFT responses labelled by the length-biased annotators (RM features)."""
     rng = np.random.default_rng([seed, 2931])
     kinds = prompt_kinds(n, seed)
-    p = np.exp(np.asarray(_seq_logp(space, ref, jnp.asarray(KIND_FEATURES)), np.float64))
+    p = np.exp(np.asarray(_seq_logp(space, ref, KIND_FEATURES), np.float64))
     cdf = np.cumsum(p / p.sum(-1, keepdims=True), -1)
     u = rng.random((2, n))
     ya, yb = (np.array([min(np.searchsorted(cdf[k], x), space.num_sequences - 1)
@@ -312,7 +312,7 @@ def train_rm(config, workdir, data):
         lambda theta, x: x @ theta,
         {"chosen": data["val_chosen"], "rejected": data["val_rejected"]},
         steps_per_log=int(rc.eval_every))
-    return fit_small(workdir, loss_fn=loss_fn, init_params=jnp.zeros(3, jnp.float32),
+    return fit_small(workdir, loss_fn=loss_fn, init_params=np.zeros(3, np.float32),
                      tx=optax.adam(float(rc.learning_rate)), num_steps=int(rc.steps),
                      data={k: data[k] for k in ("train_chosen", "train_rejected")},
                      seeds=list(config.seeds), per_seed_data=True, plots=False, **selection)
@@ -325,9 +325,8 @@ def train_rm(config, workdir, data):
 def eval_fn_of(space, tables):
     """Exact metrics on val / test: per query kind over all N sequences, weighted by the
     split's kind frequencies."""
-    z = jnp.asarray(KIND_FEATURES)
-    gold, length = jnp.asarray(tables["gold"]), jnp.asarray(tables["length"])
-    feats = jnp.asarray(tables["features"])
+    z = KIND_FEATURES  # host constants of the program (no transfer program each)
+    gold, length, feats = tables["gold"], tables["length"], tables["features"]
 
     def eval_fn(params, e):
         lp = st.sequence_log_probs(space, params, z)
@@ -383,7 +382,7 @@ EVAL_METRICS = tuple(f"{s}_{k}" for s in ("val", "test")
 def train_rl(config, workdir, data, space, ref, tables, lr: float):
     seeds = [int(s) for s in config.seeds]
     rl = config.rl
-    ref_s = jax.tree.map(lambda x: jnp.broadcast_to(x, (len(seeds),) + x.shape), ref)
+    ref_s = jax.tree.map(lambda x: np.broadcast_to(x, (len(seeds),) + x.shape), ref)
     train = {"kinds": data["train_kinds"], "table": data["table"], "theta": data["theta"]}
     evals = {k: data[k] for k in ("val_w", "test_w", "rel_table", "r3_table", "r3p_table",
                                   "theta")}
@@ -399,6 +398,13 @@ def train_rl(config, workdir, data, space, ref, tables, lr: float):
             for t, row in enumerate(fit.history)]
 
 
+@jax.jit
+def _pair_wins(a, b, theta):
+    """[S] share of the pairs whose first response the linear RM theta [S, F] scores higher:
+    features a, b [S, N, F]."""
+    return jnp.mean(jnp.einsum("snf,sf->sn", a - b, theta) > 0, -1)
+
+
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
     method = config.method
     if method not in METHODS:
@@ -408,16 +414,15 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     ref = reference_params(config, space)
     made = [make_data(config, s, space, ref) for s in seeds]
     tables = made[0][1]  # gold, features and length do not depend on the world's embeddings
-    data = stack_seeds([m[0] for m in made], list(made[0][0]))
+    # host arrays: no device transfer program per field (the jitted programs take them)
+    data = {k: np.stack([m[0][k] for m in made]) for k in made[0][0]}
     out = {s: {} for s in seeds}
-    data["theta"] = jnp.zeros((len(seeds), 3), jnp.float32)  # no RM: its metrics read 0
+    data["theta"] = np.zeros((len(seeds), 3), np.float32)  # no RM: its metrics read 0
     if method == "bt_rm":
         rm = train_rm(config, os.path.join(workdir, "reward_model"), data)
-        data["theta"] = theta = rm.best_params
-        acc = np.asarray(jnp.mean(jnp.einsum("snf,sf->sn", data["test_chosen"]
-                                             - data["test_rejected"], theta) > 0, -1))
-        probe = np.asarray(jnp.mean(jnp.einsum("snf,sf->sn", data["probe_long"]
-                                               - data["probe_short"], theta) > 0, -1))
+        data["theta"] = theta = jax.device_get(rm.best_params)
+        acc = np.asarray(_pair_wins(data["test_chosen"], data["test_rejected"], theta))
+        probe = np.asarray(_pair_wins(data["probe_long"], data["probe_short"], theta))
         for i, s in enumerate(seeds):
             out[s].update({"rm_val_accuracy": float(rm.best_score[i]),
                            "rm_test_accuracy": float(acc[i]),
@@ -425,7 +430,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
                            "rm_coef_on": float(theta[i, 0]),
                            "rm_coef_off": float(theta[i, 1]),
                            "rm_coef_distinct": float(theta[i, 2])})
-    ref_s = jax.tree.map(lambda x: jnp.broadcast_to(x, (len(seeds),) + x.shape), ref)
+    ref_s = jax.tree.map(lambda x: np.broadcast_to(x, (len(seeds),) + x.shape), ref)
     ev = {k: data[k] for k in ("val_w", "test_w", "rel_table", "r3_table", "r3p_table",
                                "theta")}
     ref_m = {k: np.asarray(v) for k, v in jax.jit(jax.vmap(eval_fn_of(space, tables)))(
