@@ -23,12 +23,28 @@ PROMPTS = jnp.array([[0, 3, 4], [5, 6, 7]], jnp.int32)
 PROMPT_MASK = PROMPTS != 0
 
 
+def _response_logps(response_len):
+    """online.response_logps of MODEL as one jitted program (one compile, not op by op)."""
+    return jax.jit(lambda p, ids, mask: online.response_logps(MODEL.apply, p, ids, mask,
+                                                              response_len))
+
+
+_logps4 = _response_logps(4)
+
+
+@pytest.fixture(scope="module")
+def rollout4():
+    """2 samples of 4 tokens for each prompt from PARAMS: one sampler compile for the module."""
+    return online.make_rollout(MODEL, num_samples=2, max_new_tokens=4)(
+        PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(2))
+
+
 def test_rollout_logps_equal_the_training_forward():
     rollout = online.make_rollout(MODEL, num_samples=3, max_new_tokens=5, stop_tokens=(2,))(
         PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(1))
     assert rollout.ids.shape == (6, 8) and rollout.response_mask.shape == (6, 5)
     np.testing.assert_array_equal(rollout.prompt_index, [0, 0, 0, 1, 1, 1])
-    logps = online.response_logps(MODEL.apply, PARAMS, rollout.ids, rollout.mask, 5)
+    logps = _response_logps(5)(PARAMS, rollout.ids, rollout.mask)
     np.testing.assert_allclose(np.where(rollout.response_mask, logps, 0.0), rollout.old_logps,
                                atol=1e-5)
 
@@ -73,24 +89,22 @@ def test_kl_penalized_rewards():
     np.testing.assert_allclose(out, [1.0 - 0.5 * 0.5, 1.0], rtol=1e-6)
 
 
-def _update_once(advantages, loss="ppo_clip", **kw):
-    rollout = online.make_rollout(MODEL, num_samples=2, max_new_tokens=4)(
-        PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(2))
+def _update_once(rollout, advantages, loss="ppo_clip", **kw):
     batch = online.training_batch(rollout, advantages)
     tx = optax.sgd(0.5)
     step = make_train_step(policy_gradient.make_policy_loss(MODEL.apply, loss=loss, **kw), tx)
     params = jax.tree.map(jnp.copy, PARAMS)  # the step donates its state
     state, metrics = step(TrainState.create(params, tx, jax.random.key(0)), batch)
-    before = online.response_logps(MODEL.apply, PARAMS, rollout.ids, rollout.mask, 4)
-    after = online.response_logps(MODEL.apply, state.params, rollout.ids, rollout.mask, 4)
+    before = _logps4(PARAMS, rollout.ids, rollout.mask)
+    after = _logps4(state.params, rollout.ids, rollout.mask)
     m = rollout.response_mask
     return np.asarray(jnp.where(m, after - before, 0.0).sum(-1)), metrics
 
 
 @pytest.mark.parametrize("loss", ["ppo_clip", "gspo"])
-def test_one_update_moves_the_policy_in_the_direction_of_the_advantage(loss):
+def test_one_update_moves_the_policy_in_the_direction_of_the_advantage(loss, rollout4):
     adv = jnp.array([1.0, -1.0, -1.0, 1.0])
-    delta, metrics = _update_once(adv, loss=loss)
+    delta, metrics = _update_once(rollout4, adv, loss=loss)
     # The gradient step raises the advantage-weighted log-probs (to first order, lr * |grad|^2).
     # Each sample's own change is not bound to follow its advantage's sign: samples share
     # parameters, and a sample's gradient can point against the others'.
@@ -103,14 +117,16 @@ def test_one_update_moves_the_policy_in_the_direction_of_the_advantage(loss):
     assert float(metrics["entropy"]) > 0
 
 
-def test_kl_term_pulls_toward_the_reference():
-    rollout = online.make_rollout(MODEL, num_samples=2, max_new_tokens=4)(
-        PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(2))
+def test_kl_term_pulls_toward_the_reference(rollout4):
+    rollout = rollout4
     other = MODEL.init(jax.random.key(7))
-    ref = online.response_logps(MODEL.apply, other, rollout.ids, rollout.mask, 4)
+    ref = _logps4(other, rollout.ids, rollout.mask)
     batch = online.training_batch(rollout, jnp.zeros(4), ref_logps=ref)
-    loss_fn = functools.partial(policy_gradient.make_policy_loss(MODEL.apply), kl_coef=1.0)
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(PARAMS, batch, None)
+    # jitted: the loss and its gradient as one program each (op by op they compile per primitive)
+    loss_fn = jax.jit(functools.partial(policy_gradient.make_policy_loss(MODEL.apply),
+                                        kl_coef=1.0))
+    (loss, metrics), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(PARAMS, batch,
+                                                                                 None)
     assert float(metrics["kl"]) > 0 and float(loss) == pytest.approx(float(metrics["kl"]),
                                                                       rel=1e-4)
     # a small step against the gradient lowers the KL
