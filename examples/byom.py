@@ -46,9 +46,10 @@ def get_config(arg=None):
                    scan_layers=False, logits_chunk=0, attention="auto")
     c.tokenizer = ""  # a folder with tokenizer.json (and its chat template); "" = model.path
     # cache: tokenise once into cache_dir ("" = <workdir>/token_cache); packing (sft, rm): rows of
-    # pack_length tokens (0 = max_length for sft, 2 * max_length for rm)
+    # pack_length tokens (0 = max_length for sft, 2 * max_length for rm); truncation_mode: an
+    # over-long pair is an error, or cut as TRL ("keep_start") / RewardBench ("keep_end") cut it
     c.data = dict(path="", split="train", max_length=1024, cache=True, cache_dir="",
-                  cache_chunk_size=1000, packing=False, pack_length=0)
+                  cache_chunk_size=1000, packing=False, pack_length=0, truncation_mode="error")
     c.train = dict(steps=1000, batch_size=64, grad_accum_steps=1, checkpoint_every=200,
                    eval_every=0, log_every=10, progress=True)
     c.optimizer = dict(name="adamw", learning_rate=5e-7, warmup_steps=0, schedule="constant",
@@ -87,12 +88,14 @@ def train_data(config, workdir, tokenizer, dataset):
         raise ValueError(f"data.packing applies to the sft and rm recipes, not {recipe!r}")
 
     def transform(record):  # the valid tokens only: what the cache stores and packing reads
-        return unpad_pair(tokenize_pair(record, tokenizer, max_length=t))
+        return unpad_pair(tokenize_pair(record, tokenizer, max_length=t,
+                                        truncation_mode=d.truncation_mode))
 
     pairs = HFSource(dataset, transform, kinds=(PreferenceRecord,))
     if d.cache:
         key = cache_key(source=dataset, tokenizer=tokenizer, format="pair", max_length=t,
-                        use_chat_template=True, transform="tokenize_pair+unpad_pair")
+                        use_chat_template=True, truncation_mode=d.truncation_mode,
+                        transform="tokenize_pair+unpad_pair")
         root = d.cache_dir or os.path.join(workdir, "token_cache")
         pairs = build_token_cache(pairs, root, key, chunk_size=int(d.cache_chunk_size))
     examples = _ChosenSequences(pairs) if recipe == "sft" else pairs

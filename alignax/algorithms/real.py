@@ -83,7 +83,9 @@ def add_real_fields(c, *, max_length: int = 1024, eval_fraction: float = 0.1,
     """
     c.model = dict(MODEL_DEFAULTS)
     c.tokenizer = ""
-    c.data = dict(path="", split="train", max_length=int(max_length),
+    # truncation_mode: "error" (an over-long pair is a bad row), "keep_start" (TRL's DPOTrainer)
+    # or "keep_end" (RewardBench), alignax.data.tokenize.tokenize_pair
+    c.data = dict(path="", split="train", max_length=int(max_length), truncation_mode="error",
                   eval_fraction=float(eval_fraction), max_eval_rows=int(max_eval_rows),
                   eval_batch_size=int(eval_batch_size), **data_extra)
     c.lora = dict(rank=0, alpha=16.0)
@@ -204,7 +206,8 @@ def pair_data(config, tok, data=None) -> dict[str, Any]:
 
     data = dataset(config) if data is None else data
     transform = functools.partial(tokenize_pair, tokenizer=tok,
-                                  max_length=int(config.data.max_length))
+                                  max_length=int(config.data.max_length),
+                                  truncation_mode=config.data.truncation_mode)
     train, val, test = held_out_split(len(data), config.data.eval_fraction,
                                       config.data.max_eval_rows)
 
