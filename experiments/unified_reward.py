@@ -55,6 +55,7 @@ rank-only pairs (>= 0), i.e. the pointwise sifting step helps (unified RM).
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -229,11 +230,28 @@ def dpo_tabular(workdir: str, chosen, rejected, num_candidates: int, seeds: list
         loss, _ = dpo_loss(logp[rows, c], logp[rows, r], ref[rows, c], ref[rows, r], beta=beta)
         return jnp.mean(loss)
 
-    fit = fit_small(workdir, loss_fn=loss_fn, init_params=jnp.zeros_like(ref),
+    # strong float32 zeros (zeros_like(ref) is weak-typed: the updated params are not, and the
+    # chunk program was traced and compiled again twice, for the params and each Adam moment)
+    fit = fit_small(workdir, loss_fn=loss_fn, init_params=jnp.zeros(ref.shape, jnp.float32),
                     tx=optax.adam(lr), num_steps=steps,
                     data={"chosen": jnp.asarray(chosen), "rejected": jnp.asarray(rejected)},
                     seeds=seeds, per_seed_data=True)
-    return np.asarray(jax.nn.softmax(fit.params, -1))
+    return np.asarray(_softmax(fit.params))
+
+
+_softmax = jax.jit(functools.partial(jax.nn.softmax, axis=-1))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def curate(h, key, list_size: int):
+    """The DPO pairs (chosen [P], rejected [P]) of each of PAIR_SETS from the generation head's
+    (u, s) = h [P, N, 2] of every candidate: rank-then-sift with a chosen list of `list_size`,
+    rank-only (lists of one) and random pairs ordered by u (one program, not one per op)."""
+    u, s = h[..., 0], h[..., 1]
+    pair_logits = u[:, :, None] - u[:, None, :]
+    return (rank_then_sift(pair_logits, s, num_chosen=list_size),
+            rank_then_sift(pair_logits, s, num_chosen=1),
+            random_pairs(key, s.shape, pair_logits=pair_logits))
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
@@ -246,7 +264,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     seeds = [int(s) for s in config.seeds]
     data = [make_data(config, s) for s in seeds]
     keys = jnp.stack([jax.random.split(jax.random.key(s), 3) for s in seeds])  # [S, 3]
-    batches = [{k: jnp.asarray(np.stack([d["tasks"][t][k] for d in data]))
+    batches = [{k: np.stack([d["tasks"][t][k] for d in data])  # host: no transfer programs
                 for k in ("chosen", "rejected", "points", "scores", "val_chosen",
                           "val_rejected")} for t in range(len(TASKS))]
     out = {s: {} for s in seeds}
@@ -272,7 +290,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     golds = []
     for i, (seed, d) in enumerate(zip(seeds, data)):
         res = out[seed]
-        seed_params = [jax.tree.map(lambda x, i=i: x[i], p) for p in params]
+        # host rows: no slicing program per leaf
+        seed_params = [jax.tree.map(lambda x, i=i: np.asarray(x)[i], p) for p in params]
         for t, (name, b) in enumerate(zip(TASKS, d["tasks"])):
             ha = np.asarray(heads(seed_params[t], b["test_a"], t))
             hb = np.asarray(heads(seed_params[t], b["test_b"], t))
@@ -287,12 +306,9 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         cand = rng.standard_normal((cu.num_prompts, cu.num_candidates, config.task.dim)) \
             .astype(np.float32)
         h = np.asarray(heads(seed_params[task], cand, task))  # [P, N, 2]
-        u, s = jnp.asarray(h[..., 0]), jnp.asarray(h[..., 1])
-        pair_logits = u[:, :, None] - u[:, None, :]
         golds.append(d["golds"][task](cand.reshape(-1, cand.shape[-1])).reshape(cand.shape[:2]))
-        pairs["curated"].append(rank_then_sift(pair_logits, s, num_chosen=int(cu.list_size)))
-        pairs["rank_only"].append(rank_then_sift(pair_logits, s, num_chosen=1))
-        pairs["random"].append(random_pairs(keys[i, 2], s.shape, pair_logits=pair_logits))
+        for name, pair in zip(PAIR_SETS, curate(h, keys[i, 2], int(cu.list_size))):
+            pairs[name].append(pair)
     rows = np.arange(cu.num_prompts)
     dc = config.dpo
     for name, per_seed in pairs.items():
