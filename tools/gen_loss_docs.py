@@ -47,7 +47,8 @@ SECTIONS = [
     ("Direct alignment (reference-free)", losses.REFERENCE_FREE_LOSSES),
     ("Direct alignment (unpaired)", losses.UNPAIRED_LOSSES),
     ("Policy gradient", {**losses.POLICY_GRADIENT_LOSSES, **_by_name(
-        losses.clipped_value_loss, losses.entropy_bonus, losses.aggregate)}),
+        losses.clipped_value_loss, losses.entropy_bonus, losses.aggregate,
+        losses.off_policy_sequence_mask)}),
     ("Self-play policy objectives", losses.SELF_PLAY_LOSSES),
     ("Advantages and KL estimators (alignax.ops)", {
         name: getattr(advantages, name) for name in (

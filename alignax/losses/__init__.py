@@ -42,7 +42,10 @@ from alignax.losses.policy_gradient import (
     entropy_bonus,
     gpo_loss,
     gspo_loss,
+    off_policy_sequence_mask,
     ppo_clip_loss,
+    sapo_loss,
+    vespo_loss,
 )
 from alignax.losses.reward import (
     autoregressive_rm_loss,
@@ -122,7 +125,8 @@ UNPAIRED_LOSSES = {"kto": kto_loss}
 # Policy-gradient surrogates: (logps [B, T], old_logps [B, T], advantages, mask [B, T], *, ...)
 # -> (losses, metrics); PPO-clip's losses are per token [B, T] (reduce with `aggregate`), GSPO's
 # per sequence [B].
-POLICY_GRADIENT_LOSSES = {"ppo_clip": ppo_clip_loss, "gspo": gspo_loss}
+POLICY_GRADIENT_LOSSES = {"ppo_clip": ppo_clip_loss, "gspo": gspo_loss, "sapo": sapo_loss,
+                          "vespo": vespo_loss}
 # Sequence-level policy losses on samples of the current policy (GPM's self-play objective):
 # (policy_logps, behaviour_logps, preference_scores, *, ...) -> ([B], metrics).
 SELF_PLAY_LOSSES = {"gpo": gpo_loss}
@@ -161,6 +165,9 @@ __all__ = [
     "regret_preference_loss",
     "AGGREGATIONS",
     "POLICY_GRADIENT_LOSSES",
+    "off_policy_sequence_mask",
+    "sapo_loss",
+    "vespo_loss",
     "aggregate",
     "clipped_value_loss",
     "entropy_bonus",
