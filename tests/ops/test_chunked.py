@@ -24,9 +24,23 @@ def _plain(h, w, y):
     return token_logprobs(jnp.einsum("...d,vd->...v", h, w).astype(jnp.float32), y)
 
 
+def _value_and_grads(fn, h, w, g):
+    """fn(h, w) and the gradients of sum(fn(h, w) * g) wrt (h, w), as one jitted program (one
+    compile, not one per primitive)."""
+    return jax.jit(lambda h, w: (fn(h, w), jax.grad(lambda h, w: (fn(h, w) * g).sum(),
+                                                    (0, 1))(h, w)))(h, w)
+
+
+@pytest.fixture(scope="module")
+def plain_values_and_grads():
+    h, w, y, g = _inputs()
+    return _value_and_grads(lambda h, w: _plain(h, w, y), h, w, g)
+
+
 @pytest.mark.parametrize("layout", ["vd", "dv"])
 @pytest.mark.parametrize("chunk,row_chunk", [(7, None), (16, 8), (50, None), (64, 33), (13, 5)])
-def test_values_and_gradients_equal_plain_path(layout, chunk, row_chunk):
+def test_values_and_gradients_equal_plain_path(layout, chunk, row_chunk,
+                                               plain_values_and_grads):
     h, w, y, g = _inputs()  # V = 50: chunks 7, 13, 16 do not divide it; N = 33 rows
 
     def chunked(h, w):
@@ -34,17 +48,17 @@ def test_values_and_gradients_equal_plain_path(layout, chunk, row_chunk):
         return chunked_token_logprobs(h, weight, y, chunk=chunk, weight_layout=layout,
                                       row_chunk=row_chunk)
 
-    np.testing.assert_allclose(chunked(h, w), _plain(h, w, y), rtol=1e-5, atol=1e-5)
-    got = jax.grad(lambda h, w: (chunked(h, w) * g).sum(), (0, 1))(h, w)
-    want = jax.grad(lambda h, w: (_plain(h, w, y) * g).sum(), (0, 1))(h, w)
+    value, got = _value_and_grads(chunked, h, w, g)
+    want_value, want = plain_values_and_grads
+    np.testing.assert_allclose(value, want_value, rtol=1e-5, atol=1e-5)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_weight_gradient_keeps_the_kernel_layout():
     h, w, y, _ = _inputs()
-    dw = jax.grad(lambda k: chunked_token_logprobs(h, k, y, chunk=8, weight_layout="dv").sum())(
-        w.T)
+    dw = jax.jit(jax.grad(lambda k: chunked_token_logprobs(h, k, y, chunk=8,
+                                                           weight_layout="dv").sum()))(w.T)
     assert dw.shape == w.T.shape
 
 
@@ -56,39 +70,42 @@ def test_bfloat16_hidden():
     log-probs of the same (bf16-rounded) inputs, and the chunked one within 1e-5 of them."""
     h, w, y, g = _inputs()
     hb = h.astype(jnp.bfloat16)
-    got = chunked_token_logprobs(hb, w, y, chunk=16)
+    # each path as one jitted program per dtype combination (not op by op)
+    chunked = jax.jit(lambda h, w: chunked_token_logprobs(h, w, y, chunk=16))
+    plain = jax.jit(lambda h, w: _plain(h, w, y))
+    got = chunked(hb, w)
     assert got.dtype == jnp.float32
-    np.testing.assert_allclose(got, _plain(hb, w, y), rtol=1e-5, atol=1e-5)
-    dh = jax.grad(lambda h: (chunked_token_logprobs(h, w, y, chunk=16) * g).sum())(hb)
-    dh_plain = jax.grad(lambda h: (_plain(h, w, y) * g).sum())(hb)
+    np.testing.assert_allclose(got, plain(hb, w), rtol=1e-5, atol=1e-5)
+    dh = jax.jit(jax.grad(lambda h: (chunked(h, w) * g).sum()))(hb)
+    dh_plain = jax.jit(jax.grad(lambda h: (plain(h, w) * g).sum()))(hb)
     assert dh.dtype == jnp.bfloat16
     np.testing.assert_allclose(dh.astype(jnp.float32), dh_plain.astype(jnp.float32),
                                rtol=1e-2, atol=1e-2)  # both rounded to bf16 (2^-8 relative)
 
     wb = w.astype(jnp.bfloat16)
-    exact = _plain(hb.astype(jnp.float32), wb.astype(jnp.float32), y)
-    both = chunked_token_logprobs(hb, wb, y, chunk=16)
+    exact = plain(hb.astype(jnp.float32), wb.astype(jnp.float32))
+    both = chunked(hb, wb)
     np.testing.assert_allclose(both, exact, rtol=1e-5, atol=1e-5)
-    logits = jnp.abs(jnp.einsum("...d,vd->...v", hb.astype(jnp.float32),
-                                wb.astype(jnp.float32))).max()
-    assert float(jnp.abs(_plain(hb, wb, y) - exact).max()) <= 2 * float(logits) * 2.0 ** -8
+    logits = np.abs(np.einsum("...d,vd->...v", np.asarray(hb, np.float32),
+                              np.asarray(wb, np.float32))).max()
+    assert float(np.abs(np.asarray(plain(hb, wb)) - np.asarray(exact)).max()) <= (
+        2 * float(logits) * 2.0 ** -8)
 
 
 def test_extreme_logits_are_finite():
     h, w, y, g = _inputs(scale=1e3)  # logits of order 1e4
-    got = chunked_token_logprobs(h, w, y, chunk=16)
-    assert bool(jnp.isfinite(got).all())
-    np.testing.assert_allclose(got, _plain(h, w, y), rtol=1e-5, atol=1e-2)
-    grads = jax.grad(lambda h, w: (chunked_token_logprobs(h, w, y, chunk=16) * g).sum(),
-                     (0, 1))(h, w)
-    assert all(bool(jnp.isfinite(x).all()) for x in grads)
+    got, grads = _value_and_grads(lambda h, w: chunked_token_logprobs(h, w, y, chunk=16), h, w,
+                                  g)
+    assert bool(np.isfinite(got).all())
+    np.testing.assert_allclose(got, jax.jit(_plain)(h, w, y), rtol=1e-5, atol=1e-2)
+    assert all(bool(np.isfinite(x).all()) for x in grads)
 
 
 def test_cross_entropy_is_the_masked_token_mean():
     h, w, y, _ = _inputs()
-    mask = jnp.arange(11)[None, :] < jnp.array([11, 4, 0])[:, None]
-    got = chunked_cross_entropy(h, w, y, mask, chunk=16)
-    want = -(_plain(h, w, y) * mask).sum() / mask.sum()
+    mask = np.arange(11)[None, :] < np.array([11, 4, 0])[:, None]
+    got = jax.jit(lambda h, w: chunked_cross_entropy(h, w, y, mask, chunk=16))(h, w)
+    want = jax.jit(lambda h, w: -(_plain(h, w, y) * mask).sum() / mask.sum())(h, w)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -166,9 +183,10 @@ def test_chunked_entropy_values_and_gradients_equal_token_entropy(layout, chunk)
     def chunked(h, w):
         return (chunked_entropy(h, w, chunk=chunk, weight_layout=layout) * cot).sum()
 
-    np.testing.assert_allclose(chunked_entropy(h, w, chunk=chunk, weight_layout=layout),
-                               token_entropy(h @ full_w(w).T), rtol=1e-5, atol=1e-5)
-    want = jax.grad(plain, argnums=(0, 1))(h, w)
+    np.testing.assert_allclose(
+        jax.jit(lambda h, w: chunked_entropy(h, w, chunk=chunk, weight_layout=layout))(h, w),
+        jax.jit(lambda h, w: token_entropy(h @ full_w(w).T))(h, w), rtol=1e-5, atol=1e-5)
+    want = jax.jit(jax.grad(plain, argnums=(0, 1)))(h, w)
     got = jax.jit(jax.grad(chunked, argnums=(0, 1)))(h, w)
     for g, x in zip(got, want):
         np.testing.assert_allclose(g, x, rtol=1e-5, atol=1e-5)
