@@ -279,7 +279,10 @@ def train_rm(config, workdir: str, model, data: dict, val: dict, seeds, init_key
     (c_ids, c_mask, c_end, r_ids, r_mask, r_end, ...); init_keys and train_keys [S]. Returns
     (the SmallFit, per seed the bt, contrastive and accuracy of the last logged step)."""
     tc = config.train
-    init = jax.tree.map(lambda *x: jnp.stack(x), *[model.init(k) for k in init_keys])
+    # eager (a jitted init fuses the initializers: different float rounding); stacked on the
+    # host (no stacking program per leaf)
+    init = jax.tree.map(lambda *x: np.stack(x), *[jax.device_get(model.init(k))
+                                                  for k in init_keys])
 
     def val_metrics(params, v):
         ids = jnp.concatenate([v["c_ids"], v["r_ids"]])
@@ -292,11 +295,11 @@ def train_rm(config, workdir: str, model, data: dict, val: dict, seeds, init_key
     fit = fit_small(workdir, loss_fn=make_loss(model, float(config.contrastive_weight)),
                     init_params=init, per_seed_init=True,
                     tx=optax.adamw(float(tc.learning_rate), weight_decay=0.0),
-                    num_steps=int(tc.steps), data=jax.tree.map(jnp.asarray, data), seeds=seeds,
+                    num_steps=int(tc.steps), data=data, seeds=seeds,
                     seed_keys=train_keys, per_seed_data=True,
                     batch_fn=make_batch_fn(int(tc.batch_size)), has_aux=True,
                     steps_per_log=int(tc.steps_per_log), checkpoint_every=5,
-                    eval_fn=val_metrics, eval_data=jax.tree.map(jnp.asarray, val),
+                    eval_fn=val_metrics, eval_data=val,
                     select=("val_accuracy", "max"))
     last = fit.history[-1]
     means = [{k: float(last[f"seed_{s}/{k}"]) for k in ("bt", "contrastive", "accuracy")}
@@ -316,8 +319,8 @@ def make_forward(model, chunk: int = 512):
             pad = ((0, chunk - n), (0, 0))
             r, z = apply(params, jnp.asarray(np.pad(ids[i:i + n], pad)),
                          jnp.asarray(np.pad(mask[i:i + n], pad, constant_values=True)))
-            rewards.append(np.asarray(r[:n]))
-            zs.append(np.asarray(z[:n]))
+            rewards.append(np.asarray(r)[:n])
+            zs.append(np.asarray(z)[:n])
         return np.concatenate(rewards), np.concatenate(zs)
 
     return forward
@@ -333,7 +336,7 @@ def score_prefixes(forward, params, enc, prototype, fractions):
     """Q and reward-head scores after each prefix fraction: ([F, N], [F, N])."""
     ids, mask, start, end = enc
     rewards, z = forward(params, ids, mask)
-    q = np.asarray(prefix_goal_values(jnp.asarray(z), prototype))
+    q = np.asarray(_prefix_goal_values(z, prototype))
     pos = np.stack([prefix_positions(start, end, f) for f in fractions])  # [F, N]
     take = lambda x: np.take_along_axis(x[None], pos[:, :, None], axis=2)[..., 0]  # noqa: E731
     return take(q), take(rewards)
@@ -347,6 +350,8 @@ def goal_prototype(forward, params, enc) -> jax.Array:
 
 
 _batched_auroc = jax.jit(jax.vmap(auroc, in_axes=(0, None)))  # [F, N] scores -> [F]
+_prefix_goal_values = jax.jit(prefix_goal_values)
+_pruned_majority_vote = jax.jit(pruned_majority_vote, static_argnames="num_answers")
 
 
 def prefix_auroc(forward, params, prototype, good, bad, fractions):
@@ -385,8 +390,9 @@ def pruned_votes(task, vote, scored, quantile: float,
     jitter = 1e-6 * np.random.default_rng([jitter_seed, 7]).random(answers.shape)
     out = {}
     for name in ("q", "reward"):
-        v = pruned_majority_vote(scores[name] + jitter, answers, lengths, prefix_len,
-                                 quantile=float(quantile), num_answers=task.modulus)
+        v = jax.device_get(_pruned_majority_vote(  # host arrays: no program per metric op
+            scores[name] + jitter, answers, lengths, prefix_len, quantile=float(quantile),
+            num_answers=task.modulus))
         full = float(np.mean(np.asarray(v.full_answer) == truth))
         pruned = float(np.mean(np.asarray(v.answer) == truth))
         out[name] = {"acc_full": full, "acc_pruned": pruned, "acc_loss": full - pruned,
@@ -480,7 +486,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
                                   stacked(val), seeds, [k[0] for k in keys],
                                   jnp.stack([k[1] for k in keys]))
     forward = make_forward(model)
-    best = lambda i: jax.tree.map(lambda x: x[i], fit.best_params)  # noqa: E731
+    best_params = jax.device_get(fit.best_params)  # host rows: no slicing program per leaf
+    best = lambda i: jax.tree.map(lambda x: x[i], best_params)  # noqa: E731
     return {s: {**{f"train_{k}": v for k, v in train_metrics[i].items()},
                 "chosen_steps": float(fit.best_step[i]), "val_accuracy": float(fit.best_score[i]),
                 **evaluate(config, task, forward, best(i), pairs[i][0], s, max_len)}
