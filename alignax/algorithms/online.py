@@ -59,16 +59,20 @@ __all__ = [
 
 
 def make_rollout(model, *, num_samples: int, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0, stop_tokens=(), pad_id: int = 0
+                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+                 repetition_penalty: float = 1.0, stop_tokens=(), pad_id: int = 0
                  ) -> Callable[..., Rollout]:
-    """`rollout(params, prompt_ids, prompt_mask, rng) -> Rollout` with the jitted KV sampler."""
+    """`rollout(params, prompt_ids, prompt_mask, rng) -> Rollout` with the jitted KV sampler
+    (`alignax.sampling.sample`; `old_logps` are the policy's own log-probs of the sampled tokens,
+    also with min_p or a repetition penalty processing the sampling distribution)."""
     stop_tokens = tuple(int(t) for t in stop_tokens)
 
     def rollout(params, prompt_ids, prompt_mask, rng) -> Rollout:
         out = sample(model, params, jnp.asarray(prompt_ids), jnp.asarray(prompt_mask), rng,
                      max_new_tokens=max_new_tokens, num_samples=num_samples,
-                     temperature=temperature, top_k=top_k, top_p=top_p,
-                     stop_tokens=stop_tokens, pad_id=pad_id)
+                     temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                     repetition_penalty=repetition_penalty, stop_tokens=stop_tokens,
+                     pad_id=pad_id)
         return Rollout(ids=jnp.concatenate([out.prompt_ids, out.tokens], axis=1),
                        mask=jnp.concatenate([out.prompt_mask, out.mask], axis=1),
                        response_mask=out.mask, old_logps=jnp.where(out.mask, out.logps, 0.0),
@@ -264,11 +268,13 @@ def prompt_pool(prompt_ids, prompt_mask, per_iteration: int) -> tuple[np.ndarray
 
 def rollout_from_config(model, cfg: Mapping[str, Any], num_samples: int) -> Callable:
     """The jitted `make_rollout` of a recipe config (max_new_tokens, temperature, top_k, top_p,
-    stop_tokens)."""
+    stop_tokens, and min_p / repetition_penalty where the recipe has them)."""
     return jax.jit(make_rollout(
         model, num_samples=num_samples, max_new_tokens=int(cfg["max_new_tokens"]),
         temperature=float(cfg["temperature"]), top_k=int(cfg["top_k"]),
-        top_p=float(cfg["top_p"]), stop_tokens=tuple(cfg["stop_tokens"])))
+        top_p=float(cfg["top_p"]), min_p=float(cfg.get("min_p", 0.0)),
+        repetition_penalty=float(cfg.get("repetition_penalty", 1.0)),
+        stop_tokens=tuple(cfg["stop_tokens"])))
 
 
 def iteration_rollout(rollout_fn, params, prompt_ids, prompt_mask, *, seed: int, it: int,

@@ -74,7 +74,6 @@ from alignax.algorithms.kl_control import (KL_PLACEMENTS, adaptive_entropy_contr
 from alignax.algorithms.objectives import objective_mixer
 from alignax.losses import aggregate, gspo_loss, ppo_clip_loss
 from alignax.losses.policy_gradient import off_policy_sequence_mask, sapo_loss, vespo_loss
-from alignax.sampling import sample
 from alignax.train import sharding as shd
 from alignax.train.optim import make_optimizer
 from alignax.types import Rollout
@@ -341,29 +340,6 @@ def check_sync_ref(sync: Mapping[str, Any], label: str) -> tuple[float, int]:
     return alpha, int(steps)
 
 
-def sampler_rollout(model, cfg: Mapping[str, Any], num_samples: int) -> Callable:
-    """The jitted rollout of a policy-gradient config: `online.rollout_from_config`, or, with
-    `min_p` > 0 or `repetition_penalty` != 1, the same rollout with those sampler options
-    (`online.make_rollout` does not pass them on yet)."""
-    if float(cfg["min_p"]) == 0.0 and float(cfg["repetition_penalty"]) == 1.0:
-        return online.rollout_from_config(model, cfg, num_samples)
-    options = dict(max_new_tokens=int(cfg["max_new_tokens"]), num_samples=num_samples,
-                   temperature=float(cfg["temperature"]), top_k=int(cfg["top_k"]),
-                   top_p=float(cfg["top_p"]), min_p=float(cfg["min_p"]),
-                   repetition_penalty=float(cfg["repetition_penalty"]),
-                   stop_tokens=tuple(int(t) for t in cfg["stop_tokens"]))
-
-    def rollout(params, prompt_ids, prompt_mask, rng) -> Rollout:
-        out = sample(model, params, jnp.asarray(prompt_ids), jnp.asarray(prompt_mask), rng,
-                     **options)
-        return Rollout(ids=jnp.concatenate([out.prompt_ids, out.tokens], axis=1),
-                       mask=jnp.concatenate([out.prompt_mask, out.mask], axis=1),
-                       response_mask=out.mask, old_logps=jnp.where(out.mask, out.logps, 0.0),
-                       prompt_index=out.prompt_index)
-
-    return jax.jit(rollout)
-
-
 def group_advantage(name: str, num_samples: int) -> AdvantageFn:
     """The advantage function of a named estimator (`online.ADVANTAGES`)."""
     if name not in online.ADVANTAGES:
@@ -560,6 +536,11 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
                                 step_size=float(cfg["objective_step_size"]))
     prompt_ids, prompt_mask = online.prompt_pool(prompt_ids, prompt_mask, per_iter)
     place = shd.Placement.from_config(cfg["mesh"])
+    if place.multiprocess and (judge_fn is not None or difficulty_fn is not None):
+        # they read the whole rollout on the host; on several processes each holds its rows only
+        raise NotImplementedError(
+            "judge_fn (BRPO) and difficulty_fn (GRPO-S) run in one process; this job has "
+            f"{jax.process_count()} processes")
     reward_fn = online.rewards_where_sampled(reward_fn, place)
     place.check_rows(per_iter, "prompts_per_iteration")
     place.check_rows(per_iter * n // int(cfg["minibatches"]), "minibatch")
@@ -627,7 +608,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
             model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]),
             aggregation=cfg["aggregation"], max_length=int(cfg["max_new_tokens"]),
             token_logps=token_logps, loss_kwargs=loss_kwargs(cfg)))
-    rollout_fn = sampler_rollout(model if lora is None else lora.model, cfg, n)
+    rollout_fn = online.rollout_from_config(model if lora is None else lora.model, cfg, n)
     policy_of = (lambda p: p) if lora is None else lora.policy
     frozen = () if lora is None else (lora.base,)
     ref_logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]),
