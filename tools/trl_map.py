@@ -8,6 +8,8 @@ Each entry is `(kind, text)`:
 - `("key", "recipe:path")`: the alignax config key (dotted path in that recipe's
   `default_config()`; `loss_kwargs.<name>` must be a keyword of one of the recipe's losses),
   optionally followed by " | a note";
+- `("data", text)`: implemented in the data pipeline (a keyword of the tokeniser or reader that
+  the text names), not a recipe key;
 - `("na", reason)`: does not apply to alignax (why);
 - `("todo", what)`: not implemented yet (what is missing).
 """
@@ -27,9 +29,6 @@ _STATIC = ("na", "XLA compiles one shape: rows are padded to the configured leng
 _INIT = ("na", "models come from a TransformerConfig or `import_hf(path, dtype=..., "
          "param_dtype=...)`")
 _OFFLOAD = ("key", "direct:model.remat | `remat=\"offload\"` moves saved activations to host")
-_TR_DPO = ("todo", "reference syncing in this recipe (TR-DPO's soft update exists in the "
-           "direct recipe, `sync_ref`, via `common.fit_recipe(synced_reference=)`, and in the "
-           "policy-gradient recipe, `sync_ref`)")
 _VLLM = ("na", "generation runs in alignax's jitted sampler on the training devices")
 _LOGGING = ("na", "rollout logging: metrics.jsonl / TensorBoard carry the rollout statistics")
 _GEN_KW = ("na", "the sampler's options are recipe keys (temperature, top_k, top_p, min_p, "
@@ -44,9 +43,14 @@ DPO = {
     "dataset_num_proc": _PIPELINE,
     "max_length": ("key", "direct:model.max_len | pairs are tokenised to this length "
                    "(alignax.data.tokenize.tokenize_pair(max_length=))"),
-    "truncation_mode": ("todo", "truncation of over-long pairs (today an over-long side is a "
-                        "DataError naming its row and field)"),
-    "padding_free": ("todo", "sequence packing for preference pairs"),
+    "truncation_mode": ("data", "`alignax.data.tokenize.tokenize_pair(truncation_mode=)`: "
+                        "\"keep_start\" (TRL's default) / \"keep_end\" cut each side's prompt + "
+                        "response to max_length as TRL's collator (ids equal); a prompt that fills "
+                        "max_length is a DataError (TRL drops the pair); \"error\" (the default) "
+                        "refuses over-long pairs; `data.truncation_mode` in examples/byom.py and "
+                        "the :real configs"),
+    "padding_free": ("todo", "sequence packing for preference pairs (packing exists for SFT and "
+                     "reward-model pairs: alignax.data.packing)"),
     "pad_to_multiple_of": _STATIC,
     "precompute_ref_log_probs": ("key", "direct:precompute_ref_logps"),
     "precompute_ref_batch_size": ("na", "the reference pass uses train.batch_size"),
@@ -94,19 +98,23 @@ KTO = {
     "desirable_weight": ("key", "kto:desirable_weight"),
     "undesirable_weight": ("key", "kto:undesirable_weight"),
     "activation_offloading": _OFFLOAD,
-    "sync_ref_model": _TR_DPO,
-    "ref_model_mixup_alpha": _TR_DPO,
-    "ref_model_sync_steps": _TR_DPO,
+    "sync_ref_model": ("key", "kto:sync_ref | None: a fixed reference"),
+    "ref_model_mixup_alpha": ("key", "kto:sync_ref | its `alpha` (sync_ref = {alpha, steps})"),
+    "ref_model_sync_steps": ("key", "kto:sync_ref | its `steps`"),
 }
 
 REWARD = {
     "model_init_kwargs": _INIT,
     "trust_remote_code": _NO_MODEL_CODE,
-    "chat_template_path": ("todo", "the model's own chat template for reward-model data"),
+    "chat_template_path": ("data", "`HFTokenizer.from_file(path, chat_template=...)` (a "
+                           "template string, or `alignax.data.load_chat_template(folder)`); "
+                           "tokenize_pair renders conversational pairs with it"),
     "disable_dropout": _NO_DROPOUT,
     "dataset_num_proc": _PIPELINE,
     "eos_token": ("na", "the tokenizer's eos token (`HFTokenizer(eos_token=)`)"),
-    "max_length": ("key", "reward_model:model.max_len"),
+    "max_length": ("key", "reward_model:model.max_len | TRL drops longer pairs; alignax: a "
+                   "DataError naming the row, `skip_invalid=True` to drop them, or "
+                   "tokenize_pair's truncation_mode"),
     "pad_to_multiple_of": _STATIC,
     "center_rewards_coefficient": ("key", "reward_model:loss_kwargs.center_coef | the "
                                    "auxiliary (r_c + r_r)^2 term of Eisenstein et al. 2023"),
@@ -130,10 +138,9 @@ _GEN = {
     "min_p": ("key", "policy_gradient:min_p | keeps tokens with p >= min_p * p_max after "
               "temperature, top-k and top-p (transformers' MinPLogitsWarper)"),
     "generation_kwargs": _GEN_KW,
-    "chat_template_kwargs": ("todo", "template variables for the prompts (e.g. "
-                             "enable_thinking): `HFTokenizer.apply_chat_template(**kwargs)` "
-                             "takes them, `alignax.data.tokenize.tokenize_prompt` does not pass "
-                             "them on yet"),
+    "chat_template_kwargs": ("data", "`alignax.data.tokenize.tokenize_prompt("
+                             "chat_template_kwargs=)` (e.g. {\"enable_thinking\": False}); the "
+                             "recipes take prompts as token ids"),
     "repetition_penalty": ("key", "policy_gradient:repetition_penalty | transformers' "
                            "RepetitionPenaltyLogitsProcessor on the prompt's and the generated "
                            "tokens, before temperature (the prompt's padding is not counted); "
@@ -228,7 +235,7 @@ RLOO = {
 
 CONFIGS = {"DPOConfig": DPO, "KTOConfig": KTO, "RewardConfig": REWARD, "GRPOConfig": GRPO,
            "RLOOConfig": RLOO}
-KINDS = {"key": "alignax", "na": "does not apply", "todo": "not yet"}
+KINDS = {"key": "alignax", "data": "alignax (data)", "na": "does not apply", "todo": "not yet"}
 
 
 def render() -> str:
@@ -241,7 +248,8 @@ def render() -> str:
     for name, table in CONFIGS.items():
         counts = {k: sum(1 for kind, _ in table.values() if kind == k) for k in KINDS}
         lines += [f"## {name}", "",
-                  f"{counts['key']} mapped, {counts['na']} do not apply, "
+                  f"{counts['key'] + counts['data']} mapped ({counts['data']} in the data "
+                  f"pipeline), {counts['na']} do not apply, "
                   f"{counts['todo']} not yet.", "",
                   "| TRL field | status | alignax |", "|---|---|---|"]
         for field in sorted(table):

@@ -255,8 +255,9 @@ def tokenize_pair(record: PreferenceRecord, tokenizer, *, max_length: int,
     return out
 
 
-def tokenize_prompt(record, tokenizer, *, max_length: int,
-                    use_chat_template: bool = True) -> dict[str, np.ndarray]:
+def tokenize_prompt(record, tokenizer, *, max_length: int, use_chat_template: bool = True,
+                    chat_template_kwargs: Mapping[str, Any] | None = None
+                    ) -> dict[str, np.ndarray]:
     """A prompt -> left-padded [max_length] arrays for online sampling (GRPO, RLOO, PPO, ...).
 
     Conversational prompts (`record.extras["messages"]["prompt"]`, e.g. a
@@ -271,6 +272,8 @@ def tokenize_prompt(record, tokenizer, *, max_length: int,
       tokenizer: as for `tokenize_pair`.
       max_length: P, the padded prompt length.
       use_chat_template: as for `tokenize_pair`.
+      chat_template_kwargs: extra variables of the chat template (TRL's GRPOConfig
+        `chat_template_kwargs`, e.g. `{"enable_thinking": False}` for Qwen3's template).
 
     Returns:
       `prompt_ids` [P] int32 (pad id on the left), `prompt_mask` [P] int32 (1 on real tokens).
@@ -284,7 +287,7 @@ def tokenize_prompt(record, tokenizer, *, max_length: int,
     if (use_chat_template and isinstance(messages, Mapping) and "prompt" in messages
             and getattr(tokenizer, "chat_template", None) is not None):
         ids = list(tokenizer.apply_chat_template(messages["prompt"], add_generation_prompt=True,
-                                                 tokenize=True))
+                                                 tokenize=True, **(chat_template_kwargs or {})))
         specials = "the chat template"
     else:
         ids = ([] if bos is None else [bos]) + list(tokenizer.encode(record.prompt))

@@ -242,6 +242,14 @@ def test_prompts_for_sampling_are_left_padded_and_use_the_template():
     np.testing.assert_array_equal(plain["prompt_mask"], [0, 1, 1, 1])
     with pytest.raises(DataError, match="prompt: 3 tokens with bos exceed max_length=2"):
         tokenize_prompt(parse_hf_row({"prompt": "ab"}), ByteTokenizer(), max_length=2)
+    # chat_template_kwargs reach the template (Qwen3's enable_thinking=False adds an empty
+    # think block after the generation prompt), as TRL's GRPOConfig.chat_template_kwargs
+    off = tokenize_prompt(record, tok, max_length=48,
+                          chat_template_kwargs={"enable_thinking": False})
+    ids_off = tok.apply_chat_template(EXPLICIT["prompt"], add_generation_prompt=True,
+                                      tokenize=True, enable_thinking=False)
+    assert len(ids_off) > n
+    assert off["prompt_ids"][-len(ids_off):].tolist() == ids_off
 
 
 def test_standard_pairs_bos_as_the_tokenizer_and_trl_add_it():
