@@ -253,8 +253,8 @@ def prompt_data(config, tok, max_prompt_length: int, data=None,
             record = source.record(int(i))
             for field in fields:
                 if record.extras.get(field) is None:
-                    raise DataError(f"{source._name}:{int(i)}: field '{field}': missing (the "
-                                    f":real config reads it)", path=source._name, line=int(i),
+                    raise DataError(f"{source.name}:{int(i)}: field '{field}': missing (the "
+                                    f":real config reads it)", path=source.name, line=int(i),
                                     field=field)
             records.append(record)
             tokens.append(tokenize_prompt(record, tok, max_length=int(max_prompt_length)))

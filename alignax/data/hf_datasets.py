@@ -372,6 +372,11 @@ class HFSource:
     def __len__(self) -> int:
         return len(self._dataset) if self._indices is None else len(self._indices)
 
+    @property
+    def name(self) -> str:
+        """The dataset's name in error messages (`<name>:<index>: field ...`)."""
+        return self._name
+
     def record(self, i: int) -> Record:
         """The validated record of item `i` (row `indices[i]`)."""
         index = i if self._indices is None else self._indices[i]
