@@ -79,7 +79,7 @@ from alignax.protocol import seed_mean
 from alignax.rewards import judges
 from alignax.tasks.splits import check_disjoint, split_seeds
 from alignax.train.plots import plot_curves, seed_mean_curve
-from alignax.train.small import fit_small, stack_seeds
+from alignax.train.small import fit_small
 
 VOCAB, LENGTH = 8, 3
 MOD = 7  # verifiable answers (a + b) mod 7, tokens 0..6
@@ -231,8 +231,9 @@ def make_data(config, seed: int) -> dict:
     ya = np.array([rng.choice(sp.num_sequences, p=probs[t]) for t in topic])
     yb = np.array([rng.choice(sp.num_sequences, p=probs[t]) for t in topic])
     toks = sp.sequences
-    out["pair_diff"] = np.asarray(response_features(jnp.asarray(toks[ya]))
-                                  - response_features(jnp.asarray(toks[yb])), np.float32)
+    # `response_features` on the host (exact 0/1 one-hots: no device program)
+    onehot = lambda t: np.eye(VOCAB, dtype=np.float32)[t].reshape(len(t), -1)  # noqa: E731
+    out["pair_diff"] = onehot(toks[ya]) - onehot(toks[yb])
     out["pair_label"] = (gold[ya] > gold[yb]).astype(np.float32)
     valid = gold[ya] != gold[yb]
     out["pair_mask_all"] = valid.astype(np.float32)
@@ -301,11 +302,13 @@ def frozen_prefers(w, tokens_a, tokens_b):
 
 
 def with_referee(config, policy, w):
-    """pi_0 with the judging block set so that logit_0 - logit_1 = w . (f(y_a) - f(y_b))."""
+    """pi_0 with the judging block set so that logit_0 - logit_1 = w . (f(y_a) - f(y_b)).
+    On the host (numpy; exact: halving and setting entries), a new weight array."""
     off = layout(config)
-    weight = policy["weight"]
-    weight = weight.at[..., 0, off["judge"]:off["const"], FIRST].set(w / 2)
-    weight = weight.at[..., 0, off["judge"]:off["const"], SECOND].set(-w / 2)
+    weight = np.array(policy["weight"], np.float32)
+    w = np.asarray(w, np.float32)
+    weight[..., 0, off["judge"]:off["const"], FIRST] = w / 2
+    weight[..., 0, off["judge"]:off["const"], SECOND] = -w / 2
     return {"bias": policy["bias"], "weight": weight}
 
 
@@ -406,7 +409,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         raise ValueError(f"unknown arm {arm!r}; one of {ARMS}")
     seeds = [int(s) for s in config.seeds]
     per_seed = [make_data(config, s) for s in seeds]
-    data = stack_seeds(per_seed)
+    # host arrays: no device transfer program per field (the jitted programs take them)
+    data = {k: np.stack([np.asarray(d[k]) for d in per_seed]) for k in per_seed[0]}
     w = fit_judges(config, os.path.join(workdir, "judges"), data, seeds)
     ref = with_referee(config, {"bias": data["ref_bias"], "weight": data["ref_weight"]},
                        w["initial"])
