@@ -18,7 +18,7 @@ transformers = pytest.importorskip("transformers")
 from alignax.models import hf as hf_mod  # noqa: E402
 from alignax.models.hf import export_hf, import_hf  # noqa: E402
 from alignax.models.transformer import init_cache, make_lm, positions_from_mask  # noqa: E402
-from tests.models.test_hf_families import _hf_logits as _hf_out  # noqa: E402 (fp32 numpy)
+from tests.models import hf_logits as _hf_out  # noqa: E402 (fp32 numpy)
 
 # 3 layers: sliding, full, sliding (window 4 < T); head_dim 16 (H E = 64 != D = 32);
 # query_pre_attn_scalar 24 (not E); initializer_range 0.5 so scores and logits reach the caps

@@ -23,6 +23,7 @@ from alignax.models import hf as hf_mod  # noqa: E402
 from alignax.models import rope as rope_mod  # noqa: E402
 from alignax.models.hf import MATH_KEYS, NON_MATH_KEYS, config_from_hf, export_hf, import_hf  # noqa: E402
 from alignax.models.transformer import positions_from_mask  # noqa: E402
+from tests.models import hf_logits  # noqa: E402
 
 BASE = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
@@ -65,14 +66,6 @@ def _hf_model(name, seed=0, dtype=torch.float32):
             if "norm" in pname or pname.endswith("bias"):
                 p.add_(0.3 * torch.randn_like(p))
     return model.to(dtype)
-
-
-def _hf_logits(model, ids, mask):
-    pos = np.asarray(positions_from_mask(jnp.asarray(mask)))
-    with torch.no_grad():
-        out = model(torch.tensor(ids), attention_mask=torch.tensor(mask.astype(np.int64)),
-                    position_ids=torch.tensor(pos, dtype=torch.long)).logits
-    return out.float().numpy()
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +230,7 @@ def test_logits_match_transformers_fp32_with_padding(saved, name):
     model, params = import_hf(str(folder))
     mask = MASKS["padded"]
     got = model.apply(params, jnp.asarray(IDS), jnp.asarray(mask))
-    _valid_close(got, _hf_logits(hf_model, IDS, mask), mask, rtol=1e-5, atol=1e-5)
+    _valid_close(got, hf_logits(hf_model, IDS, mask), mask, rtol=1e-5, atol=1e-5)
 
 
 def test_sliding_window_changes_the_logits(saved):
@@ -263,9 +256,9 @@ def test_bf16_logits_are_as_close_to_fp32_as_transformers_bf16(saved, tmp_path, 
     hf32, _ = saved[name]
     hf16 = _hf_model(name, dtype=torch.bfloat16)
     hf16.save_pretrained(tmp_path)
-    ref = _hf_logits(hf16.float(), IDS, MASKS["padded"])  # fp32 math on the bf16 weights
+    ref = hf_logits(hf16.float(), IDS, MASKS["padded"])  # fp32 math on the bf16 weights
     hf16 = hf16.to(torch.bfloat16)
-    theirs = _hf_logits(hf16, IDS, MASKS["padded"])
+    theirs = hf_logits(hf16, IDS, MASKS["padded"])
     model, params = import_hf(str(tmp_path), param_dtype="bfloat16", dtype="bfloat16")
     assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(jnp.bfloat16)}
     ours = np.asarray(model.apply(params, jnp.asarray(IDS), jnp.asarray(MASKS["padded"])))
@@ -287,7 +280,7 @@ def test_export_loads_in_transformers_with_matching_logits(saved, tmp_path, name
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(
         tmp_path / "out", attn_implementation="eager").eval()
     mask = MASKS["padded"]
-    _valid_close(_hf_logits(reloaded, IDS, mask), _hf_logits(hf_model, IDS, mask), mask,
+    _valid_close(hf_logits(reloaded, IDS, mask), hf_logits(hf_model, IDS, mask), mask,
                  rtol=1e-5, atol=1e-5)
 
 
@@ -402,7 +395,7 @@ def test_import_streams_shard_by_shard_in_the_checkpoint_dtype(tmp_path, monkeyp
     assert conversions and all(a == b == np.dtype(jnp.bfloat16) for a, b in conversions)
     assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype(jnp.bfloat16)}
     mask = MASKS["padded"]
-    ref = _hf_logits(hf_model.float(), IDS, mask)
+    ref = hf_logits(hf_model.float(), IDS, mask)
     got = model.apply(params, jnp.asarray(IDS), jnp.asarray(mask))
     assert np.abs(np.asarray(got) - ref)[mask].max() < 0.05
 
