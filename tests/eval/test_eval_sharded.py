@@ -124,6 +124,7 @@ SCRIPT = textwrap.dedent("""
 """ % MAX_LENGTH)
 
 
+@pytest.mark.slow
 def test_mesh_scores_equal_the_one_device_scores(files, one_device):
     root, data = files
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
