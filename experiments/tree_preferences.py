@@ -85,6 +85,14 @@ from alignax.train.small import fit_small, minibatch_fn, pair_accuracy_selection
 
 DATASETS = ("chain", "tree", "tree_siblings")
 
+# the metrics and the gold as one compiled program per shape each (called eagerly, jax compiles
+# every primitive separately); the same numbers as the library functions (sums of 0, 1/2 and 1
+# are exact; the gold's mean of 12 token scores sums in the same order). `spearman` stays eager:
+# jitted, its fused rank sums round differently on long vectors.
+_preference_accuracy = jax.jit(preference_accuracy)
+_win_rate = jax.jit(win_rate)
+_token_score_reward = jax.jit(token_score_reward)
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
@@ -117,8 +125,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                    steps_per_log=25 if not smoke else 4)
     c.num_val_pairs = 512 if not smoke else 16
     c.num_eval_pairs = 1024 if not smoke else 16
-    c.num_bon_prompts = 256 if not smoke else 8
-    c.bon_n = 16 if not smoke else 4
+    # smoke: N = 2 candidates for 16 prompts, the shapes of the chain pairs' sampling (16
+    # prompts, 2 samples each), so best-of-N reuses that compiled sampler (N is a value only)
+    c.num_bon_prompts = 256 if not smoke else 16
+    c.bon_n = 16 if not smoke else 2
     return c
 
 
@@ -141,14 +151,20 @@ def chain_data(policy, prompts, key):
     return seqs[0::2], seqs[1::2]
 
 
+# the whole tree (d sampling levels and the glue between them) as one program
+_sample_tree = jax.jit(sample_tree, static_argnames=("model", "branching", "depth",
+                                                     "segment_len"))
+
+
 def tree_data(policy, prompts, key, rng, *, branching, depth, pairs_per_tree, strategy):
     """`pairs_per_tree` leaf pairs of one response tree per prompt: sequences a, b [M, T]."""
     r = policy.task.response_len
     if r % depth:
         raise ValueError(f"response_len {r} is not a multiple of the tree depth {depth}")
     ids = _prompt_ids(prompts)
-    tree = sample_tree(policy.model, policy.params, jnp.asarray(ids), jnp.ones(ids.shape, bool),
-                       key, branching=branching, depth=depth, segment_len=r // depth)
+    tree = _sample_tree(policy.model, policy.params, jnp.asarray(ids),
+                        jnp.ones(ids.shape, bool), key, branching=branching, depth=depth,
+                        segment_len=r // depth)
     candidates = tree_pairs(branching, depth, strategy)
     if pairs_per_tree > len(candidates):
         raise ValueError(f"{strategy!r} has {len(candidates)} pairs per tree < "
@@ -231,7 +247,7 @@ def linear_bt_accuracy(workdir: str, chosen, rejected, eval_a, eval_b, gold_marg
     w = np.asarray(fit.params, np.float64)
     margins = np.stack([(features(a) - features(b)) @ wr
                         for a, b, wr in zip(eval_a, eval_b, w)])
-    return np.array([float(preference_accuracy(m, g)) for m, g in zip(margins, gold_margin)])
+    return np.array([float(_preference_accuracy(m, g)) for m, g in zip(margins, gold_margin)])
 
 
 def make_gold(config, task, seed: int):
@@ -243,7 +259,7 @@ def make_gold(config, task, seed: int):
     p = 1 + task.prompt_len
 
     def additive(seqs):
-        return np.asarray(token_score_reward(np.asarray(seqs)[..., p:], scores))
+        return np.asarray(_token_score_reward(np.asarray(seqs)[..., p:], scores))
 
     if config.gold_kind == "additive":
         return additive, (lambda seqs: _token_counts(seqs, task.vocab_size, p)), 5.0
@@ -256,7 +272,7 @@ def make_gold(config, task, seed: int):
     rng = np.random.default_rng([seed, 182])
     world = task.sample_responses(rng, task.sample_prompts(rng, 4096))
     raw = SegmentInteractionReward(**kw)(world)
-    ref = np.asarray(token_score_reward(world, scores))
+    ref = np.asarray(_token_score_reward(world, scores))
     inter = SegmentInteractionReward(**kw, scale=float(ref.std() / raw.std()))
     # the pair features have ~V times more, ~V times smaller entries than the bag of tokens
     return ((lambda seqs: inter(np.asarray(seqs)[..., p:])),
@@ -369,8 +385,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         all_resp = np.concatenate([ea, eb])
         rm_all = np.concatenate([score(ea), score(eb)], axis=1)
         for k, name in enumerate(DATASETS):
-            result[f"test_{name}_accuracy"] = float(preference_accuracy(margins[k],
-                                                                        gold_margin))
+            result[f"test_{name}_accuracy"] = float(_preference_accuracy(margins[k],
+                                                                         gold_margin))
             result[f"test_{name}_spearman"] = float(spearman(rm_all[k], gold(all_resp)))
             result[f"test_{name}_linear_accuracy"] = float(linear[i, k])
 
@@ -394,8 +410,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         result["test_oracle_bon_gold"] = float(cand_gold.max(axis=1).mean())
         result["test_policy_gold"] = float(cand_gold.mean())
         for name in DATASETS[1:]:
-            result[f"test_{name}_win_rate_vs_chain"] = float(win_rate(picked[name],
-                                                                      picked["chain"]))
+            result[f"test_{name}_win_rate_vs_chain"] = float(_win_rate(picked[name],
+                                                                       picked["chain"]))
             decided = picked[name] != picked["chain"]
             result[f"test_{name}_win_rate_decided"] = (
                 float(np.mean(picked[name][decided] > picked["chain"][decided]))
