@@ -81,6 +81,11 @@ from alignax.train.small import fit_small, minibatch_fn, pair_accuracy_selection
 AGGREGATIONS = ("mean", "min", "mean_minus_std")
 ENSEMBLES = ("pretrain", "finetune")
 
+# the gold as one compiled program per shape (called eagerly, jax compiles every primitive
+# separately); the same numbers as the library function. (`ensemble` stays eager: jitted, its
+# mean - lam * std rounds differently and can change a best-of-n pick.)
+_token_score_reward = jax.jit(token_score_reward)
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     smoke = is_smoke(arg)
@@ -205,7 +210,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     seeds = [int(s) for s in config.seeds]
     task = BigramLanguage(**config.task.to_dict())
     scores_v = task.token_scores()
-    gold_fn = lambda responses, prompts: token_score_reward(responses, scores_v)  # noqa: E731
+    gold_fn = lambda responses, prompts: _token_score_reward(responses, scores_v)  # noqa: E731
     k = int(config.num_members)
     model_cfg = {**config.model.to_dict(), "vocab_size": task.vocab_size,
                  "max_len": task.seq_len}
@@ -275,7 +280,7 @@ def _best_of_n(config, task, lm, rm, policy_params, rm_params, seed):
     """One seed's held-out accuracies of its single RMs (params [S, ...]) and the best-of-n gold
     rewards of the singles, the ensembles and the oracle."""
     scores_v = task.token_scores()
-    gold_fn = lambda responses, prompts: token_score_reward(responses, scores_v)  # noqa: E731
+    gold_fn = lambda responses, prompts: _token_score_reward(responses, scores_v)  # noqa: E731
     k = int(config.num_members)
     ft = config.finetune
     singles, members = member_layout(k)
@@ -297,7 +302,7 @@ def _best_of_n(config, task, lm, rm, policy_params, rm_params, seed):
                  jax.random.key(seed), max_new_tokens=task.response_len, num_samples=n_max)
     responses = np.asarray(out.tokens)
     cand_ids = np.concatenate([np.asarray(out.prompt_ids), responses], axis=1)
-    gold = np.asarray(token_score_reward(responses, scores_v)).reshape(-1, n_max)
+    gold = np.asarray(_token_score_reward(responses, scores_v)).reshape(-1, n_max)
     # one scoring pass (one compiled shape) over held-out pairs and candidates
     everything = score_members(rm, rm_params, np.concatenate([ev_c, ev_r, cand_ids]))
     n_ev = len(ev_c)
