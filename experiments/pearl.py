@@ -71,6 +71,7 @@ Claims (test worlds, 10 seeds, 95% t intervals):
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -183,13 +184,16 @@ def _tables(params, phi, parameterization: str):
 
 
 def _init_params(tc, shape, num_features: int, key):
-    """The reward parameters of `train.parameterization` (see `_tables`)."""
+    """The reward parameters of `train.parameterization` (see `_tables`), all strong float32
+    (a weak-typed leaf becomes strong after the first update: the training program would be
+    traced and compiled a second time)."""
+    f32 = jnp.float32
     if tc.parameterization == "tabular":
         return {"mean": 0.01 * jax.random.normal(key, shape),
-                "log_var": jnp.full(shape, tc.init_log_var)}
+                "log_var": jnp.full(shape, tc.init_log_var, f32)}
     if tc.parameterization in ("linear", "residual"):
         params = {"w": 0.01 * jax.random.normal(key, (num_features,)),
-                  "v": jnp.zeros((num_features,)), "b": jnp.asarray(tc.init_log_var)}
+                  "v": jnp.zeros((num_features,)), "b": jnp.asarray(tc.init_log_var, f32)}
         if tc.parameterization == "residual":
             params.update(mean=jnp.zeros(shape), log_var=jnp.zeros(shape))
         return params
@@ -250,8 +254,16 @@ def fit_rewards(config, workdir: str, data: dict, seeds: list[int], *, num_steps
                     tx=optax.adam(float(tc.learning_rate)), num_steps=int(num_steps), data=data,
                     seeds=seeds, per_seed_data=True, steps_per_log=int(tc.steps_per_log),
                     **eval_kw)
-    tables = jax.jit(jax.vmap(lambda p, phi: _tables(p, phi, parameterization)["mean"]))
-    return fit, np.asarray(tables(fit.params, data["phi"]))
+    return fit, np.asarray(_mean_tables(fit.params, data["phi"], parameterization))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _mean_tables(params, phi, parameterization: str):
+    """Every seed's reward mean table [S, St, A] (one program for every fit)."""
+    return jax.vmap(lambda p, f: _tables(p, f, parameterization)["mean"])(params, phi)
+
+
+_partial_return = jax.jit(mdp_lib.segment_partial_return, static_argnames="gamma")
 
 
 def transfer(config, data_seed: int) -> dict:
@@ -271,8 +283,8 @@ def transfer(config, data_seed: int) -> dict:
     gold_j = jnp.asarray(gold)
     seg_s = _segments(source, gold, rng, task.num_segments, task.segment_length)
     seg_t = _segments(target, gold, rng, task.num_segments, task.segment_length)
-    ret_s = np.asarray(mdp_lib.segment_partial_return(source.reward(gold_j), *seg_s))
-    ret_t = np.asarray(mdp_lib.segment_partial_return(target.reward(gold_j), *seg_t))
+    ret_s = np.asarray(_partial_return(source.reward(gold_j), *seg_s))
+    ret_t = np.asarray(_partial_return(target.reward(gold_j), *seg_t))
     diff = ret_s[:, None] - ret_s[None]
     y_src = np.where(diff > 1e-6, 1.0, np.where(diff < -1e-6, 0.0, 0.5))
     n = len(ret_s)
@@ -312,7 +324,7 @@ def transfer(config, data_seed: int) -> dict:
 
 
 def _stack(items):
-    return {k: jnp.asarray(np.stack([it[k] for it in items])) for k in items[0]}
+    return {k: np.stack([it[k] for it in items]) for k in items[0]}  # host: no transfer programs
 
 
 def _world(prob) -> dict:
