@@ -43,17 +43,19 @@ def test_multi_attribute_gold_has_a_helpfulness_safety_conflict():
     np.testing.assert_array_equal(np.sort(unsafe), np.sort(top))
     rng = np.random.default_rng(1)
     prompts = TASK.sample_prompts(rng, 4000)
-    attrs = np.asarray(gold.attributes(TASK.sample_responses(rng, prompts)))
+    # the attributes as one jitted program each (op by op, every primitive compiles per shape)
+    attributes = jax.jit(gold.attributes)
+    attrs = np.asarray(attributes(TASK.sample_responses(rng, prompts)))
     assert attrs.shape == (4000, 4)
     assert (attrs[:, 1] >= 0).all() and (attrs[:, 1] <= 1).all() and (attrs[:, 2] <= 0).all()
     corr = np.corrcoef(attrs[:, 0], attrs[:, 2])[0, 1]
     assert corr < -0.3, corr  # helpful tokens are unsafe: a conflict by construction
     no_conflict = MultiAttributeGold(TASK, num_unsafe=6, conflict=0.0, seed=0)
-    attrs0 = np.asarray(no_conflict.attributes(TASK.sample_responses(rng, prompts)))
+    attrs0 = np.asarray(jax.jit(no_conflict.attributes)(TASK.sample_responses(rng, prompts)))
     assert np.corrcoef(attrs0[:, 0], attrs0[:, 2])[0, 1] > corr
     few = TASK.sample_responses(rng, prompts[:5])
     np.testing.assert_allclose(gold.reward(few, [1.0, 0.0, 0.0, 0.0]),
-                               gold.attributes(few)[:, 0], rtol=1e-6)
+                               attributes(few)[:, 0], rtol=1e-6)
     with pytest.raises(ValueError, match="weights"):
         gold.reward(few, [1.0])
 
