@@ -78,7 +78,7 @@ from alignax.losses.direct import cream_loss, dpo_loss
 from alignax.models import sequence_table as st
 from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.plots import plot_curves
-from alignax.train.small import fit_rounds, fit_small, stack_seeds
+from alignax.train.small import fit_rounds, fit_small
 
 METHODS = ("srlm", "cream")
 
@@ -124,7 +124,7 @@ def make_world(config, seed: int) -> dict:
         "val": np.random.default_rng([seeds.validation, 19]).standard_normal((d.val_prompts, f)),
         "test": np.random.default_rng([seeds.test, 19]).standard_normal((d.test_prompts, f)),
     }
-    out = {f"{k}_x": jnp.asarray(v, jnp.float32) for k, v in prompts.items()}
+    out = {f"{k}_x": np.asarray(v, np.float32) for k, v in prompts.items()}  # host arrays
     for k in ("train", "sft", "val", "test"):
         out[f"{k}_gold"] = gold_values(config, gold_weight, out[f"{k}_x"])
     draws = st.sample(space, base, jax.random.key(seeds.train), int(d.seed_samples),
@@ -308,9 +308,9 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         raise ValueError(f"unknown method {method!r}; one of {METHODS}")
     seeds = [int(s) for s in config.seeds]
     worlds = [make_world(config, s) for s in seeds]
-    data = stack_seeds(worlds, ["train_x", "val_x", "val_gold", "test_x", "test_gold", "sft_x",
-                                "sft_y"])
-    data["base"] = jax.tree.map(lambda *xs: jnp.stack(xs), *[w["base"] for w in worlds])
+    data = {k: np.stack([np.asarray(w[k]) for w in worlds])  # host: no transfer programs
+            for k in ("train_x", "val_x", "val_gold", "test_x", "test_gold", "sft_x", "sft_y")}
+    data["base"] = jax.tree.map(lambda *xs: np.stack(xs), *[w["base"] for w in worlds])
     sft_params = sft(config, os.path.join(workdir, "sft"), data)
     last = int(config.rounds)
     cands = {}
