@@ -168,7 +168,7 @@ def _pad_pairs(per_seed) -> dict:
         for k in ("chosen", "rejected", "dim"):
             out[k].append(p[k][rows])
         out["weight"].append((np.arange(size) < len(p["dim"])).astype(np.float32))
-    return {k: jnp.asarray(np.stack(v)) for k, v in out.items()}
+    return {k: np.stack(v) for k, v in out.items()}  # host arrays: the jitted programs take them
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
@@ -203,7 +203,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         return {"val_dim_accuracy": jnp.sum(hit) / jnp.maximum(jnp.sum(verdicts != 0), 1)}
 
     tr = config.train
-    val = {k: jnp.asarray(np.stack([p[k] for p in per_seed]))
+    val = {k: np.stack([p[k] for p in per_seed])  # host arrays: no transfer program each
            for k in ("val_a", "val_b", "val_verdicts")}
     fit = fit_small(os.path.join(workdir, "reward_model"), loss_fn=loss_fn,
                     init_params=model.init,
@@ -214,8 +214,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     apply = jax.jit(jax.vmap(model.apply))
 
     def predict(name):
-        return np.asarray(apply(fit.best_params,
-                                jnp.asarray(np.stack([p[name] for p in per_seed]))))
+        return np.asarray(apply(fit.best_params, np.stack([p[name] for p in per_seed])))
 
     all_pa, all_pb, all_pool = predict("eval_a"), predict("eval_b"), predict("pool")
     out = {}
