@@ -65,6 +65,7 @@ variants, vanilla included, are early-stopped the same way.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable, NamedTuple
 
@@ -276,6 +277,17 @@ def bootstrap_counts(key, num_pairs: int, members: int) -> jax.Array:
         jax.random.split(key, members)).astype(jnp.float32)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _seed_bootstrap_counts(keys, num_pairs: int, members: int) -> jax.Array:
+    """[S, M, B] `bootstrap_counts` of every seed, drawn with the first of split(key) of each
+    seed key [S] (one program, not one per op)."""
+    split = jax.vmap(jax.random.split)(keys)  # [S, 2]: bootstrap, init
+    return jax.vmap(lambda k: bootstrap_counts(k, num_pairs, members))(split[:, 0])
+
+
+_flip_by_strength = jax.jit(jax.vmap(flip_by_strength))
+
+
 def ensemble_strength(config, workdir: str, chosen, rejected, seeds, keys, *, members: int,
                       steps: int, val: dict | None = None):
     """Bootstrap RM ensemble of every seed -> (out-of-bag mu, sigma, all-member mu, SmallFit).
@@ -292,9 +304,8 @@ def ensemble_strength(config, workdir: str, chosen, rejected, seeds, keys, *, me
     rm = make_rm(config)
     member_loss = make_rm_loss(rm)
     num_pairs = chosen.shape[1]
-    split = jax.vmap(jax.random.split)(keys)  # [S, 2]: bootstrap, init
-    counts = jax.vmap(lambda k: bootstrap_counts(k, num_pairs, members))(split[:, 0])  # [S, M, B]
-    zeros = jnp.zeros((num_pairs,), jnp.float32)
+    counts = _seed_bootstrap_counts(keys, num_pairs, members)  # [S, M, B]
+    zeros = np.zeros((num_pairs,), np.float32)
 
     def loss_fn(params, batch):
         losses = jax.vmap(lambda p, w: member_loss(p, {
@@ -310,9 +321,9 @@ def ensemble_strength(config, workdir: str, chosen, rejected, seeds, keys, *, me
             params)  # [M, V]
         return {"val_accuracy": jnp.mean(r > 0)}
 
-    data = {"chosen": jnp.asarray(chosen), "rejected": jnp.asarray(rejected), "counts": counts}
+    data = {"chosen": np.asarray(chosen), "rejected": np.asarray(rejected), "counts": counts}
     extra = {} if val is None else dict(
-        eval_fn=eval_fn, eval_data={k: jnp.asarray(val[k]) for k in VAL_KEYS},
+        eval_fn=eval_fn, eval_data={k: np.asarray(val[k]) for k in VAL_KEYS},
         steps_per_log=int(config.train.eval_every), select=("val_accuracy", "max"))
     fit = fit_small(workdir, loss_fn=loss_fn, init_params=init, tx=_optimizer(config),
                     num_steps=int(steps), data=data, seeds=seeds, seed_keys=keys,
@@ -363,9 +374,9 @@ def fit_rm(config, workdir: str, data: dict, seeds, keys, method: str = "vanilla
 
     fit = fit_small(workdir, loss_fn=make_method_loss(config, rm, method), init_params=rm.init,
                     tx=_optimizer(config), num_steps=int(config.train.steps),
-                    data={k: jnp.asarray(data[k]) for k in train_keys}, seeds=seeds,
+                    data={k: np.asarray(data[k]) for k in train_keys}, seeds=seeds,
                     seed_keys=keys, per_seed_data=True, batch_fn=batch_fn, has_aux=True,
-                    eval_fn=eval_fn, eval_data={k: jnp.asarray(data[k]) for k in VAL_KEYS},
+                    eval_fn=eval_fn, eval_data={k: np.asarray(data[k]) for k in VAL_KEYS},
                     steps_per_log=int(config.train.eval_every), select=("val_accuracy", "max"))
     return rm, fit
 
@@ -389,8 +400,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         mu, sigma, mu_all, ens = ensemble_strength(
             config, os.path.join(workdir, "ensemble"), chosen, rejected, seeds, keys[:, 0],
             members=int(config.ensemble.members), steps=int(config.train.steps), val=val)
-        chosen, rejected, strength, flipped = (np.array(a) for a in jax.vmap(flip_by_strength)(
-            jnp.asarray(chosen), jnp.asarray(rejected), jnp.asarray(mu)))
+        chosen, rejected, strength, flipped = (np.array(a) for a in _flip_by_strength(
+            chosen, rejected, mu))
         for i, (s, d) in enumerate(zip(seeds, per_seed)):
             o = out[s]
             o["ensemble_chosen_step"] = float(ens.best_step[i])
@@ -430,7 +441,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
                 "shifted_groups": rm.apply(params, d["shifted_groups"])}
 
     # train_label_fit is measured on the observed (noisy, unflipped) labels
-    evaluated = {k: jnp.asarray(stack(k)) for k in
+    evaluated = {k: stack(k) for k in
                  ("test_a", "test_b", "chosen", "rejected", "candidates", "shifted_a",
                   "shifted_b", "shifted_candidates", "shifted_groups")}
     sc = {k: np.asarray(v) for k, v in score(fit.best_params, evaluated).items()}
