@@ -94,7 +94,7 @@ from alignax.models import sequence_table as st
 from alignax.ops.density_ratio import matching_weights
 from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.plots import plot_curves
-from alignax.train.small import fit_small, stack_seeds
+from alignax.train.small import fit_small
 from alignax.train.writers import read_metrics
 
 METHODS = ("dpo", "bce", "bco", "bco_udm")
@@ -121,7 +121,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         del c.variants["paired_bce"]
     c.task = dict(vocab_size=4, length=4, num_features=4, cluster_sep=1.0, feature_noise=0.7,
                   pair_scale=0.5, ref_scale=0.7)
-    c.data = dict(num_train=1024 if not smoke else 128, num_val=256 if not smoke else 32,
+    # smoke: validation and test sets of one size (one log-prob / win-table program for both)
+    c.data = dict(num_train=1024 if not smoke else 128, num_val=256 if not smoke else 64,
                   num_test=1024 if not smoke else 64, majority=0.85)
     c.fit_plots = not smoke  # each fit's metric PNGs (~1 s each; the smoke run draws its own)
     c.udm = dict(w_min=0.5, w_max=10.0, l2=1e-2)
@@ -177,7 +178,7 @@ class World:
         return ((phi1 @ self.token_part.T + self.pair_part) / self.scale).astype(np.float32)
 
     def ref_logp(self, phi) -> np.ndarray:
-        return np.asarray(_log_probs(self.space, self.ref, jnp.asarray(phi)))
+        return np.asarray(_log_probs(self.space, self.ref, phi))
 
     def _ref_gold_draws(self, phi, rng) -> np.ndarray:
         y = sample_rows(rng, np.exp(self.ref_logp(phi)))
@@ -340,8 +341,9 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     seeds = [int(s) for s in config.seeds]
     per_seed = [make_data(config, s) for s in seeds]
     keys = [*TRAIN_KEYS, *(f"{p}_{k}" for p in ("val", "test") for k in EVAL_KEYS)]
-    data = stack_seeds(per_seed, keys)
-    data["ref_params"] = jax.tree.map(lambda *x: jnp.stack(x),
+    # host arrays: no device transfer / stacking program per field
+    data = {k: np.stack([np.asarray(d[k]) for d in per_seed]) for k in keys}
+    data["ref_params"] = jax.tree.map(lambda *x: np.stack(x),
                                       *[d["ref_params"] for d in per_seed])
     space = space_of(config)
     fits = {float(b): train(config, os.path.join(workdir, f"beta_{b:g}"), data, float(b))
