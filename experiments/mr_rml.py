@@ -56,6 +56,7 @@ points; the gain shrinks with more labels: (3) Spearman gain at 200 minus gain a
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -125,7 +126,8 @@ class Task:
 
 
 def _f32(*arrays):
-    return [jnp.asarray(a, jnp.float32) for a in arrays]
+    # numpy rounds float64 -> float32 as jax does, without an eager convert program per shape
+    return [np.asarray(a, np.float32) for a in arrays]
 
 
 def labelled_pairs(task, num: int, rng) -> tuple:
@@ -158,6 +160,8 @@ def make_seed_data(config, seed: int) -> dict:
     sref = task.reference(sx)
     s1, s2 = task.responses(sx, rng), task.responses(sx, rng)
     sx, sref, s1, s2 = _f32(sx, sref, s1, s2)
+    # eager on purpose: the projections jitted into one program round differently (fused
+    # reductions and multiply-adds), which would change the full run's data
     t1, _ = reference_projection(sx, sref, s1)
     t2, _ = reference_projection(sx, sref, s2)
     first_higher = (t1 > t2)[:, None]
@@ -177,6 +181,16 @@ def make_seed_data(config, seed: int) -> dict:
             "ga": task.gold(ex, ea), "gb": task.gold(ex, eb)}
 
 
+@functools.lru_cache(maxsize=None)
+def _model(in_dim: int, hidden: tuple):
+    """(the rubric MLP [N, in_dim] -> [N, D], its jitted test prediction `(params [S, ...],
+    x [S, N, n], y [S, N, n]) -> [S, N, D]`), built once per architecture so that every variant
+    of a run reuses the compiled prediction."""
+    model = make_mlp(MLPConfig(in_dim=in_dim, hidden=hidden, out_dim=D, activation="gelu"))
+    return model, jax.jit(jax.vmap(
+        lambda p, x, y: model.apply(p, jnp.concatenate([x, y], axis=-1))))
+
+
 TRAIN_KEYS = ("lx", "ya", "yb", "a_wins", "sx", "hi", "lo", "hi_axis", "lo_axis")
 VAL_KEYS = ("vx", "va", "vb", "v_wins")
 
@@ -192,11 +206,10 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     use_aux = config.method != "plain"
     keys = TRAIN_KEYS if config.method == "gprc" else (
         TRAIN_KEYS[:7] if use_aux else TRAIN_KEYS[:4])
-    data = {k: jnp.stack([p[k] for p in per_seed]) for k in keys}
-    val = {k: jnp.stack([p[k] for p in per_seed]) for k in VAL_KEYS}
+    data = {k: jnp.asarray(np.stack([p[k] for p in per_seed])) for k in keys}
+    val = {k: jnp.asarray(np.stack([p[k] for p in per_seed])) for k in VAL_KEYS}
 
-    model = make_mlp(MLPConfig(in_dim=2 * n, hidden=tuple(config.model.hidden), out_dim=D,
-                               activation="gelu"))
+    model, predict = _model(2 * n, tuple(int(h) for h in config.model.hidden))
 
     def scores(p, x, y):
         return model.apply(p, jnp.concatenate([x, y], axis=-1))  # [N, D]
@@ -232,8 +245,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
                     eval_fn=eval_fn, eval_data=val, steps_per_log=int(tr.eval_every),
                     select=("val_accuracy", "max"))
 
-    predict = jax.jit(jax.vmap(scores))
-    ex, ea, eb = (jnp.asarray(np.stack([p[k] for p in per_seed]), jnp.float32)
+    ex, ea, eb = (jnp.asarray(np.stack([p[k] for p in per_seed]).astype(np.float32))
                   for k in ("ex", "ea", "eb"))
     all_pa = np.asarray(predict(fit.best_params, ex, ea))
     all_pb = np.asarray(predict(fit.best_params, ex, eb))
