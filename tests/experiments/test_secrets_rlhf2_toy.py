@@ -55,17 +55,6 @@ def test_strength_is_out_of_bag_mean_and_tracks_gold(tmp_path):
     assert os.path.isdir(tmp_path / "checkpoints")
 
 
-def _update_step(loss, tx):
-    """One optax update of `loss` on a batch as one jitted program (not op by op)."""
-
-    @jax.jit
-    def step(params, opt, batch):
-        updates, opt = tx.update(jax.grad(loss)(params, batch), opt, params)
-        return optax.apply_updates(params, updates), opt
-
-    return step
-
-
 def test_stacked_members_train_as_separate_fits(tmp_path):
     """The ensemble's summed member losses give each member the updates of its own fit."""
     mod = _module()
@@ -89,9 +78,10 @@ def test_stacked_members_train_as_separate_fits(tmp_path):
         loss = mod.make_rm_loss(rm)
         batch = {"chosen": chosen, "rejected": rejected, "weights": counts[m],
                  "margin": zeros, "smoothing": zeros}
-        step = _update_step(loss, tx)
+        grad = jax.jit(jax.grad(loss))
         for _ in range(20):
-            params, opt = step(params, opt, batch)
+            updates, opt = tx.update(grad(params, batch), opt, params)
+            params = optax.apply_updates(params, updates)
         margins.append(np.asarray(rm.apply(params, chosen) - rm.apply(params, rejected)))
     margins = np.stack(margins)
     np.testing.assert_allclose(mu_all, margins.mean(0), rtol=1e-4, atol=1e-5)
