@@ -125,7 +125,7 @@ def make_data(config, seed: int) -> dict:
         z = world.prompts(int(n), s)
         out[f"{name}_z"] = z
         out[f"{name}_gold"] = world.gold(z)
-        out[f"{name}_ref"] = np.asarray(_log_probs(world.space, ref, jnp.asarray(z)))
+        out[f"{name}_ref"] = np.asarray(_log_probs(world.space, ref, z))
     return out
 
 
