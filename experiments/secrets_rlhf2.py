@@ -286,6 +286,7 @@ def _seed_bootstrap_counts(keys, num_pairs: int, members: int) -> jax.Array:
 
 
 _flip_by_strength = jax.jit(jax.vmap(flip_by_strength))
+_spearman = jax.jit(spearman)  # one program, not one per op
 
 
 def ensemble_strength(config, workdir: str, chosen, rejected, seeds, keys, *, members: int,
@@ -406,9 +407,9 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
             o = out[s]
             o["ensemble_chosen_step"] = float(ens.best_step[i])
             o["ensemble_val_accuracy"] = float(ens.best_score[i])
-            o["test_spearman_strength_gold"] = float(spearman(mu[i], d["gold_margin"]))
+            o["test_spearman_strength_gold"] = float(_spearman(mu[i], d["gold_margin"]))
             o["test_spearman_strength_gold_all_members"] = float(
-                spearman(mu_all[i], d["gold_margin"]))
+                _spearman(mu_all[i], d["gold_margin"]))
             wrong = d["gold_margin"] < 0
             o["flip_precision"] = float(np.mean(wrong[mu[i] < 0])) if np.any(mu[i] < 0) else 0.0
             o["flip_recall"] = float(np.mean(mu[i][wrong] < 0)) if np.any(wrong) else 0.0
