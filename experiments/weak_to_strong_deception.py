@@ -56,6 +56,7 @@ Variants: gap_small, gap_medium, gap_large (direct weak-to-strong at each gap) a
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -129,8 +130,10 @@ def make_data(config, seed: int) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def make_classifier(in_dim: int, width: int):
-    """One-hidden-layer GELU MLP: inputs [..., in_dim] -> logits [...]."""
+    """One-hidden-layer GELU MLP: inputs [..., in_dim] -> logits [...]. Memoised: every call
+    with the same sizes returns the same model, so `predict` reuses its compiled program."""
     return make_mlp(MLPConfig(in_dim=in_dim, hidden=(width,), out_dim=1, activation="gelu"))
 
 
@@ -138,6 +141,13 @@ def soft_cross_entropy(logits, targets):
     """Binary cross-entropy of logits [N] against soft targets in [0, 1] [N]."""
     return -(targets * jax.nn.log_sigmoid(logits)
              + (1.0 - targets) * jax.nn.log_sigmoid(-logits))
+
+
+def _on_device(tree):
+    """Device arrays of a tree of host arrays, as `jnp.asarray` gives them (jax's dtypes:
+    float64 -> float32), by `jax.device_put`: jnp.asarray compiles a staging program per shape
+    and dtype, device_put none."""
+    return jax.tree.map(jax.device_put, tree)
 
 
 def fit_classifier(config, workdir: str, data: dict, seeds, keys, *, width: int,
@@ -162,19 +172,39 @@ def fit_classifier(config, workdir: str, data: dict, seeds, keys, *, width: int,
     extra = {}
     if val is not None:
         extra = dict(eval_fn=lambda params, v: {"val_loss": objective(params, v)},
-                     eval_data=jax.tree.map(jnp.asarray, val), select=("val_loss", "min"),
+                     eval_data=_on_device(val), select=("val_loss", "min"),
                      steps_per_log=int(config.train.steps_per_log))
     fit = fit_small(workdir, loss_fn=objective, init_params=model.init,
                     tx=optax.adam(float(config.train.learning_rate)),
-                    num_steps=int(config.train.steps), data=jax.tree.map(jnp.asarray, data),
+                    num_steps=int(config.train.steps), data=_on_device(data),
                     seeds=seeds, seed_keys=keys, per_seed_data=True, **extra)
     return model, fit
 
 
+# the weak model's known areas as one program per shape (called eagerly, jax compiles every
+# primitive separately); exact either way (comparisons only). `deception_score` stays eager:
+# jitted, XLA turns its divisions by the constant N into multiplications (other rounding).
+_weak_areas = jax.jit(weak_areas)
+
+
+@functools.lru_cache(maxsize=None)
+def _probs_program(model):
+    """The jitted `predict` of one model, built once per model (compiled once per shape)."""
+    return jax.jit(jax.vmap(lambda p, x: jax.nn.sigmoid(model.apply(p, x))))
+
+
 def predict(model, params, inputs) -> np.ndarray:
     """Probabilities [S, N] of the positive (harmless) class: stacked params, inputs [S, N, D]."""
-    probs = jax.jit(jax.vmap(lambda p, x: jax.nn.sigmoid(model.apply(p, x))))
-    return np.asarray(probs(params, jnp.asarray(inputs)))
+    return np.asarray(_probs_program(model)(params, _on_device(inputs)))
+
+
+def predict_splits(model, params, inputs: dict) -> dict:
+    """`predict` on several splits {name: [S, N_split, D]} in one call (one compiled shape):
+    {name: probabilities [S, N_split]}."""
+    names = list(inputs)
+    probs = predict(model, params, np.concatenate([inputs[n] for n in names], axis=1))
+    ends = np.cumsum([inputs[n].shape[1] for n in names])[:-1]
+    return dict(zip(names, np.split(probs, ends, axis=1)))
 
 
 def student_inputs(split: dict, num_features: int) -> np.ndarray:
@@ -198,8 +228,8 @@ def _train_student(config, workdir, data, seeds, keys, level: int, targets, conf
         config, workdir, _student_fields(data["strong"], k, targets["strong"]), seeds, keys,
         width=width, conflict_weight=conflict_weight,
         val=_student_fields(data["val"], k, targets["val"]))
-    probs = {split: predict(model, fit.best_params, student_inputs(data[split], k))
-             for split in ("strong", "val", "test")}
+    probs = predict_splits(model, fit.best_params, {
+        split: student_inputs(data[split], k) for split in ("strong", "val", "test")})
     return probs, np.asarray(fit.best_step)
 
 
@@ -227,10 +257,10 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     weak, weak_fit = cached_run("w2s_weak", weak_key, lambda _, path: fit_classifier(
         config, path, weak_fields("weak"), seeds, keys[:, 0], width=int(wk.hidden),
         conflict_weight=0.0, val=weak_fields("val")), cache_dir=cache)
-    p_weak = {split: predict(weak, weak_fit.best_params, data[split]["weak_view"])
-              for split in ("strong", "val", "test")}
+    p_weak = predict_splits(weak, weak_fit.best_params, {
+        split: data[split]["weak_view"] for split in ("strong", "val", "test")})
     y_test = data["test"]["y"].astype(bool)
-    known = np.stack([np.asarray(weak_areas(p, y)) for p, y in zip(p_weak["test"], y_test)])
+    known = np.stack([np.asarray(_weak_areas(p, y)) for p, y in zip(p_weak["test"], y_test)])
 
     out = {s: {"test_weak_accuracy": float(known[i].mean()),
                "weak_chosen_steps": float(weak_fit.best_step[i]),
