@@ -65,6 +65,7 @@ calibrated.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -140,6 +141,13 @@ class QA:
         self.vocab_size = self.conf0 + NUM_CONF
         self.canonical = np.arange(self.k) % NUM_ANSWERS  # item k's canonical answer index
 
+    # equal layouts are one static argument of the jitted programs (`_scores`, `_rm_reward`)
+    def __eq__(self, other):
+        return isinstance(other, QA) and np.array_equal(self.p, other.p)
+
+    def __hash__(self):
+        return hash(tuple(self.p.tolist()))
+
     def instances(self, rng, n):
         """(items [n], gold answer index [n])."""
         items = rng.integers(0, self.k, n)
@@ -163,10 +171,23 @@ class QA:
         return correct, s
 
 
+@functools.lru_cache(maxsize=None)
+def _lm(model_cfg_json: str):
+    """The policy model of a config (JSON): one object per config, so the variants of a run
+    share it and the programs built on it (`_sampler`)."""
+    return make_model(json.loads(model_cfg_json), "lm")
+
+
+@functools.lru_cache(maxsize=None)
+def _sampler(model):
+    """`(params, ids [n, 2], key) -> [n, 2]` sampled responses, jitted once per model."""
+    return jax.jit(lambda params, ids, key: _sample(model, params, ids, key))
+
+
 def _sft_policy(qa, cfg, cache):
     """The SFT policy (cached by config hash): canonical answers, roughly calibrated confidence."""
     model_cfg = {**cfg["model"], "vocab_size": qa.vocab_size, "max_len": 4}
-    model = make_model(model_cfg, "lm")
+    model = _lm(json.dumps(model_cfg, sort_keys=True))
     key = {"sft": cfg, "items": qa.p.tolist()}
     return model, jax.device_get(cached_run(
         "qa_sft", key, lambda _, workdir: _train_sft(qa, cfg, model_cfg, workdir),
@@ -282,10 +303,20 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     w = w_vanilla if method != "ppo_m" else fit_reward_models(
         os.path.join(workdir, "calibrated_reward_model"), pairs, config.rm, calibrated=True,
         seeds=seeds)
-    sample = jax.jit(lambda params, ids, key: _sample(model, params, ids, key))
+    sample = _sampler(model)
     return {seed: _select_and_eval(config, os.path.join(workdir, f"seed_{seed}"), qa, model,
                                    ref_params, w_vanilla[i], w[i], sample, seed)
             for i, seed in enumerate(seeds)}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _scores(qa, responses, labels):
+    """{accuracy, mean_confidence, ece, top_confidence_rate} of responses [n, 2] against the
+    gold answers labels [n]; one program per QA layout and shape."""
+    correct, s = qa.parse(responses, labels)
+    return {"accuracy": correct.mean(), "mean_confidence": s.mean(),
+            "ece": expected_calibration_error(s, correct, num_bins=10),
+            "top_confidence_rate": (s >= 1.0).mean()}
 
 
 def _evaluator(qa, sample, instances, key):
@@ -293,16 +324,10 @@ def _evaluator(qa, sample, instances, key):
     one sampled response per instance, drawn with `key`."""
     items, labels = instances
     ids = qa.prompts(items)
-
-    @jax.jit
-    def scores(responses):
-        correct, s = qa.parse(responses, labels)
-        return {"accuracy": correct.mean(), "mean_confidence": s.mean(),
-                "ece": expected_calibration_error(s, correct, num_bins=10),
-                "top_confidence_rate": (s >= 1.0).mean()}
+    labels = jnp.asarray(labels)
 
     def evaluate(params):
-        return {k: float(v) for k, v in scores(sample(params, ids, key)).items()}
+        return {k: float(v) for k, v in _scores(qa, sample(params, ids, key), labels).items()}
 
     return evaluate
 
@@ -345,6 +370,21 @@ def _select_and_eval(config, workdir, qa, model, ref_params, w_vanilla, w, sampl
     return result
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _rm_reward(qa, responses, labels, rows, weights):
+    """The linear RM's reward of responses [n, 2] to the prompts `rows` [n] (gold answers
+    labels [N]), weights [3] -> [n]; one program per QA layout and shape (every variant)."""
+    correct, s = qa.parse(responses, labels[rows])
+    return _features(correct, s) @ weights
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _stripped_reward(qa, responses, labels, rows, weights):
+    """PPO-C's confidence-free reward: the linear RM with the confidence at 1/2, [n]."""
+    correct, _ = qa.parse(responses, labels[rows])
+    return _features(correct, jnp.full_like(correct, 0.5)) @ weights
+
+
 def _rl(config, workdir, qa, model, ref_params, w_vanilla, w, sample, seed, kl_coef):
     """GRPO of one seed on its reward (`w`, or PPO-C's shaping of `w_vanilla`) with KL
     coefficient `kl_coef` into `workdir`, on training prompts; returns the policy params."""
@@ -354,15 +394,13 @@ def _rl(config, workdir, qa, model, ref_params, w_vanilla, w, sample, seed, kl_c
     prompt_ids = qa.prompts(items)
     labels = jnp.asarray(labels)
 
-    @jax.jit
     def rm_reward(responses, rows, weights):
-        correct, s = qa.parse(responses, labels[rows])
-        return _features(correct, s) @ weights
+        return _rm_reward(qa, responses, labels, rows, weights)
 
-    @jax.jit
+    w_stripped = jnp.asarray(w_vanilla)
+
     def stripped_reward(responses, rows):
-        correct, _ = qa.parse(responses, labels[rows])
-        return _features(correct, jnp.full_like(correct, 0.5)) @ jnp.asarray(w_vanilla)
+        return _stripped_reward(qa, responses, labels, rows, w_stripped)
 
     if method == "ppo_c":
         # centre the confidence-free reward on the reference policy's samples
