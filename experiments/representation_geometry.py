@@ -264,11 +264,23 @@ def split_eval(data: dict, split: str) -> dict:
             "top": data["top"]}
 
 
+# the jitted evaluation per (model, corpus, data, seeds): the variants of one run share it, so
+# it is traced and compiled once per process instead of once per variant
+_EVALUATE_PROGRAMS: dict[str, object] = {}
+
+
 def make_evaluate_seeds(config, lm):
     """`evaluate_seeds(params [S, ...], data, split) -> {metric: [S]}`: every seed's metrics on
-    `split`, with fixed sampling keys (the same for every variant); one compiled program."""
+    `split`, with fixed sampling keys (the same for every variant); one compiled program, shared
+    by every variant with the same model, corpus, data and seeds (`lm` must be
+    `make_model(config)`)."""
     keys = jnp.stack([jax.random.key(1000 + s) for s in config.seeds])
-    fn = jax.jit(jax.vmap(make_evaluate(config, lm)))
+    name = json.dumps({"model": config.model.to_dict(), "corpus": config.corpus.to_dict(),
+                       "data": config.data.to_dict(), "seeds": [int(s) for s in config.seeds]},
+                      sort_keys=True)
+    if name not in _EVALUATE_PROGRAMS:
+        _EVALUATE_PROGRAMS[name] = jax.jit(jax.vmap(make_evaluate(config, lm)))
+    fn = _EVALUATE_PROGRAMS[name]
 
     def evaluate_seeds(params, data: dict, split: str) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in fn(params, split_eval(data, split), keys).items()}
@@ -370,9 +382,9 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         steps = steps * int(config.pretrain.log_every)
         steps[-1] = int(config.pretrain.steps)
         for i, s in enumerate(seeds):
-            rankme = np.array([float(r0["rankme"][i])]
+            rankme = np.array([float(np.asarray(r0["rankme"])[i])]
                               + [row[f"seed_{s}/eval/rankme"] for row in pre.history])
-            alpha = np.array([float(r0["alpha_req"][i])]
+            alpha = np.array([float(np.asarray(r0["alpha_req"])[i])]
                              + [row[f"seed_{s}/eval/alpha_req"] for row in pre.history])
             out[s].update(curve_metrics(steps, rankme, int(config.pretrain.steps)))
             out[s]["test_alpha_req_init"] = float(alpha[0])
@@ -394,7 +406,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
                            "val_reward": float(fit.best_score[i]),
                            **{f"test_{k}_final": float(v[i]) for k, v in last.items()}})
             if pairs is not None:
-                out[s]["dpo_pairs_used"] = float(np.asarray(pairs["weight"][i]).sum())
+                out[s]["dpo_pairs_used"] = float(np.asarray(pairs["weight"])[i].sum())
     test = evaluate_seeds(final, data, "test")
     for i, s in enumerate(seeds):
         out[s].update({f"test_{k}": float(v[i]) for k, v in test.items()})
