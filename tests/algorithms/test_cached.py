@@ -25,11 +25,15 @@ SMALL = sft_policy_config(
 def _held_out_nll(policy):
     task = policy.task
     seqs = np.stack([e["input_ids"] for e in task.sft_examples(512, seed=999)])
-    ids = jnp.asarray(seqs)
-    mask = jnp.ones_like(ids, bool)
-    targets, target_mask = shift_for_next_token(ids, mask, mask)
-    logps = sequence_logprobs(policy.model.apply(policy.params, ids, mask), targets, target_mask)
-    return float(-logps.sum() / target_mask.sum())
+
+    @jax.jit  # one compiled program, not op by op
+    def nll(params, ids):
+        mask = jnp.ones_like(ids, bool)
+        targets, target_mask = shift_for_next_token(ids, mask, mask)
+        logps = sequence_logprobs(policy.model.apply(params, ids, mask), targets, target_mask)
+        return -logps.sum() / target_mask.sum()
+
+    return float(nll(policy.params, jnp.asarray(seqs)))
 
 
 def test_sft_policy_trains_once_then_restores_its_final_checkpoint(tmp_path):
