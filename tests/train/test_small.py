@@ -39,18 +39,32 @@ def _fit(workdir, **kw):
     return fit_small(str(workdir), **args)
 
 
+def _adam(learning_rate):
+    """optax.adam(learning_rate) and its update of _loss as one jitted step (params, opt, data)
+    -> (params, opt, loss): the references' loops compile it once, not op by op."""
+    tx = optax.adam(learning_rate)
+
+    @jax.jit
+    def step(params, opt, data):
+        loss, g = jax.value_and_grad(_loss)(params, data)
+        updates, opt = tx.update(g, opt, params)
+        return optax.apply_updates(params, updates), opt, loss
+
+    return tx, step
+
+
+_ADAM = _adam(1e-2)
+
+
 def _plain_adam(seed, steps=30):
     """The reference: a Python loop of optax updates on one seed."""
-    tx = optax.adam(1e-2)
+    tx, step = _ADAM
     params = MLP.init(jax.random.key(seed))
     opt = tx.init(params)
-    grad = jax.jit(jax.value_and_grad(_loss))
     data = _data()
     losses = []
     for _ in range(steps):
-        loss, g = grad(params, data)
-        updates, opt = tx.update(g, opt, params)
-        params = optax.apply_updates(params, updates)
+        params, opt, loss = step(params, opt, data)
         losses.append(float(loss))
     return params, losses
 
@@ -177,17 +191,14 @@ def test_per_seed_init_starts_each_seed_from_its_own_params(tmp_path):
     first = _fit(tmp_path / "a", num_steps=15)
     second = _fit(tmp_path / "b", init_params=first.params, per_seed_init=True, num_steps=15,
                   tx=optax.adam(3e-3))
-    grad = jax.jit(jax.value_and_grad(_loss))
+    tx, step = _adam(3e-3)
     data = _data()
     for i in range(len(first.seeds)):
         # the reference: seed i's first-stage params, then a fresh optimizer
-        tx = optax.adam(3e-3)
         params = first.seed_params(i)
         opt = tx.init(params)
         for _ in range(15):
-            loss, g = grad(params, data)
-            updates, opt = tx.update(g, opt, params)
-            params = optax.apply_updates(params, updates)
+            params, opt, loss = step(params, opt, data)
         for a, b in zip(jax.tree.leaves(second.seed_params(i)), jax.tree.leaves(params)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         assert second.final_loss[i] == pytest.approx(float(loss), rel=1e-5)
@@ -279,12 +290,17 @@ def test_loss_state_is_carried_checkpointed_and_resumed_exactly(tmp_path):
     tx = optax.adam(1e-2)
     params, running, data = MLP.init(jax.random.key(1)), RunningMean.create(), _data()
     opt = tx.init(params)
-    for _ in range(30):
+
+    @jax.jit  # one compiled step, not op by op
+    def step(params, opt, running):
         (_, (_, new)), g = jax.value_and_grad(
-            lambda p, r=running: (lambda o: (o[0], (o[1], o[2])))(_stateful_loss(p, data, r)),
+            lambda p: (lambda o: (o[0], (o[1], o[2])))(_stateful_loss(p, data, running)),
             has_aux=True)(params)
         updates, opt = tx.update(g, opt, params)
-        params, running = optax.apply_updates(params, updates), new
+        return optax.apply_updates(params, updates), opt, new
+
+    for _ in range(30):
+        params, opt, running = step(params, opt, running)
     np.testing.assert_allclose(whole.loss_state.mean[1], running.mean, rtol=1e-5)
     assert whole.loss_state.count[1] == 30 * 64
     for a, b in zip(jax.tree.leaves(whole.seed_params(1)), jax.tree.leaves(params)):
