@@ -164,14 +164,14 @@ def make_data(config, seed: int) -> dict:
     world = make_world(config, seed)
     space, dc = world.space, config.data
     splits = split_seeds(seed)
-    ref = {k: jnp.asarray(v) for k, v in world.reference_params().items()}
+    ref = world.reference_params()  # float32 host arrays (the jitted programs take them)
     out = {"ref": ref}
     for name, n, s in (("train", dc.train_prompts, splits.train),
                        ("val", dc.val_prompts, splits.validation),
                        ("test", dc.test_prompts, splits.test)):
         z = world.prompts(int(n), s)
         gold = world.gold(z)
-        ref_logp = np.asarray(_log_probs(space, ref, jnp.asarray(z)))
+        ref_logp = np.asarray(_log_probs(space, ref, z))
         out[f"{name}_z"], out[f"{name}_gold"], out[f"{name}_ref"] = z, gold, ref_logp
         if name != "train":
             out[f"{name}_wintable"] = np.asarray(frontier.ref_win_table(gold, ref_logp))
@@ -335,7 +335,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         ds = []
         for i, s in enumerate(seeds):
             world = make_world(config, s)
-            ref = {k: jnp.asarray(v) for k, v in per_seed[i]["ref"].items()}
+            ref = per_seed[i]["ref"]
             ds.append(labelled_pairs(world, ref, per_seed[i]["train_z"], per_prompt,
                                      split_seeds(s).train, proxy_train[i], stream=2,
                                      temperature=float(config.data_temperature)))
