@@ -206,8 +206,9 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     use_aux = config.method != "plain"
     keys = TRAIN_KEYS if config.method == "gprc" else (
         TRAIN_KEYS[:7] if use_aux else TRAIN_KEYS[:4])
-    data = {k: jnp.asarray(np.stack([p[k] for p in per_seed])) for k in keys}
-    val = {k: jnp.asarray(np.stack([p[k] for p in per_seed])) for k in VAL_KEYS}
+    # jax.device_put: jnp.asarray of a host array compiles a staging program per shape
+    data = {k: jax.device_put(np.stack([p[k] for p in per_seed])) for k in keys}
+    val = {k: jax.device_put(np.stack([p[k] for p in per_seed])) for k in VAL_KEYS}
 
     model, predict = _model(2 * n, tuple(int(h) for h in config.model.hidden))
 
@@ -245,7 +246,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
                     eval_fn=eval_fn, eval_data=val, steps_per_log=int(tr.eval_every),
                     select=("val_accuracy", "max"))
 
-    ex, ea, eb = (jnp.asarray(np.stack([p[k] for p in per_seed]).astype(np.float32))
+    ex, ea, eb = (jax.device_put(np.stack([p[k] for p in per_seed]).astype(np.float32))
                   for k in ("ex", "ea", "eb"))
     all_pa = np.asarray(predict(fit.best_params, ex, ea))
     all_pb = np.asarray(predict(fit.best_params, ex, eb))
