@@ -109,7 +109,7 @@ from alignax.tasks import simulators as sim
 from alignax.tasks.features import MLPReward
 from alignax.tasks.splits import choose_on_validation, split_seeds
 from alignax.train.plots import plot_grouped_bars
-from alignax.train.small import fit_rounds, fit_small, stack_seeds
+from alignax.train.small import fit_rounds, fit_small
 
 VARIANTS = ("bt", "gpm_k2", "gpm_k4", "gpm_gate_k2", "gpo", "dpo")
 DATASETS = ("cyclic", "transitive", "prompted")
@@ -150,7 +150,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                     response_dim=6, train_per_prompt=30 if smoke else 60,
                     val_per_prompt=30 if smoke else 60, dominated_loss=0.75,
                     cycle_low=0.6, cycle_high=0.95)
-    c.gpo = dict(iterations=3 if smoke else 20, group=8, fit_steps=20 if smoke else 100,
+    # smoke: 2 GPO iterations (the first from uniform, then one from the previous iterate: every
+    # code path; each iteration is a fit of its own, compiled again)
+    c.gpo = dict(iterations=2 if smoke else 20, group=8, fit_steps=20 if smoke else 100,
                  learning_rate=0.1, etas=[1.0] if smoke else [0.5, 1.0, 2.0])
     c.dpo = dict(steps=50 if smoke else 500, learning_rate=0.1,
                  betas=[0.5] if smoke else [0.1, 0.5, 2.0])
@@ -158,6 +160,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 # --- data -------------------------------------------------------------------------------------
+
+def stack_seeds(per_seed, keys=None) -> dict:
+    """One dict of [S, ...] device arrays from S per-seed dicts (the values of
+    `alignax.train.small.stack_seeds`), put on the device by `jax.device_put`: `jnp.asarray`
+    of a host array compiles a staging program per shape and dtype, device_put none."""
+    keys = list(per_seed[0]) if keys is None else list(keys)
+    return {k: jax.device_put(np.stack([np.asarray(row[k]) for row in per_seed])) for k in keys}
+
 
 SPLITS = ("train", "validation", "test")
 
