@@ -107,7 +107,7 @@ from alignax.sampling.naive import sample_continuations
 from alignax.tasks.splits import split_seeds
 from alignax.tasks.zipf import ZipfMarkovCorpus, mode_following_reward
 from alignax.train.plots import plot_curves
-from alignax.train.small import fit_small, stack_seeds
+from alignax.train.small import fit_small
 from alignax.train.writers import read_metrics
 
 METHODS = ("pretrain", "dpo", "grpo")
@@ -370,7 +370,11 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {METHODS}")
     seeds = [int(s) for s in config.seeds]
-    data = stack_seeds([make_data(config, s) for s in seeds])
+    # the [S, ...] arrays of `stack_seeds`, put on the device by jax.device_put (jnp.asarray of
+    # a host array compiles a staging program per shape and dtype)
+    per_seed = [make_data(config, s) for s in seeds]
+    data = {k: jax.device_put(np.stack([np.asarray(d[k]) for d in per_seed]))
+            for k in per_seed[0]}
     lm = make_model(config)
     pre = pretrained(config, workdir, data)
     evaluate_seeds = make_evaluate_seeds(config, lm)
