@@ -130,7 +130,7 @@ def pretrain_lms(workdir: str, lm, seqs, seeds, *, steps, batch_size, learning_r
 
     return fit_small(workdir, loss_fn=loss_fn, init_params=jax.vmap(lm.init)(keys),
                      per_seed_init=True, tx=_adam(learning_rate), num_steps=steps,
-                     data=jnp.asarray(seqs), seeds=seeds,
+                     data=jax.device_put(seqs), seeds=seeds,
                      seed_keys=jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 1),
                      per_seed_data=True, batch_fn=minibatch_fn(batch_size), desc="pretrain")
 
@@ -161,7 +161,7 @@ def finetune_rms(workdir: str, rm, backbones, seeds, labels, chosen, rejected, *
                                          steps_per_log=steps_per_log)
     return fit_small(workdir, loss_fn=loss_fn, init_params={"decoder": backbones, "score": heads},
                      per_seed_init=True, tx=_adam(learning_rate), num_steps=steps,
-                     data={"chosen": jnp.asarray(chosen), "rejected": jnp.asarray(rejected)},
+                     data={"chosen": jax.device_put(chosen), "rejected": jax.device_put(rejected)},
                      seeds=labels,
                      seed_keys=jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 2),
                      per_seed_data=True, batch_fn=minibatch_fn(batch_size), desc="finetune",
