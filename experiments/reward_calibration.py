@@ -271,7 +271,7 @@ def fit_reward_models(workdir: str, pairs, cfg, *, calibrated: bool, seeds) -> n
 
     fit = fit_small(workdir, loss_fn=loss_fn, init_params=jnp.zeros(3, jnp.float32),
                     tx=optax.adam(float(cfg.learning_rate)), num_steps=int(cfg.steps),
-                    data={k: jnp.asarray(v) for k, v in pairs.items()}, seeds=seeds,
+                    data={k: jax.device_put(v) for k, v in pairs.items()}, seeds=seeds,
                     per_seed_data=True, desc="reward model")
     return np.asarray(fit.params)
 
@@ -324,7 +324,7 @@ def _evaluator(qa, sample, instances, key):
     one sampled response per instance, drawn with `key`."""
     items, labels = instances
     ids = qa.prompts(items)
-    labels = jnp.asarray(labels)
+    labels = jax.device_put(labels)  # jnp.asarray would compile a staging program per shape
 
     def evaluate(params):
         return {k: float(v) for k, v in _scores(qa, sample(params, ids, key), labels).items()}
@@ -392,12 +392,12 @@ def _rl(config, workdir, qa, model, ref_params, w_vanilla, w, sample, seed, kl_c
     rng = np.random.default_rng([split_seeds(seed).train, 5])
     items, labels = qa.instances(rng, int(config.num_prompts))
     prompt_ids = qa.prompts(items)
-    labels = jnp.asarray(labels)
+    labels = jax.device_put(labels)
 
     def rm_reward(responses, rows, weights):
         return _rm_reward(qa, responses, labels, rows, weights)
 
-    w_stripped = jnp.asarray(w_vanilla)
+    w_stripped = jax.device_put(w_vanilla)
 
     def stripped_reward(responses, rows):
         return _stripped_reward(qa, responses, labels, rows, w_stripped)
@@ -405,7 +405,7 @@ def _rl(config, workdir, qa, model, ref_params, w_vanilla, w, sample, seed, kl_c
     if method == "ppo_c":
         # centre the confidence-free reward on the reference policy's samples
         m = int(config.ppo_c.num_reference_samples)
-        rows = jnp.asarray(rng.integers(0, len(items), m))
+        rows = jax.device_put(rng.integers(0, len(items), m))
         ref = sample(ref_params, prompt_ids[np.asarray(rows)], jax.random.key(seed + 1000))
         offset = float(stripped_reward(ref, rows).mean())
         # r_bar_0: the RM mean on the reference samples (0 after centring); a reward state in
@@ -421,7 +421,7 @@ def _rl(config, workdir, qa, model, ref_params, w_vanilla, w, sample, seed, kl_c
             return confidence_adjusted_rewards(r, s, mean, weight=weight), {"mean": mean}
     else:
         reward_state = None
-        weights = jnp.asarray(w)
+        weights = jax.device_put(w)
 
         def reward_fn(rollout):
             return rm_reward(rollout.ids[:, -2:], rollout.prompt_index, weights)
