@@ -83,7 +83,27 @@ def stack_seeds(per_seed: Sequence[Any], keys: Sequence[str] | None = None) -> d
     """One dict of [S, ...] device arrays from S per-seed dicts of equal-shaped arrays (the
     `data` of `fit_small(..., per_seed_data=True)`); `keys` selects fields (default: all)."""
     keys = list(per_seed[0]) if keys is None else list(keys)
-    return {k: jnp.asarray(np.stack([np.asarray(row[k]) for row in per_seed])) for k in keys}
+    # device_put, not jnp.asarray: the same canonical dtypes and values, without compiling a
+    # staging program per field shape
+    return {k: jax.device_put(np.stack([np.asarray(row[k]) for row in per_seed])) for k in keys}
+
+
+def _strong(tree):
+    """The tree with weakly typed numeric leaves made strongly typed (same dtype and values):
+    the train state a step returns is strongly typed, so a weak initial state (params from
+    `jnp.full(shape, 0.5)` or `zeros_like` of a Python scalar) would compile every chunk
+    program a second time for the second call."""
+    def leaf(x):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return x
+        return jax.lax.convert_element_type(x, x.dtype)
+    return jax.tree.map(leaf, tree)
+
+
+@jax.jit
+def _copy_tree(tree):
+    """A fresh copy of every leaf, in one program (the loop donates the state it starts from)."""
+    return jax.tree.map(jnp.copy, tree)
 
 
 def _chunks(num_steps: int, steps_per_log: int) -> list[int]:
@@ -318,10 +338,9 @@ def fit_small(
         return full
 
     # a copy: the loop donates the state, and the caller's params stay usable
-    start = jax.tree.map(lambda x: jnp.array(x, copy=True), init_params) if per_seed_init \
-        else None
-    create_all = jax.jit(jax.vmap(create_wrapped if wrapped else create,
-                                  in_axes=(0, 0 if per_seed_init else None)))
+    start = _copy_tree(init_params) if per_seed_init else None
+    create_all = jax.jit(lambda k, p: _strong(jax.vmap(
+        create_wrapped if wrapped else create, in_axes=(0, 0 if per_seed_init else None))(k, p)))
     result = run_loop(workdir, init_state=lambda: create_all(keys, start),
                       step_fn=step_fn,
                       num_steps=len(chunks), checkpoint_every=checkpoint_every,

@@ -399,3 +399,23 @@ def test_pair_accuracy_selection_counts_pairs_ranked_right_and_selects_on_it(tmp
     assert float(kw["eval_fn"](0.0, kw["eval_data"])["val_accuracy"]) == 0.0
     with pytest.raises(KeyError, match="'rejected'"):
         pair_accuracy_selection(lambda w, x: x, {"chosen": val["chosen"]}, steps_per_log=1)
+
+
+def test_a_weakly_typed_initial_state_compiles_each_chunk_program_once(tmp_path):
+    """Params from `jnp.full(shape, python_float)` are weakly typed; the state a step returns
+    is not. The created state is made strongly typed, so the second chunk reuses the first
+    chunk's program (before: traced and compiled twice)."""
+    traces = []
+
+    def loss(params, batch):
+        traces.append(1)
+        return jnp.mean((batch["x"] @ params["w"] - batch["y"]) ** 2)
+
+    def init(key):
+        del key
+        return {"w": jnp.full((3,), 0.5)}
+
+    fit = fit_small(str(tmp_path), loss_fn=loss, init_params=init, tx=optax.sgd(0.1),
+                    num_steps=6, data=_data(), seeds=[0], steps_per_log=3)
+    assert len(traces) == 1
+    assert fit.params["w"].dtype == jnp.float32 and not fit.params["w"].weak_type
