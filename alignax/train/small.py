@@ -339,8 +339,11 @@ def fit_small(
 
     # a copy: the loop donates the state, and the caller's params stay usable
     start = _copy_tree(init_params) if per_seed_init else None
-    create_all = jax.jit(lambda k, p: _strong(jax.vmap(
-        create_wrapped if wrapped else create, in_axes=(0, 0 if per_seed_init else None))(k, p)))
+    @jax.jit
+    def create_all(seed_keys, seed_params):
+        return _strong(jax.vmap(create_wrapped if wrapped else create,
+                                in_axes=(0, 0 if per_seed_init else None))(seed_keys, seed_params))
+
     result = run_loop(workdir, init_state=lambda: create_all(keys, start),
                       step_fn=step_fn,
                       num_steps=len(chunks), checkpoint_every=checkpoint_every,
