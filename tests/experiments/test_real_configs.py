@@ -3,7 +3,6 @@ mechanism from a tiny random Qwen2-style checkpoint and small HF datasets writte
 session fixture (no torch: alignax's export_hf writes the checkpoint), for 1-2 steps through
 `alignax run`; plus the one-line errors of a :real config without its paths."""
 
-import json
 import os
 
 import jax
@@ -12,47 +11,20 @@ import pytest
 
 from alignax import cli
 from alignax.algorithms import real
-from tests.test_utils import write_tiny_checkpoint
+from tests.experiments import run_real, write_real_world
 
 datasets = pytest.importorskip("datasets")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _words(rng, n):
-    return " ".join(f"w{i}" for i in rng.integers(0, 26, n))
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """One LM checkpoint, one reward (sequence-classification) checkpoint, and datasets in
-    TRL's paired (conversational) and prompt-only (with answer / reference columns) formats."""
-    root = tmp_path_factory.mktemp("real")
-    # one layer: every program compiles about twice as fast as with two
-    out = {"lm": write_tiny_checkpoint(root / "lm", n_layers=1),
-           "rm": write_tiny_checkpoint(root / "rm", kind="reward", seed=1, n_layers=1)}
-    rng = np.random.default_rng(0)
-    datasets.Dataset.from_list([
-        {"prompt": [{"role": "user", "content": _words(rng, 3)}],
-         "chosen": [{"role": "assistant", "content": _words(rng, 2)}],
-         "rejected": [{"role": "assistant", "content": _words(rng, 2)}]} for _ in range(16)]
-    ).save_to_disk(str(root / "pairs"))
-    datasets.Dataset.from_list([
-        {"prompt": [{"role": "user", "content": _words(rng, 3)}], "answer": _words(rng, 1),
-         "reference": _words(rng, 3)} for _ in range(16)]
-    ).save_to_disk(str(root / "prompts"))
-    out["pairs"], out["prompts"] = str(root / "pairs"), str(root / "prompts")
-    return out
+    return write_real_world(tmp_path_factory.mktemp("real"))
 
 
 def _run(name, world, tmp_path, data, *overrides):
-    """`alignax run experiments/<name>.py:real` on the tiny world; returns summary.json."""
-    argv = ["run", os.path.join(REPO, "experiments", f"{name}.py:real"),
-            "--workdir", str(tmp_path / name), f"--config.model.path={world['lm']}",
-            f"--config.data.path={world[data]}", "--config.data.eval_fraction=0.125", *overrides]
-    assert cli.main(argv) == 0
-    with open(tmp_path / name / "summary.json") as f:
-        return json.load(f)
+    return run_real(name, world, tmp_path, data, *overrides)
 
 
 def _online(group):
