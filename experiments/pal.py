@@ -44,11 +44,42 @@ unseen users fitted on 10 comparisons reach >= 85% of PAL's seen-user accuracy (
     alignax run experiments/pal.py              # full setting, 3 seeds
     alignax run experiments/pal.py:smoke        # seconds, for the tests
 
-No `:real` config: PAL's ideal-point mixture is fitted per user (`softmax(w_u)` over shared
-prototypes) and the claims compare seen and unseen users; TRL's paired format carries no user
-id, so a user's HF preference dataset cannot identify whose preference a pair is. With a user
-column the mixture would run on a checkpoint's frozen embeddings (PAL-A's f on top of them);
-that data format is not in alignax.data.hf_datasets, so no :real config is provided.
+`:real` runs PAL-A and the BT baseline on the frozen embeddings of a Hugging Face checkpoint
+(`model.path`, `alignax.algorithms.pretrained.load_pretrained(..., "lm")`) for a paired
+preference dataset (`data.path`, TRL's explicit or implicit, standard or conversational
+format) with a user column (`data.user_field`, default "user_id": a string or an int per row,
+`alignax.data.hf_datasets.user_ids`; a row without one is a one-line DataError naming it).
+Each side is prompt + response rendered with the checkpoint's chat template (`tokenize_pair`),
+embedded as the final hidden state at its last token (`alignax.eval.embeddings.
+sequence_embeddings`, pool "last"), then standardised per feature with the mean and std of the
+training pairs' embeddings. PAL's f maps them to `pal.out_dim` dimensions (linear, or an MLP
+with `pal.hidden`); the baseline is the toy's single BT reward (MLP `bt.hidden`) on the same
+embeddings, trained on the same pairs without user ids.
+
+Users are indexed in first-seen order; the last `pal.unseen_users` are unseen (held out
+entirely). Every seen user's pairs are split per user, in dataset order, by
+`alignax.algorithms.real.held_out_split` (the last `data.eval_fraction` of them, at least one,
+are test, as many before them validation, the rest train), so every seen user has training
+pairs for its weights and is tested on pairs it never gave; a seen user needs at least 3 pairs.
+An unseen user's first `pal.few_shot` pairs are its shots (the toy's few-shot fit: f and the
+prototypes frozen, only its logits, `few_shot.steps` Adam steps at `few_shot.learning_rate`,
+not selected), the rest its test pairs; it needs more than `pal.few_shot` pairs.
+
+Selection on validation (the seen users' validation pairs): the toy's procedure for PAL and BT
+alike (early stopping every `train.steps_per_log` updates, the learning rate of
+`train.learning_rates` per seed), and for PAL the number of prototypes from the list
+`pal.num_prototypes` (one K for all seeds: the best mean validation accuracy over seeds;
+`chosen_num_prototypes`, `val_accuracy_K<k>`). Seeds change the initialisation only (the
+embeddings are the data). Metrics (test split): `test_seen_accuracy` (PAL, seen users'
+weights), `test_unseen_accuracy_<few_shot>` and `test_unseen_accuracy_0` (unseen users after
+their shots, and with the uniform mixture before any), `bt_test_seen_accuracy` and
+`bt_test_unseen_accuracy` (the BT baseline on the same test pairs), with the selection records
+and the split sizes. No claim is evaluated (summary "claims" is []): the toy's claims compare
+with the generating model's oracle, which a user's data does not have.
+
+    alignax run experiments/pal.py:real --workdir runs/pal_real \
+        --config.model.path=/ckpt --config.data.path=/pairs_with_user_id \
+        --config.pal.unseen_users=10 --config.pal.few_shot=10 --config.model.dtype=bfloat16
 """
 
 from __future__ import annotations
@@ -63,7 +94,11 @@ import numpy as np
 import optax
 
 from alignax import protocol
-from alignax.experiment import is_smoke
+from alignax.algorithms import pretrained, real
+from alignax.data import DataError, PreferenceRecord
+from alignax.data.hf_datasets import HFSource, user_ids
+from alignax.data.tokenize import tokenize_pair
+from alignax.eval.embeddings import sequence_embeddings
 from alignax.losses.reward import bradley_terry_loss, ideal_point_loss, ideal_points
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks import simulators as sim
@@ -73,14 +108,11 @@ from alignax.train.plots import plot_curves
 from alignax.train.small import fit_small
 
 
-NO_REAL = ("pal has no :real config: the ideal-point mixture is fitted per user and TRL's "
-           "formats carry no user id (see its docstring)")
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    if arg == "real":
-        raise ValueError(NO_REAL)
-    smoke = is_smoke(arg)
+    mode = real.config_mode(arg)
+    if mode == "real":
+        return _real_config()
+    smoke = mode == "smoke"
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
     c.method = "pal"  # "pal" or "bt"
@@ -99,6 +131,35 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.few_shot = dict(shots=[2, 5, 10, 20], steps=50 if smoke else 300, learning_rate=0.1,
                       l2=0.0)
     return c
+
+
+def _real_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seeds = [0]
+    real.add_real_fields(c, max_length=1024, user_field="user_id")
+    # num_prototypes: the grid of K chosen on validation; out_dim: f's output dimension
+    c.pal = dict(num_prototypes=[2, 4, 8], hidden=(), out_dim=64, unseen_users=10, few_shot=10)
+    c.bt = dict(hidden=(32,))
+    c.train = dict(steps=2000, steps_per_log=50, learning_rates=[1e-3, 1e-2])
+    c.few_shot = dict(steps=300, learning_rate=0.1, l2=0.0)
+    return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """The `:real` keys (the toy's config has no model.path and nothing to check here)."""
+    if not real.is_real(config):
+        return
+    real.require(config, "model.path", "data.path", what={
+        "data.path": "an HF paired preference dataset with a user column"})
+    ks = list(config.pal.num_prototypes)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+        raise ValueError(f"pal.num_prototypes={ks!r} must be a non-empty list of ints >= 1")
+    for key, low in (("unseen_users", 0), ("few_shot", 1), ("out_dim", 1)):
+        value = config.pal[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"pal.{key}={value!r} must be an int >= {low}")
+    if not list(config.train.learning_rates):
+        raise ValueError("train.learning_rates must list at least one learning rate")
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -195,10 +256,24 @@ def _fit_selected(config, workdir: str, loss_fn, init, train: dict, val: dict, s
     return jax.tree.map(lambda *xs: jnp.stack(xs), *chosen), info
 
 
+def bt_accuracy(r, p, chosen, rejected):
+    """Share of pairs [..., D] whose chosen side gets the higher reward r(y) (MLP `r`)."""
+    return jnp.mean(r.apply(p, chosen) - r.apply(p, rejected) > 0)
+
+
 def fit_bt(config, workdir: str, data: dict, seeds: list[int]) -> list[dict[str, float]]:
     """One BT reward per seed (full-batch Adam on all comparisons, ignoring who made them),
     every seed in one `fit_small` program per learning rate, selected on validation; each
     seed's test accuracy and selection record."""
+    r, params, info = fit_bt_params(config, workdir, data, seeds)
+    acc = np.asarray(jax.jit(jax.vmap(functools.partial(bt_accuracy, r)))(
+        params, data["test_chosen"], data["test_rejected"]))
+    return [{"test_seen_accuracy": float(acc[i]), **info[s]} for i, s in enumerate(seeds)]
+
+
+def fit_bt_params(config, workdir: str, data: dict, seeds: list[int]):
+    """The BT fit of `fit_bt`: train_chosen/train_rejected [S, M, D], val_* [S, ..., D].
+    Returns (the reward MLP, params [S, ...], per-seed selection info)."""
     r = make_mlp(MLPConfig(in_dim=data["train_chosen"].shape[-1], hidden=tuple(config.bt.hidden),
                            out_dim=1))
 
@@ -206,31 +281,42 @@ def fit_bt(config, workdir: str, data: dict, seeds: list[int]) -> list[dict[str,
         return bradley_terry_loss(r.apply(p, d["train_chosen"]),
                                   r.apply(p, d["train_rejected"])).mean()
 
-    def accuracy(p, chosen, rejected):
-        return jnp.mean(r.apply(p, chosen) - r.apply(p, rejected) > 0)
-
     params, info = _fit_selected(
         config, workdir, loss_fn, lambda key: r.init(jax.random.split(key)[0]),
         {k: data[k] for k in ("train_chosen", "train_rejected")},
         {k: data[k] for k in ("val_chosen", "val_rejected")}, seeds,
-        lambda p, v: accuracy(p, v["val_chosen"], v["val_rejected"]))
-    acc = np.asarray(jax.jit(jax.vmap(accuracy))(params, data["test_chosen"],
-                                                 data["test_rejected"]))
-    return [{"test_seen_accuracy": float(acc[i]), **info[s]} for i, s in enumerate(seeds)]
+        lambda p, v: bt_accuracy(r, p, v["val_chosen"], v["val_rejected"]))
+    return r, params, info
 
 
-def fit_pal(config, workdir: str, data: dict, seeds: list[int]):
+def split_logits(p, d, split: str):
+    """The user logits of split `split`'s comparisons: [U, 1, K] against the toy's per-user
+    arrays [U, N, D], or [N, K] against flat arrays [N, D] with user indices `<split>_user`."""
+    if f"{split}_user" in d:
+        return p["user_logits"][d[f"{split}_user"]]
+    return p["user_logits"][:, None]
+
+
+def fit_pal(config, workdir: str, data: dict, seeds: list[int], *, num_users: int | None = None,
+            num_prototypes: int | None = None):
     """PAL-A for every seed in one `fit_small` program per learning rate: full-batch Adam on the
-    ideal-point loss of all comparisons of all users, selected on validation. Returns (the map
-    f, params [S, ...], per-seed selection info)."""
-    dim, k = data["train_chosen"].shape[-1], int(config.pal.num_prototypes)
-    num_users = data["test_chosen"].shape[1]
-    f = make_mlp(MLPConfig(in_dim=dim, hidden=tuple(config.pal.hidden), out_dim=dim))
+    ideal-point loss of all comparisons of all users, selected on validation.
+
+    data: train_chosen/train_rejected [S, M, D], train_user [S, M]; validation either per user
+    (val_chosen/val_rejected [S, U, N, D], the toy) or flat with val_user [S, V]. num_users:
+    U (default: the toy's test_chosen.shape[1]); num_prototypes: K (default
+    `pal.num_prototypes`); f maps D to `pal.out_dim` (default D). Returns (the map f, params
+    [S, ...], per-seed selection info)."""
+    dim = data["train_chosen"].shape[-1]
+    k = int(config.pal.num_prototypes if num_prototypes is None else num_prototypes)
+    out_dim = int(config.pal.get("out_dim", dim))
+    num_users = data["test_chosen"].shape[1] if num_users is None else int(num_users)
+    f = make_mlp(MLPConfig(in_dim=dim, hidden=tuple(config.pal.hidden), out_dim=out_dim))
 
     def init(key):
         key_model, key_users = jax.random.split(key)
         return {"f": f.init(key_model),
-                "prototypes": jax.random.normal(jax.random.fold_in(key_model, 1), (k, dim)),
+                "prototypes": jax.random.normal(jax.random.fold_in(key_model, 1), (k, out_dim)),
                 "user_logits": 0.01 * jax.random.normal(key_users, (num_users, k))}
 
     def loss_fn(p, d):
@@ -239,14 +325,29 @@ def fit_pal(config, workdir: str, data: dict, seeds: list[int]):
                                 f.apply(p["f"], d["train_rejected"]), a).mean()
 
     def val_accuracy(p, v):
-        margin = pal_margin(f, p, v["val_chosen"], v["val_rejected"], p["user_logits"][:, None])
+        margin = pal_margin(f, p, v["val_chosen"], v["val_rejected"], split_logits(p, v, "val"))
         return jnp.mean(margin > 0)
 
     params, info = _fit_selected(
         config, workdir, loss_fn, init,
         {k: data[k] for k in ("train_chosen", "train_rejected", "train_user")},
-        {k: data[k] for k in ("val_chosen", "val_rejected")}, seeds, val_accuracy)
+        {k: data[k] for k in ("val_chosen", "val_rejected", "val_user") if k in data}, seeds,
+        val_accuracy)
     return f, params, info
+
+
+def seen_accuracy(f, params, data):
+    """[S] test accuracy of every seed's PAL on the seen users' test comparisons (per-user
+    [S, U, N, D] arrays, or flat with test_user [S, N])."""
+    @jax.jit
+    @jax.vmap
+    def accuracy(p, d):
+        margin = pal_margin(f, p, d["test_chosen"], d["test_rejected"],
+                            split_logits(p, d, "test"))
+        return jnp.mean(margin > 0)
+
+    return np.asarray(accuracy(params, {k: data[k] for k in (
+        "test_chosen", "test_rejected", "test_user") if k in data}))
 
 
 def fit_unseen_users(config, workdir: str, f, params, data: dict, seeds: list[int],
@@ -258,8 +359,12 @@ def fit_unseen_users(config, workdir: str, f, params, data: dict, seeds: list[in
     comparisons of the user's pool for shot count `s`), so each user's gradient is its own and
     Adam, elementwise, updates each user exactly as a separate fit from the uniform mixture.
 
+    data: pool_chosen/pool_rejected [S, U, n, D] (each user's shot pool, n >= max shots) and
+    new_test_chosen/new_test_rejected [S, U, N, D] (the toy), or flat [S, N, D] with
+    new_test_user [S, N] (each comparison's unseen user, `:real`).
+
     Returns (the fitted logits [S, H, U, K], the held-out accuracy [S, H] of each seed and shot
-    count).
+    count, over all the unseen users' test comparisons).
     """
     fs, l2 = config.few_shot, float(config.few_shot.l2)
     feats = jax.jit(jax.vmap(lambda p, y: f.apply(p["f"], y)))
@@ -286,18 +391,26 @@ def fit_unseen_users(config, workdir: str, f, params, data: dict, seeds: list[in
                     tx=optax.adam(float(fs.learning_rate)), num_steps=int(fs.steps),
                     data=shot_data, seeds=seeds, per_seed_data=True)
 
+    flat = "new_test_user" in data  # [S, N] user of each test comparison (else [S, U, N])
+
     @jax.jit
     @jax.vmap
     def accuracy(p, logits, d):  # [H] held-out accuracy per shot count
-        margin = jax.vmap(lambda w: pal_margin(f, p, d["new_test_chosen"],
-                                               d["new_test_rejected"], w[:, None]))(logits)
-        return jnp.mean(margin > 0, axis=(1, 2))
+        def margins(w):  # w: [U, K]
+            return pal_margin(f, p, d["new_test_chosen"], d["new_test_rejected"],
+                              w[d["new_test_user"]] if flat else w[:, None])
+        return jnp.mean(jax.vmap(margins)(logits) > 0, axis=(1,) if flat else (1, 2))
 
-    return fit.params, np.asarray(accuracy(params, fit.params, data))
+    test = {k: data[k] for k in ("new_test_chosen", "new_test_rejected", "new_test_user")
+            if k in data}
+    return fit.params, np.asarray(accuracy(params, fit.params, test))
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
-    """Every seed of one variant at once: BT, or PAL-A then the unseen users' few-shot fits."""
+    """Every seed of one variant at once: BT, or PAL-A then the unseen users' few-shot fits
+    (`:real`: both on a checkpoint's embeddings, `run_real`)."""
+    if real.is_real(config):
+        return run_real(config, workdir)
     if config.method not in ("pal", "bt"):
         raise ValueError(f"unknown method {config.method!r}; valid: 'pal', 'bt'")
     seeds = [int(s) for s in config.seeds]
@@ -311,14 +424,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         return out
 
     f, params, info = fit_pal(config, os.path.join(workdir, "pal_a"), data, seeds)
-
-    @jax.jit
-    @jax.vmap
-    def seen_accuracy(p, d):
-        margin = pal_margin(f, p, d["test_chosen"], d["test_rejected"], p["user_logits"][:, None])
-        return jnp.mean(margin > 0)
-
-    seen = np.asarray(seen_accuracy(params, data))
+    seen = seen_accuracy(f, params, data)
     shots = sorted(int(s) for s in config.few_shot.shots)
     _, unseen = fit_unseen_users(config, os.path.join(workdir, "few_shot"), f, params, data,
                                  seeds, shots)
@@ -330,9 +436,141 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     return out
 
 
+# --- :real ------------------------------------------------------------------------------------
+
+def pair_embeddings(config):
+    """The dataset's pairs as frozen checkpoint embeddings (module docstring, `:real`).
+
+    Returns {"chosen", "rejected": [N, D] float32, "users": [N] int32 user index in first-seen
+    order, "names": the U user names, "name": the dataset's name in messages}.
+
+    Raises:
+      DataError: a bad row, a row without `data.user_field`, an over-long pair (with
+        `data.truncation_mode` "error"), each naming the row.
+    """
+    tok = real.tokenizer(config)
+    source = HFSource(real.dataset(config), functools.partial(
+        tokenize_pair, tokenizer=tok, max_length=int(config.data.max_length),
+        truncation_mode=config.data.truncation_mode), kinds=(PreferenceRecord,))
+    users, names = user_ids([source.record(i) for i in range(len(source))], name=source.name,
+                            field=config.data.user_field)
+    tokens = real.stack([source[i] for i in range(len(source))])
+    model, params = pretrained.load_pretrained(real.model_config(config), "lm")
+    params = jax.device_put(params)  # once, not at every chunk
+    batch = int(config.data.eval_batch_size) or len(source)
+    out = {side: sequence_embeddings(model, params, tokens[f"{side}_ids"],
+                                     tokens[f"{side}_mask"], pool="last", batch_size=batch)
+           for side in ("chosen", "rejected")}
+    return {**out, "users": users, "names": names, "name": source.name}
+
+
+def real_splits(config, users: np.ndarray, names: list, name: str) -> dict[str, np.ndarray]:
+    """Row indices of the `:real` splits: seen users' train / val / test rows (each user's
+    pairs split by `held_out_split` in dataset order), the unseen users' shot rows
+    [U', few_shot] and test rows.
+
+    Raises:
+      DataError: no seen user is left, a seen user with too few pairs to split, an unseen
+        user with no pair beyond its shots (one line naming the user and the config key).
+    """
+    num_users, unseen, shots = len(names), int(config.pal.unseen_users), int(config.pal.few_shot)
+    seen = num_users - unseen
+    if seen < 1:
+        raise DataError(f"{name}: pal.unseen_users={unseen} leaves no seen user ({num_users} "
+                        "users)", path=name)
+    out = {k: [] for k in ("train", "val", "test", "pool", "new_test")}
+    for u in range(num_users):
+        rows = np.flatnonzero(users == u)
+        if u < seen:
+            try:
+                parts = real.held_out_split(len(rows), config.data.eval_fraction,
+                                            config.data.max_eval_rows)
+            except ValueError as e:
+                raise DataError(f"{name}: user {names[u]!r}: {e} (data.eval_fraction="
+                                f"{config.data.eval_fraction}); give it more pairs or count it "
+                                "among pal.unseen_users", path=name) from None
+            for key, part in zip(("train", "val", "test"), parts):
+                out[key].append(rows[part])
+        elif len(rows) <= shots:
+            raise DataError(f"{name}: unseen user {names[u]!r} has {len(rows)} pairs: "
+                            f"pal.few_shot={shots} leaves none to test", path=name)
+        else:
+            out["pool"].append(rows[:shots])
+            out["new_test"].append(rows[shots:])
+    return {k: (np.stack(v) if k == "pool" else np.concatenate(v)) if v else
+            np.zeros((0, shots) if k == "pool" else (0,), np.int64) for k, v in out.items()}
+
+
+def real_data(emb: dict, splits: dict, num_seen: int, num_seeds: int) -> dict[str, jax.Array]:
+    """The fit arrays of the `:real` splits, standardised with the training pairs' per-feature
+    mean and std, each repeated for the S seeds ([S, ...]): train/val/test_* [S, N, D] with
+    *_user [S, N] (seen users 0..U-1), pool_* [S, U', few_shot, D], new_test_* [S, N', D]
+    with new_test_user [S, N'] (unseen users 0..U'-1; users >= `num_seen` are unseen)."""
+    train = np.concatenate([emb["chosen"][splits["train"]], emb["rejected"][splits["train"]]])
+    mean, std = train.mean(0), np.maximum(train.std(0), 1e-6)
+    out = {}
+    for split in ("train", "val", "test", "pool", "new_test"):
+        rows = splits[split]
+        for side in ("chosen", "rejected"):
+            out[f"{split}_{side}"] = ((emb[side][rows] - mean) / std).astype(np.float32)
+        if split != "pool":
+            out[f"{split}_user"] = (emb["users"][rows] - (num_seen if split == "new_test" else 0)
+                                    ).astype(np.int32)
+    return {k: jax.device_put(np.broadcast_to(v, (num_seeds, *v.shape))) for k, v in out.items()}
+
+
+def run_real(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    """`:real` (module docstring): PAL-A with K chosen on validation, the unseen users'
+    few-shot fits and the BT baseline, every seed at once on the checkpoint's embeddings."""
+    seeds = [int(s) for s in config.seeds]
+    emb = pair_embeddings(config)
+    splits = real_splits(config, emb["users"], emb["names"], emb["name"])
+    num_seen = len(emb["names"]) - int(config.pal.unseen_users)
+    data = real_data(emb, splits, num_seen, len(seeds))
+    sizes = {f"num_{k}_pairs": float(len(v)) for k, v in splits.items() if k != "pool"}
+    out = {s: {"num_seen_users": float(num_seen), **sizes,
+               "num_unseen_users": float(config.pal.unseen_users)} for s in seeds}
+
+    r, bt_params, bt_info = fit_bt_params(config, os.path.join(workdir, "bt"), data, seeds)
+    bt_acc = jax.jit(jax.vmap(functools.partial(bt_accuracy, r)))
+    bt_seen = np.asarray(bt_acc(bt_params, data["test_chosen"], data["test_rejected"]))
+    for i, s in enumerate(seeds):
+        out[s].update({f"bt_{k}": v for k, v in bt_info[s].items()},
+                      bt_test_seen_accuracy=float(bt_seen[i]))
+
+    fits = {}
+    for k in config.pal.num_prototypes:
+        fits[f"K={int(k)}"] = (int(k), *fit_pal(
+            config, os.path.join(workdir, "pal_a", f"K={int(k)}"), data, seeds,
+            num_users=num_seen, num_prototypes=int(k)))
+    name, record = choose_on_validation(
+        fits, lambda fit: float(np.mean([fit[3][s]["val_accuracy"] for s in seeds])))
+    k, f, params, info = fits[name]
+    seen = seen_accuracy(f, params, data)
+    for i, s in enumerate(seeds):
+        out[s].update(info[s], chosen_num_prototypes=float(k),
+                      test_seen_accuracy=float(seen[i]),
+                      **{f"val_accuracy_{n.replace('=', '')}": float(v)
+                         for n, v in record["scores"].items()})
+    if not int(config.pal.unseen_users):
+        return out
+    bt_unseen = np.asarray(bt_acc(bt_params, data["new_test_chosen"],
+                                  data["new_test_rejected"]))
+    shots = [0, int(config.pal.few_shot)]
+    _, unseen = fit_unseen_users(config, os.path.join(workdir, "few_shot"), f, params, data,
+                                 seeds, shots)
+    for i, s in enumerate(seeds):
+        out[s]["bt_test_unseen_accuracy"] = float(bt_unseen[i])
+        out[s].update({f"test_unseen_accuracy_{n}": float(unseen[i, j])
+                       for j, n in enumerate(shots)})
+    return out
+
+
 # --- claims and plots -------------------------------------------------------------------------
 
 def claims(results) -> list[protocol.Claim]:
+    if "default" in results:  # :real: a user's data has no generating-model oracle
+        return []
     shots = _shots(results)
     n = 10 if 10 in shots else shots[len(shots) // 2]
     seen = protocol.per_seed(results, "pal", "test_seen_accuracy")
@@ -369,6 +607,8 @@ def _shots(results) -> list[int]:
 
 def plots(results, workdir: str) -> list[str]:
     """Unseen users' held-out accuracy against the number of few-shot comparisons."""
+    if "default" in results:  # :real: metrics only
+        return []
     m = results["pal"]["metrics"]
     shots = np.array(_shots(results), np.float64)
     flat = lambda name, metrics=m: np.full(len(shots), metrics[name]["mean"])  # noqa: E731

@@ -29,6 +29,13 @@ responses. Conversational KTO and prompt-only rows keep theirs in `extras["messa
 (`{"prompt": [...], "completion": [...]}` / `{"prompt": [...]}`); their `prompt` string is the
 minimal template's (`render_chat`), the generation cue included.
 
+User ids (per-user preference learning: PAL, MiCRo): a preference row (explicit or implicit,
+standard or conversational) may carry a `user_id` column, a string or an int naming who made the
+comparison. Like every column a format does not consume it passes through unchanged to
+`record.extras["user_id"]` (a null, Arrow's fill for a row without one, counts as absent).
+`user_ids(records)` maps the names to contiguous indices 0..U-1 in first-seen order; a row
+without one is a `DataError` naming the row and the field when users are required.
+
 Errors: a bad row raises `DataError` `<dataset>:<index>: field '<field>': <problem>` with
 <dataset> the folder's (or file's) base name, or `name`, and <index> the 0-based row index
 (`dataset[index]` is the culprit). `read_hf_dataset(..., skip_invalid=True)` skips and counts
@@ -47,8 +54,11 @@ It is imported lazily, only by `load_hf_dataset`: requirement `datasets>=3,<6`.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
 
 from alignax.data.errors import DataError
 from alignax.data.readers import (
@@ -402,3 +412,51 @@ class HFSource:
                 message = message.removeprefix(f"{e.field}: ")
             raise DataError(f"{self._name}:{index}:{field} {message}", path=self._name,
                             line=index, field=e.field) from None
+
+
+USER_FIELD = "user_id"
+
+
+def user_ids(records: Sequence[Record], *, name: str = "dataset",
+             indices: Sequence[int] | None = None, field: str = USER_FIELD,
+             required: bool = True) -> tuple[np.ndarray, list[str | int]]:
+    """Who made each comparison: the `extras[field]` of N records as contiguous user indices.
+
+    The i-th distinct name met (in record order) gets index i, so the mapping is a pure
+    function of the dataset's row order: `names[users[n]]` is record n's user.
+
+    Args:
+      records: N records (e.g. `read_hf_dataset(...).records` or `HFSource.record(i)`).
+      name: the dataset's name in messages.
+      indices: the dataset row index of each record, for messages (default 0..N-1; pass
+        `ReadResult.lines` when invalid rows were skipped).
+      field: the extras key holding the user (default "user_id").
+      required: a record without a user is an error; False gives it index -1.
+
+    Returns:
+      (users [N] int32 in [0, U) (-1: no user, only without `required`), the U names in
+      first-seen order, strings or ints as stored).
+
+    Raises:
+      DataError: `<name>:<index>: field 'user_id': missing (...)` for the first record without
+        one (with `required`); a name that is neither a string nor an int (e.g. a float or a
+        bool).
+    """
+    rows = range(len(records)) if indices is None else [int(i) for i in indices]
+    if len(rows) != len(records):
+        raise ValueError(f"indices has {len(rows)} entries for {len(records)} records")
+    index: dict[str | int, int] = {}
+    users = np.full(len(records), -1, np.int32)
+    for n, (row, record) in enumerate(zip(rows, records)):
+        user = getattr(record, "extras", {}).get(field)
+        if user is None:
+            if required:
+                raise DataError(f"{name}:{row}: field '{field}': missing (every comparison needs "
+                                f"its user here)", path=name, line=row, field=field)
+            continue
+        if isinstance(user, bool) or not isinstance(user, (str, numbers.Integral)):
+            raise DataError(f"{name}:{row}: field '{field}': expected a string or an int, got "
+                            f"{_kind(user)}", path=name, line=row, field=field)
+        user = user if isinstance(user, str) else int(user)
+        users[n] = index.setdefault(user, len(index))
+    return users, list(index)

@@ -13,6 +13,7 @@ from alignax.data.hf_datasets import (
     load_hf_dataset,
     parse_hf_row,
     read_hf_dataset,
+    user_ids,
 )
 from alignax.data.pipeline import make_batch_iterator
 from alignax.data.readers import render_chat
@@ -186,3 +187,54 @@ def test_parse_hf_row_treats_null_as_absent():
     # a column another row uses is null here (Arrow fills it): the row is still a pair
     record = parse_hf_row({"prompt": "p", "chosen": "c", "rejected": "r", "rating": None})
     assert isinstance(record, PreferenceRecord) and "rating" not in record.extras
+
+
+def test_user_id_column_reaches_the_records_of_every_pair_format(tmp_path):
+    formats = {
+        "standard_explicit": {"prompt": ["The sky is"] * 3, "chosen": [" blue."] * 3,
+                              "rejected": [" green."] * 3},
+        "standard_implicit": {"chosen": ["The sky is blue."] * 3,
+                              "rejected": ["The sky is green."] * 3},
+        "conv_explicit": {"prompt": [USER] * 3, "chosen": [PARIS] * 3, "rejected": [ROME] * 3},
+        "conv_implicit": {"chosen": [USER + PARIS] * 3, "rejected": [USER + ROME] * 3},
+    }
+    for name, columns in formats.items():
+        for users, names in ((["bob", "al", "bob"], ["bob", "al"]), ([7, 3, 7], [7, 3])):
+            records = read_hf_dataset(_save(tmp_path, f"{name}_{users[0]}",
+                                            {**columns, "user_id": users})).records
+            assert [r.extras["user_id"] for r in records] == users, name
+            index, got = user_ids(records)
+            assert index.dtype == np.int32 and index.tolist() == [0, 1, 0], name
+            assert got == names and [got[i] for i in index] == users, name
+    # the lazy source parses the same column
+    source = HFSource(load_hf_dataset(_save(tmp_path, "lazy", {**formats["conv_explicit"],
+                                                               "user_id": ["a", "b", "c"]})),
+                      lambda r: r)
+    assert user_ids([source.record(i) for i in range(3)])[0].tolist() == [0, 1, 2]
+
+
+def test_user_ids_name_the_row_without_a_user(tmp_path):
+    # Arrow fills a missing value with null: the row has no user
+    path = _save(tmp_path, "prefs", {**{k: PAIRS[k][:3] for k in ("prompt", "chosen",
+                                                                   "rejected")},
+                                     "user_id": ["u1", None, "u2"]})
+    result = read_hf_dataset(path)
+    assert "user_id" not in result.records[1].extras
+    with pytest.raises(DataError) as e:
+        user_ids(result.records, name="prefs", indices=[4, 5, 6])
+    assert str(e.value) == ("prefs:5: field 'user_id': missing (every comparison needs its user "
+                            "here)")
+    assert (e.value.path, e.value.line, e.value.field) == ("prefs", 5, "user_id")
+    index, names = user_ids(result.records, required=False)
+    assert index.tolist() == [0, -1, 1] and names == ["u1", "u2"]
+    no_column = read_hf_dataset(_save(tmp_path, "plain", PAIRS)).records
+    with pytest.raises(DataError, match=r"^dataset:0: field 'user_id': missing"):
+        user_ids(no_column)
+    floats = read_hf_dataset(datasets.Dataset.from_dict(
+        {**{k: PAIRS[k][:2] for k in ("prompt", "chosen", "rejected")}, "user_id": [1.0, 2.5]}),
+        name="f").records
+    with pytest.raises(DataError, match=r"^f:0: field 'user_id': expected a string or an int, "
+                                        r"got float$"):
+        user_ids(floats, name="f")
+    with pytest.raises(ValueError, match="indices has 1 entries for 2 records"):
+        user_ids(floats, indices=[0])
