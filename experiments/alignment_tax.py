@@ -58,18 +58,58 @@ Claims (5 seeds, paired 95% t intervals; `protocol.decide`):
     alignax run experiments/alignment_tax.py            # full setting, 5 seeds
     alignax run experiments/alignment_tax.py:smoke      # seconds, for the tests
 
-No `:real` config: the measured quantities are exact expectations of a tabular MLP policy
-over one-hot prompts (task-A copy accuracy, the gold table G), and HMA trains its layer ratios
-on that exact expected gold. Model averaging itself is model-agnostic, but the claims are about
-the trade-off between a forgotten ability and a reward along the averaging path, which on a
-real checkpoint needs an ability benchmark and a reward model that this toy's code does not
-have; faking it with a reward checkpoint would be a different experiment, so none is
-provided.
+`:real` runs the same mechanism, model averaging, on a user's Hugging Face checkpoints with
+measured quantities in place of the toy's exact expectations (no RLHF run, no baselines: the two
+end points are given). `model.path` is theta_0 (the SFT / pre-RLHF checkpoint), `aligned.path`
+theta_1 (the RLHF checkpoint; it must have the architecture of theta_0: a config.json field that
+changes the model and differs is a one-line error naming it), `rm.path` a reward model (a
+one-label `*ForSequenceClassification` folder), `data.path` prompts (TRL prompt-only format, or
+the prompts of any TRL format) and `tax.path` the ability to keep: a dataset of TRL
+language-modeling rows `{"text": ...}` (column `tax.text_field`). All checkpoints share the
+tokenizer of `model.path` (rollout ids are scored as they are). Both datasets are split by the
+same rule (`real.held_out_split`: the last `data.eval_fraction` of the rows, at most
+`data.max_eval_rows`, are test, as many before them validation; nothing trains on the rows
+before them). Every merged model theta(alpha) is measured on both splits by one compiled program
+(the merge happens inside it; held-out rows go through in chunks of `data.eval_batch_size`):
+- reward: the mean RM score of one completion per prompt (`alignax.sampling` with a KV cache:
+  greedy by default, `eval.greedy=False` samples at `eval.temperature` with a fixed key; at most
+  `eval.max_new_tokens`, stopping at `eval.stop_tokens`, -1 = the eos);
+- tax: the mean token NLL of theta(alpha) on the texts (each text `[bos] + tokens` when the
+  tokenizer adds a bos, its first `tax.max_length` tokens, no eos; every token after the first
+  is predicted from its prefix; mean over all predicted tokens of the split). Lower is less
+  forgetting.
+Uniform averaging is measured at every alpha of `alphas` (test_reward_alpha_<a>,
+test_nll_alpha_<a>, and val_*). HMA: K = `hma.num_groups` layer groups by depth (the units
+[embeddings, block 0, ..., block L-1, final norm + LM head] cut into K contiguous runs of near
+equal size, `merge.layer_groups`; K <= L + 2). The toy trains the ratios on an exact expected
+gold; here the reward is a sampled RM score, so the ratios are searched on a grid instead: the
+profiles alpha_k = `hma.mean_alpha` + `hma.spread` o_k over all o in {-1, 0, 1}^K with sum_k o_k
+= 0 (mean `hma.mean_alpha`, the paper's constraint; o = 0, uniform averaging, is first), and the
+profile with the highest validation reward is chosen (the paper's HMA objective at a fixed mean
+ratio; ties to the earliest; recorded in selection.json), reported on test (test_reward_hma,
+test_nll_hma, chosen_hma_alpha_<k>; the uniform model at the same mean: test_*_uniform). Whether
+HMA's test point lies above the uniform test frontier at the same tax is a metric, not a claim:
+`test_hma_frontier_reward` is the best test reward of uniform averaging with a test NLL no larger
+than HMA's, along the alpha grid with linear interpolation between neighbouring alphas (a
+per-row random choice between two merged models has the interpolated reward and NLL; NaN when
+every uniform point has a larger NLL), `test_hma_reward_gap` the difference and
+`test_hma_above_uniform` 1 when HMA's reward exceeds it (also when no uniform point has as
+little tax). Every point's numbers (with response
+lengths and token counts) are in `<workdir>/default/seed_<s>/frontier.json`. Memory: theta_0,
+theta_1, one merged copy and the RM are held at once. No claim is evaluated on a :real run.
+
+    alignax run experiments/alignment_tax.py:real --config.model.path=/sft \\
+        --config.aligned.path=/rlhf --config.rm.path=/rm --config.data.path=/prompts \\
+        --config.tax.path=/texts
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -78,12 +118,13 @@ import numpy as np
 import optax
 
 from alignax import protocol
+from alignax.algorithms import common, online, pretrained, real
 from alignax.algorithms.prompted_pg import prompted_reinforce_loss
 from alignax.algorithms.small_pg import rl_batch
 from alignax.eval import tradeoff
 from alignax.experiment import is_smoke
 from alignax.models.mlp import MLPConfig, make_mlp
-from alignax.tasks.splits import check_disjoint, split_seeds
+from alignax.tasks.splits import check_disjoint, choose_on_validation, split_seeds
 from alignax.train import merge
 from alignax.train.plots import plot_curves
 from alignax.train.small import fit_small, stack_seeds
@@ -93,13 +134,9 @@ EVAL_SETS = ("val_a", "val_b", "test_a", "test_b")
 METHODS = ("avg", "early", "kl")
 
 
-NO_REAL = ("alignment_tax has no :real config: its policy, rewards and HMA training are exact "
-           "sums over a tabular toy (see its docstring)")
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    if arg == "real":
-        raise ValueError(NO_REAL)
+    if real.config_mode(arg) == "real":
+        return _real_config()
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
@@ -348,6 +385,9 @@ def layer_grouping(params_one_seed):
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
+    if real.is_real(config):
+        return {int(s): _run_real(config, os.path.join(workdir, f"seed_{s}"), int(s))
+                for s in config.seeds}
     seeds = [int(s) for s in config.seeds]
     n = len(seeds)
     policy = Policy(config)
@@ -442,6 +482,321 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
 
 
 # ---------------------------------------------------------------------------------------------
+# :real (module docstring): measured points of the averaging path of two HF checkpoints
+
+
+def _real_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seeds = [0]
+    real.add_real_fields(c, max_length=256)  # data.max_length: the prompt length P
+    c.aligned = dict(path="")  # theta_1, the RLHF checkpoint (model.path is theta_0)
+    c.rm = dict(path="")  # the reward model of the measured reward
+    # the ability to keep: TRL language-modeling rows; tax.max_length: T of the texts
+    c.tax = dict(path="", split="train", text_field="text", max_length=512)
+    c.alphas = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # uniform averaging's grid
+    c.hma = dict(num_groups=3, mean_alpha=0.5, spread=0.2)
+    # greedy completions by default; eval.greedy=False samples at eval.temperature
+    c.eval = dict(max_new_tokens=256, greedy=True, temperature=1.0, stop_tokens=(-1,))
+    return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """:real: the paths, theta_1's architecture against theta_0's (config.json only), the reward
+    checkpoint's kind, the alpha grid and the HMA profiles."""
+    if not real.is_real(config):
+        return
+    real.require(config, "model.path", "aligned.path", "rm.path", "data.path", "tax.path",
+                 what={"aligned.path": "the RLHF checkpoint folder, theta_1",
+                       "rm.path": "a reward (sequence-classification) checkpoint folder",
+                       "tax.path": "an HF dataset of texts, TRL language-modeling rows"})
+    check_same_architecture(real.model_config(config),
+                            real.model_config(config, config.aligned.path))
+    pretrained.check_model_config(real.model_config(config, config.rm.path), "rm.path")
+    rm_hf = pretrained.read_hf_config(config.rm.path)
+    if pretrained.checkpoint_kind(rm_hf) != "reward":
+        raise ValueError(f"rm.path={config.rm.path!r} is not a sequence-classification "
+                         f"checkpoint ({rm_hf.get('architectures')}); a reward model is needed")
+    alphas = [float(a) for a in config.alphas]
+    if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas) or alphas != sorted(set(alphas)):
+        raise ValueError(f"alphas={tuple(config.alphas)} must be distinct increasing numbers "
+                         "in [0, 1]")
+    n_layers = pretrained.checkpoint_config(real.model_config(config)).n_layers
+    k = config.hma.num_groups
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_layers + 2:
+        raise ValueError(f"hma.num_groups={k!r} must be an int in [1, {n_layers + 2}] (the "
+                         f"checkpoint's {n_layers} blocks, its embeddings and its head)")
+    hma_profiles(k, float(config.hma.mean_alpha), float(config.hma.spread))
+    if int(config.tax.max_length) < 2:
+        raise ValueError(f"tax.max_length={config.tax.max_length} must be >= 2 (a predicted "
+                         "token needs a prefix)")
+    if not config.tax.text_field:
+        raise ValueError("tax.text_field is empty; name the texts' column (TRL: 'text')")
+
+
+def check_same_architecture(model0: dict, model1: dict) -> None:
+    """One-line ValueError unless the checkpoints at `model0["path"]` (theta_0) and
+    `model1["path"]` (theta_1) build the same model: equal TransformerConfigs as alignax reads
+    them (`pretrained.checkpoint_config`); otherwise the message names the first config.json
+    field that changes the model (`model_type`, then the family's `alignax.models.hf.MATH_KEYS`
+    in theta_0's file order) and differs."""
+    from alignax.models.hf import MATH_KEYS
+
+    cfg0 = pretrained.checkpoint_config(model0)
+    pretrained.check_model_config(model1, "aligned.path")
+    cfg1 = pretrained.checkpoint_config(model1)
+    if cfg0 == cfg1:
+        return
+    hf0, hf1 = (pretrained.read_hf_config(m["path"]) for m in (model0, model1))
+    math = MATH_KEYS.get(hf0.get("model_type"), {})
+    for key in ("model_type", *[k for k in hf0 if k in math],
+                *sorted(k for k in math if k not in hf0)):
+        if hf0.get(key) != hf1.get(key):
+            raise ValueError(f"aligned.path={model1['path']!r}: config.json field {key!r} is "
+                             f"{hf1.get(key)!r}, model.path has {hf0.get(key)!r} (theta_0 and "
+                             f"theta_1 must share one architecture)")
+    field = next(f.name for f in dataclasses.fields(cfg0)
+                 if getattr(cfg0, f.name) != getattr(cfg1, f.name))
+    raise ValueError(f"aligned.path={model1['path']!r}: its model differs from model.path's in "
+                     f"{field} ({getattr(cfg1, field)!r} vs {getattr(cfg0, field)!r}; theta_0 "
+                     f"and theta_1 must share one architecture)")
+
+
+def hma_profiles(num_groups: int, mean_alpha: float, spread: float) -> np.ndarray:
+    """HMA's candidate ratios [H, K]: alpha = mean_alpha + spread o for every o in {-1, 0, 1}^K
+    with sum_k o_k = 0 (so mean_k alpha_k = mean_alpha, the constraint of Lin et al. 2024,
+    Sec. 5), o = 0 (uniform averaging) first, then in lexicographic order of o.
+
+    Raises:
+      ValueError: a profile with a ratio outside [0, 1], or a negative spread.
+    """
+    if spread < 0:
+        raise ValueError(f"hma.spread={spread} must be >= 0")
+    if not (0.0 <= mean_alpha - spread and mean_alpha + spread <= 1.0):
+        raise ValueError(f"hma.mean_alpha={mean_alpha} +- hma.spread={spread} leaves [0, 1]")
+    offsets = [o for o in itertools.product((-1, 0, 1), repeat=int(num_groups))
+               if sum(o) == 0 and any(o)]
+    if spread == 0:
+        offsets = []
+    rows = [(0,) * int(num_groups), *offsets]
+    return mean_alpha + spread * np.asarray(rows, np.float64)
+
+
+def depth_groups(params, n_layers: int, num_groups: int):
+    """The `merge.layer_groups` tree of K groups by depth of an (unstacked) causal LM's params:
+    the L + 2 units [embeddings (token and position), block 0, ..., block L-1, everything else
+    (final norm, LM head)], unit u in group floor(u K / (L + 2))."""
+    units = n_layers + 2
+    pattern = re.compile(r"\['decoder'\]\['layers'\]\[(\d+)\]")
+
+    def assign(path: str) -> int:
+        m = pattern.match(path)
+        if m:
+            u = 1 + int(m.group(1))
+        elif path.startswith(("['decoder']['embed']", "['decoder']['pos_embed']")):
+            u = 0
+        else:
+            u = units - 1
+        return u * num_groups // units
+
+    return merge.layer_groups(params, assign)
+
+
+def _unstack_layers(params, n_layers: int):
+    """A `scan_layers` params tree with its stacked blocks [L, ...] as L per-block trees (the
+    layout of an unscanned model), so that `depth_groups` sees one leaf per block."""
+    layers = params["decoder"]["layers"]
+    blocks = {i: jax.tree.map(lambda x, i=i: x[i], layers) for i in range(n_layers)}
+    return {**params, "decoder": {**params["decoder"], "layers": blocks}}
+
+
+def _restack_layers(params, n_layers: int):
+    blocks = [params["decoder"]["layers"][i] for i in range(n_layers)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
+    return {**params, "decoder": {**params["decoder"], "layers": stacked}}
+
+
+def merged_params(params0, params1, alphas, groups, *, scanned: bool, n_layers: int):
+    """theta(alpha): per depth group k, (1 - alphas[k]) theta_0 + alphas[k] theta_1
+    (`merge.interpolate_groups`; alphas [K], all equal: uniform averaging), in theta_0's
+    parameter dtypes. `groups` is the `depth_groups` tree of the unstacked layout."""
+    if scanned:
+        params0, params1 = (_unstack_layers(p, n_layers) for p in (params0, params1))
+    out = merge.interpolate_groups(params0, params1, alphas, groups)
+    out = jax.tree.map(lambda m, p: m.astype(p.dtype), out, params0)
+    return _restack_layers(out, n_layers) if scanned else out
+
+
+def tax_texts(config, tok) -> dict[str, dict[str, np.ndarray]]:
+    """The held-out texts of `tax.path` (`real.held_out_split` with the `data.*` fractions),
+    right-padded: {split: {"ids" [M, T] int32, "mask" [M, T] bool}}, T = `tax.max_length`; each
+    text `[bos] + tokens` (bos when the tokenizer adds one), truncated to its first T ids.
+
+    Raises:
+      DataError: a row whose `tax.text_field` is missing or not a string (dataset:index).
+    """
+    from alignax.data import DataError, load_hf_dataset
+
+    data = load_hf_dataset(config.tax.path, split=config.tax.split or None)
+    name = os.path.basename(os.path.normpath(str(config.tax.path)))
+    field, t = config.tax.text_field, int(config.tax.max_length)
+    bos = [int(tok.bos_id)] if getattr(tok, "add_bos", False) else []
+    _, val, test = real.held_out_split(len(data), config.data.eval_fraction,
+                                       config.data.max_eval_rows)
+    out = {}
+    for split, rows in (("validation", val), ("test", test)):
+        ids = np.full((len(rows), t), int(tok.pad_id), np.int32)
+        mask = np.zeros((len(rows), t), bool)
+        for j, i in enumerate(rows):
+            text = data[int(i)].get(field)
+            if not isinstance(text, str):
+                problem = "missing" if text is None else f"expected a string, got {type(text)}"
+                raise DataError(f"{name}:{int(i)}: field '{field}': {problem} (tax.path holds "
+                                f"TRL language-modeling rows {{'{field}': ...}})", path=name,
+                                line=int(i), field=field)
+            row = (bos + list(tok.encode(text)))[:t]
+            ids[j, :len(row)], mask[j, :len(row)] = row, True
+        out[split] = {"ids": ids, "mask": mask}
+    return out
+
+
+def point_program(model, rm, *, groups, chunk: int, max_new_tokens: int, greedy: bool,
+                  temperature: float, stop_tokens, pad_id: int, seed: int):
+    """The jitted measurement of one merged model: `(params0, params1, rm_params, alphas [K],
+    prompts {"prompt_ids", "prompt_mask" [N, P], "row" [N]}, texts {"ids", "mask" [M, T]}) ->
+    {"reward" [N], "length" [N], "nll_sum" [M], "tokens" [M]}`: the RM score and the length of
+    one completion per prompt, and each text's summed NLL -sum_t log pi(x_t | x_<t) over its
+    predicted tokens and their count. Rows go in chunks of `chunk` (`real.map_in_chunks`); a
+    chunk's sampling key is fold_in(key(seed), its first row)."""
+    cfg = model.config
+    rollout_fn = online.make_rollout(model, num_samples=1, max_new_tokens=max_new_tokens,
+                                     temperature=0.0 if greedy else temperature,
+                                     stop_tokens=stop_tokens, pad_id=pad_id)
+
+    @jax.jit
+    def program(params0, params1, rm_params, alphas, prompts, texts):
+        params = merged_params(params0, params1, alphas, groups, scanned=cfg.scan_layers,
+                               n_layers=cfg.n_layers)
+
+        def answer(c):
+            key = jax.random.fold_in(jax.random.key(seed), c["row"][0])
+            rollout = rollout_fn(params, c["prompt_ids"], c["prompt_mask"], key)
+            return {"reward": rm.apply(rm_params, rollout.ids, rollout.mask).astype(jnp.float32),
+                    "length": rollout.response_mask.sum(-1)}
+
+        def nll(c):
+            ids, mask = c["ids"], c["mask"]
+            logps = model.apply(params, ids, mask, logits_range=(0, ids.shape[1] - 1),
+                                targets=ids[:, 1:])  # [C, T - 1]
+            predicted = mask[:, 1:] & mask[:, :-1]
+            return {"nll_sum": -jnp.sum(jnp.where(predicted, logps, 0.0), -1),
+                    "tokens": predicted.sum(-1)}
+
+        return {**real.map_in_chunks(answer, prompts, chunk),
+                **real.map_in_chunks(nll, texts, chunk)}
+
+    return program
+
+
+def uniform_frontier(nll: np.ndarray, reward: np.ndarray, at: float) -> float:
+    """The best reward of the uniform averaging path with NLL <= `at`: the points (nll_i,
+    reward_i) [A] in alpha order and the segments between neighbours (linear in both, what a
+    per-row random choice between the two models achieves); -inf when every point's NLL is
+    above `at`."""
+    best = -np.inf
+    for i in range(len(nll)):
+        if nll[i] <= at:
+            best = max(best, float(reward[i]))
+        if i + 1 < len(nll) and nll[i + 1] != nll[i]:
+            w = (at - nll[i]) / (nll[i + 1] - nll[i])
+            if 0.0 <= w <= 1.0:
+                best = max(best, float((1 - w) * reward[i] + w * reward[i + 1]))
+    return best
+
+
+def _run_real(config, workdir: str, seed: int) -> dict[str, float]:
+    """`:real` (module docstring): the uniform grid and HMA's profiles of theta_0 / theta_1,
+    each measured on validation and test; HMA chosen on validation."""
+    tok = real.tokenizer(config)
+    prompts = real.prompt_data(config, tok, int(config.data.max_length))
+    texts = tax_texts(config, tok)
+    mesh = common.mesh_from(real.mesh_config(config))
+    model, params0 = pretrained.model_and_params(real.model_config(config), "lm", seed=seed,
+                                                 mesh=mesh)
+    _, params1 = pretrained.model_and_params(real.model_config(config, config.aligned.path),
+                                             "lm", seed=seed, mesh=mesh)
+    if jax.tree.map(jnp.shape, params0) != jax.tree.map(jnp.shape, params1):
+        raise ValueError(f"aligned.path={config.aligned.path!r}: its parameters differ in "
+                         f"shape from model.path's")
+    rm, rm_params = pretrained.model_and_params(real.model_config(config, config.rm.path),
+                                                "reward", seed=seed, mesh=mesh)
+    cfg = model.config
+    view = jax.eval_shape(lambda p: _unstack_layers(p, cfg.n_layers), params0) \
+        if cfg.scan_layers else params0
+    k = int(config.hma.num_groups)
+    groups = depth_groups(view, cfg.n_layers, k)
+    program = point_program(
+        model, rm, groups=groups, chunk=int(config.data.eval_batch_size),
+        max_new_tokens=int(config.eval.max_new_tokens), greedy=bool(config.eval.greedy),
+        temperature=float(config.eval.temperature),
+        stop_tokens=real.stop_tokens(tok, config.eval.stop_tokens), pad_id=int(tok.pad_id),
+        seed=seed)
+    ids, pmask, n_val = real.held_out_prompts(prompts)
+    prompt_in = {"prompt_ids": ids, "prompt_mask": pmask,
+                 "row": np.arange(len(ids), dtype=np.int32)}
+    text_in = {key: np.concatenate([texts["validation"][key], texts["test"][key]])
+               for key in ("ids", "mask")}
+    m_val = len(texts["validation"]["ids"])
+
+    def measure(alphas) -> dict[str, float]:
+        out = jax.device_get(program(params0, params1, rm_params,
+                                     jnp.asarray(alphas, jnp.float32), prompt_in, text_in))
+        point = {}
+        for split, p_rows, t_rows in (("val", slice(0, n_val), slice(0, m_val)),
+                                      ("test", slice(n_val, None), slice(m_val, None))):
+            tokens = float(np.sum(out["tokens"][t_rows]))
+            if tokens == 0:
+                raise ValueError(f"tax.path: no {split} text has 2 or more tokens (nothing to "
+                                 f"predict)")
+            point.update({f"{split}_reward": float(np.mean(out["reward"][p_rows])),
+                          f"{split}_length": float(np.mean(out["length"][p_rows])),
+                          f"{split}_nll": float(np.sum(out["nll_sum"][t_rows])) / tokens,
+                          f"{split}_tokens": tokens})
+        return point
+
+    grid = [float(a) for a in config.alphas]
+    uniform = [{"alpha": a, **measure(np.full((k,), a))} for a in grid]
+    profiles = hma_profiles(k, float(config.hma.mean_alpha), float(config.hma.spread))
+    hma = {"alphas=(" + ", ".join(f"{a:g}" for a in row) + ")":
+           {"alphas": [float(a) for a in row], **measure(row)} for row in profiles}
+    name, record = choose_on_validation(hma, lambda p: p["val_reward"])
+    chosen, at_mean = hma[name], next(iter(hma.values()))  # the first profile: uniform
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "selection.json"), "w") as f:
+            json.dump({**record, "metric": "validation reward (HMA profile)"}, f, indent=1)
+        with open(os.path.join(workdir, "frontier.json"), "w") as f:
+            json.dump({"uniform": uniform, "hma": hma, "chosen_hma": name}, f, indent=1)
+
+    result = {}
+    for p in uniform:
+        for key in ("val_reward", "val_nll", "test_reward", "test_nll"):
+            result[f"{key}_alpha_{p['alpha']:g}"] = p[key]
+    for label, p in (("hma", chosen), ("uniform", at_mean)):
+        result.update({f"{key}_{label}": p[key]
+                       for key in ("val_reward", "val_nll", "test_reward", "test_nll")})
+    for i, a in enumerate(chosen["alphas"]):
+        result[f"chosen_hma_alpha_{i}"] = a
+    frontier = uniform_frontier(np.array([p["test_nll"] for p in uniform]),
+                                np.array([p["test_reward"] for p in uniform]),
+                                chosen["test_nll"])
+    result["test_hma_frontier_reward"] = frontier if np.isfinite(frontier) else float("nan")
+    result["test_hma_reward_gap"] = (chosen["test_reward"] - frontier
+                                     if np.isfinite(frontier) else float("nan"))
+    result["test_hma_above_uniform"] = float(chosen["test_reward"] > frontier)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
 # Claims and plots
 
 
@@ -459,6 +814,8 @@ def level_advantages(results) -> dict:
 
 
 def claims(results) -> list[protocol.Claim]:
+    if "default" in results:  # :real: measured points of two given checkpoints, metrics only
+        return []
     adv = level_advantages(results)
     seeds = list(adv[LEVELS[0]])
     median = {s: float(np.median([adv[q][s] for q in LEVELS])) for s in seeds}
