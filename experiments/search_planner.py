@@ -77,11 +77,44 @@ questions. The per-seed utility-cost front over alpha (points on it, hypervolume
     alignax run experiments/search_planner.py            # full setting, 5 seeds
     alignax run experiments/search_planner.py:smoke      # seconds, for the tests
 
-No `:real` config: the planner's actions call a retrieval environment inside the trajectory
-(query a knowledge base, read the result, decide to stop), and the frozen generator answers
-from what was retrieved. The library's online recipes sample one completion per prompt with no
-environment in the loop (no multi-turn tool calls), so the mechanism cannot run on a user's
-checkpoint and dataset without a rollout-with-environment piece in the trainer.
+`:real` runs the mechanism on a user's checkpoint: the planner is the checkpoint at
+`model.path`, trained with GRPO (`policy_gradient.train`) through multi-turn rollouts with a
+retrieval environment (`alignax.algorithms.tool_rollout`: up to `tool.max_tool_calls` calls
+per trajectory, re-prefilled turns of at most `tool.turn_tokens` tokens, observations cut to
+`tool.max_observation_tokens`; the observation tokens are attended to but masked out of the
+loss and the KL).
+  - Questions: a prompt-only dataset at `data.path` with an `answer` column (as
+    grpo_arithmetic's `:real`), split by `real.held_out_split` (the last `data.eval_fraction`
+    rows test, as many before them validation). The prompts should tell the planner the tool
+    syntax below (e.g. Search-R1's instruction); nothing is added to them.
+  - Tool syntax: the planner writes `<search>query</search>` (`tool.call_open`,
+    `tool.call_close`; a turn is cut after the first `tool.call_close`); the environment
+    answers `tool.result_open`, the top `corpus.top_k` documents and `tool.result_close`,
+    one per line (`<result>`, `</result>`), appended as plain text to the planner's turn. A turn
+    without a complete call (the last `call_open` followed by a `call_close`) ends the
+    trajectory: that turn is the answer.
+  - Environment: BM25 (k1 = 1.2, b = 0.75) over the lowercased word tokens (regex \\w+) of the
+    `corpus.text_field` column of the dataset at `corpus.path` (rows {"text": ...}), built in
+    memory once (`Bm25`, a lexical scorer for corpora that fit in host memory).
+  - Answer: the planner's own text after its last observation (`tool_rollout.final_turn_mask`),
+    read with `real.final_answer(text, reward.answer_marker)`. The paper's frozen generator
+    (which answers from the retrieved documents) is dropped: the planner answers itself, as in
+    Search-R1; the utility is therefore the planner's, not a separate generator's.
+  - Reward = utility - alpha * calls: 1 when the answer equals the row's `answer` (both
+    lowercased, whitespace collapsed), minus `reward.alpha` per tool call
+    (`tool_rollout.tool_calls`), the toy's R_utility + alpha R_cost with R_cost = -T.
+  - Evaluation: greedy tool rollouts of the validation and test questions before training and
+    every `grpo.eval_every` iterations: accuracy, mean calls and reward per split; the
+    iteration is chosen on validation reward (`real.choose_iteration`, selection.json); the
+    test metrics of the chosen iteration are reported, with the checkpoint's (`test_ref_*`).
+  - `grpo.max_new_tokens` is set to the tool budget's response length
+    R = (K + 1) turn_tokens + K max_observation_tokens (`tool_response_length`).
+The toy claims are not evaluated (a user's data has no sweep over alpha): claims == [].
+
+    alignax run experiments/search_planner.py:real --workdir runs/search_real \
+        --config.model.path=/ckpt/Qwen2.5-3B-Instruct --config.data.path=/data/nq_prompts \
+        --config.corpus.path=/data/wiki_passages --config.reward.alpha=0.1 \
+        --config.model.dtype=bfloat16 --config.model.logits_chunk=8192 --config.lora.rank=16
 """
 
 from __future__ import annotations
@@ -95,6 +128,7 @@ import numpy as np
 import optax
 
 from alignax import protocol
+from alignax.algorithms import policy_gradient, pretrained, real, tool_rollout
 from alignax.algorithms.small_pg import group_pg_loss, rl_batch
 from alignax.experiment import is_smoke
 from alignax.models import sequence_table as st
@@ -112,13 +146,9 @@ QUESTION_KEYS = ("features", "chain", "hops", "naive_correct")
 WEIGHT_KEYS = ("alpha", "process_weight")
 
 
-NO_REAL = ("search_planner has no :real config: the planner needs a retrieval environment inside"
-           " the rollout, which the online recipes lack (see its docstring)")
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg == "real":
-        raise ValueError(NO_REAL)
+        return _real_config()
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [1, 2, 3, 4, 5]  # seed 0 was the pilots' (module doc)
@@ -141,6 +171,196 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                    group_size=8 if not smoke else 4, learning_rate=0.05,
                    eval_every=50 if not smoke else 10, advantage="rloo")
     return c
+
+
+def _real_config() -> ml_collections.ConfigDict:
+    """`:real` (module docstring): GRPO through a retrieval environment from `model.path`."""
+    c = ml_collections.ConfigDict()
+    c.seeds = [0]
+    real.add_real_fields(c, max_length=256, answer_field="answer")  # max_length: the prompt's
+    c.corpus = dict(path="", split="train", text_field="text", top_k=3)
+    c.tool = dict(max_tool_calls=3, turn_tokens=128, max_observation_tokens=256,
+                  call_open="<search>", call_close="</search>", result_open="<result>",
+                  result_close="</result>")
+    c.reward = dict(alpha=0.1, answer_marker="")
+    c.grpo = policy_gradient.default_config(
+        iterations=200, prompts_per_iteration=16, num_samples=8,
+        max_new_tokens=_response_length(c.tool),  # set from tool.* by the run
+        temperature=1.0, advantage="grpo", kl_coef=0.02, epochs=1, minibatches=1,
+        checkpoint_every=20, log_every=1, eval_every=20, optimizer=real.optimizer(1e-6))
+    c.grpo.stop_tokens = (-1,)  # -1: the tokenizer's eos
+    return c
+
+
+def _response_length(tool) -> int:
+    return tool_rollout.tool_response_length(
+        max_tool_calls=int(tool.max_tool_calls), turn_tokens=int(tool.turn_tokens),
+        max_observation_tokens=int(tool.max_observation_tokens))
+
+
+def _real_grpo_cfg(config, stops=None) -> dict:
+    return real.online_config(config, "grpo", stops, max_new_tokens=_response_length(config.tool))
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """The `:real` config's keys (the toy config has nothing to check here)."""
+    if not real.is_real(config):
+        return
+    real.require(config, "model.path", "data.path", "corpus.path",
+                 what={"corpus.path": "an HF dataset folder or file of {\"text\": ...} rows"})
+    tool = config.tool
+    for key, low in (("max_tool_calls", 1), ("turn_tokens", 1), ("max_observation_tokens", 1)):
+        value = tool[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"tool.{key}={value!r} must be an int >= {low}")
+    for key in ("call_open", "call_close", "result_open", "result_close"):
+        if not isinstance(tool[key], str) or (key.startswith("call") and not tool[key].strip()):
+            raise ValueError(f"tool.{key}={tool[key]!r} must be a non-empty string")
+    top_k = config.corpus.top_k
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"corpus.top_k={top_k!r} must be an int >= 1")
+    if float(config.reward.alpha) < 0:
+        raise ValueError(f"reward.alpha={config.reward.alpha} must be >= 0")
+    policy_gradient.validate(_real_grpo_cfg(config))
+
+
+class Bm25:
+    """Okapi BM25 over a fixed corpus (Robertson and Zaragoza 2009):
+
+        score(q, d) = sum_{t in q} idf(t) tf(t, d) (k1 + 1)
+                      / (tf(t, d) + k1 (1 - b + b |d| / avgdl)),
+        idf(t) = log(1 + (N - df(t) + 1/2) / (df(t) + 1/2)),
+
+    over lowercased word tokens (regex \\w+; a query term counted once per occurrence). An
+    inverted index in host memory (`search(query, k)` touches only the postings of the query's
+    terms)."""
+
+    def __init__(self, texts, *, k1: float = 1.2, b: float = 0.75):
+        import collections
+        import re
+
+        self._words = re.compile(r"\w+")
+        postings = collections.defaultdict(lambda: ([], []))
+        lengths = []
+        for i, text in enumerate(texts):
+            counts = collections.Counter(self.tokens(text))
+            lengths.append(sum(counts.values()))
+            for term, tf in counts.items():
+                postings[term][0].append(i)
+                postings[term][1].append(tf)
+        self.num_docs = len(lengths)
+        if self.num_docs == 0:
+            raise ValueError("corpus.path: the corpus has no rows")
+        lengths = np.asarray(lengths, np.float64)
+        norm = k1 * (1.0 - b + b * lengths / max(lengths.mean(), 1e-9))
+        self._index = {}
+        for term, (docs, tfs) in postings.items():
+            docs, tfs = np.asarray(docs), np.asarray(tfs, np.float64)
+            idf = np.log1p((self.num_docs - len(docs) + 0.5) / (len(docs) + 0.5))
+            self._index[term] = (docs, idf * tfs * (k1 + 1.0) / (tfs + norm[docs]))
+
+    def tokens(self, text: str) -> list[str]:
+        return self._words.findall(str(text).lower())
+
+    def search(self, query: str, k: int) -> list[int]:
+        """Rows of the (at most) `k` best-scoring documents with a positive score, best first
+        (ties to the lower row)."""
+        scores = np.zeros(self.num_docs)
+        for term in self.tokens(query):
+            if term in self._index:
+                docs, weights = self._index[term]
+                scores[docs] += weights
+        hit = np.flatnonzero(scores > 0)
+        order = np.lexsort((hit, -scores[hit]))[:int(k)]
+        return [int(i) for i in hit[order]]
+
+
+def search_env(retriever: Bm25, texts, tool, top_k: int):
+    """`env_fn(row, text) -> str | None` of `tool_rollout`: the query of the turn's last
+    complete call `call_open query call_close` -> `result_open`, the `top_k` retrieved `texts`
+    and `result_close`, one per line; None (no call: the trajectory ends) when the turn holds no
+    complete call."""
+    open_, close = str(tool.call_open), str(tool.call_close)
+
+    def env_fn(row: int, text: str) -> str | None:
+        del row
+        start = text.rfind(open_)
+        end = text.find(close, start + len(open_)) if start >= 0 else -1
+        if end < 0:
+            return None
+        docs = [str(texts[i]) for i in retriever.search(text[start + len(open_):end], top_k)]
+        return "\n".join([str(tool.result_open), *docs, str(tool.result_close)])
+
+    return env_fn
+
+
+def _normalize(text) -> str:
+    return " ".join(str(text).lower().split())
+
+
+def _run_real(config: ml_collections.ConfigDict, workdir: str, seed: int) -> dict[str, float]:
+    """`:real` (module docstring): GRPO of the planner `model.path` through the retrieval
+    environment; held-out accuracy, calls and reward at the validation-chosen iteration."""
+    from alignax.data import load_hf_dataset
+
+    tok = real.tokenizer(config)
+    field, marker = config.data.answer_field, str(config.reward.answer_marker)
+    alpha = float(config.reward.alpha)
+    data = real.prompt_data(config, tok, int(config.data.max_length), fields=(field,))
+    corpus = load_hf_dataset(config.corpus.path, split=config.corpus.split or None)
+    if config.corpus.text_field not in corpus.column_names:
+        raise ValueError(f"corpus.text_field={config.corpus.text_field!r} is not a column of "
+                         f"corpus.path (columns: {corpus.column_names})")
+    texts = [str(t) for t in corpus[config.corpus.text_field]]
+    env_fn = search_env(Bm25(texts), texts, config.tool, int(config.corpus.top_k))
+    model, params = pretrained.model_and_params(real.model_config(config), "lm", seed=seed)
+    stops = real.stop_tokens(tok, config.grpo.stop_tokens)
+    tool = config.tool
+    budget = dict(max_tool_calls=int(tool.max_tool_calls), turn_tokens=int(tool.turn_tokens),
+                  max_observation_tokens=int(tool.max_observation_tokens),
+                  stop_strings=(str(tool.call_close),))
+
+    def outcomes(rollout, answers):
+        """(correct [N], calls [N], reward [N]) of a tool rollout against `answers` (by pool
+        row)."""
+        texts = real.decode_responses(tok, rollout.responses,
+                                      tool_rollout.final_turn_mask(rollout))
+        rows = np.asarray(rollout.prompt_index)
+        found = [real.final_answer(t, marker) for t in texts]  # None: no marker, no answer
+        correct = np.array([float(a is not None and _normalize(a) == _normalize(answers[i]))
+                            for a, i in zip(found, rows)], np.float32)
+        calls = np.asarray(tool_rollout.tool_calls(rollout), np.float32)
+        return correct, calls, correct - alpha * calls
+
+    answers = data["train"][field]
+
+    def reward_fn(rollout):
+        return outcomes(rollout, answers)[2]
+
+    ids, pmask, n_val = real.held_out_prompts(data)
+    held_answers = list(data["validation"][field]) + list(data["test"][field])
+    greedy = tool_rollout.make_tool_rollout(
+        model, env_fn, tok, num_samples=1, temperature=0.0, stop_tokens=stops,
+        pad_id=tok.pad_id, **budget)
+
+    def evaluate(policy_params):
+        correct, calls, reward = outcomes(greedy(policy_params, ids, pmask, jax.random.key(0)),
+                                          held_answers)
+        out = {}
+        for name, values in (("accuracy", correct), ("calls", calls), ("reward", reward)):
+            out.update(real.split_means(values, n_val, name))
+        return out
+
+    before = evaluate(params)
+    out = policy_gradient.train(
+        _real_grpo_cfg(config, stops), os.path.join(workdir, "grpo"), model=model,
+        init_params=params, ref_params=params, prompt_ids=data["train"]["prompt_ids"],
+        prompt_mask=data["train"]["prompt_mask"], reward_fn=reward_fn, eval_fn=evaluate,
+        seed=seed, rollout_fn=tool_rollout.tool_rollout_from_config(env_fn, tok, **budget))
+    result = real.choose_iteration(out["history"], "eval/val_reward", workdir)
+    result.update({f"test_ref_{k[len('test_'):]}": v for k, v in before.items()
+                   if k.startswith("test_")})
+    return result
 
 
 def make_task(config) -> search.SearchTask:
@@ -240,6 +460,9 @@ def expected_metrics(config, task, space, params, weights, features, chain, hops
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
     """Every seed of one alpha trained in one program, early-stopped on its validation reward;
     each seed's exact test metrics of the selected planner."""
+    if real.is_real(config):
+        return {int(s): _run_real(config, os.path.join(workdir, f"seed_{s}"), int(s))
+                for s in config.seeds}
     task = make_task(config)
     space = task.space()
     seeds = [int(s) for s in config.seeds]
@@ -342,6 +565,8 @@ def _front(results) -> dict:
 
 
 def claims(results) -> list[protocol.Claim]:
+    if "default" in results:  # :real: one alpha on a user's checkpoint, metrics only
+        return []
     out = []
     summary = "; ".join(
         f"alpha={ALPHAS[v]}: accuracy {seed_mean(results, v, 'test_accuracy'):.3f}, turns "
@@ -415,6 +640,8 @@ def claims(results) -> list[protocol.Claim]:
 
 def plots(results, workdir: str) -> list[str]:
     """The utility-cost front (accuracy vs mean calls over alpha) and validation curves."""
+    if "default" in results:  # :real
+        return []
     present = [v for v in SWEEP if v in results]
     paths = []
     turns = [seed_mean(results, v, "test_turns") for v in present]

@@ -209,10 +209,13 @@ GRPO = {
     "entropy_coef_max": ("key", "policy_gradient:adaptive_entropy | its `max`"),
     "entropy_coef_delta": ("key", "policy_gradient:adaptive_entropy | its `delta`"),
     "entropy_target": ("key", "policy_gradient:adaptive_entropy | its `target`"),
-    "max_tool_calling_iterations": ("todo", "a limit on tool-calling turns: the rollouts are "
-                                    "single-turn (one sampled response per prompt, no tool "
-                                    "execution between turns), so there is nothing to limit "
-                                    "until multi-turn tool rollouts exist"),
+    "max_tool_calling_iterations": ("fn", "`alignax.algorithms.tool_rollout."
+                                    "tool_rollout_from_config(env_fn, tokenizer, "
+                                    "max_tool_calls=)`, passed as `policy_gradient.train("
+                                    "rollout_fn=)`: multi-turn rollouts, the environment's "
+                                    "output appended and masked out of the loss and the KL; "
+                                    "`max_new_tokens` = (max_tool_calls + 1) * turn_tokens + "
+                                    "max_tool_calls * max_observation_tokens"),
     "vllm_importance_sampling_correction": _VLLM,
     "vllm_importance_sampling_mode": _VLLM,
     "vllm_importance_sampling_clip_max": _VLLM,
@@ -235,7 +238,8 @@ RLOO = {
 
 CONFIGS = {"DPOConfig": DPO, "KTOConfig": KTO, "RewardConfig": REWARD, "GRPOConfig": GRPO,
            "RLOOConfig": RLOO}
-KINDS = {"key": "alignax", "data": "alignax (data)", "na": "does not apply", "todo": "not yet"}
+KINDS = {"key": "alignax", "data": "alignax (data)", "fn": "alignax (function)",
+         "na": "does not apply", "todo": "not yet"}
 
 
 def render() -> str:
@@ -247,9 +251,11 @@ def render() -> str:
              "or what is not implemented yet.", ""]
     for name, table in CONFIGS.items():
         counts = {k: sum(1 for kind, _ in table.values() if kind == k) for k in KINDS}
+        mapped = counts["key"] + counts["data"] + counts["fn"]
         lines += [f"## {name}", "",
-                  f"{counts['key'] + counts['data']} mapped ({counts['data']} in the data "
-                  f"pipeline), {counts['na']} do not apply, "
+                  f"{mapped} mapped ({counts['data']} in the "
+                  f"data pipeline, {counts['fn']} as a function argument), {counts['na']} do not "
+                  f"apply, "
                   f"{counts['todo']} not yet.", "",
                   "| TRL field | status | alignax |", "|---|---|---|"]
         for field in sorted(table):

@@ -14,7 +14,11 @@ The variants compose as functions rather than flags:
   as `advantage_fn=`;
 - several objectives: `reward_fn` returns [K, N] and an `objectives.objective_mixer` (the
   config's objective_* keys) combines them, its weights evolving as checkpointed state;
-- KL placement: `kl_in` "loss" or "reward" (`kl_control`).
+- KL placement: `kl_in` "loss" or "reward" (`kl_control`);
+- the rollout: one sampled response per prompt (`online.rollout_from_config`), or what
+  `train(rollout_fn=)` builds, e.g. multi-turn rollouts with tool calls whose observations are
+  attended to but masked from the loss (`alignax.algorithms.tool_rollout`, TRL's
+  `max_tool_calling_iterations`).
 
 Config: `default_config()` lists every key with its default; `train` rejects unknown keys.
   iterations, prompts_per_iteration, num_samples, max_new_tokens, temperature, top_k, top_p,
@@ -485,7 +489,7 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
           eval_fn: Callable | None = None, seed: int = 0,
           advantage_fn: AdvantageFn | None = None,
           difficulty_fn: Callable | None = None, judge_fn: Callable | None = None,
-          reward_state: Any = None) -> dict:
+          reward_state: Any = None, rollout_fn: Callable | None = None) -> dict:
     """Runs the online loop; returns {"params", "metrics" (last iteration), "eval", "history",
     "state", "resumed_from"}.
 
@@ -510,6 +514,14 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         running mean of batch rewards). Given, `reward_fn` is called as `reward_fn(rollout,
         state) -> (rewards, new_state)`, and the state lives in the checkpointed train state
         (`state.controls["reward"]`), so a resumed run continues it exactly.
+      rollout_fn: builds the iteration's rollout: `rollout_fn(model, cfg, num_samples) ->
+        rollout(params, prompt_ids, prompt_mask, rng) -> Rollout` (called once, with the
+        LoRA-adapted model under `lora` and the resolved config); default
+        `online.rollout_from_config` (one sampled response per prompt). E.g.
+        `tool_rollout.tool_rollout_from_config(env_fn, tokenizer, ...)`: multi-turn rollouts
+        with tool calls, whose observation tokens are in `ids` / `mask` but not in
+        `response_mask`, so they get no gradient and no KL. Its rollouts must have
+        R = `max_new_tokens` response columns (ValueError otherwise).
     """
     cfg = validate(config)
     n, per_iter = int(cfg["num_samples"]), int(cfg["prompts_per_iteration"])
@@ -608,7 +620,9 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
             model.apply, loss=cfg["loss"], clip_low=float(cfg["clip_low"]),
             aggregation=cfg["aggregation"], max_length=int(cfg["max_new_tokens"]),
             token_logps=token_logps, loss_kwargs=loss_kwargs(cfg)))
-    rollout_fn = online.rollout_from_config(model if lora is None else lora.model, cfg, n)
+    build_rollout = online.rollout_from_config if rollout_fn is None else rollout_fn
+    rollout_fn = build_rollout(model if lora is None else lora.model, cfg, n)
+    check_rollout = build_rollout is not online.rollout_from_config
     policy_of = (lambda p: p) if lora is None else lora.policy
     frozen = () if lora is None else (lora.base,)
     ref_logps_fn = online.make_reference_logps(model.apply, int(cfg["max_new_tokens"]),
@@ -620,6 +634,10 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
         rollout, rng = online.iteration_rollout(rollout_fn, policy_of(state.train.params),
                                                 prompt_ids, prompt_mask, seed=seed, it=it,
                                                 per_iteration=per_iter, placement=place)
+        if check_rollout and rollout.response_len != int(cfg["max_new_tokens"]):
+            raise ValueError(f"policy-gradient config: max_new_tokens={cfg['max_new_tokens']} "
+                             f"but rollout_fn's rollouts have {rollout.response_len} response "
+                             "tokens")
         metrics: dict[str, float] = {}
         objective_rewards = None
         new_reward_state = None
