@@ -44,18 +44,43 @@ in the details (no threshold).
     alignax run experiments/crm.py            # full setting, 5 seeds
     alignax run experiments/crm.py:smoke      # seconds, for the tests
 
-No `:real` config yet. The mechanism (two reward models, each keeping its most confident
-pairs of a minibatch for its peer, `peer_review_masks`, with a curriculum drop rate) applies to
-LLM reward models on a user's noisy pairs, and the evaluation needs no gold beyond clean
-held-out labels. What is missing is a trainer piece: `common.fit_recipe` trains one model's
-params with one loss; co-training two checkpoint RMs in one jitted step needs a model whose
-params are {"a": ..., "b": ...} with sharding rules for both (the toy's `fit_small` vmaps MLPs
-and has no mesh, LoRA or checkpoint import). Not done in issue 22's time; `:real` is refused
-with this reason.
+`:real` runs CRM on a Hugging Face checkpoint and a user's preference pairs
+(`alignax.algorithms.co_reward_model`, on the library's one trainer: mesh, LoRA, resume,
+logging): two reward models on the backbone of the causal LM `model.path`, each with a new
+score head (drawn from the run seed and from seed + `PEER_SEED_OFFSET`), trained on the paired
+rows of `data.path` (TRL's paired formats, rendered with the checkpoint's chat template) with
+peer review and the drop-rate curriculum tau_t = `crm.max_drop_rate` min(1, t / T_warm),
+T_warm = `crm.warmup_fraction` x `rm.train.steps` (the toy's rule). As in co-teaching,
+tau_max should be about the labels' noise rate, which a user's data does not state: set it
+to the known or estimated rate. `crm.label_noise` p > 0 flips a fraction p of the TRAINING
+pairs (each independently, `flip_labels`, seeded by the run seed) to emulate noisy annotation
+(the paper's synthetic-noise setting); the validation and test pairs (the last
+`data.eval_fraction` of the rows are test, as many before them validation) keep their labels.
+The baseline is a single reward model trained as `reward_model.train` trains one (its model,
+`make_reward_loss` and `common.fit_recipe`; here with the split held-out evaluation) from the
+same checkpoint, its head drawn as model a's, on the same (noisy) training pairs with the same
+`rm` optimizer, loss, steps, batch and evaluation schedule (CRM trains two models: twice the
+compute per step). With LoRA (`lora.rank` > 0) the new heads of every model are trained in
+full beside the adapters.
+
+Selection (both sides alike): every `rm.train.eval_every` steps and at the end the held-out
+pairs are scored; the step with the best validation accuracy (ties: the earliest) is chosen
+(CRM: the accuracy of its reward, the mean (r_a + r_b) / 2; the baseline: its own), the
+choice is recorded in `selection.json`, and the test accuracy is read at that step only. The
+last step's test accuracy is reported beside it. Metrics: `test_crm_accuracy` (the pair's
+mean), `test_a_accuracy`, `test_b_accuracy`, `test_bt_accuracy` (the baseline), their
+validation values and chosen steps, and `train_flip_rate` (the flipped share of the
+training pairs). A user's pairs have no gold reward, so no claim is evaluated:
+
+    alignax run experiments/crm.py:real --config.model.path=/ckpt --config.data.path=/pairs
+
+with the memory levers `model.*` (dtype, remat, scan_layers, logits_chunk), `lora.rank` and
+`mesh.*`, e.g. `--config.crm.label_noise=0.4 --config.crm.max_drop_rate=0.4`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -65,8 +90,10 @@ import numpy as np
 import optax
 
 from alignax import protocol
-from alignax.protocol import seed_mean
+from alignax.algorithms import co_reward_model, common, pretrained, real, reward_model
+from alignax.protocol import choose_on_validation, seed_mean
 from alignax.experiment import is_smoke
+from alignax.losses import pairwise_accuracy
 from alignax.losses.reward import bradley_terry_loss, curriculum_drop_rate, peer_review_masks
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks.features import MLPReward
@@ -82,13 +109,9 @@ VAL_KEYS = ("val_chosen", "val_rejected")
 NOISE = {"20": 0.2, "40": 0.4}
 
 
-NO_REAL = ("crm has no :real config yet: co-training two checkpoint reward models in one step "
-           "needs a two-model recipe the trainer lacks (see its docstring)")
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg == "real":
-        raise ValueError(NO_REAL)
+        return _real_config()
     smoke = is_smoke(arg)
     c = ml_collections.ConfigDict()
     c.seeds = [0] if smoke else [0, 1, 2, 3, 4]
@@ -249,7 +272,10 @@ def gold_accuracy(config, params, data) -> np.ndarray:
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
     """Every seed of one variant trained in one program (early-stopped on validation), then each
-    seed's test metrics of the selected params."""
+    seed's test metrics of the selected params (`:real`: one run per seed, `_run_real`)."""
+    if real.is_real(config):
+        return {int(s): _run_real(config, os.path.join(workdir, f"seed_{s}"), int(s))
+                for s in config.seeds}
     method = config.method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {METHODS}")
@@ -283,6 +309,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
 
 
 def claims(results) -> list[protocol.Claim]:
+    if "default" in results:  # :real: metrics on a user's pairs, no gold reward
+        return []
     acc = {v: seed_mean(results, v, "test_gold_accuracy") for v in results}
     final = {v: seed_mean(results, v, "test_gold_accuracy_final") for v in results}
     kept20 = seed_mean(results, "crm_20", "kept_flip_rate")
@@ -308,6 +336,8 @@ def claims(results) -> list[protocol.Claim]:
 def plots(results, workdir: str) -> list[str]:
     """Validation accuracy (noisy labels) along training, per variant (mean +- std over
     seeds)."""
+    if "default" in results:  # :real: the runs' own metrics.jsonl
+        return []
     curves = {}
     for variant, res in results.items():
         path = os.path.join(workdir, variant, "reward_models", "metrics.jsonl")
@@ -321,3 +351,153 @@ def plots(results, workdir: str) -> list[str]:
     plot_curves(curves, out, title="CRM vs BT under flipped labels: validation accuracy",
                 xlabel="training step", ylabel="agreement with noisy validation labels")
     return [out]
+
+
+# ----------------------------------------------------------------------------- :real
+
+
+def _real_config() -> ml_collections.ConfigDict:
+    """The `:real` config (module docstring)."""
+    c = ml_collections.ConfigDict()
+    c.seeds = [0]
+    real.add_real_fields(c, max_length=1024)
+    # label_noise: share of training labels flipped; tau_t = max_drop_rate min(1, t / T_warm),
+    # T_warm = warmup_fraction * rm.train.steps
+    c.crm = dict(label_noise=0.0, max_drop_rate=0.2, warmup_fraction=0.25)
+    # the optimizer, budget and loss of every reward model (CRM's two and the baseline)
+    c.rm = dict(
+        optimizer=dict(name="adamw", learning_rate=1e-5, warmup_steps=0, schedule="constant",
+                       clip_norm=1.0, kwargs=dict(weight_decay=0.0)),
+        train=dict(steps=200, batch_size=32, grad_accum_steps=1, checkpoint_every=50,
+                   eval_every=50, log_every=1, progress=True),
+        loss="bradley_terry", loss_kwargs={})
+    return c
+
+
+def _levers(config) -> dict:
+    """model, mesh and lora of every reward model; with LoRA the new score heads train in
+    full."""
+    out = real.levers(config)
+    if out["lora"]:
+        out["lora"] = {**out["lora"], "full": "score/"}
+    return out
+
+
+def _bt_cfg(config) -> dict:
+    return {**config.rm.to_dict(), **_levers(config)}
+
+
+def _crm_cfg(config) -> dict:
+    warmup = int(float(config.crm.warmup_fraction) * int(config.rm.train.steps))
+    return {**_bt_cfg(config), "peer_review": dict(
+        max_drop_rate=float(config.crm.max_drop_rate), warmup_steps=warmup)}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """`:real`: the paths, crm.* and both recipes' configs, before any work (the toy's
+    settings are checked by its own code)."""
+    if not real.is_real(config):
+        return
+    real.require(config, "model.path", "data.path")
+    noise, frac = float(config.crm.label_noise), float(config.crm.warmup_fraction)
+    if not 0.0 <= noise < 0.5:
+        raise ValueError(f"crm.label_noise={noise} must be in [0, 0.5)")
+    if not 0.0 <= frac <= 1.0:
+        raise ValueError(f"crm.warmup_fraction={frac} must be in [0, 1]")
+    co_reward_model.validate(_crm_cfg(config))
+    reward_model.validate(_bt_cfg(config))
+
+
+class FlippedPairs:
+    """A pair source with the labels of the rows in `flipped` swapped (chosen <-> rejected)."""
+
+    def __init__(self, pairs, flipped):
+        self.pairs, self.flipped = pairs, np.asarray(flipped, bool)
+        if len(self.flipped) != len(pairs):
+            raise ValueError(f"{len(self.flipped)} flip flags for {len(pairs)} pairs")
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        record = self.pairs[i]
+        if not self.flipped[i]:
+            return record
+        swap = {"chosen": "rejected", "rejected": "chosen"}
+        out = dict(record)
+        for key, value in record.items():
+            side, _, rest = key.partition("_")
+            if side in swap and rest:
+                out[f"{swap[side]}_{rest}"] = value
+        return out
+
+
+def _bt_eval(apply_fn, pairs, n_val: int, chunk: int):
+    """Jitted `params -> {val_accuracy, test_accuracy}` of one reward model on [validation;
+    test] pairs (the first `n_val` are validation)."""
+    inputs = {k: np.asarray(pairs[k]) for k in
+              ("chosen_ids", "chosen_mask", "rejected_ids", "rejected_mask")}
+
+    @jax.jit
+    def evaluate(params):
+        chosen, rejected = real.map_in_chunks(
+            lambda x: reward_model.pair_rewards(apply_fn, params, x), inputs, chunk)
+        right = pairwise_accuracy(chosen, rejected)  # ties count 1/2
+        return {"val_accuracy": right[:n_val].mean(), "test_accuracy": right[n_val:].mean()}
+
+    return evaluate
+
+
+def _chosen_row(history, signal: str):
+    """The evaluated row with the best validation `signal` (ties: the earliest step), the
+    `choose_on_validation` record, and the last evaluated row."""
+    rows = {f"step={r['step']}": r for r in history if signal in r}
+    name, record = choose_on_validation(rows, lambda r: r[signal])
+    record["metric"] = signal
+    return rows[name], record, list(rows.values())[-1]
+
+
+def _run_real(config, workdir: str, seed: int) -> dict[str, float]:
+    """`:real` (module docstring): CRM's two reward models and the single-RM baseline on the
+    same pairs, each read at its step chosen on validation."""
+    tok = real.tokenizer(config)
+    data = real.pair_data(config, tok)
+    n_val = len(data["validation"]["chosen_ids"])
+    held_out = {k: np.concatenate([data["validation"][k], data["test"][k]])
+                for k in data["validation"]}
+    _, flipped = flip_labels(np.ones(len(data["train"]), np.int32),
+                             rate=float(config.crm.label_noise),
+                             rng=np.random.default_rng([split_seeds(seed).train, 1001]))
+    train_pairs = FlippedPairs(data["train"], flipped)
+    chunk = int(config.data.eval_batch_size)
+    crm = co_reward_model.train(_crm_cfg(config), os.path.join(workdir, "crm"),
+                                train_source=train_pairs, eval_pairs=held_out,
+                                validation_rows=n_val, eval_chunk=chunk, seed=seed)
+    # the baseline: reward_model.train's model, loss and trainer, with the split held-out eval
+    bt_cfg = reward_model.validate(_bt_cfg(config))
+    model, init = pretrained.recipe_model(bt_cfg, "reward", seed=seed)
+    bt = common.fit_recipe(
+        bt_cfg, os.path.join(workdir, "bt"), model=model, init_params=init,
+        loss_fn=reward_model.make_reward_loss(model.apply, bt_cfg["loss"],
+                                              bt_cfg["loss_kwargs"]),
+        train_source=train_pairs, seed=seed, desc="reward model (baseline)",
+        eval_fn=_bt_eval(model.apply, held_out, n_val, chunk))
+    crm_row, crm_record, crm_last = _chosen_row(crm["fit"].history, "eval/val_mean_accuracy")
+    bt_row, bt_record, bt_last = _chosen_row(bt["fit"].history, "eval/val_accuracy")
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "selection.json"), "w") as f:
+            json.dump({"crm": crm_record, "bt": bt_record}, f, indent=1)
+    return {
+        "crm_chosen_step": float(crm_row["step"]),
+        "val_crm_accuracy": crm_row["eval/val_mean_accuracy"],
+        "test_crm_accuracy": crm_row["eval/test_mean_accuracy"],
+        "test_a_accuracy": crm_row["eval/test_a_accuracy"],
+        "test_b_accuracy": crm_row["eval/test_b_accuracy"],
+        "test_ab_agreement": crm_row["eval/test_agreement"],
+        "test_crm_accuracy_last_step": crm_last["eval/test_mean_accuracy"],
+        "bt_chosen_step": float(bt_row["step"]),
+        "val_bt_accuracy": bt_row["eval/val_accuracy"],
+        "test_bt_accuracy": bt_row["eval/test_accuracy"],
+        "test_bt_accuracy_last_step": bt_last["eval/test_accuracy"],
+        "train_flip_rate": float(flipped.mean()),
+    }

@@ -150,6 +150,7 @@ def fit_recipe(
     grad_accum_weight: str | None = None,
     lora_reference: bool = False,
     synced_reference: tuple[Any, float, int] | None = None,
+    with_step: bool = False,
 ) -> dict:
     """Runs `alignax.train.loop.fit` with the optimizer, data, mesh and schedule of a resolved
     offline config (see OFFLINE_DEFAULTS: optimizer, mesh, train.{steps, batch_size,
@@ -176,6 +177,12 @@ def fit_recipe(
     like the params), the loss gets it as its first frozen argument, and after every
     `every`-th update ref <- alpha * policy + (1 - alpha) * ref (in float32, cast back).
     Not with LoRA (the reference is then the frozen base).
+
+    `with_step=True` gives the loss the update count for schedules inside the loss (e.g. a
+    curriculum): `loss_fn(params, batch, rng, *frozen, step=t)`, t the int32 number of updates
+    before this one (0 at the first), kept in `TrainState.extra["step"]` so that it is
+    checkpointed and a resumed run continues the schedule (`step_counter_fit_args`). Not with
+    `synced_reference` (both own the train state's `extra`).
 
     Returns:
       {"params", "model", "metrics" (last train metrics), "eval" (last eval metrics), "fit"};
@@ -213,6 +220,12 @@ def fit_recipe(
             raise ValueError("a synced reference (TR-DPO) moves with the policy; with LoRA the "
                              "reference is the frozen base")
         sync = synced_reference_fit_args(loss_fn, logical_axes, *synced_reference)
+        loss_fn = sync.pop("loss_fn")
+    if with_step:
+        if synced_reference is not None:
+            raise ValueError("with_step and synced_reference both keep state in the train "
+                             "state's extra; use one")
+        sync = step_counter_fit_args(loss_fn)
         loss_fn = sync.pop("loss_fn")
     result = fit(
         workdir=workdir,
@@ -267,6 +280,22 @@ def synced_reference_fit_args(loss_fn, logical_axes, ref_params, alpha: float, e
 
     return {"loss_fn": synced_loss, "extra_init": {"ref": ref_params},
             "extra_logical_axes": {"ref": logical_axes}, "extra_post_update": post_update}
+
+
+def step_counter_fit_args(loss_fn) -> dict:
+    """`fit` keywords that give the loss the update count: the loss (`loss_fn(params, batch,
+    rng, *frozen, step=t)` with t = `extra["step"]`, int32, the updates before this one),
+    extra_init ({"step": 0}) and extra_post_update (t <- the new step count)."""
+
+    def counted_loss(params, batch, rng, *frozen, extra):
+        return loss_fn(params, batch, rng, *frozen, step=extra["step"])
+
+    def post_update(extra, params, step):
+        del params
+        return {**extra, "step": jnp.asarray(step, jnp.int32)}
+
+    return {"loss_fn": counted_loss, "extra_init": {"step": jnp.zeros((), jnp.int32)},
+            "extra_post_update": post_update}
 
 
 def stack_records(source, indices=None) -> dict[str, np.ndarray]:
