@@ -136,14 +136,3 @@ def test_dpa_real(world, tmp_path):
     rho = float(m["test_spearman_theta_help"])  # "nan" (a tie over the 2 bins) is allowed
     assert np.isnan(rho) or abs(rho) <= 1
     assert 0 <= m["test_length"] <= 1 and np.isfinite(m["test_directional_reward"])
-
-
-@pytest.mark.parametrize("name", ["armorm", "micro", "pal", "crm", "alignment_tax",
-                                  "search_planner"])
-def test_modules_without_a_real_config_say_why(name):
-    from alignax import experiment
-
-    module = experiment.load_module(os.path.join(REPO, "experiments", f"{name}.py"))
-    with pytest.raises(experiment.ExperimentError, match=f"{name} has no :real config"):
-        experiment.load_config(module, "real")
-    assert "No `:real` config" in module.__doc__
