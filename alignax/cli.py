@@ -25,7 +25,11 @@ RewardBench's pipeline does (default: error, a bad row). --scores writes the per
 
 Multi-process (one command per process, e.g. 2 processes on localhost):
     alignax run ... --coordinator 127.0.0.1:12345 --num-processes 2 --process-id 0
+    alignax eval ... --mesh data=-1 --coordinator 127.0.0.1:12345 --num-processes 2 --process-id 0
 (or the environment variables ALIGNAX_COORDINATOR, ALIGNAX_NUM_PROCESSES, ALIGNAX_PROCESS_ID).
+`alignax eval` on several processes needs --mesh (over every process's devices): each process
+reads the whole file, each device scores its rows of each batch, and process 0 alone prints and
+writes --json / --scores (the scores equal the one-device ones).
 """
 
 from __future__ import annotations
@@ -75,16 +79,36 @@ def _fresh_workdir(path: str, arg: str | None) -> str:
     return candidate
 
 
-def _parse_run_args(argv: list[str]):
-    """Splits `--config.a.b=v` / `--config.a.b v` overrides from the other arguments."""
-    parser = _ArgumentParser(prog="alignax run", usage=USAGE_RUN)
-    parser.add_argument("experiment")
-    parser.add_argument("--workdir", default=None)
+def _add_distributed_args(parser) -> None:
+    """--coordinator / --num-processes / --process-id (defaults from ALIGNAX_* variables)."""
     parser.add_argument("--coordinator", default=os.environ.get("ALIGNAX_COORDINATOR"))
     parser.add_argument("--num-processes", type=int,
                         default=int(os.environ.get("ALIGNAX_NUM_PROCESSES", "1")))
     parser.add_argument("--process-id", type=int,
                         default=int(os.environ.get("ALIGNAX_PROCESS_ID", "0")))
+
+
+def _init_distributed(args) -> str | None:
+    """`jax.distributed.initialize` for --num-processes > 1; an error message, or None."""
+    if args.num_processes > 1:
+        if not args.coordinator:
+            return "--num-processes > 1 needs --coordinator HOST:PORT"
+        import jax
+
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
+    return None
+
+
+def _parse_run_args(argv: list[str]):
+    """Splits `--config.a.b=v` / `--config.a.b v` overrides from the other arguments."""
+    parser = _ArgumentParser(prog="alignax run", usage=USAGE_RUN)
+    parser.add_argument("experiment")
+    parser.add_argument("--workdir", default=None)
+    _add_distributed_args(parser)
     overrides, rest = [], []
     i = 0
     while i < len(argv):
@@ -115,16 +139,9 @@ def cmd_run(argv: list[str]) -> int:
     except ex.ExperimentError as e:
         return _err(str(e), 2)
 
-    if args.num_processes > 1:
-        if not args.coordinator:
-            return _err("--num-processes > 1 needs --coordinator HOST:PORT", 2)
-        import jax
-
-        jax.distributed.initialize(
-            coordinator_address=args.coordinator,
-            num_processes=args.num_processes,
-            process_id=args.process_id,
-        )
+    problem = _init_distributed(args)
+    if problem:
+        return _err(problem, 2)
     import jax
 
     try:  # every variant, before any work or workdir (after distributed init: meshes are global)
@@ -317,7 +334,15 @@ def cmd_eval(argv: list[str]) -> int:
     parser.add_argument("--scores", default=None,
                         help="write the per-pair scores (JSON: chosen_scores, rejected_scores, "
                              "in file order) to this file")
+    _add_distributed_args(parser)
     args = parser.parse_args(argv)
+    if args.num_processes > 1 and args.mesh is None:
+        return _err("--num-processes > 1 needs --mesh (the devices of every process)", 2)
+    problem = _init_distributed(args)
+    if problem:
+        return _err(problem, 2)
+    import jax
+
     from alignax.data.errors import DataError
     from alignax.data.tokenizers import ByteTokenizer, HFTokenizer
     from alignax.eval import rewardbench
@@ -366,6 +391,8 @@ def cmd_eval(argv: list[str]) -> int:
             truncation_mode=args.truncation)
     except (DataError, ValueError, FileNotFoundError, KeyError) as e:
         return _err(str(e).splitlines()[0] if str(e) else type(e).__name__, 2)
+    if jax.process_index() != 0:  # every process scored every pair; process 0 reports
+        return 0
     skipped = (f", {result.num_skipped} invalid rows skipped (first: {result.skipped[0]})"
                if result.num_skipped else "")
     placed = f" on mesh {dict(mesh.shape)}" if mesh is not None else ""

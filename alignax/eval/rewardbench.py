@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import jax
@@ -196,19 +197,25 @@ def reward_score_fn(model, params, *, mesh=None) -> Callable:
     from alignax._src.logical import BATCH_AXES
 
     rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(BATCH_AXES))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     shards = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
 
-    @jax.jit
+    @partial(jax.jit, out_shardings=replicated)  # every process can read every score
     def sharded(params, ids, mask):
         with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
             return forward(params, ids, mask)
+
+    def global_rows(x):
+        # every process holds the whole batch (it read the same file): each device takes its
+        # rows, so this works on one process and on several
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, rows, lambda index: x[index])
 
     def score(ids, mask):
         if ids.shape[0] % shards:
             raise ValueError(f"batch_size={ids.shape[0]} does not split over the mesh's "
                              f"data x fsdp = {shards} shards")
-        return sharded(params, jax.device_put(np.asarray(ids), rows),
-                       jax.device_put(np.asarray(mask), rows))
+        return sharded(params, global_rows(ids), global_rows(mask))
 
     return score
 

@@ -152,6 +152,44 @@ def test_mesh_scores_equal_the_one_device_scores(files, one_device):
         assert result == one, mesh
 
 
+@pytest.mark.slow
+def test_two_processes_score_as_one_device(files, one_device):
+    """`alignax eval` on 2 processes x 4 CPU devices (one 2x2x2 mesh over both): every process
+    reads the file, each device scores its rows, process 0 alone writes the results; they
+    equal the one-device run's."""
+    from tests import runs
+
+    root, data = files
+    out = root / "two_processes"
+    port = runs.free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "alignax.cli", "eval", "--model", str(root / "rm"), "--data",
+         str(data), "--tokenizer", "bytes", "--max-length", str(MAX_LENGTH), "--batch-size", "8",
+         "--mesh", "data=2,fsdp=2,tensor=2", "--json", f"{out}.json", "--scores",
+         f"{out}.scores.json", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+         "--process-id", str(i)],
+        cwd=runs.REPO, env=runs.env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (stdout, stderr) in zip(procs, outs):
+        assert p.returncode == 0, f"{stdout}\n{stderr[-3000:]}"
+    assert "on mesh {'data': 2, 'fsdp': 2, 'tensor': 2}" in outs[0][0]
+    assert "model " not in outs[1][0] and "accuracy" not in outs[1][0]  # process 1: silent
+    result = json.loads((root / "two_processes.json").read_text())
+    scores = json.loads((root / "two_processes.scores.json").read_text())
+    one, one_scores = one_device
+    for side in ("chosen_scores", "rejected_scores"):
+        np.testing.assert_allclose(scores[side], one_scores[side], rtol=1e-5, atol=1e-5)
+    assert result == one
+
+
+def test_eval_on_several_processes_needs_a_mesh(files, capsys):
+    root, data = files
+    assert cli.main(["eval", "--model", str(root / "rm"), "--data", str(data), "--tokenizer",
+                     "bytes", "--num-processes", "2", "--coordinator", "127.0.0.1:1"]) == 2
+    assert "--num-processes > 1 needs --mesh" in capsys.readouterr().err
+
+
 def test_bf16_scores_within_the_rounding_bound_and_clear_margins_decided_alike(
         files, one_device, tmp_path, capsys):
     root, data = files
