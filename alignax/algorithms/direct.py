@@ -9,7 +9,14 @@ layouts:
   `chosen_response_mask`, `rejected_response_mask` [B, T]; the log-prob of a response token is
   read from the previous position (`shift_for_next_token`);
 - stacked rollout rows: `ids`, `mask` [2B, P + R] (rows [0, B) chosen, [B, 2B) rejected) and
-  `response_mask` [2B, R]; the LM head runs on the R predicting positions only.
+  `response_mask` [2B, R]; the LM head runs on the R predicting positions only;
+- packed pairs (`train`'s `packing`, TRL's `padding_free`; `alignax.data.packing.pack_pairs`
+  with `response=True`): `input_ids`, `mask` (integer segment ids), `response_mask` [B, T],
+  `chosen_end`, `rejected_end` [B, S] and per-pair fields [B, S]. Row b holds up to S pairs,
+  pair j's chosen and rejected the segments 2j + 1, 2j + 2; one forward over [B, T], then the
+  log-probs of each segment's response tokens are summed per segment (`packed_pair_logps`),
+  giving the B*S pair slots' values (equal to the padded layout's for the same pairs) and
+  `valid` [B*S]; the loss and metrics are means over the valid slots.
 
 The reference enters either as the frozen step argument `ref_params` (recomputed under
 stop_gradient) or as precomputed `ref_logps` [2B] in the batch; an optional `weight` [B]
@@ -31,6 +38,7 @@ import numpy as np
 
 from alignax.algorithms import common, pretrained
 from alignax.algorithms.online import response_logits
+from alignax.data.packing import PACKING_DEFAULTS, check_packing, packed_train_source
 from alignax.losses import (DIRECT_LOSS_INPUTS, DIRECT_LOSSES, F_DIVERGENCE_LOSSES,
                             F_DIVERGENCES, REFERENCE_FREE_LOSSES, f_divergence_scores,
                             length_desensitized_logps, wpo_weights)
@@ -100,6 +108,143 @@ def pair_logps(apply_fn, params, batch, *, token_logps: bool = False
     return _split(seq, seq.shape[0] // 2)
 
 
+# ----------------------------------------------------------------------------- packed pairs
+# Rows of `alignax.data.packing.pack_pairs(..., response=True)` (kind "direct_pair"): several
+# pairs per row, pair j's chosen / rejected the segments 2j + 1 / 2j + 2 of the integer
+# segment-id `mask`; `response_mask` [B, T]; `chosen_end`, `rejected_end` [B, S] (-1: empty
+# slot); per-pair fields [B, S].
+
+PACKED_ROW_KEYS = ("input_ids", "mask", "response_mask", "chosen_end", "rejected_end")
+# losses that cannot train on packed rows, and why
+PACKED_REFUSED = {
+    "tdpo": "its sequential KL reads both models' full per-token distributions of each "
+            "sequence",
+    "aot": "it sorts the log-ratios over the batch, where empty pair slots would enter the sort",
+    "aot_pair": "it sorts the log-ratios over the batch, where empty pair slots would enter the "
+                "sort",
+}
+
+
+def packed_refusal(names) -> str | None:
+    """The one-line reason why a direct loss (or a mixture's member) in `names` cannot train on
+    packed pairs (`packing.enabled`), or None if all can."""
+    for name in names:
+        why = PACKED_REFUSED.get(name)
+        if why is None and "chosen_seq_kl" in DIRECT_LOSS_INPUTS.get(name, ()):
+            why = "it needs token-level sequences of both models"
+        if why is not None:
+            return f"loss {name!r} cannot train on packed pairs (packing.enabled): {why}"
+    return None
+
+
+def _packed_rows(batch):
+    """(ids, seg, targets, target_mask, S) of packed pair rows: the next-token targets of each
+    segment's response tokens (`shift_for_next_token` with the segment ids: a target in the next
+    segment or in padding does not count)."""
+    missing = [k for k in PACKED_ROW_KEYS if k not in batch]
+    if missing:
+        raise ValueError(f"packed pair rows need {missing}: pack them with "
+                         "pack_pairs(..., response=True) (packing kind 'direct_pair')")
+    ids, seg = batch["input_ids"], batch["mask"]
+    if not jnp.issubdtype(seg.dtype, jnp.integer):
+        raise ValueError(f"packed pair rows: mask must hold integer segment ids, got {seg.dtype}")
+    targets, target_mask = shift_for_next_token(ids, batch["response_mask"], seg)
+    return ids, seg, targets, target_mask, batch["chosen_end"].shape[1]
+
+
+def _packed_valid(batch):
+    """[B*S] float32: 1 where a slot holds a pair."""
+    return (batch["chosen_end"] >= 0).reshape(-1).astype(jnp.float32)
+
+
+def _pair_field(batch, name):
+    """A per-pair field of packed rows, [B, S] -> [B*S]."""
+    x = batch[name]
+    if x.shape != batch["chosen_end"].shape:
+        raise ValueError(f"packed pair rows: {name} must be [B, S] = "
+                         f"{tuple(batch['chosen_end'].shape)}, got {tuple(x.shape)}")
+    return x.reshape(-1)
+
+
+def segment_sums(x, seg, s: int):
+    """Sums over the segments of packed pair rows: x [B, T], seg [B, T] int -> [B, 2S] float32.
+
+    out[b, k] = sum_t [seg[b, t] = k + 1] x[b, t]; padding (segment 0) is dropped. Computed as
+    a masked reduction over T (exact float32 adds; no matmul, whose precision an accelerator may
+    lower, and no scatter, whose order may vary).
+    """
+    onehot = seg[:, :, None] == jnp.arange(1, 2 * s + 1, dtype=seg.dtype)
+    return jnp.sum(jnp.where(onehot, jnp.asarray(x, jnp.float32)[:, :, None], 0.0), axis=1)
+
+
+def _sides(per_segment):
+    """[B, 2S] per-segment values -> (chosen [B*S], rejected [B*S]): slot j of row b is
+    b * S + j, its chosen segment 2j + 1 and rejected 2j + 2."""
+    pairs = per_segment.reshape(per_segment.shape[0], -1, 2)
+    return pairs[..., 0].reshape(-1), pairs[..., 1].reshape(-1)
+
+
+def _packed_token_logps(apply_fn, params, ids, seg, targets, token_logps: bool):
+    """Token log-probs [B, T] of the targets of packed rows (one forward; see
+    `_pair_token_logps` for `token_logps`)."""
+    if token_logps:
+        return apply_fn(params, ids, seg, targets=targets)
+    return token_logprobs(apply_fn(params, ids, seg), targets)
+
+
+def _packed_seq_logps(tl, target_mask, seg, s: int, ld_alpha: float | None = None):
+    """Summed response log-probs per segment [B, 2S] of packed rows.
+
+    With `ld_alpha` (LD-DPO, `alignax.losses.length_desensitized_logps` per pair): a token's
+    rank within its segment's response is the row's running response count minus the earlier
+    segments' counts; the first min(l_c, l_r) response tokens of each side count fully, the rest
+    with weight alpha.
+    """
+    m = target_mask.astype(jnp.float32)
+    lp = jnp.where(m > 0, tl, 0.0)
+    if ld_alpha is None:
+        return segment_sums(lp, seg, s)
+    counts = segment_sums(m, seg, s)
+    shared = jnp.repeat(jnp.minimum(counts[:, 0::2], counts[:, 1::2]), 2, axis=1)
+    start = jnp.cumsum(counts, axis=1) - counts  # response tokens of the earlier segments
+    zero = jnp.zeros_like(counts[:, :1])
+    index = seg.astype(jnp.int32)
+    pos = jnp.cumsum(m, axis=-1) - jnp.take_along_axis(jnp.concatenate([zero, start], 1),
+                                                       index, axis=1)
+    limit = jnp.take_along_axis(jnp.concatenate([zero, shared], 1), index, axis=1)
+    head = segment_sums(jnp.where(pos <= limit, lp, 0.0), seg, s)
+    tail = segment_sums(jnp.where(pos > limit, lp, 0.0), seg, s)
+    return head + ld_alpha * tail
+
+
+def packed_pair_logps(apply_fn, params, batch, *, token_logps: bool = False
+                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Summed response log-probs of the pairs packed in rows, one forward over [B, T].
+
+    Each segment attends only to itself and its positions restart at 0 (the model's integer
+    segment-id `mask`); the log-prob of a response token is read from the previous position of
+    the same segment, and each segment's response tokens are summed (`segment_sums`):
+
+        logp(y^c_j) = sum_t [seg_t = 2j + 1] m_{t+1} [seg_{t+1} = seg_t] log pi(x_{t+1} | x_<=t)
+
+    which equals `pair_logps` of the same pair in a padded row (TRL's `padding_free`).
+
+    Args:
+      apply_fn: the LM's apply (`token_logps=True`: it takes `targets=`, as in
+        `make_direct_loss`).
+      params: its params.
+      batch: `input_ids`, `mask` (segment ids), `response_mask` [B, T] int; `chosen_end`,
+        `rejected_end` [B, S] int (-1: no pair in that slot).
+
+    Returns:
+      (chosen [B*S], rejected [B*S] float32 log-probs, 0 in empty slots; valid [B*S] float32,
+      1 where a pair is). Slot j of row b is entry b * S + j.
+    """
+    ids, seg, targets, target_mask, s = _packed_rows(batch)
+    tl = _packed_token_logps(apply_fn, params, ids, seg, targets, token_logps)
+    chosen, rejected = _sides(_packed_seq_logps(tl, target_mask, seg, s))
+    return chosen, rejected, _packed_valid(batch)
+
 def loss_inputs(loss: str) -> tuple[str, ...]:
     """The per-pair inputs `loss` needs from each batch (its declared inputs minus the ones this
     wrapper computes)."""
@@ -163,6 +308,16 @@ def make_direct_loss(apply_fn, loss="dpo", loss_kwargs=None, *, token_logps: boo
     `train` sets it from `config["model"]["logits_chunk"]`. Losses that need the full
     distributions (TDPO's sequential KL) ignore it and use the logits.
 
+    A batch of packed pair rows (it has `chosen_end`; see the module docstring) is read with
+    one forward per model over [B, T]: the per-pair log-probs, response lengths (segment
+    counts), LD-DPO's weighting, WPO's weights and the "sft" term are per-segment reductions;
+    empty slots get finite placeholder inputs (log-prob -1, length 1) and weigh 0, so the loss
+    and metrics are means over the real pairs (reported as the metric `pairs`), equal to the
+    padded batch's over the same pairs. Per-pair inputs from the batch (precomputed
+    `ref_chosen_logps` / `ref_rejected_logps`, `loss_inputs(loss)`) are [B, S]; `weight` and
+    stacked `ref_logps` are not read from packed rows. Losses in `packed_refusal` (TDPO, AOT)
+    raise a ValueError.
+
     The options of TRL's DPOConfig that change the objective (docs/trl.md):
 
     - a list of losses with `loss_weights` (TRL's `loss_type` list, e.g. MPO = ["dpo",
@@ -221,12 +376,8 @@ def make_direct_loss(apply_fn, loss="dpo", loss_kwargs=None, *, token_logps: boo
             return masked_sum(tl, mask.astype(bool), axis=-1)
         return length_desensitized_logps(tl, mask, float(ld_alpha))
 
-    def loss_fn(params, batch, rng, ref_params=None):
-        del rng
-        missing = [name for name in from_batch if name not in batch]
-        if missing:
-            raise ValueError(f"loss {loss!r} needs {missing} in each batch (declared in "
-                             "alignax.losses.DIRECT_LOSS_INPUTS)")
+    def padded_terms(params, batch, ref_params):
+        """The per-pair terms of B padded pairs (or 2B stacked rollout rows)."""
         if full_logits:
             logits, targets, target_mask = _pair_forward(apply_fn, params, batch)
             tl = token_logprobs(logits, targets)
@@ -235,6 +386,7 @@ def make_direct_loss(apply_fn, loss="dpo", loss_kwargs=None, *, token_logps: boo
         seq = seq_logps(tl, target_mask)
         b = seq.shape[0] // 2
         pc, pr = _split(seq, b)
+        rc = rr = None
         extra = {name: batch[name] for name in from_batch}
         lengths = _split(target_mask.sum(-1), b)
         for side, n in zip(("chosen", "rejected"), lengths):  # response token counts
@@ -271,16 +423,89 @@ def make_direct_loss(apply_fn, loss="dpo", loss_kwargs=None, *, token_logps: boo
             mean = jnp.mean
         pair_w = (wpo_weights(tl, _log_sum_sq_probs(jax.lax.stop_gradient(logits)),
                               target_mask) if use_weighting else None)
+
+        def chosen_nll():  # "sft": token-mean NLL of the chosen responses
+            cmask = _split(target_mask, b)[0].astype(jnp.float32)
+            if w is not None:
+                cmask = cmask * w[:, None]
+            nll = -(jnp.where(cmask > 0, _split(tl, b)[0], 0.0) * cmask).sum()
+            return nll / jnp.maximum(cmask.sum(), 1.0)
+
+        return (pc, pr, rc, rr), extra, mean, chosen_nll, pair_w, {}
+
+    def packed_terms(params, batch, ref_params):
+        """The per-pair terms of the B x S pair slots of packed rows (empty slots weigh 0)."""
+        refused = packed_refusal(names)
+        if refused:
+            raise ValueError(refused)
+        for key in ("weight", "ref_logps"):
+            if key in batch:
+                raise ValueError(f"packed pair rows carry per-pair fields as [B, S]; {key!r} "
+                                 "is not read from them")
+        ids, seg, targets, target_mask, s = _packed_rows(batch)
+        valid = _packed_valid(batch)
+        if use_weighting:
+            logits = apply_fn(params, ids, seg)
+            tl = token_logprobs(logits, targets)
+        else:
+            tl = _packed_token_logps(apply_fn, params, ids, seg, targets, token_logps)
+        alpha = None if ld_alpha is None else float(ld_alpha)
+        fill = lambda x: jnp.where(valid > 0, x, -1.0)  # noqa: E731  (finite in empty slots)
+        pc, pr = map(fill, _sides(_packed_seq_logps(tl, target_mask, seg, s, alpha)))
+        rc = rr = None
+        extra = {name: _pair_field(batch, name) for name in from_batch}
+        counts = segment_sums(target_mask, seg, s)  # [B, 2S] response token counts
+        for side, n in zip(("chosen", "rejected"), _sides(counts)):
+            extra[f"{side}_lengths"] = jnp.where(valid > 0, n, 1.0)
+        if uses_ref:
+            if "ref_chosen_logps" in batch:  # precomputed, carried as [B, S] pair fields
+                if ld_alpha is not None:
+                    raise ValueError("ld_alpha re-weights the reference's tokens: precomputed "
+                                     "reference log-probs (sums) cannot serve it")
+                rc, rr = (fill(_pair_field(batch, f"ref_{side}_logps"))
+                          for side in ("chosen", "rejected"))
+            else:
+                if ref_params is None:
+                    raise ValueError(f"loss {loss!r} needs the reference: pass ref_params to "
+                                     "the step or ref_chosen_logps in the packed rows")
+                ref_tl = _packed_token_logps(apply_fn, ref_params, ids, seg, targets,
+                                             token_logps)
+                ref_seq = jax.lax.stop_gradient(_packed_seq_logps(ref_tl, target_mask, seg, s,
+                                                                  alpha))
+                rc, rr = map(fill, _sides(ref_seq))
+        pairs = valid.sum()
+        denom = jnp.maximum(pairs, 1.0)
+        mean = lambda v: jnp.where(valid > 0, v, 0.0).sum() / denom  # noqa: E731
+        pair_w = None
+        if use_weighting:
+            lssp = _log_sum_sq_probs(jax.lax.stop_gradient(logits))
+            m = target_mask.astype(jnp.float32)
+            aligned = segment_sums(jnp.where(m > 0, tl - lssp, 0.0), seg, s)
+            wc, wr = _sides(jnp.exp(aligned / jnp.maximum(counts, 1.0)))
+            pair_w = jax.lax.stop_gradient(wc * wr)
+
+        def chosen_nll():  # "sft": token-mean NLL of the chosen responses (odd segments)
+            cmask = (target_mask * (seg % 2 == 1)).astype(jnp.float32)
+            nll = -(jnp.where(cmask > 0, tl, 0.0) * cmask).sum()
+            return nll / jnp.maximum(cmask.sum(), 1.0)
+
+        return (pc, pr, rc, rr), extra, mean, chosen_nll, pair_w, {"pairs": pairs}
+
+    def loss_fn(params, batch, rng, ref_params=None):
+        del rng
+        missing = [name for name in from_batch if name not in batch]
+        if missing:
+            raise ValueError(f"loss {loss!r} needs {missing} in each batch (declared in "
+                             "alignax.losses.DIRECT_LOSS_INPUTS)")
+        terms = packed_terms if "chosen_end" in batch else padded_terms
+        (pc, pr, rc, rr), extra, mean, chosen_nll, pair_w, counts = terms(params, batch,
+                                                                          ref_params)
         total, metrics = 0.0, {}
         for name, (fn, member_ref), kw, weight in zip(names, members, kwargs_of, weights):
             inputs = {k: v for k, v in extra.items()
                       if fn is not None and k in inspect.signature(fn).parameters}
             if fn is None:  # "sft": token-mean NLL of the chosen responses
-                cmask = _split(target_mask, b)[0].astype(jnp.float32)
-                if w is not None:
-                    cmask = cmask * w[:, None]
-                nll = -(jnp.where(cmask > 0, _split(tl, b)[0], 0.0) * cmask).sum()
-                losses, stats = jnp.broadcast_to(nll / jnp.maximum(cmask.sum(), 1.0), (b,)), {}
+                losses, stats = jnp.broadcast_to(chosen_nll(), pc.shape), {}
             elif member_ref:
                 if f_divergence != "reverse_kl":
                     zero = jnp.zeros_like(pc)
@@ -303,6 +528,7 @@ def make_direct_loss(apply_fn, loss="dpo", loss_kwargs=None, *, token_logps: boo
         metrics["policy_rejected_logps"] = mean(pr)
         if pair_w is not None:
             metrics["wpo_weight"] = mean(pair_w)
+        metrics.update(counts)
         return total, metrics
 
     return loss_fn
@@ -335,7 +561,8 @@ def make_pair_eval(apply_fn, ref_params, pairs: Mapping[str, Any], *, beta: floa
 DEFAULTS = common.offline_defaults(loss="dpo", loss_kwargs=dict(beta=0.1),
                                    precompute_ref_logps=False, loss_weight=1.0,
                                    extra_losses=[], ld_alpha=None, f_divergence="reverse_kl",
-                                   f_alpha=1.0, use_weighting=False, sync_ref=None)
+                                   f_alpha=1.0, use_weighting=False, sync_ref=None,
+                                   packing=dict(PACKING_DEFAULTS, max_pairs=0))
 # the config keys of `make_direct_loss`'s TRL options (docs/trl.md)
 LOSS_OPTIONS = ("ld_alpha", "f_divergence", "f_alpha", "use_weighting")
 
@@ -382,6 +609,7 @@ def validate(config: Mapping[str, Any] | None) -> dict:
     config = common.validate_offline(DEFAULTS, config, "direct config",
                                      {**DIRECT_LOSSES, **REFERENCE_FREE_LOSSES} if single
                                      else None)
+    check_packing(config["packing"], "direct config")
     if config["loss_weight"] != 1.0 and single:
         raise ValueError("direct config: loss_weight scales the loss within extra_losses; "
                          "alone it only rescales the learning rate")
@@ -415,6 +643,10 @@ def validate(config: Mapping[str, Any] | None) -> dict:
                 raise ValueError(f"direct config: loss {name!r} needs the reference's full "
                                  "logits every step (sequential KL); precompute_ref_logps "
                                  "cannot serve it")
+    if config["packing"]["enabled"]:
+        refused = packed_refusal(names)
+        if refused:
+            raise ValueError(f"direct config: {refused}")
     return config
 
 
@@ -448,10 +680,11 @@ def train(
     `make_direct_loss`), sync_ref ({alpha, steps}: TR-DPO, the reference moves toward the
     policy every `steps` updates, `common.fit_recipe(synced_reference=)`), train.{steps,
     batch_size, grad_accum_steps, checkpoint_every, eval_every, log_every, progress}, mesh, lora,
-    precompute_ref_logps. Unknown keys are an error. `eval_fn(params) -> metrics` (e.g.
-    alignax.eval.policy.make_policy_eval) is logged as eval/*. With `model.path` (an HF
-    checkpoint folder, `alignax.algorithms.pretrained`) the policy and the reference both
-    start from the checkpoint and `ref_params` is not passed; otherwise it is required.
+    precompute_ref_logps, packing (below). Unknown keys are an error. `eval_fn(params) ->
+    metrics` (e.g. alignax.eval.policy.make_policy_eval) is logged as eval/*. With
+    `model.path` (an HF checkpoint folder, `alignax.algorithms.pretrained`) the policy and the
+    reference both start from the checkpoint and `ref_params` is not passed; otherwise it is
+    required.
 
     The memory levers: `model.logits_chunk > 0` asks the model for token log-probs (chunked
     over the vocabulary) instead of logits (`make_direct_loss(token_logps=True)`);
@@ -461,6 +694,19 @@ def train(
     adapters on `ref_params`, which stay the one frozen copy and the reference
     (`alignax.models.lora`); `train.grad_accum_steps` splits each batch into micro-batches
     inside the step (equal to the whole batch for unweighted pairs).
+
+    `packing.enabled` (`alignax.data.packing.PACKING_DEFAULTS` plus `max_pairs`; TRL's
+    `padding_free`) packs whole pairs of `train_source` into rows of `packing.length` tokens
+    (default twice the pairs' row length), chosen and rejected as adjacent segments with their
+    response masks (`pack_pairs(..., response=True)`); the policy and the reference run one
+    forward over the packed rows and each pair's log-probs are per-segment sums
+    (`packed_pair_logps`), equal to the padded ones. `train.batch_size` then counts packed
+    rows, the loss is the mean over the batch's pairs (empty slots weigh 0) and accumulated
+    micro-batches weigh by their pair counts (the metric `pairs`). With
+    `precompute_ref_logps` the reference pass runs over the padded pairs first and its sums are
+    carried into the rows' pair slots. Losses that need per-sequence distributions or the whole
+    batch (TDPO, AOT) are refused. Use it when pair lengths vary a lot: fewer pad tokens are
+    computed for the same update.
     """
     config = validate(config)
     model, ref_params = pretrained.recipe_model(config, "lm", init_params=ref_params,
@@ -483,9 +729,19 @@ def train(
     synced = None
     if config["sync_ref"] is not None:  # TR-DPO: the reference is train state
         synced = (ref_params, float(config["sync_ref"]["alpha"]), int(config["sync_ref"]["steps"]))
+    packing = config["packing"]
+    if packing["enabled"]:  # per-pair fields the loss reads ride in the rows' pair slots
+        carried = tuple(dict.fromkeys(
+            field for name in loss_spec(config)[0] for field in loss_inputs(name)))
+        if config["precompute_ref_logps"]:
+            from alignax.algorithms.reference import REF_FIELDS
+
+            carried += REF_FIELDS
+        train_source = packed_train_source(train_source, packing, "direct_pair",
+                                           pair_fields=carried)
     return common.fit_recipe(
         config, workdir, model=model,
         loss_fn=make_config_loss(model.apply, config, token_logps=token_logps),
         train_source=train_source, seed=seed, init_params=ref_params,
         frozen=frozen, eval_fn=eval_fn, desc="direct", lora_reference=True,
-        synced_reference=synced)
+        synced_reference=synced, grad_accum_weight="pairs" if packing["enabled"] else None)

@@ -21,10 +21,20 @@ it were alone in a padded row. What else a row holds depends on what is packed:
   hold the position of each side's last token (-1 in the unused slots of S = max pairs per
   row). The reward model is read there (`ScalarRewardModel(..., reward_positions=...)`), which
   is where it pools an unpacked row (its last valid token).
+- preference pairs for direct alignment (DPO family; `pack_pairs(..., response=True)`, kind
+  "direct_pair"): the reward-model row plus `response_mask` [T] int32, each side's own
+  response mask (1 on the tokens whose log-probs count), and, for each name of `pair_fields`,
+  an [S] float32 per-pair value (0 in unused slots), e.g. the precomputed
+  `ref_chosen_logps` / `ref_rejected_logps` or a loss's per-pair input. The direct loss
+  (`alignax.algorithms.direct.packed_pair_logps`) reads a token's log-prob from the previous
+  position of the same segment and sums each segment's response tokens, which equals the
+  padded row's sum (TRL's DPOConfig `padding_free`).
 
 Example formats (variable length, no padding): a sequence is `{"input_ids": [n],
 "loss_mask": [n] (optional)}`; a pair is `{"chosen_ids": [n], "rejected_ids": [m], ...}` (other
-keys, e.g. `*_response_mask`, are ignored by `pack_pairs`). `unpad_sequence` / `unpad_pair` cut
+keys, e.g. `*_response_mask`, are ignored by `pack_pairs` unless `response=True`; a
+"direct_pair" example, `as_example`'s cut of a padded row, keeps its 0-d fields for
+`pair_fields`). `unpad_sequence` / `unpad_pair` cut
 the fixed-length rows of `tokenize_pair` and the SFT record format down to these;
 `pad_example` does the reverse (the fixed-length format back from a cached example).
 
@@ -84,7 +94,8 @@ import grain
 import numpy as np
 
 STRATEGIES = ("bfd", "first_fit")
-KINDS = ("sequence", "pair")
+KINDS = ("sequence", "pair", "direct_pair")
+PAIR_KINDS = ("pair", "direct_pair")  # kinds whose rows have S pair slots
 
 
 # ----------------------------------------------------------------------------- planning
@@ -193,7 +204,10 @@ def pair_length(example: Mapping[str, Any]) -> int:
 
 
 LENGTH_FNS: dict[str, Callable[[Mapping[str, Any]], int]] = {
-    "sequence": sequence_length, "pair": pair_length}
+    "sequence": sequence_length, "pair": pair_length, "direct_pair": pair_length}
+# the kind whose lengths a source's `lengths(kind)` reports for each packing kind (a direct
+# pair is as long as a reward-model pair)
+LENGTH_KINDS = {"sequence": "sequence", "pair": "pair", "direct_pair": "pair"}
 
 
 def unpad_sequence(row: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -301,25 +315,39 @@ def pack_sequences(examples: Sequence[Mapping[str, Any]], length: int, *,
 
 
 def pack_pairs(pairs: Sequence[Mapping[str, Any]], length: int, *, max_pairs: int,
-               pad_id: int = 0) -> dict[str, np.ndarray]:
-    """Pair examples -> one packed reward-model row (see the module docstring).
+               pad_id: int = 0, response: bool = False,
+               pair_fields: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Pair examples -> one packed row (see the module docstring).
 
     Args:
-      pairs: k <= S examples, `chosen_ids` [n_j] and `rejected_ids` [m_j].
+      pairs: k <= S examples, `chosen_ids` [n_j] and `rejected_ids` [m_j]; with `response`
+        also `chosen_response_mask` [n_j] and `rejected_response_mask` [m_j]; each name of
+        `pair_fields` a scalar.
       length: T >= sum_j (n_j + m_j).
       max_pairs: S, the static number of pair slots per row.
       pad_id: the id of the padding tokens.
+      response: also return the response masks (a direct-alignment row).
+      pair_fields: per-pair scalar fields to carry into [S] slots.
 
     Returns:
       `input_ids` [T] int32; `mask` [T] int32 segment ids (pair j's chosen 2j + 1, its rejected
       2j + 2, padding 0); `chosen_end`, `rejected_end` [S] int32: the position of each side's
-      last token, -1 in slots j >= k.
+      last token, -1 in slots j >= k. With `response`: `response_mask` [T] int32, each side's
+      response mask at its tokens, 0 on padding. Each name of `pair_fields`: [S] float32, pair
+      j's value in slot j, 0 in slots j >= k. Without `response` and `pair_fields`, the
+      reward-model row (these four arrays only).
+
+    Raises:
+      ValueError: more than S pairs, more than T tokens, or a missing response mask or field
+        (naming the pair).
     """
     if len(pairs) > max_pairs:
         raise ValueError(f"{len(pairs)} pairs do not fit max_pairs={max_pairs} slots")
     ids = np.full(length, pad_id, np.int32)
     seg = np.zeros(length, np.int32)
+    resp = np.zeros(length, np.int32)
     ends = {side: np.full(max_pairs, -1, np.int32) for side in ("chosen", "rejected")}
+    fields = {name: np.zeros(max_pairs, np.float32) for name in pair_fields}
     at, s = 0, 0
     for j, pair in enumerate(pairs):
         for side in ("chosen", "rejected"):
@@ -331,10 +359,37 @@ def pack_pairs(pairs: Sequence[Mapping[str, Any]], length: int, *, max_pairs: in
             s += 1
             ids[at:at + n] = x
             seg[at:at + n] = s
+            if response:
+                resp[at:at + n] = _side_response(pair, side, j, n)
             at += n
             ends[side][j] = at - 1
-    return {"input_ids": ids, "mask": seg, "chosen_end": ends["chosen"],
-            "rejected_end": ends["rejected"]}
+        for name in pair_fields:
+            fields[name][j] = _pair_scalar(pair, name, j)
+    out = {"input_ids": ids, "mask": seg, "chosen_end": ends["chosen"],
+           "rejected_end": ends["rejected"]}
+    if response:
+        out["response_mask"] = resp
+    return {**out, **fields}
+
+
+def _side_response(pair: Mapping[str, Any], side: str, j: int, n: int) -> np.ndarray:
+    key = f"{side}_response_mask"
+    if key not in pair:
+        raise ValueError(f"pair {j} has no {key!r}: packing for direct alignment needs each "
+                         "side's response mask")
+    mask = np.asarray(pair[key])
+    if mask.shape != (n,):
+        raise ValueError(f"pair {j}: {key} has shape {mask.shape}, its ids ({n},)")
+    return mask
+
+
+def _pair_scalar(pair: Mapping[str, Any], name: str, j: int) -> np.float32:
+    if name not in pair:
+        raise ValueError(f"pair {j} has no field {name!r} to carry (pair_fields)")
+    value = np.asarray(pair[name])
+    if value.size != 1:
+        raise ValueError(f"pair {j}: field {name!r} must be a scalar, got shape {value.shape}")
+    return np.float32(value.reshape(()))
 
 
 def _check_kind(kind: str) -> None:
@@ -342,17 +397,37 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"unknown packing kind {kind!r}; valid: {list(KINDS)}")
 
 
+def _check_pair_fields(kind: str, pair_fields: Sequence[str]) -> None:
+    if isinstance(pair_fields, str):
+        raise ValueError(f"pair_fields must be a sequence of field names, got {pair_fields!r}")
+    if pair_fields and kind != "direct_pair":
+        raise ValueError(f"pair_fields {list(pair_fields)} apply to kind 'direct_pair', not "
+                         f"{kind!r}")
+
+
 def as_example(row: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     """`row` as an unpadded example of `kind`: fixed-length rows (with `mask` / `chosen_mask`)
-    are cut by `unpad_sequence` / `unpad_pair`; unpadded ones are returned as they are."""
+    are cut by `unpad_sequence` / `unpad_pair` (kind "direct_pair" also keeps the row's 0-d
+    numeric fields, e.g. precomputed reference log-probs); unpadded ones are returned as they
+    are."""
     if kind == "sequence":
         return unpad_sequence(row) if "mask" in row else row
-    return unpad_pair(row) if "chosen_mask" in row else row
+    if "chosen_mask" not in row:
+        return row
+    if kind == "pair":
+        return unpad_pair(row)
+    scalars = {k: v for k, v in row.items()
+               if np.ndim(v) == 0 and np.issubdtype(np.asarray(v).dtype, np.number)}
+    return {**unpad_pair(row), **scalars}
 
 
-def _pack(kind: str, examples, length: int, pad_id: int, max_pairs: int | None):
+def _pack(kind: str, examples, length: int, pad_id: int, max_pairs: int | None,
+          pair_fields: Sequence[str] = ()):
     if kind == "sequence":
         return pack_sequences(examples, length, pad_id=pad_id)
+    if kind == "direct_pair":
+        return pack_pairs(examples, length, max_pairs=max_pairs, pad_id=pad_id, response=True,
+                          pair_fields=pair_fields)
     return pack_pairs(examples, length, max_pairs=max_pairs, pad_id=pad_id)
 
 
@@ -370,39 +445,45 @@ class PackedSource:
       source: `len(source)` and `source[i]` -> an example of `kind`, unpadded or fixed-length
         (cut by `as_example`), e.g. an `HFSource` with `tokenize_pair`, or a `TokenCache`.
       length: T, the packed row length.
-      kind: "sequence" (SFT rows) or "pair" (reward-model rows).
+      kind: "sequence" (SFT rows), "pair" (reward-model rows) or "direct_pair" (pair rows
+        with response masks, for the direct-alignment losses).
       strategy, window: see `plan_bins`.
       pad_id: the padding token id.
-      max_pairs: S for kind "pair" (None: the largest bin of the plan, so no pair is left out).
+      max_pairs: S for the pair kinds (None: the largest bin of the plan, so no pair is left
+        out).
       lengths: [N] the examples' lengths, if known (else `source.lengths(kind)` when the source
         has that method, else every example is read once here to measure it).
+      pair_fields: kind "direct_pair": per-pair scalar fields carried into [S] slots
+        (`pack_pairs`).
 
     Attributes:
       bins: the plan (lists of example indices).
-      max_pairs: S (kind "pair").
+      max_pairs: S (the pair kinds).
     """
 
     def __init__(self, source, length: int, *, kind: str = "sequence", strategy: str = "bfd",
                  window: int = 1000, pad_id: int = 0, max_pairs: int | None = None,
-                 lengths: Sequence[int] | None = None):
+                 lengths: Sequence[int] | None = None, pair_fields: Sequence[str] = ()):
         _check_kind(kind)
+        _check_pair_fields(kind, pair_fields)
         self._source = source
         self._kind = kind
         self._length = _check_positive("length", length)
         self._pad_id = int(pad_id)
+        self._pair_fields = tuple(pair_fields)
         if lengths is None:
             if callable(getattr(source, "lengths", None)):
-                lengths = source.lengths(kind)
+                lengths = source.lengths(LENGTH_KINDS[kind])
             else:
                 measure = LENGTH_FNS[kind]
                 lengths = [measure(as_example(source[i], kind)) for i in range(len(source))]
         if len(lengths) != len(source):
             raise ValueError(f"lengths has {len(lengths)} entries for {len(source)} examples")
-        limit = max_pairs if kind == "pair" else None
+        limit = max_pairs if kind in PAIR_KINDS else None
         self.bins = plan_bins(lengths, self._length, strategy=strategy, window=window,
                               max_items=limit)
         self.max_pairs = None
-        if kind == "pair":
+        if kind in PAIR_KINDS:
             self.max_pairs = (max(len(b) for b in self.bins) if max_pairs is None
                               else int(max_pairs))
 
@@ -411,12 +492,13 @@ class PackedSource:
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         examples = [as_example(self._source[j], self._kind) for j in self.bins[i]]
-        return _pack(self._kind, examples, self._length, self._pad_id, self.max_pairs)
+        return _pack(self._kind, examples, self._length, self._pad_id, self.max_pairs,
+                     self._pair_fields)
 
     def fill(self) -> float:
         """The fraction of the rows' token slots holding tokens (1.0: no padding)."""
         if callable(getattr(self._source, "lengths", None)):
-            total = int(np.sum(self._source.lengths(self._kind)))
+            total = int(np.sum(self._source.lengths(LENGTH_KINDS[self._kind])))
         else:
             total = sum(LENGTH_FNS[self._kind](as_example(self._source[j], self._kind))
                         for b in self.bins for j in b)
@@ -455,26 +537,30 @@ class PackIterDataset(grain.IterDataset):
       parent: a grain `IterDataset` of examples of `kind` (unpadded or fixed-length); it must be
         deterministic (the same elements after `set_state` to a saved state) for exact resume.
       length: T, the packed row length.
-      kind: "sequence" or "pair".
+      kind: "sequence", "pair" or "direct_pair".
       strategy, window: see `plan_bins`.
       pad_id: the padding token id.
-      max_pairs: S, required for kind "pair" (a stream's largest bin is not known in advance).
+      max_pairs: S, required for the pair kinds (a stream's largest bin is not known in
+        advance).
+      pair_fields: kind "direct_pair": per-pair scalar fields carried into [S] slots.
     """
 
     def __init__(self, parent: grain.IterDataset, length: int, *, kind: str = "sequence",
                  strategy: str = "bfd", window: int = 1000, pad_id: int = 0,
-                 max_pairs: int | None = None):
+                 max_pairs: int | None = None, pair_fields: Sequence[str] = ()):
         super().__init__(parent)
         _check_kind(kind)
+        _check_pair_fields(kind, pair_fields)
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown packing strategy {strategy!r}; valid: {list(STRATEGIES)}")
-        if kind == "pair" and max_pairs is None:
-            raise ValueError("kind='pair' needs max_pairs (the static pair slots per row)")
+        if kind in PAIR_KINDS and max_pairs is None:
+            raise ValueError(f"kind={kind!r} needs max_pairs (the static pair slots per row)")
         self._options = dict(length=_check_positive("length", length), kind=kind,
                              strategy=strategy, window=_check_positive("window", window),
                              pad_id=int(pad_id),
                              max_pairs=None if max_pairs is None else
-                             _check_positive("max_pairs", max_pairs))
+                             _check_positive("max_pairs", max_pairs),
+                             pair_fields=tuple(pair_fields))
 
     def __iter__(self) -> grain.DatasetIterator:
         return _PackIterator(self._parent.__iter__(), **self._options)
@@ -488,10 +574,11 @@ class _PackIterator(grain.DatasetIterator):
     that window already returned}."""
 
     def __init__(self, parent: grain.DatasetIterator, *, length, kind, strategy, window, pad_id,
-                 max_pairs):
+                 max_pairs, pair_fields=()):
         super().__init__(parent)
         self._length, self._kind, self._strategy = length, kind, strategy
         self._window, self._pad_id, self._max_pairs = window, pad_id, max_pairs
+        self._pair_fields = pair_fields
         self._window_state = parent.get_state()
         self._rows: list[dict[str, np.ndarray]] = []
         self._emitted = 0
@@ -507,9 +594,9 @@ class _PackIterator(grain.DatasetIterator):
         measure = LENGTH_FNS[self._kind]
         bins = plan_bins([measure(e) for e in examples], self._length, strategy=self._strategy,
                          window=self._window,
-                         max_items=self._max_pairs if self._kind == "pair" else None)
+                         max_items=self._max_pairs if self._kind in PAIR_KINDS else None)
         self._rows = [_pack(self._kind, [examples[j] for j in b], self._length, self._pad_id,
-                            self._max_pairs) for b in bins]
+                            self._max_pairs, self._pair_fields) for b in bins]
         self._loaded = True
 
     def __next__(self) -> dict[str, np.ndarray]:
@@ -540,15 +627,15 @@ class _PackIterator(grain.DatasetIterator):
 # ----------------------------------------------------------------------------- recipe config
 
 PACKING_DEFAULTS = dict(enabled=False, length=0, strategy="bfd", window=1000)
-"""The `packing` section of the SFT and reward-model recipes (see `packed_train_source`; the
-reward model's adds `max_pairs`):
+"""The `packing` section of the SFT, reward-model and direct recipes (see `packed_train_source`;
+the reward model's and the direct recipe's add `max_pairs`):
 
 - enabled: pack the training examples into rows (False: one padded example per row).
-- length: T of a packed row; 0 = the source's own row length (SFT: len(input_ids); RM: twice
-  len(chosen_ids), so that any pair fits), which needs fixed-length rows.
+- length: T of a packed row; 0 = the source's own row length (SFT: len(input_ids); RM and
+  direct: twice len(chosen_ids), so that any pair fits), which needs fixed-length rows.
 - strategy, window: the bin plan (`plan_bins`): "bfd" (best-fit decreasing, TRL's) or
   "first_fit", over windows of `window` examples.
-- max_pairs: RM only, S pair slots per row (0: the plan's largest bin).
+- max_pairs: RM and direct only, S pair slots per row (0: the plan's largest bin).
 """
 
 
@@ -567,7 +654,8 @@ def check_packing(cfg: Mapping[str, Any] | None, label: str) -> None:
             raise ValueError(f"{label}: packing.{key} must be an int >= {low}, got {value!r}")
 
 
-def packed_train_source(source, cfg: Mapping[str, Any], kind: str, *, pad_id: int = 0):
+def packed_train_source(source, cfg: Mapping[str, Any], kind: str, *, pad_id: int = 0,
+                        pair_fields: Sequence[str] = ()):
     """The recipes' training source with packing on: `PackedSource(source, T, kind=kind, ...)`
     with T = `cfg["length"]` or, when 0, the source's own row length (see PACKING_DEFAULTS).
 
@@ -575,8 +663,10 @@ def packed_train_source(source, cfg: Mapping[str, Any], kind: str, *, pad_id: in
       source: the recipe's train_source (fixed-length rows, or unpadded examples with `length`
         set, e.g. a `TokenCache`).
       cfg: a resolved `packing` section.
-      kind: "sequence" (SFT) or "pair" (RM).
+      kind: "sequence" (SFT), "pair" (RM) or "direct_pair" (the direct recipe).
       pad_id: the padding token id (masked out; 0 fits any vocabulary).
+      pair_fields: kind "direct_pair": per-pair scalar fields carried into [S] slots (e.g.
+        precomputed reference log-probs).
 
     Raises:
       ValueError: length 0 with a source of unpadded examples.
@@ -591,4 +681,5 @@ def packed_train_source(source, cfg: Mapping[str, Any], kind: str, *, pad_id: in
         length = int(np.asarray(first[key]).shape[-1]) * (1 if kind == "sequence" else 2)
     max_pairs = int(cfg.get("max_pairs", 0)) or None
     return PackedSource(source, length, kind=kind, strategy=cfg["strategy"],
-                        window=int(cfg["window"]), pad_id=pad_id, max_pairs=max_pairs)
+                        window=int(cfg["window"]), pad_id=pad_id, max_pairs=max_pairs,
+                        pair_fields=pair_fields)
