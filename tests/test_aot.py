@@ -105,6 +105,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_row_constraint_and_the_what_if_without_it():
     """The library's step on a mesh pins the activations' rows (no buffer of the 16 global rows
     x 64 tokens on a device); `row_constraint=False` (rows_on_batch_axes patched to the identity

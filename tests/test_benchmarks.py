@@ -73,6 +73,7 @@ def test_profile_splits_concurrent_ops_and_counts_idle_time():
     assert text.splitlines()[0] == "wall 0 ms, of which no XLA op running 0 ms"
 
 
+@pytest.mark.slow
 def test_profile_runs_a_tiny_workload(tmp_path):
     import os
     import subprocess

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from alignax.train import compilation_cache as cc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,6 +26,8 @@ def test_folder_precedence(monkeypatch, tmp_path):
 
 PROBE = """
 import sys
+
+import pytest
 import jax, jax.numpy as jnp
 from alignax.train.compilation_cache import enable_compilation_cache
 hits = []
@@ -34,6 +38,7 @@ print(float(jax.jit(lambda x: jnp.tanh(x) * 3.0 + x.sum())(jnp.arange(5.0)).sum(
 """
 
 
+@pytest.mark.slow
 def test_a_second_process_reads_the_programs_the_first_wrote(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_PERSISTENT")}
     env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")

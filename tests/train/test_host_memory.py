@@ -61,6 +61,7 @@ def _probe(mode: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(host_memory._glibc() is None, reason="needs Linux with glibc")
 def test_steps_stop_page_faulting_their_temporaries():
     off, on = _probe("off"), _probe("on")
