@@ -16,10 +16,10 @@ Data (`data.*`): the rows are tokenised once into an on-disk cache (`data.cache`
 `data.cache_dir`, default `<workdir>/token_cache`; `alignax.data.token_cache`), keyed by the
 dataset, the tokenizer and its chat template, and `data.max_length`: a restarted or repeated run
 reads the tokens instead of tokenising again, and a killed tokenisation resumes at its last
-finished chunk. `data.packing=True` (:sft and :rm) packs several examples per row of
-`data.pack_length` tokens (0: max_length for :sft, 2 * max_length for :rm) with integer segment
-ids (`alignax.data.packing`, best-fit decreasing as TRL's packing=True); `train.batch_size` then
-counts packed rows.
+finished chunk. `data.packing=True` (:sft, :rm and :dpo) packs several examples per row of
+`data.pack_length` tokens (0: max_length for :sft, 2 * max_length for :rm and :dpo) with integer
+segment ids (`alignax.data.packing`, best-fit decreasing as TRL's packing=True; for :dpo TRL's
+padding_free, the log-probs summed per segment); `train.batch_size` then counts packed rows.
 """
 import os
 
@@ -45,9 +45,10 @@ def get_config(arg=None):
     c.model = dict(path="", dtype="float32", param_dtype="float32", remat="none",
                    scan_layers=False, logits_chunk=0, attention="auto")
     c.tokenizer = ""  # a folder with tokenizer.json (and its chat template); "" = model.path
-    # cache: tokenise once into cache_dir ("" = <workdir>/token_cache); packing (sft, rm): rows of
-    # pack_length tokens (0 = max_length for sft, 2 * max_length for rm); truncation_mode: an
-    # over-long pair is an error, or cut as TRL ("keep_start") / RewardBench ("keep_end") cut it
+    # cache: tokenise once into cache_dir ("" = <workdir>/token_cache); packing (sft, rm, dpo):
+    # rows of pack_length tokens (0 = max_length for sft, 2 * max_length for rm and dpo); an
+    # over-long pair (truncation_mode) is an error, or cut as TRL ("keep_start") / RewardBench
+    # ("keep_end") cut it
     c.data = dict(path="", split="train", max_length=1024, cache=True, cache_dir="",
                   cache_chunk_size=1000, packing=False, pack_length=0, truncation_mode="error")
     c.train = dict(steps=1000, batch_size=64, grad_accum_steps=1, checkpoint_every=200,
@@ -84,8 +85,8 @@ def train_data(config, workdir, tokenizer, dataset):
     unpadded examples the recipe packs."""
     d, recipe = config.data, config.recipe
     t = int(d.max_length)
-    if d.packing and recipe not in ("sft", "rm"):
-        raise ValueError(f"data.packing applies to the sft and rm recipes, not {recipe!r}")
+    if d.packing and recipe not in ("sft", "rm", "dpo"):
+        raise ValueError(f"data.packing applies to the sft, rm and dpo recipes, not {recipe!r}")
 
     def transform(record):  # the valid tokens only: what the cache stores and packing reads
         return unpad_pair(tokenize_pair(record, tokenizer, max_length=t,

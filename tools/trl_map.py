@@ -49,8 +49,11 @@ DPO = {
                         "max_length is a DataError (TRL drops the pair); \"error\" (the default) "
                         "refuses over-long pairs; `data.truncation_mode` in examples/byom.py and "
                         "the :real configs"),
-    "padding_free": ("todo", "sequence packing for preference pairs (packing exists for SFT and "
-                     "reward-model pairs: alignax.data.packing)"),
+    "padding_free": ("key", "direct:packing.enabled | whole pairs packed into rows of "
+                     "`packing.length` tokens, chosen and rejected as adjacent segments "
+                     "(attention and positions per segment), per-pair log-probs summed per "
+                     "segment (equal to the padded ones); `train.batch_size` counts packed "
+                     "rows; not for TDPO or AOT"),
     "pad_to_multiple_of": _STATIC,
     "precompute_ref_log_probs": ("key", "direct:precompute_ref_logps"),
     "precompute_ref_batch_size": ("na", "the reference pass uses train.batch_size"),

@@ -16,8 +16,9 @@
   read back as random-access sources without TensorFlow.
 - `build_token_cache` / `TokenCache` / `cache_key`: tokenisation streamed into an on-disk cache
   keyed by dataset, tokenizer, chat template and settings, resumable chunk by chunk;
-  `PackedSource` / `PackIterDataset` / `plan_bins`: sequence packing (best-fit decreasing) for SFT
-  and reward-model pairs, with segment ids and each segment's end for pooling.
+  `PackedSource` / `PackIterDataset` / `plan_bins`: sequence packing (best-fit decreasing) for SFT,
+  reward-model pairs and DPO-family pairs, with segment ids, each segment's end for pooling and
+  (DPO) the response tokens the log-probs sum over.
 - `make_batch_iterator`: checkpointable grain iterator of per-process batches whose
   concatenation over processes does not depend on the process count.
 """

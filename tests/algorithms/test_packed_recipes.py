@@ -210,5 +210,7 @@ def test_byom_data_cached_padded_and_packed(tmp_path):
         "packing": {"enabled": True, "length": 192}}
     assert os.path.dirname(pairs.folder) == str(tmp_path / "token_cache")
     assert len(os.listdir(tmp_path / "token_cache")) == 1  # one cache for every recipe
-    with pytest.raises(ValueError, match="data.packing applies to the sft and rm"):
-        data("dpo", "data.packing=True")
+    pairs, overrides = data("dpo", "data.packing=True")  # TRL's padding_free
+    assert isinstance(pairs, TokenCache) and overrides == {
+        "packing": {"enabled": True, "length": 192}}
+    assert "chosen_response_mask" in pairs[0]  # what the packed DPO loss sums over
