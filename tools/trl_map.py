@@ -88,12 +88,13 @@ KTO = {
                    "(alignax.data.unpaired.tokenize_unpaired(max_length=)); an over-long one is "
                    "a DataError (TRL truncates it), the KL rows are cut to it as TRL cuts them"),
     "pad_to_multiple_of": _STATIC,
-    "precompute_ref_log_probs": ("todo", "kto:precompute_ref_logps refuses True by name: the "
-                                 "KL rows pair each prompt with another row of its shuffled "
-                                 "batch, so their reference log-probs are not known before "
-                                 "training (TRL fixes the pairs in dataset order)"),
-    "precompute_ref_batch_size": ("na", "no precomputed reference pass in the KTO recipe (see "
-                                  "precompute_ref_log_probs)"),
+    "precompute_ref_log_probs": ("key", "kto:precompute_ref_logps | with kl_pairs=\"dataset\" "
+                                 "(TRL's KL pairs fixed in dataset order: rotation by one within "
+                                 "blocks of kl_group_size, else the micro-batch); the reference's "
+                                 "log-probs of every row and of its KL row are computed once, "
+                                 "stored in the workdir and carried in the batch"),
+    "precompute_ref_batch_size": ("na", "the reference pass runs in batches of train.batch_size "
+                                  "(kto:precompute_ref_logps)"),
     "loss_type": ("key", "kto:loss_type | \"kto\" (alignax.losses.kto_loss, z0 from the "
                   "batch's mismatched pairs, rotated within `kl_group_size` rows: TRL's "
                   "per_device_train_batch_size) or \"apo_zero_unpaired\""),

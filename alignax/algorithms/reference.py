@@ -20,6 +20,11 @@ input fields, the reference's params hash or a caller-given key). The pass write
 interrupted pass continues from its last complete chunk, and a finished pass leaves one
 `ref_logps.npy` [N, 2] (chosen, rejected) that a second call, or a resumed run, loads without
 running the model.
+
+`precompute_row_logps` is the same store for any K reference values per record, computed by a
+given jitted `forward(params, batch) -> [B, K]` (KTO: the summed completion log-probs of each
+row and of its fixed KL row, `alignax.algorithms.kto`); its fingerprint also names the K output
+fields and hashes the fields `forward` reads.
 """
 
 from __future__ import annotations
@@ -281,3 +286,180 @@ def precompute_ref_logps(
         for path in glob.glob(os.path.join(directory, "rows-*.npy")):
             os.remove(path)
     return RefLogpsSource(source, logps, directory, computed=computed)
+
+
+class RowLogpsSource:
+    """A random-access source whose records also hold K precomputed float32 scalars, named by
+    `fields` (the row-wise generalisation of `RefLogpsSource`, e.g. KTO's `ref_logps` and
+    `kl_ref_logps`).
+
+    Attributes:
+      source: the wrapped source (`len`, `source[i]` -> dict of arrays).
+      logps: [N, K] float32, column k is `fields[k]`.
+      fields: the K names.
+      directory: where they are stored (None: computed in memory only).
+      computed: how many records this call ran the reference on (0 when loaded).
+    """
+
+    def __init__(self, source, logps: np.ndarray, fields, directory: str | None = None,
+                 computed: int = 0):
+        fields = tuple(fields)
+        if logps.shape != (len(source), len(fields)):
+            raise ValueError(f"logps {logps.shape} do not match a source of {len(source)} "
+                             f"records and the fields {fields}")
+        self.source, self.logps, self.fields = source, logps, fields
+        self.directory, self.computed = directory, computed
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _with_logps(self, record: Mapping[str, Any], i) -> dict:
+        row = self.logps[i]
+        return {**record, **{k: np.float32(row[j]) for j, k in enumerate(self.fields)}}
+
+    def __getitem__(self, i):
+        return self._with_logps(self.source[i], i)
+
+    def __getitems__(self, indices):
+        indices = list(indices)
+        getitems = getattr(self.source, "__getitems__", None)
+        records = getitems(indices) if callable(getitems) else [self.source[i] for i in indices]
+        return [self._with_logps(r, i) for r, i in zip(records, indices)]
+
+
+def rows_hash(source, fields) -> str:
+    """SHA-256 of the given fields of every record, in order (reads the whole source)."""
+    h = hashlib.sha256()
+    for i in range(len(source)):
+        record = source[i]
+        missing = [k for k in fields if k not in record]
+        if missing:
+            raise ValueError(f"record {i} has no {missing}; the reference pass reads {fields}")
+        for k in fields:
+            _hash_array(h, k, record[k])
+    return h.hexdigest()
+
+
+def precompute_row_logps(
+    forward: Callable,
+    ref_params: Any,
+    source,
+    *,
+    input_fields,
+    output_fields,
+    batch_size: int,
+    workdir: str | None = None,
+    key: str | None = None,
+    chunk_batches: int = 64,
+    mesh: jax.sharding.Mesh | None = None,
+) -> RowLogpsSource:
+    """K reference values of every record of `source`, computed once by `forward` (the
+    store of `precompute_ref_logps` for any row-wise reference quantity, e.g. KTO's summed
+    completion log-probs of a row and of its fixed KL row, `alignax.algorithms.kto`).
+
+    Runs `jax.jit(forward)(ref_params, batch)` over `source` in order, in batches of
+    `batch_size` records (the `input_fields` of each record stacked to [batch_size, ...]); the
+    last, partial batch is padded with copies of the last record and the padded rows' outputs
+    are dropped. With `workdir` the values are stored under
+    `workdir/ref_logps/<fingerprint>/` as `precompute_ref_logps` stores them (chunks of
+    `chunk_batches` batches written atomically as the pass goes, then one `ref_logps.npy`
+    [N, K]; `meta.json` names the fields), the fingerprint a SHA-256 of (N, `rows_hash(source,
+    input_fields)`, `key` or `params_hash(ref_params)`, the output field names): a call whose
+    fingerprint is complete loads them without running the model (a resumed run), an
+    interrupted pass continues after its last complete chunk.
+
+    Args:
+      forward: `forward(params, batch) -> [B, K]` float, row b of the output a function of
+        row b of the batch only (dict of `input_fields`, each [B, ...]).
+      ref_params: the frozen reference's params.
+      source: random-access source: `len(source)`, `source[i]` -> a record with the
+        `input_fields`, each of one shape over the records.
+      input_fields: the record fields `forward` reads (and the fingerprint hashes).
+      output_fields: the K names the values get in the returned source's records.
+      batch_size: records per forward (with `mesh`, divisible by its data x fsdp shards).
+      workdir, key, chunk_batches, mesh: as for `precompute_ref_logps`.
+
+    Returns:
+      A `RowLogpsSource`: the records of `source` plus the K `output_fields` (float32 scalars).
+
+    Raises:
+      ValueError: a non-positive batch_size or chunk_batches, an empty source, a record without
+        the input fields, no output fields, or a batch_size the mesh's shards do not divide.
+      NotImplementedError: the values are not stored yet and this job has several processes.
+    """
+    input_fields, output_fields = tuple(input_fields), tuple(output_fields)
+    for name, value in (("batch_size", batch_size), ("chunk_batches", chunk_batches)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not output_fields:
+        raise ValueError("output_fields is empty")
+    n, k = len(source), len(output_fields)
+    if n == 0:
+        raise ValueError("source is empty")
+    missing = [f for f in input_fields if f not in source[0]]
+    if missing:
+        raise ValueError(f"record 0 has no {missing}; the reference pass reads {input_fields}")
+    sharding = None
+    if mesh is not None:
+        sharding = shd.batch_sharding(mesh)
+        shards = int(mesh.shape["data"]) * int(mesh.shape["fsdp"])
+        if batch_size % shards:
+            raise ValueError(f"batch_size={batch_size} does not split over the mesh's "
+                             f"data x fsdp = {shards} shards")
+
+    directory = None
+    if workdir is not None:
+        records = rows_hash(source, input_fields)
+        reference = f"key:{key}" if key is not None else f"params:{params_hash(ref_params)}"
+        fingerprint = hashlib.sha256(
+            f"{n}|{records}|{reference}|{','.join(output_fields)}".encode()).hexdigest()[:24]
+        directory = os.path.join(workdir, "ref_logps", fingerprint)
+        done = _load(os.path.join(directory, FINAL_FILE), (n, k))
+        if done is not None:
+            return RowLogpsSource(source, done, output_fields, directory, computed=0)
+        os.makedirs(directory, exist_ok=True)
+        meta = {"records": n, "records_sha256": records, "reference": reference,
+                "inputs": list(input_fields), "fields": list(output_fields)}
+        with open(os.path.join(directory, META_FILE), "w") as f:
+            json.dump(meta, f, indent=1)
+    if jax.process_count() > 1:
+        raise NotImplementedError(
+            "precompute_row_logps computes in one process; run it once in a single process "
+            "with the same workdir, then every process of this job loads the stored values")
+
+    jitted = jax.jit(forward)
+
+    def compute(start: int, end: int) -> np.ndarray:
+        out = []
+        for lo in range(start, end, batch_size):
+            rows = list(range(lo, min(lo + batch_size, end)))
+            rows += [rows[-1]] * (batch_size - len(rows))  # pad the last batch, dropped below
+            records = [source[i] for i in rows]
+            batch = {f: np.stack([np.asarray(r[f]) for r in records]) for f in input_fields}
+            if sharding is not None:
+                batch = jax.device_put(batch, sharding)
+            values = np.asarray(jitted(ref_params, batch), np.float32)
+            if values.shape != (batch_size, k):
+                raise ValueError(f"forward returned {values.shape}, expected "
+                                 f"({batch_size}, {k})")
+            out.append(values)
+        return np.concatenate(out)[: end - start]
+
+    chunk = batch_size * chunk_batches
+    parts, computed = [], 0
+    for start in range(0, n, chunk):
+        end = min(start + chunk, n)
+        path = None if directory is None else _chunk_path(directory, start, end)
+        values = None if path is None else _load(path, (end - start, k))
+        if values is None:
+            values = compute(start, end)
+            computed += end - start
+            if path is not None:
+                _atomic_save(path, values)
+        parts.append(values)
+    logps = np.concatenate(parts)
+    if directory is not None:
+        _atomic_save(os.path.join(directory, FINAL_FILE), logps)
+        for path in glob.glob(os.path.join(directory, "rows-*.npy")):
+            os.remove(path)
+    return RowLogpsSource(source, logps, output_fields, directory, computed=computed)

@@ -33,6 +33,16 @@ KL is mean_i [log pi(y_{i-1}|x_i) - log pi_ref(y_{i-1}|x_i)] over the batch, det
 over processes and clamped at 0 (`alignax.algorithms.kto`). Here the rotation is done on the
 device from the batch's own rows, so it follows the shuffled batches of the grain pipeline (TRL
 precomputes it on the dataset order with a sequential sampler).
+
+TRL's fixed KL rows (`KLRowsSource`, `alignax.algorithms.kto`'s kl_pairs="dataset", which
+`precompute_ref_logps` needs): the donors are fixed once, in dataset order, before any
+shuffling, as TRL's `dataset.map(..., batched=True, batch_size=per_device_train_batch_size)`
+fixes them: the rows are cut into consecutive blocks of `block_size` (the last block may be
+shorter) and the completions rotate by one within each block (`dataset_kl_donors`); each
+record then carries its own KL row (`kl_ids`, `kl_mask`, `kl_response_mask` [T], built as
+`mismatched_rows` builds it, `kl_row`). A shuffled batch's KL rows are then those of its rows'
+fixed donors, which are in general not the batch's own completions (TRL keeps them together
+with its sequential sampler); a last block of one row is its own donor, as in TRL.
 """
 
 from __future__ import annotations
@@ -171,3 +181,95 @@ def mismatched_rows(ids, mask, response_mask, *, group_size: int | None = None):
     comp_ids = jnp.take_along_axis(ids[donor], src, axis=1)
     kl_ids = jnp.where(in_comp, comp_ids, ids)
     return (kl_ids, (in_prompt | in_comp).astype(jnp.int32), in_comp.astype(jnp.int32))
+
+
+KL_FIELDS = ("kl_ids", "kl_mask", "kl_response_mask")
+
+
+def dataset_kl_donors(num_rows: int, block_size: int) -> np.ndarray:
+    """TRL's fixed donors in dataset order: rows are cut into consecutive blocks of
+    `block_size` (the last one has the remaining num_rows % block_size rows, if any) and row n
+    of a block of m rows starting at s takes the completion of row s + (n - s - 1) mod m.
+
+    This is `kl_donors` applied block by block, also to a last, shorter block (a block of one
+    row is its own donor, as TRL's batched map leaves it).
+
+    Args:
+      num_rows: N, the rows of the dataset.
+      block_size: rows per block (TRL's per_device_train_batch_size), >= 2.
+
+    Returns:
+      donor [N] int32.
+    """
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
+            or block_size < 2:
+        raise ValueError(f"KL rows: block_size must be an int >= 2, got {block_size!r}")
+    if num_rows < 1:
+        raise ValueError(f"KL rows: a dataset of {num_rows} rows")
+    i = np.arange(num_rows)
+    start = (i // block_size) * block_size
+    size = np.minimum(block_size, num_rows - start)
+    return (start + (i - start - 1) % size).astype(np.int32)
+
+
+def kl_row(row: Mapping[str, Any], donor: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The KL row of one record: its prompt followed by `donor`'s completion, truncated to T
+    (keep the start) and right-padded; the host-side twin of one row of `mismatched_rows`
+    (the same ids, masks and padding, position by position).
+
+    Args:
+      row, donor: records with `ids`, `mask`, `response_mask` [T] (`tokenize_unpaired`'s
+        layout: the prompt first, then the completion).
+
+    Returns:
+      {"kl_ids": [T] (the dtype of row's ids), "kl_mask", "kl_response_mask": [T] int32}.
+    """
+    ids, donor_ids = np.asarray(row["ids"]), np.asarray(donor["ids"])
+    t = ids.shape[-1]
+    mask = np.asarray(row["mask"]).astype(np.int32)
+    response = np.asarray(row["response_mask"]).astype(np.int32)
+    donor_mask = np.asarray(donor["mask"]).astype(np.int32)
+    donor_response = np.asarray(donor["response_mask"]).astype(np.int32)
+    p = int((mask * (1 - response)).sum())
+    pd, cd = int((donor_mask * (1 - donor_response)).sum()), int(donor_response.sum())
+    pos = np.arange(t)
+    in_prompt = pos < p
+    in_comp = (pos >= p) & (pos < p + cd)
+    src = np.clip(pd + pos - p, 0, t - 1)
+    kl_ids = np.where(in_comp, donor_ids[src], ids).astype(ids.dtype)
+    return {"kl_ids": kl_ids, "kl_mask": (in_prompt | in_comp).astype(np.int32),
+            "kl_response_mask": in_comp.astype(np.int32)}
+
+
+class KLRowsSource:
+    """A random-access source of unpaired rows that also carry their fixed KL rows.
+
+    Record n is `source[n]` plus `kl_row(source[n], source[donor[n]])`, donor =
+    `dataset_kl_donors(len(source), block_size)` (see the module docstring).
+
+    Attributes:
+      source: the wrapped source (`len`, `source[i]` -> a row with ids, mask, response_mask).
+      block_size: the rows of a rotation block.
+      donors: [N] int32.
+    """
+
+    def __init__(self, source, block_size: int):
+        self.source, self.block_size = source, block_size
+        self.donors = dataset_kl_donors(len(source), block_size)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i):
+        record = self.source[i]
+        d = int(self.donors[i])
+        return {**record, **kl_row(record, record if d == i else self.source[d])}
+
+    def __getitems__(self, indices):
+        indices = [int(i) for i in indices]
+        needed = list(dict.fromkeys(indices + [int(self.donors[i]) for i in indices]))
+        getitems = getattr(self.source, "__getitems__", None)
+        records = getitems(needed) if callable(getitems) else [self.source[i] for i in needed]
+        by_index = dict(zip(needed, records))
+        return [{**by_index[i], **kl_row(by_index[i], by_index[int(self.donors[i])])}
+                for i in indices]
