@@ -238,11 +238,13 @@ def prompt_data(config, tok, max_prompt_length: int, data=None,
     Raises:
       DataError: a row without one of `fields` (dataset:index: field '<field>': missing).
     """
-    from alignax.data import DataError, HFSource
+    from alignax.data import (DataError, HFSource, PreferenceRecord, PromptRecord,
+                              UnpairedRecord)
     from alignax.data.tokenize import tokenize_prompt
 
     data = dataset(config) if data is None else data
-    source = HFSource(data, lambda r: r)
+    # rows with a prompt (an SFT `text` / `messages` row has none: a DataError naming it)
+    source = HFSource(data, lambda r: r, kinds=(PromptRecord, PreferenceRecord, UnpairedRecord))
     splits = dict(zip(("train", "validation", "test"),
                       held_out_split(len(data), config.data.eval_fraction,
                                      config.data.max_eval_rows)))

@@ -8,7 +8,10 @@
   `load_chat_template`: rendered as transformers renders it, sandboxed).
 - `load_hf_dataset` / `read_hf_dataset` / `HFSource`: Hugging Face `datasets` (local Arrow,
   Parquet, JSON folders, `save_to_disk`; the Hub where a network exists) in TRL's formats
-  (paired, unpaired, prompt-only, ratings) -> records or a lazy random-access source.
+  (paired, unpaired, SFT, prompt-only, ratings) -> records or a lazy random-access source.
+- `SFTRecord` / `tokenize_sft`: TRL's SFT formats (`text`, `messages`, prompt-completion as
+  strings or messages) tokenised as TRL's SFTTrainer does, with its completion-only and
+  assistant-only (`{% generation %}` blocks) loss masks.
 - `tokenize_prompt` / `as_conversation`: prompts for online sampling rendered as TRL does, and
   string pairs as one-turn conversations; `tokenize_unpaired` / `mismatched_rows`: KTO rows and
   TRL's KL rows (each prompt with another row's completion).
@@ -26,8 +29,8 @@
 from alignax.data.chat_template import load_chat_template, render_chat_template
 from alignax.data.curation import pairwise_win_counts, random_pairs, rank_then_sift
 from alignax.data.errors import DataError
-from alignax.data.hf_datasets import (HFSource, PromptRecord, UnpairedRecord, load_hf_dataset,
-                                      read_hf_dataset)
+from alignax.data.hf_datasets import (HFSource, PromptRecord, SFTRecord, UnpairedRecord,
+                                      load_hf_dataset, read_hf_dataset)
 from alignax.data.packing import PackedSource, PackIterDataset, PaddedSource, plan_bins
 from alignax.data.pair_builders import select_top_fraction, tie_disentangled_pairs
 from alignax.data.pipeline import make_batch_iterator
@@ -44,7 +47,7 @@ from alignax.data.tfds_builder import (
     write_preference_dataset,
 )
 from alignax.data.token_cache import TokenCache, build_token_cache, cache_key
-from alignax.data.tokenize import as_conversation, tokenize_prompt
+from alignax.data.tokenize import as_conversation, tokenize_prompt, tokenize_sft
 from alignax.data.tokenizers import ByteTokenizer, HFTokenizer
 from alignax.data.unpaired import mismatched_rows, tokenize_unpaired
 
@@ -75,6 +78,7 @@ __all__ = [
     "write_preference_dataset",
     "HFSource",
     "PromptRecord",
+    "SFTRecord",
     "UnpairedRecord",
     "as_conversation",
     "load_chat_template",
@@ -82,6 +86,7 @@ __all__ = [
     "read_hf_dataset",
     "render_chat_template",
     "tokenize_prompt",
+    "tokenize_sft",
     "tokenize_unpaired",
     "mismatched_rows",
 ]

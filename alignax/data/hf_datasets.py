@@ -16,9 +16,18 @@ TRL dataset type            keys                                   record
 preference, explicit        prompt, chosen, rejected               `PreferenceRecord`
 preference, implicit        chosen, rejected                       `PreferenceRecord`
 unpaired preference (KTO)   prompt, completion, label (bool)       `UnpairedRecord`
+prompt-completion (SFT)     prompt, completion (no label)          `SFTRecord`
+language modeling (SFT)     text, or messages (conversational)     `SFTRecord` (prompt None)
 prompt-only (online RL)     prompt                                 `PromptRecord`
 pointwise ratings           prompt, response, rating / ratings     `RatingRecord`
 ==========================  =====================================  ==========================
+
+Detection, in this order: chosen or rejected -> preference; response -> rating; label ->
+unpaired (KTO); completion -> prompt-completion; prompt -> prompt-only; messages -> language
+modeling, conversational; text -> language modeling, standard. So, as in TRL's dataset types,
+prompt + completion + label is KTO's unpaired preference and prompt + completion alone is SFT's
+prompt-completion type, and a row with both `messages` and `text` is conversational (TRL's
+`is_conversational` reads `messages`; `text` stays in the extras).
 
 Preference and rating rows are validated by `alignax.data.readers.parse_row` (the JSONL/Parquet
 reader's rules: conversational pairs keep their messages in `extras["messages"]`, which
@@ -28,6 +37,18 @@ longest common character prefix of chosen and rejected, less a final space, whic
 responses. Conversational KTO and prompt-only rows keep theirs in `extras["messages"]`
 (`{"prompt": [...], "completion": [...]}` / `{"prompt": [...]}`); their `prompt` string is the
 minimal template's (`render_chat`), the generation cue included.
+
+SFT rows (`SFTRecord`, tokenised by `alignax.data.tokenize.tokenize_sft` as TRL's SFTTrainer
+does): standard ones hold their strings (`prompt`, `completion`; a language-modeling `text` is
+the `completion` of a record whose `prompt` is None). Conversational ones keep their messages in
+`extras["messages"]` under their column names (`{"messages": [...]}` or `{"prompt": [...],
+"completion": [...]}`; a completion may hold several messages, e.g. a tool call, its result and
+the answer); their strings are the minimal template's split of the conversation (`prompt +
+completion` is `render_chat` of all the messages; the prompt ends with the generation cue when
+the completion starts with an assistant message), what a tokenizer without a chat template
+reads. Other columns pass through to `extras`, among them TRL's per-row `tools` (a list of JSON
+schemas or its JSON string) and `chat_template_kwargs`, which `tokenize_sft` hands to the
+template.
 
 User ids (per-user preference learning: PAL, MiCRo): a preference row (explicit or implicit,
 standard or conversational) may carry a `user_id` column, a string or an int naming who made the
@@ -91,6 +112,30 @@ class UnpairedRecord:
 
 
 @dataclasses.dataclass
+class SFTRecord:
+    """One supervised fine-tuning example (TRL's language-modeling or prompt-completion type).
+
+    `prompt` None: language modeling, every token is trained on (`completion` is the text);
+    else a prompt-completion pair, by default trained on the completion only (TRL's
+    `completion_only_loss`). Conversational rows keep their messages in `extras["messages"]`
+    (see the module docstring).
+    """
+
+    prompt: str | None
+    completion: str
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def target_field(self) -> str:
+        """The row's column that holds what is trained on ("text", "messages" or
+        "completion"), the field a tokenisation error names."""
+        if self.prompt is not None:
+            return "completion"
+        messages = self.extras.get("messages")
+        return "messages" if isinstance(messages, Mapping) and "messages" in messages else "text"
+
+
+@dataclasses.dataclass
 class PromptRecord:
     """One prompt to be answered (online RL: GRPO, RLOO, online DPO)."""
 
@@ -98,7 +143,7 @@ class PromptRecord:
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-Record = PreferenceRecord | RatingRecord | UnpairedRecord | PromptRecord
+Record = PreferenceRecord | RatingRecord | UnpairedRecord | PromptRecord | SFTRecord
 
 
 def load_hf_dataset(source: Any, *, split: str | None = "train", cache_dir: str | None = None):
@@ -241,6 +286,49 @@ def _parse_prompt_only(row: Mapping[str, Any]) -> PromptRecord:
     return PromptRecord(render_chat(messages), extras)
 
 
+def _reserved_messages(extras: Mapping[str, Any]) -> None:
+    if "messages" in extras:
+        raise _RowError("messages", "reserved in chat rows (the reader stores the raw messages "
+                                    "there); rename it")
+
+
+def _parse_prompt_completion(row: Mapping[str, Any]) -> SFTRecord:
+    """TRL's prompt-completion type (SFT): strings, or two lists of messages."""
+    if "prompt" not in row:
+        raise _RowError("prompt", "missing (a prompt-completion row needs 'prompt' and "
+                                  "'completion'; add 'label' for an unpaired preference)")
+    prompt, completion = row["prompt"], row["completion"]
+    extras = {k: v for k, v in row.items() if k not in ("prompt", "completion")}
+    if isinstance(prompt, str) or isinstance(completion, str):
+        for field, value in (("prompt", prompt), ("completion", completion)):
+            if not isinstance(value, str):
+                raise _RowError(field, f"expected a string like the other field, got "
+                                       f"{_kind(value)}")
+        return SFTRecord(_text(prompt, "prompt"), _text(completion, "completion"), extras)
+    _reserved_messages(extras)
+    prompt = _messages(prompt, "prompt")
+    completion = _messages(completion, "completion")
+    full = render_chat(prompt + completion, add_generation_cue=False)
+    head = render_chat(prompt, add_generation_cue=completion[0]["role"] == "assistant")
+    if not full[len(head):].strip():
+        raise _RowError("completion", "empty completion (its messages have no content)")
+    extras["messages"] = {"prompt": prompt, "completion": completion}
+    return SFTRecord(head, full[len(head):], extras)
+
+
+def _parse_language_modeling(row: Mapping[str, Any]) -> SFTRecord:
+    """TRL's language-modeling type (SFT): `messages` (conversational) or `text`."""
+    if "messages" in row:
+        extras = {k: v for k, v in row.items() if k != "messages"}
+        messages = _messages(row["messages"], "messages")
+        if not any(m["content"].strip() for m in messages):
+            raise _RowError("messages", "every message is empty (nothing to train on)")
+        extras["messages"] = {"messages": messages}
+        return SFTRecord(None, render_chat(messages, add_generation_cue=False), extras)
+    extras = {k: v for k, v in row.items() if k != "text"}
+    return SFTRecord(None, _text(row["text"], "text"), extras)
+
+
 def parse_hf_row(row: Any) -> Record:
     """Validates one dataset row and converts it to a record (TRL format detected from keys).
 
@@ -260,13 +348,18 @@ def parse_hf_row(row: Any) -> Record:
         return parse_row(row)
     if "response" in row:
         return parse_row(row)
-    if "completion" in row or "label" in row:
+    if "label" in row:
         return _parse_unpaired(row)
+    if "completion" in row:
+        return _parse_prompt_completion(row)
     if "prompt" in row:
         return _parse_prompt_only(row)
+    if "messages" in row or "text" in row:
+        return _parse_language_modeling(row)
     raise _RowError("prompt", f"missing: no TRL format matches the columns {sorted(row)} "
                               f"(preference: chosen/rejected; KTO: prompt/completion/label; "
-                              f"prompt-only: prompt; rating: prompt/response/rating)")
+                              f"SFT: prompt/completion, messages or text; prompt-only: prompt; "
+                              f"rating: prompt/response/rating)")
 
 
 def _dataset_name(dataset, name: str | None) -> str:
@@ -293,7 +386,12 @@ def _measure_length(record: Record, max_length: int,
         return
     measure = (lambda s: len(tokenize(s))) if tokenize is not None else len
     unit = "tokens" if tokenize is not None else "characters"
-    field, length = "prompt", measure(record.prompt)
+    if isinstance(record, SFTRecord):
+        field = record.target_field
+        length = measure(record.completion) + (
+            measure(record.prompt) if record.prompt is not None else 0)
+    else:
+        field, length = "prompt", measure(record.prompt)
     if isinstance(record, UnpairedRecord):
         field, length = "completion", length + measure(record.completion)
     if length > max_length:

@@ -61,15 +61,58 @@ with the same template rule (TRL's GRPOTrainer: prompt rendered with the generat
 `check_token_ids` checks token arrays against a model (ids inside its vocabulary, sequences no
 longer than its learned position table) before they reach it: out-of-range ids are not an error
 inside jit, the embedding lookup returns NaN or a clamped row instead.
+
+SFT examples (`tokenize_sft`: an `alignax.data.hf_datasets.SFTRecord` -> `input_ids`, `mask`,
+`loss_mask` [T]) follow TRL's SFTTrainer (trl 1.16, `SFTTrainer._prepare_dataset`):
+
+- language modeling, standard (`{"text"}`): `[bos] + text + [eos]` (bos as above: only where
+  the tokenizer prepends it, as `tokenizer(text)` does); the eos is not appended again when the
+  text already ends with it (TRL appends `eos_token` unless the text ends with it; the ids end
+  with the eos id exactly when the text ends with its special-token string). Loss on every
+  token: `completion_only_loss` does not apply.
+- prompt-completion, standard (`{"prompt", "completion"}`): the ids of `prompt + completion`
+  tokenised as ONE text (`[bos] + ... + [eos]`, as TRL tokenises the joined strings, so tokens
+  may merge across the boundary), the prompt being their longest common prefix with the ids of
+  `[bos] + prompt` (TRL's `common_prefix_length`). `completion_only_loss` None (TRL's default)
+  or True: loss on the tokens after that prefix (the completion and the eos); False: on every
+  token.
+- conversational (`{"messages"}`, or `prompt` / `completion` lists of messages) with the
+  tokenizer's chat template: the conversation rendered and tokenised as transformers'
+  `apply_chat_template(..., tokenize=True)` (no bos or eos added: the template writes its own
+  and closes each turn); for prompt-completion the prompt is the common prefix of these ids with
+  those of the prompt rendered with `add_generation_prompt=True`. A row's `tools` and
+  `chat_template_kwargs` reach the template, as in TRL. `assistant_only_loss=True`: loss only on
+  the tokens inside the template's `{% generation %}...{% endgeneration %}` blocks (the
+  assistant turns; transformers' `return_assistant_tokens_mask`: a token overlapping a block's
+  characters counts), intersected with the completion mask where that applies. A template
+  without those markers is a ValueError (TRL swaps in a training template of its own for a few
+  known models; here pass one, `chat_template=`); a standard row is a DataError, as in TRL.
+  Without a template (or `use_chat_template=False`) a conversational record is tokenised like a
+  standard one from its minimal-template strings (with bos/eos), and `assistant_only_loss` is a
+  ValueError: the minimal template marks no turns.
+- over-long examples (`truncation_mode`): "error" (a DataError on the row's field), or cut after
+  tokenisation with the loss mask, "keep_start" (TRL's SFT default) or "keep_end"; an example
+  left with no loss token is a DataError (TRL drops it).
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import json
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from alignax.data.chat_template import (
+    _normalize_messages,
+    _plain,
+    compile_chat_template,
+    select_chat_template,
+)
 from alignax.data.errors import DataError
+from alignax.data.hf_datasets import SFTRecord
 from alignax.data.readers import PreferenceRecord
 
 
@@ -317,6 +360,258 @@ def tokenize_pairs(records: Sequence[PreferenceRecord], tokenizer, *, max_length
         out.append(tokenize_pair(record, tokenizer, max_length=max_length,
                                  use_chat_template=use_chat_template,
                                  truncation_mode=truncation_mode))
+    return out
+
+
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+_SPANS: contextvars.ContextVar = contextvars.ContextVar("alignax_generation_spans", default=None)
+
+
+def has_generation_markers(template: str) -> bool:
+    """Whether a chat template marks the assistant turns with `{% generation %}` blocks (the
+    whitespace-trim variants `{%- generation -%}` included; TRL's `has_generation_markers`)."""
+    return _GENERATION_TAG.search(template) is not None
+
+
+@functools.lru_cache(maxsize=32)
+def _tracking_template(template: str):
+    """`template` compiled in `compile_chat_template`'s sandbox (same globals and filters), its
+    `{% generation %}` tag replaced by one that records the character span each block renders
+    (transformers' `AssistantTracker`)."""
+    import jinja2
+    import jinja2.ext
+
+    class _Tracker(jinja2.ext.Extension):
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_track"), [], [], body).set_lineno(
+                lineno)
+
+        def _track(self, caller):
+            text = caller()
+            state = _SPANS.get()
+            if state is not None:  # the text rendered so far is what `generate` yielded
+                blocks, spans = state
+                start = sum(len(b) for b in blocks)
+                spans.append((start, start + len(text)))
+            return text
+
+    env = compile_chat_template(template).environment.overlay()
+    for key in [k for k, ext in env.extensions.items() if "generation" in ext.tags]:
+        del env.extensions[key]  # the overlay's own copy: the cached template is untouched
+    env.add_extension(_Tracker)
+    return env.from_string(template)
+
+
+def render_generation_spans(template: str, messages: Sequence[Mapping[str, Any]], *,
+                            special_tokens: Mapping[str, str] | None = None,
+                            tools: Sequence[Mapping[str, Any]] | None = None,
+                            **kwargs: Any) -> tuple[str, list[tuple[int, int]]]:
+    """A conversation rendered as `render_chat_template` renders it, with the character spans
+    of its `{% generation %}` blocks (transformers' `return_assistant_tokens_mask` rendering).
+
+    Args:
+      template: the jinja source; it should have generation markers (`has_generation_markers`).
+      messages: the conversation (rendered without the generation prompt).
+      special_tokens: the tokenizer's special tokens as strings.
+      tools: tool schemas, or None.
+      **kwargs: extra template variables.
+
+    Returns:
+      (text, spans): `text[a:b]` for each (a, b) in spans is one block's output, in render
+      order.
+
+    Raises:
+      ValueError: the template raised or failed (one line).
+    """
+    import jinja2
+
+    compiled = _tracking_template(template)
+    variables = {**dict(special_tokens or {}), **kwargs}
+    blocks: list[str] = []
+    spans: list[tuple[int, int]] = []
+    token = _SPANS.set((blocks, spans))
+    try:
+        for block in compiled.generate(
+                messages=_normalize_messages(messages),
+                tools=None if tools is None else _plain(list(tools)), documents=None,
+                add_generation_prompt=False, **_plain(variables)):
+            blocks.append(block)
+    except jinja2.exceptions.TemplateError as e:
+        raise ValueError(f"chat template error: {e}") from None
+    finally:
+        _SPANS.reset(token)
+    return "".join(blocks), spans
+
+
+def _assistant_ids(tokenizer, messages, *, chat_template, tools, kwargs
+                   ) -> tuple[list[int], list[int]]:
+    """(ids, assistant mask) of a conversation: transformers' `apply_chat_template(...,
+    tokenize=True, return_assistant_tokens_mask=True)`."""
+    backend = getattr(tokenizer, "backend", None)
+    if backend is None or not hasattr(tokenizer, "special_tokens"):
+        raise ValueError(f"assistant_only_loss=True needs an HFTokenizer (token offsets map the "
+                         f"template's generation blocks to tokens), got "
+                         f"{type(tokenizer).__name__}")
+    template = select_chat_template(tokenizer.chat_template, chat_template, tools=tools)
+    if not has_generation_markers(template):
+        raise ValueError("assistant_only_loss=True needs a chat template that marks the "
+                         "assistant turns with {% generation %}...{% endgeneration %}; this one "
+                         "has none: pass chat_template= a training template that does (TRL's "
+                         "trl.chat_template_utils.get_training_chat_template gives one for "
+                         "several models)")
+    text, spans = render_generation_spans(template, messages,
+                                          special_tokens=tokenizer.special_tokens, tools=tools,
+                                          **kwargs)
+    encoding = backend.encode(text, add_special_tokens=False)  # = HFTokenizer.encode(text)
+    mask = [0] * len(encoding.ids)
+    k = 0
+    for i, (start, end) in enumerate(encoding.offsets):  # a token overlapping a span counts
+        while k < len(spans) and start >= spans[k][1]:
+            k += 1
+        if k == len(spans):
+            break
+        if end > spans[k][0]:
+            mask[i] = 1
+    return list(encoding.ids), mask
+
+
+def _template_inputs(record) -> tuple[Any, dict[str, Any]]:
+    """A row's `tools` (a list, or its JSON string) and `chat_template_kwargs`, as TRL reads
+    them."""
+    tools = record.extras.get("tools")
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError as e:
+            raise DataError(f"tools: not valid JSON ({e.msg})", field="tools") from None
+    if tools is not None and not isinstance(tools, (list, tuple)):
+        raise DataError(f"tools: expected a list of tool schemas, got {type(tools).__name__}",
+                        field="tools")
+    kwargs = record.extras.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise DataError(f"chat_template_kwargs: expected a mapping, got {type(kwargs).__name__}",
+                        field="chat_template_kwargs")
+    return tools, dict(kwargs)
+
+
+def tokenize_sft(record: SFTRecord, tokenizer, *, max_length: int,
+                 completion_only_loss: bool | None = None, assistant_only_loss: bool = False,
+                 truncation_mode: str = "error", use_chat_template: bool = True,
+                 chat_template: str | None = None) -> dict[str, np.ndarray]:
+    """One SFT example -> [max_length] arrays, tokenised as TRL's SFTTrainer (module docstring).
+
+    The loss mask marks the tokens whose next-token log-probs the SFT loss counts (TRL's labels
+    other than -100; `alignax.algorithms.sft.make_sft_loss` reads token t + 1 as the target of
+    position t):
+
+        loss_mask = valid * completion (prompt-completion, completion_only_loss not False)
+                          * assistant (assistant_only_loss)
+
+    Args:
+      record: an `SFTRecord` (`alignax.data.hf_datasets.parse_hf_row` of a TRL SFT row).
+      tokenizer: as for `tokenize_pair`; `assistant_only_loss` needs an `HFTokenizer`.
+      max_length: T, the padded length.
+      completion_only_loss: TRL's SFTConfig key: None (default) or True trains a
+        prompt-completion example on its completion only, False on every token; language
+        modeling examples train on every token whatever it is.
+      assistant_only_loss: train only on the assistant turns the chat template marks with
+        `{% generation %}` blocks (conversational rows only).
+      truncation_mode: "error" (default), "keep_start" (TRL's default) or "keep_end".
+      use_chat_template: render conversational records with the tokenizer's template (False:
+        their minimal-template strings with bos/eos).
+      chat_template: a template (string, or a name among the tokenizer's) used in place of the
+        tokenizer's own, e.g. a training template with generation markers.
+
+    Returns:
+      `input_ids` [T] int32 (pad id after the n real tokens), `mask` [T] int32 (1 on them),
+      `loss_mask` [T] int32.
+
+    Raises:
+      DataError: the tokenizer has no eos; a record that is not an SFT row; with
+        `assistant_only_loss`, a standard row or a conversation without assistant tokens;
+        "error" mode and an example longer than T; no loss token (left); bad `tools`. The
+        `field` is the row's column (`text`, `messages`, `completion`, ...).
+      ValueError: an unknown `truncation_mode`; `assistant_only_loss` without a chat template
+        with generation markers.
+    """
+    check_truncation_mode(truncation_mode)
+    bos, eos, pad = special_ids(tokenizer)
+    if not isinstance(record, SFTRecord):
+        raise DataError(f"expected an SFT row (text, messages or prompt/completion), got a "
+                        f"{type(record).__name__}")
+    field = record.target_field
+    messages = record.extras.get("messages")
+    conversational = isinstance(messages, Mapping) and (
+        "messages" in messages or "completion" in messages)
+    prompt_completion = record.prompt is not None
+    if assistant_only_loss and not conversational:
+        raise DataError(f"{field}: assistant_only_loss=True needs conversational rows (lists "
+                        f"of messages); this row is standard text", field=field)
+    templated = use_chat_template and conversational and (
+        chat_template is not None or getattr(tokenizer, "chat_template", None) is not None)
+    if assistant_only_loss and not templated:
+        raise ValueError("assistant_only_loss=True needs the tokenizer's chat template (with "
+                         "{% generation %} markers); the minimal template used here marks no "
+                         "turns")
+    assistant = None
+    if templated:
+        conversation = (list(messages["prompt"]) + list(messages["completion"])
+                        if prompt_completion else list(messages["messages"]))
+        tools, kwargs = _template_inputs(record)
+        options = dict(kwargs)
+        if tools is not None:
+            options["tools"] = tools
+        if chat_template is not None:
+            options["chat_template"] = chat_template
+        if assistant_only_loss:
+            ids, assistant = _assistant_ids(tokenizer, conversation, chat_template=chat_template,
+                                            tools=tools, kwargs=kwargs)
+        else:
+            ids = list(tokenizer.apply_chat_template(conversation, tokenize=True, **options))
+        prompt_ids = list(tokenizer.apply_chat_template(
+            messages["prompt"], add_generation_prompt=True, tokenize=True,
+            **options)) if prompt_completion else []
+        specials = "the chat template"
+    else:
+        start = [] if bos is None else [bos]
+        text = record.completion if not prompt_completion else record.prompt + record.completion
+        ids = start + list(tokenizer.encode(text))
+        if not ids or ids[-1] != eos:
+            ids.append(eos)
+        prompt_ids = start + list(tokenizer.encode(record.prompt)) if prompt_completion else []
+        specials = "eos" if bos is None else "bos/eos"
+    loss = [1] * len(ids)
+    if prompt_completion and completion_only_loss is not False:
+        n = _common_prefix(prompt_ids, ids)
+        loss = [0] * n + [1] * (len(ids) - n)
+    if assistant is not None:
+        if not any(assistant):
+            raise DataError(f"{field}: no assistant tokens: the chat template's generation "
+                            f"blocks mark nothing in this conversation", field=field)
+        loss = [a * b for a, b in zip(loss, assistant)]
+    if not any(loss):
+        raise DataError(f"{field}: no token to train on (the loss mask is empty)", field=field)
+    if len(ids) > max_length:
+        if truncation_mode == "error":
+            raise DataError(f"{field}: {len(ids)} tokens with {specials} exceed "
+                            f"max_length={max_length}", field=field)
+        cut = slice(None, max_length) if truncation_mode == "keep_start" else slice(
+            len(ids) - max_length, None)
+        ids, loss = ids[cut], loss[cut]
+        if not any(loss):
+            raise DataError(f"{field}: no token to train on is left within "
+                            f"max_length={max_length} (truncation_mode={truncation_mode!r}; "
+                            f"TRL drops such rows)", field=field)
+    n = len(ids)
+    out = {"input_ids": np.full(max_length, pad, np.int32),
+           "mask": np.zeros(max_length, np.int32), "loss_mask": np.zeros(max_length, np.int32)}
+    out["input_ids"][:n] = ids
+    out["mask"][:n] = 1
+    out["loss_mask"][:n] = loss
     return out
 
 

@@ -113,7 +113,7 @@ def test_bad_rows_name_dataset_index_and_field(tmp_path):
                                         r"must be an assistant message"):
         read_hf_dataset(conv)
     with pytest.raises(DataError, match=r"^odd:0: field 'prompt': missing: no TRL format"):
-        read_hf_dataset(_save(tmp_path, "odd", {"text": ["x"]}))
+        read_hf_dataset(_save(tmp_path, "odd", {"title": ["x"]}))
     with pytest.raises(DataError, match=r"^prefs:0: field 'chosen': too long"):
         read_hf_dataset(path, max_length=1, skip_invalid=False)
     # HFSource: rows validated when read, tokenizer errors too, with the same contract
