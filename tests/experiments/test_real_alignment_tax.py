@@ -83,6 +83,7 @@ def _paths(world, *skip):
     return [f"--config.{k}.path={v}" for k, v in keys.items() if k not in skip]
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 def test_alignment_tax_real(world, tmp_path):
     summary = run_real("alignment_tax", world, tmp_path, "prompts", *_paths(world),
                        "--config.data.max_length=12", f"--config.tax.max_length={TEXT_LENGTH}",

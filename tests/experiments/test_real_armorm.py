@@ -46,6 +46,7 @@ def _flags(world, *extra):
             "--config.train.learning_rates=(0.01,)", *extra]
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 def test_armorm_real_reports_both_stages_on_test(world, tmp_path):
     summary = run_real("armorm", world, tmp_path, "ratings", *_flags(world))
     assert summary["claims"] == [] and summary["plots"] == []
@@ -85,6 +86,7 @@ def test_armorm_real_reports_both_stages_on_test(world, tmp_path):
         assert min(scores.values()) == pytest.approx(m[f"val_mse_{name}"])
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 def test_armorm_real_errors_and_a_run_without_verbosity(world, tmp_path, capsys):
     spec = os.path.join(REPO, "experiments", "armorm.py:real")
     base = ["run", spec, f"--config.model.path={world['lm']}",

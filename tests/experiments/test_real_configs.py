@@ -40,6 +40,7 @@ def _metrics(summary, variant="default"):
     return {k: v["mean"] for k, v in summary["results"][variant]["metrics"].items()}
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 def test_bt_dpo_synthetic_real(world, tmp_path):
     stages = [f"--config.{s}.{k}" for s in ("sft", "rm", "dpo") for k in
               ("train.steps=2", "train.batch_size=4", "train.eval_every=1",
@@ -53,6 +54,7 @@ def test_bt_dpo_synthetic_real(world, tmp_path):
         assert np.isfinite(m[key]), key
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 def test_grpo_arithmetic_real(world, tmp_path):
     summary = _run("grpo_arithmetic", world, tmp_path, "prompts", "--config.data.max_length=12",
                    "--config.grpo.eval_every=1", *_online("grpo"))
@@ -88,6 +90,7 @@ def test_real_helpers_and_missing_paths(world, tmp_path, capsys):
     assert "data.path is required" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 def test_rlhf_frontier_real(world, tmp_path):
     summary = _run("rlhf_frontier", world, tmp_path, "prompts", "--config.data.max_length=12",
                    f"--config.proxy.path={world['rm']}", f"--config.gold.path={world['rm']}",
@@ -100,6 +103,7 @@ def test_rlhf_frontier_real(world, tmp_path):
         assert np.isfinite(m[key]), key
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 @pytest.mark.parametrize("method", ["brpo_judge", "grpo_rm"])
 def test_writing_zero_real(world, tmp_path, method):
     scorer = "judge" if method == "brpo_judge" else "rm"
@@ -115,6 +119,7 @@ def test_writing_zero_real(world, tmp_path, method):
         assert np.isfinite(m["test_rm"])
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 def test_semantic_rewards_real(world, tmp_path):
     summary = _run("semantic_rewards", world, tmp_path, "prompts", "--config.data.max_length=12",
                    "--config.data.reference_length=4", "--config.rl.eval_every=1",
@@ -125,6 +130,7 @@ def test_semantic_rewards_real(world, tmp_path):
     assert m["chosen_iteration"] in (1.0, 2.0)
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 def test_dpa_real(world, tmp_path):
     summary = _run("dpa", world, tmp_path, "prompts", "--config.data.max_length=24",
                    f"--config.rm.path={world['rm']}", "--config.task.num_bins=2",

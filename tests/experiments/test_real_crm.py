@@ -24,6 +24,7 @@ def world(tmp_path_factory):
     return write_real_world(tmp_path_factory.mktemp("real"))
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 def test_crm_real_reports_both_models_their_mean_and_the_baseline(world, tmp_path):
     summary = run_real("crm", world, tmp_path, "pairs", "--config.data.max_length=16",
                        "--config.rm.train.steps=2", "--config.rm.train.batch_size=4",

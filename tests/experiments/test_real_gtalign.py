@@ -26,6 +26,7 @@ def _module():
     return load_module(SPEC)
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 def test_gtalign_real_reports_welfare_and_user_runs_before_and_after(world, tmp_path):
     summary = run_real("gtalign", world, tmp_path, "prompts", "--config.data.max_length=12",
                        f"--config.rm.path={world['rm']}", "--config.data.answer_field=answer",

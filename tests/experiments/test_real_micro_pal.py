@@ -48,6 +48,7 @@ TRAIN = ("--config.train.steps=4", "--config.train.steps_per_log=2",
          "--config.train.learning_rates=[0.01]", "--config.data.max_length=16")
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 def test_pal_real(world, tmp_path):
     summary = run_real("pal", world, tmp_path, "user_pairs", *TRAIN,
                        "--config.pal.num_prototypes=[2, 3]", "--config.pal.out_dim=4",
@@ -68,6 +69,7 @@ def test_pal_real(world, tmp_path):
     assert np.isfinite(m["final_loss"]) and np.isfinite(m["bt_final_loss"])
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 def test_micro_real(world, tmp_path):
     summary = run_real("micro", world, tmp_path, "user_pairs", *TRAIN,
                        "--config.micro.num_heads=2", "--config.micro.test_users=1",

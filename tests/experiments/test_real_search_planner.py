@@ -95,6 +95,7 @@ def test_real_config_errors(world, tmp_path, capsys):
     assert "reward.alpha=-1.0 must be >= 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 def test_search_planner_real(world, tmp_path):
     summary = run_real(
         "search_planner", world, tmp_path, "questions", f"--config.corpus.path={world['corpus']}",
