@@ -141,7 +141,8 @@ def cached_run(name: str, config: Mapping[str, Any],
       cache_dir: the cache directory; None uses $ALIGNAX_CACHE, else ~/.cache/alignax.
 
     Returns:
-      What `train_fn` returns.
+      What `train_fn` returns, its arrays committed to their devices (as a restored run's are),
+      so a trained and a restored result call the same compiled programs.
     """
     if not name or os.sep in name or name.startswith("."):
         raise ValueError(f"cache name must be a plain folder-name prefix, got {name!r}")
@@ -151,10 +152,20 @@ def cached_run(name: str, config: Mapping[str, Any],
     if jax.process_count() > 1:
         if jax.process_index() == 0:
             _write_config(workdir, plain)
-        return train_fn(plain, workdir)
+        return _committed(train_fn(plain, workdir))
     with _exclusive(os.path.join(workdir, _LOCK_FILE)):
         _write_config(workdir, plain)
-        return train_fn(plain, workdir)
+        return _committed(train_fn(plain, workdir))
+
+
+def _committed(result):
+    """`result` with every jax.Array committed to its devices (`device_put` to its own
+    sharding; a no-op for the committed ones). A restored run's arrays come committed from the
+    checkpoint and a fresh run's may not: jit caches the two separately, so without this every
+    program a cached result flows into would compile once for the run that trained and again for
+    the calls that restored."""
+    return jax.tree.map(lambda x: jax.device_put(x, x.sharding) if isinstance(x, jax.Array)
+                        else x, result)
 
 
 def _trained(fit_result, steps: int) -> bool:

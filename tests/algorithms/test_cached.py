@@ -136,3 +136,18 @@ def test_cache_dir_defaults_to_the_environment(tmp_path, monkeypatch):
     log, active, lock = [], [], threading.Lock()
     path = cached_run("toy", {"seed": 5}, _marker_run(log, active, lock))
     assert os.path.dirname(path) == str(tmp_path)
+
+
+def test_results_are_committed_so_trained_and_restored_calls_share_programs(tmp_path):
+    """A fresh run's arrays are uncommitted, a restored run's come committed from the checkpoint;
+    jit caches the two separately. cached_run commits them all: one program serves both."""
+    def train_fn(config, workdir):
+        return {"w": jnp.ones(3) * config["scale"], "note": "x"}  # uncommitted, as computed
+
+    out = cached_run("c", {"scale": 2.0}, train_fn, cache_dir=str(tmp_path))
+    assert out["w"]._committed and out["note"] == "x"
+    np.testing.assert_array_equal(out["w"], [2.0, 2.0, 2.0])
+    f = jax.jit(lambda x: x + 1)
+    f(out["w"])
+    f(jax.device_put(np.ones(3, np.float32), jax.devices()[0]))  # a restored (committed) array
+    assert f._cache_size() == 1
