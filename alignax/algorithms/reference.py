@@ -50,42 +50,6 @@ FINAL_FILE = "ref_logps.npy"
 META_FILE = "meta.json"
 
 
-class RefLogpsSource:
-    """A random-access pair source whose records also hold `ref_chosen_logps` and
-    `ref_rejected_logps` (float32 scalars).
-
-    Attributes:
-      source: the wrapped source (`len`, `source[i]` -> dict of arrays).
-      logps: [N, 2] float32, column 0 chosen, column 1 rejected.
-      directory: where they are stored (None: computed in memory only).
-      computed: how many records this call ran the reference on (0 when loaded).
-    """
-
-    def __init__(self, source, logps: np.ndarray, directory: str | None = None,
-                 computed: int = 0):
-        if logps.shape != (len(source), 2):
-            raise ValueError(f"logps {logps.shape} do not match a source of {len(source)} "
-                             "records")
-        self.source, self.logps, self.directory, self.computed = (source, logps, directory,
-                                                                  computed)
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def _with_ref(self, record: Mapping[str, Any], i) -> dict:
-        row = self.logps[i]
-        return {**record, REF_FIELDS[0]: np.float32(row[0]), REF_FIELDS[1]: np.float32(row[1])}
-
-    def __getitem__(self, i):
-        return self._with_ref(self.source[i], i)
-
-    def __getitems__(self, indices):
-        indices = list(indices)
-        getitems = getattr(self.source, "__getitems__", None)
-        records = getitems(indices) if callable(getitems) else [self.source[i] for i in indices]
-        return [self._with_ref(r, i) for r, i in zip(records, indices)]
-
-
 def stack_ref_logps(batch: Mapping[str, Any]) -> dict:
     """`ref_logps` [2B] (chosen rows, then rejected rows: the layout
     `alignax.algorithms.direct.make_direct_loss` reads) from a batch's `ref_chosen_logps` and
@@ -226,35 +190,63 @@ def precompute_ref_logps(
     missing = [k for k in PAIR_FIELDS if k not in source[0]]
     if missing:
         raise ValueError(f"record 0 has no {missing}; a pair record needs {PAIR_FIELDS}")
-    sharding = None
-    if mesh is not None:
-        sharding = shd.batch_sharding(mesh)
-        shards = int(mesh.shape["data"]) * int(mesh.shape["fsdp"])
-        if batch_size % shards:
-            raise ValueError(f"batch_size={batch_size} does not split over the mesh's "
-                             f"data x fsdp = {shards} shards")
-
-    directory = None
+    sharding = _batch_sharding(mesh, batch_size)
+    directory, done = None, None
     if workdir is not None:
         records = records_hash(source)
         reference = f"key:{key}" if key is not None else f"params:{params_hash(ref_params)}"
         fingerprint = hashlib.sha256(f"{n}|{records}|{reference}".encode()).hexdigest()[:24]
-        directory = os.path.join(workdir, "ref_logps", fingerprint)
-        done = _load(os.path.join(directory, FINAL_FILE), (n, 2))
-        if done is not None:
-            return RefLogpsSource(source, done, directory, computed=0)
+        directory, done = _open_store(workdir, fingerprint, (n, 2), {
+            "records": n, "records_sha256": records, "reference": reference,
+            "fields": list(REF_FIELDS)})
+    if done is None:
+        forward = jax.jit(lambda params, batch: jnp.stack(
+            pair_logps(apply_fn, params, batch, token_logps=token_logps), -1))
+        done, computed = _compute_rows(forward, ref_params, source, PAIR_FIELDS, 2,
+                                       batch_size=batch_size, chunk_batches=chunk_batches,
+                                       directory=directory, sharding=sharding,
+                                       name="precompute_ref_logps")
+    else:
+        computed = 0
+    return RefLogpsSource(source, done, directory, computed=computed)
+
+
+def _batch_sharding(mesh, batch_size: int):
+    """Rows over the mesh's data x fsdp axes (None without a mesh); ValueError when
+    `batch_size` does not split over them."""
+    if mesh is None:
+        return None
+    shards = int(mesh.shape["data"]) * int(mesh.shape["fsdp"])
+    if batch_size % shards:
+        raise ValueError(f"batch_size={batch_size} does not split over the mesh's "
+                         f"data x fsdp = {shards} shards")
+    return shd.batch_sharding(mesh)
+
+
+def _open_store(workdir: str, fingerprint: str, shape: tuple[int, int], meta: dict):
+    """(directory, the finished [N, K] values or None) of the store `workdir/ref_logps/
+    <fingerprint>/`; a store without its final file gets `meta.json` (again)."""
+    directory = os.path.join(workdir, "ref_logps", fingerprint)
+    done = _load(os.path.join(directory, FINAL_FILE), shape)
+    if done is None:
         os.makedirs(directory, exist_ok=True)
-        meta = {"records": n, "records_sha256": records, "reference": reference,
-                "fields": list(REF_FIELDS)}
         with open(os.path.join(directory, META_FILE), "w") as f:
             json.dump(meta, f, indent=1)
+    return directory, done
+
+
+def _compute_rows(jitted, ref_params, source, input_fields, k: int, *, batch_size: int,
+                  chunk_batches: int, directory: str | None, sharding, name: str):
+    """[N, K] float32 `jitted(ref_params, batch)` over `source` in order and the number of
+    records computed: batches of `batch_size` records (the last padded with copies of its last
+    record, whose outputs are dropped) stacked over `input_fields`; with `directory`, chunks of
+    `chunk_batches` batches are written atomically as the pass goes (an interrupted pass
+    continues after its last complete chunk), then the final file, and the chunks removed."""
     if jax.process_count() > 1:
         raise NotImplementedError(
-            "precompute_ref_logps computes in one process; run it once in a single process "
-            "with the same workdir, then every process of this job loads the stored values")
-
-    forward = jax.jit(lambda params, batch: jnp.stack(
-        pair_logps(apply_fn, params, batch, token_logps=token_logps), -1))
+            f"{name} computes in one process; run it once in a single process with the same "
+            f"workdir, then every process of this job loads the stored values")
+    n = len(source)
 
     def compute(start: int, end: int) -> np.ndarray:
         out = []
@@ -262,10 +254,14 @@ def precompute_ref_logps(
             rows = list(range(lo, min(lo + batch_size, end)))
             rows += [rows[-1]] * (batch_size - len(rows))  # pad the last batch, dropped below
             records = [source[i] for i in rows]
-            batch = {k: np.stack([np.asarray(r[k]) for r in records]) for k in PAIR_FIELDS}
+            batch = {f: np.stack([np.asarray(r[f]) for r in records]) for f in input_fields}
             if sharding is not None:
                 batch = jax.device_put(batch, sharding)
-            out.append(np.asarray(forward(ref_params, batch), np.float32))
+            values = np.asarray(jitted(ref_params, batch), np.float32)
+            if values.shape != (batch_size, k):
+                raise ValueError(f"forward returned {values.shape}, expected "
+                                 f"({batch_size}, {k})")
+            out.append(values)
         return np.concatenate(out)[: end - start]
 
     chunk = batch_size * chunk_batches
@@ -273,7 +269,7 @@ def precompute_ref_logps(
     for start in range(0, n, chunk):
         end = min(start + chunk, n)
         path = None if directory is None else _chunk_path(directory, start, end)
-        values = None if path is None else _load(path, (end - start, 2))
+        values = None if path is None else _load(path, (end - start, k))
         if values is None:
             values = compute(start, end)
             computed += end - start
@@ -285,7 +281,7 @@ def precompute_ref_logps(
         _atomic_save(os.path.join(directory, FINAL_FILE), logps)
         for path in glob.glob(os.path.join(directory, "rows-*.npy")):
             os.remove(path)
-    return RefLogpsSource(source, logps, directory, computed=computed)
+    return logps, computed
 
 
 class RowLogpsSource:
@@ -325,6 +321,22 @@ class RowLogpsSource:
         getitems = getattr(self.source, "__getitems__", None)
         records = getitems(indices) if callable(getitems) else [self.source[i] for i in indices]
         return [self._with_logps(r, i) for r, i in zip(records, indices)]
+
+
+class RefLogpsSource(RowLogpsSource):
+    """A random-access pair source whose records also hold `ref_chosen_logps` and
+    `ref_rejected_logps` (float32 scalars): a `RowLogpsSource` with those two fields.
+
+    Attributes:
+      source: the wrapped source (`len`, `source[i]` -> dict of arrays).
+      logps: [N, 2] float32, column 0 chosen, column 1 rejected.
+      directory: where they are stored (None: computed in memory only).
+      computed: how many records this call ran the reference on (0 when loaded).
+    """
+
+    def __init__(self, source, logps: np.ndarray, directory: str | None = None,
+                 computed: int = 0):
+        super().__init__(source, logps, REF_FIELDS, directory, computed)
 
 
 def rows_hash(source, fields) -> str:
@@ -399,67 +411,20 @@ def precompute_row_logps(
     missing = [f for f in input_fields if f not in source[0]]
     if missing:
         raise ValueError(f"record 0 has no {missing}; the reference pass reads {input_fields}")
-    sharding = None
-    if mesh is not None:
-        sharding = shd.batch_sharding(mesh)
-        shards = int(mesh.shape["data"]) * int(mesh.shape["fsdp"])
-        if batch_size % shards:
-            raise ValueError(f"batch_size={batch_size} does not split over the mesh's "
-                             f"data x fsdp = {shards} shards")
-
-    directory = None
+    sharding = _batch_sharding(mesh, batch_size)
+    directory, done = None, None
     if workdir is not None:
         records = rows_hash(source, input_fields)
         reference = f"key:{key}" if key is not None else f"params:{params_hash(ref_params)}"
         fingerprint = hashlib.sha256(
             f"{n}|{records}|{reference}|{','.join(output_fields)}".encode()).hexdigest()[:24]
-        directory = os.path.join(workdir, "ref_logps", fingerprint)
-        done = _load(os.path.join(directory, FINAL_FILE), (n, k))
-        if done is not None:
-            return RowLogpsSource(source, done, output_fields, directory, computed=0)
-        os.makedirs(directory, exist_ok=True)
-        meta = {"records": n, "records_sha256": records, "reference": reference,
-                "inputs": list(input_fields), "fields": list(output_fields)}
-        with open(os.path.join(directory, META_FILE), "w") as f:
-            json.dump(meta, f, indent=1)
-    if jax.process_count() > 1:
-        raise NotImplementedError(
-            "precompute_row_logps computes in one process; run it once in a single process "
-            "with the same workdir, then every process of this job loads the stored values")
-
-    jitted = jax.jit(forward)
-
-    def compute(start: int, end: int) -> np.ndarray:
-        out = []
-        for lo in range(start, end, batch_size):
-            rows = list(range(lo, min(lo + batch_size, end)))
-            rows += [rows[-1]] * (batch_size - len(rows))  # pad the last batch, dropped below
-            records = [source[i] for i in rows]
-            batch = {f: np.stack([np.asarray(r[f]) for r in records]) for f in input_fields}
-            if sharding is not None:
-                batch = jax.device_put(batch, sharding)
-            values = np.asarray(jitted(ref_params, batch), np.float32)
-            if values.shape != (batch_size, k):
-                raise ValueError(f"forward returned {values.shape}, expected "
-                                 f"({batch_size}, {k})")
-            out.append(values)
-        return np.concatenate(out)[: end - start]
-
-    chunk = batch_size * chunk_batches
-    parts, computed = [], 0
-    for start in range(0, n, chunk):
-        end = min(start + chunk, n)
-        path = None if directory is None else _chunk_path(directory, start, end)
-        values = None if path is None else _load(path, (end - start, k))
-        if values is None:
-            values = compute(start, end)
-            computed += end - start
-            if path is not None:
-                _atomic_save(path, values)
-        parts.append(values)
-    logps = np.concatenate(parts)
-    if directory is not None:
-        _atomic_save(os.path.join(directory, FINAL_FILE), logps)
-        for path in glob.glob(os.path.join(directory, "rows-*.npy")):
-            os.remove(path)
-    return RowLogpsSource(source, logps, output_fields, directory, computed=computed)
+        directory, done = _open_store(workdir, fingerprint, (n, k), {
+            "records": n, "records_sha256": records, "reference": reference,
+            "inputs": list(input_fields), "fields": list(output_fields)})
+    computed = 0
+    if done is None:
+        done, computed = _compute_rows(jax.jit(forward), ref_params, source, input_fields, k,
+                                       batch_size=batch_size, chunk_batches=chunk_batches,
+                                       directory=directory, sharding=sharding,
+                                       name="precompute_row_logps")
+    return RowLogpsSource(source, done, output_fields, directory, computed=computed)
