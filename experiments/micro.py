@@ -102,11 +102,8 @@ import numpy as np
 import optax
 
 from alignax import protocol
-from alignax.algorithms import pretrained, real
-from alignax.data import DataError, PreferenceRecord
-from alignax.data.hf_datasets import HFSource, user_ids
-from alignax.data.tokenize import tokenize_pair
-from alignax.eval.embeddings import sequence_embeddings
+from alignax.algorithms import real
+from alignax.data import DataError
 from alignax.losses.reward import (bradley_terry_loss, hedge_routing_update,
                                    mixture_bradley_terry_loss)
 from alignax.models.mlp import MLPConfig, make_mlp
@@ -422,36 +419,6 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
 
 # --- :real ------------------------------------------------------------------------------------
 
-def pair_embeddings(config) -> dict:
-    """The dataset's pairs as frozen checkpoint embeddings (module docstring, `:real`).
-
-    Returns {"chosen", "rejected": [N, D] float32 (prompt + response), "prompt": [N, D] (the
-    prompt's tokens of the same rows), "users": [N] int32 user index in first-seen order,
-    "names": the U user names, "name": the dataset's name in messages}.
-
-    Raises:
-      DataError: a bad row, a row without `data.user_field`, an over-long pair (with
-        `data.truncation_mode` "error"), each naming the row.
-    """
-    tok = real.tokenizer(config)
-    source = HFSource(real.dataset(config), functools.partial(
-        tokenize_pair, tokenizer=tok, max_length=int(config.data.max_length),
-        truncation_mode=config.data.truncation_mode), kinds=(PreferenceRecord,))
-    users, names = user_ids([source.record(i) for i in range(len(source))], name=source.name,
-                            field=config.data.user_field)
-    tokens = real.stack([source[i] for i in range(len(source))])
-    model, params = pretrained.load_pretrained(real.model_config(config), "lm")
-    params = jax.device_put(params)  # once, not at every chunk
-    batch = int(config.data.eval_batch_size) or len(source)
-    prompt_mask = tokens["chosen_mask"] * (1 - tokens["chosen_response_mask"])
-    rows = {"chosen": (tokens["chosen_ids"], tokens["chosen_mask"]),
-            "rejected": (tokens["rejected_ids"], tokens["rejected_mask"]),
-            "prompt": (tokens["chosen_ids"], prompt_mask)}
-    out = {k: sequence_embeddings(model, params, ids, mask, pool="last", batch_size=batch)
-           for k, (ids, mask) in rows.items()}
-    return {**out, "users": users, "names": names, "name": source.name}
-
-
 def real_splits(config, users: np.ndarray, names: list, name: str) -> dict[str, np.ndarray]:
     """Row indices of the `:real` splits: the training users' train / val / test rows
     (`held_out_split` of their rows in dataset order), each test user's stream rows [U', L]
@@ -518,7 +485,7 @@ def run_real(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[
     baseline, every seed at once on the checkpoint's embeddings."""
     seeds = [int(s) for s in config.seeds]
     labels = sorted({0, *(int(n) for n in config.micro.eval_labels)})
-    emb = pair_embeddings(config)
+    emb = real.pair_embeddings(config, user_field=config.data.user_field, prompt=True)
     splits = real_splits(config, emb["users"], emb["names"], emb["name"])
     num_test_users = int(config.micro.test_users)
     num_train_users = len(emb["names"]) - num_test_users

@@ -94,11 +94,8 @@ import numpy as np
 import optax
 
 from alignax import protocol
-from alignax.algorithms import pretrained, real
-from alignax.data import DataError, PreferenceRecord
-from alignax.data.hf_datasets import HFSource, user_ids
-from alignax.data.tokenize import tokenize_pair
-from alignax.eval.embeddings import sequence_embeddings
+from alignax.algorithms import real
+from alignax.data import DataError
 from alignax.losses.reward import bradley_terry_loss, ideal_point_loss, ideal_points
 from alignax.models.mlp import MLPConfig, make_mlp
 from alignax.tasks import simulators as sim
@@ -438,32 +435,6 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
 
 # --- :real ------------------------------------------------------------------------------------
 
-def pair_embeddings(config):
-    """The dataset's pairs as frozen checkpoint embeddings (module docstring, `:real`).
-
-    Returns {"chosen", "rejected": [N, D] float32, "users": [N] int32 user index in first-seen
-    order, "names": the U user names, "name": the dataset's name in messages}.
-
-    Raises:
-      DataError: a bad row, a row without `data.user_field`, an over-long pair (with
-        `data.truncation_mode` "error"), each naming the row.
-    """
-    tok = real.tokenizer(config)
-    source = HFSource(real.dataset(config), functools.partial(
-        tokenize_pair, tokenizer=tok, max_length=int(config.data.max_length),
-        truncation_mode=config.data.truncation_mode), kinds=(PreferenceRecord,))
-    users, names = user_ids([source.record(i) for i in range(len(source))], name=source.name,
-                            field=config.data.user_field)
-    tokens = real.stack([source[i] for i in range(len(source))])
-    model, params = pretrained.load_pretrained(real.model_config(config), "lm")
-    params = jax.device_put(params)  # once, not at every chunk
-    batch = int(config.data.eval_batch_size) or len(source)
-    out = {side: sequence_embeddings(model, params, tokens[f"{side}_ids"],
-                                     tokens[f"{side}_mask"], pool="last", batch_size=batch)
-           for side in ("chosen", "rejected")}
-    return {**out, "users": users, "names": names, "name": source.name}
-
-
 def real_splits(config, users: np.ndarray, names: list, name: str) -> dict[str, np.ndarray]:
     """Row indices of the `:real` splits: seen users' train / val / test rows (each user's
     pairs split by `held_out_split` in dataset order), the unseen users' shot rows
@@ -523,7 +494,7 @@ def run_real(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[
     """`:real` (module docstring): PAL-A with K chosen on validation, the unseen users'
     few-shot fits and the BT baseline, every seed at once on the checkpoint's embeddings."""
     seeds = [int(s) for s in config.seeds]
-    emb = pair_embeddings(config)
+    emb = real.pair_embeddings(config, user_field=config.data.user_field)
     splits = real_splits(config, emb["users"], emb["names"], emb["name"])
     num_seen = len(emb["names"]) - int(config.pal.unseen_users)
     data = real_data(emb, splits, num_seen, len(seeds))

@@ -24,6 +24,8 @@ pieces every such config shares live here, so that each module adds only its own
 - `pair_data` / `prompt_data`: the dataset's rows tokenised with the checkpoint's tokenizer and
   chat template (`tokenize_pair`, `tokenize_prompt`), as a lazy grain source (train pairs) or
   stacked arrays (held-out pairs, prompts);
+- `pair_embeddings`: the pairs as frozen checkpoint embeddings (and their user ids), the
+  input of the embedding-level reward models (pal, micro);
 - `map_in_chunks`: an offline held-out evaluation in row chunks (bounded memory);
 - `decode_responses`, `stop_tokens`, `final_answer`: rollout text, stop ids (-1: the eos) and a
   completion's final answer;
@@ -217,6 +219,53 @@ def pair_data(config, tok, data=None) -> dict[str, Any]:
     return {"train": source(train),
             "validation": stack([source(val)[i] for i in range(len(val))]),
             "test": stack([source(test)[i] for i in range(len(test))])}
+
+
+def pair_embeddings(config, *, user_field: str | None = None, prompt: bool = False) -> dict:
+    """The dataset's pairs (`data.path`) as frozen embeddings of the checkpoint `model.path`:
+    each side tokenised with its chat template (`tokenize_pair`, `data.max_length`,
+    `data.truncation_mode`) and pooled at its last token (`alignax.eval.embeddings.
+    sequence_embeddings`, in chunks of `data.eval_batch_size` rows; 0: all at once).
+
+    Returns {"chosen", "rejected": [N, D] float32 (prompt + response), "name": the dataset's
+    name in messages}; with `prompt`, "prompt": [N, D] (the prompt's tokens of the same rows:
+    a causal model's state at the prompt's last token); with `user_field`, "users": [N] int32
+    user index in first-seen order and "names": the U user names
+    (`alignax.data.hf_datasets.user_ids`).
+
+    Raises:
+      DataError: a bad row, a row without `user_field`, an over-long pair (with
+        `data.truncation_mode` "error"), each naming the row.
+    """
+    import functools
+
+    import jax
+
+    from alignax.algorithms import pretrained
+    from alignax.data import HFSource, PreferenceRecord
+    from alignax.data.hf_datasets import user_ids
+    from alignax.data.tokenize import tokenize_pair
+    from alignax.eval.embeddings import sequence_embeddings
+
+    source = HFSource(dataset(config), functools.partial(
+        tokenize_pair, tokenizer=tokenizer(config), max_length=int(config.data.max_length),
+        truncation_mode=config.data.truncation_mode), kinds=(PreferenceRecord,))
+    out = {"name": source.name}
+    if user_field is not None:
+        out["users"], out["names"] = user_ids(
+            [source.record(i) for i in range(len(source))], name=source.name, field=user_field)
+    tokens = stack([source[i] for i in range(len(source))])
+    model, params = pretrained.load_pretrained(model_config(config), "lm")
+    params = jax.device_put(params)  # once, not at every chunk
+    batch = int(config.data.eval_batch_size) or len(source)
+    rows = {side: (tokens[f"{side}_ids"], tokens[f"{side}_mask"])
+            for side in ("chosen", "rejected")}
+    if prompt:
+        rows["prompt"] = (tokens["chosen_ids"],
+                          tokens["chosen_mask"] * (1 - tokens["chosen_response_mask"]))
+    for k, (ids, mask) in rows.items():
+        out[k] = sequence_embeddings(model, params, ids, mask, pool="last", batch_size=batch)
+    return out
 
 
 def prompt_data(config, tok, max_prompt_length: int, data=None,
