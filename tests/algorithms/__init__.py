@@ -15,3 +15,21 @@ def tiny_pairs(vocab: int = 20, seed: int = 0):
         "chosen_response_mask": resp, "rejected_response_mask": resp[::-1].copy(),
     }
     return resp, batch
+
+
+def unpaired_rows(n: int, length: int, seed: int = 0, *, index: bool = False) -> list[dict]:
+    """n random right-padded KTO rows of `length` tokens (prompt 1-4 tokens, completion 1-6,
+    ids in [3, 32), every third row undesirable); with `index`, each row's position too."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        p, c = int(rng.integers(1, 5)), int(rng.integers(1, 7))
+        ids = np.zeros(length, np.int32)
+        ids[:p + c] = rng.integers(3, 32, p + c)
+        mask = (np.arange(length) < p + c).astype(np.int32)
+        resp = ((np.arange(length) >= p) & (np.arange(length) < p + c)).astype(np.int32)
+        row = {"ids": ids, "mask": mask, "response_mask": resp, "label": np.asarray(i % 3 != 0)}
+        if index:
+            row["index"] = np.asarray(i, np.int32)
+        rows.append(row)
+    return rows

@@ -12,6 +12,7 @@ import pytest
 from alignax.algorithms import common, kto
 from alignax.losses import kto_loss
 from alignax.models.transformer import TransformerConfig, make_lm
+from tests.algorithms import unpaired_rows
 from tests.test_utils import ListSource
 
 MODEL_CFG = dict(vocab_size=32, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=16)
@@ -23,17 +24,7 @@ APPLY = jax.jit(MODEL.apply)
 
 
 def unpaired_source(n=16, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        p, c = int(rng.integers(1, 5)), int(rng.integers(1, 7))
-        ids = np.zeros(T, np.int32)
-        ids[:p + c] = rng.integers(3, 32, p + c)
-        mask = (np.arange(T) < p + c).astype(np.int32)
-        resp = ((np.arange(T) >= p) & (np.arange(T) < p + c)).astype(np.int32)
-        rows.append({"ids": ids, "mask": mask, "response_mask": resp,
-                     "label": np.asarray(i % 3 != 0)})
-    return ListSource(rows)
+    return ListSource(unpaired_rows(n, T, seed))
 
 
 def _hand_logps(params, ids, mask, resp):

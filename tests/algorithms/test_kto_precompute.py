@@ -17,6 +17,7 @@ from alignax.data.unpaired import (KL_FIELDS, KLRowsSource, dataset_kl_donors, k
                                    mismatched_rows)
 from alignax.losses import kto_loss
 from alignax.models.transformer import TransformerConfig, make_lm
+from tests.algorithms import unpaired_rows
 from tests.test_utils import ListSource
 
 MODEL_CFG = dict(vocab_size=32, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_len=16)
@@ -31,17 +32,7 @@ SEED = 3  # its second batch's KL rows have a positive mean log-ratio after the 
 
 def unpaired_source(n=N, seed=0):
     """n random right-padded rows (prompt 1-4 tokens, completion 1-6), with their `index`."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        p, c = int(rng.integers(1, 5)), int(rng.integers(1, 7))
-        ids = np.zeros(T, np.int32)
-        ids[:p + c] = rng.integers(3, 32, p + c)
-        mask = (np.arange(T) < p + c).astype(np.int32)
-        resp = ((np.arange(T) >= p) & (np.arange(T) < p + c)).astype(np.int32)
-        rows.append({"ids": ids, "mask": mask, "response_mask": resp,
-                     "label": np.asarray(i % 3 != 0), "index": np.asarray(i, np.int32)})
-    return ListSource(rows)
+    return ListSource(unpaired_rows(n, T, seed, index=True))
 
 
 SOURCE = unpaired_source()
