@@ -457,8 +457,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     seeds = [int(s) for s in config.seeds]
     data = stack_seeds([make_data(config, s) for s in seeds])
     lm = make_model(config)
-    # uncommitted like a fresh run's params whether trained or restored from the cache (a
-    # restored array is committed to its device, which would compile every program anew)
+    # uncommitted, as fit_small's outputs are (cached_run returns committed arrays): `evaluate`
+    # and the GRPO fit then serve the start and the trained params with one program each
     start = jax.device_put(jax.device_get(start_policy(config, workdir, data).params))
     fit = grpo_train(config, os.path.join(workdir, "grpo"), lm, start, data)
     evaluate = jax.jit(jax.vmap(make_evaluate(config, lm)))
