@@ -80,6 +80,8 @@ def test_gradients_of_each_model_come_only_from_the_pairs_its_peer_selected():
     for m, peer in ((a, b), (b, a)):
         picked[m] = np.sort(np.argsort(-np.asarray(margins[peer]), kind="stable")[:4])
         want = plain(params[m], {k: v[picked[m]] for k, v in batch.items()})
+        # the same float32 gradient summed over the picked pairs in another order (a masked
+        # mean over the batch vs a mean over the gathered rows): a few ulps, atol for ~0 entries
         jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-7),
                      grads[m], want)
     # the two models start apart (different keys) and select different pairs for each other

@@ -138,6 +138,8 @@ def test_precomputed_batch_gives_the_loss_of_fixed_donors_and_the_reference():
     expected, kl = _hand_loss(POLICY, indices)
     assert kl > 0  # z0 is not clamped away: the KL rows move the loss
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    # atol: the KL is a small mean of differences of float32 sequence log-probs of about -20
+    # (rounding ~1e-6 absolute), as in test_kto
     np.testing.assert_allclose(metrics["kl"], kl, rtol=1e-5, atol=2e-6)
     in_step = {k: v for k, v in batch.items() if k not in outputs}
     loss_ref, metrics_ref = fn(POLICY, in_step, None, REF)
