@@ -116,9 +116,9 @@ def _aligned_policy(config, policy, spec, cache):
     """GRPO from the SFT policy toward the gold token-score reward; cached by config hash."""
     key = {"policy": config.policy.to_dict(), "grpo": config.grpo.to_dict(),
            "num_prompts": int(config.num_prompts), "spec": dict(spec)}
-    return jax.device_get(cached_run(
+    return cached_run(
         "aligned", key, lambda _, workdir: _train_aligned(config, policy, spec, workdir),
-        cache_dir=cache)["params"])
+        cache_dir=cache)["params"]
 
 
 def _train_aligned(config, policy, spec, workdir):

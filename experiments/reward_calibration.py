@@ -189,9 +189,9 @@ def _sft_policy(qa, cfg, cache):
     model_cfg = {**cfg["model"], "vocab_size": qa.vocab_size, "max_len": 4}
     model = _lm(json.dumps(model_cfg, sort_keys=True))
     key = {"sft": cfg, "items": qa.p.tolist()}
-    return model, jax.device_get(cached_run(
+    return model, cached_run(
         "qa_sft", key, lambda _, workdir: _train_sft(qa, cfg, model_cfg, workdir),
-        cache_dir=cache)["params"])
+        cache_dir=cache)["params"]
 
 
 def _train_sft(qa, cfg, model_cfg, workdir):

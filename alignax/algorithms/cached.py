@@ -163,9 +163,17 @@ def _committed(result):
     sharding; a no-op for the committed ones). A restored run's arrays come committed from the
     checkpoint and a fresh run's may not: jit caches the two separately, so without this every
     program a cached result flows into would compile once for the run that trained and again for
-    the calls that restored."""
-    return jax.tree.map(lambda x: jax.device_put(x, x.sharding) if isinstance(x, jax.Array)
-                        else x, result)
+    the calls that restored. An array on one device is placed on that device
+    (`SingleDeviceSharding`): a recipe trained on a one-device mesh returns `NamedSharding`
+    arrays, another cached result (a `fit_small` policy) single-device ones, and a program that
+    takes both (a sampler called with either policy) would compile once for each placement."""
+    def place(x):
+        if not isinstance(x, jax.Array):
+            return x
+        devices = x.sharding.device_set
+        return jax.device_put(x, next(iter(devices)) if len(devices) == 1 else x.sharding)
+
+    return jax.tree.map(place, result)
 
 
 def _trained(fit_result, steps: int) -> bool:

@@ -27,6 +27,7 @@ Shapes: B batch, T tokens, D model width, H heads, K kv heads, E head dim, F MLP
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from typing import Any, Callable, NamedTuple
@@ -1064,13 +1065,22 @@ def make_from_module(module_cls, cfg: TransformerConfig) -> Model:
                  apply_cached=apply_cached)
 
 
+# Equal configs give the same Model object: jitted programs that take a Model as a static
+# argument (samplers, rollouts, steps) or call its `apply` are then traced and compiled once per
+# config in a process, not once per `make_lm` call (an experiment that builds its policy in
+# several places, a test suite). Models are immutable (NamedTuples of pure functions).
+@functools.lru_cache(maxsize=128)
 def make_lm(cfg: TransformerConfig) -> Model:
-    """Causal LM: `apply(params, input_ids [B,T], mask [B,T]) -> logits [B,T,V]` (float32)."""
+    """Causal LM: `apply(params, input_ids [B,T], mask [B,T]) -> logits [B,T,V]` (float32).
+
+    Memoised: equal configs return the same `Model`."""
     return make_from_module(CausalLM, cfg)
 
 
+@functools.lru_cache(maxsize=128)
 def make_reward_model(cfg: TransformerConfig) -> Model:
     """Scalar reward model: `apply(params, input_ids [B,T], mask [B,T]) -> rewards [B]`;
     `apply(params, input_ids, segment_ids, reward_positions=[B, S]) -> rewards [B, S]` for
-    packed rows (see `ScalarRewardModel.__call__`)."""
+    packed rows (see `ScalarRewardModel.__call__`). Memoised: equal configs return the same
+    `Model`."""
     return make_from_module(ScalarRewardModel, cfg)
