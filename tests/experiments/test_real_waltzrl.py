@@ -38,6 +38,7 @@ def _module():
     return load_module(os.path.join(REPO, "experiments", "waltzrl.py"))
 
 
+@pytest.mark.slow  # an end-to-end :real run (system tier)
 def test_real_waltzrl_runs_both_stages(world, tmp_path):
     summary = run_real(
         "waltzrl", world, tmp_path, "safety", *WORDS, "--config.waltz.turn_tokens=3",
