@@ -688,6 +688,12 @@ def train(config: Mapping[str, Any], workdir: str, *, model, init_params, ref_pa
             controls["reward"] = jax.tree.map(
                 lambda new, old: jnp.asarray(new, old.dtype), new_reward_state,
                 state.controls["reward"])
+            # the scalar leaves of the reward's state after this iteration (e.g. a Lagrange
+            # multiplier and its cost estimate) are logged, so their curves are in metrics.jsonl
+            for path, leaf in jax.tree_util.tree_leaves_with_path(controls["reward"]):
+                if jnp.ndim(leaf) == 0:
+                    name = jax.tree_util.keystr(path, simple=True, separator="/")
+                    metrics["reward_state" + (f"/{name}" if name else "")] = float(leaf)
         if mixer is not None:
             grads = None
             if objective_gradients is not None:

@@ -1,6 +1,7 @@
 """GRPO-S difficulty scaling, BRPO bootstrapped references and multi-objective rewards in the
 policy-gradient recipe, and the objective mixer on hand-made numbers."""
 
+import json
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -175,6 +176,12 @@ def test_a_stateful_reward_keeps_its_state_in_the_checkpoint(tmp_path):
     args = dict(reward_fn=reward_fn, reward_state=init, **ARGS)
     full = policy_gradient.train(config, str(tmp_path / "a"), **args)
     assert int(full["state"].controls["reward"]["calls"]) == 4
+    # the state's scalars after each iteration are logged
+    logged = [json.loads(line) for line in _text(tmp_path / "a" / "metrics.jsonl").splitlines()]
+    calls = [m["reward_state/calls"] for m in logged if "reward_state/calls" in m]
+    assert calls == [1.0, 2.0, 3.0, 4.0]
+    assert full["metrics"]["reward_state/mean"] == pytest.approx(
+        float(full["state"].controls["reward"]["mean"]))
     policy_gradient.train({**config, "iterations": 2}, str(tmp_path / "b"), **args)
     resumed = policy_gradient.train(config, str(tmp_path / "b"), **args)
     assert resumed["resumed_from"] == 2
