@@ -42,7 +42,8 @@ They agree with `arithmetic.step_labels` (rules "prefix", "local") on the same t
 
 `sample_values` fills the results of the template (prompt, left operands, operations and
 operands written by the format, results drawn from an LM one step at a time): a generator whose
-errors are arithmetic errors only.
+errors are arithmetic errors only. `continue_values` does the same from a written prefix on
+(the policy's Monte-Carlo completions of `alignax.tasks.step_labels`).
 
 Everything random is a deterministic function of the numpy Generator (or jax key) passed in.
 """
@@ -554,5 +555,71 @@ def sample_values(logits_fn: Callable[[jax.Array], jax.Array], ids, result_pos, 
         return ids, values, logps
 
     init = (ids, jnp.zeros((b, width), jnp.int32), jnp.zeros((b, width), jnp.float32))
+    _, values, logps = jax.lax.fori_loop(0, width, body, init)
+    return values, logps
+
+
+def continue_values(logits_fn: Callable[[jax.Array], jax.Array], ids, result_pos, num_steps,
+                    start_step, key: jax.Array, *, modulus: int, temperature=1.0
+                    ) -> tuple[jax.Array, jax.Array]:
+    """Completes written solution prefixes: `sample_values` from step `start_step` on.
+
+    Row b keeps the results of its steps j < L_b = start_step[b] as written in `ids` (a
+    prefix y_1..y_L, with the left operand of step L + 1 written as y_L: `encode(chains,
+    values, lhs)` with x_{L+1} = y_L) and draws the results of steps L_b + 1..k from the LM as
+    `sample_values` does: y_j ~ softmax(l[DIGIT0 : DIGIT0 + p] / temperature) after
+    "x_j op_j b_j =", written at its position and as the next left operand (or after '>' as the
+    answer at the last step). The draw of step j uses the key `fold_in(key, j)`, so with
+    start_step = 0 this is `sample_values` draw for draw. The Monte-Carlo completion of a prefix
+    by the policy (Math-Shepherd: Wang et al. 2024, arXiv 2312.08935), one program for every
+    prefix length.
+
+    Args:
+      logits_fn: `ids [B, T] -> logits [B, T, V]` (a causal LM with its params bound).
+      ids: [B, T] int32 rows holding each prefix (`encode`; the later results are ignored).
+      result_pos: [B, K] int32 (`result_positions`, -1 in padding).
+      num_steps: [B] int32 k.
+      start_step: [B] int32 L in [0, k]: the steps kept (0: the whole solution is drawn).
+      key: PRNG key.
+      modulus: p <= 10.
+      temperature: >= 0 (0: greedy), scalar or [B].
+
+    Returns:
+      (values [B, K] int32: the kept results, then the drawn ones (0 in padding), logps [B, K]
+      float32: log-prob of each drawn result under the untempered digit-restricted
+      distribution (0 for kept steps and padding)).
+    """
+    ids = jnp.asarray(ids, jnp.int32)
+    result_pos = jnp.asarray(result_pos, jnp.int32)
+    num_steps = jnp.asarray(num_steps, jnp.int32)
+    start_step = jnp.asarray(start_step, jnp.int32)
+    b, width = result_pos.shape
+    rows = jnp.arange(b)
+    temp = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), (b,))
+    written = ids[rows[:, None], jnp.maximum(result_pos, 0)] - DIGIT0
+    kept = (jnp.arange(width)[None, :] < jnp.minimum(start_step, num_steps)[:, None])
+    values0 = jnp.where(kept, written, 0).astype(jnp.int32)
+
+    def body(j, carry):
+        ids, values, logps = carry
+        pos = result_pos[:, j]
+        live = (j < num_steps) & (j >= start_step)
+        at = jnp.maximum(pos - 1, 0)
+        logits = logits_fn(ids)[rows, at, DIGIT0:DIGIT0 + modulus].astype(jnp.float32)
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        drawn = jax.random.categorical(jax.random.fold_in(key, j),
+                                       logits / jnp.where(temp > 0, temp, 1.0)[:, None])
+        y = jnp.where(temp > 0, drawn, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
+        tok = DIGIT0 + y
+        keep = jnp.where(live, tok, ids[rows, jnp.maximum(pos, 0)])
+        ids = ids.at[rows, jnp.maximum(pos, 0)].set(keep)
+        nxt = jnp.where(j == num_steps - 1, pos + 3, pos + 2)  # answer, or next x
+        ids = ids.at[rows, jnp.where(live, nxt, 0)].set(jnp.where(live, tok, ids[rows, 0]))
+        values = values.at[:, j].set(jnp.where(live, y, values[:, j]))
+        logps = logps.at[:, j].set(jnp.where(live, jnp.take_along_axis(
+            logp, y[:, None], axis=1)[:, 0], 0.0))
+        return ids, values, logps
+
+    init = (ids, values0, jnp.zeros((b, width), jnp.float32))
     _, values, logps = jax.lax.fori_loop(0, width, body, init)
     return values, logps

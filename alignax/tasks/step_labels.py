@@ -20,6 +20,10 @@ annotation (PRM800K) on the modular-arithmetic chains of `alignax.tasks.chains`:
    result).
    Cost: the completion steps (6 tokens each) and answer tokens ("> y [EOS]", 3 per rollout)
    generated over all rollouts, sum_j M (k - 1 - j) steps per candidate of k steps.
+   `make_policy_completer(logits_fn)(params)` is the policy completer: the LM that wrote the
+   candidates continues each prefix (`make_policy_sampler`: `chains.continue_values`, the same
+   program also draws fresh candidates from empty prefixes), as in Math-Shepherd;
+   `completion_cost` is what one completion generates.
 
 2. Reference-guided single-pass labelling (SPARE: Rizvi et al. 2025, "SPARE: Single-Pass
    Annotation with Reference-Guided Evaluation for Automatic Process Supervision and Reward
@@ -48,8 +52,10 @@ a deterministic function of the numpy Generator passed in.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, NamedTuple
 
+import jax
 import numpy as np
 
 from alignax.tasks import chains as ch
@@ -262,3 +268,122 @@ def reference_labels(chains: ch.Chains, values, lhs=None, *, rule: str = "first_
     labels = labels.astype(np.int32)
     return StepLabels(labels, mask.astype(np.int32), labels.astype(np.float32), k.copy(),
                       ch.STEP_TOKENS * k)
+
+
+# ----------------------------------------------------------------------------- policy completer
+
+
+def completion_cost(prefixes: Prefixes) -> tuple[np.ndarray, np.ndarray]:
+    """What completing each prefix generates: (steps [B], tokens [B]) int64.
+
+        steps_b = k_b - L_b,    tokens_b = 6 steps_b + 3   ("> y [EOS]" after the last step),
+
+    so that summed over the M (k - 1 - j) rollouts of `rollout_labels` they give its
+    `cost_steps` and `cost_tokens`.
+    """
+    steps = (np.asarray(prefixes.chains.num_steps, np.int64)
+             - np.asarray(prefixes.length, np.int64))
+    return steps, ch.STEP_TOKENS * steps + ANSWER_TOKENS
+
+
+def _bucket(n: int, chunk_size: int) -> int:
+    """The rows of one compiled call: the next power of two >= n, at most `chunk_size`."""
+    return min(int(chunk_size), 1 << max(int(n) - 1, 0).bit_length())
+
+
+PrefixSampler = Callable[[Prefixes, np.random.Generator], np.ndarray]
+
+
+def make_policy_sampler(logits_fn: Callable, *, temperature: float = 1.0,
+                        chunk_size: int = 4096) -> Callable[[object], PrefixSampler]:
+    """The policy writing the rest of solution prefixes: `bind(params)(prefixes, rng) ->
+    values [B, K] int32`.
+
+    Each prefix s_1..s_L (the candidate's results y_1..y_L and left operands; L = 0: nothing
+    kept, a fresh sample) is written into its chain's template, and the LM
+    `logits_fn(params, ids [B, T], mask [B, T]) -> logits [B, T, V]` writes the results of steps
+    L + 1..k (`chains.continue_values` at `temperature`) starting from x_{L+1} = y_L (a_0 for
+    L = 0). One jitted program serves every params of the same structure (e.g. each seed's
+    generator) and every prefix length: the B prefixes go in chunks of `_bucket(B,
+    chunk_size)` rows (the last one padded with copies of its first row), T =
+    `chains.max_length(K)`. The key of a call is drawn from `rng` (one integer), so the values
+    are a deterministic function of (params, prefixes, rng state).
+
+    Args:
+      logits_fn: `(params, ids, mask) -> logits` of a causal LM over the `arithmetic` vocabulary.
+      temperature: >= 0 sampling temperature (0: greedy).
+      chunk_size: most rows per compiled call.
+
+    Returns:
+      `bind(params) -> sample`, sample(prefixes, rng) -> values [B, K] (the kept results, then
+      the written ones; 0 in padding).
+    """
+    if float(temperature) < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+    @functools.partial(jax.jit, static_argnames=("modulus",))
+    def run(params, ids, mask, rpos, k, start, key, *, modulus):
+        return ch.continue_values(lambda x: logits_fn(params, x, mask), ids, rpos, k, start,
+                                  key, modulus=modulus, temperature=float(temperature))[0]
+
+    def bind(params) -> PrefixSampler:
+        def sample(prefixes: Prefixes, rng: np.random.Generator) -> np.ndarray:
+            c = prefixes.chains
+            b, width = c.ops.shape
+            length = np.asarray(prefixes.length, np.int32)
+            if length.shape != (b,) or np.any(length < 0) or np.any(length > c.num_steps):
+                raise ValueError("prefixes.length must be [B] in [0, k]")
+            kept = np.arange(width)[None, :] < length[:, None]
+            values = np.where(kept, np.asarray(prefixes.values), 0).astype(np.int32)
+            # the kept left operands as written, then x_{L+1} = y_L and consistent after
+            lhs = np.where(kept, np.asarray(prefixes.lhs), ch.consistent_lhs(c, values))
+            lhs = np.where(c.valid(), lhs, 0).astype(np.int32)
+            ids, mask = ch.encode(c, values, lhs)
+            rpos, k = ch.result_positions(c), np.asarray(c.num_steps, np.int32)
+            key = jax.random.key(int(rng.integers(0, 2 ** 31 - 1)))
+            size = _bucket(b, chunk_size)
+            out = []
+            for i, lo in enumerate(range(0, b, size)):
+                part = [x[lo:lo + size] for x in (ids, mask, rpos, k, length)]
+                pad = size - part[0].shape[0]
+                part = [np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) for x in part]
+                vals = run(params, *part, jax.random.fold_in(key, i), modulus=c.modulus)
+                out.append(np.asarray(vals)[:size - pad])
+            return np.concatenate(out).astype(np.int32)
+
+        return sample
+
+    return bind
+
+
+def as_completer(sample: PrefixSampler) -> Completer:
+    """A prefix sampler (`make_policy_sampler(...)(params)`) as a completer: the answer is the
+    last result it writes, `chains.final_values`."""
+    def complete(prefixes: Prefixes, rng: np.random.Generator) -> np.ndarray:
+        return ch.final_values(prefixes.chains, sample(prefixes, rng)).astype(np.int32)
+
+    return complete
+
+
+def make_policy_completer(logits_fn: Callable, *, temperature: float = 1.0,
+                          chunk_size: int = 4096) -> Callable[[object], Completer]:
+    """A completer that continues prefixes with the policy itself (Math-Shepherd's rollouts).
+
+    `make_policy_completer(fn)(params)` is `complete(prefixes, rng) -> answers [B]`: the
+    policy `fn` writes steps L + 1..k of each prefix (`make_policy_sampler`) and the answer is
+    the last result it writes. This is the Monte-Carlo estimate of Wang et al. 2024
+    (Math-Shepherd, arXiv 2312.08935) with the same policy that wrote the candidates; its cost
+    is `completion_cost` per prefix.
+
+    Args:
+      logits_fn: `(params, ids, mask) -> logits` of a causal LM over the `arithmetic` vocabulary.
+      temperature: >= 0 sampling temperature (0: greedy completions).
+      chunk_size: most rows per compiled call.
+
+    Returns:
+      `bind(params) -> complete`.
+    """
+    sampler = make_policy_sampler(logits_fn, temperature=temperature, chunk_size=chunk_size)
+    return lambda params: as_completer(sampler(params))

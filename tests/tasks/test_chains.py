@@ -181,3 +181,45 @@ def test_rows_without_the_prompt_are_the_solution_rows_shifted():
                                   ch.last_positions(c) - (p - 1))
     assert (short[np.arange(c.size), ch.last_positions(c, with_prompt=False)] == ar.EOS_ID).all()
     np.testing.assert_array_equal(ch.decode_values(c, short, with_prompt=False), gold)
+
+
+def _oracle(tokens):
+    """Logits of the right result after each "x op b =" (x, op, b read three tokens back)."""
+    x = tokens - ch.DIGIT0
+    op = jnp.argmax(tokens[..., None] == jnp.asarray(ch.OP_TOKENS), -1)
+    right = ch.apply_ops(jnp.roll(x, 3, axis=1), jnp.roll(op, 2, axis=1),
+                         jnp.roll(x, 1, axis=1), 10)
+    return 10.0 * jax.nn.one_hot(ch.DIGIT0 + right, ar.VOCAB_SIZE)
+
+
+def test_continue_values_keeps_the_prefix_and_completes_from_its_last_result():
+    c = _chains(n=32, seed=5)
+    rng = np.random.default_rng(0)
+    wrong = (ch.reference_values(c) + rng.integers(1, 10, c.ops.shape)) % 10
+    wrong = np.where(c.valid(), wrong, 0)
+    start = rng.integers(0, c.num_steps + 1).astype(np.int32)  # L in [0, k]
+    kept = np.arange(c.max_steps)[None, :] < start[:, None]
+    prefix = np.where(kept, wrong, 0).astype(np.int32)
+    ids, _ = ch.encode(c, prefix)  # consistent: x_{L+1} = y_L
+    f = jax.jit(lambda i, s, key: ch.continue_values(_oracle, i, ch.result_positions(c),
+                                                     c.num_steps, s, key, modulus=10,
+                                                     temperature=0.0))
+    values, logps = (np.asarray(x) for x in f(ids, start, jax.random.key(0)))
+    # by hand: the kept results, then the right result from the previous written one
+    expect = prefix.copy()
+    for i in range(c.size):
+        a = int(c.start[i]) if start[i] == 0 else int(prefix[i, start[i] - 1])
+        for j in range(start[i], c.num_steps[i]):
+            a = int(ch.apply_ops(a, c.ops[i, j], c.operands[i, j], 10))
+            expect[i, j] = a
+    np.testing.assert_array_equal(values, expect)
+    assert (logps[kept] == 0).all() and (logps[c.valid() & ~kept] > -1e-3).all()
+    # start 0 is sample_values draw for draw (a flat distribution, sampled)
+    flat = lambda tokens: jnp.zeros(tokens.shape + (ar.VOCAB_SIZE,))  # noqa: E731
+    t, _ = ch.encode(c, np.zeros(c.ops.shape, np.int32))
+    a = ch.sample_values(flat, t, ch.result_positions(c), c.num_steps, jax.random.key(3),
+                         modulus=10)
+    b = ch.continue_values(flat, t, ch.result_positions(c), c.num_steps,
+                           np.zeros(c.size, np.int32), jax.random.key(3), modulus=10)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

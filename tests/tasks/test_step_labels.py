@@ -165,3 +165,71 @@ def test_rollout_labels_with_a_noisy_completer_agree_at_the_predicted_rate():
     assert (out.labels[pad] == 0).all() and (out.mask[pad] == 0).all()
     assert (out.soft[pad] == 0).all()
     assert out.labels.shape == out.soft.shape == c.ops.shape
+
+
+def _oracle_lm(params, tokens, mask):
+    """A "perfect" policy: logits of the right result after each "x op b =" (read three tokens
+    back), scaled by params (a large scale: greedy-like sampling)."""
+    import jax
+    import jax.numpy as jnp
+
+    from alignax.tasks import arithmetic as ar
+
+    del mask
+    x = tokens - ch.DIGIT0
+    op = jnp.argmax(tokens[..., None] == jnp.asarray(ch.OP_TOKENS), -1)
+    right = ch.apply_ops(jnp.roll(x, 3, axis=1), jnp.roll(op, 2, axis=1),
+                         jnp.roll(x, 1, axis=1), 10)
+    return params * jax.nn.one_hot(ch.DIGIT0 + right, ar.VOCAB_SIZE)
+
+
+def test_policy_completer_with_a_perfect_policy_is_the_perfect_completer():
+    c = _chains(60, 7, steps=(2, 6))
+    _, values, lhs = _corrupted(c, 8)
+    complete = sl.make_policy_completer(_oracle_lm, chunk_size=16)(50.0)
+    rng = np.random.default_rng(0)
+    length = rng.integers(1, c.num_steps).astype(np.int32)
+    pre = sl.Prefixes(c, values, lhs, length)
+    ans = complete(pre, np.random.default_rng(1))
+    assert ans.shape == (60,) and ans.dtype == np.int32
+    # the gold continuation from y_L: the noisy completer with q = 1
+    np.testing.assert_array_equal(ans, sl.noisy_completer(1.0)(pre, np.random.default_rng(2)))
+    on_path = (values == ch.reference_values(c))[np.arange(60), length - 1]
+    np.testing.assert_array_equal(ans[on_path], ch.answers(c)[on_path])
+    # rollout labels from the perfect policy equal the perfect completer's, costs included
+    a = sl.rollout_labels(c, values, lhs, complete=complete, num_rollouts=2,
+                          rng=np.random.default_rng(3))
+    b = sl.rollout_labels(c, values, lhs, complete=sl.noisy_completer(1.0), num_rollouts=2,
+                          rng=np.random.default_rng(3))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_policy_completer_is_deterministic_in_rng_and_samples():
+    c = _chains(40, 9, steps=(3, 5))
+    gold = ch.reference_values(c)
+    pre = sl.Prefixes(c, gold, ch.consistent_lhs(c, gold), np.ones(40, np.int32))
+    complete = sl.make_policy_completer(_oracle_lm, chunk_size=32)(0.0)  # flat: uniform
+    one = complete(pre, np.random.default_rng(5))
+    np.testing.assert_array_equal(one, complete(pre, np.random.default_rng(5)))
+    assert not np.array_equal(one, complete(pre, np.random.default_rng(6)))
+    assert len(np.unique(one)) > 5 and ((one >= 0) & (one < 10)).all()
+    with pytest.raises(ValueError, match="prefixes.length"):
+        complete(sl.Prefixes(c, gold, gold, np.full(40, 9, np.int32)), np.random.default_rng(0))
+
+
+def test_completion_cost_sums_to_the_rollout_cost():
+    c = _chains(30, 11, steps=(1, 6))
+    gold = ch.reference_values(c)
+    m, seen = 3, []
+
+    def complete(pre, rng):
+        seen.append(sl.completion_cost(pre))
+        return sl.noisy_completer(1.0)(pre, rng)
+
+    out = sl.rollout_labels(c, gold, complete=complete, num_rollouts=m,
+                            rng=np.random.default_rng(0))
+    steps, tokens = (np.concatenate(x) for x in zip(*seen))
+    assert steps.sum() == out.cost_steps.sum() and tokens.sum() == out.cost_tokens.sum()
+    k = c.num_steps.astype(np.int64)
+    assert out.cost_steps.sum() == (m * k * (k - 1) // 2).sum()
