@@ -34,13 +34,12 @@ import numpy as np
 from alignax.algorithms import direct, policy_gradient, pretrained, reward_model, sft
 from alignax.data import (HFSource, HFTokenizer, PreferenceRecord, PromptRecord, UnpairedRecord,
                           load_hf_dataset)
-from alignax.data.chat_template import select_chat_template
+from alignax.data.chat_template import has_generation_markers, select_chat_template
 from alignax.data.errors import DataError
 from alignax.data.hf_datasets import SFTRecord
 from alignax.data.packing import PaddedSource, unpad_pair, unpad_sequence
 from alignax.data.token_cache import build_token_cache, cache_key
 from alignax.data.tokenize import (
-    has_generation_markers,
     special_ids,
     tokenize_pair,
     tokenize_prompt,

@@ -97,18 +97,14 @@ SFT examples (`tokenize_sft`: an `alignax.data.hf_datasets.SFTRecord` -> `input_
 
 from __future__ import annotations
 
-import contextvars
-import functools
 import json
-import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from alignax.data.chat_template import (
-    _normalize_messages,
-    _plain,
-    compile_chat_template,
+    has_generation_markers,
+    render_generation_spans,
     select_chat_template,
 )
 from alignax.data.errors import DataError
@@ -361,90 +357,6 @@ def tokenize_pairs(records: Sequence[PreferenceRecord], tokenizer, *, max_length
                                  use_chat_template=use_chat_template,
                                  truncation_mode=truncation_mode))
     return out
-
-
-_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
-_SPANS: contextvars.ContextVar = contextvars.ContextVar("alignax_generation_spans", default=None)
-
-
-def has_generation_markers(template: str) -> bool:
-    """Whether a chat template marks the assistant turns with `{% generation %}` blocks (the
-    whitespace-trim variants `{%- generation -%}` included; TRL's `has_generation_markers`)."""
-    return _GENERATION_TAG.search(template) is not None
-
-
-@functools.lru_cache(maxsize=32)
-def _tracking_template(template: str):
-    """`template` compiled in `compile_chat_template`'s sandbox (same globals and filters), its
-    `{% generation %}` tag replaced by one that records the character span each block renders
-    (transformers' `AssistantTracker`)."""
-    import jinja2
-    import jinja2.ext
-
-    class _Tracker(jinja2.ext.Extension):
-        tags = {"generation"}
-
-        def parse(self, parser):
-            lineno = next(parser.stream).lineno
-            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-            return jinja2.nodes.CallBlock(self.call_method("_track"), [], [], body).set_lineno(
-                lineno)
-
-        def _track(self, caller):
-            text = caller()
-            state = _SPANS.get()
-            if state is not None:  # the text rendered so far is what `generate` yielded
-                blocks, spans = state
-                start = sum(len(b) for b in blocks)
-                spans.append((start, start + len(text)))
-            return text
-
-    env = compile_chat_template(template).environment.overlay()
-    for key in [k for k, ext in env.extensions.items() if "generation" in ext.tags]:
-        del env.extensions[key]  # the overlay's own copy: the cached template is untouched
-    env.add_extension(_Tracker)
-    return env.from_string(template)
-
-
-def render_generation_spans(template: str, messages: Sequence[Mapping[str, Any]], *,
-                            special_tokens: Mapping[str, str] | None = None,
-                            tools: Sequence[Mapping[str, Any]] | None = None,
-                            **kwargs: Any) -> tuple[str, list[tuple[int, int]]]:
-    """A conversation rendered as `render_chat_template` renders it, with the character spans
-    of its `{% generation %}` blocks (transformers' `return_assistant_tokens_mask` rendering).
-
-    Args:
-      template: the jinja source; it should have generation markers (`has_generation_markers`).
-      messages: the conversation (rendered without the generation prompt).
-      special_tokens: the tokenizer's special tokens as strings.
-      tools: tool schemas, or None.
-      **kwargs: extra template variables.
-
-    Returns:
-      (text, spans): `text[a:b]` for each (a, b) in spans is one block's output, in render
-      order.
-
-    Raises:
-      ValueError: the template raised or failed (one line).
-    """
-    import jinja2
-
-    compiled = _tracking_template(template)
-    variables = {**dict(special_tokens or {}), **kwargs}
-    blocks: list[str] = []
-    spans: list[tuple[int, int]] = []
-    token = _SPANS.set((blocks, spans))
-    try:
-        for block in compiled.generate(
-                messages=_normalize_messages(messages),
-                tools=None if tools is None else _plain(list(tools)), documents=None,
-                add_generation_prompt=False, **_plain(variables)):
-            blocks.append(block)
-    except jinja2.exceptions.TemplateError as e:
-        raise ValueError(f"chat template error: {e}") from None
-    finally:
-        _SPANS.reset(token)
-    return "".join(blocks), spans
 
 
 def _assistant_ids(tokenizer, messages, *, chat_template, tools, kwargs

@@ -12,7 +12,8 @@ import pytest
 from alignax.data import (ByteTokenizer, DataError, HFSource, UnpairedRecord, load_hf_dataset,
                           read_hf_dataset)
 from alignax.data.hf_datasets import SFTRecord, parse_hf_row
-from alignax.data.tokenize import has_generation_markers, render_generation_spans, tokenize_sft
+from alignax.data.chat_template import has_generation_markers, render_generation_spans
+from alignax.data.tokenize import tokenize_sft
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 USER = {"role": "user", "content": "What is the capital of France?"}
