@@ -6,7 +6,15 @@
 - `mdp`: gridworlds and tree MDPs with (soft) value iteration and segment preferences;
 - `simulators`: Bradley-Terry / Thurstone labels, noise, annotators, mixtures, cycles, ties,
   Likert ratings;
-- `hierarchical`: HERON's comparator (label by the first important-enough factor).
+- `hierarchical`: HERON's comparator (label by the first important-enough factor);
+- `chains`: k-step modular-arithmetic chains with gold "first error" step labels, corruptions
+  and reference solutions; `step_labels`: Monte-Carlo rollout and reference-guided (SPARE)
+  step labels with their annotation cost;
+- `rag`: retrieval-augmented preference pairs (query, documents; grounded, cited, abstaining
+  and conflict-robust answers) for RAG reward-model evaluation.
+
+Other testbeds (`gold`, `path_gold`, `policies`, `pedagogy`, `scored_sequences`, `search`,
+`sequence_prefs`, `splits`, `zipf`) are imported by module name.
 """
 
 from alignax.tasks import arithmetic, features, hierarchical, mdp, simulators
