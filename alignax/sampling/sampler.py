@@ -13,13 +13,34 @@ The policy-gradient recipes use `logps` as the behaviour policy's log-probs (`ol
 TRL's GRPOTrainer does without vLLM (it recomputes them with the training model): the sampling
 options change which tokens are drawn, not the log-probs the update's ratios are taken against.
 
+Guided decoding (`sample_guided`, GenARM: Xu et al. 2024, arXiv 2410.08193) runs K guide models
+(autoregressive reward models sharing the base's tokenizer) in the same scan, each with its own KV
+cache, and draws every token from
+
+    log pi~(y_t | x, y_<t) = log pi_base(y_t | .) + sum_i (alpha_i / beta) log pi_r_i(y_t | .) + c
+
+(`alignax.sampling.guided_logits`). The guarantee then reads, for the same three kinds:
+
+- `logps`: log pi~(token), the guided distribution's own (temperature 1, no processing): equal to
+  the log-softmax of the combined log-softmaxes of full forwards of all K + 1 models over the
+  same tokens (tested to 1e-5 in float32). It is the behaviour policy's log-prob of the sample;
+- `base_logps`: log pi_base(token), the base model's own, what a training forward of the base
+  computes (so sum_t (logps - base_logps) is a one-sample estimate of KL(pi~ || pi_base));
+- `guide_logps` [K, ...]: each guide's own log pi_r_i(token); their masked sum over t is the
+  ARM's reward r_i(x, y) of the sample;
+- `sampling_logps`: the processed guided distribution (temperature, truncation on the combined
+  logits), equal to `logps` without processing.
+
+With every alpha_i = 0 the combined logits equal the base's bit for bit, and `sample_guided`
+returns `sample`'s tokens and log-probs for the same key.
+
 Shapes: B prompts, n samples per prompt, P prompt length, N new tokens, S = P + N cache slots.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -162,11 +183,130 @@ def categorical(key: jax.Array, logits: jax.Array) -> jax.Array:
     return (j * block + k).astype(jnp.int32)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("model", "max_new_tokens", "num_samples", "temperature", "top_k", "top_p",
-                     "min_p", "repetition_penalty", "stop_tokens", "pad_id"),
-)
+class GuidedSampleOutput(NamedTuple):
+    """Samples of guided decoding (`sample_guided`), rows as in `SampleOutput`.
+
+    Attributes:
+      prompt_ids, prompt_mask, tokens, mask, sampling_logps, prompt_index: as `SampleOutput`.
+      logps: [B*n, N] float32 log-probs under the guided distribution pi~ (temperature 1,
+        untruncated: the module docstring); 0 where mask is False.
+      base_logps: [B*n, N] float32 log-probs under the base model itself.
+      guide_logps: [K, B*n, N] float32 log-probs under each guide model itself.
+    """
+
+    prompt_ids: jax.Array
+    prompt_mask: jax.Array
+    tokens: jax.Array
+    mask: jax.Array
+    logps: jax.Array
+    sampling_logps: jax.Array
+    prompt_index: jax.Array
+    base_logps: jax.Array
+    guide_logps: jax.Array
+
+
+def _decode(models, params, prompt_ids, prompt_mask, rng, coefs, *, max_new_tokens, num_samples,
+            temperature, top_k, top_p, min_p, repetition_penalty, stop_tokens, pad_id):
+    """The sampler's one prefill + `lax.scan`, for `models[0]` alone (`coefs` None) or guided by
+    `models[1:]` with combined logits `models[0]`'s + sum_i coefs[i] log_softmax(models[i+1]'s).
+
+    Returns (ids, mask, tokens, live, logps, sampling_logps, base_logps, guide_logps) with the
+    last two None unguided; rows prompt-major as `SampleOutput`.
+    """
+    for m in models:
+        if m.apply_cached is None:
+            raise ValueError("sample needs a causal LM model (with apply_cached)")
+    b, p = prompt_ids.shape
+    n, s = num_samples, prompt_ids.shape[1] + max_new_tokens
+    ids, mask = left_align(prompt_ids.astype(jnp.int32), prompt_mask.astype(bool))
+    guided = coefs is not None
+
+    # Prefill: the prompts fill cache slots [0, P) of every model's own cache.
+    slots = jnp.arange(s)
+    key_valid = jnp.concatenate([mask, jnp.zeros((b, max_new_tokens), bool)], axis=1)  # [B, S]
+    attn = (slots[None, None, :] <= jnp.arange(p)[None, :, None]) & key_valid[:, None, :]
+    positions = positions_from_mask(mask)
+    lasts, caches = [], []
+    for m, prm in zip(models, params):
+        logits, cache = m.apply_cached(prm, ids, positions, attn, init_cache(m.config, b, s), 0)
+        lasts.append(logits[:, -1])  # [B, V]: left alignment puts every prompt's last at P - 1
+        caches.append(cache)
+    next_pos = mask.sum(axis=-1).astype(jnp.int32)
+
+    def repeat(x):
+        return jnp.repeat(x, n, axis=0)
+
+    penalise = repetition_penalty != 1.0
+    seen = None
+    if penalise:  # [B, V]: the prompt's valid tokens
+        rows = jnp.arange(b)[:, None]
+        seen = jnp.zeros(lasts[0].shape, jnp.int32).at[rows, ids].max(mask.astype(jnp.int32)) > 0
+    lasts, next_pos, key_valid, seen = jax.tree.map(repeat, (lasts, next_pos, key_valid, seen))
+    caches = [repeat_cache(c, n) for c in caches]  # the batch axis of stacked caches is not 0
+    stop = jnp.asarray(stop_tokens if stop_tokens else [-1], jnp.int32)
+
+    def step(carry, i):
+        caches, lasts, next_pos, key_valid, done, rng, seen = carry
+        rng, key = jax.random.split(rng)
+        last = lasts[0]
+        if guided:  # log pi_base + sum_i (alpha_i / beta) log pi_r_i, up to a constant
+            guide_lp = [jax.nn.log_softmax(g.astype(jnp.float32), axis=-1) for g in lasts[1:]]
+            base_lp = jax.nn.log_softmax(last.astype(jnp.float32), axis=-1)
+            last = last.astype(jnp.float32)
+            for c, lp in zip(coefs, guide_lp):
+                last = last + c * lp
+        model_logp = jax.nn.log_softmax(last.astype(jnp.float32), axis=-1)
+        if temperature == 0:
+            scores = repetition_penalty_logits(last, seen, repetition_penalty) if penalise else last
+            tok = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+            sampling_logp = jnp.zeros(tok.shape, jnp.float32)
+        else:
+            processed = jax.nn.log_softmax(
+                process_logits(last, temperature=temperature, top_k=top_k, top_p=top_p,
+                               min_p=min_p, repetition_penalty=repetition_penalty, seen=seen),
+                axis=-1)
+            tok = categorical(key, processed)
+            sampling_logp = jnp.take_along_axis(processed, tok[:, None], axis=-1)[:, 0]
+
+        def pick(lp):
+            return jnp.take_along_axis(lp, tok[:, None], axis=-1)[:, 0]
+
+        logp = pick(model_logp)
+        live = ~done
+        tok = jnp.where(live, tok, pad_id)
+        done = done | (live & jnp.isin(tok, stop))
+        if penalise:
+            seen = seen.at[jnp.arange(tok.shape[0]), tok].max(live)
+        slot = p + i
+        key_valid = key_valid.at[:, slot].set(live)
+        attn = ((slots <= slot)[None, :] & key_valid)[:, None, :]  # [B*n, 1, S]
+        new_lasts, new_caches = [], []
+        for m, prm, cache in zip(models, params, caches):
+            logits, cache = m.apply_cached(prm, tok[:, None], next_pos[:, None], attn, cache, slot)
+            new_lasts.append(logits[:, 0])
+            new_caches.append(cache)
+        out = (tok, live, jnp.where(live, logp, 0.0), jnp.where(live, sampling_logp, 0.0))
+        if guided:
+            out += (jnp.where(live, pick(base_lp), 0.0),
+                    jnp.stack([jnp.where(live, pick(lp), 0.0) for lp in guide_lp]))
+        return (new_caches, new_lasts, next_pos + live, key_valid, done, rng, seen), out
+
+    done0 = jnp.zeros((b * n,), bool)
+    _, outs = jax.lax.scan(
+        step, (caches, lasts, next_pos, key_valid, done0, rng, seen), jnp.arange(max_new_tokens))
+    tokens, live, logps, sampling_logps = (x.T for x in outs[:4])
+    base_logps = guide_logps = None
+    if guided:
+        base_logps, guide_logps = outs[4].T, jnp.moveaxis(outs[5], 0, -1)  # [B*n,N], [K,B*n,N]
+    return (repeat(ids), repeat(mask), tokens, live, logps, sampling_logps, base_logps,
+            guide_logps)
+
+
+_SAMPLE_STATIC = ("max_new_tokens", "num_samples", "temperature", "top_k", "top_p", "min_p",
+                  "repetition_penalty", "stop_tokens", "pad_id")
+
+
+@functools.partial(jax.jit, static_argnames=("model",) + _SAMPLE_STATIC)
 def sample(
     model: Model,
     params,
@@ -206,69 +346,89 @@ def sample(
     Returns:
       SampleOutput (see its docstring).
     """
-    if model.apply_cached is None:
-        raise ValueError("sample needs a causal LM model (with apply_cached)")
-    b, p = prompt_ids.shape
-    n, s = num_samples, prompt_ids.shape[1] + max_new_tokens
-    ids, mask = left_align(prompt_ids.astype(jnp.int32), prompt_mask.astype(bool))
-
-    # Prefill: the prompts fill cache slots [0, P).
-    slots = jnp.arange(s)
-    key_valid = jnp.concatenate([mask, jnp.zeros((b, max_new_tokens), bool)], axis=1)  # [B, S]
-    attn = (slots[None, None, :] <= jnp.arange(p)[None, :, None]) & key_valid[:, None, :]
-    caches = init_cache(model.config, b, s)
-    logits, caches = model.apply_cached(params, ids, positions_from_mask(mask), attn, caches, 0)
-    last = logits[:, -1]  # [B, V]: left alignment puts every prompt's last token at P - 1
-    next_pos = mask.sum(axis=-1).astype(jnp.int32)
-
-    def repeat(x):
-        return jnp.repeat(x, n, axis=0)
-
-    penalise = repetition_penalty != 1.0
-    seen = None
-    if penalise:  # [B, V]: the prompt's valid tokens
-        rows = jnp.arange(b)[:, None]
-        seen = jnp.zeros(last.shape, jnp.int32).at[rows, ids].max(mask.astype(jnp.int32)) > 0
-    last, next_pos, key_valid, seen = jax.tree.map(repeat, (last, next_pos, key_valid, seen))
-    caches = repeat_cache(caches, n)  # the batch axis of stacked (scanned) caches is not 0
-    stop = jnp.asarray(stop_tokens if stop_tokens else [-1], jnp.int32)
-
-    def step(carry, i):
-        caches, last, next_pos, key_valid, done, rng, seen = carry
-        rng, key = jax.random.split(rng)
-        model_logp = jax.nn.log_softmax(last.astype(jnp.float32), axis=-1)
-        if temperature == 0:
-            scores = repetition_penalty_logits(last, seen, repetition_penalty) if penalise else last
-            tok = jnp.argmax(scores, axis=-1).astype(jnp.int32)
-            sampling_logp = jnp.zeros(tok.shape, jnp.float32)
-        else:
-            processed = jax.nn.log_softmax(
-                process_logits(last, temperature=temperature, top_k=top_k, top_p=top_p,
-                               min_p=min_p, repetition_penalty=repetition_penalty, seen=seen),
-                axis=-1)
-            tok = categorical(key, processed)
-            sampling_logp = jnp.take_along_axis(processed, tok[:, None], axis=-1)[:, 0]
-        logp = jnp.take_along_axis(model_logp, tok[:, None], axis=-1)[:, 0]
-        live = ~done
-        tok = jnp.where(live, tok, pad_id)
-        done = done | (live & jnp.isin(tok, stop))
-        if penalise:
-            seen = seen.at[jnp.arange(tok.shape[0]), tok].max(live)
-        slot = p + i
-        key_valid = key_valid.at[:, slot].set(live)
-        attn = ((slots <= slot)[None, :] & key_valid)[:, None, :]  # [B*n, 1, S]
-        logits, caches = model.apply_cached(params, tok[:, None], next_pos[:, None], attn,
-                                            caches, slot)
-        out = (tok, live, jnp.where(live, logp, 0.0), jnp.where(live, sampling_logp, 0.0))
-        return (caches, logits[:, 0], next_pos + live, key_valid, done, rng, seen), out
-
-    done0 = jnp.zeros((b * n,), bool)
-    _, (tokens, live, logps, sampling_logps) = jax.lax.scan(
-        step, (caches, last, next_pos, key_valid, done0, rng, seen), jnp.arange(max_new_tokens))
+    ids, mask, tokens, live, logps, sampling_logps, _, _ = _decode(
+        (model,), (params,), prompt_ids, prompt_mask, rng, None, max_new_tokens=max_new_tokens,
+        num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+        repetition_penalty=repetition_penalty, stop_tokens=stop_tokens, pad_id=pad_id)
+    b = prompt_ids.shape[0]
     return SampleOutput(
-        prompt_ids=repeat(ids), prompt_mask=repeat(mask), tokens=tokens.T, mask=live.T,
-        logps=logps.T, sampling_logps=sampling_logps.T,
-        prompt_index=repeat(jnp.arange(b, dtype=jnp.int32)))
+        prompt_ids=ids, prompt_mask=mask, tokens=tokens, mask=live, logps=logps,
+        sampling_logps=sampling_logps,
+        prompt_index=jnp.repeat(jnp.arange(b, dtype=jnp.int32), num_samples))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "guides") + _SAMPLE_STATIC)
+def sample_guided(
+    model: Model,
+    params,
+    guides: tuple[Model, ...],
+    guide_params: Sequence[Any],
+    weights: jax.Array,
+    beta: jax.Array | float,
+    prompt_ids: jax.Array,
+    prompt_mask: jax.Array,
+    rng: jax.Array,
+    *,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    repetition_penalty: float = 1.0,
+    stop_tokens: Sequence[int] = (),
+    pad_id: int = 0,
+) -> GuidedSampleOutput:
+    r"""GenARM guided sampling: every token from pi~ = pi_base prod_i pi_r_i^(alpha_i / beta) / Z.
+
+    .. math::
+        \log\tilde\pi(y_t \mid x, y_{<t}) = \log\pi_{base}(y_t \mid \cdot)
+            + \sum_i \tfrac{\alpha_i}{\beta} \log\pi_{r_i}(y_t \mid \cdot) - \log Z_t
+
+    Xu et al. 2024, "GenARM: Reward Guided Generation with Autoregressive Reward Model for
+    Test-time Alignment" (arXiv 2410.08193), eq. for multi-objective guidance; with one guide
+    and alpha = 1 it is the KL-regularised optimum pi_base exp(r / beta) / Z of the ARM reward
+    r(x, y) = sum_t log pi_r(y_t | x, y_<t). The base and the K guides (autoregressive reward
+    models, `alignax.losses.autoregressive_rm_loss`, sharing the base's vocabulary; any sizes)
+    each keep their own KV cache in the one `lax.scan` of `sample`; each step runs one
+    single-token forward per model. `weights` and `beta` are traced: a sweep over them reuses
+    one compiled program. The log-prob guarantee of the guided case (`logps`, `base_logps`,
+    `guide_logps`) is stated in the module docstring.
+
+    Args:
+      model, params: the base causal LM and its parameters.
+      guides: K >= 1 causal LMs (static; a tuple of `Model`s).
+      guide_params: their K parameter trees.
+      weights: [K] alpha_i (0 switches a guide off; all 0 reproduce `sample` exactly).
+      beta: > 0, the KL strength of the guided objective (scalar).
+      prompt_ids .. pad_id: as `sample`; temperature and truncation act on the combined logits.
+
+    Returns:
+      GuidedSampleOutput (see its docstring).
+    """
+    guides = tuple(guides)
+    if not guides or len(guide_params) != len(guides):
+        raise ValueError(f"sample_guided needs K >= 1 guides with K param trees, got "
+                         f"{len(guides)} guides and {len(guide_params)} param trees")
+    weights = jnp.asarray(weights, jnp.float32)
+    if weights.shape != (len(guides),):
+        raise ValueError(f"weights must have shape ({len(guides)},), got {weights.shape}")
+    for g in guides:
+        if g.config.vocab_size != model.config.vocab_size:
+            raise ValueError(f"guide vocab_size {g.config.vocab_size} != the base's "
+                             f"{model.config.vocab_size}")
+    coefs = weights / jnp.asarray(beta, jnp.float32)
+    ids, mask, tokens, live, logps, sampling_logps, base_logps, guide_logps = _decode(
+        (model, *guides), (params, *guide_params), prompt_ids, prompt_mask, rng,
+        [coefs[i] for i in range(len(guides))], max_new_tokens=max_new_tokens,
+        num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+        repetition_penalty=repetition_penalty, stop_tokens=stop_tokens, pad_id=pad_id)
+    b = prompt_ids.shape[0]
+    return GuidedSampleOutput(
+        prompt_ids=ids, prompt_mask=mask, tokens=tokens, mask=live, logps=logps,
+        sampling_logps=sampling_logps,
+        prompt_index=jnp.repeat(jnp.arange(b, dtype=jnp.int32), num_samples),
+        base_logps=base_logps, guide_logps=guide_logps)
 
 
 def _best_rows(rewards: jax.Array, num_samples: int) -> jax.Array:
