@@ -234,12 +234,6 @@ def reward_model(config):
         sliding_window=int(r.window)))
 
 
-def gold_rows(chains: ch.Chains) -> dict[str, np.ndarray]:
-    """Gold solutions as SFT rows: ids, mask [N, T] and the result positions [N, K]."""
-    ids, mask = ch.encode(chains, ch.reference_values(chains))
-    return {"ids": ids, "mask": mask, "rpos": ch.result_positions(chains)}
-
-
 def template_rows(chains: ch.Chains, temperature) -> dict[str, np.ndarray]:
     """Rows for `chains.sample_values`: template ids, mask, result positions, k, temperature."""
     ids, mask = ch.encode(chains, np.zeros(chains.ops.shape, np.int32))
@@ -271,37 +265,25 @@ def rm_rows(chains: ch.Chains, values, kind: str, rule: str, with_prompt: bool
 # ----------------------------------------------------------------------------- models
 
 
-def result_nll(apply_fn, params, rows) -> jax.Array:
-    """Mean negative log-likelihood of the result tokens y_j of rows {ids, mask, rpos}."""
-    logits = apply_fn(params, rows["ids"], rows["mask"])
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    pos = jnp.maximum(rows["rpos"], 0)
-    target = jnp.take_along_axis(rows["ids"], pos, axis=1)
-    lp = jnp.take_along_axis(jnp.take_along_axis(logp, (pos - 1)[..., None], axis=1),
-                             target[..., None], axis=2)[..., 0]
-    m = (rows["rpos"] >= 0).astype(jnp.float32)
-    return -(lp * m).sum() / jnp.maximum(m.sum(), 1.0)
-
-
 def train_generator(config, workdir: str, worlds: list[dict]):
     """SFT of the generator on the easy gold chains (result tokens), every seed at once; the
     step is chosen on the easy validation chains' NLL (`select`)."""
     lm, s = generator_model(config), config.sft
 
     def loss_fn(params, batch):
-        nll = result_nll(lm.apply, params, batch)
+        nll = ch.result_nll(lm.apply, params, batch)
         return nll, {"nll": nll}
 
     def eval_fn(params, val):
-        return {"val_nll": result_nll(lm.apply, params, val)}
+        return {"val_nll": ch.result_nll(lm.apply, params, val)}
 
     return fit_small(workdir, loss_fn=loss_fn, init_params=lm.init,
                      tx=optax.adam(float(s.learning_rate)), num_steps=int(s.steps),
-                     data=stack_seeds([gold_rows(w["sft"]) for w in worlds]),
+                     data=stack_seeds([ch.gold_rows(w["sft"]) for w in worlds]),
                      seeds=list(config.seeds), per_seed_data=True,
                      batch_fn=minibatch_fn(int(s.batch_size)), has_aux=True,
                      steps_per_log=int(s.log_every), eval_fn=eval_fn,
-                     eval_data=stack_seeds([gold_rows(w["val"]) for w in worlds]),
+                     eval_data=stack_seeds([ch.gold_rows(w["val"]) for w in worlds]),
                      select=("val_nll", "min"), desc="generator")
 
 

@@ -240,38 +240,22 @@ def reward_model(config):
         max_len=ch.max_length(config.task.num_steps_range[1], with_prompt=False)))
 
 
-def result_nll(apply_fn, params, rows) -> jax.Array:
-    """Mean NLL of the result tokens y_j of rows {ids, mask, rpos} (the generator's SFT)."""
-    logp = jax.nn.log_softmax(apply_fn(params, rows["ids"], rows["mask"]), axis=-1)
-    pos = jnp.maximum(rows["rpos"], 0)
-    target = jnp.take_along_axis(rows["ids"], pos, axis=1)
-    lp = jnp.take_along_axis(jnp.take_along_axis(logp, (pos - 1)[..., None], axis=1),
-                             target[..., None], axis=2)[..., 0]
-    m = (rows["rpos"] >= 0).astype(jnp.float32)
-    return -(lp * m).sum() / jnp.maximum(m.sum(), 1.0)
-
-
-def gold_rows(chains: ch.Chains) -> dict[str, np.ndarray]:
-    ids, mask = ch.encode(chains, ch.reference_values(chains))
-    return {"ids": ids, "mask": mask, "rpos": ch.result_positions(chains)}
-
-
 def train_generator(config, workdir: str, worlds: list[dict]):
     """SFT of the generator on gold chains, every seed at once, step chosen on validation NLL."""
     lm, s = generator_model(config), config.sft
 
     def loss_fn(params, batch):
-        nll = result_nll(lm.apply, params, batch)
+        nll = ch.result_nll(lm.apply, params, batch)
         return nll, {"nll": nll}
 
     return fit_small(workdir, loss_fn=loss_fn, init_params=lm.init,
                      tx=optax.adam(float(s.learning_rate)), num_steps=int(s.steps),
-                     data=stack_seeds([gold_rows(w["sft"]) for w in worlds]),
+                     data=stack_seeds([ch.gold_rows(w["sft"]) for w in worlds]),
                      seeds=list(config.seeds), per_seed_data=True,
                      batch_fn=minibatch_fn(int(s.batch_size)), has_aux=True,
                      steps_per_log=int(s.log_every),
-                     eval_fn=lambda p, v: {"val_nll": result_nll(lm.apply, p, v)},
-                     eval_data=stack_seeds([gold_rows(w["val_sft"]) for w in worlds]),
+                     eval_fn=lambda p, v: {"val_nll": ch.result_nll(lm.apply, p, v)},
+                     eval_data=stack_seeds([ch.gold_rows(w["val_sft"]) for w in worlds]),
                      select=("val_nll", "min"), desc="generator")
 
 

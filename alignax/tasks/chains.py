@@ -51,7 +51,7 @@ Everything random is a deterministic function of the numpy Generator (or jax key
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -468,6 +468,31 @@ def encode(chains: Chains, values, lhs=None, *, length: int | None = None,
     return ids, mask
 
 
+def gold_rows(chains: Chains) -> dict[str, np.ndarray]:
+    """Gold solutions as SFT rows: ids, mask [N, T] (`encode` of the reference values, prompt
+    included) and the result positions `rpos` [N, K] (-1 in padding)."""
+    ids, mask = encode(chains, reference_values(chains))
+    return {"ids": ids, "mask": mask, "rpos": result_positions(chains)}
+
+
+def result_nll(apply_fn: Callable, params, rows: Mapping[str, jax.Array]) -> jax.Array:
+    """Mean negative log-likelihood of the result tokens y_j of rows {ids, mask, rpos}
+    (`gold_rows`, or any rows with `result_positions`): the SFT loss of a generator that writes
+    the results into the chain's template,
+
+        -(1 / |J|) sum_{(b, j) in J} log pi(ids[b, rpos_bj] | ids[b, < rpos_bj]),
+
+    J the valid (b, j) (rpos >= 0). `apply_fn(params, ids, mask) -> logits [B, T, V]`.
+    """
+    logp = jax.nn.log_softmax(apply_fn(params, rows["ids"], rows["mask"]), axis=-1)
+    pos = jnp.maximum(rows["rpos"], 0)
+    target = jnp.take_along_axis(rows["ids"], pos, axis=1)
+    lp = jnp.take_along_axis(jnp.take_along_axis(logp, (pos - 1)[..., None], axis=1),
+                             target[..., None], axis=2)[..., 0]
+    m = (rows["rpos"] >= 0).astype(jnp.float32)
+    return -(lp * m).sum() / jnp.maximum(m.sum(), 1.0)
+
+
 def prompt_ids(chains: Chains, *, length: int | None = None, pad_side: str = "left"
                ) -> tuple[np.ndarray, np.ndarray]:
     """[BOS] + prompt of each chain: (ids [N, P] int32, mask [N, P] bool), left-padded by
@@ -527,36 +552,9 @@ def sample_values(logits_fn: Callable[[jax.Array], jax.Array], ids, result_pos, 
       (values [B, K] int32 (0 in padding), logps [B, K] float32: log-prob of each written
       result under the untempered digit-restricted distribution (0 in padding)).
     """
-    ids = jnp.asarray(ids, jnp.int32)
-    result_pos = jnp.asarray(result_pos, jnp.int32)
     num_steps = jnp.asarray(num_steps, jnp.int32)
-    b, width = result_pos.shape
-    rows = jnp.arange(b)
-    temp = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), (b,))
-
-    def body(j, carry):
-        ids, values, logps = carry
-        pos = result_pos[:, j]
-        live = j < num_steps
-        at = jnp.maximum(pos - 1, 0)
-        logits = logits_fn(ids)[rows, at, DIGIT0:DIGIT0 + modulus].astype(jnp.float32)
-        logp = jax.nn.log_softmax(logits, axis=-1)
-        drawn = jax.random.categorical(jax.random.fold_in(key, j),
-                                       logits / jnp.where(temp > 0, temp, 1.0)[:, None])
-        y = jnp.where(temp > 0, drawn, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
-        tok = DIGIT0 + y
-        keep = jnp.where(live, tok, ids[rows, jnp.maximum(pos, 0)])
-        ids = ids.at[rows, jnp.maximum(pos, 0)].set(keep)
-        nxt = jnp.where(j == num_steps - 1, pos + 3, pos + 2)  # answer, or next x
-        ids = ids.at[rows, jnp.where(live, nxt, 0)].set(jnp.where(live, tok, ids[rows, 0]))
-        values = values.at[:, j].set(jnp.where(live, y, 0))
-        logps = logps.at[:, j].set(jnp.where(live, jnp.take_along_axis(
-            logp, y[:, None], axis=1)[:, 0], 0.0))
-        return ids, values, logps
-
-    init = (ids, jnp.zeros((b, width), jnp.int32), jnp.zeros((b, width), jnp.float32))
-    _, values, logps = jax.lax.fori_loop(0, width, body, init)
-    return values, logps
+    return continue_values(logits_fn, ids, result_pos, num_steps, jnp.zeros_like(num_steps),
+                           key, modulus=modulus, temperature=temperature)
 
 
 def continue_values(logits_fn: Callable[[jax.Array], jax.Array], ids, result_pos, num_steps,

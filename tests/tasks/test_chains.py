@@ -223,3 +223,20 @@ def test_continue_values_keeps_the_prefix_and_completes_from_its_last_result():
                            np.zeros(c.size, np.int32), jax.random.key(3), modulus=10)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_gold_rows_and_result_nll():
+    chains = ch.sample_chains(6, rng=np.random.default_rng(0), num_steps=(1, 4), modulus=10)
+    rows = ch.gold_rows(chains)
+    np.testing.assert_array_equal(rows["rpos"], ch.result_positions(chains))
+    vocab = int(rows["ids"].max()) + 1
+
+    def uniform(params, ids, mask):
+        return jnp.zeros((*ids.shape, vocab))
+
+    def oracle(params, ids, mask):  # all mass on the next token of the gold row
+        nxt = jnp.concatenate([ids[:, 1:], ids[:, :1]], axis=1)
+        return 50.0 * jax.nn.one_hot(nxt, vocab)
+
+    np.testing.assert_allclose(ch.result_nll(uniform, None, rows), np.log(vocab), rtol=1e-6)
+    assert float(ch.result_nll(oracle, None, rows)) < 1e-6
