@@ -172,13 +172,6 @@ class QA:
 
 
 @functools.lru_cache(maxsize=None)
-def _lm(model_cfg_json: str):
-    """The policy model of a config (JSON): one object per config, so the variants of a run
-    share it and the programs built on it (`_sampler`)."""
-    return make_model(json.loads(model_cfg_json), "lm")
-
-
-@functools.lru_cache(maxsize=None)
 def _sampler(model):
     """`(params, ids [n, 2], key) -> [n, 2]` sampled responses, jitted once per model."""
     return jax.jit(lambda params, ids, key: _sample(model, params, ids, key))
@@ -187,7 +180,7 @@ def _sampler(model):
 def _sft_policy(qa, cfg, cache):
     """The SFT policy (cached by config hash): canonical answers, roughly calibrated confidence."""
     model_cfg = {**cfg["model"], "vocab_size": qa.vocab_size, "max_len": 4}
-    model = _lm(json.dumps(model_cfg, sort_keys=True))
+    model = make_model(model_cfg, "lm")  # one Model per config (make_lm is memoised)
     key = {"sft": cfg, "items": qa.p.tolist()}
     return model, cached_run(
         "qa_sft", key, lambda _, workdir: _train_sft(qa, cfg, model_cfg, workdir),
