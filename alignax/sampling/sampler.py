@@ -34,13 +34,28 @@ cache, and draws every token from
 With every alpha_i = 0 the combined logits equal the base's bit for bit, and `sample_guided`
 returns `sample`'s tokens and log-probs for the same key.
 
+A guide of kind "value" (`guide_kinds`; value-guided decoding as in VAS: Han et al. 2024, "Value
+Augmented Sampling for Language Model Alignment and Personalization", arXiv 2405.06639) is a
+model whose outputs at a context are values Q(s, v) = V(s . v) of every next token v, added raw:
+log pi~(v) = log pi_base(v) + sum_i c_i Q_i(s, v) + c, restricted to the base's `value_top_k`
+most likely tokens when `value_top_k` > 0. The guarantee is unchanged (`logps` are pi~'s own,
+`base_logps` the base's), except that `guide_logps` of a value guide hold Q_i(s, y_t), the raw
+value of the chosen token, not a log-prob.
+
+A logits hook (`hook`, a `LogitsHook`: watermarks, `alignax.sampling.watermark`) sees the
+(combined) logits, the last `hook.context` tokens of every row and a fresh key each step, and
+returns the scores the token is drawn from (before temperature and truncation), or the drawn
+tokens themselves. It is a sampling-side change like temperature: `logps` stay the model's (or
+pi~'s) own, `sampling_logps` are under the hooked, processed distribution. Without a hook the
+random stream is the same as before hooks existed.
+
 Shapes: B prompts, n samples per prompt, P prompt length, N new tokens, S = P + N cache slots.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +63,27 @@ import jax.numpy as jnp
 from alignax.models.transformer import Model, init_cache, positions_from_mask, repeat_cache
 
 _NEG_INF = -1e30
+
+
+class LogitsHook(Protocol):
+    """A per-step change of the sampling distribution, applied inside the sampler's scan.
+
+    Attributes:
+      context: W >= 0, how many of the latest tokens (prompt, then generated) the hook reads.
+
+    `hook(logits [R, V] float32, recent [R, W] int32 (None when W = 0), key, args) -> (scores
+    [R, V], drawn [R] int32 or None)`: `scores` replace the logits the token is drawn from
+    (temperature and truncation still apply); `drawn`, when not None, are the tokens taken
+    instead of a draw (a keyed, deterministic sampler such as the Gumbel watermark). `recent`
+    holds the prompt's last tokens left-padded with `pad_id`, then each generated token (rows
+    that stopped keep theirs). `args` is a traced pytree (keys, strengths), so a sweep over it
+    compiles once; the hook object is static (hashable, e.g. a frozen dataclass).
+    """
+
+    context: int
+
+    def __call__(self, logits: jax.Array, recent: jax.Array | None, key: jax.Array, args: Any
+                 ) -> tuple[jax.Array, jax.Array | None]: ...
 
 
 class SampleOutput(NamedTuple):
@@ -206,9 +242,13 @@ class GuidedSampleOutput(NamedTuple):
 
 
 def _decode(models, params, prompt_ids, prompt_mask, rng, coefs, *, max_new_tokens, num_samples,
-            temperature, top_k, top_p, min_p, repetition_penalty, stop_tokens, pad_id):
+            temperature, top_k, top_p, min_p, repetition_penalty, stop_tokens, pad_id,
+            guide_kinds=None, value_top_k=0, hook=None, hook_args=None):
     """The sampler's one prefill + `lax.scan`, for `models[0]` alone (`coefs` None) or guided by
-    `models[1:]` with combined logits `models[0]`'s + sum_i coefs[i] log_softmax(models[i+1]'s).
+    `models[1:]` with combined logits `models[0]`'s + sum_i coefs[i] g_i, where g_i is
+    log_softmax(models[i+1]'s logits) for kind "logprob" and its raw outputs for kind "value"
+    (then only the base's `value_top_k` most likely tokens stay possible, when > 0). `hook`
+    (a `LogitsHook`) processes the combined logits before temperature and truncation.
 
     Returns (ids, mask, tokens, live, logps, sampling_logps, base_logps, guide_logps) with the
     last two None unguided; rows prompt-major as `SampleOutput`.
@@ -220,6 +260,9 @@ def _decode(models, params, prompt_ids, prompt_mask, rng, coefs, *, max_new_toke
     n, s = num_samples, prompt_ids.shape[1] + max_new_tokens
     ids, mask = left_align(prompt_ids.astype(jnp.int32), prompt_mask.astype(bool))
     guided = coefs is not None
+    if guided and guide_kinds is None:
+        guide_kinds = ("logprob",) * len(coefs)
+    width = 0 if hook is None else int(hook.context)
 
     # Prefill: the prompts fill cache slots [0, P) of every model's own cache.
     slots = jnp.arange(s)
@@ -241,32 +284,53 @@ def _decode(models, params, prompt_ids, prompt_mask, rng, coefs, *, max_new_toke
     if penalise:  # [B, V]: the prompt's valid tokens
         rows = jnp.arange(b)[:, None]
         seen = jnp.zeros(lasts[0].shape, jnp.int32).at[rows, ids].max(mask.astype(jnp.int32)) > 0
-    lasts, next_pos, key_valid, seen = jax.tree.map(repeat, (lasts, next_pos, key_valid, seen))
+    recent = None
+    if width:  # [B, W] the last W prompt tokens (pad_id where the prompt is shorter)
+        padded = jnp.concatenate([jnp.full((b, width), pad_id, jnp.int32),
+                                  jnp.where(mask, ids, pad_id)], axis=1)
+        recent = padded[:, -width:]
+    lasts, next_pos, key_valid, seen, recent = jax.tree.map(
+        repeat, (lasts, next_pos, key_valid, seen, recent))
     caches = [repeat_cache(c, n) for c in caches]  # the batch axis of stacked caches is not 0
     stop = jnp.asarray(stop_tokens if stop_tokens else [-1], jnp.int32)
 
     def step(carry, i):
-        caches, lasts, next_pos, key_valid, done, rng, seen = carry
+        caches, lasts, next_pos, key_valid, done, rng, seen, recent = carry
         rng, key = jax.random.split(rng)
         last = lasts[0]
-        if guided:  # log pi_base + sum_i (alpha_i / beta) log pi_r_i, up to a constant
-            guide_lp = [jax.nn.log_softmax(g.astype(jnp.float32), axis=-1) for g in lasts[1:]]
+        if guided:  # log pi_base + sum_i c_i g_i, up to a constant
             base_lp = jax.nn.log_softmax(last.astype(jnp.float32), axis=-1)
+            guide_lp = [jax.nn.log_softmax(g.astype(jnp.float32), axis=-1) if kind == "logprob"
+                        else g.astype(jnp.float32) for g, kind in zip(lasts[1:], guide_kinds)]
             last = last.astype(jnp.float32)
             for c, lp in zip(coefs, guide_lp):
                 last = last + c * lp
+            if "value" in guide_kinds and value_top_k and value_top_k < last.shape[-1]:
+                kth = jax.lax.top_k(base_lp, value_top_k)[0][..., -1:]
+                last = jnp.where(base_lp < kth, _NEG_INF, last)
         model_logp = jax.nn.log_softmax(last.astype(jnp.float32), axis=-1)
+        drawn = None
+        if hook is not None:
+            hook_key, key = jax.random.split(key)
+            scores, drawn = hook(last.astype(jnp.float32), recent, hook_key, hook_args)
+        else:
+            scores = last
         if temperature == 0:
-            scores = repetition_penalty_logits(last, seen, repetition_penalty) if penalise else last
+            if penalise:
+                scores = repetition_penalty_logits(scores, seen, repetition_penalty)
             tok = jnp.argmax(scores, axis=-1).astype(jnp.int32)
             sampling_logp = jnp.zeros(tok.shape, jnp.float32)
         else:
             processed = jax.nn.log_softmax(
-                process_logits(last, temperature=temperature, top_k=top_k, top_p=top_p,
+                process_logits(scores, temperature=temperature, top_k=top_k, top_p=top_p,
                                min_p=min_p, repetition_penalty=repetition_penalty, seen=seen),
                 axis=-1)
             tok = categorical(key, processed)
             sampling_logp = jnp.take_along_axis(processed, tok[:, None], axis=-1)[:, 0]
+        if drawn is not None:
+            tok = drawn.astype(jnp.int32)
+            if temperature != 0:
+                sampling_logp = jnp.take_along_axis(processed, tok[:, None], axis=-1)[:, 0]
 
         def pick(lp):
             return jnp.take_along_axis(lp, tok[:, None], axis=-1)[:, 0]
@@ -277,6 +341,9 @@ def _decode(models, params, prompt_ids, prompt_mask, rng, coefs, *, max_new_toke
         done = done | (live & jnp.isin(tok, stop))
         if penalise:
             seen = seen.at[jnp.arange(tok.shape[0]), tok].max(live)
+        if width:
+            recent = jnp.where(live[:, None], jnp.concatenate([recent[:, 1:], tok[:, None]], 1),
+                               recent)
         slot = p + i
         key_valid = key_valid.at[:, slot].set(live)
         attn = ((slots <= slot)[None, :] & key_valid)[:, None, :]  # [B*n, 1, S]
@@ -289,11 +356,12 @@ def _decode(models, params, prompt_ids, prompt_mask, rng, coefs, *, max_new_toke
         if guided:
             out += (jnp.where(live, pick(base_lp), 0.0),
                     jnp.stack([jnp.where(live, pick(lp), 0.0) for lp in guide_lp]))
-        return (new_caches, new_lasts, next_pos + live, key_valid, done, rng, seen), out
+        return (new_caches, new_lasts, next_pos + live, key_valid, done, rng, seen, recent), out
 
     done0 = jnp.zeros((b * n,), bool)
     _, outs = jax.lax.scan(
-        step, (caches, lasts, next_pos, key_valid, done0, rng, seen), jnp.arange(max_new_tokens))
+        step, (caches, lasts, next_pos, key_valid, done0, rng, seen, recent),
+        jnp.arange(max_new_tokens))
     tokens, live, logps, sampling_logps = (x.T for x in outs[:4])
     base_logps = guide_logps = None
     if guided:
@@ -303,7 +371,7 @@ def _decode(models, params, prompt_ids, prompt_mask, rng, coefs, *, max_new_toke
 
 
 _SAMPLE_STATIC = ("max_new_tokens", "num_samples", "temperature", "top_k", "top_p", "min_p",
-                  "repetition_penalty", "stop_tokens", "pad_id")
+                  "repetition_penalty", "stop_tokens", "pad_id", "hook")
 
 
 @functools.partial(jax.jit, static_argnames=("model",) + _SAMPLE_STATIC)
@@ -323,6 +391,8 @@ def sample(
     repetition_penalty: float = 1.0,
     stop_tokens: Sequence[int] = (),
     pad_id: int = 0,
+    hook: LogitsHook | None = None,
+    hook_args: Any = None,
 ) -> SampleOutput:
     """Samples `num_samples` continuations of each prompt with a KV cache.
 
@@ -342,6 +412,8 @@ def sample(
         logits (as transformers). `logps` stay the model's own (the docstring of this module).
       stop_tokens: ids that end a sample (the stop token is kept, with mask True).
       pad_id: id written after a sample has stopped.
+      hook: an optional `LogitsHook` (static; e.g. a watermark) and `hook_args` its traced
+        arguments; `logps` stay the model's own (the module docstring).
 
     Returns:
       SampleOutput (see its docstring).
@@ -349,7 +421,8 @@ def sample(
     ids, mask, tokens, live, logps, sampling_logps, _, _ = _decode(
         (model,), (params,), prompt_ids, prompt_mask, rng, None, max_new_tokens=max_new_tokens,
         num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-        repetition_penalty=repetition_penalty, stop_tokens=stop_tokens, pad_id=pad_id)
+        repetition_penalty=repetition_penalty, stop_tokens=stop_tokens, pad_id=pad_id, hook=hook,
+        hook_args=hook_args)
     b = prompt_ids.shape[0]
     return SampleOutput(
         prompt_ids=ids, prompt_mask=mask, tokens=tokens, mask=live, logps=logps,
@@ -357,7 +430,8 @@ def sample(
         prompt_index=jnp.repeat(jnp.arange(b, dtype=jnp.int32), num_samples))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "guides") + _SAMPLE_STATIC)
+@functools.partial(jax.jit, static_argnames=("model", "guides", "guide_kinds", "value_top_k")
+                   + _SAMPLE_STATIC)
 def sample_guided(
     model: Model,
     params,
@@ -378,6 +452,10 @@ def sample_guided(
     repetition_penalty: float = 1.0,
     stop_tokens: Sequence[int] = (),
     pad_id: int = 0,
+    guide_kinds: tuple[str, ...] | None = None,
+    value_top_k: int = 0,
+    hook: LogitsHook | None = None,
+    hook_args: Any = None,
 ) -> GuidedSampleOutput:
     r"""GenARM guided sampling: every token from pi~ = pi_base prod_i pi_r_i^(alpha_i / beta) / Z.
 
@@ -402,6 +480,11 @@ def sample_guided(
       weights: [K] alpha_i (0 switches a guide off; all 0 reproduce `sample` exactly).
       beta: > 0, the KL strength of the guided objective (scalar).
       prompt_ids .. pad_id: as `sample`; temperature and truncation act on the combined logits.
+      guide_kinds: per guide, "logprob" (GenARM's ARM, the default) or "value" (its outputs are
+        token values Q(s, v), added raw: VAS; see the module docstring).
+      value_top_k: with a "value" guide, only the base's k most likely tokens can be drawn
+        (0: all).
+      hook, hook_args: as `sample`, applied to the combined logits.
 
     Returns:
       GuidedSampleOutput (see its docstring).
@@ -417,12 +500,19 @@ def sample_guided(
         if g.config.vocab_size != model.config.vocab_size:
             raise ValueError(f"guide vocab_size {g.config.vocab_size} != the base's "
                              f"{model.config.vocab_size}")
+    kinds = ("logprob",) * len(guides) if guide_kinds is None else tuple(guide_kinds)
+    if len(kinds) != len(guides) or any(k not in ("logprob", "value") for k in kinds):
+        raise ValueError(f"guide_kinds must give 'logprob' or 'value' for each of the "
+                         f"{len(guides)} guides, got {guide_kinds!r}")
+    if value_top_k < 0:
+        raise ValueError(f"value_top_k must be >= 0, got {value_top_k}")
     coefs = weights / jnp.asarray(beta, jnp.float32)
     ids, mask, tokens, live, logps, sampling_logps, base_logps, guide_logps = _decode(
         (model, *guides), (params, *guide_params), prompt_ids, prompt_mask, rng,
         [coefs[i] for i in range(len(guides))], max_new_tokens=max_new_tokens,
         num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-        repetition_penalty=repetition_penalty, stop_tokens=stop_tokens, pad_id=pad_id)
+        repetition_penalty=repetition_penalty, stop_tokens=stop_tokens, pad_id=pad_id,
+        guide_kinds=kinds, value_top_k=value_top_k, hook=hook, hook_args=hook_args)
     b = prompt_ids.shape[0]
     return GuidedSampleOutput(
         prompt_ids=ids, prompt_mask=mask, tokens=tokens, mask=live, logps=logps,
