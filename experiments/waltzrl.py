@@ -516,8 +516,6 @@ def _run_real(config: ml_collections.ConfigDict, workdir: str, seed: int,
     if field not in rows.column_names:
         raise ValueError(f"data.label_field={field!r} is not a column of data.path (columns: "
                          f"{rows.column_names})")
-    if field == "label":  # a `label` column next to `prompt` reads as KTO's format: rename it
-        rows, field = rows.rename_column("label", "safety_label"), "safety_label"
     data = real.prompt_data(config, tok, int(config.data.max_length), rows, fields=(field,))
     model, params = pretrained.model_and_params(real.model_config(config), "lm", seed=seed)
     stops = real.stop_tokens(tok, config.grpo.stop_tokens)

@@ -22,12 +22,13 @@ prompt-only (online RL)     prompt                                 `PromptRecord
 pointwise ratings           prompt, response, rating / ratings     `RatingRecord`
 ==========================  =====================================  ==========================
 
-Detection, in this order: chosen or rejected -> preference; response -> rating; label ->
-unpaired (KTO); completion -> prompt-completion; prompt -> prompt-only; messages -> language
-modeling, conversational; text -> language modeling, standard. So, as in TRL's dataset types,
-prompt + completion + label is KTO's unpaired preference and prompt + completion alone is SFT's
-prompt-completion type, and a row with both `messages` and `text` is conversational (TRL's
-`is_conversational` reads `messages`; `text` stays in the extras).
+Detection, in this order: chosen or rejected -> preference; response -> rating; completion and
+label -> unpaired (KTO); completion -> prompt-completion; prompt -> prompt-only; messages ->
+language modeling, conversational; text -> language modeling, standard. So, as in TRL's dataset
+types, prompt + completion + label is KTO's unpaired preference and prompt + completion alone is
+SFT's prompt-completion type; a `label` without a completion is an extra (a prompt-only row's
+safety label, a text row's class), and a row with both `messages` and `text` is conversational
+(TRL's `is_conversational` reads `messages`; `text` stays in the extras).
 
 Preference and rating rows are validated by `alignax.data.readers.parse_row` (the JSONL/Parquet
 reader's rules: conversational pairs keep their messages in `extras["messages"]`, which
@@ -348,7 +349,7 @@ def parse_hf_row(row: Any) -> Record:
         return parse_row(row)
     if "response" in row:
         return parse_row(row)
-    if "label" in row:
+    if "label" in row and "completion" in row:
         return _parse_unpaired(row)
     if "completion" in row:
         return _parse_prompt_completion(row)

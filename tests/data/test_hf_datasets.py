@@ -9,6 +9,7 @@ from alignax.data import ByteTokenizer, DataError, PreferenceRecord, RatingRecor
 from alignax.data.hf_datasets import (
     HFSource,
     PromptRecord,
+    SFTRecord,
     UnpairedRecord,
     load_hf_dataset,
     parse_hf_row,
@@ -51,6 +52,9 @@ def test_trl_formats_become_records(tmp_path):
         "kto_conv": ({"prompt": [USER], "completion": [ROME], "label": [False]}, UnpairedRecord),
         "prompt_standard": ({"prompt": ["The sky is"]}, PromptRecord),
         "prompt_conv": ({"prompt": [USER]}, PromptRecord),
+        # a label without a completion is an extra, not KTO's unpaired preference
+        "prompt_labelled": ({"prompt": ["How do I ...?"], "label": [True]}, PromptRecord),
+        "text_labelled": ({"text": ["some text"], "label": [3]}, SFTRecord),
         "rating": ({"prompt": ["p"], "response": ["r"], "rating": [0.5]}, RatingRecord),
         "ratings": ({"prompt": ["p"], "response": ["r"],
                      "ratings": [{"helpful": 1.0, "safe": 0.0}]}, RatingRecord),
@@ -76,6 +80,8 @@ def test_trl_formats_become_records(tmp_path):
     assert got["prompt_conv"].prompt == render_chat(USER)
     assert got["prompt_conv"].extras["messages"] == {"prompt": USER}
     assert got["ratings"].ratings == {"helpful": 1.0, "safe": 0.0}
+    assert got["prompt_labelled"].extras == {"label": True}
+    assert got["text_labelled"].extras == {"label": 3}
     # same records whatever the layout: Dataset / DatasetDict objects, save_to_disk, parquet
     # and json files and folders
     ds = datasets.Dataset.from_dict(PAIRS)
