@@ -271,7 +271,8 @@ def _policy(space):
 
     def kl_fn(params, prompts, responses, data):
         # KL(pi || uniform) = log V^L - H(pi), exact (a zero reference table built inside jit
-        # made XLA:CPU return NaN for `sequence_kl` here)
+        # made XLA:CPU return NaN for `sequence_kl` here: its YNNPACK fusions, now off, see
+        # alignax._src.xla_flags; this form is kept so the recorded runs stay comparable)
         del responses
         h = st.entropy(space, params, prompts["features"])
         return data["kl_coef"] * (space.length * jnp.log(space.vocab_size) - h)

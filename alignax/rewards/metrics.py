@@ -66,7 +66,8 @@ def bleu(hypothesis, references, hypothesis_mask=None, reference_mask=None, *, m
     (the shorter on ties). `smoothing` is added to the numerator and denominator of p_n for
     n > 1 ("+1", Lin and Och 2004), so short hypotheses score above 0; with no unigram match,
     or an empty hypothesis, BLEU is 0. Equal to `alignax.rewards.rules.sentence_bleu` of the
-    valid tokens (tests/rewards/test_metrics.py); differentiable nowhere (a reward).
+    valid tokens (tests/rewards/test_metrics.py); the cause was XLA:CPU's YNNPACK fusions, now off
+    # (alignax._src.xla_flags); differentiable nowhere (a reward).
     """
     hyp, refs, hmask, rmask = _prepare(hypothesis, references, hypothesis_mask, reference_mask)
     if max_n < 1:
@@ -149,7 +150,8 @@ def embedding_similarity(params: dict, hypothesis, references, hypothesis_mask=N
     # unit vectors first, then the dot product: XLA:CPU (jax 0.10.2) miscompiles
     # `alignax.rewards.cosine_reward`'s sum(a b) / (|a| |b|) under jit for some broadcast
     # shapes (e.g. [1, 1728, 1, 16] x [128, 1, 1, 16]: errors up to 1.5); this form is exact
-    # (tests/rewards/test_metrics.py)
+    # (tests/rewards/test_metrics.py); the cause was XLA:CPU's YNNPACK fusions, now off
+    # (alignax._src.xla_flags)
     h = _unit(bag_embeddings(params, hypothesis, hypothesis_mask))[..., None, :]
     r = _unit(bag_embeddings(params, references, reference_mask))
     return jnp.max(jnp.sum(h * r, -1), -1).astype(jnp.float32)

@@ -119,7 +119,8 @@ def cosine_reward(embeddings, reference_embeddings) -> jax.Array:
     unit = lambda x: x / jnp.sqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), 1e-12))  # noqa: E731
     # unit vectors first, then the dot product: the equal sum(a b) / (|a| |b|) came out wrong
     # under jit on XLA:CPU (jax 0.10.2) for broadcast shapes such as [1, 1728, 1, 16] x
-    # [128, 1, 1, 16] (errors up to 1.5; tests/rewards/test_rules.py)
+    # [128, 1, 1, 16] (errors up to 1.5; tests/rewards/test_rules.py): XLA:CPU's YNNPACK
+    # fusions, now off (alignax._src.xla_flags)
     return jnp.sum(unit(a) * unit(b), -1)
 
 
