@@ -1,5 +1,6 @@
 """Sampling: the jitted KV-cache sampler, guided decoding (GenARM: several models, one KV cache
-each, in the sampler's scan), best-of-N, rejection sampling, response trees, the recompute
+each, in the sampler's scan; VAS: value guides), logits hooks (watermarks:
+`alignax.sampling.watermark`), best-of-N, rejection sampling, response trees, the recompute
 oracle."""
 
 from alignax.sampling.guidance import guided_logits
@@ -12,6 +13,7 @@ from alignax.sampling.guided import (
 )
 from alignax.sampling.naive import sample_continuations
 from alignax.sampling.sampler import (
+    LogitsHook,
     SampleOutput,
     best_of_n,
     categorical,
@@ -25,6 +27,7 @@ from alignax.sampling.tree import PAIR_STRATEGIES, TreeOutput, sample_tree, shar
 
 __all__ = [
     "GuidedSampleOutput",
+    "LogitsHook",
     "PAIR_STRATEGIES",
     "SampleOutput",
     "TreeOutput",
