@@ -68,6 +68,13 @@ claims INCONCLUSIVE (KGW - base 0.004 [-0.042, 0.050]); W, rft_k and the RM step
 after that run, so these settings were not chosen on validation alone, and seeds 0-4 are not
 used for the claims.
 
+Recorded run (fresh seeds 5-9, RESULTS.md): INCONCLUSIVE (4 PASS, 2 INCONCLUSIVE, 2 sanity):
+KGW lowers the gold by 0.006 [-0.009, 0.020] (INCONCLUSIVE: on this toy the per-key effect is
+about as large as the watermark's); AR with n = 4 KGW samples +0.076 [0.051, 0.102] over the
+unwatermarked mean (PASS); the AR outputs' KGW TPR at 1% FPR 0.971 [0.942, 1.000] against 0.95
+(INCONCLUSIVE); the randomized Gumbel restores diversity and AR gain (+0.093 [0.064, 0.123],
+PASS) and its AR outputs stay detectable (0.993, PASS).
+
     alignax run experiments/watermark.py            # full setting, 5 seeds
     alignax run experiments/watermark.py:smoke      # seconds, for the tests
 
