@@ -25,6 +25,7 @@ LAYERS = {
 PEER_IMPORTS = {
     ("eval", "data"),        # evaluators read benchmark files with data's readers
     ("cli", "experiment"),   # `alignax run` runs experiment modules
+    ("__init__", "_src"),    # the package sets XLA:CPU flags before any computation (xla_flags)
 }
 
 
