@@ -1,5 +1,8 @@
-"""Models as pure (init, apply) pairs: decoder LMs, reward heads, MLPs, Hugging Face interop."""
+"""Models as pure (init, apply) pairs: decoder LMs, reward heads, MLPs, Hugging Face interop, and
+Gaussian diffusion (`alignax.models.diffusion`: schedules, denoisers, DDPM / DDIM samplers with
+per-step log-probs)."""
 
+from alignax.models import diffusion
 from alignax.models.heads import (
     gpm_score,
     make_gaussian_reward_model,
@@ -21,6 +24,7 @@ from alignax.models.transformer import (
 )
 
 __all__ = [
+    "diffusion",
     "LoraConfig",
     "MLPConfig",
     "Model",
