@@ -96,11 +96,12 @@ def linear_betas(num_timesteps: int, beta_start: float | None = None,
 
     The defaults are DDPM's (1e-4, 0.02) at T = 1000, rescaled by 1000 / T as in Nichol &
     Dhariwal 2021 (arXiv 2102.09672, their `get_named_beta_schedule`), so a short chain still
-    ends near pure noise (abar_{T-1} ~ 4e-5 for every T).
+    ends near pure noise (abar_{T-1} ~ 4e-5 for every T >= 50); below T = 50 the default end is
+    capped at 0.999 (where 20 / T would reach 1).
     """
     scale = 1000.0 / num_timesteps
     start = scale * 1e-4 if beta_start is None else beta_start
-    end = scale * 0.02 if beta_end is None else beta_end
+    end = min(scale * 0.02, 0.999) if beta_end is None else beta_end
     if not 0.0 < start <= end < 1.0:
         raise ValueError(f"beta_start, beta_end must satisfy 0 < start <= end < 1, got "
                          f"{start}, {end}")
