@@ -49,5 +49,21 @@ bench-tiny: install
 bazel-test: install
 	bash .ci/bazel_test.sh
 
+# The documentation site, offline, warnings as errors: installs the `docs` extra (Sphinx,
+# myst-nb, furo), fails on a public function or class without a docstring, assembles the pages,
+# the notebooks, the paper index and the API reference in docs/_build/src, builds
+# docs/_build/html (open docs/_build/html/index.html).
+DOCS_STAMP := $(VENV)/.docs-stamp
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+.PHONY: docs
+docs: $(DOCS_STAMP)
+	$(BIN)/python tools/check_docstrings.py
+	$(BIN)/python tools/gen_docs.py docs/_build/src
+	$(BIN)/sphinx-build -q -W --keep-going -b html -c docs docs/_build/src docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache
