@@ -145,9 +145,10 @@ def _grad_temp_bytes(f, n, d, v):
 
 def test_compiled_temp_memory_scales_with_chunk_not_vocab():
     """Temp bytes of the compiled gradient (XLA:CPU's estimate) at N = 256, D = 64: the plain
-    path holds ~2 N V 4 bytes (logits and their gradient), the chunked one ~1.5 N C 4 whatever
-    V is (measured: plain 16.8 MB / 67.1 MB at V = 8k / 32k; chunked 0.85 MB at C = 512 and
-    3.2 MB at C = 2048, for both V)."""
+    path holds ~2 N V 4 bytes (logits and their gradient), the chunked one the same two buffers
+    of one chunk, ~2 N C 4, whatever V is (measured with XLA:CPU's YNNPACK fusions off, as
+    alignax runs: plain 16.8 MB / 67.1 MB at V = 8k / 32k; chunked 1.07 MB at C = 512 and 4.26 MB
+    at C = 2048, for both V; with the fusions on, 0.85 and 3.2 MB)."""
     n, d = 256, 64
     plain = {v: _grad_temp_bytes(_plain, n, d, v) for v in (8192, 32768)}
     chunked = {(v, c): _grad_temp_bytes(
@@ -157,7 +158,8 @@ def test_compiled_temp_memory_scales_with_chunk_not_vocab():
     assert plain[8192] >= n * 8192 * 4
     for c in (512, 2048):
         assert chunked[(8192, c)] == chunked[(32768, c)]  # independent of V
-        assert chunked[(32768, c)] < 2 * n * c * 4  # O(N C)
+        # O(N C): the plain path's bytes per logit, with the chunk in place of the vocabulary
+        assert chunked[(32768, c)] < 1.1 * plain[8192] * c / 8192
         assert chunked[(32768, c)] < n * 32768 * 4 / 8  # far below the [N, V] logits
     assert chunked[(32768, 2048)] > 3 * chunked[(32768, 512)]  # and it scales with C
 
