@@ -160,7 +160,7 @@ def test_compiled_temp_memory_scales_with_chunk_not_vocab():
         assert chunked[(8192, c)] == chunked[(32768, c)]  # independent of V
         # O(N C): the plain path's bytes per logit, with the chunk in place of the vocabulary
         assert chunked[(32768, c)] < 1.1 * plain[8192] * c / 8192
-        assert chunked[(32768, c)] < n * 32768 * 4 / 8  # far below the [N, V] logits
+        assert chunked[(32768, c)] < plain[32768] / 10  # an order of magnitude below plain
     assert chunked[(32768, 2048)] > 3 * chunked[(32768, 512)]  # and it scales with C
 
 
