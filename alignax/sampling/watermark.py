@@ -51,6 +51,7 @@ Shapes: R rows (samples), P prompt length, N generated tokens, V vocabulary, W c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -286,6 +287,7 @@ def _over_positions(fn, ctx, tokens):
     return jax.lax.map(lambda xs: fn(*xs), (jnp.moveaxis(ctx, 1, 0), tokens.T)).T
 
 
+@functools.partial(jax.jit, static_argnames=("vocab_size", "context", "pad_id", "ignore_repeated"))
 def kgw_detect(key: jax.Array, prompt_ids, prompt_mask, tokens, mask, *, gamma, vocab_size: int,
                context: int = 1, pad_id: int = 0, ignore_repeated: bool = True) -> dict:
     r"""KGW's z-test on generated tokens, the green lists recomputed from the text.
@@ -294,9 +296,10 @@ def kgw_detect(key: jax.Array, prompt_ids, prompt_mask, tokens, mask, *, gamma, 
         z = \frac{|s|_G - \gamma T}{\sqrt{T \gamma (1 - \gamma)}}, \quad
         p = 1 - \Phi(z)
 
-    Kirchenbauer et al. 2023 (arXiv 2301.10226), section 4. Rows with T = 0 scored tokens get
-    z = 0, p = 1. Under the null (text independent of the key, no repeated (context, token)
-    pairs) each green indicator is Bernoulli(gamma), so z is approximately N(0, 1).
+    Kirchenbauer et al. 2023 (arXiv 2301.10226), section 4. One compiled program per shape
+    (gamma and the key traced). Rows with T = 0 scored tokens get z = 0, p = 1. Under the
+    null (text independent of the key, no repeated (context, token) pairs) each green indicator
+    is Bernoulli(gamma), so z is approximately N(0, 1).
 
     Args:
       key: the watermark's secret PRNG key.
@@ -323,6 +326,7 @@ def kgw_detect(key: jax.Array, prompt_ids, prompt_mask, tokens, mask, *, gamma, 
             "is_green": is_green}
 
 
+@functools.partial(jax.jit, static_argnames=("vocab_size", "context", "pad_id", "ignore_repeated"))
 def gumbel_detect(key: jax.Array, prompt_ids, prompt_mask, tokens, mask, *, vocab_size: int,
                   context: int = 1, pad_id: int = 0, ignore_repeated: bool = True) -> dict:
     r"""The Gumbel watermark's score S = sum_t -log(1 - u_{y_t}) and its p-value Q(T, S).

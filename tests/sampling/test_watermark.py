@@ -162,7 +162,9 @@ def test_gumbel_score_null_is_gamma_and_hand_values():
 
 def test_detection_at_one_percent_fpr_on_the_toy_lm():
     kw = dict(max_new_tokens=24, num_samples=100)
-    plain = sample(LM, PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(6), **kw)
+    # unwatermarked = the KGW hook at delta 0 (the same distribution; one compiled sampler)
+    plain = sample(LM, PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(6), hook=wm.KGWWatermark(),
+                   hook_args=wm.kgw_args(SECRET, 0.0, 0.25), **kw)
     kgw = sample(LM, PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(7), hook=wm.KGWWatermark(),
                  hook_args=wm.kgw_args(SECRET, 2.0, 0.25), **kw)
     gum = sample(LM, PARAMS, PROMPTS, PROMPT_MASK, jax.random.key(8),
