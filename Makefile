@@ -29,8 +29,9 @@ test: install lint
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not slow" --durations=25 $(PYTEST_ARGS)
 
 # System tests (marker `slow`): whole programs in subprocesses, on several processes or
-# simulated devices, killed with SIGKILL/SIGTERM or out of disk, and the `:real` configs end to
-# end on a tiny HF checkpoint. CI runs them after `make test`.
+# simulated devices, killed with SIGKILL/SIGTERM or out of disk, the `:real` configs end to
+# end on a tiny HF checkpoint, and end-to-end training runs of the recipes (convergence, exact
+# resume). CI runs them after `make test`.
 test-slow: install
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m slow --durations=25 $(PYTEST_ARGS)
 

@@ -70,6 +70,7 @@ def test_summary_table_and_targets_without_a_peer():
     assert all("n/a" in line for line in gpu.targets(rows, {"kind": "cpu"}))
 
 
+@pytest.mark.slow  # an end-to-end training run: the system tier (make test-slow)
 def test_gpu_sh_runs_the_tiny_size_on_the_cpu(tmp_path):
     out = tmp_path / "r.json"
     proc = subprocess.run(

@@ -109,6 +109,7 @@ def test_raft_keeps_the_best_sample_and_fine_tunes_toward_it(tmp_path, rollout):
     assert out["metrics"]["reward_kept"] >= out["metrics"]["reward"]
 
 
+@pytest.mark.slow  # an end-to-end training run: the system tier (make test-slow)
 def test_online_dpo_pairs_loss_and_smoke(tmp_path, rollout):
     chosen, rejected, valid = online_dpo.pick_pairs([0.1, 0.5, 0.2, 1.0, 1.0, 1.0], 3)
     np.testing.assert_array_equal(chosen, [1, 3])

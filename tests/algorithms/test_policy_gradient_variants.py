@@ -106,6 +106,7 @@ def test_objectives_with_one_hot_weights_equal_the_scalar_run(tmp_path):
         assert "objective_1" in b and b["objective_weight_1"] == 0.0
 
 
+@pytest.mark.slow  # an end-to-end training run: the system tier (make test-slow)
 @pytest.mark.parametrize("weighting", ["gradient", "hypervolume"])
 def test_dynamic_weighting_runs_and_resumes_exactly(tmp_path, weighting):
     config = _config(iterations=4, checkpoint_every=1, objective_weights=[1.0, 1.0],

@@ -118,6 +118,7 @@ def test_synced_reference_soft_update_every_k_steps():
         synced_reference_fit_args(None, None, ref, 0.0, 2)
 
 
+@pytest.mark.slow  # an end-to-end training run: the system tier (make test-slow)
 def test_tr_dpo_reference_follows_the_policy_and_resumes(tmp_path):
     """alpha = 1 every step: each update starts from policy == reference, so every DPO loss is
     exactly log 2 -- also after a restart, which must restore the synced reference (the frozen

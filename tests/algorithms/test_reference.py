@@ -117,6 +117,7 @@ def test_a_batch_of_the_wrapped_source_trains_like_the_frozen_reference():
     assert np.isfinite(float(metrics["reward_margins"]))
 
 
+@pytest.mark.slow  # an end-to-end training run: the system tier (make test-slow)
 def test_fit_on_the_wrapped_source_resumes_exactly(tmp_path):
     from alignax.train import sharding as shd
     from alignax.train.loop import fit

@@ -45,6 +45,7 @@ def test_online_loss_labels_by_score_and_moves_mass_to_the_best():
     assert float(jnp.abs(grads["bias"]).sum()) > 0
 
 
+@pytest.mark.slow  # an end-to-end training run: the system tier (make test-slow)
 def test_online_and_best_of_k_training_raise_the_score(tmp_path):
     ref, d = _data()
     before = float(st.expectation(SPACE, ref, d["score"], jnp.asarray(d["z"])).mean())

@@ -1,5 +1,6 @@
 """The first experiment on a user preference file: bad rows fail in one line or are skipped."""
 
+import pytest
 import json
 
 from alignax import cli
@@ -25,6 +26,7 @@ def test_bad_row_is_one_clear_line(tmp_path, capsys):
     assert err.strip() == "alignax: prefs.jsonl:3: field 'rejected': missing"
 
 
+@pytest.mark.slow  # an end-to-end training run: the system tier (make test-slow)
 def test_skip_invalid_skips_counts_and_trains(tmp_path, capsys):
     data = tmp_path / "prefs.jsonl"
     _write(data, bad_line=3)

@@ -57,6 +57,7 @@ def test_real_waltzrl_runs_both_stages(world, tmp_path):
     assert (run / "stage2" / "metrics.jsonl").exists() and (run / "selection.json").exists()
 
 
+@pytest.mark.slow  # an end-to-end training run: the system tier (make test-slow)
 def test_waltz_rollout_role_rows_on_the_checkpoint(world):
     """Three role rows per trajectory, sharing ids; their masks split the policy's tokens; the
     rollout's log-probs are the model's (recomputed by the training forward)."""

@@ -51,6 +51,7 @@ def test_underspecification_counts_only_close_pairs():
     assert same["underspec_close_pairs"] == 1.0 and same["underspec_max_z"] < 5
 
 
+@pytest.mark.slow  # an end-to-end training run: the system tier (make test-slow)
 def test_pretrain_lowers_nll_and_finetune_starts_from_the_backbone(tmp_path):
     cfg = TransformerConfig(vocab_size=8, d_model=16, n_layers=1, n_heads=2, d_ff=16, max_len=6)
     lm, rm = make_lm(cfg), make_reward_model(cfg)

@@ -69,6 +69,7 @@ def test_regression_report_on_known_predictions():
         mo.regression_report(p, t, ["help"])
 
 
+@pytest.mark.slow  # an end-to-end training run: the system tier (make test-slow)
 def test_a_transformer_with_two_heads_learns_count_and_length_ratings():
     """The ArmoRM-style model's objective heads, trained with the loss, beat the constant
     predictor on held-out rows for both a length and a token-count rating."""
