@@ -171,12 +171,6 @@ class QA:
         return correct, s
 
 
-@functools.lru_cache(maxsize=None)
-def _sampler(model):
-    """`(params, ids [n, 2], key) -> [n, 2]` sampled responses, jitted once per model."""
-    return jax.jit(lambda params, ids, key: _sample(model, params, ids, key))
-
-
 def _sft_policy(qa, cfg, cache):
     """The SFT policy (cached by config hash): canonical answers, roughly calibrated confidence."""
     model_cfg = {**cfg["model"], "vocab_size": qa.vocab_size, "max_len": 4}
@@ -296,7 +290,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     w = w_vanilla if method != "ppo_m" else fit_reward_models(
         os.path.join(workdir, "calibrated_reward_model"), pairs, config.rm, calibrated=True,
         seeds=seeds)
-    sample = _sampler(model)
+    sample = functools.partial(_sample, model)  # the library's jitted sampler, one per model
     return {seed: _select_and_eval(config, os.path.join(workdir, f"seed_{seed}"), qa, model,
                                    ref_params, w_vanilla[i], w[i], sample, seed)
             for i, seed in enumerate(seeds)}
