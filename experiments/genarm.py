@@ -77,7 +77,6 @@ KL(pi~ || pi_base) estimate. No gold on user data, so no claim is evaluated.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 
@@ -96,7 +95,7 @@ from alignax.losses.direct import dpo_loss
 from alignax.models.transformer import make_reward_model
 from alignax.sampling.guided import args_sample, arm_rewards, sample_guided
 from alignax.sampling.sampler import sample
-from alignax.tasks.language import BOS_ID, BigramLanguage
+from alignax.tasks.language import BigramLanguage
 from alignax.tasks.policies import gold_preference_pairs, sft_policy_config
 from alignax.tasks.splits import split_seeds
 from alignax.train.small import fit_small, pair_accuracy_selection
@@ -188,10 +187,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def _scores(config):
     """Token scores [V] of objectives A and B (B correlated `gold.mix` with A)."""
     task = BigramLanguage(**config.task.to_dict())
-    a = task.token_scores()
-    other = dataclasses.replace(task, seed=task.seed + int(config.gold.seed_b)).token_scores()
-    mix = float(config.gold.mix)
-    b = (mix * a + math.sqrt(1.0 - mix * mix) * other).astype(np.float32)
+    a, b = task.correlated_scores(float(config.gold.mix), int(config.gold.seed_b))
     return task, a, b
 
 
@@ -210,9 +206,6 @@ def _pairs(task, gold, n, seed, temperature):
             "rejected": np.stack([r["rejected_ids"] for r in recs])}
 
 
-def _prompts(task, n, seed):
-    p = task.eval_prompts(n, seed)
-    return np.concatenate([np.full((n, 1), BOS_ID, np.int32), p], axis=1)
 
 
 def _rows(tree, n):
@@ -260,8 +253,9 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     val_pairs = {o: [_pairs(task, g, int(config.num_val_pairs), sp.validation, temp)
                      for sp in splits] for o, g in (("a", gold_a), ("b", gold_b))}
     n_val = int(config.num_val_prompts)
-    prompts = np.stack([np.concatenate([_prompts(task, n_val, sp.validation),
-                                        _prompts(task, int(config.num_test_prompts), sp.test)])
+    n_test = int(config.num_test_prompts)
+    prompts = np.stack([np.concatenate([task.eval_prompt_ids(n_val, sp.validation),
+                                        task.eval_prompt_ids(n_test, sp.test)])
                         for sp in splits])  # [S, M, P]
     bs = int(config.fit.batch_size)
     lm = small.model

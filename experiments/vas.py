@@ -83,7 +83,6 @@ KL(pi || pi_base). No gold on user data, so no claim is evaluated.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -102,7 +101,7 @@ from alignax.algorithms.value_sampling import (response_q_values, value_loss, va
 from alignax.models.transformer import make_reward_model
 from alignax.ops import spearman
 from alignax.sampling.sampler import sample
-from alignax.tasks.language import BOS_ID, BigramLanguage
+from alignax.tasks.language import BigramLanguage
 from alignax.tasks.policies import sft_policy_config
 from alignax.tasks.splits import split_seeds
 from alignax.train.small import fit_small
@@ -201,16 +200,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def _scores(config):
     """Token scores [V] of objectives A and B (B correlated `gold.mix` with A)."""
     task = BigramLanguage(**config.task.to_dict())
-    a = task.token_scores()
-    other = dataclasses.replace(task, seed=task.seed + int(config.gold.seed_b)).token_scores()
-    mix = float(config.gold.mix)
-    b = (mix * a + math.sqrt(1.0 - mix * mix) * other).astype(np.float32)
+    a, b = task.correlated_scores(float(config.gold.mix), int(config.gold.seed_b))
     return task, a, b
 
 
-def _prompts(task, n, seed):
-    p = task.eval_prompts(n, seed)
-    return np.concatenate([np.full((n, 1), BOS_ID, np.int32), p], axis=1)
 
 
 def _draw(batch_size):
@@ -243,8 +236,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     n_val, n_test = int(config.num_val_prompts), int(config.num_test_prompts)
 
     # --- base samples (one per prompt) on training and validation prompts -------------------
-    fit_prompts = np.stack([np.concatenate([_prompts(task, n_tr, sp.train),
-                                            _prompts(task, n_vs, sp.validation)])
+    fit_prompts = np.stack([np.concatenate([task.eval_prompt_ids(n_tr, sp.train),
+                                            task.eval_prompt_ids(n_vs, sp.validation)])
                             for sp in splits])  # [S, n_tr + n_vs, P]
     keys = jnp.stack([jax.random.key(1000 + s) for s in seeds])
 
@@ -322,8 +315,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         rm_params, rm_val_data["ids"]))
 
     # --- VAS on validation + test prompts: rows = the (beta_A, beta_B) grid ----------------
-    prompts = np.stack([np.concatenate([_prompts(task, n_val, sp.validation),
-                                        _prompts(task, n_test, sp.test)])
+    prompts = np.stack([np.concatenate([task.eval_prompt_ids(n_val, sp.validation),
+                                        task.eval_prompt_ids(n_test, sp.test)])
                         for sp in splits])  # [S, M, P]
     levels = [float(b) for b in config.betas]
     grid = [(ba, bb) for ba in levels for bb in levels]  # the front: rows [:L * L]

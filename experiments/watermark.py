@@ -108,7 +108,7 @@ from alignax.losses import bradley_terry_loss
 from alignax.models.transformer import make_reward_model
 from alignax.sampling import watermark as wm
 from alignax.sampling.sampler import sample
-from alignax.tasks.language import BOS_ID, BigramLanguage
+from alignax.tasks.language import BigramLanguage
 from alignax.tasks.simulators import bradley_terry
 from alignax.tasks.splits import split_seeds
 from alignax.train.small import fit_small, minibatch_fn, pair_accuracy_selection
@@ -208,9 +208,6 @@ def _base(config, cache_dir):
     return out["model"], out["params"], task
 
 
-def _prompts(task, n, seed):
-    p = task.eval_prompts(n, seed)
-    return np.concatenate([np.full((n, 1), BOS_ID, np.int32), p], axis=1)
 
 
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
@@ -229,10 +226,10 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     m = n_val + n_test
     splits = [split_seeds(s) for s in seeds]
     # [S, M, P]: validation + test prompts; the RM's training prompts [S, M_rm, P]
-    train_prompts = np.stack([_prompts(task, int(config.num_rm_prompts), sp.train)
+    train_prompts = np.stack([task.eval_prompt_ids(int(config.num_rm_prompts), sp.train)
                               for sp in splits])
-    prompts = np.stack([np.concatenate([_prompts(task, n_val, sp.validation),
-                                        _prompts(task, n_test, sp.test)]) for sp in splits])
+    prompts = np.stack([np.concatenate([task.eval_prompt_ids(n_val, sp.validation),
+                                        task.eval_prompt_ids(n_test, sp.test)]) for sp in splits])
     secrets = jnp.stack([jax.random.key(10_000 + s) for s in seeds])
     keys = jnp.stack([jax.random.key(1000 + s) for s in seeds])
     train_keys = jnp.stack([jax.random.key(2000 + s) for s in seeds])

@@ -15,6 +15,7 @@ Everything is a deterministic function of `seed`.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -164,3 +165,20 @@ class BigramLanguage:
     def eval_prompts(self, n: int, seed: int) -> np.ndarray:
         """Held-out prompts, [n, prompt_len]."""
         return self.sample_prompts(np.random.default_rng([self.seed, seed, 3]), n)
+
+    def eval_prompt_ids(self, n: int, seed: int) -> np.ndarray:
+        """`eval_prompts` with the bos token first, as the sampler takes them: [n, 1 +
+        prompt_len] int32."""
+        p = self.eval_prompts(n, seed)
+        return np.concatenate([np.full((n, 1), BOS_ID, np.int32), p], axis=1)
+
+    def correlated_scores(self, mix: float, seed_offset: int) -> tuple[np.ndarray, np.ndarray]:
+        """Token scores [V] of two objectives: A = `token_scores()` and B = mix A +
+        sqrt(1 - mix^2) C, C the scores of the task with seed + `seed_offset` (so corr(A, B) is
+        about `mix`). Returns (A, B) float32."""
+        if not -1.0 <= mix <= 1.0:
+            raise ValueError(f"mix must lie in [-1, 1], got {mix}")
+        a = self.token_scores()
+        other = dataclasses.replace(self, seed=self.seed + int(seed_offset)).token_scores()
+        b = (mix * a + math.sqrt(1.0 - mix * mix) * other).astype(np.float32)
+        return a, b

@@ -55,3 +55,20 @@ def test_labels_are_bradley_terry_draws_of_the_gold_reward(temperature):
         d = np.abs(gold_c - gold_r)
         expected = np.mean(1 / (1 + np.exp(-d / temperature)))
         assert abs(correct.mean() - expected) < 3 * np.sqrt(expected * (1 - expected) / 3000)
+
+
+def test_eval_prompt_ids_and_correlated_scores():
+    from alignax.tasks.language import BOS_ID, BigramLanguage
+
+    task = BigramLanguage()
+    ids = task.eval_prompt_ids(5, 3)
+    assert ids.dtype == np.int32 and (ids[:, 0] == BOS_ID).all()
+    np.testing.assert_array_equal(ids[:, 1:], task.eval_prompts(5, 3))
+    a, b = task.correlated_scores(1.0, 7)
+    np.testing.assert_array_equal(a, task.token_scores())
+    np.testing.assert_allclose(b, a, rtol=1e-6)  # mix 1: B is A
+    a, b = task.correlated_scores(0.0, 7)  # mix 0: B is the other task's scores
+    other = BigramLanguage(seed=task.seed + 7).token_scores()
+    np.testing.assert_allclose(b, other, rtol=1e-6)
+    with pytest.raises(ValueError, match="mix"):
+        task.correlated_scores(1.5, 7)
