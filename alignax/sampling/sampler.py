@@ -316,21 +316,21 @@ def _decode(models, params, prompt_ids, prompt_mask, rng, coefs, *, max_new_toke
         else:
             scores = last
         if temperature == 0:
-            if penalise:
-                scores = repetition_penalty_logits(scores, seen, repetition_penalty)
-            tok = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+            if drawn is not None:
+                tok = drawn.astype(jnp.int32)
+            else:
+                if penalise:
+                    scores = repetition_penalty_logits(scores, seen, repetition_penalty)
+                tok = jnp.argmax(scores, axis=-1).astype(jnp.int32)
             sampling_logp = jnp.zeros(tok.shape, jnp.float32)
         else:
             processed = jax.nn.log_softmax(
                 process_logits(scores, temperature=temperature, top_k=top_k, top_p=top_p,
                                min_p=min_p, repetition_penalty=repetition_penalty, seen=seen),
                 axis=-1)
-            tok = categorical(key, processed)
+            # a hook's own draw replaces the categorical one (not drawn as well)
+            tok = categorical(key, processed) if drawn is None else drawn.astype(jnp.int32)
             sampling_logp = jnp.take_along_axis(processed, tok[:, None], axis=-1)[:, 0]
-        if drawn is not None:
-            tok = drawn.astype(jnp.int32)
-            if temperature != 0:
-                sampling_logp = jnp.take_along_axis(processed, tok[:, None], axis=-1)[:, 0]
 
         def pick(lp):
             return jnp.take_along_axis(lp, tok[:, None], axis=-1)[:, 0]
