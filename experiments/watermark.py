@@ -48,14 +48,13 @@ Claims (5 seeds, paired 95% t intervals; the notes' pass criteria):
 - comparative: AR with n = 4 KGW samples reaches the unwatermarked mean: kgw_ar_gold -
   base_gold >= 0;
 - threshold: the AR outputs stay detectable: KGW TPR at 1% FPR of the AR choices >= 0.95;
-- comparative: the randomized Gumbel restores diversity: rgumbel_distinct - gumbel_distinct > 0;
 - comparative: AR gains only with the randomized Gumbel: rgumbel_ar_gain - gumbel_ar_gain > 0;
 - threshold: the randomized Gumbel's AR outputs stay detectable (Gumbel score, 1% FPR) >= 0.95;
 - sanity (not counted): vanilla Gumbel samples of a prompt are identical (distinct = 1/n, so
-  its AR gain is 0 by construction); the RM ranks validation pairs above chance.
-The diversity claim is close to holding by construction (a second draw differs unless p is
-nearly deterministic); the AR-gain claim is the falsifiable form of "modified Gumbel makes AR
-useful".
+  its AR gain is 0 by construction); the randomized Gumbel restores diversity (holds by
+  construction: its second draw differs unless p is nearly deterministic); the RM ranks
+  validation pairs above chance.
+The AR-gain claim is the falsifiable form of "modified Gumbel makes AR useful".
 
 Development (seeds 0-4, whose test claims were seen while the settings were chosen; the
 recorded claims run on fresh seeds 5-9, RESULTS.md): unwatermarked gold 0.140, KGW 0.129 (difference
@@ -68,12 +67,12 @@ claims INCONCLUSIVE (KGW - base 0.004 [-0.042, 0.050]); W, rft_k and the RM step
 after that run, so these settings were not chosen on validation alone, and seeds 0-4 are not
 used for the claims.
 
-Recorded run (fresh seeds 5-9, RESULTS.md): INCONCLUSIVE (4 PASS, 2 INCONCLUSIVE, 2 sanity):
+Recorded run (fresh seeds 5-9, RESULTS.md): INCONCLUSIVE (3 PASS, 2 INCONCLUSIVE, 3 sanity):
 KGW lowers the gold by 0.006 [-0.009, 0.020] (INCONCLUSIVE: on this toy the per-key effect is
 about as large as the watermark's); AR with n = 4 KGW samples +0.076 [0.051, 0.102] over the
 unwatermarked mean (PASS); the AR outputs' KGW TPR at 1% FPR 0.971 [0.942, 1.000] against 0.95
-(INCONCLUSIVE); the randomized Gumbel restores diversity and AR gain (+0.093 [0.064, 0.123],
-PASS) and its AR outputs stay detectable (0.993, PASS).
+(INCONCLUSIVE); AR gains with the randomized Gumbel (+0.093 [0.064, 0.123], PASS; its
+restored diversity is a sanity check) and its AR outputs stay detectable (0.993, PASS).
 
     alignax run experiments/watermark.py            # full setting, 5 seeds
     alignax run experiments/watermark.py:smoke      # seconds, for the tests
@@ -473,9 +472,12 @@ def claims(results) -> list[protocol.Claim]:
             ("toy", "kgw_ar_tpr"), at_least=TPR,
             detail=f"threshold from unwatermarked validation samples; single KGW samples "
                    f"{mean('kgw_tpr'):.3f}, unwatermarked test FPR {mean('base_fpr'):.3f}"),
-        protocol.compare(
+        # by construction: the unkeyed second draw differs unless p is nearly deterministic
+        protocol.sanity(
             "the randomized Gumbel restores diversity (distinct fraction of 4 samples)",
-            results, ("toy", "rgumbel_distinct"), ("toy", "gumbel_distinct"), at_least=0.0,
+            all(m["rgumbel_distinct"] > m["gumbel_distinct"] for m in seeds.values()),
+            {"rgumbel_distinct": mean("rgumbel_distinct"),
+             "gumbel_distinct": mean("gumbel_distinct")},
             detail=f"unwatermarked {mean('base_distinct'):.3f}"),
         protocol.compare(
             "AR gains with the randomized Gumbel, not with the vanilla one",
