@@ -24,14 +24,15 @@ run: install
 lint: install
 	$(BIN)/ruff check alignax experiments examples tests tools benchmarks
 
-# Unit tests, every experiment's smoke run and the notebooks.
+# Unit tests and every experiment's smoke run.
 test: install lint
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not slow" --durations=25 $(PYTEST_ARGS)
 
 # System tests (marker `slow`): whole programs in subprocesses, on several processes or
 # simulated devices, killed with SIGKILL/SIGTERM or out of disk, the `:real` configs end to
-# end on a tiny HF checkpoint, and end-to-end training runs of the recipes (convergence, exact
-# resume). CI runs them after `make test`.
+# end on a tiny HF checkpoint, end-to-end training runs of the recipes (convergence, exact
+# resume), the parity runs against TRL / transformers (tests/parity/conftest.py) and the
+# notebooks (notebooks/conftest.py). CI runs them after `make test`.
 test-slow: install
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m slow --durations=25 $(PYTEST_ARGS)
 

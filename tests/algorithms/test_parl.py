@@ -61,22 +61,27 @@ def test_exact_parl_gradient_equals_finite_differences_of_the_bilevel_objective(
             return upper(_solve(loss, nu), nu)
 
         nu = jnp.asarray(np.random.default_rng(1).standard_normal((S, A)) * 0.5)
-        theta = jax.jit(lambda n: _solve(loss, n))(nu)
-        assert float(jnp.max(jnp.abs(jax.grad(loss)(theta, nu)))) < 1e-9  # solved
-        value, grad, parts = parl.parl_gradient(loss, upper, theta, nu, method="cg",
-                                                maxiter=100, tol=1e-12)
         eps = 1e-4
         basis = jnp.eye(S * A).reshape(S * A, S, A)
-        f = jax.jit(jax.vmap(big_f))
-        fd = (f(nu + eps * basis) - f(nu - eps * basis)) / (2 * eps)
+
+        @jax.jit  # one program (eager, each primitive compiled on its own cost seconds)
+        def run(nu):
+            theta = _solve(loss, nu)
+            cg = parl.parl_gradient(loss, upper, theta, nu, method="cg", maxiter=100, tol=1e-12)
+            neumann = parl.parl_gradient(loss, upper, theta, nu, method="neumann",
+                                         num_terms=2000, alpha=0.5)
+            f = jax.vmap(big_f)
+            fd = (f(nu + eps * basis) - f(nu - eps * basis)) / (2 * eps)
+            return jax.grad(loss)(theta, nu), cg, neumann[1], fd, big_f(nu)
+
+        g_solved, (value, grad, parts), g_neu, fd, f_nu = run(nu)
+        assert float(jnp.max(jnp.abs(g_solved))) < 1e-9  # solved
         np.testing.assert_allclose(np.asarray(grad).ravel(), np.asarray(fd), rtol=1e-5,
                                    atol=1e-8)
-        np.testing.assert_allclose(float(value), float(big_f(nu)), rtol=1e-10)
+        np.testing.assert_allclose(float(value), float(f_nu), rtol=1e-10)
         # the data term matters here (the test would not see a missing one)
         assert float(jnp.max(jnp.abs(parts["data"]))) > 1e-2
         # the neumann inverse-HVP gives the same
-        _, g_neu, _ = parl.parl_gradient(loss, upper, theta, nu, method="neumann",
-                                         num_terms=2000, alpha=0.5)
         np.testing.assert_allclose(np.asarray(g_neu), np.asarray(grad), rtol=1e-6, atol=1e-9)
 
 
@@ -95,16 +100,19 @@ def test_without_the_data_term_it_is_the_pebble_like_gradient():
         return jnp.mean(u) + parl.score_function_surrogate(
             parl.trajectory_log_prob(th, *pairs), u)
 
-    value, grad, parts = parl.parl_gradient(loss, upper, theta, nu, data_term=False)
-    pebble = jax.grad(lambda n: jnp.mean(parl.pair_log_likelihood(n, *pairs, labels)))(nu)
+    @jax.jit  # one program per call (eager, each primitive compiled on its own cost seconds)
+    def both(theta, nu):
+        without = parl.parl_gradient(loss, upper, theta, nu, data_term=False)
+        with_data = parl.parl_gradient(loss, upper, theta, nu, data_term=True, maxiter=50,
+                                       damping=1e-3)
+        pebble = jax.grad(lambda n: jnp.mean(parl.pair_log_likelihood(n, *pairs, labels)))(nu)
+        return without, with_data, pebble, jnp.mean(parl.pair_log_likelihood(nu, *pairs, labels))
+
+    (value, grad, parts), (_, g2, parts2), pebble, mean_ll = both(theta, nu)
     np.testing.assert_allclose(np.asarray(grad), np.asarray(pebble), rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(np.asarray(parts["data"]), 0.0)
-    np.testing.assert_allclose(float(value),
-                               float(jnp.mean(parl.pair_log_likelihood(nu, *pairs, labels))),
-                               rtol=1e-6)
+    np.testing.assert_allclose(float(value), float(mean_ll), rtol=1e-6)
     # with the data term: direct part unchanged, total = direct + data, data nonzero
-    _, g2, parts2 = parl.parl_gradient(loss, upper, theta, nu, data_term=True, maxiter=50,
-                                       damping=1e-3)
     np.testing.assert_allclose(np.asarray(parts2["direct"]), np.asarray(pebble), rtol=1e-6,
                                atol=1e-7)
     np.testing.assert_allclose(np.asarray(g2), np.asarray(parts2["direct"] + parts2["data"]),
@@ -121,9 +129,14 @@ def test_attach_implicit_gradient_matches_parl_gradient():
     def upper(th, n):
         return parl.occupancy_utility(th, -(n - gold) ** 2, p, terminal, start, GAMMA)
 
-    _, ref, _ = parl.parl_gradient(loss, upper, theta, nu, maxiter=100, tol=1e-10)
-    got = jax.jit(jax.grad(lambda n: upper(parl.attach_implicit_gradient(
-        loss, theta, n, maxiter=100, tol=1e-10), n)))(nu)
+    @jax.jit  # one program (eager, each primitive compiled on its own cost seconds)
+    def both(theta, nu):
+        _, ref, _ = parl.parl_gradient(loss, upper, theta, nu, maxiter=100, tol=1e-10)
+        got = jax.grad(lambda n: upper(parl.attach_implicit_gradient(
+            loss, theta, n, maxiter=100, tol=1e-10), n))(nu)
+        return ref, got
+
+    ref, got = both(theta, nu)
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="method"):
         parl.attach_implicit_gradient(loss, theta, nu, method="lu")
@@ -135,17 +148,25 @@ def test_sampled_data_term_estimates_the_exact_one():
     p, terminal, start, gold = _mdp()
     theta = jnp.asarray(np.random.default_rng(6).standard_normal((S, A)), jnp.float32)
     h, n = 3, 40000
-    exact = jax.grad(lambda th: parl.occupancy_utility(th, gold, p, terminal, start, 1.0,
-                                                       horizon=h))(theta)
-    st, ac, va = parl.sample_trajectories(jax.random.key(7), theta, p, terminal, start, n, h)
-    u = jnp.sum(jnp.where(va, gold[st[:, :h], ac], 0.0), -1)
+
+    @jax.jit  # one program (eager, each primitive compiled on its own cost seconds)
+    def estimates(theta):
+        exact = jax.grad(lambda th: parl.occupancy_utility(th, gold, p, terminal, start, 1.0,
+                                                           horizon=h))(theta)
+        st, ac, va = parl.sample_trajectories(jax.random.key(7), theta, p, terminal, start, n,
+                                              h)
+        u = jnp.sum(jnp.where(va, gold[st[:, :h], ac], 0.0), -1)
+        est = {b: jax.grad(lambda th, b=b: parl.score_function_surrogate(
+            parl.trajectory_log_prob(th, st, ac, va), u, baseline=b))(theta)
+            for b in parl.BASELINES}
+        return exact, est, u.mean(), parl.occupancy_utility(theta, gold, p, terminal, start,
+                                                            1.0, horizon=h)
+
+    exact, est, u_mean, utility = estimates(theta)
     for baseline in parl.BASELINES:
-        est = jax.grad(lambda th: parl.score_function_surrogate(
-            parl.trajectory_log_prob(th, st, ac, va), u, baseline=baseline))(theta)
-        np.testing.assert_allclose(np.asarray(est), np.asarray(exact), atol=0.05)
+        np.testing.assert_allclose(np.asarray(est[baseline]), np.asarray(exact), atol=0.05)
     # and the sampled utility's mean is the exact expectation
-    np.testing.assert_allclose(float(u.mean()), float(parl.occupancy_utility(
-        theta, gold, p, terminal, start, 1.0, horizon=h)), atol=0.03)
+    np.testing.assert_allclose(float(u_mean), float(utility), atol=0.03)
 
 
 def test_occupancy_matches_policy_evaluation_and_the_horizon_sum():
