@@ -116,8 +116,10 @@ def ddpo_loss(denoiser: Denoiser, schedule: Schedule, timesteps: Sequence[int],
     by the batch_fn)}. `reward_fn(x0 [B, ...], cond) -> [B]` (stop-gradient: a learned or gold
     reward). `step_mask` [K] selects the trained steps (default all).
 
-    Metrics: reward (mean of the batch), approx_kl and clip_frac (~0 at the update: the guarantee
-    that the sampler's log-probs equal the recompute), nfe (sampling denoiser calls per update).
+    Metrics: reward and reward_std (mean and standard deviation over the batch's samples: the
+    spread is the reward-hacking / mode-collapse diagnostic), approx_kl and clip_frac (~0 at the
+    update: the guarantee that the sampler's log-probs equal the recompute), nfe (sampling
+    denoiser calls per update).
     """
     timesteps = tuple(int(t) for t in timesteps)
     k = len(timesteps)
@@ -141,7 +143,7 @@ def ddpo_loss(denoiser: Denoiser, schedule: Schedule, timesteps: Sequence[int],
         mask = batch.get("step_mask", default_mask)
         per, metrics = ddpo_clip_loss(logps, out.logps, adv, mask, clip=clip,
                                       advantage_clip=advantage_clip)
-        metrics = {**metrics, "reward": rewards.mean(),
+        metrics = {**metrics, "reward": rewards.mean(), "reward_std": rewards.std(),
                    "nfe": (out.nfe * batch_size).astype(jnp.float32)}
         return per.mean(), metrics
 

@@ -54,6 +54,10 @@ def test_ddpo_gradient_is_reinforce_on_the_sampled_chains():
     out = dm.sample(DEN.apply, params, SCH, key_noise, x_T, STEPS, method="ddim", eta=1.0,
                     clip_x0=3.0)
     adv = dt.group_advantages(_reward(out.final, None))
+    np.testing.assert_allclose(float(metrics["reward"]), float(_reward(out.final, None).mean()),
+                               rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["reward_std"]),
+                               float(np.std(np.asarray(_reward(out.final, None)))), rtol=1e-5)
 
     def reinforce(p):
         lp = dm.chain_logprobs(DEN.apply, p, SCH, out.latents, out.timesteps,
