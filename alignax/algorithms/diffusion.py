@@ -108,13 +108,17 @@ def ddpo_loss(denoiser: Denoiser, schedule: Schedule, timesteps: Sequence[int],
               data_shape: Sequence[int], step_mask: jax.Array | None = None,
               method: str = "ddim", eta: float = 1.0, clip: float = 1e-4,
               advantage_clip: float | None = 5.0, group_size: int = 0,
-              clip_x0: float | None = None) -> Callable[..., Any]:
+              clip_x0: float | None = None,
+              weight_fn: Callable[[jax.Array, Any], jax.Array] | None = None
+              ) -> Callable[..., Any]:
     """`loss_fn(params, batch) -> (loss, metrics)` of one on-policy DDPO update (module doc).
 
     batch: {"key": a PRNG key, optional "cond": [B, ...] conditions, optional "step_mask": [K]
     (overrides `step_mask`: a schedule over updates, e.g. B^2-DiffuRL's growing interval, drawn
     by the batch_fn)}. `reward_fn(x0 [B, ...], cond) -> [B]` (stop-gradient: a learned or gold
-    reward). `step_mask` [K] selects the trained steps (default all).
+    reward). `step_mask` [K] selects the trained steps (default all). `weight_fn(x0, cond) -> [B]`
+    (optional, stop-gradient) weighs each sample's clipped loss: loss = mean_b w_b l_b, e.g.
+    PrefPaint's reward-trustiness weights of the final samples; without it w_b = 1.
 
     Metrics: reward and reward_std (mean and standard deviation over the batch's samples: the
     spread is the reward-hacking / mode-collapse diagnostic), approx_kl and clip_frac (~0 at the
@@ -143,6 +147,13 @@ def ddpo_loss(denoiser: Denoiser, schedule: Schedule, timesteps: Sequence[int],
         mask = batch.get("step_mask", default_mask)
         per, metrics = ddpo_clip_loss(logps, out.logps, adv, mask, clip=clip,
                                       advantage_clip=advantage_clip)
+        if weight_fn is not None:
+            weights = jax.lax.stop_gradient(jnp.asarray(weight_fn(out.final, cond), jnp.float32))
+            if weights.shape != per.shape:
+                raise ValueError(f"weight_fn must return [{per.shape[0]}] weights, got "
+                                 f"{weights.shape}")
+            per = per * weights
+            metrics["weight_mean"] = weights.mean()
         metrics = {**metrics, "reward": rewards.mean(), "reward_std": rewards.std(),
                    "nfe": (out.nfe * batch_size).astype(jnp.float32)}
         return per.mean(), metrics

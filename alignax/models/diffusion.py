@@ -62,7 +62,7 @@ EpsFn = Callable[..., jax.Array]
 SCHEDULES = ("linear", "cosine")
 METHODS = ("ddpm", "ddim")
 KINDS = ("mlp", "unet")
-COND_KINDS = ("none", "class", "tokens")
+COND_KINDS = ("none", "class", "tokens", "vector")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -527,8 +527,11 @@ class DenoiserConfig:
       cond_kind: "none"; "class": cond is [B] int ids in [0, cond_vocab] where id cond_vocab is
         the null (unconditional) class, for classifier-free dropout; "tokens": cond is [B, L]
         int token ids in [0, cond_vocab), negative ids are padding, embedded and mean-pooled
-        (a bag-of-tokens text encoder).
-      cond_vocab: number of classes or token vocabulary size (>= 1 unless cond_kind "none").
+        (a bag-of-tokens text encoder); "vector": cond is [B, cond_dim] float (e.g. the known
+        part of an input to inpaint), mapped by a linear layer into the embedding; the
+        classifier-free null condition is the zero vector.
+      cond_vocab: number of classes or token vocabulary size (>= 1 for "class" and "tokens").
+      cond_dim: the width of a "vector" condition (>= 1 for cond_kind "vector", else unused).
       activation: a jax.nn function name.
       max_period: the sinusoidal time embedding's longest period.
       dtype: compute dtype ("float32" or "bfloat16") of the matmuls and convolutions.
@@ -546,6 +549,7 @@ class DenoiserConfig:
     time_dim: int = 64
     cond_kind: str = "none"
     cond_vocab: int = 0
+    cond_dim: int = 0
     activation: str = "silu"
     max_period: float = 10000.0
     dtype: str = "float32"
@@ -563,8 +567,10 @@ class DenoiserConfig:
                                  f"{getattr(self, name)!r}")
         if not hasattr(jax.nn, self.activation):
             raise ValueError(f"activation must be a jax.nn function, got {self.activation!r}")
-        if self.cond_kind != "none" and self.cond_vocab < 1:
+        if self.cond_kind in ("class", "tokens") and self.cond_vocab < 1:
             raise ValueError(f"cond_vocab must be >= 1 with cond_kind={self.cond_kind!r}")
+        if self.cond_kind == "vector" and self.cond_dim < 1:
+            raise ValueError(f"cond_dim must be >= 1 with cond_kind='vector', got {self.cond_dim}")
         if self.time_dim < 2 or self.time_dim % 2:
             raise ValueError(f"time_dim must be an even int >= 2, got {self.time_dim}")
         if self.kind == "unet":
@@ -600,8 +606,11 @@ class _Embedding(nnx.Module):
         self.fc1 = nnx.Linear(e, e, dtype=dt, param_dtype=pdt, rngs=rngs)
         self.fc2 = nnx.Linear(e, e, dtype=dt, param_dtype=pdt, rngs=rngs)
         rows = cfg.cond_vocab + (cfg.cond_kind == "class")
-        self.cond = (nnx.Embed(rows, e, dtype=dt, param_dtype=pdt, rngs=rngs)
-                     if cfg.cond_kind != "none" else None)
+        if cfg.cond_kind == "vector":
+            self.cond = nnx.Linear(cfg.cond_dim, e, dtype=dt, param_dtype=pdt, rngs=rngs)
+        else:
+            self.cond = (nnx.Embed(rows, e, dtype=dt, param_dtype=pdt, rngs=rngs)
+                         if cfg.cond_kind != "none" else None)
         self.cfg = cfg
 
     def __call__(self, t, cond):
@@ -616,6 +625,8 @@ class _Embedding(nnx.Module):
             vecs = self.cond(jnp.maximum(cond, 0)).astype(jnp.float32)
             pooled = (vecs * valid[..., None]).sum(1) / jnp.maximum(valid.sum(1), 1.0)[:, None]
             emb = emb + pooled.astype(emb.dtype)
+        elif cfg.cond_kind == "vector":
+            emb = emb + self.cond(cond.astype(jnp.dtype(cfg.dtype)))
         return emb
 
 
@@ -737,7 +748,8 @@ def make_denoiser(cfg: DenoiserConfig) -> Denoiser:
     scales 1, embedding tables N(0, 1).
 
     apply(params, x_t [B, *data_shape], t [B] or scalar int, cond) -> eps [B, *data_shape]
-    float32; cond is None, [B] class ids or [B, L] token ids (see `DenoiserConfig.cond_kind`).
+    float32; cond is None, [B] class ids, [B, L] token ids or [B, cond_dim] floats (see
+    `DenoiserConfig.cond_kind`).
     Parameters are replicated on a mesh (`logical_axes` all None): the batch is what shards.
     """
     module = _MLPDenoiser if cfg.kind == "mlp" else _UNetDenoiser
@@ -784,7 +796,13 @@ def make_denoiser(cfg: DenoiserConfig) -> Denoiser:
             if cond is None or jnp.ndim(cond) != want or jnp.shape(cond)[0] != batch:
                 raise ValueError(f"cond_kind={cfg.cond_kind!r} needs cond of rank {want} with "
                                  f"B={batch} rows, got {None if cond is None else jnp.shape(cond)}")
-            cond = jnp.asarray(cond, jnp.int32)
+            if cfg.cond_kind == "vector":
+                if jnp.shape(cond)[1] != cfg.cond_dim:
+                    raise ValueError(f"cond_kind='vector' needs cond [B, cond_dim="
+                                     f"{cfg.cond_dim}], got {jnp.shape(cond)}")
+                cond = jnp.asarray(cond, jnp.float32)
+            else:
+                cond = jnp.asarray(cond, jnp.int32)
         state = jax.tree.map(lambda v: v, abstract_state)
         nnx.replace_by_pure_dict(state, params)
         return nnx.merge(graphdef, state)(x_t, t, cond)

@@ -67,6 +67,20 @@ def test_ddpo_gradient_is_reinforce_on_the_sampled_chains():
     want = jax.grad(reinforce)(params)
     for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # per-sample weights: the loss is mean_b w_b l_b (here l_b's gradient is -A_b grad mean_k lp)
+    w = jnp.linspace(0.5, 2.0, 16)
+    weighted = dt.ddpo_loss(DEN, SCH, STEPS, _reward, batch_size=16, data_shape=(2,),
+                            advantage_clip=None, clip_x0=3.0, weight_fn=lambda x0, c: w)
+    (_, wm), g_w = jax.value_and_grad(weighted, has_aux=True)(params, batch)
+    want_w = jax.grad(lambda p: -(w * adv * dm.chain_logprobs(
+        DEN.apply, p, SCH, out.latents, out.timesteps, out.prev_timesteps, method="ddim",
+        eta=1.0, clip_x0=3.0).mean(0)).mean())(params)
+    for a, b in zip(jax.tree.leaves(g_w), jax.tree.leaves(want_w)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(float(wm["weight_mean"]), 1.25, rtol=1e-6)
+    with pytest.raises(ValueError, match="weight_fn must return"):
+        dt.ddpo_loss(DEN, SCH, STEPS, _reward, batch_size=16, data_shape=(2,),
+                     weight_fn=lambda x0, c: jnp.ones(3))(params, batch)
     # a step mask restricts the gradient to the chosen steps: an all-off mask gives zero
     none = jnp.zeros((len(STEPS),), bool)
     g0 = jax.grad(lambda p: loss_fn(p, {**batch, "step_mask": none})[0])(params)
