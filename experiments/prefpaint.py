@@ -71,18 +71,20 @@ Claims (5 seeds, paired 95% t intervals; the notes' pass criteria):
 Sanity (not counted): before RL the RM is accurate on the base model's completions (|initial
 test gap| < 0.25) and `plain` RL raises the proxy.
 
-Reading the full run (seeds 0-4): from a test gold of -0.07 (gap 0.03), plain DDPO raises the
-proxy to 2.04 but the gold only to 0.43: 38% of its completions leave the ring upward, where
-the RM keeps rising (gap 1.61, width 1.29 against about 0.25 on the ring). The trust weights
-(k = 0.05 chosen; lr 1e-3 for all) change almost nothing: gold 0.44, gap 1.60 (gold +0.007,
-interval [-0.03, 0.05], INCONCLUSIVE; gap claim FAIL, gap_trust - 0.7 gap_plain = 0.48
-[0.05, 0.90]). A weight in [1, 2.2] on each sample's loss scales the pushes of trusted
-samples, up or down, but never turns the push towards a high r_hat off the ring into a pull
-back, so it is not pessimism; on validation every k of the grid ended within 0.03 gold of
-plain (0.54 to 0.57 against 0.56 at lr 1e-3). The LCB (alpha 1 chosen) stays near the ring (11% off)
-and reaches gold 1.30 (+0.87 [0.10, 1.64] over plain, PASS) with a gap of 0.47 (gap_lcb -
-0.7 gap_plain = -0.66 [-1.23, -0.08], PASS). So the notes' claims hold for the LCB reading
-of the confidence-regularised reward and fail for the paper's own weighting in this toy.
+Reading the full run (seeds 0-4, commit 04adc76): from a test gold of -0.07 (gap 0.03), plain
+DDPO raises the proxy to 2.04 but the gold only to 0.43: 38% of its completions leave the ring
+upward, where the RM keeps rising (gap 1.61, width 1.29 against about 0.25 on the ring). The
+trust weights (k = 2 chosen on validation; lr 1e-3 for every method) change almost nothing:
+gold 0.44, gap 1.61 (gold +0.005, interval [-0.047, 0.057], INCONCLUSIVE; gap claim FAIL,
+gap_trust - 0.7 gap_plain = 0.48 [0.06, 0.90]). A weight in [1, 2.2] on each sample's loss
+scales the pushes of trusted samples, up or down, but never turns the push towards a high r_hat
+off the ring into a pull back, so it is not pessimism. The LCB (alpha 1 chosen) stays near the
+ring (11% off) and reaches gold 1.30 (+0.87 [0.10, 1.63] over plain, PASS) with a gap of 0.47
+(gap_lcb - 0.7 gap_plain = -0.65 [-1.22, -0.08], PASS). So the notes' claims hold for the LCB
+reading of the confidence-regularised reward and fail for the paper's own weighting in this
+toy. (A first version folded the weights into the advantages, which `ddpo_loss` then
+re-standardised over the batch; its full run gave the same verdicts: trust gold +0.007
+[-0.03, 0.05], gap 0.48 [0.05, 0.90].)
 
     alignax run experiments/prefpaint.py            # full setting, 5 seeds
     alignax run experiments/prefpaint.py:smoke      # seconds, for the tests
