@@ -82,7 +82,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # train (SFT chains, then GRPO prompts) / validation / test chains: split_seeds
     c.data = dict(num_sft=2000 if not smoke else 64, num_prompts=2000 if not smoke else 32,
                   num_val=400 if not smoke else 16, num_test=400 if not smoke else 16)
-    c.model = dict(d_model=64, n_layers=2, n_heads=4, d_ff=176)
+    # the smoke test is compile-bound: a one-layer model makes every program smaller
+    c.model = (dict(d_model=64, n_layers=2, n_heads=4, d_ff=176) if not smoke else
+               dict(d_model=32, n_layers=1, n_heads=2, d_ff=64))
     # SFT's number of steps is chosen on validation among these (each overrides train.steps)
     c.sft_steps_grid = [200, 400, 800] if not smoke else [4, 6]
     c.sft = dict(

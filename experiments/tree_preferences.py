@@ -119,11 +119,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                             checkpoint_every=10_000, log_every=100,
                                             eval_every=0, progress=False))
     c.branching, c.depth, c.pairs_per_tree = 2, 3, 4  # the response tree
+    if smoke:  # a depth-2 tree: the tree sampler unrolls one sampler per level (compile time);
+        # 4 leaves still have sibling and non-sibling pairs (2 of 6 are siblings)
+        c.depth, c.pairs_per_tree = 2, 2
     c.num_pairs = 512 if not smoke else 16  # the label budget of every data set
     c.label_temperature = 0.1
     c.train = dict(steps=300 if not smoke else 4, batch_size=32, learning_rate=1e-3,
                    steps_per_log=25 if not smoke else 4)
     c.num_val_pairs = 512 if not smoke else 16
+    # the ideal linear learner's full-batch descent (steps_per_log: updates per logged row)
+    c.linear = dict(steps=2000 if not smoke else 8, steps_per_log=40 if not smoke else 8)
     c.num_eval_pairs = 1024 if not smoke else 16
     # smoke: N = 2 candidates for 16 prompts, the shapes of the chain pairs' sampling (16
     # prompts, 2 samples each), so best-of-N reuses that compiled sampler (N is a value only)
@@ -221,7 +226,7 @@ def _token_counts(seqs, vocab_size: int, prompt_len: int) -> np.ndarray:
 
 def linear_bt_accuracy(workdir: str, chosen, rejected, eval_a, eval_b, gold_margin, *,
                        vocab_size, prompt_len, labels, steps=2000, learning_rate=5.0, l2=1e-3,
-                       features=None):
+                       features=None, steps_per_log=None):
     """Held-out gold accuracy of a linear BT model per row, r(y) = w . phi(y), fit by
     full-batch gradient descent from w = 0 on the mean BT loss plus l2/2 |w|^2 (all rows in one
     `fit_small` program): the ideal learner of a gold that is linear in phi, a diagnostic of
@@ -229,8 +234,9 @@ def linear_bt_accuracy(workdir: str, chosen, rejected, eval_a, eval_b, gold_marg
 
     chosen/rejected [R, M, T] (the training pairs of each row), eval_a/eval_b [R, N, T],
     gold_margin [R, N] (gold(a) - gold(b)); labels [R] name the rows; features: sequences
-    [..., T] -> phi [..., F] (default: the bag of response tokens, counts(y) / R, F = V).
-    Returns [R] accuracies."""
+    [..., T] -> phi [..., F] (default: the bag of response tokens, counts(y) / R, F = V);
+    steps_per_log: updates per logged row (None: fit_small's default). Returns [R]
+    accuracies."""
     if features is None:
         def features(seqs):
             return _token_counts(seqs, vocab_size, prompt_len)
@@ -243,7 +249,7 @@ def linear_bt_accuracy(workdir: str, chosen, rejected, eval_a, eval_b, gold_marg
     fit = fit_small(workdir, loss_fn=loss_fn, init_params=jnp.zeros(x.shape[-1], jnp.float32),
                     tx=optax.sgd(learning_rate), num_steps=steps,
                     data=jnp.asarray(x, jnp.float32), seeds=labels, per_seed_data=True,
-                    desc="linear BT")
+                    steps_per_log=steps_per_log, desc="linear BT")
     w = np.asarray(fit.params, np.float64)
     margins = np.stack([(features(a) - features(b)) @ wr
                         for a, b, wr in zip(eval_a, eval_b, w)])
@@ -363,7 +369,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         np.stack([golds[seed][0](ea) - golds[seed][0](eb)
                   for seed, (ea, eb) in zip(seeds, evals) for _ in range(kd)]),
         vocab_size=task.vocab_size, prompt_len=1 + task.prompt_len, labels=rows, features=phi,
-        learning_rate=lr).reshape(len(seeds), kd)
+        learning_rate=lr, steps=int(config.linear.steps),
+        steps_per_log=int(config.linear.steps_per_log)).reshape(len(seeds), kd)
     score_fn = jax.jit(jax.vmap(rm.apply, in_axes=(0, None, None)))
 
     out = {}
@@ -379,11 +386,11 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
             result[f"chosen_steps_{name}"] = float(fit.best_step[i * kd + k])
             result[f"val_accuracy_{name}"] = float(fit.best_score[i * kd + k])
         ea, eb = evals[i]
-        # test pairs: agreement with the gold ordering
-        margins = score(ea) - score(eb)  # [K, N]
-        gold_margin = gold(ea) - gold(eb)
+        # test pairs: agreement with the gold ordering (both sides scored in one call)
         all_resp = np.concatenate([ea, eb])
-        rm_all = np.concatenate([score(ea), score(eb)], axis=1)
+        rm_all = score(all_resp)  # [K, 2N]
+        margins = rm_all[:, :len(ea)] - rm_all[:, len(ea):]  # [K, N]
+        gold_margin = gold(ea) - gold(eb)
         for k, name in enumerate(DATASETS):
             result[f"test_{name}_accuracy"] = float(_preference_accuracy(margins[k],
                                                                          gold_margin))

@@ -161,7 +161,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 label_temperature=0.1, steps=10 if smoke else 600,
                 batch_size=16 if smoke else 64, learning_rate=3e-3,
                 num_eval_pairs=16 if smoke else 256, steps_per_log=10 if smoke else 50)
-    c.distill = dict(num_trajectories=32 if smoke else 2048,
+    # smoke: as many training as validation trajectories, so one program makes both sets
+    c.distill = dict(num_trajectories=16 if smoke else 2048,
                      val_trajectories=16 if smoke else 256, steps=10 if smoke else 2000,
                      batch_size=16 if smoke else 128, learning_rate=1e-3,
                      curriculum="cumulative", standardized=True, pref_weight=0.0,
