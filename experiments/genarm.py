@@ -77,6 +77,7 @@ KL(pi~ || pi_base) estimate. No gold on user data, so no claim is evaluated.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -126,7 +127,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gold = dict(bonus=0.3, bad=-1.0, mix=-0.5, seed_b=101)
     c.label_temperature = 0.1
     c.num_pairs = 2048 if not smoke else 32
-    c.num_val_pairs = 256 if not smoke else 16
+    # smoke: as many validation pairs as training pairs (one compiled reference log-prob
+    # program serves both)
+    c.num_val_pairs = 256 if not smoke else 32
     c.num_val_prompts = 128 if not smoke else 8
     c.num_test_prompts = 256 if not smoke else 8
     c.fit = dict(steps=300 if not smoke else 4, batch_size=64 if not smoke else 8,
@@ -284,8 +287,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
                                              steps_per_log=int(config.fit.log_every)))
     arm_params = arm_fit.best_params
     arm_val_acc = np.asarray(arm_fit.best_score).reshape(ns, 2)
-    arm_a = jax.tree.map(lambda x: x[0::2], arm_params)
-    arm_b = jax.tree.map(lambda x: x[1::2], arm_params)
+    arm_a, arm_b = _split_rows(arm_params)
 
     # --- trajectory RM: scalar head on the small base's backbone, BT on A's pairs ------------
     rm = make_reward_model(lm.config)
@@ -342,8 +344,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
                    [jax.random.key(seeds[i]) for i, _ in rows], batch_fn=_draw(bs),
                    eval_fn=val_acc, eval_data=stack([val[i] for i, _ in rows]),
                    select=("val_accuracy", "max"))
-        return jax.tree.map(lambda x: x.reshape((ns, len(betas)) + x.shape[1:]),
-                            fit.best_params)
+        return _reshape_rows(fit.best_params, ns, len(betas))
 
     dpo_small = dpo(small, "dpo_small")
     dpo_large = dpo_small if large is small else dpo(large, "dpo_large")
@@ -370,12 +371,9 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     def decode(base, dpo_params, mixes):
         """Rows per seed: base, DPO per beta, then GenARM per (strength, alpha) in `mixes`."""
         n_rows = 1 + len(betas) + len(mixes)
-        base_rows = jax.tree.map(
-            lambda b, d: jnp.concatenate([jnp.broadcast_to(b, (ns, 1) + b.shape), d,
-                                          jnp.broadcast_to(b, (ns, len(mixes)) + b.shape)], 1),
-            base.params, dpo_params)
+        base_rows = _decode_rows(base.params, dpo_params, len(mixes))
         w = [(0.0, 0.0)] * (1 + len(betas)) + [(s * a, s * (1 - a)) for s, a in mixes]
-        weights = jnp.broadcast_to(jnp.asarray(w, jnp.float32), (ns, n_rows, 2))
+        weights = np.broadcast_to(np.asarray(w, np.float32), (ns, n_rows, 2))
         tokens = decode_program(base.model)(base_rows, arm_a, arm_b, weights, keys,
                                             jnp.asarray(prompts))
         return np.asarray(tokens)  # [S, rows, M, R]
@@ -401,7 +399,8 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
                            max_new_tokens=r_len, top_k=int(config.args_top_k)).ids[:, -r_len:]
 
     tok_args = np.asarray(jax.jit(jax.vmap(jax.vmap(args_one, in_axes=(None, 0, None, None))))(
-        rm_params, jnp.broadcast_to(jnp.asarray(weights_args), (ns, len(weights_args))), keys,
+        rm_params, np.broadcast_to(np.asarray(weights_args, np.float32),
+                                   (ns, len(weights_args))), keys,
         jnp.asarray(prompts)))  # [S, W, M, R]
 
     # --- gold, selection on validation, test numbers -----------------------------------------
@@ -415,7 +414,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
 
     n_dpo = len(betas)
     p_base = _param_count(small.params)
-    p_arm = _param_count(jax.tree.map(lambda x: x[0], arm_a))
+    p_arm = _row_param_count(arm_a)
     cost = 1.0 + p_arm / p_base
     n_match = max(1, math.ceil(cost))
     out = {}
@@ -451,7 +450,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
         m.update({"cost_genarm": cost, "cost_bon_matched_n": float(n_match),
                   "cost_bon": float(n_bon),
                   "cost_args": float((1 + int(config.args_top_k) * (
-                      1 + _param_count(jax.tree.map(lambda x: x[0], rm_params)) / p_base))
+                      1 + _row_param_count(rm_params) / p_base))
                       * task.seq_len / 2)})
         m["genarm_gain"] = m["genarm_gold"] - m["base_gold"]
         m["dpo_gain"] = m["dpo_gold"] - m["base_gold"]
@@ -463,6 +462,36 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
 
 def _param_count(params) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def _row_param_count(params) -> int:
+    """The parameter count of one row of a stacked [R, ...] params tree."""
+    return int(sum(np.prod(x.shape[1:]) for x in jax.tree.leaves(params)))
+
+
+# the row bookkeeping of stacked params trees, one program each (eagerly, every leaf shape
+# would compile its own slice / reshape / concatenate)
+@jax.jit
+def _split_rows(tree):
+    """Rows 0, 2, 4, ... and rows 1, 3, 5, ... of a stacked [2S, ...] tree."""
+    return (jax.tree.map(lambda x: x[0::2], tree), jax.tree.map(lambda x: x[1::2], tree))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _reshape_rows(tree, n: int, m: int):
+    """[n m, ...] leaves -> [n, m, ...]."""
+    return jax.tree.map(lambda x: x.reshape((n, m) + x.shape[1:]), tree)
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def _decode_rows(base, dpo, num_mixes: int):
+    """The decoding rows of every seed: the base, the DPO policies [S, B, ...], then the base
+    again for each of `num_mixes` GenARM mixes -> [S, 1 + B + num_mixes, ...]."""
+    def leaf(b, d):
+        ns = d.shape[0]
+        return jnp.concatenate([jnp.broadcast_to(b, (ns, 1) + b.shape), d,
+                                jnp.broadcast_to(b, (ns, num_mixes) + b.shape)], 1)
+    return jax.tree.map(leaf, base, dpo)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -405,6 +405,20 @@ def _pair_wins(a, b, theta):
     return jnp.mean(jnp.einsum("snf,sf->sn", a - b, theta) > 0, -1)
 
 
+# the jitted evaluation of the SFT policy per (space, tables): the variants of one run share
+# it, so it is traced and compiled once per process instead of once per variant
+_REF_EVAL_PROGRAMS: dict = {}
+
+
+def _ref_eval(space, tables):
+    """`jit(vmap(eval_fn_of(space, tables)))`, one per sequence space and tables."""
+    key = (space.vocab_size, space.length,
+           *(np.asarray(tables[k]).tobytes() for k in ("gold", "length", "features")))
+    if key not in _REF_EVAL_PROGRAMS:
+        _REF_EVAL_PROGRAMS[key] = jax.jit(jax.vmap(eval_fn_of(space, tables)))
+    return _REF_EVAL_PROGRAMS[key]
+
+
 def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict[str, float]]:
     method = config.method
     if method not in METHODS:
@@ -433,7 +447,7 @@ def run_seeds(config: ml_collections.ConfigDict, workdir: str) -> dict[int, dict
     ref_s = jax.tree.map(lambda x: np.broadcast_to(x, (len(seeds),) + x.shape), ref)
     ev = {k: data[k] for k in ("val_w", "test_w", "rel_table", "r3_table", "r3p_table",
                                "theta")}
-    ref_m = {k: np.asarray(v) for k, v in jax.jit(jax.vmap(eval_fn_of(space, tables)))(
+    ref_m = {k: np.asarray(v) for k, v in _ref_eval(space, tables)(
         ref_s, {**ev, "ref_params": ref_s}).items()}
     candidates = {}
     for lr in [float(x) for x in config.learning_rates]:

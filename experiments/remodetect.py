@@ -157,8 +157,18 @@ def _with_bos(tokens):
                           axis=1).astype(np.int32)
 
 
+# the jitted samplers per (model config, response length): the variants of one run share them,
+# so each is traced and compiled once per process instead of once per variant (a fresh
+# `make_rollout` closure is a new program to jax)
+_SAMPLERS: dict = {}
+
+
 def _sampler(model, max_new_tokens):
-    rollout = jax.jit(online.make_rollout(model, num_samples=1, max_new_tokens=max_new_tokens))
+    key = (repr(model.config), int(max_new_tokens))
+    if key not in _SAMPLERS:
+        _SAMPLERS[key] = jax.jit(online.make_rollout(model, num_samples=1,
+                                                     max_new_tokens=max_new_tokens))
+    rollout = _SAMPLERS[key]
 
     def sample(params, context, key):
         """[N, C] contexts (with bos) -> [N, max_new_tokens] sampled tokens."""
