@@ -24,6 +24,7 @@ LAYERS = {
 }
 PEER_IMPORTS = {
     ("eval", "data"),        # evaluators read benchmark files with data's readers
+    ("eval", "rewards"),     # the image judges (eval.image_judges) score with rewards.image_rm
     ("cli", "experiment"),   # `alignax run` runs experiment modules
     ("__init__", "_src"),    # the package sets XLA:CPU flags before any computation (xla_flags)
 }
