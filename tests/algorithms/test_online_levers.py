@@ -2,6 +2,8 @@
 `logits_chunk > 0` model (no [N, R, V] logits) equal the logits path, and gradient accumulation
 (`grad_accum_steps`) equals the one-step update, in the losses, the steps and the recipes."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,12 +15,25 @@ from alignax.algorithms.direct import make_direct_loss
 from alignax.models.transformer import TransformerConfig, make_lm
 from alignax.train.state import TrainState
 
-CFG = dict(vocab_size=37, d_model=32, n_layers=2, n_heads=2, d_ff=48, max_len=16)
+# one layer: every test compares two code paths of the same model (the depth plays no part)
+CFG = dict(vocab_size=37, d_model=32, n_layers=1, n_heads=2, d_ff=48, max_len=16)
 MODELS = {tie: (make_lm(TransformerConfig(**CFG, tie_embeddings=tie)),
                 make_lm(TransformerConfig(**CFG, tie_embeddings=tie, logits_chunk=8)))
           for tie in (True, False)}  # V = 37, C = 8: the last chunk overlaps
 PLAIN, CHUNKED = MODELS[True]
-PARAMS = PLAIN.init(jax.random.key(0))
+
+
+@functools.cache
+def _jit_init(model):
+    return jax.jit(model.init)
+
+
+def _init(model, seed):
+    """model.init(key(seed)) as one compiled program per model (not one per op)."""
+    return _jit_init(model)(jax.random.key(seed))
+
+
+PARAMS = _init(PLAIN, 0)
 P, R, N = 3, 5, 8
 RNG = np.random.default_rng(0)
 IDS = RNG.integers(1, 37, (N, P + R)).astype(np.int32)
@@ -48,24 +63,28 @@ def _close(a, b):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-5)
 
 
+_LOGPS = {token_logps: jax.jit(functools.partial(online.response_logps, token_logps=token_logps),
+                                static_argnums=(0, 4)) for token_logps in (False, True)}
+
+
 def _batch(params, ref_params):
-    old = online.response_logps(PLAIN.apply, params, IDS, MASK, R)
-    ref = online.response_logps(PLAIN.apply, ref_params, IDS, MASK, R)
+    old = _LOGPS[False](PLAIN.apply, params, IDS, MASK, R)
+    ref = _LOGPS[False](PLAIN.apply, ref_params, IDS, MASK, R)
     return {"ids": IDS, "mask": MASK, "response_mask": RMASK,
             "old_logps": jnp.where(RMASK > 0, old + 0.05 * RNG.standard_normal((N, R)), 0.0),
             "advantages": jnp.asarray(RNG.standard_normal(N), jnp.float32),
             "ref_logps": ref}
 
 
-BATCH = _batch(PARAMS, PLAIN.init(jax.random.key(1)))
+BATCH = _batch(PARAMS, _init(PLAIN, 1))
 
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_response_and_reference_logps_equal_the_logits_path(tie):
     plain, chunked = MODELS[tie]
-    params = plain.init(jax.random.key(2))
-    want = online.response_logps(plain.apply, params, IDS, MASK, R)
-    _close(online.response_logps(chunked.apply, params, IDS, MASK, R, token_logps=True), want)
+    params = _init(plain, 2)
+    want = _LOGPS[False](plain.apply, params, IDS, MASK, R)
+    _close(_LOGPS[True](chunked.apply, params, IDS, MASK, R), want)
     ref_fn = online.make_reference_logps(chunked.apply, R, token_logps=True)
     _close(ref_fn(params, IDS, MASK), want)
     assert online.uses_token_logps(chunked) and not online.uses_token_logps(plain)
@@ -79,7 +98,7 @@ def test_policy_loss_metrics_and_grads_equal_the_logits_path(loss, tie, aggregat
     with entropy_coef > 0) from the LM head in chunks (`online.head_entropy_fn`): loss, every
     metric and the gradients equal the logits path."""
     plain, chunked = MODELS[tie]
-    params = plain.init(jax.random.key(3))
+    params = _init(plain, 3)
     assert online.head_entropy_fn(plain) is None
 
     def make(model, token_logps):
@@ -91,6 +110,7 @@ def test_policy_loss_metrics_and_grads_equal_the_logits_path(loss, tie, aggregat
     _assert_value_and_grad_equal(make, (params, BATCH, None, jnp.float32(0.3)), plain, chunked)
 
 
+@functools.cache  # one Model: its programs are compiled once for the tests that use it
 def _value_model():
     from alignax.models.heads import make_token_reward_model
 
@@ -100,8 +120,7 @@ def _value_model():
 def test_ppo_loss_metrics_and_grads_equal_the_logits_path():
     plain, chunked = MODELS[False]
     value_model = _value_model()
-    params = {"policy": plain.init(jax.random.key(4)),
-              "value": value_model.init(jax.random.key(5))}
+    params = {"policy": _init(plain, 4), "value": _init(value_model, 5)}
     batch = dict(BATCH, old_values=jnp.asarray(RNG.standard_normal((N, R)), jnp.float32),
                  returns=jnp.asarray(RNG.standard_normal((N, R)), jnp.float32),
                  advantages=jnp.asarray(RNG.standard_normal((N, R)), jnp.float32))
@@ -155,7 +174,7 @@ def test_online_dpo_update_with_accumulation_equals_one_step():
     """Online DPO's stacked rows [chosen 4, rejected 4] with one tied pair (weight 0): 2
     micro-batches of pairs weighed by their valid pairs ("pairs") equal the whole minibatch,
     and the token log-probs path equals the logits path."""
-    ref = online.response_logps(PLAIN.apply, PLAIN.init(jax.random.key(1)), IDS, MASK, R)
+    ref = _LOGPS[False](PLAIN.apply, _init(PLAIN, 1), IDS, MASK, R)
     batch = {"ids": IDS, "mask": MASK, "response_mask": RMASK,
              "ref_logps": (ref * RMASK).sum(-1), "weight": jnp.array([1.0, 0.0, 1.0, 1.0])}
     plain = online_dpo.with_pair_count(make_direct_loss(PLAIN.apply, "dpo", {"beta": 0.5}))
@@ -275,7 +294,7 @@ def test_ppo_recipe_with_lora_and_both_levers(tmp_path):
     value_model = _value_model()
     lcfg = dict(rank=4, alpha=8.0, targets="attn/(q|v)")
     kw = dict(train_kw=dict(value_model=value_model,
-                            init_value_params=value_model.init(jax.random.key(5))),
+                            init_value_params=_init(value_model, 5)),
               epochs=1, minibatches=1)
     want = _run(ppo, tmp_path, "plain", PLAIN, **kw)
     got = _run(ppo, tmp_path, "levers", CHUNKED, grad_accum_steps=2, lora=lcfg, **kw)

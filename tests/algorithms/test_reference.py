@@ -16,10 +16,12 @@ from alignax.data.pipeline import make_batch_iterator
 from alignax.models.transformer import TransformerConfig, make_lm
 from tests.test_utils import ListSource, pair_source
 
-MODEL = make_lm(TransformerConfig(vocab_size=32, d_model=32, n_layers=2, n_heads=2, d_ff=64,
+# one layer: the tests compare the stored values with the same model's forward (the depth plays
+# no part), and every precompute_ref_logps call compiles its forward anew
+MODEL = make_lm(TransformerConfig(vocab_size=32, d_model=32, n_layers=1, n_heads=2, d_ff=64,
                                   max_len=16))
-REF = MODEL.init(jax.random.key(1))
-POLICY = MODEL.init(jax.random.key(2))
+_INIT = jax.jit(MODEL.init)  # one program, not one per op
+REF, POLICY = _INIT(jax.random.key(1)), _INIT(jax.random.key(2))
 N, T = 22, 8  # 22 = 5 batches of 4 + a partial batch of 2
 
 

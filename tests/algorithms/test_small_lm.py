@@ -15,6 +15,7 @@ from alignax.train.small import fit_small
 V = 6
 LM = make_lm(TransformerConfig(vocab_size=V, d_model=16, n_layers=1, n_heads=2, d_ff=32,
                                max_len=8))
+_INIT = jax.jit(LM.init)  # one program, not one per op
 
 
 def _target_reward(prompts, responses, data):
@@ -23,39 +24,51 @@ def _target_reward(prompts, responses, data):
 
 
 def test_next_token_loss_is_the_mean_nll():
-    params = LM.init(jax.random.key(0))
-    ids = jax.random.randint(jax.random.key(1), (3, 5), 0, V)
-    loss, m = jax.jit(small_lm.next_token_loss(LM.apply))(params, ids)
-    logp = jax.nn.log_softmax(jax.jit(LM.apply)(params, ids, jnp.ones(ids.shape, bool)), -1)
+    @jax.jit  # one program for every value the assertions read
+    def values(key):
+        params = LM.init(key)
+        ids = jax.random.randint(jax.random.key(1), (3, 5), 0, V)
+        loss, m = small_lm.next_token_loss(LM.apply)(params, ids)
+        logp = jax.nn.log_softmax(LM.apply(params, ids, jnp.ones(ids.shape, bool)), -1)
+        return ids, loss, m, logp
+
+    ids, loss, m, logp = values(jax.random.key(0))
+    ids, logp = np.asarray(ids), np.asarray(logp)
     manual = -np.mean([logp[b, t, ids[b, t + 1]] for b in range(3) for t in range(4)])
     assert float(loss) == pytest.approx(manual, rel=1e-5)
     assert float(m["nll"]) == float(loss)
 
 
 def test_sequence_dpo_loss_matches_dpo_on_response_logps_and_weights_drop_pairs():
-    params = LM.init(jax.random.key(0))
-    ref = LM.init(jax.random.key(9))
-    key_c, key_r = jax.random.split(jax.random.key(2))
-    prompt = jax.random.randint(jax.random.key(3), (4, 3), 0, V)
-    chosen = jnp.concatenate([prompt, jax.random.randint(key_c, (4, 2), 0, V)], 1)
-    rejected = jnp.concatenate([prompt, jax.random.randint(key_r, (4, 2), 0, V)], 1)
+    params = _INIT(jax.random.key(0))
+    ref = _INIT(jax.random.key(9))
+
+    @jax.jit  # the pairs in one program, not one per op
+    def pairs(key):
+        key_c, key_r = jax.random.split(jax.random.key(2))
+        prompt = jax.random.randint(key, (4, 3), 0, V)
+        return (jnp.concatenate([prompt, jax.random.randint(key_c, (4, 2), 0, V)], 1),
+                jnp.concatenate([prompt, jax.random.randint(key_r, (4, 2), 0, V)], 1))
+
+    chosen, rejected = pairs(jax.random.key(3))
     lp = jax.jit(lambda p, x: small_lm.response_logps(LM.apply, p, x, 2).sum(-1))
     batch = {"chosen": chosen, "rejected": rejected, "ref_chosen": lp(ref, chosen),
              "ref_rejected": lp(ref, rejected)}
     loss_fn = jax.jit(small_lm.sequence_dpo_loss(LM.apply, response_len=2, beta=0.5))
     loss, m = loss_fn(params, batch)
-    per_pair, _ = dpo_loss(lp(params, chosen), lp(params, rejected), batch["ref_chosen"],
-                           batch["ref_rejected"], beta=0.5)
+    per_pair, _ = jax.jit(lambda *a: dpo_loss(*a, beta=0.5))(
+        lp(params, chosen), lp(params, rejected), batch["ref_chosen"], batch["ref_rejected"])
+    per_pair = np.asarray(per_pair)
     assert float(loss) == pytest.approx(float(per_pair.mean()), rel=1e-5)
     weighted, mw = loss_fn(params, {**batch, "weight": jnp.array([1.0, 0.0, 1.0, 0.0])})
-    assert float(weighted) == pytest.approx(float(per_pair[jnp.array([0, 2])].mean()), rel=1e-5)
+    assert float(weighted) == pytest.approx(float(per_pair[np.array([0, 2])].mean()), rel=1e-5)
     assert float(mw["pairs"]) == 2.0
     # the policy equal to the reference: log 2 per pair
     same, _ = loss_fn(ref, batch)
     assert float(same) == pytest.approx(np.log(2.0), rel=1e-5)
     # response log-probs are those of the last tokens only
-    logits = jax.jit(LM.apply)(params, chosen, jnp.ones(chosen.shape, bool))
-    manual = ops.token_logprobs(logits[:, 2:4], chosen[:, 3:5])
+    manual = jax.jit(lambda p, x: ops.token_logprobs(
+        LM.apply(p, x, jnp.ones(x.shape, bool))[:, 2:4], x[:, 3:5]))(params, chosen)
     np.testing.assert_allclose(jax.jit(small_lm.response_logps, static_argnums=(0, 3))(
         LM.apply, params, chosen, 2), manual, atol=1e-5)
 
@@ -63,7 +76,7 @@ def test_sequence_dpo_loss_matches_dpo_on_response_logps_and_weights_drop_pairs(
 @pytest.fixture
 def grpo_run(tmp_path):
     prompts = jax.random.randint(jax.random.key(4), (32, 2), 0, V)
-    ref = LM.init(jax.random.key(0))
+    ref = _INIT(jax.random.key(0))
     loss_fn = small_lm.grpo_loss(LM.apply, _target_reward, response_len=2, num_samples=4,
                                  kl_coef=0.01)
 
@@ -93,7 +106,7 @@ def test_grpo_on_policy(grpo_run):
 
 
 def test_grpo_gradient_vanishes_when_every_sample_earns_the_same():
-    params = LM.init(jax.random.key(0))
+    params = _INIT(jax.random.key(0))
     flat = lambda p, r, d: jnp.ones(r.shape[0])  # noqa: E731
     loss_fn = small_lm.grpo_loss(LM.apply, flat, response_len=2, num_samples=4)
     batch = {"rng": jax.random.key(1), "prompts": jnp.zeros((2, 2), jnp.int32)}

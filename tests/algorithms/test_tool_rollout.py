@@ -178,23 +178,31 @@ def test_observation_tokens_get_no_gradient_and_no_kl(rolled):
     positions is 0, and the KL term and metric ignore what the reference says there."""
     _, _, ro = rolled
     n, v = ro.response_mask.shape[0], CFG.vocab_size
-    logits = jax.random.normal(jax.random.key(3), (n, R, v))
 
     def apply_fn(params, ids, mask, logits_range):  # the logits are the "params"
         assert logits_range == (ids.shape[1] - R - 1, ids.shape[1] - 1)
         return params
 
-    ref = jax.random.normal(jax.random.key(4), (n, R))
-    obs = tool_rollout.observation_mask(ro)
     loss_fn = policy_gradient.make_policy_loss(apply_fn, kl_estimator="k3")
-    batch = online.training_batch(ro, jnp.linspace(-1.0, 1.0, n), ref_logps=ref)
-    grads, metrics = jax.grad(lambda p, b: loss_fn(p, b, None, 0.5), has_aux=True)(logits, batch)
+
+    @jax.jit  # one program for the inputs and the gradient, not one per op
+    def values(ro):
+        logits = jax.random.normal(jax.random.key(3), (n, R, v))
+        ref = jax.random.normal(jax.random.key(4), (n, R))
+        obs = tool_rollout.observation_mask(ro)
+        batch = online.training_batch(ro, jnp.linspace(-1.0, 1.0, n), ref_logps=ref)
+        grads, _ = jax.grad(lambda p, b: loss_fn(p, b, None, 0.5), has_aux=True)(logits, batch)
+        # another reference on the observation tokens
+        moved = dict(batch, ref_logps=jnp.where(obs, ref - 5.0, ref))
+        return logits, obs, grads, batch, moved
+
+    logits, obs, grads, batch, moved = values(ro)
+    loss_at = jax.jit(lambda p, b: loss_fn(p, b, None, 0.5))  # one program for both batches
     assert float(jnp.abs(grads).sum()) > 0
     np.testing.assert_array_equal(np.asarray(grads)[np.asarray(obs)], 0.0)
     np.testing.assert_array_equal(np.asarray(grads)[~np.asarray(ro.mask)[:, -R:]], 0.0)
     # another reference on the observation tokens: the same loss and KL
-    moved = dict(batch, ref_logps=jnp.where(obs, ref - 5.0, ref))
-    (a, ma), (b, mb) = loss_fn(logits, batch, None, 0.5), loss_fn(logits, moved, None, 0.5)
+    (a, ma), (b, mb) = loss_at(logits, batch), loss_at(logits, moved)
     assert float(a) == float(b) and float(ma["kl"]) == float(mb["kl"])
     assert float(ma["tokens"]) == float(np.asarray(ro.response_mask).sum())
 

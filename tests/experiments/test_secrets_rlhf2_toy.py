@@ -67,22 +67,31 @@ def test_stacked_members_train_as_separate_fits(tmp_path):
         members=2, steps=20)
     mu, sigma, mu_all = (a[0] for a in strengths)
     k_boot, k_init = jax.random.split(key)
-    counts = np.asarray(mod.bootstrap_counts(k_boot, 100, 2))
+    counts = np.asarray(jax.jit(mod.bootstrap_counts, static_argnums=(1, 2))(k_boot, 100, 2))
     rm = mod.make_rm(config)
     zeros = np.zeros(100, np.float32)
+    tx = mod._optimizer(config)
+    loss = mod.make_rm_loss(rm)
+
+    @jax.jit  # one compiled program each (for both members), not one per op
+    def start(k):
+        init = rm.init(k)
+        return init, tx.init(init)
+
+    @jax.jit
+    def step(params, opt, batch):
+        updates, opt = tx.update(jax.grad(loss)(params, batch), opt, params)
+        return optax.apply_updates(params, updates), opt
+
+    margin = jax.jit(lambda p: rm.apply(p, chosen) - rm.apply(p, rejected))
     margins = []
     for m, k in enumerate(jax.random.split(k_init, 2)):  # a plain optax loop per member
-        init = rm.init(k)
-        tx = mod._optimizer(config)
-        params, opt = init, tx.init(init)
-        loss = mod.make_rm_loss(rm)
+        params, opt = start(k)
         batch = {"chosen": chosen, "rejected": rejected, "weights": counts[m],
                  "margin": zeros, "smoothing": zeros}
-        grad = jax.jit(jax.grad(loss))
         for _ in range(20):
-            updates, opt = tx.update(grad(params, batch), opt, params)
-            params = optax.apply_updates(params, updates)
-        margins.append(np.asarray(rm.apply(params, chosen) - rm.apply(params, rejected)))
+            params, opt = step(params, opt, batch)
+        margins.append(np.asarray(margin(params)))
     margins = np.stack(margins)
     np.testing.assert_allclose(mu_all, margins.mean(0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(sigma, margins.std(0), rtol=1e-4, atol=1e-5)
@@ -112,25 +121,32 @@ def test_method_losses(tmp_path):
     config = mod.get_config("smoke")
     data = mod.make_data(config, 0)
     rm = mod.make_rm(config)
-    params = rm.init(jax.random.key(0))
+    params = jax.jit(rm.init)(jax.random.key(0))
     n = 64
     batch = {"chosen": jnp.asarray(data["chosen"][:n]),
              "rejected": jnp.asarray(data["rejected"][:n]),
              "weights": jnp.ones(n), "margin": jnp.zeros(n), "smoothing": jnp.zeros(n),
              "shifted_groups": jnp.asarray(data["shifted_groups"])}
     bt = mod.make_rm_loss(rm)
+
+    @jax.jit  # one program for every value the assertions read, not one per op
+    def values(params, batch):
+        metarm = mod.make_method_loss(config, rm, "metarm")(params, batch)
+        expected = metarm_loss(lambda p: bt(p, batch), lambda p: jnp.mean(
+            mod.difference_loss(rm.apply(p, batch["shifted_groups"]))), params,
+            inner_lr=config.metarm.inner_lr)
+        ones = jnp.ones((2, 2, n, config.model.hidden))
+        contrastive = mod.make_method_loss(config, rm, "contrastive")(
+            params, {**batch, "masks": ones, "contrastive_idx": jnp.arange(n)})
+        return metarm, expected, contrastive, bt(params, batch)
+
+    (loss, aux), expected, contrastive, bt_loss = values(params, batch)
     # metarm: the BT loss after the ascent step on the shifted groups' difference loss
-    loss, aux = mod.make_method_loss(config, rm, "metarm")(params, batch)
-    expected = metarm_loss(lambda p: bt(p, batch), lambda p: jnp.mean(
-        mod.difference_loss(rm.apply(p, batch["shifted_groups"]))), params,
-        inner_lr=config.metarm.inner_lr)
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
     assert 0.5 <= float(aux["difference_objective"]) < 1.0
     # contrastive: BT plus the weighted pair-contrastive term (no dropout: masks of ones)
-    ones = jnp.ones((2, 2, n, config.model.hidden))
-    loss, aux = mod.make_method_loss(config, rm, "contrastive")(
-        params, {**batch, "masks": ones, "contrastive_idx": jnp.arange(n)})
-    np.testing.assert_allclose(aux["bt_loss"], bt(params, batch), rtol=1e-6)
+    loss, aux = contrastive
+    np.testing.assert_allclose(aux["bt_loss"], bt_loss, rtol=1e-6)
     np.testing.assert_allclose(loss, aux["bt_loss"] + config.contrastive.weight
                                * aux["contrastive_loss"], rtol=1e-6)
     # both train through fit_rm with early stopping on validation

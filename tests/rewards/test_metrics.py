@@ -41,9 +41,11 @@ def test_bleu_equals_sentence_bleu_with_masks_and_several_references():
     hyp, refs, hmask, rmask = _random_case(rng, 300, 7, 3, 6, vocab=3)
     # a few exact copies of a reference (BLEU 1) and short hypotheses
     hyp[:20, :6], hmask[:20] = refs[:20, 0], np.arange(7)[None] < rmask[:20, 0].sum(-1)[:, None]
-    for max_n, smoothing in ((4, 1.0), (2, 0.0), (1, 1.0)):
-        got = np.asarray(jax.jit(lambda *a: bleu(*a, max_n=max_n, smoothing=smoothing))(
-            hyp, refs, hmask, rmask))
+    settings = ((4, 1.0), (2, 0.0), (1, 1.0))
+    scores = jax.jit(lambda *a: [bleu(*a, max_n=max_n, smoothing=smoothing)
+                                 for max_n, smoothing in settings])(hyp, refs, hmask, rmask)
+    for (max_n, smoothing), got in zip(settings, scores):
+        got = np.asarray(got)
         want = [sentence_bleu(h[m].tolist(), [q[w].tolist() for q, w in zip(rs, rm)],
                               max_n=max_n, smoothing=smoothing)
                 for h, m, rs, rm in zip(hyp, hmask, refs, rmask)]
@@ -56,14 +58,14 @@ def test_bleu_broadcasts_over_groups_without_masks():
     rng = np.random.default_rng(1)
     hyp = rng.integers(0, 4, (3, 5, 6))
     refs = rng.integers(0, 4, (3, 2, 6))
-    got = np.asarray(jax.jit(bleu)(hyp, refs[:, None]))
+    got, short = jax.jit(lambda h, r: (bleu(h, r), bleu(h[:, :, :3], r)))(hyp, refs[:, None])
+    got, short = np.asarray(got), np.asarray(short)
     assert got.shape == (3, 5)
     for m in range(3):
         for g in range(5):
             assert got[m, g] == pytest.approx(sentence_bleu(hyp[m, g].tolist(),
                                                             refs[m].tolist()), rel=1e-5)
     # a hypothesis longer than every n-gram order that fits the references
-    short = np.asarray(jax.jit(bleu)(hyp[:, :, :3], refs[:, None]))
     want = sentence_bleu(hyp[0, 0, :3].tolist(), refs[0].tolist())
     assert short[0, 0] == pytest.approx(want, rel=1e-5)
     with pytest.raises(ValueError, match="references"):
@@ -73,16 +75,18 @@ def test_bleu_broadcasts_over_groups_without_masks():
 def test_rouge1_equals_the_counter_definition():
     rng = np.random.default_rng(2)
     hyp, refs, hmask, rmask = _random_case(rng, 200, 6, 2, 5, vocab=5)
-    for measure in ("f", "p", "r"):
-        got = np.asarray(jax.jit(lambda *a: rouge1(*a, measure=measure))(
-            hyp, refs, hmask, rmask))
+    measures = ("f", "p", "r")
+    scores = jax.jit(lambda *a: [rouge1(*a, measure=measure) for measure in measures])(
+        hyp, refs, hmask, rmask)
+    for measure, got in zip(measures, scores):
+        got = np.asarray(got)
         want = [_rouge1_reference(h[m].tolist(), [q[w].tolist() for q, w in zip(rs, rm)],
                                   measure)
                 for h, m, rs, rm in zip(hyp, hmask, refs, rmask)]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     # hand values: hyp (1, 1, 2) vs ref (1, 3, 4, 5): overlap 1, P = 1/3, R = 1/4
-    assert float(rouge1(jnp.array([1, 1, 2]), jnp.array([[1, 3, 4, 5]]))) == pytest.approx(
-        2 * (1 / 3) * (1 / 4) / (1 / 3 + 1 / 4))
+    hand = jax.jit(rouge1)(jnp.array([1, 1, 2]), jnp.array([[1, 3, 4, 5]]))
+    assert float(hand) == pytest.approx(2 * (1 / 3) * (1 / 4) / (1 / 3 + 1 / 4))
     with pytest.raises(ValueError, match="measure"):
         rouge1(hyp, refs, measure="x")
 
@@ -94,12 +98,13 @@ def test_concept_f1_hand_values():
              (0, 0, 5): 2 / 3,  # P = 1, R = 1/2
              (0, 2, 4): 0.8,  # P = 2/3, R = 1
              (4, 5, 5): 0.0, (5, 5, 5): 0.0}
-    f1 = jax.jit(concept_f1, static_argnums=3)
-    got = f1(jnp.array(list(cases)), refs[None], concept_of, 3)
+    # one program: the hand cases, and the best of several references with a masked token
+    got, two = jax.jit(lambda h, r, h2, r2, m2, c: (concept_f1(h, r, c, 3),
+                                                   concept_f1(h2, r2, c, 3, m2)))(
+        jnp.array(list(cases)), refs[None], jnp.array([4, 4, 0]),
+        jnp.array([[0, 2, 5], [4, 5, 5]]), jnp.array([1, 1, 0], bool), concept_of)
     np.testing.assert_allclose(got, list(cases.values()), rtol=1e-6)
     # the best of several references; a masked token does not count
-    two = f1(jnp.array([4, 4, 0]), jnp.array([[0, 2, 5], [4, 5, 5]]), concept_of, 3,
-             jnp.array([1, 1, 0], bool))
     assert float(two) == pytest.approx(1.0)
 
 
@@ -122,7 +127,7 @@ def test_bag_encoder_learns_synonyms_contrastively(tmp_path):
                     tx=optax.adam(0.05), num_steps=150, data=data, batch_fn=batch_fn,
                     steps_per_log=50, plots=False)
     params = fit.seed_params(0)
-    e = np.asarray(bag_embeddings(params, jnp.arange(concepts * synonyms)[:, None]))
+    e = np.asarray(jax.jit(bag_embeddings)(params, np.arange(concepts * synonyms)[:, None]))
     e = e / np.linalg.norm(e, axis=-1, keepdims=True)
     cos = e @ e.T
     same = cos[np.arange(0, 8, 2), np.arange(1, 8, 2)]

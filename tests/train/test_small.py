@@ -32,6 +32,9 @@ def _loss(params, batch):
     return jnp.mean((pred - batch["y"]) ** 2)
 
 
+_LOSS = jax.jit(_loss)  # the references' loss: one program, not one per op
+
+
 def _fit(workdir, **kw):
     args = dict(loss_fn=_loss, init_params=MLP.init, tx=optax.adam(1e-2), num_steps=30,
                 data=_data(), seeds=[0, 1, 2], steps_per_log=5)
@@ -179,7 +182,7 @@ def test_eval_fn_gets_each_seeds_eval_data(tmp_path):
     for i, seed in enumerate(fit.seeds):
         d = jax.tree.map(lambda v: v[i], held_out)
         assert fit.metrics[f"seed_{seed}/eval/mse"] == pytest.approx(
-            float(_loss(fit.seed_params(i), d)), rel=1e-5)
+            float(_LOSS(fit.seed_params(i), d)), rel=1e-5)
     with pytest.raises(ValueError, match="leading axis of 2"):
         _fit(tmp_path / "b", data=data, seeds=[3, 4], per_seed_data=True, eval_fn=eval_fn,
              eval_data=_data(n=32))
@@ -318,16 +321,19 @@ def test_loss_state_is_carried_checkpointed_and_resumed_exactly(tmp_path):
              loss_state=RunningMean.create())
 
 
+@jax.jit  # one program, not one per op
+def _chained(params, data):
+    prev = jax.vmap(MLP.apply, in_axes=(0, None))(params, data["x"])  # [S, N]
+    return {"x": jnp.broadcast_to(data["x"], (3, *data["x"].shape)), "y": data["y"] + 0.5 * prev}
+
+
 def _round_data(r, fits):
     """Round r's targets: the data's y plus the previous round's predictions (a chain that
     depends on the earlier rounds' params, as a policy's fresh samples do)."""
     data = _data(seed=r)
     if not fits:
         return {"data": data}
-    prev = jax.vmap(MLP.apply, in_axes=(0, None))(fits[-1].params, data["x"])  # [S, N]
-    return {"data": {"x": jnp.broadcast_to(data["x"], (3, *data["x"].shape)),
-                     "y": data["y"] + 0.5 * prev},
-            "per_seed_data": True}
+    return {"data": _chained(fits[-1].params, data), "per_seed_data": True}
 
 
 def test_fit_rounds_equals_chained_fit_small_and_restores_finished_rounds(tmp_path):
@@ -379,11 +385,16 @@ def test_plots_false_writes_no_pngs_and_keeps_metrics(tmp_path, monkeypatch):
 
 def test_minibatch_fn_draws_the_same_rows_of_every_leaf():
     data = {"a": jnp.arange(10.0), "b": jnp.arange(10.0) * 10}
-    batch = minibatch_fn(4)(data, jax.random.key(0))
-    idx = jax.random.randint(jax.random.key(0), (4,), 0, 10)
-    np.testing.assert_array_equal(batch["a"], idx.astype(jnp.float32))
-    np.testing.assert_array_equal(batch["b"], batch["a"] * 10)
-    np.testing.assert_array_equal(minibatch_fn(4)(data["a"], jax.random.key(0)), batch["a"])
+
+    @jax.jit  # one program, not one per op
+    def draws(data, key):
+        idx = jax.random.randint(key, (4,), 0, 10)
+        return minibatch_fn(4)(data, key), idx, minibatch_fn(4)(data["a"], key)
+
+    batch, idx, alone = draws(data, jax.random.key(0))
+    np.testing.assert_array_equal(batch["a"], np.asarray(idx).astype(np.float32))
+    np.testing.assert_array_equal(batch["b"], np.asarray(batch["a"]) * 10)
+    np.testing.assert_array_equal(alone, batch["a"])
     with pytest.raises(ValueError, match="batch_size"):
         minibatch_fn(0)
 
@@ -393,10 +404,11 @@ def test_pair_accuracy_selection_counts_pairs_ranked_right_and_selects_on_it(tmp
                                                                              [0.0]])}
     kw = pair_accuracy_selection(lambda w, x: x[:, 0] * w, val, steps_per_log=5)
     assert kw["select"] == ("val_accuracy", "max") and kw["steps_per_log"] == 5
+    eval_fn = jax.jit(kw["eval_fn"])  # one program for the three weights
     # w = 1: pair 0 right, pair 1 wrong, pair 2 a tie (wrong); w = -1: pair 1 right only
-    assert float(kw["eval_fn"](1.0, kw["eval_data"])["val_accuracy"]) == pytest.approx(1 / 3)
-    assert float(kw["eval_fn"](-1.0, kw["eval_data"])["val_accuracy"]) == pytest.approx(1 / 3)
-    assert float(kw["eval_fn"](0.0, kw["eval_data"])["val_accuracy"]) == 0.0
+    assert float(eval_fn(1.0, kw["eval_data"])["val_accuracy"]) == pytest.approx(1 / 3)
+    assert float(eval_fn(-1.0, kw["eval_data"])["val_accuracy"]) == pytest.approx(1 / 3)
+    assert float(eval_fn(0.0, kw["eval_data"])["val_accuracy"]) == 0.0
     with pytest.raises(KeyError, match="'rejected'"):
         pair_accuracy_selection(lambda w, x: x, {"chosen": val["chosen"]}, steps_per_log=1)
 
