@@ -171,7 +171,8 @@ def test_packed_loss_rewards_and_grads_equal_padded(lm, data, case):
     padded = _padded(pairs)
     fields = {}  # per-pair fields: [N] in the padded batch, carried into the rows' pair slots
     if reference == "precomputed":  # the reference's sums
-        fields = dict(zip(REF_FIELDS, map(np.asarray, pair_logps(model.apply, ref, padded))))
+        fields = dict(zip(REF_FIELDS, map(np.asarray, jax.jit(
+            lambda r, u: pair_logps(model.apply, r, u))(ref, padded))))
     if kwargs["loss"] == "irepo":
         fields["preference_rate"] = np.random.default_rng(5).uniform(0.5, 1.0, len(pairs))
     if fields:

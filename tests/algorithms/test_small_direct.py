@@ -1,4 +1,7 @@
-"""Online / offline pair losses and best-of-K SFT for sequence-table policies."""
+"""Online / offline pair losses and best-of-K SFT for sequence-table policies.
+
+The offline, best-of-K and SFT losses run jitted (eagerly every primitive compiles on its own);
+the online and RLOO checks stay eager (RLOO's zero gradient is exact there)."""
 
 import jax
 import jax.numpy as jnp
@@ -27,11 +30,18 @@ def _data(**extra):
 def test_offline_loss_is_the_pair_loss_on_the_dataset():
     ref, d = _data(prompt=np.array([1], np.int32), chosen=np.array([4], np.int32),
                    rejected=np.array([2], np.int32))
-    params = st.init_table(SPACE, 2, key=jax.random.key(0), scale=0.5)
     loss_fn = small_direct.offline_pair_loss(SPACE, ipo_loss, num_pairs=3)
-    loss, m = loss_fn(params, {"rng": jax.random.key(1), "data": d})
-    lp = st.sequence_log_probs(SPACE, params, jnp.asarray(d["z"][1]))
-    want, _ = ipo_loss(lp[4:5], lp[2:3], d["ref_logp"][1, 4:5], d["ref_logp"][1, 2:3], beta=0.5)
+
+    @jax.jit
+    def run(d):
+        params = st.init_table(SPACE, 2, key=jax.random.key(0), scale=0.5)
+        loss, m = loss_fn(params, {"rng": jax.random.key(1), "data": d})
+        lp = st.sequence_log_probs(SPACE, params, d["z"][1])
+        want, _ = ipo_loss(lp[4:5], lp[2:3], d["ref_logp"][1, 4:5], d["ref_logp"][1, 2:3],
+                           beta=0.5)
+        return loss, m, want
+
+    loss, m, want = run(d)
     assert float(loss) == pytest.approx(float(want[0]), rel=1e-5)
     assert float(m["same_response"]) == 0.0
 
@@ -64,7 +74,7 @@ def test_best_of_k_sft_is_the_nll_of_the_best_draw():
     ref, d = _data()
     loss_fn = small_direct.best_of_k_sft_loss(SPACE, num_prompts=4, k=SPACE.num_sequences * 8)
     # with many draws the best of each prompt is almost surely the best sequence (index 8)
-    loss, m = loss_fn(ref, {"rng": jax.random.key(0), "data": d})
+    loss, m = jax.jit(loss_fn)(ref, {"rng": jax.random.key(0), "data": d})
     assert float(loss) == pytest.approx(np.log(SPACE.num_sequences), rel=1e-5)
     assert float(m["best_score"]) == SPACE.num_sequences - 1
 
@@ -72,7 +82,7 @@ def test_best_of_k_sft_is_the_nll_of_the_best_draw():
 def test_sft_loss_is_the_mean_nll_of_the_examples():
     ref, d = _data(prompt=np.array([0, 1], np.int32), response=np.array([3, 3], np.int32))
     loss_fn = small_direct.sft_loss(SPACE, num_examples=8)
-    loss, _ = loss_fn(ref, {"rng": jax.random.key(0), "data": d})
+    loss, _ = jax.jit(loss_fn)(ref, {"rng": jax.random.key(0), "data": d})
     assert float(loss) == pytest.approx(np.log(SPACE.num_sequences), rel=1e-5)
 
 

@@ -1,4 +1,7 @@
-"""Decoder LM and scalar reward model: shapes, logical axes, padding and batch invariance."""
+"""Decoder LM and scalar reward model: shapes, logical axes, padding and batch invariance.
+
+Forwards run jitted (eagerly every primitive of the model compiles on its own); inits stay eager
+(their primitives' programs are shared by every init of the file)."""
 
 import dataclasses
 
@@ -28,6 +31,17 @@ def lm():
 def rm():
     model = make_reward_model(TINY)
     return model, model.init(jax.random.key(1))
+
+
+def _gpt2():
+    return TransformerConfig.gpt2_style(vocab_size=37, d_model=32, n_layers=2, n_heads=4,
+                                        d_ff=48, max_len=16)
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    model = make_lm(_gpt2())
+    return model, model.init(jax.random.key(0))
 
 
 def test_eval_shape_of_a_30m_config_needs_no_memory():
@@ -60,28 +74,29 @@ def test_gqa_shapes(lm):
 
 
 def test_positions_and_last_index_for_left_and_right_padding():
-    mask = jnp.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1]], bool)
+    mask = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1]], bool)
+    positions, last = jax.jit(lambda m: (positions_from_mask(m), last_token_index(m)))(mask)
     # padding gets position 0 (documented); valid tokens count from 0 on either padding side
-    np.testing.assert_array_equal(positions_from_mask(mask), [[0, 1, 2, 0, 0], [0, 0, 0, 1, 2]])
-    np.testing.assert_array_equal(last_token_index(mask), [2, 4])
+    np.testing.assert_array_equal(positions, [[0, 1, 2, 0, 0], [0, 0, 0, 1, 2]])
+    np.testing.assert_array_equal(last, [2, 4])
 
 
 def _rows(rng, b, t):
-    return jax.random.randint(rng, (b, t), 2, TINY.vocab_size)
+    return np.asarray(jax.random.randint(rng, (b, t), 2, TINY.vocab_size))
 
 
 def test_lm_logits_do_not_depend_on_padding_side_or_neighbours(lm):
     model, params = lm
     ids = _rows(jax.random.key(2), 3, 6)
     apply = jax.jit(model.apply)
-    alone = [apply(params, ids[i:i + 1], jnp.ones((1, 6), bool))[0] for i in range(3)]
+    alone = [apply(params, ids[i:i + 1], np.ones((1, 6), bool))[0] for i in range(3)]
     # right padding to length 9, batched with neighbours
-    right = jnp.concatenate([ids, jnp.zeros((3, 3), ids.dtype)], axis=1)
-    right_mask = jnp.concatenate([jnp.ones((3, 6), bool), jnp.zeros((3, 3), bool)], axis=1)
+    right = np.concatenate([ids, np.zeros((3, 3), ids.dtype)], axis=1)
+    right_mask = np.concatenate([np.ones((3, 6), bool), np.zeros((3, 3), bool)], axis=1)
     out_right = apply(params, right, right_mask)
     # left padding to length 9
-    left = jnp.concatenate([jnp.zeros((3, 3), ids.dtype), ids], axis=1)
-    left_mask = jnp.concatenate([jnp.zeros((3, 3), bool), jnp.ones((3, 6), bool)], axis=1)
+    left = np.concatenate([np.zeros((3, 3), ids.dtype), ids], axis=1)
+    left_mask = np.concatenate([np.zeros((3, 3), bool), np.ones((3, 6), bool)], axis=1)
     out_left = apply(params, left, left_mask)
     for i in range(3):
         np.testing.assert_allclose(out_right[i, :6], alone[i], atol=1e-5)
@@ -92,12 +107,12 @@ def test_reward_is_batch_and_padding_invariant(rm):
     model, params = rm
     ids = _rows(jax.random.key(3), 4, 5)
     apply = jax.jit(model.apply)
-    alone = np.array([apply(params, ids[i:i + 1], jnp.ones((1, 5), bool))[0] for i in range(4)])
-    batched = apply(params, ids, jnp.ones((4, 5), bool))
-    left = jnp.concatenate([jnp.zeros((4, 2), ids.dtype), ids], axis=1)
-    left_mask = jnp.concatenate([jnp.zeros((4, 2), bool), jnp.ones((4, 5), bool)], axis=1)
-    right = jnp.concatenate([ids, jnp.full((4, 2), 7, ids.dtype)], axis=1)  # garbage after end
-    right_mask = jnp.concatenate([jnp.ones((4, 5), bool), jnp.zeros((4, 2), bool)], axis=1)
+    alone = np.array([apply(params, ids[i:i + 1], np.ones((1, 5), bool))[0] for i in range(4)])
+    batched = apply(params, ids, np.ones((4, 5), bool))
+    left = np.concatenate([np.zeros((4, 2), ids.dtype), ids], axis=1)
+    left_mask = np.concatenate([np.zeros((4, 2), bool), np.ones((4, 5), bool)], axis=1)
+    right = np.concatenate([ids, np.full((4, 2), 7, ids.dtype)], axis=1)  # garbage after end
+    right_mask = np.concatenate([np.ones((4, 5), bool), np.zeros((4, 2), bool)], axis=1)
     np.testing.assert_allclose(batched, alone, atol=1e-5)
     np.testing.assert_allclose(apply(params, left, left_mask), alone, atol=1e-5)
     np.testing.assert_allclose(apply(params, right, right_mask), alone, atol=1e-5)
@@ -107,9 +122,11 @@ def test_reward_is_batch_and_padding_invariant(rm):
 def test_causality(lm):
     model, params = lm
     ids = _rows(jax.random.key(4), 1, 8)
-    changed = ids.at[0, 5].set((ids[0, 5] + 1) % TINY.vocab_size)
-    mask = jnp.ones((1, 8), bool)
-    a, b = model.apply(params, ids, mask), model.apply(params, changed, mask)
+    changed = ids.copy()
+    changed[0, 5] = (ids[0, 5] + 1) % TINY.vocab_size
+    mask = np.ones((1, 8), bool)
+    apply = jax.jit(model.apply)
+    a, b = apply(params, ids, mask), apply(params, changed, mask)
     np.testing.assert_allclose(a[0, :5], b[0, :5], atol=1e-6)
     assert np.abs(np.asarray(a[0, 5:] - b[0, 5:])).max() > 1e-4
 
@@ -117,14 +134,19 @@ def test_causality(lm):
 def test_return_hidden_gives_the_final_layer_states_the_head_reads(lm):
     model, params = lm
     ids = _rows(jax.random.key(5), 3, 8)
-    mask = jnp.ones((3, 8), bool)
-    logits, hidden = model.apply(params, ids, mask, return_hidden=True)
+    mask = np.ones((3, 8), bool)
+
+    @jax.jit
+    def forwards(p):
+        return (model.apply(p, ids, mask, return_hidden=True), model.apply(p, ids, mask),
+                model.apply(p, ids, mask, logits_range=(2, 5), return_hidden=True))
+
+    (logits, hidden), plain, (part, part_hidden) = jax.tree.map(np.asarray, forwards(params))
     assert hidden.shape == (3, 8, TINY.d_model)
-    np.testing.assert_allclose(logits, model.apply(params, ids, mask), atol=1e-6)
+    np.testing.assert_allclose(logits, plain, atol=1e-6)
     # tied embeddings: the logits are the hidden states times the token embedding
-    np.testing.assert_allclose(hidden @ params["decoder"]["embed"]["embedding"].T, logits,
-                               atol=1e-4)
-    part, part_hidden = model.apply(params, ids, mask, logits_range=(2, 5), return_hidden=True)
+    np.testing.assert_allclose(hidden @ np.asarray(params["decoder"]["embed"]["embedding"]).T,
+                               logits, atol=1e-4)
     np.testing.assert_allclose(part_hidden, hidden[:, 2:5], atol=1e-6)
     np.testing.assert_allclose(part, logits[:, 2:5], atol=1e-6)
 
@@ -133,9 +155,8 @@ def test_bf16_compute_is_close_to_fp32(lm):
     model, params = lm
     bf = make_lm(TransformerConfig(**{**TINY.__dict__, "dtype": "bfloat16"}))
     ids = _rows(jax.random.key(5), 2, 6)
-    mask = jnp.ones((2, 6), bool)
-    out32 = model.apply(params, ids, mask)
-    out16 = bf.apply(params, ids, mask)
+    mask = np.ones((2, 6), bool)
+    out32, out16 = jax.jit(lambda p: (model.apply(p, ids, mask), bf.apply(p, ids, mask)))(params)
     assert out16.dtype == jnp.float32
     np.testing.assert_allclose(out16, out32, atol=0.1)
 
@@ -165,38 +186,41 @@ def test_gpt2_small_has_the_published_parameter_count():
     assert axes["decoder"]["pos_embed"]["embedding"] == ("pos", "embed")
 
 
-def test_gpt2_style_logits_do_not_depend_on_padding():
-    cfg = TransformerConfig.gpt2_style(vocab_size=37, d_model=32, n_layers=2, n_heads=4, d_ff=48,
-                                       max_len=16)
-    model = make_lm(cfg)
-    params = model.init(jax.random.key(0))
+def test_gpt2_style_logits_do_not_depend_on_padding(gpt2):
+    model, params = gpt2
     ids = _rows(jax.random.key(6), 2, 5)
-    alone = model.apply(params, ids, jnp.ones((2, 5), bool))
-    left = jnp.concatenate([jnp.zeros((2, 3), ids.dtype), ids], axis=1)
-    left_mask = jnp.concatenate([jnp.zeros((2, 3), bool), jnp.ones((2, 5), bool)], axis=1)
-    np.testing.assert_allclose(model.apply(params, left, left_mask)[:, 3:], alone, atol=1e-5)
+    apply = jax.jit(model.apply)
+    alone = apply(params, ids, np.ones((2, 5), bool))
+    left = np.concatenate([np.zeros((2, 3), ids.dtype), ids], axis=1)
+    left_mask = np.concatenate([np.zeros((2, 3), bool), np.ones((2, 5), bool)], axis=1)
+    np.testing.assert_allclose(apply(params, left, left_mask)[:, 3:], alone, atol=1e-5)
     with pytest.raises(ValueError, match="norm must be one of"):
         TransformerConfig(norm="batch")
 
 
 @pytest.mark.parametrize("style", ["llama", "gpt2"])
-def test_packed_sequences_equal_separate_ones(style):
-    cfg = (TransformerConfig(vocab_size=37, d_model=32, n_layers=2, n_heads=4, d_ff=48)
-           if style == "llama" else
-           TransformerConfig.gpt2_style(vocab_size=37, d_model=32, n_layers=2, n_heads=4,
-                                        d_ff=48, max_len=16))
-    model = make_lm(cfg)
-    params = model.init(jax.random.key(0))
+def test_packed_sequences_equal_separate_ones(style, gpt2):
+    if style == "llama":
+        model = make_lm(TransformerConfig(vocab_size=37, d_model=32, n_layers=2, n_heads=4,
+                                          d_ff=48))
+        params = model.init(jax.random.key(0))
+    else:  # the same model and params as the gpt2 fixture's
+        model, params = gpt2
+        assert model.config == _gpt2()
     a = _rows(jax.random.key(7), 1, 4)
     b = _rows(jax.random.key(8), 1, 3)
-    packed = jnp.concatenate([a, b, jnp.zeros((1, 1), a.dtype)], axis=1)
-    segments = jnp.array([[1, 1, 1, 1, 2, 2, 2, 0]])
-    np.testing.assert_array_equal(positions_from_mask(segments), [[0, 1, 2, 3, 0, 1, 2, 0]])
-    out = model.apply(params, packed, segments)
-    np.testing.assert_allclose(out[:, :4], model.apply(params, a, jnp.ones((1, 4), bool)),
-                               atol=1e-5)
-    np.testing.assert_allclose(out[:, 4:7], model.apply(params, b, jnp.ones((1, 3), bool)),
-                               atol=1e-5)
+    packed = np.concatenate([a, b, np.zeros((1, 1), a.dtype)], axis=1)
+    segments = np.array([[1, 1, 1, 1, 2, 2, 2, 0]])
+
+    @jax.jit
+    def forwards(p):
+        return (positions_from_mask(segments), model.apply(p, packed, segments),
+                model.apply(p, a, np.ones((1, 4), bool)), model.apply(p, b, np.ones((1, 3), bool)))
+
+    positions, out, out_a, out_b = forwards(params)
+    np.testing.assert_array_equal(positions, [[0, 1, 2, 3, 0, 1, 2, 0]])
+    np.testing.assert_allclose(out[:, :4], out_a, atol=1e-5)
+    np.testing.assert_allclose(out[:, 4:7], out_b, atol=1e-5)
 
 
 def test_llama_3_2_1b_shapes():
@@ -238,10 +262,11 @@ def test_attention_matches_softmax_reference_values_and_grads(t, groups, causal)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-4)
     for g, r in zip(got[1], want[1]):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
-    out = jax.jit(lambda q, k, v: attention(q, k, v, bias, causal=causal))(q, k, v)
+    out, naive = jax.jit(lambda q, k, v: (attention(q, k, v, bias, causal=causal),
+                                          _naive_attention(q, k, v, bias)))(q, k, v)
     real = np.asarray(mask)[:, None, None, :, None]
-    np.testing.assert_allclose(np.where(real, out, 0), np.where(real, _naive_attention(
-        q, k, v, bias), 0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.where(real, out, 0), np.where(real, naive, 0), rtol=1e-5,
+                               atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,14 +279,14 @@ FAMILY = TransformerConfig(vocab_size=37, d_model=32, n_layers=2, n_heads=4, n_k
                                          "original_max_position_embeddings": 8})
 
 
-def test_defaults_of_the_family_fields_change_nothing():
+def test_defaults_of_the_family_fields_change_nothing(lm):
     import dataclasses
 
     plain = TransformerConfig(**{f.name: getattr(TINY, f.name)
                                  for f in dataclasses.fields(TINY)})
     assert plain == TINY and TINY.rope_scaling == () and TINY.head_dim == 8
-    model = make_lm(TINY)
-    params = model.init(jax.random.key(0))
+    model, params = lm  # make_lm(TINY) initialised from key 0
+    assert model.config == TINY
     assert "q_norm" not in params["decoder"]["layers"][0]["attn"]
     # the rotary tables of rope_scaling=() are the historical formula, bit for bit
     from alignax.models.rope import rope_tables

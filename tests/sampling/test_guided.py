@@ -1,4 +1,7 @@
-"""Guided decoding: GenARM in the jitted sampler (the guided log-prob guarantee) and ARGS."""
+"""Guided decoding: GenARM in the jitted sampler (the guided log-prob guarantee) and ARGS.
+
+The training-side forwards run jitted (eagerly every primitive of a model compiles on its own);
+the samplers are jitted themselves."""
 
 import jax
 import jax.numpy as jnp
@@ -34,20 +37,24 @@ def test_guided_logps_equal_full_forwards_of_all_models():
                         stop_tokens=(3,))
     assert out.tokens.shape == (6, N) and out.guide_logps.shape == (2, 6, N)
     m = np.asarray(out.mask)
-    base = _forward_logits(BASE, BASE_PARAMS, out)
-    arms = [_forward_logits(ARM, p, out) for p in ARM_PARAMS]
-    combined = guided_logits(base, arms, beta=beta, weights=[0.7, -0.4])  # normalised
-    np.testing.assert_allclose(np.where(m, out.logps, 0),
-                               np.where(m, token_logprobs(combined, out.tokens), 0), atol=1e-5)
-    np.testing.assert_allclose(np.where(m, out.base_logps, 0),
-                               np.where(m, token_logprobs(base, out.tokens), 0), atol=1e-5)
+
+    @jax.jit
+    def training_side(out):
+        base = _forward_logits(BASE, BASE_PARAMS, out)
+        arms = [_forward_logits(ARM, p, out) for p in ARM_PARAMS]
+        combined = guided_logits(base, arms, beta=beta, weights=[0.7, -0.4])  # normalised
+        return (token_logprobs(combined, out.tokens), token_logprobs(base, out.tokens),
+                [token_logprobs(a, out.tokens) for a in arms], arm_rewards(out))
+
+    combined_lp, base_lp, arm_lps, rewards = training_side(out)
+    np.testing.assert_allclose(np.where(m, out.logps, 0), np.where(m, combined_lp, 0), atol=1e-5)
+    np.testing.assert_allclose(np.where(m, out.base_logps, 0), np.where(m, base_lp, 0),
+                               atol=1e-5)
     for k in range(2):
         np.testing.assert_allclose(np.where(m, out.guide_logps[k], 0),
-                                   np.where(m, token_logprobs(arms[k], out.tokens), 0),
-                                   atol=1e-5)
+                                   np.where(m, arm_lps[k], 0), atol=1e-5)
     np.testing.assert_array_equal(out.sampling_logps, out.logps)  # no processing asked
-    np.testing.assert_allclose(arm_rewards(out), np.where(m, out.guide_logps, 0).sum(-1),
-                               rtol=1e-6)
+    np.testing.assert_allclose(rewards, np.where(m, out.guide_logps, 0).sum(-1), rtol=1e-6)
     # off the mask everything is 0
     assert np.all(np.asarray(out.logps)[~m] == 0) and np.all(np.asarray(out.base_logps)[~m] == 0)
 
@@ -99,22 +106,33 @@ def test_args_scores_top_k_candidates_with_the_rm_on_prefixes():
                                              num_samples=2))
     ro = run(0.0, jax.random.key(8))
     assert ro.ids.shape == (6, 8) and ro.response_mask.all()
+
+    @jax.jit
+    def base_side(ro):
+        logits = BASE.apply(BASE_PARAMS, ro.ids, ro.mask)[:, 3:-1]
+        rank = (logits > jnp.take_along_axis(logits, ro.ids[:, 4:, None], -1)).sum(-1)
+        return token_logprobs(logits, ro.ids[:, 4:]), rank
+
     # old_logps are the base's own log-probs, and every token is among the base's top 3
-    logits = BASE.apply(BASE_PARAMS, ro.ids, ro.mask)[:, 3:-1]
-    np.testing.assert_allclose(ro.old_logps, token_logprobs(logits, ro.ids[:, 4:]), atol=1e-5)
-    rank = (logits > jnp.take_along_axis(logits, ro.ids[:, 4:, None], -1)).sum(-1)
+    old_logps, rank = base_side(ro)
+    np.testing.assert_allclose(ro.old_logps, old_logps, atol=1e-5)
     assert int(rank.max()) < 3
     # greedy with a huge weight picks, at every step, the candidate the RM scores highest
-    greedy = args_sample(BASE, BASE_PARAMS, rm, rm_params, 1e4, PROMPTS, PROMPT_MASK,
-                         jax.random.key(0), max_new_tokens=1, top_k=3, greedy=True)
-    lp = jax.nn.log_softmax(BASE.apply(BASE_PARAMS, *_left(PROMPTS, PROMPT_MASK))[:, -1])
-    cand = jax.lax.top_k(lp, 3)[1]
-    left_ids, left_mask = _left(PROMPTS, PROMPT_MASK)
-    scores = jnp.stack([rm.apply(rm_params, jnp.concatenate([left_ids, cand[:, j:j + 1]], 1),
-                                 jnp.concatenate([left_mask, jnp.ones((3, 1), bool)], 1))
-                        for j in range(3)], 1)
-    best = jnp.take_along_axis(cand, jnp.argmax(scores, 1)[:, None], 1)[:, 0]
-    np.testing.assert_array_equal(greedy.ids[:, -1], best)
+    greedy = jax.jit(lambda: args_sample(BASE, BASE_PARAMS, rm, rm_params, 1e4, PROMPTS,
+                                         PROMPT_MASK, jax.random.key(0), max_new_tokens=1,
+                                         top_k=3, greedy=True))()
+
+    @jax.jit
+    def rm_best():
+        left_ids, left_mask = _left(PROMPTS, PROMPT_MASK)
+        lp = jax.nn.log_softmax(BASE.apply(BASE_PARAMS, left_ids, left_mask)[:, -1])
+        cand = jax.lax.top_k(lp, 3)[1]
+        scores = jnp.stack([rm.apply(rm_params, jnp.concatenate([left_ids, cand[:, j:j + 1]], 1),
+                                     jnp.concatenate([left_mask, jnp.ones((3, 1), bool)], 1))
+                            for j in range(3)], 1)
+        return jnp.take_along_axis(cand, jnp.argmax(scores, 1)[:, None], 1)[:, 0]
+
+    np.testing.assert_array_equal(greedy.ids[:, -1], rm_best())
     assert run._cache_size() == 1 and run(2.0, jax.random.key(8)).ids.shape == (6, 8)
 
 

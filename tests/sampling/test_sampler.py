@@ -1,4 +1,9 @@
-"""KV-cache sampler: log-probs equal training's, greedy equals the recompute sampler, truncation."""
+"""KV-cache sampler: log-probs equal training's, greedy equals the recompute sampler, truncation.
+
+The training-side forwards run jitted (eagerly every primitive of the model compiles on its
+own); the sampler is jitted itself."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +24,7 @@ PROMPTS = jnp.array([[5, 6, 7, 8, 9], [0, 0, 11, 12, 13], [14, 15, 0, 0, 0]], jn
 PROMPT_MASK = PROMPTS != 0
 
 
+@functools.partial(jax.jit, static_argnames="prompt_len")
 def _training_logps(out, prompt_len):
     ids = jnp.concatenate([out.prompt_ids, out.tokens], axis=1)
     mask = jnp.concatenate([out.prompt_mask, out.mask], axis=1)
@@ -61,8 +67,8 @@ def test_greedy_matches_the_full_recompute_sampler():
     full = jnp.array([[5, 6, 7, 8], [9, 10, 11, 12]], jnp.int32)
     out = sample(MODEL, PARAMS, full, jnp.ones_like(full, bool), jax.random.key(0),
                  max_new_tokens=6, temperature=0.0)
-    tokens, logps = sample_continuations(MODEL.apply, PARAMS, full, jax.random.key(0),
-                                         num_new_tokens=6, temperature=0.0)
+    tokens, logps = jax.jit(lambda p: sample_continuations(
+        MODEL.apply, p, full, jax.random.key(0), num_new_tokens=6, temperature=0.0))(PARAMS)
     np.testing.assert_array_equal(out.tokens, tokens)
     np.testing.assert_allclose(out.logps, logps, atol=1e-5)
 
@@ -80,8 +86,8 @@ def test_first_token_frequencies_follow_the_tempered_distribution():
     prompt = jnp.array([[5, 6, 7]], jnp.int32)
     out = sample(MODEL, PARAMS, prompt, jnp.ones_like(prompt, bool), jax.random.key(4),
                  max_new_tokens=1, num_samples=4000, temperature=0.5)
-    logits = MODEL.apply(PARAMS, prompt, jnp.ones_like(prompt, bool))[0, -1]
-    probs = np.asarray(jax.nn.softmax(logits / 0.5))
+    probs = np.asarray(jax.jit(lambda p: jax.nn.softmax(
+        MODEL.apply(p, prompt, jnp.ones_like(prompt, bool))[0, -1] / 0.5))(PARAMS))
     freq = np.bincount(np.asarray(out.tokens[:, 0]), minlength=CFG.vocab_size) / 4000
     # 4000 draws: each frequency's standard error is below 0.008
     np.testing.assert_allclose(freq, probs, atol=0.035)
@@ -94,7 +100,8 @@ def test_categorical_draws_follow_the_distribution_and_skip_masked_tokens(vocab)
     logits[rng.choice(vocab, vocab // 3, replace=False)] = -1e30
     logits[-1] = -1e30  # the last token, inside the padded last block
     draws = 200_000
-    toks = np.asarray(categorical(jax.random.key(0), jnp.broadcast_to(logits, (draws, vocab))))
+    toks = np.asarray(jax.jit(lambda x: categorical(
+        jax.random.key(0), jnp.broadcast_to(x, (draws, vocab))))(logits))
     probs = np.asarray(jax.nn.softmax(logits))
     freq = np.bincount(toks, minlength=vocab) / draws
     assert freq[probs == 0].sum() == 0
@@ -104,12 +111,14 @@ def test_categorical_draws_follow_the_distribution_and_skip_masked_tokens(vocab)
 
 def test_categorical_edge_cases():
     key = jax.random.key(3)
-    one_hot = jnp.full((64, 37), -1e30).at[:, 36].set(0.0)  # only the last token, V odd
-    assert (np.asarray(categorical(key, one_hot)) == 36).all()
-    assert (np.asarray(categorical(key, jnp.zeros((5, 1)))) == 0).all()
+    draw = jax.jit(categorical)
+    one_hot = np.full((64, 37), -1e30, np.float32)
+    one_hot[:, 36] = 0.0  # only the last token, V odd
+    assert (np.asarray(draw(key, one_hot)) == 36).all()
+    assert (np.asarray(draw(key, np.zeros((5, 1), np.float32))) == 0).all()
     # a token of tiny but positive probability among huge ones is still drawn only rarely
-    logits = jnp.array([[0.0, -30.0, 0.0, -1e30]] * 4096)
-    toks = np.asarray(categorical(key, logits))
+    logits = np.array([[0.0, -30.0, 0.0, -1e30]] * 4096, np.float32)
+    toks = np.asarray(draw(key, logits))
     assert set(np.unique(toks)) <= {0, 1, 2} and abs((toks == 0).mean() - 0.5) < 0.05
 
 
@@ -223,8 +232,13 @@ def test_gpt2_style_sampler_logps_equal_training():
     params = model.init(jax.random.key(7))
     out = sample(model, params, PROMPTS, PROMPT_MASK, jax.random.key(8), max_new_tokens=6,
                  num_samples=2)
-    ids = jnp.concatenate([out.prompt_ids, out.tokens], axis=1)
-    mask = jnp.concatenate([out.prompt_mask, out.mask], axis=1)
-    expected = token_logprobs(model.apply(params, ids, mask)[:, PROMPTS.shape[1] - 1:-1],
+
+    @jax.jit
+    def training_logps(params, out):
+        ids = jnp.concatenate([out.prompt_ids, out.tokens], axis=1)
+        mask = jnp.concatenate([out.prompt_mask, out.mask], axis=1)
+        return token_logprobs(model.apply(params, ids, mask)[:, PROMPTS.shape[1] - 1:-1],
                               out.tokens)
+
+    expected = training_logps(params, out)
     np.testing.assert_allclose(out.logps, np.where(out.mask, expected, 0.0), atol=1e-5)
